@@ -1,0 +1,10 @@
+/* amaters-net — umbrella header. */
+#ifndef AMN_AMN_H
+#define AMN_AMN_H
+#include "common.h"
+#include "config.h"
+#include "pki.h"
+#include "proto.h"
+#include "server.h"
+#include "client.h"
+#endif

@@ -1,0 +1,150 @@
+/*
+ * amaters-net — gRPC client.
+ *
+ * A client owns one I/O thread running a libev loop and a connection to the
+ * server named by its URL. Every function here is thread-safe: any number of
+ * application threads may issue calls through one client at once; the calls
+ * are multiplexed as streams over the connection.
+ *
+ * Callbacks (amn_unary_cb, amn_cstream_cbs) run on the client's I/O thread:
+ * they must not block and must not call the blocking amn_client_unary().
+ */
+#ifndef AMN_CLIENT_H
+#define AMN_CLIENT_H
+
+#include "common.h"
+#include "server.h" /* amn_transport */
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct amn_client amn_client;
+typedef struct amn_cstream amn_cstream;
+
+/** Client options. Initialise with amn_client_opts_init(). */
+typedef struct amn_client_opts {
+  const char *url;              /**< "https://host:port" ("http://" only with tls.insecure) */
+  amn_tls_opts tls;             /**< client certificate, key, CA to verify the server */
+  amn_transport transport;      /**< AMN_TRANSPORT_H2 (default) */
+  size_t max_recv_message;      /**< default AMN_DEFAULT_MAX_MESSAGE */
+  size_t max_send_message;      /**< default AMN_DEFAULT_MAX_MESSAGE */
+  uint32_t connect_timeout_ms;  /**< TCP connect + TLS handshake; default 10000 */
+  uint32_t initial_window_size; /**< per-stream receive window; default 1 MiB */
+  size_t stream_send_buffer;    /**< per-stream queued-bytes bound (default 4 MiB) */
+} amn_client_opts;
+
+void amn_client_opts_init(amn_client_opts *o);
+
+/** Per-call options. A zeroed struct means: no deadline, no metadata. */
+typedef struct amn_call_opts {
+  uint32_t timeout_ms;        /**< deadline; 0 = none. Sent as grpc-timeout and enforced locally. */
+  const amn_metadata *metadata; /**< request metadata (copied) */
+  bool idempotent;            /**< the call may be replayed (0-RTT, retries) */
+} amn_call_opts;
+
+/** Outcome of a call. Owned by the receiver of an amn_result; release with
+ *  amn_result_free (the async callback's result is freed by the library
+ *  after the callback returns). */
+typedef struct amn_result {
+  amn_status_code code;
+  char *message;          /**< decoded grpc-message, or "" */
+  uint8_t *data;          /**< unary: the response message (serialized); NULL if none */
+  size_t len;
+  amn_md *initial_md;     /**< response header metadata */
+  size_t initial_md_count;
+  amn_md *trailing_md;    /**< trailer metadata */
+  size_t trailing_md_count;
+} amn_result;
+
+void amn_result_free(amn_result *r);
+
+/**
+ * Creates a client and starts its I/O thread. Connects lazily on the first
+ * call (and reconnects after failures). Validates the URL and loads the TLS
+ * files now: AMN_EINVAL / AMN_ETLS with a reason.
+ */
+int amn_client_new(amn_client **out, const amn_client_opts *opts, char *err, size_t errlen);
+
+/** Connects now and waits for the TLS + HTTP/2 handshake, up to
+ *  connect_timeout_ms. Returns 0, or AMN_EIO/AMN_ETLS with the reason.
+ *  Optional: calls connect by themselves. */
+int amn_client_connect(amn_client *c, char *err, size_t errlen);
+
+/** Cancels every call (CANCELLED), closes the connection, joins the I/O
+ *  thread and frees the client. Open streams must have been released. */
+void amn_client_free(amn_client *c);
+
+/**
+ * Blocking unary call: sends `req` (serialized message) to `method` and
+ * waits for the result (the deadline included). Never call from a client
+ * callback. Returns 0 when `out` was filled (check out->code), or a
+ * negative AMN_E* code if the call could not be issued.
+ */
+int amn_client_unary(amn_client *c, const char *method, const uint8_t *req, size_t len,
+                     const amn_call_opts *opts, amn_result *out);
+
+/** Completion of an asynchronous unary call. `res` is valid during the
+ *  callback only. Runs on the client I/O thread. */
+typedef void (*amn_unary_cb)(const amn_result *res, void *ud);
+
+/** Asynchronous unary call: returns at once; `cb` runs exactly once (also
+ *  on failure, with the status). Returns 0 or AMN_EINVAL/AMN_ENOMEM (then
+ *  cb is never called). The request bytes are copied. */
+int amn_client_unary_async(amn_client *c, const char *method, const uint8_t *req, size_t len,
+                           const amn_call_opts *opts, amn_unary_cb cb, void *ud);
+
+/** Execute convenience: encodes a QueryRequest, blocking call, decodes the
+ *  QueryResponse: on OK, out->data holds result_bytes (proof in
+ *  proof / proof_len when proof is non-NULL; free it with free()). */
+int amn_client_execute(amn_client *c, const uint8_t *query, size_t query_len,
+                       const uint8_t *signature, size_t signature_len,
+                       const amn_call_opts *opts, amn_result *out,
+                       uint8_t **proof, size_t *proof_len);
+
+/* ------------------------------------------------------------------ */
+/* Streams                                                            */
+/* ------------------------------------------------------------------ */
+
+/** Stream callbacks; run on the client I/O thread. */
+typedef struct amn_cstream_cbs {
+  /** One response message; `msg` valid during the callback only. */
+  void (*on_message)(amn_cstream *s, const uint8_t *msg, size_t len, void *ud);
+  /** The call ended (always called exactly once). `res->data` is NULL. */
+  void (*on_close)(amn_cstream *s, const amn_result *res, void *ud);
+  /** amn_cstream_send may be retried after AMN_EAGAIN. */
+  void (*on_writable)(amn_cstream *s, void *ud);
+} amn_cstream_cbs;
+
+/** Opens a bidirectional stream to `method`. The cbs struct is copied.
+ *  Returns 0 and a stream handle the caller must release with
+ *  amn_cstream_release after on_close (or to abandon it, which cancels). */
+int amn_client_stream_open(amn_client *c, const char *method, const amn_call_opts *opts,
+                           const amn_cstream_cbs *cbs, void *ud, amn_cstream **out);
+
+/** Queues one message (copied). Any thread. AMN_EAGAIN when queued bytes
+ *  exceed stream_send_buffer (not queued; wait for on_writable);
+ *  AMN_ECLOSED after close/cancel; AMN_ETOOBIG above max_send_message. */
+int amn_cstream_send(amn_cstream *s, const uint8_t *msg, size_t len);
+
+/** Half-closes: no more messages will be sent. Any thread. */
+int amn_cstream_close_send(amn_cstream *s);
+
+/** Cancels the stream (RST_STREAM CANCEL); on_close gets CANCELLED. */
+void amn_cstream_cancel(amn_cstream *s);
+
+/** Releases the caller's handle; cancels the stream if still open. After
+ *  this no callback for `s` runs once the call returns... except an
+ *  on_close already running on the I/O thread. Any thread. */
+void amn_cstream_release(amn_cstream *s);
+
+/** Health check via grpc.health.v1.Health/Check for `service` ("" = the
+ *  server). Returns 0 and sets *serving, or a negative code; the call's
+ *  status is in *status when non-NULL. */
+int amn_client_health(amn_client *c, const char *service, uint32_t timeout_ms,
+                      bool *serving, amn_status_code *status, char *err, size_t errlen);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,161 @@
+/*
+ * amaters-net — common types: gRPC status codes, library error codes,
+ * metadata, peer identity, TLS options, logging.
+ *
+ * Every public symbol of the library starts with `amn_` (types, functions)
+ * or `AMN_` (macros, enumerators).
+ *
+ * Conventions used throughout the public headers:
+ *  - Functions returning `int` return 0 on success and a negative `AMN_E*`
+ *    code on failure, unless documented otherwise.
+ *  - `err`/`errlen` parameters, when given (non-NULL), receive a
+ *    NUL-terminated human-readable reason on failure.
+ *  - Pointers passed in are borrowed for the duration of the call unless
+ *    documented otherwise; the library copies what it keeps.
+ */
+#ifndef AMN_COMMON_H
+#define AMN_COMMON_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define AMN_VERSION "0.1.0"
+#define AMN_DEFAULT_PORT 7878
+/** Default maximum size of one gRPC message (either direction): 64 MiB. */
+#define AMN_DEFAULT_MAX_MESSAGE (64u * 1024u * 1024u)
+
+/** gRPC status codes (grpc/grpc doc/statuscodes.md). */
+typedef enum amn_status_code {
+  AMN_STATUS_OK = 0,
+  AMN_STATUS_CANCELLED = 1,
+  AMN_STATUS_UNKNOWN = 2,
+  AMN_STATUS_INVALID_ARGUMENT = 3,
+  AMN_STATUS_DEADLINE_EXCEEDED = 4,
+  AMN_STATUS_NOT_FOUND = 5,
+  AMN_STATUS_ALREADY_EXISTS = 6,
+  AMN_STATUS_PERMISSION_DENIED = 7,
+  AMN_STATUS_RESOURCE_EXHAUSTED = 8,
+  AMN_STATUS_FAILED_PRECONDITION = 9,
+  AMN_STATUS_ABORTED = 10,
+  AMN_STATUS_OUT_OF_RANGE = 11,
+  AMN_STATUS_UNIMPLEMENTED = 12,
+  AMN_STATUS_INTERNAL = 13,
+  AMN_STATUS_UNAVAILABLE = 14,
+  AMN_STATUS_DATA_LOSS = 15,
+  AMN_STATUS_UNAUTHENTICATED = 16,
+} amn_status_code;
+
+/** Upper-case name of a status code ("OK", "DEADLINE_EXCEEDED", ...).
+ *  Returns "UNKNOWN_CODE" for values outside 0..16. Thread-safe. */
+const char *amn_status_name(int code);
+
+/** Parses a status name (case-insensitive) or decimal number. Returns the
+ *  code, or -1 if `s` is neither. Thread-safe. */
+int amn_status_from_name(const char *s);
+
+/** Library error codes (negative). */
+enum {
+  AMN_OK = 0,
+  AMN_EINVAL = -1,    /**< invalid argument */
+  AMN_ENOMEM = -2,    /**< allocation failed */
+  AMN_EAGAIN = -3,    /**< would block / queue full: retry after on_writable */
+  AMN_ECLOSED = -4,   /**< call, stream or object already closed */
+  AMN_EIO = -5,       /**< socket or file error */
+  AMN_ETLS = -6,      /**< TLS setup or handshake failure */
+  AMN_EPROTO = -7,    /**< protocol violation by the peer */
+  AMN_ETOOBIG = -8,   /**< message larger than the configured maximum */
+  AMN_ECONFIG = -9,   /**< configuration error */
+  AMN_ESTATE = -10,   /**< operation not valid in the current state */
+};
+
+/** Short description of an AMN_E* code. Thread-safe. */
+const char *amn_strerror(int err);
+
+/* ------------------------------------------------------------------ */
+/* Metadata                                                           */
+/* ------------------------------------------------------------------ */
+
+/**
+ * One metadata entry. Keys are lower-case ASCII. For keys ending in "-bin"
+ * the value is raw binary: the library base64-encodes it on the wire and
+ * decodes it on receipt. Other values must be printable ASCII (0x20-0x7e).
+ */
+typedef struct amn_md {
+  const char *key;
+  const uint8_t *value;
+  size_t value_len;
+} amn_md;
+
+/** A list of metadata entries. */
+typedef struct amn_metadata {
+  const amn_md *entries;
+  size_t count;
+} amn_metadata;
+
+/** Returns the first entry with `key` (exact, lower-case) or NULL. */
+const amn_md *amn_metadata_get(const amn_metadata *md, const char *key);
+
+/* ------------------------------------------------------------------ */
+/* Peer identity                                                      */
+/* ------------------------------------------------------------------ */
+
+#define AMN_MAX_SANS 16
+
+/** What the TLS layer verified about the peer's certificate. All strings
+ *  are NUL-terminated and owned by the object that hands the identity out
+ *  (a call, a connection); they live as long as that object. */
+typedef struct amn_peer_identity {
+  bool verified;                 /**< true when a certificate was verified */
+  const char *subject;           /**< RFC 4514 distinguished name */
+  const char *sans[AMN_MAX_SANS];/**< DNS names and IP addresses (text) */
+  size_t san_count;
+  uint8_t sha256[32];            /**< SHA-256 of the DER certificate */
+  char sha256_hex[65];           /**< the same, lower-case hex */
+} amn_peer_identity;
+
+/* ------------------------------------------------------------------ */
+/* TLS options                                                        */
+/* ------------------------------------------------------------------ */
+
+/** TLS settings of a server or client. Paths are PEM files. */
+typedef struct amn_tls_opts {
+  const char *cert_path;   /**< own certificate chain (leaf first) */
+  const char *key_path;    /**< own private key; must not be group/world readable */
+  const char *ca_path;     /**< CA bundle used to verify the peer */
+  const char *server_name; /**< client: name to verify instead of the URL host */
+  bool allow_tls12;        /**< also accept TLS 1.2 (default: TLS 1.3 only) */
+  bool insecure;           /**< plaintext (h2c); no TLS at all. Loudly logged. */
+} amn_tls_opts;
+
+/* ------------------------------------------------------------------ */
+/* Logging                                                            */
+/* ------------------------------------------------------------------ */
+
+typedef enum amn_log_level {
+  AMN_LOG_ERROR = 0,
+  AMN_LOG_WARN = 1,
+  AMN_LOG_INFO = 2,
+  AMN_LOG_DEBUG = 3,
+} amn_log_level;
+
+/** Log sink: receives one formatted line without trailing newline. May be
+ *  called from any library thread concurrently. */
+typedef void (*amn_log_fn)(amn_log_level level, const char *line, void *ud);
+
+/** Sets the global log level (default AMN_LOG_INFO). Thread-safe. */
+void amn_log_set_level(amn_log_level level);
+/** Parses "error", "warn", "info", "debug"; returns -1 if unknown. */
+int amn_log_level_parse(const char *s);
+/** Replaces the sink (default: stderr with timestamp). NULL restores the
+ *  default. Set it before creating servers or clients. */
+void amn_log_set_sink(amn_log_fn fn, void *ud);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,109 @@
+/*
+ * amaters-net — configuration file (TOML 1.0).
+ *
+ * Sections and keys (every key optional; defaults in amn_config_init; an
+ * annotated example with every key is examples/amaters-net.toml):
+ *   [network] bind_address (string "host:port"), max_connections (int),
+ *             idle_timeout_ms (int), keep_alive_interval_ms (int)
+ *   [tls]     cert_path, key_path, ca_path (strings)
+ *   [quic]    max_concurrent_streams (int), initial_window_size (int)
+ *   [server]  transport ("h2"|"h3"|"both"), threads (int), log_level (string),
+ *             drain_timeout_ms (int), max_message_bytes (int), pki_dir (string),
+ *             insecure (bool)
+ *   [client]  urls (array of strings), transport ("h2"|"h3"|"auto"),
+ *             timeout_ms, connect_timeout_ms, pool_max_connections,
+ *             pool_min_connections (ints), lb_policy ("p2c"|"round_robin"),
+ *             keep_alive_interval_ms, max_retries (ints)
+ * Unknown sections or keys, wrong types and out-of-range values are errors
+ * reported as "FILE:LINE: message naming the key".
+ *
+ * Value rules (the same for the file and the environment):
+ *  - integers are TOML integers (not floats), never negative, and within the
+ *    range given next to each field below;
+ *  - bind_address is "host:port" with port 1-65535; host is a DNS name, an
+ *    IPv4 address, or an IPv6 address in brackets ("[::1]:7878");
+ *  - client URLs are "https://host:port" or "http://host:port" (host and
+ *    port as above, optional trailing "/"); at least one URL;
+ *  - path strings must not be empty; log_level is one of
+ *    "error", "warn", "info", "debug";
+ *  - client.pool_min_connections <= client.pool_max_connections.
+ */
+#ifndef AMN_CONFIG_H
+#define AMN_CONFIG_H
+
+#include "common.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct amn_config {
+  struct {
+    char *bind_address;            /**< default "127.0.0.1:7878" */
+    int64_t max_connections;       /**< 0..10000000, 0 = unlimited; default 10000 */
+    int64_t idle_timeout_ms;       /**< 0..2147483647, 0 = never; default 60000 */
+    int64_t keep_alive_interval_ms;/**< server PINGs, 0..2147483647, 0 = off; default 10000 */
+  } network;
+  struct {
+    char *cert_path, *key_path, *ca_path; /**< default NULL: dev PKI */
+  } tls;
+  struct {
+    int64_t max_concurrent_streams; /**< per connection, 1..1000000; default 1024 */
+    int64_t initial_window_size;    /**< per-stream window, 1..2147483647; default 1048576 */
+  } quic;
+  struct {
+    char *transport;        /**< "h2"|"h3"|"both"; default "h2" */
+    int64_t threads;        /**< 0..1024; default 0 = one per core */
+    char *log_level;        /**< default "info" */
+    int64_t drain_timeout_ms;  /**< 0..2147483647; default 10000 */
+    int64_t max_message_bytes; /**< 1..2147483647; default 64 MiB */
+    char *pki_dir;          /**< default NULL: amn_pki_default_dir */
+    bool insecure;          /**< default false */
+  } server;
+  struct {
+    char **urls;                    /**< servers to connect to (the pool spreads calls over them);
+                                         default one URL: "https://127.0.0.1:7878" */
+    size_t url_count;               /**< number of entries in urls (>= 1) */
+    char *transport;                /**< "h2"|"h3"|"auto" (race QUIC against TCP); default "h2" */
+    int64_t timeout_ms;             /**< default per-call deadline, 0..2147483647, 0 = none; default 30000 */
+    int64_t connect_timeout_ms;     /**< TCP/QUIC connect + TLS handshake, 1..2147483647; default 10000 */
+    int64_t pool_max_connections;   /**< connections per URL at most, 1..65535; default 4 */
+    int64_t pool_min_connections;   /**< connections per URL kept open, 0..pool_max; default 1 */
+    char *lb_policy;                /**< "p2c" (power of two choices) | "round_robin"; default "p2c" */
+    int64_t keep_alive_interval_ms; /**< client PINGs, 0..2147483647, 0 = off; default 10000 */
+    int64_t max_retries;            /**< retries of a failed call on another connection
+                                         (only when safe: idempotent or never sent), 0..100;
+                                         default 2 */
+  } client;
+} amn_config;
+
+/** Fills `c` with the defaults (strings heap-allocated). */
+void amn_config_init(amn_config *c);
+/** Frees the strings held by `c`. */
+void amn_config_free(amn_config *c);
+
+/**
+ * Reads `path` into `c` (which must be initialised; keys present in the file
+ * replace the current values). On error returns AMN_ECONFIG (or AMN_EIO if
+ * the file cannot be read) and writes "path:line: reason" into err; `c` is
+ * left unchanged in that case. Not thread-safe for the same `c`.
+ * Errors that have no single line (e.g. the file is unreadable) are written
+ * as "path: reason". AMN_ENOMEM if memory runs out.
+ */
+int amn_config_load(amn_config *c, const char *path, char *err, size_t errlen);
+
+/**
+ * Applies environment overrides AMATERS_NET_<SECTION>_<KEY> (upper case,
+ * e.g. AMATERS_NET_NETWORK_MAX_CONNECTIONS) to `c`. A malformed value is an
+ * error "env AMATERS_NET_...: reason" (AMN_ECONFIG).
+ * Integers are decimal, booleans "true"/"false", strings are taken verbatim;
+ * AMATERS_NET_CLIENT_URLS is a comma-separated list. The same value rules as
+ * for the file apply; `c` is left unchanged on error. Variables with the
+ * prefix that name no key are logged as a warning and otherwise ignored.
+ */
+int amn_config_apply_env(amn_config *c, char *err, size_t errlen);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,50 @@
+/*
+ * amaters-net — development PKI (like mkcert): a private CA, a server
+ * certificate for localhost / 127.0.0.1 / ::1 and one client certificate,
+ * all ECDSA P-256, keys written with mode 0600.
+ *
+ * Files in a PKI directory:
+ *   ca.pem  ca-key.pem  server.pem  server-key.pem  client.pem  client-key.pem
+ * For development only: production deployments bring their own PKI.
+ */
+#ifndef AMN_PKI_H
+#define AMN_PKI_H
+
+#include "common.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/**
+ * The default PKI directory, the same for the daemon and the CLI:
+ * $AMATERS_NET_PKI_DIR if set, else $XDG_DATA_HOME/amaters-net/pki, else
+ * $HOME/.local/share/amaters-net/pki. Writes at most `cap` bytes
+ * (NUL-terminated) into `out`. Returns 0, or AMN_EINVAL if neither HOME nor
+ * XDG_DATA_HOME is set or the result does not fit. Thread-safe.
+ */
+int amn_pki_default_dir(char *out, size_t cap);
+
+/**
+ * Creates the development PKI in `dir` (created with mode 0700, parents
+ * included). Files that already exist are kept unless `force`; if the CA
+ * exists but a leaf does not, the leaf is issued by the existing CA.
+ * Certificates are valid for 825 days. Returns 0, or AMN_EIO/AMN_ETLS with
+ * a reason. Not thread-safe for the same directory.
+ */
+int amn_pki_init(const char *dir, bool force, char *err, size_t errlen);
+
+/** true when `dir` holds all six files. */
+bool amn_pki_exists(const char *dir);
+
+/**
+ * Fills `o`'s cert/key/ca paths with the files of `dir` for `role`
+ * ("server" or "client"). The strings are written into `storage` (at least
+ * 3 * 4096 bytes) which must outlive `o`. Returns 0 or AMN_EINVAL.
+ */
+int amn_pki_paths(const char *dir, const char *role, amn_tls_opts *o, char *storage, size_t cap);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,45 @@
+/*
+ * amaters-net — the amaters.v1 messages without copies.
+ *
+ * QueryRequest  { bytes query_bytes = 1; bytes client_signature = 2; }
+ * QueryResponse { bytes result_bytes = 1; bytes server_proof = 2; }
+ * Both messages are "two bytes fields", so one pair of functions serves both.
+ * Decoding yields pointers into the input (no copy); unknown fields are
+ * skipped as protobuf requires. All functions are pure and thread-safe.
+ */
+#ifndef AMN_PROTO_H
+#define AMN_PROTO_H
+
+#include "common.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define AMN_METHOD_EXECUTE "/amaters.v1.AmateRS/Execute"
+#define AMN_METHOD_EXECUTE_STREAM "/amaters.v1.AmateRS/ExecuteStream"
+#define AMN_METHOD_HEALTH_CHECK "/grpc.health.v1.Health/Check"
+#define AMN_METHOD_HEALTH_WATCH "/grpc.health.v1.Health/Watch"
+
+/** Two bytes fields (1 and 2) of a QueryRequest or QueryResponse. */
+typedef struct amn_pair_view {
+  const uint8_t *f1; size_t f1_len;
+  const uint8_t *f2; size_t f2_len;
+} amn_pair_view;
+
+/** Decodes `buf` into views. Returns 0 or AMN_EPROTO for malformed input
+ *  (truncated varint/length, wrong wire type for fields 1/2). */
+int amn_pair_decode(const uint8_t *buf, size_t len, amn_pair_view *out);
+
+/** Exact encoded size of a message with the two fields. */
+size_t amn_pair_encoded_size(size_t f1_len, size_t f2_len);
+
+/** Encodes into `out` (at least amn_pair_encoded_size bytes). Empty fields
+ *  are omitted (proto3). Returns the bytes written. */
+size_t amn_pair_encode(uint8_t *out, const uint8_t *f1, size_t f1_len,
+                       const uint8_t *f2, size_t f2_len);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,221 @@
+/*
+ * amaters-net — gRPC server (HTTP/2 over TLS today; HTTP/3 shares this API).
+ *
+ * Threading model
+ *  - The server runs `threads` event loops (default: one per core), each
+ *    with its own SO_REUSEPORT listening socket. A connection and all its
+ *    calls belong to one loop for their whole life.
+ *  - Handler callbacks (on_message, on_half_close, on_cancel, on_writable)
+ *    run on the loop thread of the call. They must not block: long work
+ *    (an FHE evaluation) goes to the application's own threads.
+ *  - `amn_call_send*`, `amn_call_finish*`, `amn_call_add_*_metadata` and the
+ *    accessors may be called from ANY thread. They never block.
+ *
+ * Call lifetime
+ *  - Every call handed to a handler must be finished exactly once with
+ *    `amn_call_finish` (or a convenience variant), from any thread, even after
+ *    on_cancel. Finishing a cancelled call sends nothing and only releases it.
+ *  - After finish returns, the application must not touch the call again.
+ */
+#ifndef AMN_SERVER_H
+#define AMN_SERVER_H
+
+#include "common.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct amn_server amn_server;
+typedef struct amn_call amn_call;
+
+/** Transport selection (HTTP/2 over TCP, HTTP/3 over QUIC, or both). */
+typedef enum amn_transport {
+  AMN_TRANSPORT_H2 = 1,
+  AMN_TRANSPORT_H3 = 2,
+  AMN_TRANSPORT_BOTH = 3,
+  AMN_TRANSPORT_AUTO = 4, /**< client only: race QUIC against TCP */
+} amn_transport;
+
+/** Server options. Initialise with amn_server_opts_init() then override. */
+typedef struct amn_server_opts {
+  const char *listen;               /**< "host:port"; default "127.0.0.1:7878" */
+  amn_tls_opts tls;                 /**< certificate, key, CA (mTLS always required unless insecure) */
+  int threads;                      /**< event loops; 0 = one per online core */
+  amn_transport transport;          /**< default AMN_TRANSPORT_H2 */
+  size_t max_recv_message;          /**< default AMN_DEFAULT_MAX_MESSAGE */
+  size_t max_send_message;          /**< default AMN_DEFAULT_MAX_MESSAGE */
+  uint32_t max_concurrent_streams;  /**< per connection; default 1024 */
+  uint32_t initial_window_size;     /**< per-stream flow-control window; default 1 MiB */
+  uint32_t max_connections;         /**< 0 = unlimited (default 10000) */
+  uint32_t idle_timeout_ms;         /**< close idle connections; 0 = never (default 60000) */
+  uint32_t keepalive_interval_ms;   /**< server PINGs; 0 = off (default 10000) */
+  uint32_t drain_timeout_ms;        /**< graceful stop deadline (default 10000) */
+  size_t stream_send_buffer;        /**< per-call queued-bytes bound for backpressure (default 4 MiB) */
+} amn_server_opts;
+
+/** Fills `o` with the defaults documented above. */
+void amn_server_opts_init(amn_server_opts *o);
+
+/**
+ * Handler of one method, with raw (serialized) messages.
+ * All callbacks run on the call's loop thread; any may be NULL.
+ * `msg` passed to on_message is owned by the library and valid until the
+ * call is finished (so a handler may hand it to another thread and read it
+ * there without copying).
+ */
+typedef struct amn_handler {
+  /** A complete request message arrived. */
+  void (*on_message)(amn_call *call, const uint8_t *msg, size_t len, void *ud);
+  /** The client closed its sending side (no more messages). For unary
+   *  methods this comes right after the single on_message. */
+  void (*on_half_close)(amn_call *call, void *ud);
+  /** The call was cancelled (client RST_STREAM, deadline, connection lost,
+   *  server stopping). `why` is the status the call ended with. The handler
+   *  must still call amn_call_finish. */
+  void (*on_cancel)(amn_call *call, amn_status_code why, void *ud);
+  /** Sending is possible again after amn_call_send returned AMN_EAGAIN. */
+  void (*on_writable)(amn_call *call, void *ud);
+  /** true: client-streaming is allowed (more than one request message).
+   *  false: unary request; a second message yields INTERNAL. */
+  bool client_streaming;
+  void *ud;
+} amn_handler;
+
+/** A zero-copy view of a decoded amaters.v1.QueryRequest. The pointers point
+ *  into the received message and live until the call is finished. */
+typedef struct amn_query {
+  const uint8_t *query_bytes;
+  size_t query_len;
+  const uint8_t *client_signature;
+  size_t signature_len;
+} amn_query;
+
+/** Execute handler: one request, answer with amn_call_reply_query (any
+ *  thread, any time before the deadline) or amn_call_finish with an error. */
+typedef void (*amn_execute_fn)(amn_call *call, const amn_query *q, void *ud);
+
+/** ExecuteStream handler. on_query runs per request message; respond with
+ *  amn_call_send_query_response; end with amn_call_finish. */
+typedef struct amn_stream_handler {
+  void (*on_query)(amn_call *call, const amn_query *q, void *ud);
+  void (*on_half_close)(amn_call *call, void *ud);
+  void (*on_cancel)(amn_call *call, amn_status_code why, void *ud);
+  void (*on_writable)(amn_call *call, void *ud);
+  void *ud;
+} amn_stream_handler;
+
+/**
+ * Creates a server (does not bind yet). Validates options, loads and checks
+ * certificates. Returns 0, or AMN_EINVAL / AMN_ETLS / AMN_ENOMEM with a
+ * reason in err. Not thread-safe with respect to the same server.
+ */
+int amn_server_new(amn_server **out, const amn_server_opts *opts, char *err, size_t errlen);
+
+/** Registers a raw handler for a full method path ("/pkg.Service/Method").
+ *  The handler struct is copied. Must be called before amn_server_start.
+ *  Returns AMN_EINVAL for a malformed path, AMN_ESTATE if already started. */
+int amn_server_register(amn_server *s, const char *path, const amn_handler *h);
+
+/** Registers /amaters.v1.AmateRS/Execute. */
+int amn_server_set_execute(amn_server *s, amn_execute_fn fn, void *ud);
+/** Registers /amaters.v1.AmateRS/ExecuteStream. The struct is copied. */
+int amn_server_set_execute_stream(amn_server *s, const amn_stream_handler *h);
+/** Registers the built-in echo handlers for both methods
+ *  (result_bytes = query_bytes, server_proof empty). */
+int amn_server_use_echo(amn_server *s);
+
+/**
+ * Binds the listening sockets and starts the event-loop threads. Returns
+ * once the server accepts connections, or an error (AMN_EIO with the
+ * reason, e.g. address in use). The grpc.health.v1.Health service is always
+ * served, reporting SERVING.
+ */
+int amn_server_start(amn_server *s, char *err, size_t errlen);
+
+/** The TCP port actually bound (useful with port 0). 0 before start. */
+uint16_t amn_server_port(const amn_server *s);
+
+/** Sets the health status reported for `service` ("" = whole server).
+ *  Thread-safe. Watchers are notified. */
+void amn_server_set_health(amn_server *s, const char *service, bool serving);
+
+/**
+ * Graceful stop: health turns NOT_SERVING, listeners close, every connection
+ * gets GOAWAY, in-flight calls may finish until drain_timeout_ms, then the
+ * remaining calls are cancelled and connections close. Blocks until all
+ * loop threads have exited. Thread-safe; calling it twice is harmless.
+ * Safe to call from a signal-handling thread, not from a signal handler.
+ */
+void amn_server_stop(amn_server *s);
+
+/** Asks the server to stop without waiting (async-signal-safe). A later
+ *  amn_server_wait() returns when stopped. */
+void amn_server_request_stop(amn_server *s);
+/** Blocks until the server has stopped (after amn_server_request_stop or
+ *  amn_server_stop from another thread). */
+void amn_server_wait(amn_server *s);
+
+/** Stops (if needed) and frees the server. All calls must be finished. */
+void amn_server_free(amn_server *s);
+
+/* ------------------------------------------------------------------ */
+/* Calls (server side)                                                */
+/* ------------------------------------------------------------------ */
+
+/** Full method path of the call ("/amaters.v1.AmateRS/Execute"). */
+const char *amn_call_method(const amn_call *c);
+/** Verified identity of the client certificate (verified=false under
+ *  --insecure). Valid until the call is finished. */
+const amn_peer_identity *amn_call_peer(const amn_call *c);
+/** Remote address as text ("127.0.0.1:53122"). */
+const char *amn_call_peer_addr(const amn_call *c);
+/** Request metadata (custom headers; "-bin" values decoded). Valid until
+ *  finish. Reserved headers (":path", "te", "grpc-*", ...) are excluded. */
+const amn_metadata *amn_call_metadata(const amn_call *c);
+/** Milliseconds left until the client's deadline; -1 when none was set;
+ *  0 when already expired. Thread-safe. */
+int64_t amn_call_deadline_remaining_ms(const amn_call *c);
+/** true once the call was cancelled (for polling from worker threads). */
+bool amn_call_is_cancelled(const amn_call *c);
+/** true when the request arrived as TLS 1.3 / QUIC early data (0-RTT). */
+bool amn_call_is_early_data(const amn_call *c);
+
+/** Adds response-header metadata. Only before the first message is sent.
+ *  Returns AMN_ESTATE if headers were already sent. Any thread. */
+int amn_call_add_initial_metadata(amn_call *c, const char *key, const uint8_t *value, size_t len);
+/** Adds trailing metadata sent with the status. Any thread, before finish. */
+int amn_call_add_trailing_metadata(amn_call *c, const char *key, const uint8_t *value, size_t len);
+
+/**
+ * Queues one response message (raw serialized bytes; copied once into the
+ * outgoing frame buffer). Any thread; never blocks.
+ * Returns 0; AMN_EAGAIN when the call's queued bytes exceed
+ * stream_send_buffer (nothing was queued: retry after on_writable);
+ * AMN_ECLOSED if the call is cancelled or finished; AMN_ETOOBIG if larger
+ * than max_send_message.
+ */
+int amn_call_send(amn_call *c, const uint8_t *msg, size_t len);
+
+/** Encodes and queues a QueryResponse (result_bytes, server_proof). Same
+ *  return values as amn_call_send. */
+int amn_call_send_query_response(amn_call *c, const uint8_t *result, size_t result_len,
+                                 const uint8_t *proof, size_t proof_len);
+
+/**
+ * Ends the call with a status (message may be NULL) after all queued
+ * messages. Releases the application's hold on the call: do not use `c`
+ * afterwards. Any thread. Returns 0, or AMN_ECLOSED if the call had been
+ * cancelled (nothing sent; the call is released all the same).
+ */
+int amn_call_finish(amn_call *c, amn_status_code code, const char *message);
+
+/** amn_call_send_query_response + amn_call_finish(OK): the usual answer of
+ *  an Execute handler. The response is never refused for backpressure. */
+int amn_call_reply_query(amn_call *c, const uint8_t *result, size_t result_len,
+                         const uint8_t *proof, size_t proof_len);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

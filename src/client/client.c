@@ -1,0 +1,747 @@
+/*
+ * Client core: the public client API, the I/O thread, the hand-off of calls
+ * and stream messages from application threads, deadlines, completion.
+ */
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+
+#include "amn/proto.h"
+#include "client/client_internal.h"
+#include "health.pb-c.h"
+#include "util/log.h"
+
+void amn_client_opts_init(amn_client_opts *o) {
+  memset(o, 0, sizeof *o);
+  o->transport = AMN_TRANSPORT_H2;
+  o->max_recv_message = AMN_DEFAULT_MAX_MESSAGE;
+  o->max_send_message = AMN_DEFAULT_MAX_MESSAGE;
+  o->connect_timeout_ms = 10000;
+  o->initial_window_size = 1u << 20;
+  o->stream_send_buffer = 4u << 20;
+}
+
+void amn_result_free(amn_result *r) {
+  if (!r) return;
+  free(r->message);
+  free(r->data);
+  for (size_t i = 0; i < r->initial_md_count; i++) {
+    free((char *)r->initial_md[i].key);
+    free((uint8_t *)r->initial_md[i].value);
+  }
+  free(r->initial_md);
+  for (size_t i = 0; i < r->trailing_md_count; i++) {
+    free((char *)r->trailing_md[i].key);
+    free((uint8_t *)r->trailing_md[i].value);
+  }
+  free(r->trailing_md);
+  memset(r, 0, sizeof *r);
+}
+
+/* ------------------------------------------------------------------ */
+/* Calls                                                              */
+/* ------------------------------------------------------------------ */
+
+static void free_queue(amn_ccall *c) {
+  amn_cmsg *m = c->sq_head;
+  while (m) {
+    amn_cmsg *n = m->next;
+    free(m);
+    m = n;
+  }
+  c->sq_head = c->sq_tail = NULL;
+  atomic_store(&c->queued, 0);
+}
+
+void amn_ccall_unref(amn_ccall *c) {
+  if (atomic_fetch_sub_explicit(&c->refs, 1, memory_order_acq_rel) != 1) return;
+  free_queue(c);
+  amn_rpc_resp_free(&c->resp);
+  amn_deframer_free(&c->df);
+  amn_result_free(&c->res);
+  free(c->method);
+  free(c->md);
+  free(c->md_blob);
+  pthread_mutex_destroy(&c->mu);
+  pthread_cond_destroy(&c->cv);
+  free(c);
+}
+
+static void pending_unlink(amn_client *cl, amn_ccall *c) {
+  if (c->prev) c->prev->next = c->next;
+  else if (cl->pending == c) cl->pending = c->next;
+  if (c->next) c->next->prev = c->prev;
+  c->prev = c->next = NULL;
+}
+
+/* I/O thread: the call has its final status. Runs the completion exactly once. */
+void amn_ccall_complete(amn_ccall *c, amn_status_code code, const char *msg) {
+  if (c->done) return;
+  c->done = true;
+  atomic_store(&c->closed_flag, true);
+  if (c->deadline_armed) {
+    ev_timer_stop(c->cl->ev, &c->deadline);
+    c->deadline_armed = false;
+  }
+  free_queue(c);
+  c->res.code = code;
+  free(c->res.message);
+  c->res.message = strdup(msg ? msg : "");
+  if (code != AMN_STATUS_OK) {
+    free(c->res.data);
+    c->res.data = NULL;
+    c->res.len = 0;
+  }
+  switch (c->kind) {
+  case AMN_CK_UNARY_ASYNC:
+    c->cb(&c->res, c->ud);
+    amn_ccall_unref(c); /* the application's side */
+    break;
+  case AMN_CK_UNARY_BLOCKING:
+    pthread_mutex_lock(&c->mu);
+    c->finished = true;
+    pthread_cond_signal(&c->cv);
+    pthread_mutex_unlock(&c->mu);
+    break;
+  case AMN_CK_STREAM:
+    if (c->scbs.on_close) c->scbs.on_close((amn_cstream *)c, &c->res, c->ud);
+    break;
+  }
+}
+
+void amn_ccall_on_message(amn_ccall *c, uint8_t *msg, size_t len) {
+  c->nmsgs++;
+  if (c->kind == AMN_CK_STREAM) {
+    if (c->scbs.on_message) c->scbs.on_message((amn_cstream *)c, msg ? msg : (const uint8_t *)"", len, c->ud);
+    free(msg);
+    return;
+  }
+  if (c->nmsgs > 1) {
+    free(msg);
+    amn_h2c_cancel(c, NGHTTP2_CANCEL);
+    amn_ccall_complete(c, AMN_STATUS_INTERNAL, "unary call received more than one response message");
+    return;
+  }
+  c->res.data = msg;
+  c->res.len = len;
+}
+
+ssize_t amn_ccall_pull(amn_ccall *c, uint8_t *buf, size_t len, bool *eof) {
+  size_t copied = 0;
+  *eof = false;
+  while (copied < len && c->sq_head) {
+    amn_cmsg *m = c->sq_head;
+    size_t n = m->len - m->off;
+    if (n > len - copied) n = len - copied;
+    memcpy(buf + copied, m->data + m->off, n);
+    m->off += n;
+    copied += n;
+    if (m->off == m->len) {
+      c->sq_head = m->next;
+      if (!c->sq_head) c->sq_tail = NULL;
+      free(m);
+    }
+  }
+  if (copied) {
+    size_t before = atomic_fetch_sub(&c->queued, copied);
+    if (c->kind == AMN_CK_STREAM && before - copied <= c->cl->o.stream_send_buffer / 2 &&
+        atomic_exchange(&c->want_writable, false) && !c->done && c->scbs.on_writable)
+      c->scbs.on_writable((amn_cstream *)c, c->ud);
+  }
+  if (!c->sq_head && c->half_close_queued) {
+    *eof = true;
+    return (ssize_t)copied;
+  }
+  return copied ? (ssize_t)copied : -1;
+}
+
+static void deadline_cb(struct ev_loop *ev, ev_timer *w, int revents) {
+  (void)ev; (void)revents;
+  amn_ccall *c = w->data;
+  c->deadline_armed = false;
+  if (c->done) return;
+  if (c->conn) amn_h2c_cancel(c, NGHTTP2_CANCEL);
+  else pending_unlink(c->cl, c);
+  bool was_pending = !c->conn;
+  amn_ccall_complete(c, AMN_STATUS_DEADLINE_EXCEEDED, "deadline exceeded");
+  if (was_pending) amn_ccall_unref(c); /* the pending list's reference */
+}
+
+/* ------------------------------------------------------------------ */
+/* I/O thread                                                         */
+/* ------------------------------------------------------------------ */
+
+static void start_pending(amn_client *cl) {
+  while (cl->pending && amn_h2c_ready(cl->conn)) {
+    amn_ccall *c = cl->pending;
+    pending_unlink(cl, c);
+    if (!c->done) amn_h2c_start_call(cl->conn, c);
+    amn_ccall_unref(c); /* the pending list's reference (the stream holds its own) */
+  }
+}
+
+void amn_client_conn_event(amn_client *cl, int rc, const char *err) {
+  pthread_mutex_lock(&cl->cmu);
+  cl->connect_gen++;
+  cl->connect_rc = rc;
+  snprintf(cl->connect_err, sizeof cl->connect_err, "%s", err ? err : "");
+  pthread_cond_broadcast(&cl->ccv);
+  pthread_mutex_unlock(&cl->cmu);
+  if (rc == 0) {
+    start_pending(cl);
+    return;
+  }
+  /* the attempt failed: calls waiting for it fail with UNAVAILABLE */
+  while (cl->pending) {
+    amn_ccall *c = cl->pending;
+    pending_unlink(cl, c);
+    amn_ccall_complete(c, AMN_STATUS_UNAVAILABLE, err);
+    amn_ccall_unref(c);
+  }
+}
+
+static void ensure_conn(amn_client *cl) {
+  if (cl->conn || atomic_load(&cl->stopping)) return;
+  amn_h2c_connect(cl);
+}
+
+static void op_start(amn_client *cl, amn_ccall *c) {
+  if (c->done) {
+    amn_ccall_unref(c);
+    return;
+  }
+  if (atomic_load(&cl->stopping)) {
+    amn_ccall_complete(c, AMN_STATUS_CANCELLED, "client is shutting down");
+    amn_ccall_unref(c);
+    return;
+  }
+  if (c->timeout_ns > 0) {
+    ev_timer_init(&c->deadline, deadline_cb, c->timeout_ns / 1e9, 0.);
+    c->deadline.data = c;
+    ev_timer_start(cl->ev, &c->deadline);
+    c->deadline_armed = true;
+  }
+  /* the op's reference becomes the pending list's */
+  c->prev = NULL;
+  c->next = NULL;
+  if (cl->pending) {
+    amn_ccall *t = cl->pending;
+    while (t->next) t = t->next;
+    t->next = c;
+    c->prev = t;
+  } else {
+    cl->pending = c;
+  }
+  if (amn_h2c_ready(cl->conn)) start_pending(cl);
+  else ensure_conn(cl);
+}
+
+static void op_cancel(amn_ccall *c) {
+  if (c->done) return;
+  if (c->conn) {
+    amn_h2c_cancel(c, NGHTTP2_CANCEL);
+    amn_ccall_complete(c, AMN_STATUS_CANCELLED, "cancelled by the client");
+  } else if (c->prev || c->next || c->cl->pending == c) {
+    pending_unlink(c->cl, c);
+    amn_ccall_complete(c, AMN_STATUS_CANCELLED, "cancelled by the client");
+    amn_ccall_unref(c);
+  }
+}
+
+static void wake_cb(struct ev_loop *ev, ev_async *w, int revents) {
+  (void)revents;
+  amn_client *cl = w->data;
+  amn_mpsc_node *n;
+  while ((n = amn_mpsc_pop(&cl->ops)) != NULL) {
+    amn_cop *op = AMN_CONTAINER_OF(n, amn_cop, node);
+    switch (op->kind) {
+    case AMN_COP_START: {
+      amn_ccall *c = AMN_CONTAINER_OF(op, amn_ccall, start_op);
+      op_start(cl, c);
+      break;
+    }
+    case AMN_COP_SEND: {
+      amn_cmsg *m = (amn_cmsg *)op;
+      amn_ccall *c = m->call;
+      if (c->done || c->half_close_queued) {
+        atomic_fetch_sub(&c->queued, m->len);
+        free(m);
+      } else {
+        m->next = NULL;
+        if (c->sq_tail) c->sq_tail->next = m;
+        else c->sq_head = m;
+        c->sq_tail = m;
+        amn_h2c_resume(c);
+      }
+      amn_ccall_unref(c);
+      break;
+    }
+    case AMN_COP_HALF_CLOSE: {
+      amn_ccall *c = AMN_CONTAINER_OF(op, amn_ccall, half_close_op);
+      if (!c->done) {
+        c->half_close_queued = true;
+        amn_h2c_resume(c);
+      }
+      amn_ccall_unref(c);
+      break;
+    }
+    case AMN_COP_CANCEL: {
+      amn_ccall *c = AMN_CONTAINER_OF(op, amn_ccall, cancel_op);
+      op_cancel(c);
+      amn_ccall_unref(c);
+      break;
+    }
+    case AMN_COP_CONNECT:
+      free(op);
+      if (!cl->conn) ensure_conn(cl);
+      else if (amn_h2c_ready(cl->conn)) amn_client_conn_event(cl, 0, NULL);
+      break;
+    }
+  }
+  if (atomic_load(&cl->stopping)) {
+    while (cl->pending) {
+      amn_ccall *c = cl->pending;
+      pending_unlink(cl, c);
+      amn_ccall_complete(c, AMN_STATUS_CANCELLED, "client is shutting down");
+      amn_ccall_unref(c);
+    }
+    if (cl->conn) amn_h2c_close(cl->conn, "client shutting down");
+    ev_break(ev, EVBREAK_ALL);
+  }
+}
+
+static void *io_main(void *arg) {
+  amn_client *cl = arg;
+  sigset_t set;
+  sigfillset(&set);
+  pthread_sigmask(SIG_BLOCK, &set, NULL);
+  ev_run(cl->ev, 0);
+  return NULL;
+}
+
+static void push_op(amn_client *cl, amn_cop *op) {
+  amn_mpsc_push(&cl->ops, &op->node);
+  ev_async_send(cl->ev, &cl->wake);
+}
+
+/* ------------------------------------------------------------------ */
+/* Client lifecycle                                                   */
+/* ------------------------------------------------------------------ */
+
+static char *dup_or_null(const char *s) { return s ? strdup(s) : NULL; }
+
+static int parse_url(amn_client *cl, const char *url, char *err, size_t errlen) {
+  const char *rest;
+  if (strncasecmp(url, "https://", 8) == 0) {
+    rest = url + 8;
+    cl->tls_on = true;
+  } else if (strncasecmp(url, "http://", 7) == 0) {
+    rest = url + 7;
+    cl->tls_on = false;
+  } else {
+    return amn_set_err(err, errlen, AMN_EINVAL, "invalid URL '%s': expected https://HOST:PORT", url);
+  }
+  char hp[300];
+  size_t n = strcspn(rest, "/");
+  if (n == 0 || n >= sizeof hp) return amn_set_err(err, errlen, AMN_EINVAL, "invalid URL '%s': no host", url);
+  memcpy(hp, rest, n);
+  hp[n] = 0;
+  bool has_port = hp[0] == '[' ? strstr(hp, "]:") != NULL : strchr(hp, ':') != NULL;
+  if (has_port) {
+    if (amn_split_hostport(hp, cl->host, sizeof cl->host, &cl->port) != 0 || cl->port == 0)
+      return amn_set_err(err, errlen, AMN_EINVAL, "invalid URL '%s': bad host or port", url);
+  } else {
+    const char *h = hp;
+    size_t hl = strlen(hp);
+    if (hp[0] == '[') {
+      if (hl < 3 || hp[hl - 1] != ']') return amn_set_err(err, errlen, AMN_EINVAL, "invalid URL '%s'", url);
+      h = hp + 1;
+      hl -= 2;
+    }
+    if (hl >= sizeof cl->host) return amn_set_err(err, errlen, AMN_EINVAL, "invalid URL '%s'", url);
+    memcpy(cl->host, h, hl);
+    cl->host[hl] = 0;
+    cl->port = AMN_DEFAULT_PORT;
+  }
+  if (strchr(cl->host, ':')) snprintf(cl->authority, sizeof cl->authority, "[%s]:%u", cl->host, cl->port);
+  else snprintf(cl->authority, sizeof cl->authority, "%s:%u", cl->host, cl->port);
+  return 0;
+}
+
+int amn_client_new(amn_client **out, const amn_client_opts *opts, char *err, size_t errlen) {
+  if (!out || !opts || !opts->url) return amn_set_err(err, errlen, AMN_EINVAL, "a URL is required");
+  amn_client *cl = calloc(1, sizeof *cl);
+  if (!cl) return amn_set_err(err, errlen, AMN_ENOMEM, "out of memory");
+  cl->o = *opts;
+  if (!cl->o.max_recv_message) cl->o.max_recv_message = AMN_DEFAULT_MAX_MESSAGE;
+  if (!cl->o.max_send_message) cl->o.max_send_message = AMN_DEFAULT_MAX_MESSAGE;
+  if (!cl->o.connect_timeout_ms) cl->o.connect_timeout_ms = 10000;
+  if (!cl->o.initial_window_size || cl->o.initial_window_size > 0x7fffffffu) cl->o.initial_window_size = 1u << 20;
+  if (!cl->o.stream_send_buffer) cl->o.stream_send_buffer = 4u << 20;
+  pthread_mutex_init(&cl->cmu, NULL);
+  pthread_cond_init(&cl->ccv, NULL);
+  int rc = parse_url(cl, opts->url, err, errlen);
+  if (rc) {
+    free(cl);
+    return rc;
+  }
+  if (cl->o.transport == AMN_TRANSPORT_H3) {
+    free(cl);
+    return amn_set_err(err, errlen, AMN_EINVAL, "HTTP/3 transport is not available in this build yet");
+  }
+  cl->url_s = strdup(opts->url);
+  cl->cert_s = dup_or_null(opts->tls.cert_path);
+  cl->key_s = dup_or_null(opts->tls.key_path);
+  cl->ca_s = dup_or_null(opts->tls.ca_path);
+  cl->sni_s = dup_or_null(opts->tls.server_name);
+  cl->o.url = cl->url_s;
+  cl->o.tls.cert_path = cl->cert_s;
+  cl->o.tls.key_path = cl->key_s;
+  cl->o.tls.ca_path = cl->ca_s;
+  cl->o.tls.server_name = cl->sni_s;
+  if (cl->tls_on && opts->tls.insecure) {
+    amn_client_free(cl);
+    return amn_set_err(err, errlen, AMN_EINVAL, "an https:// URL cannot be used in insecure mode (use http://)");
+  }
+  if (!cl->tls_on && !opts->tls.insecure) {
+    amn_client_free(cl);
+    return amn_set_err(err, errlen, AMN_EINVAL,
+                       "plaintext http:// needs explicit insecure mode; use https:// for mutual TLS");
+  }
+  if (cl->tls_on) {
+    if (!cl->ca_s) {
+      amn_client_free(cl);
+      return amn_set_err(err, errlen, AMN_EINVAL, "TLS needs a CA file to verify the server");
+    }
+    static const char *const alpn[] = {"h2", NULL};
+    rc = amn_tls_ctx_new(&cl->tls, AMN_TLS_CLIENT, &cl->o.tls, alpn, err, errlen);
+    if (rc) {
+      amn_client_free(cl);
+      return rc;
+    }
+  } else {
+    AMN_WARN("INSECURE MODE: client talks plaintext HTTP/2 to %s", cl->authority);
+  }
+  cl->ev = ev_loop_new(EVFLAG_AUTO | EVFLAG_NOSIGMASK);
+  amn_ioloop_init(&cl->io, cl->ev);
+  cl->io.owner = cl;
+  amn_mpsc_init(&cl->ops);
+  ev_async_init(&cl->wake, wake_cb);
+  cl->wake.data = cl;
+  ev_async_start(cl->ev, &cl->wake);
+  if (pthread_create(&cl->thread, NULL, io_main, cl) != 0) {
+    ev_async_stop(cl->ev, &cl->wake);
+    amn_ioloop_stop(&cl->io);
+    ev_loop_destroy(cl->ev);
+    cl->ev = NULL;
+    amn_client_free(cl);
+    return amn_set_err(err, errlen, AMN_ENOMEM, "cannot start the client thread");
+  }
+  *out = cl;
+  return 0;
+}
+
+int amn_client_connect(amn_client *cl, char *err, size_t errlen) {
+  amn_cop *op = calloc(1, sizeof *op);
+  if (!op) return AMN_ENOMEM;
+  op->kind = AMN_COP_CONNECT;
+  pthread_mutex_lock(&cl->cmu);
+  int gen = cl->connect_gen;
+  push_op(cl, op);
+  struct timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  ts.tv_sec += cl->o.connect_timeout_ms / 1000 + 2;
+  int rc = 0;
+  while (cl->connect_gen == gen && rc == 0) rc = pthread_cond_timedwait(&cl->ccv, &cl->cmu, &ts);
+  int out = cl->connect_gen == gen ? AMN_EIO : cl->connect_rc;
+  if (out) amn_set_err(err, errlen, out, "%s", cl->connect_gen == gen ? "connect timed out" : cl->connect_err);
+  pthread_mutex_unlock(&cl->cmu);
+  return out;
+}
+
+void amn_client_free(amn_client *cl) {
+  if (!cl) return;
+  if (cl->ev) {
+    atomic_store(&cl->stopping, true);
+    ev_async_send(cl->ev, &cl->wake);
+    pthread_join(cl->thread, NULL);
+    /* release any late hand-offs */
+    amn_mpsc_node *n;
+    while ((n = amn_mpsc_pop(&cl->ops)) != NULL) {
+      amn_cop *op = AMN_CONTAINER_OF(n, amn_cop, node);
+      if (op->kind == AMN_COP_SEND) {
+        amn_cmsg *m = (amn_cmsg *)op;
+        amn_ccall_unref(m->call);
+        free(m);
+      } else if (op->kind == AMN_COP_CONNECT) {
+        free(op);
+      } else if (op->kind == AMN_COP_START) {
+        amn_ccall *c = AMN_CONTAINER_OF(op, amn_ccall, start_op);
+        amn_ccall_complete(c, AMN_STATUS_CANCELLED, "client is shutting down");
+        amn_ccall_unref(c);
+      } else if (op->kind == AMN_COP_HALF_CLOSE) {
+        amn_ccall_unref(AMN_CONTAINER_OF(op, amn_ccall, half_close_op));
+      } else if (op->kind == AMN_COP_CANCEL) {
+        amn_ccall_unref(AMN_CONTAINER_OF(op, amn_ccall, cancel_op));
+      }
+    }
+    ev_async_stop(cl->ev, &cl->wake);
+    amn_ioloop_stop(&cl->io);
+    ev_loop_destroy(cl->ev);
+  }
+  if (cl->tls) amn_tls_ctx_unref(cl->tls);
+  pthread_mutex_destroy(&cl->cmu);
+  pthread_cond_destroy(&cl->ccv);
+  free(cl->url_s);
+  free(cl->cert_s);
+  free(cl->key_s);
+  free(cl->ca_s);
+  free(cl->sni_s);
+  free(cl);
+}
+
+/* ------------------------------------------------------------------ */
+/* Issuing calls                                                      */
+/* ------------------------------------------------------------------ */
+
+static amn_cmsg *cmsg_new(amn_ccall *c, const uint8_t *p, size_t n) {
+  amn_cmsg *m = malloc(sizeof *m + 5 + n);
+  if (!m) return NULL;
+  m->op.kind = AMN_COP_SEND;
+  m->next = NULL;
+  m->call = c;
+  m->len = 5 + n;
+  m->off = 0;
+  amn_frame_prefix(m->data, n);
+  if (n) memcpy(m->data + 5, p, n);
+  return m;
+}
+
+static amn_ccall *call_new(amn_client *cl, int kind, const char *method, const amn_call_opts *opts) {
+  if (!method || method[0] != '/') return NULL;
+  amn_ccall *c = calloc(1, sizeof *c);
+  if (!c) return NULL;
+  atomic_init(&c->refs, 1);
+  c->start_op.kind = AMN_COP_START;
+  c->half_close_op.kind = AMN_COP_HALF_CLOSE;
+  c->cancel_op.kind = AMN_COP_CANCEL;
+  c->cl = cl;
+  c->kind = kind;
+  c->method = strdup(method);
+  pthread_mutex_init(&c->mu, NULL);
+  pthread_cond_init(&c->cv, NULL);
+  amn_rpc_resp_init(&c->resp);
+  amn_deframer_init(&c->df, cl->o.max_recv_message);
+  if (opts) {
+    c->timeout_ns = (int64_t)opts->timeout_ms * 1000000LL;
+    c->idempotent = opts->idempotent;
+    if (opts->metadata && opts->metadata->count) {
+      const amn_metadata *md = opts->metadata;
+      size_t blob = 0;
+      for (size_t i = 0; i < md->count; i++) blob += strlen(md->entries[i].key) + 1 + md->entries[i].value_len + 1;
+      c->md = calloc(md->count, sizeof *c->md);
+      c->md_blob = malloc(blob ? blob : 1);
+      if (!c->md || !c->md_blob || !c->method) {
+        amn_ccall_unref(c);
+        return NULL;
+      }
+      char *p = c->md_blob;
+      for (size_t i = 0; i < md->count; i++) {
+        size_t kl = strlen(md->entries[i].key);
+        memcpy(p, md->entries[i].key, kl + 1);
+        c->md[i].key = p;
+        p += kl + 1;
+        if (md->entries[i].value_len) memcpy(p, md->entries[i].value, md->entries[i].value_len);
+        p[md->entries[i].value_len] = 0;
+        c->md[i].value = (uint8_t *)p;
+        c->md[i].value_len = md->entries[i].value_len;
+        p += md->entries[i].value_len + 1;
+      }
+      c->md_n = md->count;
+    }
+  }
+  if (!c->method) {
+    amn_ccall_unref(c);
+    return NULL;
+  }
+  return c;
+}
+
+/* Unary: the request goes in the queue, half-closed; the op's reference
+ * becomes the pending list's. */
+static int submit_unary(amn_ccall *c, const uint8_t *req, size_t len) {
+  if (len > c->cl->o.max_send_message) return AMN_ETOOBIG;
+  amn_cmsg *m = cmsg_new(c, req, len);
+  if (!m) return AMN_ENOMEM;
+  c->sq_head = c->sq_tail = m;
+  atomic_store(&c->queued, m->len);
+  c->half_close_queued = true;
+  atomic_fetch_add(&c->refs, 1);
+  push_op(c->cl, &c->start_op);
+  return 0;
+}
+
+int amn_client_unary_async(amn_client *cl, const char *method, const uint8_t *req, size_t len,
+                           const amn_call_opts *opts, amn_unary_cb cb, void *ud) {
+  if (!cl || !cb || (len && !req)) return AMN_EINVAL;
+  amn_ccall *c = call_new(cl, AMN_CK_UNARY_ASYNC, method, opts);
+  if (!c) return AMN_EINVAL;
+  c->cb = cb;
+  c->ud = ud;
+  int rc = submit_unary(c, req, len);
+  if (rc) amn_ccall_unref(c);
+  /* on success the application's reference is released by the completion */
+  return rc;
+}
+
+int amn_client_unary(amn_client *cl, const char *method, const uint8_t *req, size_t len, const amn_call_opts *opts,
+                     amn_result *out) {
+  if (!cl || !out || (len && !req)) return AMN_EINVAL;
+  memset(out, 0, sizeof *out);
+  amn_ccall *c = call_new(cl, AMN_CK_UNARY_BLOCKING, method, opts);
+  if (!c) return AMN_EINVAL;
+  int rc = submit_unary(c, req, len);
+  if (rc) {
+    amn_ccall_unref(c);
+    return rc;
+  }
+  pthread_mutex_lock(&c->mu);
+  while (!c->finished) pthread_cond_wait(&c->cv, &c->mu);
+  pthread_mutex_unlock(&c->mu);
+  *out = c->res; /* moves ownership of the result */
+  memset(&c->res, 0, sizeof c->res);
+  amn_ccall_unref(c);
+  return 0;
+}
+
+int amn_client_execute(amn_client *cl, const uint8_t *query, size_t query_len, const uint8_t *sig, size_t sig_len,
+                       const amn_call_opts *opts, amn_result *out, uint8_t **proof, size_t *proof_len) {
+  size_t n = amn_pair_encoded_size(query_len, sig_len);
+  uint8_t *buf = malloc(n ? n : 1);
+  if (!buf) return AMN_ENOMEM;
+  amn_pair_encode(buf, query, query_len, sig, sig_len);
+  int rc = amn_client_unary(cl, AMN_METHOD_EXECUTE, buf, n, opts, out);
+  free(buf);
+  if (proof) *proof = NULL;
+  if (proof_len) *proof_len = 0;
+  if (rc || out->code != AMN_STATUS_OK) return rc;
+  amn_pair_view v;
+  if (amn_pair_decode(out->data ? out->data : (const uint8_t *)"", out->len, &v) != 0) {
+    free(out->data);
+    out->data = NULL;
+    out->len = 0;
+    out->code = AMN_STATUS_INTERNAL;
+    free(out->message);
+    out->message = strdup("malformed QueryResponse");
+    return 0;
+  }
+  if (proof && v.f2_len) {
+    *proof = malloc(v.f2_len);
+    if (*proof) {
+      memcpy(*proof, v.f2, v.f2_len);
+      if (proof_len) *proof_len = v.f2_len;
+    }
+  }
+  uint8_t *res = malloc(v.f1_len ? v.f1_len : 1);
+  if (!res) return AMN_ENOMEM;
+  if (v.f1_len) memcpy(res, v.f1, v.f1_len);
+  free(out->data);
+  out->data = res;
+  out->len = v.f1_len;
+  return 0;
+}
+
+/* ------------------------------------------------------------------ */
+/* Streams                                                            */
+/* ------------------------------------------------------------------ */
+
+int amn_client_stream_open(amn_client *cl, const char *method, const amn_call_opts *opts, const amn_cstream_cbs *cbs,
+                           void *ud, amn_cstream **out) {
+  if (!cl || !cbs || !out) return AMN_EINVAL;
+  amn_ccall *c = call_new(cl, AMN_CK_STREAM, method, opts);
+  if (!c) return AMN_EINVAL;
+  c->scbs = *cbs;
+  c->ud = ud;
+  atomic_fetch_add(&c->refs, 1); /* the start op's, then the pending list's */
+  push_op(cl, &c->start_op);
+  *out = (amn_cstream *)c;
+  return 0;
+}
+
+int amn_cstream_send(amn_cstream *s, const uint8_t *msg, size_t len) {
+  amn_ccall *c = (amn_ccall *)s;
+  if (!c || (len && !msg)) return AMN_EINVAL;
+  if (atomic_load(&c->closed_flag) || atomic_load(&c->half_close_requested) || atomic_load(&c->cancel_requested))
+    return AMN_ECLOSED;
+  if (len > c->cl->o.max_send_message) return AMN_ETOOBIG;
+  size_t q = atomic_load(&c->queued);
+  if (q > 0 && q + len + 5 > c->cl->o.stream_send_buffer) {
+    atomic_store(&c->want_writable, true);
+    if (atomic_load(&c->queued) != 0) return AMN_EAGAIN;
+  }
+  amn_cmsg *m = cmsg_new(c, msg, len);
+  if (!m) return AMN_ENOMEM;
+  atomic_fetch_add(&c->queued, m->len);
+  atomic_fetch_add(&c->refs, 1);
+  push_op(c->cl, &m->op);
+  return 0;
+}
+
+int amn_cstream_close_send(amn_cstream *s) {
+  amn_ccall *c = (amn_ccall *)s;
+  if (!c) return AMN_EINVAL;
+  if (atomic_exchange(&c->half_close_requested, true)) return AMN_ECLOSED;
+  atomic_fetch_add(&c->refs, 1);
+  push_op(c->cl, &c->half_close_op);
+  return 0;
+}
+
+void amn_cstream_cancel(amn_cstream *s) {
+  amn_ccall *c = (amn_ccall *)s;
+  if (!c || atomic_exchange(&c->cancel_requested, true)) return;
+  atomic_fetch_add(&c->refs, 1);
+  push_op(c->cl, &c->cancel_op);
+}
+
+void amn_cstream_release(amn_cstream *s) {
+  amn_ccall *c = (amn_ccall *)s;
+  if (!c) return;
+  if (!atomic_load(&c->closed_flag)) amn_cstream_cancel(s);
+  amn_ccall_unref(c);
+}
+
+/* ------------------------------------------------------------------ */
+/* Health                                                             */
+/* ------------------------------------------------------------------ */
+
+int amn_client_health(amn_client *cl, const char *service, uint32_t timeout_ms, bool *serving, amn_status_code *status,
+                      char *err, size_t errlen) {
+  Grpc__Health__V1__HealthCheckRequest rq = GRPC__HEALTH__V1__HEALTH_CHECK_REQUEST__INIT;
+  rq.service = (char *)(service ? service : "");
+  size_t n = grpc__health__v1__health_check_request__get_packed_size(&rq);
+  uint8_t *buf = malloc(n + 1);
+  if (!buf) return AMN_ENOMEM;
+  grpc__health__v1__health_check_request__pack(&rq, buf);
+  amn_call_opts o = {0};
+  o.timeout_ms = timeout_ms;
+  amn_result r;
+  int rc = amn_client_unary(cl, AMN_METHOD_HEALTH_CHECK, buf, n, &o, &r);
+  free(buf);
+  if (rc) return amn_set_err(err, errlen, rc, "%s", amn_strerror(rc));
+  if (status) *status = r.code;
+  if (r.code != AMN_STATUS_OK) {
+    amn_set_err(err, errlen, AMN_EIO, "%s: %s", amn_status_name(r.code), r.message);
+    amn_result_free(&r);
+    return AMN_EIO;
+  }
+  Grpc__Health__V1__HealthCheckResponse *resp =
+      grpc__health__v1__health_check_response__unpack(NULL, r.len, r.data ? r.data : (const uint8_t *)"");
+  amn_result_free(&r);
+  if (!resp) return amn_set_err(err, errlen, AMN_EPROTO, "malformed HealthCheckResponse");
+  if (serving) *serving = resp->status == GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__SERVING;
+  grpc__health__v1__health_check_response__free_unpacked(resp, NULL);
+  return 0;
+}

@@ -1,0 +1,73 @@
+/* gRPC Length-Prefixed-Message framing: 1 flag byte + 4-byte big-endian
+ * length + message. Chunks may split anywhere, including inside the prefix. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "rpc/rpc.h"
+
+void amn_deframer_init(amn_deframer *d, size_t max_len) {
+  memset(d, 0, sizeof *d);
+  d->max_len = max_len;
+}
+
+void amn_deframer_free(amn_deframer *d) {
+  free(d->buf);
+  d->buf = NULL;
+  d->hdr_have = d->need = d->have = 0;
+}
+
+bool amn_deframer_idle(const amn_deframer *d) { return d->hdr_have == 0 && d->buf == NULL; }
+
+void amn_frame_prefix(uint8_t out[5], size_t len) {
+  out[0] = 0;
+  out[1] = (uint8_t)(len >> 24);
+  out[2] = (uint8_t)(len >> 16);
+  out[3] = (uint8_t)(len >> 8);
+  out[4] = (uint8_t)len;
+}
+
+/* State: buf == NULL -> collecting the prefix (hdr_have of 5 bytes);
+ * buf != NULL -> collecting `need` message bytes. */
+int amn_deframer_feed(amn_deframer *d, const uint8_t *data, size_t len,
+                      amn_deframer_cb cb, void *ud) {
+  while (len > 0) {
+    if (!d->buf) {
+      size_t take = 5 - d->hdr_have;
+      if (take > len) take = len;
+      memcpy(d->hdr + d->hdr_have, data, take);
+      d->hdr_have += take;
+      data += take;
+      len -= take;
+      if (d->hdr_have < 5) break;
+      d->hdr_have = 0;
+      if (d->hdr[0] > 1) return AMN_EPROTO;
+      size_t n = (size_t)d->hdr[1] << 24 | (size_t)d->hdr[2] << 16 | (size_t)d->hdr[3] << 8 | d->hdr[4];
+      if (n > d->max_len) return AMN_ETOOBIG;
+      d->compressed = d->hdr[0] == 1;
+      if (n == 0) {
+        int rc = cb(ud, NULL, 0, d->compressed);
+        if (rc) return rc;
+        continue;
+      }
+      if (!(d->buf = malloc(n))) return AMN_ENOMEM;
+      d->need = n;
+      d->have = 0;
+      continue;
+    }
+    size_t take = d->need - d->have;
+    if (take > len) take = len;
+    memcpy(d->buf + d->have, data, take);
+    d->have += take;
+    data += take;
+    len -= take;
+    if (d->have == d->need) {
+      uint8_t *msg = d->buf;
+      size_t n = d->need;
+      d->buf = NULL;
+      d->need = d->have = 0;
+      int rc = cb(ud, msg, n, d->compressed);
+      if (rc) return rc;
+    }
+  }
+  return 0;
+}

@@ -1,0 +1,545 @@
+/*
+ * Server call core: transport-independent state of one gRPC call, the
+ * hand-off of responses from any thread to the call's loop, backpressure,
+ * deadlines, and the handler callbacks.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "amn/proto.h"
+#include "server/server_internal.h"
+#include "util/log.h"
+
+static int64_t now_ns(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+}
+
+bool amn_call_on_loop(const amn_call *c) { return pthread_equal(pthread_self(), c->sl->thread); }
+
+amn_call *amn_call_new(amn_srv_loop *sl, const amn_call_transport *tp, void *conn, int32_t stream_id) {
+  amn_call *c = calloc(1, sizeof *c);
+  if (!c) return NULL;
+  atomic_init(&c->refs, 1);
+  c->fin_op.kind = AMN_OP_FINISH;
+  c->sl = sl;
+  c->tp = tp;
+  c->conn = conn;
+  c->stream_id = stream_id;
+  c->deadline_ns = -1;
+  amn_rpc_req_init(&c->req);
+  amn_deframer_init(&c->df, sl->srv->o.max_recv_message);
+  pthread_mutex_init(&c->md_lock, NULL);
+  c->deadline_timer.data = c;
+  return c;
+}
+
+static void free_md(amn_rpc_md *md, size_t n) {
+  for (size_t i = 0; i < n; i++) {
+    free(md[i].key);
+    free(md[i].value);
+  }
+  free(md);
+}
+
+static void free_queue(amn_call *c) {
+  amn_outmsg *m = c->sq_head;
+  while (m) {
+    amn_outmsg *n = m->next;
+    atomic_fetch_sub(&c->queued, m->len - m->off);
+    free(m);
+    m = n;
+  }
+  c->sq_head = c->sq_tail = NULL;
+}
+
+void amn_call_unref(amn_call *c) {
+  if (atomic_fetch_sub_explicit(&c->refs, 1, memory_order_acq_rel) != 1) return;
+  free_queue(c);
+  amn_rpc_req_free(&c->req);
+  amn_deframer_free(&c->df);
+  free(c->unary_msg);
+  free(c->method);
+  free(c->fin_msg);
+  free(c->app_msg);
+  free_md(c->imd, c->imd_n);
+  free_md(c->tmd, c->tmd_n);
+  free(c->tmd_view);
+  pthread_mutex_destroy(&c->md_lock);
+  free(c);
+}
+
+/* ------------------------------------------------------------------ */
+/* Accessors                                                          */
+/* ------------------------------------------------------------------ */
+
+const char *amn_call_method(const amn_call *c) { return c->method ? c->method : ""; }
+const amn_peer_identity *amn_call_peer(const amn_call *c) {
+  static const amn_peer_identity none = {0};
+  return c->peer ? c->peer : &none;
+}
+const char *amn_call_peer_addr(const amn_call *c) { return c->peer_addr ? c->peer_addr : ""; }
+const amn_metadata *amn_call_metadata(const amn_call *c) { return &c->md_pub; }
+int64_t amn_call_deadline_remaining_ms(const amn_call *c) {
+  if (c->deadline_ns < 0) return -1;
+  int64_t left = c->deadline_ns - now_ns();
+  return left <= 0 ? 0 : (left + 999999) / 1000000;
+}
+bool amn_call_is_cancelled(const amn_call *c) { return atomic_load(&((amn_call *)c)->cancelled); }
+bool amn_call_is_early_data(const amn_call *c) { return c->early_data; }
+
+static int add_md(amn_call *c, bool initial, const char *key, const uint8_t *value, size_t len) {
+  if (!key || !*key || (len && !value)) return AMN_EINVAL;
+  for (const char *p = key; *p; p++)
+    if (!((*p >= 'a' && *p <= 'z') || (*p >= '0' && *p <= '9') || *p == '-' || *p == '_' || *p == '.'))
+      return AMN_EINVAL;
+  size_t kl = strlen(key);
+  bool bin = kl > 4 && strcmp(key + kl - 4, "-bin") == 0;
+  if (!bin)
+    for (size_t i = 0; i < len; i++)
+      if (value[i] < 0x20 || value[i] > 0x7e) return AMN_EINVAL;
+  if (strncmp(key, "grpc-", 5) == 0) return AMN_EINVAL; /* reserved */
+  int rc = 0;
+  pthread_mutex_lock(&c->md_lock);
+  if (initial && c->headers_sent) {
+    rc = AMN_ESTATE;
+  } else if (!initial && c->trailers_sent) {
+    rc = AMN_ESTATE;
+  } else {
+    amn_rpc_md **arr = initial ? &c->imd : &c->tmd;
+    size_t *n = initial ? &c->imd_n : &c->tmd_n, *cap = initial ? &c->imd_cap : &c->tmd_cap;
+    if (*n >= AMN_RPC_MAX_MD) {
+      rc = AMN_ETOOBIG;
+    } else {
+      if (*n == *cap) {
+        size_t nc = *cap ? *cap * 2 : 4;
+        amn_rpc_md *na = realloc(*arr, nc * sizeof *na);
+        if (!na) rc = AMN_ENOMEM;
+        else {
+          *arr = na;
+          *cap = nc;
+        }
+      }
+      if (!rc) {
+        amn_rpc_md *e = &(*arr)[*n];
+        e->key = strdup(key);
+        e->value = malloc(len + 1);
+        if (!e->key || !e->value) {
+          free(e->key);
+          free(e->value);
+          rc = AMN_ENOMEM;
+        } else {
+          if (len) memcpy(e->value, value, len);
+          e->value[len] = 0;
+          e->value_len = len;
+          (*n)++;
+        }
+      }
+    }
+  }
+  pthread_mutex_unlock(&c->md_lock);
+  return rc;
+}
+
+int amn_call_add_initial_metadata(amn_call *c, const char *key, const uint8_t *value, size_t len) {
+  return add_md(c, true, key, value, len);
+}
+int amn_call_add_trailing_metadata(amn_call *c, const char *key, const uint8_t *value, size_t len) {
+  return add_md(c, false, key, value, len);
+}
+
+/* views of an amn_rpc_md array for the header builders */
+static void md_views(const amn_rpc_md *src, size_t n, amn_md *dst) {
+  for (size_t i = 0; i < n; i++) {
+    dst[i].key = src[i].key;
+    dst[i].value = src[i].value;
+    dst[i].value_len = src[i].value_len;
+  }
+}
+
+int amn_call_build_headers(amn_call *c, amn_hdr_buf *b, bool trailers_only) {
+  amn_md v[2 * AMN_RPC_MAX_MD];
+  int rc;
+  pthread_mutex_lock(&c->md_lock);
+  md_views(c->imd, c->imd_n, v);
+  size_t n = c->imd_n;
+  if (trailers_only) {
+    md_views(c->tmd, c->tmd_n, v + n);
+    n += c->tmd_n;
+    if (c->http_status && c->http_status != 200) {
+      char st[8];
+      int sl = snprintf(st, sizeof st, "%d", c->http_status);
+      rc = amn_hdr_add(b, ":status", (const uint8_t *)st, (size_t)sl, true);
+      if (!rc) rc = amn_hdr_add(b, "content-type", (const uint8_t *)"application/grpc", 16, false);
+      if (!rc) rc = amn_rpc_build_trailers(b, false, c->fin_code, c->fin_msg, v, n);
+    } else {
+      rc = amn_rpc_build_trailers(b, true, c->fin_code, c->fin_msg, v, n);
+    }
+    c->trailers_sent = true;
+  } else {
+    rc = amn_rpc_build_response(b, v, n);
+  }
+  if (!rc && trailers_only && c->accept_encoding_hdr)
+    rc = amn_hdr_add(b, "grpc-accept-encoding", (const uint8_t *)"identity", 8, false);
+  c->headers_sent = true;
+  pthread_mutex_unlock(&c->md_lock);
+  return rc;
+}
+
+int amn_call_build_trailers(amn_call *c, amn_hdr_buf *b) {
+  amn_md v[AMN_RPC_MAX_MD];
+  pthread_mutex_lock(&c->md_lock);
+  md_views(c->tmd, c->tmd_n, v);
+  int rc = amn_rpc_build_trailers(b, false, c->fin_code, c->fin_msg, v, c->tmd_n);
+  if (!rc && c->accept_encoding_hdr)
+    rc = amn_hdr_add(b, "grpc-accept-encoding", (const uint8_t *)"identity", 8, false);
+  c->trailers_sent = true;
+  pthread_mutex_unlock(&c->md_lock);
+  return rc;
+}
+
+/* ------------------------------------------------------------------ */
+/* Finishing                                                          */
+/* ------------------------------------------------------------------ */
+
+static void kick(amn_call *c) {
+  if (c->conn && !c->stream_closed) c->tp->kick(c);
+}
+
+/* Loop thread: record the final status; the transport sends it after the
+ * queued messages. */
+static void set_final(amn_call *c, amn_status_code code, const char *msg) {
+  if (c->fin_pending || c->trailers_sent || c->stream_closed) return;
+  c->fin_code = code;
+  free(c->fin_msg);
+  c->fin_msg = msg && *msg ? strdup(msg) : NULL;
+  c->fin_pending = true;
+  if (c->deadline_ns >= 0) ev_timer_stop(c->sl->ev, &c->deadline_timer);
+  kick(c);
+}
+
+static void notify_cancel(amn_call *c, amn_status_code why) {
+  bool was = atomic_exchange(&c->cancelled, true);
+  if (was) return;
+  if (c->dispatched && c->h && c->h->on_cancel) c->h->on_cancel(c, why, c->h->ud);
+}
+
+void amn_call_fail(amn_call *c, amn_status_code code, const char *msg) {
+  if (c->fin_pending || c->trailers_sent || c->stream_closed) return;
+  if (code != AMN_STATUS_OK) AMN_DEBUG("call %s from %s failed: %s: %s", c->method ? c->method : "?",
+                                       amn_call_peer_addr(c), amn_status_name(code), msg ? msg : "");
+  free_queue(c); /* an error replaces anything not yet sent */
+  set_final(c, code, msg);
+  notify_cancel(c, code);
+}
+
+static void process_finish(amn_call *c, amn_status_code code, const char *msg) {
+  if (!atomic_load(&c->cancelled)) set_final(c, code, msg);
+}
+
+int amn_call_finish(amn_call *c, amn_status_code code, const char *message) {
+  if (!c) return AMN_EINVAL;
+  if (atomic_exchange(&c->finish_called, true)) return AMN_ECLOSED; /* finished twice: ignored */
+  int rc = atomic_load(&c->cancelled) ? AMN_ECLOSED : 0;
+  if (amn_call_on_loop(c)) {
+    process_finish(c, code, message);
+    amn_call_unref(c);
+    return rc;
+  }
+  c->app_code = code;
+  c->app_msg = message && *message ? strdup(message) : NULL;
+  amn_mpsc_push(&c->sl->ops, &c->fin_op.node);
+  ev_async_send(c->sl->ev, &c->sl->wake);
+  return rc;
+}
+
+/* ------------------------------------------------------------------ */
+/* Sending                                                            */
+/* ------------------------------------------------------------------ */
+
+static void enqueue_local(amn_call *c, amn_outmsg *m) {
+  if (c->stream_closed || c->fin_pending || c->trailers_sent || atomic_load(&c->cancelled)) {
+    atomic_fetch_sub(&c->queued, m->len);
+    free(m);
+    return;
+  }
+  m->next = NULL;
+  if (c->sq_tail) c->sq_tail->next = m;
+  else c->sq_head = m;
+  c->sq_tail = m;
+  kick(c);
+}
+
+static int send_msg(amn_call *c, amn_outmsg *m, bool bypass_bound) {
+  size_t total = m->len;
+  size_t bound = c->sl->srv->o.stream_send_buffer;
+  if (!bypass_bound) {
+    size_t q = atomic_load(&c->queued);
+    if (q > 0 && q + total > bound) {
+      atomic_store(&c->want_writable, true);
+      /* the loop may have drained the queue meanwhile: re-check */
+      if (atomic_load(&c->queued) != 0) {
+        free(m);
+        return AMN_EAGAIN;
+      }
+    }
+  }
+  atomic_fetch_add(&c->queued, total);
+  if (amn_call_on_loop(c)) {
+    enqueue_local(c, m);
+    return 0;
+  }
+  atomic_fetch_add(&c->refs, 1);
+  m->call = c;
+  amn_mpsc_push(&c->sl->ops, &m->op.node);
+  ev_async_send(c->sl->ev, &c->sl->wake);
+  return 0;
+}
+
+static amn_outmsg *outmsg_new(size_t payload) {
+  amn_outmsg *m = malloc(sizeof *m + 5 + payload);
+  if (!m) return NULL;
+  m->op.kind = AMN_OP_SEND;
+  m->next = NULL;
+  m->call = NULL;
+  m->len = 5 + payload;
+  m->off = 0;
+  amn_frame_prefix(m->data, payload);
+  return m;
+}
+
+static int check_send(amn_call *c, size_t len) {
+  if (!c) return AMN_EINVAL;
+  if (atomic_load(&c->cancelled) || atomic_load(&c->finish_called)) return AMN_ECLOSED;
+  if (len > c->sl->srv->o.max_send_message) return AMN_ETOOBIG;
+  return 0;
+}
+
+int amn_call_send(amn_call *c, const uint8_t *msg, size_t len) {
+  int rc = check_send(c, len);
+  if (rc) return rc;
+  amn_outmsg *m = outmsg_new(len);
+  if (!m) return AMN_ENOMEM;
+  if (len) memcpy(m->data + 5, msg, len);
+  return send_msg(c, m, false);
+}
+
+static int send_pair(amn_call *c, const uint8_t *a, size_t al, const uint8_t *b, size_t bl, bool bypass) {
+  size_t n = amn_pair_encoded_size(al, bl);
+  int rc = check_send(c, n);
+  if (rc) return rc;
+  amn_outmsg *m = outmsg_new(n);
+  if (!m) return AMN_ENOMEM;
+  amn_pair_encode(m->data + 5, a, al, b, bl);
+  return send_msg(c, m, bypass);
+}
+
+int amn_call_send_query_response(amn_call *c, const uint8_t *result, size_t result_len, const uint8_t *proof,
+                                 size_t proof_len) {
+  return send_pair(c, result, result_len, proof, proof_len, false);
+}
+
+int amn_call_reply_query(amn_call *c, const uint8_t *result, size_t result_len, const uint8_t *proof,
+                         size_t proof_len) {
+  int rc = send_pair(c, result, result_len, proof, proof_len, true);
+  if (rc == AMN_ETOOBIG || rc == AMN_ENOMEM) {
+    amn_call_finish(c, AMN_STATUS_RESOURCE_EXHAUSTED,
+                    rc == AMN_ETOOBIG ? "response larger than max_send_message" : "out of memory");
+    return rc;
+  }
+  int frc = amn_call_finish(c, AMN_STATUS_OK, NULL);
+  return rc ? rc : frc;
+}
+
+static void schedule_writable(amn_call *c) {
+  if (c->deferred_writable) return;
+  c->deferred_writable = true;
+  atomic_fetch_add(&c->refs, 1);
+  c->next_writable = c->sl->writable_list;
+  c->sl->writable_list = c;
+}
+
+ssize_t amn_call_pull(amn_call *c, uint8_t *buf, size_t len, bool *eof) {
+  size_t copied = 0;
+  *eof = false;
+  while (copied < len && c->sq_head) {
+    amn_outmsg *m = c->sq_head;
+    size_t n = m->len - m->off;
+    if (n > len - copied) n = len - copied;
+    memcpy(buf + copied, m->data + m->off, n);
+    m->off += n;
+    copied += n;
+    if (m->off == m->len) {
+      c->sq_head = m->next;
+      if (!c->sq_head) c->sq_tail = NULL;
+      free(m);
+    }
+  }
+  if (copied) {
+    size_t before = atomic_fetch_sub(&c->queued, copied);
+    size_t bound = c->sl->srv->o.stream_send_buffer;
+    if (before - copied <= bound / 2 && atomic_load(&c->want_writable)) schedule_writable(c);
+  }
+  if (!c->sq_head && c->fin_pending) {
+    *eof = true;
+    return (ssize_t)copied;
+  }
+  return copied ? (ssize_t)copied : -1;
+}
+
+void amn_srv_loop_run_writable(amn_srv_loop *sl) {
+  while (sl->writable_list) {
+    amn_call *c = sl->writable_list;
+    sl->writable_list = c->next_writable;
+    c->deferred_writable = false;
+    if (atomic_exchange(&c->want_writable, false) && !atomic_load(&c->cancelled) &&
+        !atomic_load(&c->finish_called) && c->dispatched && c->h->on_writable)
+      c->h->on_writable(c, c->h->ud);
+    amn_call_unref(c);
+  }
+}
+
+void amn_srv_loop_drain_ops(amn_srv_loop *sl) {
+  amn_mpsc_node *n;
+  while ((n = amn_mpsc_pop(&sl->ops)) != NULL) {
+    amn_op *op = AMN_CONTAINER_OF(n, amn_op, node);
+    if (op->kind == AMN_OP_SEND) {
+      amn_outmsg *m = (amn_outmsg *)op;
+      amn_call *c = m->call;
+      enqueue_local(c, m);
+      amn_call_unref(c);
+    } else {
+      amn_call *c = AMN_CONTAINER_OF(op, amn_call, fin_op);
+      process_finish(c, c->app_code, c->app_msg);
+      amn_call_unref(c);
+    }
+  }
+}
+
+/* ------------------------------------------------------------------ */
+/* Transport events                                                   */
+/* ------------------------------------------------------------------ */
+
+static void deadline_cb(struct ev_loop *ev, ev_timer *w, int revents) {
+  (void)ev; (void)revents;
+  amn_call *c = w->data;
+  if (c->trailers_sent || c->stream_closed) return;
+  amn_call_fail(c, AMN_STATUS_DEADLINE_EXCEEDED, "deadline exceeded");
+}
+
+static void dispatch(amn_call *c) {
+  if (c->dispatched) return;
+  c->dispatched = true;
+  atomic_fetch_add(&c->refs, 1); /* the application's reference, released by finish */
+}
+
+void amn_call_on_headers_done(amn_call *c) {
+  amn_rpc_verdict v = amn_rpc_req_finish(&c->req);
+  c->method = c->req.path ? strdup(c->req.path) : NULL;
+  c->md_pub.entries = c->req.md_view;
+  c->md_pub.count = c->req.md_count;
+  if (!v.ok) {
+    c->http_status = v.http_status;
+    if (v.code == AMN_STATUS_UNIMPLEMENTED && c->req.has_encoding) c->accept_encoding_hdr = true;
+    AMN_DEBUG("request %s from %s refused: HTTP %d, %s", c->method ? c->method : "?", amn_call_peer_addr(c),
+              v.http_status, v.message);
+    amn_call_fail(c, v.code, v.message);
+    return;
+  }
+  const amn_handler *h = amn_server_find(c->sl->srv, c->method);
+  if (!h) {
+    char msg[300];
+    snprintf(msg, sizeof msg, "unknown method %.256s", c->method);
+    amn_call_fail(c, AMN_STATUS_UNIMPLEMENTED, msg);
+    return;
+  }
+  c->h = h;
+  if (c->req.timeout_ns >= 0) {
+    c->deadline_ns = now_ns() + c->req.timeout_ns;
+    if (c->req.timeout_ns == 0) {
+      amn_call_fail(c, AMN_STATUS_DEADLINE_EXCEEDED, "deadline exceeded");
+      return;
+    }
+    ev_timer_init(&c->deadline_timer, deadline_cb, (double)c->req.timeout_ns / 1e9, 0.);
+    c->deadline_timer.data = c;
+    ev_timer_start(c->sl->ev, &c->deadline_timer);
+  }
+}
+
+static bool call_accepting(const amn_call *c) {
+  return c->h && !c->fin_pending && !c->trailers_sent && !c->stream_closed && !atomic_load(&c->cancelled);
+}
+
+static int on_msg(void *ud, uint8_t *msg, size_t len, bool compressed) {
+  amn_call *c = ud;
+  if (!call_accepting(c)) {
+    free(msg);
+    return 1;
+  }
+  if (compressed) {
+    free(msg);
+    amn_call_fail(c, AMN_STATUS_INTERNAL, "compressed message received but no grpc-encoding was negotiated");
+    return 1;
+  }
+  c->msgs_in++;
+  if (!c->h->client_streaming) {
+    if (c->msgs_in > 1) {
+      free(msg);
+      amn_call_fail(c, AMN_STATUS_INTERNAL, "unary method received more than one request message");
+      return 1;
+    }
+    c->unary_msg = msg;
+    dispatch(c);
+    if (c->h->on_message) c->h->on_message(c, msg ? msg : (const uint8_t *)"", len, c->h->ud);
+    return 0;
+  }
+  dispatch(c);
+  if (c->h->on_message) c->h->on_message(c, msg ? msg : (const uint8_t *)"", len, c->h->ud);
+  free(msg);
+  return 0;
+}
+
+int amn_call_on_data(amn_call *c, const uint8_t *data, size_t len) {
+  if (!call_accepting(c)) return 0;
+  int rc = amn_deframer_feed(&c->df, data, len, on_msg, c);
+  if (rc == AMN_ETOOBIG) {
+    size_t n = ((size_t)c->df.hdr[1] << 24) | ((size_t)c->df.hdr[2] << 16) | ((size_t)c->df.hdr[3] << 8) |
+               c->df.hdr[4];
+    char msg[128];
+    snprintf(msg, sizeof msg, "received message larger than max (%zu vs. %zu)", n, c->df.max_len);
+    amn_call_fail(c, AMN_STATUS_RESOURCE_EXHAUSTED, msg);
+  } else if (rc == AMN_EPROTO) {
+    amn_call_fail(c, AMN_STATUS_INTERNAL, "invalid message flag byte");
+  } else if (rc == AMN_ENOMEM) {
+    amn_call_fail(c, AMN_STATUS_RESOURCE_EXHAUSTED, "out of memory for request message");
+  }
+  return 0;
+}
+
+void amn_call_on_remote_close(amn_call *c) {
+  if (!call_accepting(c)) return;
+  if (!amn_deframer_idle(&c->df)) {
+    amn_call_fail(c, AMN_STATUS_INTERNAL, "request ended inside a message");
+    return;
+  }
+  if (!c->h->client_streaming && c->msgs_in == 0) {
+    amn_call_fail(c, AMN_STATUS_INTERNAL, "unary request ended without a message");
+    return;
+  }
+  dispatch(c);
+  if (c->h->on_half_close) c->h->on_half_close(c, c->h->ud);
+}
+
+void amn_call_on_stream_closed(amn_call *c, amn_status_code why, const char *msg) {
+  (void)msg;
+  c->stream_closed = true;
+  c->conn = NULL;
+  if (c->deadline_ns >= 0) ev_timer_stop(c->sl->ev, &c->deadline_timer);
+  free_queue(c);
+  if (!c->trailers_sent) notify_cancel(c, why);
+  else atomic_store(&c->cancelled, true); /* done: later sends fail with ECLOSED */
+  amn_call_unref(c);
+}

@@ -1,0 +1,469 @@
+/*
+ * Server: options, method table, one event loop per thread with its own
+ * SO_REUSEPORT listener, graceful stop.
+ */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "amn/proto.h"
+#include "server/server_internal.h"
+#include "util/log.h"
+
+void amn_server_opts_init(amn_server_opts *o) {
+  memset(o, 0, sizeof *o);
+  o->listen = "127.0.0.1:7878";
+  o->threads = 0;
+  o->transport = AMN_TRANSPORT_H2;
+  o->max_recv_message = AMN_DEFAULT_MAX_MESSAGE;
+  o->max_send_message = AMN_DEFAULT_MAX_MESSAGE;
+  o->max_concurrent_streams = 1024;
+  o->initial_window_size = 1u << 20;
+  o->max_connections = 10000;
+  o->idle_timeout_ms = 60000;
+  o->keepalive_interval_ms = 10000;
+  o->drain_timeout_ms = 10000;
+  o->stream_send_buffer = 4u << 20;
+}
+
+static char *dup_or_null(const char *s) { return s ? strdup(s) : NULL; }
+
+int amn_split_hostport(const char *s, char *host, size_t hcap, uint16_t *port) {
+  const char *colon;
+  if (s[0] == '[') {
+    const char *rb = strchr(s, ']');
+    if (!rb || rb[1] != ':') return AMN_EINVAL;
+    size_t hl = (size_t)(rb - s - 1);
+    if (hl == 0 || hl >= hcap) return AMN_EINVAL;
+    memcpy(host, s + 1, hl);
+    host[hl] = 0;
+    colon = rb + 1;
+  } else {
+    colon = strrchr(s, ':');
+    if (!colon || colon == s) return AMN_EINVAL;
+    size_t hl = (size_t)(colon - s);
+    if (hl >= hcap || memchr(s, ':', hl)) return AMN_EINVAL;
+    memcpy(host, s, hl);
+    host[hl] = 0;
+  }
+  char *end;
+  long p = strtol(colon + 1, &end, 10);
+  if (*end || colon[1] == 0 || p < 0 || p > 65535) return AMN_EINVAL;
+  *port = (uint16_t)p;
+  return 0;
+}
+
+int amn_server_new(amn_server **out, const amn_server_opts *opts, char *err, size_t errlen) {
+  amn_server_opts o;
+  if (opts) o = *opts;
+  else amn_server_opts_init(&o);
+  if (!o.listen) o.listen = "127.0.0.1:7878";
+  char host[256];
+  uint16_t port;
+  if (amn_split_hostport(o.listen, host, sizeof host, &port) != 0)
+    return amn_set_err(err, errlen, AMN_EINVAL, "invalid listen address '%s' (expected HOST:PORT)", o.listen);
+  if (o.max_recv_message == 0 || o.max_recv_message > 0x7fffffffu || o.max_send_message == 0 ||
+      o.max_send_message > 0x7fffffffu)
+    return amn_set_err(err, errlen, AMN_EINVAL, "max message size must be 1..2147483647");
+  if (o.initial_window_size == 0 || o.initial_window_size > 0x7fffffffu)
+    return amn_set_err(err, errlen, AMN_EINVAL, "initial_window_size must be 1..2147483647");
+  if (o.max_concurrent_streams == 0)
+    return amn_set_err(err, errlen, AMN_EINVAL, "max_concurrent_streams must be at least 1");
+  if (o.stream_send_buffer == 0) o.stream_send_buffer = 4u << 20;
+  if (o.transport & AMN_TRANSPORT_H3 && o.transport != AMN_TRANSPORT_AUTO) {
+    if (o.transport == AMN_TRANSPORT_H3)
+      return amn_set_err(err, errlen, AMN_EINVAL, "HTTP/3 transport is not available in this build yet");
+    o.transport = AMN_TRANSPORT_H2;
+  }
+  amn_server *s = calloc(1, sizeof *s);
+  if (!s) return amn_set_err(err, errlen, AMN_ENOMEM, "out of memory");
+  s->o = o;
+  snprintf(s->host, sizeof s->host, "%s", host);
+  s->port = port;
+  s->listen_s = strdup(o.listen);
+  s->o.listen = s->listen_s;
+  s->cert_s = dup_or_null(o.tls.cert_path);
+  s->key_s = dup_or_null(o.tls.key_path);
+  s->ca_s = dup_or_null(o.tls.ca_path);
+  s->o.tls.cert_path = s->cert_s;
+  s->o.tls.key_path = s->key_s;
+  s->o.tls.ca_path = s->ca_s;
+  s->o.tls.server_name = NULL;
+  pthread_mutex_init(&s->stop_lock, NULL);
+  pthread_cond_init(&s->stop_cond, NULL);
+  atomic_init(&s->health_serving, 1);
+  if (!o.tls.insecure) {
+    if (!s->cert_s || !s->key_s || !s->ca_s) {
+      amn_server_free(s);
+      return amn_set_err(err, errlen, AMN_EINVAL,
+                         "TLS needs a certificate, a key and a CA (or explicitly insecure mode)");
+    }
+    static const char *const alpn[] = {"h2", NULL};
+    int rc = amn_tls_ctx_new(&s->tls, AMN_TLS_SERVER, &s->o.tls, alpn, err, errlen);
+    if (rc != 0) {
+      amn_server_free(s);
+      return rc;
+    }
+  }
+  amn_health_register(s);
+  *out = s;
+  return 0;
+}
+
+static bool valid_path(const char *p) {
+  if (!p || p[0] != '/') return false;
+  const char *slash = strchr(p + 1, '/');
+  return slash && slash != p + 1 && slash[1] && !strchr(slash + 1, '/');
+}
+
+int amn_server_register(amn_server *s, const char *path, const amn_handler *h) {
+  if (!s || !h || !valid_path(path)) return AMN_EINVAL;
+  if (s->started) return AMN_ESTATE;
+  for (size_t i = 0; i < s->nmethods; i++)
+    if (strcmp(s->methods[i].path, path) == 0) {
+      s->methods[i].h = *h;
+      return 0;
+    }
+  amn_method_entry *m = realloc(s->methods, (s->nmethods + 1) * sizeof *m);
+  if (!m) return AMN_ENOMEM;
+  s->methods = m;
+  m[s->nmethods].path = strdup(path);
+  if (!m[s->nmethods].path) return AMN_ENOMEM;
+  m[s->nmethods].h = *h;
+  s->nmethods++;
+  return 0;
+}
+
+const amn_handler *amn_server_find(amn_server *s, const char *path) {
+  if (!path) return NULL;
+  for (size_t i = 0; i < s->nmethods; i++)
+    if (strcmp(s->methods[i].path, path) == 0) return &s->methods[i].h;
+  return NULL;
+}
+
+/* ---- Execute / ExecuteStream adapters over the raw handler ---- */
+
+static void exec_on_message(amn_call *c, const uint8_t *msg, size_t len, void *ud) {
+  amn_server *s = ud;
+  amn_pair_view v;
+  if (amn_pair_decode(msg, len, &v) != 0) {
+    amn_call_finish(c, AMN_STATUS_INVALID_ARGUMENT, "malformed QueryRequest");
+    return;
+  }
+  amn_query q = {v.f1, v.f1_len, v.f2, v.f2_len};
+  s->exec_fn(c, &q, s->exec_ud);
+}
+
+int amn_server_set_execute(amn_server *s, amn_execute_fn fn, void *ud) {
+  if (!s || !fn) return AMN_EINVAL;
+  s->exec_fn = fn;
+  s->exec_ud = ud;
+  amn_handler h = {0};
+  h.on_message = exec_on_message;
+  h.ud = s;
+  return amn_server_register(s, AMN_METHOD_EXECUTE, &h);
+}
+
+static void stream_on_message(amn_call *c, const uint8_t *msg, size_t len, void *ud) {
+  amn_server *s = ud;
+  amn_pair_view v;
+  if (amn_pair_decode(msg, len, &v) != 0) {
+    amn_call_finish(c, AMN_STATUS_INVALID_ARGUMENT, "malformed QueryRequest");
+    return;
+  }
+  amn_query q = {v.f1, v.f1_len, v.f2, v.f2_len};
+  if (s->stream_h.on_query) s->stream_h.on_query(c, &q, s->stream_h.ud);
+}
+static void stream_on_half_close(amn_call *c, void *ud) {
+  amn_server *s = ud;
+  if (s->stream_h.on_half_close) s->stream_h.on_half_close(c, s->stream_h.ud);
+}
+static void stream_on_cancel(amn_call *c, amn_status_code why, void *ud) {
+  amn_server *s = ud;
+  if (s->stream_h.on_cancel) s->stream_h.on_cancel(c, why, s->stream_h.ud);
+}
+static void stream_on_writable(amn_call *c, void *ud) {
+  amn_server *s = ud;
+  if (s->stream_h.on_writable) s->stream_h.on_writable(c, s->stream_h.ud);
+}
+
+int amn_server_set_execute_stream(amn_server *s, const amn_stream_handler *sh) {
+  if (!s || !sh) return AMN_EINVAL;
+  s->stream_h = *sh;
+  amn_handler h = {stream_on_message, stream_on_half_close, stream_on_cancel, stream_on_writable, true, s};
+  return amn_server_register(s, AMN_METHOD_EXECUTE_STREAM, &h);
+}
+
+/* ---- built-in echo ---- */
+
+/* Request metadata whose key starts with "x-echo-" comes back as trailing
+ * metadata: a simple, observable contract for metadata tests and peers. */
+static void echo_metadata(amn_call *c) {
+  const amn_metadata *md = amn_call_metadata(c);
+  for (size_t i = 0; i < md->count; i++)
+    if (strncmp(md->entries[i].key, "x-echo-", 7) == 0)
+      amn_call_add_trailing_metadata(c, md->entries[i].key, md->entries[i].value, md->entries[i].value_len);
+}
+
+static void echo_execute(amn_call *c, const amn_query *q, void *ud) {
+  (void)ud;
+  echo_metadata(c);
+  amn_call_reply_query(c, q->query_bytes, q->query_len, NULL, 0);
+}
+
+/* The echo stream answers each query; under backpressure it fails the
+ * call rather than buffering without bound (a real handler would pause). */
+static void echo_on_query(amn_call *c, const amn_query *q, void *ud) {
+  (void)ud;
+  int rc = amn_call_send_query_response(c, q->query_bytes, q->query_len, NULL, 0);
+  if (rc == AMN_EAGAIN) amn_call_finish(c, AMN_STATUS_RESOURCE_EXHAUSTED, "echo: client is not reading");
+}
+static void echo_on_half_close(amn_call *c, void *ud) {
+  (void)ud;
+  echo_metadata(c);
+  amn_call_finish(c, AMN_STATUS_OK, NULL);
+}
+
+int amn_server_use_echo(amn_server *s) {
+  int rc = amn_server_set_execute(s, echo_execute, NULL);
+  if (rc) return rc;
+  amn_stream_handler sh = {echo_on_query, echo_on_half_close, NULL, NULL, NULL};
+  return amn_server_set_execute_stream(s, &sh);
+}
+
+/* ---- loops ---- */
+
+static void begin_stop(amn_srv_loop *sl);
+
+static void wake_cb(struct ev_loop *ev, ev_async *w, int revents) {
+  (void)ev; (void)revents;
+  amn_srv_loop *sl = w->data;
+  amn_srv_loop_drain_ops(sl);
+  amn_health_notify_loop(sl);
+  if (atomic_load(&sl->srv->stop_requested) && !sl->stopping) begin_stop(sl);
+}
+
+static void before_flush(amn_ioloop *l) {
+  amn_srv_loop *sl = l->owner;
+  amn_srv_loop_run_writable(sl);
+}
+
+static void accept_cb(struct ev_loop *ev, ev_io *w, int revents) {
+  (void)ev; (void)revents;
+  amn_srv_loop *sl = w->data;
+  amn_server *s = sl->srv;
+  for (int i = 0; i < 64; i++) {
+    struct sockaddr_storage ss;
+    socklen_t sl_len = sizeof ss;
+    int fd = accept4(sl->lfd, (struct sockaddr *)&ss, &sl_len, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    if (fd < 0) {
+      if (errno == EAGAIN || errno == EINTR) return;
+      if (errno == EMFILE || errno == ENFILE) AMN_ERROR("accept: %s (raise the file descriptor limit)", strerror(errno));
+      else if (errno != ECONNABORTED) AMN_WARN("accept: %s", strerror(errno));
+      return;
+    }
+    char addr[64];
+    char h[INET6_ADDRSTRLEN] = "?";
+    uint16_t p = 0;
+    if (ss.ss_family == AF_INET) {
+      struct sockaddr_in *a = (struct sockaddr_in *)&ss;
+      inet_ntop(AF_INET, &a->sin_addr, h, sizeof h);
+      p = ntohs(a->sin_port);
+      snprintf(addr, sizeof addr, "%s:%u", h, p);
+    } else {
+      struct sockaddr_in6 *a = (struct sockaddr_in6 *)&ss;
+      inet_ntop(AF_INET6, &a->sin6_addr, h, sizeof h);
+      p = ntohs(a->sin6_port);
+      snprintf(addr, sizeof addr, "[%s]:%u", h, p);
+    }
+    if (s->o.max_connections && atomic_load(&s->nconns) >= s->o.max_connections) {
+      AMN_WARN("connection from %s refused: max_connections (%u) reached", addr, s->o.max_connections);
+      close(fd);
+      continue;
+    }
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    amn_h2s_accept(sl, fd, addr);
+  }
+}
+
+static void drain_timeout_cb(struct ev_loop *ev, ev_timer *w, int revents) {
+  (void)ev; (void)revents;
+  amn_srv_loop *sl = w->data;
+  amn_h2s_close_all(sl);
+}
+
+static void begin_stop(amn_srv_loop *sl) {
+  sl->stopping = true;
+  if (sl->lfd >= 0) {
+    ev_io_stop(sl->ev, &sl->lw);
+    close(sl->lfd);
+    sl->lfd = -1;
+  }
+  amn_health_notify_loop(sl);
+  amn_h2s_drain_all(sl);
+  ev_timer_init(&sl->drain_timer, drain_timeout_cb, sl->srv->o.drain_timeout_ms / 1000.0, 0.);
+  sl->drain_timer.data = sl;
+  ev_timer_start(sl->ev, &sl->drain_timer);
+  if (sl->nconns == 0) ev_break(sl->ev, EVBREAK_ONE);
+}
+
+static void *loop_main(void *arg) {
+  amn_srv_loop *sl = arg;
+  sl->thread = pthread_self();
+  sigset_t set;
+  sigfillset(&set);
+  pthread_sigmask(SIG_BLOCK, &set, NULL); /* signals go to the application's threads */
+  ev_run(sl->ev, 0);
+  /* stopped: whatever remains is closed hard */
+  amn_h2s_close_all(sl);
+  ev_run(sl->ev, EVRUN_NOWAIT);
+  return NULL;
+}
+
+static int make_listener(const char *host, uint16_t port, uint16_t *bound, char *err, size_t errlen) {
+  struct addrinfo hints = {0}, *res;
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
+  char ps[8];
+  snprintf(ps, sizeof ps, "%u", port);
+  int gai = getaddrinfo(strcmp(host, "*") == 0 || !*host ? NULL : host, ps, &hints, &res);
+  if (gai != 0) return amn_set_err(err, errlen, AMN_EIO, "cannot resolve listen host '%s': %s", host, gai_strerror(gai));
+  int fd = socket(res->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  if (fd < 0) {
+    freeaddrinfo(res);
+    return amn_set_err(err, errlen, AMN_EIO, "socket: %s", strerror(errno));
+  }
+  int one = 1;
+  setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+  setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one);
+  if (bind(fd, res->ai_addr, res->ai_addrlen) != 0 || listen(fd, 4096) != 0) {
+    int e = errno;
+    close(fd);
+    freeaddrinfo(res);
+    return amn_set_err(err, errlen, AMN_EIO, "cannot listen on %s:%u: %s", host, port, strerror(e));
+  }
+  freeaddrinfo(res);
+  struct sockaddr_storage ss;
+  socklen_t sl = sizeof ss;
+  getsockname(fd, (struct sockaddr *)&ss, &sl);
+  *bound = ntohs(ss.ss_family == AF_INET ? ((struct sockaddr_in *)&ss)->sin_port
+                                          : ((struct sockaddr_in6 *)&ss)->sin6_port);
+  return fd;
+}
+
+int amn_server_start(amn_server *s, char *err, size_t errlen) {
+  if (!s) return AMN_EINVAL;
+  if (s->started) return amn_set_err(err, errlen, AMN_ESTATE, "server already started");
+  if (s->o.tls.insecure)
+    AMN_WARN("INSECURE MODE: serving plaintext HTTP/2 (h2c) without TLS on %s — only behind a TLS-terminating proxy",
+             s->o.listen);
+  int n = s->o.threads > 0 ? s->o.threads : (int)sysconf(_SC_NPROCESSORS_ONLN);
+  if (n < 1) n = 1;
+  if (n > 256) n = 256;
+  s->loops = calloc((size_t)n, sizeof *s->loops);
+  if (!s->loops) return amn_set_err(err, errlen, AMN_ENOMEM, "out of memory");
+  uint16_t port = s->port;
+  for (int i = 0; i < n; i++) {
+    amn_srv_loop *sl = &s->loops[i];
+    sl->srv = s;
+    sl->idx = i;
+    sl->lfd = -1;
+    uint16_t bound;
+    int fd = make_listener(s->host, port, &bound, err, errlen);
+    if (fd < 0) {
+      for (int j = 0; j < i; j++) {
+        close(s->loops[j].lfd);
+        ev_loop_destroy(s->loops[j].ev);
+      }
+      free(s->loops);
+      s->loops = NULL;
+      return fd;
+    }
+    port = bound; /* port 0: every loop shares the port the first one got */
+    sl->lfd = fd;
+    sl->ev = ev_loop_new(EVFLAG_AUTO | EVFLAG_NOSIGMASK);
+    amn_ioloop_init(&sl->io, sl->ev);
+    sl->io.owner = sl;
+    sl->io.before_flush = before_flush;
+    amn_mpsc_init(&sl->ops);
+    ev_async_init(&sl->wake, wake_cb);
+    sl->wake.data = sl;
+    ev_async_start(sl->ev, &sl->wake);
+    ev_unref(sl->ev); /* the wake-up watcher alone must not keep the loop alive */
+    ev_io_init(&sl->lw, accept_cb, fd, EV_READ);
+    sl->lw.data = sl;
+    ev_io_start(sl->ev, &sl->lw);
+  }
+  s->port = port;
+  s->nloops = n;
+  s->started = true;
+  for (int i = 0; i < n; i++) pthread_create(&s->loops[i].thread, NULL, loop_main, &s->loops[i]);
+  AMN_INFO("listening on %s:%u (HTTP/2, %s, %d event loop%s)", s->host, port,
+           s->o.tls.insecure ? "PLAINTEXT" : "mTLS", n, n > 1 ? "s" : "");
+  return 0;
+}
+
+uint16_t amn_server_port(const amn_server *s) { return s && s->started ? s->port : 0; }
+
+void amn_server_request_stop(amn_server *s) {
+  if (!s || !s->started) return;
+  atomic_store(&s->stop_requested, true);
+  atomic_store(&s->health_serving, 0);
+  for (int i = 0; i < s->nloops; i++) ev_async_send(s->loops[i].ev, &s->loops[i].wake);
+}
+
+void amn_server_wait(amn_server *s) {
+  if (!s || !s->started) return;
+  pthread_mutex_lock(&s->stop_lock);
+  if (!atomic_load(&s->stopped)) {
+    for (int i = 0; i < s->nloops; i++) pthread_join(s->loops[i].thread, NULL);
+    atomic_store(&s->stopped, true);
+  }
+  pthread_mutex_unlock(&s->stop_lock);
+}
+
+void amn_server_stop(amn_server *s) {
+  if (!s || !s->started) return;
+  amn_server_request_stop(s);
+  amn_server_wait(s);
+}
+
+void amn_server_free(amn_server *s) {
+  if (!s) return;
+  if (s->started) {
+    amn_server_stop(s);
+    for (int i = 0; i < s->nloops; i++) {
+      amn_srv_loop *sl = &s->loops[i];
+      amn_srv_loop_drain_ops(sl); /* release late hand-offs */
+      amn_srv_loop_run_writable(sl);
+      if (sl->lfd >= 0) close(sl->lfd);
+      ev_ref(sl->ev);
+      ev_async_stop(sl->ev, &sl->wake);
+      amn_ioloop_stop(&sl->io);
+      ev_loop_destroy(sl->ev);
+    }
+    free(s->loops);
+  }
+  for (size_t i = 0; i < s->nmethods; i++) free(s->methods[i].path);
+  free(s->methods);
+  if (s->tls) amn_tls_ctx_unref(s->tls);
+  amn_health_free(s);
+  free(s->listen_s);
+  free(s->cert_s);
+  free(s->key_s);
+  free(s->ca_s);
+  pthread_mutex_destroy(&s->stop_lock);
+  pthread_cond_destroy(&s->stop_cond);
+  free(s);
+}

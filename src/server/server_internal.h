@@ -1,0 +1,178 @@
+/*
+ * Internal: server structures shared by the server core (loops, calls,
+ * handlers) and the transports that carry calls (h2 today, h3 next).
+ */
+#ifndef AMN_SERVER_INTERNAL_H
+#define AMN_SERVER_INTERNAL_H
+
+#include <ev.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <sys/types.h>
+
+#include "amn/server.h"
+#include "rpc/rpc.h"
+#include "tls/tls.h"
+#include "transport/h2/h2io.h"
+#include "util/mpsc.h"
+
+typedef struct amn_srv_loop amn_srv_loop;
+
+/* A cross-thread operation handed to a loop through its MPSC queue. */
+enum { AMN_OP_SEND = 1, AMN_OP_FINISH = 2 };
+typedef struct amn_op {
+  amn_mpsc_node node;
+  int kind;
+} amn_op;
+
+/* One queued response message: 5-byte prefix + payload in one block. */
+typedef struct amn_outmsg {
+  amn_op op;               /* cross-thread hand-off to the loop */
+  struct amn_outmsg *next; /* call's send queue */
+  amn_call *call;
+  size_t len, off;
+  uint8_t data[];
+} amn_outmsg;
+
+/* Operations a transport performs for the call core (loop thread only). */
+typedef struct amn_call_transport {
+  /* New data queued or finish requested: make the transport pull. */
+  void (*kick)(amn_call *c);
+  /* Abort the stream with a transport error (h2: RST_STREAM code). */
+  void (*reset)(amn_call *c, uint32_t h2_code);
+} amn_call_transport;
+
+struct amn_call {
+  amn_op fin_op;                    /* finish hand-off */
+  amn_status_code app_code;         /* written by the finishing thread before the hand-off */
+  char *app_msg;
+  atomic_int refs;                  /* transport + application */
+  atomic_bool cancelled;
+  atomic_bool finish_called;
+  atomic_size_t queued;             /* bytes queued by the app, not yet taken by the transport */
+  atomic_bool want_writable;
+
+  amn_srv_loop *sl;
+  const amn_call_transport *tp;
+  void *conn;                       /* transport connection; NULL when gone */
+  int32_t stream_id;
+  struct amn_call *conn_prev, *conn_next; /* connection's call list */
+  const amn_handler *h;
+  bool dispatched;                  /* handed to a handler (app holds a ref) */
+  char *method;
+  amn_rpc_req req;
+  amn_deframer df;
+  uint32_t msgs_in;
+  uint8_t *unary_msg;               /* unary request kept until finish */
+
+  int64_t deadline_ns;              /* CLOCK_MONOTONIC absolute; -1 = none */
+  ev_timer deadline_timer;
+
+  /* loop-thread state */
+  amn_outmsg *sq_head, *sq_tail;
+  bool headers_sent;                /* response HEADERS submitted */
+  bool data_started;                /* data provider attached */
+  bool trailers_sent;               /* final status submitted */
+  bool stream_closed;
+  bool fin_pending;                 /* finish processed; trailers after queue drains */
+  bool deferred_writable;           /* on the loop's writable list */
+  struct amn_call *next_writable;
+  amn_status_code fin_code;
+  char *fin_msg;
+
+  pthread_mutex_t md_lock;          /* guards the response metadata below (rare path) */
+  amn_rpc_md *imd, *tmd;
+  size_t imd_n, tmd_n, imd_cap, tmd_cap;
+  amn_md *tmd_view;
+
+  amn_metadata md_pub;              /* view of req.md_view for amn_call_metadata */
+  const amn_peer_identity *peer;
+  const char *peer_addr;
+  bool early_data;
+  int http_status;                  /* non-zero: answer with this HTTP status (bad request) */
+  bool accept_encoding_hdr;         /* add grpc-accept-encoding to the final block */
+};
+
+typedef struct amn_method_entry {
+  char *path;
+  amn_handler h;
+} amn_method_entry;
+
+struct amn_srv_loop {
+  amn_server *srv;
+  int idx;
+  pthread_t thread;
+  struct ev_loop *ev;
+  amn_ioloop io;
+  int lfd;
+  ev_io lw;
+  ev_async wake;
+  amn_mpsc ops;
+  void *conns;                      /* h2 connection list */
+  size_t nconns;
+  bool stopping;
+  ev_timer drain_timer;
+  amn_call *writable_list;
+  void *health_watchers;            /* loop-local list of Watch calls */
+};
+
+struct amn_server {
+  amn_server_opts o;
+  char *listen_s;
+  char *cert_s, *key_s, *ca_s;
+  amn_tls_ctx *tls;
+  amn_method_entry *methods;
+  size_t nmethods;
+  void *health;                     /* health.c state */
+  amn_execute_fn exec_fn;
+  void *exec_ud;
+  amn_stream_handler stream_h;
+  amn_srv_loop *loops;
+  int nloops;
+  uint16_t port;
+  bool started;
+  atomic_bool stop_requested;
+  atomic_bool stopped;
+  pthread_mutex_t stop_lock;
+  pthread_cond_t stop_cond;
+  atomic_int health_serving;        /* 1 serving, 0 not */
+  atomic_uint nconns;
+  char host[256];
+};
+
+/* ---- call core (call.c) ---- */
+amn_call *amn_call_new(amn_srv_loop *sl, const amn_call_transport *tp, void *conn, int32_t stream_id);
+void amn_call_unref(amn_call *c);
+/* Transport events (loop thread). */
+void amn_call_on_headers_done(amn_call *c);          /* validates, finds handler, dispatches or answers */
+int amn_call_on_data(amn_call *c, const uint8_t *data, size_t len);
+void amn_call_on_remote_close(amn_call *c);           /* END_STREAM from the client */
+void amn_call_on_stream_closed(amn_call *c, amn_status_code why, const char *msg); /* stream gone */
+/* Transport pulls data: copies up to `len` bytes of queued messages into
+ * buf. Returns bytes copied; *eof set when the queue is empty and the call
+ * finished (trailers must follow). Returns -1 (defer) when nothing queued. */
+ssize_t amn_call_pull(amn_call *c, uint8_t *buf, size_t len, bool *eof);
+/* Loop: process cross-thread operations. */
+void amn_srv_loop_drain_ops(amn_srv_loop *sl);
+void amn_srv_loop_run_writable(amn_srv_loop *sl);
+/* Finishes a call from the library itself (errors before dispatch). */
+void amn_call_fail(amn_call *c, amn_status_code code, const char *msg);
+/* The response header block to send now (first message or finish). */
+int amn_call_build_headers(amn_call *c, amn_hdr_buf *b, bool trailers_only);
+int amn_call_build_trailers(amn_call *c, amn_hdr_buf *b);
+bool amn_call_on_loop(const amn_call *c);
+
+/* ---- health (health.c) ---- */
+void amn_health_register(amn_server *s);
+void amn_health_notify_loop(amn_srv_loop *sl);
+void amn_health_free(amn_server *s);
+int amn_split_hostport(const char *s, char *host, size_t hcap, uint16_t *port);
+
+/* ---- h2 transport, server side (transport/h2/h2_server.c) ---- */
+void amn_h2s_accept(amn_srv_loop *sl, int fd, const char *peer_addr);
+void amn_h2s_drain_all(amn_srv_loop *sl);   /* GOAWAY every connection */
+void amn_h2s_close_all(amn_srv_loop *sl);   /* hard close */
+
+const amn_handler *amn_server_find(amn_server *s, const char *path);
+
+#endif

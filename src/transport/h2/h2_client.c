@@ -1,0 +1,443 @@
+/*
+ * HTTP/2 transport, client side: connection establishment (TCP connect
+ * trying every resolved address, TLS, ALPN h2) and the mapping of nghttp2
+ * stream events onto client calls.
+ */
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "client/client_internal.h"
+#include "util/log.h"
+
+typedef enum { CC_CONNECTING, CC_HANDSHAKE, CC_READY, CC_CLOSED } cc_state;
+
+struct amn_cconn {
+  amn_h2io io;            /* first */
+  amn_client *cl;
+  cc_state st;
+  struct addrinfo *ai, *cur;
+  ev_io cw;               /* connect completion */
+  ev_timer ct;            /* connect + handshake deadline */
+  amn_ccall *live;        /* calls with a stream */
+  bool goaway;
+  bool got_settings;      /* the server's SETTINGS arrived: it speaks HTTP/2 */
+  char last_err[200];
+};
+
+static void calls_link(amn_ccall **head, amn_ccall *c) {
+  c->prev = NULL;
+  c->next = *head;
+  if (*head) (*head)->prev = c;
+  *head = c;
+}
+static void calls_unlink(amn_ccall **head, amn_ccall *c) {
+  if (c->prev) c->prev->next = c->next;
+  else if (*head == c) *head = c->next;
+  if (c->next) c->next->prev = c->prev;
+  c->prev = c->next = NULL;
+}
+
+bool amn_h2c_ready(const amn_cconn *cc) { return cc && cc->st == CC_READY && !cc->goaway; }
+
+/* ---- nghttp2 callbacks ---- */
+
+static ssize_t read_cb(nghttp2_session *s, int32_t sid, uint8_t *buf, size_t len, uint32_t *flags,
+                       nghttp2_data_source *src, void *ud) {
+  (void)s; (void)sid; (void)ud;
+  amn_ccall *c = src->ptr;
+  bool eof;
+  ssize_t n = amn_ccall_pull(c, buf, len, &eof);
+  if (n < 0) return NGHTTP2_ERR_DEFERRED;
+  if (eof) *flags |= NGHTTP2_DATA_FLAG_EOF;
+  return n;
+}
+
+static int on_header(nghttp2_session *s, const nghttp2_frame *f, const uint8_t *name, size_t nlen,
+                     const uint8_t *value, size_t vlen, uint8_t flags, void *ud) {
+  (void)flags; (void)ud;
+  if (f->hd.type != NGHTTP2_HEADERS) return 0;
+  amn_ccall *c = nghttp2_session_get_stream_user_data(s, f->hd.stream_id);
+  if (c && !c->done) amn_rpc_resp_header(&c->resp, name, nlen, value, vlen);
+  return 0;
+}
+
+static void take_md(amn_ccall *c, amn_md **arr, size_t *n) {
+  size_t cnt;
+  amn_rpc_md *md = amn_rpc_resp_take_md(&c->resp, &cnt);
+  if (!md || !cnt) {
+    free(md);
+    return;
+  }
+  amn_md *out = realloc(*arr, (*n + cnt) * sizeof *out);
+  if (!out) {
+    amn_rpc_md_free_array(md, cnt);
+    return;
+  }
+  /* ownership of key/value strings moves into the result (freed by amn_result_free) */
+  for (size_t i = 0; i < cnt; i++) {
+    out[*n + i].key = md[i].key;
+    out[*n + i].value = md[i].value;
+    out[*n + i].value_len = md[i].value_len;
+  }
+  *arr = out;
+  *n += cnt;
+  free(md);
+}
+
+static void finish_from_resp(amn_ccall *c) {
+  const char *msg = NULL;
+  amn_status_code code = amn_rpc_resp_status(&c->resp, &msg);
+  if (code == AMN_STATUS_OK && !amn_deframer_idle(&c->df)) {
+    code = AMN_STATUS_INTERNAL;
+    msg = "response ended inside a message";
+  }
+  if (code == AMN_STATUS_OK && c->kind != AMN_CK_STREAM && c->nmsgs == 0) {
+    code = AMN_STATUS_INTERNAL;
+    msg = "server returned OK without a response message";
+  }
+  amn_ccall_complete(c, code, msg);
+}
+
+static int on_frame_recv(nghttp2_session *s, const nghttp2_frame *f, void *ud) {
+  amn_cconn *cc = ud;
+  if (f->hd.type == NGHTTP2_SETTINGS) cc->got_settings = true;
+  if (f->hd.type == NGHTTP2_GOAWAY) {
+    cc->goaway = true; /* no new calls here; the next call opens a new connection */
+    if (cc->cl->conn == cc) cc->cl->conn = NULL;
+    AMN_DEBUG("GOAWAY from %s (last stream %d, error %u)", cc->cl->authority, f->goaway.last_stream_id,
+              f->goaway.error_code);
+    return 0;
+  }
+  if (f->hd.type != NGHTTP2_HEADERS && f->hd.type != NGHTTP2_DATA) return 0;
+  amn_ccall *c = nghttp2_session_get_stream_user_data(s, f->hd.stream_id);
+  if (!c || c->done) return 0;
+  if (f->hd.type == NGHTTP2_HEADERS) {
+    if (f->headers.cat == NGHTTP2_HCAT_RESPONSE) {
+      c->got_headers = true;
+      take_md(c, &c->res.initial_md, &c->res.initial_md_count);
+    } else {
+      take_md(c, &c->res.trailing_md, &c->res.trailing_md_count);
+    }
+  }
+  if (f->hd.flags & NGHTTP2_FLAG_END_STREAM) finish_from_resp(c);
+  return 0;
+}
+
+static int on_msg(void *ud, uint8_t *msg, size_t len, bool compressed) {
+  amn_ccall *c = ud;
+  if (compressed) {
+    free(msg);
+    amn_h2c_cancel(c, NGHTTP2_CANCEL);
+    amn_ccall_complete(c, AMN_STATUS_INTERNAL, "compressed response without a negotiated grpc-encoding");
+    return 1;
+  }
+  amn_ccall_on_message(c, msg, len);
+  return c->done ? 1 : 0;
+}
+
+static int on_data_chunk(nghttp2_session *s, uint8_t flags, int32_t sid, const uint8_t *data, size_t len, void *ud) {
+  (void)flags; (void)ud;
+  amn_ccall *c = nghttp2_session_get_stream_user_data(s, sid);
+  if (!c || c->done) return 0;
+  if (c->resp.http_status != 200 || !c->resp.content_type_ok) return 0; /* not gRPC: body ignored */
+  int rc = amn_deframer_feed(&c->df, data, len, on_msg, c);
+  if (rc == AMN_ETOOBIG) {
+    amn_h2c_cancel(c, NGHTTP2_CANCEL);
+    char m[128];
+    snprintf(m, sizeof m, "received message larger than max (limit %zu bytes)", c->df.max_len);
+    amn_ccall_complete(c, AMN_STATUS_RESOURCE_EXHAUSTED, m);
+  } else if (rc == AMN_EPROTO || rc == AMN_ENOMEM) {
+    amn_h2c_cancel(c, NGHTTP2_CANCEL);
+    amn_ccall_complete(c, AMN_STATUS_INTERNAL, rc == AMN_EPROTO ? "invalid message flag byte" : "out of memory");
+  }
+  return 0;
+}
+
+static int on_stream_close(nghttp2_session *s, int32_t sid, uint32_t err, void *ud) {
+  amn_cconn *cc = ud;
+  amn_ccall *c = nghttp2_session_get_stream_user_data(s, sid);
+  if (!c) return 0;
+  nghttp2_session_set_stream_user_data(s, sid, NULL);
+  calls_unlink(&cc->live, c);
+  c->conn = NULL;
+  if (!c->done) {
+    if (err == NGHTTP2_NO_ERROR) {
+      finish_from_resp(c);
+    } else {
+      char m[96];
+      snprintf(m, sizeof m, "stream reset by the server (HTTP/2 error %s)", nghttp2_http2_strerror(err));
+      amn_ccall_complete(c, amn_status_from_h2_error(err), m);
+    }
+  }
+  amn_ccall_unref(c); /* the stream's reference */
+  return 0;
+}
+
+static nghttp2_session_callbacks *g_cbs;
+static pthread_once_t g_once = PTHREAD_ONCE_INIT;
+static void init_cbs(void) {
+  nghttp2_session_callbacks_new(&g_cbs);
+  nghttp2_session_callbacks_set_on_header_callback(g_cbs, on_header);
+  nghttp2_session_callbacks_set_on_frame_recv_callback(g_cbs, on_frame_recv);
+  nghttp2_session_callbacks_set_on_data_chunk_recv_callback(g_cbs, on_data_chunk);
+  nghttp2_session_callbacks_set_on_stream_close_callback(g_cbs, on_stream_close);
+}
+
+/* ---- calls ---- */
+
+int amn_h2c_start_call(amn_cconn *cc, amn_ccall *c) {
+  amn_client *cl = cc->cl;
+  amn_hdr_buf b;
+  amn_hdr_buf_init(&b);
+  int rc = amn_rpc_build_request(&b, cl->tls_on ? "https" : "http", cl->authority, c->method, c->timeout_ns,
+                                 c->md, c->md_n);
+  if (rc != 0) {
+    amn_hdr_buf_free(&b);
+    amn_ccall_complete(c, AMN_STATUS_INTERNAL, "invalid request metadata");
+    return rc;
+  }
+  nghttp2_nv nva[AMN_RPC_MAX_MD + 12];
+  amn_h2_nv(&b, nva);
+  nghttp2_data_provider prd;
+  prd.source.ptr = c;
+  prd.read_callback = read_cb;
+  int32_t sid = nghttp2_submit_request(cc->io.h2, NULL, nva, b.n, &prd, c);
+  amn_hdr_buf_free(&b);
+  if (sid < 0) {
+    amn_ccall_complete(c, AMN_STATUS_UNAVAILABLE, nghttp2_strerror(sid));
+    return AMN_EIO;
+  }
+  c->stream_id = sid;
+  c->conn = cc;
+  atomic_fetch_add(&c->refs, 1); /* the stream's reference */
+  calls_link(&cc->live, c);
+  amn_h2io_mark_dirty(&cc->io);
+  return 0;
+}
+
+void amn_h2c_resume(amn_ccall *c) {
+  amn_cconn *cc = c->conn;
+  if (!cc || cc->st != CC_READY) return;
+  nghttp2_session_resume_data(cc->io.h2, c->stream_id);
+  amn_h2io_mark_dirty(&cc->io);
+}
+
+void amn_h2c_cancel(amn_ccall *c, uint32_t code) {
+  amn_cconn *cc = c->conn;
+  if (!cc || cc->st != CC_READY) return;
+  nghttp2_submit_rst_stream(cc->io.h2, NGHTTP2_FLAG_NONE, c->stream_id, code);
+  amn_h2io_mark_dirty(&cc->io);
+}
+
+/* ---- connection ---- */
+
+static void cc_free(amn_cconn *cc) {
+  if (cc->ai) freeaddrinfo(cc->ai);
+  free(cc);
+}
+
+static void conn_failed(amn_cconn *cc, const char *why) {
+  amn_client *cl = cc->cl;
+  cc->st = CC_CLOSED;
+  ev_timer_stop(cl->ev, &cc->ct);
+  ev_io_stop(cl->ev, &cc->cw);
+  if (cl->conn == cc) cl->conn = NULL;
+  char m[600];
+  snprintf(m, sizeof m, "cannot connect to %s: %s", cl->authority, why);
+  AMN_WARN("%s", m);
+  amn_client_conn_event(cl, AMN_EIO, m);
+}
+
+static int cc_on_ready(amn_h2io *io) {
+  amn_cconn *cc = (amn_cconn *)io;
+  amn_client *cl = cc->cl;
+  if (io->tls && !amn_tls_alpn_is(io->tls, "h2")) {
+    snprintf(io->close_reason, sizeof io->close_reason, "server did not negotiate ALPN h2");
+    io->close_requested = true;
+    return -1;
+  }
+  pthread_once(&g_once, init_cbs);
+  if (nghttp2_session_client_new(&io->h2, g_cbs, cc) != 0) return -1;
+  nghttp2_settings_entry iv[] = {
+      {NGHTTP2_SETTINGS_ENABLE_PUSH, 0},
+      {NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, cl->o.initial_window_size},
+      {NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE, 64 * 1024},
+  };
+  nghttp2_submit_settings(io->h2, NGHTTP2_FLAG_NONE, iv, 3);
+  int32_t win = cl->o.initial_window_size > (1u << 26) / 16 ? (1 << 30) : (int32_t)(cl->o.initial_window_size * 16);
+  nghttp2_session_set_local_window_size(io->h2, NGHTTP2_FLAG_NONE, 0, win);
+  ev_timer_stop(cl->ev, &cc->ct);
+  cc->st = CC_READY;
+  amn_client_conn_event(cl, 0, NULL);
+  return 0;
+}
+
+static void cc_on_closed(amn_h2io *io, const char *reason) {
+  amn_cconn *cc = (amn_cconn *)io;
+  amn_client *cl = cc->cl;
+  bool was_ready = cc->st == CC_READY;
+  cc->st = CC_CLOSED;
+  ev_timer_stop(cl->ev, &cc->ct);
+  if (cl->conn == cc) cl->conn = NULL;
+  char m[600];
+  if (!was_ready) {
+    snprintf(m, sizeof m, "cannot connect to %s: %s", cl->authority, reason);
+    AMN_WARN("%s", m);
+  } else if (!cc->got_settings) {
+    snprintf(m, sizeof m, "%s closed the connection before the HTTP/2 handshake completed (%s)%s", cl->authority,
+             reason, io->tls ? "" : "; the server may require TLS: use https://");
+    AMN_WARN("%s", m);
+  } else {
+    snprintf(m, sizeof m, "connection to %s lost: %s", cl->authority, reason);
+    if (cc->live) AMN_INFO("%s", m);
+  }
+  while (cc->live) {
+    amn_ccall *c = cc->live;
+    calls_unlink(&cc->live, c);
+    c->conn = NULL;
+    if (io->h2) nghttp2_session_set_stream_user_data(io->h2, c->stream_id, NULL);
+    amn_ccall_complete(c, AMN_STATUS_UNAVAILABLE, m);
+    amn_ccall_unref(c);
+  }
+  if (io->h2) nghttp2_session_del(io->h2);
+  io->h2 = NULL;
+  if (io->tls) gnutls_deinit(io->tls);
+  io->tls = NULL;
+  if (!was_ready) amn_client_conn_event(cl, AMN_EIO, m);
+  cc_free(cc);
+}
+
+static const amn_h2io_cbs cc_cbs = {cc_on_ready, cc_on_closed};
+
+static void try_next_addr(amn_cconn *cc);
+
+static void connected(amn_cconn *cc, int fd) {
+  amn_client *cl = cc->cl;
+  int one = 1;
+  setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+  gnutls_session_t tls = NULL;
+  if (cl->tls) {
+    char err[256];
+    if (amn_tls_session_new(cl->tls, &tls, GNUTLS_NONBLOCK, cl->o.tls.server_name ? cl->o.tls.server_name : cl->host,
+                            err, sizeof err) != 0) {
+      close(fd);
+      conn_failed(cc, err);
+      cc_free(cc);
+      return;
+    }
+  }
+  cc->st = CC_HANDSHAKE;
+  /* the remaining connect budget covers the handshake (cc->ct keeps running) */
+  amn_h2io_start(&cc->io, &cl->io, &cc_cbs, fd, tls, cl->o.connect_timeout_ms / 1000.0 + 1, true);
+}
+
+static void cw_cb(struct ev_loop *ev, ev_io *w, int revents) {
+  (void)revents;
+  amn_cconn *cc = w->data;
+  ev_io_stop(ev, w);
+  int fd = w->fd, e = 0;
+  socklen_t l = sizeof e;
+  getsockopt(fd, SOL_SOCKET, SO_ERROR, &e, &l);
+  if (e != 0) {
+    snprintf(cc->last_err, sizeof cc->last_err, "%s", strerror(e));
+    close(fd);
+    cc->cur = cc->cur->ai_next;
+    try_next_addr(cc);
+    return;
+  }
+  connected(cc, fd);
+}
+
+static void ct_cb(struct ev_loop *ev, ev_timer *w, int revents) {
+  (void)ev; (void)revents;
+  amn_cconn *cc = w->data;
+  if (cc->st == CC_CONNECTING) {
+    if (ev_is_active(&cc->cw)) {
+      ev_io_stop(cc->cl->ev, &cc->cw);
+      close(cc->cw.fd);
+    }
+    conn_failed(cc, "connect timed out");
+    cc_free(cc);
+  } else if (cc->st == CC_HANDSHAKE) {
+    amn_h2io_close(&cc->io, "TLS handshake timed out");
+  }
+}
+
+static void try_next_addr(amn_cconn *cc) {
+  amn_client *cl = cc->cl;
+  for (; cc->cur; cc->cur = cc->cur->ai_next) {
+    struct addrinfo *a = cc->cur;
+    int fd = socket(a->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+      snprintf(cc->last_err, sizeof cc->last_err, "socket: %s", strerror(errno));
+      continue;
+    }
+    if (connect(fd, a->ai_addr, a->ai_addrlen) == 0) {
+      connected(cc, fd);
+      return;
+    }
+    if (errno == EINPROGRESS) {
+      ev_io_init(&cc->cw, cw_cb, fd, EV_WRITE);
+      cc->cw.data = cc;
+      ev_io_start(cl->ev, &cc->cw);
+      return;
+    }
+    snprintf(cc->last_err, sizeof cc->last_err, "%s", strerror(errno));
+    close(fd);
+  }
+  conn_failed(cc, cc->last_err[0] ? cc->last_err : "no address");
+  cc_free(cc);
+}
+
+amn_cconn *amn_h2c_connect(amn_client *cl) {
+  amn_cconn *cc = calloc(1, sizeof *cc);
+  if (!cc) return NULL;
+  cc->cl = cl;
+  cc->st = CC_CONNECTING;
+  cc->io.peer_name = cl->authority;
+  cc->io.fd = -1;
+  cl->conn = cc;
+  ev_timer_init(&cc->ct, ct_cb, cl->o.connect_timeout_ms / 1000.0, 0.);
+  cc->ct.data = cc;
+  ev_timer_start(cl->ev, &cc->ct);
+  struct addrinfo hints = {0};
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  hints.ai_flags = AI_NUMERICSERV;
+  char ps[8];
+  snprintf(ps, sizeof ps, "%u", cl->port);
+  int gai = getaddrinfo(cl->host, ps, &hints, &cc->ai);
+  if (gai != 0) {
+    char m[600];
+    snprintf(m, sizeof m, "cannot resolve '%s': %s", cl->host, gai_strerror(gai));
+    cc->ai = NULL;
+    conn_failed(cc, m);
+    cc_free(cc);
+    return NULL;
+  }
+  cc->cur = cc->ai;
+  try_next_addr(cc);
+  return cl->conn;
+}
+
+void amn_h2c_close(amn_cconn *cc, const char *why) {
+  if (cc->st == CC_CONNECTING) {
+    if (ev_is_active(&cc->cw)) {
+      ev_io_stop(cc->cl->ev, &cc->cw);
+      close(cc->cw.fd);
+    }
+    conn_failed(cc, why);
+    cc_free(cc);
+    return;
+  }
+  if (cc->io.h2 && cc->st == CC_READY)
+    nghttp2_session_terminate_session(cc->io.h2, NGHTTP2_NO_ERROR);
+  amn_h2io_close(&cc->io, why);
+  amn_h2io_flush(&cc->io);
+}

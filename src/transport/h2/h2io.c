@@ -1,0 +1,336 @@
+#include "transport/h2/h2io.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "util/log.h"
+
+static void io_do_close(amn_h2io *io);
+static void io_handshake(amn_h2io *io);
+
+static void prep_cb(struct ev_loop *ev, ev_prepare *w, int revents) {
+  (void)ev; (void)revents;
+  amn_ioloop *l = w->data;
+  if (l->before_flush) l->before_flush(l);
+  /* flushing may mark other connections dirty (never this list's members
+   * again until they are popped), so pop one at a time */
+  while (l->dirty) {
+    amn_h2io *io = l->dirty;
+    l->dirty = io->next_dirty;
+    io->next_dirty = NULL;
+    io->dirty = false;
+    amn_h2io_flush(io);
+  }
+}
+
+void amn_ioloop_init(amn_ioloop *l, struct ev_loop *ev) {
+  l->ev = ev;
+  l->dirty = NULL;
+  l->before_flush = NULL;
+  ev_prepare_init(&l->prep, prep_cb);
+  l->prep.data = l;
+  ev_prepare_start(ev, &l->prep);
+  ev_unref(ev); /* the prepare watcher alone must not keep the loop alive */
+}
+
+void amn_ioloop_stop(amn_ioloop *l) {
+  ev_ref(l->ev);
+  ev_prepare_stop(l->ev, &l->prep);
+}
+
+void amn_h2io_mark_dirty(amn_h2io *io) {
+  if (io->dirty || io->state == AMN_IO_CLOSED) return;
+  io->dirty = true;
+  io->next_dirty = io->loop->dirty;
+  io->loop->dirty = io;
+}
+
+void amn_h2io_close(amn_h2io *io, const char *reason) {
+  if (io->state == AMN_IO_CLOSED) return;
+  if (!io->close_requested) {
+    io->close_requested = true;
+    snprintf(io->close_reason, sizeof io->close_reason, "%s", reason ? reason : "closed");
+  }
+  amn_h2io_mark_dirty(io);
+}
+
+/* Writes pending plaintext; returns 1 when all written, 0 on EAGAIN, -1 on error. */
+static int io_write_out(amn_h2io *io) {
+  while (io->out_off < io->out_len) {
+    size_t n = io->out_len - io->out_off;
+    ssize_t w;
+    if (io->tls) {
+      w = gnutls_record_send(io->tls, io->out + io->out_off, n);
+      if (w == GNUTLS_E_AGAIN || w == GNUTLS_E_INTERRUPTED) return 0;
+      if (w < 0) {
+        /* the peer may have refused us with an alert that is still unread */
+        uint8_t tmp[256];
+        if (gnutls_record_recv(io->tls, tmp, sizeof tmp) == GNUTLS_E_FATAL_ALERT_RECEIVED)
+          snprintf(io->close_reason, sizeof io->close_reason, "peer refused the TLS session: alert '%s'",
+                   gnutls_alert_get_name(gnutls_alert_get(io->tls)));
+        else
+          snprintf(io->close_reason, sizeof io->close_reason, "TLS send failed: %s", gnutls_strerror((int)w));
+        return -1;
+      }
+    } else {
+      w = send(io->fd, io->out + io->out_off, n, MSG_NOSIGNAL);
+      if (w < 0) {
+        if (errno == EAGAIN || errno == EINTR) return 0;
+        snprintf(io->close_reason, sizeof io->close_reason, "send failed: %s", strerror(errno));
+        return -1;
+      }
+    }
+    io->out_off += (size_t)w;
+  }
+  io->out_off = io->out_len = 0;
+  return 1;
+}
+
+static int out_append(amn_h2io *io, const uint8_t *p, size_t n) {
+  if (io->out_len + n > io->out_cap) {
+    size_t cap = io->out_cap ? io->out_cap : 16384;
+    while (cap < io->out_len + n) cap *= 2;
+    uint8_t *nb = realloc(io->out, cap);
+    if (!nb) return -1;
+    io->out = nb;
+    io->out_cap = cap;
+  }
+  memcpy(io->out + io->out_len, p, n);
+  io->out_len += n;
+  return 0;
+}
+
+void amn_h2io_flush(amn_h2io *io) {
+  if (io->state == AMN_IO_CLOSED) return;
+  if (io->state == AMN_IO_HANDSHAKE) {
+    if (io->close_requested) io_do_close(io);
+    return;
+  }
+  for (;;) {
+    int r = io_write_out(io);
+    if (r < 0) {
+      io->close_requested = true;
+      io_do_close(io);
+      return;
+    }
+    if (r == 0) {
+      if (!ev_is_active(&io->ww)) ev_io_start(io->loop->ev, &io->ww);
+      return;
+    }
+    if (!io->h2) break;
+    /* pull frames from nghttp2 until a batch is large enough */
+    size_t pulled = 0;
+    while (io->out_len < AMN_IO_WBUF_HIGH) {
+      const uint8_t *data;
+      ssize_t n = nghttp2_session_mem_send(io->h2, &data);
+      if (n < 0) {
+        snprintf(io->close_reason, sizeof io->close_reason, "HTTP/2 error: %s", nghttp2_strerror((int)n));
+        io->close_requested = true;
+        io_do_close(io);
+        return;
+      }
+      if (n == 0) break;
+      if (out_append(io, data, (size_t)n) < 0) {
+        snprintf(io->close_reason, sizeof io->close_reason, "out of memory");
+        io->close_requested = true;
+        io_do_close(io);
+        return;
+      }
+      pulled += (size_t)n;
+    }
+    if (pulled == 0 && io->out_len == 0) break;
+  }
+  if (ev_is_active(&io->ww)) ev_io_stop(io->loop->ev, &io->ww);
+  if (io->close_requested ||
+      (io->h2 && !nghttp2_session_want_read(io->h2) && !nghttp2_session_want_write(io->h2))) {
+    if (!io->close_requested) snprintf(io->close_reason, sizeof io->close_reason, "session finished");
+    io_do_close(io);
+  }
+}
+
+static void io_read(amn_h2io *io) {
+  uint8_t *buf = io->loop->rbuf;
+  for (int rounds = 0; rounds < 16; rounds++) {
+    ssize_t n;
+    if (io->tls) {
+      n = gnutls_record_recv(io->tls, buf, AMN_IO_RBUF);
+      if (n == GNUTLS_E_AGAIN || n == GNUTLS_E_INTERRUPTED) break;
+      if (n == 0 || n == GNUTLS_E_PREMATURE_TERMINATION) {
+        amn_h2io_close(io, "peer closed the connection");
+        break;
+      }
+      if (n == GNUTLS_E_FATAL_ALERT_RECEIVED) {
+        /* with TLS 1.3 a client learns here that the server refused its certificate */
+        char why[160];
+        snprintf(why, sizeof why, "peer refused the TLS session: alert '%s'",
+                 gnutls_alert_get_name(gnutls_alert_get(io->tls)));
+        amn_h2io_close(io, why);
+        break;
+      }
+      if (n < 0) {
+        char why[128];
+        snprintf(why, sizeof why, "TLS receive failed: %s", gnutls_strerror((int)n));
+        amn_h2io_close(io, why);
+        break;
+      }
+    } else {
+      n = recv(io->fd, buf, AMN_IO_RBUF, 0);
+      if (n < 0) {
+        if (errno == EAGAIN || errno == EINTR) break;
+        char why[128];
+        snprintf(why, sizeof why, "receive failed: %s", strerror(errno));
+        amn_h2io_close(io, why);
+        break;
+      }
+      if (n == 0) {
+        amn_h2io_close(io, "peer closed the connection");
+        break;
+      }
+    }
+    io->in_callback = true;
+    ssize_t rv = nghttp2_session_mem_recv(io->h2, buf, (size_t)n);
+    io->in_callback = false;
+    if (rv < 0) {
+      char why[128];
+      snprintf(why, sizeof why, "HTTP/2 protocol error: %s", nghttp2_strerror((int)rv));
+      AMN_INFO("%s: %s", io->peer_name ? io->peer_name : "connection", why);
+      /* nghttp2 has queued GOAWAY for bad input: send it, then close */
+      amn_h2io_close(io, why);
+      break;
+    }
+    if (io->close_requested) break;
+    if ((size_t)n < AMN_IO_RBUF && !(io->tls && gnutls_record_check_pending(io->tls))) break;
+  }
+  amn_h2io_mark_dirty(io);
+}
+
+static void rw_cb(struct ev_loop *ev, ev_io *w, int revents) {
+  (void)ev; (void)revents;
+  amn_h2io *io = w->data;
+  if (io->state == AMN_IO_HANDSHAKE) {
+    io_handshake(io);
+    return;
+  }
+  io_read(io);
+}
+
+static void ww_cb(struct ev_loop *ev, ev_io *w, int revents) {
+  (void)ev; (void)revents;
+  amn_h2io *io = w->data;
+  if (io->state == AMN_IO_HANDSHAKE) {
+    io_handshake(io);
+    return;
+  }
+  amn_h2io_flush(io);
+}
+
+static void hs_timeout_cb(struct ev_loop *ev, ev_timer *w, int revents) {
+  (void)ev; (void)revents;
+  amn_h2io *io = w->data;
+  if (io->state != AMN_IO_HANDSHAKE) return;
+  snprintf(io->close_reason, sizeof io->close_reason, "TLS handshake timed out");
+  io->close_requested = true;
+  io_do_close(io);
+}
+
+static void io_ready(amn_h2io *io) {
+  ev_timer_stop(io->loop->ev, &io->hs_timer);
+  if (ev_is_active(&io->ww)) ev_io_stop(io->loop->ev, &io->ww);
+  io->state = AMN_IO_OPEN;
+  if (io->cbs->on_ready(io) != 0) {
+    if (!io->close_requested) amn_h2io_close(io, "connection setup failed");
+    io_do_close(io);
+    return;
+  }
+  amn_h2io_mark_dirty(io);
+  /* data may already be buffered inside GnuTLS */
+  if (io->tls && gnutls_record_check_pending(io->tls)) io_read(io);
+}
+
+static void io_handshake(amn_h2io *io) {
+  int r = gnutls_handshake(io->tls);
+  if (r == GNUTLS_E_SUCCESS) {
+    io_ready(io);
+    return;
+  }
+  if (r == GNUTLS_E_AGAIN || r == GNUTLS_E_INTERRUPTED) {
+    if (gnutls_record_get_direction(io->tls) == 1) {
+      if (!ev_is_active(&io->ww)) ev_io_start(io->loop->ev, &io->ww);
+    } else if (ev_is_active(&io->ww)) {
+      ev_io_stop(io->loop->ev, &io->ww);
+    }
+    return;
+  }
+  if (gnutls_error_is_fatal(r) == 0) return; /* warning alert: keep going */
+  /* tell the peer why (a TLS alert) rather than just dropping the connection */
+  gnutls_alert_send_appropriate(io->tls, r);
+  snprintf(io->close_reason, sizeof io->close_reason, "TLS handshake failed: %s",
+           amn_tls_handshake_error(io->tls, r));
+  io->close_requested = true;
+  io_do_close(io);
+}
+
+void amn_h2io_start(amn_h2io *io, amn_ioloop *l, const amn_h2io_cbs *cbs, int fd, gnutls_session_t tls,
+                    double handshake_timeout_s, bool is_client) {
+  io->loop = l;
+  io->cbs = cbs;
+  io->fd = fd;
+  io->tls = tls;
+  io->is_client = is_client;
+  io->state = AMN_IO_HANDSHAKE;
+  ev_io_init(&io->rw, rw_cb, fd, EV_READ);
+  io->rw.data = io;
+  ev_io_init(&io->ww, ww_cb, fd, EV_WRITE);
+  io->ww.data = io;
+  ev_timer_init(&io->hs_timer, hs_timeout_cb, handshake_timeout_s, 0.);
+  io->hs_timer.data = io;
+  ev_io_start(l->ev, &io->rw);
+  if (!tls) {
+    io_ready(io);
+    return;
+  }
+  gnutls_transport_set_int(tls, fd);
+  ev_timer_start(l->ev, &io->hs_timer);
+  io_handshake(io);
+}
+
+static void io_do_close(amn_h2io *io) {
+  if (io->state == AMN_IO_CLOSED) return;
+  bool was_open = io->state == AMN_IO_OPEN;
+  io->state = AMN_IO_CLOSED;
+  struct ev_loop *ev = io->loop->ev;
+  ev_io_stop(ev, &io->rw);
+  ev_io_stop(ev, &io->ww);
+  ev_timer_stop(ev, &io->hs_timer);
+  /* unlink from the dirty list if present */
+  if (io->dirty) {
+    amn_h2io **pp = &io->loop->dirty;
+    while (*pp && *pp != io) pp = &(*pp)->next_dirty;
+    if (*pp) *pp = io->next_dirty;
+    io->dirty = false;
+  }
+  if (io->tls) {
+    if (was_open) gnutls_bye(io->tls, GNUTLS_SHUT_WR); /* best effort, non-blocking */
+  }
+  if (io->fd >= 0) close(io->fd);
+  io->fd = -1;
+  free(io->out);
+  io->out = NULL;
+  io->out_len = io->out_off = io->out_cap = 0;
+  io->cbs->on_closed(io, io->close_reason[0] ? io->close_reason : "closed");
+}
+
+size_t amn_h2_nv(const amn_hdr_buf *b, nghttp2_nv *nva) {
+  for (size_t i = 0; i < b->n; i++) {
+    nva[i].name = (uint8_t *)b->h[i].name;
+    nva[i].namelen = b->h[i].nlen;
+    nva[i].value = (uint8_t *)b->h[i].value;
+    nva[i].valuelen = b->h[i].vlen;
+    nva[i].flags = NGHTTP2_NV_FLAG_NONE;
+  }
+  return b->n;
+}

@@ -1,0 +1,86 @@
+/*
+ * Internal: the byte pump of one HTTP/2 connection, shared by the server
+ * and the client side: non-blocking socket, optional TLS (GnuTLS), an
+ * nghttp2 session, libev watchers.
+ *
+ * Reads decrypt into the loop's shared read buffer and feed nghttp2
+ * directly (no per-connection read buffer). Writes are batched: a
+ * connection with something to send is marked dirty and flushed once per
+ * loop iteration (ev_prepare), coalescing all frames produced meanwhile
+ * into few TLS records / one write.
+ */
+#ifndef AMN_H2IO_H
+#define AMN_H2IO_H
+
+#include <ev.h>
+#include <gnutls/gnutls.h>
+#include <nghttp2/nghttp2.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "tls/tls.h"
+
+#define AMN_IO_RBUF (64 * 1024)
+#define AMN_IO_WBUF_HIGH (256 * 1024) /* stop pulling frames from nghttp2 above this */
+
+typedef struct amn_h2io amn_h2io;
+
+/* Per-event-loop context shared by all its connections. */
+typedef struct amn_ioloop {
+  struct ev_loop *ev;
+  ev_prepare prep;
+  amn_h2io *dirty;          /* connections to flush before the loop blocks */
+  void (*before_flush)(struct amn_ioloop *); /* optional hook (deferred callbacks) */
+  void *owner;
+  uint8_t rbuf[AMN_IO_RBUF];
+} amn_ioloop;
+
+typedef enum { AMN_IO_HANDSHAKE, AMN_IO_OPEN, AMN_IO_CLOSED } amn_io_state;
+
+typedef struct amn_h2io_cbs {
+  /* TLS (or plaintext) established: create the nghttp2 session in io->h2.
+   * Return 0, or non-zero to close (with a reason already logged). */
+  int (*on_ready)(amn_h2io *io);
+  /* The connection is closed (fd closed, session deleted). Called once. */
+  void (*on_closed)(amn_h2io *io, const char *reason);
+} amn_h2io_cbs;
+
+struct amn_h2io {
+  amn_ioloop *loop;
+  const amn_h2io_cbs *cbs;
+  int fd;
+  amn_io_state state;
+  gnutls_session_t tls;   /* NULL in plaintext (insecure) mode */
+  nghttp2_session *h2;
+  ev_io rw, ww;
+  ev_timer hs_timer;      /* handshake deadline */
+  uint8_t *out;           /* pending plaintext not yet accepted by TLS/socket */
+  size_t out_off, out_len, out_cap;
+  bool dirty;
+  amn_h2io *next_dirty;
+  bool in_callback;       /* guards against freeing while nghttp2 runs */
+  bool close_requested;
+  char close_reason[160];
+  bool is_client;
+  const char *peer_name;  /* for logs */
+};
+
+void amn_ioloop_init(amn_ioloop *l, struct ev_loop *ev);
+void amn_ioloop_stop(amn_ioloop *l);
+
+/* Starts a connection on a connected non-blocking fd: TLS handshake when
+ * tls != NULL (the session's transport is set to fd here), then on_ready. */
+void amn_h2io_start(amn_h2io *io, amn_ioloop *l, const amn_h2io_cbs *cbs, int fd,
+                    gnutls_session_t tls, double handshake_timeout_s, bool is_client);
+/* Asks for a flush before the loop next blocks. Safe inside nghttp2 callbacks. */
+void amn_h2io_mark_dirty(amn_h2io *io);
+/* Flushes now (not from inside nghttp2 callbacks). */
+void amn_h2io_flush(amn_h2io *io);
+/* Closes at the next safe point; `reason` is kept for on_closed. */
+void amn_h2io_close(amn_h2io *io, const char *reason);
+
+#include "rpc/rpc.h"
+/* Converts a header list for nghttp2 (which copies the strings on submit). */
+size_t amn_h2_nv(const amn_hdr_buf *b, nghttp2_nv *nva);
+
+#endif
