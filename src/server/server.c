@@ -379,7 +379,7 @@ int amn_server_start(amn_server *s, char *err, size_t errlen) {
     sl->srv = s;
     sl->idx = i;
     sl->lfd = -1;
-    uint16_t bound;
+    uint16_t bound = 0;
     int fd = make_listener(s->host, port, &bound, err, errlen);
     if (fd < 0) {
       for (int j = 0; j < i; j++) {
