@@ -121,7 +121,7 @@ void amn_ccall_on_message(amn_ccall *c, uint8_t *msg, size_t len) {
   }
   if (c->nmsgs > 1) {
     free(msg);
-    amn_h2c_cancel(c, NGHTTP2_CANCEL);
+    c->cl->tp->cancel(c);
     amn_ccall_complete(c, AMN_STATUS_INTERNAL, "unary call received more than one response message");
     return;
   }
@@ -163,7 +163,7 @@ static void deadline_cb(struct ev_loop *ev, ev_timer *w, int revents) {
   amn_ccall *c = w->data;
   c->deadline_armed = false;
   if (c->done) return;
-  if (c->conn) amn_h2c_cancel(c, NGHTTP2_CANCEL);
+  if (c->conn) c->cl->tp->cancel(c);
   else pending_unlink(c->cl, c);
   bool was_pending = !c->conn;
   amn_ccall_complete(c, AMN_STATUS_DEADLINE_EXCEEDED, "deadline exceeded");
@@ -175,10 +175,10 @@ static void deadline_cb(struct ev_loop *ev, ev_timer *w, int revents) {
 /* ------------------------------------------------------------------ */
 
 static void start_pending(amn_client *cl) {
-  while (cl->pending && amn_h2c_ready(cl->conn)) {
+  while (cl->pending && cl->tp->ready(cl->conn)) {
     amn_ccall *c = cl->pending;
     pending_unlink(cl, c);
-    if (!c->done) amn_h2c_start_call(cl->conn, c);
+    if (!c->done) cl->tp->start_call(cl->conn, c);
     amn_ccall_unref(c); /* the pending list's reference (the stream holds its own) */
   }
 }
@@ -205,7 +205,7 @@ void amn_client_conn_event(amn_client *cl, int rc, const char *err) {
 
 static void ensure_conn(amn_client *cl) {
   if (cl->conn || atomic_load(&cl->stopping)) return;
-  amn_h2c_connect(cl);
+  cl->tp->connect(cl);
 }
 
 static void op_start(amn_client *cl, amn_ccall *c) {
@@ -235,14 +235,14 @@ static void op_start(amn_client *cl, amn_ccall *c) {
   } else {
     cl->pending = c;
   }
-  if (amn_h2c_ready(cl->conn)) start_pending(cl);
+  if (cl->tp->ready(cl->conn)) start_pending(cl);
   else ensure_conn(cl);
 }
 
 static void op_cancel(amn_ccall *c) {
   if (c->done) return;
   if (c->conn) {
-    amn_h2c_cancel(c, NGHTTP2_CANCEL);
+    c->cl->tp->cancel(c);
     amn_ccall_complete(c, AMN_STATUS_CANCELLED, "cancelled by the client");
   } else if (c->prev || c->next || c->cl->pending == c) {
     pending_unlink(c->cl, c);
@@ -274,7 +274,7 @@ static void wake_cb(struct ev_loop *ev, ev_async *w, int revents) {
         if (c->sq_tail) c->sq_tail->next = m;
         else c->sq_head = m;
         c->sq_tail = m;
-        amn_h2c_resume(c);
+        cl->tp->resume(c);
       }
       amn_ccall_unref(c);
       break;
@@ -283,7 +283,7 @@ static void wake_cb(struct ev_loop *ev, ev_async *w, int revents) {
       amn_ccall *c = AMN_CONTAINER_OF(op, amn_ccall, half_close_op);
       if (!c->done) {
         c->half_close_queued = true;
-        amn_h2c_resume(c);
+        cl->tp->resume(c);
       }
       amn_ccall_unref(c);
       break;
@@ -297,7 +297,7 @@ static void wake_cb(struct ev_loop *ev, ev_async *w, int revents) {
     case AMN_COP_CONNECT:
       free(op);
       if (!cl->conn) ensure_conn(cl);
-      else if (amn_h2c_ready(cl->conn)) amn_client_conn_event(cl, 0, NULL);
+      else if (cl->tp->ready(cl->conn)) amn_client_conn_event(cl, 0, NULL);
       break;
     }
   }
@@ -308,7 +308,7 @@ static void wake_cb(struct ev_loop *ev, ev_async *w, int revents) {
       amn_ccall_complete(c, AMN_STATUS_CANCELLED, "client is shutting down");
       amn_ccall_unref(c);
     }
-    if (cl->conn) amn_h2c_close(cl->conn, "client shutting down");
+    if (cl->conn) cl->tp->close(cl->conn, "client shutting down");
     ev_break(ev, EVBREAK_ALL);
   }
 }
@@ -392,6 +392,7 @@ int amn_client_new(amn_client **out, const amn_client_opts *opts, char *err, siz
     free(cl);
     return amn_set_err(err, errlen, AMN_EINVAL, "HTTP/3 transport is not available in this build yet");
   }
+  cl->tp = &amn_h2c_transport;
   cl->url_s = strdup(opts->url);
   cl->cert_s = dup_or_null(opts->tls.cert_path);
   cl->key_s = dup_or_null(opts->tls.key_path);

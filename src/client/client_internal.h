@@ -53,7 +53,7 @@ struct amn_ccall {
   bool idempotent;
 
   /* I/O thread state */
-  amn_cconn *conn;
+  void *conn;                      /* transport connection carrying the stream, or NULL */
   int32_t stream_id;
   struct amn_ccall *prev, *next;   /* pending or live list */
   amn_cmsg *sq_head, *sq_tail;
@@ -90,7 +90,8 @@ struct amn_client {
   ev_async wake;
   amn_mpsc ops;
   atomic_bool stopping;
-  amn_cconn *conn;              /* current connection (NULL when none) */
+  const struct amn_ctransport *tp; /* h2 (or h3) */
+  void *conn;                   /* current connection (NULL when none) */
   amn_ccall *pending;           /* calls waiting for a ready connection */
   /* amn_client_connect waiters */
   pthread_mutex_t cmu;
@@ -107,15 +108,28 @@ ssize_t amn_ccall_pull(amn_ccall *c, uint8_t *buf, size_t len, bool *eof);
 void amn_ccall_on_message(amn_ccall *c, uint8_t *msg, size_t len);
 void amn_client_conn_event(amn_client *cl, int rc, const char *err); /* connect attempt result */
 
-/* ---- h2 transport, client side (transport/h2/h2_client.c) ---- */
-/* Starts connecting (I/O thread). */
-amn_cconn *amn_h2c_connect(amn_client *cl);
-bool amn_h2c_ready(const amn_cconn *cc);
-/* Starts a call's stream on a ready connection; 0 or an error status set. */
-int amn_h2c_start_call(amn_cconn *cc, amn_ccall *c);
-void amn_h2c_resume(amn_ccall *c);
-void amn_h2c_cancel(amn_ccall *c, uint32_t h2_code);
-void amn_h2c_close(amn_cconn *cc, const char *why);
+/* A client transport (all functions run on the client I/O thread). A
+ * connection reports the outcome of its setup with amn_client_conn_event,
+ * completes calls with amn_ccall_complete, and pulls request bytes with
+ * amn_ccall_pull. */
+typedef struct amn_ctransport {
+  /* Starts connecting to cl->host:cl->port; sets cl->conn (NULL if it
+   * failed at once, after reporting through amn_client_conn_event). */
+  void (*connect)(amn_client *cl);
+  /* The connection takes new calls. */
+  bool (*ready)(const void *conn);
+  /* Opens the call's stream (takes a reference on success); on failure
+   * the call is completed with a status. */
+  int (*start_call)(void *conn, amn_ccall *c);
+  /* More request data (or the half-close) is queued. */
+  void (*resume)(amn_ccall *c);
+  /* Cancels the call's stream (h2 RST_STREAM CANCEL, h3 H3_REQUEST_CANCELLED). */
+  void (*cancel)(amn_ccall *c);
+  /* Closes the connection; its live calls complete with UNAVAILABLE. */
+  void (*close)(void *conn, const char *why);
+} amn_ctransport;
+
+extern const amn_ctransport amn_h2c_transport; /* transport/h2/h2_client.c */
 
 int amn_split_hostport(const char *s, char *host, size_t hcap, uint16_t *port);
 

@@ -43,7 +43,12 @@ static void calls_unlink(amn_ccall **head, amn_ccall *c) {
   c->prev = c->next = NULL;
 }
 
-bool amn_h2c_ready(const amn_cconn *cc) { return cc && cc->st == CC_READY && !cc->goaway; }
+static bool h2c_ready(const void *p) {
+  const amn_cconn *cc = p;
+  return cc && cc->st == CC_READY && !cc->goaway;
+}
+
+static void h2c_cancel(amn_ccall *c);
 
 /* ---- nghttp2 callbacks ---- */
 
@@ -133,7 +138,7 @@ static int on_msg(void *ud, uint8_t *msg, size_t len, bool compressed) {
   amn_ccall *c = ud;
   if (compressed) {
     free(msg);
-    amn_h2c_cancel(c, NGHTTP2_CANCEL);
+    h2c_cancel(c);
     amn_ccall_complete(c, AMN_STATUS_INTERNAL, "compressed response without a negotiated grpc-encoding");
     return 1;
   }
@@ -148,12 +153,12 @@ static int on_data_chunk(nghttp2_session *s, uint8_t flags, int32_t sid, const u
   if (c->resp.http_status != 200 || !c->resp.content_type_ok) return 0; /* not gRPC: body ignored */
   int rc = amn_deframer_feed(&c->df, data, len, on_msg, c);
   if (rc == AMN_ETOOBIG) {
-    amn_h2c_cancel(c, NGHTTP2_CANCEL);
+    h2c_cancel(c);
     char m[128];
     snprintf(m, sizeof m, "received message larger than max (limit %zu bytes)", c->df.max_len);
     amn_ccall_complete(c, AMN_STATUS_RESOURCE_EXHAUSTED, m);
   } else if (rc == AMN_EPROTO || rc == AMN_ENOMEM) {
-    amn_h2c_cancel(c, NGHTTP2_CANCEL);
+    h2c_cancel(c);
     amn_ccall_complete(c, AMN_STATUS_INTERNAL, rc == AMN_EPROTO ? "invalid message flag byte" : "out of memory");
   }
   return 0;
@@ -191,7 +196,8 @@ static void init_cbs(void) {
 
 /* ---- calls ---- */
 
-int amn_h2c_start_call(amn_cconn *cc, amn_ccall *c) {
+static int h2c_start_call(void *conn, amn_ccall *c) {
+  amn_cconn *cc = conn;
   amn_client *cl = cc->cl;
   amn_hdr_buf b;
   amn_hdr_buf_init(&b);
@@ -221,17 +227,17 @@ int amn_h2c_start_call(amn_cconn *cc, amn_ccall *c) {
   return 0;
 }
 
-void amn_h2c_resume(amn_ccall *c) {
+static void h2c_resume(amn_ccall *c) {
   amn_cconn *cc = c->conn;
   if (!cc || cc->st != CC_READY) return;
   nghttp2_session_resume_data(cc->io.h2, c->stream_id);
   amn_h2io_mark_dirty(&cc->io);
 }
 
-void amn_h2c_cancel(amn_ccall *c, uint32_t code) {
+static void h2c_cancel(amn_ccall *c) {
   amn_cconn *cc = c->conn;
   if (!cc || cc->st != CC_READY) return;
-  nghttp2_submit_rst_stream(cc->io.h2, NGHTTP2_FLAG_NONE, c->stream_id, code);
+  nghttp2_submit_rst_stream(cc->io.h2, NGHTTP2_FLAG_NONE, c->stream_id, NGHTTP2_CANCEL);
   amn_h2io_mark_dirty(&cc->io);
 }
 
@@ -395,9 +401,12 @@ static void try_next_addr(amn_cconn *cc) {
   cc_free(cc);
 }
 
-amn_cconn *amn_h2c_connect(amn_client *cl) {
+static void h2c_connect(amn_client *cl) {
   amn_cconn *cc = calloc(1, sizeof *cc);
-  if (!cc) return NULL;
+  if (!cc) {
+    amn_client_conn_event(cl, AMN_ENOMEM, "out of memory");
+    return;
+  }
   cc->cl = cl;
   cc->st = CC_CONNECTING;
   cc->io.peer_name = cl->authority;
@@ -419,14 +428,14 @@ amn_cconn *amn_h2c_connect(amn_client *cl) {
     cc->ai = NULL;
     conn_failed(cc, m);
     cc_free(cc);
-    return NULL;
+    return;
   }
   cc->cur = cc->ai;
   try_next_addr(cc);
-  return cl->conn;
 }
 
-void amn_h2c_close(amn_cconn *cc, const char *why) {
+static void h2c_close(void *conn, const char *why) {
+  amn_cconn *cc = conn;
   if (cc->st == CC_CONNECTING) {
     if (ev_is_active(&cc->cw)) {
       ev_io_stop(cc->cl->ev, &cc->cw);
@@ -441,3 +450,5 @@ void amn_h2c_close(amn_cconn *cc, const char *why) {
   amn_h2io_close(&cc->io, why);
   amn_h2io_flush(&cc->io);
 }
+
+const amn_ctransport amn_h2c_transport = {h2c_connect, h2c_ready, h2c_start_call, h2c_resume, h2c_cancel, h2c_close};
