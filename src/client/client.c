@@ -251,9 +251,8 @@ static void op_cancel(amn_ccall *c) {
   }
 }
 
-static void wake_cb(struct ev_loop *ev, ev_async *w, int revents) {
-  (void)revents;
-  amn_client *cl = w->data;
+static void drain_ops(amn_client *cl) {
+  struct ev_loop *ev = cl->ev;
   amn_mpsc_node *n;
   while ((n = amn_mpsc_pop(&cl->ops)) != NULL) {
     amn_cop *op = AMN_CONTAINER_OF(n, amn_cop, node);
@@ -313,6 +312,22 @@ static void wake_cb(struct ev_loop *ev, ev_async *w, int revents) {
   }
 }
 
+static void wake_cb(struct ev_loop *ev, ev_async *w, int revents) {
+  (void)ev; (void)revents;
+  drain_ops(w->data);
+}
+
+/* Operations issued from the I/O thread itself (e.g. a new call from a
+ * completion callback) skip the eventfd wake-up: they are drained here,
+ * before the loop flushes and blocks. */
+static void before_flush(amn_ioloop *l) {
+  amn_client *cl = l->owner;
+  if (cl->local_ops) {
+    cl->local_ops = false;
+    drain_ops(cl);
+  }
+}
+
 static void *io_main(void *arg) {
   amn_client *cl = arg;
   sigset_t set;
@@ -324,7 +339,8 @@ static void *io_main(void *arg) {
 
 static void push_op(amn_client *cl, amn_cop *op) {
   amn_mpsc_push(&cl->ops, &op->node);
-  ev_async_send(cl->ev, &cl->wake);
+  if (pthread_equal(pthread_self(), cl->thread)) cl->local_ops = true;
+  else ev_async_send(cl->ev, &cl->wake);
 }
 
 /* ------------------------------------------------------------------ */
@@ -429,6 +445,7 @@ int amn_client_new(amn_client **out, const amn_client_opts *opts, char *err, siz
   cl->ev = ev_loop_new(EVFLAG_AUTO | EVFLAG_NOSIGMASK);
   amn_ioloop_init(&cl->io, cl->ev);
   cl->io.owner = cl;
+  cl->io.before_flush = before_flush;
   amn_mpsc_init(&cl->ops);
   ev_async_init(&cl->wake, wake_cb);
   cl->wake.data = cl;

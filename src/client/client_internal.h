@@ -90,6 +90,7 @@ struct amn_client {
   ev_async wake;
   amn_mpsc ops;
   atomic_bool stopping;
+  bool local_ops;               /* ops pushed from the I/O thread itself (drained before blocking) */
   const struct amn_ctransport *tp; /* h2 (or h3) */
   void *conn;                   /* current connection (NULL when none) */
   amn_ccall *pending;           /* calls waiting for a ready connection */

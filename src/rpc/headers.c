@@ -1,5 +1,6 @@
 /* gRPC header blocks: request validation (server), response/trailer parsing
  * (client), and building header lists to send. */
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -149,7 +150,9 @@ void amn_rpc_md_free_array(amn_rpc_md *md, size_t count) {
 /* ---- request (server side) ---- */
 
 void amn_rpc_req_init(amn_rpc_req *r) {
-  memset(r, 0, sizeof *r);
+  /* the metadata arrays are only read up to md_count: clearing ~3 KiB per
+   * call would cost more than the rest of the header handling */
+  memset(r, 0, offsetof(amn_rpc_req, md));
   r->timeout_ns = -1;
   r->encoding_identity = true;
 }
@@ -252,7 +255,7 @@ amn_rpc_verdict amn_rpc_req_finish(amn_rpc_req *r) {
 
 /* ---- response (client side) ---- */
 
-void amn_rpc_resp_init(amn_rpc_resp *r) { memset(r, 0, sizeof *r); }
+void amn_rpc_resp_init(amn_rpc_resp *r) { memset(r, 0, offsetof(amn_rpc_resp, md)); }
 
 void amn_rpc_resp_free(amn_rpc_resp *r) {
   free(r->grpc_message);

@@ -129,8 +129,9 @@ typedef struct amn_rpc_req {
   bool too_large;        /* limits above exceeded (or out of memory) */
   bool seen_regular;     /* a non-pseudo field was seen */
   size_t header_bytes;   /* sum of nlen + vlen + 32 over all fields */
-  amn_rpc_md md[AMN_RPC_MAX_MD];
   size_t md_count;
+  /* the arrays stay last: init clears only what precedes them */
+  amn_rpc_md md[AMN_RPC_MAX_MD];
   amn_md md_view[AMN_RPC_MAX_MD]; /* public view of md[], filled by finish */
 } amn_rpc_req;
 
@@ -186,8 +187,8 @@ typedef struct amn_rpc_resp {
   bool too_large;         /* a block over AMN_RPC_MAX_MD / _HEADER_BYTES */
   bool seen_regular;      /* a non-pseudo field was seen */
   size_t header_bytes;    /* of the current block (as amn_rpc_req) */
-  amn_rpc_md md[AMN_RPC_MAX_MD];   /* metadata of the current block */
   size_t md_count;
+  amn_rpc_md md[AMN_RPC_MAX_MD];   /* metadata of the current block (last: see init) */
 } amn_rpc_resp;
 
 void amn_rpc_resp_init(amn_rpc_resp *r);

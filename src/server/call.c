@@ -3,6 +3,7 @@
  * hand-off of responses from any thread to the call's loop, backpressure,
  * deadlines, and the handler callbacks.
  */
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -20,9 +21,22 @@ static int64_t now_ns(void) {
 
 bool amn_call_on_loop(const amn_call *c) { return pthread_equal(pthread_self(), c->sl->thread); }
 
+#define CALL_CACHE_MAX 256
+
 amn_call *amn_call_new(amn_srv_loop *sl, const amn_call_transport *tp, void *conn, int32_t stream_id) {
-  amn_call *c = calloc(1, sizeof *c);
-  if (!c) return NULL;
+  amn_call *c = sl->call_cache;
+  if (c) {
+    sl->call_cache = c->conn_next;
+    sl->call_cache_n--;
+    pthread_mutex_t keep = c->md_lock;
+    memset(c, 0, offsetof(amn_call, req));
+    c->md_lock = keep; /* still initialised */
+  } else {
+    c = malloc(sizeof *c);
+    if (!c) return NULL;
+    memset(c, 0, offsetof(amn_call, req));
+    pthread_mutex_init(&c->md_lock, NULL);
+  }
   atomic_init(&c->refs, 1);
   c->fin_op.kind = AMN_OP_FINISH;
   c->sl = sl;
@@ -32,7 +46,6 @@ amn_call *amn_call_new(amn_srv_loop *sl, const amn_call_transport *tp, void *con
   c->deadline_ns = -1;
   amn_rpc_req_init(&c->req);
   amn_deframer_init(&c->df, sl->srv->o.max_recv_message);
-  pthread_mutex_init(&c->md_lock, NULL);
   c->deadline_timer.data = c;
   return c;
 }
@@ -62,14 +75,30 @@ void amn_call_unref(amn_call *c) {
   amn_rpc_req_free(&c->req);
   amn_deframer_free(&c->df);
   free(c->unary_msg);
-  free(c->method);
   free(c->fin_msg);
   free(c->app_msg);
   free_md(c->imd, c->imd_n);
   free_md(c->tmd, c->tmd_n);
   free(c->tmd_view);
+  amn_srv_loop *sl = c->sl;
+  if (sl->call_cache_n < CALL_CACHE_MAX && amn_call_on_loop(c)) {
+    c->conn_next = sl->call_cache;
+    sl->call_cache = c;
+    sl->call_cache_n++;
+    return;
+  }
   pthread_mutex_destroy(&c->md_lock);
   free(c);
+}
+
+void amn_call_cache_free(amn_srv_loop *sl) {
+  while (sl->call_cache) {
+    amn_call *c = sl->call_cache;
+    sl->call_cache = c->conn_next;
+    pthread_mutex_destroy(&c->md_lock);
+    free(c);
+  }
+  sl->call_cache_n = 0;
 }
 
 /* ------------------------------------------------------------------ */
@@ -438,7 +467,7 @@ static void dispatch(amn_call *c) {
 
 void amn_call_on_headers_done(amn_call *c) {
   amn_rpc_verdict v = amn_rpc_req_finish(&c->req);
-  c->method = c->req.path ? strdup(c->req.path) : NULL;
+  c->method = c->req.path;
   c->md_pub.entries = c->req.md_view;
   c->md_pub.count = c->req.md_count;
   if (!v.ok) {

@@ -447,6 +447,7 @@ void amn_server_free(amn_server *s) {
       amn_srv_loop *sl = &s->loops[i];
       amn_srv_loop_drain_ops(sl); /* release late hand-offs */
       amn_srv_loop_run_writable(sl);
+      amn_call_cache_free(sl);
       if (sl->lfd >= 0) close(sl->lfd);
       ev_ref(sl->ev);
       ev_async_stop(sl->ev, &sl->wake);

@@ -59,8 +59,7 @@ struct amn_call {
   struct amn_call *conn_prev, *conn_next; /* connection's call list */
   const amn_handler *h;
   bool dispatched;                  /* handed to a handler (app holds a ref) */
-  char *method;
-  amn_rpc_req req;
+  const char *method;               /* = req.path */
   amn_deframer df;
   uint32_t msgs_in;
   uint8_t *unary_msg;               /* unary request kept until finish */
@@ -91,6 +90,8 @@ struct amn_call {
   bool early_data;
   int http_status;                  /* non-zero: answer with this HTTP status (bad request) */
   bool accept_encoding_hdr;         /* add grpc-accept-encoding to the final block */
+  /* last: amn_call_new clears only what precedes it (req clears itself) */
+  amn_rpc_req req;
 };
 
 typedef struct amn_method_entry {
@@ -113,6 +114,8 @@ struct amn_srv_loop {
   bool stopping;
   ev_timer drain_timer;
   amn_call *writable_list;
+  amn_call *call_cache;             /* freed calls kept for reuse (loop thread only) */
+  int call_cache_n;
   void *health_watchers;            /* loop-local list of Watch calls */
 };
 
@@ -143,6 +146,7 @@ struct amn_server {
 /* ---- call core (call.c) ---- */
 amn_call *amn_call_new(amn_srv_loop *sl, const amn_call_transport *tp, void *conn, int32_t stream_id);
 void amn_call_unref(amn_call *c);
+void amn_call_cache_free(amn_srv_loop *sl);
 /* Transport events (loop thread). */
 void amn_call_on_headers_done(amn_call *c);          /* validates, finds handler, dispatches or answers */
 int amn_call_on_data(amn_call *c, const uint8_t *data, size_t len);
