@@ -330,7 +330,23 @@ static void *loop_main(void *arg) {
   return NULL;
 }
 
-static int make_listener(const char *host, uint16_t port, uint16_t *bound, char *err, size_t errlen) {
+/* SO_REUSEPORT lets our loops share the port, but it would also let a second
+ * process of the same user silently split our traffic. Before binding the
+ * first listener, a plain bind proves that nobody holds the address. */
+static int probe_free(const struct addrinfo *a, const char *host, uint16_t port, char *err, size_t errlen) {
+  int fd = socket(a->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return amn_set_err(err, errlen, AMN_EIO, "socket: %s", strerror(errno));
+  int one = 1;
+  setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one); /* TIME_WAIT leftovers are fine */
+  int rc = bind(fd, a->ai_addr, a->ai_addrlen);
+  int e = errno;
+  close(fd);
+  if (rc != 0)
+    return amn_set_err(err, errlen, AMN_EIO, "cannot listen on %s:%u: %s", host, port, strerror(e));
+  return 0;
+}
+
+static int make_listener(const char *host, uint16_t port, bool first, uint16_t *bound, char *err, size_t errlen) {
   struct addrinfo hints = {0}, *res;
   hints.ai_family = AF_UNSPEC;
   hints.ai_socktype = SOCK_STREAM;
@@ -339,6 +355,13 @@ static int make_listener(const char *host, uint16_t port, uint16_t *bound, char 
   snprintf(ps, sizeof ps, "%u", port);
   int gai = getaddrinfo(strcmp(host, "*") == 0 || !*host ? NULL : host, ps, &hints, &res);
   if (gai != 0) return amn_set_err(err, errlen, AMN_EIO, "cannot resolve listen host '%s': %s", host, gai_strerror(gai));
+  if (first && port != 0) {
+    int prc = probe_free(res, host, port, err, errlen);
+    if (prc) {
+      freeaddrinfo(res);
+      return prc;
+    }
+  }
   int fd = socket(res->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
   if (fd < 0) {
     freeaddrinfo(res);
@@ -380,7 +403,7 @@ int amn_server_start(amn_server *s, char *err, size_t errlen) {
     sl->idx = i;
     sl->lfd = -1;
     uint16_t bound = 0;
-    int fd = make_listener(s->host, port, &bound, err, errlen);
+    int fd = make_listener(s->host, port, i == 0, &bound, err, errlen);
     if (fd < 0) {
       for (int j = 0; j < i; j++) {
         close(s->loops[j].lfd);

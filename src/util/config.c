@@ -618,7 +618,8 @@ int amn_config_apply_env(amn_config *c, char *err, size_t errlen) {
   for (char **e = environ; *e; e++) {
     if (strncmp(*e, ENV_PREFIX, strlen(ENV_PREFIX)) != 0) continue;
     size_t n = strcspn(*e, "=");
-    bool known = false;
+    /* variables of the library that are not config keys */
+    bool known = n == strlen("AMATERS_NET_PKI_DIR") && strncmp(*e, "AMATERS_NET_PKI_DIR", n) == 0;
     for (size_t i = 0; i < NKEYS && !known; i++) {
       env_name(&keys[i], name, sizeof name);
       known = strlen(name) == n && strncmp(name, *e, n) == 0;

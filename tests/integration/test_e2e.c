@@ -746,6 +746,26 @@ static void test_plaintext_mismatch(void **st) {
   amn_server_free(s);
 }
 
+/* A second server (SO_REUSEPORT or not) may not take over a port in use. */
+static void test_port_in_use(void **st) {
+  (void)st;
+  amn_server *s = start_server(NULL);
+  amn_server_opts o;
+  amn_server_opts_init(&o);
+  char listen[64];
+  snprintf(listen, sizeof listen, "127.0.0.1:%u", amn_server_port(s));
+  o.listen = listen;
+  o.tls = g_stls;
+  amn_server *s2 = NULL;
+  char err[256] = "";
+  assert_int_equal(amn_server_new(&s2, &o, err, sizeof err), 0);
+  assert_int_equal(amn_server_use_echo(s2), 0);
+  assert_int_equal(amn_server_start(s2, err, sizeof err), AMN_EIO);
+  assert_non_null(strstr(err, "in use"));
+  amn_server_free(s2);
+  amn_server_free(s);
+}
+
 static int setup_all(void **st) {
   (void)st;
   const char *tp = getenv("AMN_TEST_TRANSPORT");
@@ -788,6 +808,7 @@ int main(void) {
       cmocka_unit_test(test_health),
       cmocka_unit_test(test_mtls_refusals),
       cmocka_unit_test(test_plaintext_mismatch),
+      cmocka_unit_test(test_port_in_use),
   };
   return cmocka_run_group_tests(tests, setup_all, teardown_all);
 }

@@ -1,0 +1,270 @@
+/*
+ * amaters-netd — the amaters-net server daemon.
+ *
+ * Serves the AmateRS service with the built-in echo handlers (and the gRPC
+ * health service) over HTTP/2 with mutual TLS. Settings come from, in
+ * increasing priority: built-in defaults, --config FILE, AMATERS_NET_*
+ * environment variables, command-line flags. SIGINT/SIGTERM stop it
+ * gracefully (exit 0); a second signal during the drain exits at once.
+ */
+#include <errno.h>
+#include <stddef.h>
+#include <limits.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "amn/amn.h"
+
+#define PROG "amaters-netd"
+#define EXIT_USAGE 2
+
+static const char usage_text[] =
+    "usage: " PROG " [options]\n"
+    "Serves amaters.v1.AmateRS (echo handlers) and grpc.health.v1.Health over gRPC.\n"
+    "Without options: mTLS on 127.0.0.1:7878 with the development PKI in the default\n"
+    "PKI directory (created if missing).\n"
+    "\n"
+    "  --config FILE          TOML configuration (see include/amn/config.h); then\n"
+    "                         AMATERS_NET_<SECTION>_<KEY> variables; flags override both\n"
+    "  --listen HOST:PORT     address to bind (default 127.0.0.1:7878; port 0 = any)\n"
+    "  --cert FILE --key FILE --ca FILE\n"
+    "                         server certificate chain, private key, CA bundle for\n"
+    "                         client certificates (all three or none)\n"
+    "  --pki-dir DIR          development PKI directory (created if missing)\n"
+    "  --insecure             plaintext HTTP/2 (h2c), NO TLS: only behind a TLS proxy\n"
+    "  --threads N            event-loop threads (0 = one per core)\n"
+    "  --transport h2|h3|both transport (h3 is not available yet)\n"
+    "  --log-level LEVEL      error|warn|info|debug (default info)\n"
+    "  --max-message BYTES    largest message either way (suffix k/m allowed)\n"
+    "  --help, --version\n"
+    "Exit status: 0 after a clean stop, 2 on a usage, configuration or start-up error.\n";
+
+static int g_level = AMN_LOG_INFO;
+
+/* Daemon messages, in the same shape as the library's default log lines. */
+static void say(int level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void say(int level, const char *fmt, ...) {
+  static const char *const names[] = {"error", "warn", "info", "debug"};
+  if (level > g_level) return;
+  char line[1024];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(line, sizeof line, fmt, ap);
+  va_end(ap);
+  struct timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  struct tm tm;
+  gmtime_r(&ts.tv_sec, &tm);
+  fprintf(stderr, "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ %-5s " PROG ": %s\n", tm.tm_year + 1900, tm.tm_mon + 1,
+          tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, ts.tv_nsec / 1000000, names[level], line);
+}
+
+static void die(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
+static void die(const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  fputs(PROG ": ", stderr);
+  vfprintf(stderr, fmt, ap);
+  va_end(ap);
+  fputc('\n', stderr);
+  exit(EXIT_USAGE);
+}
+
+/* Parses a non-negative decimal integer in [lo, hi], with an optional k/m/g
+ * (binary) suffix when `suffix` is set. */
+static long long parse_int(const char *flag, const char *s, long long lo, long long hi, int suffix) {
+  char *end;
+  errno = 0;
+  long long v = strtoll(s, &end, 10);
+  if (end == s || errno || v < 0) die("%s: '%s' is not a non-negative integer", flag, s);
+  if (suffix && *end) {
+    int sh = (*end == 'k' || *end == 'K') ? 10 : (*end == 'm' || *end == 'M') ? 20 : (*end == 'g' || *end == 'G') ? 30 : -1;
+    if (sh < 0 || end[1]) die("%s: bad suffix in '%s' (k, m or g)", flag, s);
+    if (v > (LLONG_MAX >> sh)) die("%s: '%s' is too large", flag, s);
+    v <<= sh;
+    end++;
+  }
+  if (*end) die("%s: '%s' is not an integer", flag, s);
+  if (v < lo || v > hi) die("%s: %lld is out of range %lld..%lld", flag, v, lo, hi);
+  return v;
+}
+
+static amn_transport parse_transport(const char *what, const char *s) {
+  if (strcmp(s, "h2") == 0) return AMN_TRANSPORT_H2;
+  if (strcmp(s, "h3") == 0) return AMN_TRANSPORT_H3;
+  if (strcmp(s, "both") == 0) return AMN_TRANSPORT_BOTH;
+  die("%s: unknown transport '%s' (h2, h3 or both)", what, s);
+}
+
+/* Command-line flags; NULL / -1 = not given. */
+typedef struct flags {
+  const char *config, *listen, *cert, *key, *ca, *pki_dir, *transport, *log_level;
+  int insecure;
+  long long threads, max_message;
+} flags;
+
+static void parse_flags(int argc, char **argv, flags *f) {
+  memset(f, 0, sizeof *f);
+  f->threads = f->max_message = -1;
+  static const struct {
+    const char *name;
+    size_t off;
+  } str_flags[] = {
+      {"config", offsetof(flags, config)},       {"listen", offsetof(flags, listen)},
+      {"cert", offsetof(flags, cert)},           {"key", offsetof(flags, key)},
+      {"ca", offsetof(flags, ca)},               {"pki-dir", offsetof(flags, pki_dir)},
+      {"transport", offsetof(flags, transport)}, {"log-level", offsetof(flags, log_level)},
+      {"threads", 0},                            {"max-message", 0}, /* integers: parsed below */
+  };
+  for (int i = 1; i < argc; i++) {
+    const char *a = argv[i];
+    if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
+      fputs(usage_text, stdout);
+      exit(0);
+    }
+    if (strcmp(a, "--version") == 0) {
+      printf(PROG " %s\n", AMN_VERSION);
+      exit(0);
+    }
+    if (strcmp(a, "--insecure") == 0) {
+      f->insecure = 1;
+      continue;
+    }
+    if (strncmp(a, "--", 2) != 0) die("unexpected argument '%s' (see --help)", a);
+    const char *name = a + 2, *val = NULL;
+    const char *eq = strchr(name, '=');
+    size_t nlen = eq ? (size_t)(eq - name) : strlen(name);
+    size_t k;
+    for (k = 0; k < sizeof str_flags / sizeof str_flags[0]; k++)
+      if (strlen(str_flags[k].name) == nlen && strncmp(str_flags[k].name, name, nlen) == 0) break;
+    if (k == sizeof str_flags / sizeof str_flags[0]) die("unknown option '%.*s' (see --help)", (int)(nlen + 2), a);
+    if (eq) val = eq + 1;
+    else if (i + 1 < argc) val = argv[++i];
+    else die("option '%s' needs a value", a);
+    if (strcmp(str_flags[k].name, "threads") == 0) f->threads = parse_int("--threads", val, 0, 1024, 0);
+    else if (strcmp(str_flags[k].name, "max-message") == 0)
+      f->max_message = parse_int("--max-message", val, 1, 2147483647, 1);
+    else *(const char **)((char *)f + str_flags[k].off) = val;
+  }
+  if ((f->cert || f->key || f->ca) && !(f->cert && f->key && f->ca))
+    die("--cert, --key and --ca must be given together");
+  if (f->insecure && (f->cert || f->pki_dir)) die("--insecure cannot be combined with --cert/--key/--ca or --pki-dir");
+  if (f->cert && f->pki_dir) die("--pki-dir cannot be combined with --cert/--key/--ca");
+}
+
+int main(int argc, char **argv) {
+  flags f;
+  parse_flags(argc, argv, &f);
+  char err[1024] = "";
+
+  /* defaults <- file <- environment */
+  amn_config cfg;
+  amn_config_init(&cfg);
+  if (f.config && amn_config_load(&cfg, f.config, err, sizeof err) != 0) die("%s", err);
+  if (amn_config_apply_env(&cfg, err, sizeof err) != 0) die("%s", err);
+
+  /* <- flags */
+  const char *lvl_s = f.log_level ? f.log_level : cfg.server.log_level;
+  int lvl = amn_log_level_parse(lvl_s);
+  if (lvl < 0) die("unknown log level '%s' (error, warn, info, debug)", lvl_s);
+  g_level = lvl;
+  amn_log_set_level((amn_log_level)lvl);
+
+  amn_server_opts o;
+  amn_server_opts_init(&o);
+  o.listen = f.listen ? f.listen : cfg.network.bind_address;
+  o.threads = (int)(f.threads >= 0 ? f.threads : cfg.server.threads);
+  o.transport = parse_transport(f.transport ? "--transport" : "server.transport",
+                                f.transport ? f.transport : cfg.server.transport);
+  size_t maxmsg = (size_t)(f.max_message > 0 ? f.max_message : cfg.server.max_message_bytes);
+  o.max_recv_message = o.max_send_message = maxmsg;
+  o.max_connections = (uint32_t)cfg.network.max_connections;
+  o.idle_timeout_ms = (uint32_t)cfg.network.idle_timeout_ms;
+  o.keepalive_interval_ms = (uint32_t)cfg.network.keep_alive_interval_ms;
+  o.max_concurrent_streams = (uint32_t)cfg.quic.max_concurrent_streams;
+  o.initial_window_size = (uint32_t)cfg.quic.initial_window_size;
+  o.drain_timeout_ms = (uint32_t)cfg.server.drain_timeout_ms;
+
+  /* TLS: --insecure | --cert/--key/--ca | [tls] paths | PKI directory.
+   * Flags take precedence over everything from the file/environment. */
+  static char pki_storage[3 * 4096];
+  char pki_dir[4096] = "";
+  bool file_tls = cfg.tls.cert_path || cfg.tls.key_path || cfg.tls.ca_path;
+  if (f.insecure || (cfg.server.insecure && !f.cert && !f.pki_dir)) {
+    o.tls.insecure = true;
+  } else if (f.cert) {
+    o.tls.cert_path = f.cert;
+    o.tls.key_path = f.key;
+    o.tls.ca_path = f.ca;
+  } else if (file_tls && !f.pki_dir) {
+    if (!(cfg.tls.cert_path && cfg.tls.key_path && cfg.tls.ca_path))
+      die("tls.cert_path, tls.key_path and tls.ca_path must be set together%s%s", f.config ? " in " : "",
+          f.config ? f.config : "");
+    o.tls.cert_path = cfg.tls.cert_path;
+    o.tls.key_path = cfg.tls.key_path;
+    o.tls.ca_path = cfg.tls.ca_path;
+  } else {
+    const char *d = f.pki_dir ? f.pki_dir : cfg.server.pki_dir;
+    if (d) snprintf(pki_dir, sizeof pki_dir, "%s", d);
+    else if (amn_pki_default_dir(pki_dir, sizeof pki_dir) != 0)
+      die("cannot determine the default PKI directory (set HOME, XDG_DATA_HOME or AMATERS_NET_PKI_DIR, or use --pki-dir)");
+    if (!amn_pki_exists(pki_dir)) {
+      fprintf(stderr, PROG ": no development PKI in %s: creating one (CA, server and client certificates)\n", pki_dir);
+      if (amn_pki_init(pki_dir, false, err, sizeof err) != 0) die("cannot create the PKI in %s: %s", pki_dir, err);
+    }
+    if (amn_pki_paths(pki_dir, "server", &o.tls, pki_storage, sizeof pki_storage) != 0)
+      die("PKI directory path too long: %s", pki_dir);
+  }
+
+  if (o.tls.insecure)
+    fprintf(stderr, "\n" PROG ": WARNING: --insecure: serving PLAINTEXT HTTP/2 without TLS or client\n"
+                    PROG ": WARNING: authentication. Anyone who can reach %s can call it.\n\n", o.listen);
+  if (o.transport == AMN_TRANSPORT_BOTH) say(AMN_LOG_WARN, "HTTP/3 is not available yet: serving HTTP/2 only");
+
+  amn_server *srv = NULL;
+  if (amn_server_new(&srv, &o, err, sizeof err) != 0) die("%s", err);
+  if (amn_server_use_echo(srv) != 0) die("cannot register the echo handlers");
+
+  /* Block the stop signals before the library starts its threads (they
+   * inherit the mask); the main thread takes them with sigwait. */
+  sigset_t stop_set;
+  sigemptyset(&stop_set);
+  sigaddset(&stop_set, SIGINT);
+  sigaddset(&stop_set, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &stop_set, NULL);
+  /* an ignored signal is never pending (a background job of a shell
+   * inherits SIGINT ignored): restore the default so sigwait sees it */
+  signal(SIGINT, SIG_DFL);
+  signal(SIGTERM, SIG_DFL);
+  signal(SIGPIPE, SIG_IGN);
+
+  if (amn_server_start(srv, err, sizeof err) != 0) {
+    amn_server_free(srv);
+    die("cannot start: %s", err);
+  }
+  if (o.tls.insecure) {
+    say(AMN_LOG_INFO, "TLS: none (insecure mode)");
+  } else {
+    if (pki_dir[0]) say(AMN_LOG_INFO, "TLS: development PKI in %s", pki_dir);
+    say(AMN_LOG_INFO, "TLS: certificate %s, key %s, client CA %s", o.tls.cert_path, o.tls.key_path, o.tls.ca_path);
+  }
+
+  int sig = 0;
+  while (sigwait(&stop_set, &sig) != 0) {
+  }
+  say(AMN_LOG_INFO, "%s received: draining (up to %u ms; send it again to exit at once)", strsignal(sig),
+      o.drain_timeout_ms);
+  amn_server_request_stop(srv);
+  /* a second signal gets the default action (immediate exit) */
+  pthread_sigmask(SIG_UNBLOCK, &stop_set, NULL);
+  amn_server_wait(srv);
+  amn_server_free(srv);
+  say(AMN_LOG_INFO, "stopped");
+  amn_config_free(&cfg);
+  return 0;
+}
