@@ -178,6 +178,11 @@ const amn_metadata *amn_call_metadata(const amn_call *c);
 int64_t amn_call_deadline_remaining_ms(const amn_call *c);
 /** true once the call was cancelled (for polling from worker threads). */
 bool amn_call_is_cancelled(const amn_call *c);
+/** A pointer the handler may attach to the call (e.g. its per-call state);
+ *  NULL initially. Not synchronised: set and read it from one thread at a
+ *  time (typically the loop thread in callbacks). */
+void amn_call_set_user_data(amn_call *c, void *p);
+void *amn_call_get_user_data(const amn_call *c);
 /** true when the request arrived as TLS 1.3 / QUIC early data (0-RTT). */
 bool amn_call_is_early_data(const amn_call *c);
 
@@ -196,6 +201,20 @@ int amn_call_add_trailing_metadata(amn_call *c, const char *key, const uint8_t *
  * than max_send_message.
  */
 int amn_call_send(amn_call *c, const uint8_t *msg, size_t len);
+
+/**
+ * Receive-side backpressure. amn_call_pause_recv stops delivering request
+ * messages to on_message (on_query): messages that arrive meanwhile are
+ * held, and the client is granted no more flow-control window, so it can
+ * send at most one window (initial_window_size) more before it must wait.
+ * amn_call_resume_recv delivers the held messages (in order, unless the
+ * handler pauses again) and re-opens the window. The usual pattern: pause
+ * when amn_call_send returns AMN_EAGAIN, resume in on_writable.
+ * pause: loop thread only (from a handler callback). resume: any thread.
+ * Both are no-ops on a finished or cancelled call.
+ */
+void amn_call_pause_recv(amn_call *c);
+void amn_call_resume_recv(amn_call *c);
 
 /** Encodes and queues a QueryResponse (result_bytes, server_proof). Same
  *  return values as amn_call_send. */

@@ -39,6 +39,7 @@ amn_call *amn_call_new(amn_srv_loop *sl, const amn_call_transport *tp, void *con
   }
   atomic_init(&c->refs, 1);
   c->fin_op.kind = AMN_OP_FINISH;
+  c->resume_op.kind = AMN_OP_RESUME;
   c->sl = sl;
   c->tp = tp;
   c->conn = conn;
@@ -69,9 +70,20 @@ static void free_queue(amn_call *c) {
   c->sq_head = c->sq_tail = NULL;
 }
 
+static void free_held(amn_call *c) {
+  while (c->held_head) {
+    amn_heldmsg *h = c->held_head;
+    c->held_head = h->next;
+    free(h->msg);
+    free(h);
+  }
+  c->held_tail = NULL;
+}
+
 void amn_call_unref(amn_call *c) {
   if (atomic_fetch_sub_explicit(&c->refs, 1, memory_order_acq_rel) != 1) return;
   free_queue(c);
+  free_held(c);
   amn_rpc_req_free(&c->req);
   amn_deframer_free(&c->df);
   free(c->unary_msg);
@@ -119,6 +131,8 @@ int64_t amn_call_deadline_remaining_ms(const amn_call *c) {
 }
 bool amn_call_is_cancelled(const amn_call *c) { return atomic_load(&((amn_call *)c)->cancelled); }
 bool amn_call_is_early_data(const amn_call *c) { return c->early_data; }
+void amn_call_set_user_data(amn_call *c, void *p) { c->user_data = p; }
+void *amn_call_get_user_data(const amn_call *c) { return c->user_data; }
 
 static int add_md(amn_call *c, bool initial, const char *key, const uint8_t *value, size_t len) {
   if (!key || !*key || (len && !value)) return AMN_EINVAL;
@@ -383,7 +397,7 @@ int amn_call_reply_query(amn_call *c, const uint8_t *result, size_t result_len, 
   return rc ? rc : frc;
 }
 
-static void schedule_writable(amn_call *c) {
+static void schedule_deferred(amn_call *c) {
   if (c->deferred_writable) return;
   c->deferred_writable = true;
   atomic_fetch_add(&c->refs, 1);
@@ -410,7 +424,7 @@ ssize_t amn_call_pull(amn_call *c, uint8_t *buf, size_t len, bool *eof) {
   if (copied) {
     size_t before = atomic_fetch_sub(&c->queued, copied);
     size_t bound = c->sl->srv->o.stream_send_buffer;
-    if (before - copied <= bound / 2 && atomic_load(&c->want_writable)) schedule_writable(c);
+    if (before - copied <= bound / 2 && atomic_load(&c->want_writable)) schedule_deferred(c);
   }
   if (!c->sq_head && c->fin_pending) {
     *eof = true;
@@ -419,11 +433,17 @@ ssize_t amn_call_pull(amn_call *c, uint8_t *buf, size_t len, bool *eof) {
   return copied ? (ssize_t)copied : -1;
 }
 
+static void deliver_held(amn_call *c);
+
 void amn_srv_loop_run_writable(amn_srv_loop *sl) {
   while (sl->writable_list) {
     amn_call *c = sl->writable_list;
     sl->writable_list = c->next_writable;
     c->deferred_writable = false;
+    if (c->deferred_resume) {
+      c->deferred_resume = false;
+      deliver_held(c);
+    }
     if (atomic_exchange(&c->want_writable, false) && !atomic_load(&c->cancelled) &&
         !atomic_load(&c->finish_called) && c->dispatched && c->h->on_writable)
       c->h->on_writable(c, c->h->ud);
@@ -439,6 +459,11 @@ void amn_srv_loop_drain_ops(amn_srv_loop *sl) {
       amn_outmsg *m = (amn_outmsg *)op;
       amn_call *c = m->call;
       enqueue_local(c, m);
+      amn_call_unref(c);
+    } else if (op->kind == AMN_OP_RESUME) {
+      amn_call *c = AMN_CONTAINER_OF(op, amn_call, resume_op);
+      atomic_store(&c->resume_pending, false);
+      amn_call_resume_recv(c);
       amn_call_unref(c);
     } else {
       amn_call *c = AMN_CONTAINER_OF(op, amn_call, fin_op);
@@ -525,15 +550,82 @@ static int on_msg(void *ud, uint8_t *msg, size_t len, bool compressed) {
     if (c->h->on_message) c->h->on_message(c, msg ? msg : (const uint8_t *)"", len, c->h->ud);
     return 0;
   }
+  if (c->rx_paused) {
+    amn_heldmsg *h = malloc(sizeof *h);
+    if (!h) {
+      free(msg);
+      amn_call_fail(c, AMN_STATUS_RESOURCE_EXHAUSTED, "out of memory for a held request message");
+      return 1;
+    }
+    h->next = NULL;
+    h->msg = msg;
+    h->len = len;
+    if (c->held_tail) c->held_tail->next = h;
+    else c->held_head = h;
+    c->held_tail = h;
+    return 0;
+  }
   dispatch(c);
   if (c->h->on_message) c->h->on_message(c, msg ? msg : (const uint8_t *)"", len, c->h->ud);
   free(msg);
   return 0;
 }
 
+/* Grants the client the window of everything received, unless paused. */
+static void consume_rx(amn_call *c) {
+  if (c->rx_paused || !c->rx_unconsumed || !c->conn || c->stream_closed) return;
+  size_t n = c->rx_unconsumed;
+  c->rx_unconsumed = 0;
+  c->tp->consume(c, n);
+}
+
+static void deliver_held(amn_call *c) {
+  while (c->held_head && !c->rx_paused && call_accepting(c)) {
+    amn_heldmsg *h = c->held_head;
+    c->held_head = h->next;
+    if (!c->held_head) c->held_tail = NULL;
+    dispatch(c);
+    if (c->h->on_message) c->h->on_message(c, h->msg ? h->msg : (const uint8_t *)"", h->len, c->h->ud);
+    free(h->msg);
+    free(h);
+  }
+  if (c->rx_paused) return;
+  consume_rx(c);
+  /* a half-close that arrived while paused is delivered after the messages */
+  if (c->half_close_held && !c->held_head) {
+    c->half_close_held = false;
+    amn_call_on_remote_close(c);
+  }
+}
+
+void amn_call_pause_recv(amn_call *c) {
+  if (c && call_accepting(c)) c->rx_paused = true;
+}
+
+void amn_call_resume_recv(amn_call *c) {
+  if (!c) return;
+  if (!amn_call_on_loop(c)) {
+    if (atomic_exchange(&c->resume_pending, true)) return;
+    atomic_fetch_add(&c->refs, 1);
+    amn_mpsc_push(&c->sl->ops, &c->resume_op.node);
+    ev_async_send(c->sl->ev, &c->sl->wake);
+    return;
+  }
+  if (!c->rx_paused) return;
+  c->rx_paused = false;
+  /* delivered from the loop's deferred list, never inside a transport callback */
+  c->deferred_resume = true;
+  schedule_deferred(c);
+}
+
 int amn_call_on_data(amn_call *c, const uint8_t *data, size_t len) {
-  if (!call_accepting(c)) return 0;
+  c->rx_unconsumed += len;
+  if (!call_accepting(c)) {
+    consume_rx(c);
+    return 0;
+  }
   int rc = amn_deframer_feed(&c->df, data, len, on_msg, c);
+  consume_rx(c);
   if (rc == AMN_ETOOBIG) {
     size_t n = ((size_t)c->df.hdr[1] << 24) | ((size_t)c->df.hdr[2] << 16) | ((size_t)c->df.hdr[3] << 8) |
                c->df.hdr[4];
@@ -550,6 +642,10 @@ int amn_call_on_data(amn_call *c, const uint8_t *data, size_t len) {
 
 void amn_call_on_remote_close(amn_call *c) {
   if (!call_accepting(c)) return;
+  if (c->rx_paused || c->held_head) {
+    c->half_close_held = true;
+    return;
+  }
   if (!amn_deframer_idle(&c->df)) {
     amn_call_fail(c, AMN_STATUS_INTERNAL, "request ended inside a message");
     return;

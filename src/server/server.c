@@ -220,13 +220,46 @@ static void echo_execute(amn_call *c, const amn_query *q, void *ud) {
   amn_call_reply_query(c, q->query_bytes, q->query_len, NULL, 0);
 }
 
-/* The echo stream answers each query; under backpressure it fails the
- * call rather than buffering without bound (a real handler would pause). */
+/* The echo stream answers each query. When the response queue is full it
+ * keeps the one answer it could not send, pauses receiving (the client is
+ * then held by flow control) and continues in on_writable. */
+typedef struct echo_pending {
+  size_t len;
+  uint8_t data[];
+} echo_pending;
+
 static void echo_on_query(amn_call *c, const amn_query *q, void *ud) {
   (void)ud;
   int rc = amn_call_send_query_response(c, q->query_bytes, q->query_len, NULL, 0);
-  if (rc == AMN_EAGAIN) amn_call_finish(c, AMN_STATUS_RESOURCE_EXHAUSTED, "echo: client is not reading");
+  if (rc != AMN_EAGAIN) return;
+  echo_pending *p = malloc(sizeof *p + q->query_len);
+  if (!p) {
+    amn_call_finish(c, AMN_STATUS_RESOURCE_EXHAUSTED, "echo: out of memory");
+    return;
+  }
+  p->len = q->query_len;
+  memcpy(p->data, q->query_bytes, q->query_len);
+  amn_call_set_user_data(c, p);
+  amn_call_pause_recv(c);
 }
+
+static void echo_on_writable(amn_call *c, void *ud) {
+  (void)ud;
+  echo_pending *p = amn_call_get_user_data(c);
+  if (!p) return;
+  if (amn_call_send_query_response(c, p->data, p->len, NULL, 0) == AMN_EAGAIN) return;
+  amn_call_set_user_data(c, NULL);
+  free(p);
+  amn_call_resume_recv(c);
+}
+
+static void echo_on_cancel(amn_call *c, amn_status_code why, void *ud) {
+  (void)why; (void)ud;
+  free(amn_call_get_user_data(c));
+  amn_call_set_user_data(c, NULL);
+  amn_call_finish(c, AMN_STATUS_CANCELLED, NULL);
+}
+
 static void echo_on_half_close(amn_call *c, void *ud) {
   (void)ud;
   echo_metadata(c);
@@ -236,7 +269,7 @@ static void echo_on_half_close(amn_call *c, void *ud) {
 int amn_server_use_echo(amn_server *s) {
   int rc = amn_server_set_execute(s, echo_execute, NULL);
   if (rc) return rc;
-  amn_stream_handler sh = {echo_on_query, echo_on_half_close, NULL, NULL, NULL};
+  amn_stream_handler sh = {echo_on_query, echo_on_half_close, echo_on_cancel, echo_on_writable, NULL};
   return amn_server_set_execute_stream(s, &sh);
 }
 

@@ -19,7 +19,7 @@
 typedef struct amn_srv_loop amn_srv_loop;
 
 /* A cross-thread operation handed to a loop through its MPSC queue. */
-enum { AMN_OP_SEND = 1, AMN_OP_FINISH = 2 };
+enum { AMN_OP_SEND = 1, AMN_OP_FINISH = 2, AMN_OP_RESUME = 3 };
 typedef struct amn_op {
   amn_mpsc_node node;
   int kind;
@@ -40,7 +40,17 @@ typedef struct amn_call_transport {
   void (*kick)(amn_call *c);
   /* Abort the stream with a transport error (h2: RST_STREAM code). */
   void (*reset)(amn_call *c, uint32_t h2_code);
+  /* The handler has taken `n` more request bytes: grant the client that
+   * much flow-control window again (h2: nghttp2_session_consume). */
+  void (*consume)(amn_call *c, size_t n);
 } amn_call_transport;
+
+/* A request message held while the handler has paused receiving. */
+typedef struct amn_heldmsg {
+  struct amn_heldmsg *next;
+  uint8_t *msg;
+  size_t len;
+} amn_heldmsg;
 
 struct amn_call {
   amn_op fin_op;                    /* finish hand-off */
@@ -74,8 +84,15 @@ struct amn_call {
   bool trailers_sent;               /* final status submitted */
   bool stream_closed;
   bool fin_pending;                 /* finish processed; trailers after queue drains */
-  bool deferred_writable;           /* on the loop's writable list */
+  bool deferred_writable;           /* on the loop's deferred list */
+  bool deferred_resume;             /* deliver held messages when the list runs */
   struct amn_call *next_writable;
+  amn_op resume_op;                 /* resume from another thread */
+  atomic_bool resume_pending;
+  bool rx_paused;                   /* handler paused receiving */
+  bool half_close_held;             /* END_STREAM arrived while messages were held */
+  size_t rx_unconsumed;             /* request bytes received but not yet granted back */
+  amn_heldmsg *held_head, *held_tail;
   amn_status_code fin_code;
   char *fin_msg;
 
@@ -88,6 +105,7 @@ struct amn_call {
   const amn_peer_identity *peer;
   const char *peer_addr;
   bool early_data;
+  void *user_data;
   int http_status;                  /* non-zero: answer with this HTTP status (bad request) */
   bool accept_encoding_hdr;         /* add grpc-accept-encoding to the final block */
   /* last: amn_call_new clears only what precedes it (req clears itself) */

@@ -95,6 +95,38 @@ static void ident_on_message(amn_call *c, const uint8_t *msg, size_t len, void *
   amn_call_finish(c, AMN_STATUS_OK, NULL);
 }
 
+/* /test.Svc/Count (client streaming): pauses receiving after the first
+ * message and resumes from another thread 300 ms later; answers with the
+ * number of messages and bytes it got. */
+static atomic_int g_count_msgs;
+static atomic_long g_count_bytes;
+static void *resume_later(void *arg) {
+  usleep(300000);
+  amn_call_resume_recv(arg);
+  return NULL;
+}
+static void count_on_message(amn_call *c, const uint8_t *msg, size_t len, void *ud) {
+  (void)msg; (void)ud;
+  if (atomic_fetch_add(&g_count_msgs, 1) == 0) {
+    amn_call_pause_recv(c);
+    pthread_t t;
+    pthread_create(&t, NULL, resume_later, c);
+    pthread_detach(t);
+  }
+  atomic_fetch_add(&g_count_bytes, (long)len);
+}
+static void count_on_half_close(amn_call *c, void *ud) {
+  (void)ud;
+  char out[64];
+  int n = snprintf(out, sizeof out, "%d/%ld", atomic_load(&g_count_msgs), atomic_load(&g_count_bytes));
+  amn_call_send(c, (const uint8_t *)out, (size_t)n);
+  amn_call_finish(c, AMN_STATUS_OK, NULL);
+}
+static void count_on_cancel(amn_call *c, amn_status_code why, void *ud) {
+  (void)why; (void)ud;
+  amn_call_finish(c, AMN_STATUS_CANCELLED, NULL);
+}
+
 static amn_server *start_server(const amn_server_opts *over) {
   amn_server_opts o;
   if (over) o = *over;
@@ -117,6 +149,12 @@ static amn_server *start_server(const amn_server_opts *over) {
   amn_handler f = {0};
   f.on_message = fail_on_message;
   assert_int_equal(amn_server_register(s, "/test.Svc/Fail", &f), 0);
+  amn_handler cnt = {0};
+  cnt.on_message = count_on_message;
+  cnt.on_half_close = count_on_half_close;
+  cnt.on_cancel = count_on_cancel;
+  cnt.client_streaming = true;
+  assert_int_equal(amn_server_register(s, "/test.Svc/Count", &cnt), 0);
   amn_handler id = {0};
   id.on_message = ident_on_message;
   assert_int_equal(amn_server_register(s, "/test.Svc/Identity", &id), 0);
@@ -388,6 +426,128 @@ static void test_bidi_stream_10000(void **st) {
   assert_int_equal(x.code, AMN_STATUS_OK);
   assert_int_equal(x.received, N);
   assert_true(x.order_ok);
+  amn_cstream_release(cs);
+  amn_client_free(c);
+  amn_server_free(s);
+}
+
+typedef struct last_ctx {
+  pthread_mutex_t mu;
+  pthread_cond_t cv;
+  char last[64];
+  bool closed, writable;
+  amn_status_code code;
+} last_ctx;
+static void l_on_message(amn_cstream *s, const uint8_t *msg, size_t len, void *ud) {
+  (void)s;
+  last_ctx *x = ud;
+  pthread_mutex_lock(&x->mu);
+  snprintf(x->last, sizeof x->last, "%.*s", (int)len, (const char *)msg);
+  pthread_mutex_unlock(&x->mu);
+}
+static void l_on_close(amn_cstream *s, const amn_result *r, void *ud) {
+  (void)s;
+  last_ctx *x = ud;
+  pthread_mutex_lock(&x->mu);
+  x->closed = true;
+  x->code = r->code;
+  pthread_cond_broadcast(&x->cv);
+  pthread_mutex_unlock(&x->mu);
+}
+static void l_on_writable(amn_cstream *s, void *ud) {
+  (void)s;
+  last_ctx *x = ud;
+  pthread_mutex_lock(&x->mu);
+  x->writable = true;
+  pthread_cond_broadcast(&x->cv);
+  pthread_mutex_unlock(&x->mu);
+}
+
+/* A handler that pauses receiving really stops the client: its sends back
+ * up into AMN_EAGAIN, and after the resume every byte arrives. */
+static void test_recv_backpressure(void **st) {
+  (void)st;
+  amn_server *s = start_server(NULL);
+  amn_client *c = make_client(s, NULL, 0);
+  atomic_store(&g_count_msgs, 0);
+  atomic_store(&g_count_bytes, 0);
+  last_ctx x = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, "", false, false, 0};
+  amn_cstream_cbs cbs = {l_on_message, l_on_close, l_on_writable};
+  amn_cstream *cs;
+  amn_call_opts co = {0};
+  co.timeout_ms = 30000;
+  assert_int_equal(amn_client_stream_open(c, "/test.Svc/Count", &co, &cbs, &x, &cs), 0);
+  const int N = 64;
+  const size_t SZ = 256 * 1024;
+  uint8_t *buf = calloc(1, SZ);
+  int eagain = 0;
+  struct timespec t0, t1;
+  clock_gettime(CLOCK_MONOTONIC, &t0);
+  for (int i = 0; i < N; i++) {
+    int rc;
+    while ((rc = amn_cstream_send(cs, buf, SZ)) == AMN_EAGAIN) {
+      eagain++;
+      pthread_mutex_lock(&x.mu);
+      struct timespec ts;
+      clock_gettime(CLOCK_REALTIME, &ts);
+      ts.tv_sec += 1;
+      if (!x.writable) pthread_cond_timedwait(&x.cv, &x.mu, &ts);
+      x.writable = false;
+      pthread_mutex_unlock(&x.mu);
+    }
+    assert_int_equal(rc, 0);
+  }
+  clock_gettime(CLOCK_MONOTONIC, &t1);
+  assert_int_equal(amn_cstream_close_send(cs), 0);
+  pthread_mutex_lock(&x.mu);
+  while (!x.closed) pthread_cond_wait(&x.cv, &x.mu);
+  pthread_mutex_unlock(&x.mu);
+  assert_int_equal(x.code, AMN_STATUS_OK);
+  char want[64];
+  snprintf(want, sizeof want, "%d/%ld", N, (long)N * (long)SZ);
+  assert_string_equal(x.last, want);
+  /* the pause pushed back all the way to the sender: 16 MiB cannot all be
+   * accepted (1 MiB stream window + 4 MiB send buffer) before the handler
+   * resumes, 300 ms after its first message */
+  double held = (t1.tv_sec - t0.tv_sec) + (t1.tv_nsec - t0.tv_nsec) / 1e9;
+  assert_true(eagain > 0);
+  assert_true(held >= 0.25);
+  amn_cstream_release(cs);
+  free(buf);
+  fprintf(stderr, "  sender blocked %d times, %.0f ms, while the handler paused\n", eagain, held * 1000);
+
+  /* the built-in echo stream under the same pressure: no error, all back */
+  stream_ctx y = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, false, 0, true, false};
+  amn_cstream_cbs ecbs = {s_on_message, s_on_close, s_on_writable};
+  assert_int_equal(amn_client_stream_open(c, AMN_METHOD_EXECUTE_STREAM, &co, &ecbs, &y, &cs), 0);
+  size_t big = 100 * 1024;
+  for (int i = 0; i < 200; i++) {
+    char tag[32];
+    int n = snprintf(tag, sizeof tag, "m%d", i);
+    /* QueryRequest{query_bytes: "m<i>"} padded by a large signature field */
+    uint8_t *msg = malloc(big + 64);
+    memset(msg + 64, 'z', big);
+    size_t ml = amn_pair_encode(msg, (const uint8_t *)tag, (size_t)n, msg + 64, big);
+    int rc;
+    while ((rc = amn_cstream_send(cs, msg, ml)) == AMN_EAGAIN) {
+      pthread_mutex_lock(&y.mu);
+      struct timespec ts;
+      clock_gettime(CLOCK_REALTIME, &ts);
+      ts.tv_sec += 1;
+      if (!y.writable) pthread_cond_timedwait(&y.cv, &y.mu, &ts);
+      y.writable = false;
+      pthread_mutex_unlock(&y.mu);
+    }
+    free(msg);
+    assert_int_equal(rc, 0);
+  }
+  assert_int_equal(amn_cstream_close_send(cs), 0);
+  pthread_mutex_lock(&y.mu);
+  while (!y.closed) pthread_cond_wait(&y.cv, &y.mu);
+  pthread_mutex_unlock(&y.mu);
+  assert_int_equal(y.code, AMN_STATUS_OK);
+  assert_int_equal(y.received, 200);
+  assert_true(y.order_ok);
   amn_cstream_release(cs);
   amn_client_free(c);
   amn_server_free(s);
@@ -799,6 +959,7 @@ int main(void) {
       cmocka_unit_test(test_deadlines),
       cmocka_unit_test(test_server_deadline),
       cmocka_unit_test(test_bidi_stream_10000),
+      cmocka_unit_test(test_recv_backpressure),
       cmocka_unit_test(test_large_64mib),
       cmocka_unit_test(test_oversize),
       cmocka_unit_test(test_client_cancel),

@@ -24,7 +24,8 @@ typedef struct amn_sconn {
 
 static void h2s_kick(amn_call *c);
 static void h2s_reset(amn_call *c, uint32_t code);
-static const amn_call_transport h2_tp = {h2s_kick, h2s_reset};
+static void h2s_consume(amn_call *c, size_t n);
+static const amn_call_transport h2_tp = {h2s_kick, h2s_reset, h2s_consume};
 
 static void conns_link(amn_srv_loop *sl, amn_sconn *sc) {
   amn_sconn *head = sl->conns;
@@ -117,6 +118,16 @@ static void h2s_reset(amn_call *c, uint32_t code) {
   amn_h2io_mark_dirty(&sc->io);
 }
 
+/* Flow control is manual (no automatic WINDOW_UPDATE): request bytes are
+ * granted back only once the handler has taken them, so a handler that
+ * pauses receiving really stops the client. */
+static void h2s_consume(amn_call *c, size_t n) {
+  amn_sconn *sc = c->conn;
+  if (!sc || sc->io.state != AMN_IO_OPEN) return;
+  nghttp2_session_consume(sc->io.h2, c->stream_id, n);
+  amn_h2io_mark_dirty(&sc->io);
+}
+
 /* ---- nghttp2 callbacks ---- */
 
 static int on_begin_headers(nghttp2_session *s, const nghttp2_frame *f, void *ud) {
@@ -157,6 +168,7 @@ static int on_data_chunk(nghttp2_session *s, uint8_t flags, int32_t sid, const u
   (void)flags; (void)ud;
   amn_call *c = nghttp2_session_get_stream_user_data(s, sid);
   if (c) amn_call_on_data(c, data, len);
+  else nghttp2_session_consume(s, sid, len);
   return 0;
 }
 
@@ -176,6 +188,9 @@ static int on_stream_close(nghttp2_session *s, int32_t sid, uint32_t err, void *
   if (!c) return 0;
   nghttp2_session_set_stream_user_data(s, sid, NULL);
   calls_unlink(sc, c);
+  /* bytes held for a paused handler still count against the connection window */
+  if (c->rx_unconsumed) nghttp2_session_consume_connection(s, c->rx_unconsumed);
+  c->rx_unconsumed = 0;
   amn_status_code why = err == NGHTTP2_NO_ERROR ? AMN_STATUS_CANCELLED : amn_status_from_h2_error(err);
   amn_call_on_stream_closed(c, why, "stream reset by the client");
   return 0;
@@ -197,6 +212,7 @@ static void init_cbs(void) {
   /* without this, a peer could make us answer endless SETTINGS/PING with
    * unbounded outbound queues */
   nghttp2_option_set_max_outbound_ack(g_opt, 1000);
+  nghttp2_option_set_no_auto_window_update(g_opt, 1);
 }
 
 /* ---- connection lifecycle ---- */
