@@ -525,9 +525,10 @@ static void test_recv_backpressure(void **st) {
     char tag[32];
     int n = snprintf(tag, sizeof tag, "m%d", i);
     /* QueryRequest{query_bytes: "m<i>"} padded by a large signature field */
-    uint8_t *msg = malloc(big + 64);
-    memset(msg + 64, 'z', big);
-    size_t ml = amn_pair_encode(msg, (const uint8_t *)tag, (size_t)n, msg + 64, big);
+    uint8_t *pad = malloc(big), *msg = malloc(big + 64);
+    memset(pad, 'z', big);
+    size_t ml = amn_pair_encode(msg, (const uint8_t *)tag, (size_t)n, pad, big);
+    free(pad);
     int rc;
     while ((rc = amn_cstream_send(cs, msg, ml)) == AMN_EAGAIN) {
       pthread_mutex_lock(&y.mu);
