@@ -1,0 +1,263 @@
+// grpcxx_bench: grpc C++ (1.51) benchmark client, the counterpart of
+// `amaters-cli bench`. Opens --connections channels (one TCP connection
+// each) and keeps --inflight calls outstanding in total (spread round-robin
+// over the connections) with the callback API, so every call in flight is
+// real and no thread blocks per call.
+//
+//  unary:  each slot issues Execute, waits for the reply, issues the next.
+//  stream: each slot owns one ExecuteStream and ping-pongs one message at a
+//          time on it (latency = write start -> echoed response read).
+//
+// Timeline: warmup seconds (calls not recorded), then duration seconds.
+// A call is recorded when it started at/after the measurement start and
+// completed before its end; every latency is kept (exact percentiles).
+// Output: one JSON object on stdout:
+//   qps       recorded calls / duration
+//   mb_per_s  recorded calls * 2 * size / duration / 1e6 (payload bytes
+//             both ways, 1 MB = 10^6 bytes; as amaters-cli bench)
+//   p50_us .. p999_us, max_us  latency percentiles (nearest rank), microseconds
+//   errors    calls (or streams) that ended with a non-OK status or a wrong
+//             echo, over the whole run including warmup
+//   calls     recorded calls
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cmath>
+#include <condition_variable>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+#include <grpcpp/grpcpp.h>
+
+#include "amaters.grpc.pb.h"
+#include "common.h"
+
+using amaters::v1::AmateRS;
+using amaters::v1::QueryRequest;
+using amaters::v1::QueryResponse;
+using Clock = std::chrono::steady_clock;
+
+static const char kUsage[] =
+    "usage: grpcxx_bench --target HOST:PORT (--ca F --cert F --key F | --insecure) [--server-name NAME]\n"
+    "                    [--connections C] [--inflight M] [--duration S] [--warmup S]\n"
+    "                    [--size BYTES] [--mode unary|stream]\n"
+    "  Defaults: C=1 M=1 duration=10 warmup=1 size=64 mode=unary. Prints one JSON object.\n";
+
+struct Bench {
+  Clock::time_point measure_start, measure_end;
+  std::chrono::system_clock::time_point deadline;  // per call / stream
+  std::string payload;
+  std::atomic<long> errors{0};
+  std::mutex mu;
+  std::condition_variable cv;
+  int active = 0;  // slots still running
+
+  bool recordable(Clock::time_point t0, Clock::time_point t1) const {
+    return t0 >= measure_start && t1 <= measure_end;
+  }
+  void slot_done() {
+    std::lock_guard<std::mutex> g(mu);
+    if (--active == 0) cv.notify_all();
+  }
+};
+
+// Per-slot sample store; only one call/stream of a slot runs at a time.
+struct Sink {
+  std::vector<int64_t> ns;
+};
+
+// Unary slot. Contexts and responses are double-buffered so that the one of
+// the call whose completion callback is running is not destroyed from
+// inside that callback.
+struct UnarySlot {
+  Bench *b;
+  AmateRS::Stub *stub;
+  Sink *sink;
+  QueryRequest req;
+  std::unique_ptr<grpc::ClientContext> ctx[2];
+  QueryResponse resp[2];
+  int cur = 0;
+  Clock::time_point t0;
+
+  void issue() {
+    cur ^= 1;
+    ctx[cur] = std::make_unique<grpc::ClientContext>();
+    ctx[cur]->set_deadline(b->deadline);
+    resp[cur].Clear();
+    t0 = Clock::now();
+    stub->async()->Execute(ctx[cur].get(), &req, &resp[cur], [this](grpc::Status s) { done(s); });
+  }
+  void done(const grpc::Status &s) {
+    Clock::time_point t1 = Clock::now();
+    if (!s.ok() || resp[cur].result_bytes() != b->payload)
+      b->errors++;
+    else if (b->recordable(t0, t1))
+      sink->ns.push_back(std::chrono::duration_cast<std::chrono::nanoseconds>(t1 - t0).count());
+    if (t1 < b->measure_end)
+      issue();
+    else
+      b->slot_done();
+  }
+};
+
+// Stream slot: one bidi stream, one message in flight. The next message is
+// sent once both the previous write and the echo read have completed.
+class StreamSlot : public grpc::ClientBidiReactor<QueryRequest, QueryResponse> {
+ public:
+  StreamSlot(Bench *b, AmateRS::Stub *stub, Sink *sink) : b_(b), stub_(stub), sink_(sink) {
+    req_.set_query_bytes(b->payload);
+    ctx_.set_deadline(b->deadline);
+    stub_->async()->ExecuteStream(&ctx_, this);
+    send();
+    StartCall();
+  }
+
+ private:
+  void send() {
+    pending_ = 2;
+    t0_ = Clock::now();
+    StartRead(&resp_);
+    StartWrite(&req_);
+  }
+  void step() {
+    if (--pending_ != 0) return;
+    if (Clock::now() < b_->measure_end)
+      send();
+    else
+      StartWritesDone();
+  }
+  void OnWriteDone(bool ok) override {
+    if (ok) step();  // else the stream is broken; OnDone reports it
+  }
+  void OnReadDone(bool ok) override {
+    if (!ok) return;
+    Clock::time_point t1 = Clock::now();
+    if (resp_.result_bytes() != b_->payload) {
+      b_->errors++;
+      ctx_.TryCancel();
+      return;
+    }
+    if (b_->recordable(t0_, t1))
+      sink_->ns.push_back(std::chrono::duration_cast<std::chrono::nanoseconds>(t1 - t0_).count());
+    step();
+  }
+  void OnDone(const grpc::Status &s) override {
+    if (!s.ok() && s.error_code() != grpc::StatusCode::CANCELLED) b_->errors++;
+    bool again = !s.ok() && Clock::now() < b_->measure_end;
+    Bench *b = b_;
+    AmateRS::Stub *stub = stub_;
+    Sink *sink = sink_;
+    delete this;
+    if (again)
+      new StreamSlot(b, stub, sink);  // replace a failed stream
+    else
+      b->slot_done();
+  }
+
+  Bench *b_;
+  AmateRS::Stub *stub_;
+  Sink *sink_;
+  grpc::ClientContext ctx_;
+  QueryRequest req_;
+  QueryResponse resp_;
+  std::atomic<int> pending_{0};
+  Clock::time_point t0_;
+};
+
+static double pct(const std::vector<int64_t> &v, double p) {
+  if (v.empty()) return 0;
+  size_t rank = (size_t)std::ceil(p * (double)v.size());
+  if (rank < 1) rank = 1;
+  return (double)v[std::min(rank, v.size()) - 1] / 1000.0;
+}
+
+int main(int argc, char **argv) {
+  amnx::Args a = amnx::parse_args(argc, argv, " insecure ", "", kUsage);
+  int conns = (int)a.num("connections", 1), inflight = (int)a.num("inflight", 1);
+  double duration = a.num("duration", 10), warmup = a.num("warmup", 1);
+  long size = (long)a.num("size", 64);
+  std::string mode = a.get("mode", "unary");
+  if (!a.has("target") || (!a.has("insecure") && !(a.has("ca") && a.has("cert") && a.has("key"))) || conns < 1 ||
+      inflight < 1 || duration <= 0 || warmup < 0 || size < 0 || size > amnx::kMaxMessage - 64 ||
+      (mode != "unary" && mode != "stream")) {
+    std::fputs(kUsage, stderr);
+    return 2;
+  }
+  std::shared_ptr<grpc::ChannelCredentials> creds;
+  if (a.has("insecure")) {
+    creds = grpc::InsecureChannelCredentials();
+  } else {
+    grpc::SslCredentialsOptions o;
+    o.pem_root_certs = amnx::slurp(a.get("ca"));
+    o.pem_cert_chain = amnx::slurp(a.get("cert"));
+    o.pem_private_key = amnx::slurp(a.get("key"));
+    creds = grpc::SslCredentials(o);
+  }
+
+  // One channel per connection: a local subchannel pool (and a distinct
+  // argument) keeps grpc from sharing one TCP connection between them.
+  std::vector<std::shared_ptr<grpc::Channel>> chans;
+  std::vector<std::unique_ptr<AmateRS::Stub>> stubs;
+  for (int i = 0; i < conns; i++) {
+    grpc::ChannelArguments args;
+    args.SetMaxReceiveMessageSize(amnx::kMaxMessage);
+    args.SetMaxSendMessageSize(amnx::kMaxMessage);
+    args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
+    args.SetInt("amnx.connection_index", i);
+    if (a.has("server-name")) args.SetSslTargetNameOverride(a.get("server-name"));
+    auto ch = grpc::CreateCustomChannel(a.get("target"), creds, args);
+    if (!ch->WaitForConnected(std::chrono::system_clock::now() + std::chrono::seconds(10))) {
+      std::fprintf(stderr, "grpcxx_bench: cannot connect to %s\n", a.get("target").c_str());
+      return 1;
+    }
+    stubs.push_back(AmateRS::NewStub(ch));
+    chans.push_back(std::move(ch));
+  }
+
+  Bench b;
+  b.payload.resize((size_t)size);
+  for (long i = 0; i < size; i++) b.payload[(size_t)i] = (char)('a' + i % 26);
+  Clock::time_point start = Clock::now();
+  b.measure_start = start + std::chrono::microseconds((long long)(warmup * 1e6));
+  b.measure_end = b.measure_start + std::chrono::microseconds((long long)(duration * 1e6));
+  b.deadline = std::chrono::system_clock::now() + std::chrono::microseconds((long long)((warmup + duration) * 1e6)) +
+               std::chrono::seconds(30);
+  b.active = inflight;
+
+  std::vector<Sink> sinks((size_t)inflight);
+  std::vector<std::unique_ptr<UnarySlot>> unary;
+  for (int i = 0; i < inflight; i++) {
+    AmateRS::Stub *stub = stubs[(size_t)(i % conns)].get();
+    if (mode == "unary") {
+      auto s = std::make_unique<UnarySlot>();
+      s->b = &b;
+      s->stub = stub;
+      s->sink = &sinks[(size_t)i];
+      s->req.set_query_bytes(b.payload);
+      s->issue();
+      unary.push_back(std::move(s));
+    } else {
+      new StreamSlot(&b, stub, &sinks[(size_t)i]);  // deletes itself in OnDone
+    }
+  }
+  {
+    // Every call carries a deadline, so this wait is bounded.
+    std::unique_lock<std::mutex> l(b.mu);
+    b.cv.wait(l, [&] { return b.active == 0; });
+  }
+
+  std::vector<int64_t> all;
+  for (auto &s : sinks) all.insert(all.end(), s.ns.begin(), s.ns.end());
+  std::sort(all.begin(), all.end());
+  double qps = (double)all.size() / duration;
+  std::printf(
+      "{\"qps\":%.1f,\"mb_per_s\":%.3f,\"p50_us\":%.1f,\"p90_us\":%.1f,\"p99_us\":%.1f,\"p999_us\":%.1f,"
+      "\"max_us\":%.1f,\"errors\":%ld,\"calls\":%zu}\n",
+      qps, qps * 2.0 * (double)size / 1e6, pct(all, 0.50), pct(all, 0.90), pct(all, 0.99), pct(all, 0.999),
+      all.empty() ? 0.0 : (double)all.back() / 1000.0, b.errors.load(), all.size());
+  std::fflush(stdout);
+  // The last completion callbacks may still be unwinding inside grpc's
+  // threads; skip tearing down channels/contexts under them.
+  std::_Exit(0);
+}
