@@ -5,15 +5,15 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/deps.sh
-scripts/build.sh build -DCMAKE_BUILD_TYPE=Release -DAMN_BUILD_TESTS=OFF >/dev/null
+scripts/build.sh build-demo -DCMAKE_BUILD_TYPE=Release -DAMN_BUILD_TESTS=OFF >/dev/null
 log=$(mktemp)
-build/amaters-netd >"$log" 2>&1 &
+build-demo/amaters-netd >"$log" 2>&1 &
 pid=$!
 trap 'kill $pid 2>/dev/null || true; wait $pid 2>/dev/null || true; rm -f "$log"' EXIT
 for _ in $(seq 1 100); do grep -q "listening on" "$log" && break; sleep 0.1; done
 cat "$log"
 echo "+ amaters-cli https://localhost:7878 execute --data hello"
-build/amaters-cli https://localhost:7878 execute --data hello
+build-demo/amaters-cli https://localhost:7878 execute --data hello
 echo
 kill -TERM $pid
 wait $pid

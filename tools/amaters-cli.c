@@ -12,6 +12,7 @@
 #include <signal.h>
 #include <stdarg.h>
 #include <stdatomic.h>
+#include <malloc.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -1052,6 +1053,11 @@ static int cmd_certs(cli *o) {
 }
 
 int main(int argc, char **argv) {
+  /* Messages of hundreds of KiB to MiB would otherwise each get a fresh
+   * mmap (glibc's threshold lags one size behind): page faults and page
+   * zeroing cost more than the copies. Keep them in the heap instead. */
+  mallopt(M_MMAP_THRESHOLD, 256 * 1024 * 1024);
+  mallopt(M_TRIM_THRESHOLD, 512 * 1024 * 1024);
   cli o;
   parse_cli(argc, argv, &o);
   if (o.log_level) {

@@ -5,7 +5,7 @@
  * annotated example with every key is examples/amaters-net.toml):
  *   [network] bind_address (string "host:port"), max_connections (int),
  *             idle_timeout_ms (int), keep_alive_interval_ms (int)
- *   [tls]     cert_path, key_path, ca_path (strings)
+ *   [tls]     cert_path, key_path, ca_path (strings), allow_tls12 (bool)
  *   [quic]    max_concurrent_streams (int), initial_window_size (int)
  *   [server]  transport ("h2"|"h3"|"both"), threads (int), log_level (string),
  *             drain_timeout_ms (int), max_message_bytes (int), pki_dir (string),
@@ -46,6 +46,7 @@ typedef struct amn_config {
   } network;
   struct {
     char *cert_path, *key_path, *ca_path; /**< default NULL: dev PKI */
+    bool allow_tls12;       /**< also accept TLS 1.2 (default false: TLS 1.3 only) */
   } tls;
   struct {
     int64_t max_concurrent_streams; /**< per connection, 1..1000000; default 1024 */

@@ -50,6 +50,7 @@ static const keydef keys[] = {
     {"tls", "cert_path", K_STR, OFF(tls, cert_path), 0, 0, NULL},
     {"tls", "key_path", K_STR, OFF(tls, key_path), 0, 0, NULL},
     {"tls", "ca_path", K_STR, OFF(tls, ca_path), 0, 0, NULL},
+    {"tls", "allow_tls12", K_BOOL, OFF(tls, allow_tls12), 0, 0, NULL},
     {"quic", "max_concurrent_streams", K_INT, OFF(quic, max_concurrent_streams), 1, 1000000, NULL},
     {"quic", "initial_window_size", K_INT, OFF(quic, initial_window_size), 1, 2147483647, NULL},
     {"server", "transport", K_ENUM, OFF(server, transport), 0, 0, server_transports},
@@ -115,6 +116,7 @@ void amn_config_init(amn_config *c) {
   c->server.drain_timeout_ms = 10000;
   c->server.max_message_bytes = AMN_DEFAULT_MAX_MESSAGE;
   c->server.insecure = false;
+  c->tls.allow_tls12 = false;
   c->client.urls = calloc(1, sizeof(char *));
   if (c->client.urls && (c->client.urls[0] = strdup("https://127.0.0.1:7878"))) c->client.url_count = 1;
   c->client.transport = strdup("h2");
