@@ -19,4 +19,13 @@ if [ ${#missing[@]} -gt 0 ]; then
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
+# @grpc/grpc-js for the Node.js interop test, pinned by its package-lock.json
+if ! command -v npm >/dev/null 2>&1; then
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq && apt-get install -y -qq --no-install-recommends nodejs npm >/dev/null
+fi
+node_dir="$(cd "$(dirname "$0")/.." && pwd)/tests/interop/node"
+if [ ! -d "$node_dir/node_modules/@grpc/grpc-js" ]; then
+  (cd "$node_dir" && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
+fi
 echo "deps: all packages present"

@@ -30,8 +30,10 @@ static const char usage_text[] =
     "       " PROG " certs init [DIR] [--force]\n"
     "\n"
     "URL: https://HOST:PORT (http://HOST:PORT with --insecure). Several URLs may be\n"
-    "given (repeated or comma-separated); for now only the first is used. Without a\n"
-    "URL: client.urls of the configuration (default https://127.0.0.1:7878).\n"
+    "given (repeated or comma-separated): calls are balanced over them through a\n"
+    "connection pool (HTTP/2), as set by [client] pool_max_connections,\n"
+    "pool_min_connections, lb_policy, keep_alive_interval_ms and max_retries of the\n"
+    "configuration. Without a URL: client.urls (default https://127.0.0.1:7878).\n"
     "\n"
     "Global options:\n"
     "  --ca FILE --cert FILE --key FILE   CA bundle to verify the server, client\n"
@@ -40,8 +42,11 @@ static const char usage_text[] =
     "                          (default: the default PKI directory, as amaters-netd)\n"
     "  --server-name NAME      verify the server certificate for NAME\n"
     "  --insecure              plaintext HTTP/2 (http:// URLs only)\n"
+    "  --transport h2|h3|auto  HTTP/2 over TCP (default), HTTP/3 over QUIC, or auto\n"
     "  --timeout MS            call deadline (default client.timeout_ms, 30000; 0 = none)\n"
     "  --metadata KEY=VALUE    request metadata (repeatable)\n"
+    "  --idempotent            execute, bench: the calls may be re-sent after UNAVAILABLE\n"
+    "                          (up to client.max_retries times, on another connection)\n"
     "  --config FILE           TOML configuration ([client], [tls]); AMATERS_NET_* vars apply\n"
     "  --log-level LEVEL       error|warn|info|debug (default warn); -v = debug\n"
     "  --help, --version\n"
@@ -55,11 +60,13 @@ static const char usage_text[] =
     "        prints SERVING or NOT_SERVING; exit 0 only when SERVING\n"
     "  bench [--connections C] [--inflight M] [--duration S] [--warmup S] [--size N]\n"
     "        [--mode unary|stream] [--json]\n"
-    "        load test against the echo service: C connections, M calls in flight in\n"
-    "        total, N-byte payloads, S seconds measured after the warm-up.\n"
+    "        load test against the echo service: C clients (each with its own pool\n"
+    "        over all URLs), M calls in flight in total, N-byte payloads, S seconds\n"
+    "        measured after the warm-up. The summary counts calls and failures per URL.\n"
     "        Defaults: C=1 M=1 S=10 warmup=1 N=64 unary. --json: one JSON object with\n"
     "        qps, mb_per_s (payload bytes both ways), p50_us .. p999_us, max_us, errors,\n"
-    "        calls, connections, inflight, size, mode, duration_s\n"
+    "        calls, connections, inflight, size, mode, duration_s, retries and\n"
+    "        endpoints (per URL: url, calls, ok, failed, connects, connect_failures)\n"
     "  certs init [DIR] [--force]\n"
     "        creates a development PKI (default: the default PKI directory)\n"
     "\n"
@@ -176,7 +183,8 @@ enum { C_EXEC = 1, C_STREAM = 2, C_HEALTH = 4, C_BENCH = 8, C_CERTS = 16, C_NET 
 typedef struct cli {
   /* global */
   const char *ca, *cert, *key, *pki_dir, *server_name, *config, *log_level;
-  bool insecure;
+  const char *transport; /* --transport, NULL = config/default */
+  bool insecure, idempotent;
   long long timeout_ms; /* -1 = not given */
   amn_md md[64];
   size_t md_count;
@@ -235,12 +243,13 @@ static void parse_cli(int argc, char **argv, cli *o) {
   } opts[] = {
       {"ca", C_NET, true},          {"cert", C_NET, true},         {"key", C_NET, true},
       {"pki-dir", C_NET, true},     {"server-name", C_NET, true},  {"insecure", C_NET, false},
+      {"transport", C_NET, true},
       {"timeout", C_NET, true},     {"metadata", C_NET, true},     {"config", C_NET, true},
       {"log-level", C_ALL, true},   {"data", C_EXEC, true},        {"data-file", C_EXEC, true},
       {"signature", C_EXEC, true},  {"hex", C_EXEC | C_STREAM, false}, {"json", C_EXEC | C_BENCH, false},
       {"service", C_HEALTH, true},  {"connections", C_BENCH, true}, {"inflight", C_BENCH, true},
       {"duration", C_BENCH, true},  {"warmup", C_BENCH, true},     {"size", C_BENCH, true},
-      {"mode", C_BENCH, true},      {"force", C_CERTS, false},
+      {"mode", C_BENCH, true},      {"force", C_CERTS, false},     {"idempotent", C_EXEC | C_BENCH, false},
   };
   for (int i = 1; i < argc; i++) {
     const char *a = argv[i];
@@ -302,6 +311,10 @@ static void parse_cli(int argc, char **argv, cli *o) {
     else if (!strcmp(n, "timeout")) o->timeout_ms = parse_int("--timeout", v, 0, 2147483647);
     else if (!strcmp(n, "metadata")) add_metadata(o, v);
     else if (!strcmp(n, "config")) o->config = v;
+    else if (!strcmp(n, "transport")) {
+      if (strcmp(v, "h2") && strcmp(v, "h3") && strcmp(v, "auto")) die("--transport: expected h2, h3 or auto, not '%s'", v);
+      o->transport = v;
+    }
     else if (!strcmp(n, "log-level")) o->log_level = v;
     else if (!strcmp(n, "data")) o->data = v;
     else if (!strcmp(n, "data-file")) o->data_file = v;
@@ -316,6 +329,7 @@ static void parse_cli(int argc, char **argv, cli *o) {
     else if (!strcmp(n, "size")) o->size = parse_int("--size", v, 0, 2147483647);
     else if (!strcmp(n, "mode")) o->mode = v;
     else if (!strcmp(n, "force")) o->force = true;
+    else if (!strcmp(n, "idempotent")) o->idempotent = true;
   }
   if (!o->cmd) die("no command given (execute, stream, health, bench or certs; see --help)");
   for (size_t i = 0; i < o->seen_count; i++)
@@ -357,12 +371,24 @@ static void setup_net(cli *o, amn_config *cfg, net *n) {
     for (size_t i = 0; i < cfg->client.url_count; i++) add_urls(o, cfg->client.urls[i]);
     if (!o->url_count) die("no URL given");
   }
-  if (o->url_count > 1)
-    debugf("%zu URLs given; using only the first, %s (connection pooling comes later)", o->url_count, o->urls[0]);
+  /* every URL goes to the pool; [client] sets it up */
   n->copts.url = o->urls[0];
+  n->copts.urls = (const char *const *)o->urls;
+  n->copts.url_count = o->url_count;
   n->copts.connect_timeout_ms = (uint32_t)cfg->client.connect_timeout_ms;
-  if (cfg->client.transport && strcmp(cfg->client.transport, "h3") == 0) n->copts.transport = AMN_TRANSPORT_H3;
-  else if (cfg->client.transport && strcmp(cfg->client.transport, "auto") == 0) n->copts.transport = AMN_TRANSPORT_AUTO;
+  n->copts.pool_max_connections = (uint32_t)cfg->client.pool_max_connections;
+  n->copts.pool_min_connections = (uint32_t)cfg->client.pool_min_connections;
+  n->copts.lb_policy = cfg->client.lb_policy && strcmp(cfg->client.lb_policy, "round_robin") == 0 ? AMN_LB_ROUND_ROBIN
+                                                                                                 : AMN_LB_P2C;
+  n->copts.keepalive_interval_ms = (uint32_t)cfg->client.keep_alive_interval_ms;
+  n->copts.max_retries = (uint32_t)cfg->client.max_retries;
+  debugf("%zu URL(s); pool %u..%u connections per URL, %s, keepalive %u ms, %u retries", o->url_count,
+         n->copts.pool_min_connections, n->copts.pool_max_connections,
+         n->copts.lb_policy == AMN_LB_ROUND_ROBIN ? "round robin" : "p2c", n->copts.keepalive_interval_ms,
+         n->copts.max_retries);
+  const char *tp = o->transport ? o->transport : cfg->client.transport; /* the flag wins over the file */
+  if (tp && strcmp(tp, "h3") == 0) n->copts.transport = AMN_TRANSPORT_H3;
+  else if (tp && strcmp(tp, "auto") == 0) n->copts.transport = AMN_TRANSPORT_AUTO;
   n->copts.tls.server_name = o->server_name;
   if (o->insecure) {
     n->copts.tls.insecure = true;
@@ -393,6 +419,7 @@ static void setup_net(cli *o, amn_config *cfg, net *n) {
   n->md.count = o->md_count;
   n->call.metadata = &n->md;
   n->call.timeout_ms = n->timeout_ms;
+  n->call.idempotent = o->idempotent;
 }
 
 static amn_client *client_new(net *n) {
@@ -984,6 +1011,24 @@ static int cmd_bench(cli *o, net *n) {
   /* streams: release; clients: close (cancels whatever is left) */
   for (int i = 0; i < M; i++)
     if (slots[i].s) amn_cstream_release(slots[i].s);
+  /* calls and failures per URL, summed over the clients (warm-up included) */
+  size_t neps = o->url_count;
+  amn_endpoint_stats *eps = calloc(neps, sizeof *eps), *one = calloc(neps, sizeof *one);
+  uint64_t retries = 0;
+  if (!eps || !one) die("out of memory");
+  for (int i = 0; i < C; i++) {
+    uint64_t r = 0;
+    size_t k = amn_client_stats(cl[i].c, one, neps, &r);
+    retries += r;
+    for (size_t j = 0; j < k && j < neps; j++) {
+      eps[j].calls_started += one[j].calls_started;
+      eps[j].calls_ok += one[j].calls_ok;
+      eps[j].calls_failed += one[j].calls_failed;
+      eps[j].connects += one[j].connects;
+      eps[j].connect_failures += one[j].connect_failures;
+    }
+  }
+  free(one);
   for (int i = 0; i < C; i++) amn_client_free(cl[i].c);
 
   amn_hist h;
@@ -1009,7 +1054,16 @@ static int cmd_bench(cli *o, net *n) {
     json_num(f, "p99_us", p99, false);
     json_num(f, "p999_us", p999, false);
     json_num(f, "max_us", mx, false);
-    fputs("\"first_error\":", f);
+    fprintf(f, "\"retries\":%llu,\"endpoints\":[", (unsigned long long)retries);
+    for (size_t j = 0; j < neps; j++) {
+      fputs(j ? ",{\"url\":" : "{\"url\":", f);
+      json_str(f, (const uint8_t *)o->urls[j], strlen(o->urls[j]));
+      fprintf(f, ",\"calls\":%llu,\"ok\":%llu,\"failed\":%llu,\"connects\":%llu,\"connect_failures\":%llu}",
+              (unsigned long long)eps[j].calls_started, (unsigned long long)eps[j].calls_ok,
+              (unsigned long long)eps[j].calls_failed, (unsigned long long)eps[j].connects,
+              (unsigned long long)eps[j].connect_failures);
+    }
+    fputs("],\"first_error\":", f);
     if (errors && b->first_error[0]) json_str(f, (const uint8_t *)b->first_error, strlen(b->first_error));
     else fputs("null", f);
     fputs("}\n", f);
@@ -1020,8 +1074,16 @@ static int cmd_bench(cli *o, net *n) {
            errors, mbps);
     printf("  latency  min %.1f  mean %.1f  p50 %.1f  p90 %.1f  p99 %.1f  p99.9 %.1f  max %.1f  (us)\n", mn, mean,
            p50, p90, p99, p999, mx);
+    for (size_t j = 0; j < neps; j++)
+      printf("  %s  %llu calls (%llu ok, %llu failed), %llu connection%s, %llu connect failure%s\n", o->urls[j],
+             (unsigned long long)eps[j].calls_started, (unsigned long long)eps[j].calls_ok,
+             (unsigned long long)eps[j].calls_failed, (unsigned long long)eps[j].connects,
+             eps[j].connects == 1 ? "" : "s", (unsigned long long)eps[j].connect_failures,
+             eps[j].connect_failures == 1 ? "" : "s");
+    if (retries) printf("  retries  %llu call attempt%s re-sent\n", (unsigned long long)retries, retries == 1 ? "" : "s");
     if (errors && b->first_error[0]) printf("  first error: %s\n", b->first_error);
   }
+  free(eps);
   fflush(stdout);
   int code = 0;
   if (errors) fprintf(stderr, "%s (%llu errors)\n", b->first_error[0] ? b->first_error : "errors", errors);

@@ -6,6 +6,8 @@
  * increasing priority: built-in defaults, --config FILE, AMATERS_NET_*
  * environment variables, command-line flags. SIGINT/SIGTERM stop it
  * gracefully (exit 0); a second signal during the drain exits at once.
+ * SIGHUP reloads the certificate, key and CA files (new connections use
+ * them; a broken file keeps the current ones and is logged).
  */
 #include <errno.h>
 #include <stddef.h>
@@ -13,6 +15,7 @@
 #include <pthread.h>
 #include <signal.h>
 #include <stdarg.h>
+#include <malloc.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -37,11 +40,13 @@ static const char usage_text[] =
     "                         client certificates (all three or none)\n"
     "  --pki-dir DIR          development PKI directory (created if missing)\n"
     "  --insecure             plaintext HTTP/2 (h2c), NO TLS: only behind a TLS proxy\n"
+    "  --allow-tls12          also accept TLS 1.2 clients (default: TLS 1.3 only)\n"
     "  --threads N            event-loop threads (0 = one per core)\n"
-    "  --transport h2|h3|both transport (h3 is not available yet)\n"
+    "  --transport h2|h3|both HTTP/2 on TCP, HTTP/3 on UDP, or both on the same port (default h2)\n"
     "  --log-level LEVEL      error|warn|info|debug (default info)\n"
     "  --max-message BYTES    largest message either way (suffix k/m allowed)\n"
     "  --help, --version\n"
+    "Signals: SIGINT/SIGTERM drain and stop; SIGHUP reloads the TLS certificate, key and CA.\n"
     "Exit status: 0 after a clean stop, 2 on a usage, configuration or start-up error.\n";
 
 static int g_level = AMN_LOG_INFO;
@@ -104,7 +109,7 @@ static amn_transport parse_transport(const char *what, const char *s) {
 /* Command-line flags; NULL / -1 = not given. */
 typedef struct flags {
   const char *config, *listen, *cert, *key, *ca, *pki_dir, *transport, *log_level;
-  int insecure;
+  int insecure, allow_tls12;
   long long threads, max_message;
 } flags;
 
@@ -135,6 +140,10 @@ static void parse_flags(int argc, char **argv, flags *f) {
       f->insecure = 1;
       continue;
     }
+    if (strcmp(a, "--allow-tls12") == 0) {
+      f->allow_tls12 = 1;
+      continue;
+    }
     if (strncmp(a, "--", 2) != 0) die("unexpected argument '%s' (see --help)", a);
     const char *name = a + 2, *val = NULL;
     const char *eq = strchr(name, '=');
@@ -158,6 +167,11 @@ static void parse_flags(int argc, char **argv, flags *f) {
 }
 
 int main(int argc, char **argv) {
+  /* Messages of hundreds of KiB to MiB would otherwise each get a fresh
+   * mmap (glibc's threshold lags one size behind): page faults and page
+   * zeroing cost more than the copies. Keep them in the heap instead. */
+  mallopt(M_MMAP_THRESHOLD, 256 * 1024 * 1024);
+  mallopt(M_TRIM_THRESHOLD, 512 * 1024 * 1024);
   flags f;
   parse_flags(argc, argv, &f);
   char err[1024] = "";
@@ -221,10 +235,10 @@ int main(int argc, char **argv) {
       die("PKI directory path too long: %s", pki_dir);
   }
 
+  o.tls.allow_tls12 = f.allow_tls12 || cfg.tls.allow_tls12;
   if (o.tls.insecure)
     fprintf(stderr, "\n" PROG ": WARNING: --insecure: serving PLAINTEXT HTTP/2 without TLS or client\n"
                     PROG ": WARNING: authentication. Anyone who can reach %s can call it.\n\n", o.listen);
-  if (o.transport == AMN_TRANSPORT_BOTH) say(AMN_LOG_WARN, "HTTP/3 is not available yet: serving HTTP/2 only");
 
   amn_server *srv = NULL;
   if (amn_server_new(&srv, &o, err, sizeof err) != 0) die("%s", err);
@@ -236,11 +250,13 @@ int main(int argc, char **argv) {
   sigemptyset(&stop_set);
   sigaddset(&stop_set, SIGINT);
   sigaddset(&stop_set, SIGTERM);
+  sigaddset(&stop_set, SIGHUP); /* reload, taken by the same sigwait */
   pthread_sigmask(SIG_BLOCK, &stop_set, NULL);
   /* an ignored signal is never pending (a background job of a shell
    * inherits SIGINT ignored): restore the default so sigwait sees it */
   signal(SIGINT, SIG_DFL);
   signal(SIGTERM, SIG_DFL);
+  signal(SIGHUP, SIG_DFL);
   signal(SIGPIPE, SIG_IGN);
 
   if (amn_server_start(srv, err, sizeof err) != 0) {
@@ -255,8 +271,19 @@ int main(int argc, char **argv) {
   }
 
   int sig = 0;
-  while (sigwait(&stop_set, &sig) != 0) {
+  for (;;) {
+    if (sigwait(&stop_set, &sig) != 0) continue;
+    if (sig != SIGHUP) break;
+    if (o.tls.insecure) {
+      say(AMN_LOG_WARN, "SIGHUP: nothing to reload in insecure mode");
+    } else if (amn_server_reload_tls(srv, err, sizeof err) == 0) {
+      say(AMN_LOG_INFO, "SIGHUP: TLS certificate, key and CA reloaded from %s, %s, %s", o.tls.cert_path,
+          o.tls.key_path, o.tls.ca_path);
+    } else {
+      say(AMN_LOG_ERROR, "SIGHUP: reload failed, still serving the previous certificate: %s", err);
+    }
   }
+  sigdelset(&stop_set, SIGHUP); /* during the drain a SIGHUP is still ignored, not fatal */
   say(AMN_LOG_INFO, "%s received: draining (up to %u ms; send it again to exit at once)", strsignal(sig),
       o.drain_timeout_ms);
   amn_server_request_stop(srv);

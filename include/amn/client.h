@@ -1,10 +1,29 @@
 /*
  * amaters-net — gRPC client.
  *
- * A client owns one I/O thread running a libev loop and a connection to the
- * server named by its URL. Every function here is thread-safe: any number of
- * application threads may issue calls through one client at once; the calls
- * are multiplexed as streams over the connection.
+ * A client owns one I/O thread running a libev loop and a pool of
+ * connections to the servers named by its URL(s). Every function here is
+ * thread-safe: any number of application threads may issue calls through
+ * one client at once; the calls are multiplexed as streams over the pool.
+ *
+ * Pool (HTTP/2): each URL is an endpoint with 1..pool_max_connections
+ * connections; a call goes to an endpoint chosen by lb_policy (p2c: the
+ * less busy of two random endpoints, by calls in flight; or round robin),
+ * on its least busy connection. A new connection is opened when the open
+ * ones carry as many calls as the server allows (its
+ * SETTINGS_MAX_CONCURRENT_STREAMS); connections without calls above
+ * pool_min_connections close after idle_timeout_ms; a connection that got
+ * GOAWAY takes no new call and is replaced. An endpoint whose connection
+ * fails is ejected and retried after a jittered, capped exponential backoff
+ * (calls go to the other endpoints meanwhile). A call is re-sent on another
+ * connection (at most max_retries times) only when that is safe: whatever
+ * it is, when the server provably never processed it (REFUSED_STREAM, a
+ * stream above a GOAWAY's last stream id, the connection failed before the
+ * request went out); and, for calls marked idempotent, after UNAVAILABLE,
+ * within a retry budget (grpc retryThrottling: 10 tokens, a failure costs
+ * 1, a success returns 0.1, no retry at 5 or below). A non-idempotent call
+ * that may have run is never re-sent. Streams are re-sent only before any
+ * message went either way. Deadlines cover all attempts.
  *
  * Callbacks (amn_unary_cb, amn_cstream_cbs) run on the client's I/O thread:
  * they must not block and must not call the blocking amn_client_unary().
@@ -32,7 +51,28 @@ typedef struct amn_client_opts {
   uint32_t connect_timeout_ms;  /**< TCP connect + TLS handshake; default 10000 */
   uint32_t initial_window_size; /**< per-stream receive window; default 1 MiB */
   size_t stream_send_buffer;    /**< per-stream queued-bytes bound (default 4 MiB) */
+  /* Several servers (used instead of `url` when url_count > 0); all https://
+   * or all http://. Copied. */
+  const char *const *urls;
+  size_t url_count;
+  uint32_t pool_max_connections; /**< per URL, >= 1 (default 4) */
+  uint32_t pool_min_connections; /**< per URL kept open once used (default 1; <= max) */
+  int lb_policy;                 /**< AMN_LB_P2C (default) or AMN_LB_ROUND_ROBIN */
+  uint32_t idle_timeout_ms;      /**< close connections idle this long, above the minimum;
+                                      0 = never (default 60000) */
+  uint32_t max_retries;          /**< re-sends of a call, when safe (see above); 0 = never (default 2) */
+  uint32_t backoff_base_ms;      /**< first reconnect delay of a failed endpoint (default 1000) */
+  uint32_t backoff_max_ms;       /**< cap of the exponential backoff (default 30000) */
+  /** Keepalive: a connection on which nothing arrived for this long gets a
+   *  PING; no answer within keepalive_timeout_ms closes it (its calls fail
+   *  with UNAVAILABLE, the next call reconnects). 0 = off (default). A
+   *  GOAWAY "too_many_pings" doubles the interval. */
+  uint32_t keepalive_interval_ms;
+  uint32_t keepalive_timeout_ms; /**< 0 = keepalive_interval_ms (at least 1000) */
+  bool keepalive_without_calls;  /**< also PING connections without calls (default false, as grpc) */
 } amn_client_opts;
+
+enum { AMN_LB_P2C = 0, AMN_LB_ROUND_ROBIN = 1 };
 
 void amn_client_opts_init(amn_client_opts *o);
 
@@ -137,6 +177,39 @@ void amn_cstream_cancel(amn_cstream *s);
  *  this no callback for `s` runs once the call returns... except an
  *  on_close already running on the I/O thread. Any thread. */
 void amn_cstream_release(amn_cstream *s);
+
+/* ------------------------------------------------------------------ */
+/* Pool statistics                                                    */
+/* ------------------------------------------------------------------ */
+
+typedef enum amn_endpoint_state {
+  AMN_EP_IDLE = 0,       /**< no connection (not used yet, or all closed when idle) */
+  AMN_EP_CONNECTING = 1, /**< connecting, none ready yet */
+  AMN_EP_READY = 2,      /**< at least one connection takes calls */
+  AMN_EP_EJECTED = 3,    /**< failing: waiting for the backoff to end */
+} amn_endpoint_state;
+
+/** State and counters of one URL of the pool. */
+typedef struct amn_endpoint_stats {
+  const char *url;           /**< as given; valid while the client lives */
+  amn_endpoint_state state;
+  uint32_t connections;      /**< ready connections */
+  uint32_t connecting;
+  uint32_t draining;         /**< got GOAWAY; finishing their calls */
+  uint32_t calls_in_flight;
+  uint64_t calls_started;    /**< attempts sent to this endpoint (retries included) */
+  uint64_t calls_ok;
+  uint64_t calls_failed;     /**< attempts that ended with another status */
+  uint64_t connects;         /**< connections established */
+  uint64_t connect_failures; /**< failed connection attempts (and refusals by GOAWAY) */
+  uint32_t consecutive_failures;
+  char last_error[200];      /**< latest connection failure, or "" */
+} amn_endpoint_stats;
+
+/** Fills out[0..cap) with the state of each endpoint (in URL order) and
+ *  returns the number of endpoints. *retries (when non-NULL) gets the
+ *  number of call attempts re-sent so far. Thread-safe. */
+size_t amn_client_stats(amn_client *c, amn_endpoint_stats *out, size_t cap, uint64_t *retries);
 
 /** Health check via grpc.health.v1.Health/Check for `service` ("" = the
  *  server). Returns 0 and sets *serving, or a negative code; the call's

@@ -52,6 +52,27 @@ typedef struct amn_server_opts {
   uint32_t keepalive_interval_ms;   /**< server PINGs; 0 = off (default 10000) */
   uint32_t drain_timeout_ms;        /**< graceful stop deadline (default 10000) */
   size_t stream_send_buffer;        /**< per-call queued-bytes bound for backpressure (default 4 MiB) */
+  /* Connection lifecycle (HTTP/2). idle_timeout_ms above: a connection
+   * without open calls for that long gets GOAWAY(NO_ERROR, "idle timeout")
+   * and is closed. keepalive_interval_ms above: a connection on which
+   * nothing was received for that long gets a PING; when no answer comes
+   * within keepalive_timeout_ms it is closed (logged as a warning). */
+  uint32_t handshake_timeout_ms;    /**< TLS handshake deadline per connection (default 10000) */
+  uint32_t keepalive_timeout_ms;    /**< wait for a PING ack; 0 = max(keepalive_interval_ms, 5000) (default 0) */
+  /** Ping abuse policy (grpc doc/keepalive.md): a client PING that comes
+   *  sooner than ping_min_interval_ms after the previous one (no response
+   *  HEADERS/DATA sent in between), or, unless ping_permit_without_calls,
+   *  while the connection has no open call, is a strike; the third strike
+   *  gets GOAWAY(ENHANCE_YOUR_CALM, "too_many_pings") and the connection is
+   *  closed. 0 = no policy. Default 5000. */
+  uint32_t ping_min_interval_ms;
+  bool ping_permit_without_calls;   /**< default true */
+  /** HTTP/3: while at least this many QUIC handshakes are in progress on
+   *  an event loop, a new connection must first prove its address (a QUIC
+   *  Retry: one more round trip) unless it presents an address-validation
+   *  token from an earlier connection (NEW_TOKEN). 0 = always; UINT32_MAX =
+   *  never. Default 100. */
+  uint32_t quic_retry_threshold;
 } amn_server_opts;
 
 /** Fills `o` with the defaults documented above. */
@@ -60,9 +81,11 @@ void amn_server_opts_init(amn_server_opts *o);
 /**
  * Handler of one method, with raw (serialized) messages.
  * All callbacks run on the call's loop thread; any may be NULL.
- * `msg` passed to on_message is owned by the library and valid until the
- * call is finished (so a handler may hand it to another thread and read it
- * there without copying).
+ * `msg` passed to on_message is owned by the library. For a unary method
+ * (client_streaming false) it stays valid until the call is finished, so a
+ * handler may hand it to another thread and read it there without copying.
+ * For a client-streaming method it is valid only during on_message (a long
+ * stream would otherwise pin all its messages): copy what must outlive it.
  */
 typedef struct amn_handler {
   /** A complete request message arrived. */
@@ -83,7 +106,8 @@ typedef struct amn_handler {
 } amn_handler;
 
 /** A zero-copy view of a decoded amaters.v1.QueryRequest. The pointers point
- *  into the received message and live until the call is finished. */
+ *  into the received message: for Execute they live until the call is
+ *  finished; for ExecuteStream only during on_query. */
 typedef struct amn_query {
   const uint8_t *query_bytes;
   size_t query_len;
@@ -132,6 +156,24 @@ int amn_server_use_echo(amn_server *s);
  * served, reporting SERVING.
  */
 int amn_server_start(amn_server *s, char *err, size_t errlen);
+
+/**
+ * Reloads the certificate chain, key and CA bundle from the paths given at
+ * amn_server_new (re-read from disk, checked as at start) and swaps them in
+ * atomically: every handshake that starts afterwards uses the new
+ * credentials; established connections are not touched. On failure (a
+ * missing, unreadable or mismatched file, an expired certificate) the
+ * current credentials stay in use, the reason is logged and written to err,
+ * and AMN_ETLS / AMN_EIO / AMN_EINVAL is returned. AMN_ESTATE in insecure
+ * mode. Thread-safe (not async-signal-safe: call it from a thread that took
+ * SIGHUP with sigwait, as amaters-netd does). Every reload keeps the
+ * replaced context allocated until amn_server_free (a few KiB).
+ */
+int amn_server_reload_tls(amn_server *s, char *err, size_t errlen);
+
+/** Connections refused since start because max_connections was reached
+ *  (each got TLS, then GOAWAY "max_connections reached"). Thread-safe. */
+uint64_t amn_server_refused_connections(const amn_server *s);
 
 /** The TCP port actually bound (useful with port 0). 0 before start. */
 uint16_t amn_server_port(const amn_server *s);

@@ -14,6 +14,8 @@
 #include "health.pb-c.h"
 #include "util/log.h"
 
+extern const amn_ctransport amn_h3c_transport; /* [h3] transport/h3/h3_client.c */
+
 void amn_client_opts_init(amn_client_opts *o) {
   memset(o, 0, sizeof *o);
   o->transport = AMN_TRANSPORT_H2;
@@ -22,6 +24,13 @@ void amn_client_opts_init(amn_client_opts *o) {
   o->connect_timeout_ms = 10000;
   o->initial_window_size = 1u << 20;
   o->stream_send_buffer = 4u << 20;
+  o->pool_max_connections = 4;
+  o->pool_min_connections = 1;
+  o->lb_policy = AMN_LB_P2C;
+  o->idle_timeout_ms = 60000;
+  o->max_retries = 2;
+  o->backoff_base_ms = 1000;
+  o->backoff_max_ms = 30000;
 }
 
 void amn_result_free(amn_result *r) {
@@ -54,6 +63,8 @@ static void free_queue(amn_ccall *c) {
   }
   c->sq_head = c->sq_tail = NULL;
   atomic_store(&c->queued, 0);
+  free(c->replay);
+  c->replay = NULL;
 }
 
 void amn_ccall_unref(amn_ccall *c) {
@@ -77,10 +88,89 @@ static void pending_unlink(amn_client *cl, amn_ccall *c) {
   c->prev = c->next = NULL;
 }
 
+void amn_client_pending_push(amn_client *cl, amn_ccall *c, bool front) {
+  atomic_fetch_add(&c->refs, 1); /* the pending list's reference */
+  c->prev = c->next = NULL;
+  if (front || !cl->pending) {
+    c->next = cl->pending;
+    if (cl->pending) cl->pending->prev = c;
+    cl->pending = c;
+    return;
+  }
+  amn_ccall *t = cl->pending;
+  while (t->next) t = t->next;
+  t->next = c;
+  c->prev = t;
+}
+
+amn_ccall *amn_client_pending_pop(amn_client *cl) {
+  amn_ccall *c = cl->pending;
+  if (c) pending_unlink(cl, c);
+  return c; /* with the pending list's reference */
+}
+
+void amn_client_fail_pending(amn_client *cl, amn_status_code code, const char *msg) {
+  amn_ccall *c;
+  while ((c = amn_client_pending_pop(cl)) != NULL) {
+    amn_ccall_complete(c, code, msg);
+    amn_ccall_unref(c);
+  }
+}
+
+void amn_ccall_fail(amn_ccall *c, amn_status_code code, const char *msg, bool unprocessed) {
+  if (c->done) return;
+  amn_client *cl = c->cl;
+  /* can the request be sent again? unary: its message is kept; stream:
+   * only when nothing was sent nor received yet */
+  bool replayable = c->kind != AMN_CK_STREAM ? (c->replay || c->sq_head) : (!c->pulled_any && c->nmsgs == 0);
+  bool retry = false;
+  /* max_retries bounds both kinds; only idempotent re-sends use the budget */
+  if (cl->pool && replayable && (uint32_t)c->attempts <= cl->o.max_retries && !atomic_load(&cl->stopping) &&
+      !atomic_load(&c->cancel_requested)) {
+    if (unprocessed) retry = true;
+    else retry = c->idempotent && code == AMN_STATUS_UNAVAILABLE && cl->retry_tokens > 5.0;
+  }
+  if (!unprocessed && code == AMN_STATUS_UNAVAILABLE)
+    cl->retry_tokens = cl->retry_tokens > 1 ? cl->retry_tokens - 1 : 0;
+  if (!retry) {
+    amn_ccall_complete(c, code, msg);
+    return;
+  }
+  amn_pool_call_detach(c, code);
+  AMN_DEBUG("re-sending %s (%s, attempt %d): %s", c->method, unprocessed ? "it never ran" : "idempotent",
+            c->attempts + 1, msg);
+  /* a fresh attempt: the response so far is dropped, the request rewound */
+  amn_rpc_resp_free(&c->resp);
+  amn_rpc_resp_init(&c->resp);
+  amn_deframer_free(&c->df);
+  amn_deframer_init(&c->df, cl->o.max_recv_message);
+  amn_result_free(&c->res);
+  c->got_headers = false;
+  c->nmsgs = 0;
+  c->hdr_sent = c->unprocessed = c->pulled_any = false;
+  if (c->replay) { /* unary: the one request message */
+    amn_cmsg *m = c->replay;
+    c->replay = NULL;
+    m->off = 0;
+    m->next = NULL;
+    c->sq_head = c->sq_tail = m;
+    atomic_store(&c->queued, m->len);
+  } else if (c->sq_head) {
+    c->sq_head->off = 0;
+  }
+  pthread_mutex_lock(&cl->stats_mu);
+  cl->retries++;
+  pthread_mutex_unlock(&cl->stats_mu);
+  amn_client_pending_push(cl, c, true);
+  amn_pool_mark(cl); /* dispatched before the loop blocks */
+}
+
 /* I/O thread: the call has its final status. Runs the completion exactly once. */
 void amn_ccall_complete(amn_ccall *c, amn_status_code code, const char *msg) {
   if (c->done) return;
   c->done = true;
+  amn_pool_call_detach(c, code);
+  if (code == AMN_STATUS_OK && c->cl->retry_tokens < 10) c->cl->retry_tokens += 0.1;
   atomic_store(&c->closed_flag, true);
   if (c->deadline_armed) {
     ev_timer_stop(c->cl->ev, &c->deadline);
@@ -142,10 +232,12 @@ ssize_t amn_ccall_pull(amn_ccall *c, uint8_t *buf, size_t len, bool *eof) {
     if (m->off == m->len) {
       c->sq_head = m->next;
       if (!c->sq_head) c->sq_tail = NULL;
-      free(m);
+      if (c->kind != AMN_CK_STREAM && !c->replay) c->replay = m; /* kept for a retry */
+      else free(m);
     }
   }
   if (copied) {
+    c->pulled_any = true;
     size_t before = atomic_fetch_sub(&c->queued, copied);
     if (c->kind == AMN_CK_STREAM && before - copied <= c->cl->o.stream_send_buffer / 2 &&
         atomic_exchange(&c->want_writable, false) && !c->done && c->scbs.on_writable)
@@ -178,18 +270,29 @@ static void start_pending(amn_client *cl) {
   while (cl->pending && cl->tp->ready(cl->conn)) {
     amn_ccall *c = cl->pending;
     pending_unlink(cl, c);
+    if (!c->done) { /* per-endpoint counters: this model has the first URL only */
+      c->ep = cl->eps;
+      pthread_mutex_lock(&cl->stats_mu);
+      cl->eps->inflight++;
+      cl->eps->calls_started++;
+      pthread_mutex_unlock(&cl->stats_mu);
+    }
     if (!c->done) cl->tp->start_call(cl->conn, c);
     amn_ccall_unref(c); /* the pending list's reference (the stream holds its own) */
   }
 }
 
-void amn_client_conn_event(amn_client *cl, int rc, const char *err) {
+void amn_client_notify_connect(amn_client *cl, int rc, const char *err) {
   pthread_mutex_lock(&cl->cmu);
   cl->connect_gen++;
   cl->connect_rc = rc;
   snprintf(cl->connect_err, sizeof cl->connect_err, "%s", err ? err : "");
   pthread_cond_broadcast(&cl->ccv);
   pthread_mutex_unlock(&cl->cmu);
+}
+
+void amn_client_conn_event(amn_client *cl, int rc, const char *err) {
+  amn_client_notify_connect(cl, rc, err);
   if (rc == 0) {
     start_pending(cl);
     return;
@@ -223,6 +326,12 @@ static void op_start(amn_client *cl, amn_ccall *c) {
     c->deadline.data = c;
     ev_timer_start(cl->ev, &c->deadline);
     c->deadline_armed = true;
+  }
+  if (cl->pool) { /* the pool */
+    amn_client_pending_push(cl, c, false);
+    amn_ccall_unref(c); /* the op's reference (the pending list took its own) */
+    amn_pool_kick(cl, true);
+    return;
   }
   /* the op's reference becomes the pending list's */
   c->prev = NULL;
@@ -295,7 +404,8 @@ static void drain_ops(amn_client *cl) {
     }
     case AMN_COP_CONNECT:
       free(op);
-      if (!cl->conn) ensure_conn(cl);
+      if (cl->pool) amn_pool_connect(cl); /* every endpoint; done when the first is ready */
+      else if (!cl->conn) ensure_conn(cl);
       else if (cl->tp->ready(cl->conn)) amn_client_conn_event(cl, 0, NULL);
       break;
     }
@@ -307,7 +417,8 @@ static void drain_ops(amn_client *cl) {
       amn_ccall_complete(c, AMN_STATUS_CANCELLED, "client is shutting down");
       amn_ccall_unref(c);
     }
-    if (cl->conn) cl->tp->close(cl->conn, "client shutting down");
+    if (cl->pool) amn_pool_close_all(cl, "client shutting down");
+    else if (cl->conn) cl->tp->close(cl->conn, "client shutting down");
     ev_break(ev, EVBREAK_ALL);
   }
 }
@@ -326,6 +437,7 @@ static void before_flush(amn_ioloop *l) {
     cl->local_ops = false;
     drain_ops(cl);
   }
+  if (cl->pool_dirty && cl->pool) amn_pool_maintain(cl);
 }
 
 static void *io_main(void *arg) {
@@ -349,14 +461,22 @@ static void push_op(amn_client *cl, amn_cop *op) {
 
 static char *dup_or_null(const char *s) { return s ? strdup(s) : NULL; }
 
+int amn_client_parse_url(const char *url, bool *tls_on, char *host, size_t hcap, uint16_t *port, char *authority,
+                         size_t acap, char *err, size_t errlen);
 static int parse_url(amn_client *cl, const char *url, char *err, size_t errlen) {
+  return amn_client_parse_url(url, &cl->tls_on, cl->host, sizeof cl->host, &cl->port, cl->authority,
+                              sizeof cl->authority, err, errlen);
+}
+
+int amn_client_parse_url(const char *url, bool *tls_on, char *host, size_t hcap, uint16_t *port, char *authority,
+                         size_t acap, char *err, size_t errlen) {
   const char *rest;
   if (strncasecmp(url, "https://", 8) == 0) {
     rest = url + 8;
-    cl->tls_on = true;
+    *tls_on = true;
   } else if (strncasecmp(url, "http://", 7) == 0) {
     rest = url + 7;
-    cl->tls_on = false;
+    *tls_on = false;
   } else {
     return amn_set_err(err, errlen, AMN_EINVAL, "invalid URL '%s': expected https://HOST:PORT", url);
   }
@@ -367,7 +487,7 @@ static int parse_url(amn_client *cl, const char *url, char *err, size_t errlen) 
   hp[n] = 0;
   bool has_port = hp[0] == '[' ? strstr(hp, "]:") != NULL : strchr(hp, ':') != NULL;
   if (has_port) {
-    if (amn_split_hostport(hp, cl->host, sizeof cl->host, &cl->port) != 0 || cl->port == 0)
+    if (amn_split_hostport(hp, host, hcap, port) != 0 || *port == 0)
       return amn_set_err(err, errlen, AMN_EINVAL, "invalid URL '%s': bad host or port", url);
   } else {
     const char *h = hp;
@@ -377,21 +497,36 @@ static int parse_url(amn_client *cl, const char *url, char *err, size_t errlen) 
       h = hp + 1;
       hl -= 2;
     }
-    if (hl >= sizeof cl->host) return amn_set_err(err, errlen, AMN_EINVAL, "invalid URL '%s'", url);
-    memcpy(cl->host, h, hl);
-    cl->host[hl] = 0;
-    cl->port = AMN_DEFAULT_PORT;
+    if (hl >= hcap) return amn_set_err(err, errlen, AMN_EINVAL, "invalid URL '%s'", url);
+    memcpy(host, h, hl);
+    host[hl] = 0;
+    *port = AMN_DEFAULT_PORT;
   }
-  if (strchr(cl->host, ':')) snprintf(cl->authority, sizeof cl->authority, "[%s]:%u", cl->host, cl->port);
-  else snprintf(cl->authority, sizeof cl->authority, "%s:%u", cl->host, cl->port);
+  if (strchr(host, ':')) snprintf(authority, acap, "[%s]:%u", host, *port);
+  else snprintf(authority, acap, "%s:%u", host, *port);
   return 0;
 }
 
 int amn_client_new(amn_client **out, const amn_client_opts *opts, char *err, size_t errlen) {
-  if (!out || !opts || !opts->url) return amn_set_err(err, errlen, AMN_EINVAL, "a URL is required");
+  if (!out || !opts || (!opts->url && !opts->url_count)) return amn_set_err(err, errlen, AMN_EINVAL, "a URL is required");
+  if (opts->url_count && !opts->urls) return amn_set_err(err, errlen, AMN_EINVAL, "url_count without urls");
+  for (size_t i = 0; i < opts->url_count; i++)
+    if (!opts->urls[i]) return amn_set_err(err, errlen, AMN_EINVAL, "urls[%zu] is NULL", i);
+  const char *const one_url[] = {opts->url};
+  const char *const *urls = opts->url_count ? opts->urls : one_url;
+  size_t nurls = opts->url_count ? opts->url_count : 1;
+  if (!opts->pool_max_connections || opts->pool_min_connections > opts->pool_max_connections)
+    return amn_set_err(err, errlen, AMN_EINVAL, "pool connections: need 1 <= max and min <= max (max %u, min %u)",
+                       opts->pool_max_connections, opts->pool_min_connections);
+  if (opts->lb_policy != AMN_LB_P2C && opts->lb_policy != AMN_LB_ROUND_ROBIN)
+    return amn_set_err(err, errlen, AMN_EINVAL, "unknown lb_policy %d", opts->lb_policy);
   amn_client *cl = calloc(1, sizeof *cl);
   if (!cl) return amn_set_err(err, errlen, AMN_ENOMEM, "out of memory");
   cl->o = *opts;
+  if (!cl->o.backoff_base_ms) cl->o.backoff_base_ms = 1000;
+  if (cl->o.backoff_max_ms < cl->o.backoff_base_ms) cl->o.backoff_max_ms = cl->o.backoff_base_ms;
+  cl->ka_interval_ms = cl->o.keepalive_interval_ms;
+  pthread_mutex_init(&cl->stats_mu, NULL);
   if (!cl->o.max_recv_message) cl->o.max_recv_message = AMN_DEFAULT_MAX_MESSAGE;
   if (!cl->o.max_send_message) cl->o.max_send_message = AMN_DEFAULT_MAX_MESSAGE;
   if (!cl->o.connect_timeout_ms) cl->o.connect_timeout_ms = 10000;
@@ -399,17 +534,27 @@ int amn_client_new(amn_client **out, const amn_client_opts *opts, char *err, siz
   if (!cl->o.stream_send_buffer) cl->o.stream_send_buffer = 4u << 20;
   pthread_mutex_init(&cl->cmu, NULL);
   pthread_cond_init(&cl->ccv, NULL);
-  int rc = parse_url(cl, opts->url, err, errlen);
+  int rc = parse_url(cl, urls[0], err, errlen);
   if (rc) {
+    pthread_mutex_destroy(&cl->stats_mu);
     free(cl);
     return rc;
   }
-  if (cl->o.transport == AMN_TRANSPORT_H3) {
+  /* [h3] HTTP/3 over QUIC when asked for; AUTO (racing both) is HTTP/2 for now */
+  bool h3 = cl->o.transport == AMN_TRANSPORT_H3;
+  if (h3 && !cl->tls_on) {
     free(cl);
-    return amn_set_err(err, errlen, AMN_EINVAL, "HTTP/3 transport is not available in this build yet");
+    return amn_set_err(err, errlen, AMN_EINVAL, "HTTP/3 needs an https:// URL (QUIC always uses TLS)");
   }
-  cl->tp = &amn_h2c_transport;
-  cl->url_s = strdup(opts->url);
+  cl->tp = h3 ? &amn_h3c_transport : &amn_h2c_transport;
+  cl->pool = cl->tp == &amn_h2c_transport ? &amn_h2c_pool_ops : NULL;
+  rc = amn_pool_init(cl, urls, nurls, err, errlen); /* endpoints: the pool, or statistics only */
+  if (rc) {
+    amn_client_free(cl);
+    return rc;
+  }
+  if (!cl->pool && nurls > 1) AMN_WARN("this transport has no connection pool yet: only %s is used", urls[0]);
+  cl->url_s = strdup(urls[0]);
   cl->cert_s = dup_or_null(opts->tls.cert_path);
   cl->key_s = dup_or_null(opts->tls.key_path);
   cl->ca_s = dup_or_null(opts->tls.ca_path);
@@ -433,8 +578,8 @@ int amn_client_new(amn_client **out, const amn_client_opts *opts, char *err, siz
       amn_client_free(cl);
       return amn_set_err(err, errlen, AMN_EINVAL, "TLS needs a CA file to verify the server");
     }
-    static const char *const alpn[] = {"h2", NULL};
-    rc = amn_tls_ctx_new(&cl->tls, AMN_TLS_CLIENT, &cl->o.tls, alpn, err, errlen);
+    static const char *const alpn_h2[] = {"h2", NULL}, *const alpn_h3[] = {"h3", NULL}; /* [h3] */
+    rc = amn_tls_ctx_new(&cl->tls, AMN_TLS_CLIENT, &cl->o.tls, h3 ? alpn_h3 : alpn_h2, err, errlen);
     if (rc) {
       amn_client_free(cl);
       return rc;
@@ -506,11 +651,14 @@ void amn_client_free(amn_client *cl) {
         amn_ccall_unref(AMN_CONTAINER_OF(op, amn_ccall, cancel_op));
       }
     }
+    amn_h3c_client_free(cl); /* [h3] */
     ev_async_stop(cl->ev, &cl->wake);
     amn_ioloop_stop(&cl->io);
     ev_loop_destroy(cl->ev);
   }
   if (cl->tls) amn_tls_ctx_unref(cl->tls);
+  amn_pool_free(cl);
+  pthread_mutex_destroy(&cl->stats_mu);
   pthread_mutex_destroy(&cl->cmu);
   pthread_cond_destroy(&cl->ccv);
   free(cl->url_s);

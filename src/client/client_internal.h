@@ -19,6 +19,8 @@
 
 typedef struct amn_cconn amn_cconn;
 typedef struct amn_ccall amn_ccall;
+typedef struct amn_cendpoint amn_cendpoint;
+typedef struct amn_cslot amn_cslot;
 
 enum { AMN_COP_START = 1, AMN_COP_SEND, AMN_COP_HALF_CLOSE, AMN_COP_CANCEL, AMN_COP_CONNECT };
 typedef struct amn_cop {
@@ -51,6 +53,14 @@ struct amn_ccall {
   char *md_blob;
   int64_t timeout_ns;
   bool idempotent;
+  /* pool and retries (I/O thread) */
+  amn_cslot *slot;                 /* pooled connection of the current attempt */
+  amn_cendpoint *ep;               /* endpoint of the current attempt (statistics) */
+  int attempts;                    /* times the call was started on a connection */
+  bool hdr_sent;                   /* request HEADERS went out: the server may have run it */
+  bool unprocessed;                /* the server says it never processed the stream (GOAWAY) */
+  bool pulled_any;                 /* request bytes were handed to the transport */
+  amn_cmsg *replay;                /* unary: the sent request, kept for a retry */
 
   /* I/O thread state */
   void *conn;                      /* transport connection carrying the stream, or NULL */
@@ -100,6 +110,50 @@ struct amn_client {
   int connect_gen;              /* bumps when a connection attempt ends */
   int connect_rc;
   char connect_err[600];
+  /* pool (pool.c; transports with a pool interface) */
+  const struct amn_cpool_ops *pool; /* NULL: the single-connection model */
+  amn_cendpoint *eps;
+  size_t neps;
+  bool pool_active;             /* first call or connect seen: keep pool_min_connections */
+  bool pool_dirty;              /* run amn_pool_maintain before the loop blocks */
+  ev_idle pool_idle;            /* ... even when that is found out while flushing */
+  unsigned rr;                  /* round-robin cursor */
+  uint64_t rng;                 /* xorshift state (p2c, jitter) */
+  ev_timer pool_timer;          /* idle reaping */
+  double retry_tokens;          /* retry throttling (grpc retryThrottling: 10 tokens, +0.1 per success) */
+  uint32_t ka_interval_ms;      /* keepalive interval in use (doubled on too_many_pings) */
+  pthread_mutex_t stats_mu;     /* endpoint counters read by amn_client_stats */
+  uint64_t retries;             /* calls re-sent (transparent or idempotent) */
+  void *h3;                     /* [h3] HTTP/3 client state: session ticket, tokens (h3_client.c) */
+};
+
+/* One server URL of the pool (I/O thread; counters also under stats_mu). */
+struct amn_cendpoint {
+  amn_client *cl;
+  char *url;
+  char host[256];
+  char authority[300];
+  uint16_t port;
+  amn_cslot *slots;
+  uint32_t nready, nconnecting, ndraining, inflight;
+  bool ejected;                 /* failing: no new connection before the backoff ends */
+  uint32_t fails;               /* consecutive connection failures */
+  ev_timer retry;               /* end of the backoff */
+  ev_tstamp retry_at;
+  uint64_t calls_started, calls_ok, calls_failed, connects, connect_failures;
+  char last_error[200];
+};
+
+enum { AMN_SLOT_CONNECTING = 1, AMN_SLOT_READY, AMN_SLOT_DRAINING };
+/* One pooled connection: the pool's handle on a transport connection. */
+struct amn_cslot {
+  amn_cendpoint *ep;
+  void *conn;                   /* the transport's connection (set by open) */
+  int st;
+  uint32_t inflight;
+  ev_tstamp idle_since;
+  bool closing;                 /* we asked it to close (idle, shutdown) */
+  amn_cslot *next;
 };
 
 /* ---- client core (client.c) ---- */
@@ -108,6 +162,30 @@ void amn_ccall_unref(amn_ccall *c);
 ssize_t amn_ccall_pull(amn_ccall *c, uint8_t *buf, size_t len, bool *eof);
 void amn_ccall_on_message(amn_ccall *c, uint8_t *msg, size_t len);
 void amn_client_conn_event(amn_client *cl, int rc, const char *err); /* connect attempt result */
+/* A failed attempt of a call whose transport let go of it (c->conn NULL,
+ * no transport callback will touch it again). Retried on another
+ * connection when that is safe (unprocessed: the server provably never ran
+ * it; or idempotent + UNAVAILABLE within max_retries and the retry
+ * budget), else completed with code/msg. */
+void amn_ccall_fail(amn_ccall *c, amn_status_code code, const char *msg, bool unprocessed);
+void amn_client_notify_connect(amn_client *cl, int rc, const char *err); /* amn_client_connect waiters */
+void amn_client_pending_push(amn_client *cl, amn_ccall *c, bool front); /* takes a reference */
+amn_ccall *amn_client_pending_pop(amn_client *cl);
+void amn_client_fail_pending(amn_client *cl, amn_status_code code, const char *msg);
+
+/* ---- pool (pool.c) ---- */
+int amn_pool_init(amn_client *cl, const char *const *urls, size_t n, char *err, size_t errlen);
+void amn_pool_free(amn_client *cl);
+void amn_pool_kick(amn_client *cl, bool force);  /* new work: maintain now (force: connect even if ejected) */
+void amn_pool_maintain(amn_client *cl);          /* dispatch pending calls, open/close connections */
+void amn_pool_mark(amn_client *cl);              /* something changed: maintain soon (any I/O-thread context) */
+void amn_pool_connect(amn_client *cl);           /* amn_client_connect: connect every endpoint */
+void amn_pool_close_all(amn_client *cl, const char *why);
+void amn_pool_call_detach(amn_ccall *c, amn_status_code code); /* the attempt ended: release its slot */
+/* Transport -> pool events for a pooled connection. */
+void amn_cslot_ready(amn_cslot *s);
+void amn_cslot_goaway(amn_cslot *s, bool error, const char *why);
+void amn_cslot_closed(amn_cslot *s, const char *why); /* the slot is freed: do not touch it again */
 
 /* A client transport (all functions run on the client I/O thread). A
  * connection reports the outcome of its setup with amn_client_conn_event,
@@ -130,8 +208,29 @@ typedef struct amn_ctransport {
   void (*close)(void *conn, const char *why);
 } amn_ctransport;
 
+/* The pool interface of a transport (amn_client.pool; amn_client_new picks
+ * it by transport). A transport without one keeps the original model: one
+ * connection at a time to the first URL (connect / cl->conn / ready). With
+ * one, `connect` and `ready` are unused; start_call, resume, cancel and
+ * close work on the slots' connections. */
+typedef struct amn_cpool_ops {
+  /* Starts a connection to slot->ep and stores it in slot->conn before any
+   * event. Reports amn_cslot_ready (usable: the peer's SETTINGS arrived),
+   * amn_cslot_goaway, amn_cslot_closed (also when the attempt fails,
+   * possibly before open returns). Failed call attempts go to
+   * amn_ccall_fail. Keepalive interval: cl->ka_interval_ms. */
+  void (*open)(amn_cslot *slot);
+  /* Streams the peer lets us have open at once (SETTINGS_MAX_CONCURRENT_STREAMS). */
+  uint32_t (*max_streams)(const void *conn);
+} amn_cpool_ops;
+
+extern const amn_cpool_ops amn_h2c_pool_ops; /* transport/h2/h2_client.c */
+
 extern const amn_ctransport amn_h2c_transport; /* transport/h2/h2_client.c */
 
 int amn_split_hostport(const char *s, char *host, size_t hcap, uint16_t *port);
+
+/* [h3] Releases cl->h3 (I/O thread joined, loop still allocated). NULL-safe. */
+void amn_h3c_client_free(amn_client *cl);
 
 #endif

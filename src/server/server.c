@@ -17,6 +17,7 @@
 
 #include "amn/proto.h"
 #include "server/server_internal.h"
+#include "transport/h3/h3.h" /* [h3] */
 #include "util/log.h"
 
 void amn_server_opts_init(amn_server_opts *o) {
@@ -33,6 +34,10 @@ void amn_server_opts_init(amn_server_opts *o) {
   o->keepalive_interval_ms = 10000;
   o->drain_timeout_ms = 10000;
   o->stream_send_buffer = 4u << 20;
+  o->handshake_timeout_ms = 10000;
+  o->ping_min_interval_ms = 5000;
+  o->ping_permit_without_calls = true;
+  o->quic_retry_threshold = 100; /* [h3] */
 }
 
 static char *dup_or_null(const char *s) { return s ? strdup(s) : NULL; }
@@ -79,11 +84,11 @@ int amn_server_new(amn_server **out, const amn_server_opts *opts, char *err, siz
   if (o.max_concurrent_streams == 0)
     return amn_set_err(err, errlen, AMN_EINVAL, "max_concurrent_streams must be at least 1");
   if (o.stream_send_buffer == 0) o.stream_send_buffer = 4u << 20;
-  if (o.transport & AMN_TRANSPORT_H3 && o.transport != AMN_TRANSPORT_AUTO) {
-    if (o.transport == AMN_TRANSPORT_H3)
-      return amn_set_err(err, errlen, AMN_EINVAL, "HTTP/3 transport is not available in this build yet");
-    o.transport = AMN_TRANSPORT_H2;
-  }
+  if (o.handshake_timeout_ms == 0) o.handshake_timeout_ms = 10000;
+  /* [h3] H2, H3 or BOTH (AUTO is a client choice: HTTP/2 here); QUIC always uses TLS */
+  if (o.transport != AMN_TRANSPORT_H3 && o.transport != AMN_TRANSPORT_BOTH) o.transport = AMN_TRANSPORT_H2;
+  if ((o.transport & AMN_TRANSPORT_H3) && o.tls.insecure)
+    return amn_set_err(err, errlen, AMN_EINVAL, "HTTP/3 cannot run in insecure mode (QUIC always uses TLS)");
   amn_server *s = calloc(1, sizeof *s);
   if (!s) return amn_set_err(err, errlen, AMN_ENOMEM, "out of memory");
   s->o = o;
@@ -100,6 +105,7 @@ int amn_server_new(amn_server **out, const amn_server_opts *opts, char *err, siz
   s->o.tls.server_name = NULL;
   pthread_mutex_init(&s->stop_lock, NULL);
   pthread_cond_init(&s->stop_cond, NULL);
+  pthread_mutex_init(&s->tls_lock, NULL);
   atomic_init(&s->health_serving, 1);
   if (!o.tls.insecure) {
     if (!s->cert_s || !s->key_s || !s->ca_s) {
@@ -107,8 +113,13 @@ int amn_server_new(amn_server **out, const amn_server_opts *opts, char *err, siz
       return amn_set_err(err, errlen, AMN_EINVAL,
                          "TLS needs a certificate, a key and a CA (or explicitly insecure mode)");
     }
-    static const char *const alpn[] = {"h2", NULL};
-    int rc = amn_tls_ctx_new(&s->tls, AMN_TLS_SERVER, &s->o.tls, alpn, err, errlen);
+    static const char *const alpn_h2[] = {"h2", NULL}, *const alpn_h3[] = {"h3", NULL},
+                             *const alpn_both[] = {"h2", "h3", NULL}; /* [h3] */
+    const char *const *alpn = o.transport == AMN_TRANSPORT_H3 ? alpn_h3 : o.transport == AMN_TRANSPORT_BOTH ? alpn_both : alpn_h2;
+    s->alpn = alpn;
+    amn_tls_ctx *ctx = NULL;
+    int rc = amn_tls_ctx_new(&ctx, AMN_TLS_SERVER, &s->o.tls, alpn, err, errlen);
+    atomic_store(&s->tls, ctx);
     if (rc != 0) {
       amn_server_free(s);
       return rc;
@@ -318,13 +329,23 @@ static void accept_cb(struct ev_loop *ev, ev_io *w, int revents) {
       p = ntohs(a->sin6_port);
       snprintf(addr, sizeof addr, "[%s]:%u", h, p);
     }
-    if (s->o.max_connections && atomic_load(&s->nconns) >= s->o.max_connections) {
-      AMN_WARN("connection from %s refused: max_connections (%u) reached", addr, s->o.max_connections);
-      close(fd);
-      continue;
-    }
     int one = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    if (s->o.max_connections && atomic_load(&s->nconns) >= s->o.max_connections) {
+      /* a clean refusal the client can read: TLS, then GOAWAY with the reason;
+       * a flood beyond what refusals may cost is dropped at once */
+      unsigned long long n = atomic_fetch_add(&s->refused, 1) + 1;
+      if (atomic_load(&s->nrefusing) >= 16 + s->o.max_connections / 8) {
+        AMN_WARN("connection from %s dropped: max_connections (%u) reached (%llu refused so far)", addr,
+                 s->o.max_connections, n);
+        close(fd);
+      } else {
+        AMN_WARN("connection from %s refused: max_connections (%u) reached (%llu refused so far)", addr,
+                 s->o.max_connections, n);
+        amn_h2s_refuse(sl, fd, addr);
+      }
+      continue;
+    }
     amn_h2s_accept(sl, fd, addr);
   }
 }
@@ -333,6 +354,7 @@ static void drain_timeout_cb(struct ev_loop *ev, ev_timer *w, int revents) {
   (void)ev; (void)revents;
   amn_srv_loop *sl = w->data;
   amn_h2s_close_all(sl);
+  amn_h3s_close_all(sl); /* [h3] */
 }
 
 static void begin_stop(amn_srv_loop *sl) {
@@ -344,6 +366,7 @@ static void begin_stop(amn_srv_loop *sl) {
   }
   amn_health_notify_loop(sl);
   amn_h2s_drain_all(sl);
+  amn_h3s_drain_all(sl); /* [h3] */
   ev_timer_init(&sl->drain_timer, drain_timeout_cb, sl->srv->o.drain_timeout_ms / 1000.0, 0.);
   sl->drain_timer.data = sl;
   ev_timer_start(sl->ev, &sl->drain_timer);
@@ -359,6 +382,7 @@ static void *loop_main(void *arg) {
   ev_run(sl->ev, 0);
   /* stopped: whatever remains is closed hard */
   amn_h2s_close_all(sl);
+  amn_h3s_close_all(sl); /* [h3] */
   ev_run(sl->ev, EVRUN_NOWAIT);
   return NULL;
 }
@@ -430,21 +454,38 @@ int amn_server_start(amn_server *s, char *err, size_t errlen) {
   s->loops = calloc((size_t)n, sizeof *s->loops);
   if (!s->loops) return amn_set_err(err, errlen, AMN_ENOMEM, "out of memory");
   uint16_t port = s->port;
+  int udp_tries = 0; /* [h3] */
   for (int i = 0; i < n; i++) {
     amn_srv_loop *sl = &s->loops[i];
     sl->srv = s;
     sl->idx = i;
     sl->lfd = -1;
     uint16_t bound = 0;
-    int fd = make_listener(s->host, port, i == 0, &bound, err, errlen);
-    if (fd < 0) {
+    /* [h3] TCP listener unless HTTP/3 only; then the UDP socket on the same port */
+    int fd = -1, rc = 0;
+    amn_h3_listener *ql = NULL;
+    if (s->o.transport != AMN_TRANSPORT_H3) {
+      fd = make_listener(s->host, port, i == 0, &bound, err, errlen);
+      if (fd < 0) rc = fd;
+      else port = bound;
+    }
+    if (!rc && (s->o.transport & AMN_TRANSPORT_H3) && !(ql = amn_h3s_open(s->host, port, i == 0, &bound, &rc, err, errlen))) {
+      if (fd >= 0) close(fd);
+      if (i == 0 && fd >= 0 && s->port == 0 && udp_tries++ < 8) { /* port 0: that port's UDP twin is taken, pick another */
+        port = 0;
+        i--;
+        continue;
+      }
+    }
+    if (rc) {
       for (int j = 0; j < i; j++) {
-        close(s->loops[j].lfd);
+        if (s->loops[j].lfd >= 0) close(s->loops[j].lfd);
+        amn_h3s_free(&s->loops[j]); /* [h3] */
         ev_loop_destroy(s->loops[j].ev);
       }
       free(s->loops);
       s->loops = NULL;
-      return fd;
+      return rc;
     }
     port = bound; /* port 0: every loop shares the port the first one got */
     sl->lfd = fd;
@@ -459,18 +500,51 @@ int amn_server_start(amn_server *s, char *err, size_t errlen) {
     ev_unref(sl->ev); /* the wake-up watcher alone must not keep the loop alive */
     ev_io_init(&sl->lw, accept_cb, fd, EV_READ);
     sl->lw.data = sl;
-    ev_io_start(sl->ev, &sl->lw);
+    if (fd >= 0) ev_io_start(sl->ev, &sl->lw); /* [h3] no TCP when HTTP/3 only */
+    if (ql) amn_h3s_attach(sl, ql);           /* [h3] */
   }
   s->port = port;
   s->nloops = n;
   s->started = true;
   for (int i = 0; i < n; i++) pthread_create(&s->loops[i].thread, NULL, loop_main, &s->loops[i]);
-  AMN_INFO("listening on %s:%u (HTTP/2, %s, %d event loop%s)", s->host, port,
+  AMN_INFO("listening on %s:%u (%s, %s, %d event loop%s)", s->host, port, /* [h3] protocols */
+           s->o.transport == AMN_TRANSPORT_H3 ? "HTTP/3" : s->o.transport == AMN_TRANSPORT_BOTH ? "HTTP/2 + HTTP/3" : "HTTP/2",
            s->o.tls.insecure ? "PLAINTEXT" : "mTLS", n, n > 1 ? "s" : "");
   return 0;
 }
 
 uint16_t amn_server_port(const amn_server *s) { return s && s->started ? s->port : 0; }
+
+amn_tls_ctx *amn_server_tls_get(amn_server *s) { return atomic_load(&s->tls); }
+
+uint64_t amn_server_refused_connections(const amn_server *s) { return s ? atomic_load(&s->refused) : 0; }
+
+int amn_server_reload_tls(amn_server *s, char *err, size_t errlen) {
+  if (!s) return AMN_EINVAL;
+  if (s->o.tls.insecure) return amn_set_err(err, errlen, AMN_ESTATE, "insecure mode: no TLS credentials to reload");
+  char why[512] = "";
+  amn_tls_ctx *ctx = NULL;
+  pthread_mutex_lock(&s->tls_lock);
+  int rc = amn_tls_ctx_new(&ctx, AMN_TLS_SERVER, &s->o.tls, s->alpn, why, sizeof why);
+  amn_tls_ctx **r = rc ? NULL : realloc(s->tls_retired, (s->ntls_retired + 1) * sizeof *r);
+  if (!rc && !r) {
+    amn_tls_ctx_unref(ctx);
+    rc = AMN_ENOMEM;
+    snprintf(why, sizeof why, "out of memory");
+  }
+  if (!rc) {
+    s->tls_retired = r;
+    /* handshakes already started keep their own reference to the old context */
+    r[s->ntls_retired++] = atomic_exchange(&s->tls, ctx);
+  }
+  pthread_mutex_unlock(&s->tls_lock);
+  if (rc) {
+    AMN_WARN("TLS reload failed, keeping the current credentials: %s", why);
+    return amn_set_err(err, errlen, rc, "%s", why);
+  }
+  AMN_INFO("TLS credentials reloaded from %s (new handshakes use them)", s->o.tls.cert_path);
+  return 0;
+}
 
 void amn_server_request_stop(amn_server *s) {
   if (!s || !s->started) return;
@@ -508,6 +582,7 @@ void amn_server_free(amn_server *s) {
       ev_ref(sl->ev);
       ev_async_stop(sl->ev, &sl->wake);
       amn_ioloop_stop(&sl->io);
+      amn_h3s_free(sl); /* [h3] */
       ev_loop_destroy(sl->ev);
     }
     free(s->loops);
@@ -515,6 +590,9 @@ void amn_server_free(amn_server *s) {
   for (size_t i = 0; i < s->nmethods; i++) free(s->methods[i].path);
   free(s->methods);
   if (s->tls) amn_tls_ctx_unref(s->tls);
+  for (size_t i = 0; i < s->ntls_retired; i++) amn_tls_ctx_unref(s->tls_retired[i]);
+  free(s->tls_retired);
+  pthread_mutex_destroy(&s->tls_lock);
   amn_health_free(s);
   free(s->listen_s);
   free(s->cert_s);

@@ -141,7 +141,13 @@ struct amn_server {
   amn_server_opts o;
   char *listen_s;
   char *cert_s, *key_s, *ca_s;
-  amn_tls_ctx *tls;
+  amn_tls_ctx *_Atomic tls;         /* current credentials (amn_server_reload_tls swaps it) */
+  const char *const *alpn;          /* protocols of the TLS context (for reloads) */
+  pthread_mutex_t tls_lock;         /* serialises reloads */
+  amn_tls_ctx **tls_retired;        /* replaced contexts, kept until free (a reader may hold one) */
+  size_t ntls_retired;
+  atomic_uint nrefusing;            /* connections being refused (max_connections) right now */
+  atomic_ullong refused;            /* connections refused for max_connections since start */
   amn_method_entry *methods;
   size_t nmethods;
   void *health;                     /* health.c state */
@@ -192,6 +198,11 @@ int amn_split_hostport(const char *s, char *host, size_t hcap, uint16_t *port);
 
 /* ---- h2 transport, server side (transport/h2/h2_server.c) ---- */
 void amn_h2s_accept(amn_srv_loop *sl, int fd, const char *peer_addr);
+/* Over max_connections: TLS handshake, then GOAWAY "max_connections reached" and close. */
+void amn_h2s_refuse(amn_srv_loop *sl, int fd, const char *peer_addr);
+/* Current TLS context (NULL in insecure mode); stays allocated until amn_server_free
+ * even after a reload replaced it (sessions made from it hold their own reference). */
+amn_tls_ctx *amn_server_tls_get(amn_server *s);
 void amn_h2s_drain_all(amn_srv_loop *sl);   /* GOAWAY every connection */
 void amn_h2s_close_all(amn_srv_loop *sl);   /* hard close */
 

@@ -551,3 +551,5 @@ bool amn_tls_alpn_is(gnutls_session_t s, const char *proto) {
   size_t n = strlen(proto);
   return sel.size == n && memcmp(sel.data, proto, n) == 0;
 }
+
+int amn_tls_verify_resumed(gnutls_session_t s) { return verify_cb(s) == 0 ? 0 : AMN_ETLS; }

@@ -125,4 +125,11 @@ void amn_peer_store_free(amn_peer_store *p);
 /* true when ALPN negotiated `proto`. */
 bool amn_tls_alpn_is(gnutls_session_t s, const char *proto);
 
+/* A resumed session (TLS 1.3 session ticket) carries the peer certificate
+ * chain of the original handshake but GnuTLS does not verify it again:
+ * this runs the verification above on it, against the session's current
+ * context (CA, dates, EKU, ALPN). Returns 0 (the peer identity then reads
+ * verified), or AMN_ETLS with the reason in amn_tls_last_error(). */
+int amn_tls_verify_resumed(gnutls_session_t s);
+
 #endif

@@ -66,8 +66,20 @@ attempt "client certificate without clientAuth" refused 'refused: .*lacks extend
   --x509certfile "$work/serveronly.pem" --x509keyfile "$work/serveronly-key.pem"
 attempt "client certificate from another CA" refused 'refused: .*not issued by a trusted CA' \
   --x509certfile "$work/stranger.pem" --x509keyfile "$work/stranger-key.pem"
+attempt "TLS 1.2 client refused by default" refused 'refused: .*(no common TLS version|TLS 1\.2|protocol version|unsupported)' \
+  --x509certfile "$work/good.pem" --x509keyfile "$work/good-key.pem" --priority 'NORMAL:-VERS-ALL:+VERS-TLS1.2'
 kill -0 "$pid" || fail "daemon died"
 out=$(timeout 10 "$bin/amaters-cli" --pki-dir "$pki" "https://localhost:$port" execute --data still-serving) || fail "daemon stopped serving"
 [ "$out" = still-serving ] || fail "unexpected echo '$out'"
+# [tls] allow_tls12 = true in a config file takes effect (and stays strict)
+kill "$pid"; wait "$pid" || true
+printf '[tls]\nallow_tls12 = true\n' >"$work/tls12.toml"
+"$bin/amaters-netd" --config "$work/tls12.toml" --listen "127.0.0.1:$port" --pki-dir "$pki" >"$work/netd.log" 2>&1 &
+pid=$!
+for _ in $(seq 1 100); do grep -q "listening on" "$work/netd.log" && break; sleep 0.1; done
+attempt "TLS 1.2 client accepted with allow_tls12" ok '' \
+  --x509certfile "$work/good.pem" --x509keyfile "$work/good-key.pem" --priority 'NORMAL:-VERS-ALL:+VERS-TLS1.2'
+attempt "TLS 1.2 with an expired certificate still refused" refused 'refused: .*client certificate has expired' \
+  --x509certfile "$work/expired.pem" --x509keyfile "$work/expired-key.pem" --priority 'NORMAL:-VERS-ALL:+VERS-TLS1.2'
 echo "$passed passed, $failed failed"
 [ "$failed" -eq 0 ]

@@ -71,7 +71,7 @@ timeout 10 "$cli" certs init "$P/../other-pki" >/dev/null 2>&1
 O=$tmp/other-pki
 
 # --- server ---------------------------------------------------------------
-start_server "$tmp/netd.log" --listen 127.0.0.1:0 --pki-dir "$P" || { echo "tools: cannot continue"; exit 1; }
+start_server "$tmp/netd.log" --listen 127.0.0.1:0 --pki-dir "$P" --transport both || { echo "tools: cannot continue"; exit 1; }
 ok "amaters-netd listening on port $SRV_PORT"
 check "netd names its certificate and CA files" grep -q "$P/server.pem.*$P/ca.pem" "$tmp/netd.log"
 U=https://127.0.0.1:$SRV_PORT
@@ -80,6 +80,12 @@ T=(--pki-dir "$P")
 # --- execute --------------------------------------------------------------
 out=$(timeout 10 "$cli" "${T[@]}" "$U" execute --data hello); rc=$?
 check "execute prints hello (rc=$rc, out=$out)" [ "$rc" -eq 0 -a "$out" = hello ]
+out=$(timeout 10 "$cli" "${T[@]}" --transport h3 "$U" execute --data over-quic); rc=$?
+check "execute over HTTP/3 on the same port (rc=$rc, out=$out)" [ "$rc" -eq 0 -a "$out" = over-quic ]
+out=$(printf 'a\nb\n' | timeout 10 "$cli" "${T[@]}" --transport h3 "$U" stream); rc=$?
+check "stream over HTTP/3 (rc=$rc)" [ "$rc" -eq 0 -a "$out" = "$(printf 'a\nb')" ]
+out=$(timeout 10 "$cli" "${T[@]}" --transport h3 "$U" health); rc=$?
+check "health over HTTP/3 (rc=$rc, out=$out)" [ "$rc" -eq 0 ]
 out=$(timeout 10 "$cli" --ca "$P/ca.pem" --cert "$P/client.pem" --key "$P/client-key.pem" \
   "https://localhost:$SRV_PORT" execute --data by-name); rc=$?
 check "execute with --ca/--cert/--key and a host name (rc=$rc)" [ "$rc" -eq 0 -a "$out" = by-name ]
@@ -140,8 +146,8 @@ printf '# typo below\n[network]\nbind_adress = "127.0.0.1:7878"\n' >"$tmp/typo.t
 timeout 10 "$netd" --config "$tmp/typo.toml" >/dev/null 2>"$tmp/err"; rc=$?
 check "netd: config typo -> exit 2 naming file:line and key (rc=$rc: $(cat "$tmp/err"))" \
   eval '[ "$rc" -eq 2 ] && grep -q "typo.toml:3:.*bind_adress" "$tmp/err"'
-timeout 10 "$netd" --transport h3 --pki-dir "$P" >/dev/null 2>"$tmp/err"; rc=$?
-check "netd: --transport h3 -> exit 2 with the reason (rc=$rc)" eval '[ "$rc" -eq 2 ] && grep -qi "http/3" "$tmp/err"'
+timeout 10 "$netd" --transport h3 --insecure >/dev/null 2>"$tmp/err"; rc=$?
+check "netd: --transport h3 --insecure -> exit 2 (QUIC always uses TLS) (rc=$rc)" eval '[ "$rc" -eq 2 ] && grep -qi "http/3" "$tmp/err"'
 timeout 10 "$netd" --cert "$tmp/none.pem" --key "$P/server-key.pem" --ca "$P/ca.pem" >/dev/null 2>"$tmp/err"; rc=$?
 check "netd: unreadable certificate -> exit 2 naming the file (rc=$rc)" eval '[ "$rc" -eq 2 ] && grep -q none.pem "$tmp/err"'
 if command -v python3 >/dev/null; then

@@ -1,7 +1,9 @@
 /*
  * HTTP/2 transport, client side: connection establishment (TCP connect
- * trying every resolved address, TLS, ALPN h2) and the mapping of nghttp2
- * stream events onto client calls.
+ * trying every resolved address, TLS, ALPN h2) for a pool slot, the mapping
+ * of nghttp2 stream events onto client calls (with what the pool needs to
+ * retry safely: was the request sent, did a GOAWAY or REFUSED_STREAM prove
+ * it never ran), and keepalive PINGs.
  */
 #include <errno.h>
 #include <netinet/in.h>
@@ -20,14 +22,19 @@ typedef enum { CC_CONNECTING, CC_HANDSHAKE, CC_READY, CC_CLOSED } cc_state;
 struct amn_cconn {
   amn_h2io io;            /* first */
   amn_client *cl;
+  amn_cslot *slot;        /* the pool's handle (NULL once reported closed) */
+  amn_cendpoint *ep;
   cc_state st;
   struct addrinfo *ai, *cur;
   ev_io cw;               /* connect completion */
   ev_timer ct;            /* connect + handshake deadline */
   amn_ccall *live;        /* calls with a stream */
   bool goaway;
-  bool got_settings;      /* the server's SETTINGS arrived: it speaks HTTP/2 */
+  bool got_settings;      /* the server's SETTINGS arrived: it speaks HTTP/2 (the pool may use it) */
+  ev_timer ka;            /* keepalive */
+  ev_tstamp ping_sent;    /* our PING awaiting its ack (0 = none) */
   char last_err[200];
+  char goaway_why[480];
 };
 
 static void calls_link(amn_ccall **head, amn_ccall *c) {
@@ -45,17 +52,34 @@ static void calls_unlink(amn_ccall **head, amn_ccall *c) {
 
 static bool h2c_ready(const void *p) {
   const amn_cconn *cc = p;
-  return cc && cc->st == CC_READY && !cc->goaway;
+  return cc && cc->st == CC_READY && cc->got_settings && !cc->goaway;
+}
+
+static uint32_t h2c_max_streams(const void *p) {
+  const amn_cconn *cc = p;
+  if (!h2c_ready(cc)) return 0;
+  return nghttp2_session_get_remote_settings(cc->io.h2, NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS);
 }
 
 static void h2c_cancel(amn_ccall *c);
+static void h2c_close(void *conn, const char *why);
+
+/* The call lets go of its stream (nghttp2 no longer reaches it: a data
+ * provider still attached finds no user data and resets the stream). The
+ * caller then owns the stream's reference. */
+static void detach(amn_cconn *cc, amn_ccall *c) {
+  calls_unlink(&cc->live, c);
+  if (cc->io.h2) nghttp2_session_set_stream_user_data(cc->io.h2, c->stream_id, NULL);
+  c->conn = NULL;
+}
 
 /* ---- nghttp2 callbacks ---- */
 
 static ssize_t read_cb(nghttp2_session *s, int32_t sid, uint8_t *buf, size_t len, uint32_t *flags,
                        nghttp2_data_source *src, void *ud) {
-  (void)s; (void)sid; (void)ud;
+  (void)ud;
   amn_ccall *c = src->ptr;
+  if (nghttp2_session_get_stream_user_data(s, sid) != c) return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE; /* detached */
   bool eof;
   ssize_t n = amn_ccall_pull(c, buf, len, &eof);
   if (n < 0) return NGHTTP2_ERR_DEFERRED;
@@ -95,6 +119,7 @@ static void take_md(amn_ccall *c, amn_md **arr, size_t *n) {
   free(md);
 }
 
+/* The response ended (the call is detached): status from the trailers. */
 static void finish_from_resp(amn_ccall *c) {
   const char *msg = NULL;
   amn_status_code code = amn_rpc_resp_status(&c->resp, &msg);
@@ -106,17 +131,59 @@ static void finish_from_resp(amn_ccall *c) {
     code = AMN_STATUS_INTERNAL;
     msg = "server returned OK without a response message";
   }
-  amn_ccall_complete(c, code, msg);
+  /* UNAVAILABLE from the server: an idempotent call may go elsewhere */
+  if (code == AMN_STATUS_UNAVAILABLE) amn_ccall_fail(c, code, msg, false);
+  else amn_ccall_complete(c, code, msg);
 }
+
+static void on_goaway(amn_cconn *cc, const nghttp2_goaway *g) {
+  amn_client *cl = cc->cl;
+  bool error = g->error_code != NGHTTP2_NO_ERROR;
+  char dbg[120];
+  size_t dl = g->opaque_data_len < sizeof dbg - 1 ? g->opaque_data_len : sizeof dbg - 1;
+  for (size_t i = 0; i < dl; i++) dbg[i] = g->opaque_data[i] >= 0x20 && g->opaque_data[i] < 0x7f ? (char)g->opaque_data[i] : '?';
+  dbg[dl] = 0;
+  if (error)
+    snprintf(cc->goaway_why, sizeof cc->goaway_why, "%s refused the connection: %s (GOAWAY %s)", cc->ep->authority,
+             dl ? dbg : "no reason given", nghttp2_http2_strerror(g->error_code));
+  else
+    snprintf(cc->goaway_why, sizeof cc->goaway_why, "%s is closing the connection (GOAWAY: %s)", cc->ep->authority,
+             dl ? dbg : "no reason given");
+  if (error) AMN_WARN("%s", cc->goaway_why);
+  else AMN_DEBUG("%s (last stream %d)", cc->goaway_why, g->last_stream_id);
+  /* streams above the last one the server processed never ran anywhere */
+  for (amn_ccall *c = cc->live; c; c = c->next)
+    if (c->stream_id > g->last_stream_id) c->unprocessed = true;
+  if (g->error_code == NGHTTP2_ENHANCE_YOUR_CALM && dl == 14 && memcmp(dbg, "too_many_pings", 14) == 0 &&
+      cl->ka_interval_ms && cl->ka_interval_ms < (1u << 30)) {
+    cl->ka_interval_ms *= 2; /* as grpc clients do */
+    AMN_WARN("keepalive: %s says too_many_pings: PING interval raised to %u ms", cc->ep->authority, cl->ka_interval_ms);
+  }
+  if (!cc->goaway && cc->slot) {
+    cc->goaway = true; /* no new calls here; the pool replaces the connection */
+    amn_cslot_goaway(cc->slot, error, cc->goaway_why);
+  }
+  cc->goaway = true;
+}
+
+static void ka_start(amn_cconn *cc);
 
 static int on_frame_recv(nghttp2_session *s, const nghttp2_frame *f, void *ud) {
   amn_cconn *cc = ud;
-  if (f->hd.type == NGHTTP2_SETTINGS) cc->got_settings = true;
+  if (f->hd.type == NGHTTP2_SETTINGS && !(f->hd.flags & NGHTTP2_FLAG_ACK) && !cc->got_settings) {
+    /* the HTTP/2 handshake is complete: the pool may send calls */
+    cc->got_settings = true;
+    ev_timer_stop(cc->cl->ev, &cc->ct);
+    ka_start(cc);
+    if (cc->slot && !cc->goaway) amn_cslot_ready(cc->slot);
+    return 0;
+  }
+  if (f->hd.type == NGHTTP2_PING) {
+    if (f->hd.flags & NGHTTP2_FLAG_ACK) cc->ping_sent = 0;
+    return 0;
+  }
   if (f->hd.type == NGHTTP2_GOAWAY) {
-    cc->goaway = true; /* no new calls here; the next call opens a new connection */
-    if (cc->cl->conn == cc) cc->cl->conn = NULL;
-    AMN_DEBUG("GOAWAY from %s (last stream %d, error %u)", cc->cl->authority, f->goaway.last_stream_id,
-              f->goaway.error_code);
+    on_goaway(cc, &f->goaway);
     return 0;
   }
   if (f->hd.type != NGHTTP2_HEADERS && f->hd.type != NGHTTP2_DATA) return 0;
@@ -130,7 +197,27 @@ static int on_frame_recv(nghttp2_session *s, const nghttp2_frame *f, void *ud) {
       take_md(c, &c->res.trailing_md, &c->res.trailing_md_count);
     }
   }
-  if (f->hd.flags & NGHTTP2_FLAG_END_STREAM) finish_from_resp(c);
+  if (f->hd.flags & NGHTTP2_FLAG_END_STREAM) {
+    detach(cc, c);
+    finish_from_resp(c);
+    amn_ccall_unref(c); /* the stream's reference */
+  }
+  return 0;
+}
+
+static int on_frame_send(nghttp2_session *s, const nghttp2_frame *f, void *ud) {
+  (void)ud;
+  if (f->hd.type != NGHTTP2_HEADERS || f->headers.cat != NGHTTP2_HCAT_REQUEST) return 0;
+  amn_ccall *c = nghttp2_session_get_stream_user_data(s, f->hd.stream_id);
+  if (c) c->hdr_sent = true; /* from here on the server may run the call */
+  return 0;
+}
+
+static int on_frame_not_send(nghttp2_session *s, const nghttp2_frame *f, int err, void *ud) {
+  (void)err; (void)ud;
+  if (f->hd.type != NGHTTP2_HEADERS) return 0;
+  amn_ccall *c = nghttp2_session_get_stream_user_data(s, f->hd.stream_id);
+  if (c) c->unprocessed = true; /* e.g. a GOAWAY arrived first: the request never left */
   return 0;
 }
 
@@ -168,16 +255,18 @@ static int on_stream_close(nghttp2_session *s, int32_t sid, uint32_t err, void *
   amn_cconn *cc = ud;
   amn_ccall *c = nghttp2_session_get_stream_user_data(s, sid);
   if (!c) return 0;
-  nghttp2_session_set_stream_user_data(s, sid, NULL);
-  calls_unlink(&cc->live, c);
-  c->conn = NULL;
+  detach(cc, c);
   if (!c->done) {
     if (err == NGHTTP2_NO_ERROR) {
       finish_from_resp(c);
     } else {
-      char m[96];
-      snprintf(m, sizeof m, "stream reset by the server (HTTP/2 error %s)", nghttp2_http2_strerror(err));
-      amn_ccall_complete(c, amn_status_from_h2_error(err), m);
+      /* REFUSED_STREAM, a stream above GOAWAY's last id, or a request that
+       * never left: the server did not run it, another connection may */
+      bool unprocessed = err == NGHTTP2_REFUSED_STREAM || c->unprocessed || !c->hdr_sent;
+      char m[600];
+      if (unprocessed && cc->goaway_why[0]) snprintf(m, sizeof m, "%s", cc->goaway_why);
+      else snprintf(m, sizeof m, "stream reset by the server (HTTP/2 error %s)", nghttp2_http2_strerror(err));
+      amn_ccall_fail(c, unprocessed ? AMN_STATUS_UNAVAILABLE : amn_status_from_h2_error(err), m, unprocessed);
     }
   }
   amn_ccall_unref(c); /* the stream's reference */
@@ -192,6 +281,52 @@ static void init_cbs(void) {
   nghttp2_session_callbacks_set_on_frame_recv_callback(g_cbs, on_frame_recv);
   nghttp2_session_callbacks_set_on_data_chunk_recv_callback(g_cbs, on_data_chunk);
   nghttp2_session_callbacks_set_on_stream_close_callback(g_cbs, on_stream_close);
+  nghttp2_session_callbacks_set_on_frame_send_callback(g_cbs, on_frame_send);
+  nghttp2_session_callbacks_set_on_frame_not_send_callback(g_cbs, on_frame_not_send);
+}
+
+/* ---- keepalive ---- */
+
+static double ka_timeout_s(const amn_client *cl) {
+  uint32_t ms = cl->o.keepalive_timeout_ms ? cl->o.keepalive_timeout_ms : cl->ka_interval_ms;
+  return (ms < 1000 && !cl->o.keepalive_timeout_ms ? 1000 : ms) / 1000.0;
+}
+
+/* Nothing received for an interval (and calls open, unless
+ * keepalive_without_calls): PING. No answer within the timeout: the
+ * connection is dead (a silently vanished peer or path); close it so its
+ * calls fail now and the next ones reconnect. */
+static void ka_cb(struct ev_loop *ev, ev_timer *w, int revents) {
+  (void)revents;
+  amn_cconn *cc = w->data;
+  amn_client *cl = cc->cl;
+  if (cc->st != CC_READY || !cc->io.h2 || cc->io.close_requested || !cl->ka_interval_ms) return;
+  ev_tstamp now = ev_now(ev), iv = cl->ka_interval_ms / 1000.0, to = ka_timeout_s(cl), quiet = now - cc->io.last_rx;
+  if (cc->ping_sent > 0 && cc->io.last_rx > cc->ping_sent) cc->ping_sent = 0;
+  if (cc->ping_sent > 0) {
+    if (now - cc->ping_sent >= to - 0.001) {
+      char why[160];
+      snprintf(why, sizeof why, "keepalive: no answer to a PING within %.0f ms", to * 1000);
+      AMN_WARN("connection to %s is dead (%s)", cc->ep->authority, why);
+      h2c_close(cc, why);
+      return;
+    }
+    w->repeat = cc->ping_sent + to - now;
+  } else if (quiet >= iv - 0.001 && (cc->live || cl->o.keepalive_without_calls)) {
+    nghttp2_submit_ping(cc->io.h2, NGHTTP2_FLAG_NONE, NULL);
+    amn_h2io_mark_dirty(&cc->io);
+    cc->ping_sent = now;
+    w->repeat = to;
+  } else {
+    w->repeat = quiet >= iv ? iv : iv - quiet;
+  }
+  ev_timer_again(ev, w);
+}
+
+static void ka_start(amn_cconn *cc) {
+  if (!cc->cl->ka_interval_ms) return;
+  ev_timer_set(&cc->ka, 0., cc->cl->ka_interval_ms / 1000.0);
+  ev_timer_again(cc->cl->ev, &cc->ka);
 }
 
 /* ---- calls ---- */
@@ -201,7 +336,7 @@ static int h2c_start_call(void *conn, amn_ccall *c) {
   amn_client *cl = cc->cl;
   amn_hdr_buf b;
   amn_hdr_buf_init(&b);
-  int rc = amn_rpc_build_request(&b, cl->tls_on ? "https" : "http", cl->authority, c->method, c->timeout_ns,
+  int rc = amn_rpc_build_request(&b, cl->tls_on ? "https" : "http", cc->ep->authority, c->method, c->timeout_ns,
                                  c->md, c->md_n);
   if (rc != 0) {
     amn_hdr_buf_free(&b);
@@ -216,7 +351,7 @@ static int h2c_start_call(void *conn, amn_ccall *c) {
   int32_t sid = nghttp2_submit_request(cc->io.h2, NULL, nva, b.n, &prd, c);
   amn_hdr_buf_free(&b);
   if (sid < 0) {
-    amn_ccall_complete(c, AMN_STATUS_UNAVAILABLE, nghttp2_strerror(sid));
+    amn_ccall_fail(c, AMN_STATUS_UNAVAILABLE, nghttp2_strerror(sid), true); /* nothing was sent */
     return AMN_EIO;
   }
   c->stream_id = sid;
@@ -248,16 +383,22 @@ static void cc_free(amn_cconn *cc) {
   free(cc);
 }
 
+/* Tells the pool the connection is gone (once). */
+static void report_closed(amn_cconn *cc, const char *why) {
+  amn_cslot *s = cc->slot;
+  cc->slot = NULL;
+  if (s) amn_cslot_closed(s, why);
+}
+
 static void conn_failed(amn_cconn *cc, const char *why) {
   amn_client *cl = cc->cl;
   cc->st = CC_CLOSED;
   ev_timer_stop(cl->ev, &cc->ct);
   ev_io_stop(cl->ev, &cc->cw);
-  if (cl->conn == cc) cl->conn = NULL;
   char m[600];
-  snprintf(m, sizeof m, "cannot connect to %s: %s", cl->authority, why);
-  AMN_WARN("%s", m);
-  amn_client_conn_event(cl, AMN_EIO, m);
+  snprintf(m, sizeof m, "cannot connect to %s: %s", cc->ep->authority, why);
+  AMN_DEBUG("%s", m);
+  report_closed(cc, m);
 }
 
 static int cc_on_ready(amn_h2io *io) {
@@ -278,9 +419,9 @@ static int cc_on_ready(amn_h2io *io) {
   nghttp2_submit_settings(io->h2, NGHTTP2_FLAG_NONE, iv, 3);
   int32_t win = cl->o.initial_window_size > (1u << 26) / 16 ? (1 << 30) : (int32_t)(cl->o.initial_window_size * 16);
   nghttp2_session_set_local_window_size(io->h2, NGHTTP2_FLAG_NONE, 0, win);
-  ev_timer_stop(cl->ev, &cc->ct);
+  /* usable once the server's SETTINGS arrive (on_frame_recv); the connect
+   * deadline runs until then */
   cc->st = CC_READY;
-  amn_client_conn_event(cl, 0, NULL);
   return 0;
 }
 
@@ -290,32 +431,35 @@ static void cc_on_closed(amn_h2io *io, const char *reason) {
   bool was_ready = cc->st == CC_READY;
   cc->st = CC_CLOSED;
   ev_timer_stop(cl->ev, &cc->ct);
-  if (cl->conn == cc) cl->conn = NULL;
+  ev_timer_stop(cl->ev, &cc->ka);
   char m[600];
   if (!was_ready) {
-    snprintf(m, sizeof m, "cannot connect to %s: %s", cl->authority, reason);
-    AMN_WARN("%s", m);
+    snprintf(m, sizeof m, "cannot connect to %s: %s", cc->ep->authority, reason);
+    AMN_DEBUG("%s", m);
   } else if (!cc->got_settings) {
-    snprintf(m, sizeof m, "%s closed the connection before the HTTP/2 handshake completed (%s)%s", cl->authority,
+    snprintf(m, sizeof m, "%s closed the connection before the HTTP/2 handshake completed (%s)%s", cc->ep->authority,
              reason, io->tls ? "" : "; the server may require TLS: use https://");
-    AMN_WARN("%s", m);
+    AMN_DEBUG("%s", m); /* the pool logs the failure */
+  } else if (cc->goaway_why[0] && strcmp(reason, "peer closed the connection") == 0) {
+    snprintf(m, sizeof m, "%s", cc->goaway_why);
   } else {
-    snprintf(m, sizeof m, "connection to %s lost: %s", cl->authority, reason);
+    snprintf(m, sizeof m, "connection to %s lost: %s", cc->ep->authority, reason);
     if (cc->live) AMN_INFO("%s", m);
   }
+  /* calls still open: retried elsewhere when their request never left (or
+   * the GOAWAY said they never ran), else UNAVAILABLE (idempotent ones may
+   * still be retried) */
   while (cc->live) {
     amn_ccall *c = cc->live;
-    calls_unlink(&cc->live, c);
-    c->conn = NULL;
-    if (io->h2) nghttp2_session_set_stream_user_data(io->h2, c->stream_id, NULL);
-    amn_ccall_complete(c, AMN_STATUS_UNAVAILABLE, m);
+    detach(cc, c);
+    amn_ccall_fail(c, AMN_STATUS_UNAVAILABLE, m, !c->hdr_sent || c->unprocessed);
     amn_ccall_unref(c);
   }
   if (io->h2) nghttp2_session_del(io->h2);
   io->h2 = NULL;
   if (io->tls) gnutls_deinit(io->tls);
   io->tls = NULL;
-  if (!was_ready) amn_client_conn_event(cl, AMN_EIO, m);
+  report_closed(cc, m);
   cc_free(cc);
 }
 
@@ -330,7 +474,7 @@ static void connected(amn_cconn *cc, int fd) {
   gnutls_session_t tls = NULL;
   if (cl->tls) {
     char err[256];
-    if (amn_tls_session_new(cl->tls, &tls, GNUTLS_NONBLOCK, cl->o.tls.server_name ? cl->o.tls.server_name : cl->host,
+    if (amn_tls_session_new(cl->tls, &tls, GNUTLS_NONBLOCK, cl->o.tls.server_name ? cl->o.tls.server_name : cc->ep->host,
                             err, sizeof err) != 0) {
       close(fd);
       conn_failed(cc, err);
@@ -372,6 +516,8 @@ static void ct_cb(struct ev_loop *ev, ev_timer *w, int revents) {
     cc_free(cc);
   } else if (cc->st == CC_HANDSHAKE) {
     amn_h2io_close(&cc->io, "TLS handshake timed out");
+  } else if (cc->st == CC_READY && !cc->got_settings) {
+    amn_h2io_close(&cc->io, "no HTTP/2 SETTINGS from the server within the connect timeout");
   }
 }
 
@@ -401,17 +547,23 @@ static void try_next_addr(amn_cconn *cc) {
   cc_free(cc);
 }
 
-static void h2c_connect(amn_client *cl) {
+static void h2c_open(amn_cslot *slot) {
+  amn_cendpoint *ep = slot->ep;
+  amn_client *cl = ep->cl;
   amn_cconn *cc = calloc(1, sizeof *cc);
   if (!cc) {
-    amn_client_conn_event(cl, AMN_ENOMEM, "out of memory");
+    amn_cslot_closed(slot, "out of memory");
     return;
   }
   cc->cl = cl;
+  cc->slot = slot;
+  cc->ep = ep;
+  slot->conn = cc;
   cc->st = CC_CONNECTING;
-  cc->io.peer_name = cl->authority;
+  cc->io.peer_name = ep->authority;
   cc->io.fd = -1;
-  cl->conn = cc;
+  ev_timer_init(&cc->ka, ka_cb, 0., 0.);
+  cc->ka.data = cc;
   ev_timer_init(&cc->ct, ct_cb, cl->o.connect_timeout_ms / 1000.0, 0.);
   cc->ct.data = cc;
   ev_timer_start(cl->ev, &cc->ct);
@@ -420,11 +572,11 @@ static void h2c_connect(amn_client *cl) {
   hints.ai_socktype = SOCK_STREAM;
   hints.ai_flags = AI_NUMERICSERV;
   char ps[8];
-  snprintf(ps, sizeof ps, "%u", cl->port);
-  int gai = getaddrinfo(cl->host, ps, &hints, &cc->ai);
+  snprintf(ps, sizeof ps, "%u", ep->port);
+  int gai = getaddrinfo(ep->host, ps, &hints, &cc->ai);
   if (gai != 0) {
     char m[600];
-    snprintf(m, sizeof m, "cannot resolve '%s': %s", cl->host, gai_strerror(gai));
+    snprintf(m, sizeof m, "cannot resolve '%s': %s", ep->host, gai_strerror(gai));
     cc->ai = NULL;
     conn_failed(cc, m);
     cc_free(cc);
@@ -451,4 +603,6 @@ static void h2c_close(void *conn, const char *why) {
   amn_h2io_flush(&cc->io);
 }
 
-const amn_ctransport amn_h2c_transport = {h2c_connect, h2c_ready, h2c_start_call, h2c_resume, h2c_cancel, h2c_close};
+/* connect (the single-connection model) is not needed: HTTP/2 is pooled */
+const amn_ctransport amn_h2c_transport = {NULL, h2c_ready, h2c_start_call, h2c_resume, h2c_cancel, h2c_close};
+const amn_cpool_ops amn_h2c_pool_ops = {h2c_open, h2c_max_streams};

@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "server/server_internal.h"
+#include "transport/h3/h3.h" /* [h3] alt-svc */
 #include "util/log.h"
 
 typedef struct amn_sconn {
@@ -19,8 +20,17 @@ typedef struct amn_sconn {
   amn_peer_store peer;
   bool have_peer;
   bool goaway;
+  bool refusing;               /* over max_connections: GOAWAY once TLS is up */
   char addr[64];
+  ev_timer idle_timer;         /* idle_timeout_ms without open calls */
+  ev_timer ka_timer;           /* keepalive: PING when quiet, then the deadline of its ack */
+  ev_tstamp ping_sent;         /* our PING awaiting its ack (0 = none) */
+  ev_tstamp last_ping_rx;      /* the client's previous PING (0 = none since our last response frame) */
+  int ping_strikes;
 } amn_sconn;
+
+#define AMN_MAX_PING_STRIKES 2  /* grpc's default: the third bad PING ends the connection */
+#define AMN_GOAWAY_LINGER_S 2.0 /* after a GOAWAY we send, wait this long for the client to close */
 
 static void h2s_kick(amn_call *c);
 static void h2s_reset(amn_call *c, uint32_t code);
@@ -52,9 +62,88 @@ static void calls_unlink(amn_sconn *sc, amn_call *c) {
 
 ssize_t amn_h2s_read_cb(nghttp2_session *, int32_t, uint8_t *, size_t, uint32_t *, nghttp2_data_source *, void *);
 
+/* GOAWAY (last stream = the last one we processed, so the client knows
+ * which calls never ran), then close once it is out. */
+static void goaway_close(amn_sconn *sc, uint32_t code, const char *debug, const char *reason) {
+  if (sc->io.state != AMN_IO_OPEN || !sc->io.h2) return;
+  if (!sc->goaway)
+    nghttp2_submit_goaway(sc->io.h2, NGHTTP2_FLAG_NONE, nghttp2_session_get_last_proc_stream_id(sc->io.h2), code,
+                          (const uint8_t *)debug, strlen(debug));
+  sc->goaway = true;
+  amn_h2io_close_linger(&sc->io, reason, AMN_GOAWAY_LINGER_S);
+}
+
+/* Idle: armed while the connection has no open call. */
+static void idle_arm(amn_sconn *sc) {
+  uint32_t ms = sc->sl->srv->o.idle_timeout_ms;
+  if (!ms || sc->calls || sc->goaway || sc->io.state != AMN_IO_OPEN) return;
+  ev_timer_stop(sc->sl->ev, &sc->idle_timer);
+  ev_timer_set(&sc->idle_timer, ms / 1000.0, 0.);
+  ev_timer_start(sc->sl->ev, &sc->idle_timer);
+}
+
+static void idle_cb(struct ev_loop *ev, ev_timer *w, int revents) {
+  (void)ev; (void)revents;
+  amn_sconn *sc = w->data;
+  if (sc->calls) return;
+  AMN_DEBUG("%s: no call for %u ms: closing the idle connection", sc->addr, sc->sl->srv->o.idle_timeout_ms);
+  goaway_close(sc, NGHTTP2_NO_ERROR, "idle timeout", "idle timeout");
+}
+
+static double ka_timeout_s(const amn_server *srv) {
+  uint32_t ms = srv->o.keepalive_timeout_ms;
+  if (!ms) ms = srv->o.keepalive_interval_ms > 5000 ? srv->o.keepalive_interval_ms : 5000;
+  return ms / 1000.0;
+}
+
+/* Keepalive: a connection quiet for an interval gets a PING; anything
+ * received afterwards (the ack, or other frames) proves the client alive. */
+static void ka_cb(struct ev_loop *ev, ev_timer *w, int revents) {
+  (void)revents;
+  amn_sconn *sc = w->data;
+  amn_server *srv = sc->sl->srv;
+  if (sc->io.state != AMN_IO_OPEN || !sc->io.h2 || sc->io.close_requested) return;
+  ev_tstamp now = ev_now(ev), iv = srv->o.keepalive_interval_ms / 1000.0, to = ka_timeout_s(srv);
+  if (sc->ping_sent > 0 && sc->io.last_rx > sc->ping_sent) sc->ping_sent = 0;
+  if (sc->ping_sent > 0) {
+    if (now - sc->ping_sent >= to - 0.001) {
+      AMN_WARN("%s: keepalive: PING not acknowledged within %.0f ms: closing the connection", sc->addr, to * 1000);
+      amn_h2io_close(&sc->io, "keepalive timeout");
+      return;
+    }
+    w->repeat = sc->ping_sent + to - now;
+  } else if (now - sc->io.last_rx >= iv - 0.001) {
+    static const uint8_t opaque[8] = {'a', 'm', 'n', '-', 'k', 'a', 0, 0};
+    nghttp2_submit_ping(sc->io.h2, NGHTTP2_FLAG_NONE, opaque);
+    amn_h2io_mark_dirty(&sc->io);
+    sc->ping_sent = now;
+    w->repeat = to;
+  } else {
+    w->repeat = iv - (now - sc->io.last_rx);
+  }
+  ev_timer_again(ev, w);
+}
+
+/* A PING from the client: the abuse policy of grpc doc/keepalive.md. */
+static void ping_received(amn_sconn *sc) {
+  const amn_server_opts *o = &sc->sl->srv->o;
+  ev_tstamp now = ev_now(sc->sl->ev);
+  if (!o->ping_min_interval_ms) return;
+  bool bad = (!sc->calls && !o->ping_permit_without_calls) ||
+             (sc->last_ping_rx > 0 && now - sc->last_ping_rx < o->ping_min_interval_ms / 1000.0);
+  sc->last_ping_rx = now;
+  if (!bad || ++sc->ping_strikes <= AMN_MAX_PING_STRIKES) return;
+  AMN_WARN("%s: too many PINGs (more often than every %u ms%s): GOAWAY ENHANCE_YOUR_CALM too_many_pings", sc->addr,
+           o->ping_min_interval_ms, o->ping_permit_without_calls ? "" : ", or without calls");
+  goaway_close(sc, NGHTTP2_ENHANCE_YOUR_CALM, "too_many_pings", "too many pings");
+}
+
 static int submit_hdrs(amn_sconn *sc, amn_call *c, const amn_hdr_buf *b, bool with_data) {
-  nghttp2_nv nva[AMN_RPC_MAX_MD + 12];
+  nghttp2_nv nva[AMN_RPC_MAX_MD + 13];
   size_t n = amn_h2_nv(b, nva);
+  char alt[32]; /* [h3] advertise HTTP/3 on the same port (RFC 7838) */
+  size_t al = amn_h3_alt_svc(sc->sl->srv, alt, sizeof alt);
+  if (al) nva[n++] = (nghttp2_nv){(uint8_t *)"alt-svc", (uint8_t *)alt, 7, al, NGHTTP2_NV_FLAG_NONE};
   nghttp2_data_provider prd;
   prd.source.ptr = c;
   prd.read_callback = amn_h2s_read_cb;
@@ -140,6 +229,7 @@ static int on_begin_headers(nghttp2_session *s, const nghttp2_frame *f, void *ud
   c->conn_next = sc->calls;
   if (sc->calls) sc->calls->conn_prev = c;
   sc->calls = c;
+  ev_timer_stop(sc->sl->ev, &sc->idle_timer);
   nghttp2_session_set_stream_user_data(s, f->hd.stream_id, c);
   return 0;
 }
@@ -154,7 +244,12 @@ static int on_header(nghttp2_session *s, const nghttp2_frame *f, const uint8_t *
 }
 
 static int on_frame_recv(nghttp2_session *s, const nghttp2_frame *f, void *ud) {
-  (void)ud;
+  amn_sconn *sc = ud;
+  if (f->hd.type == NGHTTP2_PING) {
+    if (f->hd.flags & NGHTTP2_FLAG_ACK) sc->ping_sent = 0;
+    else ping_received(sc);
+    return 0;
+  }
   if (f->hd.type != NGHTTP2_HEADERS && f->hd.type != NGHTTP2_DATA) return 0;
   amn_call *c = nghttp2_session_get_stream_user_data(s, f->hd.stream_id);
   if (!c) return 0;
@@ -173,7 +268,12 @@ static int on_data_chunk(nghttp2_session *s, uint8_t flags, int32_t sid, const u
 }
 
 static int on_frame_send(nghttp2_session *s, const nghttp2_frame *f, void *ud) {
-  (void)ud;
+  amn_sconn *sc = ud;
+  /* ping policy: a response frame makes the client's next PING legitimate */
+  if (f->hd.type == NGHTTP2_HEADERS || f->hd.type == NGHTTP2_DATA) {
+    sc->ping_strikes = 0;
+    sc->last_ping_rx = 0;
+  }
   /* Final status sent while the client is still sending (error before the
    * request ended): tell it to stop with RST_STREAM(NO_ERROR). */
   if (f->hd.type == NGHTTP2_HEADERS && (f->hd.flags & NGHTTP2_FLAG_END_STREAM) &&
@@ -193,6 +293,7 @@ static int on_stream_close(nghttp2_session *s, int32_t sid, uint32_t err, void *
   c->rx_unconsumed = 0;
   amn_status_code why = err == NGHTTP2_NO_ERROR ? AMN_STATUS_CANCELLED : amn_status_from_h2_error(err);
   amn_call_on_stream_closed(c, why, "stream reset by the client");
+  if (!sc->calls) idle_arm(sc);
   return 0;
 }
 
@@ -220,6 +321,14 @@ static void init_cbs(void) {
 static int sc_on_ready(amn_h2io *io) {
   amn_sconn *sc = (amn_sconn *)io;
   amn_server *srv = sc->sl->srv;
+  if (sc->refusing) {
+    /* SETTINGS, then GOAWAY: the client reads the reason and nothing ran */
+    pthread_once(&g_once, init_cbs);
+    if (nghttp2_session_server_new2(&io->h2, g_cbs, sc, g_opt) != 0) return -1;
+    nghttp2_submit_settings(io->h2, NGHTTP2_FLAG_NONE, NULL, 0);
+    goaway_close(sc, NGHTTP2_ENHANCE_YOUR_CALM, "max_connections reached", "max_connections reached");
+    return 0;
+  }
   if (io->tls) {
     if (!amn_tls_alpn_is(io->tls, "h2")) {
       AMN_INFO("%s: refused: client did not negotiate ALPN h2", sc->addr);
@@ -246,6 +355,11 @@ static int sc_on_ready(amn_h2io *io) {
     nghttp2_submit_goaway(io->h2, NGHTTP2_FLAG_NONE, 0, NGHTTP2_NO_ERROR, (const uint8_t *)"draining", 8);
     sc->goaway = true;
   }
+  idle_arm(sc);
+  if (srv->o.keepalive_interval_ms) {
+    ev_timer_set(&sc->ka_timer, 0., srv->o.keepalive_interval_ms / 1000.0);
+    ev_timer_again(sc->sl->ev, &sc->ka_timer);
+  }
   return 0;
 }
 
@@ -253,6 +367,8 @@ static void sc_on_closed(amn_h2io *io, const char *reason) {
   amn_sconn *sc = (amn_sconn *)io;
   amn_srv_loop *sl = sc->sl;
   bool handshake_failure = strncmp(reason, "TLS handshake", 13) == 0;
+  ev_timer_stop(sl->ev, &sc->idle_timer);
+  ev_timer_stop(sl->ev, &sc->ka_timer);
   if (handshake_failure)
     AMN_WARN("connection from %s refused: %s", sc->addr, reason);
   else
@@ -270,14 +386,14 @@ static void sc_on_closed(amn_h2io *io, const char *reason) {
   io->tls = NULL;
   if (sc->have_peer) amn_peer_store_free(&sc->peer);
   conns_unlink(sl, sc);
-  atomic_fetch_sub(&sl->srv->nconns, 1);
+  atomic_fetch_sub(sc->refusing ? &sl->srv->nrefusing : &sl->srv->nconns, 1);
   free(sc);
   if (sl->stopping && sl->nconns == 0) ev_break(sl->ev, EVBREAK_ONE);
 }
 
 static const amn_h2io_cbs sc_cbs = {sc_on_ready, sc_on_closed};
 
-void amn_h2s_accept(amn_srv_loop *sl, int fd, const char *peer_addr) {
+static void sconn_start(amn_srv_loop *sl, int fd, const char *peer_addr, bool refusing) {
   amn_server *srv = sl->srv;
   amn_sconn *sc = calloc(1, sizeof *sc);
   if (!sc) {
@@ -285,12 +401,18 @@ void amn_h2s_accept(amn_srv_loop *sl, int fd, const char *peer_addr) {
     return;
   }
   sc->sl = sl;
+  sc->refusing = refusing;
+  ev_timer_init(&sc->idle_timer, idle_cb, 0., 0.);
+  sc->idle_timer.data = sc;
+  ev_timer_init(&sc->ka_timer, ka_cb, 0., 0.);
+  sc->ka_timer.data = sc;
   snprintf(sc->addr, sizeof sc->addr, "%s", peer_addr);
   sc->io.peer_name = sc->addr;
   gnutls_session_t tls = NULL;
-  if (srv->tls) {
+  amn_tls_ctx *ctx = amn_server_tls_get(srv);
+  if (ctx) {
     char err[256];
-    if (amn_tls_session_new(srv->tls, &tls, GNUTLS_NONBLOCK, NULL, err, sizeof err) != 0) {
+    if (amn_tls_session_new(ctx, &tls, GNUTLS_NONBLOCK, NULL, err, sizeof err) != 0) {
       AMN_ERROR("%s: TLS session setup failed: %s", peer_addr, err);
       close(fd);
       free(sc);
@@ -298,9 +420,12 @@ void amn_h2s_accept(amn_srv_loop *sl, int fd, const char *peer_addr) {
     }
   }
   conns_link(sl, sc);
-  atomic_fetch_add(&srv->nconns, 1);
-  amn_h2io_start(&sc->io, &sl->io, &sc_cbs, fd, tls, 10.0, false);
+  atomic_fetch_add(refusing ? &srv->nrefusing : &srv->nconns, 1);
+  amn_h2io_start(&sc->io, &sl->io, &sc_cbs, fd, tls, srv->o.handshake_timeout_ms / 1000.0, false);
 }
+
+void amn_h2s_accept(amn_srv_loop *sl, int fd, const char *peer_addr) { sconn_start(sl, fd, peer_addr, false); }
+void amn_h2s_refuse(amn_srv_loop *sl, int fd, const char *peer_addr) { sconn_start(sl, fd, peer_addr, true); }
 
 void amn_h2s_drain_all(amn_srv_loop *sl) {
   for (amn_sconn *sc = sl->conns; sc; sc = sc->next) {

@@ -51,11 +51,48 @@ void amn_h2io_mark_dirty(amn_h2io *io) {
 
 void amn_h2io_close(amn_h2io *io, const char *reason) {
   if (io->state == AMN_IO_CLOSED) return;
+  if (io->lingering) { /* already on its way out: no more waiting for the peer */
+    ev_timer_stop(io->loop->ev, &io->hs_timer);
+    ev_timer_set(&io->hs_timer, 0., 0.);
+    ev_timer_start(io->loop->ev, &io->hs_timer);
+    return;
+  }
   if (!io->close_requested) {
     io->close_requested = true;
     snprintf(io->close_reason, sizeof io->close_reason, "%s", reason ? reason : "closed");
   }
   amn_h2io_mark_dirty(io);
+}
+
+void amn_h2io_close_linger(amn_h2io *io, const char *reason, double linger_s) {
+  if (io->state == AMN_IO_CLOSED) return;
+  io->linger_s = linger_s;
+  amn_h2io_close(io, reason);
+}
+
+/* Everything is sent: half-close (TLS close_notify + FIN), then read and
+ * discard until the peer closes or the linger time is up. Closing with
+ * unread input would make the kernel answer with a reset, which can destroy
+ * the final frames before the peer reads them. */
+static void io_linger(amn_h2io *io) {
+  io->lingering = true;
+  if (ev_is_active(&io->ww)) ev_io_stop(io->loop->ev, &io->ww);
+  if (io->tls) gnutls_bye(io->tls, GNUTLS_SHUT_WR); /* non-blocking: best effort */
+  shutdown(io->fd, SHUT_WR);
+  ev_timer_stop(io->loop->ev, &io->hs_timer);
+  ev_timer_set(&io->hs_timer, io->linger_s, 0.);
+  ev_timer_start(io->loop->ev, &io->hs_timer);
+}
+
+static void linger_read(amn_h2io *io) {
+  uint8_t *buf = io->loop->rbuf;
+  for (;;) {
+    ssize_t n = recv(io->fd, buf, AMN_IO_RBUF, 0); /* raw bytes: nothing is decoded any more */
+    if (n > 0) continue;
+    if (n < 0 && (errno == EAGAIN || errno == EINTR)) return;
+    io_do_close(io);
+    return;
+  }
 }
 
 /* Writes pending plaintext; returns 1 when all written, 0 on EAGAIN, -1 on error. */
@@ -105,7 +142,7 @@ static int out_append(amn_h2io *io, const uint8_t *p, size_t n) {
 }
 
 void amn_h2io_flush(amn_h2io *io) {
-  if (io->state == AMN_IO_CLOSED) return;
+  if (io->state == AMN_IO_CLOSED || io->lingering) return;
   if (io->state == AMN_IO_HANDSHAKE) {
     if (io->close_requested) io_do_close(io);
     return;
@@ -148,7 +185,8 @@ void amn_h2io_flush(amn_h2io *io) {
   if (io->close_requested ||
       (io->h2 && !nghttp2_session_want_read(io->h2) && !nghttp2_session_want_write(io->h2))) {
     if (!io->close_requested) snprintf(io->close_reason, sizeof io->close_reason, "session finished");
-    io_do_close(io);
+    if (io->linger_s > 0) io_linger(io);
+    else io_do_close(io);
   }
 }
 
@@ -191,6 +229,7 @@ static void io_read(amn_h2io *io) {
         break;
       }
     }
+    io->last_rx = ev_now(io->loop->ev);
     io->in_callback = true;
     ssize_t rv = nghttp2_session_mem_recv(io->h2, buf, (size_t)n);
     io->in_callback = false;
@@ -215,6 +254,10 @@ static void rw_cb(struct ev_loop *ev, ev_io *w, int revents) {
     io_handshake(io);
     return;
   }
+  if (io->lingering) {
+    linger_read(io);
+    return;
+  }
   io_read(io);
 }
 
@@ -231,6 +274,10 @@ static void ww_cb(struct ev_loop *ev, ev_io *w, int revents) {
 static void hs_timeout_cb(struct ev_loop *ev, ev_timer *w, int revents) {
   (void)ev; (void)revents;
   amn_h2io *io = w->data;
+  if (io->lingering) {
+    io_do_close(io);
+    return;
+  }
   if (io->state != AMN_IO_HANDSHAKE) return;
   snprintf(io->close_reason, sizeof io->close_reason, "TLS handshake timed out");
   io->close_requested = true;
@@ -241,6 +288,7 @@ static void io_ready(amn_h2io *io) {
   ev_timer_stop(io->loop->ev, &io->hs_timer);
   if (ev_is_active(&io->ww)) ev_io_stop(io->loop->ev, &io->ww);
   io->state = AMN_IO_OPEN;
+  io->last_rx = ev_now(io->loop->ev);
   if (io->cbs->on_ready(io) != 0) {
     if (!io->close_requested) amn_h2io_close(io, "connection setup failed");
     io_do_close(io);
@@ -314,7 +362,7 @@ static void io_do_close(amn_h2io *io) {
     io->dirty = false;
   }
   if (io->tls) {
-    if (was_open) gnutls_bye(io->tls, GNUTLS_SHUT_WR); /* best effort, non-blocking */
+    if (was_open && !io->lingering) gnutls_bye(io->tls, GNUTLS_SHUT_WR); /* best effort, non-blocking */
   }
   if (io->fd >= 0) close(io->fd);
   io->fd = -1;

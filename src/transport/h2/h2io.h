@@ -63,6 +63,11 @@ struct amn_h2io {
   char close_reason[160];
   bool is_client;
   const char *peer_name;  /* for logs */
+  ev_tstamp last_rx;      /* ev_now() of the last bytes received (keepalive) */
+  double linger_s;        /* > 0: after the last frame, half-close and drain the
+                           * peer for up to this long before closing (so that a
+                           * final GOAWAY is read, not lost to a TCP reset) */
+  bool lingering;
 };
 
 void amn_ioloop_init(amn_ioloop *l, struct ev_loop *ev);
@@ -78,6 +83,9 @@ void amn_h2io_mark_dirty(amn_h2io *io);
 void amn_h2io_flush(amn_h2io *io);
 /* Closes at the next safe point; `reason` is kept for on_closed. */
 void amn_h2io_close(amn_h2io *io, const char *reason);
+/* The same after what nghttp2 still has to send (a GOAWAY): then half-close
+ * and wait up to linger_s for the peer to close first. */
+void amn_h2io_close_linger(amn_h2io *io, const char *reason, double linger_s);
 
 #include "rpc/rpc.h"
 /* Converts a header list for nghttp2 (which copies the strings on submit). */

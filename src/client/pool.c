@@ -1,0 +1,410 @@
+/*
+ * Client connection pool: one endpoint per URL, its connections held
+ * through the transport vtable (open / ready / max_streams / close and the
+ * amn_cslot_* events), load balancing of pending calls, growth up to the
+ * server's stream limit, idle reaping down to the minimum, and ejection of
+ * failing endpoints with a jittered, capped exponential backoff.
+ * I/O thread only; the counters read by amn_client_stats also take stats_mu.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "client/client_internal.h"
+#include "util/log.h"
+
+#define MAX_ENDPOINTS 64
+
+static uint64_t rnd(amn_client *cl) {
+  uint64_t x = cl->rng;
+  x ^= x << 13;
+  x ^= x >> 7;
+  x ^= x << 17;
+  return cl->rng = x;
+}
+
+#define LOCK(cl) pthread_mutex_lock(&(cl)->stats_mu)
+#define UNLOCK(cl) pthread_mutex_unlock(&(cl)->stats_mu)
+
+static void retry_cb(struct ev_loop *ev, ev_timer *w, int revents);
+static void idle_cb(struct ev_loop *ev, ev_idle *w, int revents) {
+  (void)revents;
+  ev_idle_stop(ev, w);
+  amn_client *cl = w->data;
+  if (cl->pool_dirty) amn_pool_maintain(cl);
+}
+
+void amn_pool_mark(amn_client *cl) {
+  if (!cl->pool || atomic_load(&cl->stopping)) return;
+  cl->pool_dirty = true;
+  if (!ev_is_active(&cl->pool_idle)) ev_idle_start(cl->ev, &cl->pool_idle);
+}
+static void reap_cb(struct ev_loop *ev, ev_timer *w, int revents);
+
+int amn_client_parse_url(const char *url, bool *tls_on, char *host, size_t hcap, uint16_t *port, char *authority,
+                         size_t acap, char *err, size_t errlen);
+
+int amn_pool_init(amn_client *cl, const char *const *urls, size_t n, char *err, size_t errlen) {
+  if (n > MAX_ENDPOINTS) return amn_set_err(err, errlen, AMN_EINVAL, "at most %d URLs", MAX_ENDPOINTS);
+  cl->eps = calloc(n, sizeof *cl->eps);
+  if (!cl->eps) return amn_set_err(err, errlen, AMN_ENOMEM, "out of memory");
+  cl->neps = n;
+  for (size_t i = 0; i < n; i++) {
+    amn_cendpoint *ep = &cl->eps[i];
+    ep->cl = cl;
+    bool tls = false;
+    int rc = amn_client_parse_url(urls[i], &tls, ep->host, sizeof ep->host, &ep->port, ep->authority,
+                                  sizeof ep->authority, err, errlen);
+    if (rc) return rc;
+    if (tls != cl->tls_on)
+      return amn_set_err(err, errlen, AMN_EINVAL, "URL '%s': all URLs must use the same scheme as '%s'", urls[i],
+                         urls[0]);
+    if (!(ep->url = strdup(urls[i]))) return amn_set_err(err, errlen, AMN_ENOMEM, "out of memory");
+    ev_timer_init(&ep->retry, retry_cb, 0., 0.);
+    ep->retry.data = ep;
+  }
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  cl->rng = ((uint64_t)ts.tv_nsec << 20) ^ (uint64_t)ts.tv_sec ^ (uint64_t)(uintptr_t)cl ^ 0x9e3779b97f4a7c15ull;
+  if (!cl->rng) cl->rng = 1;
+  cl->retry_tokens = 10;
+  double iv = cl->o.idle_timeout_ms / 4000.0;
+  ev_timer_init(&cl->pool_timer, reap_cb, 0., iv < 0.05 ? 0.05 : iv > 1 ? 1 : iv);
+  cl->pool_timer.data = cl;
+  ev_idle_init(&cl->pool_idle, idle_cb);
+  cl->pool_idle.data = cl;
+  return 0;
+}
+
+void amn_pool_free(amn_client *cl) {
+  for (size_t i = 0; i < cl->neps; i++) {
+    amn_cendpoint *ep = &cl->eps[i];
+    /* connections that could not finish closing when the loop ended */
+    while (ep->slots) {
+      amn_cslot *s = ep->slots;
+      ep->slots = s->next;
+      free(s);
+    }
+    free(ep->url);
+  }
+  free(cl->eps);
+  cl->eps = NULL;
+  cl->neps = 0;
+}
+
+static bool has_capacity(const amn_cslot *s) {
+  return s->st == AMN_SLOT_READY && s->inflight < s->ep->cl->pool->max_streams(s->conn);
+}
+
+/* The least busy connection of `ep` that takes one more call, or NULL. */
+static amn_cslot *best_slot(amn_cendpoint *ep) {
+  amn_cslot *best = NULL;
+  for (amn_cslot *s = ep->slots; s; s = s->next)
+    if (has_capacity(s) && (!best || s->inflight < best->inflight)) best = s;
+  return best;
+}
+
+static amn_cslot *pick(amn_client *cl) {
+  if (cl->o.lb_policy == AMN_LB_ROUND_ROBIN) {
+    for (size_t k = 0; k < cl->neps; k++) {
+      size_t i = (cl->rr + k) % cl->neps;
+      amn_cslot *s = best_slot(&cl->eps[i]);
+      if (s) {
+        cl->rr = (unsigned)((i + 1) % cl->neps);
+        return s;
+      }
+    }
+    return NULL;
+  }
+  /* power of two choices: of two random endpoints that can take the call,
+   * the one with fewer calls in flight */
+  amn_cslot *cand[MAX_ENDPOINTS];
+  size_t n = 0;
+  for (size_t i = 0; i < cl->neps; i++) {
+    amn_cslot *s = best_slot(&cl->eps[i]);
+    if (s) cand[n++] = s;
+  }
+  if (n <= 1) return n ? cand[0] : NULL;
+  size_t a = rnd(cl) % n, b = rnd(cl) % (n - 1);
+  if (b >= a) b++;
+  return cand[b]->ep->inflight < cand[a]->ep->inflight ? cand[b] : cand[a];
+}
+
+static bool slot_open(amn_cendpoint *ep) {
+  amn_client *cl = ep->cl;
+  amn_cslot *s = calloc(1, sizeof *s);
+  if (!s) return false;
+  s->ep = ep;
+  s->st = AMN_SLOT_CONNECTING;
+  s->next = ep->slots;
+  ep->slots = s;
+  LOCK(cl);
+  ep->nconnecting++;
+  UNLOCK(cl);
+  AMN_DEBUG("pool: connecting to %s (%u ready, %u connecting)", ep->authority, ep->nready, ep->nconnecting);
+  cl->pool->open(s); /* may report amn_cslot_closed (and free s) before returning */
+  return true;
+}
+
+static void eject(amn_cendpoint *ep, const char *why) {
+  amn_client *cl = ep->cl;
+  LOCK(cl);
+  ep->fails++;
+  ep->ejected = true;
+  ep->connect_failures++;
+  snprintf(ep->last_error, sizeof ep->last_error, "%s", why);
+  UNLOCK(cl);
+  /* base * 2^(fails-1), capped, times a jitter in [0.8, 1.2) */
+  double d = cl->o.backoff_base_ms / 1000.0, cap = cl->o.backoff_max_ms / 1000.0;
+  for (uint32_t i = 1; i < ep->fails && d < cap; i++) d *= 2;
+  if (d > cap) d = cap;
+  d *= 0.8 + 0.4 * (double)(rnd(cl) % 1000000) / 1e6;
+  ep->retry_at = ev_now(cl->ev) + d;
+  ev_timer_stop(cl->ev, &ep->retry);
+  ev_timer_set(&ep->retry, d, 0.);
+  ev_timer_start(cl->ev, &ep->retry);
+  AMN_WARN("pool: %s failed (%s); retrying it in %.0f ms", ep->url, why, d * 1000);
+}
+
+static void retry_cb(struct ev_loop *ev, ev_timer *w, int revents) {
+  (void)ev; (void)revents;
+  amn_cendpoint *ep = w->data;
+  if (atomic_load(&ep->cl->stopping) || ep->nconnecting || ep->nready) return;
+  slot_open(ep); /* the endpoint stays ejected until this connection is ready */
+}
+
+static bool anything_usable(amn_client *cl) {
+  for (size_t i = 0; i < cl->neps; i++)
+    if (cl->eps[i].nready || cl->eps[i].nconnecting) return true;
+  return false;
+}
+
+/* The failure to report when no endpoint can take calls: the latest one. */
+static void fail_reason(amn_client *cl, char *buf, size_t cap) {
+  const amn_cendpoint *last = NULL;
+  for (size_t i = 0; i < cl->neps; i++)
+    if (cl->eps[i].last_error[0] && (!last || cl->eps[i].retry_at > last->retry_at)) last = &cl->eps[i];
+  if (!last) snprintf(buf, cap, "no server available");
+  else if (cl->neps == 1) snprintf(buf, cap, "%s", last->last_error);
+  else snprintf(buf, cap, "none of the %zu servers is available (last: %s)", cl->neps, last->last_error);
+}
+
+void amn_pool_maintain(amn_client *cl) {
+  cl->pool_dirty = false;
+  if (atomic_load(&cl->stopping)) return;
+  /* 1. the minimum of connections per healthy endpoint, once in use */
+  if (cl->pool_active)
+    for (size_t i = 0; i < cl->neps; i++) {
+      amn_cendpoint *ep = &cl->eps[i];
+      while (!ep->ejected && ep->nready + ep->nconnecting < cl->o.pool_min_connections)
+        if (!slot_open(ep)) break;
+    }
+  /* 2. hand pending calls to connections */
+  amn_ccall *c;
+  amn_cslot *s;
+  while (cl->pending && (s = pick(cl)) != NULL) {
+    c = amn_client_pending_pop(cl);
+    if (!c->done) {
+      amn_cendpoint *ep = s->ep;
+      c->slot = s;
+      c->ep = ep;
+      c->attempts++;
+      s->inflight++;
+      LOCK(cl);
+      ep->inflight++;
+      ep->calls_started++;
+      UNLOCK(cl);
+      cl->tp->start_call(s->conn, c); /* on failure the call is completed (and detached) */
+    }
+    amn_ccall_unref(c); /* the pending list's reference (the stream holds its own) */
+  }
+  if (!cl->pending) return;
+  /* 3. calls wait: one more connection on each healthy endpoint that is full */
+  for (size_t i = 0; i < cl->neps; i++) {
+    amn_cendpoint *ep = &cl->eps[i];
+    if (!ep->ejected && !ep->nconnecting && ep->nready < cl->o.pool_max_connections && !best_slot(ep)) slot_open(ep);
+  }
+  /* 4. nothing will ever take them: fail them now rather than at their deadline */
+  if (cl->pending && !anything_usable(cl)) {
+    char why[300];
+    fail_reason(cl, why, sizeof why);
+    amn_client_fail_pending(cl, AMN_STATUS_UNAVAILABLE, why);
+  }
+}
+
+void amn_pool_kick(amn_client *cl, bool force) {
+  if (!cl->pool_active) {
+    cl->pool_active = true;
+    if (cl->o.idle_timeout_ms) ev_timer_again(cl->ev, &cl->pool_timer);
+  }
+  if (force && !anything_usable(cl)) {
+    /* every endpoint is failing: a new call (or amn_client_connect) tries
+     * the one due soonest at once, so a lone server that is back is found
+     * without waiting for its backoff */
+    bool healthy = false;
+    amn_cendpoint *soon = NULL;
+    for (size_t i = 0; i < cl->neps; i++) {
+      healthy |= !cl->eps[i].ejected;
+      if (!soon || cl->eps[i].retry_at < soon->retry_at) soon = &cl->eps[i];
+    }
+    if (!healthy && soon) slot_open(soon);
+  }
+  amn_pool_maintain(cl);
+}
+
+void amn_pool_connect(amn_client *cl) {
+  if (!cl->pool_active) {
+    cl->pool_active = true;
+    if (cl->o.idle_timeout_ms) ev_timer_again(cl->ev, &cl->pool_timer);
+  }
+  bool ready = false;
+  for (size_t i = 0; i < cl->neps; i++) {
+    amn_cendpoint *ep = &cl->eps[i];
+    if (ep->nready) ready = true;
+    else if (!ep->nconnecting) slot_open(ep); /* even an ejected one: asked for explicitly */
+  }
+  if (ready) {
+    amn_client_notify_connect(cl, 0, NULL);
+  } else if (!anything_usable(cl)) { /* every attempt failed at once */
+    char why[300];
+    fail_reason(cl, why, sizeof why);
+    amn_client_notify_connect(cl, AMN_EIO, why);
+  }
+  amn_pool_mark(cl);
+}
+
+void amn_pool_close_all(amn_client *cl, const char *why) {
+  ev_timer_stop(cl->ev, &cl->pool_timer);
+  ev_idle_stop(cl->ev, &cl->pool_idle);
+  for (size_t i = 0; i < cl->neps; i++) {
+    amn_cendpoint *ep = &cl->eps[i];
+    ev_timer_stop(cl->ev, &ep->retry);
+    for (amn_cslot *s = ep->slots, *next; s; s = next) {
+      next = s->next;
+      s->closing = true;
+      cl->tp->close(s->conn, why);
+    }
+  }
+}
+
+/* Idle reaping: connections without calls for idle_timeout_ms, above the
+ * endpoint's minimum, are closed (the least recently busy first). */
+static void reap_cb(struct ev_loop *ev, ev_timer *w, int revents) {
+  (void)revents;
+  amn_client *cl = w->data;
+  ev_tstamp now = ev_now(ev), idle = cl->o.idle_timeout_ms / 1000.0;
+  for (size_t i = 0; i < cl->neps; i++) {
+    amn_cendpoint *ep = &cl->eps[i];
+    for (amn_cslot *s = ep->slots, *next; s; s = next) {
+      next = s->next;
+      if (ep->nready + ep->nconnecting <= cl->o.pool_min_connections) break;
+      if (s->st != AMN_SLOT_READY || s->inflight || now - s->idle_since < idle - 0.001) continue;
+      AMN_DEBUG("pool: closing a connection to %s idle for %u ms", ep->authority, cl->o.idle_timeout_ms);
+      s->closing = true;
+      cl->tp->close(s->conn, "idle");
+    }
+  }
+}
+
+void amn_pool_call_detach(amn_ccall *c, amn_status_code code) {
+  amn_cendpoint *ep = c->ep;
+  if (!ep) return;
+  amn_client *cl = ep->cl;
+  amn_cslot *s = c->slot;
+  LOCK(cl);
+  if (ep->inflight) ep->inflight--;
+  if (code == AMN_STATUS_OK) ep->calls_ok++;
+  else ep->calls_failed++;
+  UNLOCK(cl);
+  if (s && s->inflight && --s->inflight == 0) s->idle_since = ev_now(cl->ev);
+  c->slot = NULL;
+  c->ep = NULL;
+  amn_pool_mark(cl); /* room for a pending call */
+}
+
+void amn_cslot_ready(amn_cslot *s) {
+  amn_cendpoint *ep = s->ep;
+  amn_client *cl = ep->cl;
+  LOCK(cl);
+  ep->nconnecting--;
+  ep->nready++;
+  ep->connects++;
+  bool was_ejected = ep->ejected;
+  ep->ejected = false;
+  ep->fails = 0;
+  UNLOCK(cl);
+  s->st = AMN_SLOT_READY;
+  s->idle_since = ev_now(cl->ev);
+  ev_timer_stop(cl->ev, &ep->retry);
+  if (was_ejected) AMN_INFO("pool: %s is back", ep->url);
+  AMN_DEBUG("pool: connected to %s (%u ready)", ep->authority, ep->nready);
+  amn_client_notify_connect(cl, 0, NULL);
+  amn_pool_mark(cl);
+}
+
+void amn_cslot_goaway(amn_cslot *s, bool error, const char *why) {
+  amn_cendpoint *ep = s->ep;
+  amn_client *cl = ep->cl;
+  if (s->st == AMN_SLOT_READY) {
+    LOCK(cl);
+    ep->nready--;
+    ep->ndraining++;
+    UNLOCK(cl);
+    s->st = AMN_SLOT_DRAINING;
+  }
+  /* a refusal (max_connections, too_many_pings...) counts as a failure of
+   * the endpoint: no immediate reconnect to it */
+  if (error && !s->closing) eject(ep, why);
+  amn_pool_mark(cl); /* replace it if needed */
+}
+
+void amn_cslot_closed(amn_cslot *s, const char *why) {
+  amn_cendpoint *ep = s->ep;
+  amn_client *cl = ep->cl;
+  bool stopping = atomic_load(&cl->stopping);
+  for (amn_cslot **pp = &ep->slots; *pp; pp = &(*pp)->next)
+    if (*pp == s) {
+      *pp = s->next;
+      break;
+    }
+  LOCK(cl);
+  if (s->st == AMN_SLOT_CONNECTING) ep->nconnecting--;
+  else if (s->st == AMN_SLOT_READY) ep->nready--;
+  else ep->ndraining--;
+  UNLOCK(cl);
+  bool failed = s->st == AMN_SLOT_CONNECTING && !s->closing;
+  free(s);
+  if (failed && !stopping) {
+    eject(ep, why);
+    if (!anything_usable(cl)) amn_client_notify_connect(cl, AMN_EIO, why);
+  }
+  if (!stopping) amn_pool_mark(cl);
+}
+
+size_t amn_client_stats(amn_client *cl, amn_endpoint_stats *out, size_t cap, uint64_t *retries) {
+  if (!cl) return 0;
+  LOCK(cl);
+  for (size_t i = 0; i < cl->neps && i < cap; i++) {
+    const amn_cendpoint *ep = &cl->eps[i];
+    amn_endpoint_stats *o = &out[i];
+    memset(o, 0, sizeof *o);
+    o->url = ep->url;
+    o->state = ep->ejected ? AMN_EP_EJECTED : ep->nready ? AMN_EP_READY : ep->nconnecting ? AMN_EP_CONNECTING : AMN_EP_IDLE;
+    o->connections = ep->nready;
+    o->connecting = ep->nconnecting;
+    o->draining = ep->ndraining;
+    o->calls_in_flight = ep->inflight;
+    o->calls_started = ep->calls_started;
+    o->calls_ok = ep->calls_ok;
+    o->calls_failed = ep->calls_failed;
+    o->connects = ep->connects;
+    o->connect_failures = ep->connect_failures;
+    o->consecutive_failures = ep->fails;
+    snprintf(o->last_error, sizeof o->last_error, "%s", ep->last_error);
+  }
+  if (retries) *retries = cl->retries;
+  size_t n = cl->neps;
+  UNLOCK(cl);
+  return n;
+}

@@ -1,0 +1,320 @@
+/*
+ * Internal: HTTP/3 transport (gRPC over HTTP/3, grpc/proposal G2) on
+ * ngtcp2 0.12 + ngtcp2_crypto_gnutls + nghttp3 0.8.
+ *
+ * h3_common.c holds what the server (h3_server.c) and the client
+ * (h3_client.c) share: the per-connection packet pump (ngtcp2 <-> nghttp3
+ * <-> UDP with GSO), the TLS handshake driver that keeps the GnuTLS error
+ * code for a precise refusal reason, send buffers that keep response /
+ * request bytes until the peer acknowledged them, the write batching (a
+ * connection with something to send is flushed once per loop iteration),
+ * UDP socket setup and the accounting of the transport's own memory.
+ * h3_replay.c is the 0-RTT anti-replay table of a server.
+ */
+#ifndef AMN_H3_H
+#define AMN_H3_H
+
+#include <ev.h>
+#include <gnutls/gnutls.h>
+#include <nghttp3/nghttp3.h>
+#include <ngtcp2/ngtcp2.h>
+#include <ngtcp2/ngtcp2_crypto.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/socket.h>
+#include <sys/types.h>
+#include <time.h>
+
+#include "rpc/rpc.h"
+
+/* ------------------------------------------------------------------ */
+/* Server hooks (h3_server.c), called by server/server.c              */
+/* ------------------------------------------------------------------ */
+
+typedef struct amn_srv_loop amn_srv_loop;
+typedef struct amn_server amn_server;
+typedef struct amn_client amn_client;
+typedef struct amn_h3_listener amn_h3_listener;
+
+/* Opens the UDP socket of one loop bound to host:port (SO_REUSEPORT, so
+ * every loop binds the same port; port 0 picks one, returned in *bound).
+ * `first` (loop 0): first make sure no other socket holds the port (a plain
+ * bind without SO_REUSEPORT), as the TCP listener does. Returns NULL with
+ * AMN_EIO/AMN_ENOMEM in *rc and the reason in err. Any thread, before the
+ * loop runs. */
+amn_h3_listener *amn_h3s_open(const char *host, uint16_t port, bool first, uint16_t *bound, int *rc, char *err,
+                              size_t errlen);
+/* Attaches an opened listener to its loop (sl->ev exists, the loop thread
+ * is not running yet). The listener is found again through
+ * ev_userdata(sl->ev). Loops of one server share their socket group state
+ * (session ticket key, token secret, anti-replay table, counters) through
+ * loop 0, so attach loop 0 first. */
+void amn_h3s_attach(amn_srv_loop *sl, amn_h3_listener *l);
+/* Graceful stop (loop thread): no new connections; every connection gets
+ * an HTTP/3 GOAWAY (shutdown notice, then the final one) and closes once
+ * its streams are done. */
+void amn_h3s_drain_all(amn_srv_loop *sl);
+/* Hard stop (loop thread): calls left end with UNAVAILABLE, connections
+ * close (CONNECTION_CLOSE), the loop's socket stops reading. When the last
+ * loop of the server gets here, every socket of the server is closed. */
+void amn_h3s_close_all(amn_srv_loop *sl);
+/* Frees the loop's listener (after the loop thread exited). NULL-safe. */
+void amn_h3s_free(amn_srv_loop *sl);
+/* Value of an HTTP/2 alt-svc header advertising HTTP/3 on the server's
+ * port ("h3=\":PORT\""), or 0 when HTTP/3 is off. buf >= 32 bytes. */
+size_t amn_h3_alt_svc(const amn_server *s, char *buf, size_t cap);
+
+/* Counters of a server's HTTP/3 side (all loops), for tests and logs. */
+typedef struct amn_h3_server_stats {
+  uint64_t conns_accepted;       /* QUIC connections created */
+  uint64_t handshakes_done;      /* ... that completed the handshake */
+  uint64_t handshake_timeouts;
+  uint64_t resumed;              /* handshakes resumed from a session ticket */
+  uint64_t early_accepted;       /* 0-RTT accepted */
+  uint64_t early_rejected;       /* 0-RTT offered but refused (replay, stale, too late) */
+  uint64_t replays_detected;     /* ClientHellos seen twice by the anti-replay table */
+  uint64_t early_calls;          /* calls whose request came as 0-RTT data */
+  uint64_t retries_sent;         /* Retry packets (address validation) */
+  uint64_t retry_tokens_ok;      /* Initials with a valid Retry token */
+  uint64_t new_tokens_ok;        /* Initials with a valid NEW_TOKEN token */
+  uint64_t tokens_bad;           /* invalid / expired tokens */
+  uint64_t stateless_resets;     /* sent for packets of unknown connections */
+  uint64_t version_negotiations; /* sent for unsupported versions */
+  uint64_t path_validations;     /* successful validations of a new client address */
+  uint64_t key_updates;          /* 1-RTT key generations installed after the first */
+  uint32_t conns_open;           /* right now */
+  uint32_t handshaking;          /* right now */
+} amn_h3_server_stats;
+void amn_h3s_stats(amn_server *s, amn_h3_server_stats *out);
+/* Replaces the session ticket encryption key of the server now (as the
+ * periodic rotation does, AMN_H3_TICKET_ROTATE_S): tickets issued before
+ * no longer resume. */
+void amn_h3s_rotate_ticket_key(amn_server *s);
+
+#define AMN_H3_TICKET_ROTATE_S (12 * 3600) /* session ticket key lifetime */
+#define AMN_H3_TICKET_LIFETIME_S 7200      /* what a ticket may be used for */
+#define AMN_H3_REPLAY_WINDOW_MS 10000      /* 0-RTT ClientHello recording window (RFC 8446 8.2) */
+#define AMN_H3_REPLAY_MAX 65536            /* ClientHellos recorded at most: beyond, 0-RTT is refused */
+#define AMN_H3_NEW_TOKEN_TTL_S (24 * 3600) /* NEW_TOKEN address validation tokens */
+#define AMN_H3_RETRY_TOKEN_TTL_S 10        /* Retry tokens */
+
+/* ------------------------------------------------------------------ */
+/* Client test hooks and counters (h3_client.c)                       */
+/* ------------------------------------------------------------------ */
+
+typedef struct amn_h3_client_stats {
+  uint64_t connects;             /* connection attempts started */
+  uint64_t handshakes;           /* ... completed */
+  uint64_t resumed;              /* from a session ticket */
+  uint64_t early_attempted;      /* 0-RTT data offered */
+  uint64_t early_accepted;
+  uint64_t early_rejected;       /* offered but refused: the calls were sent again */
+  uint64_t early_calls;          /* calls whose request went out as 0-RTT data */
+  uint64_t retries_received;     /* Retry packets (address validation by the server) */
+  uint64_t tokens_received;      /* NEW_TOKEN tokens kept for the next connection */
+  uint64_t tokens_sent;          /* connections that presented a token */
+  uint64_t key_updates;          /* 1-RTT key generations installed after the first */
+  uint64_t migrations;           /* local address changes */
+  uint64_t stateless_resets;     /* connections ended by a stateless reset */
+} amn_h3_client_stats;
+/* Counters of an HTTP/3 client (zeros for other clients). Thread-safe. */
+void amn_h3c_stats(amn_client *cl, amn_h3_client_stats *out);
+/* Test hooks, run on the client's I/O thread (each returns once done;
+ * 0, or AMN_ESTATE when there is no ready HTTP/3 connection or QUIC
+ * refused, e.g. a key update while the previous one is unconfirmed):
+ *  - rebind: the connection moves to a new UDP socket (new local port);
+ *    nat_only: the client does not announce it (a NAT rebinding as the
+ *    client sees it: same connection ID), else an active migration
+ *    (a fresh connection ID, path validation);
+ *  - key update: initiates a 1-RTT key update;
+ *  - close: closes the current connection (CONNECTION_CLOSE); the next
+ *    call connects again (with the session ticket and token kept). */
+int amn_h3c_test_rebind(amn_client *cl, bool nat_only);
+int amn_h3c_test_key_update(amn_client *cl);
+int amn_h3c_test_close(amn_client *cl);
+
+/* ------------------------------------------------------------------ */
+/* Shared connection machinery (h3_common.c)                          */
+/* ------------------------------------------------------------------ */
+
+#define AMN_H3_SCIDLEN 16            /* our connection ID length */
+#define AMN_H3_RX_BATCH 16           /* datagrams per recvmmsg */
+#define AMN_H3_RX_DGRAM 65536        /* receive buffer per datagram */
+#define AMN_H3_TX_MAX_PKTS 64        /* packets per GSO batch (also capped at 64 KiB) */
+#define AMN_H3_TX_BUF (AMN_H3_TX_MAX_PKTS * 1500)
+#define AMN_H3_MAX_UNACKED (1u << 20) /* sent but unacknowledged bytes kept per stream */
+#define AMN_H3_SOCKBUF_SERVER (8u << 20) /* UDP socket buffers asked for */
+#define AMN_H3_SOCKBUF_CLIENT (4u << 20)
+
+typedef struct amn_h3_conn amn_h3_conn;
+
+/* Flushes a batch of connections before the loop blocks: one ev_prepare
+ * per loop (server listener) or per connection (client), at the lowest
+ * priority so that it runs after the loop's other prepare work (which may
+ * produce data to send). */
+typedef struct amn_h3_sched {
+  struct ev_loop *ev;
+  ev_prepare prep;
+  amn_h3_conn *dirty;
+  bool in_cb, free_after;      /* heap scheduler released while flushing */
+} amn_h3_sched;
+
+void amn_h3_sched_init(amn_h3_sched *s, struct ev_loop *ev);
+void amn_h3_sched_stop(amn_h3_sched *s);
+/* A heap scheduler owned by one connection: destroy may be called from
+ * inside that connection's flush (the memory goes when the flush returns). */
+amn_h3_sched *amn_h3_sched_new(struct ev_loop *ev);
+void amn_h3_sched_destroy(amn_h3_sched *s);
+
+struct amn_h3_conn {
+  ngtcp2_crypto_conn_ref ref;  /* what gnutls_session_set_ptr points to */
+  ngtcp2_conn *q;
+  nghttp3_conn *h;             /* NULL until 1-RTT (server) / 0-RTT or 1-RTT (client) keys */
+  gnutls_session_t tls;
+  int tls_rc;                  /* fatal GnuTLS code of a failed handshake, 0 if none */
+  struct ev_loop *ev;
+  amn_h3_sched *sched;
+  void (*flush)(amn_h3_conn *b);   /* writes pending packets (owner-specific errors) */
+  void (*on_expiry)(amn_h3_conn *b);
+  int fd;
+  bool connected;              /* connected socket: no destination address on send */
+  struct sockaddr_storage local;
+  socklen_t local_len;
+  uint8_t *txbuf;              /* AMN_H3_TX_BUF bytes, may be shared by a loop's connections */
+  ev_timer timer;              /* ngtcp2 expiry */
+  ev_io wev;                   /* socket writable after EAGAIN */
+  uint8_t *pend;               /* unsent rest of a batch after EAGAIN */
+  size_t pend_len, pend_gso;
+  struct sockaddr_storage pend_to;
+  socklen_t pend_tolen;
+  bool no_gso;
+  int sock_err;                /* errno of a failed send/recv (client: ECONNREFUSED) */
+  unsigned key_gens;           /* update_key calls (1-RTT key generations prepared) */
+  ngtcp2_connection_close_error err; /* what we tell the peer when closing */
+  bool dirty;
+  amn_h3_conn *next_dirty;
+};
+
+/* Initialises the fields above (not q/h/tls); user_data of the ngtcp2
+ * callbacks must be the owner struct whose first member is the conn. */
+void amn_h3_conn_init(amn_h3_conn *b, struct ev_loop *ev, amn_h3_sched *sched, int fd, uint8_t *txbuf,
+                      void (*flush)(amn_h3_conn *), void (*on_expiry)(amn_h3_conn *));
+/* Stops the watchers, unschedules, frees the pending batch, deletes the
+ * nghttp3 and ngtcp2 connections and the TLS session. */
+void amn_h3_conn_release(amn_h3_conn *b);
+void amn_h3_mark_dirty(amn_h3_conn *b);
+/* Moves the connection to another socket (the client's rebinding). */
+void amn_h3_conn_set_fd(amn_h3_conn *b, int fd);
+
+/* Monotonic time in ngtcp2 units (ns). */
+uint64_t amn_h3_now(void);
+/* ngtcp2 callbacks shared by both sides. */
+void amn_h3_rand(uint8_t *dest, size_t len, const ngtcp2_rand_ctx *ctx);
+/* recv_crypto_data: feeds the handshake to GnuTLS and keeps its fatal
+ * error code in tls_rc (ngtcp2's own helper only reports "crypto error"). */
+int amn_h3_recv_crypto_data(ngtcp2_conn *q, ngtcp2_crypto_level level, uint64_t offset, const uint8_t *data,
+                            size_t len, void *user_data);
+/* update_key: ngtcp2's, counting the key generations in b->key_gens (one
+ * when the handshake completes, one more per key update). */
+int amn_h3_update_key(ngtcp2_conn *q, uint8_t *rx_secret, uint8_t *tx_secret, ngtcp2_crypto_aead_ctx *rx_aead_ctx,
+                      uint8_t *rx_iv, ngtcp2_crypto_aead_ctx *tx_aead_ctx, uint8_t *tx_iv,
+                      const uint8_t *current_rx_secret, const uint8_t *current_tx_secret, size_t secretlen,
+                      void *user_data);
+/* Fills the crypto / stream callbacks common to both sides. */
+void amn_h3_base_callbacks(ngtcp2_callbacks *cb);
+
+/* Creates the nghttp3 connection (server or client) and binds its control
+ * and QPACK streams. Returns 0 or a negative ngtcp2/nghttp3 code. */
+int amn_h3_setup_http(amn_h3_conn *b, bool server, const nghttp3_callbacks *cbs, void *ud);
+
+/* Writes what ngtcp2/nghttp3 have to send (one pacing quantum) and
+ * re-arms the expiry timer. Returns 0, or a negative library error after
+ * which the connection must be closed (b->err is set). */
+int amn_h3_write(amn_h3_conn *b);
+/* Re-arms the expiry timer from ngtcp2_conn_get_expiry. */
+void amn_h3_update_timer(amn_h3_conn *b);
+/* Sends one datagram (CONNECTION_CLOSE, version negotiation, ...); errors
+ * are dropped packets. */
+void amn_h3_send_one(int fd, const struct sockaddr *to, socklen_t tolen, const uint8_t *data, size_t len);
+/* Receives up to AMN_H3_RX_BATCH datagrams into bufs (AMN_H3_RX_BATCH x
+ * AMN_H3_RX_DGRAM) with one recvmmsg. Returns the count (0: nothing) or
+ * -errno. Truncated datagrams are dropped. */
+int amn_h3_recv_batch(int fd, uint8_t *bufs, struct mmsghdr *msgs, struct iovec *iov,
+                      struct sockaddr_storage *from);
+/* Socket options of a QUIC UDP socket: receive/send buffers of `want`
+ * bytes (SO_*BUFFORCE when permitted; a warning, once per process, when
+ * the kernel caps them: net.core.rmem_max / wmem_max), path MTU discovery
+ * on (no fragments). */
+void amn_h3_udp_setup(int fd, int family, int want);
+
+/* Records a local error for CONNECTION_CLOSE. */
+void amn_h3_set_liberr(amn_h3_conn *b, int liberr);
+/* Describes the CONNECTION_CLOSE the peer sent (after NGTCP2_ERR_DRAINING). */
+void amn_h3_describe_peer_close(amn_h3_conn *b, const char *peer, char *out, size_t cap);
+/* The reason of our own failed TLS handshake ("client certificate not
+ * issued by a trusted CA", "no client certificate presented", ...). */
+const char *amn_h3_tls_reason(amn_h3_conn *b);
+
+/* Header list conversion (nghttp3 copies the strings on submit). */
+size_t amn_h3_nv(const amn_hdr_buf *b, nghttp3_nv *nva);
+
+/* Allocators handed to ngtcp2 and nghttp3: plain malloc, counted. The
+ * count (bytes held by both libraries and by the send buffers below, all
+ * connections of the process) and its peak are the transport's own
+ * memory accounting. */
+const ngtcp2_mem *amn_h3_ngtcp2_mem(void);
+const nghttp3_mem *amn_h3_nghttp3_mem(void);
+void amn_h3_mem_usage(size_t *cur, size_t *peak);
+void amn_h3_mem_reset_peak(void);
+
+/* ------------------------------------------------------------------ */
+/* Send buffer of one stream                                          */
+/* ------------------------------------------------------------------ */
+
+/* nghttp3 sends application data straight from the memory handed to it
+ * and needs it until the peer acknowledged it: chunks live here until
+ * amn_h3_sendbuf_ack. At most AMN_H3_MAX_UNACKED bytes are held. */
+typedef struct amn_h3_chunk {
+  struct amn_h3_chunk *next;
+  size_t len;
+  uint8_t data[];
+} amn_h3_chunk;
+
+typedef struct amn_h3_sendbuf {
+  amn_h3_chunk *head, *tail;
+  size_t head_acked;           /* bytes of head already acknowledged */
+  size_t unacked;              /* bytes held */
+} amn_h3_sendbuf;
+
+typedef ssize_t (*amn_h3_pull_fn)(void *call, uint8_t *buf, size_t len, bool *eof);
+
+/* Pulls the next bytes of a call into a new chunk and points vec at them.
+ * Returns the byte count (0 only with *eof), -1 when the call has nothing
+ * queued, -2 when AMN_H3_MAX_UNACKED bytes are already held, -3 out of
+ * memory. */
+ssize_t amn_h3_sendbuf_fill(amn_h3_sendbuf *sb, amn_h3_pull_fn pull, void *call, bool *eof, nghttp3_vec *vec);
+/* Appends an already filled chunk (client: request bytes sent again after
+ * the server refused 0-RTT) and points vec at it. */
+void amn_h3_sendbuf_push(amn_h3_sendbuf *sb, amn_h3_chunk *ch, nghttp3_vec *vec);
+/* Takes the oldest chunk out (NULL when empty). */
+amn_h3_chunk *amn_h3_sendbuf_pop(amn_h3_sendbuf *sb);
+void amn_h3_sendbuf_ack(amn_h3_sendbuf *sb, uint64_t n);
+void amn_h3_sendbuf_free(amn_h3_sendbuf *sb);
+
+/* ------------------------------------------------------------------ */
+/* 0-RTT anti-replay table (h3_replay.c)                              */
+/* ------------------------------------------------------------------ */
+
+/* A bounded, time-windowed set of ClientHello identifiers (PSK binders),
+ * shared by all loops of a server (thread-safe). */
+typedef struct amn_h3_replay amn_h3_replay;
+amn_h3_replay *amn_h3_replay_new(size_t max_entries);
+void amn_h3_replay_free(amn_h3_replay *t);
+/* Records `id` until `expires` (seconds, same clock as `now`). Returns 0
+ * when it was new, 1 when it is already recorded and not expired (a
+ * replay), -1 when the table is full of live entries (the caller must then
+ * refuse 0-RTT: it cannot tell). */
+int amn_h3_replay_add(amn_h3_replay *t, const uint8_t *id, size_t len, time_t expires, time_t now);
+size_t amn_h3_replay_count(amn_h3_replay *t);
+
+#endif

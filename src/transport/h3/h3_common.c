@@ -1,0 +1,666 @@
+/*
+ * HTTP/3 transport, shared part: the packet pump of one QUIC connection
+ * (nghttp3 -> ngtcp2 -> UDP, GSO batches, EAGAIN handling, expiry timer),
+ * the TLS handshake driver, send buffers, write batching. See h3.h.
+ */
+#include "transport/h3/h3.h"
+
+#include <errno.h>
+#include <gnutls/crypto.h>
+#include <malloc.h>
+#include <netinet/in.h>
+#include <netinet/udp.h>
+#include <ngtcp2/ngtcp2_crypto_gnutls.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "tls/tls.h"
+#include "util/log.h"
+
+#ifndef UDP_SEGMENT
+#define UDP_SEGMENT 103
+#endif
+
+uint64_t amn_h3_now(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (uint64_t)ts.tv_sec * NGTCP2_SECONDS + (uint64_t)ts.tv_nsec;
+}
+
+void amn_h3_rand(uint8_t *dest, size_t len, const ngtcp2_rand_ctx *ctx) {
+  (void)ctx;
+  gnutls_rnd(GNUTLS_RND_RANDOM, dest, len);
+}
+
+/* ------------------------------------------------------------------ */
+/* Memory accounting                                                  */
+/* ------------------------------------------------------------------ */
+
+static atomic_size_t g_mem_cur, g_mem_peak;
+
+static void mem_account(void *p, bool add) {
+  if (!p) return;
+  size_t n = malloc_usable_size(p);
+  if (!add) {
+    atomic_fetch_sub_explicit(&g_mem_cur, n, memory_order_relaxed);
+    return;
+  }
+  size_t cur = atomic_fetch_add_explicit(&g_mem_cur, n, memory_order_relaxed) + n;
+  size_t pk = atomic_load_explicit(&g_mem_peak, memory_order_relaxed);
+  while (cur > pk && !atomic_compare_exchange_weak(&g_mem_peak, &pk, cur)) {
+  }
+}
+
+static void *m_malloc(size_t n, void *ud) {
+  (void)ud;
+  void *p = malloc(n);
+  mem_account(p, true);
+  return p;
+}
+static void m_free(void *p, void *ud) {
+  (void)ud;
+  mem_account(p, false);
+  free(p);
+}
+static void *m_calloc(size_t k, size_t n, void *ud) {
+  (void)ud;
+  void *p = calloc(k, n);
+  mem_account(p, true);
+  return p;
+}
+static void *m_realloc(void *p, size_t n, void *ud) {
+  (void)ud;
+  size_t old = p ? malloc_usable_size(p) : 0;
+  void *q = realloc(p, n);
+  if (!q) return NULL; /* p unchanged */
+  atomic_fetch_sub_explicit(&g_mem_cur, old, memory_order_relaxed);
+  mem_account(q, true);
+  return q;
+}
+
+static const ngtcp2_mem g_ngtcp2_mem = {NULL, m_malloc, m_free, m_calloc, m_realloc};
+static const nghttp3_mem g_nghttp3_mem = {NULL, m_malloc, m_free, m_calloc, m_realloc};
+const ngtcp2_mem *amn_h3_ngtcp2_mem(void) { return &g_ngtcp2_mem; }
+const nghttp3_mem *amn_h3_nghttp3_mem(void) { return &g_nghttp3_mem; }
+
+void amn_h3_mem_usage(size_t *cur, size_t *peak) {
+  if (cur) *cur = atomic_load(&g_mem_cur);
+  if (peak) *peak = atomic_load(&g_mem_peak);
+}
+void amn_h3_mem_reset_peak(void) { atomic_store(&g_mem_peak, atomic_load(&g_mem_cur)); }
+
+size_t amn_h3_nv(const amn_hdr_buf *b, nghttp3_nv *nva) {
+  for (size_t i = 0; i < b->n; i++) {
+    nva[i].name = (uint8_t *)b->h[i].name;
+    nva[i].namelen = b->h[i].nlen;
+    nva[i].value = (uint8_t *)b->h[i].value;
+    nva[i].valuelen = b->h[i].vlen;
+    nva[i].flags = NGHTTP3_NV_FLAG_NONE;
+  }
+  return b->n;
+}
+
+/* ------------------------------------------------------------------ */
+/* TLS handshake                                                      */
+/* ------------------------------------------------------------------ */
+
+int amn_h3_recv_crypto_data(ngtcp2_conn *q, ngtcp2_crypto_level level, uint64_t offset, const uint8_t *data,
+                            size_t len, void *user_data) {
+  (void)offset;
+  amn_h3_conn *b = user_data;
+  int rv = 0;
+  if (len) {
+    rv = gnutls_handshake_write(b->tls, ngtcp2_crypto_gnutls_from_ngtcp2_level(level), data, len);
+    if (rv < 0 && !gnutls_error_is_fatal(rv)) rv = 0;
+  }
+  if (rv == 0 && !ngtcp2_conn_get_handshake_completed(q)) {
+    rv = gnutls_handshake(b->tls);
+    if (rv == 0) {
+      ngtcp2_conn_handshake_completed(q);
+      return 0;
+    }
+    if (!gnutls_error_is_fatal(rv)) return 0; /* needs more handshake data */
+  }
+  if (rv == 0) return 0;
+  /* fatal: keep the code for the log line, tell the peer with an alert */
+  b->tls_rc = rv;
+  gnutls_alert_send_appropriate(b->tls, rv);
+  int te = ngtcp2_conn_get_tls_error(q);
+  return te ? te : NGTCP2_ERR_CRYPTO;
+}
+
+const char *amn_h3_tls_reason(amn_h3_conn *b) {
+  const char *why = b->tls ? amn_tls_last_error(b->tls) : NULL;
+  if (why) return why;
+  if (b->tls && b->tls_rc) return amn_tls_handshake_error(b->tls, b->tls_rc);
+  return NULL;
+}
+
+/* update_key: ngtcp2 prepares the next 1-RTT key generation (once when
+ * the handshake completes, then after every key update). Counted. */
+int amn_h3_update_key(ngtcp2_conn *q, uint8_t *rx_secret, uint8_t *tx_secret, ngtcp2_crypto_aead_ctx *rx_aead_ctx,
+                      uint8_t *rx_iv, ngtcp2_crypto_aead_ctx *tx_aead_ctx, uint8_t *tx_iv,
+                      const uint8_t *current_rx_secret, const uint8_t *current_tx_secret, size_t secretlen,
+                      void *user_data) {
+  amn_h3_conn *b = user_data;
+  int rv = ngtcp2_crypto_update_key_cb(q, rx_secret, tx_secret, rx_aead_ctx, rx_iv, tx_aead_ctx, tx_iv,
+                                       current_rx_secret, current_tx_secret, secretlen, user_data);
+  if (rv == 0) b->key_gens++;
+  return rv;
+}
+
+void amn_h3_base_callbacks(ngtcp2_callbacks *cb) {
+  cb->recv_crypto_data = amn_h3_recv_crypto_data;
+  cb->encrypt = ngtcp2_crypto_encrypt_cb;
+  cb->decrypt = ngtcp2_crypto_decrypt_cb;
+  cb->hp_mask = ngtcp2_crypto_hp_mask_cb;
+  cb->rand = amn_h3_rand;
+  cb->update_key = amn_h3_update_key;
+  cb->delete_crypto_aead_ctx = ngtcp2_crypto_delete_crypto_aead_ctx_cb;
+  cb->delete_crypto_cipher_ctx = ngtcp2_crypto_delete_crypto_cipher_ctx_cb;
+  cb->get_path_challenge_data = ngtcp2_crypto_get_path_challenge_data_cb;
+  cb->version_negotiation = ngtcp2_crypto_version_negotiation_cb;
+}
+
+/* ------------------------------------------------------------------ */
+/* Errors                                                             */
+/* ------------------------------------------------------------------ */
+
+void amn_h3_set_liberr(amn_h3_conn *b, int liberr) {
+  if (b->err.error_code) return; /* keep the first reason */
+  if (liberr == NGTCP2_ERR_CRYPTO)
+    ngtcp2_connection_close_error_set_transport_error_tls_alert(&b->err, ngtcp2_conn_get_tls_alert(b->q), NULL, 0);
+  else
+    ngtcp2_connection_close_error_set_transport_error_liberr(&b->err, liberr, NULL, 0);
+}
+
+void amn_h3_describe_peer_close(amn_h3_conn *b, const char *peer, char *out, size_t cap) {
+  ngtcp2_connection_close_error e;
+  ngtcp2_connection_close_error_default(&e);
+  ngtcp2_conn_get_connection_close_error(b->q, &e);
+  char reason[128] = "";
+  if (e.reasonlen && e.reason)
+    snprintf(reason, sizeof reason, ": %.*s", (int)(e.reasonlen > 100 ? 100 : e.reasonlen), (const char *)e.reason);
+  if (e.type == NGTCP2_CONNECTION_CLOSE_ERROR_CODE_TYPE_APPLICATION) {
+    if (e.error_code == NGHTTP3_H3_NO_ERROR)
+      snprintf(out, cap, "%s closed the connection%s", peer, reason);
+    else
+      snprintf(out, cap, "%s closed the connection with HTTP/3 error 0x%llx%s", peer,
+               (unsigned long long)e.error_code, reason);
+  } else if ((e.error_code & ~(uint64_t)0xff) == NGTCP2_CRYPTO_ERROR) {
+    const char *an = gnutls_alert_get_name((gnutls_alert_description_t)(e.error_code & 0xff));
+    snprintf(out, cap, "%s refused the TLS handshake (TLS alert '%s')%s", peer, an ? an : "unknown", reason);
+  } else if (e.error_code == NGTCP2_CONNECTION_REFUSED) {
+    snprintf(out, cap, "%s refused the connection (shutting down or at its connection limit)%s", peer, reason);
+  } else if (e.error_code == NGTCP2_NO_ERROR) {
+    snprintf(out, cap, "%s closed the connection%s", peer, reason);
+  } else {
+    snprintf(out, cap, "%s closed the connection with QUIC error 0x%llx%s", peer, (unsigned long long)e.error_code,
+             reason);
+  }
+}
+
+/* ------------------------------------------------------------------ */
+/* Write batching                                                     */
+/* ------------------------------------------------------------------ */
+
+static void sched_cb(struct ev_loop *ev, ev_prepare *w, int revents) {
+  (void)ev; (void)revents;
+  amn_h3_sched *s = w->data;
+  s->in_cb = true;
+  /* a flush may mark other connections dirty (or close this one): pop first */
+  while (s->dirty && !s->free_after) {
+    amn_h3_conn *b = s->dirty;
+    s->dirty = b->next_dirty;
+    b->next_dirty = NULL;
+    b->dirty = false;
+    b->flush(b);
+  }
+  s->in_cb = false;
+  if (s->free_after) free(s);
+}
+
+amn_h3_sched *amn_h3_sched_new(struct ev_loop *ev) {
+  amn_h3_sched *s = calloc(1, sizeof *s);
+  if (s) amn_h3_sched_init(s, ev);
+  return s;
+}
+
+void amn_h3_sched_destroy(amn_h3_sched *s) {
+  if (!s) return;
+  amn_h3_sched_stop(s);
+  if (s->in_cb) s->free_after = true;
+  else free(s);
+}
+
+void amn_h3_sched_init(amn_h3_sched *s, struct ev_loop *ev) {
+  s->ev = ev;
+  s->dirty = NULL;
+  s->in_cb = s->free_after = false;
+  ev_prepare_init(&s->prep, sched_cb);
+  s->prep.data = s;
+  ev_set_priority(&s->prep, EV_MINPRI); /* after the loop's own prepare work */
+  ev_prepare_start(ev, &s->prep);
+  ev_unref(ev); /* must not keep the loop alive by itself */
+}
+
+void amn_h3_sched_stop(amn_h3_sched *s) {
+  if (!ev_is_active(&s->prep)) return;
+  ev_ref(s->ev);
+  ev_prepare_stop(s->ev, &s->prep);
+}
+
+void amn_h3_mark_dirty(amn_h3_conn *b) {
+  if (b->dirty || !b->sched) return;
+  b->dirty = true;
+  b->next_dirty = b->sched->dirty;
+  b->sched->dirty = b;
+}
+
+static void unschedule(amn_h3_conn *b) {
+  if (!b->dirty) return;
+  for (amn_h3_conn **p = &b->sched->dirty; *p; p = &(*p)->next_dirty)
+    if (*p == b) {
+      *p = b->next_dirty;
+      break;
+    }
+  b->dirty = false;
+  b->next_dirty = NULL;
+}
+
+/* ------------------------------------------------------------------ */
+/* Connection                                                         */
+/* ------------------------------------------------------------------ */
+
+static void timer_cb(struct ev_loop *ev, ev_timer *w, int revents) {
+  (void)ev; (void)revents;
+  amn_h3_conn *b = w->data;
+  b->on_expiry(b);
+}
+
+static int send_pending(amn_h3_conn *b);
+
+static void wev_cb(struct ev_loop *ev, ev_io *w, int revents) {
+  (void)revents;
+  amn_h3_conn *b = w->data;
+  if (send_pending(b) != 0) return; /* still blocked */
+  ev_io_stop(ev, w);
+  b->flush(b);
+}
+
+static ngtcp2_conn *get_conn(ngtcp2_crypto_conn_ref *ref) { return ((amn_h3_conn *)ref->user_data)->q; }
+
+void amn_h3_conn_init(amn_h3_conn *b, struct ev_loop *ev, amn_h3_sched *sched, int fd, uint8_t *txbuf,
+                      void (*flush)(amn_h3_conn *), void (*on_expiry)(amn_h3_conn *)) {
+  b->ref.get_conn = get_conn;
+  b->ref.user_data = b;
+  b->ev = ev;
+  b->sched = sched;
+  b->fd = fd;
+  b->txbuf = txbuf;
+  b->flush = flush;
+  b->on_expiry = on_expiry;
+  ngtcp2_connection_close_error_default(&b->err);
+  ev_timer_init(&b->timer, timer_cb, 0., 0.);
+  b->timer.data = b;
+  ev_io_init(&b->wev, wev_cb, fd, EV_WRITE);
+  b->wev.data = b;
+}
+
+void amn_h3_conn_release(amn_h3_conn *b) {
+  ev_timer_stop(b->ev, &b->timer);
+  ev_io_stop(b->ev, &b->wev);
+  unschedule(b);
+  free(b->pend);
+  b->pend = NULL;
+  if (b->h) nghttp3_conn_del(b->h);
+  b->h = NULL;
+  if (b->q) ngtcp2_conn_del(b->q);
+  b->q = NULL;
+  if (b->tls) gnutls_deinit(b->tls);
+  b->tls = NULL;
+}
+
+void amn_h3_conn_set_fd(amn_h3_conn *b, int fd) {
+  bool wactive = ev_is_active(&b->wev);
+  if (wactive) ev_io_stop(b->ev, &b->wev);
+  b->fd = fd;
+  ev_io_set(&b->wev, fd, EV_WRITE);
+  if (wactive) ev_io_start(b->ev, &b->wev);
+}
+
+void amn_h3_update_timer(amn_h3_conn *b) {
+  if (!b->q) return;
+  ngtcp2_tstamp exp = ngtcp2_conn_get_expiry(b->q), now = amn_h3_now();
+  ev_timer_stop(b->ev, &b->timer);
+  if (exp == UINT64_MAX) return;
+  double t = exp <= now ? 0. : (double)(exp - now) / NGTCP2_SECONDS;
+  ev_timer_set(&b->timer, t, 0.);
+  ev_timer_start(b->ev, &b->timer);
+}
+
+int amn_h3_setup_http(amn_h3_conn *b, bool server, const nghttp3_callbacks *cbs, void *ud) {
+  if (b->h) return 0;
+  if (ngtcp2_conn_get_max_local_streams_uni(b->q) < 3) return NGHTTP3_ERR_H3_STREAM_CREATION_ERROR;
+  nghttp3_settings st;
+  nghttp3_settings_default(&st);
+  st.qpack_max_dtable_capacity = 4096;
+  st.qpack_blocked_streams = 100;
+  st.max_field_section_size = 64 * 1024; /* as HTTP/2 MAX_HEADER_LIST_SIZE */
+  int rv = server ? nghttp3_conn_server_new(&b->h, cbs, &st, &g_nghttp3_mem, ud)
+                  : nghttp3_conn_client_new(&b->h, cbs, &st, &g_nghttp3_mem, ud);
+  if (rv != 0) return rv;
+  if (server)
+    nghttp3_conn_set_max_client_streams_bidi(b->h, ngtcp2_conn_get_local_transport_params(b->q)->initial_max_streams_bidi);
+  int64_t ctrl, qenc, qdec;
+  if ((rv = ngtcp2_conn_open_uni_stream(b->q, &ctrl, NULL)) != 0 ||
+      (rv = nghttp3_conn_bind_control_stream(b->h, ctrl)) != 0 ||
+      (rv = ngtcp2_conn_open_uni_stream(b->q, &qenc, NULL)) != 0 ||
+      (rv = ngtcp2_conn_open_uni_stream(b->q, &qdec, NULL)) != 0 ||
+      (rv = nghttp3_conn_bind_qpack_streams(b->h, qenc, qdec)) != 0)
+    return rv;
+  return 0;
+}
+
+/* ------------------------------------------------------------------ */
+/* UDP                                                                */
+/* ------------------------------------------------------------------ */
+
+/* One sendmsg of `len` bytes cut into `gso`-sized datagrams by the kernel
+ * (UDP_SEGMENT) when len > gso. Returns 0, EAGAIN, or another errno. */
+static int sendmsg_gso(amn_h3_conn *b, const struct sockaddr *to, socklen_t tolen, const uint8_t *data, size_t len,
+                       size_t gso) {
+  struct iovec iov = {(void *)data, len};
+  struct msghdr mh = {0};
+  if (!b->connected) {
+    mh.msg_name = (void *)to;
+    mh.msg_namelen = tolen;
+  }
+  mh.msg_iov = &iov;
+  mh.msg_iovlen = 1;
+  union {
+    char buf[CMSG_SPACE(sizeof(uint16_t))];
+    struct cmsghdr align;
+  } ctl;
+  if (len > gso) {
+    memset(&ctl, 0, sizeof ctl);
+    mh.msg_control = ctl.buf;
+    mh.msg_controllen = sizeof ctl.buf;
+    struct cmsghdr *cm = CMSG_FIRSTHDR(&mh);
+    cm->cmsg_level = SOL_UDP;
+    cm->cmsg_type = UDP_SEGMENT;
+    cm->cmsg_len = CMSG_LEN(sizeof(uint16_t));
+    uint16_t seg = (uint16_t)gso;
+    memcpy(CMSG_DATA(cm), &seg, sizeof seg);
+  }
+  ssize_t n;
+  do n = sendmsg(b->fd, &mh, 0);
+  while (n < 0 && errno == EINTR);
+  return n < 0 ? errno : 0;
+}
+
+/* Sends a batch; on EAGAIN keeps the unsent rest in b->pend and waits for
+ * the socket. Returns 0 when all left, 1 when blocked. */
+static int send_batch(amn_h3_conn *b, const struct sockaddr *to, socklen_t tolen, const uint8_t *data, size_t len,
+                      size_t gso) {
+  size_t off = 0;
+  while (off < len) {
+    size_t n = b->no_gso ? (len - off < gso ? len - off : gso) : len - off;
+    int e = sendmsg_gso(b, to, tolen, data + off, n, gso);
+    if (e == EAGAIN || e == EWOULDBLOCK) {
+      uint8_t *p = malloc(len - off);
+      if (!p) return 0; /* dropped: QUIC retransmits */
+      memcpy(p, data + off, len - off);
+      free(b->pend);
+      b->pend = p;
+      b->pend_len = len - off;
+      b->pend_gso = gso;
+      if (to && to != (const struct sockaddr *)&b->pend_to && tolen <= sizeof b->pend_to) memcpy(&b->pend_to, to, tolen);
+      b->pend_tolen = tolen;
+      ev_io_start(b->ev, &b->wev);
+      return 1;
+    }
+    if ((e == EIO || e == EINVAL) && n > gso && !b->no_gso) {
+      AMN_DEBUG("UDP GSO unavailable (%s): sending datagrams one by one", strerror(e));
+      b->no_gso = true;
+      continue;
+    }
+    if (e) b->sock_err = e; /* the datagrams are lost; loss recovery resends */
+    off += n;
+  }
+  return 0;
+}
+
+static int send_pending(amn_h3_conn *b) {
+  if (!b->pend) return 0;
+  uint8_t *p = b->pend;
+  size_t len = b->pend_len;
+  b->pend = NULL;
+  int r = send_batch(b, (struct sockaddr *)&b->pend_to, b->pend_tolen, p, len, b->pend_gso);
+  free(p);
+  return r;
+}
+
+void amn_h3_send_one(int fd, const struct sockaddr *to, socklen_t tolen, const uint8_t *data, size_t len) {
+  ssize_t n;
+  do n = to ? sendto(fd, data, len, 0, to, tolen) : send(fd, data, len, 0);
+  while (n < 0 && errno == EINTR);
+}
+
+/* Asks for `want` bytes of socket buffer; the kernel reports twice what it
+ * granted (bookkeeping overhead), so less than `want` back means capped. */
+static int sockbuf(int fd, int opt, int force_opt, int want) {
+  if (setsockopt(fd, SOL_SOCKET, force_opt, &want, sizeof want) != 0) /* needs CAP_NET_ADMIN */
+    setsockopt(fd, SOL_SOCKET, opt, &want, sizeof want);
+  int got = 0;
+  socklen_t gl = sizeof got;
+  getsockopt(fd, SOL_SOCKET, opt, &got, &gl);
+  return got / 2;
+}
+
+void amn_h3_udp_setup(int fd, int family, int want) {
+  static atomic_bool warned;
+  int rcv = sockbuf(fd, SO_RCVBUF, SO_RCVBUFFORCE, want), snd = sockbuf(fd, SO_SNDBUF, SO_SNDBUFFORCE, want);
+  if ((rcv < want || snd < want) && !atomic_exchange(&warned, true))
+    AMN_WARN("UDP socket buffers capped by the kernel (receive %d KiB, send %d KiB; asked %d KiB): HTTP/3 may drop "
+             "packets under load; raise net.core.rmem_max and net.core.wmem_max",
+             rcv / 1024, snd / 1024, want / 1024);
+  if (family == AF_INET) {
+    int v = IP_PMTUDISC_DO; /* QUIC does its own path MTU discovery: no fragments */
+    setsockopt(fd, IPPROTO_IP, IP_MTU_DISCOVER, &v, sizeof v);
+  } else {
+    int v = IPV6_PMTUDISC_DO;
+    setsockopt(fd, IPPROTO_IPV6, IPV6_MTU_DISCOVER, &v, sizeof v);
+  }
+}
+
+int amn_h3_recv_batch(int fd, uint8_t *bufs, struct mmsghdr *msgs, struct iovec *iov, struct sockaddr_storage *from) {
+  for (int i = 0; i < AMN_H3_RX_BATCH; i++) {
+    iov[i].iov_base = bufs + (size_t)i * AMN_H3_RX_DGRAM;
+    iov[i].iov_len = AMN_H3_RX_DGRAM;
+    memset(&msgs[i].msg_hdr, 0, sizeof msgs[i].msg_hdr);
+    msgs[i].msg_hdr.msg_iov = &iov[i];
+    msgs[i].msg_hdr.msg_iovlen = 1;
+    msgs[i].msg_hdr.msg_name = &from[i];
+    msgs[i].msg_hdr.msg_namelen = sizeof from[i];
+  }
+  int n;
+  do n = recvmmsg(fd, msgs, AMN_H3_RX_BATCH, MSG_DONTWAIT, NULL);
+  while (n < 0 && errno == EINTR);
+  if (n < 0) return errno == EAGAIN || errno == EWOULDBLOCK ? 0 : -errno;
+  for (int i = 0; i < n; i++)
+    if (msgs[i].msg_hdr.msg_flags & MSG_TRUNC) msgs[i].msg_len = 0; /* too large: dropped */
+  return n;
+}
+
+/* ------------------------------------------------------------------ */
+/* The packet pump                                                    */
+/* ------------------------------------------------------------------ */
+
+static int app_error(amn_h3_conn *b, int rv) {
+  if (!b->err.error_code)
+    ngtcp2_connection_close_error_set_application_error(&b->err, nghttp3_err_infer_quic_app_error_code(rv), NULL, 0);
+  return rv;
+}
+
+int amn_h3_write(amn_h3_conn *b) {
+  if (!b->q || ngtcp2_conn_is_in_closing_period(b->q) || ngtcp2_conn_is_in_draining_period(b->q)) return 0;
+  if (b->pend) {
+    if (send_pending(b) != 0) return 0; /* wait for the socket */
+    ev_io_stop(b->ev, &b->wev);
+  }
+  ngtcp2_path_storage ps, first;
+  ngtcp2_path_storage_zero(&ps);
+  ngtcp2_path_storage_zero(&first);
+  ngtcp2_pkt_info pi;
+  size_t mtu = ngtcp2_conn_get_max_tx_udp_payload_size(b->q);
+  size_t max_pkts = ngtcp2_conn_get_send_quantum(b->q) / mtu;
+  if (max_pkts > AMN_H3_TX_MAX_PKTS) max_pkts = AMN_H3_TX_MAX_PKTS;
+  if (max_pkts > 65000 / mtu) max_pkts = 65000 / mtu; /* GSO sends at most 64 KiB at once */
+  if (max_pkts == 0) max_pkts = 1;
+  uint8_t *buf = b->txbuf, *pos = buf;
+  size_t npkts = 0, gso = 0;
+  ngtcp2_tstamp ts = amn_h3_now();
+  int rv = 0;
+  for (;;) {
+    int64_t sid = -1;
+    int fin = 0;
+    nghttp3_vec vec[16];
+    nghttp3_ssize nvec = 0;
+    if (b->h && ngtcp2_conn_get_max_data_left(b->q)) {
+      nvec = nghttp3_conn_writev_stream(b->h, &sid, &fin, vec, 16);
+      if (nvec < 0) {
+        rv = app_error(b, (int)nvec);
+        break;
+      }
+    }
+    ngtcp2_ssize ndata = -1;
+    uint32_t flags = NGTCP2_WRITE_STREAM_FLAG_MORE | (fin ? NGTCP2_WRITE_STREAM_FLAG_FIN : 0);
+    ngtcp2_ssize n = ngtcp2_conn_writev_stream(b->q, &ps.path, &pi, pos, mtu, &ndata, flags, sid,
+                                               (const ngtcp2_vec *)vec, (size_t)nvec, ts);
+    if (n < 0) {
+      if (n == NGTCP2_ERR_STREAM_DATA_BLOCKED) {
+        nghttp3_conn_block_stream(b->h, sid);
+        continue;
+      }
+      if (n == NGTCP2_ERR_STREAM_SHUT_WR) {
+        nghttp3_conn_shutdown_stream_write(b->h, sid);
+        continue;
+      }
+      if (n == NGTCP2_ERR_WRITE_MORE) {
+        int r = nghttp3_conn_add_write_offset(b->h, sid, (size_t)ndata);
+        if (r != 0) {
+          rv = app_error(b, r);
+          break;
+        }
+        continue;
+      }
+      amn_h3_set_liberr(b, (int)n);
+      rv = (int)n;
+      break;
+    }
+    if (ndata >= 0 && b->h) {
+      int r = nghttp3_conn_add_write_offset(b->h, sid, (size_t)ndata);
+      if (r != 0) {
+        rv = app_error(b, r);
+        break;
+      }
+    }
+    if (n == 0) break; /* nothing more now (or congestion limited) */
+    if (npkts == 0) {
+      ngtcp2_path_copy(&first.path, &ps.path);
+      gso = (size_t)n;
+    } else if (!ngtcp2_path_eq(&first.path, &ps.path) || (size_t)n > gso) {
+      /* cannot join the batch: send the batch, then this packet alone */
+      if (send_batch(b, first.path.remote.addr, first.path.remote.addrlen, buf, (size_t)(pos - buf), gso) == 0)
+        send_batch(b, ps.path.remote.addr, ps.path.remote.addrlen, pos, (size_t)n, (size_t)n);
+      npkts = 0;
+      pos = buf;
+      break;
+    }
+    pos += n;
+    npkts++;
+    if (npkts == max_pkts || (size_t)n < gso) break; /* full quantum, or a short last packet closes the batch */
+  }
+  if (pos > buf) send_batch(b, first.path.remote.addr, first.path.remote.addrlen, buf, (size_t)(pos - buf), gso);
+  ngtcp2_conn_update_pkt_tx_time(b->q, ts);
+  amn_h3_update_timer(b);
+  return rv;
+}
+
+/* ------------------------------------------------------------------ */
+/* Send buffers                                                       */
+/* ------------------------------------------------------------------ */
+
+ssize_t amn_h3_sendbuf_fill(amn_h3_sendbuf *sb, amn_h3_pull_fn pull, void *call, bool *eof, nghttp3_vec *vec) {
+  *eof = false;
+  if (sb->unacked >= AMN_H3_MAX_UNACKED) return -2;
+  size_t cap = AMN_H3_MAX_UNACKED - sb->unacked;
+  if (cap > 64 * 1024) cap = 64 * 1024;
+  amn_h3_chunk *ch = m_malloc(sizeof *ch + cap, NULL);
+  if (!ch) return -3;
+  ssize_t n = pull(call, ch->data, cap, eof);
+  if (n <= 0) {
+    m_free(ch, NULL);
+    return n < 0 ? -1 : 0;
+  }
+  if ((size_t)n < cap) {
+    amn_h3_chunk *s = m_realloc(ch, sizeof *ch + (size_t)n, NULL); /* give the unused tail back */
+    if (s) ch = s;
+  }
+  ch->len = (size_t)n;
+  amn_h3_sendbuf_push(sb, ch, vec);
+  return n;
+}
+
+void amn_h3_sendbuf_push(amn_h3_sendbuf *sb, amn_h3_chunk *ch, nghttp3_vec *vec) {
+  ch->next = NULL;
+  if (sb->tail) sb->tail->next = ch;
+  else sb->head = ch;
+  sb->tail = ch;
+  sb->unacked += ch->len;
+  vec->base = ch->data;
+  vec->len = ch->len;
+}
+
+amn_h3_chunk *amn_h3_sendbuf_pop(amn_h3_sendbuf *sb) {
+  amn_h3_chunk *ch = sb->head;
+  if (!ch) return NULL;
+  sb->head = ch->next;
+  if (!sb->head) sb->tail = NULL;
+  sb->unacked -= ch->len - sb->head_acked;
+  sb->head_acked = 0;
+  ch->next = NULL;
+  return ch;
+}
+
+void amn_h3_sendbuf_ack(amn_h3_sendbuf *sb, uint64_t n) {
+  while (n && sb->head) {
+    amn_h3_chunk *ch = sb->head;
+    size_t left = ch->len - sb->head_acked;
+    size_t k = n < left ? (size_t)n : left;
+    sb->head_acked += k;
+    sb->unacked -= k;
+    n -= k;
+    if (sb->head_acked == ch->len) {
+      sb->head = ch->next;
+      if (!sb->head) sb->tail = NULL;
+      sb->head_acked = 0;
+      m_free(ch, NULL);
+    }
+  }
+}
+
+void amn_h3_sendbuf_free(amn_h3_sendbuf *sb) {
+  while (sb->head) {
+    amn_h3_chunk *n = sb->head->next;
+    m_free(sb->head, NULL);
+    sb->head = n;
+  }
+  sb->tail = NULL;
+  sb->unacked = sb->head_acked = 0;
+}

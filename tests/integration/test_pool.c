@@ -1,0 +1,757 @@
+/*
+ * Pool, load balancing, retries and connection lifecycle over HTTP/2 with
+ * real sockets and mTLS (in-process servers, a development PKI in a temp
+ * directory):
+ *  - client keepalive detects a blackholed peer (a user-space TCP relay that
+ *    stops forwarding) within about two intervals; the call fails with
+ *    UNAVAILABLE and the next one reconnects
+ *  - retry safety against a raw HTTP/2 server (GnuTLS + nghttp2) that
+ *    answers REFUSED_STREAM, GOAWAY(last_stream_id 0), or drops the
+ *    connection after reading the request: the first two are re-sent
+ *    transparently (any call), the last only when the call is idempotent
+ *  - idempotent calls are retried after UNAVAILABLE, others are not
+ *  - the pool opens connections up to the server's MAX_CONCURRENT_STREAMS,
+ *    closes idle ones down to pool_min_connections
+ *  - round robin and p2c spread calls over three servers
+ *  - server: handshake timeout option, amn_server_reload_tls
+ */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <gnutls/gnutls.h>
+#include <netinet/in.h>
+#include <nghttp2/nghttp2.h>
+#include <poll.h>
+#include <pthread.h>
+#include <setjmp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "amn/amn.h"
+
+static char g_dir[256];
+static amn_tls_opts g_stls, g_ctls;
+static char g_sst[3 * 4096], g_cst[3 * 4096];
+
+static double now_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
+}
+
+static int listen_any(uint16_t *port) {
+  int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  int one = 1;
+  setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+  struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+  assert_int_equal(bind(fd, (struct sockaddr *)&a, sizeof a), 0);
+  assert_int_equal(listen(fd, 64), 0);
+  socklen_t l = sizeof a;
+  getsockname(fd, (struct sockaddr *)&a, &l);
+  *port = ntohs(a.sin_port);
+  return fd;
+}
+
+static int connect_to(uint16_t port) {
+  int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons(port), .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+  if (connect(fd, (struct sockaddr *)&a, sizeof a) != 0) {
+    close(fd);
+    return -1;
+  }
+  return fd;
+}
+
+/* ---- servers ---- */
+
+typedef struct counter {
+  atomic_int n;
+} counter;
+
+static void count_execute(amn_call *c, const amn_query *q, void *ud) {
+  counter *k = ud;
+  atomic_fetch_add(&k->n, 1);
+  amn_call_reply_query(c, q->query_bytes, q->query_len, NULL, 0);
+}
+
+/* /test.Svc/Sleep: the body is a decimal number of ms; echoes it afterwards */
+typedef struct sleeper {
+  amn_call *c;
+  uint8_t msg[32];
+  size_t len;
+} sleeper;
+
+static void *sleep_thread(void *arg) {
+  sleeper *s = arg;
+  char b[33];
+  memcpy(b, s->msg, s->len);
+  b[s->len] = 0;
+  usleep((useconds_t)atoi(b) * 1000);
+  amn_call_send(s->c, s->msg, s->len);
+  amn_call_finish(s->c, AMN_STATUS_OK, NULL);
+  free(s);
+  return NULL;
+}
+
+static void sleep_msg(amn_call *c, const uint8_t *msg, size_t len, void *ud) {
+  (void)ud;
+  sleeper *s = calloc(1, sizeof *s);
+  s->c = c;
+  s->len = len < sizeof s->msg ? len : sizeof s->msg;
+  memcpy(s->msg, msg, s->len);
+  pthread_t t;
+  pthread_create(&t, NULL, sleep_thread, s);
+  pthread_detach(t);
+}
+
+/* /test.Svc/Flaky: UNAVAILABLE for the first `fail` executions, then OK */
+typedef struct flaky {
+  atomic_int runs;
+  int fail;
+} flaky;
+
+static void flaky_msg(amn_call *c, const uint8_t *msg, size_t len, void *ud) {
+  flaky *f = ud;
+  if (atomic_fetch_add(&f->runs, 1) < f->fail) {
+    amn_call_finish(c, AMN_STATUS_UNAVAILABLE, "flaky: not now");
+    return;
+  }
+  amn_call_send(c, msg, len);
+  amn_call_finish(c, AMN_STATUS_OK, NULL);
+}
+
+static amn_server *server(amn_server_opts *o, counter *k, flaky *f) {
+  amn_server_opts d;
+  if (!o) {
+    amn_server_opts_init(&d);
+    o = &d;
+  }
+  o->listen = "127.0.0.1:0";
+  o->tls = g_stls;
+  o->threads = 1;
+  amn_server *s = NULL;
+  char err[256];
+  assert_int_equal(amn_server_new(&s, o, err, sizeof err), 0);
+  static counter dummy;
+  assert_int_equal(amn_server_set_execute(s, count_execute, k ? k : &dummy), 0);
+  amn_handler h = {0};
+  h.on_message = sleep_msg;
+  assert_int_equal(amn_server_register(s, "/test.Svc/Sleep", &h), 0);
+  static flaky never;
+  h.on_message = flaky_msg;
+  h.ud = f ? f : &never;
+  assert_int_equal(amn_server_register(s, "/test.Svc/Flaky", &h), 0);
+  assert_int_equal(amn_server_start(s, err, sizeof err), 0);
+  return s;
+}
+
+static amn_client *client(const char *const *urls, size_t n, amn_client_opts *o) {
+  amn_client_opts d;
+  if (!o) {
+    amn_client_opts_init(&d);
+    d.connect_timeout_ms = 3000;
+    o = &d;
+  }
+  o->urls = urls;
+  o->url_count = n;
+  o->tls = g_ctls;
+  amn_client *c = NULL;
+  char err[256];
+  assert_int_equal(amn_client_new(&c, o, err, sizeof err), 0);
+  return c;
+}
+
+static int execute(amn_client *c, const char *q, bool idem, amn_result *r) {
+  amn_call_opts co = {0};
+  co.timeout_ms = 10000;
+  co.idempotent = idem;
+  return amn_client_execute(c, (const uint8_t *)q, strlen(q), NULL, 0, &co, r, NULL, NULL);
+}
+
+static uint64_t retries_of(amn_client *c) {
+  amn_endpoint_stats st[4];
+  uint64_t r = 0;
+  amn_client_stats(c, st, 4, &r);
+  return r;
+}
+
+/* waits until every endpoint has `n` ready connections */
+static void wait_ready(amn_client *c, size_t neps, uint32_t n) {
+  for (int i = 0; i < 300; i++) {
+    amn_endpoint_stats st[4];
+    amn_client_stats(c, st, 4, NULL);
+    size_t ok = 0;
+    for (size_t k = 0; k < neps; k++) ok += st[k].connections >= n;
+    if (ok == neps) return;
+    usleep(10000);
+  }
+  fail_msg("endpoints not ready");
+}
+
+/* ---- a user-space TCP relay that can blackhole ---- */
+
+typedef struct relay {
+  int lfd;
+  uint16_t port, up;
+  atomic_bool blackhole, stop;
+  pthread_t t;
+} relay;
+
+static void *relay_main(void *arg) {
+  relay *r = arg;
+  int fds[33][2];
+  int n = 0;
+  char buf[65536];
+  while (!atomic_load(&r->stop)) {
+    struct pollfd p[65];
+    p[0] = (struct pollfd){r->lfd, POLLIN, 0};
+    for (int i = 0; i < n; i++) {
+      p[1 + 2 * i] = (struct pollfd){fds[i][0], POLLIN, 0};
+      p[2 + 2 * i] = (struct pollfd){fds[i][1], POLLIN, 0};
+    }
+    if (poll(p, (nfds_t)(1 + 2 * n), 50) <= 0) continue;
+    if ((p[0].revents & POLLIN) && n < 32) {
+      int a = accept(r->lfd, NULL, NULL), b = connect_to(r->up);
+      if (a >= 0 && b >= 0) {
+        fds[n][0] = a;
+        fds[n][1] = b;
+        n++;
+      } else {
+        if (a >= 0) close(a);
+        if (b >= 0) close(b);
+      }
+      continue;
+    }
+    for (int i = 0; i < n; i++)
+      for (int d = 0; d < 2; d++) {
+        if (!(p[1 + 2 * i + d].revents & (POLLIN | POLLHUP | POLLERR))) continue;
+        ssize_t k = recv(fds[i][d], buf, sizeof buf, 0);
+        if (k > 0) {
+          /* blackholed: the bytes vanish, as on a dead path */
+          if (!atomic_load(&r->blackhole)) send(fds[i][1 - d], buf, (size_t)k, MSG_NOSIGNAL);
+          continue;
+        }
+        close(fds[i][0]);
+        close(fds[i][1]);
+        fds[i][0] = fds[--n][0];
+        fds[i][1] = fds[n][1];
+        i = n; /* rescan next round */
+        break;
+      }
+  }
+  for (int i = 0; i < n; i++) close(fds[i][0]), close(fds[i][1]);
+  return NULL;
+}
+
+static void relay_start(relay *r, uint16_t up) {
+  memset(r, 0, sizeof *r);
+  r->up = up;
+  r->lfd = listen_any(&r->port);
+  pthread_create(&r->t, NULL, relay_main, r);
+}
+
+static void relay_stop(relay *r) {
+  atomic_store(&r->stop, true);
+  pthread_join(r->t, NULL);
+  close(r->lfd);
+}
+
+/* ---- a raw HTTP/2 server (GnuTLS + nghttp2) that misbehaves on purpose ---- */
+
+enum { RAW_REFUSE = 1, RAW_GOAWAY0, RAW_DROP };
+typedef struct rawsrv {
+  int lfd, mode;
+  uint16_t port;
+  atomic_int requests;
+  atomic_bool stop;
+  pthread_t t;
+  bool drop_now;
+} rawsrv;
+
+static int raw_frame_recv(nghttp2_session *s, const nghttp2_frame *f, void *ud) {
+  rawsrv *r = ud;
+  if (f->hd.type == NGHTTP2_HEADERS && f->headers.cat == NGHTTP2_HCAT_REQUEST) {
+    atomic_fetch_add(&r->requests, 1);
+    if (r->mode == RAW_REFUSE) nghttp2_submit_rst_stream(s, NGHTTP2_FLAG_NONE, f->hd.stream_id, NGHTTP2_REFUSED_STREAM);
+    if (r->mode == RAW_GOAWAY0) nghttp2_submit_goaway(s, NGHTTP2_FLAG_NONE, 0, NGHTTP2_NO_ERROR, NULL, 0);
+  }
+  if (r->mode == RAW_DROP && (f->hd.type == NGHTTP2_HEADERS || f->hd.type == NGHTTP2_DATA) &&
+      (f->hd.flags & NGHTTP2_FLAG_END_STREAM))
+    r->drop_now = true; /* the request is complete */
+  return 0;
+}
+
+static void *raw_main(void *arg) {
+  rawsrv *r = arg;
+  gnutls_certificate_credentials_t cred;
+  gnutls_certificate_allocate_credentials(&cred);
+  gnutls_certificate_set_x509_key_file(cred, g_stls.cert_path, g_stls.key_path, GNUTLS_X509_FMT_PEM);
+  nghttp2_session_callbacks *cbs;
+  nghttp2_session_callbacks_new(&cbs);
+  nghttp2_session_callbacks_set_on_frame_recv_callback(cbs, raw_frame_recv);
+  while (!atomic_load(&r->stop)) {
+    struct pollfd p = {r->lfd, POLLIN, 0};
+    if (poll(&p, 1, 50) <= 0) continue;
+    int fd = accept(r->lfd, NULL, NULL);
+    if (fd < 0) continue;
+    gnutls_session_t tls;
+    gnutls_init(&tls, GNUTLS_SERVER);
+    gnutls_set_default_priority(tls);
+    gnutls_credentials_set(tls, GNUTLS_CRD_CERTIFICATE, cred);
+    gnutls_datum_t alpn = {(unsigned char *)"h2", 2};
+    gnutls_alpn_set_protocols(tls, &alpn, 1, 0);
+    gnutls_transport_set_int(tls, fd);
+    gnutls_handshake_set_timeout(tls, 3000);
+    int rc;
+    do rc = gnutls_handshake(tls);
+    while (rc < 0 && !gnutls_error_is_fatal(rc));
+    nghttp2_session *h2 = NULL;
+    if (rc == 0) {
+      nghttp2_session_server_new(&h2, cbs, r);
+      nghttp2_submit_settings(h2, NGHTTP2_FLAG_NONE, NULL, 0);
+    }
+    r->drop_now = false;
+    uint8_t buf[16384];
+    while (h2 && !atomic_load(&r->stop)) {
+      const uint8_t *out;
+      ssize_t n;
+      while ((n = nghttp2_session_mem_send(h2, &out)) > 0) gnutls_record_send(tls, out, (size_t)n);
+      if (r->drop_now) break; /* the request was read: vanish without a word */
+      if (!gnutls_record_check_pending(tls)) {
+        struct pollfd q = {fd, POLLIN, 0};
+        if (poll(&q, 1, 50) <= 0) continue;
+      }
+      n = gnutls_record_recv(tls, buf, sizeof buf);
+      if (n == GNUTLS_E_AGAIN || n == GNUTLS_E_INTERRUPTED) continue;
+      if (n <= 0 || nghttp2_session_mem_recv(h2, buf, (size_t)n) < 0) break;
+    }
+    if (h2) nghttp2_session_del(h2);
+    gnutls_deinit(tls);
+    close(fd);
+  }
+  nghttp2_session_callbacks_del(cbs);
+  gnutls_certificate_free_credentials(cred);
+  return NULL;
+}
+
+static void raw_start(rawsrv *r, int mode) {
+  memset(r, 0, sizeof *r);
+  r->mode = mode;
+  r->lfd = listen_any(&r->port);
+  pthread_create(&r->t, NULL, raw_main, r);
+}
+
+static void raw_stop(rawsrv *r) {
+  atomic_store(&r->stop, true);
+  pthread_join(r->t, NULL);
+  close(r->lfd);
+}
+
+/* ------------------------------------------------------------------ */
+
+typedef struct waiter {
+  pthread_mutex_t mu;
+  pthread_cond_t cv;
+  int done;
+  amn_status_code code;
+  char msg[300];
+  double at;
+} waiter;
+
+static void waiter_cb(const amn_result *r, void *ud) {
+  waiter *w = ud;
+  pthread_mutex_lock(&w->mu);
+  w->done++;
+  w->code = r->code;
+  snprintf(w->msg, sizeof w->msg, "%s", r->message);
+  w->at = now_ms();
+  pthread_cond_broadcast(&w->cv);
+  pthread_mutex_unlock(&w->mu);
+}
+
+static void waiter_wait(waiter *w, int n) {
+  pthread_mutex_lock(&w->mu);
+  while (w->done < n) pthread_cond_wait(&w->cv, &w->mu);
+  pthread_mutex_unlock(&w->mu);
+}
+
+static void test_keepalive_blackhole(void **st) {
+  (void)st;
+  amn_server_opts so;
+  amn_server_opts_init(&so);
+  so.ping_min_interval_ms = 0; /* this test's client PINGs every second */
+  so.keepalive_interval_ms = 0;
+  amn_server *s = server(&so, NULL, NULL);
+  relay r;
+  relay_start(&r, amn_server_port(s));
+  char url[64];
+  snprintf(url, sizeof url, "https://127.0.0.1:%u", r.port);
+  const char *urls[] = {url};
+  amn_client_opts o;
+  amn_client_opts_init(&o);
+  o.keepalive_interval_ms = 1000;
+  o.connect_timeout_ms = 1000;
+  amn_client *c = client(urls, 1, &o);
+  amn_result res;
+  assert_int_equal(execute(c, "warm", false, &res), 0);
+  assert_int_equal(res.code, AMN_STATUS_OK);
+  amn_result_free(&res);
+  /* a long call in flight, then the path goes silent */
+  waiter w = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, 0, "", 0};
+  amn_call_opts co = {0};
+  co.timeout_ms = 30000;
+  assert_int_equal(amn_client_unary_async(c, "/test.Svc/Sleep", (const uint8_t *)"20000", 5, &co, waiter_cb, &w), 0);
+  usleep(200000);
+  double t0 = now_ms();
+  atomic_store(&r.blackhole, true);
+  waiter_wait(&w, 1);
+  double took = w.at - t0;
+  fprintf(stderr, "  blackholed call ended after %.0f ms: %s: %s\n", took, amn_status_name(w.code), w.msg);
+  assert_int_equal(w.code, AMN_STATUS_UNAVAILABLE);
+  assert_non_null(strstr(w.msg, "keepalive"));
+  assert_true(took >= 1000 && took <= 3300); /* ~2 intervals (PING after 1 s of silence, 1 s for its ack) */
+  /* the pool's own reconnect attempt, made while the path is still dead,
+   * times out; once the path is back, the next call reconnects */
+  amn_endpoint_stats es;
+  for (int i = 0; i < 300; i++) {
+    amn_client_stats(c, &es, 1, NULL);
+    if (!es.connecting) break;
+    usleep(10000);
+  }
+  atomic_store(&r.blackhole, false);
+  assert_int_equal(execute(c, "after", false, &res), 0);
+  assert_int_equal(res.code, AMN_STATUS_OK);
+  amn_result_free(&res);
+  amn_client_stats(c, &es, 1, NULL);
+  assert_int_equal(es.connects, 2);
+  amn_client_free(c);
+  relay_stop(&r);
+  amn_server_free(s);
+}
+
+/* REFUSED_STREAM and GOAWAY(last 0) prove the call never ran: re-sent on
+ * another server, idempotent or not. A dropped connection after the
+ * request went out proves nothing: only idempotent calls are re-sent. */
+static void retry_case(int mode, bool idem, bool expect_ok) {
+  counter k = {0};
+  amn_server *s = server(NULL, &k, NULL);
+  rawsrv raw;
+  raw_start(&raw, mode);
+  char u0[64], u1[64];
+  snprintf(u0, sizeof u0, "https://127.0.0.1:%u", raw.port);
+  snprintf(u1, sizeof u1, "https://127.0.0.1:%u", amn_server_port(s));
+  const char *urls[] = {u0, u1};
+  amn_client_opts o;
+  amn_client_opts_init(&o);
+  o.lb_policy = AMN_LB_ROUND_ROBIN; /* the first call goes to the raw server */
+  amn_client *c = client(urls, 2, &o);
+  assert_int_equal(amn_client_connect(c, NULL, 0), 0);
+  wait_ready(c, 2, 1);
+  amn_result res;
+  assert_int_equal(execute(c, "once", idem, &res), 0);
+  fprintf(stderr, "  mode %d %s: %s %s (retries %llu)\n", mode, idem ? "idempotent" : "non-idempotent",
+          amn_status_name(res.code), res.message, (unsigned long long)retries_of(c));
+  assert_int_equal(atomic_load(&raw.requests), 1);
+  if (expect_ok) {
+    assert_int_equal(res.code, AMN_STATUS_OK);
+    assert_int_equal(atomic_load(&k.n), 1);
+    assert_int_equal(retries_of(c), 1);
+  } else {
+    assert_int_equal(res.code, AMN_STATUS_UNAVAILABLE);
+    assert_int_equal(atomic_load(&k.n), 0); /* never re-sent */
+    assert_int_equal(retries_of(c), 0);
+  }
+  amn_result_free(&res);
+  amn_client_free(c);
+  raw_stop(&raw);
+  amn_server_free(s);
+}
+
+static void test_retry_refused_stream(void **st) {
+  (void)st;
+  retry_case(RAW_REFUSE, false, true);
+}
+static void test_retry_goaway_last_stream(void **st) {
+  (void)st;
+  retry_case(RAW_GOAWAY0, false, true);
+}
+static void test_no_retry_after_send(void **st) {
+  (void)st;
+  retry_case(RAW_DROP, false, false);
+  retry_case(RAW_DROP, true, true);
+}
+
+static void test_idempotent_unavailable(void **st) {
+  (void)st;
+  flaky f = {0, 1};
+  amn_server *s = server(NULL, NULL, &f);
+  char u[64];
+  snprintf(u, sizeof u, "https://127.0.0.1:%u", amn_server_port(s));
+  const char *urls[] = {u};
+  amn_client *c = client(urls, 1, NULL);
+  amn_call_opts co = {0};
+  co.timeout_ms = 5000;
+  amn_result r;
+  /* not idempotent: UNAVAILABLE comes back, the handler ran once */
+  assert_int_equal(amn_client_unary(c, "/test.Svc/Flaky", (const uint8_t *)"a", 1, &co, &r), 0);
+  assert_int_equal(r.code, AMN_STATUS_UNAVAILABLE);
+  assert_int_equal(atomic_load(&f.runs), 1);
+  amn_result_free(&r);
+  /* idempotent: retried (max_retries 2), succeeds on the third run */
+  atomic_store(&f.runs, 0);
+  f.fail = 2;
+  co.idempotent = true;
+  assert_int_equal(amn_client_unary(c, "/test.Svc/Flaky", (const uint8_t *)"b", 1, &co, &r), 0);
+  assert_int_equal(r.code, AMN_STATUS_OK);
+  assert_int_equal(r.len, 1);
+  assert_int_equal(atomic_load(&f.runs), 3);
+  amn_result_free(&r);
+  /* more failures than max_retries: UNAVAILABLE after 1 + 2 runs */
+  atomic_store(&f.runs, 0);
+  f.fail = 10;
+  assert_int_equal(amn_client_unary(c, "/test.Svc/Flaky", (const uint8_t *)"c", 1, &co, &r), 0);
+  assert_int_equal(r.code, AMN_STATUS_UNAVAILABLE);
+  assert_int_equal(atomic_load(&f.runs), 3);
+  amn_result_free(&r);
+  amn_client_free(c);
+  amn_server_free(s);
+}
+
+static void test_pool_grows_and_shrinks(void **st) {
+  (void)st;
+  amn_server_opts so;
+  amn_server_opts_init(&so);
+  so.max_concurrent_streams = 2;
+  amn_server *s = server(&so, NULL, NULL);
+  char u[64];
+  snprintf(u, sizeof u, "https://127.0.0.1:%u", amn_server_port(s));
+  const char *urls[] = {u};
+  amn_client_opts o;
+  amn_client_opts_init(&o);
+  o.pool_max_connections = 4;
+  o.pool_min_connections = 1;
+  o.idle_timeout_ms = 400;
+  amn_client *c = client(urls, 1, &o);
+  waiter w = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, 0, "", 0};
+  amn_call_opts co = {0};
+  co.timeout_ms = 10000;
+  for (int i = 0; i < 10; i++)
+    assert_int_equal(amn_client_unary_async(c, "/test.Svc/Sleep", (const uint8_t *)"700", 3, &co, waiter_cb, &w), 0);
+  usleep(400000);
+  amn_endpoint_stats es;
+  amn_client_stats(c, &es, 1, NULL);
+  fprintf(stderr, "  10 calls, server allows 2 streams: %u connections, %u calls in flight\n", es.connections,
+          es.calls_in_flight);
+  assert_int_equal(es.connections, 4); /* pool_max: 8 calls run, 2 wait */
+  assert_int_equal(es.calls_in_flight, 8);
+  waiter_wait(&w, 10);
+  assert_int_equal(w.code, AMN_STATUS_OK);
+  /* idle connections above the minimum close after idle_timeout_ms */
+  usleep(900000);
+  amn_client_stats(c, &es, 1, NULL);
+  fprintf(stderr, "  after idling: %u connection(s)\n", es.connections);
+  assert_int_equal(es.connections, 1);
+  assert_int_equal(es.calls_ok, 10);
+  amn_client_free(c);
+  amn_server_free(s);
+}
+
+static void lb_case(int policy) {
+  counter k[3] = {{0}, {0}, {0}};
+  amn_server *s[3];
+  char u[3][64];
+  const char *urls[3];
+  for (int i = 0; i < 3; i++) {
+    s[i] = server(NULL, &k[i], NULL);
+    snprintf(u[i], sizeof u[i], "https://127.0.0.1:%u", amn_server_port(s[i]));
+    urls[i] = u[i];
+  }
+  amn_client_opts o;
+  amn_client_opts_init(&o);
+  o.lb_policy = policy;
+  amn_client *c = client(urls, 3, &o);
+  assert_int_equal(amn_client_connect(c, NULL, 0), 0);
+  wait_ready(c, 3, 1);
+  for (int i = 0; i < 300; i++) {
+    amn_result r;
+    assert_int_equal(execute(c, "lb", false, &r), 0);
+    assert_int_equal(r.code, AMN_STATUS_OK);
+    amn_result_free(&r);
+  }
+  amn_endpoint_stats es[3];
+  assert_int_equal(amn_client_stats(c, es, 3, NULL), 3);
+  fprintf(stderr, "  %s: %d %d %d\n", policy == AMN_LB_ROUND_ROBIN ? "round robin" : "p2c", atomic_load(&k[0].n),
+          atomic_load(&k[1].n), atomic_load(&k[2].n));
+  for (int i = 0; i < 3; i++) {
+    assert_int_equal(es[i].calls_ok, (uint64_t)atomic_load(&k[i].n));
+    if (policy == AMN_LB_ROUND_ROBIN) assert_int_equal(atomic_load(&k[i].n), 100);
+    else assert_true(atomic_load(&k[i].n) >= 50); /* sequential calls: p2c ties break at random */
+  }
+  amn_client_free(c);
+  for (int i = 0; i < 3; i++) amn_server_free(s[i]);
+}
+
+static void test_lb_round_robin(void **st) {
+  (void)st;
+  lb_case(AMN_LB_ROUND_ROBIN);
+}
+static void test_lb_p2c(void **st) {
+  (void)st;
+  lb_case(AMN_LB_P2C);
+}
+
+/* p2c compares calls in flight: long calls issued together end up evenly
+ * spread (random choice alone would often leave them lopsided). */
+static void test_p2c_balances_in_flight(void **st) {
+  (void)st;
+  amn_server *s[2] = {server(NULL, NULL, NULL), server(NULL, NULL, NULL)};
+  char u[2][64];
+  const char *urls[2];
+  for (int i = 0; i < 2; i++) {
+    snprintf(u[i], sizeof u[i], "https://127.0.0.1:%u", amn_server_port(s[i]));
+    urls[i] = u[i];
+  }
+  amn_client *c = client(urls, 2, NULL);
+  assert_int_equal(amn_client_connect(c, NULL, 0), 0);
+  wait_ready(c, 2, 1);
+  waiter w = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, 0, "", 0};
+  amn_call_opts co = {0};
+  co.timeout_ms = 10000;
+  /* 20 slow calls: 10 land on each server and stay in flight */
+  for (int i = 0; i < 20; i++)
+    assert_int_equal(amn_client_unary_async(c, "/test.Svc/Sleep", (const uint8_t *)"1500", 4, &co, waiter_cb, &w), 0);
+  usleep(300000);
+  amn_endpoint_stats es[2];
+  amn_client_stats(c, es, 2, NULL);
+  fprintf(stderr, "  in flight: %u + %u\n", es[0].calls_in_flight, es[1].calls_in_flight);
+  assert_int_equal(es[0].calls_in_flight + es[1].calls_in_flight, 20);
+  assert_true(es[0].calls_in_flight >= 8 && es[1].calls_in_flight >= 8); /* p2c balances what is in flight */
+  waiter_wait(&w, 20);
+  amn_client_free(c);
+  amn_server_free(s[0]);
+  amn_server_free(s[1]);
+}
+
+static void test_handshake_timeout(void **st) {
+  (void)st;
+  amn_server_opts so;
+  amn_server_opts_init(&so);
+  so.handshake_timeout_ms = 300;
+  amn_server *s = server(&so, NULL, NULL);
+  int fd = connect_to(amn_server_port(s));
+  assert_true(fd >= 0);
+  double t0 = now_ms();
+  char b[16];
+  struct pollfd p = {fd, POLLIN, 0};
+  assert_int_equal(poll(&p, 1, 5000), 1); /* a silent client is dropped */
+  assert_true(recv(fd, b, sizeof b, 0) <= 0);
+  double took = now_ms() - t0;
+  fprintf(stderr, "  silent TCP client dropped after %.0f ms\n", took);
+  assert_true(took >= 250 && took < 2000);
+  close(fd);
+  amn_server_free(s);
+}
+
+static void test_reload_api(void **st) {
+  (void)st;
+  /* the server's files are copies that the test can break */
+  char cert[512], key[512], ca[512], cmd[2048];
+  snprintf(cert, sizeof cert, "%s/rl-cert.pem", g_dir);
+  snprintf(key, sizeof key, "%s/rl-key.pem", g_dir);
+  snprintf(ca, sizeof ca, "%s/rl-ca.pem", g_dir);
+  snprintf(cmd, sizeof cmd, "cp '%s' '%s' && cp '%s' '%s' && cp '%s' '%s'", g_stls.cert_path, cert, g_stls.key_path,
+           key, g_stls.ca_path, ca);
+  assert_int_equal(system(cmd), 0);
+  amn_server_opts so;
+  amn_server_opts_init(&so);
+  so.listen = "127.0.0.1:0";
+  so.tls.cert_path = cert;
+  so.tls.key_path = key;
+  so.tls.ca_path = ca;
+  so.threads = 1;
+  amn_server *s = NULL;
+  char err[512] = "";
+  assert_int_equal(amn_server_new(&s, &so, err, sizeof err), 0);
+  assert_int_equal(amn_server_use_echo(s), 0);
+  assert_int_equal(amn_server_start(s, err, sizeof err), 0);
+  char u[64];
+  snprintf(u, sizeof u, "https://127.0.0.1:%u", amn_server_port(s));
+  const char *urls[] = {u};
+  amn_client *c = client(urls, 1, NULL);
+  amn_result r;
+  assert_int_equal(execute(c, "before", false, &r), 0);
+  assert_int_equal(r.code, AMN_STATUS_OK);
+  amn_result_free(&r);
+  assert_int_equal(amn_server_reload_tls(s, err, sizeof err), 0);
+  /* a broken certificate: refused with the reason, the old one stays */
+  FILE *f = fopen(cert, "w");
+  fputs("not a certificate\n", f);
+  fclose(f);
+  err[0] = 0;
+  assert_true(amn_server_reload_tls(s, err, sizeof err) < 0);
+  fprintf(stderr, "  broken reload: %s\n", err);
+  assert_true(err[0] != 0);
+  amn_client *c2 = client(urls, 1, NULL); /* a new connection, new handshake */
+  assert_int_equal(execute(c2, "after", false, &r), 0);
+  assert_int_equal(r.code, AMN_STATUS_OK);
+  amn_result_free(&r);
+  assert_int_equal(execute(c, "old connection", false, &r), 0);
+  assert_int_equal(r.code, AMN_STATUS_OK);
+  amn_result_free(&r);
+  amn_client_free(c2);
+  amn_client_free(c);
+  amn_server_free(s);
+  /* insecure servers have nothing to reload */
+  so.tls = (amn_tls_opts){0};
+  so.tls.insecure = true;
+  assert_int_equal(amn_server_new(&s, &so, err, sizeof err), 0);
+  assert_int_equal(amn_server_reload_tls(s, err, sizeof err), AMN_ESTATE);
+  amn_server_free(s);
+}
+
+static int setup(void **st) {
+  (void)st;
+  signal(SIGPIPE, SIG_IGN); /* the raw server and the relay write to sockets the peer closed */
+  snprintf(g_dir, sizeof g_dir, "/tmp/amn-pool-XXXXXX");
+  if (!mkdtemp(g_dir)) return -1;
+  char err[256];
+  if (amn_pki_init(g_dir, false, err, sizeof err) != 0) return -1;
+  if (amn_pki_paths(g_dir, "server", &g_stls, g_sst, sizeof g_sst) != 0) return -1;
+  if (amn_pki_paths(g_dir, "client", &g_ctls, g_cst, sizeof g_cst) != 0) return -1;
+  const char *lvl = getenv("AMN_TEST_LOG");
+  amn_log_set_level(lvl ? (amn_log_level)atoi(lvl) : AMN_LOG_ERROR);
+  return 0;
+}
+
+static int teardown(void **st) {
+  (void)st;
+  char cmd[400];
+  snprintf(cmd, sizeof cmd, "rm -rf '%s'", g_dir);
+  return system(cmd) == 0 ? 0 : -1;
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_keepalive_blackhole),
+      cmocka_unit_test(test_retry_refused_stream),
+      cmocka_unit_test(test_retry_goaway_last_stream),
+      cmocka_unit_test(test_no_retry_after_send),
+      cmocka_unit_test(test_idempotent_unavailable),
+      cmocka_unit_test(test_pool_grows_and_shrinks),
+      cmocka_unit_test(test_lb_round_robin),
+      cmocka_unit_test(test_lb_p2c),
+      cmocka_unit_test(test_p2c_balances_in_flight),
+      cmocka_unit_test(test_handshake_timeout),
+      cmocka_unit_test(test_reload_api),
+  };
+  return cmocka_run_group_tests(tests, setup, teardown);
+}

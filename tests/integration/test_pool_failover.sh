@@ -1,0 +1,100 @@
+#!/usr/bin/env bash
+# Connection pool failover over HTTP/2 + mTLS with real processes: three
+# lbserver processes (amaters-net servers that log every execution), one
+# pooled client (poolload) under load.
+#  1. one server is killed (SIGKILL) during the load: no call hangs or is
+#     lost, no non-idempotent call runs twice, only calls that were on the
+#     dead server may fail (UNAVAILABLE); the server comes back on the same
+#     port and gets traffic again through the same client.
+#  2. one server drains (SIGTERM: GOAWAY) during the load: zero failed calls.
+# usage: test_pool_failover.sh BUILD_DIR
+set -euo pipefail
+bin=$1
+t=$bin/tests/integration
+work=$(mktemp -d)
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
+trap cleanup EXIT
+passed=0 failed=0
+ok() { echo "ok: $*"; passed=$((passed + 1)); }
+bad() { echo "FAIL: $*"; failed=$((failed + 1)); }
+cd "$work"
+"$bin/amaters-cli" certs init pki >/dev/null
+ports=($(/usr/bin/python3 -c '
+import socket
+ss=[socket.socket() for _ in range(3)]
+for s in ss: s.bind(("127.0.0.1",0))
+print(" ".join(str(s.getsockname()[1]) for s in ss))'))
+urls=$(printf 'https://127.0.0.1:%s,' "${ports[@]}")
+urls=${urls%,}
+srv() { # srv INDEX LOG: start server INDEX, its pid in $spid
+  "$t/lbserver" --listen "127.0.0.1:${ports[$1]}" --pki-dir pki --exec-log "$2" --delay-ms 40 2>>"srv$1.err" &
+  spid=$!
+  pids+=("$spid")
+  for _ in $(seq 1 50); do grep -q "listening on port" "srv$1.err" 2>/dev/null && break; sleep 0.1; done
+}
+# analyse CALLS LOGS...: duplicates / lost / failures by kind
+analyse() {
+  /usr/bin/python3 - "$@" <<'EOF'
+import collections, sys
+calls = [l.split() for l in open(sys.argv[1])]
+ex = collections.Counter()
+for f in sys.argv[2:]:
+    for l in open(f): ex[l.strip()] += 1
+dup = sum(1 for q, i, s in calls if i == '0' and ex[q] > 1)
+lost = sum(1 for q, i, s in calls if s == '0' and ex[q] == 0)
+bad_status = sum(1 for q, i, s in calls if s not in ('0', '14'))
+failed = sum(1 for q, i, s in calls if s != '0')
+print(f"calls={len(calls)} dup_nonidempotent={dup} ok_not_executed={lost} bad_status={bad_status} failed={failed}")
+EOF
+}
+
+# ---- 1. SIGKILL during load, then restart on the same port
+for i in 0 1 2; do srv $i "ex$i.log"; eval "p$i=\$spid"; done
+"$t/poolload" --urls "$urls" --pki-dir pki --out calls1.txt --threads 9 --duration 6000 --slow --prefix k \
+  >load1.out 2>load1.err &
+lp=$!
+sleep 1.5
+kill -9 "$p1"
+wait "$p1" 2>/dev/null || true
+sleep 1.5
+srv 1 ex1b.log
+wait "$lp" && ok "poolload finished: no call hung" || bad "poolload exit $? (142 = a call hung)"
+cat load1.out
+res=$(analyse calls1.txt ex0.log ex1.log ex1b.log ex2.log)
+echo "  $res"
+total=$(wc -l <calls1.txt)
+[ "$total" -gt 300 ] && ok "$total calls made" || bad "only $total calls"
+echo "$res" | grep -q "dup_nonidempotent=0 " && ok "no non-idempotent call executed twice" || bad "a non-idempotent call ran twice"
+echo "$res" | grep -q "ok_not_executed=0 " && ok "every OK call was executed by a server" || bad "OK without an execution"
+echo "$res" | grep -q "bad_status=0 " && ok "failures are UNAVAILABLE only" || bad "other failure statuses"
+nfail=$(echo "$res" | sed 's/.*failed=//')
+[ "$nfail" -le 12 ] && ok "$nfail failed calls (at most the ones in flight on the killed server)" || bad "$nfail failures"
+[ -s ex1b.log ] && ok "restarted server gets traffic again ($(wc -l <ex1b.log) calls)" || bad "no traffic after restart"
+grep -q "started=.* connects=2 " load1.out && ok "the client reconnected to the restarted server" || bad "no reconnect in stats"
+grep -q "is back" load1.err && ok "the pool logged the endpoint's return" || bad "no 'is back' log"
+
+# ---- 2. SIGTERM (GOAWAY + drain) during load: zero failures
+for i in 0 1 2; do kill "$(eval echo \$p$i)" 2>/dev/null || true; done
+kill "$spid" 2>/dev/null || true
+wait 2>/dev/null || true
+pids=()
+rm -f srv*.err
+for i in 0 1 2; do srv $i "dr$i.log"; eval "p$i=\$spid"; done
+"$t/poolload" --urls "$urls" --pki-dir pki --out calls2.txt --threads 12 --duration 4000 --slow --prefix d \
+  >load2.out 2>load2.err &
+lp=$!
+sleep 1.5
+kill -TERM "$p1"
+wait "$lp" && ok "poolload finished during the drain" || bad "poolload exit $?"
+cat load2.out
+res=$(analyse calls2.txt dr0.log dr1.log dr2.log)
+echo "  $res"
+echo "$res" | grep -q " failed=0$" && ok "GOAWAY drain: zero failed calls" || bad "failures during a graceful drain"
+echo "$res" | grep -q "dup_nonidempotent=0 " && ok "drain: nothing executed twice" || bad "drain: duplicate execution"
+wait "$p1" && ok "drained server exited cleanly" || bad "drained server exit status"
+[ "$(wc -l <dr1.log)" -gt 0 ] && [ "$(wc -l <dr0.log)" -gt "$(wc -l <dr1.log)" ] && ok "traffic moved to the others" \
+  || bad "traffic split $(wc -l dr*.log | tr '\n' ' ')"
+
+echo "$passed passed, $failed failed"
+[ "$failed" -eq 0 ]
