@@ -106,9 +106,11 @@ void amn_result_free(amn_result *r);
  */
 int amn_client_new(amn_client **out, const amn_client_opts *opts, char *err, size_t errlen);
 
-/** Connects now and waits for the TLS + HTTP/2 handshake, up to
- *  connect_timeout_ms. Returns 0, or AMN_EIO/AMN_ETLS with the reason.
- *  Optional: calls connect by themselves. */
+/** Connects now and waits for the TLS + HTTP/2 handshake (the server's
+ *  SETTINGS), up to connect_timeout_ms. With several URLs it connects to
+ *  every one and returns once the first is ready (or all failed). Returns 0,
+ *  or AMN_EIO/AMN_ETLS with the reason. Optional: calls connect by
+ *  themselves. */
 int amn_client_connect(amn_client *c, char *err, size_t errlen);
 
 /** Cancels every call (CANCELLED), closes the connection, joins the I/O

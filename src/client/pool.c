@@ -193,6 +193,16 @@ static void fail_reason(amn_client *cl, char *buf, size_t cap) {
 void amn_pool_maintain(amn_client *cl) {
   cl->pool_dirty = false;
   if (atomic_load(&cl->stopping)) return;
+  /* 0. connections that got GOAWAY and have no call left: closed (a server
+   * may keep them open after its GOAWAY) */
+  for (size_t i = 0; i < cl->neps; i++)
+    for (amn_cslot *s = cl->eps[i].slots, *next; s; s = next) {
+      next = s->next;
+      if (s->st == AMN_SLOT_DRAINING && !s->inflight && !s->closing) {
+        s->closing = true;
+        cl->tp->close(s->conn, "drained after GOAWAY");
+      }
+    }
   /* 1. the minimum of connections per healthy endpoint, once in use */
   if (cl->pool_active)
     for (size_t i = 0; i < cl->neps; i++) {

@@ -186,24 +186,29 @@ int main(int argc, char **argv) {
     }
   }
   g_t0 = now_ms();
+  int rc = 1;
+  gnutls_certificate_credentials_t cred = NULL;
+  nghttp2_session_callbacks *cbs = NULL;
+  nghttp2_option *opt = NULL;
+  nghttp2_session *h2 = NULL;
   struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM}, *ai;
   if (getaddrinfo(host, port, &hints, &ai) != 0) {
     ev("error cannot resolve %s", host);
     return 1;
   }
   g_fd = socket(ai->ai_family, SOCK_STREAM, 0);
-  if (connect(g_fd, ai->ai_addr, ai->ai_addrlen) != 0) {
-    ev("error connect: %s", strerror(errno));
-    return 1;
-  }
+  int crc = connect(g_fd, ai->ai_addr, ai->ai_addrlen);
   freeaddrinfo(ai);
+  if (crc != 0) {
+    ev("error connect: %s", strerror(errno));
+    goto done;
+  }
   if (!insecure) {
-    gnutls_certificate_credentials_t cred;
     gnutls_certificate_allocate_credentials(&cred);
     if (!ca || gnutls_certificate_set_x509_trust_file(cred, ca, GNUTLS_X509_FMT_PEM) <= 0 ||
         (cert && gnutls_certificate_set_x509_key_file(cred, cert, key, GNUTLS_X509_FMT_PEM) != 0)) {
       ev("error cannot load the TLS files");
-      return 1;
+      goto done;
     }
     gnutls_init(&g_tls, GNUTLS_CLIENT);
     gnutls_set_default_priority(g_tls);
@@ -217,7 +222,7 @@ int main(int argc, char **argv) {
     while (r < 0 && !gnutls_error_is_fatal(r));
     if (r < 0) {
       ev("error TLS handshake: %s", gnutls_strerror(r));
-      return 1;
+      goto done;
     }
     unsigned n = 0;
     const gnutls_datum_t *peer = gnutls_certificate_get_peers(g_tls, &n);
@@ -230,16 +235,14 @@ int main(int argc, char **argv) {
     ev("ready fingerprint=none");
   }
 
-  nghttp2_session_callbacks *cbs;
+  rc = 0;
   nghttp2_session_callbacks_new(&cbs);
   nghttp2_session_callbacks_set_on_frame_recv_callback(cbs, on_frame_recv);
   nghttp2_session_callbacks_set_on_header_callback(cbs, on_header);
   nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cbs, on_data);
   nghttp2_session_callbacks_set_on_stream_close_callback(cbs, on_close);
-  nghttp2_option *opt;
   nghttp2_option_new(&opt);
   if (no_ack) nghttp2_option_set_no_auto_ping_ack(opt, 1);
-  nghttp2_session *h2;
   nghttp2_session_client_new2(&h2, cbs, NULL, opt);
   nghttp2_submit_settings(h2, NGHTTP2_FLAG_NONE, NULL, 0);
   char authority[300];
@@ -256,7 +259,7 @@ int main(int argc, char **argv) {
     while ((n = nghttp2_session_mem_send(h2, &out)) > 0)
       if (send_all(out, (size_t)n) != 0) {
         ev("error send failed");
-        return 0;
+        goto done;
       }
     double t = now_ms();
     if (t - g_t0 >= duration) break;
@@ -289,8 +292,12 @@ int main(int argc, char **argv) {
       break;
     }
   }
-  nghttp2_session_del(h2);
+done:
+  if (h2) nghttp2_session_del(h2);
+  if (opt) nghttp2_option_del(opt);
+  if (cbs) nghttp2_session_callbacks_del(cbs);
   if (g_tls) gnutls_deinit(g_tls);
+  if (cred) gnutls_certificate_free_credentials(cred);
   close(g_fd);
-  return 0;
+  return rc;
 }

@@ -4,7 +4,8 @@
  * --exec-log file (one write(2) with O_APPEND, before the reply, so a kill
  * can never hide an execution). The pool tests compare these logs with what
  * the clients saw. A query containing "@slow" is answered after --delay-ms
- * (from a worker thread).
+ * (from a worker thread); one containing "@unavail" gets UNAVAILABLE the
+ * first time this server sees it (the retry tests).
  * usage: lbserver --listen HOST:PORT (--pki-dir DIR | --insecure) --exec-log FILE
  *                 [--delay-ms N] [--max-connections N] [--drain-ms N]
  * SIGTERM/SIGINT: graceful stop (GOAWAY, drain), exit 0.
@@ -22,6 +23,23 @@
 
 static int g_log = -1;
 static unsigned g_delay_ms = 200;
+static pthread_mutex_t g_mu = PTHREAD_MUTEX_INITIALIZER;
+static char **g_seen;
+static size_t g_nseen;
+
+/* true the first time `q` is seen */
+static bool first_time(const char *q) {
+  pthread_mutex_lock(&g_mu);
+  bool first = true;
+  for (size_t i = 0; i < g_nseen && first; i++) first = strcmp(g_seen[i], q) != 0;
+  char **n = first ? realloc(g_seen, (g_nseen + 1) * sizeof *g_seen) : NULL;
+  if (n) {
+    g_seen = n;
+    g_seen[g_nseen++] = strdup(q);
+  }
+  pthread_mutex_unlock(&g_mu);
+  return first;
+}
 
 typedef struct delayed {
   amn_call *call;
@@ -44,6 +62,10 @@ static void execute(amn_call *c, const amn_query *q, void *ud) {
   buf[n] = '\n';
   if (write(g_log, buf, n + 1) != (ssize_t)(n + 1)) perror("lbserver: exec log");
   buf[n] = 0;
+  if (strstr(buf, "@unavail") && first_time(buf)) {
+    amn_call_finish(c, AMN_STATUS_UNAVAILABLE, "lbserver: not this time");
+    return;
+  }
   if (strstr(buf, "@slow")) {
     delayed *d = malloc(sizeof *d);
     d->call = c;

@@ -418,7 +418,7 @@ static void test_keepalive_blackhole(void **st) {
   fprintf(stderr, "  blackholed call ended after %.0f ms: %s: %s\n", took, amn_status_name(w.code), w.msg);
   assert_int_equal(w.code, AMN_STATUS_UNAVAILABLE);
   assert_non_null(strstr(w.msg, "keepalive"));
-  assert_true(took >= 1000 && took <= 3300); /* ~2 intervals (PING after 1 s of silence, 1 s for its ack) */
+  assert_true(took >= 1000 && took <= 3500); /* ~2 intervals (PING after 1 s of silence, 1 s for its ack) */
   /* the pool's own reconnect attempt, made while the path is still dead,
    * times out; once the path is back, the next call reconnects */
   amn_endpoint_stats es;
@@ -545,10 +545,13 @@ static void test_pool_grows_and_shrinks(void **st) {
   amn_call_opts co = {0};
   co.timeout_ms = 10000;
   for (int i = 0; i < 10; i++)
-    assert_int_equal(amn_client_unary_async(c, "/test.Svc/Sleep", (const uint8_t *)"700", 3, &co, waiter_cb, &w), 0);
-  usleep(400000);
+    assert_int_equal(amn_client_unary_async(c, "/test.Svc/Sleep", (const uint8_t *)"2500", 4, &co, waiter_cb, &w), 0);
   amn_endpoint_stats es;
-  amn_client_stats(c, &es, 1, NULL);
+  for (int i = 0; i < 200; i++) { /* the pool opens connections as the first fill up */
+    amn_client_stats(c, &es, 1, NULL);
+    if (es.connections == 4 && es.calls_in_flight == 8) break;
+    usleep(10000);
+  }
   fprintf(stderr, "  10 calls, server allows 2 streams: %u connections, %u calls in flight\n", es.connections,
           es.calls_in_flight);
   assert_int_equal(es.connections, 4); /* pool_max: 8 calls run, 2 wait */
@@ -556,8 +559,11 @@ static void test_pool_grows_and_shrinks(void **st) {
   waiter_wait(&w, 10);
   assert_int_equal(w.code, AMN_STATUS_OK);
   /* idle connections above the minimum close after idle_timeout_ms */
-  usleep(900000);
-  amn_client_stats(c, &es, 1, NULL);
+  for (int i = 0; i < 300; i++) { /* idle_timeout_ms, checked every 100 ms */
+    amn_client_stats(c, &es, 1, NULL);
+    if (es.connections == 1) break;
+    usleep(10000);
+  }
   fprintf(stderr, "  after idling: %u connection(s)\n", es.connections);
   assert_int_equal(es.connections, 1);
   assert_int_equal(es.calls_ok, 10);
@@ -628,10 +634,13 @@ static void test_p2c_balances_in_flight(void **st) {
   co.timeout_ms = 10000;
   /* 20 slow calls: 10 land on each server and stay in flight */
   for (int i = 0; i < 20; i++)
-    assert_int_equal(amn_client_unary_async(c, "/test.Svc/Sleep", (const uint8_t *)"1500", 4, &co, waiter_cb, &w), 0);
-  usleep(300000);
+    assert_int_equal(amn_client_unary_async(c, "/test.Svc/Sleep", (const uint8_t *)"2500", 4, &co, waiter_cb, &w), 0);
   amn_endpoint_stats es[2];
-  amn_client_stats(c, es, 2, NULL);
+  for (int i = 0; i < 200; i++) {
+    amn_client_stats(c, es, 2, NULL);
+    if (es[0].calls_in_flight + es[1].calls_in_flight == 20) break;
+    usleep(10000);
+  }
   fprintf(stderr, "  in flight: %u + %u\n", es[0].calls_in_flight, es[1].calls_in_flight);
   assert_int_equal(es[0].calls_in_flight + es[1].calls_in_flight, 20);
   assert_true(es[0].calls_in_flight >= 8 && es[1].calls_in_flight >= 8); /* p2c balances what is in flight */
@@ -639,6 +648,43 @@ static void test_p2c_balances_in_flight(void **st) {
   amn_client_free(c);
   amn_server_free(s[0]);
   amn_server_free(s[1]);
+}
+
+/* max_connections through the library: the connection over the limit is
+ * refused with a reason the client reports; the others keep working. */
+static void test_max_connections(void **st) {
+  (void)st;
+  amn_server_opts so;
+  amn_server_opts_init(&so);
+  so.max_connections = 1;
+  amn_server *s = server(&so, NULL, NULL);
+  char u[64];
+  snprintf(u, sizeof u, "https://127.0.0.1:%u", amn_server_port(s));
+  const char *urls[] = {u};
+  amn_client_opts o;
+  amn_client_opts_init(&o);
+  o.pool_max_connections = 1;
+  amn_client *c1 = client(urls, 1, &o), *c2 = client(urls, 1, &o);
+  amn_result r;
+  assert_int_equal(execute(c1, "first", false, &r), 0);
+  assert_int_equal(r.code, AMN_STATUS_OK);
+  amn_result_free(&r);
+  assert_int_equal(execute(c2, "second", false, &r), 0);
+  fprintf(stderr, "  over the limit: %s: %s\n", amn_status_name(r.code), r.message);
+  assert_int_equal(r.code, AMN_STATUS_UNAVAILABLE);
+  assert_non_null(strstr(r.message, "max_connections reached"));
+  amn_result_free(&r);
+  assert_true(amn_server_refused_connections(s) >= 1);
+  assert_int_equal(execute(c1, "still", false, &r), 0);
+  assert_int_equal(r.code, AMN_STATUS_OK);
+  amn_result_free(&r);
+  amn_endpoint_stats es;
+  amn_client_stats(c2, &es, 1, NULL);
+  assert_int_equal(es.state, AMN_EP_EJECTED);
+  assert_non_null(strstr(es.last_error, "max_connections reached"));
+  amn_client_free(c2);
+  amn_client_free(c1);
+  amn_server_free(s);
 }
 
 static void test_handshake_timeout(void **st) {
@@ -750,6 +796,7 @@ int main(void) {
       cmocka_unit_test(test_lb_round_robin),
       cmocka_unit_test(test_lb_p2c),
       cmocka_unit_test(test_p2c_balances_in_flight),
+      cmocka_unit_test(test_max_connections),
       cmocka_unit_test(test_handshake_timeout),
       cmocka_unit_test(test_reload_api),
   };

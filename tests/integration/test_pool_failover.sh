@@ -7,6 +7,9 @@
 #     dead server may fail (UNAVAILABLE); the server comes back on the same
 #     port and gets traffic again through the same client.
 #  2. one server drains (SIGTERM: GOAWAY) during the load: zero failed calls.
+#  3. amaters-cli with several URLs and a [client] configuration: round robin,
+#     pool_min/max_connections, max_retries with --idempotent; the bench
+#     counts calls per URL.
 # usage: test_pool_failover.sh BUILD_DIR
 set -euo pipefail
 bin=$1
@@ -95,6 +98,41 @@ echo "$res" | grep -q "dup_nonidempotent=0 " && ok "drain: nothing executed twic
 wait "$p1" && ok "drained server exited cleanly" || bad "drained server exit status"
 [ "$(wc -l <dr1.log)" -gt 0 ] && [ "$(wc -l <dr0.log)" -gt "$(wc -l <dr1.log)" ] && ok "traffic moved to the others" \
   || bad "traffic split $(wc -l dr*.log | tr '\n' ' ')"
+
+# ---- 3. amaters-cli: several URLs, [client] keys
+for i in 0 2; do kill "$(eval echo \$p$i)" 2>/dev/null || true; done
+wait 2>/dev/null || true
+pids=()
+rm -f srv*.err
+for i in 0 1; do srv $i "cli$i.log"; done
+u2="https://127.0.0.1:${ports[0]},https://127.0.0.1:${ports[1]}"
+printf '[client]\nlb_policy = "round_robin"\npool_min_connections = 2\npool_max_connections = 2\n' >rr.toml
+"$bin/amaters-cli" --pki-dir pki --config rr.toml "https://127.0.0.1:${ports[0]}" "https://127.0.0.1:${ports[1]}" \
+  bench --inflight 1 --duration 1 --warmup 0 --json >rr.json 2>rr.err || bad "bench over two URLs: $(cat rr.err)"
+cat rr.json
+if /usr/bin/python3 - rr.json <<'EOF'
+import json, sys
+d = json.load(open(sys.argv[1]))
+e = d["endpoints"]
+assert len(e) == 2 and d["errors"] == 0, d
+assert all(x["calls"] > 50 and x["failed"] == 0 and x["connects"] == 2 for x in e), e
+assert abs(e[0]["calls"] - e[1]["calls"]) <= 1, e
+EOF
+then ok "bench: calls per URL; round robin; pool_min_connections = 2 per URL"; else bad "round robin bench"; fi
+q="retry-$RANDOM@unavail"
+u1="https://127.0.0.1:${ports[0]}" # one server: its "@unavail" answer comes once
+if out=$("$bin/amaters-cli" --pki-dir pki "$u1" execute --data "a-$q" 2>&1); then bad "non-idempotent call re-sent: $out"
+else ok "non-idempotent UNAVAILABLE is not re-sent"; fi
+out=$("$bin/amaters-cli" --pki-dir pki --idempotent "$u1" execute --data "b-$q" 2>&1) || true
+[ "$out" = "b-$q" ] && ok "--idempotent: re-sent after UNAVAILABLE" || bad "--idempotent: $out"
+printf '[client]\nmax_retries = 0\n' >noretry.toml
+if out=$("$bin/amaters-cli" --pki-dir pki --config noretry.toml --idempotent "$u1" execute --data "c-$q" 2>&1); then
+  bad "max_retries = 0 still retried"
+else ok "[client] max_retries = 0: no re-send"; fi
+n=$(grep -c "^b-$q\$" cli0.log || true)
+[ "$n" = 2 ] && ok "the idempotent call ran twice (UNAVAILABLE, then OK)" || bad "idempotent call ran $n times"
+n=$(grep -c "^a-$q\$" cli0.log || true)
+[ "$n" = 1 ] && ok "the non-idempotent call ran once" || bad "non-idempotent call ran $n times"
 
 echo "$passed passed, $failed failed"
 [ "$failed" -eq 0 ]

@@ -144,8 +144,9 @@ static void on_goaway(amn_cconn *cc, const nghttp2_goaway *g) {
   for (size_t i = 0; i < dl; i++) dbg[i] = g->opaque_data[i] >= 0x20 && g->opaque_data[i] < 0x7f ? (char)g->opaque_data[i] : '?';
   dbg[dl] = 0;
   if (error)
-    snprintf(cc->goaway_why, sizeof cc->goaway_why, "%s refused the connection: %s (GOAWAY %s)", cc->ep->authority,
-             dl ? dbg : "no reason given", nghttp2_http2_strerror(g->error_code));
+    snprintf(cc->goaway_why, sizeof cc->goaway_why, "%s %s the connection: %s (GOAWAY %s)", cc->ep->authority,
+             g->last_stream_id ? "ended" : "refused", dl ? dbg : "no reason given",
+             nghttp2_http2_strerror(g->error_code));
   else
     snprintf(cc->goaway_why, sizeof cc->goaway_why, "%s is closing the connection (GOAWAY: %s)", cc->ep->authority,
              dl ? dbg : "no reason given");
