@@ -219,6 +219,15 @@ void amn_ccall_on_message(amn_ccall *c, uint8_t *msg, size_t len) {
   c->res.len = len;
 }
 
+ssize_t amn_ccall_peek(const amn_ccall *c, size_t len, bool *eof) {
+  size_t avail = 0;
+  for (const amn_cmsg *m = c->sq_head; m && avail <= len; m = m->next) avail += m->len - m->off;
+  *eof = c->half_close_queued && avail <= len;
+  if (avail > len) avail = len;
+  if (!avail && !*eof) return -1;
+  return (ssize_t)avail;
+}
+
 ssize_t amn_ccall_pull(amn_ccall *c, uint8_t *buf, size_t len, bool *eof) {
   size_t copied = 0;
   *eof = false;

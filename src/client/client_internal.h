@@ -160,6 +160,8 @@ struct amn_cslot {
 void amn_ccall_complete(amn_ccall *c, amn_status_code code, const char *msg);
 void amn_ccall_unref(amn_ccall *c);
 ssize_t amn_ccall_pull(amn_ccall *c, uint8_t *buf, size_t len, bool *eof);
+/* What amn_ccall_pull(c, .., len, ..) would return, without copying. */
+ssize_t amn_ccall_peek(const amn_ccall *c, size_t len, bool *eof);
 void amn_ccall_on_message(amn_ccall *c, uint8_t *msg, size_t len);
 void amn_client_conn_event(amn_client *cl, int rc, const char *err); /* connect attempt result */
 /* A failed attempt of a call whose transport let go of it (c->conn NULL,

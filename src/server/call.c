@@ -405,6 +405,15 @@ static void schedule_deferred(amn_call *c) {
   c->sl->writable_list = c;
 }
 
+ssize_t amn_call_peek(const amn_call *c, size_t len, bool *eof) {
+  size_t avail = 0;
+  for (const amn_outmsg *m = c->sq_head; m && avail <= len; m = m->next) avail += m->len - m->off;
+  *eof = c->fin_pending && avail <= len;
+  if (avail > len) avail = len;
+  if (!avail && !*eof) return -1;
+  return (ssize_t)avail;
+}
+
 ssize_t amn_call_pull(amn_call *c, uint8_t *buf, size_t len, bool *eof) {
   size_t copied = 0;
   *eof = false;

@@ -180,6 +180,8 @@ void amn_call_on_stream_closed(amn_call *c, amn_status_code why, const char *msg
  * buf. Returns bytes copied; *eof set when the queue is empty and the call
  * finished (trailers must follow). Returns -1 (defer) when nothing queued. */
 ssize_t amn_call_pull(amn_call *c, uint8_t *buf, size_t len, bool *eof);
+/* What amn_call_pull(c, .., len, ..) would return, without copying. */
+ssize_t amn_call_peek(const amn_call *c, size_t len, bool *eof);
 /* Loop: process cross-thread operations. */
 void amn_srv_loop_drain_ops(amn_srv_loop *sl);
 void amn_srv_loop_run_writable(amn_srv_loop *sl);

@@ -80,11 +80,25 @@ static ssize_t read_cb(nghttp2_session *s, int32_t sid, uint8_t *buf, size_t len
   (void)ud;
   amn_ccall *c = src->ptr;
   if (nghttp2_session_get_stream_user_data(s, sid) != c) return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE; /* detached */
+  (void)buf;
   bool eof;
-  ssize_t n = amn_ccall_pull(c, buf, len, &eof);
+  ssize_t n = amn_ccall_peek(c, len, &eof); /* copied by send_data_cb, straight into the write buffer */
   if (n < 0) return NGHTTP2_ERR_DEFERRED;
+  if (n > 0) *flags |= NGHTTP2_DATA_FLAG_NO_COPY;
   if (eof) *flags |= NGHTTP2_DATA_FLAG_EOF;
   return n;
+}
+
+static int send_data_cb(nghttp2_session *s, nghttp2_frame *f, const uint8_t *framehd, size_t length,
+                        nghttp2_data_source *src, void *ud) {
+  (void)s; (void)f;
+  amn_h2io *io = ud; /* the connection starts with its amn_h2io */
+  uint8_t *p = amn_h2io_out_reserve(io, 9 + length);
+  if (!p) return NGHTTP2_ERR_CALLBACK_FAILURE;
+  memcpy(p, framehd, 9);
+  bool eof;
+  if (amn_ccall_pull(src->ptr, p + 9, length, &eof) != (ssize_t)length) return NGHTTP2_ERR_CALLBACK_FAILURE;
+  return io->out_len >= AMN_IO_WBUF_HIGH ? NGHTTP2_ERR_PAUSE : 0;
 }
 
 static int on_header(nghttp2_session *s, const nghttp2_frame *f, const uint8_t *name, size_t nlen,
@@ -282,6 +296,7 @@ static void init_cbs(void) {
   nghttp2_session_callbacks_set_on_frame_recv_callback(g_cbs, on_frame_recv);
   nghttp2_session_callbacks_set_on_data_chunk_recv_callback(g_cbs, on_data_chunk);
   nghttp2_session_callbacks_set_on_stream_close_callback(g_cbs, on_stream_close);
+  nghttp2_session_callbacks_set_send_data_callback(g_cbs, send_data_cb);
   nghttp2_session_callbacks_set_on_frame_send_callback(g_cbs, on_frame_send);
   nghttp2_session_callbacks_set_on_frame_not_send_callback(g_cbs, on_frame_not_send);
 }

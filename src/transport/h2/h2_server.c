@@ -161,9 +161,13 @@ ssize_t amn_h2s_read_cb(nghttp2_session *s, int32_t sid, uint8_t *buf, size_t le
   (void)s; (void)sid;
   amn_sconn *sc = ud;
   amn_call *c = src->ptr;
+  (void)buf;
   bool eof;
-  ssize_t n = amn_call_pull(c, buf, len, &eof);
+  /* the bytes are copied straight from the message queue into the write
+   * buffer by send_data_cb: no intermediate copy in nghttp2's frame buffer */
+  ssize_t n = amn_call_peek(c, len, &eof);
   if (n < 0) return NGHTTP2_ERR_DEFERRED;
+  if (n > 0) *flags |= NGHTTP2_DATA_FLAG_NO_COPY;
   if (eof) {
     *flags |= NGHTTP2_DATA_FLAG_EOF | NGHTTP2_DATA_FLAG_NO_END_STREAM;
     amn_hdr_buf b;
@@ -177,6 +181,19 @@ ssize_t amn_h2s_read_cb(nghttp2_session *s, int32_t sid, uint8_t *buf, size_t le
     }
   }
   return n;
+}
+
+static int send_data_cb(nghttp2_session *s, nghttp2_frame *f, const uint8_t *framehd, size_t length,
+                        nghttp2_data_source *src, void *ud) {
+  (void)s; (void)f;
+  amn_sconn *sc = ud;
+  uint8_t *p = amn_h2io_out_reserve(&sc->io, 9 + length);
+  if (!p) return NGHTTP2_ERR_CALLBACK_FAILURE;
+  memcpy(p, framehd, 9);
+  bool eof;
+  if (amn_call_pull(src->ptr, p + 9, length, &eof) != (ssize_t)length) return NGHTTP2_ERR_CALLBACK_FAILURE;
+  /* enough for one flush: let the writer catch up before more frames */
+  return sc->io.out_len >= AMN_IO_WBUF_HIGH ? NGHTTP2_ERR_PAUSE : 0;
 }
 
 static void h2s_kick(amn_call *c) {
@@ -309,6 +326,7 @@ static void init_cbs(void) {
   nghttp2_session_callbacks_set_on_data_chunk_recv_callback(g_cbs, on_data_chunk);
   nghttp2_session_callbacks_set_on_frame_send_callback(g_cbs, on_frame_send);
   nghttp2_session_callbacks_set_on_stream_close_callback(g_cbs, on_stream_close);
+  nghttp2_session_callbacks_set_send_data_callback(g_cbs, send_data_cb);
   nghttp2_option_new(&g_opt);
   /* without this, a peer could make us answer endless SETTINGS/PING with
    * unbounded outbound queues */

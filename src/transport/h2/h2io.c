@@ -127,6 +127,20 @@ static int io_write_out(amn_h2io *io) {
   return 1;
 }
 
+uint8_t *amn_h2io_out_reserve(amn_h2io *io, size_t n) {
+  if (io->out_len + n > io->out_cap) {
+    size_t cap = io->out_cap ? io->out_cap : 16384;
+    while (cap < io->out_len + n) cap *= 2;
+    uint8_t *nb = realloc(io->out, cap);
+    if (!nb) return NULL;
+    io->out = nb;
+    io->out_cap = cap;
+  }
+  uint8_t *p = io->out + io->out_len;
+  io->out_len += n;
+  return p;
+}
+
 static int out_append(amn_h2io *io, const uint8_t *p, size_t n) {
   if (io->out_len + n > io->out_cap) {
     size_t cap = io->out_cap ? io->out_cap : 16384;

@@ -87,6 +87,11 @@ void amn_h2io_close(amn_h2io *io, const char *reason);
  * and wait up to linger_s for the peer to close first. */
 void amn_h2io_close_linger(amn_h2io *io, const char *reason, double linger_s);
 
+/* Appends n bytes to the write buffer (growing it) and returns where to
+ * write them; NULL when out of memory. For DATA sent without copying
+ * through nghttp2 (NGHTTP2_DATA_FLAG_NO_COPY). */
+uint8_t *amn_h2io_out_reserve(amn_h2io *io, size_t n);
+
 #include "rpc/rpc.h"
 /* Converts a header list for nghttp2 (which copies the strings on submit). */
 size_t amn_h2_nv(const amn_hdr_buf *b, nghttp2_nv *nva);
