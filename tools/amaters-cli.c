@@ -944,6 +944,29 @@ static int cmd_bench(cli *o, net *n) {
     }
   }
   debugf("%d connection(s) established", C);
+  /* a pool minimum (e.g. thousands of connections for a scale test) is
+   * reached before the load starts, so that handshakes do not compete with
+   * it; bounded to 120 s */
+  if (n->copts.pool_min_connections > 1) {
+    uint64_t t0 = now_ns();
+    for (;;) {
+      uint32_t ready = 0, want = 0;
+      for (int i = 0; i < C; i++) {
+        amn_endpoint_stats st[16];
+        size_t k = amn_client_stats(cl[i].c, st, 16, NULL);
+        for (size_t j = 0; j < k && j < 16; j++) {
+          ready += st[j].connections;
+          want += n->copts.pool_min_connections;
+        }
+      }
+      double el = (now_ns() - t0) / 1e9;
+      if (ready >= want || el > 120) {
+        fprintf(stderr, PROG ": bench: %u of %u pooled connections ready after %.1f s\n", ready, want, el);
+        break;
+      }
+      usleep(200000);
+    }
+  }
 
   uint64_t start = now_ns();
   uint64_t warm_ns = (uint64_t)(o->warmup * 1e9), dur_ns = (uint64_t)(o->duration * 1e9);

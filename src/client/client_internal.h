@@ -135,6 +135,7 @@ struct amn_cendpoint {
   char authority[300];
   uint16_t port;
   amn_cslot *slots;
+  amn_cslot *cursor;            /* where best_slot's bounded scan resumes */
   uint32_t nready, nconnecting, ndraining, inflight;
   bool ejected;                 /* failing: no new connection before the backoff ends */
   uint32_t fails;               /* consecutive connection failures */

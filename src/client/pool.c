@@ -35,6 +35,8 @@ static void idle_cb(struct ev_loop *ev, ev_idle *w, int revents) {
   if (cl->pool_dirty) amn_pool_maintain(cl);
 }
 
+#define AMN_POOL_MAX_CONNECTING 128
+
 void amn_pool_mark(amn_client *cl) {
   if (!cl->pool || atomic_load(&cl->stopping)) return;
   cl->pool_dirty = true;
@@ -81,6 +83,7 @@ void amn_pool_free(amn_client *cl) {
   for (size_t i = 0; i < cl->neps; i++) {
     amn_cendpoint *ep = &cl->eps[i];
     /* connections that could not finish closing when the loop ended */
+    ep->cursor = NULL;
     while (ep->slots) {
       amn_cslot *s = ep->slots;
       ep->slots = s->next;
@@ -98,10 +101,22 @@ static bool has_capacity(const amn_cslot *s) {
 }
 
 /* The least busy connection of `ep` that takes one more call, or NULL. */
+/* The least loaded connection with room among the next few after the
+ * cursor (a bounded scan: O(1) per call even with thousands of
+ * connections); the whole list only when none of those has room. */
+#define SLOT_SCAN 8
 static amn_cslot *best_slot(amn_cendpoint *ep) {
-  amn_cslot *best = NULL;
-  for (amn_cslot *s = ep->slots; s; s = s->next)
+  amn_cslot *best = NULL, *s = ep->cursor ? ep->cursor : ep->slots;
+  size_t seen = 0;
+  for (; s && seen < SLOT_SCAN; seen++) {
     if (has_capacity(s) && (!best || s->inflight < best->inflight)) best = s;
+    s = s->next ? s->next : (ep->slots != ep->cursor ? ep->slots : NULL);
+    if (s == ep->cursor) break; /* wrapped around a short list */
+  }
+  if (!best)
+    for (s = ep->slots; s; s = s->next)
+      if (has_capacity(s) && (!best || s->inflight < best->inflight)) best = s;
+  ep->cursor = best && best->next ? best->next : NULL;
   return best;
 }
 
@@ -196,7 +211,7 @@ void amn_pool_maintain(amn_client *cl) {
   /* 0. connections that got GOAWAY and have no call left: closed (a server
    * may keep them open after its GOAWAY) */
   for (size_t i = 0; i < cl->neps; i++)
-    for (amn_cslot *s = cl->eps[i].slots, *next; s; s = next) {
+    for (amn_cslot *s = cl->eps[i].ndraining ? cl->eps[i].slots : NULL, *next; s; s = next) {
       next = s->next;
       if (s->st == AMN_SLOT_DRAINING && !s->inflight && !s->closing) {
         s->closing = true;
@@ -207,7 +222,11 @@ void amn_pool_maintain(amn_client *cl) {
   if (cl->pool_active)
     for (size_t i = 0; i < cl->neps; i++) {
       amn_cendpoint *ep = &cl->eps[i];
-      while (!ep->ejected && ep->nready + ep->nconnecting < cl->o.pool_min_connections)
+      /* at most AMN_POOL_MAX_CONNECTING handshakes at once per endpoint: a
+       * large minimum (thousands) must not become a handshake storm that
+       * times itself out; each completed connection opens the next */
+      while (!ep->ejected && ep->nready + ep->nconnecting < cl->o.pool_min_connections &&
+             ep->nconnecting < AMN_POOL_MAX_CONNECTING)
         if (!slot_open(ep)) break;
     }
   /* 2. hand pending calls to connections */
@@ -373,6 +392,7 @@ void amn_cslot_closed(amn_cslot *s, const char *why) {
   amn_cendpoint *ep = s->ep;
   amn_client *cl = ep->cl;
   bool stopping = atomic_load(&cl->stopping);
+  if (ep->cursor == s) ep->cursor = NULL;
   for (amn_cslot **pp = &ep->slots; *pp; pp = &(*pp)->next)
     if (*pp == s) {
       *pp = s->next;
