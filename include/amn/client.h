@@ -74,7 +74,7 @@ typedef struct amn_client_opts {
 
 enum { AMN_LB_P2C = 0, AMN_LB_ROUND_ROBIN = 1 };
 
-void amn_client_opts_init(amn_client_opts *o);
+AMN_API void amn_client_opts_init(amn_client_opts *o);
 
 /** Per-call options. A zeroed struct means: no deadline, no metadata. */
 typedef struct amn_call_opts {
@@ -97,25 +97,25 @@ typedef struct amn_result {
   size_t trailing_md_count;
 } amn_result;
 
-void amn_result_free(amn_result *r);
+AMN_API void amn_result_free(amn_result *r);
 
 /**
  * Creates a client and starts its I/O thread. Connects lazily on the first
  * call (and reconnects after failures). Validates the URL and loads the TLS
  * files now: AMN_EINVAL / AMN_ETLS with a reason.
  */
-int amn_client_new(amn_client **out, const amn_client_opts *opts, char *err, size_t errlen);
+AMN_API int amn_client_new(amn_client **out, const amn_client_opts *opts, char *err, size_t errlen);
 
 /** Connects now and waits for the TLS + HTTP/2 handshake (the server's
  *  SETTINGS), up to connect_timeout_ms. With several URLs it connects to
  *  every one and returns once the first is ready (or all failed). Returns 0,
  *  or AMN_EIO/AMN_ETLS with the reason. Optional: calls connect by
  *  themselves. */
-int amn_client_connect(amn_client *c, char *err, size_t errlen);
+AMN_API int amn_client_connect(amn_client *c, char *err, size_t errlen);
 
 /** Cancels every call (CANCELLED), closes the connection, joins the I/O
  *  thread and frees the client. Open streams must have been released. */
-void amn_client_free(amn_client *c);
+AMN_API void amn_client_free(amn_client *c);
 
 /**
  * Blocking unary call: sends `req` (serialized message) to `method` and
@@ -123,7 +123,7 @@ void amn_client_free(amn_client *c);
  * callback. Returns 0 when `out` was filled (check out->code), or a
  * negative AMN_E* code if the call could not be issued.
  */
-int amn_client_unary(amn_client *c, const char *method, const uint8_t *req, size_t len,
+AMN_API int amn_client_unary(amn_client *c, const char *method, const uint8_t *req, size_t len,
                      const amn_call_opts *opts, amn_result *out);
 
 /** Completion of an asynchronous unary call. `res` is valid during the
@@ -133,13 +133,13 @@ typedef void (*amn_unary_cb)(const amn_result *res, void *ud);
 /** Asynchronous unary call: returns at once; `cb` runs exactly once (also
  *  on failure, with the status). Returns 0 or AMN_EINVAL/AMN_ENOMEM (then
  *  cb is never called). The request bytes are copied. */
-int amn_client_unary_async(amn_client *c, const char *method, const uint8_t *req, size_t len,
+AMN_API int amn_client_unary_async(amn_client *c, const char *method, const uint8_t *req, size_t len,
                            const amn_call_opts *opts, amn_unary_cb cb, void *ud);
 
 /** Execute convenience: encodes a QueryRequest, blocking call, decodes the
  *  QueryResponse: on OK, out->data holds result_bytes (proof in
  *  proof / proof_len when proof is non-NULL; free it with free()). */
-int amn_client_execute(amn_client *c, const uint8_t *query, size_t query_len,
+AMN_API int amn_client_execute(amn_client *c, const uint8_t *query, size_t query_len,
                        const uint8_t *signature, size_t signature_len,
                        const amn_call_opts *opts, amn_result *out,
                        uint8_t **proof, size_t *proof_len);
@@ -161,24 +161,24 @@ typedef struct amn_cstream_cbs {
 /** Opens a bidirectional stream to `method`. The cbs struct is copied.
  *  Returns 0 and a stream handle the caller must release with
  *  amn_cstream_release after on_close (or to abandon it, which cancels). */
-int amn_client_stream_open(amn_client *c, const char *method, const amn_call_opts *opts,
+AMN_API int amn_client_stream_open(amn_client *c, const char *method, const amn_call_opts *opts,
                            const amn_cstream_cbs *cbs, void *ud, amn_cstream **out);
 
 /** Queues one message (copied). Any thread. AMN_EAGAIN when queued bytes
  *  exceed stream_send_buffer (not queued; wait for on_writable);
  *  AMN_ECLOSED after close/cancel; AMN_ETOOBIG above max_send_message. */
-int amn_cstream_send(amn_cstream *s, const uint8_t *msg, size_t len);
+AMN_API int amn_cstream_send(amn_cstream *s, const uint8_t *msg, size_t len);
 
 /** Half-closes: no more messages will be sent. Any thread. */
-int amn_cstream_close_send(amn_cstream *s);
+AMN_API int amn_cstream_close_send(amn_cstream *s);
 
 /** Cancels the stream (RST_STREAM CANCEL); on_close gets CANCELLED. */
-void amn_cstream_cancel(amn_cstream *s);
+AMN_API void amn_cstream_cancel(amn_cstream *s);
 
 /** Releases the caller's handle; cancels the stream if still open. After
  *  this no callback for `s` runs once the call returns... except an
  *  on_close already running on the I/O thread. Any thread. */
-void amn_cstream_release(amn_cstream *s);
+AMN_API void amn_cstream_release(amn_cstream *s);
 
 /* ------------------------------------------------------------------ */
 /* Pool statistics                                                    */
@@ -211,12 +211,12 @@ typedef struct amn_endpoint_stats {
 /** Fills out[0..cap) with the state of each endpoint (in URL order) and
  *  returns the number of endpoints. *retries (when non-NULL) gets the
  *  number of call attempts re-sent so far. Thread-safe. */
-size_t amn_client_stats(amn_client *c, amn_endpoint_stats *out, size_t cap, uint64_t *retries);
+AMN_API size_t amn_client_stats(amn_client *c, amn_endpoint_stats *out, size_t cap, uint64_t *retries);
 
 /** Health check via grpc.health.v1.Health/Check for `service` ("" = the
  *  server). Returns 0 and sets *serving, or a negative code; the call's
  *  status is in *status when non-NULL. */
-int amn_client_health(amn_client *c, const char *service, uint32_t timeout_ms,
+AMN_API int amn_client_health(amn_client *c, const char *service, uint32_t timeout_ms,
                       bool *serving, amn_status_code *status, char *err, size_t errlen);
 
 #ifdef __cplusplus

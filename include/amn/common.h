@@ -24,6 +24,14 @@
 extern "C" {
 #endif
 
+/** Marks the library's exported functions: the shared library exports
+ *  these and nothing else (everything is built with hidden visibility). */
+#if defined(__GNUC__)
+#define AMN_API __attribute__((visibility("default")))
+#else
+#define AMN_API
+#endif
+
 #define AMN_VERSION "0.1.0"
 #define AMN_DEFAULT_PORT 7878
 /** Default maximum size of one gRPC message (either direction): 64 MiB. */
@@ -52,11 +60,11 @@ typedef enum amn_status_code {
 
 /** Upper-case name of a status code ("OK", "DEADLINE_EXCEEDED", ...).
  *  Returns "UNKNOWN_CODE" for values outside 0..16. Thread-safe. */
-const char *amn_status_name(int code);
+AMN_API const char *amn_status_name(int code);
 
 /** Parses a status name (case-insensitive) or decimal number. Returns the
  *  code, or -1 if `s` is neither. Thread-safe. */
-int amn_status_from_name(const char *s);
+AMN_API int amn_status_from_name(const char *s);
 
 /** Library error codes (negative). */
 enum {
@@ -74,7 +82,7 @@ enum {
 };
 
 /** Short description of an AMN_E* code. Thread-safe. */
-const char *amn_strerror(int err);
+AMN_API const char *amn_strerror(int err);
 
 /* ------------------------------------------------------------------ */
 /* Metadata                                                           */
@@ -98,7 +106,7 @@ typedef struct amn_metadata {
 } amn_metadata;
 
 /** Returns the first entry with `key` (exact, lower-case) or NULL. */
-const amn_md *amn_metadata_get(const amn_metadata *md, const char *key);
+AMN_API const amn_md *amn_metadata_get(const amn_metadata *md, const char *key);
 
 /* ------------------------------------------------------------------ */
 /* Peer identity                                                      */
@@ -148,12 +156,12 @@ typedef enum amn_log_level {
 typedef void (*amn_log_fn)(amn_log_level level, const char *line, void *ud);
 
 /** Sets the global log level (default AMN_LOG_INFO). Thread-safe. */
-void amn_log_set_level(amn_log_level level);
+AMN_API void amn_log_set_level(amn_log_level level);
 /** Parses "error", "warn", "info", "debug"; returns -1 if unknown. */
-int amn_log_level_parse(const char *s);
+AMN_API int amn_log_level_parse(const char *s);
 /** Replaces the sink (default: stderr with timestamp). NULL restores the
  *  default. Set it before creating servers or clients. */
-void amn_log_set_sink(amn_log_fn fn, void *ud);
+AMN_API void amn_log_set_sink(amn_log_fn fn, void *ud);
 
 #ifdef __cplusplus
 }

@@ -79,9 +79,9 @@ typedef struct amn_config {
 } amn_config;
 
 /** Fills `c` with the defaults (strings heap-allocated). */
-void amn_config_init(amn_config *c);
+AMN_API void amn_config_init(amn_config *c);
 /** Frees the strings held by `c`. */
-void amn_config_free(amn_config *c);
+AMN_API void amn_config_free(amn_config *c);
 
 /**
  * Reads `path` into `c` (which must be initialised; keys present in the file
@@ -91,7 +91,7 @@ void amn_config_free(amn_config *c);
  * Errors that have no single line (e.g. the file is unreadable) are written
  * as "path: reason". AMN_ENOMEM if memory runs out.
  */
-int amn_config_load(amn_config *c, const char *path, char *err, size_t errlen);
+AMN_API int amn_config_load(amn_config *c, const char *path, char *err, size_t errlen);
 
 /**
  * Applies environment overrides AMATERS_NET_<SECTION>_<KEY> (upper case,
@@ -102,7 +102,7 @@ int amn_config_load(amn_config *c, const char *path, char *err, size_t errlen);
  * for the file apply; `c` is left unchanged on error. Variables with the
  * prefix that name no key are logged as a warning and otherwise ignored.
  */
-int amn_config_apply_env(amn_config *c, char *err, size_t errlen);
+AMN_API int amn_config_apply_env(amn_config *c, char *err, size_t errlen);
 
 #ifdef __cplusplus
 }

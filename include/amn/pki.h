@@ -23,7 +23,7 @@ extern "C" {
  * (NUL-terminated) into `out`. Returns 0, or AMN_EINVAL if neither HOME nor
  * XDG_DATA_HOME is set or the result does not fit. Thread-safe.
  */
-int amn_pki_default_dir(char *out, size_t cap);
+AMN_API int amn_pki_default_dir(char *out, size_t cap);
 
 /**
  * Creates the development PKI in `dir` (created with mode 0700, parents
@@ -32,17 +32,17 @@ int amn_pki_default_dir(char *out, size_t cap);
  * Certificates are valid for 825 days. Returns 0, or AMN_EIO/AMN_ETLS with
  * a reason. Not thread-safe for the same directory.
  */
-int amn_pki_init(const char *dir, bool force, char *err, size_t errlen);
+AMN_API int amn_pki_init(const char *dir, bool force, char *err, size_t errlen);
 
 /** true when `dir` holds all six files. */
-bool amn_pki_exists(const char *dir);
+AMN_API bool amn_pki_exists(const char *dir);
 
 /**
  * Fills `o`'s cert/key/ca paths with the files of `dir` for `role`
  * ("server" or "client"). The strings are written into `storage` (at least
  * 3 * 4096 bytes) which must outlive `o`. Returns 0 or AMN_EINVAL.
  */
-int amn_pki_paths(const char *dir, const char *role, amn_tls_opts *o, char *storage, size_t cap);
+AMN_API int amn_pki_paths(const char *dir, const char *role, amn_tls_opts *o, char *storage, size_t cap);
 
 #ifdef __cplusplus
 }

@@ -29,14 +29,14 @@ typedef struct amn_pair_view {
 
 /** Decodes `buf` into views. Returns 0 or AMN_EPROTO for malformed input
  *  (truncated varint/length, wrong wire type for fields 1/2). */
-int amn_pair_decode(const uint8_t *buf, size_t len, amn_pair_view *out);
+AMN_API int amn_pair_decode(const uint8_t *buf, size_t len, amn_pair_view *out);
 
 /** Exact encoded size of a message with the two fields. */
-size_t amn_pair_encoded_size(size_t f1_len, size_t f2_len);
+AMN_API size_t amn_pair_encoded_size(size_t f1_len, size_t f2_len);
 
 /** Encodes into `out` (at least amn_pair_encoded_size bytes). Empty fields
  *  are omitted (proto3). Returns the bytes written. */
-size_t amn_pair_encode(uint8_t *out, const uint8_t *f1, size_t f1_len,
+AMN_API size_t amn_pair_encode(uint8_t *out, const uint8_t *f1, size_t f1_len,
                        const uint8_t *f2, size_t f2_len);
 
 #ifdef __cplusplus

@@ -76,7 +76,7 @@ typedef struct amn_server_opts {
 } amn_server_opts;
 
 /** Fills `o` with the defaults documented above. */
-void amn_server_opts_init(amn_server_opts *o);
+AMN_API void amn_server_opts_init(amn_server_opts *o);
 
 /**
  * Handler of one method, with raw (serialized) messages.
@@ -134,20 +134,20 @@ typedef struct amn_stream_handler {
  * certificates. Returns 0, or AMN_EINVAL / AMN_ETLS / AMN_ENOMEM with a
  * reason in err. Not thread-safe with respect to the same server.
  */
-int amn_server_new(amn_server **out, const amn_server_opts *opts, char *err, size_t errlen);
+AMN_API int amn_server_new(amn_server **out, const amn_server_opts *opts, char *err, size_t errlen);
 
 /** Registers a raw handler for a full method path ("/pkg.Service/Method").
  *  The handler struct is copied. Must be called before amn_server_start.
  *  Returns AMN_EINVAL for a malformed path, AMN_ESTATE if already started. */
-int amn_server_register(amn_server *s, const char *path, const amn_handler *h);
+AMN_API int amn_server_register(amn_server *s, const char *path, const amn_handler *h);
 
 /** Registers /amaters.v1.AmateRS/Execute. */
-int amn_server_set_execute(amn_server *s, amn_execute_fn fn, void *ud);
+AMN_API int amn_server_set_execute(amn_server *s, amn_execute_fn fn, void *ud);
 /** Registers /amaters.v1.AmateRS/ExecuteStream. The struct is copied. */
-int amn_server_set_execute_stream(amn_server *s, const amn_stream_handler *h);
+AMN_API int amn_server_set_execute_stream(amn_server *s, const amn_stream_handler *h);
 /** Registers the built-in echo handlers for both methods
  *  (result_bytes = query_bytes, server_proof empty). */
-int amn_server_use_echo(amn_server *s);
+AMN_API int amn_server_use_echo(amn_server *s);
 
 /**
  * Binds the listening sockets and starts the event-loop threads. Returns
@@ -155,7 +155,7 @@ int amn_server_use_echo(amn_server *s);
  * reason, e.g. address in use). The grpc.health.v1.Health service is always
  * served, reporting SERVING.
  */
-int amn_server_start(amn_server *s, char *err, size_t errlen);
+AMN_API int amn_server_start(amn_server *s, char *err, size_t errlen);
 
 /**
  * Reloads the certificate chain, key and CA bundle from the paths given at
@@ -169,18 +169,18 @@ int amn_server_start(amn_server *s, char *err, size_t errlen);
  * SIGHUP with sigwait, as amaters-netd does). Every reload keeps the
  * replaced context allocated until amn_server_free (a few KiB).
  */
-int amn_server_reload_tls(amn_server *s, char *err, size_t errlen);
+AMN_API int amn_server_reload_tls(amn_server *s, char *err, size_t errlen);
 
 /** Connections refused since start because max_connections was reached
  *  (each got TLS, then GOAWAY "max_connections reached"). Thread-safe. */
-uint64_t amn_server_refused_connections(const amn_server *s);
+AMN_API uint64_t amn_server_refused_connections(const amn_server *s);
 
 /** The TCP port actually bound (useful with port 0). 0 before start. */
-uint16_t amn_server_port(const amn_server *s);
+AMN_API uint16_t amn_server_port(const amn_server *s);
 
 /** Sets the health status reported for `service` ("" = whole server).
  *  Thread-safe. Watchers are notified. */
-void amn_server_set_health(amn_server *s, const char *service, bool serving);
+AMN_API void amn_server_set_health(amn_server *s, const char *service, bool serving);
 
 /**
  * Graceful stop: health turns NOT_SERVING, listeners close, every connection
@@ -189,50 +189,50 @@ void amn_server_set_health(amn_server *s, const char *service, bool serving);
  * loop threads have exited. Thread-safe; calling it twice is harmless.
  * Safe to call from a signal-handling thread, not from a signal handler.
  */
-void amn_server_stop(amn_server *s);
+AMN_API void amn_server_stop(amn_server *s);
 
 /** Asks the server to stop without waiting (async-signal-safe). A later
  *  amn_server_wait() returns when stopped. */
-void amn_server_request_stop(amn_server *s);
+AMN_API void amn_server_request_stop(amn_server *s);
 /** Blocks until the server has stopped (after amn_server_request_stop or
  *  amn_server_stop from another thread). */
-void amn_server_wait(amn_server *s);
+AMN_API void amn_server_wait(amn_server *s);
 
 /** Stops (if needed) and frees the server. All calls must be finished. */
-void amn_server_free(amn_server *s);
+AMN_API void amn_server_free(amn_server *s);
 
 /* ------------------------------------------------------------------ */
 /* Calls (server side)                                                */
 /* ------------------------------------------------------------------ */
 
 /** Full method path of the call ("/amaters.v1.AmateRS/Execute"). */
-const char *amn_call_method(const amn_call *c);
+AMN_API const char *amn_call_method(const amn_call *c);
 /** Verified identity of the client certificate (verified=false under
  *  --insecure). Valid until the call is finished. */
-const amn_peer_identity *amn_call_peer(const amn_call *c);
+AMN_API const amn_peer_identity *amn_call_peer(const amn_call *c);
 /** Remote address as text ("127.0.0.1:53122"). */
-const char *amn_call_peer_addr(const amn_call *c);
+AMN_API const char *amn_call_peer_addr(const amn_call *c);
 /** Request metadata (custom headers; "-bin" values decoded). Valid until
  *  finish. Reserved headers (":path", "te", "grpc-*", ...) are excluded. */
-const amn_metadata *amn_call_metadata(const amn_call *c);
+AMN_API const amn_metadata *amn_call_metadata(const amn_call *c);
 /** Milliseconds left until the client's deadline; -1 when none was set;
  *  0 when already expired. Thread-safe. */
-int64_t amn_call_deadline_remaining_ms(const amn_call *c);
+AMN_API int64_t amn_call_deadline_remaining_ms(const amn_call *c);
 /** true once the call was cancelled (for polling from worker threads). */
-bool amn_call_is_cancelled(const amn_call *c);
+AMN_API bool amn_call_is_cancelled(const amn_call *c);
 /** A pointer the handler may attach to the call (e.g. its per-call state);
  *  NULL initially. Not synchronised: set and read it from one thread at a
  *  time (typically the loop thread in callbacks). */
-void amn_call_set_user_data(amn_call *c, void *p);
-void *amn_call_get_user_data(const amn_call *c);
+AMN_API void amn_call_set_user_data(amn_call *c, void *p);
+AMN_API void *amn_call_get_user_data(const amn_call *c);
 /** true when the request arrived as TLS 1.3 / QUIC early data (0-RTT). */
-bool amn_call_is_early_data(const amn_call *c);
+AMN_API bool amn_call_is_early_data(const amn_call *c);
 
 /** Adds response-header metadata. Only before the first message is sent.
  *  Returns AMN_ESTATE if headers were already sent. Any thread. */
-int amn_call_add_initial_metadata(amn_call *c, const char *key, const uint8_t *value, size_t len);
+AMN_API int amn_call_add_initial_metadata(amn_call *c, const char *key, const uint8_t *value, size_t len);
 /** Adds trailing metadata sent with the status. Any thread, before finish. */
-int amn_call_add_trailing_metadata(amn_call *c, const char *key, const uint8_t *value, size_t len);
+AMN_API int amn_call_add_trailing_metadata(amn_call *c, const char *key, const uint8_t *value, size_t len);
 
 /**
  * Queues one response message (raw serialized bytes; copied once into the
@@ -242,7 +242,7 @@ int amn_call_add_trailing_metadata(amn_call *c, const char *key, const uint8_t *
  * AMN_ECLOSED if the call is cancelled or finished; AMN_ETOOBIG if larger
  * than max_send_message.
  */
-int amn_call_send(amn_call *c, const uint8_t *msg, size_t len);
+AMN_API int amn_call_send(amn_call *c, const uint8_t *msg, size_t len);
 
 /**
  * Receive-side backpressure. amn_call_pause_recv stops delivering request
@@ -255,12 +255,12 @@ int amn_call_send(amn_call *c, const uint8_t *msg, size_t len);
  * pause: loop thread only (from a handler callback). resume: any thread.
  * Both are no-ops on a finished or cancelled call.
  */
-void amn_call_pause_recv(amn_call *c);
-void amn_call_resume_recv(amn_call *c);
+AMN_API void amn_call_pause_recv(amn_call *c);
+AMN_API void amn_call_resume_recv(amn_call *c);
 
 /** Encodes and queues a QueryResponse (result_bytes, server_proof). Same
  *  return values as amn_call_send. */
-int amn_call_send_query_response(amn_call *c, const uint8_t *result, size_t result_len,
+AMN_API int amn_call_send_query_response(amn_call *c, const uint8_t *result, size_t result_len,
                                  const uint8_t *proof, size_t proof_len);
 
 /**
@@ -269,11 +269,11 @@ int amn_call_send_query_response(amn_call *c, const uint8_t *result, size_t resu
  * afterwards. Any thread. Returns 0, or AMN_ECLOSED if the call had been
  * cancelled (nothing sent; the call is released all the same).
  */
-int amn_call_finish(amn_call *c, amn_status_code code, const char *message);
+AMN_API int amn_call_finish(amn_call *c, amn_status_code code, const char *message);
 
 /** amn_call_send_query_response + amn_call_finish(OK): the usual answer of
  *  an Execute handler. The response is never refused for backpressure. */
-int amn_call_reply_query(amn_call *c, const uint8_t *result, size_t result_len,
+AMN_API int amn_call_reply_query(amn_call *c, const uint8_t *result, size_t result_len,
                          const uint8_t *proof, size_t proof_len);
 
 #ifdef __cplusplus
