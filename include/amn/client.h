@@ -80,7 +80,10 @@ AMN_API void amn_client_opts_init(amn_client_opts *o);
 typedef struct amn_call_opts {
   uint32_t timeout_ms;        /**< deadline; 0 = none. Sent as grpc-timeout and enforced locally. */
   const amn_metadata *metadata; /**< request metadata (copied) */
-  bool idempotent;            /**< the call may be replayed (0-RTT, retries) */
+  bool idempotent;            /**< the call may be replayed (0-RTT, retries). HTTP/3: on a
+                                   resumed connection only such calls go as 0-RTT early data
+                                   (sent again after the handshake if the server refuses it);
+                                   the others wait for the handshake */
 } amn_call_opts;
 
 /** Outcome of a call. Owned by the receiver of an amn_result; release with

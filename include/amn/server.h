@@ -56,7 +56,12 @@ typedef struct amn_server_opts {
    * without open calls for that long gets GOAWAY(NO_ERROR, "idle timeout")
    * and is closed. keepalive_interval_ms above: a connection on which
    * nothing was received for that long gets a PING; when no answer comes
-   * within keepalive_timeout_ms it is closed (logged as a warning). */
+   * within keepalive_timeout_ms it is closed (logged as a warning).
+   * HTTP/3: idle_timeout_ms is the QUIC idle timeout (no packet for that
+   * long closes the connection); while a connection has calls the server
+   * sends QUIC PINGs every keepalive_interval_ms (so a quiet call is not
+   * idle and a dead client is noticed within idle_timeout_ms);
+   * handshake_timeout_ms bounds the QUIC handshake. */
   uint32_t handshake_timeout_ms;    /**< TLS handshake deadline per connection (default 10000) */
   uint32_t keepalive_timeout_ms;    /**< wait for a PING ack; 0 = max(keepalive_interval_ms, 5000) (default 0) */
   /** Ping abuse policy (grpc doc/keepalive.md): a client PING that comes
@@ -225,7 +230,12 @@ AMN_API bool amn_call_is_cancelled(const amn_call *c);
  *  time (typically the loop thread in callbacks). */
 AMN_API void amn_call_set_user_data(amn_call *c, void *p);
 AMN_API void *amn_call_get_user_data(const amn_call *c);
-/** true when the request arrived as TLS 1.3 / QUIC early data (0-RTT). */
+/** true when the request arrived as TLS 1.3 / QUIC early data (0-RTT,
+ *  HTTP/3 only). The server refuses replayed early data (anti-replay) and
+ *  our client sends only calls marked idempotent early, but other clients
+ *  may send anything: a handler whose effect must not happen twice should
+ *  refuse early requests (e.g. UNAVAILABLE; the client retries). The peer
+ *  identity is the verified one of the resumed session. */
 AMN_API bool amn_call_is_early_data(const amn_call *c);
 
 /** Adds response-header metadata. Only before the first message is sent.

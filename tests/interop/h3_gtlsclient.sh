@@ -8,6 +8,12 @@
 #   - without a certificate / with one from another CA: refused in the
 #     handshake (TLS alert in CONNECTION_CLOSE), one clear server log line
 #   - HTTP/2 responses advertise the QUIC port (alt-svc), checked with nghttp
+#   - session resumption with 0-RTT (--session-file + --tp-file): the second
+#     connection presents no certificate at all, the server takes the client
+#     identity from its ticket and serves the request sent as early data
+#   - connection migration (--change-local-addr), NAT rebinding
+#     (--nat-rebinding) and a 1-RTT key update (--key-update) before the
+#     request: it is answered on the new path / with the new keys
 # Usage: h3_gtlsclient.sh AMATERS-NETD GTLSCLIENT MKCERTS
 set -u
 netd=$1
@@ -66,6 +72,33 @@ if command -v nghttp >/dev/null 2>&1; then
   out=$(timeout 20 nghttp -v --cert "$P/client.pem" --key "$P/client-key.pem" "https://127.0.0.1:$SRV_PORT/" 2>&1)
   check "HTTP/2 response carries alt-svc: h3=\":$SRV_PORT\"" sh -c "printf '%s' \"\$1\" | grep -q 'alt-svc: h3=\":$SRV_PORT\"'" _ "$out"
 fi
+
+# 7. a session ticket, then a resumed connection sending its request as 0-RTT data
+gtls ticket --cert "$P/client.pem" --key "$P/client-key.pem" --session-file "$tmp/sess.pem" --tp-file "$tmp/tp.txt"
+check "first connection: session ticket and transport parameters stored" [ -s "$tmp/sess.pem" -a -s "$tmp/tp.txt" ]
+gtls resume --session-file "$tmp/sess.pem" --tp-file "$tmp/tp.txt"
+sleep 0.3 # the server logs the handshake's end when the client's Finished arrives
+check "resumed connection without a certificate answered with :status 405" has resume ":status: 405\]"
+check "  ... its early data was accepted" sh -c "! grep -q 'Early data was rejected' '$tmp/resume.out'"
+check "  ... the server resumed the session with the ticket's identity" \
+  grep -q "mTLS QUIC connection from .*CN=amaters-dev-client.* (resumed)" "$tmp/srv.log"
+check "  ... and took the request as 0-RTT data" grep -q "arrived as 0-RTT data" "$tmp/srv.log"
+
+# 8. the client moves to a new local address before sending its request
+gtls migrate --cert "$P/client.pem" --key "$P/client-key.pem" --change-local-addr=50ms --delay-stream=300ms
+check "active migration: client changed its address" has migrate "Local address is now"
+check "  ... the new path validated" has migrate "Path validation against path .* succeeded"
+check "  ... the request from it answered" has migrate ":status: 405\]"
+gtls rebind --cert "$P/client.pem" --key "$P/client-key.pem" --change-local-addr=50ms --nat-rebinding \
+  --delay-stream=300ms
+check "NAT rebinding: the request from the new address answered" has rebind ":status: 405\]"
+check "  ... the server challenged the client's new address (path validation)" has rebind "frm rx .*PATH_CHALLENGE"
+
+# 9. a 1-RTT key update initiated by the client before its request
+gtls keyupd --cert "$P/client.pem" --key "$P/client-key.pem" --key-update=50ms --delay-stream=300ms
+check "key update initiated" has keyupd "Initiate key update"
+check "  ... confirmed by the server (it sent in the new key phase)" has keyupd "key update confirmed"
+check "  ... the request after it answered" has keyupd ":status: 405\]"
 
 stop_server; rc=$?
 check "SIGTERM stops the server cleanly (rc=$rc)" [ "$rc" -eq 0 ]

@@ -82,7 +82,7 @@ typedef struct amn_h3_server_stats {
   uint64_t version_negotiations; /* sent for unsupported versions */
   uint64_t path_validations;     /* successful validations of a new client address */
   uint64_t key_updates;          /* 1-RTT key generations installed after the first */
-  uint32_t conns_open;           /* right now */
+  uint32_t conns_open;           /* right now (all the server's connections, HTTP/2 ones too) */
   uint32_t handshaking;          /* right now */
 } amn_h3_server_stats;
 void amn_h3s_stats(amn_server *s, amn_h3_server_stats *out);
@@ -95,6 +95,7 @@ void amn_h3s_rotate_ticket_key(amn_server *s);
 #define AMN_H3_TICKET_LIFETIME_S 7200      /* what a ticket may be used for */
 #define AMN_H3_REPLAY_WINDOW_MS 10000      /* 0-RTT ClientHello recording window (RFC 8446 8.2) */
 #define AMN_H3_REPLAY_MAX 65536            /* ClientHellos recorded at most: beyond, 0-RTT is refused */
+#define AMN_H3_TICKET_IDS_MAX 16384        /* client identities kept by ticket (for 0-RTT) */
 #define AMN_H3_NEW_TOKEN_TTL_S (24 * 3600) /* NEW_TOKEN address validation tokens */
 #define AMN_H3_RETRY_TOKEN_TTL_S 10        /* Retry tokens */
 
@@ -119,7 +120,8 @@ typedef struct amn_h3_client_stats {
 } amn_h3_client_stats;
 /* Counters of an HTTP/3 client (zeros for other clients). Thread-safe. */
 void amn_h3c_stats(amn_client *cl, amn_h3_client_stats *out);
-/* Test hooks, run on the client's I/O thread (each returns once done;
+/* Test hooks, run on the client's I/O thread (never call them from a
+ * client callback: they wait for that thread; each returns once done;
  * 0, or AMN_ESTATE when there is no ready HTTP/3 connection or QUIC
  * refused, e.g. a key update while the previous one is unconfirmed):
  *  - rebind: the connection moves to a new UDP socket (new local port);
@@ -188,8 +190,12 @@ struct amn_h3_conn {
   struct sockaddr_storage pend_to;
   socklen_t pend_tolen;
   bool no_gso;
+  bool wrote;                  /* the last amn_h3_write sent packets */
   int sock_err;                /* errno of a failed send/recv (client: ECONNREFUSED) */
   unsigned key_gens;           /* update_key calls (1-RTT key generations prepared) */
+  ngtcp2_mem mem;              /* this connection's allocators (see amn_h3_mem_usage) */
+  nghttp3_mem hmem;
+  struct amn_h3_blk *blocks;   /* every block they hold */
   ngtcp2_connection_close_error err; /* what we tell the peer when closing */
   bool dirty;
   amn_h3_conn *next_dirty;
@@ -258,14 +264,14 @@ const char *amn_h3_tls_reason(amn_h3_conn *b);
 /* Header list conversion (nghttp3 copies the strings on submit). */
 size_t amn_h3_nv(const amn_hdr_buf *b, nghttp3_nv *nva);
 
-/* Allocators handed to ngtcp2 and nghttp3: plain malloc, counted. The
- * count (bytes held by both libraries and by the send buffers below, all
- * connections of the process) and its peak are the transport's own
- * memory accounting. */
-const ngtcp2_mem *amn_h3_ngtcp2_mem(void);
-const nghttp3_mem *amn_h3_nghttp3_mem(void);
+/* The transport's own memory accounting: bytes held by ngtcp2 and nghttp3
+ * (each connection allocates through b->mem / b->hmem, which count and
+ * keep track of every block: what the libraries lose is freed with the
+ * connection) and by the send buffers below, all connections of the
+ * process; its peak; and the bytes freed that way (lost by the libraries). */
 void amn_h3_mem_usage(size_t *cur, size_t *peak);
 void amn_h3_mem_reset_peak(void);
+size_t amn_h3_mem_swept(void);
 
 /* ------------------------------------------------------------------ */
 /* Send buffer of one stream                                          */
@@ -316,5 +322,15 @@ void amn_h3_replay_free(amn_h3_replay *t);
  * refuse 0-RTT: it cannot tell). */
 int amn_h3_replay_add(amn_h3_replay *t, const uint8_t *id, size_t len, time_t expires, time_t now);
 size_t amn_h3_replay_count(amn_h3_replay *t);
+/* Cache mode: a value per entry (freed with free_val when it expires, is
+ * evicted, or the table goes); when full, the oldest entry goes. */
+amn_h3_replay *amn_h3_tcache_new(size_t max_entries, void (*free_val)(void *));
+/* Stores val under id until `expires` (takes val; an id already present
+ * keeps its value and val is freed). 0, or -1 (val freed). */
+int amn_h3_tcache_put(amn_h3_replay *t, const uint8_t *id, size_t len, time_t expires, time_t now, void *val);
+/* Finds id (not expired) and lets copy() take what it needs from the value
+ * under the table's lock. true when found and copy() returned true. */
+bool amn_h3_tcache_get(amn_h3_replay *t, const uint8_t *id, size_t len, time_t now,
+                       bool (*copy)(void *dst, const void *val), void *dst);
 
 #endif

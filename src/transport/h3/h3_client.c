@@ -64,6 +64,9 @@ typedef struct h3c_stream {
   amn_h3_sendbuf resend;        /* 0-RTT request bytes to send again (early data refused) */
   bool wait_ack;
   bool early;                   /* opened before the handshake completed (0-RTT) */
+  bool started;                 /* its request body began (HEADERS are out) */
+  bool yielded;                 /* stepped aside for other streams (see cs_read_data) */
+  size_t run_bytes;             /* request bytes given to nghttp3 since it last stepped aside */
   struct h3c_stream *prev, *next; /* cc->live, or cc->waitq */
 } h3c_stream;
 
@@ -77,6 +80,8 @@ struct h3c_conn {
   bool early_tp;                /* the server's remembered transport parameters are in use */
   bool rx_any;                  /* something came from the server */
   bool got_reset;               /* the server reset the connection (stateless reset) */
+  bool app_closed;              /* closed on the application's request */
+  unsigned nyielded;
   h3c_stream *live, *waitq;
   size_t nlive;
   struct addrinfo *ai, *cur;
@@ -369,6 +374,20 @@ static const nghttp3_callbacks g_h3cbs = {
 
 static ssize_t pull_ccall(void *call, uint8_t *buf, size_t len, bool *eof) { return amn_ccall_pull(call, buf, len, eof); }
 
+#define FAIR_QUANTUM (64 * 1024) /* request bytes a stream sends before it lets others go */
+
+/* Another stream of the connection has request bytes on their way: its
+ * HEADERS are not out yet, its call has data queued, or bytes it handed
+ * to nghttp3 are not acknowledged yet (they may still sit in nghttp3's
+ * queue, behind ours). */
+static bool others_waiting(const h3c_conn *cc, const h3c_stream *self) {
+  for (const h3c_stream *o = cc->live; o; o = o->next)
+    if (o != self && !o->yielded && o->c && !o->c->done &&
+        (!o->started || o->c->sq_head || o->resend.head || o->sb.unacked))
+      return true;
+  return false;
+}
+
 static nghttp3_ssize cs_read_data(nghttp3_conn *h, int64_t id, nghttp3_vec *vec, size_t veccnt, uint32_t *pflags,
                                   void *ud, void *sud) {
   (void)h; (void)veccnt;
@@ -376,9 +395,22 @@ static nghttp3_ssize cs_read_data(nghttp3_conn *h, int64_t id, nghttp3_vec *vec,
   h3c_stream *cs = sud;
   amn_ccall *c = live_call(cs);
   if (!c) return NGHTTP3_ERR_WOULDBLOCK;
+  cs->started = true;
+  /* nghttp3 0.8 sends a client's streams one after the other (it offers no
+   * incremental priority on the client side): a large upload would hold
+   * every later request back. So after a quantum, a stream steps aside
+   * while others have something to send; it resumes once this flush is
+   * done (cc_flush). */
+  if (cs->run_bytes >= FAIR_QUANTUM && others_waiting(cc, cs)) {
+    cs->yielded = true;
+    cs->run_bytes = 0;
+    cc->nyielded++;
+    return NGHTTP3_ERR_WOULDBLOCK;
+  }
   amn_h3_chunk *again = amn_h3_sendbuf_pop(&cs->resend);
   if (again) { /* refused 0-RTT bytes first */
     amn_h3_sendbuf_push(&cs->sb, again, vec);
+    cs->run_bytes += again->len;
     return 1;
   }
   bool eof;
@@ -386,6 +418,7 @@ static nghttp3_ssize cs_read_data(nghttp3_conn *h, int64_t id, nghttp3_vec *vec,
   if (n == -2) cs->wait_ack = true;
   if (n == -3) ngtcp2_conn_shutdown_stream(cc->b.q, id, NGHTTP3_H3_INTERNAL_ERROR);
   if (n < 0) return NGHTTP3_ERR_WOULDBLOCK;
+  cs->run_bytes += (size_t)n;
   if (eof) *pflags |= NGHTTP3_DATA_FLAG_EOF;
   return n > 0 ? 1 : 0;
 }
@@ -458,15 +491,28 @@ static int h3c_start_call(void *conn, amn_ccall *c) {
   return rv < 0 ? AMN_EIO : 0;
 }
 
+/* Opens the next waiting stream: 1 opened (or dropped: its call ended
+ * meanwhile), 0 none can be opened now. */
+static int open_next(h3c_conn *cc) {
+  h3c_stream *cs = cc->waitq;
+  if (!cs || ngtcp2_conn_get_streams_bidi_left(cc->b.q) == 0) return 0;
+  list_del(&cc->waitq, cs);
+  if (cs->c->done) { /* e.g. cancelled while its 0-RTT data was in flight */
+    cs->c->conn = NULL;
+    amn_ccall_unref(cs->c);
+    amn_h3_sendbuf_free(&cs->resend);
+    free(cs);
+    return 1;
+  }
+  if (open_stream(cc, cs) == 1) { /* raced with the limit: back in front */
+    list_add(&cc->waitq, cs);
+    return 0;
+  }
+  return 1;
+}
+
 static void open_waiting(h3c_conn *cc) {
-  while (cc->waitq && cc->st == CC_READY) {
-    h3c_stream *cs = cc->waitq;
-    if (ngtcp2_conn_get_streams_bidi_left(cc->b.q) == 0) return;
-    list_del(&cc->waitq, cs);
-    if (open_stream(cc, cs) == 1) { /* raced with the limit: back in front */
-      list_add(&cc->waitq, cs);
-      return;
-    }
+  while (cc->st == CC_READY && open_next(cc)) {
   }
 }
 
@@ -509,13 +555,15 @@ static int q_early_rejected(ngtcp2_conn *q, void *ud) {
   h3c_stream *again = cc->live;
   cc->live = NULL;
   cc->nlive = 0;
+  cc->nyielded = 0;
   while (again) {
     h3c_stream *cs = again;
     again = cs->next;
     cs->resend = cs->sb; /* nothing was acknowledged: all of it goes again */
     memset(&cs->sb, 0, sizeof cs->sb);
     cs->id = -1;
-    cs->wait_ack = false;
+    cs->wait_ack = cs->started = cs->yielded = false;
+    cs->run_bytes = 0;
     list_add(&cc->waitq, cs); /* ahead of the calls that waited for the handshake */
   }
   return 0;
@@ -558,13 +606,7 @@ static int q_handshake_completed(ngtcp2_conn *q, void *ud) {
     return NGTCP2_ERR_CALLBACK_FAILURE;
   }
   /* refused early requests go again now (1-RTT), the others at HANDSHAKE_DONE */
-  while (cc->waitq && cc->waitq->resend.head && ngtcp2_conn_get_streams_bidi_left(q) > 0) {
-    h3c_stream *cs = cc->waitq;
-    list_del(&cc->waitq, cs);
-    if (open_stream(cc, cs) == 1) {
-      list_add(&cc->waitq, cs);
-      break;
-    }
+  while (cc->waitq && cc->waitq->resend.head && open_next(cc)) {
   }
   return 0;
 }
@@ -769,7 +811,8 @@ static void cc_closed(h3c_conn *cc, const char *why, bool tell_peer) {
   char m[600];
   if (!was_ready) snprintf(m, sizeof m, "cannot connect to %s over HTTP/3: %s", cl->authority, why);
   else snprintf(m, sizeof m, "connection to %s lost: %s", cl->authority, why);
-  if (!was_ready) AMN_WARN("%s", m);
+  if (!was_ready && !atomic_load(&cl->stopping) && !cc->app_closed) AMN_WARN("%s", m);
+  else if (!was_ready) AMN_DEBUG("%s", m);
   else if (cc->live) AMN_INFO("%s", m);
   h3c_stream *lists[2] = {cc->live, cc->waitq};
   cc->live = cc->waitq = NULL;
@@ -861,6 +904,15 @@ static void cc_flush(amn_h3_conn *b) {
   if (rv != 0) {
     cc_error(cc, rv);
     return;
+  }
+  if (cc->nyielded) { /* the streams that stepped aside go on */
+    cc->nyielded = 0;
+    for (h3c_stream *cs = cc->live; cs; cs = cs->next)
+      if (cs->yielded) {
+        cs->yielded = false;
+        if (cs->id >= 0 && cc->b.h) nghttp3_conn_resume_stream(cc->b.h, cs->id);
+      }
+    if (b->wrote) amn_h3_mark_dirty(b); /* progress was made: go on now, not at the next packet */
   }
   if (socket_refused(cc, b->sock_err)) return;
   b->sock_err = 0;
@@ -1005,7 +1057,7 @@ static int attempt(h3c_conn *cc) {
   p.active_connection_id_limit = 4;
   ngtcp2_path path = {{(struct sockaddr *)&cc->b.local, cc->b.local_len}, {a->ai_addr, a->ai_addrlen}, NULL};
   int rv = ngtcp2_conn_client_new(&cc->b.q, &dcid, &scid, &path, NGTCP2_PROTO_VER_V1, &g_qcbs, &st, &p,
-                                  amn_h3_ngtcp2_mem(), cc);
+                                  &cc->b.mem, cc);
   if (rv != 0) {
     snprintf(cc->last_err, sizeof cc->last_err, "QUIC setup: %s", ngtcp2_strerror(rv));
     teardown(cc);
@@ -1150,15 +1202,16 @@ static void async_cb(struct ev_loop *ev, ev_async *w, int revents) {
   if (seq == hs->op_done) return;
   h3c_conn *cc = cl->conn;
   int rc = AMN_ESTATE;
-  if (cc && cc->st == CC_READY) {
+  if (cc && op == OP_CLOSE) {
+    cc->app_closed = true;
+    cc_closed(cc, "closed by the application", true);
+    rc = 0;
+  } else if (cc && cc->st == CC_READY) {
     if (op == OP_REBIND) {
       rc = do_rebind(cc, arg != 0);
     } else if (op == OP_KEY_UPDATE) {
       rc = ngtcp2_conn_initiate_key_update(cc->b.q, amn_h3_now()) == 0 ? 0 : AMN_ESTATE;
       if (rc == 0) amn_h3_mark_dirty(&cc->b);
-    } else if (op == OP_CLOSE) {
-      cc_closed(cc, "closed by the application", true);
-      rc = 0;
     }
   }
   pthread_mutex_lock(&hs->mu);

@@ -66,12 +66,6 @@ static void m_free(void *p, void *ud) {
   mem_account(p, false);
   free(p);
 }
-static void *m_calloc(size_t k, size_t n, void *ud) {
-  (void)ud;
-  void *p = calloc(k, n);
-  mem_account(p, true);
-  return p;
-}
 static void *m_realloc(void *p, size_t n, void *ud) {
   (void)ud;
   size_t old = p ? malloc_usable_size(p) : 0;
@@ -82,16 +76,88 @@ static void *m_realloc(void *p, size_t n, void *ud) {
   return q;
 }
 
-static const ngtcp2_mem g_ngtcp2_mem = {NULL, m_malloc, m_free, m_calloc, m_realloc};
-static const nghttp3_mem g_nghttp3_mem = {NULL, m_malloc, m_free, m_calloc, m_realloc};
-const ngtcp2_mem *amn_h3_ngtcp2_mem(void) { return &g_ngtcp2_mem; }
-const nghttp3_mem *amn_h3_nghttp3_mem(void) { return &g_nghttp3_mem; }
+/* Per connection, ngtcp2 and nghttp3 allocate through the connection's
+ * own allocator, which also keeps every block in a list: whatever is
+ * still there once both libraries deleted the connection was lost by
+ * them, and is freed then. (ngtcp2 0.12 loses a retransmission frame
+ * chain when a late ACK shrank it: ngtcp2_frame_chain_objalloc_del picks
+ * the free function by the shrunk size; seen under loss + reordering.) */
+typedef struct amn_h3_blk {
+  struct amn_h3_blk *prev, *next; /* 16 bytes: the payload stays 16-byte aligned */
+} blk;
+
+static atomic_size_t g_mem_swept;
+
+static void blk_link(amn_h3_conn *b, blk *k) {
+  k->prev = NULL;
+  k->next = b->blocks;
+  if (b->blocks) b->blocks->prev = k;
+  b->blocks = k;
+}
+static void blk_unlink(amn_h3_conn *b, blk *k) {
+  if (k->prev) k->prev->next = k->next;
+  else b->blocks = k->next;
+  if (k->next) k->next->prev = k->prev;
+}
+static void *t_malloc(size_t n, void *ud) {
+  blk *k = malloc(sizeof *k + n);
+  if (!k) return NULL;
+  blk_link(ud, k);
+  mem_account(k, true);
+  return k + 1;
+}
+static void t_free(void *p, void *ud) {
+  if (!p) return;
+  blk *k = (blk *)p - 1;
+  blk_unlink(ud, k);
+  mem_account(k, false);
+  free(k);
+}
+static void *t_calloc(size_t m, size_t n, void *ud) {
+  if (n && m > SIZE_MAX / n) return NULL;
+  void *p = t_malloc(m * n, ud);
+  if (p) memset(p, 0, m * n);
+  return p;
+}
+static void *t_realloc(void *p, size_t n, void *ud) {
+  if (!p) return t_malloc(n, ud);
+  blk *k = (blk *)p - 1;
+  blk_unlink(ud, k);
+  size_t old = malloc_usable_size(k);
+  blk *q = realloc(k, sizeof *q + n);
+  if (!q) {
+    blk_link(ud, k); /* unchanged */
+    return NULL;
+  }
+  atomic_fetch_sub_explicit(&g_mem_cur, old, memory_order_relaxed);
+  mem_account(q, true);
+  blk_link(ud, q);
+  return q + 1;
+}
+
+/* After both libraries deleted the connection. */
+static void blk_sweep(amn_h3_conn *b) {
+  size_t n = 0, bytes = 0;
+  while (b->blocks) {
+    blk *k = b->blocks;
+    b->blocks = k->next;
+    bytes += malloc_usable_size(k);
+    n++;
+    mem_account(k, false);
+    free(k);
+  }
+  if (n) {
+    atomic_fetch_add(&g_mem_swept, bytes);
+    AMN_DEBUG("HTTP/3: freed %zu block(s), %zu bytes, that ngtcp2/nghttp3 lost", n, bytes);
+  }
+}
 
 void amn_h3_mem_usage(size_t *cur, size_t *peak) {
   if (cur) *cur = atomic_load(&g_mem_cur);
   if (peak) *peak = atomic_load(&g_mem_peak);
 }
 void amn_h3_mem_reset_peak(void) { atomic_store(&g_mem_peak, atomic_load(&g_mem_cur)); }
+size_t amn_h3_mem_swept(void) { return atomic_load(&g_mem_swept); }
 
 size_t amn_h3_nv(const amn_hdr_buf *b, nghttp3_nv *nva) {
   for (size_t i = 0; i < b->n; i++) {
@@ -304,6 +370,8 @@ void amn_h3_conn_init(amn_h3_conn *b, struct ev_loop *ev, amn_h3_sched *sched, i
   b->txbuf = txbuf;
   b->flush = flush;
   b->on_expiry = on_expiry;
+  b->mem = (ngtcp2_mem){b, t_malloc, t_free, t_calloc, t_realloc};
+  b->hmem = (nghttp3_mem){b, t_malloc, t_free, t_calloc, t_realloc};
   ngtcp2_connection_close_error_default(&b->err);
   ev_timer_init(&b->timer, timer_cb, 0., 0.);
   b->timer.data = b;
@@ -321,6 +389,7 @@ void amn_h3_conn_release(amn_h3_conn *b) {
   b->h = NULL;
   if (b->q) ngtcp2_conn_del(b->q);
   b->q = NULL;
+  blk_sweep(b);
   if (b->tls) gnutls_deinit(b->tls);
   b->tls = NULL;
 }
@@ -351,8 +420,8 @@ int amn_h3_setup_http(amn_h3_conn *b, bool server, const nghttp3_callbacks *cbs,
   st.qpack_max_dtable_capacity = 4096;
   st.qpack_blocked_streams = 100;
   st.max_field_section_size = 64 * 1024; /* as HTTP/2 MAX_HEADER_LIST_SIZE */
-  int rv = server ? nghttp3_conn_server_new(&b->h, cbs, &st, &g_nghttp3_mem, ud)
-                  : nghttp3_conn_client_new(&b->h, cbs, &st, &g_nghttp3_mem, ud);
+  int rv = server ? nghttp3_conn_server_new(&b->h, cbs, &st, &b->hmem, ud)
+                  : nghttp3_conn_client_new(&b->h, cbs, &st, &b->hmem, ud);
   if (rv != 0) return rv;
   if (server)
     nghttp3_conn_set_max_client_streams_bidi(b->h, ngtcp2_conn_get_local_transport_params(b->q)->initial_max_streams_bidi);
@@ -507,12 +576,8 @@ static int app_error(amn_h3_conn *b, int rv) {
   return rv;
 }
 
-int amn_h3_write(amn_h3_conn *b) {
-  if (!b->q || ngtcp2_conn_is_in_closing_period(b->q) || ngtcp2_conn_is_in_draining_period(b->q)) return 0;
-  if (b->pend) {
-    if (send_pending(b) != 0) return 0; /* wait for the socket */
-    ev_io_stop(b->ev, &b->wev);
-  }
+/* One pacing quantum (one GSO batch at most). *sent: packets went out. */
+static int write_quantum(amn_h3_conn *b, bool *sent) {
   ngtcp2_path_storage ps, first;
   ngtcp2_path_storage_zero(&ps);
   ngtcp2_path_storage_zero(&first);
@@ -586,8 +651,33 @@ int amn_h3_write(amn_h3_conn *b) {
     npkts++;
     if (npkts == max_pkts || (size_t)n < gso) break; /* full quantum, or a short last packet closes the batch */
   }
+  *sent = pos > buf || npkts;
   if (pos > buf) send_batch(b, first.path.remote.addr, first.path.remote.addrlen, buf, (size_t)(pos - buf), gso);
   ngtcp2_conn_update_pkt_tx_time(b->q, ts);
+  return rv;
+}
+
+/* Quanta written per flush at most: the pacer lets the next one go at once
+ * when it is due within a millisecond (ngtcp2 allows for the event loop's
+ * timer resolution), and waiting for a timer would cost that millisecond
+ * per quantum (a ceiling of ~64 MB/s per connection). Bounded: other
+ * connections of the loop get their turn. */
+#define TX_BURST 16
+
+int amn_h3_write(amn_h3_conn *b) {
+  if (!b->q || ngtcp2_conn_is_in_closing_period(b->q) || ngtcp2_conn_is_in_draining_period(b->q)) return 0;
+  if (b->pend) {
+    if (send_pending(b) != 0) return 0; /* wait for the socket */
+    ev_io_stop(b->ev, &b->wev);
+  }
+  int rv = 0;
+  b->wrote = false;
+  for (int i = 0; i < TX_BURST && rv == 0 && !b->pend; i++) {
+    bool sent = false;
+    rv = write_quantum(b, &sent);
+    if (!sent) break;
+    b->wrote = true;
+  }
   amn_h3_update_timer(b);
   return rv;
 }

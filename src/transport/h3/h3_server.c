@@ -17,6 +17,8 @@
 #include <gnutls/crypto.h>
 #include <netdb.h>
 #include <netinet/in.h>
+#include <gnutls/x509.h>
+#include <linux/filter.h>
 #include <ngtcp2/ngtcp2_crypto_gnutls.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -65,6 +67,8 @@ struct h3_sconn {
   bool notice_sent, shutdown_sent; /* graceful drain: GOAWAY notice, then final GOAWAY */
   bool counted_hs;              /* counted in l->nhandshaking */
   bool early_offered;           /* the ClientHello offered 0-RTT */
+  bool peer_from_ticket;        /* `peer` came from the identity cache (resumption) */
+  amn_tls_ctx *ctx;             /* credentials of the TLS session */
   ev_timer gtimer;              /* notice -> final GOAWAY */
   uint8_t closebuf[1500];       /* our CONNECTION_CLOSE, repeated during the closing period */
   size_t closelen;
@@ -84,6 +88,7 @@ typedef struct h3_group {
   time_t stek_born;
   uint8_t token_secret[32];     /* Retry and NEW_TOKEN tokens */
   amn_h3_replay *replay;        /* 0-RTT ClientHellos seen */
+  amn_h3_replay *ids;           /* client identity by session ticket (for 0-RTT) */
   struct {
     atomic_ullong conns_accepted, handshakes_done, handshake_timeouts, resumed, early_accepted, early_rejected,
         replays_detected, early_calls, retries_sent, retry_tokens_ok, new_tokens_ok, tokens_bad, stateless_resets,
@@ -113,6 +118,7 @@ struct amn_h3_listener {
   struct sockaddr_storage from[AMN_H3_RX_BATCH];
   bool draining, stopped;
   uint32_t nhandshaking;        /* connections of this loop in their handshake */
+  h3_sconn *hello_sc;           /* whose ClientHello GnuTLS is processing (anti-replay callback) */
   gnutls_anti_replay_t ar;      /* this loop's 0-RTT recording window (the table is the group's) */
   h3_group *group;
   bool group_owner;
@@ -126,6 +132,42 @@ static void init_secret(void) { gnutls_rnd(GNUTLS_RND_KEY, g_secret, sizeof g_se
 
 static void sc_free(h3_sconn *sc, const char *why);
 static void sc_on_error(h3_sconn *sc, int rv);
+
+/* ------------------------------------------------------------------ */
+/* Which loop gets a datagram                                         */
+/* ------------------------------------------------------------------ */
+
+/* The kernel spreads datagrams over the loops' sockets by a hash of the
+ * client's address (SO_REUSEPORT), which breaks when the client's address
+ * changes (migration, NAT rebinding): its packets would reach a loop that
+ * does not know the connection. So the first byte of every connection ID
+ * we issue is our loop's index, and a classic BPF program on the socket
+ * group sends short-header packets (the only ones a migrated client
+ * sends) to the socket of that index; long-header packets (handshake,
+ * whose destination ID the client may have chosen) keep the address hash
+ * (an index out of range makes the kernel fall back to it). */
+static int make_cid(amn_h3_listener *l, uint8_t *id, size_t len) {
+  if (gnutls_rnd(GNUTLS_RND_NONCE, id, len) != 0) return -1;
+  id[0] = (uint8_t)l->sl->idx;
+  return 0;
+}
+
+static void steer_by_cid(amn_h3_listener *l, unsigned nsocks) {
+  if (nsocks < 2 || nsocks > 256) return; /* one byte of the ID holds the index */
+  struct sock_filter code[] = {
+      BPF_STMT(BPF_LD | BPF_B | BPF_ABS, 0),               /* first byte */
+      BPF_JUMP(BPF_JMP | BPF_JSET | BPF_K, 0x80, 3, 0),    /* long header: to the hash */
+      BPF_STMT(BPF_LD | BPF_B | BPF_ABS, 1),               /* first byte of the destination ID */
+      BPF_STMT(BPF_ALU | BPF_MOD | BPF_K, nsocks),
+      BPF_STMT(BPF_RET | BPF_A, 0),
+      BPF_STMT(BPF_RET | BPF_K, 0xffffffffu),
+  };
+  struct sock_fprog prog = {sizeof code / sizeof code[0], code};
+  if (setsockopt(l->fd, SOL_SOCKET, SO_ATTACH_REUSEPORT_CBPF, &prog, sizeof prog) != 0)
+    AMN_WARN("HTTP/3: cannot steer datagrams by connection ID (%s): clients that change address may lose their "
+             "connection with %u event loops",
+             strerror(errno), nsocks);
+}
 static void sc_update_keepalive(h3_sconn *sc);
 static void addr_text(const struct sockaddr *sa, char *out, size_t cap);
 
@@ -408,7 +450,10 @@ static int on_begin_headers(nghttp3_conn *h, int64_t id, void *ud, void *sud) {
   c->peer_addr = sc->addr;
   /* before the handshake completed, a request can only come as 0-RTT data */
   c->early_data = !ngtcp2_conn_get_handshake_completed(sc->b.q);
-  if (c->early_data) STAT(sc->l, early_calls);
+  if (c->early_data) {
+    STAT(sc->l, early_calls);
+    AMN_DEBUG("%s: request on stream %lld arrived as 0-RTT data", sc->addr, (long long)id);
+  }
   ss->next = sc->streams;
   if (sc->streams) sc->streams->prev = ss;
   sc->streams = ss;
@@ -500,9 +545,8 @@ static void hs_done(h3_sconn *sc) {
 }
 
 /* The 1-RTT keys exist (the server has its whole first flight): HTTP/3
- * starts now, so that 0-RTT requests can be served. A resumed session
- * carries the client identity of its original handshake: it is verified
- * again here, before any early request is looked at. */
+ * starts now, so that 0-RTT requests can be served (with the identity the
+ * ticket stands for, see above). */
 static int q_recv_tx_key(ngtcp2_conn *q, ngtcp2_crypto_level level, void *ud) {
   (void)q;
   h3_sconn *sc = ud;
@@ -512,15 +556,12 @@ static int q_recv_tx_key(ngtcp2_conn *q, ngtcp2_crypto_level level, void *ud) {
     AMN_INFO("%s: refused: client did not negotiate ALPN h3", sc->addr);
     return NGTCP2_ERR_CALLBACK_FAILURE;
   }
-  if (gnutls_session_is_resumed(sc->b.tls)) {
-    if (amn_tls_verify_resumed(sc->b.tls) != 0) {
-      const char *why = amn_tls_last_error(sc->b.tls);
-      AMN_WARN("connection from %s refused: resumed session: %s", sc->addr, why ? why : "identity not verified");
-      ngtcp2_connection_close_error_set_transport_error_tls_alert(&sc->b.err, GNUTLS_A_CERTIFICATE_UNKNOWN, NULL, 0);
-      return NGTCP2_ERR_CALLBACK_FAILURE;
-    }
-    STAT(sc->l, resumed);
-    if (amn_tls_peer_identity(sc->b.tls, &sc->peer) == 0) sc->have_peer = true;
+  sc->l->hello_sc = NULL;
+  if (sc->have_peer && !gnutls_session_is_resumed(sc->b.tls)) {
+    /* the ticket was offered but not taken (e.g. its key rotated): a full
+     * handshake verifies the certificate the client sends now */
+    amn_peer_store_free(&sc->peer);
+    sc->have_peer = sc->peer_from_ticket = false;
   }
   int rv = amn_h3_setup_http(&sc->b, true, &g_h3cbs, sc);
   if (rv != 0) {
@@ -537,7 +578,8 @@ static void send_new_token(h3_sconn *sc) {
   uint8_t token[NGTCP2_CRYPTO_MAX_REGULAR_TOKENLEN];
   ngtcp2_ssize n = ngtcp2_crypto_generate_regular_token(token, g->token_secret, sizeof g->token_secret,
                                                         path->remote.addr, path->remote.addrlen, amn_h3_now());
-  if (n > 0) ngtcp2_conn_submit_new_token(sc->b.q, token, (size_t)n);
+  int rv = n > 0 ? ngtcp2_conn_submit_new_token(sc->b.q, token, (size_t)n) : -1;
+  if (rv != 0) AMN_DEBUG("%s: no NEW_TOKEN (%zd, %d)", sc->addr, (ssize_t)n, rv);
 }
 
 static int q_handshake_completed(ngtcp2_conn *q, void *ud) {
@@ -546,7 +588,30 @@ static int q_handshake_completed(ngtcp2_conn *q, void *ud) {
   hs_done(sc);
   STAT(sc->l, handshakes_done);
   if (!sc->b.h) return NGTCP2_ERR_CALLBACK_FAILURE; /* set up with the 1-RTT keys */
-  if (!sc->have_peer && amn_tls_peer_identity(sc->b.tls, &sc->peer) == 0) sc->have_peer = true;
+  if (gnutls_session_is_resumed(sc->b.tls)) {
+    /* the certificate of the original handshake, checked again against
+     * the credentials and the clock of now */
+    STAT(sc->l, resumed);
+    amn_peer_store now;
+    if (amn_tls_verify_resumed(sc->b.tls) != 0 || amn_tls_peer_identity(sc->b.tls, &now) != 0) {
+      const char *why = amn_tls_last_error(sc->b.tls);
+      AMN_WARN("connection from %s refused: resumed session: %s", sc->addr, why ? why : "no client identity");
+      ngtcp2_connection_close_error_set_transport_error_tls_alert(&sc->b.err, GNUTLS_A_CERTIFICATE_UNKNOWN, NULL, 0);
+      return NGTCP2_ERR_CALLBACK_FAILURE;
+    }
+    if (sc->have_peer && memcmp(now.id.sha256, sc->peer.id.sha256, 32) != 0) {
+      AMN_ERROR("connection from %s refused: the session ticket's identity differs from the resumed session's",
+                sc->addr);
+      amn_peer_store_free(&now);
+      ngtcp2_connection_close_error_set_transport_error_tls_alert(&sc->b.err, GNUTLS_A_CERTIFICATE_UNKNOWN, NULL, 0);
+      return NGTCP2_ERR_CALLBACK_FAILURE;
+    }
+    if (sc->have_peer) amn_peer_store_free(&now); /* early calls point at sc->peer: keep it */
+    else sc->peer = now;
+    sc->have_peer = true;
+  } else if (!sc->have_peer && amn_tls_peer_identity(sc->b.tls, &sc->peer) == 0) {
+    sc->have_peer = true;
+  }
   if (sc->early_offered) {
     if (gnutls_session_get_flags(sc->b.tls) & GNUTLS_SFLAGS_EARLY_DATA) STAT(sc->l, early_accepted);
     else STAT(sc->l, early_rejected);
@@ -583,7 +648,10 @@ static int q_update_key(ngtcp2_conn *q, uint8_t *rx_secret, uint8_t *tx_secret, 
   h3_sconn *sc = ud;
   int rv = amn_h3_update_key(q, rx_secret, tx_secret, rx_aead_ctx, rx_iv, tx_aead_ctx, tx_iv, current_rx_secret,
                              current_tx_secret, secretlen, ud);
-  if (rv == 0 && sc->b.key_gens > 1) STAT(sc->l, key_updates);
+  if (rv == 0 && sc->b.key_gens > 1) {
+    STAT(sc->l, key_updates);
+    AMN_DEBUG("%s: 1-RTT key update (key phase %u)", sc->addr, sc->b.key_gens - 1);
+  }
   return rv;
 }
 
@@ -653,7 +721,7 @@ static int q_stop_sending(ngtcp2_conn *q, int64_t id, uint64_t code, void *ud, v
 static int q_new_cid(ngtcp2_conn *q, ngtcp2_cid *cid, uint8_t *token, size_t cidlen, void *ud) {
   (void)q;
   h3_sconn *sc = ud;
-  if (gnutls_rnd(GNUTLS_RND_NONCE, cid->data, cidlen) != 0) return NGTCP2_ERR_CALLBACK_FAILURE;
+  if (make_cid(sc->l, cid->data, cidlen) != 0) return NGTCP2_ERR_CALLBACK_FAILURE;
   cid->datalen = cidlen;
   if (ngtcp2_crypto_generate_stateless_reset_token(token, g_secret, sizeof g_secret, cid) != 0 ||
       cid_add(sc->l, sc, cid->data, cid->datalen) != 0)
@@ -713,6 +781,7 @@ static void sc_free(h3_sconn *sc, const char *why) {
   amn_srv_loop *sl = l->sl;
   AMN_DEBUG("QUIC connection from %s closed: %s", sc->addr, why);
   hs_done(sc);
+  if (l->hello_sc == sc) l->hello_sc = NULL;
   sc_fail_calls(sc, "connection closed");
   ev_timer_stop(sl->ev, &sc->gtimer);
   amn_h3_conn_release(&sc->b); /* nghttp3 first: no callbacks reach the streams below */
@@ -775,9 +844,16 @@ static void sc_on_error(h3_sconn *sc, int rv) {
   if (rv == NGTCP2_ERR_DRAINING) {
     /* the client closed: draining period, nothing more to send */
     if (sc->state == SC_HANDSHAKE) {
+      /* a TLS alert: the client refused us (warning); else it gave up */
+      ngtcp2_connection_close_error e;
+      ngtcp2_connection_close_error_default(&e);
+      ngtcp2_conn_get_connection_close_error(sc->b.q, &e);
       char m[300];
       amn_h3_describe_peer_close(&sc->b, "the client", m, sizeof m);
-      AMN_WARN("QUIC connection from %s refused during the handshake: %s", sc->addr, m);
+      if ((e.error_code & ~(uint64_t)0xff) == NGTCP2_CRYPTO_ERROR)
+        AMN_WARN("QUIC connection from %s refused during the handshake: %s", sc->addr, m);
+      else
+        AMN_DEBUG("QUIC connection from %s closed during the handshake: %s", sc->addr, m);
     }
     sc_fail_calls(sc, "connection closed by the client");
     if (sc->l->draining) { /* stopping: no need to wait out the draining period */
@@ -901,18 +977,123 @@ static void refuse(amn_h3_listener *l, const ngtcp2_pkt_hd *hd, const struct soc
   if (n > 0) amn_h3_send_one(l->fd, from, fromlen, buf, (size_t)n);
 }
 
-/* ClientHello hook: did the client offer 0-RTT (early_data extension)? */
-static int ext_early(void *ctx, unsigned tls_id, const unsigned char *data, unsigned size) {
-  (void)data; (void)size;
-  if (tls_id == 42) *(bool *)ctx = true;
+/* ---- client identity by session ticket ----
+ * A resumed TLS 1.3 session carries the client certificate of its
+ * original handshake, but GnuTLS makes it available only once the
+ * handshake completed, while 0-RTT requests come before. So the server
+ * remembers, for every ticket it issues, the identity it verified (the
+ * ticket's own bytes are the key; they come back as the PSK identity of
+ * the ClientHello), with the credentials that verified it and the
+ * chain's expiry. 0-RTT is accepted only when this identity is known and
+ * still valid; the handshake's end checks that GnuTLS restored the same
+ * certificate and verifies it again. */
+
+typedef struct ticket_id {
+  amn_tls_ctx *ctx;             /* credentials that verified it (compared, not dereferenced) */
+  time_t not_after;             /* earliest expiry in the chain */
+  amn_peer_store peer;
+} ticket_id;
+
+static void ticket_id_free(void *p) {
+  ticket_id *t = p;
+  if (!t) return;
+  amn_peer_store_free(&t->peer);
+  free(t);
+}
+
+static bool peer_copy(amn_peer_store *dst, const amn_peer_store *src) {
+  size_t total = strlen(src->id.subject) + 1;
+  for (size_t i = 0; i < src->id.san_count; i++) total += strlen(src->id.sans[i]) + 1;
+  char *b = malloc(total);
+  if (!b) return false;
+  dst->id = src->id;
+  dst->blob = b;
+  dst->id.subject = strcpy(b, src->id.subject);
+  b += strlen(b) + 1;
+  for (size_t i = 0; i < src->id.san_count; i++) {
+    dst->id.sans[i] = strcpy(b, src->id.sans[i]);
+    b += strlen(b) + 1;
+  }
+  return true;
+}
+
+/* Earliest expiry of the peer's chain (the session's peers), or 0. */
+static time_t chain_not_after(gnutls_session_t s) {
+  unsigned n = 0;
+  const gnutls_datum_t *raw = gnutls_certificate_get_peers(s, &n);
+  time_t min = 0;
+  for (unsigned i = 0; raw && i < n; i++) {
+    gnutls_x509_crt_t c;
+    if (gnutls_x509_crt_init(&c) < 0) return 0;
+    time_t na = gnutls_x509_crt_import(c, &raw[i], GNUTLS_X509_FMT_DER) == 0 ? gnutls_x509_crt_get_expiration_time(c)
+                                                                             : (time_t)-1;
+    gnutls_x509_crt_deinit(c);
+    if (na == (time_t)-1) return 0;
+    if (!min || na < min) min = na;
+  }
+  return min;
+}
+
+/* Our NewSessionTicket (body: lifetime, age_add, nonce<1>, ticket<2>, ...). */
+static void remember_ticket(h3_sconn *sc, const gnutls_datum_t *msg) {
+  h3_group *g = sc->l->group;
+  if (!g || !g->ids || !sc->have_peer || !sc->peer.id.verified || msg->size < 9) return;
+  size_t nl = msg->data[8], off = 9 + nl;
+  if (off + 2 > msg->size) return;
+  size_t tl = ((size_t)msg->data[off] << 8) | msg->data[off + 1];
+  if (!tl || off + 2 + tl > msg->size) return;
+  ticket_id *t = calloc(1, sizeof *t);
+  if (!t) return;
+  t->ctx = sc->ctx;
+  t->not_after = chain_not_after(sc->b.tls);
+  if (!t->not_after || !peer_copy(&t->peer, &sc->peer)) {
+    ticket_id_free(t);
+    return;
+  }
+  time_t now = time(NULL);
+  amn_h3_tcache_put(g->ids, msg->data + off + 2, tl, now + AMN_H3_TICKET_LIFETIME_S, now, t);
+}
+
+static bool take_ticket_id(void *dst, const void *val) {
+  h3_sconn *sc = dst;
+  const ticket_id *t = val;
+  /* the same credentials as now (no reload since), no certificate expired */
+  if (t->ctx != amn_server_tls_get(sc->l->sl->srv) || time(NULL) >= t->not_after) return false;
+  if (!peer_copy(&sc->peer, &t->peer)) return false;
+  sc->have_peer = sc->peer_from_ticket = true;
+  return true;
+}
+
+/* pre_shared_key: identities<2> { identity<2>; uint32 obfuscated_age; }, binders */
+static void ticket_identity(h3_sconn *sc, const unsigned char *p, unsigned n) {
+  h3_group *g = sc->l->group;
+  if (!g || !g->ids || n < 2 || sc->have_peer) return;
+  size_t total = ((size_t)p[0] << 8) | p[1], off = 2;
+  if (2 + total > n) return;
+  while (off + 2 <= 2 + total) {
+    size_t il = ((size_t)p[off] << 8) | p[off + 1];
+    if (off + 2 + il + 4 > 2 + total) return;
+    if (amn_h3_tcache_get(g->ids, p + off + 2, il, time(NULL), take_ticket_id, sc)) return;
+    off += 2 + il + 4;
+  }
+}
+
+static int hello_ext(void *ctx, unsigned tls_id, const unsigned char *data, unsigned size) {
+  h3_sconn *sc = ctx;
+  if (tls_id == 42) sc->early_offered = true; /* early_data */
+  else if (tls_id == 41) ticket_identity(sc, data, size); /* pre_shared_key */
   return 0;
 }
-static int client_hello_hook(gnutls_session_t s, unsigned htype, unsigned when, unsigned incoming,
-                             const gnutls_datum_t *msg) {
-  (void)htype; (void)when; (void)incoming;
+
+static int hs_hook(gnutls_session_t s, unsigned htype, unsigned when, unsigned incoming, const gnutls_datum_t *msg) {
   ngtcp2_crypto_conn_ref *ref = gnutls_session_get_ptr(s);
   h3_sconn *sc = ref->user_data;
-  gnutls_ext_raw_parse(&sc->early_offered, ext_early, msg, GNUTLS_EXT_RAW_FLAG_TLS_CLIENT_HELLO);
+  if (htype == GNUTLS_HANDSHAKE_CLIENT_HELLO && when == GNUTLS_HOOK_PRE && incoming) {
+    sc->l->hello_sc = sc; /* for replay_add, within this same gnutls call */
+    gnutls_ext_raw_parse(sc, hello_ext, msg, GNUTLS_EXT_RAW_FLAG_TLS_CLIENT_HELLO);
+  } else if (htype == GNUTLS_HANDSHAKE_NEW_SESSION_TICKET && when == GNUTLS_HOOK_POST && !incoming) {
+    remember_ticket(sc, msg);
+  }
   return 0;
 }
 
@@ -926,6 +1107,8 @@ static int replay_add(void *ptr, time_t exp, const gnutls_datum_t *key, const gn
   (void)data;
   amn_h3_listener *l = ptr;
   if (!l->group || !l->group->replay || key->size <= 12) return GNUTLS_E_DB_ERROR;
+  /* no 0-RTT without the client identity the ticket stands for */
+  if (!l->hello_sc || !l->hello_sc->peer_from_ticket) return GNUTLS_E_DB_ERROR;
   /* kept a second longer than GnuTLS asks: clock granularity */
   int rc = amn_h3_replay_add(l->group->replay, key->data + 12, key->size - 12, exp + 1, time(NULL));
   if (rc == 1) {
@@ -960,7 +1143,8 @@ static int sc_tls_setup(h3_sconn *sc, amn_server *srv) {
   unsigned flags = AMN_TLS_QUIC | GNUTLS_NO_AUTO_SEND_TICKET;
   h3_group *g = sc->l->group;
   if (g && g->replay) flags |= GNUTLS_ENABLE_EARLY_DATA;
-  if (amn_tls_session_new(srv->tls, &sc->b.tls, flags, NULL, err, sizeof err) != 0) {
+  sc->ctx = amn_server_tls_get(srv);
+  if (amn_tls_session_new(sc->ctx, &sc->b.tls, flags, NULL, err, sizeof err) != 0) {
     AMN_ERROR("%s: TLS session setup failed: %s", sc->addr, err);
     return -1;
   }
@@ -982,9 +1166,8 @@ static int sc_tls_setup(h3_sconn *sc, amn_server *srv) {
     if (g->replay && sc->l->ar) {
       gnutls_anti_replay_enable(sc->b.tls, sc->l->ar);
       gnutls_record_set_max_early_data_size(sc->b.tls, 0xffffffffu); /* what QUIC requires */
-      gnutls_handshake_set_hook_function(sc->b.tls, GNUTLS_HANDSHAKE_CLIENT_HELLO, GNUTLS_HOOK_POST,
-                                         client_hello_hook);
     }
+    gnutls_handshake_set_hook_function(sc->b.tls, GNUTLS_HANDSHAKE_ANY, GNUTLS_HOOK_BOTH, hs_hook);
   }
   gnutls_session_set_ptr(sc->b.tls, &sc->b.ref);
   return 0;
@@ -1025,7 +1208,7 @@ static void sc_new(amn_h3_listener *l, const ngtcp2_pkt_hd *hd, const struct soc
   pthread_once(&g_qcbs_once, init_qcbs);
   ngtcp2_cid scid;
   scid.datalen = AMN_H3_SCIDLEN;
-  gnutls_rnd(GNUTLS_RND_NONCE, scid.data, scid.datalen);
+  make_cid(l, scid.data, scid.datalen);
   ngtcp2_settings st;
   ngtcp2_settings_default(&st);
   st.initial_ts = amn_h3_now();
@@ -1051,7 +1234,7 @@ static void sc_new(amn_h3_listener *l, const ngtcp2_pkt_hd *hd, const struct soc
   ngtcp2_crypto_generate_stateless_reset_token(p.stateless_reset_token, g_secret, sizeof g_secret, &scid);
   ngtcp2_path path = {{(struct sockaddr *)&l->local, l->local_len}, {(struct sockaddr *)from, fromlen}, NULL};
   int rv = ngtcp2_conn_server_new(&sc->b.q, &hd->scid, &scid, &path, hd->version, &g_qcbs, &st, &p,
-                                  amn_h3_ngtcp2_mem(), sc);
+                                  &sc->b.mem, sc);
   if (rv != 0) {
     AMN_ERROR("%s: QUIC connection setup failed: %s", addr, ngtcp2_strerror(rv));
     gnutls_deinit(sc->b.tls);
@@ -1116,7 +1299,7 @@ static void send_retry(amn_h3_listener *l, const ngtcp2_pkt_hd *hd, const struct
   h3_group *g = l->group;
   ngtcp2_cid scid;
   scid.datalen = AMN_H3_SCIDLEN;
-  gnutls_rnd(GNUTLS_RND_NONCE, scid.data, scid.datalen);
+  make_cid(l, scid.data, scid.datalen);
   uint8_t token[NGTCP2_CRYPTO_MAX_RETRY_TOKENLEN], buf[1500];
   ngtcp2_ssize tl = ngtcp2_crypto_generate_retry_token(token, g->token_secret, sizeof g->token_secret, hd->version,
                                                        from, fromlen, &scid, &hd->dcid, amn_h3_now());
@@ -1294,6 +1477,9 @@ amn_h3_listener *amn_h3s_open(const char *host, uint16_t port, bool first, uint1
 
 void amn_h3s_attach(amn_srv_loop *sl, amn_h3_listener *l) {
   l->sl = sl;
+  /* loops attach in order and all before any runs: the last one sets the
+   * program for the whole group */
+  steer_by_cid(l, (unsigned)sl->idx + 1);
   ev_set_userdata(sl->ev, l);
   amn_h3_sched_init(&l->sched, sl->ev);
   ev_io_init(&l->rw, read_cb, l->fd, EV_READ);
@@ -1310,7 +1496,12 @@ void amn_h3s_attach(amn_srv_loop *sl, amn_h3_listener *l) {
     g->stek_born = time(NULL);
     gnutls_rnd(GNUTLS_RND_KEY, g->token_secret, sizeof g->token_secret);
     g->replay = amn_h3_replay_new(AMN_H3_REPLAY_MAX);
-    if (!g->replay) AMN_WARN("HTTP/3: no memory for the anti-replay table: 0-RTT disabled");
+    g->ids = amn_h3_tcache_new(AMN_H3_TICKET_IDS_MAX, ticket_id_free);
+    if (!g->replay || !g->ids) {
+      AMN_WARN("HTTP/3: no memory for the anti-replay table: 0-RTT disabled");
+      amn_h3_replay_free(g->replay);
+      g->replay = NULL;
+    }
   }
   if (l->group) {
     l->group_next = l->group->all;
@@ -1411,6 +1602,7 @@ void amn_h3s_free(amn_srv_loop *sl) {
   /* loop 0 owns the group; the others are freed after it but never touch it again */
   if (l->group_owner) {
     amn_h3_replay_free(l->group->replay);
+    amn_h3_replay_free(l->group->ids);
     pthread_mutex_destroy(&l->group->mu);
     gnutls_memset(l->group->stek, 0, sizeof l->group->stek);
     free(l->group);

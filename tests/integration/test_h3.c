@@ -1,0 +1,1760 @@
+/*
+ * HTTP/3 under hostile conditions, over real loopback sockets and real
+ * mutual TLS (dev PKI in a temporary directory). Most tests put the lossy
+ * UDP relay (udp_relay.c) between our client and our server.
+ *
+ * One executable, one group of tests per CTest test: `test_h3 GROUP` with
+ * GROUP = loss | flow | conn | zrtt | tune.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "amn/amn.h"
+#include "transport/h3/h3.h"
+#include "udp_relay.h"
+
+static char g_dir[256];
+static char g_store_s[3 * 4096], g_store_c[3 * 4096];
+static amn_tls_opts g_stls, g_ctls;
+
+/* ------------------------------------------------------------------ */
+/* Helpers                                                            */
+/* ------------------------------------------------------------------ */
+
+static double now_s(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+/* Deterministic payload of call `id`: a byte stream seeded by the id. */
+static void fill(uint8_t *p, size_t n, uint64_t id) {
+  uint64_t x = id * 0x9e3779b97f4a7c15ull + 1;
+  for (size_t i = 0; i < n; i++) {
+    if ((i & 7) == 0) {
+      x ^= x << 13;
+      x ^= x >> 7;
+      x ^= x << 17;
+    }
+    p[i] = (uint8_t)(x >> (8 * (i & 7)));
+  }
+}
+
+static bool check_fill(const uint8_t *p, size_t n, uint64_t id) {
+  uint8_t *want = malloc(n ? n : 1);
+  fill(want, n, id);
+  bool ok = memcmp(want, p, n) == 0;
+  free(want);
+  return ok;
+}
+
+/* ---- server handlers ---- */
+
+/* /t.H3/Echo: returns the request. */
+static void echo_on_message(amn_call *c, const uint8_t *msg, size_t len, void *ud) {
+  (void)ud;
+  int rc = amn_call_send(c, msg, len);
+  amn_call_finish(c, rc == 0 ? AMN_STATUS_OK : AMN_STATUS_RESOURCE_EXHAUSTED, rc == 0 ? NULL : amn_strerror(rc));
+}
+
+/* /t.H3/Slow: request = decimal milliseconds; answers from another thread
+ * that long after. */
+static atomic_int g_slow_workers, g_slow_max;
+typedef struct slow_job {
+  amn_call *c;
+  int ms;
+} slow_job;
+static void *slow_worker(void *p) {
+  slow_job *j = p;
+  for (int t = 0; t < j->ms && !amn_call_is_cancelled(j->c); t += 5) usleep(5000);
+  amn_call_send(j->c, (const uint8_t *)"slow", 4);
+  amn_call_finish(j->c, AMN_STATUS_OK, NULL);
+  free(j);
+  atomic_fetch_sub(&g_slow_workers, 1);
+  return NULL;
+}
+static void slow_on_message(amn_call *c, const uint8_t *msg, size_t len, void *ud) {
+  (void)ud;
+  char b[16] = {0};
+  memcpy(b, msg, len < 15 ? len : 15);
+  slow_job *j = malloc(sizeof *j);
+  j->c = c;
+  j->ms = atoi(b);
+  int now = atomic_fetch_add(&g_slow_workers, 1) + 1, m = atomic_load(&g_slow_max);
+  while (now > m && !atomic_compare_exchange_weak(&g_slow_max, &m, now)) {
+  }
+  pthread_t t;
+  pthread_create(&t, NULL, slow_worker, j);
+  pthread_detach(t);
+}
+
+/* /t.H3/Big: request = decimal byte count N; answers with N bytes of
+ * fill(N). */
+static void big_on_message(amn_call *c, const uint8_t *msg, size_t len, void *ud) {
+  (void)ud;
+  char b[24] = {0};
+  memcpy(b, msg, len < 23 ? len : 23);
+  size_t n = (size_t)strtoull(b, NULL, 10);
+  uint8_t *p = malloc(n ? n : 1);
+  fill(p, n, n);
+  int rc = amn_call_send(c, p, n);
+  free(p);
+  amn_call_finish(c, rc == 0 ? AMN_STATUS_OK : AMN_STATUS_RESOURCE_EXHAUSTED, rc == 0 ? NULL : amn_strerror(rc));
+}
+
+/* /t.H3/Hold (client streaming): pauses receiving after the first message
+ * for 800 ms (flow control holds the client meanwhile); answers with the
+ * bytes received. */
+static atomic_long g_hold_bytes;
+static void *hold_resume(void *c) {
+  usleep(800000);
+  amn_call_resume_recv(c);
+  return NULL;
+}
+static void hold_on_message(amn_call *c, const uint8_t *msg, size_t len, void *ud) {
+  (void)msg; (void)ud;
+  if (atomic_fetch_add(&g_hold_bytes, (long)len) == 0) {
+    amn_call_pause_recv(c);
+    pthread_t t;
+    pthread_create(&t, NULL, hold_resume, c);
+    pthread_detach(t);
+  }
+}
+static void hold_on_half_close(amn_call *c, void *ud) {
+  (void)ud;
+  char out[32];
+  int n = snprintf(out, sizeof out, "%ld", atomic_load(&g_hold_bytes));
+  amn_call_send(c, (const uint8_t *)out, (size_t)n);
+  amn_call_finish(c, AMN_STATUS_OK, NULL);
+}
+static void hold_on_cancel(amn_call *c, amn_status_code why, void *ud) {
+  (void)why; (void)ud;
+  amn_call_finish(c, AMN_STATUS_CANCELLED, NULL);
+}
+
+/* /t.H3/Sum: answers with the FNV-1a 64 hash and the length of the
+ * request, in decimal ("HASH LEN"). */
+static uint64_t fnv(const uint8_t *p, size_t n, uint64_t h) {
+  for (size_t i = 0; i < n; i++) h = (h ^ p[i]) * 1099511628211ull;
+  return h;
+}
+#define FNV0 1469598103934665603ull
+static void sum_on_message(amn_call *c, const uint8_t *msg, size_t len, void *ud) {
+  (void)ud;
+  char out[64];
+  int n = snprintf(out, sizeof out, "%llu %zu", (unsigned long long)fnv(msg, len, FNV0), len);
+  amn_call_send(c, (const uint8_t *)out, (size_t)n);
+  amn_call_finish(c, AMN_STATUS_OK, NULL);
+}
+
+/* /t.H3/Who: "E|subject|request" when the request came as 0-RTT data,
+ * "N|..." otherwise; counts the requests "replay-me". */
+static atomic_int g_replay_me;
+static void who_on_message(amn_call *c, const uint8_t *msg, size_t len, void *ud) {
+  (void)ud;
+  const amn_peer_identity *id = amn_call_peer(c);
+  if (len == 9 && memcmp(msg, "replay-me", 9) == 0) atomic_fetch_add(&g_replay_me, 1);
+  char out[600];
+  int n = snprintf(out, sizeof out, "%c|%s|%.*s", amn_call_is_early_data(c) ? 'E' : 'N',
+                   id->verified ? id->subject : "-", (int)(len < 100 ? len : 100), (const char *)msg);
+  amn_call_send(c, (const uint8_t *)out, (size_t)n);
+  amn_call_finish(c, AMN_STATUS_OK, NULL);
+}
+
+typedef struct srv_cfg {
+  int threads;
+  uint32_t idle_timeout_ms, keepalive_interval_ms, handshake_timeout_ms;
+  uint32_t max_concurrent_streams, initial_window_size;
+  size_t max_recv, max_send;
+  uint16_t port;
+  bool retry_always, no_keepalive;
+  amn_transport transport;
+} srv_cfg;
+
+static amn_server *srv_start(const srv_cfg *sc) {
+  amn_server_opts o;
+  amn_server_opts_init(&o);
+  char listen[32];
+  snprintf(listen, sizeof listen, "127.0.0.1:%u", sc ? sc->port : 0);
+  o.listen = listen;
+  o.tls = g_stls;
+  o.threads = sc && sc->threads ? sc->threads : 2;
+  o.transport = sc && sc->transport ? sc->transport : AMN_TRANSPORT_H3;
+  o.drain_timeout_ms = 2000;
+  if (sc) {
+    if (sc->idle_timeout_ms) o.idle_timeout_ms = sc->idle_timeout_ms;
+    if (sc->keepalive_interval_ms) o.keepalive_interval_ms = sc->keepalive_interval_ms;
+    if (sc->handshake_timeout_ms) o.handshake_timeout_ms = sc->handshake_timeout_ms;
+    if (sc->max_concurrent_streams) o.max_concurrent_streams = sc->max_concurrent_streams;
+    if (sc->initial_window_size) o.initial_window_size = sc->initial_window_size;
+    if (sc->max_recv) o.max_recv_message = sc->max_recv;
+    if (sc->max_send) o.max_send_message = sc->max_send;
+    if (sc->retry_always) o.quic_retry_threshold = 0;
+    if (sc->no_keepalive) o.keepalive_interval_ms = 0;
+  }
+  amn_server *s = NULL;
+  char err[256];
+  int rc = amn_server_new(&s, &o, err, sizeof err);
+  if (rc) fprintf(stderr, "server_new: %s\n", err);
+  assert_int_equal(rc, 0);
+  amn_handler h = {0};
+  h.on_message = echo_on_message;
+  assert_int_equal(amn_server_register(s, "/t.H3/Echo", &h), 0);
+  h.on_message = slow_on_message;
+  assert_int_equal(amn_server_register(s, "/t.H3/Slow", &h), 0);
+  h.on_message = big_on_message;
+  assert_int_equal(amn_server_register(s, "/t.H3/Big", &h), 0);
+  h.on_message = who_on_message;
+  assert_int_equal(amn_server_register(s, "/t.H3/Who", &h), 0);
+  h.on_message = sum_on_message;
+  assert_int_equal(amn_server_register(s, "/t.H3/Sum", &h), 0);
+  amn_handler hh = {.on_message = hold_on_message, .on_half_close = hold_on_half_close,
+                    .on_cancel = hold_on_cancel, .client_streaming = true};
+  assert_int_equal(amn_server_register(s, "/t.H3/Hold", &hh), 0);
+  assert_int_equal(amn_server_use_echo(s), 0); /* Execute, ExecuteStream */
+  rc = amn_server_start(s, err, sizeof err);
+  if (rc) fprintf(stderr, "server_start: %s\n", err);
+  assert_int_equal(rc, 0);
+  return s;
+}
+
+static void srv_free(amn_server *s) {
+  for (int i = 0; i < 1000 && atomic_load(&g_slow_workers) > 0; i++) usleep(10000);
+  assert_int_equal(atomic_load(&g_slow_workers), 0);
+  amn_server_free(s);
+}
+
+typedef struct cli_cfg {
+  uint32_t connect_timeout_ms, initial_window_size;
+  size_t max_recv, max_send;
+  amn_transport transport;
+} cli_cfg;
+
+static amn_client *cli_new(uint16_t port, const cli_cfg *cc) {
+  amn_client_opts o;
+  amn_client_opts_init(&o);
+  char url[64];
+  snprintf(url, sizeof url, "https://127.0.0.1:%u", port);
+  o.url = url;
+  o.tls = g_ctls;
+  o.transport = cc && cc->transport ? cc->transport : AMN_TRANSPORT_H3;
+  o.connect_timeout_ms = cc && cc->connect_timeout_ms ? cc->connect_timeout_ms : 10000;
+  if (cc && cc->initial_window_size) o.initial_window_size = cc->initial_window_size;
+  if (cc && cc->max_recv) o.max_recv_message = cc->max_recv;
+  if (cc && cc->max_send) o.max_send_message = cc->max_send;
+  amn_client *c = NULL;
+  char err[256];
+  int rc = amn_client_new(&c, &o, err, sizeof err);
+  if (rc) fprintf(stderr, "client_new: %s\n", err);
+  assert_int_equal(rc, 0);
+  return c;
+}
+
+static int call_str(amn_client *c, const char *method, const char *req, uint32_t timeout_ms, amn_result *r) {
+  amn_call_opts co = {0};
+  co.timeout_ms = timeout_ms;
+  return amn_client_unary(c, method, (const uint8_t *)req, strlen(req), &co, r);
+}
+
+static void relay_cfg_both(udp_relay *r, const relay_dir_cfg *c) {
+  udp_relay_set(r, RELAY_C2S, c);
+  udp_relay_set(r, RELAY_S2C, c);
+}
+
+/* ------------------------------------------------------------------ */
+/* Group "loss": the lossy relay between client and server            */
+/* ------------------------------------------------------------------ */
+
+#define BULK_CALLS 1000
+#define BULK_SIZE (1u << 20)
+#define BULK_CLIENTS 4   /* connections, each with its own congestion window */
+#define BULK_INFLIGHT 4  /* calls in flight per connection */
+
+typedef struct bulk {
+  amn_client *c[BULK_CLIENTS];
+  pthread_mutex_t mu;
+  pthread_cond_t cv;
+  int next, done, ok, bad_code, bad_data, inflight[BULK_CLIENTS];
+  char first_err[256];
+} bulk;
+
+typedef struct bulk_req {
+  bulk *b;
+  uint64_t id;
+  int ci;
+} bulk_req;
+
+static void bulk_done(const amn_result *r, void *ud) {
+  bulk_req *q = ud;
+  bulk *b = q->b;
+  bool ok = r->code == AMN_STATUS_OK, data_ok = ok && r->len == BULK_SIZE && check_fill(r->data, r->len, q->id);
+  pthread_mutex_lock(&b->mu);
+  b->done++;
+  b->inflight[q->ci]--;
+  if (!ok) {
+    b->bad_code++;
+    if (!b->first_err[0])
+      snprintf(b->first_err, sizeof b->first_err, "%s: %s", amn_status_name(r->code), r->message);
+  } else if (!data_ok) {
+    b->bad_data++;
+  } else {
+    b->ok++;
+  }
+  pthread_cond_broadcast(&b->cv);
+  pthread_mutex_unlock(&b->mu);
+  free(q);
+}
+
+/* Keeps BULK_INFLIGHT calls in flight on every client (b->mu held). */
+static void bulk_issue(bulk *b) {
+  for (int ci = 0; ci < BULK_CLIENTS; ci++)
+    while (b->inflight[ci] < BULK_INFLIGHT && b->next < BULK_CALLS) {
+      bulk_req *q = malloc(sizeof *q);
+      q->b = b;
+      q->ci = ci;
+      q->id = (uint64_t)b->next++;
+      uint8_t *p = malloc(BULK_SIZE);
+      fill(p, BULK_SIZE, q->id);
+      amn_call_opts co = {0};
+      co.timeout_ms = 120000;
+      b->inflight[ci]++;
+      int rc = amn_client_unary_async(b->c[ci], "/t.H3/Echo", p, BULK_SIZE, &co, bulk_done, q);
+      free(p);
+      if (rc != 0) {
+        b->inflight[ci]--;
+        b->done++;
+        b->bad_code++;
+        free(q);
+      }
+    }
+}
+
+static void print_relay(udp_relay *r, const char *what) {
+  relay_stats a, z;
+  udp_relay_stats(r, RELAY_C2S, &a);
+  udp_relay_stats(r, RELAY_S2C, &z);
+  fprintf(stderr, "# %s relay: c2s in %llu dropped %llu reordered %llu dup %llu corrupt %llu; "
+                  "s2c in %llu dropped %llu reordered %llu dup %llu corrupt %llu\n",
+          what, (unsigned long long)a.in, (unsigned long long)a.dropped, (unsigned long long)a.reordered,
+          (unsigned long long)a.duplicated, (unsigned long long)a.corrupted, (unsigned long long)z.in,
+          (unsigned long long)z.dropped, (unsigned long long)z.reordered, (unsigned long long)z.duplicated,
+          (unsigned long long)z.corrupted);
+}
+
+/* 5 % loss both ways, 5 % reordering, 1 % duplication: 1000 echoes of
+ * 1 MiB, 16 in flight over 4 connections, all byte-exact. */
+static void test_loss_bulk_1000x1mib(void **st) {
+  (void)st;
+  amn_server *s = srv_start(NULL);
+  udp_relay *r = udp_relay_start(amn_server_port(s), 42);
+  assert_non_null(r);
+  relay_dir_cfg lossy = {.loss = 0.05, .reorder = 0.05, .reorder_ms = 2, .dup = 0.01};
+  relay_cfg_both(r, &lossy);
+  bulk b = {0};
+  pthread_mutex_init(&b.mu, NULL);
+  pthread_cond_init(&b.cv, NULL);
+  for (int i = 0; i < BULK_CLIENTS; i++) b.c[i] = cli_new(udp_relay_port(r), NULL);
+  double t0 = now_s();
+  pthread_mutex_lock(&b.mu);
+  bulk_issue(&b);
+  while (b.done < BULK_CALLS && now_s() - t0 < 400) { /* bounded: reported below */
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    ts.tv_sec += 1;
+    pthread_cond_timedwait(&b.cv, &b.mu, &ts);
+    bulk_issue(&b);
+  }
+  int done = b.done, ok = b.ok, bad_code = b.bad_code, bad_data = b.bad_data;
+  pthread_mutex_unlock(&b.mu);
+  double el = now_s() - t0;
+  fprintf(stderr, "# bulk: %d/%d calls OK in %.1f s (%.1f MiB/s each way)%s%s\n", ok, BULK_CALLS, el,
+          BULK_CALLS / el, b.first_err[0] ? "; first error: " : "", b.first_err);
+  print_relay(r, "bulk");
+  relay_stats c2s, s2c;
+  udp_relay_stats(r, RELAY_C2S, &c2s);
+  udp_relay_stats(r, RELAY_S2C, &s2c);
+  assert_int_equal(done, BULK_CALLS);
+  assert_int_equal(bad_code, 0);
+  assert_int_equal(bad_data, 0);
+  assert_int_equal(ok, BULK_CALLS);
+  /* the impairments really happened */
+  assert_true(c2s.dropped > c2s.in / 40 && s2c.dropped > s2c.in / 40);
+  assert_true(c2s.reordered > 0 && s2c.reordered > 0 && c2s.duplicated > 0);
+  for (int i = 0; i < BULK_CLIENTS; i++) amn_client_free(b.c[i]);
+  udp_relay_stop(r);
+  srv_free(s);
+}
+
+/* 30 % loss both ways (and some corruption): handshakes still complete,
+ * calls succeed. Five fresh connections in a row. */
+static void test_loss_handshake_30pct(void **st) {
+  (void)st;
+  amn_server *s = srv_start(NULL);
+  udp_relay *r = udp_relay_start(amn_server_port(s), 7);
+  relay_dir_cfg bad = {.loss = 0.30, .corrupt = 0.02};
+  relay_cfg_both(r, &bad);
+  double t0 = now_s();
+  for (int i = 0; i < 5; i++) {
+    cli_cfg cc = {.connect_timeout_ms = 30000};
+    amn_client *c = cli_new(udp_relay_port(r), &cc);
+    amn_result res;
+    assert_int_equal(call_str(c, "/t.H3/Echo", "through the storm", 60000, &res), 0);
+    if (res.code != AMN_STATUS_OK) fprintf(stderr, "call %d: %s: %s\n", i, amn_status_name(res.code), res.message);
+    assert_int_equal(res.code, AMN_STATUS_OK);
+    assert_int_equal(res.len, 17);
+    assert_memory_equal(res.data, "through the storm", 17);
+    amn_result_free(&res);
+    amn_client_free(c);
+  }
+  fprintf(stderr, "# 5 handshakes + calls under 30 %% loss in %.1f s\n", now_s() - t0);
+  print_relay(r, "30%");
+  relay_stats a;
+  udp_relay_stats(r, RELAY_C2S, &a);
+  assert_int_equal(udp_relay_sessions(r), 5);
+  assert_true(a.dropped > 0);
+  udp_relay_stop(r);
+  srv_free(s);
+}
+
+/* A path that goes dark: calls end with a clear status, never hang. */
+typedef struct async_res {
+  pthread_mutex_t mu;
+  pthread_cond_t cv;
+  bool done;
+  amn_status_code code;
+  char msg[300];
+  double at;
+} async_res;
+
+static void async_cb(const amn_result *r, void *ud) {
+  async_res *a = ud;
+  pthread_mutex_lock(&a->mu);
+  a->done = true;
+  a->code = r->code;
+  snprintf(a->msg, sizeof a->msg, "%s", r->message);
+  a->at = now_s();
+  pthread_cond_broadcast(&a->cv);
+  pthread_mutex_unlock(&a->mu);
+}
+
+static void async_init(async_res *a) {
+  memset(a, 0, sizeof *a);
+  pthread_mutex_init(&a->mu, NULL);
+  pthread_cond_init(&a->cv, NULL);
+}
+
+static bool async_wait(async_res *a, double max_s) {
+  double end = now_s() + max_s;
+  pthread_mutex_lock(&a->mu);
+  while (!a->done && now_s() < end) {
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    ts.tv_nsec += 50000000;
+    if (ts.tv_nsec >= 1000000000) {
+      ts.tv_sec++;
+      ts.tv_nsec -= 1000000000;
+    }
+    pthread_cond_timedwait(&a->cv, &a->mu, &ts);
+  }
+  bool d = a->done;
+  pthread_mutex_unlock(&a->mu);
+  return d;
+}
+
+static void unary_done(const amn_result *r, void *ud) {
+  async_res *a = ud;
+  pthread_mutex_lock(&a->mu);
+  a->done = true;
+  a->code = r->code;
+  snprintf(a->msg, sizeof a->msg, "%.*s", (int)(r->len < 200 ? r->len : 200), r->data ? (const char *)r->data : "");
+  if (r->code != AMN_STATUS_OK) snprintf(a->msg, sizeof a->msg, "%s", r->message);
+  a->at = now_s();
+  pthread_cond_broadcast(&a->cv);
+  pthread_mutex_unlock(&a->mu);
+}
+
+static void test_loss_blackhole(void **st) {
+  (void)st;
+  srv_cfg sc = {.idle_timeout_ms = 1500};
+  amn_server *s = srv_start(&sc);
+  udp_relay *r = udp_relay_start(amn_server_port(s), 3);
+  amn_client *c = cli_new(udp_relay_port(r), NULL);
+  amn_result res;
+  assert_int_equal(call_str(c, "/t.H3/Echo", "up", 5000, &res), 0);
+  assert_int_equal(res.code, AMN_STATUS_OK);
+  amn_result_free(&res);
+
+  /* two calls in flight (no deadline / a 700 ms deadline), then the path dies */
+  async_res a1, a2;
+  async_init(&a1);
+  async_init(&a2);
+  amn_call_opts none = {0}, dl = {.timeout_ms = 700};
+  assert_int_equal(amn_client_unary_async(c, "/t.H3/Slow", (const uint8_t *)"400", 3, &none, async_cb, &a1), 0);
+  assert_int_equal(amn_client_unary_async(c, "/t.H3/Slow", (const uint8_t *)"400", 3, &dl, async_cb, &a2), 0);
+  usleep(100000);
+  relay_dir_cfg dark = {.blackhole = true};
+  relay_cfg_both(r, &dark);
+  double t0 = now_s();
+  assert_true(async_wait(&a2, 10));
+  assert_true(async_wait(&a1, 15));
+  fprintf(stderr, "# blackhole: deadline call ended after %.2f s (%s: %s); other after %.2f s (%s: %s)\n",
+          a2.at - t0, amn_status_name(a2.code), a2.msg, a1.at - t0, amn_status_name(a1.code), a1.msg);
+  assert_int_equal(a2.code, AMN_STATUS_DEADLINE_EXCEEDED);
+  assert_true(a2.at - t0 < 1.5);
+  assert_int_equal(a1.code, AMN_STATUS_UNAVAILABLE);
+  assert_non_null(strstr(a1.msg, "idle timeout"));
+  assert_true(a1.at - t0 >= 1.0 && a1.at - t0 < 6.0); /* the negotiated idle timeout (1.5 s, at least 3 PTO) */
+
+  /* a call on a fresh connection over the dead path: a connect failure */
+  cli_cfg cc = {.connect_timeout_ms = 1000};
+  amn_client *c2 = cli_new(udp_relay_port(r), &cc);
+  t0 = now_s();
+  assert_int_equal(call_str(c2, "/t.H3/Echo", "x", 0, &res), 0);
+  double el = now_s() - t0;
+  fprintf(stderr, "# blackhole: new connection failed after %.2f s: %s: %s\n", el, amn_status_name(res.code),
+          res.message);
+  assert_int_equal(res.code, AMN_STATUS_UNAVAILABLE);
+  assert_non_null(strstr(res.message, "handshake"));
+  assert_true(el < 3.0);
+  amn_result_free(&res);
+
+  /* the path comes back: the client reconnects */
+  udp_relay_clear(r);
+  assert_int_equal(call_str(c, "/t.H3/Echo", "back", 5000, &res), 0);
+  assert_int_equal(res.code, AMN_STATUS_OK);
+  amn_result_free(&res);
+  amn_client_free(c2);
+  amn_client_free(c);
+  udp_relay_stop(r);
+  srv_free(s);
+}
+
+/* No head-of-line blocking between streams: a 64 MiB download under 2 %
+ * loss does not hold up small calls on other streams of the same
+ * connection. */
+typedef struct bg_big {
+  amn_client *c;
+  size_t n;
+  amn_result res;
+  double el;
+} bg_big;
+
+static void *bg_big_main(void *p) {
+  bg_big *g = p;
+  char req[24];
+  snprintf(req, sizeof req, "%zu", g->n);
+  double t0 = now_s();
+  call_str(g->c, "/t.H3/Big", req, 120000, &g->res);
+  g->el = now_s() - t0;
+  return NULL;
+}
+
+/* The same with a 64 MiB upload: the client's own send scheduling. */
+static void test_loss_no_hol_blocking_upload(void **st) {
+  (void)st;
+  amn_server *s = srv_start(NULL);
+  udp_relay *r = udp_relay_start(amn_server_port(s), 12);
+  relay_dir_cfg lossy = {.loss = 0.02, .reorder = 0.02};
+  relay_cfg_both(r, &lossy);
+  amn_client *c = cli_new(udp_relay_port(r), NULL);
+  amn_result res;
+  assert_int_equal(call_str(c, "/t.H3/Echo", "warm", 5000, &res), 0);
+  amn_result_free(&res);
+  size_t n = 64u << 20;
+  uint8_t *p = malloc(n);
+  fill(p, n, 3);
+  uint64_t want = fnv(p, n, FNV0);
+  async_res a;
+  async_init(&a);
+  amn_call_opts co = {.timeout_ms = 120000};
+  double t0 = now_s();
+  assert_int_equal(amn_client_unary_async(c, "/t.H3/Sum", p, n, &co, unary_done, &a), 0);
+  free(p);
+  usleep(200000);
+  double worst = 0, sum = 0;
+  int k = 0;
+  for (; k < 40 && !a.done; k++) {
+    double t1 = now_s();
+    assert_int_equal(call_str(c, "/t.H3/Echo", "small", 10000, &res), 0);
+    double el = now_s() - t1;
+    assert_int_equal(res.code, AMN_STATUS_OK);
+    amn_result_free(&res);
+    if (el > worst) worst = el;
+    sum += el;
+    usleep(20000);
+  }
+  assert_true(async_wait(&a, 120));
+  fprintf(stderr, "# %d small calls during a 64 MiB upload (%.1f s): mean %.1f ms, worst %.1f ms\n", k, a.at - t0,
+          k ? 1000 * sum / k : 0, 1000 * worst);
+  assert_int_equal(a.code, AMN_STATUS_OK);
+  char exp[64];
+  snprintf(exp, sizeof exp, "%llu %zu", (unsigned long long)want, n);
+  assert_string_equal(a.msg, exp);
+  assert_true(k >= 5);
+  /* behind the upload a call would wait for (most of) it; a lost packet
+   * of a small call costs a loss-recovery timeout at most */
+  assert_true(worst < (a.at - t0) / 2);
+  assert_true(1000 * sum / k < 200);
+  amn_client_free(c);
+  udp_relay_stop(r);
+  srv_free(s);
+}
+
+static void test_loss_no_hol_blocking(void **st) {
+  (void)st;
+  amn_server *s = srv_start(NULL);
+  udp_relay *r = udp_relay_start(amn_server_port(s), 11);
+  relay_dir_cfg lossy = {.loss = 0.02, .reorder = 0.02};
+  relay_cfg_both(r, &lossy);
+  amn_client *c = cli_new(udp_relay_port(r), NULL);
+  amn_result res;
+  assert_int_equal(call_str(c, "/t.H3/Echo", "warm", 5000, &res), 0);
+  amn_result_free(&res);
+  bg_big g = {.c = c, .n = 64u << 20};
+  pthread_t t;
+  pthread_create(&t, NULL, bg_big_main, &g);
+  usleep(200000); /* the big response is flowing */
+  double worst = 0, sum = 0;
+  int n = 0;
+  for (; n < 40 && g.el == 0; n++) {
+    double t0 = now_s();
+    assert_int_equal(call_str(c, "/t.H3/Echo", "small", 10000, &res), 0);
+    double el = now_s() - t0;
+    assert_int_equal(res.code, AMN_STATUS_OK);
+    amn_result_free(&res);
+    if (el > worst) worst = el;
+    sum += el;
+    usleep(20000);
+  }
+  pthread_join(t, NULL);
+  fprintf(stderr, "# %d small calls during a 64 MiB download (%.1f s): mean %.1f ms, worst %.1f ms\n", n, g.el,
+          n ? 1000 * sum / n : 0, 1000 * worst);
+  assert_int_equal(g.res.code, AMN_STATUS_OK);
+  assert_int_equal(g.res.len, g.n);
+  assert_true(check_fill(g.res.data, g.res.len, g.n));
+  amn_result_free(&g.res);
+  assert_true(n >= 5); /* the download lasted long enough to matter */
+  /* behind the download a call would wait for (most of) it; a lost packet
+   * of a small call costs a loss-recovery timeout at most */
+  assert_true(worst < g.el / 2);
+  assert_true(1000 * sum / n < 200);
+  amn_client_free(c);
+  udp_relay_stop(r);
+  srv_free(s);
+}
+
+/* ------------------------------------------------------------------ */
+/* Group "flow": flow control, large messages, limits                 */
+/* ------------------------------------------------------------------ */
+
+/* AddressSanitizer keeps freed memory in quarantine: RSS says little then. */
+#if defined(__SANITIZE_ADDRESS__)
+#define SANITIZED 1
+#else
+#define SANITIZED 0
+#endif
+
+/* Peak resident memory of this process since the last reset (bytes). */
+static size_t rss_peak(void) {
+  FILE *f = fopen("/proc/self/status", "r");
+  char line[256];
+  size_t kb = 0;
+  while (f && fgets(line, sizeof line, f))
+    if (sscanf(line, "VmHWM: %zu kB", &kb) == 1) break;
+  if (f) fclose(f);
+  return kb * 1024;
+}
+static size_t rss_now(void) {
+  FILE *f = fopen("/proc/self/status", "r");
+  char line[256];
+  size_t kb = 0;
+  while (f && fgets(line, sizeof line, f))
+    if (sscanf(line, "VmRSS: %zu kB", &kb) == 1) break;
+  if (f) fclose(f);
+  return kb * 1024;
+}
+static void rss_reset_peak(void) {
+  FILE *f = fopen("/proc/self/clear_refs", "w");
+  if (f) {
+    fputs("5", f);
+    fclose(f);
+  }
+}
+
+/* FNV of fill(n, id) without holding it. */
+static uint64_t fill_fnv(size_t n, uint64_t id) {
+  uint8_t *all = malloc(n);
+  fill(all, n, id);
+  uint64_t h = fnv(all, n, FNV0);
+  free(all);
+  return h;
+}
+
+
+/* 256 MiB in one message each way over one HTTP/3 stream: the transport
+ * holds only a window's worth (its own accounting: the bytes ngtcp2 and
+ * nghttp3 allocate plus the send buffers), and the process only the
+ * message copies the API implies. */
+static void test_flow_256mib(void **st) {
+  (void)st;
+  const size_t N = 256u << 20;
+  srv_cfg sc = {.max_recv = N + 1024, .max_send = N + 1024};
+  amn_server *s = srv_start(&sc);
+  cli_cfg cc = {.max_recv = N + 1024, .max_send = N + 1024};
+  amn_client *c = cli_new(amn_server_port(s), &cc);
+  amn_result r;
+  assert_int_equal(call_str(c, "/t.H3/Echo", "warm", 5000, &r), 0);
+  amn_result_free(&r);
+
+  /* upload: the client keeps one copy (its queue), the server one (the message) */
+  uint64_t want = fill_fnv(N, 1);
+  size_t base = rss_now();
+  rss_reset_peak();
+  amn_h3_mem_reset_peak();
+  uint8_t *p = malloc(N);
+  fill(p, N, 1);
+  async_res a;
+  async_init(&a);
+  amn_call_opts co = {.timeout_ms = 120000};
+  double t0 = now_s();
+  assert_int_equal(amn_client_unary_async(c, "/t.H3/Sum", p, N, &co, unary_done, &a), 0);
+  free(p); /* copied by the call */
+  assert_true(async_wait(&a, 120));
+  double el = now_s() - t0;
+  size_t tpeak, rpeak = rss_peak();
+  amn_h3_mem_usage(NULL, &tpeak);
+  fprintf(stderr, "# 256 MiB upload in %.2f s (%.0f MiB/s): transport peak %.1f MiB, process peak +%.0f MiB\n", el,
+          256 / el, tpeak / 1048576.0, (double)(rpeak - base) / 1048576.0);
+  assert_int_equal(a.code, AMN_STATUS_OK);
+  char exp[64];
+  snprintf(exp, sizeof exp, "%llu %zu", (unsigned long long)want, N);
+  assert_string_equal(a.msg, exp);
+  assert_true(tpeak < (16u << 20));
+  if (!SANITIZED) assert_true(rpeak - base < 3 * N + (96u << 20)); /* test buffer + queue + server message */
+
+  /* download: the server makes it and queues a copy, the client's message */
+  base = rss_now();
+  rss_reset_peak();
+  amn_h3_mem_reset_peak();
+  char req[32];
+  snprintf(req, sizeof req, "%zu", N);
+  t0 = now_s();
+  assert_int_equal(call_str(c, "/t.H3/Big", req, 120000, &r), 0);
+  el = now_s() - t0;
+  rpeak = rss_peak();
+  amn_h3_mem_usage(NULL, &tpeak);
+  fprintf(stderr, "# 256 MiB download in %.2f s (%.0f MiB/s): transport peak %.1f MiB, process peak +%.0f MiB\n", el,
+          256 / el, tpeak / 1048576.0, (double)(rpeak - base) / 1048576.0);
+  assert_int_equal(r.code, AMN_STATUS_OK);
+  assert_int_equal(r.len, N);
+  assert_true(fnv(r.data, r.len, FNV0) == fill_fnv(N, N));
+  amn_result_free(&r);
+  assert_true(tpeak < (16u << 20));
+  if (!SANITIZED) assert_true(rpeak - base < 3 * N + (96u << 20)); /* server buffer + its queue + client message */
+  amn_client_free(c);
+  srv_free(s);
+}
+
+/* A bidirectional stream of 100,000 small messages, echoed in order. */
+typedef struct sctx {
+  pthread_mutex_t mu;
+  pthread_cond_t cv;
+  int received;
+  bool closed, order_ok, writable;
+  amn_status_code code;
+} sctx;
+
+static void sx_message(amn_cstream *s, const uint8_t *msg, size_t len, void *ud) {
+  (void)s;
+  sctx *x = ud;
+  amn_pair_view v;
+  char exp[32];
+  int n = snprintf(exp, sizeof exp, "m%d", x->received);
+  if (amn_pair_decode(msg, len, &v) != 0 || (size_t)n != v.f1_len || memcmp(exp, v.f1, v.f1_len) != 0)
+    x->order_ok = false;
+  pthread_mutex_lock(&x->mu);
+  x->received++;
+  pthread_mutex_unlock(&x->mu);
+}
+static void sx_close(amn_cstream *s, const amn_result *r, void *ud) {
+  (void)s;
+  sctx *x = ud;
+  pthread_mutex_lock(&x->mu);
+  x->closed = true;
+  x->code = r->code;
+  if (r->code != AMN_STATUS_OK) fprintf(stderr, "stream: %s: %s\n", amn_status_name(r->code), r->message);
+  pthread_cond_broadcast(&x->cv);
+  pthread_mutex_unlock(&x->mu);
+}
+static void sx_writable(amn_cstream *s, void *ud) {
+  (void)s;
+  sctx *x = ud;
+  pthread_mutex_lock(&x->mu);
+  x->writable = true;
+  pthread_cond_broadcast(&x->cv);
+  pthread_mutex_unlock(&x->mu);
+}
+
+static void test_flow_bidi_100k(void **st) {
+  (void)st;
+  amn_server *s = srv_start(NULL);
+  amn_client *c = cli_new(amn_server_port(s), NULL);
+  sctx x = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, false, true, false, 0};
+  amn_cstream_cbs cbs = {sx_message, sx_close, sx_writable};
+  amn_cstream *cs;
+  amn_call_opts co = {.timeout_ms = 120000};
+  assert_int_equal(amn_client_stream_open(c, AMN_METHOD_EXECUTE_STREAM, &co, &cbs, &x, &cs), 0);
+  const int N = 100000;
+  double t0 = now_s();
+  for (int i = 0; i < N; i++) {
+    char q[32];
+    int n = snprintf(q, sizeof q, "m%d", i);
+    uint8_t buf[64];
+    size_t bl = amn_pair_encode(buf, (const uint8_t *)q, (size_t)n, NULL, 0);
+    int rc;
+    while ((rc = amn_cstream_send(cs, buf, bl)) == AMN_EAGAIN) {
+      pthread_mutex_lock(&x.mu);
+      struct timespec ts;
+      clock_gettime(CLOCK_REALTIME, &ts);
+      ts.tv_nsec += 20000000;
+      if (ts.tv_nsec >= 1000000000) {
+        ts.tv_sec++;
+        ts.tv_nsec -= 1000000000;
+      }
+      if (!x.writable) pthread_cond_timedwait(&x.cv, &x.mu, &ts);
+      x.writable = false;
+      pthread_mutex_unlock(&x.mu);
+    }
+    assert_int_equal(rc, 0);
+  }
+  assert_int_equal(amn_cstream_close_send(cs), 0);
+  pthread_mutex_lock(&x.mu);
+  while (!x.closed) pthread_cond_wait(&x.cv, &x.mu);
+  pthread_mutex_unlock(&x.mu);
+  fprintf(stderr, "# 100000 messages each way in %.2f s\n", now_s() - t0);
+  assert_int_equal(x.code, AMN_STATUS_OK);
+  assert_int_equal(x.received, N);
+  assert_true(x.order_ok);
+  amn_cstream_release(cs);
+  amn_client_free(c);
+  srv_free(s);
+}
+
+/* max_send_message / max_recv_message: the same outcomes, codes and
+ * messages over HTTP/3 as over HTTP/2 (one server serving both). */
+typedef struct lim_out {
+  int rc[6];
+  amn_status_code code[6];
+  char msg[6][200];
+} lim_out;
+
+static void limits_run(amn_server *s, amn_transport t, lim_out *o) {
+  const size_t K = 1024;
+  cli_cfg cc = {.max_recv = 512 * K, .max_send = 2048 * K, .transport = t};
+  amn_client *c = cli_new(amn_server_port(s), &cc);
+  uint8_t *buf = calloc(1, 4096 * K);
+  char req[32];
+  struct {
+    const char *method;
+    size_t len; /* request bytes, or the Big size */
+  } cases[6] = {
+      {"/t.H3/Sum", 1024 * K},      /* exactly the server's max_recv: OK */
+      {"/t.H3/Sum", 1024 * K + 1},  /* one byte over: RESOURCE_EXHAUSTED from the server */
+      {"/t.H3/Sum", 2048 * K + 1},  /* over the client's max_send: refused locally */
+      {"/t.H3/Big", 512 * K},       /* exactly the client's max_recv: OK */
+      {"/t.H3/Big", 512 * K + 1},   /* over the client's max_recv */
+      {"/t.H3/Big", 1024 * K + 1},  /* over the server's max_send */
+  };
+  for (int i = 0; i < 6; i++) {
+    amn_call_opts co = {.timeout_ms = 20000};
+    amn_result r;
+    if (strcmp(cases[i].method, "/t.H3/Big") == 0) {
+      snprintf(req, sizeof req, "%zu", cases[i].len);
+      o->rc[i] = amn_client_unary(c, cases[i].method, (const uint8_t *)req, strlen(req), &co, &r);
+    } else {
+      o->rc[i] = amn_client_unary(c, cases[i].method, buf, cases[i].len, &co, &r);
+    }
+    if (o->rc[i] == 0) {
+      o->code[i] = r.code;
+      snprintf(o->msg[i], sizeof o->msg[i], "%s", r.message);
+      if (r.code == AMN_STATUS_OK && strcmp(cases[i].method, "/t.H3/Big") == 0) assert_int_equal(r.len, cases[i].len);
+      amn_result_free(&r);
+    }
+  }
+  free(buf);
+  amn_client_free(c);
+}
+
+static void test_flow_limits_as_h2(void **st) {
+  (void)st;
+  srv_cfg sc = {.max_recv = 1u << 20, .max_send = 1u << 20, .transport = AMN_TRANSPORT_BOTH};
+  amn_server *s = srv_start(&sc);
+  lim_out h2 = {0}, h3 = {0};
+  limits_run(s, AMN_TRANSPORT_H2, &h2);
+  limits_run(s, AMN_TRANSPORT_H3, &h3);
+  for (int i = 0; i < 6; i++) {
+    fprintf(stderr, "# limit case %d: h2 rc %d %s '%s' | h3 rc %d %s '%s'\n", i, h2.rc[i], amn_status_name(h2.code[i]),
+            h2.msg[i], h3.rc[i], amn_status_name(h3.code[i]), h3.msg[i]);
+    assert_int_equal(h3.rc[i], h2.rc[i]);
+    assert_int_equal(h3.code[i], h2.code[i]);
+    assert_string_equal(h3.msg[i], h2.msg[i]);
+  }
+  assert_int_equal(h3.rc[0], 0);
+  assert_int_equal(h3.code[0], AMN_STATUS_OK);
+  assert_int_equal(h3.code[1], AMN_STATUS_RESOURCE_EXHAUSTED);
+  assert_int_equal(h3.rc[2], AMN_ETOOBIG);
+  assert_int_equal(h3.code[3], AMN_STATUS_OK);
+  assert_int_equal(h3.code[4], AMN_STATUS_RESOURCE_EXHAUSTED);
+  assert_int_equal(h3.code[5], AMN_STATUS_RESOURCE_EXHAUSTED);
+  srv_free(s);
+}
+
+/* ------------------------------------------------------------------ */
+/* Group "conn": migration, key update, resets, VN, timeouts          */
+/* ------------------------------------------------------------------ */
+
+/* A download in another thread, with a hook run once a third of it
+ * arrived (measured by the bytes the relay forwarded, or by time). */
+typedef struct dl {
+  amn_client *c;
+  size_t n;
+  amn_result res;
+  atomic_bool done;
+} dl;
+
+static void *dl_main(void *p) {
+  dl *d = p;
+  char req[24];
+  snprintf(req, sizeof req, "%zu", d->n);
+  call_str(d->c, "/t.H3/Big", req, 120000, &d->res);
+  atomic_store(&d->done, true);
+  return NULL;
+}
+
+static void dl_check(dl *d) {
+  if (d->res.code != AMN_STATUS_OK) fprintf(stderr, "download: %s: %s\n", amn_status_name(d->res.code), d->res.message);
+  assert_int_equal(d->res.code, AMN_STATUS_OK);
+  assert_int_equal(d->res.len, d->n);
+  assert_true(check_fill(d->res.data, d->res.len, d->n));
+  amn_result_free(&d->res);
+}
+
+/* The relay gives the client a new address mid-download (a NAT rebinding
+ * as the server sees it): the server validates the new path, the
+ * download completes byte-exact. */
+static void test_conn_nat_rebinding_relay(void **st) {
+  (void)st;
+  amn_server *s = srv_start(NULL);
+  udp_relay *r = udp_relay_start(amn_server_port(s), 9);
+  amn_client *c = cli_new(udp_relay_port(r), NULL);
+  dl d = {.c = c, .n = 48u << 20};
+  pthread_t t;
+  pthread_create(&t, NULL, dl_main, &d);
+  relay_stats rs;
+  do {
+    usleep(5000);
+    udp_relay_stats(r, RELAY_S2C, &rs);
+  } while (rs.bytes < d.n / 3 && !atomic_load(&d.done));
+  assert_false(atomic_load(&d.done));
+  udp_relay_rebind(r);
+  pthread_join(t, NULL);
+  dl_check(&d);
+  amn_h3_server_stats ss;
+  amn_h3s_stats(s, &ss);
+  assert_true(ss.path_validations >= 1);
+  amn_client_free(c);
+  udp_relay_stop(r);
+  srv_free(s);
+}
+
+/* The client moves to a new socket mid-download: an active migration
+ * (new connection ID, path validation), then a NAT rebinding it does not
+ * announce. Both downloads complete byte-exact. */
+static void test_conn_client_migration(void **st) {
+  (void)st;
+  amn_server *s = srv_start(NULL);
+  amn_client *c = cli_new(amn_server_port(s), NULL);
+  for (int nat = 0; nat <= 1; nat++) {
+    amn_h3_server_stats before;
+    amn_h3s_stats(s, &before);
+    dl d = {.c = c, .n = 48u << 20};
+    pthread_t t;
+    pthread_create(&t, NULL, dl_main, &d);
+    usleep(150000);
+    assert_false(atomic_load(&d.done));
+    assert_int_equal(amn_h3c_test_rebind(c, nat), 0);
+    pthread_join(t, NULL);
+    dl_check(&d);
+    amn_h3_server_stats ss;
+    amn_h3s_stats(s, &ss);
+    assert_true(ss.path_validations > before.path_validations);
+  }
+  amn_h3_client_stats cs;
+  amn_h3c_stats(c, &cs);
+  assert_int_equal(cs.migrations, 2);
+  assert_int_equal(cs.connects, 1); /* the same connection throughout */
+  amn_client_free(c);
+  srv_free(s);
+}
+
+/* Three 1-RTT key updates during a download (each after the previous one
+ * was confirmed): both ends install the new keys, the data stays exact. */
+static void test_conn_key_update(void **st) {
+  (void)st;
+  amn_server *s = srv_start(NULL);
+  amn_client *c = cli_new(amn_server_port(s), NULL);
+  amn_result r;
+  assert_int_equal(call_str(c, "/t.H3/Echo", "x", 5000, &r), 0);
+  amn_result_free(&r);
+  dl d = {.c = c, .n = 64u << 20};
+  pthread_t t;
+  pthread_create(&t, NULL, dl_main, &d);
+  int done = 0;
+  for (int i = 0; i < 100 && done < 3 && !atomic_load(&d.done); i++) {
+    usleep(30000);
+    if (amn_h3c_test_key_update(c) == 0) done++; /* AMN_ESTATE until the last one is confirmed */
+  }
+  pthread_join(t, NULL);
+  dl_check(&d);
+  assert_int_equal(done, 3);
+  amn_h3_client_stats cs;
+  amn_h3_server_stats ss;
+  amn_h3c_stats(c, &cs);
+  amn_h3s_stats(s, &ss);
+  fprintf(stderr, "# key updates: client %llu, server %llu\n", (unsigned long long)cs.key_updates,
+          (unsigned long long)ss.key_updates);
+  assert_true(cs.key_updates >= 3);
+  assert_true(ss.key_updates >= 3);
+  amn_client_free(c);
+  srv_free(s);
+}
+
+/* Raw UDP towards the server. */
+static int raw_socket(void) {
+  int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  struct timeval tv = {0, 500000};
+  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  return fd;
+}
+static ssize_t raw_exchange(int fd, uint16_t port, const uint8_t *pkt, size_t len, uint8_t *out, size_t cap) {
+  struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons(port)};
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  assert_int_equal(sendto(fd, pkt, len, 0, (struct sockaddr *)&a, sizeof a), (ssize_t)len);
+  return recv(fd, out, cap, 0);
+}
+
+/* Unsupported QUIC version: a Version Negotiation packet listing v1 (only
+ * for datagrams of at least 1200 bytes: no amplification). */
+static void test_conn_version_negotiation(void **st) {
+  (void)st;
+  amn_server *s = srv_start(NULL);
+  int fd = raw_socket();
+  uint8_t pkt[1200] = {0}, out[1500];
+  static const uint8_t dcid[8] = {1, 2, 3, 4, 5, 6, 7, 8}, scid[8] = {9, 10, 11, 12, 13, 14, 15, 16};
+  pkt[0] = 0xc0;
+  pkt[1] = 0xff; pkt[2] = 0x00; pkt[3] = 0xab; pkt[4] = 0xcd; /* version 0xff00abcd */
+  pkt[5] = 8;
+  memcpy(pkt + 6, dcid, 8);
+  pkt[14] = 8;
+  memcpy(pkt + 15, scid, 8);
+  ssize_t n = raw_exchange(fd, amn_server_port(s), pkt, sizeof pkt, out, sizeof out);
+  assert_true(n >= 7 + 8 + 8 + 4);
+  assert_true(out[0] & 0x80);
+  assert_memory_equal(out + 1, "\0\0\0\0", 4); /* version 0: Version Negotiation */
+  assert_int_equal(out[5], 8);
+  assert_memory_equal(out + 6, scid, 8); /* our source CID comes back as destination */
+  assert_int_equal(out[14], 8);
+  assert_memory_equal(out + 15, dcid, 8);
+  bool v1 = false;
+  for (ssize_t off = 23; off + 4 <= n; off += 4)
+    if (memcmp(out + off, "\0\0\0\1", 4) == 0) v1 = true;
+  assert_true(v1);
+  /* too short to answer */
+  assert_true(raw_exchange(fd, amn_server_port(s), pkt, 200, out, sizeof out) < 0);
+  amn_h3_server_stats ss;
+  amn_h3s_stats(s, &ss);
+  assert_int_equal(ss.version_negotiations, 1);
+  close(fd);
+  srv_free(s);
+}
+
+/* A short-header packet for no connection the server knows: a stateless
+ * reset, always shorter than what triggered it, none for tiny packets. A
+ * client whose server restarted learns it at its next packet (not at the
+ * idle timeout) and connects again. */
+static void test_conn_stateless_reset(void **st) {
+  (void)st;
+  amn_server *s = srv_start(NULL);
+  uint16_t port = amn_server_port(s);
+  int fd = raw_socket();
+  uint8_t pkt[100], out[1500];
+  for (size_t i = 0; i < sizeof pkt; i++) pkt[i] = (uint8_t)(i * 37 + 11);
+  pkt[0] = 0x40 | 0x01;
+  ssize_t n = raw_exchange(fd, port, pkt, sizeof pkt, out, sizeof out);
+  assert_true(n >= 21 && n < (ssize_t)sizeof pkt);
+  assert_int_equal(out[0] & 0xc0, 0x40);
+  assert_true(raw_exchange(fd, port, pkt, 21, out, sizeof out) < 0); /* a reset would not be smaller */
+  close(fd);
+
+  udp_relay *r = udp_relay_start(port, 13);
+  amn_client *c = cli_new(udp_relay_port(r), NULL);
+  amn_result res;
+  assert_int_equal(call_str(c, "/t.H3/Echo", "before", 5000, &res), 0);
+  assert_int_equal(res.code, AMN_STATUS_OK);
+  amn_result_free(&res);
+  /* the server goes away without the client hearing it, another one takes the port */
+  relay_dir_cfg dark = {.blackhole = true};
+  udp_relay_set(r, RELAY_S2C, &dark);
+  srv_free(s);
+  srv_cfg sc = {.port = port};
+  s = srv_start(&sc);
+  udp_relay_clear(r);
+  double t0 = now_s();
+  assert_int_equal(call_str(c, "/t.H3/Echo", "after", 20000, &res), 0);
+  double el = now_s() - t0;
+  fprintf(stderr, "# call on the old connection: %s after %.2f s: %s\n", amn_status_name(res.code), el, res.message);
+  assert_int_equal(res.code, AMN_STATUS_UNAVAILABLE);
+  assert_non_null(strstr(res.message, "stateless reset"));
+  assert_true(el < 3.0); /* not the 30 s idle timeout */
+  amn_result_free(&res);
+  amn_h3_client_stats cs;
+  amn_h3c_stats(c, &cs);
+  assert_int_equal(cs.stateless_resets, 1);
+  assert_int_equal(call_str(c, "/t.H3/Echo", "again", 5000, &res), 0);
+  assert_int_equal(res.code, AMN_STATUS_OK);
+  amn_result_free(&res);
+  amn_client_free(c);
+  udp_relay_stop(r);
+  amn_h3_server_stats ss;
+  amn_h3s_stats(s, &ss);
+  assert_true(ss.stateless_resets >= 1);
+  srv_free(s);
+}
+
+/* Handshakes that never complete: the server drops them after
+ * handshake_timeout_ms, the client reports its connect timeout clearly. */
+static void test_conn_handshake_timeout(void **st) {
+  (void)st;
+  srv_cfg sc = {.handshake_timeout_ms = 500};
+  amn_server *s = srv_start(&sc);
+  udp_relay *r = udp_relay_start(amn_server_port(s), 17);
+  relay_dir_cfg dark = {.blackhole = true};
+  udp_relay_set(r, RELAY_S2C, &dark); /* the client is heard, never answered */
+  cli_cfg cc = {.connect_timeout_ms = 2500};
+  amn_client *c = cli_new(udp_relay_port(r), &cc);
+  async_res a;
+  async_init(&a);
+  amn_call_opts none = {0};
+  double t0 = now_s();
+  assert_int_equal(amn_client_unary_async(c, "/t.H3/Echo", (const uint8_t *)"x", 1, &none, async_cb, &a), 0);
+  amn_h3_server_stats ss;
+  for (int i = 0; i < 200; i++) {
+    amn_h3s_stats(s, &ss);
+    if (ss.handshake_timeouts >= 1) break;
+    usleep(10000);
+  }
+  double hs_el = now_s() - t0;
+  assert_true(ss.handshake_timeouts >= 1);
+  assert_true(hs_el >= 0.45 && hs_el < 2.5);
+  assert_true(async_wait(&a, 10));
+  fprintf(stderr, "# server dropped the handshake after %.2f s; the client gave up after %.2f s: %s\n", hs_el,
+          a.at - t0, a.msg);
+  assert_int_equal(a.code, AMN_STATUS_UNAVAILABLE);
+  assert_non_null(strstr(a.msg, "no QUIC handshake within 2500 ms"));
+  assert_true(a.at - t0 >= 2.4 && a.at - t0 < 5.0);
+  amn_client_free(c);
+  udp_relay_stop(r);
+  srv_free(s);
+}
+
+/* Handshake load: with two handshakes stuck on the (single) loop and a
+ * threshold of 2, a new client must first prove its address (Retry); it
+ * still gets served. */
+static void test_conn_retry_under_load(void **st) {
+  (void)st;
+  amn_server *s = NULL;
+  {
+    amn_server_opts so;
+    amn_server_opts_init(&so);
+    so.listen = "127.0.0.1:0";
+    so.tls = g_stls;
+    so.threads = 1;
+    so.transport = AMN_TRANSPORT_H3;
+    so.quic_retry_threshold = 2;
+    so.drain_timeout_ms = 1000;
+    char err[256];
+    assert_int_equal(amn_server_new(&s, &so, err, sizeof err), 0);
+    amn_handler h = {.on_message = echo_on_message};
+    assert_int_equal(amn_server_register(s, "/t.H3/Echo", &h), 0);
+    assert_int_equal(amn_server_start(s, err, sizeof err), 0);
+  }
+  udp_relay *r = udp_relay_start(amn_server_port(s), 19);
+  relay_dir_cfg dark = {.blackhole = true};
+  udp_relay_set(r, RELAY_S2C, &dark);
+  cli_cfg cc = {.connect_timeout_ms = 3000};
+  amn_client *stuck[2];
+  async_res a[2];
+  amn_call_opts none = {0};
+  for (int i = 0; i < 2; i++) {
+    stuck[i] = cli_new(udp_relay_port(r), &cc);
+    async_init(&a[i]);
+    assert_int_equal(amn_client_unary_async(stuck[i], "/t.H3/Echo", (const uint8_t *)"x", 1, &none, async_cb, &a[i]),
+                     0);
+  }
+  amn_h3_server_stats ss;
+  for (int i = 0; i < 200; i++) {
+    amn_h3s_stats(s, &ss);
+    if (ss.handshaking >= 2) break;
+    usleep(10000);
+  }
+  assert_int_equal(ss.handshaking, 2);
+  assert_int_equal(ss.retries_sent, 0);
+  amn_client *c = cli_new(amn_server_port(s), NULL);
+  amn_result res;
+  assert_int_equal(call_str(c, "/t.H3/Echo", "busy", 5000, &res), 0);
+  assert_int_equal(res.code, AMN_STATUS_OK);
+  amn_result_free(&res);
+  amn_h3s_stats(s, &ss);
+  amn_h3_client_stats cs;
+  amn_h3c_stats(c, &cs);
+  assert_int_equal(ss.retries_sent, 1);
+  assert_int_equal(ss.retry_tokens_ok, 1);
+  assert_int_equal(cs.retries_received, 1);
+  for (int i = 0; i < 2; i++) {
+    assert_true(async_wait(&a[i], 10));
+    amn_client_free(stuck[i]);
+  }
+  amn_client_free(c);
+  udp_relay_stop(r);
+  amn_server_free(s);
+}
+
+/* ------------------------------------------------------------------ */
+/* Group "tune": the server's tunables, for effect                    */
+/* ------------------------------------------------------------------ */
+
+/* [quic] max_concurrent_streams: the server lets a connection have that
+ * many requests open at once; the client queues the rest. */
+static void many_done(const amn_result *r, void *ud) {
+  atomic_int *ok = ud;
+  if (r->code == AMN_STATUS_OK) atomic_fetch_add(ok, 1);
+  else atomic_fetch_add(ok, 1000);
+}
+
+static void test_tune_max_concurrent_streams(void **st) {
+  (void)st;
+  srv_cfg sc = {.max_concurrent_streams = 4};
+  amn_server *s = srv_start(&sc);
+  amn_client *c = cli_new(amn_server_port(s), NULL);
+  atomic_store(&g_slow_max, 0);
+  atomic_int ok = 0;
+  amn_call_opts co = {.timeout_ms = 20000};
+  double t0 = now_s();
+  for (int i = 0; i < 20; i++)
+    assert_int_equal(amn_client_unary_async(c, "/t.H3/Slow", (const uint8_t *)"200", 3, &co, many_done, &ok), 0);
+  while (atomic_load(&ok) < 20 && now_s() - t0 < 20) usleep(10000);
+  double el = now_s() - t0;
+  fprintf(stderr, "# 20 calls of 200 ms, 4 streams at a time: %.2f s, at most %d handled at once\n", el,
+          atomic_load(&g_slow_max));
+  assert_int_equal(atomic_load(&ok), 20);
+  assert_int_equal(atomic_load(&g_slow_max), 4);
+  assert_true(el >= 5 * 0.2 && el < 5.0);
+  amn_client_free(c);
+  srv_free(s);
+}
+
+/* [quic] initial_window_size: while a handler has paused receiving, a
+ * client can push only about a window of request bytes. */
+static size_t window_run(uint32_t win) {
+  srv_cfg sc = {.initial_window_size = win};
+  amn_server *s = srv_start(&sc);
+  udp_relay *r = udp_relay_start(amn_server_port(s), 23);
+  amn_client *c = cli_new(udp_relay_port(r), NULL);
+  atomic_store(&g_hold_bytes, 0);
+  sctx x = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, false, true, false, 0};
+  amn_cstream_cbs cbs = {sx_message, sx_close, sx_writable};
+  amn_cstream *cs;
+  amn_call_opts co = {.timeout_ms = 30000};
+  assert_int_equal(amn_client_stream_open(c, "/t.H3/Hold", &co, &cbs, &x, &cs), 0);
+  static uint8_t chunk[64 * 1024];
+  assert_int_equal(amn_cstream_send(cs, chunk, 1000), 0); /* the handler pauses on this one */
+  usleep(200000);
+  relay_stats a;
+  udp_relay_stats(r, RELAY_C2S, &a);
+  uint64_t before = a.bytes;
+  int sent = 0;
+  for (int i = 0; i < 64; i++) /* 4 MiB offered, as far as the send buffer takes it */
+    if (amn_cstream_send(cs, chunk, sizeof chunk) == 0) sent++;
+  usleep(400000); /* still paused */
+  udp_relay_stats(r, RELAY_C2S, &a);
+  size_t moved = (size_t)(a.bytes - before);
+  for (int i = sent; i < 64; i++)
+    while (amn_cstream_send(cs, chunk, sizeof chunk) == AMN_EAGAIN) usleep(1000);
+  assert_int_equal(amn_cstream_close_send(cs), 0);
+  pthread_mutex_lock(&x.mu);
+  while (!x.closed) pthread_cond_wait(&x.cv, &x.mu);
+  pthread_mutex_unlock(&x.mu);
+  assert_int_equal(x.code, AMN_STATUS_OK);
+  assert_int_equal(atomic_load(&g_hold_bytes), 1000 + 64 * (long)sizeof chunk);
+  amn_cstream_release(cs);
+  amn_client_free(c);
+  udp_relay_stop(r);
+  srv_free(s);
+  return moved;
+}
+
+static void test_tune_initial_window(void **st) {
+  (void)st;
+  size_t small = window_run(64 * 1024), big = window_run(8u << 20);
+  fprintf(stderr, "# request bytes on the wire while the handler paused: window 64 KiB: %zu, window 8 MiB: %zu\n",
+          small, big);
+  assert_true(small < 200 * 1024);     /* a window (+ packet overhead, retransmissions) */
+  assert_true(big > 3u * 1024 * 1024); /* everything the client had queued */
+}
+
+/* [network] idle_timeout_ms: a connection without calls closes after it
+ * (QUIC idle timeout); a quiet call keeps its connection (PINGs). */
+static void test_tune_idle_timeout(void **st) {
+  (void)st;
+  srv_cfg sc = {.idle_timeout_ms = 800, .no_keepalive = true};
+  amn_server *s = srv_start(&sc);
+  amn_client *c = cli_new(amn_server_port(s), NULL);
+  amn_result r;
+  assert_int_equal(call_str(c, "/t.H3/Slow", "2000", 10000, &r), 0); /* 2.5 idle timeouts without data */
+  assert_int_equal(r.code, AMN_STATUS_OK);
+  amn_result_free(&r);
+  amn_h3_server_stats ss;
+  amn_h3s_stats(s, &ss);
+  assert_int_equal(ss.conns_open, 1);
+  double t0 = now_s();
+  while (now_s() - t0 < 5) {
+    amn_h3s_stats(s, &ss);
+    if (ss.conns_open == 0) break;
+    usleep(20000);
+  }
+  double el = now_s() - t0;
+  fprintf(stderr, "# idle connection closed after %.2f s (idle_timeout_ms 800)\n", el);
+  assert_int_equal(ss.conns_open, 0);
+  assert_true(el >= 0.5 && el < 2.5);
+  assert_int_equal(call_str(c, "/t.H3/Echo", "again", 5000, &r), 0); /* a new connection */
+  assert_int_equal(r.code, AMN_STATUS_OK);
+  amn_result_free(&r);
+  amn_h3_client_stats cs;
+  amn_h3c_stats(c, &cs);
+  assert_int_equal(cs.connects, 2);
+  amn_client_free(c);
+  srv_free(s);
+}
+
+/* [network] keep_alive_interval_ms: the server PINGs a connection with a
+ * quiet call open; without it, only the client's own PINGs are answered. */
+static uint64_t quiet_call_s2c(uint32_t ka) {
+  srv_cfg sc = {.idle_timeout_ms = 10000, .keepalive_interval_ms = ka, .no_keepalive = ka == 0};
+  amn_server *s = srv_start(&sc);
+  udp_relay *r = udp_relay_start(amn_server_port(s), 29);
+  amn_client *c = cli_new(udp_relay_port(r), NULL);
+  amn_result res;
+  assert_int_equal(call_str(c, "/t.H3/Echo", "x", 5000, &res), 0);
+  amn_result_free(&res);
+  usleep(200000);
+  relay_stats a, b;
+  udp_relay_stats(r, RELAY_S2C, &a);
+  assert_int_equal(call_str(c, "/t.H3/Slow", "1500", 10000, &res), 0);
+  udp_relay_stats(r, RELAY_S2C, &b);
+  assert_int_equal(res.code, AMN_STATUS_OK);
+  amn_result_free(&res);
+  amn_client_free(c);
+  udp_relay_stop(r);
+  srv_free(s);
+  return b.out - a.out;
+}
+
+static void test_tune_keepalive(void **st) {
+  (void)st;
+  uint64_t with = quiet_call_s2c(100), without = quiet_call_s2c(0);
+  fprintf(stderr, "# server datagrams during a quiet 1.5 s call: keepalive 100 ms: %llu, off: %llu\n",
+          (unsigned long long)with, (unsigned long long)without);
+  assert_true(with >= without + 8); /* ~14 PINGs in 1.5 s */
+}
+
+/* UDP socket buffers: asked for deliberately, a warning (once) when the
+ * kernel gives less (net.core.rmem_max) -- checked in a child process
+ * without CAP_NET_ADMIN (which would let us exceed the limit). */
+static char g_logged[2048];
+static void log_sink(amn_log_level lv, const char *line, void *ud) {
+  (void)lv; (void)ud;
+  if (strlen(g_logged) + strlen(line) + 2 < sizeof g_logged) {
+    strcat(g_logged, line);
+    strcat(g_logged, "\n");
+  }
+}
+
+#include <linux/capability.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+
+static void test_tune_udp_buffers(void **st) {
+  (void)st;
+  FILE *f = fopen("/proc/sys/net/core/rmem_max", "r");
+  long rmax = 0;
+  if (f) {
+    if (fscanf(f, "%ld", &rmax) != 1) rmax = 0;
+    fclose(f);
+  }
+  assert_true(rmax > 0);
+  pid_t pid = fork();
+  if (pid == 0) {
+    struct __user_cap_header_struct h = {_LINUX_CAPABILITY_VERSION_3, 0};
+    struct __user_cap_data_struct d[2];
+    syscall(SYS_capget, &h, d);
+    d[CAP_NET_ADMIN / 32].effective &= ~(1u << (CAP_NET_ADMIN % 32));
+    d[CAP_NET_ADMIN / 32].permitted &= ~(1u << (CAP_NET_ADMIN % 32));
+    if (syscall(SYS_capset, &h, d) != 0) _exit(3);
+    amn_log_set_sink(log_sink, NULL);
+    int want = (int)(rmax < (1 << 28) ? 2 * rmax : rmax); /* more than the kernel allows */
+    int fd = socket(AF_INET, SOCK_DGRAM, 0);
+    amn_h3_udp_setup(fd, AF_INET, want);
+    int got = 0;
+    socklen_t gl = sizeof got;
+    getsockopt(fd, SOL_SOCKET, SO_RCVBUF, &got, &gl);
+    int fd2 = socket(AF_INET, SOCK_DGRAM, 0);
+    amn_h3_udp_setup(fd2, AF_INET, want); /* no second warning */
+    int fd3 = socket(AF_INET, SOCK_DGRAM, 0);
+    amn_h3_udp_setup(fd3, AF_INET, 64 * 1024); /* within the limit */
+    int got3 = 0;
+    getsockopt(fd3, SOL_SOCKET, SO_RCVBUF, &got3, &gl);
+    int nwarn = 0;
+    for (const char *p = g_logged; (p = strstr(p, "UDP socket buffers capped")) != NULL; p++) nwarn++;
+    fprintf(stderr, "# asked %d, kernel gave %d (reported x2); 64 KiB gave %d; log:\n%s", want, got, got3, g_logged);
+    _exit(nwarn == 1 && got / 2 < want && strstr(g_logged, "net.core.rmem_max") && got3 / 2 >= 64 * 1024 ? 0 : 1);
+  }
+  int status = 0;
+  waitpid(pid, &status, 0);
+  assert_true(WIFEXITED(status));
+  assert_int_equal(WEXITSTATUS(status), 0);
+}
+
+/* ------------------------------------------------------------------ */
+/* Group "zrtt": resumption, 0-RTT, anti-replay, tokens               */
+/* ------------------------------------------------------------------ */
+
+/* A unary call to /t.H3/Who; returns the answer's first letter (E/N) and
+ * checks the identity the server saw. */
+static char who(amn_client *c, const char *req, bool idempotent) {
+  amn_call_opts co = {.timeout_ms = 10000, .idempotent = idempotent};
+  amn_result r;
+  assert_int_equal(amn_client_unary(c, "/t.H3/Who", (const uint8_t *)req, strlen(req), &co, &r), 0);
+  if (r.code != AMN_STATUS_OK) fprintf(stderr, "Who(%s): %s: %s\n", req, amn_status_name(r.code), r.message);
+  assert_int_equal(r.code, AMN_STATUS_OK);
+  char buf[600] = {0};
+  memcpy(buf, r.data, r.len < 599 ? r.len : 599);
+  assert_non_null(strstr(buf, "CN=amaters-dev-client")); /* a verified identity, early or not */
+  assert_non_null(strstr(buf, req));
+  amn_result_free(&r);
+  return buf[0];
+}
+
+/* Waits until the client holds the session ticket and the token of its
+ * current connection (they come right after the handshake). */
+static void wait_ticket(amn_client *c) {
+  amn_h3_client_stats cs;
+  for (int i = 0; i < 200; i++) {
+    amn_h3c_stats(c, &cs);
+    if (cs.handshakes && cs.tokens_received >= cs.handshakes) break;
+    usleep(10000);
+  }
+  assert_true(cs.handshakes && cs.tokens_received >= cs.handshakes);
+  usleep(50000); /* the ticket travels with the token */
+}
+
+static void wait_server_idle(amn_server *s) {
+  amn_h3_server_stats ss;
+  for (int i = 0; i < 300; i++) {
+    amn_h3s_stats(s, &ss);
+    if (ss.conns_open == 0) return;
+    usleep(10000);
+  }
+  fail_msg("server connections still open: %u", ss.conns_open);
+}
+
+/* A second connection's first (idempotent) request travels as 0-RTT data
+ * and is served with the verified client identity; non-idempotent calls
+ * wait for the handshake. Several reconnections (spread over both event
+ * loops by SO_REUSEPORT): tickets from one loop resume on the other. */
+static void test_zrtt_resume_early(void **st) {
+  (void)st;
+  amn_server *s = srv_start(NULL);
+  amn_client *c = cli_new(amn_server_port(s), NULL);
+  assert_int_equal(who(c, "first", true), 'N'); /* no ticket yet: a full handshake */
+  amn_h3_client_stats cs;
+  for (int round = 0; round < 6; round++) {
+    amn_h3c_stats(c, &cs);
+    wait_ticket(c);
+    assert_int_equal(amn_h3c_test_close(c), 0);
+    char req[32];
+    snprintf(req, sizeof req, "early-%d", round);
+    assert_int_equal(who(c, req, true), 'E');
+    assert_int_equal(who(c, "after", false), 'N'); /* same connection, after the handshake */
+  }
+  amn_h3c_stats(c, &cs);
+  amn_h3_server_stats ss;
+  amn_h3s_stats(s, &ss);
+  fprintf(stderr, "# client: connects %llu handshakes %llu resumed %llu early offered %llu accepted %llu calls %llu; "
+                  "server: resumed %llu early accepted %llu early calls %llu\n",
+          (unsigned long long)cs.connects, (unsigned long long)cs.handshakes, (unsigned long long)cs.resumed,
+          (unsigned long long)cs.early_attempted, (unsigned long long)cs.early_accepted,
+          (unsigned long long)cs.early_calls, (unsigned long long)ss.resumed, (unsigned long long)ss.early_accepted,
+          (unsigned long long)ss.early_calls);
+  assert_int_equal(cs.connects, 7);
+  assert_int_equal(cs.resumed, 6);
+  assert_int_equal(cs.early_attempted, 6);
+  assert_int_equal(cs.early_accepted, 6);
+  assert_int_equal(cs.early_rejected, 0);
+  assert_int_equal(cs.early_calls, 6);
+  assert_int_equal(ss.early_calls, 6);
+  assert_int_equal(ss.early_accepted, 6);
+  assert_int_equal(ss.resumed, 6);
+
+  /* a non-idempotent call never goes early: it waits for the handshake */
+  wait_ticket(c);
+  assert_int_equal(amn_h3c_test_close(c), 0);
+  assert_int_equal(who(c, "not-idempotent", false), 'N');
+  amn_h3c_stats(c, &cs);
+  assert_int_equal(cs.resumed, 7);
+  assert_int_equal(cs.early_calls, 6);
+  amn_client_free(c);
+  srv_free(s);
+}
+
+/* An attacker replays the client's first flight (ClientHello + 0-RTT
+ * request) from another address: the anti-replay table recognises the
+ * ClientHello, GnuTLS refuses its early data, the request does not run a
+ * second time. */
+static void test_zrtt_replay_refused(void **st) {
+  (void)st;
+  amn_server *s = srv_start(NULL);
+  udp_relay *r = udp_relay_start(amn_server_port(s), 5);
+  amn_client *c = cli_new(udp_relay_port(r), NULL);
+  assert_int_equal(who(c, "hello", true), 'N');
+  wait_ticket(c);
+  assert_int_equal(amn_h3c_test_close(c), 0);
+  atomic_store(&g_replay_me, 0);
+  udp_relay_capture(r, true);
+  assert_int_equal(who(c, "replay-me", true), 'E');
+  udp_relay_capture(r, false);
+  assert_int_equal(atomic_load(&g_replay_me), 1);
+  amn_h3_server_stats before;
+  amn_h3s_stats(s, &before);
+  assert_int_equal(before.early_calls, 1);
+  /* the original connection is gone on both ends: the replay is a new one */
+  assert_int_equal(amn_h3c_test_close(c), 0);
+  wait_server_idle(s);
+  int sent = udp_relay_replay(r);
+  fprintf(stderr, "# replayed %d datagrams of the client's first flight\n", sent);
+  assert_true(sent >= 2); /* Initial + 0-RTT */
+  amn_h3_server_stats after;
+  for (int i = 0; i < 300; i++) {
+    amn_h3s_stats(s, &after);
+    if (after.replays_detected > before.replays_detected) break;
+    usleep(10000);
+  }
+  usleep(300000); /* would the request run again? */
+  amn_h3s_stats(s, &after);
+  fprintf(stderr, "# after the replay: replays detected %llu, early rejected %llu, early calls %llu, "
+                  "connections accepted %llu\n",
+          (unsigned long long)after.replays_detected, (unsigned long long)after.early_rejected,
+          (unsigned long long)after.early_calls, (unsigned long long)after.conns_accepted);
+  assert_int_equal(after.replays_detected, before.replays_detected + 1);
+  assert_int_equal(after.conns_accepted, before.conns_accepted + 1); /* it did reach the server */
+  assert_int_equal(after.early_calls, before.early_calls);
+  assert_int_equal(atomic_load(&g_replay_me), 1);
+  /* the real client still resumes with 0-RTT afterwards */
+  assert_int_equal(who(c, "still-works", true), 'E');
+  amn_client_free(c);
+  udp_relay_stop(r);
+  srv_free(s);
+}
+
+/* The server's ticket key rotates: the client's old ticket no longer
+ * resumes, its 0-RTT data is refused, and the early request is sent again
+ * after the handshake (exactly once). The next connection resumes again. */
+static void test_zrtt_rejected_resent(void **st) {
+  (void)st;
+  amn_server *s = srv_start(NULL);
+  amn_client *c = cli_new(amn_server_port(s), NULL);
+  assert_int_equal(who(c, "hello", true), 'N');
+  wait_ticket(c);
+  assert_int_equal(amn_h3c_test_close(c), 0);
+  amn_h3s_rotate_ticket_key(s);
+  atomic_store(&g_replay_me, 0);
+  assert_int_equal(who(c, "replay-me", true), 'N'); /* sent again, after the handshake */
+  assert_int_equal(atomic_load(&g_replay_me), 1);
+  amn_h3_client_stats cs;
+  amn_h3c_stats(c, &cs);
+  assert_int_equal(cs.early_attempted, 1);
+  assert_int_equal(cs.early_rejected, 1);
+  assert_int_equal(cs.resumed, 0);
+  /* a large early request (several packets of 0-RTT data) refused and resent */
+  wait_ticket(c);
+  assert_int_equal(amn_h3c_test_close(c), 0);
+  amn_h3s_rotate_ticket_key(s);
+  size_t n = 200000;
+  uint8_t *big = malloc(n);
+  fill(big, n, 77);
+  amn_call_opts co = {.timeout_ms = 10000, .idempotent = true};
+  amn_result r;
+  assert_int_equal(amn_client_unary(c, "/t.H3/Echo", big, n, &co, &r), 0);
+  assert_int_equal(r.code, AMN_STATUS_OK);
+  assert_int_equal(r.len, n);
+  assert_memory_equal(r.data, big, n);
+  amn_result_free(&r);
+  free(big);
+  amn_h3c_stats(c, &cs);
+  assert_int_equal(cs.early_rejected, 2);
+  /* with the new key's ticket: resumed, 0-RTT again */
+  wait_ticket(c);
+  assert_int_equal(amn_h3c_test_close(c), 0);
+  assert_int_equal(who(c, "again", true), 'E');
+  amn_h3c_stats(c, &cs);
+  assert_int_equal(cs.resumed, 1);
+  amn_client_free(c);
+  srv_free(s);
+}
+
+/* Address validation: with the Retry threshold at 0 every new connection
+ * must prove its address (Retry), unless it brings the NEW_TOKEN token of
+ * an earlier connection. */
+static void test_zrtt_retry_and_new_token(void **st) {
+  (void)st;
+  srv_cfg sc = {.retry_always = true};
+  amn_server *s = srv_start(&sc);
+  amn_client *c = cli_new(amn_server_port(s), NULL);
+  assert_int_equal(who(c, "validated", false), 'N');
+  amn_h3_server_stats ss;
+  amn_h3_client_stats cs;
+  amn_h3s_stats(s, &ss);
+  amn_h3c_stats(c, &cs);
+  assert_int_equal(ss.retries_sent, 1);
+  assert_int_equal(ss.retry_tokens_ok, 1);
+  assert_int_equal(cs.retries_received, 1);
+  /* next connection: the NEW_TOKEN token skips the Retry round trip */
+  wait_ticket(c);
+  assert_int_equal(amn_h3c_test_close(c), 0);
+  assert_int_equal(who(c, "with-token", true), 'E');
+  amn_h3s_stats(s, &ss);
+  amn_h3c_stats(c, &cs);
+  assert_int_equal(cs.tokens_sent, 1);
+  assert_int_equal(ss.new_tokens_ok, 1);
+  assert_int_equal(ss.retries_sent, 1);
+  assert_int_equal(cs.retries_received, 1);
+  /* a fresh client (no token) gets a Retry again */
+  amn_client *c2 = cli_new(amn_server_port(s), NULL);
+  assert_int_equal(who(c2, "fresh", false), 'N');
+  amn_h3s_stats(s, &ss);
+  assert_int_equal(ss.retries_sent, 2);
+  amn_client_free(c2);
+  amn_client_free(c);
+  srv_free(s);
+}
+
+int main(int argc, char **argv);
+
+static int setup_all(void **st) {
+  (void)st;
+  snprintf(g_dir, sizeof g_dir, "/tmp/amn-h3-XXXXXX");
+  if (!mkdtemp(g_dir)) return -1;
+  char err[256];
+  if (amn_pki_init(g_dir, false, err, sizeof err) != 0) {
+    fprintf(stderr, "pki: %s\n", err);
+    return -1;
+  }
+  amn_pki_paths(g_dir, "server", &g_stls, g_store_s, sizeof g_store_s);
+  amn_pki_paths(g_dir, "client", &g_ctls, g_store_c, sizeof g_store_c);
+  amn_log_set_level(getenv("AMN_TEST_DEBUG") ? AMN_LOG_DEBUG : AMN_LOG_WARN);
+  return 0;
+}
+
+static int teardown_all(void **st) {
+  (void)st;
+  /* every connection is gone: the transport's own accounting is back to 0 */
+  size_t cur, peak;
+  amn_h3_mem_usage(&cur, &peak);
+  fprintf(stderr, "# transport memory: %zu bytes held at the end (peak %zu), %zu bytes lost by ngtcp2/nghttp3 and "
+                  "freed with their connections\n",
+          cur, peak, amn_h3_mem_swept());
+  if (cur) return -1;
+  char cmd[300];
+  snprintf(cmd, sizeof cmd, "rm -rf '%s'", g_dir);
+  return system(cmd) == 0 ? 0 : -1;
+}
+
+int main(int argc, char **argv) {
+  const char *group = argc > 1 ? argv[1] : "loss";
+  if (argc > 2) cmocka_set_test_filter(argv[2]); /* e.g. "test_conn_*migration*" */
+  if (strcmp(group, "loss") == 0) {
+    const struct CMUnitTest t[] = {
+        cmocka_unit_test(test_loss_handshake_30pct),
+        cmocka_unit_test(test_loss_blackhole),
+        cmocka_unit_test(test_loss_no_hol_blocking),
+        cmocka_unit_test(test_loss_no_hol_blocking_upload),
+        cmocka_unit_test(test_loss_bulk_1000x1mib),
+    };
+    return cmocka_run_group_tests_name("h3_loss", t, setup_all, teardown_all);
+  }
+  if (strcmp(group, "flow") == 0) {
+    const struct CMUnitTest t[] = {
+        cmocka_unit_test(test_flow_limits_as_h2),
+        cmocka_unit_test(test_flow_bidi_100k),
+        cmocka_unit_test(test_flow_256mib),
+    };
+    return cmocka_run_group_tests_name("h3_flow", t, setup_all, teardown_all);
+  }
+  if (strcmp(group, "conn") == 0) {
+    const struct CMUnitTest t[] = {
+        cmocka_unit_test(test_conn_version_negotiation),
+        cmocka_unit_test(test_conn_stateless_reset),
+        cmocka_unit_test(test_conn_handshake_timeout),
+        cmocka_unit_test(test_conn_retry_under_load),
+        cmocka_unit_test(test_conn_key_update),
+        cmocka_unit_test(test_conn_client_migration),
+        cmocka_unit_test(test_conn_nat_rebinding_relay),
+    };
+    return cmocka_run_group_tests_name("h3_conn", t, setup_all, teardown_all);
+  }
+  if (strcmp(group, "tune") == 0) {
+    const struct CMUnitTest t[] = {
+        cmocka_unit_test(test_tune_udp_buffers),
+        cmocka_unit_test(test_tune_max_concurrent_streams),
+        cmocka_unit_test(test_tune_initial_window),
+        cmocka_unit_test(test_tune_idle_timeout),
+        cmocka_unit_test(test_tune_keepalive),
+    };
+    return cmocka_run_group_tests_name("h3_tune", t, setup_all, teardown_all);
+  }
+  if (strcmp(group, "zrtt") == 0) {
+    const struct CMUnitTest t[] = {
+        cmocka_unit_test(test_zrtt_resume_early),
+        cmocka_unit_test(test_zrtt_replay_refused),
+        cmocka_unit_test(test_zrtt_rejected_resent),
+        cmocka_unit_test(test_zrtt_retry_and_new_token),
+    };
+    return cmocka_run_group_tests_name("h3_zrtt", t, setup_all, teardown_all);
+  }
+  fprintf(stderr, "unknown group '%s'\n", group);
+  return 2;
+}
