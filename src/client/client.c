@@ -117,6 +117,47 @@ void amn_client_fail_pending(amn_client *cl, amn_status_code code, const char *m
   }
 }
 
+void amn_ccall_take_md(amn_ccall *c, bool trailing) {
+  amn_md **arr = trailing ? &c->res.trailing_md : &c->res.initial_md;
+  size_t *n = trailing ? &c->res.trailing_md_count : &c->res.initial_md_count;
+  size_t cnt;
+  amn_rpc_md *md = amn_rpc_resp_take_md(&c->resp, &cnt);
+  if (!md || !cnt) {
+    free(md);
+    return;
+  }
+  amn_md *out = realloc(*arr, (*n + cnt) * sizeof *out);
+  if (!out) {
+    amn_rpc_md_free_array(md, cnt);
+    return;
+  }
+  /* ownership of key/value strings moves into the result (freed by amn_result_free) */
+  for (size_t i = 0; i < cnt; i++) {
+    out[*n + i].key = md[i].key;
+    out[*n + i].value = md[i].value;
+    out[*n + i].value_len = md[i].value_len;
+  }
+  *arr = out;
+  *n += cnt;
+  free(md);
+}
+
+void amn_ccall_response_ended(amn_ccall *c) {
+  const char *msg = NULL;
+  amn_status_code code = amn_rpc_resp_status(&c->resp, &msg);
+  if (code == AMN_STATUS_OK && !amn_deframer_idle(&c->df)) {
+    code = AMN_STATUS_INTERNAL;
+    msg = "response ended inside a message";
+  }
+  if (code == AMN_STATUS_OK && c->kind != AMN_CK_STREAM && c->nmsgs == 0) {
+    code = AMN_STATUS_INTERNAL;
+    msg = "server returned OK without a response message";
+  }
+  /* UNAVAILABLE from the server: an idempotent call may go elsewhere */
+  if (code == AMN_STATUS_UNAVAILABLE) amn_ccall_fail(c, code, msg, false);
+  else amn_ccall_complete(c, code, msg);
+}
+
 void amn_ccall_fail(amn_ccall *c, amn_status_code code, const char *msg, bool unprocessed) {
   if (c->done) return;
   amn_client *cl = c->cl;

@@ -161,6 +161,12 @@ struct amn_cslot {
 void amn_ccall_complete(amn_ccall *c, amn_status_code code, const char *msg);
 void amn_ccall_unref(amn_ccall *c);
 ssize_t amn_ccall_pull(amn_ccall *c, uint8_t *buf, size_t len, bool *eof);
+/* Moves the metadata of the response block just parsed (headers, or the
+ * trailers when `trailing`) into the call's result. */
+void amn_ccall_take_md(amn_ccall *c, bool trailing);
+/* The response stream ended: the final status from what it carried (an
+ * idempotent call may be re-sent on UNAVAILABLE, see amn_ccall_fail). */
+void amn_ccall_response_ended(amn_ccall *c);
 /* What amn_ccall_pull(c, .., len, ..) would return, without copying. */
 ssize_t amn_ccall_peek(const amn_ccall *c, size_t len, bool *eof);
 void amn_ccall_on_message(amn_ccall *c, uint8_t *msg, size_t len);

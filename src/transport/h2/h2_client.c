@@ -110,46 +110,6 @@ static int on_header(nghttp2_session *s, const nghttp2_frame *f, const uint8_t *
   return 0;
 }
 
-static void take_md(amn_ccall *c, amn_md **arr, size_t *n) {
-  size_t cnt;
-  amn_rpc_md *md = amn_rpc_resp_take_md(&c->resp, &cnt);
-  if (!md || !cnt) {
-    free(md);
-    return;
-  }
-  amn_md *out = realloc(*arr, (*n + cnt) * sizeof *out);
-  if (!out) {
-    amn_rpc_md_free_array(md, cnt);
-    return;
-  }
-  /* ownership of key/value strings moves into the result (freed by amn_result_free) */
-  for (size_t i = 0; i < cnt; i++) {
-    out[*n + i].key = md[i].key;
-    out[*n + i].value = md[i].value;
-    out[*n + i].value_len = md[i].value_len;
-  }
-  *arr = out;
-  *n += cnt;
-  free(md);
-}
-
-/* The response ended (the call is detached): status from the trailers. */
-static void finish_from_resp(amn_ccall *c) {
-  const char *msg = NULL;
-  amn_status_code code = amn_rpc_resp_status(&c->resp, &msg);
-  if (code == AMN_STATUS_OK && !amn_deframer_idle(&c->df)) {
-    code = AMN_STATUS_INTERNAL;
-    msg = "response ended inside a message";
-  }
-  if (code == AMN_STATUS_OK && c->kind != AMN_CK_STREAM && c->nmsgs == 0) {
-    code = AMN_STATUS_INTERNAL;
-    msg = "server returned OK without a response message";
-  }
-  /* UNAVAILABLE from the server: an idempotent call may go elsewhere */
-  if (code == AMN_STATUS_UNAVAILABLE) amn_ccall_fail(c, code, msg, false);
-  else amn_ccall_complete(c, code, msg);
-}
-
 static void on_goaway(amn_cconn *cc, const nghttp2_goaway *g) {
   amn_client *cl = cc->cl;
   bool error = g->error_code != NGHTTP2_NO_ERROR;
@@ -207,14 +167,14 @@ static int on_frame_recv(nghttp2_session *s, const nghttp2_frame *f, void *ud) {
   if (f->hd.type == NGHTTP2_HEADERS) {
     if (f->headers.cat == NGHTTP2_HCAT_RESPONSE) {
       c->got_headers = true;
-      take_md(c, &c->res.initial_md, &c->res.initial_md_count);
+      amn_ccall_take_md(c, false);
     } else {
-      take_md(c, &c->res.trailing_md, &c->res.trailing_md_count);
+      amn_ccall_take_md(c, true);
     }
   }
   if (f->hd.flags & NGHTTP2_FLAG_END_STREAM) {
     detach(cc, c);
-    finish_from_resp(c);
+    amn_ccall_response_ended(c);
     amn_ccall_unref(c); /* the stream's reference */
   }
   return 0;
@@ -273,7 +233,7 @@ static int on_stream_close(nghttp2_session *s, int32_t sid, uint32_t err, void *
   detach(cc, c);
   if (!c->done) {
     if (err == NGHTTP2_NO_ERROR) {
-      finish_from_resp(c);
+      amn_ccall_response_ended(c);
     } else {
       /* REFUSED_STREAM, a stream above GOAWAY's last id, or a request that
        * never left: the server did not run it, another connection may */

@@ -154,42 +154,6 @@ static void update_keepalive(h3c_conn *cc) {
 /* Responses                                                          */
 /* ------------------------------------------------------------------ */
 
-static void take_md(amn_ccall *c, amn_md **arr, size_t *n) {
-  size_t cnt;
-  amn_rpc_md *md = amn_rpc_resp_take_md(&c->resp, &cnt);
-  if (!md || !cnt) {
-    free(md);
-    return;
-  }
-  amn_md *out = realloc(*arr, (*n + cnt) * sizeof *out);
-  if (!out) {
-    amn_rpc_md_free_array(md, cnt);
-    return;
-  }
-  for (size_t i = 0; i < cnt; i++) { /* the strings move into the result */
-    out[*n + i].key = md[i].key;
-    out[*n + i].value = md[i].value;
-    out[*n + i].value_len = md[i].value_len;
-  }
-  *arr = out;
-  *n += cnt;
-  free(md);
-}
-
-static void finish_from_resp(amn_ccall *c) {
-  const char *msg = NULL;
-  amn_status_code code = amn_rpc_resp_status(&c->resp, &msg);
-  if (code == AMN_STATUS_OK && !amn_deframer_idle(&c->df)) {
-    code = AMN_STATUS_INTERNAL;
-    msg = "response ended inside a message";
-  }
-  if (code == AMN_STATUS_OK && c->kind != AMN_CK_STREAM && c->nmsgs == 0) {
-    code = AMN_STATUS_INTERNAL;
-    msg = "server returned OK without a response message";
-  }
-  amn_ccall_complete(c, code, msg);
-}
-
 static int on_msg(void *ud, uint8_t *msg, size_t len, bool compressed) {
   amn_ccall *c = ud;
   if (compressed) {
@@ -238,7 +202,7 @@ static int on_stream_close(nghttp3_conn *h, int64_t id, uint64_t code, void *ud,
     c->conn = NULL;
     if (!c->done) {
       if (code == NGHTTP3_H3_NO_ERROR) {
-        finish_from_resp(c);
+        amn_ccall_response_ended(c);
       } else {
         char m[96];
         snprintf(m, sizeof m, "stream reset by the server (HTTP/3 error 0x%llx)", (unsigned long long)code);
@@ -293,21 +257,21 @@ static int on_end_headers(nghttp3_conn *h, int64_t id, int fin, void *ud, void *
   amn_ccall *c = live_call(sud);
   if (!c) return 0;
   c->got_headers = true;
-  take_md(c, &c->res.initial_md, &c->res.initial_md_count);
+  amn_ccall_take_md(c, false);
   return 0;
 }
 
 static int on_end_trailers(nghttp3_conn *h, int64_t id, int fin, void *ud, void *sud) {
   (void)h; (void)id; (void)fin; (void)ud;
   amn_ccall *c = live_call(sud);
-  if (c) take_md(c, &c->res.trailing_md, &c->res.trailing_md_count);
+  if (c) amn_ccall_take_md(c, true);
   return 0;
 }
 
 static int on_end_stream(nghttp3_conn *h, int64_t id, void *ud, void *sud) {
   (void)h; (void)id; (void)ud;
   amn_ccall *c = live_call(sud);
-  if (c) finish_from_resp(c);
+  if (c) amn_ccall_response_ended(c);
   return 0;
 }
 
