@@ -74,7 +74,8 @@ static void echo_on_message(amn_call *c, const uint8_t *msg, size_t len, void *u
 
 /* /t.H3/Slow: request = decimal milliseconds; answers from another thread
  * that long after. */
-static atomic_int g_slow_workers, g_slow_max;
+static atomic_int g_slow_workers, g_slow_max; /* threads alive; most handlers active at once */
+static atomic_int g_slow_active;              /* handlers that have not answered yet */
 typedef struct slow_job {
   amn_call *c;
   int ms;
@@ -82,6 +83,9 @@ typedef struct slow_job {
 static void *slow_worker(void *p) {
   slow_job *j = p;
   for (int t = 0; t < j->ms && !amn_call_is_cancelled(j->c); t += 5) usleep(5000);
+  /* no longer active before the answer goes out: the stream's credit may
+   * come back to the client, and a new call start, as soon as it does */
+  atomic_fetch_sub(&g_slow_active, 1);
   amn_call_send(j->c, (const uint8_t *)"slow", 4);
   amn_call_finish(j->c, AMN_STATUS_OK, NULL);
   free(j);
@@ -95,7 +99,8 @@ static void slow_on_message(amn_call *c, const uint8_t *msg, size_t len, void *u
   slow_job *j = malloc(sizeof *j);
   j->c = c;
   j->ms = atoi(b);
-  int now = atomic_fetch_add(&g_slow_workers, 1) + 1, m = atomic_load(&g_slow_max);
+  atomic_fetch_add(&g_slow_workers, 1);
+  int now = atomic_fetch_add(&g_slow_active, 1) + 1, m = atomic_load(&g_slow_max);
   while (now > m && !atomic_compare_exchange_weak(&g_slow_max, &m, now)) {
   }
   pthread_t t;
