@@ -22,8 +22,12 @@ import socket
 ss=[socket.socket() for _ in range(3)]
 for s in ss: s.bind(("127.0.0.1",0))
 print(" ".join(str(s.getsockname()[1]) for s in ss))')
+# nghttpx keeps using one backend HTTP/2 session until the backend's
+# SETTINGS_MAX_CONCURRENT_STREAMS is reached: a low limit makes it spread
+# 16 calls in flight over both backends instead of filling one
+printf '[quic]\nmax_concurrent_streams = 4\n' >backend.toml
 for p in "$p1" "$p2"; do
-  "$bin/amaters-netd" --insecure --listen "127.0.0.1:$p" --threads 1 >"netd$p.log" 2>&1 &
+  "$bin/amaters-netd" --config backend.toml --insecure --listen "127.0.0.1:$p" --threads 1 >"netd$p.log" 2>&1 &
   pids+=($!)
 done
 nghttpx --conf=/dev/null --workers=1 --frontend="127.0.0.1,$pf" \
