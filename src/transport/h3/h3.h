@@ -174,6 +174,7 @@ struct amn_h3_conn {
   nghttp3_conn *h;             /* NULL until 1-RTT (server) / 0-RTT or 1-RTT (client) keys */
   gnutls_session_t tls;
   int tls_rc;                  /* fatal GnuTLS code of a failed handshake, 0 if none */
+  int h3_rc;                   /* nghttp3 error that closed the connection, 0 if none */
   struct ev_loop *ev;
   amn_h3_sched *sched;
   void (*flush)(amn_h3_conn *b);   /* writes pending packets (owner-specific errors) */
@@ -227,6 +228,9 @@ int amn_h3_update_key(ngtcp2_conn *q, uint8_t *rx_secret, uint8_t *tx_secret, ng
                       const uint8_t *current_rx_secret, const uint8_t *current_tx_secret, size_t secretlen,
                       void *user_data);
 /* Fills the crypto / stream callbacks common to both sides. */
+/* Sets the ngtcp2 callbacks both sides share (crypto, keys, randomness,
+ * stream data into nghttp3, acknowledged offsets). The connection object
+ * given to ngtcp2 as user data must start with its amn_h3_conn. */
 void amn_h3_base_callbacks(ngtcp2_callbacks *cb);
 
 /* Creates the nghttp3 connection (server or client) and binds its control

@@ -629,30 +629,6 @@ static int q_update_key(ngtcp2_conn *q, uint8_t *rx_secret, uint8_t *tx_secret, 
   return rv;
 }
 
-static int q_recv_stream_data(ngtcp2_conn *q, uint32_t flags, int64_t id, uint64_t off, const uint8_t *data,
-                              size_t len, void *ud, void *sud) {
-  (void)off; (void)sud;
-  h3c_conn *cc = ud;
-  if (!cc->b.h) return 0;
-  nghttp3_ssize n = nghttp3_conn_read_stream(cc->b.h, id, data, len, flags & NGTCP2_STREAM_DATA_FLAG_FIN);
-  if (n < 0) {
-    ngtcp2_connection_close_error_set_application_error(&cc->b.err, nghttp3_err_infer_quic_app_error_code((int)n),
-                                                        NULL, 0);
-    snprintf(cc->last_err, sizeof cc->last_err, "HTTP/3 error: %s", nghttp3_strerror((int)n));
-    return NGTCP2_ERR_CALLBACK_FAILURE;
-  }
-  ngtcp2_conn_extend_max_stream_offset(q, id, (uint64_t)n);
-  ngtcp2_conn_extend_max_offset(q, (uint64_t)n);
-  return 0;
-}
-
-static int q_acked_offset(ngtcp2_conn *q, int64_t id, uint64_t off, uint64_t len, void *ud, void *sud) {
-  (void)q; (void)off; (void)sud;
-  h3c_conn *cc = ud;
-  if (cc->b.h && nghttp3_conn_add_ack_offset(cc->b.h, id, len) != 0) return NGTCP2_ERR_CALLBACK_FAILURE;
-  return 0;
-}
-
 static int q_stream_close(ngtcp2_conn *q, uint32_t flags, int64_t id, uint64_t code, void *ud, void *sud) {
   (void)sud;
   h3c_conn *cc = ud;
@@ -718,8 +694,6 @@ static void init_qcbs(void) {
   g_qcbs.update_key = q_update_key;
   g_qcbs.handshake_completed = q_handshake_completed;
   g_qcbs.handshake_confirmed = q_handshake_confirmed;
-  g_qcbs.recv_stream_data = q_recv_stream_data;
-  g_qcbs.acked_stream_data_offset = q_acked_offset;
   g_qcbs.stream_close = q_stream_close;
   g_qcbs.stream_reset = q_stream_reset;
   g_qcbs.extend_max_local_streams_bidi = q_extend_local_bidi;
@@ -846,6 +820,7 @@ static void cc_error(h3c_conn *cc, int rv) {
   const char *tls = amn_h3_tls_reason(&cc->b);
   if (rv == NGTCP2_ERR_HANDSHAKE_TIMEOUT) handshake_timeout_msg(cc, why, sizeof why);
   else if (tls) snprintf(why, sizeof why, "%s", tls);
+  else if (cc->b.h3_rc) snprintf(why, sizeof why, "HTTP/3 error: %s", nghttp3_strerror(cc->b.h3_rc));
   else if (cc->last_err[0]) snprintf(why, sizeof why, "%s", cc->last_err);
   else snprintf(why, sizeof why, "QUIC error: %s", ngtcp2_strerror(rv));
   amn_h3_set_liberr(&cc->b, rv);

@@ -219,7 +219,34 @@ int amn_h3_update_key(ngtcp2_conn *q, uint8_t *rx_secret, uint8_t *tx_secret, ng
   return rv;
 }
 
+/* Stream data goes to nghttp3; what it consumed is granted back as window. */
+static int recv_stream_data(ngtcp2_conn *q, uint32_t flags, int64_t id, uint64_t off, const uint8_t *data, size_t len,
+                            void *ud, void *sud) {
+  (void)off; (void)sud;
+  amn_h3_conn *b = ud;
+  if (!b->h) return 0;
+  nghttp3_ssize n = nghttp3_conn_read_stream(b->h, id, data, len, flags & NGTCP2_STREAM_DATA_FLAG_FIN);
+  if (n < 0) {
+    b->h3_rc = (int)n;
+    ngtcp2_connection_close_error_set_application_error(&b->err, nghttp3_err_infer_quic_app_error_code((int)n), NULL,
+                                                        0);
+    return NGTCP2_ERR_CALLBACK_FAILURE;
+  }
+  ngtcp2_conn_extend_max_stream_offset(q, id, (uint64_t)n);
+  ngtcp2_conn_extend_max_offset(q, (uint64_t)n);
+  return 0;
+}
+
+static int acked_stream_data_offset(ngtcp2_conn *q, int64_t id, uint64_t off, uint64_t len, void *ud, void *sud) {
+  (void)q; (void)off; (void)sud;
+  amn_h3_conn *b = ud;
+  if (b->h && nghttp3_conn_add_ack_offset(b->h, id, len) != 0) return NGTCP2_ERR_CALLBACK_FAILURE;
+  return 0;
+}
+
 void amn_h3_base_callbacks(ngtcp2_callbacks *cb) {
+  cb->recv_stream_data = recv_stream_data;
+  cb->acked_stream_data_offset = acked_stream_data_offset;
   cb->recv_crypto_data = amn_h3_recv_crypto_data;
   cb->encrypt = ngtcp2_crypto_encrypt_cb;
   cb->decrypt = ngtcp2_crypto_decrypt_cb;

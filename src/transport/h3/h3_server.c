@@ -655,29 +655,6 @@ static int q_update_key(ngtcp2_conn *q, uint8_t *rx_secret, uint8_t *tx_secret, 
   return rv;
 }
 
-static int q_recv_stream_data(ngtcp2_conn *q, uint32_t flags, int64_t id, uint64_t off, const uint8_t *data,
-                              size_t len, void *ud, void *sud) {
-  (void)off; (void)sud;
-  h3_sconn *sc = ud;
-  if (!sc->b.h) return 0;
-  nghttp3_ssize n = nghttp3_conn_read_stream(sc->b.h, id, data, len, flags & NGTCP2_STREAM_DATA_FLAG_FIN);
-  if (n < 0) {
-    ngtcp2_connection_close_error_set_application_error(&sc->b.err, nghttp3_err_infer_quic_app_error_code((int)n),
-                                                        NULL, 0);
-    return NGTCP2_ERR_CALLBACK_FAILURE;
-  }
-  ngtcp2_conn_extend_max_stream_offset(q, id, (uint64_t)n);
-  ngtcp2_conn_extend_max_offset(q, (uint64_t)n);
-  return 0;
-}
-
-static int q_acked_offset(ngtcp2_conn *q, int64_t id, uint64_t off, uint64_t len, void *ud, void *sud) {
-  (void)q; (void)off; (void)sud;
-  h3_sconn *sc = ud;
-  if (sc->b.h && nghttp3_conn_add_ack_offset(sc->b.h, id, len) != 0) return NGTCP2_ERR_CALLBACK_FAILURE;
-  return 0;
-}
-
 static int q_stream_close(ngtcp2_conn *q, uint32_t flags, int64_t id, uint64_t code, void *ud, void *sud) {
   (void)sud;
   h3_sconn *sc = ud;
@@ -759,8 +736,6 @@ static void init_qcbs(void) {
   g_qcbs.handshake_completed = q_handshake_completed;
   g_qcbs.path_validation = q_path_validation;
   g_qcbs.update_key = q_update_key;
-  g_qcbs.recv_stream_data = q_recv_stream_data;
-  g_qcbs.acked_stream_data_offset = q_acked_offset;
   g_qcbs.stream_close = q_stream_close;
   g_qcbs.stream_reset = q_stream_reset;
   g_qcbs.stream_stop_sending = q_stop_sending;
