@@ -37,13 +37,16 @@ nghttpx --conf=/dev/null --workers=1 --frontend="127.0.0.1,$pf" \
   --errorlog-file="$work/nghttpx.err" pki/server-key.pem pki/server.pem &
 pids+=($!)
 for _ in $(seq 1 100); do
-  grep -q "listening on" netd$p1.log && grep -q "listening on" netd$p2.log && (exec 3<>"/dev/tcp/127.0.0.1/$pf") 2>/dev/null && break
+  grep -q "listening on" netd$p1.log && grep -q "listening on" netd$p2.log &&
+    (exec 3<>"/dev/tcp/127.0.0.1/$p1") 2>/dev/null && (exec 3<>"/dev/tcp/127.0.0.1/$p2") 2>/dev/null &&
+    (exec 3<>"/dev/tcp/127.0.0.1/$pf") 2>/dev/null && break
   sleep 0.1
 done
 
 url="https://127.0.0.1:$pf"
 out=$(timeout 20 "$bin/amaters-cli" --pki-dir pki "$url" execute --data through-the-proxy 2>&1) || true
-[ "$out" = through-the-proxy ] && ok "Execute through nghttpx (mTLS at the proxy, h2c behind)" || bad "execute: $out"
+[ "$out" = through-the-proxy ] && ok "Execute through nghttpx (mTLS at the proxy, h2c behind)" || {
+  bad "execute: $out"; tail -5 netd$p1.log netd$p2.log "$work/nghttpx.err"; }
 timeout 60 "$bin/amaters-cli" --pki-dir pki "$url" bench --connections 4 --inflight 16 --duration 2 --warmup 0.2 \
   --json >bench.json 2>bench.err && ok "bench through nghttpx: no errors" || { bad "bench errors"; cat bench.err; }
 cat bench.json
