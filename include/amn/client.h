@@ -208,6 +208,8 @@ typedef struct amn_endpoint_stats {
   uint64_t connects;         /**< connections established */
   uint64_t connect_failures; /**< failed connection attempts (and refusals by GOAWAY) */
   uint32_t consecutive_failures;
+  amn_transport transport;   /**< AMN_TRANSPORT_H2 or _H3 in use; 0 while unknown (auto, not
+                                  connected yet or racing again after a failure) */
   char last_error[200];      /**< latest connection failure, or "" */
 } amn_endpoint_stats;
 

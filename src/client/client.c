@@ -14,8 +14,6 @@
 #include "health.pb-c.h"
 #include "util/log.h"
 
-extern const amn_ctransport amn_h3c_transport; /* [h3] transport/h3/h3_client.c */
-
 void amn_client_opts_init(amn_client_opts *o) {
   memset(o, 0, sizeof *o);
   o->transport = AMN_TRANSPORT_H2;
@@ -166,7 +164,7 @@ void amn_ccall_fail(amn_ccall *c, amn_status_code code, const char *msg, bool un
   bool replayable = c->kind != AMN_CK_STREAM ? (c->replay || c->sq_head) : (!c->pulled_any && c->nmsgs == 0);
   bool retry = false;
   /* max_retries bounds both kinds; only idempotent re-sends use the budget */
-  if (cl->pool && replayable && (uint32_t)c->attempts <= cl->o.max_retries && !atomic_load(&cl->stopping) &&
+  if (replayable && (uint32_t)c->attempts <= cl->o.max_retries && !atomic_load(&cl->stopping) &&
       !atomic_load(&c->cancel_requested)) {
     if (unprocessed) retry = true;
     else retry = c->idempotent && code == AMN_STATUS_UNAVAILABLE && cl->retry_tokens > 5.0;
@@ -252,7 +250,7 @@ void amn_ccall_on_message(amn_ccall *c, uint8_t *msg, size_t len) {
   }
   if (c->nmsgs > 1) {
     free(msg);
-    c->cl->tp->cancel(c);
+    c->tp->cancel(c);
     amn_ccall_complete(c, AMN_STATUS_INTERNAL, "unary call received more than one response message");
     return;
   }
@@ -305,7 +303,7 @@ static void deadline_cb(struct ev_loop *ev, ev_timer *w, int revents) {
   amn_ccall *c = w->data;
   c->deadline_armed = false;
   if (c->done) return;
-  if (c->conn) c->cl->tp->cancel(c);
+  if (c->conn) c->tp->cancel(c);
   else pending_unlink(c->cl, c);
   bool was_pending = !c->conn;
   amn_ccall_complete(c, AMN_STATUS_DEADLINE_EXCEEDED, "deadline exceeded");
@@ -316,22 +314,6 @@ static void deadline_cb(struct ev_loop *ev, ev_timer *w, int revents) {
 /* I/O thread                                                         */
 /* ------------------------------------------------------------------ */
 
-static void start_pending(amn_client *cl) {
-  while (cl->pending && cl->tp->ready(cl->conn)) {
-    amn_ccall *c = cl->pending;
-    pending_unlink(cl, c);
-    if (!c->done) { /* per-endpoint counters: this model has the first URL only */
-      c->ep = cl->eps;
-      pthread_mutex_lock(&cl->stats_mu);
-      cl->eps->inflight++;
-      cl->eps->calls_started++;
-      pthread_mutex_unlock(&cl->stats_mu);
-    }
-    if (!c->done) cl->tp->start_call(cl->conn, c);
-    amn_ccall_unref(c); /* the pending list's reference (the stream holds its own) */
-  }
-}
-
 void amn_client_notify_connect(amn_client *cl, int rc, const char *err) {
   pthread_mutex_lock(&cl->cmu);
   cl->connect_gen++;
@@ -339,26 +321,6 @@ void amn_client_notify_connect(amn_client *cl, int rc, const char *err) {
   snprintf(cl->connect_err, sizeof cl->connect_err, "%s", err ? err : "");
   pthread_cond_broadcast(&cl->ccv);
   pthread_mutex_unlock(&cl->cmu);
-}
-
-void amn_client_conn_event(amn_client *cl, int rc, const char *err) {
-  amn_client_notify_connect(cl, rc, err);
-  if (rc == 0) {
-    start_pending(cl);
-    return;
-  }
-  /* the attempt failed: calls waiting for it fail with UNAVAILABLE */
-  while (cl->pending) {
-    amn_ccall *c = cl->pending;
-    pending_unlink(cl, c);
-    amn_ccall_complete(c, AMN_STATUS_UNAVAILABLE, err);
-    amn_ccall_unref(c);
-  }
-}
-
-static void ensure_conn(amn_client *cl) {
-  if (cl->conn || atomic_load(&cl->stopping)) return;
-  cl->tp->connect(cl);
 }
 
 static void op_start(amn_client *cl, amn_ccall *c) {
@@ -377,31 +339,15 @@ static void op_start(amn_client *cl, amn_ccall *c) {
     ev_timer_start(cl->ev, &c->deadline);
     c->deadline_armed = true;
   }
-  if (cl->pool) { /* the pool */
-    amn_client_pending_push(cl, c, false);
-    amn_ccall_unref(c); /* the op's reference (the pending list took its own) */
-    amn_pool_kick(cl, true);
-    return;
-  }
-  /* the op's reference becomes the pending list's */
-  c->prev = NULL;
-  c->next = NULL;
-  if (cl->pending) {
-    amn_ccall *t = cl->pending;
-    while (t->next) t = t->next;
-    t->next = c;
-    c->prev = t;
-  } else {
-    cl->pending = c;
-  }
-  if (cl->tp->ready(cl->conn)) start_pending(cl);
-  else ensure_conn(cl);
+  amn_client_pending_push(cl, c, false);
+  amn_ccall_unref(c); /* the op's reference (the pending list took its own) */
+  amn_pool_kick(cl, true);
 }
 
 static void op_cancel(amn_ccall *c) {
   if (c->done) return;
   if (c->conn) {
-    c->cl->tp->cancel(c);
+    c->tp->cancel(c);
     amn_ccall_complete(c, AMN_STATUS_CANCELLED, "cancelled by the client");
   } else if (c->prev || c->next || c->cl->pending == c) {
     pending_unlink(c->cl, c);
@@ -432,7 +378,7 @@ static void drain_ops(amn_client *cl) {
         if (c->sq_tail) c->sq_tail->next = m;
         else c->sq_head = m;
         c->sq_tail = m;
-        cl->tp->resume(c);
+        if (c->conn) c->tp->resume(c);
       }
       amn_ccall_unref(c);
       break;
@@ -441,7 +387,7 @@ static void drain_ops(amn_client *cl) {
       amn_ccall *c = AMN_CONTAINER_OF(op, amn_ccall, half_close_op);
       if (!c->done) {
         c->half_close_queued = true;
-        cl->tp->resume(c);
+        if (c->conn) c->tp->resume(c);
       }
       amn_ccall_unref(c);
       break;
@@ -454,9 +400,7 @@ static void drain_ops(amn_client *cl) {
     }
     case AMN_COP_CONNECT:
       free(op);
-      if (cl->pool) amn_pool_connect(cl); /* every endpoint; done when the first is ready */
-      else if (!cl->conn) ensure_conn(cl);
-      else if (cl->tp->ready(cl->conn)) amn_client_conn_event(cl, 0, NULL);
+      amn_pool_connect(cl); /* every endpoint; done when the first is ready */
       break;
     }
   }
@@ -467,8 +411,7 @@ static void drain_ops(amn_client *cl) {
       amn_ccall_complete(c, AMN_STATUS_CANCELLED, "client is shutting down");
       amn_ccall_unref(c);
     }
-    if (cl->pool) amn_pool_close_all(cl, "client shutting down");
-    else if (cl->conn) cl->tp->close(cl->conn, "client shutting down");
+    amn_pool_close_all(cl, "client shutting down");
     ev_break(ev, EVBREAK_ALL);
   }
 }
@@ -487,7 +430,7 @@ static void before_flush(amn_ioloop *l) {
     cl->local_ops = false;
     drain_ops(cl);
   }
-  if (cl->pool_dirty && cl->pool) amn_pool_maintain(cl);
+  if (cl->pool_dirty) amn_pool_maintain(cl);
 }
 
 static void *io_main(void *arg) {
@@ -590,20 +533,25 @@ int amn_client_new(amn_client **out, const amn_client_opts *opts, char *err, siz
     free(cl);
     return rc;
   }
-  /* [h3] HTTP/3 over QUIC when asked for; AUTO (racing both) is HTTP/2 for now */
-  bool h3 = cl->o.transport == AMN_TRANSPORT_H3;
-  if (h3 && !cl->tls_on) {
+  /* HTTP/2, HTTP/3, or auto: each endpoint races HTTP/3 against HTTP/2
+   * (QUIC needs TLS: auto with http:// is HTTP/2) */
+  amn_transport tk = cl->o.transport ? cl->o.transport : AMN_TRANSPORT_H2;
+  if (tk == AMN_TRANSPORT_H3 && !cl->tls_on) {
     free(cl);
     return amn_set_err(err, errlen, AMN_EINVAL, "HTTP/3 needs an https:// URL (QUIC always uses TLS)");
   }
-  cl->tp = h3 ? &amn_h3c_transport : &amn_h2c_transport;
-  cl->pool = cl->tp == &amn_h2c_transport ? &amn_h2c_pool_ops : NULL;
-  rc = amn_pool_init(cl, urls, nurls, err, errlen); /* endpoints: the pool, or statistics only */
+  if (tk == AMN_TRANSPORT_AUTO && !cl->tls_on) tk = AMN_TRANSPORT_H2;
+  if (tk != AMN_TRANSPORT_H2 && tk != AMN_TRANSPORT_H3 && tk != AMN_TRANSPORT_AUTO) {
+    free(cl);
+    return amn_set_err(err, errlen, AMN_EINVAL, "unknown client transport %d (h2, h3 or auto)", (int)tk);
+  }
+  cl->o.transport = tk;
+  cl->tp = tk == AMN_TRANSPORT_H3 ? &amn_h3c_transport : tk == AMN_TRANSPORT_H2 ? &amn_h2c_transport : NULL;
+  rc = amn_pool_init(cl, urls, nurls, err, errlen);
   if (rc) {
     amn_client_free(cl);
     return rc;
   }
-  if (!cl->pool && nurls > 1) AMN_WARN("this transport has no connection pool yet: only %s is used", urls[0]);
   cl->url_s = strdup(urls[0]);
   cl->cert_s = dup_or_null(opts->tls.cert_path);
   cl->key_s = dup_or_null(opts->tls.key_path);
@@ -628,8 +576,11 @@ int amn_client_new(amn_client **out, const amn_client_opts *opts, char *err, siz
       amn_client_free(cl);
       return amn_set_err(err, errlen, AMN_EINVAL, "TLS needs a CA file to verify the server");
     }
-    static const char *const alpn_h2[] = {"h2", NULL}, *const alpn_h3[] = {"h3", NULL}; /* [h3] */
-    rc = amn_tls_ctx_new(&cl->tls, AMN_TLS_CLIENT, &cl->o.tls, h3 ? alpn_h3 : alpn_h2, err, errlen);
+    static const char *const alpn_h2[] = {"h2", NULL}, *const alpn_h3[] = {"h3", NULL};
+    rc = 0;
+    if (tk != AMN_TRANSPORT_H3) rc = amn_tls_ctx_new(&cl->tls, AMN_TLS_CLIENT, &cl->o.tls, alpn_h2, err, errlen);
+    if (!rc && tk != AMN_TRANSPORT_H2)
+      rc = amn_tls_ctx_new(&cl->tls_h3, AMN_TLS_CLIENT, &cl->o.tls, alpn_h3, err, errlen);
     if (rc) {
       amn_client_free(cl);
       return rc;
@@ -707,6 +658,7 @@ void amn_client_free(amn_client *cl) {
     ev_loop_destroy(cl->ev);
   }
   if (cl->tls) amn_tls_ctx_unref(cl->tls);
+  if (cl->tls_h3) amn_tls_ctx_unref(cl->tls_h3);
   amn_pool_free(cl);
   pthread_mutex_destroy(&cl->stats_mu);
   pthread_mutex_destroy(&cl->cmu);

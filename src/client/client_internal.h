@@ -1,6 +1,6 @@
 /*
  * Internal: client structures shared by the client core (API, calls, I/O
- * thread) and the transports (h2 today, h3 next).
+ * thread), the pool and the transports (h2, h3).
  */
 #ifndef AMN_CLIENT_INTERNAL_H
 #define AMN_CLIENT_INTERNAL_H
@@ -54,6 +54,7 @@ struct amn_ccall {
   int64_t timeout_ns;
   bool idempotent;
   /* pool and retries (I/O thread) */
+  const struct amn_ctransport *tp; /* transport of the current (or last) attempt; NULL before the first */
   amn_cslot *slot;                 /* pooled connection of the current attempt */
   amn_cendpoint *ep;               /* endpoint of the current attempt (statistics) */
   int attempts;                    /* times the call was started on a connection */
@@ -93,7 +94,8 @@ struct amn_client {
   char authority[300];
   uint16_t port;
   bool tls_on;
-  amn_tls_ctx *tls;
+  amn_tls_ctx *tls;             /* HTTP/2 (ALPN h2); NULL in insecure mode or HTTP/3 only */
+  amn_tls_ctx *tls_h3;          /* HTTP/3 (ALPN h3); NULL unless the transport may be HTTP/3 */
   pthread_t thread;
   struct ev_loop *ev;
   amn_ioloop io;
@@ -101,8 +103,7 @@ struct amn_client {
   amn_mpsc ops;
   atomic_bool stopping;
   bool local_ops;               /* ops pushed from the I/O thread itself (drained before blocking) */
-  const struct amn_ctransport *tp; /* h2 (or h3) */
-  void *conn;                   /* current connection (NULL when none) */
+  const struct amn_ctransport *tp; /* the transport (h2 or h3); NULL: auto (per endpoint, raced) */
   amn_ccall *pending;           /* calls waiting for a ready connection */
   /* amn_client_connect waiters */
   pthread_mutex_t cmu;
@@ -110,8 +111,7 @@ struct amn_client {
   int connect_gen;              /* bumps when a connection attempt ends */
   int connect_rc;
   char connect_err[600];
-  /* pool (pool.c; transports with a pool interface) */
-  const struct amn_cpool_ops *pool; /* NULL: the single-connection model */
+  /* pool (pool.c) */
   amn_cendpoint *eps;
   size_t neps;
   bool pool_active;             /* first call or connect seen: keep pool_min_connections */
@@ -141,6 +141,12 @@ struct amn_cendpoint {
   uint32_t fails;               /* consecutive connection failures */
   ev_timer retry;               /* end of the backoff */
   ev_tstamp retry_at;
+  /* transport: fixed, or (auto) the one that won the last race, kept until
+   * a connection attempt over it fails; NULL: race HTTP/3 against HTTP/2 */
+  const struct amn_ctransport *tp;
+  bool racing;                  /* auto: an HTTP/3 attempt has a head start on HTTP/2 */
+  ev_timer race;                /* auto: end of HTTP/3's head start */
+  void *h3;                     /* [h3] session ticket, transport parameters, token (h3_client.c) */
   uint64_t calls_started, calls_ok, calls_failed, connects, connect_failures;
   char last_error[200];
 };
@@ -149,8 +155,10 @@ enum { AMN_SLOT_CONNECTING = 1, AMN_SLOT_READY, AMN_SLOT_DRAINING };
 /* One pooled connection: the pool's handle on a transport connection. */
 struct amn_cslot {
   amn_cendpoint *ep;
+  const struct amn_ctransport *tp; /* its transport */
   void *conn;                   /* the transport's connection (set by open) */
   int st;
+  bool unconfirmed;             /* ready for 0-RTT calls, handshake not complete yet (h3) */
   uint32_t inflight;
   ev_tstamp idle_since;
   bool closing;                 /* we asked it to close (idle, shutdown) */
@@ -170,7 +178,6 @@ void amn_ccall_response_ended(amn_ccall *c);
 /* What amn_ccall_pull(c, .., len, ..) would return, without copying. */
 ssize_t amn_ccall_peek(const amn_ccall *c, size_t len, bool *eof);
 void amn_ccall_on_message(amn_ccall *c, uint8_t *msg, size_t len);
-void amn_client_conn_event(amn_client *cl, int rc, const char *err); /* connect attempt result */
 /* A failed attempt of a call whose transport let go of it (c->conn NULL,
  * no transport callback will touch it again). Retried on another
  * connection when that is safe (unprocessed: the server provably never ran
@@ -196,16 +203,21 @@ void amn_cslot_ready(amn_cslot *s);
 void amn_cslot_goaway(amn_cslot *s, bool error, const char *why);
 void amn_cslot_closed(amn_cslot *s, const char *why); /* the slot is freed: do not touch it again */
 
-/* A client transport (all functions run on the client I/O thread). A
- * connection reports the outcome of its setup with amn_client_conn_event,
- * completes calls with amn_ccall_complete, and pulls request bytes with
- * amn_ccall_pull. */
+/* A client transport (all functions run on the client I/O thread). Its
+ * connections are pool slots: a connection reports amn_cslot_ready (it
+ * takes calls), amn_cslot_goaway, amn_cslot_closed (also when the attempt
+ * fails, possibly before open returns); it completes calls with
+ * amn_ccall_complete (or amn_ccall_fail when a retry may be safe) and pulls
+ * request bytes with amn_ccall_pull. */
 typedef struct amn_ctransport {
-  /* Starts connecting to cl->host:cl->port; sets cl->conn (NULL if it
-   * failed at once, after reporting through amn_client_conn_event). */
-  void (*connect)(amn_client *cl);
-  /* The connection takes new calls. */
-  bool (*ready)(const void *conn);
+  const char *name;             /* "HTTP/2", "HTTP/3" */
+  amn_transport kind;           /* AMN_TRANSPORT_H2 or _H3 */
+  /* Starts a connection to slot->ep and stores it in slot->conn before any
+   * event. Keepalive interval: cl->ka_interval_ms. */
+  void (*open)(amn_cslot *slot);
+  /* Streams the peer lets us have open at once (HTTP/2
+   * SETTINGS_MAX_CONCURRENT_STREAMS, QUIC initial_max_streams_bidi). */
+  uint32_t (*max_streams)(const void *conn);
   /* Opens the call's stream (takes a reference on success); on failure
    * the call is completed with a status. */
   int (*start_call)(void *conn, amn_ccall *c);
@@ -217,29 +229,13 @@ typedef struct amn_ctransport {
   void (*close)(void *conn, const char *why);
 } amn_ctransport;
 
-/* The pool interface of a transport (amn_client.pool; amn_client_new picks
- * it by transport). A transport without one keeps the original model: one
- * connection at a time to the first URL (connect / cl->conn / ready). With
- * one, `connect` and `ready` are unused; start_call, resume, cancel and
- * close work on the slots' connections. */
-typedef struct amn_cpool_ops {
-  /* Starts a connection to slot->ep and stores it in slot->conn before any
-   * event. Reports amn_cslot_ready (usable: the peer's SETTINGS arrived),
-   * amn_cslot_goaway, amn_cslot_closed (also when the attempt fails,
-   * possibly before open returns). Failed call attempts go to
-   * amn_ccall_fail. Keepalive interval: cl->ka_interval_ms. */
-  void (*open)(amn_cslot *slot);
-  /* Streams the peer lets us have open at once (SETTINGS_MAX_CONCURRENT_STREAMS). */
-  uint32_t (*max_streams)(const void *conn);
-} amn_cpool_ops;
-
-extern const amn_cpool_ops amn_h2c_pool_ops; /* transport/h2/h2_client.c */
-
 extern const amn_ctransport amn_h2c_transport; /* transport/h2/h2_client.c */
+extern const amn_ctransport amn_h3c_transport; /* transport/h3/h3_client.c */
 
 int amn_split_hostport(const char *s, char *host, size_t hcap, uint16_t *port);
 
-/* [h3] Releases cl->h3 (I/O thread joined, loop still allocated). NULL-safe. */
+/* [h3] Releases cl->h3 and the endpoints' HTTP/3 state (I/O thread
+ * joined, loop still allocated). NULL-safe. */
 void amn_h3c_client_free(amn_client *cl);
 
 #endif

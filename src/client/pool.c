@@ -1,9 +1,17 @@
 /*
  * Client connection pool: one endpoint per URL, its connections held
- * through the transport vtable (open / ready / max_streams / close and the
+ * through the transport vtable (open / max_streams / close and the
  * amn_cslot_* events), load balancing of pending calls, growth up to the
  * server's stream limit, idle reaping down to the minimum, and ejection of
  * failing endpoints with a jittered, capped exponential backoff.
+ *
+ * Transport auto: an endpoint whose transport is not known yet races
+ * HTTP/3 against HTTP/2 in the happy-eyeballs style. The QUIC attempt
+ * starts first; TCP starts when QUIC has not become ready within
+ * AMN_POOL_H3_HEAD_START (or at once when QUIC fails, e.g. ICMP port
+ * unreachable). The first ready connection wins, the other attempt is
+ * dropped, and the endpoint keeps the winner's transport until a
+ * connection attempt over it fails; then the next attempt races again.
  * I/O thread only; the counters read by amn_client_stats also take stats_mu.
  */
 #include <stdio.h>
@@ -15,6 +23,7 @@
 #include "util/log.h"
 
 #define MAX_ENDPOINTS 64
+#define AMN_POOL_H3_HEAD_START 0.25 /* seconds QUIC has before TCP joins the race (auto) */
 
 static uint64_t rnd(amn_client *cl) {
   uint64_t x = cl->rng;
@@ -28,6 +37,7 @@ static uint64_t rnd(amn_client *cl) {
 #define UNLOCK(cl) pthread_mutex_unlock(&(cl)->stats_mu)
 
 static void retry_cb(struct ev_loop *ev, ev_timer *w, int revents);
+static void race_cb(struct ev_loop *ev, ev_timer *w, int revents);
 static void idle_cb(struct ev_loop *ev, ev_idle *w, int revents) {
   (void)revents;
   ev_idle_stop(ev, w);
@@ -38,7 +48,7 @@ static void idle_cb(struct ev_loop *ev, ev_idle *w, int revents) {
 #define AMN_POOL_MAX_CONNECTING 128
 
 void amn_pool_mark(amn_client *cl) {
-  if (!cl->pool || atomic_load(&cl->stopping)) return;
+  if (!cl->neps || atomic_load(&cl->stopping)) return;
   cl->pool_dirty = true;
   if (!ev_is_active(&cl->pool_idle)) ev_idle_start(cl->ev, &cl->pool_idle);
 }
@@ -65,6 +75,9 @@ int amn_pool_init(amn_client *cl, const char *const *urls, size_t n, char *err, 
     if (!(ep->url = strdup(urls[i]))) return amn_set_err(err, errlen, AMN_ENOMEM, "out of memory");
     ev_timer_init(&ep->retry, retry_cb, 0., 0.);
     ep->retry.data = ep;
+    ev_timer_init(&ep->race, race_cb, AMN_POOL_H3_HEAD_START, 0.);
+    ep->race.data = ep;
+    ep->tp = cl->tp; /* NULL with auto: raced */
   }
   struct timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -97,7 +110,7 @@ void amn_pool_free(amn_client *cl) {
 }
 
 static bool has_capacity(const amn_cslot *s) {
-  return s->st == AMN_SLOT_READY && s->inflight < s->ep->cl->pool->max_streams(s->conn);
+  return s->st == AMN_SLOT_READY && s->inflight < s->tp->max_streams(s->conn);
 }
 
 /* The least busy connection of `ep` that takes one more call, or NULL. */
@@ -146,20 +159,51 @@ static amn_cslot *pick(amn_client *cl) {
   return cand[b]->ep->inflight < cand[a]->ep->inflight ? cand[b] : cand[a];
 }
 
-static bool slot_open(amn_cendpoint *ep) {
+static bool slot_open_tp(amn_cendpoint *ep, const amn_ctransport *tp) {
   amn_client *cl = ep->cl;
   amn_cslot *s = calloc(1, sizeof *s);
   if (!s) return false;
   s->ep = ep;
+  s->tp = tp;
   s->st = AMN_SLOT_CONNECTING;
   s->next = ep->slots;
   ep->slots = s;
   LOCK(cl);
   ep->nconnecting++;
   UNLOCK(cl);
-  AMN_DEBUG("pool: connecting to %s (%u ready, %u connecting)", ep->authority, ep->nready, ep->nconnecting);
-  cl->pool->open(s); /* may report amn_cslot_closed (and free s) before returning */
+  AMN_DEBUG("pool: connecting to %s over %s (%u ready, %u connecting)", ep->authority, tp->name, ep->nready,
+            ep->nconnecting);
+  tp->open(s); /* may report amn_cslot_closed (and free s) before returning */
   return true;
+}
+
+/* A connection attempt of `tp` is under way to ep. */
+static bool connecting_over(const amn_cendpoint *ep, const amn_ctransport *tp) {
+  for (const amn_cslot *s = ep->slots; s; s = s->next)
+    if (s->tp == tp && s->st == AMN_SLOT_CONNECTING && !s->closing) return true;
+  return false;
+}
+
+/* A new connection to ep: over its transport, or (auto, not known yet) a
+ * race that QUIC starts. */
+static bool slot_open(amn_cendpoint *ep) {
+  if (ep->tp) return slot_open_tp(ep, ep->tp);
+  amn_client *cl = ep->cl;
+  ep->racing = true;
+  ev_timer_stop(cl->ev, &ep->race);
+  ev_timer_set(&ep->race, AMN_POOL_H3_HEAD_START, 0.);
+  ev_timer_start(cl->ev, &ep->race);
+  return slot_open_tp(ep, &amn_h3c_transport); /* a failure at once starts TCP (amn_cslot_closed) */
+}
+
+/* HTTP/3 had its head start: TCP joins the race. */
+static void race_cb(struct ev_loop *ev, ev_timer *w, int revents) {
+  (void)ev; (void)revents;
+  amn_cendpoint *ep = w->data;
+  if (atomic_load(&ep->cl->stopping) || !ep->racing || ep->tp) return;
+  AMN_DEBUG("pool: %s: no QUIC handshake within %.0f ms: trying HTTP/2 as well", ep->authority,
+            AMN_POOL_H3_HEAD_START * 1000);
+  if (!connecting_over(ep, &amn_h2c_transport)) slot_open_tp(ep, &amn_h2c_transport);
 }
 
 static void eject(amn_cendpoint *ep, const char *why) {
@@ -186,6 +230,7 @@ static void retry_cb(struct ev_loop *ev, ev_timer *w, int revents) {
   (void)ev; (void)revents;
   amn_cendpoint *ep = w->data;
   if (atomic_load(&ep->cl->stopping) || ep->nconnecting || ep->nready) return;
+  /* (auto: a transport that failed was forgotten: this attempt races) */
   slot_open(ep); /* the endpoint stays ejected until this connection is ready */
 }
 
@@ -215,7 +260,7 @@ void amn_pool_maintain(amn_client *cl) {
       next = s->next;
       if (s->st == AMN_SLOT_DRAINING && !s->inflight && !s->closing) {
         s->closing = true;
-        cl->tp->close(s->conn, "drained after GOAWAY");
+        s->tp->close(s->conn, "drained after GOAWAY");
       }
     }
   /* 1. the minimum of connections per healthy endpoint, once in use */
@@ -238,13 +283,14 @@ void amn_pool_maintain(amn_client *cl) {
       amn_cendpoint *ep = s->ep;
       c->slot = s;
       c->ep = ep;
+      c->tp = s->tp;
       c->attempts++;
       s->inflight++;
       LOCK(cl);
       ep->inflight++;
       ep->calls_started++;
       UNLOCK(cl);
-      cl->tp->start_call(s->conn, c); /* on failure the call is completed (and detached) */
+      s->tp->start_call(s->conn, c); /* on failure the call is completed (and detached) */
     }
     amn_ccall_unref(c); /* the pending list's reference (the stream holds its own) */
   }
@@ -309,10 +355,11 @@ void amn_pool_close_all(amn_client *cl, const char *why) {
   for (size_t i = 0; i < cl->neps; i++) {
     amn_cendpoint *ep = &cl->eps[i];
     ev_timer_stop(cl->ev, &ep->retry);
+    ev_timer_stop(cl->ev, &ep->race);
     for (amn_cslot *s = ep->slots, *next; s; s = next) {
       next = s->next;
       s->closing = true;
-      cl->tp->close(s->conn, why);
+      s->tp->close(s->conn, why);
     }
   }
 }
@@ -331,7 +378,7 @@ static void reap_cb(struct ev_loop *ev, ev_timer *w, int revents) {
       if (s->st != AMN_SLOT_READY || s->inflight || now - s->idle_since < idle - 0.001) continue;
       AMN_DEBUG("pool: closing a connection to %s idle for %u ms", ep->authority, cl->o.idle_timeout_ms);
       s->closing = true;
-      cl->tp->close(s->conn, "idle");
+      s->tp->close(s->conn, "idle");
     }
   }
 }
@@ -352,9 +399,31 @@ void amn_pool_call_detach(amn_ccall *c, amn_status_code code) {
   amn_pool_mark(cl); /* room for a pending call */
 }
 
+/* The race is won by s: the endpoint keeps its transport, the other
+ * attempts are dropped. */
+static void race_won(amn_cslot *s) {
+  amn_cendpoint *ep = s->ep;
+  amn_client *cl = ep->cl;
+  ep->racing = false;
+  ev_timer_stop(cl->ev, &ep->race);
+  LOCK(cl);
+  ep->tp = s->tp;
+  UNLOCK(cl);
+  AMN_INFO("pool: %s speaks %s: using it%s", ep->authority, s->tp->name,
+           s->tp == &amn_h2c_transport ? " (QUIC did not complete its handshake first)" : "");
+  for (amn_cslot *o = ep->slots, *next; o; o = next) {
+    next = o->next;
+    if (o != s && o->tp != s->tp && o->st == AMN_SLOT_CONNECTING && !o->closing) {
+      o->closing = true;
+      o->tp->close(o->conn, "lost the race to the other transport"); /* may free o */
+    }
+  }
+}
+
 void amn_cslot_ready(amn_cslot *s) {
   amn_cendpoint *ep = s->ep;
   amn_client *cl = ep->cl;
+  if (!ep->tp) race_won(s);
   LOCK(cl);
   ep->nconnecting--;
   ep->nready++;
@@ -403,8 +472,38 @@ void amn_cslot_closed(amn_cslot *s, const char *why) {
   else if (s->st == AMN_SLOT_READY) ep->nready--;
   else ep->ndraining--;
   UNLOCK(cl);
-  bool failed = s->st == AMN_SLOT_CONNECTING && !s->closing;
+  bool failed = (s->st == AMN_SLOT_CONNECTING || s->unconfirmed) && !s->closing;
+  const amn_ctransport *tp = s->tp;
   free(s);
+  if (failed && !stopping && cl->tp == NULL) { /* auto */
+    if (ep->tp == tp) { /* the remembered transport fails: race again next time */
+      LOCK(cl);
+      ep->tp = NULL;
+      UNLOCK(cl);
+      AMN_INFO("pool: %s: %s failed (%s); the next connection races HTTP/3 against HTTP/2", ep->authority,
+               tp->name, why);
+    } else if (!ep->tp && ep->racing) {
+      /* one side of the race lost: the other goes on (HTTP/2 starts now
+       * if it had not yet); the endpoint fails when both did */
+      if (tp == &amn_h3c_transport && !connecting_over(ep, &amn_h2c_transport)) {
+        AMN_DEBUG("pool: %s: %s; trying HTTP/2", ep->authority, why);
+        ev_timer_stop(cl->ev, &ep->race);
+        slot_open_tp(ep, &amn_h2c_transport);
+        if (!ep->racing) { /* that attempt failed at once too: already reported */
+          amn_pool_mark(cl);
+          return;
+        }
+      }
+      if (ep->nconnecting) {
+        LOCK(cl);
+        snprintf(ep->last_error, sizeof ep->last_error, "%s", why);
+        UNLOCK(cl);
+        amn_pool_mark(cl);
+        return;
+      }
+      ep->racing = false;
+    }
+  }
   if (failed && !stopping) {
     eject(ep, why);
     if (!anything_usable(cl)) amn_client_notify_connect(cl, AMN_EIO, why);
@@ -431,6 +530,7 @@ size_t amn_client_stats(amn_client *cl, amn_endpoint_stats *out, size_t cap, uin
     o->connects = ep->connects;
     o->connect_failures = ep->connect_failures;
     o->consecutive_failures = ep->fails;
+    o->transport = ep->tp ? ep->tp->kind : 0;
     snprintf(o->last_error, sizeof o->last_error, "%s", ep->last_error);
   }
   if (retries) *retries = cl->retries;

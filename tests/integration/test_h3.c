@@ -248,6 +248,7 @@ typedef struct cli_cfg {
   uint32_t connect_timeout_ms, initial_window_size;
   size_t max_recv, max_send;
   amn_transport transport;
+  uint32_t pool_max; /* pool_max_connections (0: the default) */
 } cli_cfg;
 
 static amn_client *cli_new(uint16_t port, const cli_cfg *cc) {
@@ -258,10 +259,12 @@ static amn_client *cli_new(uint16_t port, const cli_cfg *cc) {
   o.url = url;
   o.tls = g_ctls;
   o.transport = cc && cc->transport ? cc->transport : AMN_TRANSPORT_H3;
+  o.pool_min_connections = 0; /* a connection only when a call needs one (the 0-RTT tests count them) */
   o.connect_timeout_ms = cc && cc->connect_timeout_ms ? cc->connect_timeout_ms : 10000;
   if (cc && cc->initial_window_size) o.initial_window_size = cc->initial_window_size;
   if (cc && cc->max_recv) o.max_recv_message = cc->max_recv;
   if (cc && cc->max_send) o.max_send_message = cc->max_send;
+  if (cc && cc->pool_max) o.pool_max_connections = cc->pool_max;
   amn_client *c = NULL;
   char err[256];
   int rc = amn_client_new(&c, &o, err, sizeof err);
@@ -942,6 +945,8 @@ typedef struct dl {
   atomic_bool done;
 } dl;
 
+#define BIG_DL (192u << 20) /* long enough to change things in the middle of it */
+
 static void *dl_main(void *p) {
   dl *d = p;
   char req[24];
@@ -992,15 +997,23 @@ static void test_conn_nat_rebinding_relay(void **st) {
  * announce. Both downloads complete byte-exact. */
 static void test_conn_client_migration(void **st) {
   (void)st;
-  amn_server *s = srv_start(NULL);
-  amn_client *c = cli_new(amn_server_port(s), NULL);
+  srv_cfg sc = {.max_send = BIG_DL};
+  amn_server *s = srv_start(&sc);
+  cli_cfg cc = {.max_recv = BIG_DL};
+  amn_client *c = cli_new(amn_server_port(s), &cc);
   for (int nat = 0; nat <= 1; nat++) {
     amn_h3_server_stats before;
     amn_h3s_stats(s, &before);
-    dl d = {.c = c, .n = 48u << 20};
+    dl d = {.c = c, .n = BIG_DL};
     pthread_t t;
     pthread_create(&t, NULL, dl_main, &d);
-    usleep(150000);
+    amn_h3_client_stats cs0;
+    for (int i = 0; i < 500; i++) { /* connected: the download is under way */
+      amn_h3c_stats(c, &cs0);
+      if (cs0.handshakes) break;
+      usleep(2000);
+    }
+    usleep(30000);
     assert_false(atomic_load(&d.done));
     assert_int_equal(amn_h3c_test_rebind(c, nat), 0);
     pthread_join(t, NULL);
@@ -1021,12 +1034,14 @@ static void test_conn_client_migration(void **st) {
  * was confirmed): both ends install the new keys, the data stays exact. */
 static void test_conn_key_update(void **st) {
   (void)st;
-  amn_server *s = srv_start(NULL);
-  amn_client *c = cli_new(amn_server_port(s), NULL);
+  srv_cfg sc = {.max_send = BIG_DL};
+  amn_server *s = srv_start(&sc);
+  cli_cfg cc = {.max_recv = BIG_DL};
+  amn_client *c = cli_new(amn_server_port(s), &cc);
   amn_result r;
   assert_int_equal(call_str(c, "/t.H3/Echo", "x", 5000, &r), 0);
   amn_result_free(&r);
-  dl d = {.c = c, .n = 64u << 20};
+  dl d = {.c = c, .n = BIG_DL};
   pthread_t t;
   pthread_create(&t, NULL, dl_main, &d);
   int done = 0;
@@ -1039,8 +1054,16 @@ static void test_conn_key_update(void **st) {
   assert_int_equal(done, 3);
   amn_h3_client_stats cs;
   amn_h3_server_stats ss;
-  amn_h3c_stats(c, &cs);
-  amn_h3s_stats(s, &ss);
+  /* the last update completes once the peers exchanged packets under the
+   * new keys: a few small calls (at most 2 s) make sure they do */
+  for (int i = 0; i < 40; i++) {
+    amn_h3c_stats(c, &cs);
+    amn_h3s_stats(s, &ss);
+    if (cs.key_updates >= 3 && ss.key_updates >= 3) break;
+    assert_int_equal(call_str(c, "/t.H3/Echo", "y", 5000, &r), 0);
+    amn_result_free(&r);
+    usleep(50000);
+  }
   fprintf(stderr, "# key updates: client %llu, server %llu\n", (unsigned long long)cs.key_updates,
           (unsigned long long)ss.key_updates);
   assert_true(cs.key_updates >= 3);
@@ -1254,18 +1277,17 @@ static void test_conn_retry_under_load(void **st) {
 /* ------------------------------------------------------------------ */
 
 /* [quic] max_concurrent_streams: the server lets a connection have that
- * many requests open at once; the client queues the rest. */
+ * many requests open at once; the client queues the rest, and its pool
+ * opens another connection when the open ones are full (up to
+ * pool_max_connections). */
 static void many_done(const amn_result *r, void *ud) {
   atomic_int *ok = ud;
   if (r->code == AMN_STATUS_OK) atomic_fetch_add(ok, 1);
   else atomic_fetch_add(ok, 1000);
 }
 
-static void test_tune_max_concurrent_streams(void **st) {
-  (void)st;
-  srv_cfg sc = {.max_concurrent_streams = 4};
-  amn_server *s = srv_start(&sc);
-  amn_client *c = cli_new(amn_server_port(s), NULL);
+/* 20 calls of 200 ms; returns the seconds they took. */
+static double run_slow_calls(amn_client *c) {
   atomic_store(&g_slow_max, 0);
   atomic_int ok = 0;
   amn_call_opts co = {.timeout_ms = 20000};
@@ -1273,12 +1295,34 @@ static void test_tune_max_concurrent_streams(void **st) {
   for (int i = 0; i < 20; i++)
     assert_int_equal(amn_client_unary_async(c, "/t.H3/Slow", (const uint8_t *)"200", 3, &co, many_done, &ok), 0);
   while (atomic_load(&ok) < 20 && now_s() - t0 < 20) usleep(10000);
-  double el = now_s() - t0;
-  fprintf(stderr, "# 20 calls of 200 ms, 4 streams at a time: %.2f s, at most %d handled at once\n", el,
-          atomic_load(&g_slow_max));
   assert_int_equal(atomic_load(&ok), 20);
+  return now_s() - t0;
+}
+
+static void test_tune_max_concurrent_streams(void **st) {
+  (void)st;
+  srv_cfg sc = {.max_concurrent_streams = 4};
+  amn_server *s = srv_start(&sc);
+  cli_cfg one = {.pool_max = 1};
+  amn_client *c = cli_new(amn_server_port(s), &one);
+  double el = run_slow_calls(c);
+  fprintf(stderr, "# 20 calls of 200 ms, 4 streams at a time, one connection: %.2f s, at most %d handled at once\n",
+          el, atomic_load(&g_slow_max));
   assert_int_equal(atomic_load(&g_slow_max), 4);
   assert_true(el >= 5 * 0.2 && el < 5.0);
+  amn_client_free(c);
+  /* the pool: up to 3 connections of 4 streams each */
+  cli_cfg three = {.pool_max = 3};
+  c = cli_new(amn_server_port(s), &three);
+  el = run_slow_calls(c);
+  amn_endpoint_stats es;
+  assert_int_equal(amn_client_stats(c, &es, 1, NULL), 1);
+  fprintf(stderr, "# the same through a pool of at most 3 connections: %.2f s, at most %d at once, %u connections\n",
+          el, atomic_load(&g_slow_max), es.connections);
+  assert_int_equal(atomic_load(&g_slow_max), 12);
+  assert_int_equal(es.connections, 3);
+  assert_int_equal(es.transport, AMN_TRANSPORT_H3);
+  assert_true(el >= 2 * 0.2 && el < 3.0);
   amn_client_free(c);
   srv_free(s);
 }

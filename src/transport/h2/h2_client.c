@@ -579,6 +579,5 @@ static void h2c_close(void *conn, const char *why) {
   amn_h2io_flush(&cc->io);
 }
 
-/* connect (the single-connection model) is not needed: HTTP/2 is pooled */
-const amn_ctransport amn_h2c_transport = {NULL, h2c_ready, h2c_start_call, h2c_resume, h2c_cancel, h2c_close};
-const amn_cpool_ops amn_h2c_pool_ops = {h2c_open, h2c_max_streams};
+const amn_ctransport amn_h2c_transport = {"HTTP/2",     AMN_TRANSPORT_H2, h2c_open,  h2c_max_streams,
+                                          h2c_start_call, h2c_resume,       h2c_cancel, h2c_close};

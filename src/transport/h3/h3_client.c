@@ -8,7 +8,12 @@
  * (HANDSHAKE_DONE): a server refusing our certificate does so before that,
  * so the refusal is a connect failure with the server's TLS alert.
  *
- * The client keeps, per amn_client (cl->h3), the last session ticket of
+ * Every connection is a slot of the client's pool (client/pool.c): it
+ * reports amn_cslot_ready, _goaway and _closed; calls the server provably
+ * never processed (not sent yet, above a GOAWAY's stream ID, refused with
+ * H3_REQUEST_REJECTED) go back to the pool to be retried elsewhere.
+ *
+ * The client keeps, per endpoint (ep->h3), the last session ticket of
  * the server with its transport parameters, and the last NEW_TOKEN token:
  * the next connection resumes the session, skips the server's address
  * validation, and sends the calls marked idempotent as 0-RTT data right
@@ -37,21 +42,25 @@ typedef enum { CC_CONNECTING, CC_READY, CC_CLOSED } cc_state;
 
 typedef struct h3c_conn h3c_conn;
 
-/* Per client (cl->h3): what the next connection reuses, counters, and
- * the hand-off of the test hooks to the I/O thread. */
+/* Per client (cl->h3): counters, and the hand-off of the test hooks to
+ * the I/O thread. */
 typedef struct h3c_state {
-  pthread_mutex_t mu;           /* guards everything below but `async` */
+  pthread_mutex_t mu;           /* guards everything below but `async`, and every h3c_ep */
   pthread_cond_t cv;
   ev_async async;               /* test hooks: run on the I/O thread */
   int op, op_arg, op_rc;
   unsigned op_seq, op_done;
+  amn_h3_client_stats st;
+} h3c_state;
+
+/* Per endpoint (ep->h3): what its next connection reuses. */
+typedef struct h3c_ep {
   gnutls_datum_t ticket;        /* last session ticket (gnutls_session_get_data2) */
   ngtcp2_transport_params tp;   /* the server's transport parameters of that session */
   bool have_tp;
   uint8_t token[NGTCP2_CRYPTO_MAX_REGULAR_TOKENLEN + 64];
   size_t token_len;             /* last NEW_TOKEN token, 0 if none */
-  amn_h3_client_stats st;
-} h3c_state;
+} h3c_ep;
 
 enum { OP_REBIND = 1, OP_KEY_UPDATE, OP_CLOSE };
 
@@ -73,7 +82,10 @@ typedef struct h3c_stream {
 struct h3c_conn {
   amn_h3_conn b;                /* first: ngtcp2/nghttp3 user data */
   amn_client *cl;
+  amn_cendpoint *ep;
+  amn_cslot *slot;              /* the pool's handle (NULL once reported closed) */
   h3c_state *hs;
+  h3c_ep *he;
   cc_state st;
   bool goaway;                  /* no new calls here */
   bool early;                   /* resuming with 0-RTT: idempotent calls start before the handshake */
@@ -87,6 +99,8 @@ struct h3c_conn {
   struct addrinfo *ai, *cur;
   ev_io rw;
   ev_timer ct;                  /* connect + handshake deadline */
+  ev_timer ka;                  /* keepalive: a silent server is dead */
+  ev_tstamp last_rx;            /* when a packet last came from the server */
   amn_h3_sched *sched;          /* flushes this connection before the loop blocks */
   uint8_t *rbuf, *txbuf;
   struct mmsghdr msgs[AMN_H3_RX_BATCH];
@@ -130,11 +144,28 @@ static void list_del(h3c_stream **head, h3c_stream *s) {
   s->prev = s->next = NULL;
 }
 
-/* Takes calls: once ready, or at once while resuming with 0-RTT
- * (h3c_start_call sends only idempotent calls early). */
+/* Takes calls: once ready, or at once while resuming with 0-RTT, until
+ * the handshake is confirmed (h3c_start_call sends only idempotent calls
+ * early, the others wait for the handshake). */
 static bool h3c_ready(const void *p) {
   const h3c_conn *cc = p;
-  return cc && !cc->goaway && (cc->st == CC_READY || (cc->st == CC_CONNECTING && cc->early && cc->b.h));
+  return cc && !cc->goaway &&
+         (cc->st == CC_READY || (cc->st == CC_CONNECTING && cc->slot && cc->slot->unconfirmed && cc->b.h));
+}
+
+/* The server's request stream limit: the calls it takes at once (it
+ * raises the limit as streams close). */
+static uint32_t h3c_max_streams(const void *p) {
+  const h3c_conn *cc = p;
+  if (!h3c_ready(cc)) return 0;
+  /* before the handshake (0-RTT): the limit remembered with the ticket */
+  const ngtcp2_transport_params *rp = ngtcp2_conn_get_handshake_completed(cc->b.q)
+                                          ? ngtcp2_conn_get_remote_transport_params(cc->b.q)
+                                      : cc->he->have_tp ? &cc->he->tp
+                                                        : NULL;
+  uint64_t n = rp ? rp->initial_max_streams_bidi : 0;
+  if (!n) n = 1; /* none known: one call waits for the limit to rise */
+  return n > UINT32_MAX ? UINT32_MAX : (uint32_t)n;
 }
 
 /* While calls are open, PINGs keep the connection from the idle timeout
@@ -145,9 +176,41 @@ static void update_keepalive(h3c_conn *cc) {
   ngtcp2_duration idle = CLIENT_IDLE_TIMEOUT;
   const ngtcp2_transport_params *rp = ngtcp2_conn_get_remote_transport_params(cc->b.q);
   if (rp && rp->max_idle_timeout && rp->max_idle_timeout < idle) idle = rp->max_idle_timeout;
-  ngtcp2_duration ka = idle / 2, want = (ngtcp2_duration)cc->cl->o.keepalive_interval_ms * NGTCP2_MILLISECONDS;
+  ngtcp2_duration ka = idle / 2, want = (ngtcp2_duration)cc->cl->ka_interval_ms * NGTCP2_MILLISECONDS;
   if (want && want < ka) ka = want;
-  ngtcp2_conn_set_keep_alive_timeout(cc->b.q, cc->nlive ? ka : 0);
+  ngtcp2_conn_set_keep_alive_timeout(cc->b.q, cc->nlive || (want && cc->cl->o.keepalive_without_calls) ? ka : 0);
+}
+
+
+/* Keepalive (keepalive_interval_ms set): QUIC PINGs go out after an
+ * interval without traffic (update_keepalive); when nothing at all came
+ * back for the interval plus keepalive_timeout_ms while calls are open
+ * (or always, with keepalive_without_calls), the server or the path is
+ * gone: the connection closes so its calls fail now, as over HTTP/2. */
+static void ka_cb(struct ev_loop *ev, ev_timer *w, int revents) {
+  (void)revents;
+  h3c_conn *cc = w->data;
+  amn_client *cl = cc->cl;
+  if (cc->st != CC_READY || !cl->ka_interval_ms) return;
+  uint32_t to_ms = cl->o.keepalive_timeout_ms ? cl->o.keepalive_timeout_ms
+                   : cl->ka_interval_ms < 1000 ? 1000 : cl->ka_interval_ms;
+  double limit = (cl->ka_interval_ms + to_ms) / 1000.0;
+  if (ev_now(ev) - cc->last_rx >= limit && (cc->nlive || cl->o.keepalive_without_calls)) {
+    char why[160];
+    snprintf(why, sizeof why, "keepalive: no packet from the server within %u ms (PINGs unanswered)",
+             cl->ka_interval_ms + to_ms);
+    AMN_WARN("connection to %s is dead (%s)", cc->ep->authority, why);
+    cc_closed(cc, why, true);
+  }
+}
+
+static void ka_start(h3c_conn *cc) {
+  amn_client *cl = cc->cl;
+  if (!cl->ka_interval_ms) return;
+  double iv = cl->ka_interval_ms / 4000.0;
+  ev_timer_init(&cc->ka, ka_cb, iv < 0.05 ? 0.05 : iv, iv < 0.05 ? 0.05 : iv);
+  cc->ka.data = cc;
+  ev_timer_start(cl->ev, &cc->ka);
 }
 
 /* ------------------------------------------------------------------ */
@@ -164,6 +227,17 @@ static int on_msg(void *ud, uint8_t *msg, size_t len, bool compressed) {
   }
   amn_ccall_on_message(c, msg, len);
   return c->done ? 1 : 0;
+}
+
+/* The call lets go of its stream (c->conn NULL; callbacks of the stream
+ * no longer reach it) and fails: retried elsewhere when `unprocessed`
+ * allows it (amn_ccall_fail). The stream's reference is released. */
+static void detach_fail(h3c_stream *cs, amn_status_code code, const char *msg, bool unprocessed) {
+  amn_ccall *c = cs->c;
+  cs->c = NULL;
+  c->conn = NULL;
+  amn_ccall_fail(c, code, msg, unprocessed);
+  amn_ccall_unref(c);
 }
 
 static amn_ccall *live_call(void *sud) {
@@ -198,6 +272,11 @@ static int on_stream_close(nghttp3_conn *h, int64_t id, uint64_t code, void *ud,
   list_del(&cc->live, cs);
   cc->nlive--;
   amn_ccall *c = cs->c;
+  if (c && !c->done && code == NGHTTP3_H3_REQUEST_REJECTED) {
+    /* the server refused the request before processing it: safe to retry */
+    detach_fail(cs, AMN_STATUS_UNAVAILABLE, "request rejected by the server (H3_REQUEST_REJECTED)", true);
+    c = NULL;
+  }
   if (c) {
     c->conn = NULL;
     if (!c->done) {
@@ -290,29 +369,29 @@ static int on_reset_stream(nghttp3_conn *h, int64_t id, uint64_t code, void *ud,
 }
 
 /* GOAWAY: no new calls on this connection. Requests at or above `id` were
- * not processed by the server: they fail now (UNAVAILABLE). */
+ * not processed by the server: they are reset and go to another
+ * connection, as do the calls still waiting for a stream. */
 static int on_shutdown(nghttp3_conn *h, int64_t id, void *ud) {
   (void)h;
   h3c_conn *cc = ud;
-  amn_client *cl = cc->cl;
+  bool first = !cc->goaway;
   cc->goaway = true;
-  if (cl->conn == cc) cl->conn = NULL; /* the next call opens a new connection */
-  AMN_DEBUG("GOAWAY from %s (stream %lld)", cl->authority, (long long)id);
+  AMN_DEBUG("GOAWAY from %s (stream %lld)", cc->ep->authority, (long long)id);
+  char m[400];
+  snprintf(m, sizeof m, "%s is closing the connection (HTTP/3 GOAWAY): request not processed", cc->ep->authority);
   for (h3c_stream *cs = cc->live; cs; cs = cs->next)
     if (cs->id >= id && cs->c && !cs->c->done) {
-      h3c_cancel(cs->c);
-      amn_ccall_complete(cs->c, AMN_STATUS_UNAVAILABLE, "server is shutting down: request not processed");
+      ngtcp2_conn_shutdown_stream(cc->b.q, cs->id, NGHTTP3_H3_REQUEST_CANCELLED);
+      detach_fail(cs, AMN_STATUS_UNAVAILABLE, m, true);
     }
   while (cc->waitq) {
     h3c_stream *cs = cc->waitq;
     list_del(&cc->waitq, cs);
-    amn_ccall *c = cs->c;
-    c->conn = NULL;
-    amn_ccall_complete(c, AMN_STATUS_UNAVAILABLE, "server is shutting down: request not sent");
-    amn_ccall_unref(c);
     amn_h3_sendbuf_free(&cs->resend);
+    detach_fail(cs, AMN_STATUS_UNAVAILABLE, m, true);
     free(cs);
   }
+  if (first && cc->slot) amn_cslot_goaway(cc->slot, false, m);
   amn_h3_mark_dirty(&cc->b);
   return 0;
 }
@@ -391,7 +470,6 @@ static nghttp3_ssize cs_read_data(nghttp3_conn *h, int64_t id, nghttp3_vec *vec,
  * for the server to allow more), or -1 (the call was completed). */
 static int open_stream(h3c_conn *cc, h3c_stream *cs) {
   amn_ccall *c = cs->c;
-  amn_client *cl = cc->cl;
   int64_t id;
   int rv = ngtcp2_conn_open_bidi_stream(cc->b.q, &id, cs);
   if (rv == NGTCP2_ERR_STREAM_ID_BLOCKED) return 1;
@@ -403,7 +481,7 @@ static int open_stream(h3c_conn *cc, h3c_stream *cs) {
   amn_status_code code = AMN_STATUS_UNAVAILABLE;
   if (!opened) {
     fail = ngtcp2_strerror(rv);
-  } else if (amn_rpc_build_request(&hb, "https", cl->authority, c->method, c->timeout_ns, c->md, c->md_n) != 0) {
+  } else if (amn_rpc_build_request(&hb, "https", cc->ep->authority, c->method, c->timeout_ns, c->md, c->md_n) != 0) {
     fail = "invalid request metadata";
     code = AMN_STATUS_INTERNAL;
   } else {
@@ -540,6 +618,7 @@ static int q_handshake_completed(ngtcp2_conn *q, void *ud) {
     return NGTCP2_ERR_CALLBACK_FAILURE;
   }
   h3c_state *hs = cc->hs;
+  h3c_ep *he = cc->he;
   bool resumed = gnutls_session_is_resumed(cc->b.tls);
   bool early_ok = (gnutls_session_get_flags(cc->b.tls) & GNUTLS_SFLAGS_EARLY_DATA) != 0;
   pthread_mutex_lock(&hs->mu);
@@ -552,14 +631,14 @@ static int q_handshake_completed(ngtcp2_conn *q, void *ud) {
   /* the parameters that go with the session ticket, for the next 0-RTT */
   const ngtcp2_transport_params *rp = ngtcp2_conn_get_remote_transport_params(q);
   if (rp) {
-    hs->tp = *rp;
-    hs->tp.version_info_present = 0;
-    memset(&hs->tp.version_info, 0, sizeof hs->tp.version_info);
-    hs->have_tp = true;
+    he->tp = *rp;
+    he->tp.version_info_present = 0;
+    memset(&he->tp.version_info, 0, sizeof he->tp.version_info);
+    he->have_tp = true;
   }
   pthread_mutex_unlock(&hs->mu);
   if (cc->early_tp && !early_ok) {
-    AMN_DEBUG("HTTP/3: %s refused our 0-RTT data: sending it again", cc->cl->authority);
+    AMN_DEBUG("HTTP/3: %s refused our 0-RTT data: sending it again", cc->ep->authority);
     int rv = ngtcp2_conn_early_data_rejected(q); /* -> q_early_rejected */
     if (rv != 0) return rv;
   }
@@ -582,17 +661,21 @@ static int q_handshake_confirmed(ngtcp2_conn *q, void *ud) {
   if (cc->st != CC_CONNECTING) return 0;
   ev_timer_stop(cl->ev, &cc->ct);
   cc->st = CC_READY;
-  AMN_DEBUG("HTTP/3 connection to %s ready", cl->authority);
+  AMN_DEBUG("HTTP/3 connection to %s ready", cc->ep->authority);
   open_waiting(cc);
   update_keepalive(cc);
-  amn_client_conn_event(cl, 0, NULL); /* starts the pending calls */
+  ka_start(cc);
+  if (cc->slot) {
+    if (cc->slot->unconfirmed) cc->slot->unconfirmed = false; /* was ready for 0-RTT calls already */
+    else amn_cslot_ready(cc->slot); /* the pool sends calls */
+  }
   return 0;
 }
 
 static int q_recv_retry(ngtcp2_conn *q, const ngtcp2_pkt_hd *hd, void *ud) {
   h3c_conn *cc = ud;
   HSTAT(cc, retries_received);
-  AMN_DEBUG("HTTP/3: %s asked for address validation (Retry)", cc->cl->authority);
+  AMN_DEBUG("HTTP/3: %s asked for address validation (Retry)", cc->ep->authority);
   return ngtcp2_crypto_recv_retry_cb(q, hd, ud);
 }
 
@@ -601,10 +684,11 @@ static int q_recv_new_token(ngtcp2_conn *q, const ngtcp2_vec *token, void *ud) {
   (void)q;
   h3c_conn *cc = ud;
   h3c_state *hs = cc->hs;
-  if (token->len > sizeof hs->token) return 0;
+  h3c_ep *he = cc->he;
+  if (token->len > sizeof he->token) return 0;
   pthread_mutex_lock(&hs->mu);
-  memcpy(hs->token, token->base, token->len);
-  hs->token_len = token->len;
+  memcpy(he->token, token->base, token->len);
+  he->token_len = token->len;
   hs->st.tokens_received++;
   pthread_mutex_unlock(&hs->mu);
   return 0;
@@ -655,7 +739,10 @@ static int q_stream_reset(ngtcp2_conn *q, int64_t id, uint64_t final, uint64_t c
     char m[96];
     snprintf(m, sizeof m, "stream reset by the server (HTTP/3 error 0x%llx)", (unsigned long long)code);
     ngtcp2_conn_shutdown_stream_write(q, id, NGHTTP3_H3_REQUEST_CANCELLED);
-    amn_ccall_complete(c, amn_status_from_h3_error(code), m);
+    if (code == NGHTTP3_H3_REQUEST_REJECTED) /* never processed: safe to retry elsewhere */
+      detach_fail(sud, AMN_STATUS_UNAVAILABLE, "request rejected by the server (H3_REQUEST_REJECTED)", true);
+    else
+      amn_ccall_complete(c, amn_status_from_h3_error(code), m);
   }
   return 0;
 }
@@ -717,6 +804,7 @@ static void teardown(h3c_conn *cc) {
 static void cc_free(h3c_conn *cc) {
   teardown(cc);
   ev_timer_stop(cc->cl->ev, &cc->ct);
+  ev_timer_stop(cc->cl->ev, &cc->ka);
   amn_h3_sched_destroy(cc->sched);
   if (cc->ai) freeaddrinfo(cc->ai);
   free(cc->rbuf);
@@ -745,29 +833,29 @@ static void cc_closed(h3c_conn *cc, const char *why, bool tell_peer) {
   }
   cc->st = CC_CLOSED;
   ev_timer_stop(cl->ev, &cc->ct);
-  if (cl->conn == cc) cl->conn = NULL;
+  ev_timer_stop(cl->ev, &cc->ka);
   char m[600];
-  if (!was_ready) snprintf(m, sizeof m, "cannot connect to %s over HTTP/3: %s", cl->authority, why);
-  else snprintf(m, sizeof m, "connection to %s lost: %s", cl->authority, why);
-  if (!was_ready && !atomic_load(&cl->stopping) && !cc->app_closed) AMN_WARN("%s", m);
-  else if (!was_ready) AMN_DEBUG("%s", m);
+  if (!was_ready) snprintf(m, sizeof m, "cannot connect to %s over HTTP/3: %s", cc->ep->authority, why);
+  else snprintf(m, sizeof m, "connection to %s lost: %s", cc->ep->authority, why);
+  if (!was_ready) AMN_DEBUG("%s", m); /* the pool logs the failure */
   else if (cc->live) AMN_INFO("%s", m);
+  /* calls still open: retried elsewhere when their request never went
+   * out, else UNAVAILABLE (idempotent ones may still be retried) */
   h3c_stream *lists[2] = {cc->live, cc->waitq};
   cc->live = cc->waitq = NULL;
   for (int k = 0; k < 2; k++)
     while (lists[k]) {
       h3c_stream *cs = lists[k];
       lists[k] = cs->next;
-      amn_ccall *c = cs->c;
-      c->conn = NULL;
-      amn_ccall_complete(c, AMN_STATUS_UNAVAILABLE, m);
-      amn_ccall_unref(c);
+      if (cs->c) detach_fail(cs, AMN_STATUS_UNAVAILABLE, m, k == 1 || !cs->started);
       amn_h3_sendbuf_free(&cs->sb);
       amn_h3_sendbuf_free(&cs->resend);
       free(cs);
     }
   cc->nlive = 0;
-  if (!was_ready) amn_client_conn_event(cl, AMN_EIO, m);
+  amn_cslot *slot = cc->slot;
+  cc->slot = NULL;
+  if (slot) amn_cslot_closed(slot, m); /* a connection that never became ready: the pool's failure */
   cc_free(cc);
 }
 
@@ -793,7 +881,7 @@ static void handshake_timeout_msg(h3c_conn *cc, char *why, size_t cap) {
     snprintf(why, cap,
              "no QUIC handshake within %u ms: no answer from the server (is HTTP/3 enabled on it and UDP port %u "
              "reachable?)",
-             cc->cl->o.connect_timeout_ms, cc->cl->port);
+             cc->cl->o.connect_timeout_ms, cc->ep->port);
   else
     snprintf(why, cap, "QUIC handshake not completed within %u ms (packets lost, or the server is overloaded)",
              cc->cl->o.connect_timeout_ms);
@@ -830,7 +918,7 @@ static void cc_error(h3c_conn *cc, int rv) {
 static bool socket_refused(h3c_conn *cc, int e) {
   if (e != ECONNREFUSED) return false;
   char why[200];
-  snprintf(why, sizeof why, "connection refused (nothing listening on UDP port %u)", cc->cl->port);
+  snprintf(why, sizeof why, "connection refused (nothing listening on UDP port %u)", cc->ep->port);
   if (cc->st == CC_CONNECTING) next_addr_or_fail(cc, why);
   else cc_closed(cc, why, false);
   return true;
@@ -875,10 +963,13 @@ static void read_cb(struct ev_loop *ev, ev_io *w, int revents) {
   for (int round = 0; round < 8; round++) {
     int n = amn_h3_recv_batch(cc->b.fd, cc->rbuf, cc->msgs, cc->iov, cc->from);
     if (n < 0) {
-      if (!socket_refused(cc, -n)) AMN_DEBUG("UDP receive from %s: %s", cc->cl->authority, strerror(-n));
+      if (!socket_refused(cc, -n)) AMN_DEBUG("UDP receive from %s: %s", cc->ep->authority, strerror(-n));
       return;
     }
-    if (n > 0) cc->rx_any = true;
+    if (n > 0) {
+      cc->rx_any = true;
+      cc->last_rx = ev_now(cc->cl->ev);
+    }
     for (int i = 0; i < n; i++) {
       if (!cc->msgs[i].msg_len) continue;
       ngtcp2_path path = {{(struct sockaddr *)&cc->b.local, cc->b.local_len},
@@ -916,8 +1007,8 @@ static int ticket_hook(gnutls_session_t s, unsigned htype, unsigned when, unsign
   if (gnutls_session_get_data2(s, &d) < 0) return 0;
   h3c_state *hs = cc->hs;
   pthread_mutex_lock(&hs->mu);
-  gnutls_free(hs->ticket.data);
-  hs->ticket = d;
+  gnutls_free(cc->he->ticket.data);
+  cc->he->ticket = d;
   pthread_mutex_unlock(&hs->mu);
   return 0;
 }
@@ -943,8 +1034,8 @@ static int attempt(h3c_conn *cc) {
   cc->b.local_len = sizeof cc->b.local;
   getsockname(fd, (struct sockaddr *)&cc->b.local, &cc->b.local_len);
   char err[256];
-  if (amn_tls_session_new(cl->tls, &cc->b.tls, AMN_TLS_QUIC | GNUTLS_ENABLE_EARLY_DATA, cl->host, err,
-                          sizeof err) != 0 ||
+  if (amn_tls_session_new(cl->tls_h3, &cc->b.tls, AMN_TLS_QUIC | GNUTLS_ENABLE_EARLY_DATA,
+                          cl->o.tls.server_name ? cl->o.tls.server_name : cc->ep->host, err, sizeof err) != 0 ||
       ngtcp2_crypto_gnutls_configure_client_session(cc->b.tls) != 0) {
     snprintf(cc->last_err, sizeof cc->last_err, "TLS setup: %s", cc->b.tls ? "QUIC configuration failed" : err);
     teardown(cc);
@@ -954,21 +1045,22 @@ static int attempt(h3c_conn *cc) {
   gnutls_handshake_set_hook_function(cc->b.tls, GNUTLS_HANDSHAKE_NEW_SESSION_TICKET, GNUTLS_HOOK_POST, ticket_hook);
   /* resume the last session: with 0-RTT when its transport parameters are known */
   h3c_state *hs = cc->hs;
+  h3c_ep *he = cc->he;
   ngtcp2_transport_params early_tp;
   bool resume = false, early = false;
-  uint8_t token[sizeof hs->token];
+  uint8_t token[sizeof he->token];
   size_t token_len = 0;
   pthread_mutex_lock(&hs->mu);
-  if (hs->ticket.size && gnutls_session_set_data(cc->b.tls, hs->ticket.data, hs->ticket.size) == 0) {
+  if (he->ticket.size && gnutls_session_set_data(cc->b.tls, he->ticket.data, he->ticket.size) == 0) {
     resume = true;
-    if (hs->have_tp) {
-      early_tp = hs->tp;
+    if (he->have_tp) {
+      early_tp = he->tp;
       early = true;
     }
   }
-  if (hs->token_len) {
-    token_len = hs->token_len;
-    memcpy(token, hs->token, token_len);
+  if (he->token_len) {
+    token_len = he->token_len;
+    memcpy(token, he->token, token_len);
   }
   hs->st.connects++;
   if (token_len) hs->st.tokens_sent++;
@@ -1016,7 +1108,7 @@ static int attempt(h3c_conn *cc) {
       cc->b.h = NULL;
     }
   }
-  AMN_DEBUG("HTTP/3 connection to %s%s%s", cl->authority, resume ? ", resuming the TLS session" : "",
+  AMN_DEBUG("HTTP/3 connection to %s%s%s", cc->ep->authority, resume ? ", resuming the TLS session" : "",
             cc->early ? " with 0-RTT" : "");
   ev_io_init(&cc->rw, read_cb, fd, EV_READ);
   cc->rw.data = cc;
@@ -1028,13 +1120,12 @@ static int attempt(h3c_conn *cc) {
 static h3c_state *state_of(amn_client *cl) { return __atomic_load_n(&cl->h3, __ATOMIC_ACQUIRE); }
 static h3c_state *state_get(amn_client *cl);
 
-static void h3c_connect(amn_client *cl) {
+static void h3c_open(amn_cslot *slot) {
+  amn_cendpoint *ep = slot->ep;
+  amn_client *cl = ep->cl;
   h3c_state *hs = state_get(cl);
-  if (!hs) {
-    amn_client_conn_event(cl, AMN_ENOMEM, "out of memory");
-    return;
-  }
-  h3c_conn *cc = calloc(1, sizeof *cc);
+  if (hs && !ep->h3) ep->h3 = calloc(1, sizeof(h3c_ep));
+  h3c_conn *cc = hs && ep->h3 ? calloc(1, sizeof *cc) : NULL;
   if (cc) {
     cc->rbuf = malloc((size_t)AMN_H3_RX_BATCH * AMN_H3_RX_DGRAM);
     cc->txbuf = malloc(AMN_H3_TX_BUF);
@@ -1047,36 +1138,42 @@ static void h3c_connect(amn_client *cl) {
       free(cc->txbuf);
       free(cc);
     }
-    amn_client_conn_event(cl, AMN_ENOMEM, "out of memory");
+    amn_cslot_closed(slot, "out of memory");
     return;
   }
   cc->cl = cl;
+  cc->ep = ep;
+  cc->slot = slot;
   cc->hs = hs;
+  cc->he = ep->h3;
   cc->st = CC_CONNECTING;
   cc->b.fd = -1;
-  cl->conn = cc;
+  slot->conn = cc;
   ev_timer_init(&cc->ct, ct_cb, cl->o.connect_timeout_ms / 1000.0, 0.);
   cc->ct.data = cc;
   ev_timer_start(cl->ev, &cc->ct);
+  ev_init(&cc->ka, ka_cb);
   ev_init(&cc->rw, read_cb);
   struct addrinfo hints = {0};
   hints.ai_family = AF_UNSPEC;
   hints.ai_socktype = SOCK_DGRAM;
   hints.ai_flags = AI_NUMERICSERV;
   char ps[8];
-  snprintf(ps, sizeof ps, "%u", cl->port);
-  int gai = getaddrinfo(cl->host, ps, &hints, &cc->ai);
+  snprintf(ps, sizeof ps, "%u", ep->port);
+  int gai = getaddrinfo(ep->host, ps, &hints, &cc->ai);
   if (gai != 0) {
     char m[300];
-    snprintf(m, sizeof m, "cannot resolve '%s': %s", cl->host, gai_strerror(gai));
+    snprintf(m, sizeof m, "cannot resolve '%s': %s", ep->host, gai_strerror(gai));
     cc->ai = NULL;
     cc_closed(cc, m, false);
     return;
   }
   for (cc->cur = cc->ai; cc->cur; cc->cur = cc->cur->ai_next)
     if (attempt(cc) == 0) {
-      /* resuming with 0-RTT: idempotent calls go now, with the first flight */
-      if (cc->early) amn_client_conn_event(cl, 0, NULL);
+      if (cc->early) { /* resuming with 0-RTT: idempotent calls go now, with the first flight */
+        slot->unconfirmed = true;
+        amn_cslot_ready(slot);
+      }
       return;
     }
   char m[300];
@@ -1130,6 +1227,19 @@ static int do_rebind(h3c_conn *cc, bool nat_only) {
   return 0;
 }
 
+/* The connection the test hooks act on: the HTTP/3 connection of the pool
+ * carrying the most calls (ready ones first). */
+static h3c_conn *hook_conn(amn_client *cl) {
+  amn_cslot *best = NULL;
+  for (size_t i = 0; i < cl->neps; i++)
+    for (amn_cslot *s = cl->eps[i].slots; s; s = s->next) {
+      if (s->tp != &amn_h3c_transport || !s->conn || s->closing) continue;
+      bool ready = s->st == AMN_SLOT_READY, bready = best && best->st == AMN_SLOT_READY;
+      if (!best || (ready && !bready) || (ready == bready && s->inflight > best->inflight)) best = s;
+    }
+  return best ? best->conn : NULL;
+}
+
 static void async_cb(struct ev_loop *ev, ev_async *w, int revents) {
   (void)ev; (void)revents;
   amn_client *cl = w->data;
@@ -1139,10 +1249,11 @@ static void async_cb(struct ev_loop *ev, ev_async *w, int revents) {
   unsigned seq = hs->op_seq;
   pthread_mutex_unlock(&hs->mu);
   if (seq == hs->op_done) return;
-  h3c_conn *cc = cl->conn;
+  h3c_conn *cc = hook_conn(cl);
   int rc = AMN_ESTATE;
   if (cc && op == OP_CLOSE) {
     cc->app_closed = true;
+    if (cc->slot) cc->slot->closing = true; /* asked for: not a failure of the server */
     cc_closed(cc, "closed by the application", true);
     rc = 0;
   } else if (cc && cc->st == CC_READY) {
@@ -1177,11 +1288,16 @@ static h3c_state *state_get(amn_client *cl) {
 }
 
 void amn_h3c_client_free(amn_client *cl) {
+  for (size_t i = 0; i < cl->neps; i++) {
+    h3c_ep *he = cl->eps[i].h3;
+    if (he) gnutls_free(he->ticket.data);
+    free(he);
+    cl->eps[i].h3 = NULL;
+  }
   h3c_state *hs = state_of(cl);
   if (!hs) return;
   ev_ref(cl->ev);
   ev_async_stop(cl->ev, &hs->async);
-  gnutls_free(hs->ticket.data);
   pthread_mutex_destroy(&hs->mu);
   pthread_cond_destroy(&hs->cv);
   free(hs);
@@ -1190,7 +1306,7 @@ void amn_h3c_client_free(amn_client *cl) {
 
 void amn_h3c_stats(amn_client *cl, amn_h3_client_stats *out) {
   memset(out, 0, sizeof *out);
-  h3c_state *hs = cl && cl->tp == &amn_h3c_transport ? state_of(cl) : NULL;
+  h3c_state *hs = cl ? state_of(cl) : NULL;
   if (!hs) return;
   pthread_mutex_lock(&hs->mu);
   *out = hs->st;
@@ -1198,7 +1314,7 @@ void amn_h3c_stats(amn_client *cl, amn_h3_client_stats *out) {
 }
 
 static int run_op(amn_client *cl, int op, int arg) {
-  h3c_state *hs = cl && cl->tp == &amn_h3c_transport ? state_of(cl) : NULL;
+  h3c_state *hs = cl ? state_of(cl) : NULL;
   if (!hs) return AMN_ESTATE;
   pthread_mutex_lock(&hs->mu);
   hs->op = op;
@@ -1221,4 +1337,5 @@ int amn_h3c_test_rebind(amn_client *cl, bool nat_only) { return run_op(cl, OP_RE
 int amn_h3c_test_key_update(amn_client *cl) { return run_op(cl, OP_KEY_UPDATE, 0); }
 int amn_h3c_test_close(amn_client *cl) { return run_op(cl, OP_CLOSE, 0); }
 
-const amn_ctransport amn_h3c_transport = {h3c_connect, h3c_ready, h3c_start_call, h3c_resume, h3c_cancel, h3c_close};
+const amn_ctransport amn_h3c_transport = {"HTTP/3",     AMN_TRANSPORT_H3, h3c_open,  h3c_max_streams,
+                                          h3c_start_call, h3c_resume,       h3c_cancel, h3c_close};
