@@ -434,6 +434,9 @@ static amn_client *client_new(net *n) {
 /* execute                                                             */
 /* ------------------------------------------------------------------ */
 
+/* The transport an endpoint uses, as the bench reports it. */
+static const char *tp_name(amn_transport t) { return t == AMN_TRANSPORT_H3 ? "h3" : t == AMN_TRANSPORT_H2 ? "h2" : "-"; }
+
 static void json_str(FILE *f, const uint8_t *p, size_t n) {
   fputc('"', f);
   for (size_t i = 0; i < n; i++) {
@@ -1049,6 +1052,7 @@ static int cmd_bench(cli *o, net *n) {
       eps[j].calls_failed += one[j].calls_failed;
       eps[j].connects += one[j].connects;
       eps[j].connect_failures += one[j].connect_failures;
+      if (!eps[j].transport) eps[j].transport = one[j].transport;
     }
   }
   free(one);
@@ -1081,8 +1085,9 @@ static int cmd_bench(cli *o, net *n) {
     for (size_t j = 0; j < neps; j++) {
       fputs(j ? ",{\"url\":" : "{\"url\":", f);
       json_str(f, (const uint8_t *)o->urls[j], strlen(o->urls[j]));
-      fprintf(f, ",\"calls\":%llu,\"ok\":%llu,\"failed\":%llu,\"connects\":%llu,\"connect_failures\":%llu}",
-              (unsigned long long)eps[j].calls_started, (unsigned long long)eps[j].calls_ok,
+      fprintf(f, ",\"transport\":\"%s\",\"calls\":%llu,\"ok\":%llu,\"failed\":%llu,\"connects\":%llu,"
+                 "\"connect_failures\":%llu}",
+              tp_name(eps[j].transport), (unsigned long long)eps[j].calls_started, (unsigned long long)eps[j].calls_ok,
               (unsigned long long)eps[j].calls_failed, (unsigned long long)eps[j].connects,
               (unsigned long long)eps[j].connect_failures);
     }
@@ -1098,8 +1103,8 @@ static int cmd_bench(cli *o, net *n) {
     printf("  latency  min %.1f  mean %.1f  p50 %.1f  p90 %.1f  p99 %.1f  p99.9 %.1f  max %.1f  (us)\n", mn, mean,
            p50, p90, p99, p999, mx);
     for (size_t j = 0; j < neps; j++)
-      printf("  %s  %llu calls (%llu ok, %llu failed), %llu connection%s, %llu connect failure%s\n", o->urls[j],
-             (unsigned long long)eps[j].calls_started, (unsigned long long)eps[j].calls_ok,
+      printf("  %s  %s, %llu calls (%llu ok, %llu failed), %llu connection%s, %llu connect failure%s\n", o->urls[j],
+             tp_name(eps[j].transport), (unsigned long long)eps[j].calls_started, (unsigned long long)eps[j].calls_ok,
              (unsigned long long)eps[j].calls_failed, (unsigned long long)eps[j].connects,
              eps[j].connects == 1 ? "" : "s", (unsigned long long)eps[j].connect_failures,
              eps[j].connect_failures == 1 ? "" : "s");

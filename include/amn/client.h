@@ -6,24 +6,35 @@
  * thread-safe: any number of application threads may issue calls through
  * one client at once; the calls are multiplexed as streams over the pool.
  *
- * Pool (HTTP/2): each URL is an endpoint with 1..pool_max_connections
- * connections; a call goes to an endpoint chosen by lb_policy (p2c: the
- * less busy of two random endpoints, by calls in flight; or round robin),
- * on its least busy connection. A new connection is opened when the open
- * ones carry as many calls as the server allows (its
- * SETTINGS_MAX_CONCURRENT_STREAMS); connections without calls above
+ * Pool (HTTP/2 and HTTP/3): each URL is an endpoint with
+ * 1..pool_max_connections connections; a call goes to an endpoint chosen by
+ * lb_policy (p2c: the less busy of two random endpoints, by calls in
+ * flight; or round robin), on its least busy connection. A new connection
+ * is opened when the open ones carry as many calls as the server allows
+ * (HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS, QUIC initial_max_streams_bidi);
+ * connections without calls above
  * pool_min_connections close after idle_timeout_ms; a connection that got
  * GOAWAY takes no new call and is replaced. An endpoint whose connection
  * fails is ejected and retried after a jittered, capped exponential backoff
  * (calls go to the other endpoints meanwhile). A call is re-sent on another
  * connection (at most max_retries times) only when that is safe: whatever
- * it is, when the server provably never processed it (REFUSED_STREAM, a
- * stream above a GOAWAY's last stream id, the connection failed before the
- * request went out); and, for calls marked idempotent, after UNAVAILABLE,
+ * it is, when the server provably never processed it (REFUSED_STREAM or
+ * H3_REQUEST_REJECTED, a stream above a GOAWAY's last stream id, the
+ * connection failed before the request went out); and, for calls marked idempotent, after UNAVAILABLE,
  * within a retry budget (grpc retryThrottling: 10 tokens, a failure costs
  * 1, a success returns 0.1, no retry at 5 or below). A non-idempotent call
  * that may have run is never re-sent. Streams are re-sent only before any
  * message went either way. Deadlines cover all attempts.
+ *
+ * Transport (amn_client_opts.transport): HTTP/2, HTTP/3, or AUTO: per URL,
+ * QUIC races TCP in the happy-eyeballs style (QUIC first; TCP when QUIC
+ * has not completed its handshake within 250 ms, or at once when QUIC
+ * fails, e.g. ICMP port unreachable); the first connection ready wins, and
+ * the URL keeps that transport until a connection attempt over it fails,
+ * then races again. AUTO with an http:// URL is HTTP/2 (QUIC needs TLS).
+ * Over HTTP/3 each URL keeps its last session ticket and NEW_TOKEN token:
+ * the next connection resumes (0-RTT for idempotent calls) and skips the
+ * server's address validation.
  *
  * Callbacks (amn_unary_cb, amn_cstream_cbs) run on the client's I/O thread:
  * they must not block and must not call the blocking amn_client_unary().
@@ -45,7 +56,7 @@ typedef struct amn_cstream amn_cstream;
 typedef struct amn_client_opts {
   const char *url;              /**< "https://host:port" ("http://" only with tls.insecure) */
   amn_tls_opts tls;             /**< client certificate, key, CA to verify the server */
-  amn_transport transport;      /**< AMN_TRANSPORT_H2 (default) */
+  amn_transport transport;      /**< AMN_TRANSPORT_H2 (default), _H3 (https:// only) or _AUTO */
   size_t max_recv_message;      /**< default AMN_DEFAULT_MAX_MESSAGE */
   size_t max_send_message;      /**< default AMN_DEFAULT_MAX_MESSAGE */
   uint32_t connect_timeout_ms;  /**< TCP connect + TLS handshake; default 10000 */
@@ -67,7 +78,8 @@ typedef struct amn_client_opts {
    *  PING; no answer within keepalive_timeout_ms closes it (its calls fail
    *  with UNAVAILABLE, the next call reconnects). 0 = off (default). A
    *  GOAWAY "too_many_pings" doubles the interval. */
-  uint32_t keepalive_interval_ms;
+  uint32_t keepalive_interval_ms; /**< (HTTP/3: QUIC PINGs; the connection closes when nothing at all
+                                      arrived for interval + timeout while calls are open) */
   uint32_t keepalive_timeout_ms; /**< 0 = keepalive_interval_ms (at least 1000) */
   bool keepalive_without_calls;  /**< also PING connections without calls (default false, as grpc) */
 } amn_client_opts;
@@ -110,7 +122,7 @@ AMN_API void amn_result_free(amn_result *r);
 AMN_API int amn_client_new(amn_client **out, const amn_client_opts *opts, char *err, size_t errlen);
 
 /** Connects now and waits for the TLS + HTTP/2 handshake (the server's
- *  SETTINGS), up to connect_timeout_ms. With several URLs it connects to
+ *  SETTINGS; over HTTP/3 the confirmed QUIC handshake), up to connect_timeout_ms. With several URLs it connects to
  *  every one and returns once the first is ready (or all failed). Returns 0,
  *  or AMN_EIO/AMN_ETLS with the reason. Optional: calls connect by
  *  themselves. */

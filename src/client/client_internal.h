@@ -199,7 +199,11 @@ void amn_pool_connect(amn_client *cl);           /* amn_client_connect: connect 
 void amn_pool_close_all(amn_client *cl, const char *why);
 void amn_pool_call_detach(amn_ccall *c, amn_status_code code); /* the attempt ended: release its slot */
 /* Transport -> pool events for a pooled connection. */
+/* The connection takes calls. With s->unconfirmed set (0-RTT), before its
+ * handshake is complete: amn_cslot_confirmed follows (or amn_cslot_closed,
+ * a failure of the endpoint). */
 void amn_cslot_ready(amn_cslot *s);
+void amn_cslot_confirmed(amn_cslot *s);
 void amn_cslot_goaway(amn_cslot *s, bool error, const char *why);
 void amn_cslot_closed(amn_cslot *s, const char *why); /* the slot is freed: do not touch it again */
 

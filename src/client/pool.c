@@ -423,22 +423,36 @@ static void race_won(amn_cslot *s) {
 void amn_cslot_ready(amn_cslot *s) {
   amn_cendpoint *ep = s->ep;
   amn_client *cl = ep->cl;
-  if (!ep->tp) race_won(s);
+  if (!ep->tp && !s->unconfirmed) race_won(s);
   LOCK(cl);
   ep->nconnecting--;
   ep->nready++;
+  UNLOCK(cl);
+  s->st = AMN_SLOT_READY;
+  s->idle_since = ev_now(cl->ev);
+  amn_pool_mark(cl);
+  if (s->unconfirmed) { /* 0-RTT: takes calls, but the server is not proven there yet */
+    AMN_DEBUG("pool: sending 0-RTT calls to %s", ep->authority);
+    return;
+  }
+  amn_cslot_confirmed(s);
+}
+
+void amn_cslot_confirmed(amn_cslot *s) {
+  amn_cendpoint *ep = s->ep;
+  amn_client *cl = ep->cl;
+  if (!ep->tp && s->unconfirmed) race_won(s); /* a 0-RTT connection wins once its handshake completed */
+  s->unconfirmed = false;
+  LOCK(cl);
   ep->connects++;
   bool was_ejected = ep->ejected;
   ep->ejected = false;
   ep->fails = 0;
   UNLOCK(cl);
-  s->st = AMN_SLOT_READY;
-  s->idle_since = ev_now(cl->ev);
   ev_timer_stop(cl->ev, &ep->retry);
   if (was_ejected) AMN_INFO("pool: %s is back", ep->url);
   AMN_DEBUG("pool: connected to %s (%u ready)", ep->authority, ep->nready);
   amn_client_notify_connect(cl, 0, NULL);
-  amn_pool_mark(cl);
 }
 
 void amn_cslot_goaway(amn_cslot *s, bool error, const char *why) {
@@ -476,12 +490,15 @@ void amn_cslot_closed(amn_cslot *s, const char *why) {
   const amn_ctransport *tp = s->tp;
   free(s);
   if (failed && !stopping && cl->tp == NULL) { /* auto */
-    if (ep->tp == tp) { /* the remembered transport fails: race again next time */
+    if (ep->tp == tp) { /* the remembered transport fails: race again now */
       LOCK(cl);
       ep->tp = NULL;
+      snprintf(ep->last_error, sizeof ep->last_error, "%s", why);
       UNLOCK(cl);
-      AMN_INFO("pool: %s: %s failed (%s); the next connection races HTTP/3 against HTTP/2", ep->authority,
-               tp->name, why);
+      AMN_INFO("pool: %s: %s failed (%s); racing HTTP/3 against HTTP/2 again", ep->authority, tp->name, why);
+      slot_open(ep); /* the endpoint fails if both sides of this race do */
+      amn_pool_mark(cl);
+      return;
     } else if (!ep->tp && ep->racing) {
       /* one side of the race lost: the other goes on (HTTP/2 starts now
        * if it had not yet); the endpoint fails when both did */

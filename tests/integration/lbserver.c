@@ -7,7 +7,7 @@
  * (from a worker thread); one containing "@unavail" gets UNAVAILABLE the
  * first time this server sees it (the retry tests).
  * usage: lbserver --listen HOST:PORT (--pki-dir DIR | --insecure) --exec-log FILE
- *                 [--delay-ms N] [--max-connections N] [--drain-ms N]
+ *                 [--delay-ms N] [--max-connections N] [--drain-ms N] [--transport h2|h3|both]
  * SIGTERM/SIGINT: graceful stop (GOAWAY, drain), exit 0.
  */
 #include <fcntl.h>
@@ -100,6 +100,8 @@ int main(int argc, char **argv) {
     else if (!strcmp(a, "--delay-ms")) g_delay_ms = (unsigned)atoi(v), i++;
     else if (!strcmp(a, "--max-connections")) o.max_connections = (uint32_t)atoi(v), i++;
     else if (!strcmp(a, "--drain-ms")) o.drain_timeout_ms = (uint32_t)atoi(v), i++;
+    else if (!strcmp(a, "--transport"))
+      o.transport = !strcmp(v, "h3") ? AMN_TRANSPORT_H3 : !strcmp(v, "both") ? AMN_TRANSPORT_BOTH : AMN_TRANSPORT_H2, i++;
     else {
       fprintf(stderr, "lbserver: unknown option %s\n", a);
       return 2;

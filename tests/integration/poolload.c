@@ -8,7 +8,7 @@
  * the watchdog (the process dies with SIGALRM: exit status 142).
  * usage: poolload --urls U1,U2,... (--pki-dir DIR | --insecure) --out FILE
  *        [--threads T] [--duration MS] [--timeout MS] [--prefix P] [--slow]
- *        [--idempotent-every K] [--backoff-ms B] [--lb p2c|rr] [--min-conns N]
+ *        [--idempotent-every K] [--backoff-ms B] [--lb p2c|rr] [--min-conns N] [--transport h2|h3|auto]
  */
 #include <pthread.h>
 #include <stdio.h>
@@ -68,7 +68,7 @@ static void *run(void *arg) {
 }
 
 int main(int argc, char **argv) {
-  const char *urls = NULL, *pki = NULL, *out = NULL, *lb = "p2c";
+  const char *urls = NULL, *pki = NULL, *out = NULL, *lb = "p2c", *transport = "h2";
   int threads = 6, duration = 5000, insecure = 0, backoff = 200, min_conns = 1;
   for (int i = 1; i < argc; i++) {
     const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : "";
@@ -85,6 +85,7 @@ int main(int argc, char **argv) {
     else if (!strcmp(a, "--backoff-ms")) backoff = atoi(v), i++;
     else if (!strcmp(a, "--lb")) lb = v, i++;
     else if (!strcmp(a, "--min-conns")) min_conns = atoi(v), i++;
+    else if (!strcmp(a, "--transport")) transport = v, i++;
     else {
       fprintf(stderr, "poolload: unknown option %s\n", a);
       return 2;
@@ -107,6 +108,8 @@ int main(int argc, char **argv) {
   o.backoff_max_ms = (uint32_t)backoff * 4;
   o.pool_min_connections = (uint32_t)min_conns;
   o.lb_policy = strcmp(lb, "rr") == 0 ? AMN_LB_ROUND_ROBIN : AMN_LB_P2C;
+  o.transport = !strcmp(transport, "h3") ? AMN_TRANSPORT_H3 : !strcmp(transport, "auto") ? AMN_TRANSPORT_AUTO
+                                                                                          : AMN_TRANSPORT_H2;
   static char storage[3 * 4096];
   if (insecure) o.tls.insecure = true;
   else if (amn_pki_paths(pki, "client", &o.tls, storage, sizeof storage) != 0) return 2;
@@ -144,8 +147,11 @@ int main(int argc, char **argv) {
   size_t n = amn_client_stats(g_cl, st, 64, &retries);
   static const char *const states[] = {"idle", "connecting", "ready", "ejected"};
   for (size_t i = 0; i < n && i < 64; i++)
-    printf("endpoint %s state=%s connections=%u started=%llu ok=%llu failed=%llu connects=%llu connect_failures=%llu\n",
-           st[i].url, states[st[i].state], st[i].connections, (unsigned long long)st[i].calls_started,
+    printf("endpoint %s state=%s transport=%s connections=%u started=%llu ok=%llu failed=%llu connects=%llu "
+           "connect_failures=%llu\n",
+           st[i].url, states[st[i].state],
+           st[i].transport == AMN_TRANSPORT_H3 ? "h3" : st[i].transport == AMN_TRANSPORT_H2 ? "h2" : "-",
+           st[i].connections, (unsigned long long)st[i].calls_started,
            (unsigned long long)st[i].calls_ok, (unsigned long long)st[i].calls_failed,
            (unsigned long long)st[i].connects, (unsigned long long)st[i].connect_failures);
   printf("retries=%llu\n", (unsigned long long)retries);

@@ -249,6 +249,7 @@ typedef struct cli_cfg {
   size_t max_recv, max_send;
   amn_transport transport;
   uint32_t pool_max; /* pool_max_connections (0: the default) */
+  uint32_t idle_timeout_ms, keepalive_interval_ms, keepalive_timeout_ms;
 } cli_cfg;
 
 static amn_client *cli_new(uint16_t port, const cli_cfg *cc) {
@@ -265,6 +266,9 @@ static amn_client *cli_new(uint16_t port, const cli_cfg *cc) {
   if (cc && cc->max_recv) o.max_recv_message = cc->max_recv;
   if (cc && cc->max_send) o.max_send_message = cc->max_send;
   if (cc && cc->pool_max) o.pool_max_connections = cc->pool_max;
+  if (cc && cc->idle_timeout_ms) o.idle_timeout_ms = cc->idle_timeout_ms;
+  if (cc && cc->keepalive_interval_ms) o.keepalive_interval_ms = cc->keepalive_interval_ms;
+  if (cc && cc->keepalive_timeout_ms) o.keepalive_timeout_ms = cc->keepalive_timeout_ms;
   amn_client *c = NULL;
   char err[256];
   int rc = amn_client_new(&c, &o, err, sizeof err);
@@ -1752,6 +1756,171 @@ static int teardown_all(void **st) {
   return system(cmd) == 0 ? 0 : -1;
 }
 
+/* ------------------------------------------------------------------ */
+/* Group "pool": --transport auto, keepalive                          */
+/* ------------------------------------------------------------------ */
+
+static amn_endpoint_stats ep_stats(amn_client *c) {
+  amn_endpoint_stats es;
+  assert_int_equal(amn_client_stats(c, &es, 1, NULL), 1);
+  return es;
+}
+
+/* One echo; returns the seconds it took. */
+static double timed_echo(amn_client *c, const char *what) {
+  amn_result r;
+  double t0 = now_s();
+  assert_int_equal(call_str(c, "/t.H3/Echo", what, 10000, &r), 0);
+  double el = now_s() - t0;
+  if (r.code != AMN_STATUS_OK) fprintf(stderr, "echo %s: %s: %s\n", what, amn_status_name(r.code), r.message);
+  assert_int_equal(r.code, AMN_STATUS_OK);
+  assert_int_equal(r.len, strlen(what));
+  amn_result_free(&r);
+  return el;
+}
+
+/* auto against a server with both transports: QUIC wins the race. */
+static void test_auto_prefers_h3(void **st) {
+  (void)st;
+  srv_cfg sc = {.transport = AMN_TRANSPORT_BOTH};
+  amn_server *s = srv_start(&sc);
+  cli_cfg cc = {.transport = AMN_TRANSPORT_AUTO};
+  amn_client *c = cli_new(amn_server_port(s), &cc);
+  timed_echo(c, "auto");
+  amn_endpoint_stats es = ep_stats(c);
+  amn_h3_server_stats ss;
+  amn_h3s_stats(s, &ss);
+  fprintf(stderr, "# auto vs h2+h3 server: %s, %llu QUIC handshakes on the server\n",
+          es.transport == AMN_TRANSPORT_H3 ? "HTTP/3" : "not HTTP/3", (unsigned long long)ss.handshakes_done);
+  assert_int_equal(es.transport, AMN_TRANSPORT_H3);
+  assert_true(ss.handshakes_done >= 1);
+  amn_client_free(c);
+  srv_free(s);
+}
+
+/* auto against an HTTP/2-only server: its UDP port is closed (ICMP port
+ * unreachable), so TCP starts at once, without waiting for QUIC's head
+ * start; the endpoint is not counted as failing. */
+static void test_auto_udp_refused(void **st) {
+  (void)st;
+  srv_cfg sc = {.transport = AMN_TRANSPORT_H2};
+  amn_server *s = srv_start(&sc);
+  cli_cfg cc = {.transport = AMN_TRANSPORT_AUTO};
+  amn_client *c = cli_new(amn_server_port(s), &cc);
+  double el = timed_echo(c, "refused");
+  amn_endpoint_stats es = ep_stats(c);
+  amn_h3_client_stats cs;
+  amn_h3c_stats(c, &cs);
+  fprintf(stderr, "# auto vs h2-only server: first call after %.3f s over %s; QUIC attempts %llu, endpoint failures %llu\n",
+          el, es.transport == AMN_TRANSPORT_H2 ? "HTTP/2" : "?", (unsigned long long)cs.connects,
+          (unsigned long long)es.connect_failures);
+  assert_int_equal(es.transport, AMN_TRANSPORT_H2);
+  assert_int_equal(cs.connects, 1);
+  assert_int_equal(cs.handshakes, 0);
+  assert_int_equal(es.connect_failures, 0);
+  assert_int_equal(es.state, AMN_EP_READY);
+  amn_client_free(c);
+  srv_free(s);
+}
+
+/* A UDP socket on the server's port that never answers: QUIC is
+ * blackholed (no ICMP either). TCP joins after QUIC's head start and wins;
+ * the endpoint remembers HTTP/2: the next connection (after the first one
+ * idled out) goes straight to TCP, without a datagram towards QUIC. */
+static void test_auto_udp_blackholed(void **st) {
+  (void)st;
+  srv_cfg sc = {.transport = AMN_TRANSPORT_H2};
+  amn_server *s = srv_start(&sc);
+  uint16_t port = amn_server_port(s);
+  int hole = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+  struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons(port), .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+  assert_int_equal(bind(hole, (struct sockaddr *)&a, sizeof a), 0);
+  cli_cfg cc = {.transport = AMN_TRANSPORT_AUTO, .idle_timeout_ms = 300};
+  amn_client *c = cli_new(port, &cc);
+  double el = timed_echo(c, "blackholed");
+  amn_endpoint_stats es = ep_stats(c);
+  uint8_t buf[2048];
+  int dgrams = 0;
+  while (recv(hole, buf, sizeof buf, 0) > 0) dgrams++;
+  fprintf(stderr, "# auto, QUIC blackholed: first call after %.3f s over %s (%d datagrams swallowed)\n", el,
+          es.transport == AMN_TRANSPORT_H2 ? "HTTP/2" : "?", dgrams);
+  assert_int_equal(es.transport, AMN_TRANSPORT_H2);
+  assert_true(dgrams >= 1);
+  assert_true(el >= 0.24 && el < 3.0); /* QUIC's head start was honoured */
+  /* the pool closes the idle connection; the next one goes straight to TCP */
+  for (int i = 0; i < 300 && ep_stats(c).connections; i++) usleep(10000);
+  assert_int_equal(ep_stats(c).connections, 0);
+  el = timed_echo(c, "again");
+  int later = 0;
+  usleep(50000);
+  while (recv(hole, buf, sizeof buf, 0) > 0) later++;
+  es = ep_stats(c);
+  fprintf(stderr, "# second connection after %.3f s over %s, %d datagrams towards QUIC\n", el,
+          es.transport == AMN_TRANSPORT_H2 ? "HTTP/2" : "?", later);
+  assert_int_equal(later, 0);
+  assert_int_equal(es.connects, 2);
+  assert_true(el < 0.24);
+  close(hole);
+  amn_client_free(c);
+  srv_free(s);
+}
+
+/* The remembered transport stops working (the server comes back on the
+ * same port without HTTP/3): the endpoint forgets it and races again at
+ * once; the call succeeds over HTTP/2. */
+static void test_auto_forgets_failed_transport(void **st) {
+  (void)st;
+  srv_cfg sc = {.transport = AMN_TRANSPORT_BOTH};
+  amn_server *s = srv_start(&sc);
+  uint16_t port = amn_server_port(s);
+  cli_cfg cc = {.transport = AMN_TRANSPORT_AUTO, .idle_timeout_ms = 200};
+  amn_client *c = cli_new(port, &cc);
+  timed_echo(c, "h3 first");
+  assert_int_equal(ep_stats(c).transport, AMN_TRANSPORT_H3);
+  for (int i = 0; i < 300 && ep_stats(c).connections; i++) usleep(10000);
+  srv_free(s);
+  srv_cfg sc2 = {.transport = AMN_TRANSPORT_H2, .port = port};
+  s = srv_start(&sc2);
+  timed_echo(c, "then h2");
+  amn_endpoint_stats es = ep_stats(c);
+  fprintf(stderr, "# server lost HTTP/3: the call went over %s (endpoint failures %llu)\n",
+          es.transport == AMN_TRANSPORT_H2 ? "HTTP/2" : "?", (unsigned long long)es.connect_failures);
+  assert_int_equal(es.transport, AMN_TRANSPORT_H2);
+  amn_client_free(c);
+  srv_free(s);
+}
+
+/* Keepalive over QUIC: a call is open when the path goes silent (the
+ * relay blackholes it); the connection is declared dead after the
+ * keepalive interval plus its timeout, long before QUIC's idle timeout,
+ * and the call fails with UNAVAILABLE. */
+static void test_pool_keepalive_dead_peer(void **st) {
+  (void)st;
+  srv_cfg sc = {.idle_timeout_ms = 30000};
+  amn_server *s = srv_start(&sc);
+  udp_relay *r = udp_relay_start(amn_server_port(s), 11);
+  cli_cfg cc = {.keepalive_interval_ms = 300, .keepalive_timeout_ms = 300};
+  amn_client *c = cli_new(udp_relay_port(r), &cc);
+  timed_echo(c, "alive");
+  async_res a;
+  async_init(&a);
+  amn_call_opts none = {0};
+  assert_int_equal(amn_client_unary_async(c, "/t.H3/Slow", (const uint8_t *)"5000", 4, &none, async_cb, &a), 0);
+  usleep(100000);
+  relay_dir_cfg dark = {.blackhole = true};
+  relay_cfg_both(r, &dark);
+  double t0 = now_s();
+  assert_true(async_wait(&a, 10));
+  fprintf(stderr, "# keepalive 300+300 ms: the call failed after %.2f s: %s: %s\n", a.at - t0,
+          amn_status_name(a.code), a.msg);
+  assert_int_equal(a.code, AMN_STATUS_UNAVAILABLE);
+  assert_non_null(strstr(a.msg, "keepalive"));
+  assert_true(a.at - t0 >= 0.3 && a.at - t0 < 2.0);
+  amn_client_free(c);
+  udp_relay_stop(r);
+  srv_free(s);
+}
+
 int main(int argc, char **argv) {
   const char *group = argc > 1 ? argv[1] : "loss";
   if (argc > 2) cmocka_set_test_filter(argv[2]); /* e.g. "test_conn_*migration*" */
@@ -1803,6 +1972,16 @@ int main(int argc, char **argv) {
         cmocka_unit_test(test_zrtt_retry_and_new_token),
     };
     return cmocka_run_group_tests_name("h3_zrtt", t, setup_all, teardown_all);
+  }
+  if (strcmp(group, "pool") == 0) {
+    const struct CMUnitTest t[] = {
+        cmocka_unit_test(test_auto_prefers_h3),
+        cmocka_unit_test(test_auto_udp_refused),
+        cmocka_unit_test(test_auto_udp_blackholed),
+        cmocka_unit_test(test_auto_forgets_failed_transport),
+        cmocka_unit_test(test_pool_keepalive_dead_peer),
+    };
+    return cmocka_run_group_tests_name("h3_pool", t, setup_all, teardown_all);
   }
   fprintf(stderr, "unknown group '%s'\n", group);
   return 2;

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Connection pool failover over HTTP/2 + mTLS with real processes: three
+# Connection pool failover over HTTP/2 or HTTP/3 + mTLS with real processes: three
 # lbserver processes (amaters-net servers that log every execution), one
 # pooled client (poolload) under load.
 #  1. one server is killed (SIGKILL) during the load: no call hangs or is
@@ -10,9 +10,11 @@
 #  3. amaters-cli with several URLs and a [client] configuration: round robin,
 #     pool_min/max_connections, max_retries with --idempotent; the bench
 #     counts calls per URL.
-# usage: test_pool_failover.sh BUILD_DIR
+# usage: test_pool_failover.sh BUILD_DIR [h2|h3]
 set -euo pipefail
 bin=$1
+tp=${2:-h2}
+echo "transport: $tp"
 t=$bin/tests/integration
 work=$(mktemp -d)
 pids=()
@@ -31,7 +33,8 @@ print(" ".join(str(s.getsockname()[1]) for s in ss))'))
 urls=$(printf 'https://127.0.0.1:%s,' "${ports[@]}")
 urls=${urls%,}
 srv() { # srv INDEX LOG: start server INDEX, its pid in $spid
-  "$t/lbserver" --listen "127.0.0.1:${ports[$1]}" --pki-dir pki --exec-log "$2" --delay-ms 40 2>>"srv$1.err" &
+  "$t/lbserver" --listen "127.0.0.1:${ports[$1]}" --pki-dir pki --exec-log "$2" --delay-ms 40 --transport "$tp" \
+    2>>"srv$1.err" &
   spid=$!
   pids+=("$spid")
   for _ in $(seq 1 50); do grep -q "listening on port" "srv$1.err" 2>/dev/null && break; sleep 0.1; done
@@ -54,7 +57,7 @@ EOF
 
 # ---- 1. SIGKILL during load, then restart on the same port
 for i in 0 1 2; do srv $i "ex$i.log"; eval "p$i=\$spid"; done
-"$t/poolload" --urls "$urls" --pki-dir pki --out calls1.txt --threads 9 --duration 6000 --slow --prefix k \
+"$t/poolload" --urls "$urls" --pki-dir pki --out calls1.txt --threads 9 --duration 6000 --slow --prefix k --transport "$tp" \
   >load1.out 2>load1.err &
 lp=$!
 sleep 1.5
@@ -84,7 +87,7 @@ wait 2>/dev/null || true
 pids=()
 rm -f srv*.err
 for i in 0 1 2; do srv $i "dr$i.log"; eval "p$i=\$spid"; done
-"$t/poolload" --urls "$urls" --pki-dir pki --out calls2.txt --threads 12 --duration 4000 --slow --prefix d \
+"$t/poolload" --urls "$urls" --pki-dir pki --out calls2.txt --threads 12 --duration 4000 --slow --prefix d --transport "$tp" \
   >load2.out 2>load2.err &
 lp=$!
 sleep 1.5
@@ -106,26 +109,27 @@ pids=()
 rm -f srv*.err
 for i in 0 1; do srv $i "cli$i.log"; done
 u2="https://127.0.0.1:${ports[0]},https://127.0.0.1:${ports[1]}"
-printf '[client]\nlb_policy = "round_robin"\npool_min_connections = 2\npool_max_connections = 2\n' >rr.toml
+printf '[client]\ntransport = "%s"\nlb_policy = "round_robin"\npool_min_connections = 2\npool_max_connections = 2\n' "$tp" >rr.toml
 "$bin/amaters-cli" --pki-dir pki --config rr.toml "https://127.0.0.1:${ports[0]}" "https://127.0.0.1:${ports[1]}" \
   bench --inflight 1 --duration 1 --warmup 0 --json >rr.json 2>rr.err || bad "bench over two URLs: $(cat rr.err)"
 cat rr.json
-if /usr/bin/python3 - rr.json <<'EOF'
+if /usr/bin/python3 - rr.json "$tp" <<'EOF'
 import json, sys
 d = json.load(open(sys.argv[1]))
 e = d["endpoints"]
 assert len(e) == 2 and d["errors"] == 0, d
+assert all(x.get("transport", sys.argv[2]) == sys.argv[2] for x in e), e
 assert all(x["calls"] > 50 and x["failed"] == 0 and x["connects"] == 2 for x in e), e
 assert abs(e[0]["calls"] - e[1]["calls"]) <= 1, e
 EOF
 then ok "bench: calls per URL; round robin; pool_min_connections = 2 per URL"; else bad "round robin bench"; fi
 q="retry-$RANDOM@unavail"
 u1="https://127.0.0.1:${ports[0]}" # one server: its "@unavail" answer comes once
-if out=$("$bin/amaters-cli" --pki-dir pki "$u1" execute --data "a-$q" 2>&1); then bad "non-idempotent call re-sent: $out"
+if out=$("$bin/amaters-cli" --pki-dir pki --transport "$tp" "$u1" execute --data "a-$q" 2>&1); then bad "non-idempotent call re-sent: $out"
 else ok "non-idempotent UNAVAILABLE is not re-sent"; fi
-out=$("$bin/amaters-cli" --pki-dir pki --idempotent "$u1" execute --data "b-$q" 2>&1) || true
+out=$("$bin/amaters-cli" --pki-dir pki --transport "$tp" --idempotent "$u1" execute --data "b-$q" 2>&1) || true
 [ "$out" = "b-$q" ] && ok "--idempotent: re-sent after UNAVAILABLE" || bad "--idempotent: $out"
-printf '[client]\nmax_retries = 0\n' >noretry.toml
+printf '[client]\ntransport = "%s"\nmax_retries = 0\n' "$tp" >noretry.toml
 if out=$("$bin/amaters-cli" --pki-dir pki --config noretry.toml --idempotent "$u1" execute --data "c-$q" 2>&1); then
   bad "max_retries = 0 still retried"
 else ok "[client] max_retries = 0: no re-send"; fi

@@ -51,6 +51,12 @@ typedef struct h3c_state {
   int op, op_arg, op_rc;
   unsigned op_seq, op_done;
   amn_h3_client_stats st;
+  /* the receive batch, shared by the connections (they all run on the I/O
+   * thread, and a read callback finishes its batch before another starts) */
+  uint8_t *rbuf;
+  struct mmsghdr msgs[AMN_H3_RX_BATCH];
+  struct iovec iov[AMN_H3_RX_BATCH];
+  struct sockaddr_storage from[AMN_H3_RX_BATCH];
 } h3c_state;
 
 /* Per endpoint (ep->h3): what its next connection reuses. */
@@ -102,10 +108,7 @@ struct h3c_conn {
   ev_timer ka;                  /* keepalive: a silent server is dead */
   ev_tstamp last_rx;            /* when a packet last came from the server */
   amn_h3_sched *sched;          /* flushes this connection before the loop blocks */
-  uint8_t *rbuf, *txbuf;
-  struct mmsghdr msgs[AMN_H3_RX_BATCH];
-  struct iovec iov[AMN_H3_RX_BATCH];
-  struct sockaddr_storage from[AMN_H3_RX_BATCH];
+  uint8_t *txbuf;
   char last_err[300];
 };
 
@@ -347,10 +350,17 @@ static int on_end_trailers(nghttp3_conn *h, int64_t id, int fin, void *ud, void 
   return 0;
 }
 
+/* The response is complete: the call lets go of the stream first (an
+ * idempotent call ended by UNAVAILABLE may be re-sent elsewhere). */
 static int on_end_stream(nghttp3_conn *h, int64_t id, void *ud, void *sud) {
   (void)h; (void)id; (void)ud;
+  h3c_stream *cs = sud;
   amn_ccall *c = live_call(sud);
-  if (c) amn_ccall_response_ended(c);
+  if (!c) return 0;
+  cs->c = NULL;
+  c->conn = NULL;
+  amn_ccall_response_ended(c);
+  amn_ccall_unref(c); /* the stream's reference */
   return 0;
 }
 
@@ -666,8 +676,8 @@ static int q_handshake_confirmed(ngtcp2_conn *q, void *ud) {
   update_keepalive(cc);
   ka_start(cc);
   if (cc->slot) {
-    if (cc->slot->unconfirmed) cc->slot->unconfirmed = false; /* was ready for 0-RTT calls already */
-    else amn_cslot_ready(cc->slot); /* the pool sends calls */
+    if (cc->slot->unconfirmed) amn_cslot_confirmed(cc->slot); /* took 0-RTT calls already */
+    else amn_cslot_ready(cc->slot);                          /* the pool sends calls */
   }
   return 0;
 }
@@ -807,7 +817,6 @@ static void cc_free(h3c_conn *cc) {
   ev_timer_stop(cc->cl->ev, &cc->ka);
   amn_h3_sched_destroy(cc->sched);
   if (cc->ai) freeaddrinfo(cc->ai);
-  free(cc->rbuf);
   free(cc->txbuf);
   free(cc);
 }
@@ -961,7 +970,8 @@ static void read_cb(struct ev_loop *ev, ev_io *w, int revents) {
   (void)ev; (void)revents;
   h3c_conn *cc = w->data;
   for (int round = 0; round < 8; round++) {
-    int n = amn_h3_recv_batch(cc->b.fd, cc->rbuf, cc->msgs, cc->iov, cc->from);
+    h3c_state *hs = cc->hs;
+    int n = amn_h3_recv_batch(cc->b.fd, hs->rbuf, hs->msgs, hs->iov, hs->from);
     if (n < 0) {
       if (!socket_refused(cc, -n)) AMN_DEBUG("UDP receive from %s: %s", cc->ep->authority, strerror(-n));
       return;
@@ -971,12 +981,12 @@ static void read_cb(struct ev_loop *ev, ev_io *w, int revents) {
       cc->last_rx = ev_now(cc->cl->ev);
     }
     for (int i = 0; i < n; i++) {
-      if (!cc->msgs[i].msg_len) continue;
+      if (!hs->msgs[i].msg_len) continue;
       ngtcp2_path path = {{(struct sockaddr *)&cc->b.local, cc->b.local_len},
-                          {(struct sockaddr *)&cc->from[i], cc->msgs[i].msg_hdr.msg_namelen},
+                          {(struct sockaddr *)&hs->from[i], hs->msgs[i].msg_hdr.msg_namelen},
                           NULL};
       ngtcp2_pkt_info pi = {0};
-      int rv = ngtcp2_conn_read_pkt(cc->b.q, &path, &pi, cc->rbuf + (size_t)i * AMN_H3_RX_DGRAM, cc->msgs[i].msg_len,
+      int rv = ngtcp2_conn_read_pkt(cc->b.q, &path, &pi, hs->rbuf + (size_t)i * AMN_H3_RX_DGRAM, hs->msgs[i].msg_len,
                                     amn_h3_now());
       if (rv != 0) {
         cc_error(cc, rv);
@@ -1127,14 +1137,12 @@ static void h3c_open(amn_cslot *slot) {
   if (hs && !ep->h3) ep->h3 = calloc(1, sizeof(h3c_ep));
   h3c_conn *cc = hs && ep->h3 ? calloc(1, sizeof *cc) : NULL;
   if (cc) {
-    cc->rbuf = malloc((size_t)AMN_H3_RX_BATCH * AMN_H3_RX_DGRAM);
     cc->txbuf = malloc(AMN_H3_TX_BUF);
     cc->sched = amn_h3_sched_new(cl->ev);
   }
-  if (!cc || !cc->rbuf || !cc->txbuf || !cc->sched) {
+  if (!cc || !cc->txbuf || !cc->sched) {
     if (cc) {
       amn_h3_sched_destroy(cc->sched);
-      free(cc->rbuf);
       free(cc->txbuf);
       free(cc);
     }
@@ -1276,7 +1284,11 @@ static h3c_state *state_get(amn_client *cl) {
   h3c_state *hs = state_of(cl);
   if (hs) return hs;
   hs = calloc(1, sizeof *hs);
-  if (!hs) return NULL;
+  if (hs) hs->rbuf = malloc((size_t)AMN_H3_RX_BATCH * AMN_H3_RX_DGRAM);
+  if (!hs || !hs->rbuf) {
+    free(hs);
+    return NULL;
+  }
   pthread_mutex_init(&hs->mu, NULL);
   pthread_cond_init(&hs->cv, NULL);
   ev_async_init(&hs->async, async_cb);
@@ -1300,6 +1312,7 @@ void amn_h3c_client_free(amn_client *cl) {
   ev_async_stop(cl->ev, &hs->async);
   pthread_mutex_destroy(&hs->mu);
   pthread_cond_destroy(&hs->cv);
+  free(hs->rbuf);
   free(hs);
   cl->h3 = NULL;
 }
