@@ -9,6 +9,7 @@
  * usage: poolload --urls U1,U2,... (--pki-dir DIR | --insecure) --out FILE
  *        [--threads T] [--duration MS] [--timeout MS] [--prefix P] [--slow]
  *        [--idempotent-every K] [--backoff-ms B] [--lb p2c|rr] [--min-conns N] [--transport h2|h3|auto]
+ *        [--keepalive-ms MS]
  */
 #include <pthread.h>
 #include <stdio.h>
@@ -69,7 +70,7 @@ static void *run(void *arg) {
 
 int main(int argc, char **argv) {
   const char *urls = NULL, *pki = NULL, *out = NULL, *lb = "p2c", *transport = "h2";
-  int threads = 6, duration = 5000, insecure = 0, backoff = 200, min_conns = 1;
+  int threads = 6, duration = 5000, insecure = 0, backoff = 200, min_conns = 1, keepalive = 0;
   for (int i = 1; i < argc; i++) {
     const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : "";
     if (!strcmp(a, "--urls")) urls = v, i++;
@@ -86,6 +87,7 @@ int main(int argc, char **argv) {
     else if (!strcmp(a, "--lb")) lb = v, i++;
     else if (!strcmp(a, "--min-conns")) min_conns = atoi(v), i++;
     else if (!strcmp(a, "--transport")) transport = v, i++;
+    else if (!strcmp(a, "--keepalive-ms")) keepalive = atoi(v), i++;
     else {
       fprintf(stderr, "poolload: unknown option %s\n", a);
       return 2;
@@ -107,6 +109,7 @@ int main(int argc, char **argv) {
   o.backoff_base_ms = (uint32_t)backoff;
   o.backoff_max_ms = (uint32_t)backoff * 4;
   o.pool_min_connections = (uint32_t)min_conns;
+  o.keepalive_interval_ms = (uint32_t)keepalive;
   o.lb_policy = strcmp(lb, "rr") == 0 ? AMN_LB_ROUND_ROBIN : AMN_LB_P2C;
   o.transport = !strcmp(transport, "h3") ? AMN_TRANSPORT_H3 : !strcmp(transport, "auto") ? AMN_TRANSPORT_AUTO
                                                                                           : AMN_TRANSPORT_H2;

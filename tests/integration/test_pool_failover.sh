@@ -56,8 +56,10 @@ EOF
 }
 
 # ---- 1. SIGKILL during load, then restart on the same port
+# (a killed QUIC server goes silent: no TCP reset tells the client; its
+# keepalive PINGs find out, as they do for a vanished HTTP/2 peer)
 for i in 0 1 2; do srv $i "ex$i.log"; eval "p$i=\$spid"; done
-"$t/poolload" --urls "$urls" --pki-dir pki --out calls1.txt --threads 9 --duration 6000 --slow --prefix k --transport "$tp" \
+"$t/poolload" --urls "$urls" --pki-dir pki --out calls1.txt --threads 9 --duration 6000 --slow --prefix k --transport "$tp" --keepalive-ms 300 \
   >load1.out 2>load1.err &
 lp=$!
 sleep 1.5
