@@ -145,7 +145,7 @@ int amn_h3c_test_close(amn_client *cl);
 #define AMN_H3_TX_MAX_PKTS 64        /* packets per GSO batch (also capped at 64 KiB) */
 #define AMN_H3_TX_BUF (AMN_H3_TX_MAX_PKTS * 1500)
 #define AMN_H3_MAX_UNACKED (1u << 20) /* sent but unacknowledged bytes kept per stream */
-#define AMN_H3_SOCKBUF_SERVER (8u << 20) /* UDP socket buffers asked for */
+#define AMN_H3_SOCKBUF_SERVER (32u << 20) /* UDP socket buffers asked for (10K clients: BENCHMARKS.md) */
 #define AMN_H3_SOCKBUF_CLIENT (4u << 20)
 
 typedef struct amn_h3_conn amn_h3_conn;
