@@ -16,7 +16,8 @@
  * pool_min_connections close after idle_timeout_ms; a connection that got
  * GOAWAY takes no new call and is replaced. An endpoint whose connection
  * fails is ejected and retried after a jittered, capped exponential backoff
- * (calls go to the other endpoints meanwhile). A call is re-sent on another
+ * (calls go to the other endpoints meanwhile; with health_check, it is back
+ * only once its Health/Check answers SERVING). A call is re-sent on another
  * connection (at most max_retries times) only when that is safe: whatever
  * it is, when the server provably never processed it (REFUSED_STREAM or
  * H3_REQUEST_REJECTED, a stream above a GOAWAY's last stream id, the
@@ -82,6 +83,10 @@ typedef struct amn_client_opts {
                                       arrived for interval + timeout while calls are open) */
   uint32_t keepalive_timeout_ms; /**< 0 = keepalive_interval_ms (at least 1000) */
   bool keepalive_without_calls;  /**< also PING connections without calls (default false, as grpc) */
+  /** An ejected endpoint's new connection first sends grpc.health.v1.Health/Check (service ""):
+   *  the endpoint takes calls again only if the server answers SERVING (else it stays ejected,
+   *  with the backoff). Default false: a completed handshake is enough. */
+  bool health_check;
 } amn_client_opts;
 
 enum { AMN_LB_P2C = 0, AMN_LB_ROUND_ROBIN = 1 };

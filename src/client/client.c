@@ -164,7 +164,7 @@ void amn_ccall_fail(amn_ccall *c, amn_status_code code, const char *msg, bool un
   bool replayable = c->kind != AMN_CK_STREAM ? (c->replay || c->sq_head) : (!c->pulled_any && c->nmsgs == 0);
   bool retry = false;
   /* max_retries bounds both kinds; only idempotent re-sends use the budget */
-  if (replayable && (uint32_t)c->attempts <= cl->o.max_retries && !atomic_load(&cl->stopping) &&
+  if (replayable && !c->probe && (uint32_t)c->attempts <= cl->o.max_retries && !atomic_load(&cl->stopping) &&
       !atomic_load(&c->cancel_requested)) {
     if (unprocessed) retry = true;
     else retry = c->idempotent && code == AMN_STATUS_UNAVAILABLE && cl->retry_tokens > 5.0;
@@ -884,6 +884,36 @@ void amn_cstream_release(amn_cstream *s) {
 /* ------------------------------------------------------------------ */
 /* Health                                                             */
 /* ------------------------------------------------------------------ */
+
+amn_ccall *amn_ccall_probe_new(amn_client *cl, uint32_t timeout_ms, amn_unary_cb cb, void *ud) {
+  amn_ccall *c = call_new(cl, AMN_CK_UNARY_ASYNC, AMN_METHOD_HEALTH_CHECK, NULL);
+  amn_cmsg *m = c ? cmsg_new(c, (const uint8_t *)"", 0) : NULL; /* HealthCheckRequest{service: ""} */
+  if (!m) {
+    if (c) amn_ccall_unref(c);
+    return NULL;
+  }
+  c->probe = true;
+  c->cb = cb;
+  c->ud = ud;
+  c->sq_head = c->sq_tail = m;
+  atomic_store(&c->queued, m->len);
+  c->half_close_queued = true;
+  c->timeout_ns = (int64_t)timeout_ms * 1000000LL;
+  ev_timer_init(&c->deadline, deadline_cb, timeout_ms / 1000.0, 0.);
+  c->deadline.data = c;
+  ev_timer_start(cl->ev, &c->deadline);
+  c->deadline_armed = true;
+  return c; /* its reference is released by the completion */
+}
+
+bool amn_health_serving(const amn_result *r) {
+  if (r->code != AMN_STATUS_OK) return false;
+  Grpc__Health__V1__HealthCheckResponse *resp =
+      grpc__health__v1__health_check_response__unpack(NULL, r->len, r->data ? r->data : (const uint8_t *)"");
+  bool ok = resp && resp->status == GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__SERVING;
+  if (resp) grpc__health__v1__health_check_response__free_unpacked(resp, NULL);
+  return ok;
+}
 
 int amn_client_health(amn_client *cl, const char *service, uint32_t timeout_ms, bool *serving, amn_status_code *status,
                       char *err, size_t errlen) {

@@ -53,6 +53,7 @@ struct amn_ccall {
   char *md_blob;
   int64_t timeout_ns;
   bool idempotent;
+  bool probe;                      /* the pool's health check of a connection: never retried */
   /* pool and retries (I/O thread) */
   const struct amn_ctransport *tp; /* transport of the current (or last) attempt; NULL before the first */
   amn_cslot *slot;                 /* pooled connection of the current attempt */
@@ -159,6 +160,9 @@ struct amn_cslot {
   void *conn;                   /* the transport's connection (set by open) */
   int st;
   bool unconfirmed;             /* ready for 0-RTT calls, handshake not complete yet (h3) */
+  bool probing;                 /* health check in flight: takes no call yet (health_check) */
+  bool probe_failed;            /* ... and it failed: maintain closes the slot */
+  char probe_why[160];
   uint32_t inflight;
   ev_tstamp idle_since;
   bool closing;                 /* we asked it to close (idle, shutdown) */
@@ -188,6 +192,12 @@ void amn_client_notify_connect(amn_client *cl, int rc, const char *err); /* amn_
 void amn_client_pending_push(amn_client *cl, amn_ccall *c, bool front); /* takes a reference */
 amn_ccall *amn_client_pending_pop(amn_client *cl);
 void amn_client_fail_pending(amn_client *cl, amn_status_code code, const char *msg);
+/* I/O thread: a grpc.health.v1 Check ("" = the server) of the pool, ready
+ * to be started on a given connection (c->tp->start_call); `cb` runs once,
+ * with the call's result. Never retried. NULL when out of memory. */
+amn_ccall *amn_ccall_probe_new(amn_client *cl, uint32_t timeout_ms, amn_unary_cb cb, void *ud);
+/* The SERVING answer of a Health/Check result. */
+bool amn_health_serving(const amn_result *r);
 
 /* ---- pool (pool.c) ---- */
 int amn_pool_init(amn_client *cl, const char *const *urls, size_t n, char *err, size_t errlen);

@@ -110,7 +110,7 @@ void amn_pool_free(amn_client *cl) {
 }
 
 static bool has_capacity(const amn_cslot *s) {
-  return s->st == AMN_SLOT_READY && s->inflight < s->tp->max_streams(s->conn);
+  return s->st == AMN_SLOT_READY && !s->probing && s->inflight < s->tp->max_streams(s->conn);
 }
 
 /* The least busy connection of `ep` that takes one more call, or NULL. */
@@ -261,6 +261,16 @@ void amn_pool_maintain(amn_client *cl) {
       if (s->st == AMN_SLOT_DRAINING && !s->inflight && !s->closing) {
         s->closing = true;
         s->tp->close(s->conn, "drained after GOAWAY");
+      }
+    }
+  /* 0b. connections whose health check failed: the endpoint stays out */
+  for (size_t i = 0; i < cl->neps; i++)
+    for (amn_cslot *s = cl->eps[i].slots, *next; s; s = next) {
+      next = s->next;
+      if (s->probe_failed && !s->closing) {
+        s->closing = true;
+        eject(s->ep, s->probe_why);
+        s->tp->close(s->conn, s->probe_why);
       }
     }
   /* 1. the minimum of connections per healthy endpoint, once in use */
@@ -432,17 +442,17 @@ void amn_cslot_ready(amn_cslot *s) {
   s->idle_since = ev_now(cl->ev);
   amn_pool_mark(cl);
   if (s->unconfirmed) { /* 0-RTT: takes calls, but the server is not proven there yet */
+    if (cl->o.health_check && ep->ejected) s->probing = true; /* ... none before its health check */
     AMN_DEBUG("pool: sending 0-RTT calls to %s", ep->authority);
     return;
   }
   amn_cslot_confirmed(s);
 }
 
-void amn_cslot_confirmed(amn_cslot *s) {
+/* The connection is established (and healthy): the endpoint is up. */
+static void slot_back(amn_cslot *s) {
   amn_cendpoint *ep = s->ep;
   amn_client *cl = ep->cl;
-  if (!ep->tp && s->unconfirmed) race_won(s); /* a 0-RTT connection wins once its handshake completed */
-  s->unconfirmed = false;
   LOCK(cl);
   ep->connects++;
   bool was_ejected = ep->ejected;
@@ -453,6 +463,57 @@ void amn_cslot_confirmed(amn_cslot *s) {
   if (was_ejected) AMN_INFO("pool: %s is back", ep->url);
   AMN_DEBUG("pool: connected to %s (%u ready)", ep->authority, ep->nready);
   amn_client_notify_connect(cl, 0, NULL);
+  amn_pool_mark(cl);
+}
+
+/* health_check: the Check answer on a connection to an ejected endpoint
+ * (the slot is alive: a transport completes its calls before it reports
+ * the connection closed). */
+static void probe_done(const amn_result *r, void *ud) {
+  amn_cslot *s = ud;
+  if (!s->probing) return;
+  s->probing = false;
+  amn_cendpoint *ep = s->ep;
+  amn_client *cl = ep->cl;
+  if (atomic_load(&cl->stopping)) return;
+  if (amn_health_serving(r)) {
+    AMN_DEBUG("pool: %s answers its health check: SERVING", ep->authority);
+    slot_back(s);
+    return;
+  }
+  s->probe_failed = true; /* closed by amn_pool_maintain, unless the transport does it first */
+  if (r->code == AMN_STATUS_OK)
+    snprintf(s->probe_why, sizeof s->probe_why, "health check: the server is not serving");
+  else
+    snprintf(s->probe_why, sizeof s->probe_why, "health check failed: %s: %s", amn_status_name(r->code),
+             r->message ? r->message : "");
+  amn_pool_mark(cl);
+}
+
+/* Sends grpc.health.v1.Health/Check on s; false if it could not. */
+static bool probe_start(amn_cslot *s) {
+  amn_client *cl = s->ep->cl;
+  amn_ccall *c = amn_ccall_probe_new(cl, cl->o.connect_timeout_ms, probe_done, s);
+  if (!c) return false;
+  s->probing = true;
+  c->tp = s->tp;
+  c->attempts = 1;
+  AMN_DEBUG("pool: health check of %s", s->ep->authority);
+  s->tp->start_call(s->conn, c); /* (not counted as a call of the endpoint) */
+  return true;
+}
+
+void amn_cslot_confirmed(amn_cslot *s) {
+  amn_cendpoint *ep = s->ep;
+  amn_client *cl = ep->cl;
+  if (!ep->tp && s->unconfirmed) race_won(s); /* a 0-RTT connection wins once its handshake completed */
+  s->unconfirmed = false;
+  /* an endpoint that failed takes calls again once it says it serves */
+  if (cl->o.health_check && ep->ejected) {
+    if (probe_start(s)) return;
+    s->probing = false;
+  }
+  slot_back(s);
 }
 
 void amn_cslot_goaway(amn_cslot *s, bool error, const char *why) {
@@ -486,7 +547,7 @@ void amn_cslot_closed(amn_cslot *s, const char *why) {
   else if (s->st == AMN_SLOT_READY) ep->nready--;
   else ep->ndraining--;
   UNLOCK(cl);
-  bool failed = (s->st == AMN_SLOT_CONNECTING || s->unconfirmed) && !s->closing;
+  bool failed = (s->st == AMN_SLOT_CONNECTING || s->unconfirmed || s->probing || s->probe_failed) && !s->closing;
   const amn_ctransport *tp = s->tp;
   free(s);
   if (failed && !stopping && cl->tp == NULL) { /* auto */

@@ -187,7 +187,7 @@ typedef struct srv_cfg {
   uint32_t max_concurrent_streams, initial_window_size;
   size_t max_recv, max_send;
   uint16_t port;
-  bool retry_always, no_keepalive;
+  bool retry_always, no_keepalive, not_serving;
   amn_transport transport;
 } srv_cfg;
 
@@ -232,6 +232,7 @@ static amn_server *srv_start(const srv_cfg *sc) {
                     .on_cancel = hold_on_cancel, .client_streaming = true};
   assert_int_equal(amn_server_register(s, "/t.H3/Hold", &hh), 0);
   assert_int_equal(amn_server_use_echo(s), 0); /* Execute, ExecuteStream */
+  if (sc && sc->not_serving) amn_server_set_health(s, "", false);
   rc = amn_server_start(s, err, sizeof err);
   if (rc) fprintf(stderr, "server_start: %s\n", err);
   assert_int_equal(rc, 0);
@@ -250,6 +251,8 @@ typedef struct cli_cfg {
   amn_transport transport;
   uint32_t pool_max; /* pool_max_connections (0: the default) */
   uint32_t idle_timeout_ms, keepalive_interval_ms, keepalive_timeout_ms;
+  uint32_t backoff_base_ms;
+  bool health_check;
 } cli_cfg;
 
 static amn_client *cli_new(uint16_t port, const cli_cfg *cc) {
@@ -269,6 +272,8 @@ static amn_client *cli_new(uint16_t port, const cli_cfg *cc) {
   if (cc && cc->idle_timeout_ms) o.idle_timeout_ms = cc->idle_timeout_ms;
   if (cc && cc->keepalive_interval_ms) o.keepalive_interval_ms = cc->keepalive_interval_ms;
   if (cc && cc->keepalive_timeout_ms) o.keepalive_timeout_ms = cc->keepalive_timeout_ms;
+  if (cc && cc->backoff_base_ms) o.backoff_base_ms = cc->backoff_base_ms, o.backoff_max_ms = 4 * cc->backoff_base_ms;
+  if (cc) o.health_check = cc->health_check;
   amn_client *c = NULL;
   char err[256];
   int rc = amn_client_new(&c, &o, err, sizeof err);
@@ -1921,6 +1926,61 @@ static void test_pool_keepalive_dead_peer(void **st) {
   srv_free(s);
 }
 
+/* health_check: a failed endpoint whose server is back but says
+ * NOT_SERVING stays ejected (its probe connections are closed, calls fail
+ * fast with the reason); once it says SERVING it takes calls again.
+ * Without the option, the completed handshake alone brings it back. Over
+ * each transport. */
+static void health_probe_run(amn_transport tp) {
+  const char *name = tp == AMN_TRANSPORT_H3 ? "HTTP/3" : "HTTP/2";
+  srv_cfg sc = {.transport = AMN_TRANSPORT_BOTH};
+  amn_server *s = srv_start(&sc);
+  uint16_t port = amn_server_port(s);
+  cli_cfg cc = {.transport = tp, .backoff_base_ms = 100, .health_check = true};
+  amn_client *c = cli_new(port, &cc);
+  timed_echo(c, "up");
+  srv_free(s);
+  amn_result r;
+  for (int i = 0; i < 200 && ep_stats(c).state != AMN_EP_EJECTED; i++) { /* the loss is noticed */
+    assert_int_equal(call_str(c, "/t.H3/Echo", "down", 2000, &r), 0);
+    amn_result_free(&r);
+    usleep(10000);
+  }
+  assert_int_equal(ep_stats(c).state, AMN_EP_EJECTED);
+  srv_cfg sc2 = {.transport = AMN_TRANSPORT_BOTH, .port = port, .not_serving = true};
+  s = srv_start(&sc2);
+  usleep(1500000); /* several probes (backoff 100..400 ms) */
+  amn_endpoint_stats es = ep_stats(c);
+  assert_int_equal(call_str(c, "/t.H3/Echo", "while not serving", 2000, &r), 0);
+  fprintf(stderr, "# %s, server NOT_SERVING: endpoint %s after %llu failed probes; a call: %s: %s\n", name,
+          es.state == AMN_EP_EJECTED ? "ejected" : "NOT ejected", (unsigned long long)es.connect_failures,
+          amn_status_name(r.code), r.message);
+  assert_int_equal(es.state, AMN_EP_EJECTED);
+  assert_true(es.connect_failures >= 3);
+  assert_int_equal(r.code, AMN_STATUS_UNAVAILABLE);
+  assert_non_null(strstr(r.message, "health check"));
+  amn_result_free(&r);
+  /* without the option the same server is used at once */
+  cli_cfg plain = {.transport = tp};
+  amn_client *c2 = cli_new(port, &plain);
+  timed_echo(c2, "no health check");
+  amn_client_free(c2);
+  amn_server_set_health(s, "", true);
+  double t0 = now_s();
+  while (ep_stats(c).state != AMN_EP_READY && now_s() - t0 < 3) usleep(10000);
+  fprintf(stderr, "# %s: SERVING again: endpoint ready after %.2f s\n", name, now_s() - t0);
+  assert_int_equal(ep_stats(c).state, AMN_EP_READY);
+  timed_echo(c, "back");
+  amn_client_free(c);
+  srv_free(s);
+}
+
+static void test_pool_health_check(void **st) {
+  (void)st;
+  health_probe_run(AMN_TRANSPORT_H2);
+  health_probe_run(AMN_TRANSPORT_H3);
+}
+
 int main(int argc, char **argv) {
   const char *group = argc > 1 ? argv[1] : "loss";
   if (argc > 2) cmocka_set_test_filter(argv[2]); /* e.g. "test_conn_*migration*" */
@@ -1980,6 +2040,7 @@ int main(int argc, char **argv) {
         cmocka_unit_test(test_auto_udp_blackholed),
         cmocka_unit_test(test_auto_forgets_failed_transport),
         cmocka_unit_test(test_pool_keepalive_dead_peer),
+        cmocka_unit_test(test_pool_health_check),
     };
     return cmocka_run_group_tests_name("h3_pool", t, setup_all, teardown_all);
   }
