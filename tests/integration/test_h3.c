@@ -189,6 +189,7 @@ typedef struct srv_cfg {
   uint16_t port;
   bool retry_always, no_keepalive;
   amn_transport transport;
+  const uint8_t *quic_secret;
 } srv_cfg;
 
 static amn_server *srv_start(const srv_cfg *sc) {
@@ -211,6 +212,7 @@ static amn_server *srv_start(const srv_cfg *sc) {
     if (sc->max_send) o.max_send_message = sc->max_send;
     if (sc->retry_always) o.quic_retry_threshold = 0;
     if (sc->no_keepalive) o.keepalive_interval_ms = 0;
+    o.quic_secret = sc->quic_secret;
   }
   amn_server *s = NULL;
   char err[256];
@@ -1151,6 +1153,83 @@ static void test_conn_stateless_reset(void **st) {
   srv_free(s);
 }
 
+/* A server restarted with a configured QUIC secret (amn_server_opts.
+ * quic_secret): the old server goes away unheard, a new one with `next`
+ * takes the port. With the same secret, the client recognises the new
+ * server's stateless reset: its next call fails at once (not at the idle
+ * timeout) and the one after succeeds on a new connection, which presents
+ * the old server's NEW_TOKEN (the token key comes from the secret too).
+ * With another secret the reset is not recognised: the call runs into its
+ * deadline. */
+static void restart_with_secret(const uint8_t *first, const uint8_t *next, bool recognised) {
+  srv_cfg sc = {.quic_secret = first, .threads = 2};
+  amn_server *s = srv_start(&sc);
+  uint16_t port = amn_server_port(s);
+  udp_relay *r = udp_relay_start(port, 23);
+  amn_client *c = cli_new(udp_relay_port(r), NULL);
+  amn_result res;
+  assert_int_equal(call_str(c, "/t.H3/Echo", "before", 5000, &res), 0);
+  assert_int_equal(res.code, AMN_STATUS_OK);
+  amn_result_free(&res);
+  amn_h3_client_stats cs;
+  for (int i = 0; i < 200; i++) { /* the NEW_TOKEN comes after the handshake */
+    amn_h3c_stats(c, &cs);
+    if (cs.tokens_received >= 1) break;
+    usleep(10000);
+  }
+  assert_int_equal(cs.tokens_received, 1);
+  relay_dir_cfg dark = {.blackhole = true};
+  udp_relay_set(r, RELAY_S2C, &dark);
+  srv_free(s);
+  sc = (srv_cfg){.quic_secret = next, .threads = 2, .port = port};
+  s = srv_start(&sc);
+  udp_relay_clear(r);
+  double t0 = now_s();
+  assert_int_equal(call_str(c, "/t.H3/Echo", "after", recognised ? 20000 : 2000, &res), 0);
+  double el = now_s() - t0;
+  fprintf(stderr, "# %s secret: call on the old connection: %s after %.2f s: %s\n", recognised ? "same" : "other",
+          amn_status_name(res.code), el, res.message);
+  amn_h3c_stats(c, &cs);
+  amn_h3_server_stats ss;
+  amn_h3s_stats(s, &ss);
+  assert_true(ss.stateless_resets >= 1); /* the new server did answer the old connection */
+  if (recognised) {
+    assert_int_equal(res.code, AMN_STATUS_UNAVAILABLE);
+    assert_non_null(strstr(res.message, "stateless reset"));
+    assert_true(el < 3.0); /* not the 30 s idle timeout */
+    assert_int_equal(cs.stateless_resets, 1);
+  } else {
+    assert_int_equal(res.code, AMN_STATUS_DEADLINE_EXCEEDED);
+    assert_int_equal(cs.stateless_resets, 0);
+  }
+  amn_result_free(&res);
+  if (recognised) {
+    assert_int_equal(call_str(c, "/t.H3/Echo", "again", 5000, &res), 0);
+    assert_int_equal(res.code, AMN_STATUS_OK);
+    amn_result_free(&res);
+    amn_h3s_stats(s, &ss);
+    assert_int_equal(ss.new_tokens_ok, 1); /* the old server's token */
+    assert_int_equal(ss.tokens_bad, 0);
+  }
+  amn_client_free(c);
+  udp_relay_stop(r);
+  srv_free(s);
+}
+
+static void test_conn_reset_secret_restart(void **st) {
+  (void)st;
+  uint8_t k[AMN_QUIC_SECRET_LEN];
+  for (size_t i = 0; i < sizeof k; i++) k[i] = (uint8_t)(i * 7 + 1);
+  restart_with_secret(k, k, true);
+}
+
+static void test_conn_reset_secret_differs(void **st) {
+  (void)st;
+  uint8_t k1[AMN_QUIC_SECRET_LEN], k2[AMN_QUIC_SECRET_LEN];
+  for (size_t i = 0; i < sizeof k1; i++) k1[i] = (uint8_t)(i * 7 + 1), k2[i] = (uint8_t)(i * 7 + 2);
+  restart_with_secret(k1, k2, false);
+}
+
 /* Handshakes that never complete: the server drops them after
  * handshake_timeout_ms, the client reports its connect timeout clearly. */
 static void test_conn_handshake_timeout(void **st) {
@@ -1733,6 +1812,8 @@ int main(int argc, char **argv) {
     const struct CMUnitTest t[] = {
         cmocka_unit_test(test_conn_version_negotiation),
         cmocka_unit_test(test_conn_stateless_reset),
+        cmocka_unit_test(test_conn_reset_secret_restart),
+        cmocka_unit_test(test_conn_reset_secret_differs),
         cmocka_unit_test(test_conn_handshake_timeout),
         cmocka_unit_test(test_conn_retry_under_load),
         cmocka_unit_test(test_conn_key_update),

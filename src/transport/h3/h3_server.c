@@ -87,6 +87,7 @@ typedef struct h3_group {
   uint8_t stek[64];             /* session ticket encryption key (GnuTLS master key) */
   time_t stek_born;
   uint8_t token_secret[32];     /* Retry and NEW_TOKEN tokens */
+  uint8_t reset_secret[32];     /* stateless reset tokens */
   amn_h3_replay *replay;        /* 0-RTT ClientHellos seen */
   amn_h3_replay *ids;           /* client identity by session ticket (for 0-RTT) */
   struct {
@@ -125,10 +126,21 @@ struct amn_h3_listener {
   amn_h3_listener *group_next;
 };
 
-/* Process-wide key of the stateless reset tokens. */
+/* Process-wide key of the stateless reset tokens of servers without a
+ * configured secret (amn_server_opts.quic_secret). */
 static uint8_t g_secret[32];
 static pthread_once_t g_secret_once = PTHREAD_ONCE_INIT;
 static void init_secret(void) { gnutls_rnd(GNUTLS_RND_KEY, g_secret, sizeof g_secret); }
+
+/* The key of the listener's stateless reset tokens. */
+static const uint8_t *reset_key(const amn_h3_listener *l) { return l->group ? l->group->reset_secret : g_secret; }
+
+/* One key per purpose from the server's QUIC secret (HKDF-Expand). */
+static int derive_key(const uint8_t *secret, const char *label, uint8_t out[32]) {
+  gnutls_datum_t prk = {(unsigned char *)secret, AMN_QUIC_SECRET_LEN}, info = {(unsigned char *)label,
+                                                                              (unsigned)strlen(label)};
+  return gnutls_hkdf_expand(GNUTLS_MAC_SHA256, &prk, &info, out, 32);
+}
 
 static void sc_free(h3_sconn *sc, const char *why);
 static void sc_on_error(h3_sconn *sc, int rv);
@@ -700,7 +712,7 @@ static int q_new_cid(ngtcp2_conn *q, ngtcp2_cid *cid, uint8_t *token, size_t cid
   h3_sconn *sc = ud;
   if (make_cid(sc->l, cid->data, cidlen) != 0) return NGTCP2_ERR_CALLBACK_FAILURE;
   cid->datalen = cidlen;
-  if (ngtcp2_crypto_generate_stateless_reset_token(token, g_secret, sizeof g_secret, cid) != 0 ||
+  if (ngtcp2_crypto_generate_stateless_reset_token(token, reset_key(sc->l), 32, cid) != 0 ||
       cid_add(sc->l, sc, cid->data, cid->datalen) != 0)
     return NGTCP2_ERR_CALLBACK_FAILURE;
   return 0;
@@ -1206,7 +1218,7 @@ static void sc_new(amn_h3_listener *l, const ngtcp2_pkt_hd *hd, const struct soc
     p.original_dcid = hd->dcid;
   }
   p.stateless_reset_token_present = 1;
-  ngtcp2_crypto_generate_stateless_reset_token(p.stateless_reset_token, g_secret, sizeof g_secret, &scid);
+  ngtcp2_crypto_generate_stateless_reset_token(p.stateless_reset_token, reset_key(l), 32, &scid);
   ngtcp2_path path = {{(struct sockaddr *)&l->local, l->local_len}, {(struct sockaddr *)from, fromlen}, NULL};
   int rv = ngtcp2_conn_server_new(&sc->b.q, &hd->scid, &scid, &path, hd->version, &g_qcbs, &st, &p,
                                   &sc->b.mem, sc);
@@ -1257,7 +1269,7 @@ static void send_stateless_reset(amn_h3_listener *l, const ngtcp2_version_cid *v
   ngtcp2_cid cid;
   ngtcp2_cid_init(&cid, vc->dcid, vc->dcidlen);
   uint8_t token[NGTCP2_STATELESS_RESET_TOKENLEN], rnd[64], buf[128];
-  if (ngtcp2_crypto_generate_stateless_reset_token(token, g_secret, sizeof g_secret, &cid) != 0) return;
+  if (ngtcp2_crypto_generate_stateless_reset_token(token, reset_key(l), 32, &cid) != 0) return;
   size_t rl = pktlen - 1 - NGTCP2_STATELESS_RESET_TOKENLEN - 1;
   if (rl > sizeof rnd) rl = sizeof rnd;
   gnutls_rnd(GNUTLS_RND_NONCE, rnd, rl);
@@ -1469,7 +1481,17 @@ void amn_h3s_attach(amn_srv_loop *sl, amn_h3_listener *l) {
     pthread_mutex_init(&g->mu, NULL);
     gnutls_rnd(GNUTLS_RND_KEY, g->stek, sizeof g->stek);
     g->stek_born = time(NULL);
-    gnutls_rnd(GNUTLS_RND_KEY, g->token_secret, sizeof g->token_secret);
+    amn_server *srv = sl->srv;
+    if (!srv->has_quic_secret) {
+      gnutls_rnd(GNUTLS_RND_KEY, g->token_secret, sizeof g->token_secret);
+      memcpy(g->reset_secret, g_secret, sizeof g->reset_secret);
+    } else if (derive_key(srv->quic_secret, "amaters-net quic token", g->token_secret) != 0 ||
+               derive_key(srv->quic_secret, "amaters-net quic stateless reset", g->reset_secret) != 0) {
+      AMN_ERROR("HTTP/3: cannot derive keys from the QUIC secret: using random ones (resets are not "
+                "recognised after a restart)");
+      gnutls_rnd(GNUTLS_RND_KEY, g->token_secret, sizeof g->token_secret);
+      gnutls_rnd(GNUTLS_RND_KEY, g->reset_secret, sizeof g->reset_secret);
+    }
     g->replay = amn_h3_replay_new(AMN_H3_REPLAY_MAX);
     g->ids = amn_h3_tcache_new(AMN_H3_TICKET_IDS_MAX, ticket_id_free);
     if (!g->replay || !g->ids) {
@@ -1580,6 +1602,8 @@ void amn_h3s_free(amn_srv_loop *sl) {
     amn_h3_replay_free(l->group->ids);
     pthread_mutex_destroy(&l->group->mu);
     gnutls_memset(l->group->stek, 0, sizeof l->group->stek);
+    gnutls_memset(l->group->token_secret, 0, sizeof l->group->token_secret);
+    gnutls_memset(l->group->reset_secret, 0, sizeof l->group->reset_secret);
     free(l->group);
   }
   free(l->tab);
