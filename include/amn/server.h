@@ -207,7 +207,9 @@ AMN_API int amn_server_start(amn_server *s, char *err, size_t errlen);
 AMN_API int amn_server_reload_tls(amn_server *s, char *err, size_t errlen);
 
 /** Connections refused since start because max_connections was reached
- *  (each got TLS, then GOAWAY "max_connections reached"). Thread-safe. */
+ *  (HTTP/2: each got TLS, then GOAWAY "max_connections reached"; HTTP/3:
+ *  its first packet got CONNECTION_CLOSE CONNECTION_REFUSED with the reason
+ *  "max_connections reached"). Thread-safe. */
 AMN_API uint64_t amn_server_refused_connections(const amn_server *s);
 
 /** The TCP port actually bound (useful with port 0). 0 before start. */

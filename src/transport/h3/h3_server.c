@@ -66,6 +66,7 @@ struct h3_sconn {
   bool have_peer;
   bool notice_sent, shutdown_sent; /* graceful drain: GOAWAY notice, then final GOAWAY */
   bool counted_hs;              /* counted in l->nhandshaking */
+  bool uncounted;               /* no longer in srv->nconns (closing / draining) */
   bool early_offered;           /* the ClientHello offered 0-RTT */
   bool peer_from_ticket;        /* `peer` came from the identity cache (resumption) */
   amn_tls_ctx *ctx;             /* credentials of the TLS session */
@@ -763,6 +764,15 @@ static void init_qcbs(void) {
 
 static double pto_s(h3_sconn *sc) { return (double)ngtcp2_conn_get_pto(sc->b.q) / NGTCP2_SECONDS; }
 
+/* A connection in its closing or draining period only waits out 3 PTO to
+ * answer late packets: it no longer counts against max_connections (a
+ * client that closed one may open another at once). */
+static void sc_uncount(h3_sconn *sc) {
+  if (sc->uncounted) return;
+  sc->uncounted = true;
+  atomic_fetch_sub(&sc->l->sl->srv->nconns, 1);
+}
+
 static void sc_free(h3_sconn *sc, const char *why) {
   amn_h3_listener *l = sc->l;
   amn_srv_loop *sl = l->sl;
@@ -778,9 +788,9 @@ static void sc_free(h3_sconn *sc, const char *why) {
   else l->conns = sc->next;
   if (sc->next) sc->next->prev = sc->prev;
   if (sc->have_peer) amn_peer_store_free(&sc->peer);
+  sc_uncount(sc);
   free(sc);
   sl->nconns--;
-  atomic_fetch_sub(&sl->srv->nconns, 1);
   if (sl->stopping && sl->nconns == 0) ev_break(sl->ev, EVBREAK_ONE);
 }
 
@@ -805,6 +815,7 @@ static void sc_start_closing(h3_sconn *sc) {
     return;
   }
   sc->state = SC_CLOSING;
+  sc_uncount(sc);
   ev_timer_stop(sc->b.ev, &sc->b.timer);
   ev_timer_set(&sc->b.timer, 3 * pto_s(sc), 0.);
   ev_timer_start(sc->b.ev, &sc->b.timer);
@@ -848,6 +859,7 @@ static void sc_on_error(h3_sconn *sc, int rv) {
       return;
     }
     sc->state = SC_DRAINING;
+    sc_uncount(sc);
     ev_timer_stop(sc->b.ev, &sc->b.timer);
     ev_timer_set(&sc->b.timer, 3 * pto_s(sc), 0.);
     ev_timer_start(sc->b.ev, &sc->b.timer);
@@ -919,6 +931,8 @@ static void gtimer_cb(struct ev_loop *ev, ev_timer *w, int revents) {
 static void start_graceful_shutdown(h3_sconn *sc) {
   if (sc->notice_sent || sc->state != SC_OPEN) return;
   sc->notice_sent = true;
+  AMN_DEBUG("QUIC connection from %s: GOAWAY (server stopping), %zu request(s) in flight may finish", sc->addr,
+            sc->nstreams);
   nghttp3_conn_submit_shutdown_notice(sc->b.h);
   double t = 3 * pto_s(sc);
   ev_timer_init(&sc->gtimer, gtimer_cb, t < 0.05 ? 0.05 : t > 1.0 ? 1.0 : t, 0.);
@@ -957,10 +971,12 @@ static void addr_text(const struct sockaddr *sa, char *out, size_t cap) {
 }
 
 /* Refuses a new connection without keeping state. */
-static void refuse(amn_h3_listener *l, const ngtcp2_pkt_hd *hd, const struct sockaddr *from, socklen_t fromlen) {
+static void refuse(amn_h3_listener *l, const ngtcp2_pkt_hd *hd, const struct sockaddr *from, socklen_t fromlen,
+                   const char *reason) {
   uint8_t buf[1500];
   ngtcp2_ssize n = ngtcp2_crypto_write_connection_close(buf, sizeof buf, hd->version, &hd->scid, &hd->dcid,
-                                                        NGTCP2_CONNECTION_REFUSED, NULL, 0);
+                                                        NGTCP2_CONNECTION_REFUSED, (const uint8_t *)reason,
+                                                        strlen(reason));
   if (n > 0) amn_h3_send_one(l->fd, from, fromlen, buf, (size_t)n);
 }
 
@@ -1171,12 +1187,15 @@ static void sc_new(amn_h3_listener *l, const ngtcp2_pkt_hd *hd, const struct soc
   char addr[64];
   addr_text(from, addr, sizeof addr);
   if (l->draining || sl->stopping) {
-    refuse(l, hd, from, fromlen);
+    AMN_DEBUG("QUIC connection from %s refused: the server is shutting down", addr);
+    refuse(l, hd, from, fromlen, "server shutting down");
     return;
   }
   if (srv->o.max_connections && atomic_load(&srv->nconns) >= srv->o.max_connections) {
-    AMN_WARN("QUIC connection from %s refused: max_connections (%u) reached", addr, srv->o.max_connections);
-    refuse(l, hd, from, fromlen);
+    unsigned long long n = atomic_fetch_add(&srv->refused, 1) + 1;
+    AMN_WARN("QUIC connection from %s refused: max_connections (%u) reached (%llu refused so far)", addr,
+             srv->o.max_connections, n);
+    refuse(l, hd, from, fromlen, "max_connections reached");
     return;
   }
   h3_sconn *sc = calloc(1, sizeof *sc);
@@ -1296,6 +1315,12 @@ static void send_retry(amn_h3_listener *l, const ngtcp2_pkt_hd *hd, const struct
   if (n <= 0 || (size_t)n > 3 * pktlen) return; /* never amplify */
   amn_h3_send_one(l->fd, from, fromlen, buf, (size_t)n);
   STAT(l, retries_sent);
+  if (AMN_LOG_DEBUG <= amn_log_level_current) {
+    char addr[64];
+    addr_text(from, addr, sizeof addr);
+    AMN_DEBUG("QUIC Initial from %s: Retry sent (address validation; %u handshakes in progress on this loop)", addr,
+              l->nhandshaking);
+  }
 }
 
 /* A token that does not validate: an attacker or a stale Retry. */
