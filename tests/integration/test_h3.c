@@ -20,6 +20,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <errno.h>
+#include <netinet/udp.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -1533,6 +1535,96 @@ static void test_tune_udp_buffers(void **st) {
   assert_int_equal(WEXITSTATUS(status), 0);
 }
 
+/* GSO refused by the kernel (EIO, as with devices without checksum
+ * offload): the send hook fails the first UDP_SEGMENT batch of 4 datagrams
+ * or more. The same bytes must go out again at once as single datagrams
+ * (in order, none larger than the segment size), that connection never
+ * tries GSO again, and calls complete end to end over the real loopback
+ * sockets. */
+#ifndef UDP_SEGMENT
+#define UDP_SEGMENT 103
+#endif
+#ifndef SOL_UDP
+#define SOL_UDP 17
+#endif
+static struct {
+  pthread_mutex_t mu;
+  int fd;                   /* the socket whose GSO send failed; -1 before */
+  uint8_t *failed;          /* the refused batch */
+  size_t failed_len, seg;
+  size_t resent;            /* bytes of it sent again as single datagrams */
+  bool resent_same;         /* ... equal to the refused bytes, none > seg */
+  int gso_after, singles_after, gso_total;
+} g_gso = {.mu = PTHREAD_MUTEX_INITIALIZER, .fd = -1};
+
+static ssize_t gso_eio_sendmsg(int fd, const struct msghdr *mh, int flags) {
+  uint16_t seg = 0;
+  for (struct cmsghdr *cm = CMSG_FIRSTHDR((struct msghdr *)mh); cm; cm = CMSG_NXTHDR((struct msghdr *)mh, cm))
+    if (cm->cmsg_level == SOL_UDP && cm->cmsg_type == UDP_SEGMENT) memcpy(&seg, CMSG_DATA(cm), sizeof seg);
+  const uint8_t *data = mh->msg_iov[0].iov_base;
+  size_t len = mh->msg_iov[0].iov_len;
+  pthread_mutex_lock(&g_gso.mu);
+  if (seg) g_gso.gso_total++;
+  if (seg && g_gso.fd < 0 && len >= 4 * (size_t)seg) { /* a batch of bulk data */
+    g_gso.fd = fd;
+    g_gso.failed = malloc(len);
+    memcpy(g_gso.failed, data, len);
+    g_gso.failed_len = len;
+    g_gso.seg = seg;
+    g_gso.resent_same = true;
+    pthread_mutex_unlock(&g_gso.mu);
+    errno = EIO; /* nothing sent */
+    return -1;
+  }
+  if (fd == g_gso.fd) {
+    if (seg) {
+      g_gso.gso_after++;
+    } else {
+      g_gso.singles_after++;
+      if (g_gso.resent < g_gso.failed_len) {
+        if (len > g_gso.seg || g_gso.resent + len > g_gso.failed_len ||
+            memcmp(g_gso.failed + g_gso.resent, data, len) != 0)
+          g_gso.resent_same = false;
+        g_gso.resent += len;
+      }
+    }
+  }
+  pthread_mutex_unlock(&g_gso.mu);
+  return sendmsg(fd, mh, flags);
+}
+
+static void test_tune_gso_eio_fallback(void **st) {
+  (void)st;
+  amn_h3_test_sendmsg = gso_eio_sendmsg;
+  amn_server *s = srv_start(NULL);
+  amn_client *c = cli_new(amn_server_port(s), NULL);
+  size_t n = 512 * 1024; /* both ways: full packet batches on both sockets */
+  uint8_t *big = malloc(n);
+  fill(big, n, 42);
+  for (int i = 0; i < 3; i++) {
+    amn_call_opts co = {.timeout_ms = 20000};
+    amn_result r;
+    assert_int_equal(amn_client_unary(c, "/t.H3/Echo", big, n, &co, &r), 0);
+    if (r.code != AMN_STATUS_OK) fail_msg("call %d: %s: %s", i, amn_status_name(r.code), r.message);
+    assert_int_equal(r.len, n);
+    assert_true(check_fill(r.data, r.len, 42));
+    amn_result_free(&r);
+  }
+  amn_client_free(c);
+  srv_free(s);
+  amn_h3_test_sendmsg = NULL;
+  fprintf(stderr, "# GSO batch of %zu bytes (segments of %zu) refused with EIO; %zu bytes of it sent again as %d+ "
+                  "single datagrams; GSO sends: %d in all, %d on that socket afterwards\n",
+          g_gso.failed_len, g_gso.seg, g_gso.resent, g_gso.singles_after, g_gso.gso_total, g_gso.gso_after);
+  assert_true(g_gso.fd >= 0);                    /* GSO was in use and got refused */
+  assert_int_equal(g_gso.resent, g_gso.failed_len); /* all of it went again ... */
+  assert_true(g_gso.resent_same);                /* ... unchanged, one datagram at a time */
+  assert_int_equal(g_gso.gso_after, 0);          /* that connection never tried GSO again */
+  assert_true(g_gso.singles_after > (int)(g_gso.failed_len / g_gso.seg)); /* and kept sending */
+  assert_true(g_gso.gso_total > 1);              /* the other socket still used GSO */
+  free(g_gso.failed);
+}
+
 /* ------------------------------------------------------------------ */
 /* Group "zrtt": resumption, 0-RTT, anti-replay, tokens               */
 /* ------------------------------------------------------------------ */
@@ -1825,6 +1917,7 @@ int main(int argc, char **argv) {
   if (strcmp(group, "tune") == 0) {
     const struct CMUnitTest t[] = {
         cmocka_unit_test(test_tune_udp_buffers),
+        cmocka_unit_test(test_tune_gso_eio_fallback),
         cmocka_unit_test(test_tune_max_concurrent_streams),
         cmocka_unit_test(test_tune_initial_window),
         cmocka_unit_test(test_tune_idle_timeout),
