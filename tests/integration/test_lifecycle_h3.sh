@@ -4,7 +4,8 @@
 # of a configuration file in effect (transport "both": TCP and UDP):
 #   [quic] retry_threshold = 0 (every new QUIC client gets a Retry first),
 #   [quic] secret_path (created 0600 on the first start, kept across a
-#   restart), [network] handshake_timeout_ms (a TCP peer that never starts
+#   restart, so that clients recognise the restarted daemon's stateless
+#   resets; with another secret they do not), [network] handshake_timeout_ms (a TCP peer that never starts
 #   TLS is closed), idle_timeout_ms (an idle QUIC connection is closed, one
 #   with a call open is not), max_connections (the next QUIC connection gets
 #   CONNECTION_REFUSED with the reason, counted and logged; the first ones
@@ -53,23 +54,69 @@ EOF
 start_daemon() {
   "$bin/amaters-netd" --config lifecycle.toml --log-level debug >"$1" 2>&1 &
   pid=$!
-  wait_for "$1" "listening on" || { bad "daemon did not start:"; cat "$1"; exit 1; }
+  wait_for "$1" "listening on" || {
+    bad "daemon did not start ($(kill -0 "$pid" 2>/dev/null && echo running || echo exited)):"
+    cat "$1"
+    exit 1
+  }
 }
 CLI=("$bin/amaters-cli" --pki-dir pki --transport h3 --timeout 5000 "https://127.0.0.1:$port")
 
-# --- [quic] secret_path: created 0600 on the first start, kept by a restart
+# --- [quic] secret_path: created 0600 on the first start. A daemon killed
+# and started again with the same secret resets the connections of the old
+# one so that their client recognises it: the call fails at once (not at
+# the idle timeout). With another secret the reset is not recognised.
 start_daemon first.log
 check "HTTP/2 and HTTP/3 on the configured address" first.log "listening on 127.0.0.1:$port .*HTTP/2 \+ HTTP/3"
 check "[quic] secret_path: the secret file is created" first.log "QUIC secret .* created in $work/quic-secret.key"
 [ "$(stat -c '%a %s' quic-secret.key)" = "600 32" ] && ok "secret file: mode 0600, 32 bytes" \
   || bad "secret file: $(stat -c '%a %s' quic-secret.key)"
 sum1=$(sha256sum <quic-secret.key)
-kill -TERM "$pid"
-wait "$pid" && ok "first daemon stopped (exit 0)" || bad "first daemon exit status"
-pid=
-start_daemon netd.log
-check "restart: the secret file is reused" netd.log "QUIC secret .* from $work/quic-secret.key"
+mkfifo in0 in00
+"${CLI[@]}" --timeout 0 stream <in0 >s0.out 2>&1 &
+s0=$!
+exec 6>in0
+echo before-restart >&6
+wait_for s0.out '^before-restart$' && ok "a streaming call over HTTP/3" || bad "stream: $(cat s0.out)"
+kill -9 "$pid"
+wait "$pid" 2>/dev/null || true
+start_daemon second.log
+check "restart: the secret file is reused" second.log "QUIC secret .* from $work/quic-secret.key"
 [ "$(sha256sum <quic-secret.key)" = "$sum1" ] && ok "restart: the secret is unchanged" || bad "secret changed"
+t0=$(ms)
+echo after-restart >&6
+wait_for s0.out "stateless reset" 50 && el=$(($(ms) - t0)) && [ "$el" -lt 1000 ] && ok "same secret: the client \
+recognised the restarted daemon's stateless reset after $el ms: $(grep -o 'UNAVAILABLE.*' s0.out)" \
+  || bad "same secret: not within 1 s (idle timeout 1.5 s): $(cat s0.out)"
+wait "$s0" && rc=0 || rc=$?
+[ "$rc" = 14 ] && ok "  ... the call failed with UNAVAILABLE (exit 14)" || bad "  ... exit status $rc"
+exec 6>&-
+check "  ... the daemon sent it" second.log "packet for an unknown connection from 127.0.0.1:[0-9]+: stateless reset sent"
+"${CLI[@]}" --timeout 0 stream <in00 >s00.out 2>&1 &
+s00=$!
+exec 7>in00
+echo before-restart >&7
+wait_for s00.out '^before-restart$' || bad "stream: $(cat s00.out)"
+t0=$(ms)
+kill -9 "$pid"
+wait "$pid" 2>/dev/null || true
+export AMATERS_NET_QUIC_SECRET_PATH=$work/other-secret.key # the environment overrides the file
+start_daemon netd.log
+unset AMATERS_NET_QUIC_SECRET_PATH
+check "another secret: AMATERS_NET_QUIC_SECRET_PATH overrides the file" netd.log \
+  "QUIC secret .* created in $work/other-secret.key"
+echo after-restart >&7
+wait_for netd.log "packet for an unknown connection from 127.0.0.1:[0-9]+: stateless reset sent" 30 \
+  || bad "no stateless reset from the daemon with another secret"
+wait_for s00.out "UNAVAILABLE" 60
+el=$(($(ms) - t0))
+if grep -q "idle timeout" s00.out && ! grep -q "stateless reset" s00.out && [ "$el" -ge 1400 ]; then
+  ok "another secret: the reset is not recognised, the call waited for the idle timeout (1500 ms; $el ms)"
+else
+  bad "another secret: after $el ms: $(cat s00.out)"
+fi
+exec 7>&-
+wait "$s00" 2>/dev/null || true
 
 # --- [quic] retry_threshold = 0: a new QUIC client first gets a Retry
 out=$("${CLI[@]}" execute --data hello-h3 2>&1) && rc=0 || rc=$?

@@ -1280,6 +1280,14 @@ static void send_version_negotiation(amn_h3_listener *l, const ngtcp2_version_ci
   STAT(l, version_negotiations);
 }
 
+/* A debug line about a packet answered without a connection. */
+static void debug_answer(const struct sockaddr *from, const char *packet, const char *answer) {
+  if (AMN_LOG_DEBUG > amn_log_level_current) return;
+  char addr[64];
+  addr_text(from, addr, sizeof addr);
+  AMN_DEBUG("%s from %s: %s", packet, addr, answer);
+}
+
 /* A short-header packet for no connection of ours (e.g. we restarted):
  * tell the client with a stateless reset, always shorter than the packet. */
 static void send_stateless_reset(amn_h3_listener *l, const ngtcp2_version_cid *vc, size_t pktlen,
@@ -1296,6 +1304,7 @@ static void send_stateless_reset(amn_h3_listener *l, const ngtcp2_version_cid *v
   if (n <= 0) return;
   amn_h3_send_one(l->fd, from, fromlen, buf, (size_t)n);
   STAT(l, stateless_resets);
+  debug_answer(from, "packet for an unknown connection", "stateless reset sent");
 }
 
 /* Stateless address validation: a Retry carrying a token bound to the
@@ -1315,12 +1324,7 @@ static void send_retry(amn_h3_listener *l, const ngtcp2_pkt_hd *hd, const struct
   if (n <= 0 || (size_t)n > 3 * pktlen) return; /* never amplify */
   amn_h3_send_one(l->fd, from, fromlen, buf, (size_t)n);
   STAT(l, retries_sent);
-  if (AMN_LOG_DEBUG <= amn_log_level_current) {
-    char addr[64];
-    addr_text(from, addr, sizeof addr);
-    AMN_DEBUG("QUIC Initial from %s: Retry sent (address validation; %u handshakes in progress on this loop)", addr,
-              l->nhandshaking);
-  }
+  debug_answer(from, "QUIC Initial", "Retry sent (address validation)");
 }
 
 /* A token that does not validate: an attacker or a stale Retry. */
