@@ -1610,6 +1610,7 @@ static void test_tune_gso_eio_fallback(void **st) {
     assert_true(check_fill(r.data, r.len, 42));
     amn_result_free(&r);
   }
+  free(big);
   amn_client_free(c);
   srv_free(s);
   amn_h3_test_sendmsg = NULL;
