@@ -5,8 +5,9 @@
 #   [quic] retry_threshold = 0 (every new QUIC client gets a Retry first),
 #   [quic] secret_path (created 0600 on the first start, kept across a
 #   restart, so that clients recognise the restarted daemon's stateless
-#   resets; with another secret they do not), [network] handshake_timeout_ms (a TCP peer that never starts
-#   TLS is closed), idle_timeout_ms (an idle QUIC connection is closed, one
+#   resets; with another secret they do not), [network] handshake_timeout_ms
+#   (a TCP peer that never starts TLS and a QUIC client that never hears
+#   the server are closed), idle_timeout_ms (an idle QUIC connection is closed, one
 #   with a call open is not), max_connections (the next QUIC connection gets
 #   CONNECTION_REFUSED with the reason, counted and logged; the first ones
 #   keep working), SIGHUP certificate reload (new QUIC handshakes get the new
@@ -92,6 +93,16 @@ wait "$s0" && rc=0 || rc=$?
 [ "$rc" = 14 ] && ok "  ... the call failed with UNAVAILABLE (exit 14)" || bad "  ... exit status $rc"
 exec 6>&-
 check "  ... the daemon sent it" second.log "packet for an unknown connection from 127.0.0.1:[0-9]+: stateless reset sent"
+
+# --- [quic] retry_threshold = 0: a new QUIC client first gets a Retry
+out=$("${CLI[@]}" execute --data hello-h3 2>&1) && rc=0 || rc=$?
+[ "$rc" = 0 ] && [ "$out" = hello-h3 ] && ok "a call over HTTP/3" || bad "call over HTTP/3: rc=$rc: $out"
+check "retry_threshold = 0: the client's Initial got a Retry" second.log "QUIC Initial from 127.0.0.1:[0-9]+: Retry sent"
+check "  ... and its connection was established with the Retry token" second.log \
+  "127.0.0.1:[0-9]+: mTLS QUIC connection from CN="
+
+# another daemon with another secret (and the default retry_threshold, for
+# the QUIC handshake timeout below), both from the environment
 "${CLI[@]}" --timeout 0 stream <in00 >s00.out 2>&1 &
 s00=$!
 exec 7>in00
@@ -100,9 +111,9 @@ wait_for s00.out '^before-restart$' || bad "stream: $(cat s00.out)"
 t0=$(ms)
 kill -9 "$pid"
 wait "$pid" 2>/dev/null || true
-export AMATERS_NET_QUIC_SECRET_PATH=$work/other-secret.key # the environment overrides the file
+export AMATERS_NET_QUIC_SECRET_PATH=$work/other-secret.key AMATERS_NET_QUIC_RETRY_THRESHOLD=100
 start_daemon netd.log
-unset AMATERS_NET_QUIC_SECRET_PATH
+unset AMATERS_NET_QUIC_SECRET_PATH AMATERS_NET_QUIC_RETRY_THRESHOLD
 check "another secret: AMATERS_NET_QUIC_SECRET_PATH overrides the file" netd.log \
   "QUIC secret .* created in $work/other-secret.key"
 echo after-restart >&7
@@ -118,12 +129,6 @@ fi
 exec 7>&-
 wait "$s00" 2>/dev/null || true
 
-# --- [quic] retry_threshold = 0: a new QUIC client first gets a Retry
-out=$("${CLI[@]}" execute --data hello-h3 2>&1) && rc=0 || rc=$?
-[ "$rc" = 0 ] && [ "$out" = hello-h3 ] && ok "a call over HTTP/3" || bad "call over HTTP/3: rc=$rc: $out"
-check "retry_threshold = 0: the client's Initial got a Retry" netd.log "QUIC Initial from 127.0.0.1:[0-9]+: Retry sent"
-check "  ... and its connection was established with the Retry token" netd.log "127.0.0.1:[0-9]+: mTLS QUIC connection from CN="
-
 # --- [network] handshake_timeout_ms: a TCP peer that never starts TLS is closed
 exec 5<>"/dev/tcp/127.0.0.1/$port"
 t0=$(ms)
@@ -133,6 +138,33 @@ exec 5<&-
 between "$el" 550 2500 && ok "handshake_timeout_ms = 700: silent TCP peer closed after $el ms" \
   || bad "silent TCP peer closed after $el ms"
 check "  ... logged" netd.log "connection from 127.0.0.1:[0-9]+ refused: TLS handshake timed out"
+
+# ... and a QUIC client that never hears the server (a relay drops every
+# answer): its connection is dropped after handshake_timeout_ms too
+/usr/bin/python3 - "$port" >relay.port <<'PY' &
+import socket, sys
+down = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+down.bind(("127.0.0.1", 0))
+print(down.getsockname()[1], flush=True)
+up = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+up.connect(("127.0.0.1", int(sys.argv[1])))
+while True:  # client -> server only; the server's answers to `up` are never read
+    up.send(down.recv(65536))
+PY
+relay=$!
+wait_for relay.port '^[0-9]+$' || bad "relay did not start"
+nto=$(grep -c "QUIC handshake timed out" netd.log || true)
+t0=$(ms)
+timeout 10 "$gtls" --no-quic-dump --handshake-timeout=4s --cert pki/client.pem --key pki/client-key.pem \
+  127.0.0.1 "$(cat relay.port)" "https://127.0.0.1:$port/" >dark.out 2>&1 &
+dark=$!
+for _ in $(seq 1 50); do [ "$(grep -c "QUIC handshake timed out" netd.log)" -gt "$nto" ] && break; sleep 0.1; done
+el=$(($(ms) - t0))
+between "$el" 550 2500 && ok "handshake_timeout_ms = 700: unanswered QUIC handshake dropped after $el ms" \
+  || bad "unanswered QUIC handshake: $el ms"
+check "  ... logged" netd.log "connection from 127.0.0.1:[0-9]+: QUIC handshake timed out \(700 ms\)"
+kill "$dark" "$relay" 2>/dev/null || true
+wait "$dark" "$relay" 2>/dev/null || true
 
 # --- idle_timeout_ms: a QUIC connection without calls is closed (gtlsclient
 # stays connected after its request until the idle timeout)
