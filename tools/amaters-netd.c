@@ -8,6 +8,9 @@
  * gracefully (exit 0); a second signal during the drain exits at once.
  * SIGHUP reloads the certificate, key and CA files (new connections use
  * them; a broken file keeps the current ones and is logged).
+ * With HTTP/3, the QUIC secret (stateless resets, address tokens) comes from
+ * quic.secret_path, else from quic-secret.key in the development PKI
+ * directory (both created 0600 when missing), else it is random per process.
  */
 #include <errno.h>
 #include <stddef.h>

@@ -62,7 +62,9 @@ typedef struct amn_server_opts {
    * sends QUIC PINGs every keepalive_interval_ms (so a quiet call is not
    * idle and a dead client is noticed within idle_timeout_ms);
    * handshake_timeout_ms bounds the QUIC handshake. */
-  uint32_t handshake_timeout_ms;    /**< TLS handshake deadline per connection (default 10000) */
+  uint32_t handshake_timeout_ms;    /**< handshake deadline per connection: TLS over TCP, QUIC
+                                         (default 10000; 0 = the default). A peer that has not
+                                         completed it in time is closed and logged. */
   uint32_t keepalive_timeout_ms;    /**< wait for a PING ack; 0 = max(keepalive_interval_ms, 5000) (default 0) */
   /** Ping abuse policy (grpc doc/keepalive.md): a client PING that comes
    *  sooner than ping_min_interval_ms after the previous one (no response
