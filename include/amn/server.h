@@ -104,8 +104,8 @@ typedef struct amn_server_opts {
  * derived with HKDF-SHA256 from the file's bytes), creating the file with
  * 32 random bytes and mode 0600 when it does not exist (*created then set
  * true; `created` may be NULL). The file must be a regular file of 32 to
- * 4096 bytes that neither group nor others may access (a copy of it lets
- * anyone reset the server's connections). Servers that must recognise
+ * 4096 bytes (a symlink to one is followed) that neither group nor others
+ * may access (a copy of it lets anyone reset the server's connections). Servers that must recognise
  * each other's resets (restarts, several behind one address) share it.
  * Returns 0, or AMN_EIO / AMN_EINVAL with the reason in err.
  */

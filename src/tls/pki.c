@@ -97,12 +97,12 @@ int amn_quic_secret_load(const char *path, uint8_t out[AMN_QUIC_SECRET_LEN], boo
                          size_t errlen) {
   if (created) *created = false;
   if (!path || !*path) return amn_set_err(err, errlen, AMN_EINVAL, "no QUIC secret file given");
-  int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+  int fd = open(path, O_RDONLY | O_CLOEXEC); /* a symlink is fine (e.g. a mounted secret) */
   if (fd < 0 && errno == ENOENT) {
     int rc = quic_secret_create(path, err, errlen);
     if (rc != 0 && rc != EEXIST) return rc;
     if (rc == 0 && created) *created = true;
-    fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+    fd = open(path, O_RDONLY | O_CLOEXEC);
   }
   if (fd < 0) return amn_set_err(err, errlen, AMN_EIO, "cannot open the QUIC secret file %s: %s", path, strerror(errno));
   struct stat st;

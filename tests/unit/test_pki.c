@@ -292,6 +292,10 @@ static void test_quic_secret_file(void **state) {
   assert_int_equal(amn_quic_secret_load(p, b, &created, err, sizeof err), 0);
   assert_false(created);
   assert_memory_equal(a, b, sizeof a); /* what a restarted daemon gets */
+  pathf(q, sizeof q, g_tmp, "linked-secret.key"); /* e.g. a mounted secret */
+  assert_int_equal(symlink(p, q), 0);
+  assert_int_equal(amn_quic_secret_load(q, c, NULL, err, sizeof err), 0);
+  assert_memory_equal(a, c, sizeof a);
   pathf(q, sizeof q, g_tmp, "other-secret.key");
   assert_int_equal(amn_quic_secret_load(q, c, NULL, err, sizeof err), 0);
   assert_memory_not_equal(a, c, sizeof a);
