@@ -137,7 +137,8 @@ el=$(($(ms) - t0))
 exec 5<&-
 between "$el" 550 2500 && ok "handshake_timeout_ms = 700: silent TCP peer closed after $el ms" \
   || bad "silent TCP peer closed after $el ms"
-check "  ... logged" netd.log "connection from 127.0.0.1:[0-9]+ refused: TLS handshake timed out"
+check "  ... logged" netd.log \
+  "connection from 127.0.0.1:[0-9]+ refused: TLS handshake timed out \(handshake_timeout_ms 700\)"
 
 # ... and a QUIC client that never hears the server (a relay drops every
 # answer): its connection is dropped after handshake_timeout_ms too
