@@ -192,6 +192,7 @@ typedef struct srv_cfg {
   bool retry_always, no_keepalive;
   amn_transport transport;
   const uint8_t *quic_secret;
+  uint32_t max_connections;
 } srv_cfg;
 
 static amn_server *srv_start(const srv_cfg *sc) {
@@ -215,6 +216,7 @@ static amn_server *srv_start(const srv_cfg *sc) {
     if (sc->retry_always) o.quic_retry_threshold = 0;
     if (sc->no_keepalive) o.keepalive_interval_ms = 0;
     o.quic_secret = sc->quic_secret;
+    if (sc->max_connections) o.max_connections = sc->max_connections;
   }
   amn_server *s = NULL;
   char err[256];
@@ -1232,6 +1234,44 @@ static void test_conn_reset_secret_differs(void **st) {
   restart_with_secret(k1, k2, false);
 }
 
+/* max_connections over QUIC: one connection more is refused at its first
+ * packet (CONNECTION_REFUSED with the reason, which the client reports),
+ * counted by amn_server_refused_connections; the first connection keeps
+ * working; once it is closed its slot is free at once (its draining
+ * period does not count). One event loop, so that the close is handled
+ * before the next Initial. */
+static void test_conn_max_connections(void **st) {
+  (void)st;
+  srv_cfg sc = {.threads = 1, .max_connections = 1};
+  amn_server *s = srv_start(&sc);
+  amn_client *a = cli_new(amn_server_port(s), NULL), *b = cli_new(amn_server_port(s), NULL);
+  amn_result res;
+  assert_int_equal(call_str(a, "/t.H3/Echo", "first", 5000, &res), 0);
+  assert_int_equal(res.code, AMN_STATUS_OK);
+  amn_result_free(&res);
+  double t0 = now_s();
+  assert_int_equal(call_str(b, "/t.H3/Echo", "second", 5000, &res), 0);
+  fprintf(stderr, "# over the limit: %s after %.2f s: %s\n", amn_status_name(res.code), now_s() - t0, res.message);
+  assert_int_equal(res.code, AMN_STATUS_UNAVAILABLE);
+  assert_non_null(strstr(res.message, "refused the connection"));
+  assert_non_null(strstr(res.message, "max_connections reached"));
+  assert_true(now_s() - t0 < 2.0); /* refused, not timed out */
+  amn_result_free(&res);
+  assert_int_equal(amn_server_refused_connections(s), 1);
+  assert_int_equal(call_str(a, "/t.H3/Echo", "still", 5000, &res), 0);
+  assert_int_equal(res.code, AMN_STATUS_OK);
+  amn_result_free(&res);
+  amn_client_free(b);
+  amn_client_free(a); /* CONNECTION_CLOSE: the server drains it for 3 PTO */
+  amn_client *c = cli_new(amn_server_port(s), NULL);
+  assert_int_equal(call_str(c, "/t.H3/Echo", "next", 5000, &res), 0);
+  assert_int_equal(res.code, AMN_STATUS_OK);
+  amn_result_free(&res);
+  assert_int_equal(amn_server_refused_connections(s), 1);
+  amn_client_free(c);
+  srv_free(s);
+}
+
 /* Handshakes that never complete: the server drops them after
  * handshake_timeout_ms, the client reports its connect timeout clearly. */
 static void test_conn_handshake_timeout(void **st) {
@@ -1907,6 +1947,7 @@ int main(int argc, char **argv) {
         cmocka_unit_test(test_conn_stateless_reset),
         cmocka_unit_test(test_conn_reset_secret_restart),
         cmocka_unit_test(test_conn_reset_secret_differs),
+        cmocka_unit_test(test_conn_max_connections),
         cmocka_unit_test(test_conn_handshake_timeout),
         cmocka_unit_test(test_conn_retry_under_load),
         cmocka_unit_test(test_conn_key_update),
