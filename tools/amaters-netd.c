@@ -8,6 +8,9 @@
  * gracefully (exit 0); a second signal during the drain exits at once.
  * SIGHUP reloads the certificate, key and CA files (new connections use
  * them; a broken file keeps the current ones and is logged).
+ * With HTTP/3, the QUIC secret (stateless resets, address tokens) comes from
+ * quic.secret_path, else from quic-secret.key in the development PKI
+ * directory (both created 0600 when missing), else it is random per process.
  */
 #include <errno.h>
 #include <stddef.h>
@@ -203,6 +206,8 @@ int main(int argc, char **argv) {
   o.max_concurrent_streams = (uint32_t)cfg.quic.max_concurrent_streams;
   o.initial_window_size = (uint32_t)cfg.quic.initial_window_size;
   o.drain_timeout_ms = (uint32_t)cfg.server.drain_timeout_ms;
+  o.handshake_timeout_ms = (uint32_t)cfg.network.handshake_timeout_ms;
+  o.quic_retry_threshold = (uint32_t)cfg.quic.retry_threshold;
 
   /* TLS: --insecure | --cert/--key/--ca | [tls] paths | PKI directory.
    * Flags take precedence over everything from the file/environment. */
@@ -240,6 +245,21 @@ int main(int argc, char **argv) {
     fprintf(stderr, "\n" PROG ": WARNING: --insecure: serving PLAINTEXT HTTP/2 without TLS or client\n"
                     PROG ": WARNING: authentication. Anyone who can reach %s can call it.\n\n", o.listen);
 
+  /* HTTP/3: the QUIC secret that keys stateless resets and address
+   * validation tokens, kept in a file so that clients recognise the resets
+   * of a restarted daemon (and of its siblings behind the same address) */
+  static uint8_t quic_secret[AMN_QUIC_SECRET_LEN];
+  char secret_path[4096 + 32] = "";
+  bool secret_created = false;
+  if (o.transport & AMN_TRANSPORT_H3) {
+    if (cfg.quic.secret_path) snprintf(secret_path, sizeof secret_path, "%s", cfg.quic.secret_path);
+    else if (pki_dir[0]) snprintf(secret_path, sizeof secret_path, "%s/quic-secret.key", pki_dir);
+    if (secret_path[0]) {
+      if (amn_quic_secret_load(secret_path, quic_secret, &secret_created, err, sizeof err) != 0) die("%s", err);
+      o.quic_secret = quic_secret;
+    }
+  }
+
   amn_server *srv = NULL;
   if (amn_server_new(&srv, &o, err, sizeof err) != 0) die("%s", err);
   if (amn_server_use_echo(srv) != 0) die("cannot register the echo handlers");
@@ -269,6 +289,12 @@ int main(int argc, char **argv) {
     if (pki_dir[0]) say(AMN_LOG_INFO, "TLS: development PKI in %s", pki_dir);
     say(AMN_LOG_INFO, "TLS: certificate %s, key %s, client CA %s", o.tls.cert_path, o.tls.key_path, o.tls.ca_path);
   }
+  if (secret_path[0])
+    say(AMN_LOG_INFO, "HTTP/3: QUIC secret (stateless resets, address tokens) %s %s",
+        secret_created ? "created in" : "from", secret_path);
+  else if (o.transport & AMN_TRANSPORT_H3)
+    say(AMN_LOG_INFO, "HTTP/3: no quic.secret_path: a random QUIC secret, so clients do not recognise the "
+                      "stateless resets of a restarted daemon (they wait for their idle timeout)");
 
   int sig = 0;
   for (;;) {

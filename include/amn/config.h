@@ -4,9 +4,11 @@
  * Sections and keys (every key optional; defaults in amn_config_init; an
  * annotated example with every key is examples/amaters-net.toml):
  *   [network] bind_address (string "host:port"), max_connections (int),
- *             idle_timeout_ms (int), keep_alive_interval_ms (int)
+ *             idle_timeout_ms (int), keep_alive_interval_ms (int),
+ *             handshake_timeout_ms (int)
  *   [tls]     cert_path, key_path, ca_path (strings), allow_tls12 (bool)
- *   [quic]    max_concurrent_streams (int), initial_window_size (int)
+ *   [quic]    max_concurrent_streams (int), initial_window_size (int),
+ *             retry_threshold (int), secret_path (string)
  *   [server]  transport ("h2"|"h3"|"both"), threads (int), log_level (string),
  *             drain_timeout_ms (int), max_message_bytes (int), pki_dir (string),
  *             insecure (bool)
@@ -43,6 +45,8 @@ typedef struct amn_config {
     int64_t max_connections;       /**< 0..10000000, 0 = unlimited; default 10000 */
     int64_t idle_timeout_ms;       /**< 0..2147483647, 0 = never; default 60000 */
     int64_t keep_alive_interval_ms;/**< server PINGs, 0..2147483647, 0 = off; default 10000 */
+    int64_t handshake_timeout_ms;  /**< TLS (HTTP/2) or QUIC (HTTP/3) handshake deadline per
+                                        connection, 1..2147483647; default 10000 */
   } network;
   struct {
     char *cert_path, *key_path, *ca_path; /**< default NULL: dev PKI */
@@ -51,6 +55,13 @@ typedef struct amn_config {
   struct {
     int64_t max_concurrent_streams; /**< per connection, 1..1000000; default 1024 */
     int64_t initial_window_size;    /**< per-stream window, 1..2147483647; default 1048576 */
+    int64_t retry_threshold;        /**< QUIC handshakes in progress per event loop from which a
+                                         new client must first prove its address (Retry);
+                                         0..4294967295, 0 = always, 4294967295 = never;
+                                         default 100 */
+    char *secret_path;              /**< file of the server's QUIC secret (stateless reset
+                                         tokens, address-validation tokens); default NULL
+                                         (see amn_server_opts.quic_secret) */
   } quic;
   struct {
     char *transport;        /**< "h2"|"h3"|"both"; default "h2" */

@@ -62,7 +62,9 @@ typedef struct amn_server_opts {
    * sends QUIC PINGs every keepalive_interval_ms (so a quiet call is not
    * idle and a dead client is noticed within idle_timeout_ms);
    * handshake_timeout_ms bounds the QUIC handshake. */
-  uint32_t handshake_timeout_ms;    /**< TLS handshake deadline per connection (default 10000) */
+  uint32_t handshake_timeout_ms;    /**< handshake deadline per connection: TLS over TCP, QUIC
+                                         (default 10000; 0 = the default). A peer that has not
+                                         completed it in time is closed and logged. */
   uint32_t keepalive_timeout_ms;    /**< wait for a PING ack; 0 = max(keepalive_interval_ms, 5000) (default 0) */
   /** Ping abuse policy (grpc doc/keepalive.md): a client PING that comes
    *  sooner than ping_min_interval_ms after the previous one (no response
@@ -78,7 +80,37 @@ typedef struct amn_server_opts {
    *  token from an earlier connection (NEW_TOKEN). 0 = always; UINT32_MAX =
    *  never. Default 100. */
   uint32_t quic_retry_threshold;
+  /** HTTP/3: the server's QUIC secret, 32 bytes (copied by amn_server_new),
+   *  or NULL. The stateless reset tokens (RFC 9000 10.3) and the address
+   *  validation tokens (Retry, NEW_TOKEN) are derived from it (HKDF-SHA256,
+   *  one key per purpose), shared by all the server's event loops.
+   *  A server that gets a packet of a connection it does not know (it
+   *  restarted, or another server behind the same address got it) answers
+   *  with a stateless reset, which the client recognises only when the
+   *  token matches the one the connection's server announced: so a
+   *  restarted server, and every server behind one address, must use the
+   *  same secret; then clients fail over at once instead of waiting for
+   *  the idle timeout, and NEW_TOKEN tokens survive restarts. NULL: a random
+   *  secret per process (resets are recognised only while the process
+   *  runs). amn_quic_secret_load reads (or creates) a secret file. */
+  const uint8_t *quic_secret;
 } amn_server_opts;
+
+/** Size of amn_server_opts.quic_secret in bytes. */
+#define AMN_QUIC_SECRET_LEN 32
+
+/**
+ * Reads the QUIC secret file `path` into `out` (AMN_QUIC_SECRET_LEN bytes,
+ * derived with HKDF-SHA256 from the file's bytes), creating the file with
+ * 32 random bytes and mode 0600 when it does not exist (*created then set
+ * true; `created` may be NULL). The file must be a regular file of 32 to
+ * 4096 bytes (a symlink to one is followed) that neither group nor others
+ * may access (a copy of it lets anyone reset the server's connections). Servers that must recognise
+ * each other's resets (restarts, several behind one address) share it.
+ * Returns 0, or AMN_EIO / AMN_EINVAL with the reason in err.
+ */
+AMN_API int amn_quic_secret_load(const char *path, uint8_t out[AMN_QUIC_SECRET_LEN], bool *created, char *err,
+                                 size_t errlen);
 
 /** Fills `o` with the defaults documented above. */
 AMN_API void amn_server_opts_init(amn_server_opts *o);
@@ -177,7 +209,9 @@ AMN_API int amn_server_start(amn_server *s, char *err, size_t errlen);
 AMN_API int amn_server_reload_tls(amn_server *s, char *err, size_t errlen);
 
 /** Connections refused since start because max_connections was reached
- *  (each got TLS, then GOAWAY "max_connections reached"). Thread-safe. */
+ *  (HTTP/2: each got TLS, then GOAWAY "max_connections reached"; HTTP/3:
+ *  its first packet got CONNECTION_CLOSE CONNECTION_REFUSED with the reason
+ *  "max_connections reached"). Thread-safe. */
 AMN_API uint64_t amn_server_refused_connections(const amn_server *s);
 
 /** The TCP port actually bound (useful with port 0). 0 before start. */

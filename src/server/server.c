@@ -103,6 +103,11 @@ int amn_server_new(amn_server **out, const amn_server_opts *opts, char *err, siz
   s->o.tls.key_path = s->key_s;
   s->o.tls.ca_path = s->ca_s;
   s->o.tls.server_name = NULL;
+  if (o.quic_secret) { /* [h3] */
+    memcpy(s->quic_secret, o.quic_secret, sizeof s->quic_secret);
+    s->has_quic_secret = true;
+    s->o.quic_secret = NULL;
+  }
   pthread_mutex_init(&s->stop_lock, NULL);
   pthread_cond_init(&s->stop_cond, NULL);
   pthread_mutex_init(&s->tls_lock, NULL);
@@ -600,5 +605,6 @@ void amn_server_free(amn_server *s) {
   free(s->ca_s);
   pthread_mutex_destroy(&s->stop_lock);
   pthread_cond_destroy(&s->stop_cond);
+  explicit_bzero(s->quic_secret, sizeof s->quic_secret);
   free(s);
 }

@@ -165,6 +165,8 @@ struct amn_server {
   atomic_int health_serving;        /* 1 serving, 0 not */
   atomic_uint nconns;
   char host[256];
+  uint8_t quic_secret[AMN_QUIC_SECRET_LEN]; /* [h3] copy of o.quic_secret */
+  bool has_quic_secret;
 };
 
 /* ---- call core (call.c) ---- */

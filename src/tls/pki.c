@@ -1,6 +1,7 @@
 /* Development PKI (amn/pki.h) and certificate issuing (tls/pki_internal.h),
  * with the GnuTLS x509 API. */
 #include "amn/pki.h"
+#include "amn/server.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -57,6 +58,89 @@ fail:;
   if (fd >= 0) close(fd);
   unlink(tmp);
   return amn_set_err(err, errlen, AMN_EIO, "cannot write %s (%s): %s", path, what, strerror(e));
+}
+
+/* ------------------------------------------------------------------ */
+/* QUIC secret file                                                   */
+/* ------------------------------------------------------------------ */
+
+#define QUIC_SECRET_FILE_MIN 32
+#define QUIC_SECRET_FILE_MAX 4096
+
+/* Creates `path` with fresh random bytes, never replacing a file another
+ * process created meanwhile. Returns 0, EEXIST, or AMN_EIO with err. */
+static int quic_secret_create(const char *path, char *err, size_t errlen) {
+  uint8_t key[QUIC_SECRET_FILE_MIN];
+  if (gnutls_rnd(GNUTLS_RND_KEY, key, sizeof key) != 0)
+    return amn_set_err(err, errlen, AMN_EIO, "%s: no random bytes for a new QUIC secret", path);
+  int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
+  if (fd < 0) {
+    int e = errno;
+    gnutls_memset(key, 0, sizeof key);
+    if (e == EEXIST) return EEXIST;
+    return amn_set_err(err, errlen, AMN_EIO, "cannot create the QUIC secret file %s: %s", path, strerror(e));
+  }
+  ssize_t w;
+  do w = write(fd, key, sizeof key);
+  while (w < 0 && errno == EINTR);
+  int e = w == (ssize_t)sizeof key ? (fsync(fd) == 0 ? 0 : errno) : (w < 0 ? errno : EIO);
+  gnutls_memset(key, 0, sizeof key);
+  if (close(fd) != 0 && !e) e = errno;
+  if (e) {
+    unlink(path);
+    return amn_set_err(err, errlen, AMN_EIO, "cannot write the QUIC secret file %s: %s", path, strerror(e));
+  }
+  return 0;
+}
+
+int amn_quic_secret_load(const char *path, uint8_t out[AMN_QUIC_SECRET_LEN], bool *created, char *err,
+                         size_t errlen) {
+  if (created) *created = false;
+  if (!path || !*path) return amn_set_err(err, errlen, AMN_EINVAL, "no QUIC secret file given");
+  int fd = open(path, O_RDONLY | O_CLOEXEC); /* a symlink is fine (e.g. a mounted secret) */
+  if (fd < 0 && errno == ENOENT) {
+    int rc = quic_secret_create(path, err, errlen);
+    if (rc != 0 && rc != EEXIST) return rc;
+    if (rc == 0 && created) *created = true;
+    fd = open(path, O_RDONLY | O_CLOEXEC);
+  }
+  if (fd < 0) return amn_set_err(err, errlen, AMN_EIO, "cannot open the QUIC secret file %s: %s", path, strerror(errno));
+  struct stat st;
+  if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+    close(fd);
+    return amn_set_err(err, errlen, AMN_EINVAL, "QUIC secret file %s is not a regular file", path);
+  }
+  if (st.st_mode & 077) {
+    close(fd);
+    return amn_set_err(err, errlen, AMN_EINVAL,
+                       "QUIC secret file %s is accessible by group or others (mode %04o): chmod 600 it", path,
+                       (unsigned)(st.st_mode & 07777));
+  }
+  uint8_t buf[QUIC_SECRET_FILE_MAX + 1];
+  size_t n = 0;
+  for (;;) {
+    ssize_t r = read(fd, buf + n, sizeof buf - n);
+    if (r < 0 && errno == EINTR) continue;
+    if (r < 0) {
+      int e = errno;
+      close(fd);
+      gnutls_memset(buf, 0, n);
+      return amn_set_err(err, errlen, AMN_EIO, "cannot read the QUIC secret file %s: %s", path, strerror(e));
+    }
+    if (r == 0 || (n += (size_t)r) == sizeof buf) break;
+  }
+  close(fd);
+  if (n < QUIC_SECRET_FILE_MIN || n > QUIC_SECRET_FILE_MAX) {
+    gnutls_memset(buf, 0, n);
+    return amn_set_err(err, errlen, AMN_EINVAL, "QUIC secret file %s: %zu bytes (expected %d to %d)", path, n,
+                       QUIC_SECRET_FILE_MIN, QUIC_SECRET_FILE_MAX);
+  }
+  static const char salt[] = "amaters-net QUIC secret v1";
+  gnutls_datum_t ikm = {buf, (unsigned)n}, sd = {(unsigned char *)salt, sizeof salt - 1};
+  int g = gnutls_hkdf_extract(GNUTLS_MAC_SHA256, &ikm, &sd, out);
+  gnutls_memset(buf, 0, n);
+  if (g != 0) return amn_set_err(err, errlen, AMN_EIO, "QUIC secret %s: HKDF: %s", path, gnutls_strerror(g));
+  return 0;
 }
 
 /* mkdir -p; directories we create get exactly 0700. Existing ones are left

@@ -47,12 +47,15 @@ static const keydef keys[] = {
     {"network", "max_connections", K_INT, OFF(network, max_connections), 0, 10000000, NULL},
     {"network", "idle_timeout_ms", K_INT, OFF(network, idle_timeout_ms), 0, MS_MAX, NULL},
     {"network", "keep_alive_interval_ms", K_INT, OFF(network, keep_alive_interval_ms), 0, MS_MAX, NULL},
+    {"network", "handshake_timeout_ms", K_INT, OFF(network, handshake_timeout_ms), 1, MS_MAX, NULL},
     {"tls", "cert_path", K_STR, OFF(tls, cert_path), 0, 0, NULL},
     {"tls", "key_path", K_STR, OFF(tls, key_path), 0, 0, NULL},
     {"tls", "ca_path", K_STR, OFF(tls, ca_path), 0, 0, NULL},
     {"tls", "allow_tls12", K_BOOL, OFF(tls, allow_tls12), 0, 0, NULL},
     {"quic", "max_concurrent_streams", K_INT, OFF(quic, max_concurrent_streams), 1, 1000000, NULL},
     {"quic", "initial_window_size", K_INT, OFF(quic, initial_window_size), 1, 2147483647, NULL},
+    {"quic", "retry_threshold", K_INT, OFF(quic, retry_threshold), 0, INT64_C(4294967295), NULL},
+    {"quic", "secret_path", K_STR, OFF(quic, secret_path), 0, 0, NULL},
     {"server", "transport", K_ENUM, OFF(server, transport), 0, 0, server_transports},
     {"server", "threads", K_INT, OFF(server, threads), 0, 1024, NULL},
     {"server", "log_level", K_ENUM, OFF(server, log_level), 0, 0, log_levels},
@@ -108,8 +111,10 @@ void amn_config_init(amn_config *c) {
   c->network.max_connections = 10000;
   c->network.idle_timeout_ms = 60000;
   c->network.keep_alive_interval_ms = 10000;
+  c->network.handshake_timeout_ms = 10000;
   c->quic.max_concurrent_streams = 1024;
   c->quic.initial_window_size = 1048576;
+  c->quic.retry_threshold = 100;
   c->server.transport = strdup("h2");
   c->server.threads = 0;
   c->server.log_level = strdup("info");

@@ -20,6 +20,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <errno.h>
+#include <netinet/udp.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -189,6 +191,8 @@ typedef struct srv_cfg {
   uint16_t port;
   bool retry_always, no_keepalive, not_serving;
   amn_transport transport;
+  const uint8_t *quic_secret;
+  uint32_t max_connections;
 } srv_cfg;
 
 static amn_server *srv_start(const srv_cfg *sc) {
@@ -211,6 +215,8 @@ static amn_server *srv_start(const srv_cfg *sc) {
     if (sc->max_send) o.max_send_message = sc->max_send;
     if (sc->retry_always) o.quic_retry_threshold = 0;
     if (sc->no_keepalive) o.keepalive_interval_ms = 0;
+    o.quic_secret = sc->quic_secret;
+    if (sc->max_connections) o.max_connections = sc->max_connections;
   }
   amn_server *s = NULL;
   char err[256];
@@ -1183,6 +1189,121 @@ static void test_conn_stateless_reset(void **st) {
   srv_free(s);
 }
 
+/* A server restarted with a configured QUIC secret (amn_server_opts.
+ * quic_secret): the old server goes away unheard, a new one with `next`
+ * takes the port. With the same secret, the client recognises the new
+ * server's stateless reset: its next call fails at once (not at the idle
+ * timeout) and the one after succeeds on a new connection, which presents
+ * the old server's NEW_TOKEN (the token key comes from the secret too).
+ * With another secret the reset is not recognised: the call runs into its
+ * deadline. */
+static void restart_with_secret(const uint8_t *first, const uint8_t *next, bool recognised) {
+  srv_cfg sc = {.quic_secret = first, .threads = 2};
+  amn_server *s = srv_start(&sc);
+  uint16_t port = amn_server_port(s);
+  udp_relay *r = udp_relay_start(port, 23);
+  amn_client *c = cli_new(udp_relay_port(r), NULL);
+  amn_result res;
+  assert_int_equal(call_str(c, "/t.H3/Echo", "before", 5000, &res), 0);
+  assert_int_equal(res.code, AMN_STATUS_OK);
+  amn_result_free(&res);
+  amn_h3_client_stats cs;
+  for (int i = 0; i < 200; i++) { /* the NEW_TOKEN comes after the handshake */
+    amn_h3c_stats(c, &cs);
+    if (cs.tokens_received >= 1) break;
+    usleep(10000);
+  }
+  assert_int_equal(cs.tokens_received, 1);
+  relay_dir_cfg dark = {.blackhole = true};
+  udp_relay_set(r, RELAY_S2C, &dark);
+  srv_free(s);
+  sc = (srv_cfg){.quic_secret = next, .threads = 2, .port = port};
+  s = srv_start(&sc);
+  udp_relay_clear(r);
+  double t0 = now_s();
+  assert_int_equal(call_str(c, "/t.H3/Echo", "after", recognised ? 20000 : 2000, &res), 0);
+  double el = now_s() - t0;
+  fprintf(stderr, "# %s secret: call on the old connection: %s after %.2f s: %s\n", recognised ? "same" : "other",
+          amn_status_name(res.code), el, res.message);
+  amn_h3c_stats(c, &cs);
+  amn_h3_server_stats ss;
+  amn_h3s_stats(s, &ss);
+  assert_true(ss.stateless_resets >= 1); /* the new server did answer the old connection */
+  if (recognised) {
+    assert_int_equal(res.code, AMN_STATUS_UNAVAILABLE);
+    assert_non_null(strstr(res.message, "stateless reset"));
+    assert_true(el < 3.0); /* not the 30 s idle timeout */
+    assert_int_equal(cs.stateless_resets, 1);
+  } else {
+    assert_int_equal(res.code, AMN_STATUS_DEADLINE_EXCEEDED);
+    assert_int_equal(cs.stateless_resets, 0);
+  }
+  amn_result_free(&res);
+  if (recognised) {
+    assert_int_equal(call_str(c, "/t.H3/Echo", "again", 5000, &res), 0);
+    assert_int_equal(res.code, AMN_STATUS_OK);
+    amn_result_free(&res);
+    amn_h3s_stats(s, &ss);
+    assert_int_equal(ss.new_tokens_ok, 1); /* the old server's token */
+    assert_int_equal(ss.tokens_bad, 0);
+  }
+  amn_client_free(c);
+  udp_relay_stop(r);
+  srv_free(s);
+}
+
+static void test_conn_reset_secret_restart(void **st) {
+  (void)st;
+  uint8_t k[AMN_QUIC_SECRET_LEN];
+  for (size_t i = 0; i < sizeof k; i++) k[i] = (uint8_t)(i * 7 + 1);
+  restart_with_secret(k, k, true);
+}
+
+static void test_conn_reset_secret_differs(void **st) {
+  (void)st;
+  uint8_t k1[AMN_QUIC_SECRET_LEN], k2[AMN_QUIC_SECRET_LEN];
+  for (size_t i = 0; i < sizeof k1; i++) k1[i] = (uint8_t)(i * 7 + 1), k2[i] = (uint8_t)(i * 7 + 2);
+  restart_with_secret(k1, k2, false);
+}
+
+/* max_connections over QUIC: one connection more is refused at its first
+ * packet (CONNECTION_REFUSED with the reason, which the client reports),
+ * counted by amn_server_refused_connections; the first connection keeps
+ * working; once it is closed its slot is free at once (its draining
+ * period does not count). One event loop, so that the close is handled
+ * before the next Initial. */
+static void test_conn_max_connections(void **st) {
+  (void)st;
+  srv_cfg sc = {.threads = 1, .max_connections = 1};
+  amn_server *s = srv_start(&sc);
+  amn_client *a = cli_new(amn_server_port(s), NULL), *b = cli_new(amn_server_port(s), NULL);
+  amn_result res;
+  assert_int_equal(call_str(a, "/t.H3/Echo", "first", 5000, &res), 0);
+  assert_int_equal(res.code, AMN_STATUS_OK);
+  amn_result_free(&res);
+  double t0 = now_s();
+  assert_int_equal(call_str(b, "/t.H3/Echo", "second", 5000, &res), 0);
+  fprintf(stderr, "# over the limit: %s after %.2f s: %s\n", amn_status_name(res.code), now_s() - t0, res.message);
+  assert_int_equal(res.code, AMN_STATUS_UNAVAILABLE);
+  assert_non_null(strstr(res.message, "refused the connection"));
+  assert_non_null(strstr(res.message, "max_connections reached"));
+  assert_true(now_s() - t0 < 2.0); /* refused, not timed out */
+  amn_result_free(&res);
+  assert_int_equal(amn_server_refused_connections(s), 1);
+  assert_int_equal(call_str(a, "/t.H3/Echo", "still", 5000, &res), 0);
+  assert_int_equal(res.code, AMN_STATUS_OK);
+  amn_result_free(&res);
+  amn_client_free(b);
+  amn_client_free(a); /* CONNECTION_CLOSE: the server drains it for 3 PTO */
+  amn_client *c = cli_new(amn_server_port(s), NULL);
+  assert_int_equal(call_str(c, "/t.H3/Echo", "next", 5000, &res), 0);
+  assert_int_equal(res.code, AMN_STATUS_OK);
+  amn_result_free(&res);
+  assert_int_equal(amn_server_refused_connections(s), 1);
+  amn_client_free(c);
+  srv_free(s);
+}
+
 /* Handshakes that never complete: the server drops them after
  * handshake_timeout_ms, the client reports its connect timeout clearly. */
 static void test_conn_handshake_timeout(void **st) {
@@ -1505,6 +1626,97 @@ static void test_tune_udp_buffers(void **st) {
   waitpid(pid, &status, 0);
   assert_true(WIFEXITED(status));
   assert_int_equal(WEXITSTATUS(status), 0);
+}
+
+/* GSO refused by the kernel (EIO, as with devices without checksum
+ * offload): the send hook fails the first UDP_SEGMENT batch of 4 datagrams
+ * or more. The same bytes must go out again at once as single datagrams
+ * (in order, none larger than the segment size), that connection never
+ * tries GSO again, and calls complete end to end over the real loopback
+ * sockets. */
+#ifndef UDP_SEGMENT
+#define UDP_SEGMENT 103
+#endif
+#ifndef SOL_UDP
+#define SOL_UDP 17
+#endif
+static struct {
+  pthread_mutex_t mu;
+  int fd;                   /* the socket whose GSO send failed; -1 before */
+  uint8_t *failed;          /* the refused batch */
+  size_t failed_len, seg;
+  size_t resent;            /* bytes of it sent again as single datagrams */
+  bool resent_same;         /* ... equal to the refused bytes, none > seg */
+  int gso_after, singles_after, gso_total;
+} g_gso = {.mu = PTHREAD_MUTEX_INITIALIZER, .fd = -1};
+
+static ssize_t gso_eio_sendmsg(int fd, const struct msghdr *mh, int flags) {
+  uint16_t seg = 0;
+  for (struct cmsghdr *cm = CMSG_FIRSTHDR((struct msghdr *)mh); cm; cm = CMSG_NXTHDR((struct msghdr *)mh, cm))
+    if (cm->cmsg_level == SOL_UDP && cm->cmsg_type == UDP_SEGMENT) memcpy(&seg, CMSG_DATA(cm), sizeof seg);
+  const uint8_t *data = mh->msg_iov[0].iov_base;
+  size_t len = mh->msg_iov[0].iov_len;
+  pthread_mutex_lock(&g_gso.mu);
+  if (seg) g_gso.gso_total++;
+  if (seg && g_gso.fd < 0 && len >= 4 * (size_t)seg) { /* a batch of bulk data */
+    g_gso.fd = fd;
+    g_gso.failed = malloc(len);
+    memcpy(g_gso.failed, data, len);
+    g_gso.failed_len = len;
+    g_gso.seg = seg;
+    g_gso.resent_same = true;
+    pthread_mutex_unlock(&g_gso.mu);
+    errno = EIO; /* nothing sent */
+    return -1;
+  }
+  if (fd == g_gso.fd) {
+    if (seg) {
+      g_gso.gso_after++;
+    } else {
+      g_gso.singles_after++;
+      if (g_gso.resent < g_gso.failed_len) {
+        if (len > g_gso.seg || g_gso.resent + len > g_gso.failed_len ||
+            memcmp(g_gso.failed + g_gso.resent, data, len) != 0)
+          g_gso.resent_same = false;
+        g_gso.resent += len;
+      }
+    }
+  }
+  pthread_mutex_unlock(&g_gso.mu);
+  return sendmsg(fd, mh, flags);
+}
+
+static void test_tune_gso_eio_fallback(void **st) {
+  (void)st;
+  amn_h3_test_sendmsg = gso_eio_sendmsg;
+  amn_server *s = srv_start(NULL);
+  amn_client *c = cli_new(amn_server_port(s), NULL);
+  size_t n = 512 * 1024; /* both ways: full packet batches on both sockets */
+  uint8_t *big = malloc(n);
+  fill(big, n, 42);
+  for (int i = 0; i < 3; i++) {
+    amn_call_opts co = {.timeout_ms = 20000};
+    amn_result r;
+    assert_int_equal(amn_client_unary(c, "/t.H3/Echo", big, n, &co, &r), 0);
+    if (r.code != AMN_STATUS_OK) fail_msg("call %d: %s: %s", i, amn_status_name(r.code), r.message);
+    assert_int_equal(r.len, n);
+    assert_true(check_fill(r.data, r.len, 42));
+    amn_result_free(&r);
+  }
+  free(big);
+  amn_client_free(c);
+  srv_free(s);
+  amn_h3_test_sendmsg = NULL;
+  fprintf(stderr, "# GSO batch of %zu bytes (segments of %zu) refused with EIO; %zu bytes of it sent again as %d+ "
+                  "single datagrams; GSO sends: %d in all, %d on that socket afterwards\n",
+          g_gso.failed_len, g_gso.seg, g_gso.resent, g_gso.singles_after, g_gso.gso_total, g_gso.gso_after);
+  assert_true(g_gso.fd >= 0);                    /* GSO was in use and got refused */
+  assert_int_equal(g_gso.resent, g_gso.failed_len); /* all of it went again ... */
+  assert_true(g_gso.resent_same);                /* ... unchanged, one datagram at a time */
+  assert_int_equal(g_gso.gso_after, 0);          /* that connection never tried GSO again */
+  assert_true(g_gso.singles_after > (int)(g_gso.failed_len / g_gso.seg)); /* and kept sending */
+  assert_true(g_gso.gso_total > 1);              /* the other socket still used GSO */
+  free(g_gso.failed);
 }
 
 /* ------------------------------------------------------------------ */
@@ -2006,6 +2218,9 @@ int main(int argc, char **argv) {
     const struct CMUnitTest t[] = {
         cmocka_unit_test(test_conn_version_negotiation),
         cmocka_unit_test(test_conn_stateless_reset),
+        cmocka_unit_test(test_conn_reset_secret_restart),
+        cmocka_unit_test(test_conn_reset_secret_differs),
+        cmocka_unit_test(test_conn_max_connections),
         cmocka_unit_test(test_conn_handshake_timeout),
         cmocka_unit_test(test_conn_retry_under_load),
         cmocka_unit_test(test_conn_key_update),
@@ -2017,6 +2232,7 @@ int main(int argc, char **argv) {
   if (strcmp(group, "tune") == 0) {
     const struct CMUnitTest t[] = {
         cmocka_unit_test(test_tune_udp_buffers),
+        cmocka_unit_test(test_tune_gso_eio_fallback),
         cmocka_unit_test(test_tune_max_concurrent_streams),
         cmocka_unit_test(test_tune_initial_window),
         cmocka_unit_test(test_tune_idle_timeout),

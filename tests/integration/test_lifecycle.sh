@@ -17,20 +17,11 @@ work=$(mktemp -d)
 pid=
 cleanup() { [ -n "$pid" ] && kill "$pid" 2>/dev/null; wait 2>/dev/null || true; rm -rf "$work"; }
 trap cleanup EXIT
-passed=0 failed=0
-ok() { echo "ok: $*"; passed=$((passed + 1)); }
-bad() { echo "FAIL: $*"; failed=$((failed + 1)); }
-# check NAME FILE REGEX: the probe output FILE has a line matching REGEX
-check() { if grep -Eq "$3" "$2"; then ok "$1"; else bad "$1 (no /$3/ in:)"; sed 's/^/    /' "$2"; fi; }
-# at_ms FILE REGEX: the time (ms) of the first matching event
+. "$(dirname "$0")/lifecycle_lib.sh"
+# at_ms FILE REGEX: the time (ms) of the first matching event in a probe output
 at_ms() { grep -E "$2" "$1" | head -1 | cut -d' ' -f1; }
-between() { local t=$1; [ -n "$t" ] && [ "$t" -ge "$2" ] && [ "$t" -le "$3" ]; }
 
-cd "$work"
-port=$(/usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-"$bin/amaters-cli" certs init pki >/dev/null
-mkdir etc
-cp pki/server.pem pki/server-key.pem pki/ca.pem etc/
+lifecycle_setup
 cat >lifecycle.toml <<EOF
 [network]
 bind_address = "127.0.0.1:$port"

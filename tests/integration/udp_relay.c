@@ -156,8 +156,13 @@ static void emit(udp_relay *r, int dir, int si, const uint8_t *data, size_t len)
   pthread_mutex_unlock(&r->mu);
 }
 
-/* Applies the impairments of `dir` to one datagram. */
-static void forward(udp_relay *r, const relay_dir_cfg *c, int dir, int si, uint8_t *data, size_t len) {
+/* Applies the impairments of `dir` to one datagram, as configured when it
+ * was read: a datagram sent after udp_relay_set returned gets the new
+ * settings (the relay may have been waiting in poll with the old ones). */
+static void forward(udp_relay *r, int dir, int si, uint8_t *data, size_t len) {
+  pthread_mutex_lock(&r->mu);
+  const relay_dir_cfg cfg = r->cfg[dir], *c = &cfg;
+  pthread_mutex_unlock(&r->mu);
   relay_stats d = {.in = 1};
   if (c->blackhole || (c->loss > 0 && rnd01(r) < c->loss)) {
     d.dropped = 1;
@@ -286,7 +291,6 @@ static void *relay_main(void *arg) {
   for (;;) {
     pthread_mutex_lock(&r->mu);
     bool stop = r->stop;
-    relay_dir_cfg cfg[2] = {r->cfg[0], r->cfg[1]};
     int rebind = r->rebind_req != r->rebind_done, replay = r->replay_req != r->replay_done;
     uint16_t target = r->new_target;
     pthread_mutex_unlock(&r->mu);
@@ -362,11 +366,11 @@ static void *relay_main(void *arg) {
             memcpy(c->data[c->n], buf, (size_t)len);
             c->len[c->n++] = (size_t)len;
           }
-          forward(r, &cfg[RELAY_C2S], RELAY_C2S, si, buf, (size_t)len);
+          forward(r, RELAY_C2S, si, buf, (size_t)len);
         } else {
           int si = map[k];
           if (!r->sess[si].answered) capture_end(r, si);
-          forward(r, &cfg[RELAY_S2C], RELAY_S2C, si, buf, (size_t)len);
+          forward(r, RELAY_S2C, si, buf, (size_t)len);
         }
       }
     }

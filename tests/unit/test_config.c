@@ -71,11 +71,14 @@ static void assert_config_equal(const amn_config *a, const amn_config *b) {
   assert_int_equal(a->network.max_connections, b->network.max_connections);
   assert_int_equal(a->network.idle_timeout_ms, b->network.idle_timeout_ms);
   assert_int_equal(a->network.keep_alive_interval_ms, b->network.keep_alive_interval_ms);
+  assert_int_equal(a->network.handshake_timeout_ms, b->network.handshake_timeout_ms);
   STR_EQ(tls.cert_path);
   STR_EQ(tls.key_path);
   STR_EQ(tls.ca_path);
   assert_int_equal(a->quic.max_concurrent_streams, b->quic.max_concurrent_streams);
   assert_int_equal(a->quic.initial_window_size, b->quic.initial_window_size);
+  assert_int_equal(a->quic.retry_threshold, b->quic.retry_threshold);
+  STR_EQ(quic.secret_path);
   STR_EQ(server.transport);
   assert_int_equal(a->server.threads, b->server.threads);
   STR_EQ(server.log_level);
@@ -104,11 +107,14 @@ static void test_defaults(void **state) {
   assert_int_equal(c.network.max_connections, 10000);
   assert_int_equal(c.network.idle_timeout_ms, 60000);
   assert_int_equal(c.network.keep_alive_interval_ms, 10000);
+  assert_int_equal(c.network.handshake_timeout_ms, 10000);
   assert_null(c.tls.cert_path);
   assert_null(c.tls.key_path);
   assert_null(c.tls.ca_path);
   assert_int_equal(c.quic.max_concurrent_streams, 1024);
   assert_int_equal(c.quic.initial_window_size, 1048576);
+  assert_int_equal(c.quic.retry_threshold, 100);
+  assert_null(c.quic.secret_path);
   assert_string_equal(c.server.transport, "h2");
   assert_int_equal(c.server.threads, 0);
   assert_string_equal(c.server.log_level, "info");
@@ -138,6 +144,8 @@ static void test_example_is_defaults(void **state) {
   amn_config_init(&c);
   /* start from non-defaults so that every key of the file must be applied */
   c.network.max_connections = 1;
+  c.network.handshake_timeout_ms = 1;
+  c.quic.retry_threshold = 0;
   c.client.max_retries = 77;
   free(c.server.log_level);
   c.server.log_level = strdup("debug");
@@ -157,11 +165,14 @@ static void test_load_good(void **state) {
                             "[network]\n"
                             "bind_address = \"[::1]:9000\"\n"
                             "max_connections = 0\n"
+                            "handshake_timeout_ms = 750\n"
                             "[tls]\n"
                             "cert_path = \"/etc/x/cert.pem\"\n"
                             "key_path = 'k.pem'\n"
                             "[quic]\n"
                             "max_concurrent_streams = 100\n"
+                            "retry_threshold = 0\n"
+                            "secret_path = \"/var/lib/amn/quic.key\"\n"
                             "[server]\n"
                             "transport = \"both\"\n"
                             "threads = 8\n"
@@ -184,6 +195,9 @@ static void test_load_good(void **state) {
   assert_string_equal(c.tls.key_path, "k.pem");
   assert_null(c.tls.ca_path);
   assert_int_equal(c.quic.max_concurrent_streams, 100);
+  assert_int_equal(c.quic.retry_threshold, 0);
+  assert_string_equal(c.quic.secret_path, "/var/lib/amn/quic.key");
+  assert_int_equal(c.network.handshake_timeout_ms, 750);
   assert_string_equal(c.server.transport, "both");
   assert_int_equal(c.server.threads, 8);
   assert_string_equal(c.server.log_level, "debug");
@@ -265,6 +279,12 @@ static void test_load_errors(void **state) {
   LOAD_ERR("[network]\nmax_connections = -1\n", "2: network.max_connections: value -1 out of range (0..10000000)");
   LOAD_ERR("[server]\nthreads = 1025\n", "2: server.threads: value 1025 out of range (0..1024)");
   LOAD_ERR("[quic]\nmax_concurrent_streams = 0\n", "2: quic.max_concurrent_streams: value 0 out of range (1..1000000)");
+  LOAD_ERR("[quic]\n\nretry_threshold = 4294967296\n",
+           "3: quic.retry_threshold: value 4294967296 out of range (0..4294967295)");
+  LOAD_ERR("[quic]\nretry_threshold = -1\n", "2: quic.retry_threshold: value -1 out of range (0..4294967295)");
+  LOAD_ERR("[quic]\nsecret_path = 7\n", "2: quic.secret_path: expected a string, got an integer");
+  LOAD_ERR("[network]\nhandshake_timeout_ms = 0\n",
+           "2: network.handshake_timeout_ms: value 0 out of range (1..2147483647)");
   LOAD_ERR("[server]\nmax_message_bytes = 4294967296\n",
            "2: server.max_message_bytes: value 4294967296 out of range (1..2147483647)");
   LOAD_ERR("[client]\nmax_retries = 101\n", "2: client.max_retries: value 101 out of range (0..100)");
@@ -341,7 +361,9 @@ static const char *const env_vars[] = {
     "AMATERS_NET_NETWORK_MAX_CONNECTIONS", "AMATERS_NET_NETWORK_BIND_ADDRESS", "AMATERS_NET_SERVER_INSECURE",
     "AMATERS_NET_TLS_CA_PATH",             "AMATERS_NET_CLIENT_URLS",          "AMATERS_NET_SERVER_LOG_LEVEL",
     "AMATERS_NET_CLIENT_POOL_MIN_CONNECTIONS", "AMATERS_NET_CLIENT_POOL_MAX_CONNECTIONS",
-    "AMATERS_NET_SERVER_THREADS",          "AMATERS_NET_CLIENT_TRANSPORT",     "AMATERS_NET_NO_SUCH_KEY"};
+    "AMATERS_NET_SERVER_THREADS",          "AMATERS_NET_CLIENT_TRANSPORT",     "AMATERS_NET_NO_SUCH_KEY",
+    "AMATERS_NET_QUIC_RETRY_THRESHOLD",    "AMATERS_NET_QUIC_SECRET_PATH",
+    "AMATERS_NET_NETWORK_HANDSHAKE_TIMEOUT_MS"};
 
 static void clear_env(void) {
   for (size_t i = 0; i < sizeof env_vars / sizeof env_vars[0]; i++) unsetenv(env_vars[i]);
@@ -382,6 +404,9 @@ static void test_env(void **state) {
   setenv("AMATERS_NET_TLS_CA_PATH", "/x/ca.pem", 1);
   setenv("AMATERS_NET_CLIENT_URLS", " https://a:1 , http://b:2 ", 1);
   setenv("AMATERS_NET_SERVER_LOG_LEVEL", "warn", 1);
+  setenv("AMATERS_NET_QUIC_RETRY_THRESHOLD", "4294967295", 1);
+  setenv("AMATERS_NET_QUIC_SECRET_PATH", "s.key", 1);
+  setenv("AMATERS_NET_NETWORK_HANDSHAKE_TIMEOUT_MS", "2500", 1);
   setenv("AMATERS_NET_NO_SUCH_KEY", "1", 1); /* warned about, ignored */
   int rc = amn_config_apply_env(&c, err, sizeof err);
   if (rc) fail_msg("rc %d: %s", rc, err);
@@ -393,6 +418,9 @@ static void test_env(void **state) {
   assert_string_equal(c.client.urls[0], "https://a:1");
   assert_string_equal(c.client.urls[1], "http://b:2");
   assert_string_equal(c.server.log_level, "warn");
+  assert_int_equal(c.quic.retry_threshold, 4294967295);
+  assert_string_equal(c.quic.secret_path, "s.key");
+  assert_int_equal(c.network.handshake_timeout_ms, 2500);
   assert_int_equal(c.server.threads, 0);
   clear_env();
   setenv("AMATERS_NET_SERVER_INSECURE", "false", 1);
@@ -409,6 +437,11 @@ static void test_env(void **state) {
                    "env AMATERS_NET_NETWORK_MAX_CONNECTIONS: value -5 out of range (0..10000000)");
   expect_env_error("AMATERS_NET_NETWORK_MAX_CONNECTIONS", "99999999999999999999",
                    "env AMATERS_NET_NETWORK_MAX_CONNECTIONS: expected a decimal integer, got \"99999999999999999999\"");
+  expect_env_error("AMATERS_NET_QUIC_RETRY_THRESHOLD", "4294967296",
+                   "env AMATERS_NET_QUIC_RETRY_THRESHOLD: value 4294967296 out of range (0..4294967295)");
+  expect_env_error("AMATERS_NET_NETWORK_HANDSHAKE_TIMEOUT_MS", "0",
+                   "env AMATERS_NET_NETWORK_HANDSHAKE_TIMEOUT_MS: value 0 out of range (1..2147483647)");
+  expect_env_error("AMATERS_NET_QUIC_SECRET_PATH", "", "env AMATERS_NET_QUIC_SECRET_PATH: must not be empty");
   expect_env_error("AMATERS_NET_SERVER_INSECURE", "yes",
                    "env AMATERS_NET_SERVER_INSECURE: expected true or false, got \"yes\"");
   expect_env_error("AMATERS_NET_NETWORK_BIND_ADDRESS", "[::1]:0",

@@ -18,6 +18,7 @@
 #include <unistd.h>
 
 #include "amn/pki.h"
+#include "amn/server.h"
 #include "tls/pki_internal.h"
 
 static char g_tmp[256];
@@ -271,6 +272,52 @@ static void test_key_mode_despite_umask(void **state) {
   assert_int_equal(mode_of(dir), 0700);
 }
 
+/* The QUIC secret file: created once (0600, 32 bytes) and then read back
+ * the same; another file gives another secret; unsafe files are refused. */
+static void test_quic_secret_file(void **state) {
+  (void)state;
+  char p[600], q[600], err[256] = "";
+  uint8_t a[AMN_QUIC_SECRET_LEN], b[AMN_QUIC_SECRET_LEN], c[AMN_QUIC_SECRET_LEN];
+  bool created = false;
+  pathf(p, sizeof p, g_tmp, "quic-secret.key");
+  mode_t old = umask(0);
+  int rc = amn_quic_secret_load(p, a, &created, err, sizeof err);
+  umask(old);
+  if (rc) fail_msg("%s", err);
+  assert_true(created);
+  assert_int_equal(mode_of(p), 0600);
+  struct stat st;
+  assert_int_equal(stat(p, &st), 0);
+  assert_int_equal(st.st_size, 32);
+  assert_int_equal(amn_quic_secret_load(p, b, &created, err, sizeof err), 0);
+  assert_false(created);
+  assert_memory_equal(a, b, sizeof a); /* what a restarted daemon gets */
+  pathf(q, sizeof q, g_tmp, "linked-secret.key"); /* e.g. a mounted secret */
+  assert_int_equal(symlink(p, q), 0);
+  assert_int_equal(amn_quic_secret_load(q, c, NULL, err, sizeof err), 0);
+  assert_memory_equal(a, c, sizeof a);
+  pathf(q, sizeof q, g_tmp, "other-secret.key");
+  assert_int_equal(amn_quic_secret_load(q, c, NULL, err, sizeof err), 0);
+  assert_memory_not_equal(a, c, sizeof a);
+
+  assert_int_equal(chmod(p, 0640), 0);
+  assert_int_equal(amn_quic_secret_load(p, b, NULL, err, sizeof err), AMN_EINVAL);
+  assert_non_null(strstr(err, "accessible by group or others (mode 0640): chmod 600 it"));
+  assert_int_equal(chmod(p, 0600), 0);
+  FILE *f = fopen(q, "w");
+  assert_non_null(f);
+  fputs("too short", f);
+  fclose(f);
+  assert_int_equal(chmod(q, 0600), 0);
+  assert_int_equal(amn_quic_secret_load(q, b, NULL, err, sizeof err), AMN_EINVAL);
+  assert_non_null(strstr(err, "9 bytes (expected 32 to 4096)"));
+  pathf(q, sizeof q, g_tmp, "no-such-dir/secret.key");
+  assert_int_equal(amn_quic_secret_load(q, b, NULL, err, sizeof err), AMN_EIO);
+  assert_non_null(strstr(err, "cannot create the QUIC secret file"));
+  assert_int_equal(amn_quic_secret_load(g_tmp, b, NULL, err, sizeof err), AMN_EINVAL);
+  assert_non_null(strstr(err, "is not a regular file"));
+}
+
 static void test_issue_test_cert(void **state) {
   (void)state;
   char dir[512], ca[600], cak[600], crt[600], key[600], err[256] = "";
@@ -356,6 +403,7 @@ int main(void) {
       cmocka_unit_test(test_init_files_and_modes), cmocka_unit_test(test_certificates),
       cmocka_unit_test(test_idempotent_and_force), cmocka_unit_test(test_key_mode_despite_umask),
       cmocka_unit_test(test_issue_test_cert),      cmocka_unit_test(test_default_dir_and_paths),
+      cmocka_unit_test(test_quic_secret_file),
   };
   return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -387,7 +387,10 @@ static void sc_on_closed(amn_h2io *io, const char *reason) {
   bool handshake_failure = strncmp(reason, "TLS handshake", 13) == 0;
   ev_timer_stop(sl->ev, &sc->idle_timer);
   ev_timer_stop(sl->ev, &sc->ka_timer);
-  if (handshake_failure)
+  if (handshake_failure && strcmp(reason, "TLS handshake timed out") == 0)
+    AMN_WARN("connection from %s refused: %s (handshake_timeout_ms %u)", sc->addr, reason,
+             sl->srv->o.handshake_timeout_ms);
+  else if (handshake_failure)
     AMN_WARN("connection from %s refused: %s", sc->addr, reason);
   else
     AMN_DEBUG("connection from %s closed: %s", sc->addr, reason);

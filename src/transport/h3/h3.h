@@ -135,6 +135,14 @@ int amn_h3c_test_rebind(amn_client *cl, bool nat_only);
 int amn_h3c_test_key_update(amn_client *cl);
 int amn_h3c_test_close(amn_client *cl);
 
+/* Test hook of the UDP send path of every QUIC connection (client and
+ * server, h3_common.c): when set, called instead of sendmsg(2) for the
+ * packet batches (with a UDP_SEGMENT control message when the kernel is to
+ * cut the batch into datagrams, GSO), e.g. to make GSO fail with EIO as
+ * some devices do. Set it before any connection exists, reset it to NULL
+ * after the last one is gone. */
+extern ssize_t (*amn_h3_test_sendmsg)(int fd, const struct msghdr *mh, int flags);
+
 /* ------------------------------------------------------------------ */
 /* Shared connection machinery (h3_common.c)                          */
 /* ------------------------------------------------------------------ */

@@ -25,6 +25,8 @@
 #define UDP_SEGMENT 103
 #endif
 
+ssize_t (*amn_h3_test_sendmsg)(int fd, const struct msghdr *mh, int flags);
+
 uint64_t amn_h3_now(void) {
   struct timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -494,7 +496,7 @@ static int sendmsg_gso(amn_h3_conn *b, const struct sockaddr *to, socklen_t tole
     memcpy(CMSG_DATA(cm), &seg, sizeof seg);
   }
   ssize_t n;
-  do n = sendmsg(b->fd, &mh, 0);
+  do n = amn_h3_test_sendmsg ? amn_h3_test_sendmsg(b->fd, &mh, 0) : sendmsg(b->fd, &mh, 0);
   while (n < 0 && errno == EINTR);
   return n < 0 ? errno : 0;
 }
@@ -521,6 +523,9 @@ static int send_batch(amn_h3_conn *b, const struct sockaddr *to, socklen_t tolen
       return 1;
     }
     if ((e == EIO || e == EINVAL) && n > gso && !b->no_gso) {
+      /* the kernel refused UDP_SEGMENT (e.g. a device without checksum
+       * offload): nothing was sent; the same bytes go again, one datagram
+       * at a time, and this connection does not try GSO again */
       AMN_DEBUG("UDP GSO unavailable (%s): sending datagrams one by one", strerror(e));
       b->no_gso = true;
       continue;

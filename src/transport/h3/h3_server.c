@@ -66,6 +66,7 @@ struct h3_sconn {
   bool have_peer;
   bool notice_sent, shutdown_sent; /* graceful drain: GOAWAY notice, then final GOAWAY */
   bool counted_hs;              /* counted in l->nhandshaking */
+  bool uncounted;               /* no longer in srv->nconns (closing / draining) */
   bool early_offered;           /* the ClientHello offered 0-RTT */
   bool peer_from_ticket;        /* `peer` came from the identity cache (resumption) */
   amn_tls_ctx *ctx;             /* credentials of the TLS session */
@@ -87,6 +88,7 @@ typedef struct h3_group {
   uint8_t stek[64];             /* session ticket encryption key (GnuTLS master key) */
   time_t stek_born;
   uint8_t token_secret[32];     /* Retry and NEW_TOKEN tokens */
+  uint8_t reset_secret[32];     /* stateless reset tokens */
   amn_h3_replay *replay;        /* 0-RTT ClientHellos seen */
   amn_h3_replay *ids;           /* client identity by session ticket (for 0-RTT) */
   struct {
@@ -125,10 +127,21 @@ struct amn_h3_listener {
   amn_h3_listener *group_next;
 };
 
-/* Process-wide key of the stateless reset tokens. */
+/* Process-wide key of the stateless reset tokens of servers without a
+ * configured secret (amn_server_opts.quic_secret). */
 static uint8_t g_secret[32];
 static pthread_once_t g_secret_once = PTHREAD_ONCE_INIT;
 static void init_secret(void) { gnutls_rnd(GNUTLS_RND_KEY, g_secret, sizeof g_secret); }
+
+/* The key of the listener's stateless reset tokens. */
+static const uint8_t *reset_key(const amn_h3_listener *l) { return l->group ? l->group->reset_secret : g_secret; }
+
+/* One key per purpose from the server's QUIC secret (HKDF-Expand). */
+static int derive_key(const uint8_t *secret, const char *label, uint8_t out[32]) {
+  gnutls_datum_t prk = {(unsigned char *)secret, AMN_QUIC_SECRET_LEN}, info = {(unsigned char *)label,
+                                                                              (unsigned)strlen(label)};
+  return gnutls_hkdf_expand(GNUTLS_MAC_SHA256, &prk, &info, out, 32);
+}
 
 static void sc_free(h3_sconn *sc, const char *why);
 static void sc_on_error(h3_sconn *sc, int rv);
@@ -700,7 +713,7 @@ static int q_new_cid(ngtcp2_conn *q, ngtcp2_cid *cid, uint8_t *token, size_t cid
   h3_sconn *sc = ud;
   if (make_cid(sc->l, cid->data, cidlen) != 0) return NGTCP2_ERR_CALLBACK_FAILURE;
   cid->datalen = cidlen;
-  if (ngtcp2_crypto_generate_stateless_reset_token(token, g_secret, sizeof g_secret, cid) != 0 ||
+  if (ngtcp2_crypto_generate_stateless_reset_token(token, reset_key(sc->l), 32, cid) != 0 ||
       cid_add(sc->l, sc, cid->data, cid->datalen) != 0)
     return NGTCP2_ERR_CALLBACK_FAILURE;
   return 0;
@@ -751,6 +764,15 @@ static void init_qcbs(void) {
 
 static double pto_s(h3_sconn *sc) { return (double)ngtcp2_conn_get_pto(sc->b.q) / NGTCP2_SECONDS; }
 
+/* A connection in its closing or draining period only waits out 3 PTO to
+ * answer late packets: it no longer counts against max_connections (a
+ * client that closed one may open another at once). */
+static void sc_uncount(h3_sconn *sc) {
+  if (sc->uncounted) return;
+  sc->uncounted = true;
+  atomic_fetch_sub(&sc->l->sl->srv->nconns, 1);
+}
+
 static void sc_free(h3_sconn *sc, const char *why) {
   amn_h3_listener *l = sc->l;
   amn_srv_loop *sl = l->sl;
@@ -766,9 +788,9 @@ static void sc_free(h3_sconn *sc, const char *why) {
   else l->conns = sc->next;
   if (sc->next) sc->next->prev = sc->prev;
   if (sc->have_peer) amn_peer_store_free(&sc->peer);
+  sc_uncount(sc);
   free(sc);
   sl->nconns--;
-  atomic_fetch_sub(&sl->srv->nconns, 1);
   if (sl->stopping && sl->nconns == 0) ev_break(sl->ev, EVBREAK_ONE);
 }
 
@@ -793,6 +815,7 @@ static void sc_start_closing(h3_sconn *sc) {
     return;
   }
   sc->state = SC_CLOSING;
+  sc_uncount(sc);
   ev_timer_stop(sc->b.ev, &sc->b.timer);
   ev_timer_set(&sc->b.timer, 3 * pto_s(sc), 0.);
   ev_timer_start(sc->b.ev, &sc->b.timer);
@@ -836,6 +859,7 @@ static void sc_on_error(h3_sconn *sc, int rv) {
       return;
     }
     sc->state = SC_DRAINING;
+    sc_uncount(sc);
     ev_timer_stop(sc->b.ev, &sc->b.timer);
     ev_timer_set(&sc->b.timer, 3 * pto_s(sc), 0.);
     ev_timer_start(sc->b.ev, &sc->b.timer);
@@ -907,6 +931,8 @@ static void gtimer_cb(struct ev_loop *ev, ev_timer *w, int revents) {
 static void start_graceful_shutdown(h3_sconn *sc) {
   if (sc->notice_sent || sc->state != SC_OPEN) return;
   sc->notice_sent = true;
+  AMN_DEBUG("QUIC connection from %s: GOAWAY (server stopping), %zu request(s) in flight may finish", sc->addr,
+            sc->nstreams);
   nghttp3_conn_submit_shutdown_notice(sc->b.h);
   double t = 3 * pto_s(sc);
   ev_timer_init(&sc->gtimer, gtimer_cb, t < 0.05 ? 0.05 : t > 1.0 ? 1.0 : t, 0.);
@@ -945,10 +971,12 @@ static void addr_text(const struct sockaddr *sa, char *out, size_t cap) {
 }
 
 /* Refuses a new connection without keeping state. */
-static void refuse(amn_h3_listener *l, const ngtcp2_pkt_hd *hd, const struct sockaddr *from, socklen_t fromlen) {
+static void refuse(amn_h3_listener *l, const ngtcp2_pkt_hd *hd, const struct sockaddr *from, socklen_t fromlen,
+                   const char *reason) {
   uint8_t buf[1500];
   ngtcp2_ssize n = ngtcp2_crypto_write_connection_close(buf, sizeof buf, hd->version, &hd->scid, &hd->dcid,
-                                                        NGTCP2_CONNECTION_REFUSED, NULL, 0);
+                                                        NGTCP2_CONNECTION_REFUSED, (const uint8_t *)reason,
+                                                        strlen(reason));
   if (n > 0) amn_h3_send_one(l->fd, from, fromlen, buf, (size_t)n);
 }
 
@@ -1159,12 +1187,15 @@ static void sc_new(amn_h3_listener *l, const ngtcp2_pkt_hd *hd, const struct soc
   char addr[64];
   addr_text(from, addr, sizeof addr);
   if (l->draining || sl->stopping) {
-    refuse(l, hd, from, fromlen);
+    AMN_DEBUG("QUIC connection from %s refused: the server is shutting down", addr);
+    refuse(l, hd, from, fromlen, "server shutting down");
     return;
   }
   if (srv->o.max_connections && atomic_load(&srv->nconns) >= srv->o.max_connections) {
-    AMN_WARN("QUIC connection from %s refused: max_connections (%u) reached", addr, srv->o.max_connections);
-    refuse(l, hd, from, fromlen);
+    unsigned long long n = atomic_fetch_add(&srv->refused, 1) + 1;
+    AMN_WARN("QUIC connection from %s refused: max_connections (%u) reached (%llu refused so far)", addr,
+             srv->o.max_connections, n);
+    refuse(l, hd, from, fromlen, "max_connections reached");
     return;
   }
   h3_sconn *sc = calloc(1, sizeof *sc);
@@ -1206,7 +1237,7 @@ static void sc_new(amn_h3_listener *l, const ngtcp2_pkt_hd *hd, const struct soc
     p.original_dcid = hd->dcid;
   }
   p.stateless_reset_token_present = 1;
-  ngtcp2_crypto_generate_stateless_reset_token(p.stateless_reset_token, g_secret, sizeof g_secret, &scid);
+  ngtcp2_crypto_generate_stateless_reset_token(p.stateless_reset_token, reset_key(l), 32, &scid);
   ngtcp2_path path = {{(struct sockaddr *)&l->local, l->local_len}, {(struct sockaddr *)from, fromlen}, NULL};
   int rv = ngtcp2_conn_server_new(&sc->b.q, &hd->scid, &scid, &path, hd->version, &g_qcbs, &st, &p,
                                   &sc->b.mem, sc);
@@ -1249,6 +1280,14 @@ static void send_version_negotiation(amn_h3_listener *l, const ngtcp2_version_ci
   STAT(l, version_negotiations);
 }
 
+/* A debug line about a packet answered without a connection. */
+static void debug_answer(const struct sockaddr *from, const char *packet, const char *answer) {
+  if (AMN_LOG_DEBUG > amn_log_level_current) return;
+  char addr[64];
+  addr_text(from, addr, sizeof addr);
+  AMN_DEBUG("%s from %s: %s", packet, addr, answer);
+}
+
 /* A short-header packet for no connection of ours (e.g. we restarted):
  * tell the client with a stateless reset, always shorter than the packet. */
 static void send_stateless_reset(amn_h3_listener *l, const ngtcp2_version_cid *vc, size_t pktlen,
@@ -1257,7 +1296,7 @@ static void send_stateless_reset(amn_h3_listener *l, const ngtcp2_version_cid *v
   ngtcp2_cid cid;
   ngtcp2_cid_init(&cid, vc->dcid, vc->dcidlen);
   uint8_t token[NGTCP2_STATELESS_RESET_TOKENLEN], rnd[64], buf[128];
-  if (ngtcp2_crypto_generate_stateless_reset_token(token, g_secret, sizeof g_secret, &cid) != 0) return;
+  if (ngtcp2_crypto_generate_stateless_reset_token(token, reset_key(l), 32, &cid) != 0) return;
   size_t rl = pktlen - 1 - NGTCP2_STATELESS_RESET_TOKENLEN - 1;
   if (rl > sizeof rnd) rl = sizeof rnd;
   gnutls_rnd(GNUTLS_RND_NONCE, rnd, rl);
@@ -1265,6 +1304,7 @@ static void send_stateless_reset(amn_h3_listener *l, const ngtcp2_version_cid *v
   if (n <= 0) return;
   amn_h3_send_one(l->fd, from, fromlen, buf, (size_t)n);
   STAT(l, stateless_resets);
+  debug_answer(from, "packet for an unknown connection", "stateless reset sent");
 }
 
 /* Stateless address validation: a Retry carrying a token bound to the
@@ -1284,6 +1324,7 @@ static void send_retry(amn_h3_listener *l, const ngtcp2_pkt_hd *hd, const struct
   if (n <= 0 || (size_t)n > 3 * pktlen) return; /* never amplify */
   amn_h3_send_one(l->fd, from, fromlen, buf, (size_t)n);
   STAT(l, retries_sent);
+  debug_answer(from, "QUIC Initial", "Retry sent (address validation)");
 }
 
 /* A token that does not validate: an attacker or a stale Retry. */
@@ -1469,7 +1510,17 @@ void amn_h3s_attach(amn_srv_loop *sl, amn_h3_listener *l) {
     pthread_mutex_init(&g->mu, NULL);
     gnutls_rnd(GNUTLS_RND_KEY, g->stek, sizeof g->stek);
     g->stek_born = time(NULL);
-    gnutls_rnd(GNUTLS_RND_KEY, g->token_secret, sizeof g->token_secret);
+    amn_server *srv = sl->srv;
+    if (!srv->has_quic_secret) {
+      gnutls_rnd(GNUTLS_RND_KEY, g->token_secret, sizeof g->token_secret);
+      memcpy(g->reset_secret, g_secret, sizeof g->reset_secret);
+    } else if (derive_key(srv->quic_secret, "amaters-net quic token", g->token_secret) != 0 ||
+               derive_key(srv->quic_secret, "amaters-net quic stateless reset", g->reset_secret) != 0) {
+      AMN_ERROR("HTTP/3: cannot derive keys from the QUIC secret: using random ones (resets are not "
+                "recognised after a restart)");
+      gnutls_rnd(GNUTLS_RND_KEY, g->token_secret, sizeof g->token_secret);
+      gnutls_rnd(GNUTLS_RND_KEY, g->reset_secret, sizeof g->reset_secret);
+    }
     g->replay = amn_h3_replay_new(AMN_H3_REPLAY_MAX);
     g->ids = amn_h3_tcache_new(AMN_H3_TICKET_IDS_MAX, ticket_id_free);
     if (!g->replay || !g->ids) {
@@ -1580,6 +1631,8 @@ void amn_h3s_free(amn_srv_loop *sl) {
     amn_h3_replay_free(l->group->ids);
     pthread_mutex_destroy(&l->group->mu);
     gnutls_memset(l->group->stek, 0, sizeof l->group->stek);
+    gnutls_memset(l->group->token_secret, 0, sizeof l->group->token_secret);
+    gnutls_memset(l->group->reset_secret, 0, sizeof l->group->reset_secret);
     free(l->group);
   }
   free(l->tab);
