@@ -387,6 +387,7 @@ static void setup_net(cli *o, amn_config *cfg, net *n) {
                                                                                                  : AMN_LB_P2C;
   n->copts.keepalive_interval_ms = (uint32_t)cfg->client.keep_alive_interval_ms;
   n->copts.max_retries = (uint32_t)cfg->client.max_retries;
+  n->copts.health_check = cfg->client.health_check;
   debugf("%zu URL(s); pool %u..%u connections per URL, %s, keepalive %u ms, %u retries", o->url_count,
          n->copts.pool_min_connections, n->copts.pool_max_connections,
          n->copts.lb_policy == AMN_LB_ROUND_ROBIN ? "round robin" : "p2c", n->copts.keepalive_interval_ms,

@@ -15,7 +15,7 @@
  *   [client]  urls (array of strings), transport ("h2"|"h3"|"auto"),
  *             timeout_ms, connect_timeout_ms, pool_max_connections,
  *             pool_min_connections (ints), lb_policy ("p2c"|"round_robin"),
- *             keep_alive_interval_ms, max_retries (ints)
+ *             keep_alive_interval_ms, max_retries (ints), health_check (bool)
  * Unknown sections or keys, wrong types and out-of-range values are errors
  * reported as "FILE:LINE: message naming the key".
  *
@@ -86,6 +86,8 @@ typedef struct amn_config {
     int64_t max_retries;            /**< retries of a failed call on another connection
                                          (only when safe: idempotent or never sent), 0..100;
                                          default 2 */
+    bool health_check;              /**< a failed URL takes calls again only once its
+                                         grpc.health.v1 Check answers SERVING; default false */
   } client;
 } amn_config;
 

@@ -72,6 +72,7 @@ static const keydef keys[] = {
     {"client", "lb_policy", K_ENUM, OFF(client, lb_policy), 0, 0, lb_policies},
     {"client", "keep_alive_interval_ms", K_INT, OFF(client, keep_alive_interval_ms), 0, MS_MAX, NULL},
     {"client", "max_retries", K_INT, OFF(client, max_retries), 0, 100, NULL},
+    {"client", "health_check", K_BOOL, OFF(client, health_check), 0, 0, NULL},
 };
 #define NKEYS (sizeof keys / sizeof keys[0])
 static const char *const sections[] = {"network", "tls", "quic", "server", "client"};
@@ -132,6 +133,7 @@ void amn_config_init(amn_config *c) {
   c->client.lb_policy = strdup("p2c");
   c->client.keep_alive_interval_ms = 10000;
   c->client.max_retries = 2;
+  c->client.health_check = false;
 }
 
 static char **dup_urls(char *const *urls, size_t n) {
