@@ -15,6 +15,9 @@ cat "$log"
 echo "+ amaters-cli https://localhost:7878 execute --data hello"
 build-demo/amaters-cli https://localhost:7878 execute --data hello
 echo
+echo "+ amaters-cli --transport h3 https://localhost:7878 execute --data hello-over-quic"
+build-demo/amaters-cli --transport h3 https://localhost:7878 execute --data hello-over-quic
+echo
 kill -TERM $pid
 wait $pid
-echo "demo: round trip over mutual TLS done; amaters-netd exited cleanly"
+echo "demo: round trips over mutual TLS (HTTP/2 and HTTP/3) done; amaters-netd exited cleanly"

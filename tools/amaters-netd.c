@@ -45,7 +45,8 @@ static const char usage_text[] =
     "  --insecure             plaintext HTTP/2 (h2c), NO TLS: only behind a TLS proxy\n"
     "  --allow-tls12          also accept TLS 1.2 clients (default: TLS 1.3 only)\n"
     "  --threads N            event-loop threads (0 = one per core)\n"
-    "  --transport h2|h3|both HTTP/2 on TCP, HTTP/3 on UDP, or both on the same port (default h2)\n"
+    "  --transport h2|h3|both HTTP/2 on TCP, HTTP/3 on UDP, or both on the same port (default both;\n"
+    "                         HTTP/2 only with --insecure)\n"
     "  --log-level LEVEL      error|warn|info|debug (default info)\n"
     "  --max-message BYTES    largest message either way (suffix k/m allowed)\n"
     "  --help, --version\n"
@@ -241,6 +242,10 @@ int main(int argc, char **argv) {
   }
 
   o.tls.allow_tls12 = f.allow_tls12 || cfg.tls.allow_tls12;
+  if (o.tls.insecure && o.transport == AMN_TRANSPORT_BOTH) {
+    o.transport = AMN_TRANSPORT_H2; /* "h3" alone stays an error (amn_server_new) */
+    say(AMN_LOG_INFO, "insecure mode: HTTP/2 only (HTTP/3 needs TLS: QUIC always encrypts)");
+  }
   if (o.tls.insecure)
     fprintf(stderr, "\n" PROG ": WARNING: --insecure: serving PLAINTEXT HTTP/2 without TLS or client\n"
                     PROG ": WARNING: authentication. Anyone who can reach %s can call it.\n\n", o.listen);

@@ -64,7 +64,7 @@ typedef struct amn_config {
                                          (see amn_server_opts.quic_secret) */
   } quic;
   struct {
-    char *transport;        /**< "h2"|"h3"|"both"; default "h2" */
+    char *transport;        /**< "h2"|"h3"|"both"; default "both" (amaters-netd: HTTP/2 only when insecure) */
     int64_t threads;        /**< 0..1024; default 0 = one per core */
     char *log_level;        /**< default "info" */
     int64_t drain_timeout_ms;  /**< 0..2147483647; default 10000 */

@@ -116,7 +116,7 @@ void amn_config_init(amn_config *c) {
   c->quic.max_concurrent_streams = 1024;
   c->quic.initial_window_size = 1048576;
   c->quic.retry_threshold = 100;
-  c->server.transport = strdup("h2");
+  c->server.transport = strdup("both");
   c->server.threads = 0;
   c->server.log_level = strdup("info");
   c->server.drain_timeout_ms = 10000;

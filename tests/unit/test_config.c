@@ -116,7 +116,7 @@ static void test_defaults(void **state) {
   assert_int_equal(c.quic.initial_window_size, 1048576);
   assert_int_equal(c.quic.retry_threshold, 100);
   assert_null(c.quic.secret_path);
-  assert_string_equal(c.server.transport, "h2");
+  assert_string_equal(c.server.transport, "both");
   assert_int_equal(c.server.threads, 0);
   assert_string_equal(c.server.log_level, "info");
   assert_int_equal(c.server.drain_timeout_ms, 10000);

@@ -372,7 +372,7 @@ static void conn_failed(amn_cconn *cc, const char *why) {
   ev_timer_stop(cl->ev, &cc->ct);
   ev_io_stop(cl->ev, &cc->cw);
   char m[600];
-  snprintf(m, sizeof m, "cannot connect to %s: %s", cc->ep->authority, why);
+  snprintf(m, sizeof m, "cannot connect to %s: %.280s", cc->ep->authority, why);
   AMN_DEBUG("%s", m);
   report_closed(cc, m);
 }
