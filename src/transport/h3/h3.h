@@ -82,7 +82,8 @@ typedef struct amn_h3_server_stats {
   uint64_t version_negotiations; /* sent for unsupported versions */
   uint64_t path_validations;     /* successful validations of a new client address */
   uint64_t key_updates;          /* 1-RTT key generations installed after the first */
-  uint32_t conns_open;           /* right now (all the server's connections, HTTP/2 ones too) */
+  uint32_t conns_open;           /* right now (all the server's connections, HTTP/2 ones too), but */
+  uint32_t conns_closing;        /* ... those in their closing or draining period (HTTP/3) */
   uint32_t handshaking;          /* right now */
 } amn_h3_server_stats;
 void amn_h3s_stats(amn_server *s, amn_h3_server_stats *out);

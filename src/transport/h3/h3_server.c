@@ -96,6 +96,7 @@ typedef struct h3_group {
         replays_detected, early_calls, retries_sent, retry_tokens_ok, new_tokens_ok, tokens_bad, stateless_resets,
         version_negotiations, path_validations, key_updates;
     atomic_uint handshaking;
+    atomic_uint closing; /* connections in their closing or draining period */
   } st;
 } h3_group;
 
@@ -771,6 +772,7 @@ static void sc_uncount(h3_sconn *sc) {
   if (sc->uncounted) return;
   sc->uncounted = true;
   atomic_fetch_sub(&sc->l->sl->srv->nconns, 1);
+  if (sc->l->group) atomic_fetch_add(&sc->l->group->st.closing, 1);
 }
 
 static void sc_free(h3_sconn *sc, const char *why) {
@@ -788,7 +790,8 @@ static void sc_free(h3_sconn *sc, const char *why) {
   else l->conns = sc->next;
   if (sc->next) sc->next->prev = sc->prev;
   if (sc->have_peer) amn_peer_store_free(&sc->peer);
-  sc_uncount(sc);
+  if (!sc->uncounted) atomic_fetch_sub(&sl->srv->nconns, 1);
+  else if (l->group) atomic_fetch_sub(&l->group->st.closing, 1);
   free(sc);
   sl->nconns--;
   if (sl->stopping && sl->nconns == 0) ev_break(sl->ev, EVBREAK_ONE);
@@ -1558,6 +1561,7 @@ void amn_h3s_stats(amn_server *s, amn_h3_server_stats *o) {
   C(stateless_resets); C(version_negotiations); C(path_validations); C(key_updates);
 #undef C
   o->handshaking = atomic_load(&g->st.handshaking);
+  o->conns_closing = atomic_load(&g->st.closing);
   o->conns_open = atomic_load(&s->nconns); /* HTTP/2 ones too when both run */
 }
 
