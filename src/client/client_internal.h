@@ -146,6 +146,7 @@ struct amn_cendpoint {
    * a connection attempt over it fails; NULL: race HTTP/3 against HTTP/2 */
   const struct amn_ctransport *tp;
   bool racing;                  /* auto: an HTTP/3 attempt has a head start on HTTP/2 */
+  bool race_h2;                 /* ... and HTTP/2 joined this race */
   ev_timer race;                /* auto: end of HTTP/3's head start */
   void *h3;                     /* [h3] session ticket, transport parameters, token (h3_client.c) */
   uint64_t calls_started, calls_ok, calls_failed, connects, connect_failures;

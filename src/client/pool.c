@@ -177,19 +177,13 @@ static bool slot_open_tp(amn_cendpoint *ep, const amn_ctransport *tp) {
   return true;
 }
 
-/* A connection attempt of `tp` is under way to ep. */
-static bool connecting_over(const amn_cendpoint *ep, const amn_ctransport *tp) {
-  for (const amn_cslot *s = ep->slots; s; s = s->next)
-    if (s->tp == tp && s->st == AMN_SLOT_CONNECTING && !s->closing) return true;
-  return false;
-}
-
 /* A new connection to ep: over its transport, or (auto, not known yet) a
  * race that QUIC starts. */
 static bool slot_open(amn_cendpoint *ep) {
   if (ep->tp) return slot_open_tp(ep, ep->tp);
   amn_client *cl = ep->cl;
   ep->racing = true;
+  ep->race_h2 = false;
   ev_timer_stop(cl->ev, &ep->race);
   ev_timer_set(&ep->race, AMN_POOL_H3_HEAD_START, 0.);
   ev_timer_start(cl->ev, &ep->race);
@@ -203,7 +197,10 @@ static void race_cb(struct ev_loop *ev, ev_timer *w, int revents) {
   if (atomic_load(&ep->cl->stopping) || !ep->racing || ep->tp) return;
   AMN_DEBUG("pool: %s: no QUIC handshake within %.0f ms: trying HTTP/2 as well", ep->authority,
             AMN_POOL_H3_HEAD_START * 1000);
-  if (!connecting_over(ep, &amn_h2c_transport)) slot_open_tp(ep, &amn_h2c_transport);
+  if (!ep->race_h2) {
+    ep->race_h2 = true;
+    slot_open_tp(ep, &amn_h2c_transport);
+  }
 }
 
 static void eject(amn_cendpoint *ep, const char *why) {
@@ -563,9 +560,10 @@ void amn_cslot_closed(amn_cslot *s, const char *why) {
     } else if (!ep->tp && ep->racing) {
       /* one side of the race lost: the other goes on (HTTP/2 starts now
        * if it had not yet); the endpoint fails when both did */
-      if (tp == &amn_h3c_transport && !connecting_over(ep, &amn_h2c_transport)) {
+      if (tp == &amn_h3c_transport && !ep->race_h2) {
         AMN_DEBUG("pool: %s: %s; trying HTTP/2", ep->authority, why);
         ev_timer_stop(cl->ev, &ep->race);
+        ep->race_h2 = true;
         slot_open_tp(ep, &amn_h2c_transport);
         if (!ep->racing) { /* that attempt failed at once too: already reported */
           amn_pool_mark(cl);

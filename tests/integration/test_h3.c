@@ -2107,6 +2107,33 @@ static void test_auto_forgets_failed_transport(void **st) {
   srv_free(s);
 }
 
+/* auto against a port where nothing listens (TCP and UDP refused): both
+ * sides of the race fail at once, the call fails fast with the reason and
+ * the endpoint is ejected (it counts as one failure, not two). */
+static void test_auto_nothing_listening(void **st) {
+  (void)st;
+  srv_cfg sc = {.transport = AMN_TRANSPORT_BOTH};
+  amn_server *s = srv_start(&sc);
+  uint16_t port = amn_server_port(s);
+  srv_free(s);
+  cli_cfg cc = {.transport = AMN_TRANSPORT_AUTO};
+  amn_client *c = cli_new(port, &cc);
+  amn_result r;
+  double t0 = now_s();
+  assert_int_equal(call_str(c, "/t.H3/Echo", "nobody", 5000, &r), 0);
+  double el = now_s() - t0;
+  amn_endpoint_stats es = ep_stats(c);
+  fprintf(stderr, "# auto, nothing listening: %s after %.3f s: %s (endpoint failures %llu)\n", amn_status_name(r.code),
+          el, r.message, (unsigned long long)es.connect_failures);
+  assert_int_equal(r.code, AMN_STATUS_UNAVAILABLE);
+  assert_non_null(strstr(r.message, "refused"));
+  assert_true(el < 1.0);
+  assert_int_equal(es.state, AMN_EP_EJECTED);
+  assert_int_equal(es.connect_failures, 1);
+  amn_result_free(&r);
+  amn_client_free(c);
+}
+
 /* Keepalive over QUIC: a call is open when the path goes silent (the
  * relay blackholes it); the connection is declared dead after the
  * keepalive interval plus its timeout, long before QUIC's idle timeout,
@@ -2255,6 +2282,7 @@ int main(int argc, char **argv) {
         cmocka_unit_test(test_auto_udp_refused),
         cmocka_unit_test(test_auto_udp_blackholed),
         cmocka_unit_test(test_auto_forgets_failed_transport),
+        cmocka_unit_test(test_auto_nothing_listening),
         cmocka_unit_test(test_pool_keepalive_dead_peer),
         cmocka_unit_test(test_pool_health_check),
     };
