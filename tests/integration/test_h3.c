@@ -1276,7 +1276,11 @@ static void test_conn_max_connections(void **st) {
   (void)st;
   srv_cfg sc = {.threads = 1, .max_connections = 1};
   amn_server *s = srv_start(&sc);
-  amn_client *a = cli_new(amn_server_port(s), NULL), *b = cli_new(amn_server_port(s), NULL);
+  /* b's datagrams all arrive twice: its refusal is still counted once */
+  udp_relay *r = udp_relay_start(amn_server_port(s), 23);
+  relay_dir_cfg twice = {.dup = 1.0};
+  udp_relay_set(r, RELAY_C2S, &twice);
+  amn_client *a = cli_new(amn_server_port(s), NULL), *b = cli_new(udp_relay_port(r), NULL);
   amn_result res;
   assert_int_equal(call_str(a, "/t.H3/Echo", "first", 5000, &res), 0);
   assert_int_equal(res.code, AMN_STATUS_OK);
@@ -1289,11 +1293,16 @@ static void test_conn_max_connections(void **st) {
   assert_non_null(strstr(res.message, "max_connections reached"));
   assert_true(now_s() - t0 < 2.0); /* refused, not timed out */
   amn_result_free(&res);
+  usleep(50000); /* the copies arrived */
+  relay_stats rs;
+  udp_relay_stats(r, RELAY_C2S, &rs);
+  assert_true(rs.duplicated >= 1);
   assert_int_equal(amn_server_refused_connections(s), 1);
   assert_int_equal(call_str(a, "/t.H3/Echo", "still", 5000, &res), 0);
   assert_int_equal(res.code, AMN_STATUS_OK);
   amn_result_free(&res);
   amn_client_free(b);
+  udp_relay_stop(r);
   amn_client_free(a); /* CONNECTION_CLOSE: the server drains it for 3 PTO */
   amn_client *c = cli_new(amn_server_port(s), NULL);
   assert_int_equal(call_str(c, "/t.H3/Echo", "next", 5000, &res), 0);

@@ -121,6 +121,8 @@ struct amn_h3_listener {
   struct sockaddr_storage from[AMN_H3_RX_BATCH];
   bool draining, stopped;
   uint32_t nhandshaking;        /* connections of this loop in their handshake */
+  ngtcp2_cid refused[8];        /* the latest clients refused (max_connections): a client's */
+  unsigned nrefused;            /* ... second Initial datagram is not a second refusal */
   h3_sconn *hello_sc;           /* whose ClientHello GnuTLS is processing (anti-replay callback) */
   gnutls_anti_replay_t ar;      /* this loop's 0-RTT recording window (the table is the group's) */
   h3_group *group;
@@ -1195,9 +1197,14 @@ static void sc_new(amn_h3_listener *l, const ngtcp2_pkt_hd *hd, const struct soc
     return;
   }
   if (srv->o.max_connections && atomic_load(&srv->nconns) >= srv->o.max_connections) {
-    unsigned long long n = atomic_fetch_add(&srv->refused, 1) + 1;
-    AMN_WARN("QUIC connection from %s refused: max_connections (%u) reached (%llu refused so far)", addr,
-             srv->o.max_connections, n);
+    bool again = false; /* the same client's other Initial datagrams (or retransmissions) */
+    for (unsigned i = 0; i < 8 && !again; i++) again = ngtcp2_cid_eq(&l->refused[i], &hd->dcid);
+    if (!again) {
+      l->refused[l->nrefused++ % 8] = hd->dcid;
+      unsigned long long n = atomic_fetch_add(&srv->refused, 1) + 1;
+      AMN_WARN("QUIC connection from %s refused: max_connections (%u) reached (%llu refused so far)", addr,
+               srv->o.max_connections, n);
+    }
     refuse(l, hd, from, fromlen, "max_connections reached");
     return;
   }
