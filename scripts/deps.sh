@@ -8,6 +8,7 @@ PKGS=(
   libgrpc++-dev libprotobuf-dev protobuf-compiler protobuf-compiler-grpc
   python3 python3-grpcio python3-protobuf
   nghttp2-client nghttp2-proxy ngtcp2-client ngtcp2-server
+  libnss-wrapper
 )
 missing=()
 for p in "${PKGS[@]}"; do

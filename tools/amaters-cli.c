@@ -388,6 +388,7 @@ static void setup_net(cli *o, amn_config *cfg, net *n) {
   n->copts.keepalive_interval_ms = (uint32_t)cfg->client.keep_alive_interval_ms;
   n->copts.max_retries = (uint32_t)cfg->client.max_retries;
   n->copts.health_check = cfg->client.health_check;
+  n->copts.spread_addresses = cfg->client.spread_addresses;
   debugf("%zu URL(s); pool %u..%u connections per URL, %s, keepalive %u ms, %u retries", o->url_count,
          n->copts.pool_min_connections, n->copts.pool_max_connections,
          n->copts.lb_policy == AMN_LB_ROUND_ROBIN ? "round robin" : "p2c", n->copts.keepalive_interval_ms,
@@ -1044,10 +1045,11 @@ static int cmd_bench(cli *o, net *n) {
   for (int i = 0; i < M; i++)
     if (slots[i].s) amn_cstream_release(slots[i].s);
   /* calls and failures per URL, summed over the clients (warm-up included) */
-  size_t neps = o->url_count;
-  amn_endpoint_stats *eps = calloc(neps, sizeof *eps), *one = calloc(neps, sizeof *one);
+  size_t neps = amn_client_stats(cl[0].c, NULL, 0, NULL); /* URLs, or their addresses (spread_addresses) */
+  amn_endpoint_stats *eps = calloc(neps ? neps : 1, sizeof *eps), *one = calloc(neps ? neps : 1, sizeof *one);
+  char(*names)[600] = calloc(neps ? neps : 1, sizeof *names); /* the clients go before the summary */
   uint64_t retries = 0;
-  if (!eps || !one) die("out of memory");
+  if (!eps || !one || !names) die("out of memory");
   for (int i = 0; i < C; i++) {
     uint64_t r = 0;
     size_t k = amn_client_stats(cl[i].c, one, neps, &r);
@@ -1059,6 +1061,7 @@ static int cmd_bench(cli *o, net *n) {
       eps[j].connects += one[j].connects;
       eps[j].connect_failures += one[j].connect_failures;
       if (!eps[j].transport) eps[j].transport = one[j].transport;
+      if (names) snprintf(names[j], sizeof names[j], "%s", one[j].url);
     }
   }
   free(one);
@@ -1090,7 +1093,7 @@ static int cmd_bench(cli *o, net *n) {
     fprintf(f, "\"retries\":%llu,\"endpoints\":[", (unsigned long long)retries);
     for (size_t j = 0; j < neps; j++) {
       fputs(j ? ",{\"url\":" : "{\"url\":", f);
-      json_str(f, (const uint8_t *)o->urls[j], strlen(o->urls[j]));
+      json_str(f, (const uint8_t *)names[j], strlen(names[j]));
       fprintf(f, ",\"transport\":\"%s\",\"calls\":%llu,\"ok\":%llu,\"failed\":%llu,\"connects\":%llu,"
                  "\"connect_failures\":%llu}",
               tp_name(eps[j].transport), (unsigned long long)eps[j].calls_started, (unsigned long long)eps[j].calls_ok,
@@ -1109,7 +1112,7 @@ static int cmd_bench(cli *o, net *n) {
     printf("  latency  min %.1f  mean %.1f  p50 %.1f  p90 %.1f  p99 %.1f  p99.9 %.1f  max %.1f  (us)\n", mn, mean,
            p50, p90, p99, p999, mx);
     for (size_t j = 0; j < neps; j++)
-      printf("  %s  %s, %llu calls (%llu ok, %llu failed), %llu connection%s, %llu connect failure%s\n", o->urls[j],
+      printf("  %s  %s, %llu calls (%llu ok, %llu failed), %llu connection%s, %llu connect failure%s\n", names[j],
              tp_name(eps[j].transport), (unsigned long long)eps[j].calls_started, (unsigned long long)eps[j].calls_ok,
              (unsigned long long)eps[j].calls_failed, (unsigned long long)eps[j].connects,
              eps[j].connects == 1 ? "" : "s", (unsigned long long)eps[j].connect_failures,
@@ -1118,6 +1121,7 @@ static int cmd_bench(cli *o, net *n) {
     if (errors && b->first_error[0]) printf("  first error: %s\n", b->first_error);
   }
   free(eps);
+  free(names);
   fflush(stdout);
   int code = 0;
   if (errors) fprintf(stderr, "%s (%llu errors)\n", b->first_error[0] ? b->first_error : "errors", errors);

@@ -87,6 +87,11 @@ typedef struct amn_client_opts {
    *  the endpoint takes calls again only if the server answers SERVING (else it stays ejected,
    *  with the backoff). Default false: a completed handshake is enough. */
   bool health_check;
+  /** A URL whose host is a name that resolves (once, in amn_client_new) to several addresses
+   *  becomes one endpoint per address, balanced like several URLs (amn_client_stats names
+   *  them "URL (address)"); TLS still verifies the URL's host name. Default false: each
+   *  connection tries the addresses in order. At most 64 endpoints in all. */
+  bool spread_addresses;
 } amn_client_opts;
 
 enum { AMN_LB_P2C = 0, AMN_LB_ROUND_ROBIN = 1 };

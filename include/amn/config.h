@@ -15,7 +15,8 @@
  *   [client]  urls (array of strings), transport ("h2"|"h3"|"auto"),
  *             timeout_ms, connect_timeout_ms, pool_max_connections,
  *             pool_min_connections (ints), lb_policy ("p2c"|"round_robin"),
- *             keep_alive_interval_ms, max_retries (ints), health_check (bool)
+ *             keep_alive_interval_ms, max_retries (ints), health_check,
+ *             spread_addresses (bools)
  * Unknown sections or keys, wrong types and out-of-range values are errors
  * reported as "FILE:LINE: message naming the key".
  *
@@ -88,6 +89,8 @@ typedef struct amn_config {
                                          default 2 */
     bool health_check;              /**< a failed URL takes calls again only once its
                                          grpc.health.v1 Check answers SERVING; default false */
+    bool spread_addresses;          /**< a URL whose name resolves to several addresses is one
+                                         endpoint per address; default false */
   } client;
 } amn_config;
 

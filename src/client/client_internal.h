@@ -132,7 +132,8 @@ struct amn_client {
 struct amn_cendpoint {
   amn_client *cl;
   char *url;
-  char host[256];
+  char host[256];               /* connect to (spread_addresses: one of the name's addresses) */
+  char sni[256];                /* the URL's host: TLS server name and certificate check */
   char authority[300];
   uint16_t port;
   amn_cslot *slots;

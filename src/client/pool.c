@@ -14,6 +14,8 @@
  * connection attempt over it fails; then the next attempt races again.
  * I/O thread only; the counters read by amn_client_stats also take stats_mu.
  */
+#include <arpa/inet.h>
+#include <netdb.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -57,13 +59,41 @@ static void reap_cb(struct ev_loop *ev, ev_timer *w, int revents);
 int amn_client_parse_url(const char *url, bool *tls_on, char *host, size_t hcap, uint16_t *port, char *authority,
                          size_t acap, char *err, size_t errlen);
 
+static void endpoint_timers(amn_cendpoint *ep);
+static int pool_common_init(amn_client *cl);
+
+/* spread_addresses: the distinct addresses `host` resolves to, numeric,
+ * in resolver order (at most `cap`); 0 when it is an address already or
+ * does not resolve now (then connections resolve it themselves). */
+static size_t resolve_all(const char *host, char (*out)[INET6_ADDRSTRLEN], size_t cap) {
+  struct addrinfo hints = {0}, *ai = NULL;
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  hints.ai_flags = AI_NUMERICHOST;
+  if (getaddrinfo(host, NULL, &hints, &ai) == 0) { /* a literal address */
+    freeaddrinfo(ai);
+    return 0;
+  }
+  hints.ai_flags = 0;
+  if (getaddrinfo(host, NULL, &hints, &ai) != 0) return 0;
+  size_t n = 0;
+  for (struct addrinfo *a = ai; a && n < cap; a = a->ai_next) {
+    char h[INET6_ADDRSTRLEN];
+    if (getnameinfo(a->ai_addr, a->ai_addrlen, h, sizeof h, NULL, 0, NI_NUMERICHOST) != 0) continue;
+    bool seen = false;
+    for (size_t k = 0; k < n && !seen; k++) seen = strcmp(out[k], h) == 0;
+    if (!seen) memcpy(out[n++], h, sizeof h);
+  }
+  freeaddrinfo(ai);
+  return n;
+}
+
 int amn_pool_init(amn_client *cl, const char *const *urls, size_t n, char *err, size_t errlen) {
   if (n > MAX_ENDPOINTS) return amn_set_err(err, errlen, AMN_EINVAL, "at most %d URLs", MAX_ENDPOINTS);
-  cl->eps = calloc(n, sizeof *cl->eps);
+  cl->eps = calloc(MAX_ENDPOINTS, sizeof *cl->eps);
   if (!cl->eps) return amn_set_err(err, errlen, AMN_ENOMEM, "out of memory");
-  cl->neps = n;
   for (size_t i = 0; i < n; i++) {
-    amn_cendpoint *ep = &cl->eps[i];
+    amn_cendpoint *ep = &cl->eps[cl->neps];
     ep->cl = cl;
     bool tls = false;
     int rc = amn_client_parse_url(urls[i], &tls, ep->host, sizeof ep->host, &ep->port, ep->authority,
@@ -72,13 +102,39 @@ int amn_pool_init(amn_client *cl, const char *const *urls, size_t n, char *err, 
     if (tls != cl->tls_on)
       return amn_set_err(err, errlen, AMN_EINVAL, "URL '%s': all URLs must use the same scheme as '%s'", urls[i],
                          urls[0]);
-    if (!(ep->url = strdup(urls[i]))) return amn_set_err(err, errlen, AMN_ENOMEM, "out of memory");
-    ev_timer_init(&ep->retry, retry_cb, 0., 0.);
-    ep->retry.data = ep;
-    ev_timer_init(&ep->race, race_cb, AMN_POOL_H3_HEAD_START, 0.);
-    ep->race.data = ep;
-    ep->tp = cl->tp; /* NULL with auto: raced */
+    snprintf(ep->sni, sizeof ep->sni, "%s", ep->host);
+    /* spread_addresses: one endpoint per address of the name (each connects
+     * to its address; :authority and the certificate check keep the name) */
+    char addrs[MAX_ENDPOINTS][INET6_ADDRSTRLEN];
+    size_t na = cl->o.spread_addresses ? resolve_all(ep->host, addrs, MAX_ENDPOINTS) : 0;
+    if (na > 1 && cl->neps + na > MAX_ENDPOINTS)
+      return amn_set_err(err, errlen, AMN_EINVAL, "URL '%s' resolves to %zu addresses: more than %d endpoints",
+                         urls[i], na, MAX_ENDPOINTS);
+    if (na <= 1) na = 0;
+    for (size_t k = 0; k < (na ? na : 1); k++) {
+      amn_cendpoint *e = &cl->eps[cl->neps++];
+      if (k) *e = *ep; /* the parsed URL */
+      char u[600];
+      if (na) snprintf(e->host, sizeof e->host, "%.45s", addrs[k]);
+      if (na) snprintf(u, sizeof u, "%.500s (%.45s)", urls[i], addrs[k]);
+      else snprintf(u, sizeof u, "%.590s", urls[i]);
+      if (!(e->url = strdup(u))) return amn_set_err(err, errlen, AMN_ENOMEM, "out of memory");
+      if (na) AMN_DEBUG("pool: %s: endpoint %s", urls[i], addrs[k]);
+      endpoint_timers(e);
+    }
   }
+  return pool_common_init(cl);
+}
+
+static void endpoint_timers(amn_cendpoint *ep) {
+  ev_timer_init(&ep->retry, retry_cb, 0., 0.);
+  ep->retry.data = ep;
+  ev_timer_init(&ep->race, race_cb, AMN_POOL_H3_HEAD_START, 0.);
+  ep->race.data = ep;
+  ep->tp = ep->cl->tp; /* NULL with auto: raced */
+}
+
+static int pool_common_init(amn_client *cl) {
   struct timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);
   cl->rng = ((uint64_t)ts.tv_nsec << 20) ^ (uint64_t)ts.tv_sec ^ (uint64_t)(uintptr_t)cl ^ 0x9e3779b97f4a7c15ull;

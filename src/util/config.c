@@ -73,6 +73,7 @@ static const keydef keys[] = {
     {"client", "keep_alive_interval_ms", K_INT, OFF(client, keep_alive_interval_ms), 0, MS_MAX, NULL},
     {"client", "max_retries", K_INT, OFF(client, max_retries), 0, 100, NULL},
     {"client", "health_check", K_BOOL, OFF(client, health_check), 0, 0, NULL},
+    {"client", "spread_addresses", K_BOOL, OFF(client, spread_addresses), 0, 0, NULL},
 };
 #define NKEYS (sizeof keys / sizeof keys[0])
 static const char *const sections[] = {"network", "tls", "quic", "server", "client"};
@@ -134,6 +135,7 @@ void amn_config_init(amn_config *c) {
   c->client.keep_alive_interval_ms = 10000;
   c->client.max_retries = 2;
   c->client.health_check = false;
+  c->client.spread_addresses = false;
 }
 
 static char **dup_urls(char *const *urls, size_t n) {

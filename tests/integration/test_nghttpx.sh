@@ -8,15 +8,7 @@
 set -euo pipefail
 bin=$1
 command -v nghttpx >/dev/null || { echo "nghttpx not installed (apt-get install nghttp2-proxy)"; exit 1; }
-work=$(mktemp -d)
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
-trap cleanup EXIT
-passed=0 failed=0
-ok() { echo "ok: $*"; passed=$((passed + 1)); }
-bad() { echo "FAIL: $*"; failed=$((failed + 1)); }
-cd "$work"
-"$bin/amaters-cli" certs init pki >/dev/null
+source "$(dirname "$0")/proc_lib.sh"
 read -r pf p1 p2 < <(/usr/bin/python3 -c '
 import socket
 ss=[socket.socket() for _ in range(3)]

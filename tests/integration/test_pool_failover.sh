@@ -16,15 +16,7 @@ bin=$1
 tp=${2:-h2}
 echo "transport: $tp"
 t=$bin/tests/integration
-work=$(mktemp -d)
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
-trap cleanup EXIT
-passed=0 failed=0
-ok() { echo "ok: $*"; passed=$((passed + 1)); }
-bad() { echo "FAIL: $*"; failed=$((failed + 1)); }
-cd "$work"
-"$bin/amaters-cli" certs init pki >/dev/null
+source "$(dirname "$0")/proc_lib.sh"
 ports=($(/usr/bin/python3 -c '
 import socket
 ss=[socket.socket() for _ in range(3)]

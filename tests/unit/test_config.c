@@ -97,6 +97,7 @@ static void assert_config_equal(const amn_config *a, const amn_config *b) {
   assert_int_equal(a->client.keep_alive_interval_ms, b->client.keep_alive_interval_ms);
   assert_int_equal(a->client.max_retries, b->client.max_retries);
   assert_int_equal(a->client.health_check, b->client.health_check);
+  assert_int_equal(a->client.spread_addresses, b->client.spread_addresses);
 #undef STR_EQ
 }
 
@@ -149,6 +150,7 @@ static void test_example_is_defaults(void **state) {
   c.quic.retry_threshold = 0;
   c.client.max_retries = 77;
   c.client.health_check = true;
+  c.client.spread_addresses = true;
   free(c.server.log_level);
   c.server.log_level = strdup("debug");
   int rc = amn_config_load(&c, p, err, sizeof err);

@@ -450,7 +450,7 @@ static void connected(amn_cconn *cc, int fd) {
   gnutls_session_t tls = NULL;
   if (cl->tls) {
     char err[256];
-    if (amn_tls_session_new(cl->tls, &tls, GNUTLS_NONBLOCK, cl->o.tls.server_name ? cl->o.tls.server_name : cc->ep->host,
+    if (amn_tls_session_new(cl->tls, &tls, GNUTLS_NONBLOCK, cl->o.tls.server_name ? cl->o.tls.server_name : cc->ep->sni,
                             err, sizeof err) != 0) {
       close(fd);
       conn_failed(cc, err);

@@ -1045,7 +1045,7 @@ static int attempt(h3c_conn *cc) {
   getsockname(fd, (struct sockaddr *)&cc->b.local, &cc->b.local_len);
   char err[256];
   if (amn_tls_session_new(cl->tls_h3, &cc->b.tls, AMN_TLS_QUIC | GNUTLS_ENABLE_EARLY_DATA,
-                          cl->o.tls.server_name ? cl->o.tls.server_name : cc->ep->host, err, sizeof err) != 0 ||
+                          cl->o.tls.server_name ? cl->o.tls.server_name : cc->ep->sni, err, sizeof err) != 0 ||
       ngtcp2_crypto_gnutls_configure_client_session(cc->b.tls) != 0) {
     snprintf(cc->last_err, sizeof cc->last_err, "TLS setup: %s", cc->b.tls ? "QUIC configuration failed" : err);
     teardown(cc);
