@@ -119,6 +119,7 @@ struct amn_client {
   bool pool_dirty;              /* run amn_pool_maintain before the loop blocks */
   ev_idle pool_idle;            /* ... even when that is found out while flushing */
   unsigned rr;                  /* round-robin cursor */
+  bool probe_failed;            /* a connection's health check failed: maintain closes it */
   uint64_t rng;                 /* xorshift state (p2c, jitter) */
   ev_timer pool_timer;          /* idle reaping */
   double retry_tokens;          /* retry throttling (grpc retryThrottling: 10 tokens, +0.1 per success) */

@@ -316,8 +316,9 @@ void amn_pool_maintain(amn_client *cl) {
         s->tp->close(s->conn, "drained after GOAWAY");
       }
     }
-  /* 0b. connections whose health check failed: the endpoint stays out */
-  for (size_t i = 0; i < cl->neps; i++)
+  /* 0b. connections whose health check failed: the endpoint stays out
+   * (scanned only when a check failed: maintain runs after every call) */
+  for (size_t i = 0; cl->probe_failed && i < cl->neps; i++)
     for (amn_cslot *s = cl->eps[i].slots, *next; s; s = next) {
       next = s->next;
       if (s->probe_failed && !s->closing) {
@@ -326,6 +327,7 @@ void amn_pool_maintain(amn_client *cl) {
         s->tp->close(s->conn, s->probe_why);
       }
     }
+  cl->probe_failed = false;
   /* 1. the minimum of connections per healthy endpoint, once in use */
   if (cl->pool_active)
     for (size_t i = 0; i < cl->neps; i++) {
@@ -535,6 +537,7 @@ static void probe_done(const amn_result *r, void *ud) {
     return;
   }
   s->probe_failed = true; /* closed by amn_pool_maintain, unless the transport does it first */
+  cl->probe_failed = true;
   if (r->code == AMN_STATUS_OK)
     snprintf(s->probe_why, sizeof s->probe_why, "health check: the server is not serving");
   else

@@ -54,6 +54,9 @@ typedef struct h3c_state {
   /* the receive batch, shared by the connections (they all run on the I/O
    * thread, and a read callback finishes its batch before another starts) */
   uint8_t *rbuf;
+  uint8_t *txbuf;               /* the packets of one write (what a full socket leaves is copied out) */
+  amn_h3_sched sched;           /* flushes the dirty connections before the loop blocks: one
+                                   prepare watcher for all of them, not one each */
   struct mmsghdr msgs[AMN_H3_RX_BATCH];
   struct iovec iov[AMN_H3_RX_BATCH];
   struct sockaddr_storage from[AMN_H3_RX_BATCH];
@@ -107,8 +110,6 @@ struct h3c_conn {
   ev_timer ct;                  /* connect + handshake deadline */
   ev_timer ka;                  /* keepalive: a silent server is dead */
   ev_tstamp last_rx;            /* when a packet last came from the server */
-  amn_h3_sched *sched;          /* flushes this connection before the loop blocks */
-  uint8_t *txbuf;
   char last_err[300];
 };
 
@@ -815,9 +816,7 @@ static void cc_free(h3c_conn *cc) {
   teardown(cc);
   ev_timer_stop(cc->cl->ev, &cc->ct);
   ev_timer_stop(cc->cl->ev, &cc->ka);
-  amn_h3_sched_destroy(cc->sched);
   if (cc->ai) freeaddrinfo(cc->ai);
-  free(cc->txbuf);
   free(cc);
 }
 
@@ -1039,7 +1038,7 @@ static int attempt(h3c_conn *cc) {
     return -1;
   }
   memset(&cc->b, 0, sizeof cc->b);
-  amn_h3_conn_init(&cc->b, cl->ev, cc->sched, fd, cc->txbuf, cc_flush, cc_expiry);
+  amn_h3_conn_init(&cc->b, cl->ev, &cc->hs->sched, fd, cc->hs->txbuf, cc_flush, cc_expiry);
   cc->b.connected = true;
   cc->b.local_len = sizeof cc->b.local;
   getsockname(fd, (struct sockaddr *)&cc->b.local, &cc->b.local_len);
@@ -1136,16 +1135,7 @@ static void h3c_open(amn_cslot *slot) {
   h3c_state *hs = state_get(cl);
   if (hs && !ep->h3) ep->h3 = calloc(1, sizeof(h3c_ep));
   h3c_conn *cc = hs && ep->h3 ? calloc(1, sizeof *cc) : NULL;
-  if (cc) {
-    cc->txbuf = malloc(AMN_H3_TX_BUF);
-    cc->sched = amn_h3_sched_new(cl->ev);
-  }
-  if (!cc || !cc->txbuf || !cc->sched) {
-    if (cc) {
-      amn_h3_sched_destroy(cc->sched);
-      free(cc->txbuf);
-      free(cc);
-    }
+  if (!cc) {
     amn_cslot_closed(slot, "out of memory");
     return;
   }
@@ -1284,11 +1274,16 @@ static h3c_state *state_get(amn_client *cl) {
   h3c_state *hs = state_of(cl);
   if (hs) return hs;
   hs = calloc(1, sizeof *hs);
-  if (hs) hs->rbuf = malloc((size_t)AMN_H3_RX_BATCH * AMN_H3_RX_DGRAM);
-  if (!hs || !hs->rbuf) {
+  if (hs) {
+    hs->rbuf = malloc((size_t)AMN_H3_RX_BATCH * AMN_H3_RX_DGRAM);
+    hs->txbuf = malloc(AMN_H3_TX_BUF);
+  }
+  if (!hs || !hs->rbuf || !hs->txbuf) {
+    if (hs) free(hs->rbuf);
     free(hs);
     return NULL;
   }
+  amn_h3_sched_init(&hs->sched, cl->ev);
   pthread_mutex_init(&hs->mu, NULL);
   pthread_cond_init(&hs->cv, NULL);
   ev_async_init(&hs->async, async_cb);
@@ -1312,7 +1307,9 @@ void amn_h3c_client_free(amn_client *cl) {
   ev_async_stop(cl->ev, &hs->async);
   pthread_mutex_destroy(&hs->mu);
   pthread_cond_destroy(&hs->cv);
+  amn_h3_sched_stop(&hs->sched);
   free(hs->rbuf);
+  free(hs->txbuf);
   free(hs);
   cl->h3 = NULL;
 }
