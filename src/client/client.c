@@ -314,6 +314,11 @@ static void deadline_cb(struct ev_loop *ev, ev_timer *w, int revents) {
 /* I/O thread                                                         */
 /* ------------------------------------------------------------------ */
 
+uint32_t amn_client_ka_timeout_ms(const amn_client *cl) {
+  if (cl->o.keepalive_timeout_ms) return cl->o.keepalive_timeout_ms;
+  return cl->ka_interval_ms < 1000 ? 1000 : cl->ka_interval_ms;
+}
+
 void amn_client_notify_connect(amn_client *cl, int rc, const char *err) {
   pthread_mutex_lock(&cl->cmu);
   cl->connect_gen++;
@@ -321,6 +326,15 @@ void amn_client_notify_connect(amn_client *cl, int rc, const char *err) {
   snprintf(cl->connect_err, sizeof cl->connect_err, "%s", err ? err : "");
   pthread_cond_broadcast(&cl->ccv);
   pthread_mutex_unlock(&cl->cmu);
+}
+
+/* I/O thread: the call's deadline starts (when it has one). */
+static void arm_deadline(amn_ccall *c) {
+  if (c->timeout_ns <= 0) return;
+  ev_timer_init(&c->deadline, deadline_cb, c->timeout_ns / 1e9, 0.);
+  c->deadline.data = c;
+  ev_timer_start(c->cl->ev, &c->deadline);
+  c->deadline_armed = true;
 }
 
 static void op_start(amn_client *cl, amn_ccall *c) {
@@ -333,12 +347,7 @@ static void op_start(amn_client *cl, amn_ccall *c) {
     amn_ccall_unref(c);
     return;
   }
-  if (c->timeout_ns > 0) {
-    ev_timer_init(&c->deadline, deadline_cb, c->timeout_ns / 1e9, 0.);
-    c->deadline.data = c;
-    ev_timer_start(cl->ev, &c->deadline);
-    c->deadline_armed = true;
-  }
+  arm_deadline(c);
   amn_client_pending_push(cl, c, false);
   amn_ccall_unref(c); /* the op's reference (the pending list took its own) */
   amn_pool_kick(cl, true);
@@ -740,13 +749,20 @@ static amn_ccall *call_new(amn_client *cl, int kind, const char *method, const a
 
 /* Unary: the request goes in the queue, half-closed; the op's reference
  * becomes the pending list's. */
-static int submit_unary(amn_ccall *c, const uint8_t *req, size_t len) {
+/* Unary: the one request message, queued and half-closed. */
+static int queue_unary(amn_ccall *c, const uint8_t *req, size_t len) {
   if (len > c->cl->o.max_send_message) return AMN_ETOOBIG;
   amn_cmsg *m = cmsg_new(c, req, len);
   if (!m) return AMN_ENOMEM;
   c->sq_head = c->sq_tail = m;
   atomic_store(&c->queued, m->len);
   c->half_close_queued = true;
+  return 0;
+}
+
+static int submit_unary(amn_ccall *c, const uint8_t *req, size_t len) {
+  int rc = queue_unary(c, req, len);
+  if (rc) return rc;
   atomic_fetch_add(&c->refs, 1);
   push_op(c->cl, &c->start_op);
   return 0;
@@ -886,32 +902,26 @@ void amn_cstream_release(amn_cstream *s) {
 /* ------------------------------------------------------------------ */
 
 amn_ccall *amn_ccall_probe_new(amn_client *cl, uint32_t timeout_ms, amn_unary_cb cb, void *ud) {
-  amn_ccall *c = call_new(cl, AMN_CK_UNARY_ASYNC, AMN_METHOD_HEALTH_CHECK, NULL);
-  amn_cmsg *m = c ? cmsg_new(c, (const uint8_t *)"", 0) : NULL; /* HealthCheckRequest{service: ""} */
-  if (!m) {
+  amn_call_opts o = {.timeout_ms = timeout_ms};
+  amn_ccall *c = call_new(cl, AMN_CK_UNARY_ASYNC, AMN_METHOD_HEALTH_CHECK, &o);
+  if (!c || queue_unary(c, (const uint8_t *)"", 0) != 0) { /* HealthCheckRequest{service: ""} */
     if (c) amn_ccall_unref(c);
     return NULL;
   }
   c->probe = true;
   c->cb = cb;
   c->ud = ud;
-  c->sq_head = c->sq_tail = m;
-  atomic_store(&c->queued, m->len);
-  c->half_close_queued = true;
-  c->timeout_ns = (int64_t)timeout_ms * 1000000LL;
-  ev_timer_init(&c->deadline, deadline_cb, timeout_ms / 1000.0, 0.);
-  c->deadline.data = c;
-  ev_timer_start(cl->ev, &c->deadline);
-  c->deadline_armed = true;
+  arm_deadline(c);
   return c; /* its reference is released by the completion */
 }
 
-bool amn_health_serving(const amn_result *r) {
-  if (r->code != AMN_STATUS_OK) return false;
+int amn_health_serving(const amn_result *r) {
+  if (r->code != AMN_STATUS_OK) return 0;
   Grpc__Health__V1__HealthCheckResponse *resp =
       grpc__health__v1__health_check_response__unpack(NULL, r->len, r->data ? r->data : (const uint8_t *)"");
-  bool ok = resp && resp->status == GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__SERVING;
-  if (resp) grpc__health__v1__health_check_response__free_unpacked(resp, NULL);
+  if (!resp) return -1;
+  int ok = resp->status == GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__SERVING;
+  grpc__health__v1__health_check_response__free_unpacked(resp, NULL);
   return ok;
 }
 
@@ -935,11 +945,9 @@ int amn_client_health(amn_client *cl, const char *service, uint32_t timeout_ms, 
     amn_result_free(&r);
     return AMN_EIO;
   }
-  Grpc__Health__V1__HealthCheckResponse *resp =
-      grpc__health__v1__health_check_response__unpack(NULL, r.len, r.data ? r.data : (const uint8_t *)"");
+  int ok = amn_health_serving(&r);
   amn_result_free(&r);
-  if (!resp) return amn_set_err(err, errlen, AMN_EPROTO, "malformed HealthCheckResponse");
-  if (serving) *serving = resp->status == GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__SERVING;
-  grpc__health__v1__health_check_response__free_unpacked(resp, NULL);
+  if (ok < 0) return amn_set_err(err, errlen, AMN_EPROTO, "malformed HealthCheckResponse");
+  if (serving) *serving = ok == 1;
   return 0;
 }

@@ -192,6 +192,9 @@ void amn_ccall_on_message(amn_ccall *c, uint8_t *msg, size_t len);
  * budget), else completed with code/msg. */
 void amn_ccall_fail(amn_ccall *c, amn_status_code code, const char *msg, bool unprocessed);
 void amn_client_notify_connect(amn_client *cl, int rc, const char *err); /* amn_client_connect waiters */
+/* Keepalive: how long to wait, after a PING, for something from the server
+ * (keepalive_timeout_ms, else the interval, at least 1000 ms). */
+uint32_t amn_client_ka_timeout_ms(const amn_client *cl);
 void amn_client_pending_push(amn_client *cl, amn_ccall *c, bool front); /* takes a reference */
 amn_ccall *amn_client_pending_pop(amn_client *cl);
 void amn_client_fail_pending(amn_client *cl, amn_status_code code, const char *msg);
@@ -199,8 +202,9 @@ void amn_client_fail_pending(amn_client *cl, amn_status_code code, const char *m
  * to be started on a given connection (c->tp->start_call); `cb` runs once,
  * with the call's result. Never retried. NULL when out of memory. */
 amn_ccall *amn_ccall_probe_new(amn_client *cl, uint32_t timeout_ms, amn_unary_cb cb, void *ud);
-/* The SERVING answer of a Health/Check result. */
-bool amn_health_serving(const amn_result *r);
+/* A Health/Check result: 1 SERVING, 0 another status or the call failed,
+ * -1 a malformed HealthCheckResponse. */
+int amn_health_serving(const amn_result *r);
 
 /* ---- pool (pool.c) ---- */
 int amn_pool_init(amn_client *cl, const char *const *urls, size_t n, char *err, size_t errlen);

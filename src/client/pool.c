@@ -531,7 +531,7 @@ static void probe_done(const amn_result *r, void *ud) {
   amn_cendpoint *ep = s->ep;
   amn_client *cl = ep->cl;
   if (atomic_load(&cl->stopping)) return;
-  if (amn_health_serving(r)) {
+  if (amn_health_serving(r) == 1) {
     AMN_DEBUG("pool: %s answers its health check: SERVING", ep->authority);
     slot_back(s);
     return;

@@ -263,10 +263,7 @@ static void init_cbs(void) {
 
 /* ---- keepalive ---- */
 
-static double ka_timeout_s(const amn_client *cl) {
-  uint32_t ms = cl->o.keepalive_timeout_ms ? cl->o.keepalive_timeout_ms : cl->ka_interval_ms;
-  return (ms < 1000 && !cl->o.keepalive_timeout_ms ? 1000 : ms) / 1000.0;
-}
+static double ka_timeout_s(const amn_client *cl) { return amn_client_ka_timeout_ms(cl) / 1000.0; }
 
 /* Nothing received for an interval (and calls open, unless
  * keepalive_without_calls): PING. No answer within the timeout: the

@@ -160,22 +160,17 @@ extern ssize_t (*amn_h3_test_sendmsg)(int fd, const struct msghdr *mh, int flags
 typedef struct amn_h3_conn amn_h3_conn;
 
 /* Flushes a batch of connections before the loop blocks: one ev_prepare
- * per loop (server listener) or per connection (client), at the lowest
- * priority so that it runs after the loop's other prepare work (which may
- * produce data to send). */
+ * per loop (server listener) or per client (all its connections), at the
+ * lowest priority so that it runs after the loop's other prepare work
+ * (which may produce data to send). */
 typedef struct amn_h3_sched {
   struct ev_loop *ev;
   ev_prepare prep;
   amn_h3_conn *dirty;
-  bool in_cb, free_after;      /* heap scheduler released while flushing */
 } amn_h3_sched;
 
 void amn_h3_sched_init(amn_h3_sched *s, struct ev_loop *ev);
 void amn_h3_sched_stop(amn_h3_sched *s);
-/* A heap scheduler owned by one connection: destroy may be called from
- * inside that connection's flush (the memory goes when the flush returns). */
-amn_h3_sched *amn_h3_sched_new(struct ev_loop *ev);
-void amn_h3_sched_destroy(amn_h3_sched *s);
 
 struct amn_h3_conn {
   ngtcp2_crypto_conn_ref ref;  /* what gnutls_session_set_ptr points to */

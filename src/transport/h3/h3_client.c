@@ -101,7 +101,6 @@ struct h3c_conn {
   bool early_tp;                /* the server's remembered transport parameters are in use */
   bool rx_any;                  /* something came from the server */
   bool got_reset;               /* the server reset the connection (stateless reset) */
-  bool app_closed;              /* closed on the application's request */
   unsigned nyielded;
   h3c_stream *live, *waitq;
   size_t nlive;
@@ -196,25 +195,26 @@ static void ka_cb(struct ev_loop *ev, ev_timer *w, int revents) {
   h3c_conn *cc = w->data;
   amn_client *cl = cc->cl;
   if (cc->st != CC_READY || !cl->ka_interval_ms) return;
-  uint32_t to_ms = cl->o.keepalive_timeout_ms ? cl->o.keepalive_timeout_ms
-                   : cl->ka_interval_ms < 1000 ? 1000 : cl->ka_interval_ms;
-  double limit = (cl->ka_interval_ms + to_ms) / 1000.0;
-  if (ev_now(ev) - cc->last_rx >= limit && (cc->nlive || cl->o.keepalive_without_calls)) {
+  uint32_t limit_ms = cl->ka_interval_ms + amn_client_ka_timeout_ms(cl);
+  double limit = limit_ms / 1000.0, quiet = ev_now(ev) - cc->last_rx;
+  if (quiet >= limit - 0.001 && (cc->nlive || cl->o.keepalive_without_calls)) {
     char why[160];
-    snprintf(why, sizeof why, "keepalive: no packet from the server within %u ms (PINGs unanswered)",
-             cl->ka_interval_ms + to_ms);
+    snprintf(why, sizeof why, "keepalive: no packet from the server within %u ms (PINGs unanswered)", limit_ms);
     AMN_WARN("connection to %s is dead (%s)", cc->ep->authority, why);
     cc_closed(cc, why, true);
+    return;
   }
+  /* sleep until the connection could be declared dead, no sooner */
+  w->repeat = quiet < limit ? limit - quiet : limit;
+  ev_timer_again(ev, w);
 }
 
 static void ka_start(h3c_conn *cc) {
   amn_client *cl = cc->cl;
   if (!cl->ka_interval_ms) return;
-  double iv = cl->ka_interval_ms / 4000.0;
-  ev_timer_init(&cc->ka, ka_cb, iv < 0.05 ? 0.05 : iv, iv < 0.05 ? 0.05 : iv);
+  ev_timer_init(&cc->ka, ka_cb, 0., (cl->ka_interval_ms + amn_client_ka_timeout_ms(cl)) / 1000.0);
   cc->ka.data = cc;
-  ev_timer_start(cl->ev, &cc->ka);
+  ev_timer_again(cl->ev, &cc->ka);
 }
 
 /* ------------------------------------------------------------------ */
@@ -1250,7 +1250,6 @@ static void async_cb(struct ev_loop *ev, ev_async *w, int revents) {
   h3c_conn *cc = hook_conn(cl);
   int rc = AMN_ESTATE;
   if (cc && op == OP_CLOSE) {
-    cc->app_closed = true;
     if (cc->slot) cc->slot->closing = true; /* asked for: not a failure of the server */
     cc_closed(cc, "closed by the application", true);
     rc = 0;

@@ -306,36 +306,19 @@ void amn_h3_describe_peer_close(amn_h3_conn *b, const char *peer, char *out, siz
 static void sched_cb(struct ev_loop *ev, ev_prepare *w, int revents) {
   (void)ev; (void)revents;
   amn_h3_sched *s = w->data;
-  s->in_cb = true;
   /* a flush may mark other connections dirty (or close this one): pop first */
-  while (s->dirty && !s->free_after) {
+  while (s->dirty) {
     amn_h3_conn *b = s->dirty;
     s->dirty = b->next_dirty;
     b->next_dirty = NULL;
     b->dirty = false;
     b->flush(b);
   }
-  s->in_cb = false;
-  if (s->free_after) free(s);
-}
-
-amn_h3_sched *amn_h3_sched_new(struct ev_loop *ev) {
-  amn_h3_sched *s = calloc(1, sizeof *s);
-  if (s) amn_h3_sched_init(s, ev);
-  return s;
-}
-
-void amn_h3_sched_destroy(amn_h3_sched *s) {
-  if (!s) return;
-  amn_h3_sched_stop(s);
-  if (s->in_cb) s->free_after = true;
-  else free(s);
 }
 
 void amn_h3_sched_init(amn_h3_sched *s, struct ev_loop *ev) {
   s->ev = ev;
   s->dirty = NULL;
-  s->in_cb = s->free_after = false;
   ev_prepare_init(&s->prep, sched_cb);
   s->prep.data = s;
   ev_set_priority(&s->prep, EV_MINPRI); /* after the loop's own prepare work */
