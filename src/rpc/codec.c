@@ -26,6 +26,19 @@ int amn_grpc_timeout_parse(const char *s, size_t len, int64_t *out_ns) {
   return AMN_EINVAL;
 }
 
+int64_t amn_deadline_after(int64_t now_ns, int64_t timeout_ns) {
+  if (now_ns < 0 || timeout_ns < 0) return now_ns;
+  return timeout_ns > INT64_MAX - now_ns ? INT64_MAX : now_ns + timeout_ns;
+}
+
+int64_t amn_deadline_left_ms(int64_t deadline_ns, int64_t now_ns) {
+  if (deadline_ns <= now_ns) return 0;
+  /* both are >= 0 in use; the difference of a larger and a smaller value
+   * fits when now_ns >= 0 */
+  int64_t left = now_ns >= 0 ? deadline_ns - now_ns : INT64_MAX;
+  return left / 1000000 + (left % 1000000 != 0);
+}
+
 size_t amn_grpc_timeout_format(int64_t ns, char out[16]) {
   if (ns <= 0) ns = 1;
   size_t n = sizeof timeout_units / sizeof timeout_units[0];

@@ -60,6 +60,13 @@ int amn_grpc_timeout_parse(const char *s, size_t len, int64_t *out_ns);
  * ns <= 0 gives "1n". Writes a NUL-terminated string into out (>= 16
  * bytes); returns length. */
 size_t amn_grpc_timeout_format(int64_t ns, char out[16]);
+/* The absolute deadline now_ns + timeout_ns, saturating at INT64_MAX
+ * instead of overflowing (a peer may send 99999999H, which is ~1.1e4
+ * years). Both arguments must be >= 0; a negative one gives now_ns. */
+int64_t amn_deadline_after(int64_t now_ns, int64_t timeout_ns);
+/* Time left until deadline_ns at now_ns, in whole milliseconds rounded
+ * up: 0 when it has passed. Never overflows. */
+int64_t amn_deadline_left_ms(int64_t deadline_ns, int64_t now_ns);
 
 /* grpc-message percent-encoding: bytes outside 0x20-0x7e and '%' become
  * %XX (upper-case hex). Returns the encoded length; writes at most cap

@@ -94,6 +94,7 @@ void amn_call_unref(amn_call *c) {
   free(c->tmd_view);
   amn_srv_loop *sl = c->sl;
   if (sl->call_cache_n < CALL_CACHE_MAX && amn_call_on_loop(c)) {
+    ev_timer_stop(sl->ev, &c->deadline_timer); /* never recycle a watcher libev still holds */
     c->conn_next = sl->call_cache;
     sl->call_cache = c;
     sl->call_cache_n++;
@@ -126,8 +127,7 @@ const char *amn_call_peer_addr(const amn_call *c) { return c->peer_addr ? c->pee
 const amn_metadata *amn_call_metadata(const amn_call *c) { return &c->md_pub; }
 int64_t amn_call_deadline_remaining_ms(const amn_call *c) {
   if (c->deadline_ns < 0) return -1;
-  int64_t left = c->deadline_ns - now_ns();
-  return left <= 0 ? 0 : (left + 999999) / 1000000;
+  return amn_deadline_left_ms(c->deadline_ns, now_ns());
 }
 bool amn_call_is_cancelled(const amn_call *c) { return atomic_load(&((amn_call *)c)->cancelled); }
 bool amn_call_is_early_data(const amn_call *c) { return c->early_data; }
@@ -260,7 +260,7 @@ static void set_final(amn_call *c, amn_status_code code, const char *msg) {
   free(c->fin_msg);
   c->fin_msg = msg && *msg ? strdup(msg) : NULL;
   c->fin_pending = true;
-  if (c->deadline_ns >= 0) ev_timer_stop(c->sl->ev, &c->deadline_timer);
+  ev_timer_stop(c->sl->ev, &c->deadline_timer); /* a no-op when it never ran */
   kick(c);
 }
 
@@ -521,7 +521,7 @@ void amn_call_on_headers_done(amn_call *c) {
   }
   c->h = h;
   if (c->req.timeout_ns >= 0) {
-    c->deadline_ns = now_ns() + c->req.timeout_ns;
+    c->deadline_ns = amn_deadline_after(now_ns(), c->req.timeout_ns);
     if (c->req.timeout_ns == 0) {
       amn_call_fail(c, AMN_STATUS_DEADLINE_EXCEEDED, "deadline exceeded");
       return;
@@ -671,7 +671,7 @@ void amn_call_on_stream_closed(amn_call *c, amn_status_code why, const char *msg
   (void)msg;
   c->stream_closed = true;
   c->conn = NULL;
-  if (c->deadline_ns >= 0) ev_timer_stop(c->sl->ev, &c->deadline_timer);
+  ev_timer_stop(c->sl->ev, &c->deadline_timer); /* a no-op when it never ran */
   free_queue(c);
   if (!c->trailers_sent) notify_cancel(c, why);
   else atomic_store(&c->cancelled, true); /* done: later sends fail with ECLOSED */

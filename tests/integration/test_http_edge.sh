@@ -42,6 +42,12 @@ check "GET / -> 405"                 ':status: 405' "$url/"
 check "POST text/plain -> 415"       ':status: 415' -d "$work/text" -H 'content-type: text/plain' "$url/amaters.v1.AmateRS/Execute"
 check "missing te -> 400 INTERNAL"   'grpc-status: 13' -d "$work/msg" -H 'content-type: application/grpc' "$url/amaters.v1.AmateRS/Execute"
 check "bad grpc-timeout -> INTERNAL" 'grpc-status: 13' -d "$work/msg" -H 'content-type: application/grpc' -H 'te: trailers' -H 'grpc-timeout: 12parsecs' "$url/amaters.v1.AmateRS/Execute"
+# the largest legal grpc-timeout (8 digits, hours: ~11,000 years) is a deadline that saturates, not a crash;
+# several in a row, since a wrapped deadline once corrupted the recycled call struct a few calls later
+for t in 99999999H 99999999M 2562048H 99999999S; do
+  check "grpc-timeout $t -> OK"     'grpc-status: 0' -d "$work/msg" -H 'content-type: application/grpc' -H 'te: trailers' -H "grpc-timeout: $t" "$url/amaters.v1.AmateRS/Execute" "$url/amaters.v1.AmateRS/Execute"
+done
+check "grpc-timeout 0n -> DEADLINE_EXCEEDED" 'grpc-status: 4' -d "$work/msg" -H 'content-type: application/grpc' -H 'te: trailers' -H 'grpc-timeout: 0n' "$url/amaters.v1.AmateRS/Execute"
 check "gzip encoding -> UNIMPLEMENTED" 'grpc-status: 12' -d "$work/msg" -H 'content-type: application/grpc' -H 'te: trailers' -H 'grpc-encoding: gzip' "$url/amaters.v1.AmateRS/Execute"
 check "compressed flag -> INTERNAL"  'grpc-status: 13' -d "$work/cmsg" -H 'content-type: application/grpc' -H 'te: trailers' "$url/amaters.v1.AmateRS/Execute"
 check "unknown method -> UNIMPLEMENTED" 'grpc-status: 12' -d "$work/msg" -H 'content-type: application/grpc' -H 'te: trailers' "$url/no.Such/Method"

@@ -45,6 +45,32 @@ static void test_timeout_parse_units(void **state) {
   assert_true(ns == 5000000000LL);
 }
 
+/* The deadline of any parsed timeout is computed without overflow: the
+ * largest legal grpc-timeout (99999999H) saturates instead of wrapping
+ * negative (which once left a call's timer armed in a recycled struct). */
+static void test_deadline_after(void **state) {
+  (void)state;
+  int64_t ns = 0;
+  assert_int_equal(parse("99999999H", &ns), 0);
+  const int64_t nows[] = {0, 1, 123456789012345LL, INT64_MAX / 2, INT64_MAX - 1, INT64_MAX};
+  for (size_t i = 0; i < sizeof nows / sizeof nows[0]; i++) {
+    int64_t d = amn_deadline_after(nows[i], ns);
+    assert_true(d == INT64_MAX);
+    assert_true(amn_deadline_left_ms(d, nows[i]) >= 0);
+    assert_true(amn_deadline_after(nows[i], 0) == nows[i]);
+  }
+  assert_true(amn_deadline_after(1000, 5) == 1005);
+  assert_true(amn_deadline_after(INT64_MAX - 10, 10) == INT64_MAX);
+  assert_true(amn_deadline_after(INT64_MAX - 10, 11) == INT64_MAX);
+  assert_true(amn_deadline_after(7, -1) == 7);
+  /* time left, rounded up to whole ms, never negative */
+  assert_true(amn_deadline_left_ms(5000000, 0) == 5);
+  assert_true(amn_deadline_left_ms(5000001, 0) == 6);
+  assert_true(amn_deadline_left_ms(5, 10) == 0);
+  assert_true(amn_deadline_left_ms(INT64_MAX, 0) == INT64_MAX / 1000000 + 1);
+  assert_true(amn_deadline_left_ms(INT64_MAX, 1) == (INT64_MAX - 1) / 1000000 + 1);
+}
+
 static void test_timeout_parse_garbage(void **state) {
   (void)state;
   const char *bad[] = {"", "S", "1", "100", "123456789S", "1s", "1h", "1x", "-1S", "+1S", " 1S",
@@ -227,7 +253,8 @@ static void test_b64_malformed(void **state) {
 
 int main(void) {
   const struct CMUnitTest tests[] = {
-      cmocka_unit_test(test_timeout_parse_units), cmocka_unit_test(test_timeout_parse_garbage),
+      cmocka_unit_test(test_timeout_parse_units), cmocka_unit_test(test_deadline_after),
+      cmocka_unit_test(test_timeout_parse_garbage),
       cmocka_unit_test(test_timeout_format),      cmocka_unit_test(test_timeout_round_trip),
       cmocka_unit_test(test_pct_encode),          cmocka_unit_test(test_pct_decode),
       cmocka_unit_test(test_b64_vectors),         cmocka_unit_test(test_b64_binary_round_trip),
