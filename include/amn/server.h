@@ -21,6 +21,7 @@
 #define AMN_SERVER_H
 
 #include "common.h"
+#include "pki.h" /* AMN_QUIC_SECRET_LEN, amn_quic_secret_load */
 
 #ifdef __cplusplus
 extern "C" {
@@ -95,22 +96,6 @@ typedef struct amn_server_opts {
    *  runs). amn_quic_secret_load reads (or creates) a secret file. */
   const uint8_t *quic_secret;
 } amn_server_opts;
-
-/** Size of amn_server_opts.quic_secret in bytes. */
-#define AMN_QUIC_SECRET_LEN 32
-
-/**
- * Reads the QUIC secret file `path` into `out` (AMN_QUIC_SECRET_LEN bytes,
- * derived with HKDF-SHA256 from the file's bytes), creating the file with
- * 32 random bytes and mode 0600 when it does not exist (*created then set
- * true; `created` may be NULL). The file must be a regular file of 32 to
- * 4096 bytes (a symlink to one is followed) that neither group nor others
- * may access (a copy of it lets anyone reset the server's connections). Servers that must recognise
- * each other's resets (restarts, several behind one address) share it.
- * Returns 0, or AMN_EIO / AMN_EINVAL with the reason in err.
- */
-AMN_API int amn_quic_secret_load(const char *path, uint8_t out[AMN_QUIC_SECRET_LEN], bool *created, char *err,
-                                 size_t errlen);
 
 /** Fills `o` with the defaults documented above. */
 AMN_API void amn_server_opts_init(amn_server_opts *o);

@@ -15,6 +15,7 @@
 #include "rpc/rpc.h"
 #include "tls/tls.h"
 #include "transport/h2/h2io.h"
+#include "util/addr.h"
 #include "util/mpsc.h"
 
 typedef struct amn_cconn amn_cconn;
@@ -253,7 +254,6 @@ typedef struct amn_ctransport {
 extern const amn_ctransport amn_h2c_transport; /* transport/h2/h2_client.c */
 extern const amn_ctransport amn_h3c_transport; /* transport/h3/h3_client.c */
 
-int amn_split_hostport(const char *s, char *host, size_t hcap, uint16_t *port);
 
 /* [h3] Releases cl->h3 and the endpoints' HTTP/3 state (I/O thread
  * joined, loop still allocated). NULL-safe. */

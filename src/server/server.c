@@ -18,6 +18,7 @@
 #include "amn/proto.h"
 #include "server/server_internal.h"
 #include "transport/h3/h3.h" /* [h3] */
+#include "util/addr.h"
 #include "util/log.h"
 
 void amn_server_opts_init(amn_server_opts *o) {
@@ -41,31 +42,6 @@ void amn_server_opts_init(amn_server_opts *o) {
 }
 
 static char *dup_or_null(const char *s) { return s ? strdup(s) : NULL; }
-
-int amn_split_hostport(const char *s, char *host, size_t hcap, uint16_t *port) {
-  const char *colon;
-  if (s[0] == '[') {
-    const char *rb = strchr(s, ']');
-    if (!rb || rb[1] != ':') return AMN_EINVAL;
-    size_t hl = (size_t)(rb - s - 1);
-    if (hl == 0 || hl >= hcap) return AMN_EINVAL;
-    memcpy(host, s + 1, hl);
-    host[hl] = 0;
-    colon = rb + 1;
-  } else {
-    colon = strrchr(s, ':');
-    if (!colon || colon == s) return AMN_EINVAL;
-    size_t hl = (size_t)(colon - s);
-    if (hl >= hcap || memchr(s, ':', hl)) return AMN_EINVAL;
-    memcpy(host, s, hl);
-    host[hl] = 0;
-  }
-  char *end;
-  long p = strtol(colon + 1, &end, 10);
-  if (*end || colon[1] == 0 || p < 0 || p > 65535) return AMN_EINVAL;
-  *port = (uint16_t)p;
-  return 0;
-}
 
 int amn_server_new(amn_server **out, const amn_server_opts *opts, char *err, size_t errlen) {
   amn_server_opts o;
@@ -509,6 +485,10 @@ int amn_server_start(amn_server *s, char *err, size_t errlen) {
     if (ql) amn_h3s_attach(sl, ql);           /* [h3] */
   }
   s->port = port;
+  if (s->o.transport & AMN_TRANSPORT_H3) { /* HTTP/2 responses advertise HTTP/3 on the same port (RFC 7838) */
+    int al = snprintf(s->alt_svc, sizeof s->alt_svc, "h3=\":%u\"", port);
+    s->alt_svc_len = al > 0 && (size_t)al < sizeof s->alt_svc ? (size_t)al : 0;
+  }
   s->nloops = n;
   s->started = true;
   for (int i = 0; i < n; i++) pthread_create(&s->loops[i].thread, NULL, loop_main, &s->loops[i]);

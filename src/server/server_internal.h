@@ -14,6 +14,7 @@
 #include "rpc/rpc.h"
 #include "tls/tls.h"
 #include "transport/h2/h2io.h"
+#include "util/addr.h"
 #include "util/mpsc.h"
 
 typedef struct amn_srv_loop amn_srv_loop;
@@ -157,6 +158,8 @@ struct amn_server {
   amn_srv_loop *loops;
   int nloops;
   uint16_t port;
+  char alt_svc[32];                 /* alt-svc value for HTTP/2 responses (set at start); */
+  size_t alt_svc_len;               /* ... 0: none (HTTP/3 not served) */
   bool started;
   atomic_bool stop_requested;
   atomic_bool stopped;
@@ -198,7 +201,6 @@ bool amn_call_on_loop(const amn_call *c);
 void amn_health_register(amn_server *s);
 void amn_health_notify_loop(amn_srv_loop *sl);
 void amn_health_free(amn_server *s);
-int amn_split_hostport(const char *s, char *host, size_t hcap, uint16_t *port);
 
 /* ---- h2 transport, server side (transport/h2/h2_server.c) ---- */
 void amn_h2s_accept(amn_srv_loop *sl, int fd, const char *peer_addr);

@@ -1,7 +1,6 @@
 /* Development PKI (amn/pki.h) and certificate issuing (tls/pki_internal.h),
  * with the GnuTLS x509 API. */
 #include "amn/pki.h"
-#include "amn/server.h"
 
 #include <arpa/inet.h>
 #include <errno.h>

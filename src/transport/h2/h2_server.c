@@ -9,7 +9,6 @@
 #include <unistd.h>
 
 #include "server/server_internal.h"
-#include "transport/h3/h3.h" /* [h3] alt-svc */
 #include "util/log.h"
 
 typedef struct amn_sconn {
@@ -141,9 +140,10 @@ static void ping_received(amn_sconn *sc) {
 static int submit_hdrs(amn_sconn *sc, amn_call *c, const amn_hdr_buf *b, bool with_data) {
   nghttp2_nv nva[AMN_RPC_MAX_MD + 13];
   size_t n = amn_h2_nv(b, nva);
-  char alt[32]; /* [h3] advertise HTTP/3 on the same port (RFC 7838) */
-  size_t al = amn_h3_alt_svc(sc->sl->srv, alt, sizeof alt);
-  if (al) nva[n++] = (nghttp2_nv){(uint8_t *)"alt-svc", (uint8_t *)alt, 7, al, NGHTTP2_NV_FLAG_NONE};
+  const amn_server *srv = sc->sl->srv;
+  if (srv->alt_svc_len)
+    nva[n++] = (nghttp2_nv){(uint8_t *)"alt-svc", (uint8_t *)srv->alt_svc, 7, srv->alt_svc_len,
+                            NGHTTP2_NV_FLAG_NO_COPY_NAME | NGHTTP2_NV_FLAG_NO_COPY_VALUE};
   nghttp2_data_provider prd;
   prd.source.ptr = c;
   prd.read_callback = amn_h2s_read_cb;

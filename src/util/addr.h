@@ -1,0 +1,15 @@
+/* Internal: address strings shared by the server (listen) and the client (URLs). */
+#ifndef AMN_UTIL_ADDR_H
+#define AMN_UTIL_ADDR_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* Splits "host:port" or "[v6addr]:port" into host (NUL-terminated, at most
+ * hcap bytes with the NUL) and port (0-65535). Returns 0, or AMN_EINVAL
+ * when the form is wrong, the host is empty or too long, or the port is not
+ * a decimal number in range. A bare IPv6 address without brackets is
+ * refused (its colons are ambiguous). Pure; thread-safe. */
+int amn_split_hostport(const char *s, char *host, size_t hcap, uint16_t *port);
+
+#endif
