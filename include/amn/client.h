@@ -44,7 +44,6 @@
 #define AMN_CLIENT_H
 
 #include "common.h"
-#include "server.h" /* amn_transport */
 
 #ifdef __cplusplus
 extern "C" {

@@ -140,6 +140,15 @@ typedef struct amn_tls_opts {
   bool insecure;           /**< plaintext (h2c); no TLS at all. Loudly logged. */
 } amn_tls_opts;
 
+/** Transport selection (HTTP/2 over TCP, HTTP/3 over QUIC, or both); used by
+ *  amn_server_opts and amn_client_opts. */
+typedef enum amn_transport {
+  AMN_TRANSPORT_H2 = 1,
+  AMN_TRANSPORT_H3 = 2,
+  AMN_TRANSPORT_BOTH = 3,
+  AMN_TRANSPORT_AUTO = 4, /**< client only: race QUIC against TCP */
+} amn_transport;
+
 /* ------------------------------------------------------------------ */
 /* Logging                                                            */
 /* ------------------------------------------------------------------ */

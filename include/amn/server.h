@@ -30,14 +30,6 @@ extern "C" {
 typedef struct amn_server amn_server;
 typedef struct amn_call amn_call;
 
-/** Transport selection (HTTP/2 over TCP, HTTP/3 over QUIC, or both). */
-typedef enum amn_transport {
-  AMN_TRANSPORT_H2 = 1,
-  AMN_TRANSPORT_H3 = 2,
-  AMN_TRANSPORT_BOTH = 3,
-  AMN_TRANSPORT_AUTO = 4, /**< client only: race QUIC against TCP */
-} amn_transport;
-
 /** Server options. Initialise with amn_server_opts_init() then override. */
 typedef struct amn_server_opts {
   const char *listen;               /**< "host:port"; default "127.0.0.1:7878" */
