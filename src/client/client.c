@@ -53,13 +53,7 @@ void amn_result_free(amn_result *r) {
 /* ------------------------------------------------------------------ */
 
 static void free_queue(amn_ccall *c) {
-  amn_cmsg *m = c->sq_head;
-  while (m) {
-    amn_cmsg *n = m->next;
-    free(m);
-    m = n;
-  }
-  c->sq_head = c->sq_tail = NULL;
+  amn_msgq_clear(&c->sq);
   atomic_store(&c->queued, 0);
   free(c->replay);
   c->replay = NULL;
@@ -161,7 +155,7 @@ void amn_ccall_fail(amn_ccall *c, amn_status_code code, const char *msg, bool un
   amn_client *cl = c->cl;
   /* can the request be sent again? unary: its message is kept; stream:
    * only when nothing was sent nor received yet */
-  bool replayable = c->kind != AMN_CK_STREAM ? (c->replay || c->sq_head) : (!c->pulled_any && c->nmsgs == 0);
+  bool replayable = c->kind != AMN_CK_STREAM ? (c->replay || !amn_msgq_empty(&c->sq)) : (!c->pulled_any && c->nmsgs == 0);
   bool retry = false;
   /* max_retries bounds both kinds; only idempotent re-sends use the budget */
   if (replayable && !c->probe && (uint32_t)c->attempts <= cl->o.max_retries && !atomic_load(&cl->stopping) &&
@@ -188,14 +182,12 @@ void amn_ccall_fail(amn_ccall *c, amn_status_code code, const char *msg, bool un
   c->nmsgs = 0;
   c->hdr_sent = c->unprocessed = c->pulled_any = false;
   if (c->replay) { /* unary: the one request message */
-    amn_cmsg *m = c->replay;
+    amn_qmsg *m = c->replay;
     c->replay = NULL;
-    m->off = 0;
-    m->next = NULL;
-    c->sq_head = c->sq_tail = m;
+    amn_msgq_push_front(&c->sq, m);
     atomic_store(&c->queued, m->len);
-  } else if (c->sq_head) {
-    c->sq_head->off = 0;
+  } else {
+    amn_msgq_rewind(&c->sq);
   }
   pthread_mutex_lock(&cl->stats_mu);
   cl->retries++;
@@ -259,8 +251,7 @@ void amn_ccall_on_message(amn_ccall *c, uint8_t *msg, size_t len) {
 }
 
 ssize_t amn_ccall_peek(const amn_ccall *c, size_t len, bool *eof) {
-  size_t avail = 0;
-  for (const amn_cmsg *m = c->sq_head; m && avail <= len; m = m->next) avail += m->len - m->off;
+  size_t avail = amn_msgq_avail(&c->sq, len);
   *eof = c->half_close_queued && avail <= len;
   if (avail > len) avail = len;
   if (!avail && !*eof) return -1;
@@ -268,22 +259,9 @@ ssize_t amn_ccall_peek(const amn_ccall *c, size_t len, bool *eof) {
 }
 
 ssize_t amn_ccall_pull(amn_ccall *c, uint8_t *buf, size_t len, bool *eof) {
-  size_t copied = 0;
   *eof = false;
-  while (copied < len && c->sq_head) {
-    amn_cmsg *m = c->sq_head;
-    size_t n = m->len - m->off;
-    if (n > len - copied) n = len - copied;
-    memcpy(buf + copied, m->data + m->off, n);
-    m->off += n;
-    copied += n;
-    if (m->off == m->len) {
-      c->sq_head = m->next;
-      if (!c->sq_head) c->sq_tail = NULL;
-      if (c->kind != AMN_CK_STREAM && !c->replay) c->replay = m; /* kept for a retry */
-      else free(m);
-    }
-  }
+  /* a unary request is kept for a retry once sent */
+  size_t copied = amn_msgq_pull(&c->sq, buf, len, c->kind != AMN_CK_STREAM ? &c->replay : NULL);
   if (copied) {
     c->pulled_any = true;
     size_t before = atomic_fetch_sub(&c->queued, copied);
@@ -291,7 +269,7 @@ ssize_t amn_ccall_pull(amn_ccall *c, uint8_t *buf, size_t len, bool *eof) {
         atomic_exchange(&c->want_writable, false) && !c->done && c->scbs.on_writable)
       c->scbs.on_writable((amn_cstream *)c, c->ud);
   }
-  if (!c->sq_head && c->half_close_queued) {
+  if (amn_msgq_empty(&c->sq) && c->half_close_queued) {
     *eof = true;
     return (ssize_t)copied;
   }
@@ -369,7 +347,7 @@ static void drain_ops(amn_client *cl) {
   struct ev_loop *ev = cl->ev;
   amn_mpsc_node *n;
   while ((n = amn_mpsc_pop(&cl->ops)) != NULL) {
-    amn_cop *op = AMN_CONTAINER_OF(n, amn_cop, node);
+    amn_loop_op *op = AMN_CONTAINER_OF(n, amn_loop_op, node);
     switch (op->kind) {
     case AMN_COP_START: {
       amn_ccall *c = AMN_CONTAINER_OF(op, amn_ccall, start_op);
@@ -377,16 +355,13 @@ static void drain_ops(amn_client *cl) {
       break;
     }
     case AMN_COP_SEND: {
-      amn_cmsg *m = (amn_cmsg *)op;
+      amn_qmsg *m = AMN_CONTAINER_OF(op, amn_qmsg, op);
       amn_ccall *c = m->call;
       if (c->done || c->half_close_queued) {
         atomic_fetch_sub(&c->queued, m->len);
         free(m);
       } else {
-        m->next = NULL;
-        if (c->sq_tail) c->sq_tail->next = m;
-        else c->sq_head = m;
-        c->sq_tail = m;
+        amn_msgq_push(&c->sq, m);
         if (c->conn) c->tp->resume(c);
       }
       amn_ccall_unref(c);
@@ -451,7 +426,7 @@ static void *io_main(void *arg) {
   return NULL;
 }
 
-static void push_op(amn_client *cl, amn_cop *op) {
+static void push_op(amn_client *cl, amn_loop_op *op) {
   amn_mpsc_push(&cl->ops, &op->node);
   if (pthread_equal(pthread_self(), cl->thread)) cl->local_ops = true;
   else ev_async_send(cl->ev, &cl->wake);
@@ -618,7 +593,7 @@ int amn_client_new(amn_client **out, const amn_client_opts *opts, char *err, siz
 }
 
 int amn_client_connect(amn_client *cl, char *err, size_t errlen) {
-  amn_cop *op = calloc(1, sizeof *op);
+  amn_loop_op *op = calloc(1, sizeof *op);
   if (!op) return AMN_ENOMEM;
   op->kind = AMN_COP_CONNECT;
   pthread_mutex_lock(&cl->cmu);
@@ -644,9 +619,9 @@ void amn_client_free(amn_client *cl) {
     /* release any late hand-offs */
     amn_mpsc_node *n;
     while ((n = amn_mpsc_pop(&cl->ops)) != NULL) {
-      amn_cop *op = AMN_CONTAINER_OF(n, amn_cop, node);
+      amn_loop_op *op = AMN_CONTAINER_OF(n, amn_loop_op, node);
       if (op->kind == AMN_COP_SEND) {
-        amn_cmsg *m = (amn_cmsg *)op;
+        amn_qmsg *m = AMN_CONTAINER_OF(op, amn_qmsg, op);
         amn_ccall_unref(m->call);
         free(m);
       } else if (op->kind == AMN_COP_CONNECT) {
@@ -684,15 +659,10 @@ void amn_client_free(amn_client *cl) {
 /* Issuing calls                                                      */
 /* ------------------------------------------------------------------ */
 
-static amn_cmsg *cmsg_new(amn_ccall *c, const uint8_t *p, size_t n) {
-  amn_cmsg *m = malloc(sizeof *m + 5 + n);
+static amn_qmsg *cmsg_new(amn_ccall *c, const uint8_t *p, size_t n) {
+  amn_qmsg *m = amn_qmsg_new(n, AMN_COP_SEND);
   if (!m) return NULL;
-  m->op.kind = AMN_COP_SEND;
-  m->next = NULL;
   m->call = c;
-  m->len = 5 + n;
-  m->off = 0;
-  amn_frame_prefix(m->data, n);
   if (n) memcpy(m->data + 5, p, n);
   return m;
 }
@@ -752,9 +722,9 @@ static amn_ccall *call_new(amn_client *cl, int kind, const char *method, const a
 /* Unary: the one request message, queued and half-closed. */
 static int queue_unary(amn_ccall *c, const uint8_t *req, size_t len) {
   if (len > c->cl->o.max_send_message) return AMN_ETOOBIG;
-  amn_cmsg *m = cmsg_new(c, req, len);
+  amn_qmsg *m = cmsg_new(c, req, len);
   if (!m) return AMN_ENOMEM;
-  c->sq_head = c->sq_tail = m;
+  amn_msgq_push(&c->sq, m);
   atomic_store(&c->queued, m->len);
   c->half_close_queued = true;
   return 0;
@@ -866,7 +836,7 @@ int amn_cstream_send(amn_cstream *s, const uint8_t *msg, size_t len) {
     atomic_store(&c->want_writable, true);
     if (atomic_load(&c->queued) != 0) return AMN_EAGAIN;
   }
-  amn_cmsg *m = cmsg_new(c, msg, len);
+  amn_qmsg *m = cmsg_new(c, msg, len);
   if (!m) return AMN_ENOMEM;
   atomic_fetch_add(&c->queued, m->len);
   atomic_fetch_add(&c->refs, 1);

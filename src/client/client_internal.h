@@ -12,6 +12,7 @@
 #include <sys/types.h>
 
 #include "amn/client.h"
+#include "rpc/msgq.h"
 #include "rpc/rpc.h"
 #include "tls/tls.h"
 #include "transport/h2/h2io.h"
@@ -23,25 +24,13 @@ typedef struct amn_ccall amn_ccall;
 typedef struct amn_cendpoint amn_cendpoint;
 typedef struct amn_cslot amn_cslot;
 
+/* Cross-thread operations handed to the I/O thread (amn_loop_op.kind). */
 enum { AMN_COP_START = 1, AMN_COP_SEND, AMN_COP_HALF_CLOSE, AMN_COP_CANCEL, AMN_COP_CONNECT };
-typedef struct amn_cop {
-  amn_mpsc_node node;
-  int kind;
-} amn_cop;
-
-/* One framed request message waiting to be sent. */
-typedef struct amn_cmsg {
-  amn_cop op;
-  struct amn_cmsg *next;
-  amn_ccall *call;
-  size_t len, off;
-  uint8_t data[];
-} amn_cmsg;
 
 enum { AMN_CK_UNARY_ASYNC = 1, AMN_CK_UNARY_BLOCKING, AMN_CK_STREAM };
 
 struct amn_ccall {
-  amn_cop start_op, half_close_op, cancel_op;
+  amn_loop_op start_op, half_close_op, cancel_op;
   atomic_int refs;          /* I/O side + application side */
   atomic_bool cancel_requested, half_close_requested, closed_flag;
   atomic_size_t queued;
@@ -63,13 +52,13 @@ struct amn_ccall {
   bool hdr_sent;                   /* request HEADERS went out: the server may have run it */
   bool unprocessed;                /* the server says it never processed the stream (GOAWAY) */
   bool pulled_any;                 /* request bytes were handed to the transport */
-  amn_cmsg *replay;                /* unary: the sent request, kept for a retry */
+  amn_qmsg *replay;                /* unary: the sent request, kept for a retry */
 
   /* I/O thread state */
   void *conn;                      /* transport connection carrying the stream, or NULL */
   int32_t stream_id;
   struct amn_ccall *prev, *next;   /* pending or live list */
-  amn_cmsg *sq_head, *sq_tail;
+  amn_msgq sq;                     /* request messages not yet pulled by the transport */
   bool half_close_queued;          /* END_STREAM after the queue */
   bool done;
   ev_timer deadline;

@@ -60,14 +60,7 @@ static void free_md(amn_rpc_md *md, size_t n) {
 }
 
 static void free_queue(amn_call *c) {
-  amn_outmsg *m = c->sq_head;
-  while (m) {
-    amn_outmsg *n = m->next;
-    atomic_fetch_sub(&c->queued, m->len - m->off);
-    free(m);
-    m = n;
-  }
-  c->sq_head = c->sq_tail = NULL;
+  atomic_fetch_sub(&c->queued, amn_msgq_clear(&c->sq));
 }
 
 static void free_held(amn_call *c) {
@@ -303,20 +296,17 @@ int amn_call_finish(amn_call *c, amn_status_code code, const char *message) {
 /* Sending                                                            */
 /* ------------------------------------------------------------------ */
 
-static void enqueue_local(amn_call *c, amn_outmsg *m) {
+static void enqueue_local(amn_call *c, amn_qmsg *m) {
   if (c->stream_closed || c->fin_pending || c->trailers_sent || atomic_load(&c->cancelled)) {
     atomic_fetch_sub(&c->queued, m->len);
     free(m);
     return;
   }
-  m->next = NULL;
-  if (c->sq_tail) c->sq_tail->next = m;
-  else c->sq_head = m;
-  c->sq_tail = m;
+  amn_msgq_push(&c->sq, m);
   kick(c);
 }
 
-static int send_msg(amn_call *c, amn_outmsg *m, bool bypass_bound) {
+static int send_msg(amn_call *c, amn_qmsg *m, bool bypass_bound) {
   size_t total = m->len;
   size_t bound = c->sl->srv->o.stream_send_buffer;
   if (!bypass_bound) {
@@ -342,18 +332,6 @@ static int send_msg(amn_call *c, amn_outmsg *m, bool bypass_bound) {
   return 0;
 }
 
-static amn_outmsg *outmsg_new(size_t payload) {
-  amn_outmsg *m = malloc(sizeof *m + 5 + payload);
-  if (!m) return NULL;
-  m->op.kind = AMN_OP_SEND;
-  m->next = NULL;
-  m->call = NULL;
-  m->len = 5 + payload;
-  m->off = 0;
-  amn_frame_prefix(m->data, payload);
-  return m;
-}
-
 static int check_send(amn_call *c, size_t len) {
   if (!c) return AMN_EINVAL;
   if (atomic_load(&c->cancelled) || atomic_load(&c->finish_called)) return AMN_ECLOSED;
@@ -364,7 +342,7 @@ static int check_send(amn_call *c, size_t len) {
 int amn_call_send(amn_call *c, const uint8_t *msg, size_t len) {
   int rc = check_send(c, len);
   if (rc) return rc;
-  amn_outmsg *m = outmsg_new(len);
+  amn_qmsg *m = amn_qmsg_new(len, AMN_OP_SEND);
   if (!m) return AMN_ENOMEM;
   if (len) memcpy(m->data + 5, msg, len);
   return send_msg(c, m, false);
@@ -374,7 +352,7 @@ static int send_pair(amn_call *c, const uint8_t *a, size_t al, const uint8_t *b,
   size_t n = amn_pair_encoded_size(al, bl);
   int rc = check_send(c, n);
   if (rc) return rc;
-  amn_outmsg *m = outmsg_new(n);
+  amn_qmsg *m = amn_qmsg_new(n, AMN_OP_SEND);
   if (!m) return AMN_ENOMEM;
   amn_pair_encode(m->data + 5, a, al, b, bl);
   return send_msg(c, m, bypass);
@@ -406,8 +384,7 @@ static void schedule_deferred(amn_call *c) {
 }
 
 ssize_t amn_call_peek(const amn_call *c, size_t len, bool *eof) {
-  size_t avail = 0;
-  for (const amn_outmsg *m = c->sq_head; m && avail <= len; m = m->next) avail += m->len - m->off;
+  size_t avail = amn_msgq_avail(&c->sq, len);
   *eof = c->fin_pending && avail <= len;
   if (avail > len) avail = len;
   if (!avail && !*eof) return -1;
@@ -415,27 +392,14 @@ ssize_t amn_call_peek(const amn_call *c, size_t len, bool *eof) {
 }
 
 ssize_t amn_call_pull(amn_call *c, uint8_t *buf, size_t len, bool *eof) {
-  size_t copied = 0;
   *eof = false;
-  while (copied < len && c->sq_head) {
-    amn_outmsg *m = c->sq_head;
-    size_t n = m->len - m->off;
-    if (n > len - copied) n = len - copied;
-    memcpy(buf + copied, m->data + m->off, n);
-    m->off += n;
-    copied += n;
-    if (m->off == m->len) {
-      c->sq_head = m->next;
-      if (!c->sq_head) c->sq_tail = NULL;
-      free(m);
-    }
-  }
+  size_t copied = amn_msgq_pull(&c->sq, buf, len, NULL);
   if (copied) {
     size_t before = atomic_fetch_sub(&c->queued, copied);
     size_t bound = c->sl->srv->o.stream_send_buffer;
     if (before - copied <= bound / 2 && atomic_load(&c->want_writable)) schedule_deferred(c);
   }
-  if (!c->sq_head && c->fin_pending) {
+  if (amn_msgq_empty(&c->sq) && c->fin_pending) {
     *eof = true;
     return (ssize_t)copied;
   }
@@ -463,9 +427,9 @@ void amn_srv_loop_run_writable(amn_srv_loop *sl) {
 void amn_srv_loop_drain_ops(amn_srv_loop *sl) {
   amn_mpsc_node *n;
   while ((n = amn_mpsc_pop(&sl->ops)) != NULL) {
-    amn_op *op = AMN_CONTAINER_OF(n, amn_op, node);
+    amn_loop_op *op = AMN_CONTAINER_OF(n, amn_loop_op, node);
     if (op->kind == AMN_OP_SEND) {
-      amn_outmsg *m = (amn_outmsg *)op;
+      amn_qmsg *m = AMN_CONTAINER_OF(op, amn_qmsg, op);
       amn_call *c = m->call;
       enqueue_local(c, m);
       amn_call_unref(c);

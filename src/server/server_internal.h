@@ -11,6 +11,7 @@
 #include <sys/types.h>
 
 #include "amn/server.h"
+#include "rpc/msgq.h"
 #include "rpc/rpc.h"
 #include "tls/tls.h"
 #include "transport/h2/h2io.h"
@@ -19,21 +20,8 @@
 
 typedef struct amn_srv_loop amn_srv_loop;
 
-/* A cross-thread operation handed to a loop through its MPSC queue. */
+/* Cross-thread operations handed to a loop (amn_loop_op.kind). */
 enum { AMN_OP_SEND = 1, AMN_OP_FINISH = 2, AMN_OP_RESUME = 3 };
-typedef struct amn_op {
-  amn_mpsc_node node;
-  int kind;
-} amn_op;
-
-/* One queued response message: 5-byte prefix + payload in one block. */
-typedef struct amn_outmsg {
-  amn_op op;               /* cross-thread hand-off to the loop */
-  struct amn_outmsg *next; /* call's send queue */
-  amn_call *call;
-  size_t len, off;
-  uint8_t data[];
-} amn_outmsg;
 
 /* Operations a transport performs for the call core (loop thread only). */
 typedef struct amn_call_transport {
@@ -54,7 +42,7 @@ typedef struct amn_heldmsg {
 } amn_heldmsg;
 
 struct amn_call {
-  amn_op fin_op;                    /* finish hand-off */
+  amn_loop_op fin_op;                   /* finish hand-off */
   amn_status_code app_code;         /* written by the finishing thread before the hand-off */
   char *app_msg;
   atomic_int refs;                  /* transport + application */
@@ -79,7 +67,7 @@ struct amn_call {
   ev_timer deadline_timer;
 
   /* loop-thread state */
-  amn_outmsg *sq_head, *sq_tail;
+  amn_msgq sq;                      /* response messages not yet pulled by the transport */
   bool headers_sent;                /* response HEADERS submitted */
   bool data_started;                /* data provider attached */
   bool trailers_sent;               /* final status submitted */
@@ -88,7 +76,7 @@ struct amn_call {
   bool deferred_writable;           /* on the loop's deferred list */
   bool deferred_resume;             /* deliver held messages when the list runs */
   struct amn_call *next_writable;
-  amn_op resume_op;                 /* resume from another thread */
+  amn_loop_op resume_op;                /* resume from another thread */
   atomic_bool resume_pending;
   bool rx_paused;                   /* handler paused receiving */
   bool half_close_held;             /* END_STREAM arrived while messages were held */

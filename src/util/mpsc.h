@@ -59,6 +59,13 @@ static inline amn_mpsc_node *amn_mpsc_pop(amn_mpsc *q) {
   return NULL;
 }
 
+/* A cross-thread operation handed to an event loop through its MPSC queue:
+ * the node, and what the loop should do with it (the owner's enum). */
+typedef struct amn_loop_op {
+  amn_mpsc_node node;
+  int kind;
+} amn_loop_op;
+
 #define AMN_CONTAINER_OF(ptr, type, member) ((type *)((char *)(ptr) - offsetof(type, member)))
 
 #endif

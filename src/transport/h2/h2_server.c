@@ -202,7 +202,7 @@ static void h2s_kick(amn_call *c) {
   if (!c->headers_sent) {
     amn_hdr_buf b;
     amn_hdr_buf_init(&b);
-    bool trailers_only = c->fin_pending && !c->sq_head;
+    bool trailers_only = c->fin_pending && amn_msgq_empty(&c->sq);
     int rc = amn_call_build_headers(c, &b, trailers_only);
     if (rc == 0) rc = submit_hdrs(sc, c, &b, !trailers_only);
     amn_hdr_buf_free(&b);

@@ -437,7 +437,7 @@ static ssize_t pull_ccall(void *call, uint8_t *buf, size_t len, bool *eof) { ret
 static bool others_waiting(const h3c_conn *cc, const h3c_stream *self) {
   for (const h3c_stream *o = cc->live; o; o = o->next)
     if (o != self && !o->yielded && o->c && !o->c->done &&
-        (!o->started || o->c->sq_head || o->resend.head || o->sb.unacked))
+        (!o->started || !amn_msgq_empty(&o->c->sq) || o->resend.head || o->sb.unacked))
       return true;
   return false;
 }

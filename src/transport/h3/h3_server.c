@@ -350,7 +350,7 @@ static void h3s_kick(amn_call *c) {
   if (!c->headers_sent) {
     amn_hdr_buf b;
     amn_hdr_buf_init(&b);
-    bool trailers_only = c->fin_pending && !c->sq_head;
+    bool trailers_only = c->fin_pending && amn_msgq_empty(&c->sq);
     nghttp3_nv nva[AMN_RPC_MAX_MD + 12];
     nghttp3_data_reader dr = {ss_read_data};
     int rc = amn_call_build_headers(c, &b, trailers_only);
