@@ -250,6 +250,29 @@ void amn_ccall_on_message(amn_ccall *c, uint8_t *msg, size_t len) {
   c->res.len = len;
 }
 
+static int on_response_msg(void *ud, uint8_t *msg, size_t len, bool compressed) {
+  amn_ccall *c = ud;
+  if (compressed) {
+    free(msg);
+    c->tp->cancel(c);
+    amn_ccall_complete(c, AMN_STATUS_INTERNAL, AMN_RPC_COMPRESSED_MSG);
+    return 1;
+  }
+  amn_ccall_on_message(c, msg, len);
+  return c->done ? 1 : 0;
+}
+
+void amn_ccall_on_data(amn_ccall *c, const uint8_t *data, size_t len) {
+  if (c->done || c->resp.http_status != 200 || !c->resp.content_type_ok) return; /* not gRPC: body ignored */
+  int rc = amn_deframer_feed(&c->df, data, len, on_response_msg, c);
+  char msg[128];
+  amn_status_code code = amn_deframer_status(&c->df, rc, msg, sizeof msg);
+  if (code != AMN_STATUS_OK) {
+    c->tp->cancel(c);
+    amn_ccall_complete(c, code, msg);
+  }
+}
+
 ssize_t amn_ccall_peek(const amn_ccall *c, size_t len, bool *eof) {
   size_t avail = amn_msgq_avail(&c->sq, len);
   *eof = c->half_close_queued && avail <= len;

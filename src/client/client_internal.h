@@ -175,6 +175,12 @@ void amn_ccall_response_ended(amn_ccall *c);
 /* What amn_ccall_pull(c, .., len, ..) would return, without copying. */
 ssize_t amn_ccall_peek(const amn_ccall *c, size_t len, bool *eof);
 void amn_ccall_on_message(amn_ccall *c, uint8_t *msg, size_t len);
+/* Response DATA bytes of the call's stream, split anywhere: deframed into
+ * messages (amn_ccall_on_message). A bad or oversized message cancels the
+ * stream (c->tp->cancel) and completes the call with a status. The body of
+ * a non-gRPC response (HTTP status other than 200, or another content-type)
+ * is ignored. A completed call ignores further data. */
+void amn_ccall_on_data(amn_ccall *c, const uint8_t *data, size_t len);
 /* A failed attempt of a call whose transport let go of it (c->conn NULL,
  * no transport callback will touch it again). Retried on another
  * connection when that is safe (unprocessed: the server provably never ran

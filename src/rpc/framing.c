@@ -1,5 +1,6 @@
 /* gRPC Length-Prefixed-Message framing: 1 flag byte + 4-byte big-endian
  * length + message. Chunks may split anywhere, including inside the prefix. */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -70,4 +71,23 @@ int amn_deframer_feed(amn_deframer *d, const uint8_t *data, size_t len,
     }
   }
   return 0;
+}
+
+amn_status_code amn_deframer_status(const amn_deframer *d, int rc, char *msg, size_t cap) {
+  if (cap) msg[0] = '\0';
+  switch (rc) {
+  case AMN_ETOOBIG: {
+    size_t n = ((size_t)d->hdr[1] << 24) | ((size_t)d->hdr[2] << 16) | ((size_t)d->hdr[3] << 8) | d->hdr[4];
+    snprintf(msg, cap, "received message larger than max (%zu vs. %zu bytes)", n, d->max_len);
+    return AMN_STATUS_RESOURCE_EXHAUSTED;
+  }
+  case AMN_EPROTO:
+    snprintf(msg, cap, "invalid message flag byte");
+    return AMN_STATUS_INTERNAL;
+  case AMN_ENOMEM:
+    snprintf(msg, cap, "out of memory for a received message");
+    return AMN_STATUS_RESOURCE_EXHAUSTED;
+  default:
+    return AMN_STATUS_OK;
+  }
 }

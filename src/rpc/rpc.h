@@ -43,6 +43,15 @@ int amn_deframer_feed(amn_deframer *d, const uint8_t *data, size_t len,
                       amn_deframer_cb cb, void *ud);
 /* true when no partial message is pending (a clean end of stream). */
 bool amn_deframer_idle(const amn_deframer *d);
+/* The gRPC status of a deframer error `rc` (AMN_ETOOBIG, AMN_EPROTO,
+ * AMN_ENOMEM from amn_deframer_feed), with its message written into msg
+ * (NUL-terminated, at most cap bytes): RESOURCE_EXHAUSTED for a message
+ * over the limit (naming both sizes) or out of memory, INTERNAL for a bad
+ * flag byte. AMN_STATUS_OK for 0 or any other value (a callback's own). */
+amn_status_code amn_deframer_status(const amn_deframer *d, int rc, char *msg, size_t cap);
+/* The message of a call failed for a compressed message: no grpc-encoding
+ * is ever negotiated, so the compressed flag is a protocol error (INTERNAL). */
+#define AMN_RPC_COMPRESSED_MSG "compressed message without a negotiated grpc-encoding"
 /* Writes the 5-byte prefix for an uncompressed message of `len` bytes
  * (len <= UINT32_MAX). */
 void amn_frame_prefix(uint8_t out[5], size_t len);

@@ -508,7 +508,7 @@ static int on_msg(void *ud, uint8_t *msg, size_t len, bool compressed) {
   }
   if (compressed) {
     free(msg);
-    amn_call_fail(c, AMN_STATUS_INTERNAL, "compressed message received but no grpc-encoding was negotiated");
+    amn_call_fail(c, AMN_STATUS_INTERNAL, AMN_RPC_COMPRESSED_MSG);
     return 1;
   }
   c->msgs_in++;
@@ -599,17 +599,9 @@ int amn_call_on_data(amn_call *c, const uint8_t *data, size_t len) {
   }
   int rc = amn_deframer_feed(&c->df, data, len, on_msg, c);
   consume_rx(c);
-  if (rc == AMN_ETOOBIG) {
-    size_t n = ((size_t)c->df.hdr[1] << 24) | ((size_t)c->df.hdr[2] << 16) | ((size_t)c->df.hdr[3] << 8) |
-               c->df.hdr[4];
-    char msg[128];
-    snprintf(msg, sizeof msg, "received message larger than max (%zu vs. %zu)", n, c->df.max_len);
-    amn_call_fail(c, AMN_STATUS_RESOURCE_EXHAUSTED, msg);
-  } else if (rc == AMN_EPROTO) {
-    amn_call_fail(c, AMN_STATUS_INTERNAL, "invalid message flag byte");
-  } else if (rc == AMN_ENOMEM) {
-    amn_call_fail(c, AMN_STATUS_RESOURCE_EXHAUSTED, "out of memory for request message");
-  }
+  char msg[128];
+  amn_status_code code = amn_deframer_status(&c->df, rc, msg, sizeof msg);
+  if (code != AMN_STATUS_OK) amn_call_fail(c, code, msg);
   return 0;
 }
 

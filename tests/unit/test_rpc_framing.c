@@ -196,6 +196,10 @@ static void test_oversize(void **state) {
   assert_int_equal(amn_deframer_feed(&d, p + 4, 1, collect, &c), AMN_ETOOBIG);
   assert_null(d.buf);
   assert_int_equal(c.count, 0);
+  /* the status names both sizes */
+  char msg[128];
+  assert_int_equal(amn_deframer_status(&d, AMN_ETOOBIG, msg, sizeof msg), AMN_STATUS_RESOURCE_EXHAUSTED);
+  assert_string_equal(msg, "received message larger than max (1001 vs. 1000 bytes)");
   amn_deframer_free(&d);
 
   /* 4 GiB - 1 announced with a default limit: refused, nothing allocated */
@@ -203,6 +207,26 @@ static void test_oversize(void **state) {
   const uint8_t huge[] = {0, 0xff, 0xff, 0xff, 0xff, 1, 2, 3};
   assert_int_equal(amn_deframer_feed(&d, huge, sizeof huge, collect, &c), AMN_ETOOBIG);
   assert_null(d.buf);
+  amn_deframer_free(&d);
+}
+
+/* Each deframer error has one status, the same on server and client. */
+static void test_error_status(void **state) {
+  (void)state;
+  amn_deframer d;
+  amn_deframer_init(&d, 10);
+  char msg[64];
+  assert_int_equal(amn_deframer_status(&d, AMN_EPROTO, msg, sizeof msg), AMN_STATUS_INTERNAL);
+  assert_string_equal(msg, "invalid message flag byte");
+  assert_int_equal(amn_deframer_status(&d, AMN_ENOMEM, msg, sizeof msg), AMN_STATUS_RESOURCE_EXHAUSTED);
+  assert_string_equal(msg, "out of memory for a received message");
+  assert_int_equal(amn_deframer_status(&d, 0, msg, sizeof msg), AMN_STATUS_OK);
+  assert_string_equal(msg, "");
+  assert_int_equal(amn_deframer_status(&d, 1, msg, sizeof msg), AMN_STATUS_OK); /* a callback's own stop */
+  /* a small buffer is truncated, never overrun */
+  char tiny[8];
+  assert_int_equal(amn_deframer_status(&d, AMN_EPROTO, tiny, sizeof tiny), AMN_STATUS_INTERNAL);
+  assert_string_equal(tiny, "invalid");
   amn_deframer_free(&d);
 }
 
@@ -241,7 +265,8 @@ static void test_partial_free(void **state) {
 
 int main(void) {
   const struct CMUnitTest tests[] = {
-      cmocka_unit_test(test_prefix),          cmocka_unit_test(test_every_split),
+      cmocka_unit_test(test_prefix), cmocka_unit_test(test_error_status),
+               cmocka_unit_test(test_every_split),
       cmocka_unit_test(test_byte_by_byte),    cmocka_unit_test(test_many_in_one_chunk),
       cmocka_unit_test(test_zero_length_only), cmocka_unit_test(test_compressed_flag),
       cmocka_unit_test(test_bad_flag),        cmocka_unit_test(test_oversize),

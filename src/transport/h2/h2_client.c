@@ -196,33 +196,10 @@ static int on_frame_not_send(nghttp2_session *s, const nghttp2_frame *f, int err
   return 0;
 }
 
-static int on_msg(void *ud, uint8_t *msg, size_t len, bool compressed) {
-  amn_ccall *c = ud;
-  if (compressed) {
-    free(msg);
-    h2c_cancel(c);
-    amn_ccall_complete(c, AMN_STATUS_INTERNAL, "compressed response without a negotiated grpc-encoding");
-    return 1;
-  }
-  amn_ccall_on_message(c, msg, len);
-  return c->done ? 1 : 0;
-}
-
 static int on_data_chunk(nghttp2_session *s, uint8_t flags, int32_t sid, const uint8_t *data, size_t len, void *ud) {
   (void)flags; (void)ud;
   amn_ccall *c = nghttp2_session_get_stream_user_data(s, sid);
-  if (!c || c->done) return 0;
-  if (c->resp.http_status != 200 || !c->resp.content_type_ok) return 0; /* not gRPC: body ignored */
-  int rc = amn_deframer_feed(&c->df, data, len, on_msg, c);
-  if (rc == AMN_ETOOBIG) {
-    h2c_cancel(c);
-    char m[128];
-    snprintf(m, sizeof m, "received message larger than max (limit %zu bytes)", c->df.max_len);
-    amn_ccall_complete(c, AMN_STATUS_RESOURCE_EXHAUSTED, m);
-  } else if (rc == AMN_EPROTO || rc == AMN_ENOMEM) {
-    h2c_cancel(c);
-    amn_ccall_complete(c, AMN_STATUS_INTERNAL, rc == AMN_EPROTO ? "invalid message flag byte" : "out of memory");
-  }
+  if (c) amn_ccall_on_data(c, data, len);
   return 0;
 }
 

@@ -221,18 +221,6 @@ static void ka_start(h3c_conn *cc) {
 /* Responses                                                          */
 /* ------------------------------------------------------------------ */
 
-static int on_msg(void *ud, uint8_t *msg, size_t len, bool compressed) {
-  amn_ccall *c = ud;
-  if (compressed) {
-    free(msg);
-    h3c_cancel(c);
-    amn_ccall_complete(c, AMN_STATUS_INTERNAL, "compressed response without a negotiated grpc-encoding");
-    return 1;
-  }
-  amn_ccall_on_message(c, msg, len);
-  return c->done ? 1 : 0;
-}
-
 /* The call lets go of its stream (c->conn NULL; callbacks of the stream
  * no longer reach it) and fails: retried elsewhere when `unprocessed`
  * allows it (amn_ccall_fail). The stream's reference is released. */
@@ -305,17 +293,7 @@ static int on_recv_data(nghttp3_conn *h, int64_t id, const uint8_t *data, size_t
   (void)h;
   consume(ud, id, len); /* the client takes response bytes as they come */
   amn_ccall *c = live_call(sud);
-  if (!c || c->resp.http_status != 200 || !c->resp.content_type_ok) return 0; /* not gRPC: body ignored */
-  int rc = amn_deframer_feed(&c->df, data, len, on_msg, c);
-  if (rc == AMN_ETOOBIG) {
-    h3c_cancel(c);
-    char m[128];
-    snprintf(m, sizeof m, "received message larger than max (limit %zu bytes)", c->df.max_len);
-    amn_ccall_complete(c, AMN_STATUS_RESOURCE_EXHAUSTED, m);
-  } else if (rc == AMN_EPROTO || rc == AMN_ENOMEM) {
-    h3c_cancel(c);
-    amn_ccall_complete(c, AMN_STATUS_INTERNAL, rc == AMN_EPROTO ? "invalid message flag byte" : "out of memory");
-  }
+  if (c) amn_ccall_on_data(c, data, len);
   return 0;
 }
 
