@@ -20,60 +20,12 @@
 #include <unistd.h>
 
 #include "amn/amn.h"
+#include "fixture.h"
 #include "tls/pki_internal.h"
-
-static char g_dir[256];
-static char g_store_s[3 * 4096], g_store_c[3 * 4096];
-static amn_tls_opts g_stls, g_ctls;
-static amn_transport g_transport = AMN_TRANSPORT_H2;
 
 /* ------------------------------------------------------------------ */
 /* Test handlers                                                      */
 /* ------------------------------------------------------------------ */
-
-static atomic_int g_cancel_seen;
-static atomic_int g_cancel_code;
-
-/* /test.Svc/Sleep: request = decimal milliseconds; answers from another
- * thread after sleeping that long (an async handler). */
-typedef struct sleep_job {
-  amn_call *c;
-  int ms;
-} sleep_job;
-
-static atomic_int g_workers; /* sleep workers still holding a call */
-
-static void *sleep_worker(void *arg) {
-  sleep_job *j = arg;
-  for (int t = 0; t < j->ms; t += 5) {
-    if (amn_call_is_cancelled(j->c)) break;
-    usleep(5000);
-  }
-  amn_call_send(j->c, (const uint8_t *)"slept", 5);
-  amn_call_finish(j->c, AMN_STATUS_OK, NULL);
-  free(j);
-  atomic_fetch_sub(&g_workers, 1);
-  return NULL;
-}
-
-static void sleep_on_message(amn_call *c, const uint8_t *msg, size_t len, void *ud) {
-  (void)ud;
-  char buf[16] = {0};
-  memcpy(buf, msg, len < 15 ? len : 15);
-  sleep_job *j = malloc(sizeof *j);
-  j->c = c;
-  j->ms = atoi(buf);
-  pthread_t t;
-  atomic_fetch_add(&g_workers, 1);
-  pthread_create(&t, NULL, sleep_worker, j);
-  pthread_detach(t);
-}
-
-static void sleep_on_cancel(amn_call *c, amn_status_code why, void *ud) {
-  (void)c; (void)ud;
-  atomic_store(&g_cancel_code, why);
-  atomic_fetch_add(&g_cancel_seen, 1);
-}
 
 /* /test.Svc/Fail: finishes with the status named by the request, with a
  * non-ASCII message (percent-encoding round trip) and trailing metadata. */
@@ -104,8 +56,10 @@ static void ident_on_message(amn_call *c, const uint8_t *msg, size_t len, void *
  * number of messages and bytes it got. */
 static atomic_int g_count_msgs;
 static atomic_long g_count_bytes;
+static amn_t_counter g_count_blocked = AMN_T_COUNTER_INIT; /* the client saw AMN_EAGAIN */
 static void *resume_later(void *arg) {
-  usleep(300000);
+  /* resumes once the paused stream has pushed back to the sender */
+  amn_t_counter_wait_ge(&g_count_blocked, 1, 20000);
   amn_call_resume_recv(arg);
   return NULL;
 }
@@ -134,8 +88,7 @@ static void count_on_cancel(amn_call *c, amn_status_code why, void *ud) {
 /* amn_server_free requires every call to be finished: let the handler
  * threads of the Sleep method finish theirs first. */
 static void free_server(amn_server *s) {
-  for (int i = 0; i < 1000 && atomic_load(&g_workers) > 0; i++) usleep(10000);
-  assert_int_equal(atomic_load(&g_workers), 0);
+  amn_t_sleep_quiesce();
   amn_server_free(s);
 }
 
@@ -144,9 +97,9 @@ static amn_server *start_server(const amn_server_opts *over) {
   if (over) o = *over;
   else amn_server_opts_init(&o);
   o.listen = "127.0.0.1:0";
-  o.tls = g_stls;
+  o.tls = amn_t_stls;
   o.threads = 2;
-  o.transport = g_transport == AMN_TRANSPORT_H3 ? AMN_TRANSPORT_BOTH : g_transport; /* [h3] TCP + QUIC */
+  o.transport = amn_t_transport == AMN_TRANSPORT_H3 ? AMN_TRANSPORT_BOTH : amn_t_transport; /* [h3] TCP + QUIC */
   o.drain_timeout_ms = over ? over->drain_timeout_ms : 3000;
   amn_server *s = NULL;
   char err[256];
@@ -154,10 +107,7 @@ static amn_server *start_server(const amn_server_opts *over) {
   if (rc) fprintf(stderr, "server_new: %s\n", err);
   assert_int_equal(rc, 0);
   assert_int_equal(amn_server_use_echo(s), 0);
-  amn_handler h = {0};
-  h.on_message = sleep_on_message;
-  h.on_cancel = sleep_on_cancel;
-  assert_int_equal(amn_server_register(s, "/test.Svc/Sleep", &h), 0);
+  amn_t_register_sleep(s);
   amn_handler f = {0};
   f.on_message = fail_on_message;
   assert_int_equal(amn_server_register(s, "/test.Svc/Fail", &f), 0);
@@ -182,8 +132,8 @@ static amn_client *make_client(amn_server *s, const amn_tls_opts *tls, size_t ma
   char url[64];
   snprintf(url, sizeof url, "https://localhost:%u", amn_server_port(s));
   o.url = url;
-  o.tls = tls ? *tls : g_ctls;
-  o.transport = g_transport;
+  o.tls = tls ? *tls : amn_t_ctls;
+  o.transport = amn_t_transport;
   o.connect_timeout_ms = 5000;
   if (max_recv) o.max_recv_message = max_recv;
   amn_client *c = NULL;
@@ -316,7 +266,7 @@ static void test_deadlines(void **st) {
   amn_server *s = start_server(NULL);
   amn_client *c = make_client(s, NULL, 0);
   amn_result r;
-  atomic_store(&g_cancel_seen, 0);
+  amn_t_counter_set(&amn_t_sleep_cancelled, 0);
   struct timespec t0, t1;
   clock_gettime(CLOCK_MONOTONIC, &t0);
   assert_int_equal(call_raw(c, "/test.Svc/Sleep", "3000", 200, &r), 0);
@@ -326,9 +276,9 @@ static void test_deadlines(void **st) {
   assert_true(el >= 0.19 && el < 2.0);
   amn_result_free(&r);
   /* the server saw the deadline (or the client's RST) as a cancellation */
-  for (int i = 0; i < 200 && atomic_load(&g_cancel_seen) == 0; i++) usleep(10000);
-  assert_int_equal(atomic_load(&g_cancel_seen), 1);
-  int code = atomic_load(&g_cancel_code);
+  assert_true(amn_t_counter_wait_ge(&amn_t_sleep_cancelled, 1, 10000));
+  assert_int_equal(amn_t_counter_get(&amn_t_sleep_cancelled), 1);
+  int code = amn_t_sleep_last_cancel_code();
   assert_true(code == AMN_STATUS_DEADLINE_EXCEEDED || code == AMN_STATUS_CANCELLED);
   /* a call inside its deadline still works on the same connection */
   assert_int_equal(call_raw(c, "/test.Svc/Sleep", "10", 2000, &r), 0);
@@ -347,13 +297,13 @@ static void test_server_deadline(void **st) {
   (void)st;
   amn_server *s = start_server(NULL);
   amn_client *c = make_client(s, NULL, 0);
-  atomic_store(&g_cancel_seen, 0);
+  amn_t_counter_set(&amn_t_sleep_cancelled, 0);
   amn_result r;
   assert_int_equal(call_raw(c, "/test.Svc/Sleep", "2000", 300, &r), 0);
   assert_int_equal(r.code, AMN_STATUS_DEADLINE_EXCEEDED);
   amn_result_free(&r);
-  for (int i = 0; i < 200 && atomic_load(&g_cancel_seen) == 0; i++) usleep(10000);
-  assert_int_equal(atomic_load(&g_cancel_seen), 1);
+  assert_true(amn_t_counter_wait_ge(&amn_t_sleep_cancelled, 1, 10000));
+  assert_int_equal(amn_t_counter_get(&amn_t_sleep_cancelled), 1);
   amn_client_free(c);
   free_server(s);
 }
@@ -483,6 +433,7 @@ static void test_recv_backpressure(void **st) {
   amn_client *c = make_client(s, NULL, 0);
   atomic_store(&g_count_msgs, 0);
   atomic_store(&g_count_bytes, 0);
+  amn_t_counter_set(&g_count_blocked, 0);
   last_ctx x = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, "", false, false, 0};
   amn_cstream_cbs cbs = {l_on_message, l_on_close, l_on_writable};
   amn_cstream *cs;
@@ -498,7 +449,7 @@ static void test_recv_backpressure(void **st) {
   for (int i = 0; i < N; i++) {
     int rc;
     while ((rc = amn_cstream_send(cs, buf, SZ)) == AMN_EAGAIN) {
-      eagain++;
+      if (eagain++ == 0) amn_t_counter_add(&g_count_blocked, 1); /* the handler may resume now */
       pthread_mutex_lock(&x.mu);
       struct timespec ts;
       clock_gettime(CLOCK_REALTIME, &ts);
@@ -519,11 +470,10 @@ static void test_recv_backpressure(void **st) {
   snprintf(want, sizeof want, "%d/%ld", N, (long)N * (long)SZ);
   assert_string_equal(x.last, want);
   /* the pause pushed back all the way to the sender: 16 MiB cannot all be
-   * accepted (1 MiB stream window + 4 MiB send buffer) before the handler
-   * resumes, 300 ms after its first message */
+   * accepted (1 MiB stream window + 4 MiB send buffer) while the handler
+   * holds its first message; it resumes only once the sender was blocked */
   double held = (t1.tv_sec - t0.tv_sec) + (t1.tv_nsec - t0.tv_nsec) / 1e9;
   assert_true(eagain > 0);
-  assert_true(held >= 0.25);
   amn_cstream_release(cs);
   free(buf);
   fprintf(stderr, "  sender blocked %d times, %.0f ms, while the handler paused\n", eagain, held * 1000);
@@ -623,21 +573,22 @@ static void test_client_cancel(void **st) {
   (void)st;
   amn_server *s = start_server(NULL);
   amn_client *c = make_client(s, NULL, 0);
-  atomic_store(&g_cancel_seen, 0);
+  amn_t_counter_set(&amn_t_sleep_cancelled, 0);
+  amn_t_counter_set(&amn_t_sleep_started, 0);
   stream_ctx x = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, false, 0, true, false};
   amn_cstream_cbs cbs = {s_on_message, s_on_close, NULL};
   amn_cstream *cs;
   assert_int_equal(amn_client_stream_open(c, "/test.Svc/Sleep", NULL, &cbs, &x, &cs), 0);
   assert_int_equal(amn_cstream_send(cs, (const uint8_t *)"5000", 4), 0);
-  usleep(200000);
+  assert_true(amn_t_counter_wait_ge(&amn_t_sleep_started, 1, 10000)); /* the handler has the call */
   amn_cstream_cancel(cs);
   pthread_mutex_lock(&x.mu);
   while (!x.closed) pthread_cond_wait(&x.cv, &x.mu);
   pthread_mutex_unlock(&x.mu);
   assert_int_equal(x.code, AMN_STATUS_CANCELLED);
-  for (int i = 0; i < 300 && atomic_load(&g_cancel_seen) == 0; i++) usleep(10000);
-  assert_int_equal(atomic_load(&g_cancel_seen), 1);
-  assert_int_equal(atomic_load(&g_cancel_code), AMN_STATUS_CANCELLED);
+  assert_true(amn_t_counter_wait_ge(&amn_t_sleep_cancelled, 1, 10000));
+  assert_int_equal(amn_t_counter_get(&amn_t_sleep_cancelled), 1);
+  assert_int_equal(amn_t_sleep_last_cancel_code(), AMN_STATUS_CANCELLED);
   amn_cstream_release(cs);
   amn_client_free(c);
   free_server(s);
@@ -647,14 +598,15 @@ typedef struct many_ctx {
   pthread_mutex_t mu;
   pthread_cond_t cv;
   int done, ok;
+  const char *want; /* the echoed request every call must answer with */
+  size_t want_len;
 } many_ctx;
 
 static void many_cb(const amn_result *r, void *ud) {
   many_ctx *m = ud;
   pthread_mutex_lock(&m->mu);
   m->done++;
-  if (r->code == AMN_STATUS_OK && r->len == 7 && memcmp(r->data, "slept", 5) != 0) m->ok += 0;
-  if (r->code == AMN_STATUS_OK) m->ok++;
+  if (r->code == AMN_STATUS_OK && r->len == m->want_len && memcmp(r->data, m->want, m->want_len) == 0) m->ok++;
   pthread_cond_broadcast(&m->cv);
   pthread_mutex_unlock(&m->mu);
 }
@@ -663,23 +615,23 @@ static void test_200_concurrent_async(void **st) {
   (void)st;
   amn_server *s = start_server(NULL);
   amn_client *c = make_client(s, NULL, 0);
-  many_ctx m = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, 0};
-  struct timespec t0, t1;
-  clock_gettime(CLOCK_MONOTONIC, &t0);
-  /* 200 calls whose handlers each take 300 ms on their own threads: they
-   * only finish in ~300 ms if they really run concurrently on one connection */
+  many_ctx m = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, 0, "60000", 5};
+  amn_t_counter_set(&amn_t_sleep_started, 0);
+  /* 200 calls whose handlers would each work for a minute on their own
+   * threads: all 200 hold their call at once, so they really run
+   * concurrently on one connection; then they are released together */
   for (int i = 0; i < 200; i++) {
     amn_call_opts co = {0};
-    co.timeout_ms = 20000;
-    assert_int_equal(amn_client_unary_async(c, "/test.Svc/Sleep", (const uint8_t *)"300", 3, &co, many_cb, &m), 0);
+    co.timeout_ms = 120000;
+    assert_int_equal(amn_client_unary_async(c, "/test.Svc/Sleep", (const uint8_t *)"60000", 5, &co, many_cb, &m), 0);
   }
+  assert_true(amn_t_counter_wait_ge(&amn_t_sleep_started, 200, 30000));
+  assert_int_equal(amn_t_counter_get(&amn_t_sleep_running), 200);
+  amn_t_sleep_release_all();
   pthread_mutex_lock(&m.mu);
   while (m.done < 200) pthread_cond_wait(&m.cv, &m.mu);
   pthread_mutex_unlock(&m.mu);
-  clock_gettime(CLOCK_MONOTONIC, &t1);
-  double el = (t1.tv_sec - t0.tv_sec) + (t1.tv_nsec - t0.tv_nsec) / 1e9;
   assert_int_equal(m.ok, 200);
-  assert_true(el < 10.0);
   amn_client_free(c);
   free_server(s);
 }
@@ -727,7 +679,6 @@ typedef struct shut_arg {
 } shut_arg;
 static void *stopper(void *p) {
   shut_arg *a = p;
-  usleep(150000);
   amn_server_stop(a->s);
   return NULL;
 }
@@ -742,13 +693,14 @@ static void test_graceful_shutdown(void **st) {
   bool serving = false;
   assert_int_equal(amn_client_health(c, "", 2000, &serving, NULL, NULL, 0), 0);
   assert_true(serving);
-  many_ctx m = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, 0};
+  many_ctx m = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, 0, "600", 3};
+  amn_t_counter_set(&amn_t_sleep_started, 0);
   for (int i = 0; i < 20; i++) {
     amn_call_opts co = {0};
     co.timeout_ms = 20000;
     assert_int_equal(amn_client_unary_async(c, "/test.Svc/Sleep", (const uint8_t *)"600", 3, &co, many_cb, &m), 0);
   }
-  usleep(100000); /* the calls are in flight */
+  assert_true(amn_t_counter_wait_ge(&amn_t_sleep_started, 20, 10000)); /* the calls are in flight */
   pthread_t t;
   shut_arg a = {s};
   pthread_create(&t, NULL, stopper, &a);
@@ -790,10 +742,10 @@ static void test_health(void **st) {
 static void issue(const char *name, const char *cn, unsigned eku, time_t nb, time_t na, const char *ca_prefix,
                   const char *const *dns, const char *const *ips, amn_tls_opts *out, char *store) {
   char ca[512], cak[512], crt[512], key[512], err[256];
-  snprintf(ca, sizeof ca, "%s/%s.pem", g_dir, ca_prefix);
-  snprintf(cak, sizeof cak, "%s/%s-key.pem", g_dir, ca_prefix);
-  snprintf(crt, sizeof crt, "%s/%s.pem", g_dir, name);
-  snprintf(key, sizeof key, "%s/%s-key.pem", g_dir, name);
+  snprintf(ca, sizeof ca, "%s/%s.pem", amn_t_dir, ca_prefix);
+  snprintf(cak, sizeof cak, "%s/%s-key.pem", amn_t_dir, ca_prefix);
+  snprintf(crt, sizeof crt, "%s/%s.pem", amn_t_dir, name);
+  snprintf(key, sizeof key, "%s/%s-key.pem", amn_t_dir, name);
   amn_pki_cert_spec spec = {cn, dns, ips, eku, nb, na, false};
   int rc = amn_pki_issue_test_cert(ca, cak, &spec, crt, key, err, sizeof err);
   if (rc) fprintf(stderr, "issue %s: %s\n", name, err);
@@ -826,25 +778,25 @@ static void test_mtls_refusals(void **st) {
   amn_server *s = start_server(NULL);
   time_t now = time(NULL);
   char err[256], p1[512], p2[512];
-  snprintf(p1, sizeof p1, "%s/other-ca.pem", g_dir);
-  snprintf(p2, sizeof p2, "%s/other-ca-key.pem", g_dir);
+  snprintf(p1, sizeof p1, "%s/other-ca.pem", amn_t_dir);
+  snprintf(p2, sizeof p2, "%s/other-ca-key.pem", amn_t_dir);
   assert_int_equal(amn_pki_make_ca(p1, p2, "other CA", now - 3600, now + 86400, err, sizeof err), 0);
   static char st1[1024], st2[1024], st3[1024], st4[1024];
   amn_tls_opts t;
 
   /* no client certificate */
-  t = g_ctls;
+  t = amn_t_ctls;
   t.cert_path = NULL;
   t.key_path = NULL;
   expect_refused(s, &t, "no client certificate");
   /* a client certificate from another CA */
-  t = g_ctls;
+  t = amn_t_ctls;
   issue("c-other", "intruder", 2, now - 3600, now + 86400, "other-ca", NULL, NULL, &t, st1);
   expect_refused(s, &t, "client cert from another CA");
   /* an expired client certificate: our client refuses to use it at all
    * (the server's refusal of one is covered by test_tls and the grpcio
    * interop test, whose client presents it anyway) */
-  t = g_ctls;
+  t = amn_t_ctls;
   issue("c-expired", "old client", 2, now - 86400 * 10, now - 86400, "ca", NULL, NULL, &t, st2);
   {
     amn_client_opts o;
@@ -857,15 +809,15 @@ static void test_mtls_refusals(void **st) {
     assert_non_null(strstr(e, "has expired"));
   }
   /* a client certificate without clientAuth (serverAuth only) */
-  t = g_ctls;
+  t = amn_t_ctls;
   issue("c-eku", "wrong usage", 1, now - 3600, now + 86400, "ca", NULL, NULL, &t, st3);
   expect_refused(s, &t, "client cert without clientAuth");
   /* the server name does not match: verify against a name the server cert lacks */
-  t = g_ctls;
+  t = amn_t_ctls;
   t.server_name = "not-the-server.example";
   expect_refused(s, &t, "server name mismatch");
   /* the client trusts another CA: the server's chain does not verify */
-  t = g_ctls;
+  t = amn_t_ctls;
   t.ca_path = p1;
   expect_refused(s, &t, "server cert from an untrusted CA");
   (void)st4;
@@ -874,7 +826,7 @@ static void test_mtls_refusals(void **st) {
 
 static void test_plaintext_mismatch(void **st) {
   (void)st;
-  if (g_transport == AMN_TRANSPORT_H3) { /* [h3] */
+  if (amn_t_transport == AMN_TRANSPORT_H3) { /* [h3] */
     fprintf(stderr, "  skipped over HTTP/3: QUIC has no plaintext mode\n");
     skip();
   }
@@ -932,7 +884,7 @@ static void test_port_in_use(void **st) {
   char listen[64];
   snprintf(listen, sizeof listen, "127.0.0.1:%u", amn_server_port(s));
   o.listen = listen;
-  o.tls = g_stls;
+  o.tls = amn_t_stls;
   amn_server *s2 = NULL;
   char err[256] = "";
   assert_int_equal(amn_server_new(&s2, &o, err, sizeof err), 0);
@@ -945,26 +897,15 @@ static void test_port_in_use(void **st) {
 
 static int setup_all(void **st) {
   (void)st;
-  const char *tp = getenv("AMN_TEST_TRANSPORT");
-  if (tp && strcmp(tp, "h3") == 0) g_transport = AMN_TRANSPORT_H3;
-  snprintf(g_dir, sizeof g_dir, "/tmp/amn-e2e-XXXXXX");
-  if (!mkdtemp(g_dir)) return -1;
-  char err[256];
-  if (amn_pki_init(g_dir, false, err, sizeof err) != 0) {
-    fprintf(stderr, "pki: %s\n", err);
-    return -1;
-  }
-  amn_pki_paths(g_dir, "server", &g_stls, g_store_s, sizeof g_store_s);
-  amn_pki_paths(g_dir, "client", &g_ctls, g_store_c, sizeof g_store_c);
+  if (amn_t_setup("e2e") != 0) return -1;
   amn_log_set_level(getenv("AMN_TEST_DEBUG") ? AMN_LOG_DEBUG : AMN_LOG_WARN);
   return 0;
 }
 
 static int teardown_all(void **st) {
   (void)st;
-  char cmd[300];
-  snprintf(cmd, sizeof cmd, "rm -rf '%s'", g_dir);
-  return system(cmd) == 0 ? 0 : -1;
+  amn_t_teardown();
+  return 0;
 }
 
 int main(void) {

@@ -37,16 +37,9 @@
 #include <cmocka.h>
 
 #include "amn/amn.h"
+#include "fixture.h"
 
-static char g_dir[256];
-static amn_tls_opts g_stls, g_ctls;
-static char g_sst[3 * 4096], g_cst[3 * 4096];
-
-static double now_ms(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
-}
+#define now_ms amn_t_now_ms
 
 static int listen_any(uint16_t *port) {
   int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
@@ -83,36 +76,6 @@ static void count_execute(amn_call *c, const amn_query *q, void *ud) {
   amn_call_reply_query(c, q->query_bytes, q->query_len, NULL, 0);
 }
 
-/* /test.Svc/Sleep: the body is a decimal number of ms; echoes it afterwards */
-typedef struct sleeper {
-  amn_call *c;
-  uint8_t msg[32];
-  size_t len;
-} sleeper;
-
-static void *sleep_thread(void *arg) {
-  sleeper *s = arg;
-  char b[33];
-  memcpy(b, s->msg, s->len);
-  b[s->len] = 0;
-  usleep((useconds_t)atoi(b) * 1000);
-  amn_call_send(s->c, s->msg, s->len);
-  amn_call_finish(s->c, AMN_STATUS_OK, NULL);
-  free(s);
-  return NULL;
-}
-
-static void sleep_msg(amn_call *c, const uint8_t *msg, size_t len, void *ud) {
-  (void)ud;
-  sleeper *s = calloc(1, sizeof *s);
-  s->c = c;
-  s->len = len < sizeof s->msg ? len : sizeof s->msg;
-  memcpy(s->msg, msg, s->len);
-  pthread_t t;
-  pthread_create(&t, NULL, sleep_thread, s);
-  pthread_detach(t);
-}
-
 /* /test.Svc/Flaky: UNAVAILABLE for the first `fail` executions, then OK */
 typedef struct flaky {
   atomic_int runs;
@@ -136,16 +99,15 @@ static amn_server *server(amn_server_opts *o, counter *k, flaky *f) {
     o = &d;
   }
   o->listen = "127.0.0.1:0";
-  o->tls = g_stls;
+  o->tls = amn_t_stls;
   o->threads = 1;
   amn_server *s = NULL;
   char err[256];
   assert_int_equal(amn_server_new(&s, o, err, sizeof err), 0);
   static counter dummy;
   assert_int_equal(amn_server_set_execute(s, count_execute, k ? k : &dummy), 0);
+  amn_t_register_sleep(s);
   amn_handler h = {0};
-  h.on_message = sleep_msg;
-  assert_int_equal(amn_server_register(s, "/test.Svc/Sleep", &h), 0);
   static flaky never;
   h.on_message = flaky_msg;
   h.ud = f ? f : &never;
@@ -163,7 +125,7 @@ static amn_client *client(const char *const *urls, size_t n, amn_client_opts *o)
   }
   o->urls = urls;
   o->url_count = n;
-  o->tls = g_ctls;
+  o->tls = amn_t_ctls;
   amn_client *c = NULL;
   char err[256];
   assert_int_equal(amn_client_new(&c, o, err, sizeof err), 0);
@@ -184,17 +146,49 @@ static uint64_t retries_of(amn_client *c) {
   return r;
 }
 
+/* The pool's state, read through amn_client_stats. */
+typedef struct pool_state {
+  amn_client *c;
+  size_t neps;
+  amn_endpoint_stats st[4];
+  uint32_t connections, in_flight; /* wanted: per endpoint (ready) or in all (the others) */
+} pool_state;
+
+static void read_stats(pool_state *p) { amn_client_stats(p->c, p->st, 4, NULL); }
+static bool all_ready(void *arg) {
+  pool_state *p = arg;
+  read_stats(p);
+  for (size_t k = 0; k < p->neps; k++)
+    if (p->st[k].connections < p->connections) return false;
+  return true;
+}
+static bool not_connecting(void *arg) {
+  pool_state *p = arg;
+  read_stats(p);
+  return !p->st[0].connecting;
+}
+static bool has_connections_in_flight(void *arg) {
+  pool_state *p = arg;
+  read_stats(p);
+  return p->st[0].connections == p->connections && p->st[0].calls_in_flight == p->in_flight;
+}
+static bool has_connections(void *arg) {
+  pool_state *p = arg;
+  read_stats(p);
+  return p->st[0].connections == p->connections;
+}
+static bool total_in_flight(void *arg) {
+  pool_state *p = arg;
+  read_stats(p);
+  uint32_t n = 0;
+  for (size_t k = 0; k < p->neps; k++) n += p->st[k].calls_in_flight;
+  return n == p->in_flight;
+}
+
 /* waits until every endpoint has `n` ready connections */
 static void wait_ready(amn_client *c, size_t neps, uint32_t n) {
-  for (int i = 0; i < 300; i++) {
-    amn_endpoint_stats st[4];
-    amn_client_stats(c, st, 4, NULL);
-    size_t ok = 0;
-    for (size_t k = 0; k < neps; k++) ok += st[k].connections >= n;
-    if (ok == neps) return;
-    usleep(10000);
-  }
-  fail_msg("endpoints not ready");
+  pool_state p = {.c = c, .neps = neps, .connections = n};
+  if (!amn_t_poll(all_ready, &p, 10000)) fail_msg("endpoints not ready");
 }
 
 /* ---- a user-space TCP relay that can blackhole ---- */
@@ -294,7 +288,7 @@ static void *raw_main(void *arg) {
   rawsrv *r = arg;
   gnutls_certificate_credentials_t cred;
   gnutls_certificate_allocate_credentials(&cred);
-  gnutls_certificate_set_x509_key_file(cred, g_stls.cert_path, g_stls.key_path, GNUTLS_X509_FMT_PEM);
+  gnutls_certificate_set_x509_key_file(cred, amn_t_stls.cert_path, amn_t_stls.key_path, GNUTLS_X509_FMT_PEM);
   nghttp2_session_callbacks *cbs;
   nghttp2_session_callbacks_new(&cbs);
   nghttp2_session_callbacks_set_on_frame_recv_callback(cbs, raw_frame_recv);
@@ -409,8 +403,9 @@ static void test_keepalive_blackhole(void **st) {
   waiter w = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, 0, "", 0};
   amn_call_opts co = {0};
   co.timeout_ms = 30000;
+  amn_t_counter_set(&amn_t_sleep_started, 0);
   assert_int_equal(amn_client_unary_async(c, "/test.Svc/Sleep", (const uint8_t *)"20000", 5, &co, waiter_cb, &w), 0);
-  usleep(200000);
+  assert_true(amn_t_counter_wait_ge(&amn_t_sleep_started, 1, 10000)); /* the call is in flight */
   double t0 = now_ms();
   atomic_store(&r.blackhole, true);
   waiter_wait(&w, 1);
@@ -422,11 +417,8 @@ static void test_keepalive_blackhole(void **st) {
   /* the pool's own reconnect attempt, made while the path is still dead,
    * times out; once the path is back, the next call reconnects */
   amn_endpoint_stats es;
-  for (int i = 0; i < 300; i++) {
-    amn_client_stats(c, &es, 1, NULL);
-    if (!es.connecting) break;
-    usleep(10000);
-  }
+  pool_state ps = {.c = c, .neps = 1};
+  assert_true(amn_t_poll(not_connecting, &ps, 10000));
   atomic_store(&r.blackhole, false);
   assert_int_equal(execute(c, "after", false, &res), 0);
   assert_int_equal(res.code, AMN_STATUS_OK);
@@ -547,11 +539,9 @@ static void test_pool_grows_and_shrinks(void **st) {
   for (int i = 0; i < 10; i++)
     assert_int_equal(amn_client_unary_async(c, "/test.Svc/Sleep", (const uint8_t *)"2500", 4, &co, waiter_cb, &w), 0);
   amn_endpoint_stats es;
-  for (int i = 0; i < 200; i++) { /* the pool opens connections as the first fill up */
-    amn_client_stats(c, &es, 1, NULL);
-    if (es.connections == 4 && es.calls_in_flight == 8) break;
-    usleep(10000);
-  }
+  pool_state ps = {.c = c, .neps = 1, .connections = 4, .in_flight = 8};
+  amn_t_poll(has_connections_in_flight, &ps, 10000); /* the pool opens connections as the first fill up */
+  es = ps.st[0];
   fprintf(stderr, "  10 calls, server allows 2 streams: %u connections, %u calls in flight\n", es.connections,
           es.calls_in_flight);
   assert_int_equal(es.connections, 4); /* pool_max: 8 calls run, 2 wait */
@@ -559,11 +549,9 @@ static void test_pool_grows_and_shrinks(void **st) {
   waiter_wait(&w, 10);
   assert_int_equal(w.code, AMN_STATUS_OK);
   /* idle connections above the minimum close after idle_timeout_ms */
-  for (int i = 0; i < 300; i++) { /* idle_timeout_ms, checked every 100 ms */
-    amn_client_stats(c, &es, 1, NULL);
-    if (es.connections == 1) break;
-    usleep(10000);
-  }
+  ps.connections = 1;
+  amn_t_poll(has_connections, &ps, 10000); /* idle_timeout_ms, checked every 100 ms */
+  es = ps.st[0];
   fprintf(stderr, "  after idling: %u connection(s)\n", es.connections);
   assert_int_equal(es.connections, 1);
   assert_int_equal(es.calls_ok, 10);
@@ -635,12 +623,9 @@ static void test_p2c_balances_in_flight(void **st) {
   /* 20 slow calls: 10 land on each server and stay in flight */
   for (int i = 0; i < 20; i++)
     assert_int_equal(amn_client_unary_async(c, "/test.Svc/Sleep", (const uint8_t *)"2500", 4, &co, waiter_cb, &w), 0);
-  amn_endpoint_stats es[2];
-  for (int i = 0; i < 200; i++) {
-    amn_client_stats(c, es, 2, NULL);
-    if (es[0].calls_in_flight + es[1].calls_in_flight == 20) break;
-    usleep(10000);
-  }
+  pool_state ps = {.c = c, .neps = 2, .in_flight = 20};
+  amn_t_poll(total_in_flight, &ps, 10000);
+  amn_endpoint_stats *es = ps.st;
   fprintf(stderr, "  in flight: %u + %u\n", es[0].calls_in_flight, es[1].calls_in_flight);
   assert_int_equal(es[0].calls_in_flight + es[1].calls_in_flight, 20);
   assert_true(es[0].calls_in_flight >= 8 && es[1].calls_in_flight >= 8); /* p2c balances what is in flight */
@@ -711,11 +696,11 @@ static void test_reload_api(void **st) {
   (void)st;
   /* the server's files are copies that the test can break */
   char cert[512], key[512], ca[512], cmd[2048];
-  snprintf(cert, sizeof cert, "%s/rl-cert.pem", g_dir);
-  snprintf(key, sizeof key, "%s/rl-key.pem", g_dir);
-  snprintf(ca, sizeof ca, "%s/rl-ca.pem", g_dir);
-  snprintf(cmd, sizeof cmd, "cp '%s' '%s' && cp '%s' '%s' && cp '%s' '%s'", g_stls.cert_path, cert, g_stls.key_path,
-           key, g_stls.ca_path, ca);
+  snprintf(cert, sizeof cert, "%s/rl-cert.pem", amn_t_dir);
+  snprintf(key, sizeof key, "%s/rl-key.pem", amn_t_dir);
+  snprintf(ca, sizeof ca, "%s/rl-ca.pem", amn_t_dir);
+  snprintf(cmd, sizeof cmd, "cp '%s' '%s' && cp '%s' '%s' && cp '%s' '%s'", amn_t_stls.cert_path, cert, amn_t_stls.key_path,
+           key, amn_t_stls.ca_path, ca);
   assert_int_equal(system(cmd), 0);
   amn_server_opts so;
   amn_server_opts_init(&so);
@@ -767,12 +752,7 @@ static void test_reload_api(void **st) {
 static int setup(void **st) {
   (void)st;
   signal(SIGPIPE, SIG_IGN); /* the raw server and the relay write to sockets the peer closed */
-  snprintf(g_dir, sizeof g_dir, "/tmp/amn-pool-XXXXXX");
-  if (!mkdtemp(g_dir)) return -1;
-  char err[256];
-  if (amn_pki_init(g_dir, false, err, sizeof err) != 0) return -1;
-  if (amn_pki_paths(g_dir, "server", &g_stls, g_sst, sizeof g_sst) != 0) return -1;
-  if (amn_pki_paths(g_dir, "client", &g_ctls, g_cst, sizeof g_cst) != 0) return -1;
+  if (amn_t_setup("pool") != 0) return -1;
   const char *lvl = getenv("AMN_TEST_LOG");
   amn_log_set_level(lvl ? (amn_log_level)atoi(lvl) : AMN_LOG_ERROR);
   return 0;
@@ -780,9 +760,9 @@ static int setup(void **st) {
 
 static int teardown(void **st) {
   (void)st;
-  char cmd[400];
-  snprintf(cmd, sizeof cmd, "rm -rf '%s'", g_dir);
-  return system(cmd) == 0 ? 0 : -1;
+  amn_t_sleep_quiesce();
+  amn_t_teardown();
+  return 0;
 }
 
 int main(void) {
