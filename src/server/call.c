@@ -7,17 +7,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "amn/proto.h"
 #include "server/server_internal.h"
 #include "util/log.h"
 
-static int64_t now_ns(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
-}
+static int64_t now_ns(const amn_call *c) { return c->sl->clock_ns(); }
 
 bool amn_call_on_loop(const amn_call *c) { return pthread_equal(pthread_self(), c->sl->thread); }
 
@@ -120,7 +115,7 @@ const char *amn_call_peer_addr(const amn_call *c) { return c->peer_addr ? c->pee
 const amn_metadata *amn_call_metadata(const amn_call *c) { return &c->md_pub; }
 int64_t amn_call_deadline_remaining_ms(const amn_call *c) {
   if (c->deadline_ns < 0) return -1;
-  return amn_deadline_left_ms(c->deadline_ns, now_ns());
+  return amn_deadline_left_ms(c->deadline_ns, now_ns(c));
 }
 bool amn_call_is_cancelled(const amn_call *c) { return atomic_load(&((amn_call *)c)->cancelled); }
 bool amn_call_is_early_data(const amn_call *c) { return c->early_data; }
@@ -485,7 +480,7 @@ void amn_call_on_headers_done(amn_call *c) {
   }
   c->h = h;
   if (c->req.timeout_ns >= 0) {
-    c->deadline_ns = amn_deadline_after(now_ns(), c->req.timeout_ns);
+    c->deadline_ns = amn_deadline_after(now_ns(c), c->req.timeout_ns);
     if (c->req.timeout_ns == 0) {
       amn_call_fail(c, AMN_STATUS_DEADLINE_EXCEEDED, "deadline exceeded");
       return;

@@ -471,6 +471,7 @@ int amn_server_start(amn_server *s, char *err, size_t errlen) {
     port = bound; /* port 0: every loop shares the port the first one got */
     sl->lfd = fd;
     sl->ev = ev_loop_new(EVFLAG_AUTO | EVFLAG_NOSIGMASK);
+    sl->clock_ns = amn_clock_monotonic_ns;
     amn_ioloop_init(&sl->io, sl->ev);
     sl->io.owner = sl;
     sl->io.before_flush = before_flush;

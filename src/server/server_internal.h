@@ -16,6 +16,7 @@
 #include "tls/tls.h"
 #include "transport/h2/h2io.h"
 #include "util/addr.h"
+#include "util/clock.h"
 #include "util/mpsc.h"
 
 typedef struct amn_srv_loop amn_srv_loop;
@@ -111,6 +112,7 @@ struct amn_srv_loop {
   int idx;
   pthread_t thread;
   struct ev_loop *ev;
+  amn_clock_fn clock_ns;            /* the calls' clock (deadlines): monotonic, or a test's */
   amn_ioloop io;
   int lfd;
   ev_io lw;
