@@ -11,6 +11,7 @@
 
 #include "amn/proto.h"
 #include "client/client_internal.h"
+#include "client/policy.h"
 #include "health.pb-c.h"
 #include "util/log.h"
 
@@ -156,15 +157,17 @@ void amn_ccall_fail(amn_ccall *c, amn_status_code code, const char *msg, bool un
   /* can the request be sent again? unary: its message is kept; stream:
    * only when nothing was sent nor received yet */
   bool replayable = c->kind != AMN_CK_STREAM ? (c->replay || !amn_msgq_empty(&c->sq)) : (!c->pulled_any && c->nmsgs == 0);
-  bool retry = false;
-  /* max_retries bounds both kinds; only idempotent re-sends use the budget */
-  if (replayable && !c->probe && (uint32_t)c->attempts <= cl->o.max_retries && !atomic_load(&cl->stopping) &&
-      !atomic_load(&c->cancel_requested)) {
-    if (unprocessed) retry = true;
-    else retry = c->idempotent && code == AMN_STATUS_UNAVAILABLE && cl->retry_tokens > 5.0;
-  }
-  if (!unprocessed && code == AMN_STATUS_UNAVAILABLE)
-    cl->retry_tokens = cl->retry_tokens > 1 ? cl->retry_tokens - 1 : 0;
+  amn_retry_case k = {.replayable = replayable,
+                       .probe = c->probe,
+                       .stopping = atomic_load(&cl->stopping),
+                       .cancelled = atomic_load(&c->cancel_requested),
+                       .unprocessed = unprocessed,
+                       .idempotent = c->idempotent,
+                       .code = code,
+                       .attempts = (uint32_t)c->attempts,
+                       .max_retries = cl->o.max_retries};
+  bool retry = amn_policy_may_retry(&k, cl->retry_tokens);
+  if (!unprocessed && code == AMN_STATUS_UNAVAILABLE) amn_policy_retry_failure(&cl->retry_tokens);
   if (!retry) {
     amn_ccall_complete(c, code, msg);
     return;
@@ -201,7 +204,7 @@ void amn_ccall_complete(amn_ccall *c, amn_status_code code, const char *msg) {
   if (c->done) return;
   c->done = true;
   amn_pool_call_detach(c, code);
-  if (code == AMN_STATUS_OK && c->cl->retry_tokens < 10) c->cl->retry_tokens += 0.1;
+  if (code == AMN_STATUS_OK) amn_policy_retry_success(&c->cl->retry_tokens);
   atomic_store(&c->closed_flag, true);
   if (c->deadline_armed) {
     ev_timer_stop(c->cl->ev, &c->deadline);

@@ -22,18 +22,13 @@
 #include <time.h>
 
 #include "client/client_internal.h"
+#include "client/policy.h"
 #include "util/log.h"
 
 #define MAX_ENDPOINTS 64
 #define AMN_POOL_H3_HEAD_START 0.25 /* seconds QUIC has before TCP joins the race (auto) */
 
-static uint64_t rnd(amn_client *cl) {
-  uint64_t x = cl->rng;
-  x ^= x << 13;
-  x ^= x >> 7;
-  x ^= x << 17;
-  return cl->rng = x;
-}
+static uint64_t rnd(amn_client *cl) { return amn_policy_rand(&cl->rng); }
 
 #define LOCK(cl) pthread_mutex_lock(&(cl)->stats_mu)
 #define UNLOCK(cl) pthread_mutex_unlock(&(cl)->stats_mu)
@@ -139,7 +134,7 @@ static int pool_common_init(amn_client *cl) {
   clock_gettime(CLOCK_MONOTONIC, &ts);
   cl->rng = ((uint64_t)ts.tv_nsec << 20) ^ (uint64_t)ts.tv_sec ^ (uint64_t)(uintptr_t)cl ^ 0x9e3779b97f4a7c15ull;
   if (!cl->rng) cl->rng = 1;
-  cl->retry_tokens = 10;
+  cl->retry_tokens = AMN_RETRY_TOKENS_MAX;
   double iv = cl->o.idle_timeout_ms / 4000.0;
   ev_timer_init(&cl->pool_timer, reap_cb, 0., iv < 0.05 ? 0.05 : iv > 1 ? 1 : iv);
   cl->pool_timer.data = cl;
@@ -210,9 +205,10 @@ static amn_cslot *pick(amn_client *cl) {
     if (s) cand[n++] = s;
   }
   if (n <= 1) return n ? cand[0] : NULL;
-  size_t a = rnd(cl) % n, b = rnd(cl) % (n - 1);
-  if (b >= a) b++;
-  return cand[b]->ep->inflight < cand[a]->ep->inflight ? cand[b] : cand[a];
+  uint32_t loads[MAX_ENDPOINTS];
+  for (size_t i = 0; i < n; i++) loads[i] = cand[i]->ep->inflight;
+  uint64_t r1 = rnd(cl), r2 = rnd(cl);
+  return cand[amn_policy_p2c(loads, n, r1, r2)];
 }
 
 static bool slot_open_tp(amn_cendpoint *ep, const amn_ctransport *tp) {
@@ -267,11 +263,7 @@ static void eject(amn_cendpoint *ep, const char *why) {
   ep->connect_failures++;
   snprintf(ep->last_error, sizeof ep->last_error, "%s", why);
   UNLOCK(cl);
-  /* base * 2^(fails-1), capped, times a jitter in [0.8, 1.2) */
-  double d = cl->o.backoff_base_ms / 1000.0, cap = cl->o.backoff_max_ms / 1000.0;
-  for (uint32_t i = 1; i < ep->fails && d < cap; i++) d *= 2;
-  if (d > cap) d = cap;
-  d *= 0.8 + 0.4 * (double)(rnd(cl) % 1000000) / 1e6;
+  double d = amn_policy_backoff_s(ep->fails, cl->o.backoff_base_ms / 1000.0, cl->o.backoff_max_ms / 1000.0, rnd(cl));
   ep->retry_at = ev_now(cl->ev) + d;
   ev_timer_stop(cl->ev, &ep->retry);
   ev_timer_set(&ep->retry, d, 0.);
