@@ -267,6 +267,19 @@ void amn_call_fail(amn_call *c, amn_status_code code, const char *msg) {
   notify_cancel(c, code);
 }
 
+/* A protocol error found after the handler may already have finished: the
+ * final status is replaced as long as it has not been sent. */
+static void fail_late(amn_call *c, amn_status_code code, const char *msg) {
+  if (c->trailers_sent || c->stream_closed) return;
+  AMN_DEBUG("call %s from %s failed: %s: %s", c->method ? c->method : "?", amn_call_peer_addr(c),
+            amn_status_name(code), msg);
+  free_queue(c);
+  c->fin_pending = false;
+  set_final(c, code, msg);
+  if (atomic_load(&c->finish_called)) atomic_store(&c->cancelled, true); /* the handler is done with it */
+  else notify_cancel(c, code);
+}
+
 static void process_finish(amn_call *c, amn_status_code code, const char *msg) {
   if (!atomic_load(&c->cancelled)) set_final(c, code, msg);
 }
@@ -497,6 +510,13 @@ static bool call_accepting(const amn_call *c) {
 
 static int on_msg(void *ud, uint8_t *msg, size_t len, bool compressed) {
   amn_call *c = ud;
+  if (c->h && !c->h->client_streaming && c->msgs_in >= 1) {
+    /* one rule, whenever the handler answered: a unary call with a second
+     * message is a protocol error */
+    free(msg);
+    fail_late(c, AMN_STATUS_INTERNAL, "unary method received more than one request message");
+    return 1;
+  }
   if (!call_accepting(c)) {
     free(msg);
     return 1;
@@ -508,11 +528,6 @@ static int on_msg(void *ud, uint8_t *msg, size_t len, bool compressed) {
   }
   c->msgs_in++;
   if (!c->h->client_streaming) {
-    if (c->msgs_in > 1) {
-      free(msg);
-      amn_call_fail(c, AMN_STATUS_INTERNAL, "unary method received more than one request message");
-      return 1;
-    }
     c->unary_msg = msg;
     dispatch(c);
     if (c->h->on_message) c->h->on_message(c, msg ? msg : (const uint8_t *)"", len, c->h->ud);

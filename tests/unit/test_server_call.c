@@ -368,6 +368,31 @@ static void test_message_errors(void **st) {
   pump(c, &r3);
   assert_string_equal(r3.grpc_status, "13");
   close_stream(c, AMN_STATUS_CANCELLED);
+  /* a unary call with two messages in one chunk: INTERNAL, although the
+   * echo handler answered OK on the first one */
+  fake_conn f5 = {0};
+  c = request(&f5, "/t.S/Echo", NULL);
+  uint8_t two[12] = {0, 0, 0, 0, 1, 'a', 0, 0, 0, 0, 1, 'b'};
+  amn_call_on_data(c, two, sizeof two);
+  amn_call_on_remote_close(c);
+  response r5 = {0};
+  pump(c, &r5);
+  assert_int_equal(r5.len, 0); /* the echo of 'a' is not sent */
+  assert_string_equal(r5.grpc_status, "13");
+  assert_non_null(strstr(r5.grpc_message, "more than one"));
+  close_stream(c, AMN_STATUS_CANCELLED);
+  /* the same with the second message in a later chunk, while the handler still holds the call */
+  fake_conn f6 = {0};
+  c = request(&f6, "/t.S/Later", NULL);
+  send_msg(c, "a", 1);
+  assert_ptr_equal(g_held, c);
+  int cancels = g_cancels;
+  send_msg(c, "b", 1);
+  assert_int_equal(g_cancels, cancels + 1); /* the handler hears why */
+  response r6 = {0};
+  pump(c, &r6);
+  assert_string_equal(r6.grpc_status, "13");
+  close_stream(c, AMN_STATUS_CANCELLED);
   /* a bad flag byte */
   fake_conn f4 = {0};
   c = request(&f4, "/t.S/Echo", NULL);
