@@ -10,12 +10,15 @@ import (
 	"crypto/x509"
 	"encoding/binary"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"os"
+	"os/signal"
 	"reflect"
 	"sort"
 	"strings"
+	"syscall"
 
 	"github.com/lucas-clemente/quic-go"
 	"github.com/lucas-clemente/quic-go/http3"
@@ -87,6 +90,31 @@ func ServerTLS(caFile, certFile, keyFile string) *tls.Config {
 	}
 	return &tls.Config{Certificates: []tls.Certificate{kp}, ClientCAs: CertPool(caFile),
 		ClientAuth: tls.RequireAndVerifyClientCert, MinVersion: tls.VersionTLS13}
+}
+
+// ServerFlags parses the servers' command line: -listen HOST:PORT (default
+// 127.0.0.1:0) and the mTLS files -cert, -key, -ca; returns the listen
+// address and the server TLS configuration.
+func ServerFlags(prog string) (string, *tls.Config) {
+	listen := flag.String("listen", "127.0.0.1:0", "HOST:PORT")
+	cert := flag.String("cert", "", "server certificate")
+	key := flag.String("key", "", "server key")
+	ca := flag.String("ca", "", "CA of the client certificates")
+	flag.Parse()
+	if *cert == "" || *key == "" || *ca == "" {
+		Fatal("usage: %s -listen HOST:PORT -cert F -key F -ca F", prog)
+	}
+	return *listen, ServerTLS(*ca, *cert, *key)
+}
+
+// OnSignal runs stop (in its own goroutine) at the first SIGTERM or SIGINT.
+func OnSignal(stop func()) {
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, syscall.SIGTERM, syscall.SIGINT)
+	go func() {
+		<-sig
+		stop()
+	}()
 }
 
 // Frame prefixes msg with gRPC's 5-byte header (uncompressed).

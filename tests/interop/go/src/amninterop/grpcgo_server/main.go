@@ -11,14 +11,10 @@ package main
 
 import (
 	"context"
-	"flag"
 	"fmt"
 	"io"
 	"net"
-	"os"
-	"os/signal"
 	"strings"
-	"syscall"
 
 	pb "amaterspb"
 	"amninterop/common"
@@ -82,19 +78,12 @@ func (server) ExecuteStream(st pb.AmateRS_ExecuteStreamServer) error {
 }
 
 func main() {
-	listen := flag.String("listen", "127.0.0.1:0", "HOST:PORT")
-	cert := flag.String("cert", "", "server certificate")
-	key := flag.String("key", "", "server key")
-	ca := flag.String("ca", "", "CA of the client certificates")
-	flag.Parse()
-	if *cert == "" || *key == "" || *ca == "" {
-		common.Fatal("usage: grpcgo_server -listen HOST:PORT -cert F -key F -ca F")
-	}
-	lis, err := net.Listen("tcp", *listen)
+	listen, tlsConf := common.ServerFlags("grpcgo_server")
+	lis, err := net.Listen("tcp", listen)
 	if err != nil {
 		common.Fatal("listen: %v", err)
 	}
-	s := grpc.NewServer(grpc.Creds(credentials.NewTLS(common.ServerTLS(*ca, *cert, *key))),
+	s := grpc.NewServer(grpc.Creds(credentials.NewTLS(tlsConf)),
 		grpc.MaxRecvMsgSize(64<<20), grpc.MaxSendMsgSize(64<<20))
 	pb.RegisterAmateRSServer(s, server{})
 	hs := health.NewServer()
@@ -103,12 +92,7 @@ func main() {
 	hs.SetServingStatus(echo.DownService, healthpb.HealthCheckResponse_NOT_SERVING)
 	healthpb.RegisterHealthServer(s, hs)
 
-	sig := make(chan os.Signal, 1)
-	signal.Notify(sig, syscall.SIGTERM, syscall.SIGINT)
-	go func() {
-		<-sig
-		s.GracefulStop()
-	}()
+	common.OnSignal(s.GracefulStop)
 	fmt.Printf("grpcgo_server: listening on %s\n", lis.Addr())
 	if err := s.Serve(lis); err != nil {
 		common.Fatal("serve: %v", err)
