@@ -9,6 +9,7 @@ PKGS=(
   python3 python3-grpcio python3-protobuf
   nghttp2-client nghttp2-proxy ngtcp2-client ngtcp2-server
   libnss-wrapper
+  golang-go golang-google-grpc-dev golang-github-lucas-clemente-quic-go-dev protoc-gen-go-1-3
 )
 missing=()
 for p in "${PKGS[@]}"; do
