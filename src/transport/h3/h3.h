@@ -1,6 +1,6 @@
 /*
  * Internal: HTTP/3 transport (gRPC over HTTP/3, grpc/proposal G2) on
- * ngtcp2 0.12 + ngtcp2_crypto_gnutls + nghttp3 0.8.
+ * ngtcp2 1.11 + ngtcp2_crypto_gnutls + nghttp3 1.8 (Debian bookworm-backports).
  *
  * h3_common.c holds what the server (h3_server.c) and the client
  * (h3_client.c) share: the per-connection packet pump (ngtcp2 <-> nghttp3
@@ -201,7 +201,7 @@ struct amn_h3_conn {
   ngtcp2_mem mem;              /* this connection's allocators (see amn_h3_mem_usage) */
   nghttp3_mem hmem;
   struct amn_h3_blk *blocks;   /* every block they hold */
-  ngtcp2_connection_close_error err; /* what we tell the peer when closing */
+  ngtcp2_ccerr err; /* what we tell the peer when closing */
   bool dirty;
   amn_h3_conn *next_dirty;
 };
@@ -223,7 +223,7 @@ uint64_t amn_h3_now(void);
 void amn_h3_rand(uint8_t *dest, size_t len, const ngtcp2_rand_ctx *ctx);
 /* recv_crypto_data: feeds the handshake to GnuTLS and keeps its fatal
  * error code in tls_rc (ngtcp2's own helper only reports "crypto error"). */
-int amn_h3_recv_crypto_data(ngtcp2_conn *q, ngtcp2_crypto_level level, uint64_t offset, const uint8_t *data,
+int amn_h3_recv_crypto_data(ngtcp2_conn *q, ngtcp2_encryption_level level, uint64_t offset, const uint8_t *data,
                             size_t len, void *user_data);
 /* update_key: ngtcp2's, counting the key generations in b->key_gens (one
  * when the handshake completes, one more per key update). */
