@@ -1412,6 +1412,104 @@ static void test_conn_retry_under_load(void **st) {
 }
 
 /* ------------------------------------------------------------------ */
+/* Group "churn": the client's address changes on every datagram      */
+/* ------------------------------------------------------------------ */
+
+/* Calls in a loop until told to stop: echoes of small requests, or
+ * downloads of `big` bytes (checked byte-exact). A failure is clean when
+ * it is a status a caller can act on (UNAVAILABLE, DEADLINE_EXCEEDED). */
+typedef struct caller {
+  amn_client *c;
+  size_t big;                   /* 0: /t.H3/Echo */
+  atomic_bool stop;
+  int ok, failed, unclean;
+  char last[200];
+} caller;
+
+static void *caller_main(void *p) {
+  caller *k = p;
+  for (unsigned i = 0; !atomic_load(&k->stop); i++) {
+    char req[32];
+    if (k->big) snprintf(req, sizeof req, "%zu", k->big);
+    else snprintf(req, sizeof req, "call %u", i);
+    amn_result r = {0};
+    int rc = call_str(k->c, k->big ? "/t.H3/Big" : "/t.H3/Echo", req, 3000, &r);
+    bool ok = rc == 0 && r.code == AMN_STATUS_OK &&
+              (k->big ? r.len == k->big && check_fill(r.data, r.len, k->big)
+                      : r.len == strlen(req) && memcmp(r.data, req, r.len) == 0);
+    if (ok) {
+      k->ok++;
+    } else {
+      k->failed++;
+      if (rc != 0 || (r.code != AMN_STATUS_UNAVAILABLE && r.code != AMN_STATUS_DEADLINE_EXCEEDED)) k->unclean++;
+      snprintf(k->last, sizeof k->last, "rc %d, %s: %s", rc, amn_status_name(r.code), r.message ? r.message : "");
+    }
+    if (rc == 0) amn_result_free(&r);
+  }
+  return NULL;
+}
+
+static void caller_report(const char *who, const caller *k) {
+  fprintf(stderr, "# %s: %d ok, %d failed (%d unclean)%s%s\n", who, k->ok, k->failed, k->unclean,
+          k->failed ? ", last: " : "", k->failed ? k->last : "");
+}
+
+/* NAT rebinding churn (issue 14): for several seconds every datagram of
+ * one client reaches the server from another 127.0.0.x address and port
+ * (the relay's churn mode) while that client makes small calls and
+ * downloads. The server (two loops: datagrams of a connection must be
+ * steered to its loop by connection ID) must not abort; the churned
+ * calls continue or fail cleanly; a client running alongside, straight
+ * to the server, sees no failure; once the churn stops the churned
+ * client makes calls again. */
+static void test_churn_nat_rebinding(void **st) {
+  (void)st;
+  amn_server *s = srv_start(NULL);
+  udp_relay *r = udp_relay_start(amn_server_port(s), 14);
+  amn_client *ca = cli_new(udp_relay_port(r), NULL), *cb = cli_new(amn_server_port(s), NULL);
+  amn_result res;
+  assert_int_equal(call_str(ca, "/t.H3/Echo", "before", 10000, &res), 0); /* connected before the churn */
+  assert_int_equal(res.code, AMN_STATUS_OK);
+  amn_result_free(&res);
+  caller small = {.c = ca}, big = {.c = ca, .big = 256u << 10}, other = {.c = cb};
+  pthread_t t[3];
+  pthread_create(&t[0], NULL, caller_main, &small);
+  pthread_create(&t[1], NULL, caller_main, &big);
+  pthread_create(&t[2], NULL, caller_main, &other);
+  udp_relay_churn(r, true);
+  usleep(5000000); /* the churn lasts 5 s: the calls run meanwhile */
+  udp_relay_churn(r, false);
+  relay_stats rs;
+  udp_relay_stats(r, RELAY_C2S, &rs);
+  atomic_store(&small.stop, true);
+  atomic_store(&big.stop, true);
+  atomic_store(&other.stop, true);
+  for (int i = 0; i < 3; i++) pthread_join(t[i], NULL);
+  amn_h3_server_stats ss;
+  amn_h3s_stats(s, &ss);
+  fprintf(stderr, "# churn: %llu datagrams from fresh addresses in 5 s; server: %llu path validations, %llu "
+          "connections accepted\n", (unsigned long long)rs.churned, (unsigned long long)ss.path_validations,
+          (unsigned long long)ss.conns_accepted);
+  caller_report("churned client, echo", &small);
+  caller_report("churned client, 256 KiB downloads", &big);
+  caller_report("client alongside", &other);
+  assert_true(rs.churned >= 100);               /* the churn really happened */
+  assert_int_equal(small.unclean + big.unclean, 0);
+  assert_int_equal(other.failed, 0);
+  assert_true(other.ok >= 10);
+  /* the churned client works again (on its connection, or a new one) */
+  int rc = call_str(ca, "/t.H3/Echo", "after", 10000, &res);
+  assert_int_equal(rc, 0);
+  if (res.code != AMN_STATUS_OK) fprintf(stderr, "after the churn: %s: %s\n", amn_status_name(res.code), res.message);
+  assert_int_equal(res.code, AMN_STATUS_OK);
+  amn_result_free(&res);
+  amn_client_free(ca);
+  amn_client_free(cb);
+  udp_relay_stop(r);
+  srv_free(s);
+}
+
+/* ------------------------------------------------------------------ */
 /* Group "tune": the server's tunables, for effect                    */
 /* ------------------------------------------------------------------ */
 
@@ -2264,6 +2362,12 @@ int main(int argc, char **argv) {
         cmocka_unit_test(test_conn_nat_rebinding_relay),
     };
     return cmocka_run_group_tests_name("h3_conn", t, setup_all, teardown_all);
+  }
+  if (strcmp(group, "churn") == 0) {
+    const struct CMUnitTest t[] = {
+        cmocka_unit_test(test_churn_nat_rebinding),
+    };
+    return cmocka_run_group_tests_name("h3_churn", t, setup_all, teardown_all);
   }
   if (strcmp(group, "tune") == 0) {
     const struct CMUnitTest t[] = {
