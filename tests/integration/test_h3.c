@@ -1613,6 +1613,54 @@ static void test_tune_initial_window(void **st) {
   assert_true(big > 3u * 1024 * 1024); /* everything the client had queued */
 }
 
+/* Window auto-tuning: over a path with a 20 ms round trip, a receiver
+ * whose stream window stayed at its initial 256 KiB could take at most
+ * 256 KiB per round trip (12.5 MiB/s). ngtcp2 widens the window while the
+ * client consumes it that fast: a 24 MiB download goes well above that
+ * ceiling (without auto-tuning it took 2.6 s). Then the same with loss
+ * and reordering on top: the download completes byte-exact (no
+ * FLOW_CONTROL_ERROR from a widened window). */
+static double autotune_download(amn_client *c, size_t n) {
+  char req[24];
+  snprintf(req, sizeof req, "%zu", n);
+  amn_result res;
+  double t0 = now_s();
+  assert_int_equal(call_str(c, "/t.H3/Big", req, 120000, &res), 0);
+  double el = now_s() - t0;
+  if (res.code != AMN_STATUS_OK) fprintf(stderr, "download: %s: %s\n", amn_status_name(res.code), res.message);
+  assert_int_equal(res.code, AMN_STATUS_OK);
+  assert_int_equal(res.len, n);
+  assert_true(check_fill(res.data, res.len, n));
+  amn_result_free(&res);
+  return el;
+}
+
+static void test_tune_window_autotune(void **st) {
+  (void)st;
+  const uint32_t win = 256u << 10;
+  const size_t n = 24u << 20;
+  srv_cfg sc = {.max_send = 64u << 20};
+  amn_server *s = srv_start(&sc);
+  udp_relay *r = udp_relay_start(amn_server_port(s), 31);
+  cli_cfg cc = {.initial_window_size = win, .max_recv = 64u << 20};
+  amn_client *c = cli_new(udp_relay_port(r), &cc);
+  relay_dir_cfg d = {.delay_ms = 10};
+  relay_cfg_both(r, &d);
+  double el = autotune_download(c, n), ceiling = (double)n / win * 0.020;
+  fprintf(stderr, "# %zu MiB through a 20 ms round trip with a 256 KiB initial window: %.2f s (%.0f MiB/s; "
+          "without auto-tuning at least %.2f s)\n", n >> 20, el, (double)(n >> 20) / el, ceiling);
+  assert_true(el < ceiling * 0.95); /* below what a 256 KiB window allows: it grew */
+  d.loss = 0.02;
+  d.reorder = 0.05;
+  d.jitter_ms = 2;
+  relay_cfg_both(r, &d);
+  el = autotune_download(c, 8u << 20);
+  fprintf(stderr, "# 8 MiB with 2%% loss and 5%% reordering on top: %.2f s\n", el);
+  amn_client_free(c);
+  udp_relay_stop(r);
+  srv_free(s);
+}
+
 /* [network] idle_timeout_ms: a connection without calls closes after it
  * (QUIC idle timeout); a quiet call keeps its connection (PINGs). */
 static void test_tune_idle_timeout(void **st) {
@@ -2375,6 +2423,7 @@ int main(int argc, char **argv) {
         cmocka_unit_test(test_tune_gso_eio_fallback),
         cmocka_unit_test(test_tune_max_concurrent_streams),
         cmocka_unit_test(test_tune_initial_window),
+        cmocka_unit_test(test_tune_window_autotune),
         cmocka_unit_test(test_tune_idle_timeout),
         cmocka_unit_test(test_tune_keepalive),
     };

@@ -1090,9 +1090,7 @@ static int attempt(h3c_conn *cc) {
   }
   ngtcp2_transport_params p;
   ngtcp2_transport_params_default(&p);
-  uint64_t win = cl->o.initial_window_size;
-  p.initial_max_stream_data_bidi_local = p.initial_max_stream_data_bidi_remote = p.initial_max_stream_data_uni = win;
-  p.initial_max_data = win * 16 > (1u << 30) ? (1u << 30) : win * 16;
+  amn_h3_flow_setup(&st, &p, cl->o.initial_window_size);
   p.initial_max_streams_bidi = 0; /* the server opens no request streams */
   p.initial_max_streams_uni = 3;  /* its control + QPACK streams */
   p.max_idle_timeout = CLIENT_IDLE_TIMEOUT;

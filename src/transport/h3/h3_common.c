@@ -421,6 +421,13 @@ void amn_h3_update_timer(amn_h3_conn *b) {
   ev_timer_start(b->ev, &b->timer);
 }
 
+void amn_h3_flow_setup(ngtcp2_settings *st, ngtcp2_transport_params *p, uint64_t win) {
+  p->initial_max_stream_data_bidi_local = p->initial_max_stream_data_bidi_remote = p->initial_max_stream_data_uni = win;
+  p->initial_max_data = win * 16 > (1u << 30) ? (1u << 30) : win * 16;
+  st->max_stream_window = win > AMN_H3_MAX_STREAM_WINDOW ? win : AMN_H3_MAX_STREAM_WINDOW;
+  st->max_window = p->initial_max_data > AMN_H3_MAX_CONN_WINDOW ? p->initial_max_data : AMN_H3_MAX_CONN_WINDOW;
+}
+
 int amn_h3_setup_http(amn_h3_conn *b, bool server, const nghttp3_callbacks *cbs, void *ud) {
   if (b->h) return 0;
   if (ngtcp2_conn_get_streams_uni_left(b->q) < 3) return NGHTTP3_ERR_H3_STREAM_CREATION_ERROR;

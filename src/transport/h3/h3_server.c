@@ -1234,11 +1234,9 @@ static void sc_new(amn_h3_listener *l, const ngtcp2_pkt_hd *hd, const struct soc
   }
   ngtcp2_transport_params p;
   ngtcp2_transport_params_default(&p);
-  uint64_t win = srv->o.initial_window_size;
+  amn_h3_flow_setup(&st, &p, srv->o.initial_window_size);
   p.initial_max_streams_bidi = srv->o.max_concurrent_streams;
   p.initial_max_streams_uni = 3; /* control + QPACK encoder/decoder */
-  p.initial_max_stream_data_bidi_local = p.initial_max_stream_data_bidi_remote = p.initial_max_stream_data_uni = win;
-  p.initial_max_data = win * 16 > (1u << 30) ? (1u << 30) : win * 16;
   p.max_idle_timeout = (uint64_t)srv->o.idle_timeout_ms * NGTCP2_MILLISECONDS; /* 0: none */
   p.active_connection_id_limit = 4;
   if (ocid) {
