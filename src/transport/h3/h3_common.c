@@ -601,7 +601,8 @@ static int write_quantum(amn_h3_conn *b, bool *sent) {
   ngtcp2_path_storage_zero(&ps);
   ngtcp2_path_storage_zero(&first);
   ngtcp2_pkt_info pi;
-  size_t mtu = ngtcp2_conn_get_max_tx_udp_payload_size(b->q);
+  size_t mtu = ngtcp2_conn_get_max_tx_udp_payload_size(b->q); /* room for ngtcp2's PMTUD probes */
+  size_t path_mtu = ngtcp2_conn_get_path_max_tx_udp_payload_size(b->q); /* what the path is known to carry */
   size_t max_pkts = ngtcp2_conn_get_send_quantum(b->q) / mtu;
   if (max_pkts > AMN_H3_TX_MAX_PKTS) max_pkts = AMN_H3_TX_MAX_PKTS;
   if (max_pkts > 65000 / mtu) max_pkts = 65000 / mtu; /* GSO sends at most 64 KiB at once */
@@ -669,6 +670,7 @@ static int write_quantum(amn_h3_conn *b, bool *sent) {
     pos += n;
     npkts++;
     if (npkts == max_pkts || (size_t)n < gso) break; /* full quantum, or a short last packet closes the batch */
+    if ((size_t)n > path_mtu) break; /* a PMTUD probe goes alone: if the path drops it, nothing else goes with it */
   }
   *sent = pos > buf || npkts;
   if (pos > buf) send_batch(b, first.path.remote.addr, first.path.remote.addrlen, buf, (size_t)(pos - buf), gso);
