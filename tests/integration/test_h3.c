@@ -1063,7 +1063,8 @@ static void test_conn_key_update(void **st) {
   /* AMN_ESTATE until the last update is confirmed and a few PTO passed
    * (ngtcp2 refuses updates "too frequent"): tried every 30 ms, during the
    * download and, if it ends first (a loaded machine), with small calls
-   * keeping packets going; at most 10 s */
+   * keeping packets going; at most 30 s (under ASan on a loaded machine
+   * the PTO that spacing is made of stretches) */
   int done = 0, during = 0;
   for (int i = 0; i < 1000 && done < 3; i++) {
     if (atomic_load(&d.done)) {
