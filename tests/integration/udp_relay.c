@@ -18,6 +18,7 @@
 #define MAX_SINKS 8
 #define MAX_CAPTURE 32
 #define DGRAM_MAX 65536
+#define CHURN_RING 16 /* churn sockets kept per client, for the answers to late packets */
 
 typedef struct pkt {
   uint64_t at, seq;   /* release time (ns), tie-breaker */
@@ -30,6 +31,8 @@ typedef struct sess {
   bool used;
   struct sockaddr_in client;
   int fd;             /* upstream socket, connected to the server */
+  int churn[CHURN_RING]; /* churn mode: the latest per-datagram sockets (-1: none) */
+  unsigned nchurn;    /* sockets made so far (the ring's next slot) */
   bool capturing, answered;
 } sess;
 
@@ -48,7 +51,8 @@ struct udp_relay {
   /* under mu */
   relay_dir_cfg cfg[2];
   relay_stats st[2];
-  bool stop, capture_on;
+  bool stop, capture_on, churn_on;
+  uint32_t churn_addr; /* the last 127.0.0.x used (x - 2, cycling) */
   int rebind_req, rebind_done;
   int replay_req, replay_done, replay_sent;
   int nsess_seen;
@@ -143,15 +147,40 @@ static int upstream_socket(uint16_t port) {
   return fd;
 }
 
+/* Churn mode: a new upstream socket for one datagram, bound to the next
+ * 127.0.0.x (x = 2..251) and a port of the kernel's choice; the latest
+ * CHURN_RING of them stay open for the server's answers. -1 on failure. */
+static int churn_socket(udp_relay *r, sess *s) {
+  int fd = socket(AF_INET, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  if (fd < 0) return -1;
+  struct sockaddr_in a = {.sin_family = AF_INET};
+  a.sin_addr.s_addr = htonl(0x7f000002u + r->churn_addr++ % 250);
+  struct sockaddr_in t = {.sin_family = AF_INET, .sin_port = htons(r->target)};
+  t.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  if (bind(fd, (struct sockaddr *)&a, sizeof a) != 0 || connect(fd, (struct sockaddr *)&t, sizeof t) != 0) {
+    close(fd);
+    return -1;
+  }
+  int *slot = &s->churn[s->nchurn++ % CHURN_RING];
+  if (*slot >= 0) close(*slot);
+  *slot = fd;
+  return fd;
+}
+
 static void emit(udp_relay *r, int dir, int si, const uint8_t *data, size_t len) {
   if (si < 0 || !r->sess[si].used) return;
-  ssize_t n;
-  if (dir == RELAY_C2S) n = send(r->sess[si].fd, data, len, 0);
-  else n = sendto(r->front, data, len, 0, (struct sockaddr *)&r->sess[si].client, sizeof r->sess[si].client);
+  pthread_mutex_lock(&r->mu);
+  bool churn = r->churn_on;
+  pthread_mutex_unlock(&r->mu);
+  ssize_t n = -1;
+  int fd = dir == RELAY_C2S && churn ? churn_socket(r, &r->sess[si]) : r->sess[si].fd;
+  if (dir == RELAY_C2S && fd >= 0) n = send(fd, data, len, 0);
+  else if (dir == RELAY_S2C) n = sendto(r->front, data, len, 0, (struct sockaddr *)&r->sess[si].client, sizeof r->sess[si].client);
   pthread_mutex_lock(&r->mu);
   if (n >= 0) {
     r->st[dir].out++;
     r->st[dir].bytes += len;
+    if (dir == RELAY_C2S && churn) r->st[dir].churned++;
   }
   pthread_mutex_unlock(&r->mu);
 }
@@ -243,6 +272,7 @@ static int find_sess(udp_relay *r, const struct sockaddr_in *from) {
   s->used = true;
   s->client = *from;
   s->fd = fd;
+  for (int k = 0; k < CHURN_RING; k++) s->churn[k] = -1;
   capture_free(&r->cur[free_i]);
   pthread_mutex_lock(&r->mu);
   s->capturing = r->capture_on; /* read now: the setting may have changed while we slept in poll */
@@ -286,8 +316,14 @@ static int do_replay(udp_relay *r) {
 static void *relay_main(void *arg) {
   udp_relay *r = arg;
   uint8_t *buf = malloc(DGRAM_MAX);
-  struct pollfd pf[2 + MAX_SESS + MAX_SINKS];
-  int map[2 + MAX_SESS + MAX_SINKS];
+  enum { NPOLL = 2 + MAX_SESS * (1 + CHURN_RING) + MAX_SINKS };
+  struct pollfd *pf = malloc(NPOLL * sizeof *pf);
+  int *map = malloc(NPOLL * sizeof *map);
+  if (!buf || !pf || !map) {
+    fprintf(stderr, "udp_relay: out of memory\n");
+    free(buf), free(pf), free(map);
+    return NULL;
+  }
   for (;;) {
     pthread_mutex_lock(&r->mu);
     bool stop = r->stop;
@@ -331,6 +367,11 @@ static void *relay_main(void *arg) {
       if (r->sess[i].used) {
         pf[n] = (struct pollfd){.fd = r->sess[i].fd, .events = POLLIN};
         map[n++] = i;
+        for (int k = 0; k < CHURN_RING; k++)
+          if (r->sess[i].churn[k] >= 0) {
+            pf[n] = (struct pollfd){.fd = r->sess[i].churn[k], .events = POLLIN};
+            map[n++] = i;
+          }
       }
     for (int i = 0; i < MAX_SINKS; i++)
       if (r->sinks[i] >= 0) {
@@ -376,6 +417,8 @@ static void *relay_main(void *arg) {
     }
   }
   free(buf);
+  free(pf);
+  free(map);
   return NULL;
 }
 
@@ -455,6 +498,13 @@ void udp_relay_set_target(udp_relay *r, uint16_t server_port) {
 
 void udp_relay_rebind(udp_relay *r) { wait_op(r, &r->rebind_req, &r->rebind_done); }
 
+void udp_relay_churn(udp_relay *r, bool on) {
+  pthread_mutex_lock(&r->mu);
+  r->churn_on = on;
+  pthread_mutex_unlock(&r->mu);
+  kick(r);
+}
+
 void udp_relay_capture(udp_relay *r, bool on) {
   pthread_mutex_lock(&r->mu);
   r->capture_on = on;
@@ -485,7 +535,11 @@ void udp_relay_stop(udp_relay *r) {
   kick(r);
   pthread_join(r->thr, NULL);
   for (int i = 0; i < MAX_SESS; i++) {
-    if (r->sess[i].used) close(r->sess[i].fd);
+    if (r->sess[i].used) {
+      close(r->sess[i].fd);
+      for (int k = 0; k < CHURN_RING; k++)
+        if (r->sess[i].churn[k] >= 0) close(r->sess[i].churn[k]);
+    }
     capture_free(&r->cur[i]);
   }
   for (int i = 0; i < MAX_SINKS; i++)

@@ -8,7 +8,10 @@
  * Each client address (ip:port) seen on the relay's front socket gets its
  * own upstream socket towards the server, so the server sees one address
  * per client, and a "rebind" (new upstream sockets) looks like a NAT
- * rebinding to the server. The first flight of a client (what it sends
+ * rebinding to the server; in churn mode every datagram of a client goes
+ * out from a fresh socket on another 127.0.0.x address and port (NAT
+ * rebinding churn), the answers to the latest ones still come back to
+ * it. The first flight of a client (what it sends
  * before the first answer arrives) can be captured and replayed later
  * from a fresh address, as an attacker replaying 0-RTT data would.
  * Pseudo-random decisions come from a seeded xorshift generator
@@ -38,6 +41,7 @@ typedef struct relay_dir_cfg {
 
 typedef struct relay_stats {
   uint64_t in, out, dropped, duplicated, reordered, corrupted, bytes;
+  uint64_t churned;     /* C2S: datagrams sent from a fresh address (churn mode) */
 } relay_stats;
 
 /* Starts a relay on 127.0.0.1 (port chosen by the kernel) forwarding to
@@ -54,6 +58,8 @@ void udp_relay_set_target(udp_relay *r, uint16_t server_port);
 /* Every client gets a new upstream socket (new source port towards the
  * server): a NAT rebinding as the server sees it. Returns once done. */
 void udp_relay_rebind(udp_relay *r);
+/* Churn mode on/off (see above). */
+void udp_relay_churn(udp_relay *r, bool on);
 /* Capture on: the first flight of every new client is recorded (the last
  * one recorded is kept). */
 void udp_relay_capture(udp_relay *r, bool on);

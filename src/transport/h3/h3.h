@@ -1,6 +1,6 @@
 /*
  * Internal: HTTP/3 transport (gRPC over HTTP/3, grpc/proposal G2) on
- * ngtcp2 0.12 + ngtcp2_crypto_gnutls + nghttp3 0.8.
+ * ngtcp2 1.11 + ngtcp2_crypto_gnutls + nghttp3 1.8 (Debian bookworm-backports).
  *
  * h3_common.c holds what the server (h3_server.c) and the client
  * (h3_client.c) share: the per-connection packet pump (ngtcp2 <-> nghttp3
@@ -156,6 +156,8 @@ extern ssize_t (*amn_h3_test_sendmsg)(int fd, const struct msghdr *mh, int flags
 #define AMN_H3_MAX_UNACKED (1u << 20) /* sent but unacknowledged bytes kept per stream */
 #define AMN_H3_SOCKBUF_SERVER (32u << 20) /* UDP socket buffers asked for (10K clients: BENCHMARKS.md) */
 #define AMN_H3_SOCKBUF_CLIENT (4u << 20)
+#define AMN_H3_MAX_STREAM_WINDOW (8u << 20) /* flow-control windows grow up to (auto-tuning) */
+#define AMN_H3_MAX_CONN_WINDOW (32u << 20)
 
 typedef struct amn_h3_conn amn_h3_conn;
 
@@ -201,7 +203,7 @@ struct amn_h3_conn {
   ngtcp2_mem mem;              /* this connection's allocators (see amn_h3_mem_usage) */
   nghttp3_mem hmem;
   struct amn_h3_blk *blocks;   /* every block they hold */
-  ngtcp2_connection_close_error err; /* what we tell the peer when closing */
+  ngtcp2_ccerr err; /* what we tell the peer when closing */
   bool dirty;
   amn_h3_conn *next_dirty;
 };
@@ -223,7 +225,7 @@ uint64_t amn_h3_now(void);
 void amn_h3_rand(uint8_t *dest, size_t len, const ngtcp2_rand_ctx *ctx);
 /* recv_crypto_data: feeds the handshake to GnuTLS and keeps its fatal
  * error code in tls_rc (ngtcp2's own helper only reports "crypto error"). */
-int amn_h3_recv_crypto_data(ngtcp2_conn *q, ngtcp2_crypto_level level, uint64_t offset, const uint8_t *data,
+int amn_h3_recv_crypto_data(ngtcp2_conn *q, ngtcp2_encryption_level level, uint64_t offset, const uint8_t *data,
                             size_t len, void *user_data);
 /* update_key: ngtcp2's, counting the key generations in b->key_gens (one
  * when the handshake completes, one more per key update). */
@@ -236,6 +238,14 @@ int amn_h3_update_key(ngtcp2_conn *q, uint8_t *rx_secret, uint8_t *tx_secret, ng
  * stream data into nghttp3, acknowledged offsets). The connection object
  * given to ngtcp2 as user data must start with its amn_h3_conn. */
 void amn_h3_base_callbacks(ngtcp2_callbacks *cb);
+
+/* Flow control of a new connection: every stream window starts at `win`
+ * (the initial_window_size option), the connection's at 16 of them (at
+ * most 1 GiB); ngtcp2 widens them (auto-tuning) while the receiver
+ * consumes a window within a few round trips, up to
+ * AMN_H3_MAX_STREAM_WINDOW / AMN_H3_MAX_CONN_WINDOW (never below where
+ * they start). A paused receiver still holds its peer to the window. */
+void amn_h3_flow_setup(ngtcp2_settings *st, ngtcp2_transport_params *p, uint64_t win);
 
 /* Creates the nghttp3 connection (server or client) and binds its control
  * and QPACK streams. Returns 0 or a negative ngtcp2/nghttp3 code. */

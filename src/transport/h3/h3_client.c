@@ -65,8 +65,9 @@ typedef struct h3c_state {
 /* Per endpoint (ep->h3): what its next connection reuses. */
 typedef struct h3c_ep {
   gnutls_datum_t ticket;        /* last session ticket (gnutls_session_get_data2) */
-  ngtcp2_transport_params tp;   /* the server's transport parameters of that session */
-  bool have_tp;
+  uint8_t tp[256];              /* the server's transport parameters of that session, as ngtcp2 */
+  size_t tp_len;                /* ... encodes them for 0-RTT (0: none) */
+  uint64_t tp_streams_bidi;     /* their request stream limit */
   uint8_t token[NGTCP2_CRYPTO_MAX_REGULAR_TOKENLEN + 64];
   size_t token_len;             /* last NEW_TOKEN token, 0 if none */
 } h3c_ep;
@@ -164,9 +165,8 @@ static uint32_t h3c_max_streams(const void *p) {
   /* before the handshake (0-RTT): the limit remembered with the ticket */
   const ngtcp2_transport_params *rp = ngtcp2_conn_get_handshake_completed(cc->b.q)
                                           ? ngtcp2_conn_get_remote_transport_params(cc->b.q)
-                                      : cc->he->have_tp ? &cc->he->tp
-                                                        : NULL;
-  uint64_t n = rp ? rp->initial_max_streams_bidi : 0;
+                                      : NULL;
+  uint64_t n = rp ? rp->initial_max_streams_bidi : cc->he->tp_streams_bidi;
   if (!n) n = 1; /* none known: one call waits for the limit to rise */
   return n > UINT32_MAX ? UINT32_MAX : (uint32_t)n;
 }
@@ -346,14 +346,14 @@ static int on_end_stream(nghttp3_conn *h, int64_t id, void *ud, void *sud) {
 static int on_stop_sending(nghttp3_conn *h, int64_t id, uint64_t code, void *ud, void *sud) {
   (void)h; (void)sud;
   h3c_conn *cc = ud;
-  ngtcp2_conn_shutdown_stream_read(cc->b.q, id, code);
+  ngtcp2_conn_shutdown_stream_read(cc->b.q, 0, id, code);
   return 0;
 }
 
 static int on_reset_stream(nghttp3_conn *h, int64_t id, uint64_t code, void *ud, void *sud) {
   (void)h; (void)sud;
   h3c_conn *cc = ud;
-  ngtcp2_conn_shutdown_stream_write(cc->b.q, id, code);
+  ngtcp2_conn_shutdown_stream_write(cc->b.q, 0, id, code);
   return 0;
 }
 
@@ -370,7 +370,7 @@ static int on_shutdown(nghttp3_conn *h, int64_t id, void *ud) {
   snprintf(m, sizeof m, "%s is closing the connection (HTTP/3 GOAWAY): request not processed", cc->ep->authority);
   for (h3c_stream *cs = cc->live; cs; cs = cs->next)
     if (cs->id >= id && cs->c && !cs->c->done) {
-      ngtcp2_conn_shutdown_stream(cc->b.q, cs->id, NGHTTP3_H3_REQUEST_CANCELLED);
+      ngtcp2_conn_shutdown_stream(cc->b.q, 0, cs->id, NGHTTP3_H3_REQUEST_CANCELLED);
       detach_fail(cs, AMN_STATUS_UNAVAILABLE, m, true);
     }
   while (cc->waitq) {
@@ -428,8 +428,8 @@ static nghttp3_ssize cs_read_data(nghttp3_conn *h, int64_t id, nghttp3_vec *vec,
   amn_ccall *c = live_call(cs);
   if (!c) return NGHTTP3_ERR_WOULDBLOCK;
   cs->started = true;
-  /* nghttp3 0.8 sends a client's streams one after the other (it offers no
-   * incremental priority on the client side): a large upload would hold
+  /* nghttp3 sends a client's streams one after the other (its incremental
+   * priority schedules a server's responses only): a large upload would hold
    * every later request back. So after a quantum, a stream steps aside
    * while others have something to send; it resumes once this flush is
    * done (cc_flush). */
@@ -448,7 +448,7 @@ static nghttp3_ssize cs_read_data(nghttp3_conn *h, int64_t id, nghttp3_vec *vec,
   bool eof;
   ssize_t n = amn_h3_sendbuf_fill(&cs->sb, pull_ccall, c, &eof, vec);
   if (n == -2) cs->wait_ack = true;
-  if (n == -3) ngtcp2_conn_shutdown_stream(cc->b.q, id, NGHTTP3_H3_INTERNAL_ERROR);
+  if (n == -3) ngtcp2_conn_shutdown_stream(cc->b.q, 0, id, NGHTTP3_H3_INTERNAL_ERROR);
   if (n < 0) return NGHTTP3_ERR_WOULDBLOCK;
   cs->run_bytes += (size_t)n;
   if (eof) *pflags |= NGHTTP3_DATA_FLAG_EOF;
@@ -482,7 +482,7 @@ static int open_stream(h3c_conn *cc, h3c_stream *cs) {
   if (fail) {
     if (opened) { /* release the stream: nothing of it reaches the call anymore */
       ngtcp2_conn_set_stream_user_data(cc->b.q, id, NULL);
-      ngtcp2_conn_shutdown_stream(cc->b.q, id, NGHTTP3_H3_INTERNAL_ERROR);
+      ngtcp2_conn_shutdown_stream(cc->b.q, 0, id, NGHTTP3_H3_INTERNAL_ERROR);
     }
     c->conn = NULL;
     amn_ccall_complete(c, code, fail);
@@ -567,7 +567,7 @@ static void h3c_cancel(amn_ccall *c) {
     return;
   }
   if (cc->st != CC_READY && cc->st != CC_CONNECTING) return;
-  ngtcp2_conn_shutdown_stream(cc->b.q, cs->id, NGHTTP3_H3_REQUEST_CANCELLED);
+  ngtcp2_conn_shutdown_stream(cc->b.q, 0, cs->id, NGHTTP3_H3_REQUEST_CANCELLED);
   amn_h3_mark_dirty(&cc->b);
 }
 
@@ -619,16 +619,13 @@ static int q_handshake_completed(ngtcp2_conn *q, void *ud) {
   }
   /* the parameters that go with the session ticket, for the next 0-RTT */
   const ngtcp2_transport_params *rp = ngtcp2_conn_get_remote_transport_params(q);
-  if (rp) {
-    he->tp = *rp;
-    he->tp.version_info_present = 0;
-    memset(&he->tp.version_info, 0, sizeof he->tp.version_info);
-    he->have_tp = true;
-  }
+  ngtcp2_ssize tpn = ngtcp2_conn_encode_0rtt_transport_params(q, he->tp, sizeof he->tp);
+  he->tp_len = tpn > 0 ? (size_t)tpn : 0;
+  he->tp_streams_bidi = rp ? rp->initial_max_streams_bidi : 0;
   pthread_mutex_unlock(&hs->mu);
   if (cc->early_tp && !early_ok) {
     AMN_DEBUG("HTTP/3: %s refused our 0-RTT data: sending it again", cc->ep->authority);
-    int rv = ngtcp2_conn_early_data_rejected(q); /* -> q_early_rejected */
+    int rv = ngtcp2_conn_tls_early_data_rejected(q); /* -> q_early_rejected */
     if (rv != 0) return rv;
   }
   cc->early = false;
@@ -669,15 +666,15 @@ static int q_recv_retry(ngtcp2_conn *q, const ngtcp2_pkt_hd *hd, void *ud) {
 }
 
 /* NEW_TOKEN: kept for the next connection (skips the server's Retry). */
-static int q_recv_new_token(ngtcp2_conn *q, const ngtcp2_vec *token, void *ud) {
+static int q_recv_new_token(ngtcp2_conn *q, const uint8_t *token, size_t len, void *ud) {
   (void)q;
   h3c_conn *cc = ud;
   h3c_state *hs = cc->hs;
   h3c_ep *he = cc->he;
-  if (token->len > sizeof he->token) return 0;
+  if (len > sizeof he->token) return 0;
   pthread_mutex_lock(&hs->mu);
-  memcpy(he->token, token->base, token->len);
-  he->token_len = token->len;
+  memcpy(he->token, token, len);
+  he->token_len = len;
   hs->st.tokens_received++;
   pthread_mutex_unlock(&hs->mu);
   return 0;
@@ -711,7 +708,7 @@ static int q_stream_close(ngtcp2_conn *q, uint32_t flags, int64_t id, uint64_t c
   if (rv == NGHTTP3_ERR_STREAM_NOT_FOUND) {
     if (!ngtcp2_is_bidi_stream(id) && !ngtcp2_conn_is_local_stream(q, id)) ngtcp2_conn_extend_max_streams_uni(q, 1);
   } else if (rv != 0) {
-    ngtcp2_connection_close_error_set_application_error(&cc->b.err, nghttp3_err_infer_quic_app_error_code(rv),
+    ngtcp2_ccerr_set_application_error(&cc->b.err, nghttp3_err_infer_quic_app_error_code(rv),
                                                         NULL, 0);
     return NGTCP2_ERR_CALLBACK_FAILURE;
   }
@@ -727,7 +724,7 @@ static int q_stream_reset(ngtcp2_conn *q, int64_t id, uint64_t final, uint64_t c
   if (c) {
     char m[96];
     snprintf(m, sizeof m, "stream reset by the server (HTTP/3 error 0x%llx)", (unsigned long long)code);
-    ngtcp2_conn_shutdown_stream_write(q, id, NGHTTP3_H3_REQUEST_CANCELLED);
+    ngtcp2_conn_shutdown_stream_write(q, 0, id, NGHTTP3_H3_REQUEST_CANCELLED);
     if (code == NGHTTP3_H3_REQUEST_REJECTED) /* never processed: safe to retry elsewhere */
       detach_fail(sud, AMN_STATUS_UNAVAILABLE, "request rejected by the server (H3_REQUEST_REJECTED)", true);
     else
@@ -766,7 +763,7 @@ static void init_qcbs(void) {
   g_qcbs.recv_retry = q_recv_retry;
   g_qcbs.recv_new_token = q_recv_new_token;
   g_qcbs.recv_stateless_reset = q_recv_stateless_reset;
-  g_qcbs.early_data_rejected = q_early_rejected;
+  g_qcbs.tls_early_data_rejected = q_early_rejected;
   g_qcbs.update_key = q_update_key;
   g_qcbs.handshake_completed = q_handshake_completed;
   g_qcbs.handshake_confirmed = q_handshake_confirmed;
@@ -805,10 +802,10 @@ static void cc_closed(h3c_conn *cc, const char *why, bool tell_peer) {
   amn_client *cl = cc->cl;
   bool was_ready = cc->st == CC_READY;
   if (cc->st == CC_CLOSED) return;
-  if (tell_peer && cc->b.q && !ngtcp2_conn_is_in_closing_period(cc->b.q) &&
-      !ngtcp2_conn_is_in_draining_period(cc->b.q)) {
+  if (tell_peer && cc->b.q && !ngtcp2_conn_in_closing_period(cc->b.q) &&
+      !ngtcp2_conn_in_draining_period(cc->b.q)) {
     if (!cc->b.err.error_code)
-      ngtcp2_connection_close_error_set_application_error(&cc->b.err, NGHTTP3_H3_NO_ERROR, NULL, 0);
+      ngtcp2_ccerr_set_application_error(&cc->b.err, NGHTTP3_H3_NO_ERROR, NULL, 0);
     uint8_t buf[1500];
     ngtcp2_path_storage ps;
     ngtcp2_path_storage_zero(&ps);
@@ -1033,15 +1030,17 @@ static int attempt(h3c_conn *cc) {
   /* resume the last session: with 0-RTT when its transport parameters are known */
   h3c_state *hs = cc->hs;
   h3c_ep *he = cc->he;
-  ngtcp2_transport_params early_tp;
+  uint8_t early_tp[sizeof he->tp];
+  size_t early_tp_len = 0;
   bool resume = false, early = false;
   uint8_t token[sizeof he->token];
   size_t token_len = 0;
   pthread_mutex_lock(&hs->mu);
   if (he->ticket.size && gnutls_session_set_data(cc->b.tls, he->ticket.data, he->ticket.size) == 0) {
     resume = true;
-    if (he->have_tp) {
-      early_tp = he->tp;
+    if (he->tp_len) {
+      memcpy(early_tp, he->tp, he->tp_len);
+      early_tp_len = he->tp_len;
       early = true;
     }
   }
@@ -1063,12 +1062,13 @@ static int attempt(h3c_conn *cc) {
   ngtcp2_settings_default(&st);
   st.initial_ts = amn_h3_now();
   st.handshake_timeout = (uint64_t)cl->o.connect_timeout_ms * NGTCP2_MILLISECONDS;
-  if (token_len) st.token = (ngtcp2_vec){token, token_len}; /* copied by ngtcp2 */
+  if (token_len) { /* copied by ngtcp2 */
+    st.token = token;
+    st.tokenlen = token_len;
+  }
   ngtcp2_transport_params p;
   ngtcp2_transport_params_default(&p);
-  uint64_t win = cl->o.initial_window_size;
-  p.initial_max_stream_data_bidi_local = p.initial_max_stream_data_bidi_remote = p.initial_max_stream_data_uni = win;
-  p.initial_max_data = win * 16 > (1u << 30) ? (1u << 30) : win * 16;
+  amn_h3_flow_setup(&st, &p, cl->o.initial_window_size);
   p.initial_max_streams_bidi = 0; /* the server opens no request streams */
   p.initial_max_streams_uni = 3;  /* its control + QPACK streams */
   p.max_idle_timeout = CLIENT_IDLE_TIMEOUT;
@@ -1085,9 +1085,8 @@ static int attempt(h3c_conn *cc) {
   cc->early = cc->early_tp = false;
   if (early) {
     /* 0-RTT: HTTP/3 starts now, on the parameters the server gave last time */
-    ngtcp2_conn_set_early_remote_transport_params(cc->b.q, &early_tp);
-    cc->early_tp = true;
-    if (amn_h3_setup_http(&cc->b, false, &g_h3cbs, cc) == 0) {
+    cc->early_tp = ngtcp2_conn_decode_and_set_0rtt_transport_params(cc->b.q, early_tp, early_tp_len) == 0;
+    if (cc->early_tp && amn_h3_setup_http(&cc->b, false, &g_h3cbs, cc) == 0) {
       cc->early = true;
       HSTAT(cc, early_attempted);
     } else if (cc->b.h) {

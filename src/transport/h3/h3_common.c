@@ -81,9 +81,8 @@ static void *m_realloc(void *p, size_t n, void *ud) {
 /* Per connection, ngtcp2 and nghttp3 allocate through the connection's
  * own allocator, which also keeps every block in a list: whatever is
  * still there once both libraries deleted the connection was lost by
- * them, and is freed then. (ngtcp2 0.12 loses a retransmission frame
- * chain when a late ACK shrank it: ngtcp2_frame_chain_objalloc_del picks
- * the free function by the shrunk size; seen under loss + reordering.) */
+ * them, and is freed then (ngtcp2 0.12 lost a retransmission frame chain
+ * under loss + reordering; test_h3 reports what is swept). */
 typedef struct amn_h3_blk {
   struct amn_h3_blk *prev, *next; /* 16 bytes: the payload stays 16-byte aligned */
 } blk;
@@ -176,19 +175,19 @@ size_t amn_h3_nv(const amn_hdr_buf *b, nghttp3_nv *nva) {
 /* TLS handshake                                                      */
 /* ------------------------------------------------------------------ */
 
-int amn_h3_recv_crypto_data(ngtcp2_conn *q, ngtcp2_crypto_level level, uint64_t offset, const uint8_t *data,
+int amn_h3_recv_crypto_data(ngtcp2_conn *q, ngtcp2_encryption_level level, uint64_t offset, const uint8_t *data,
                             size_t len, void *user_data) {
   (void)offset;
   amn_h3_conn *b = user_data;
   int rv = 0;
   if (len) {
-    rv = gnutls_handshake_write(b->tls, ngtcp2_crypto_gnutls_from_ngtcp2_level(level), data, len);
+    rv = gnutls_handshake_write(b->tls, ngtcp2_crypto_gnutls_from_ngtcp2_encryption_level(level), data, len);
     if (rv < 0 && !gnutls_error_is_fatal(rv)) rv = 0;
   }
   if (rv == 0 && !ngtcp2_conn_get_handshake_completed(q)) {
     rv = gnutls_handshake(b->tls);
     if (rv == 0) {
-      ngtcp2_conn_handshake_completed(q);
+      ngtcp2_conn_tls_handshake_completed(q);
       return 0;
     }
     if (!gnutls_error_is_fatal(rv)) return 0; /* needs more handshake data */
@@ -230,7 +229,7 @@ static int recv_stream_data(ngtcp2_conn *q, uint32_t flags, int64_t id, uint64_t
   nghttp3_ssize n = nghttp3_conn_read_stream(b->h, id, data, len, flags & NGTCP2_STREAM_DATA_FLAG_FIN);
   if (n < 0) {
     b->h3_rc = (int)n;
-    ngtcp2_connection_close_error_set_application_error(&b->err, nghttp3_err_infer_quic_app_error_code((int)n), NULL,
+    ngtcp2_ccerr_set_application_error(&b->err, nghttp3_err_infer_quic_app_error_code((int)n), NULL,
                                                         0);
     return NGTCP2_ERR_CALLBACK_FAILURE;
   }
@@ -268,19 +267,17 @@ void amn_h3_base_callbacks(ngtcp2_callbacks *cb) {
 void amn_h3_set_liberr(amn_h3_conn *b, int liberr) {
   if (b->err.error_code) return; /* keep the first reason */
   if (liberr == NGTCP2_ERR_CRYPTO)
-    ngtcp2_connection_close_error_set_transport_error_tls_alert(&b->err, ngtcp2_conn_get_tls_alert(b->q), NULL, 0);
+    ngtcp2_ccerr_set_tls_alert(&b->err, ngtcp2_conn_get_tls_alert(b->q), NULL, 0);
   else
-    ngtcp2_connection_close_error_set_transport_error_liberr(&b->err, liberr, NULL, 0);
+    ngtcp2_ccerr_set_liberr(&b->err, liberr, NULL, 0);
 }
 
 void amn_h3_describe_peer_close(amn_h3_conn *b, const char *peer, char *out, size_t cap) {
-  ngtcp2_connection_close_error e;
-  ngtcp2_connection_close_error_default(&e);
-  ngtcp2_conn_get_connection_close_error(b->q, &e);
+  const ngtcp2_ccerr *pe = ngtcp2_conn_get_ccerr(b->q), e = *pe;
   char reason[128] = "";
   if (e.reasonlen && e.reason)
     snprintf(reason, sizeof reason, ": %.*s", (int)(e.reasonlen > 100 ? 100 : e.reasonlen), (const char *)e.reason);
-  if (e.type == NGTCP2_CONNECTION_CLOSE_ERROR_CODE_TYPE_APPLICATION) {
+  if (e.type == NGTCP2_CCERR_TYPE_APPLICATION) {
     if (e.error_code == NGHTTP3_H3_NO_ERROR)
       snprintf(out, cap, "%s closed the connection%s", peer, reason);
     else
@@ -384,7 +381,7 @@ void amn_h3_conn_init(amn_h3_conn *b, struct ev_loop *ev, amn_h3_sched *sched, i
   b->on_expiry = on_expiry;
   b->mem = (ngtcp2_mem){b, t_malloc, t_free, t_calloc, t_realloc};
   b->hmem = (nghttp3_mem){b, t_malloc, t_free, t_calloc, t_realloc};
-  ngtcp2_connection_close_error_default(&b->err);
+  ngtcp2_ccerr_default(&b->err);
   ev_timer_init(&b->timer, timer_cb, 0., 0.);
   b->timer.data = b;
   ev_io_init(&b->wev, wev_cb, fd, EV_WRITE);
@@ -424,9 +421,16 @@ void amn_h3_update_timer(amn_h3_conn *b) {
   ev_timer_start(b->ev, &b->timer);
 }
 
+void amn_h3_flow_setup(ngtcp2_settings *st, ngtcp2_transport_params *p, uint64_t win) {
+  p->initial_max_stream_data_bidi_local = p->initial_max_stream_data_bidi_remote = p->initial_max_stream_data_uni = win;
+  p->initial_max_data = win * 16 > (1u << 30) ? (1u << 30) : win * 16;
+  st->max_stream_window = win > AMN_H3_MAX_STREAM_WINDOW ? win : AMN_H3_MAX_STREAM_WINDOW;
+  st->max_window = p->initial_max_data > AMN_H3_MAX_CONN_WINDOW ? p->initial_max_data : AMN_H3_MAX_CONN_WINDOW;
+}
+
 int amn_h3_setup_http(amn_h3_conn *b, bool server, const nghttp3_callbacks *cbs, void *ud) {
   if (b->h) return 0;
-  if (ngtcp2_conn_get_max_local_streams_uni(b->q) < 3) return NGHTTP3_ERR_H3_STREAM_CREATION_ERROR;
+  if (ngtcp2_conn_get_streams_uni_left(b->q) < 3) return NGHTTP3_ERR_H3_STREAM_CREATION_ERROR;
   nghttp3_settings st;
   nghttp3_settings_default(&st);
   st.qpack_max_dtable_capacity = 4096;
@@ -587,7 +591,7 @@ int amn_h3_recv_batch(int fd, uint8_t *bufs, struct mmsghdr *msgs, struct iovec 
 
 static int app_error(amn_h3_conn *b, int rv) {
   if (!b->err.error_code)
-    ngtcp2_connection_close_error_set_application_error(&b->err, nghttp3_err_infer_quic_app_error_code(rv), NULL, 0);
+    ngtcp2_ccerr_set_application_error(&b->err, nghttp3_err_infer_quic_app_error_code(rv), NULL, 0);
   return rv;
 }
 
@@ -597,7 +601,8 @@ static int write_quantum(amn_h3_conn *b, bool *sent) {
   ngtcp2_path_storage_zero(&ps);
   ngtcp2_path_storage_zero(&first);
   ngtcp2_pkt_info pi;
-  size_t mtu = ngtcp2_conn_get_max_tx_udp_payload_size(b->q);
+  size_t mtu = ngtcp2_conn_get_max_tx_udp_payload_size(b->q); /* room for ngtcp2's PMTUD probes */
+  size_t path_mtu = ngtcp2_conn_get_path_max_tx_udp_payload_size(b->q); /* what the path is known to carry */
   size_t max_pkts = ngtcp2_conn_get_send_quantum(b->q) / mtu;
   if (max_pkts > AMN_H3_TX_MAX_PKTS) max_pkts = AMN_H3_TX_MAX_PKTS;
   if (max_pkts > 65000 / mtu) max_pkts = 65000 / mtu; /* GSO sends at most 64 KiB at once */
@@ -665,6 +670,7 @@ static int write_quantum(amn_h3_conn *b, bool *sent) {
     pos += n;
     npkts++;
     if (npkts == max_pkts || (size_t)n < gso) break; /* full quantum, or a short last packet closes the batch */
+    if ((size_t)n > path_mtu) break; /* a PMTUD probe goes alone: if the path drops it, nothing else goes with it */
   }
   *sent = pos > buf || npkts;
   if (pos > buf) send_batch(b, first.path.remote.addr, first.path.remote.addrlen, buf, (size_t)(pos - buf), gso);
@@ -680,7 +686,7 @@ static int write_quantum(amn_h3_conn *b, bool *sent) {
 #define TX_BURST 16
 
 int amn_h3_write(amn_h3_conn *b) {
-  if (!b->q || ngtcp2_conn_is_in_closing_period(b->q) || ngtcp2_conn_is_in_draining_period(b->q)) return 0;
+  if (!b->q || ngtcp2_conn_in_closing_period(b->q) || ngtcp2_conn_in_draining_period(b->q)) return 0;
   if (b->pend) {
     if (send_pending(b) != 0) return 0; /* wait for the socket */
     ev_io_stop(b->ev, &b->wev);

@@ -319,7 +319,7 @@ static nghttp3_ssize ss_read_data(nghttp3_conn *h, int64_t id, nghttp3_vec *vec,
   if (n == -2) ss->wait_ack = true;
   if (n == -3) {
     AMN_WARN("%s: out of memory for a response: resetting the stream", sc->addr);
-    ngtcp2_conn_shutdown_stream(sc->b.q, id, NGHTTP3_H3_INTERNAL_ERROR);
+    ngtcp2_conn_shutdown_stream(sc->b.q, 0, id, NGHTTP3_H3_INTERNAL_ERROR);
   }
   if (n < 0) return NGHTTP3_ERR_WOULDBLOCK;
   if (eof) {
@@ -333,10 +333,10 @@ static nghttp3_ssize ss_read_data(nghttp3_conn *h, int64_t id, nghttp3_vec *vec,
     amn_hdr_buf_free(&b);
     if (rc != 0) {
       AMN_WARN("%s: cannot send trailers (%d)", sc->addr, rc);
-      ngtcp2_conn_shutdown_stream(sc->b.q, id, NGHTTP3_H3_INTERNAL_ERROR);
+      ngtcp2_conn_shutdown_stream(sc->b.q, 0, id, NGHTTP3_H3_INTERNAL_ERROR);
     } else if (!ss->remote_closed) {
       /* answered before the request ended: the rest is not needed (RFC 9114 4.1) */
-      ngtcp2_conn_shutdown_stream_read(sc->b.q, id, NGHTTP3_H3_NO_ERROR);
+      ngtcp2_conn_shutdown_stream_read(sc->b.q, 0, id, NGHTTP3_H3_NO_ERROR);
     }
   }
   return n > 0 ? 1 : 0;
@@ -359,9 +359,9 @@ static void h3s_kick(amn_call *c) {
     amn_hdr_buf_free(&b);
     if (rc != 0) {
       AMN_WARN("%s: cannot send response headers (%d)", sc->addr, rc);
-      ngtcp2_conn_shutdown_stream(sc->b.q, ss->id, NGHTTP3_H3_INTERNAL_ERROR);
+      ngtcp2_conn_shutdown_stream(sc->b.q, 0, ss->id, NGHTTP3_H3_INTERNAL_ERROR);
     } else if (trailers_only && !ss->remote_closed) {
-      ngtcp2_conn_shutdown_stream_read(sc->b.q, ss->id, NGHTTP3_H3_NO_ERROR);
+      ngtcp2_conn_shutdown_stream_read(sc->b.q, 0, ss->id, NGHTTP3_H3_NO_ERROR);
     }
     c->data_started = !trailers_only;
   } else if (c->data_started && !c->trailers_sent) {
@@ -396,7 +396,7 @@ static void h3s_reset(amn_call *c, uint32_t h2_code) {
   h3_sstream *ss = c->conn;
   h3_sconn *sc = ss->sc;
   if (sc->state >= SC_CLOSING) return;
-  ngtcp2_conn_shutdown_stream(sc->b.q, ss->id, h3_code_of(h2_code));
+  ngtcp2_conn_shutdown_stream(sc->b.q, 0, ss->id, h3_code_of(h2_code));
   amn_h3_mark_dirty(&sc->b);
 }
 
@@ -456,7 +456,7 @@ static int on_begin_headers(nghttp3_conn *h, int64_t id, void *ud, void *sud) {
   amn_call *c = ss ? amn_call_new(sc->l->sl, &h3_tp, ss, (int32_t)id) : NULL;
   if (!c) {
     free(ss);
-    ngtcp2_conn_shutdown_stream(sc->b.q, id, NGHTTP3_H3_INTERNAL_ERROR); /* this stream only */
+    ngtcp2_conn_shutdown_stream(sc->b.q, 0, id, NGHTTP3_H3_INTERNAL_ERROR); /* this stream only */
     return 0;
   }
   ss->c = c;
@@ -479,7 +479,7 @@ static int on_begin_headers(nghttp3_conn *h, int64_t id, void *ud, void *sud) {
   /* incremental (RFC 9218): responses share the connection round-robin,
    * a large one never holds small ones back */
   static const nghttp3_pri pri = {NGHTTP3_DEFAULT_URGENCY, 1};
-  nghttp3_conn_set_stream_priority(h, id, &pri);
+  nghttp3_conn_set_server_stream_priority(h, id, &pri);
   sc_update_keepalive(sc);
   return 0;
 }
@@ -514,14 +514,14 @@ static int on_end_stream(nghttp3_conn *h, int64_t id, void *ud, void *sud) {
 static int on_stop_sending(nghttp3_conn *h, int64_t id, uint64_t code, void *ud, void *sud) {
   (void)h; (void)sud;
   h3_sconn *sc = ud;
-  ngtcp2_conn_shutdown_stream_read(sc->b.q, id, code);
+  ngtcp2_conn_shutdown_stream_read(sc->b.q, 0, id, code);
   return 0;
 }
 
 static int on_reset_stream(nghttp3_conn *h, int64_t id, uint64_t code, void *ud, void *sud) {
   (void)h; (void)sud;
   h3_sconn *sc = ud;
-  ngtcp2_conn_shutdown_stream_write(sc->b.q, id, code);
+  ngtcp2_conn_shutdown_stream_write(sc->b.q, 0, id, code);
   return 0;
 }
 
@@ -563,10 +563,10 @@ static void hs_done(h3_sconn *sc) {
 /* The 1-RTT keys exist (the server has its whole first flight): HTTP/3
  * starts now, so that 0-RTT requests can be served (with the identity the
  * ticket stands for, see above). */
-static int q_recv_tx_key(ngtcp2_conn *q, ngtcp2_crypto_level level, void *ud) {
+static int q_recv_tx_key(ngtcp2_conn *q, ngtcp2_encryption_level level, void *ud) {
   (void)q;
   h3_sconn *sc = ud;
-  if (level != NGTCP2_CRYPTO_LEVEL_APPLICATION) return 0;
+  if (level != NGTCP2_ENCRYPTION_LEVEL_1RTT) return 0;
   /* the session accepts only ALPN h3 (GNUTLS_ALPN_MANDATORY): checked anyway */
   if (!amn_tls_alpn_is(sc->b.tls, "h3")) {
     AMN_INFO("%s: refused: client did not negotiate ALPN h3", sc->addr);
@@ -612,14 +612,14 @@ static int q_handshake_completed(ngtcp2_conn *q, void *ud) {
     if (amn_tls_verify_resumed(sc->b.tls) != 0 || amn_tls_peer_identity(sc->b.tls, &now) != 0) {
       const char *why = amn_tls_last_error(sc->b.tls);
       AMN_WARN("connection from %s refused: resumed session: %s", sc->addr, why ? why : "no client identity");
-      ngtcp2_connection_close_error_set_transport_error_tls_alert(&sc->b.err, GNUTLS_A_CERTIFICATE_UNKNOWN, NULL, 0);
+      ngtcp2_ccerr_set_tls_alert(&sc->b.err, GNUTLS_A_CERTIFICATE_UNKNOWN, NULL, 0);
       return NGTCP2_ERR_CALLBACK_FAILURE;
     }
     if (sc->have_peer && memcmp(now.id.sha256, sc->peer.id.sha256, 32) != 0) {
       AMN_ERROR("connection from %s refused: the session ticket's identity differs from the resumed session's",
                 sc->addr);
       amn_peer_store_free(&now);
-      ngtcp2_connection_close_error_set_transport_error_tls_alert(&sc->b.err, GNUTLS_A_CERTIFICATE_UNKNOWN, NULL, 0);
+      ngtcp2_ccerr_set_tls_alert(&sc->b.err, GNUTLS_A_CERTIFICATE_UNKNOWN, NULL, 0);
       return NGTCP2_ERR_CALLBACK_FAILURE;
     }
     if (sc->have_peer) amn_peer_store_free(&now); /* early calls point at sc->peer: keep it */
@@ -644,9 +644,9 @@ static int q_handshake_completed(ngtcp2_conn *q, void *ud) {
   return 0;
 }
 
-static int q_path_validation(ngtcp2_conn *q, uint32_t flags, const ngtcp2_path *path,
+static int q_path_validation(ngtcp2_conn *q, uint32_t flags, const ngtcp2_path *path, const ngtcp2_path *old_path,
                              ngtcp2_path_validation_result res, void *ud) {
-  (void)q; (void)flags;
+  (void)q; (void)flags; (void)old_path;
   h3_sconn *sc = ud;
   if (res != NGTCP2_PATH_VALIDATION_RESULT_SUCCESS) return 0;
   STAT(sc->l, path_validations);
@@ -680,7 +680,7 @@ static int q_stream_close(ngtcp2_conn *q, uint32_t flags, int64_t id, uint64_t c
   if (rv == NGHTTP3_ERR_STREAM_NOT_FOUND) {
     if (ngtcp2_is_bidi_stream(id)) ngtcp2_conn_extend_max_streams_bidi(q, 1);
   } else if (rv != 0) {
-    ngtcp2_connection_close_error_set_application_error(&sc->b.err, nghttp3_err_infer_quic_app_error_code(rv),
+    ngtcp2_ccerr_set_application_error(&sc->b.err, nghttp3_err_infer_quic_app_error_code(rv),
                                                         NULL, 0);
     return NGTCP2_ERR_CALLBACK_FAILURE;
   }
@@ -694,7 +694,7 @@ static void client_abort(h3_sconn *sc, int64_t id, h3_sstream *ss, uint64_t code
   if (!ss || !ss->c || ss->c->trailers_sent) return;
   ss_detach(ss, code == NGHTTP3_H3_NO_ERROR ? AMN_STATUS_CANCELLED : amn_status_from_h3_error(code),
             "stream reset by the client");
-  ngtcp2_conn_shutdown_stream(sc->b.q, id, NGHTTP3_H3_REQUEST_CANCELLED);
+  ngtcp2_conn_shutdown_stream(sc->b.q, 0, id, NGHTTP3_H3_REQUEST_CANCELLED);
 }
 
 static int q_stream_reset(ngtcp2_conn *q, int64_t id, uint64_t final, uint64_t code, void *ud, void *sud) {
@@ -830,9 +830,9 @@ static void sc_start_closing(h3_sconn *sc) {
 static void sc_close_now(h3_sconn *sc, const char *why) {
   if (sc->state < SC_CLOSING && sc->b.q) {
     if (!sc->b.err.error_code && sc->state == SC_OPEN)
-      ngtcp2_connection_close_error_set_application_error(&sc->b.err, NGHTTP3_H3_NO_ERROR, NULL, 0);
+      ngtcp2_ccerr_set_application_error(&sc->b.err, NGHTTP3_H3_NO_ERROR, NULL, 0);
     else if (!sc->b.err.error_code)
-      ngtcp2_connection_close_error_set_transport_error(&sc->b.err, NGTCP2_CONNECTION_REFUSED, NULL, 0);
+      ngtcp2_ccerr_set_transport_error(&sc->b.err, NGTCP2_CONNECTION_REFUSED, NULL, 0);
     ngtcp2_path_storage ps;
     ngtcp2_path_storage_zero(&ps);
     ngtcp2_pkt_info pi;
@@ -848,12 +848,10 @@ static void sc_on_error(h3_sconn *sc, int rv) {
     /* the client closed: draining period, nothing more to send */
     if (sc->state == SC_HANDSHAKE) {
       /* a TLS alert: the client refused us (warning); else it gave up */
-      ngtcp2_connection_close_error e;
-      ngtcp2_connection_close_error_default(&e);
-      ngtcp2_conn_get_connection_close_error(sc->b.q, &e);
+      const ngtcp2_ccerr *e = ngtcp2_conn_get_ccerr(sc->b.q);
       char m[300];
       amn_h3_describe_peer_close(&sc->b, "the client", m, sizeof m);
-      if ((e.error_code & ~(uint64_t)0xff) == NGTCP2_CRYPTO_ERROR)
+      if ((e->error_code & ~(uint64_t)0xff) == NGTCP2_CRYPTO_ERROR)
         AMN_WARN("QUIC connection from %s refused during the handshake: %s", sc->addr, m);
       else
         AMN_DEBUG("QUIC connection from %s closed during the handshake: %s", sc->addr, m);
@@ -1183,10 +1181,10 @@ static int sc_tls_setup(h3_sconn *sc, amn_server *srv) {
 
 /* A new connection from an Initial. `ocid`: the original destination
  * connection ID when the client came back with our Retry token; `token`:
- * a validated token (Retry or NEW_TOKEN), which lifts the
+ * the type of a validated token (Retry or NEW_TOKEN), which lifts the
  * anti-amplification limit. */
 static void sc_new(amn_h3_listener *l, const ngtcp2_pkt_hd *hd, const struct sockaddr *from, socklen_t fromlen,
-                   const uint8_t *pkt, size_t len, const ngtcp2_cid *ocid, bool token_ok) {
+                   const uint8_t *pkt, size_t len, const ngtcp2_cid *ocid, ngtcp2_token_type token) {
   amn_srv_loop *sl = l->sl;
   amn_server *srv = sl->srv;
   char addr[64];
@@ -1229,14 +1227,16 @@ static void sc_new(amn_h3_listener *l, const ngtcp2_pkt_hd *hd, const struct soc
   ngtcp2_settings_default(&st);
   st.initial_ts = amn_h3_now();
   st.handshake_timeout = (uint64_t)srv->o.handshake_timeout_ms * NGTCP2_MILLISECONDS;
-  if (token_ok) st.token = hd->token; /* copied by ngtcp2 */
+  if (token != NGTCP2_TOKEN_TYPE_UNKNOWN) { /* copied by ngtcp2 */
+    st.token = hd->token;
+    st.tokenlen = hd->tokenlen;
+    st.token_type = token;
+  }
   ngtcp2_transport_params p;
   ngtcp2_transport_params_default(&p);
-  uint64_t win = srv->o.initial_window_size;
+  amn_h3_flow_setup(&st, &p, srv->o.initial_window_size);
   p.initial_max_streams_bidi = srv->o.max_concurrent_streams;
   p.initial_max_streams_uni = 3; /* control + QPACK encoder/decoder */
-  p.initial_max_stream_data_bidi_local = p.initial_max_stream_data_bidi_remote = p.initial_max_stream_data_uni = win;
-  p.initial_max_data = win * 16 > (1u << 30) ? (1u << 30) : win * 16;
   p.max_idle_timeout = (uint64_t)srv->o.idle_timeout_ms * NGTCP2_MILLISECONDS; /* 0: none */
   p.active_connection_id_limit = 4;
   if (ocid) {
@@ -1246,6 +1246,7 @@ static void sc_new(amn_h3_listener *l, const ngtcp2_pkt_hd *hd, const struct soc
   } else {
     p.original_dcid = hd->dcid;
   }
+  p.original_dcid_present = 1;
   p.stateless_reset_token_present = 1;
   ngtcp2_crypto_generate_stateless_reset_token(p.stateless_reset_token, reset_key(l), 32, &scid);
   ngtcp2_path path = {{(struct sockaddr *)&l->local, l->local_len}, {(struct sockaddr *)from, fromlen}, NULL};
@@ -1325,8 +1326,8 @@ static void send_retry(amn_h3_listener *l, const ngtcp2_pkt_hd *hd, const struct
   ngtcp2_cid scid;
   scid.datalen = AMN_H3_SCIDLEN;
   make_cid(l, scid.data, scid.datalen);
-  uint8_t token[NGTCP2_CRYPTO_MAX_RETRY_TOKENLEN], buf[1500];
-  ngtcp2_ssize tl = ngtcp2_crypto_generate_retry_token(token, g->token_secret, sizeof g->token_secret, hd->version,
+  uint8_t token[NGTCP2_CRYPTO_MAX_RETRY_TOKENLEN2], buf[1500];
+  ngtcp2_ssize tl = ngtcp2_crypto_generate_retry_token2(token, g->token_secret, sizeof g->token_secret, hd->version,
                                                        from, fromlen, &scid, &hd->dcid, amn_h3_now());
   if (tl < 0) return;
   ngtcp2_ssize n = ngtcp2_crypto_write_retry(buf, sizeof buf, hd->version, &hd->scid, &scid, &hd->dcid, token,
@@ -1356,35 +1357,40 @@ static void on_initial(amn_h3_listener *l, const uint8_t *pkt, size_t len, const
   h3_group *g = l->group;
   uint32_t thr = l->sl->srv->o.quic_retry_threshold;
   ngtcp2_cid ocid;
-  bool token_ok = false, retried = false;
-  if (g && hd.token.len) {
+  ngtcp2_token_type tt = NGTCP2_TOKEN_TYPE_UNKNOWN;
+  if (g && hd.tokenlen) {
     ngtcp2_tstamp now = amn_h3_now();
-    if (hd.token.base[0] == NGTCP2_CRYPTO_TOKEN_MAGIC_RETRY) {
-      if (ngtcp2_crypto_verify_retry_token(&ocid, hd.token.base, hd.token.len, g->token_secret,
-                                           sizeof g->token_secret, hd.version, from, fromlen, &hd.dcid,
-                                           AMN_H3_RETRY_TOKEN_TTL_S * NGTCP2_SECONDS, now) != 0) {
+    if (hd.token[0] == NGTCP2_CRYPTO_TOKEN_MAGIC_RETRY2) {
+      int rv = ngtcp2_crypto_verify_retry_token2(&ocid, hd.token, hd.tokenlen, g->token_secret,
+                                                 sizeof g->token_secret, hd.version, from, fromlen, &hd.dcid,
+                                                 AMN_H3_RETRY_TOKEN_TTL_S * NGTCP2_SECONDS, now);
+      if (rv != 0) {
+        /* unreadable (not ours), for another address, or expired: a stale
+         * Retry or an attacker (RFC 9000 8.1.2: INVALID_TOKEN) */
         STAT(l, tokens_bad);
+        AMN_DEBUG("Retry token refused: %s", rv == NGTCP2_CRYPTO_ERR_UNREADABLE_TOKEN ? "unreadable" : "stale or "
+                  "for another address");
         refuse_token(l, &hd, from, fromlen);
         return;
       }
       STAT(l, retry_tokens_ok);
-      token_ok = retried = true;
-    } else if (hd.token.base[0] == NGTCP2_CRYPTO_TOKEN_MAGIC_REGULAR &&
-               ngtcp2_crypto_verify_regular_token(hd.token.base, hd.token.len, g->token_secret,
-                                                  sizeof g->token_secret, from, fromlen,
+      tt = NGTCP2_TOKEN_TYPE_RETRY;
+    } else if (hd.token[0] == NGTCP2_CRYPTO_TOKEN_MAGIC_REGULAR &&
+               ngtcp2_crypto_verify_regular_token(hd.token, hd.tokenlen, g->token_secret, sizeof g->token_secret,
+                                                  from, fromlen,
                                                   (ngtcp2_duration)AMN_H3_NEW_TOKEN_TTL_S * NGTCP2_SECONDS,
                                                   now) == 0) {
       STAT(l, new_tokens_ok);
-      token_ok = true;
+      tt = NGTCP2_TOKEN_TYPE_NEW_TOKEN;
     } else {
       STAT(l, tokens_bad); /* e.g. from before a restart: ignored */
     }
   }
-  if (g && !token_ok && l->nhandshaking >= thr) {
+  if (g && tt == NGTCP2_TOKEN_TYPE_UNKNOWN && l->nhandshaking >= thr) {
     send_retry(l, &hd, from, fromlen, len);
     return;
   }
-  sc_new(l, &hd, from, fromlen, pkt, len, retried ? &ocid : NULL, token_ok);
+  sc_new(l, &hd, from, fromlen, pkt, len, tt == NGTCP2_TOKEN_TYPE_RETRY ? &ocid : NULL, tt);
 }
 
 static void on_datagram(amn_h3_listener *l, const uint8_t *pkt, size_t len, const struct sockaddr *from,
