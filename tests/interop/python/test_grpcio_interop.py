@@ -168,6 +168,7 @@ class Server:
 
 
 SERVER = None
+IS_NETD = False  # the server is amaters-netd (not the suite's own validation against grpc C++)
 OTHER_PKI = None  # a second CA with its own client certificate: never trusted
 
 
@@ -389,6 +390,8 @@ class Interop(unittest.TestCase):
         # server has judged its (missing) certificate. The server must drain those bytes
         # before closing, or the kernel's reset destroys the alert: then grpcio reports
         # "Connection reset by peer" and logs no alert. Every attempt must get the alert.
+        if not IS_NETD:
+            self.skipTest("how amaters-netd closes a refused connection (grpc C++ sends no alert here)")
         attempts = 10
         script = (
             "import grpc, sys\n"
@@ -448,7 +451,7 @@ class Shutdown(unittest.TestCase):
 
 
 def main():
-    global SERVER, OTHER_PKI
+    global SERVER, OTHER_PKI, IS_NETD
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     g = ap.add_mutually_exclusive_group(required=True)
     g.add_argument("--netd", help="path of amaters-netd")
@@ -463,6 +466,7 @@ def main():
     try:
         OTHER_PKI = os.path.join(tmp, "other")
         subprocess.run(["sh", MKCERTS, OTHER_PKI, "untrusted"], check=True)
+        IS_NETD = bool(args.netd)
         if args.netd:
             pki = args.pki or os.path.join(tmp, "pki")
             port = free_port()
