@@ -841,7 +841,9 @@ static amn_toml_node *parse_value(parser *P) {
   char tmp[16];
   int c = peek(P, 0);
   amn_toml_node *n = NULL;
-  if (++P->depth > MAX_DEPTH) {
+  /* only arrays and inline tables count as levels (not the scalar inside) */
+  bool nests = c == '[' || c == '{';
+  if (nests && ++P->depth > MAX_DEPTH) {
     fail(P, "arrays/inline tables nested too deeply (max %d)", MAX_DEPTH);
     return NULL;
   }
@@ -872,7 +874,7 @@ static amn_toml_node *parse_value(parser *P) {
   } else {
     fail(P, "invalid value starting with %s", show_char(P->p, P->end, tmp));
   }
-  P->depth--;
+  if (nests) P->depth--;
   return n;
 }
 

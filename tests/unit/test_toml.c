@@ -288,6 +288,19 @@ static void test_syntax_errors(void **state) {
   strcpy(deep, "a = ");
   for (int i = 0; i < 500; i++) strcat(deep, "[");
   EXPECT_ERR(deep, 1, "nested too deeply");
+  /* 128 levels of arrays / inline tables are allowed, whatever they hold
+   * (the scalar inside once counted as a level: 128 refused) */
+  {
+    char s[1200] = "a = ", t[1200] = "b = ";
+    for (int i = 0; i < 128; i++) strcat(s, "["), strcat(t, "{k=");
+    strcat(s, "1"), strcat(t, "1");
+    for (int i = 0; i < 128; i++) strcat(s, "]"), strcat(t, "}");
+    amn_toml_free(parse(s));
+    amn_toml_free(parse(t));
+    memmove(s + 5, s + 4, strlen(s + 4) + 1); /* one more '[' ... */
+    strcat(s, "]");
+    EXPECT_ERR(s, 1, "nested too deeply (max 128)");
+  }
   /* dotted keys and table headers: at most 128 parts (each part is a level
    * of tables; a million of them overflowed the stack when freeing) */
   {
