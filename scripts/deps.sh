@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Installs every Debian 12 package the build, the tests and the interop peers need.
+# Installs every Debian 12 package the build, the tests, the interop peers and the
+# fuzz targets (clang with its libFuzzer runtime, libclang-rt-14-dev) need.
 set -euo pipefail
 PKGS=(
   build-essential cmake pkg-config
@@ -9,6 +10,7 @@ PKGS=(
   python3 python3-grpcio python3-protobuf
   nghttp2-client nghttp2-proxy ngtcp2-client ngtcp2-server
   libnss-wrapper
+  clang libclang-rt-14-dev
 )
 missing=()
 for p in "${PKGS[@]}"; do
