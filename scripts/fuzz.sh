@@ -30,6 +30,9 @@ for t in "${targets[@]}"; do
   mkdir -p "$out/work/$t" "$out/crashes" "$out/logs"
   dict=()
   [ -f "fuzz/$t.dict" ] && dict=(-dict="fuzz/$t.dict")
+  extra=()
+  # the toml-test suite next to the project (read only, not copied) as more TOML seeds
+  [ "$t" = toml ] && [ -d ../shared/toml-test/tests ] && extra=(../shared/toml-test/tests)
   log="$out/logs/$t.log"
   echo "== fuzz_$t: ${secs}s"
   start=$(date +%s)
@@ -37,7 +40,7 @@ for t in "${targets[@]}"; do
   # CPU time (user + system) of the fuzzer process, from bash's `time`
   ( TIMEFORMAT='%3U %3S'
     time "$out/fuzz_$t" -max_total_time="$secs" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 \
-      -artifact_prefix="$out/crashes/$t-" "${dict[@]}" "$out/work/$t" "fuzz/corpus/$t" >"$log" 2>&1
+      -artifact_prefix="$out/crashes/$t-" "${dict[@]}" "$out/work/$t" "fuzz/corpus/$t" "${extra[@]}" >"$log" 2>&1
   ) 2>"$out/logs/$t.time" || rc=$?
   cpu=$(awk '{printf "%.0f", $1 + $2}' "$out/logs/$t.time" 2>/dev/null || echo '?')
   execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -1)
