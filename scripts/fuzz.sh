@@ -25,6 +25,7 @@ cmake --build build-fuzz --target fuzz -j"$(nproc)" >/dev/null
 out=build-fuzz/fuzz
 export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1
 export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
+export LSAN_OPTIONS=suppressions=$PWD/fuzz/lsan.supp
 failed=()
 for t in "${targets[@]}"; do
   mkdir -p "$out/work/$t" "$out/crashes" "$out/logs"
