@@ -1280,8 +1280,8 @@ static void send_version_negotiation(amn_h3_listener *l, const ngtcp2_version_ci
   ngtcp2_ssize n =
       ngtcp2_pkt_write_version_negotiation(buf, sizeof buf, r, vc->scid, vc->scidlen, vc->dcid, vc->dcidlen, sv, 2);
   if (n <= 0) return;
+  STAT(l, version_negotiations); /* before the peer can see it: a test reads the counter once the peer reacted */
   amn_h3_send_one(l->fd, from, fromlen, buf, (size_t)n);
-  STAT(l, version_negotiations);
 }
 
 /* A debug line about a packet answered without a connection. */
@@ -1306,8 +1306,8 @@ static void send_stateless_reset(amn_h3_listener *l, const ngtcp2_version_cid *v
   gnutls_rnd(GNUTLS_RND_NONCE, rnd, rl);
   ngtcp2_ssize n = ngtcp2_pkt_write_stateless_reset(buf, sizeof buf, token, rnd, rl);
   if (n <= 0) return;
+  STAT(l, stateless_resets); /* before the peer can see it: a test reads the counter once the peer reacted */
   amn_h3_send_one(l->fd, from, fromlen, buf, (size_t)n);
-  STAT(l, stateless_resets);
   debug_answer(from, "packet for an unknown connection", "stateless reset sent");
 }
 
@@ -1326,8 +1326,8 @@ static void send_retry(amn_h3_listener *l, const ngtcp2_pkt_hd *hd, const struct
   ngtcp2_ssize n = ngtcp2_crypto_write_retry(buf, sizeof buf, hd->version, &hd->scid, &scid, &hd->dcid, token,
                                              (size_t)tl);
   if (n <= 0 || (size_t)n > 3 * pktlen) return; /* never amplify */
+  STAT(l, retries_sent); /* before the peer can see it: a test reads the counter once the peer reacted */
   amn_h3_send_one(l->fd, from, fromlen, buf, (size_t)n);
-  STAT(l, retries_sent);
   debug_answer(from, "QUIC Initial", "Retry sent (address validation)");
 }
 
