@@ -12,6 +12,7 @@ PKGS=(
   libnss-wrapper
   golang-go golang-google-grpc-dev golang-github-lucas-clemente-quic-go-dev protoc-gen-go-1-3
   clang libclang-rt-14-dev
+  golang-github-burntsushi-toml-dev
 )
 missing=()
 for p in "${PKGS[@]}"; do

@@ -6,7 +6,11 @@
  *                                          toml-test "decoder" interface)
  *   toml_test_runner suite DIR valid|invalid
  *                                          runs every TOML 1.0 file listed in
- *                                          DIR/tests/files-toml-1.0.0:
+ *                                          DIR/tests/files-toml-1.0.0 (a suite
+ *                                          without that list, such as the copy
+ *                                          Debian's golang-github-burntsushi-toml-dev
+ *                                          ships, is TOML 1.0 only: every file
+ *                                          under DIR/tests/KIND/ then):
  *                                          valid/: decode, then compare the JSON
  *                                          with the .json beside it semantically;
  *                                          invalid/: the parser must reject it.
@@ -17,6 +21,7 @@
  */
 #include <ctype.h>
 #include <errno.h>
+#include <ftw.h>
 #include <stdarg.h>
 #include <math.h>
 #include <stdio.h>
@@ -570,6 +575,54 @@ static int run_one(const char *dir, const char *rel, bool valid, char *why, size
   return rc;
 }
 
+/* The files of a suite without a list: every .toml under DIR/tests/KIND,
+ * as "KIND/..." paths, sorted (a stable order for the log). */
+static char **g_found;
+static size_t g_nfound, g_capfound;
+static size_t g_prefix; /* strlen(DIR/tests/) */
+/* Files of such a suite that test TOML 1.1, not 1.0 (the list would leave them out). */
+static const char *const toml11_only[] = {
+    "valid/string/escape-esc.toml", /* \e: an escape TOML 1.1 added */
+};
+static int found_cb(const char *path, const struct stat *st, int type, struct FTW *ftw) {
+  (void)st; (void)ftw;
+  size_t n = strlen(path);
+  if (type != FTW_F || n < 5 || strcmp(path + n - 5, ".toml") != 0) return 0;
+  for (size_t i = 0; i < sizeof toml11_only / sizeof toml11_only[0]; i++)
+    if (strcmp(path + g_prefix, toml11_only[i]) == 0) return 0;
+  if (g_nfound == g_capfound) {
+    size_t cap = g_capfound ? g_capfound * 2 : 256;
+    char **p = realloc(g_found, cap * sizeof *p);
+    if (!p) return 1;
+    g_found = p;
+    g_capfound = cap;
+  }
+  if (!(g_found[g_nfound] = strdup(path + g_prefix))) return 1;
+  g_nfound++;
+  return 0;
+}
+static int cmp_str(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
+
+/* Writes the list of a suite without one into a temporary file. */
+static FILE *list_by_walking(const char *dir, const char *kind) {
+  char root[4096];
+  snprintf(root, sizeof root, "%s/tests/", dir);
+  g_prefix = strlen(root);
+  snprintf(root + g_prefix, sizeof root - g_prefix, "%s", kind);
+  if (nftw(root, found_cb, 16, FTW_PHYS) != 0) return NULL;
+  qsort(g_found, g_nfound, sizeof *g_found, cmp_str);
+  FILE *f = tmpfile();
+  for (size_t i = 0; i < g_nfound; i++) {
+    if (f) fprintf(f, "%s\n", g_found[i]);
+    free(g_found[i]);
+  }
+  free(g_found);
+  g_found = NULL;
+  g_nfound = g_capfound = 0;
+  if (f) rewind(f);
+  return f;
+}
+
 static int suite(const char *dir, const char *kind) {
   bool valid = !strcmp(kind, "valid");
   if (!valid && strcmp(kind, "invalid") != 0) {
@@ -579,11 +632,12 @@ static int suite(const char *dir, const char *kind) {
   char list[4096];
   snprintf(list, sizeof list, "%s/tests/files-toml-1.0.0", dir);
   FILE *f = fopen(list, "r");
+  if (!f && errno == ENOENT) f = list_by_walking(dir, kind);
   if (!f) {
     fprintf(stderr,
             "FAIL: the toml-test suite is missing: cannot open %s (%s).\n"
             "Expected a checkout of github.com/toml-lang/toml-test at ../shared/toml-test "
-            "relative to the project root.\n",
+            "relative to the project root, or Debian's golang-github-burntsushi-toml-dev.\n",
             list, strerror(errno));
     return 1;
   }
