@@ -3,7 +3,7 @@
 
 Layers, lowest first (docs/ARCHITECTURE.md):
 
-    util -> tls -> rpc -> transport/h2 | transport/h3 -> server | client
+    util -> tls -> rpc -> transport -> transport/h2 | transport/h3 -> server | client
 
 A file may use (include a header of, or call a function defined in) its own
 directory and the layers below it, never a layer above it nor a sibling
@@ -40,10 +40,11 @@ LAYERS = {  # directory (relative to src/) -> rank
     "proto": 0,  # protobuf-c generated messages
     "tls": 1,
     "rpc": 2,
-    "transport/h2": 3,
-    "transport/h3": 3,
-    "server": 4,
-    "client": 4,
+    "transport": 3,  # the binding interfaces between the cores and the transports
+    "transport/h2": 4,
+    "transport/h3": 4,
+    "server": 5,
+    "client": 5,
 }
 PUBLIC = {  # include/amn/<header> -> the layer implementing it
     "common.h": "util",

@@ -2,18 +2,19 @@
  * HTTP/3 transport, client side: a connected UDP socket per connection, an
  * ngtcp2 client connection with mutual TLS (GnuTLS), nghttp3 request
  * streams carrying the client core's calls (client/client.c) the same way
- * the HTTP/2 transport (h2_client.c) does.
+ * the HTTP/2 transport (h2_client.c) does, bound the same way: through the
+ * client binding interface (transport/ctransport.h).
  *
  * A connection is ready (takes calls) once the handshake is confirmed
  * (HANDSHAKE_DONE): a server refusing our certificate does so before that,
  * so the refusal is a connect failure with the server's TLS alert.
  *
- * Every connection is a slot of the client's pool (client/pool.c): it
- * reports amn_cslot_ready, _goaway and _closed; calls the server provably
- * never processed (not sent yet, above a GOAWAY's stream ID, refused with
- * H3_REQUEST_REJECTED) go back to the pool to be retried elsewhere.
+ * Every connection reports ready, goaway and closed to its owner (the
+ * client's pool); calls the server provably never processed (not sent yet,
+ * above a GOAWAY's stream ID, refused with H3_REQUEST_REJECTED) end marked
+ * unprocessed, to be retried elsewhere.
  *
- * The client keeps, per endpoint (ep->h3), the last session ticket of
+ * The client keeps, per endpoint (its tp_state), the last session ticket of
  * the server with its transport parameters, and the last NEW_TOKEN token:
  * the next connection resumes the session, skips the server's address
  * validation, and sends the calls marked idempotent as 0-RTT data right
@@ -27,13 +28,14 @@
 #include <netdb.h>
 #include <netinet/in.h>
 #include <ngtcp2/ngtcp2_crypto_gnutls.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
-#include "client/client_internal.h"
 #include "transport/h3/h3.h"
+#include "transport/h3/h3_client.h"
 #include "util/log.h"
 
 #define CLIENT_IDLE_TIMEOUT (30 * NGTCP2_SECONDS)
@@ -42,8 +44,8 @@ typedef enum { CC_CONNECTING, CC_READY, CC_CLOSED } cc_state;
 
 typedef struct h3c_conn h3c_conn;
 
-/* Per client (cl->h3): counters, and the hand-off of the test hooks to
- * the I/O thread. */
+/* Per client (its tp_state): counters, the connections, and the hand-off
+ * of the test hooks to the I/O thread. */
 typedef struct h3c_state {
   pthread_mutex_t mu;           /* guards everything below but `async`, and every h3c_ep */
   pthread_cond_t cv;
@@ -51,6 +53,7 @@ typedef struct h3c_state {
   int op, op_arg, op_rc;
   unsigned op_seq, op_done;
   amn_h3_client_stats st;
+  h3c_conn *conns;              /* every connection (I/O thread): the test hooks pick one */
   /* the receive batch, shared by the connections (they all run on the I/O
    * thread, and a read callback finishes its batch before another starts) */
   uint8_t *rbuf;
@@ -62,7 +65,7 @@ typedef struct h3c_state {
   struct sockaddr_storage from[AMN_H3_RX_BATCH];
 } h3c_state;
 
-/* Per endpoint (ep->h3): what its next connection reuses. */
+/* Per endpoint (its tp_state): what its next connection reuses. */
 typedef struct h3c_ep {
   gnutls_datum_t ticket;        /* last session ticket (gnutls_session_get_data2) */
   uint8_t tp[256];              /* the server's transport parameters of that session, as ngtcp2 */
@@ -72,11 +75,11 @@ typedef struct h3c_ep {
   size_t token_len;             /* last NEW_TOKEN token, 0 if none */
 } h3c_ep;
 
-enum { OP_REBIND = 1, OP_KEY_UPDATE, OP_CLOSE };
+#define SLOT(x) ((x)->tp_state[1]) /* amn_h3c_transport.slot */
 
-/* One call's stream (c->conn points here). */
+/* One call's stream (the handle the core holds). */
 typedef struct h3c_stream {
-  amn_ccall *c;                 /* holds the stream's reference on the call */
+  amn_ct_call *c;               /* NULL once the call let go of it (cancel, or the end was reported) */
   h3c_conn *cc;
   int64_t id;                   /* -1 while waiting for a stream ID (peer's stream limit) */
   amn_h3_sendbuf sb;            /* request bytes until acknowledged */
@@ -91,14 +94,19 @@ typedef struct h3c_stream {
 
 struct h3c_conn {
   amn_h3_conn b;                /* first: ngtcp2/nghttp3 user data */
-  amn_client *cl;
-  amn_cendpoint *ep;
-  amn_cslot *slot;              /* the pool's handle (NULL once reported closed) */
+  amn_ct_client *tc;
+  const amn_ct_conn_cbs *cb;
+  const amn_ct_call_cbs *ccb;
+  amn_ct_endpoint *ep;
+  void *owner;                  /* the pool's handle (NULL once reported closed) */
+  h3c_conn *prev, *next;        /* hs->conns */
   h3c_state *hs;
   h3c_ep *he;
   cc_state st;
   bool goaway;                  /* no new calls here */
   bool early;                   /* resuming with 0-RTT: idempotent calls start before the handshake */
+  bool early_ready;             /* ... and the owner was told (ready, unconfirmed) */
+  bool asked;                   /* closed by a test hook: not a failure */
   bool early_tp;                /* the server's remembered transport parameters are in use */
   bool rx_any;                  /* something came from the server */
   bool got_reset;               /* the server reset the connection (stateless reset) */
@@ -114,8 +122,6 @@ struct h3c_conn {
 };
 
 static void cc_closed(h3c_conn *cc, const char *why, bool tell_peer);
-static void h3c_cancel(amn_ccall *c);
-extern const amn_ctransport amn_h3c_transport;
 
 #define HSTAT(cc, f)                      \
   do {                                    \
@@ -154,7 +160,7 @@ static void list_del(h3c_stream **head, h3c_stream *s) {
 static bool h3c_ready(const void *p) {
   const h3c_conn *cc = p;
   return cc && !cc->goaway &&
-         (cc->st == CC_READY || (cc->st == CC_CONNECTING && cc->slot && cc->slot->unconfirmed && cc->b.h));
+         (cc->st == CC_READY || (cc->st == CC_CONNECTING && cc->early_ready && cc->b.h));
 }
 
 /* The server's request stream limit: the calls it takes at once (it
@@ -179,9 +185,9 @@ static void update_keepalive(h3c_conn *cc) {
   ngtcp2_duration idle = CLIENT_IDLE_TIMEOUT;
   const ngtcp2_transport_params *rp = ngtcp2_conn_get_remote_transport_params(cc->b.q);
   if (rp && rp->max_idle_timeout && rp->max_idle_timeout < idle) idle = rp->max_idle_timeout;
-  ngtcp2_duration ka = idle / 2, want = (ngtcp2_duration)cc->cl->ka_interval_ms * NGTCP2_MILLISECONDS;
+  ngtcp2_duration ka = idle / 2, want = (ngtcp2_duration)cc->tc->ka_interval_ms * NGTCP2_MILLISECONDS;
   if (want && want < ka) ka = want;
-  ngtcp2_conn_set_keep_alive_timeout(cc->b.q, cc->nlive || (want && cc->cl->o.keepalive_without_calls) ? ka : 0);
+  ngtcp2_conn_set_keep_alive_timeout(cc->b.q, cc->nlive || (want && cc->tc->keepalive_without_calls) ? ka : 0);
 }
 
 
@@ -193,11 +199,11 @@ static void update_keepalive(h3c_conn *cc) {
 static void ka_cb(struct ev_loop *ev, ev_timer *w, int revents) {
   (void)revents;
   h3c_conn *cc = w->data;
-  amn_client *cl = cc->cl;
-  if (cc->st != CC_READY || !cl->ka_interval_ms) return;
-  uint32_t limit_ms = cl->ka_interval_ms + amn_client_ka_timeout_ms(cl);
+  amn_ct_client *tc = cc->tc;
+  if (cc->st != CC_READY || !tc->ka_interval_ms) return;
+  uint32_t limit_ms = tc->ka_interval_ms + amn_ct_ka_timeout_ms(tc);
   double limit = limit_ms / 1000.0, quiet = ev_now(ev) - cc->last_rx;
-  if (quiet >= limit - 0.001 && (cc->nlive || cl->o.keepalive_without_calls)) {
+  if (quiet >= limit - 0.001 && (cc->nlive || tc->keepalive_without_calls)) {
     char why[160];
     snprintf(why, sizeof why, "keepalive: no packet from the server within %u ms (PINGs unanswered)", limit_ms);
     AMN_WARN("connection to %s is dead (%s)", cc->ep->authority, why);
@@ -210,31 +216,34 @@ static void ka_cb(struct ev_loop *ev, ev_timer *w, int revents) {
 }
 
 static void ka_start(h3c_conn *cc) {
-  amn_client *cl = cc->cl;
-  if (!cl->ka_interval_ms) return;
-  ev_timer_init(&cc->ka, ka_cb, 0., (cl->ka_interval_ms + amn_client_ka_timeout_ms(cl)) / 1000.0);
+  amn_ct_client *tc = cc->tc;
+  if (!tc->ka_interval_ms) return;
+  ev_timer_init(&cc->ka, ka_cb, 0., (tc->ka_interval_ms + amn_ct_ka_timeout_ms(tc)) / 1000.0);
   cc->ka.data = cc;
-  ev_timer_again(cl->ev, &cc->ka);
+  ev_timer_again(tc->ev, &cc->ka);
 }
 
 /* ------------------------------------------------------------------ */
 /* Responses                                                          */
 /* ------------------------------------------------------------------ */
 
-/* The call lets go of its stream (c->conn NULL; callbacks of the stream
- * no longer reach it) and fails: retried elsewhere when `unprocessed`
- * allows it (amn_ccall_fail). The stream's reference is released. */
-static void detach_fail(h3c_stream *cs, amn_status_code code, const char *msg, bool unprocessed) {
-  amn_ccall *c = cs->c;
+/* The stream lets go of its call (callbacks of the stream no longer
+ * reach it): the call's end, normal (`end` NULL) or failed (retried
+ * elsewhere by the core when `end->unprocessed` allows it). */
+static void call_end(h3c_stream *cs, const amn_ct_end *end) {
+  amn_ct_call *c = cs->c;
   cs->c = NULL;
-  c->conn = NULL;
-  amn_ccall_fail(c, code, msg, unprocessed);
-  amn_ccall_unref(c);
+  if (c) cs->cc->ccb->closed(c, end);
 }
 
-static amn_ccall *live_call(void *sud) {
+static void detach_fail(h3c_stream *cs, amn_status_code code, const char *msg, bool unprocessed) {
+  amn_ct_end e = {code, msg, unprocessed};
+  call_end(cs, &e);
+}
+
+static amn_ct_call *live_call(void *sud) {
   h3c_stream *cs = sud;
-  return cs && cs->c && !cs->c->done ? cs->c : NULL;
+  return cs ? cs->c : NULL;
 }
 
 static void consume(h3c_conn *cc, int64_t id, size_t n) {
@@ -263,24 +272,15 @@ static int on_stream_close(nghttp3_conn *h, int64_t id, uint64_t code, void *ud,
   if (!cs) return 0;
   list_del(&cc->live, cs);
   cc->nlive--;
-  amn_ccall *c = cs->c;
-  if (c && !c->done && code == NGHTTP3_H3_REQUEST_REJECTED) {
+  if (cs->c && code == NGHTTP3_H3_REQUEST_REJECTED) {
     /* the server refused the request before processing it: safe to retry */
     detach_fail(cs, AMN_STATUS_UNAVAILABLE, "request rejected by the server (H3_REQUEST_REJECTED)", true);
-    c = NULL;
-  }
-  if (c) {
-    c->conn = NULL;
-    if (!c->done) {
-      if (code == NGHTTP3_H3_NO_ERROR) {
-        amn_ccall_response_ended(c);
-      } else {
-        char m[96];
-        snprintf(m, sizeof m, "stream reset by the server (HTTP/3 error 0x%llx)", (unsigned long long)code);
-        amn_ccall_complete(c, amn_status_from_h3_error(code), m);
-      }
-    }
-    amn_ccall_unref(c); /* the stream's reference */
+  } else if (cs->c && code == NGHTTP3_H3_NO_ERROR) {
+    call_end(cs, NULL);
+  } else if (cs->c) {
+    char m[96];
+    snprintf(m, sizeof m, "stream reset by the server (HTTP/3 error 0x%llx)", (unsigned long long)code);
+    detach_fail(cs, amn_status_from_h3_error(code), m, false);
   }
   amn_h3_sendbuf_free(&cs->sb);
   amn_h3_sendbuf_free(&cs->resend);
@@ -291,9 +291,10 @@ static int on_stream_close(nghttp3_conn *h, int64_t id, uint64_t code, void *ud,
 
 static int on_recv_data(nghttp3_conn *h, int64_t id, const uint8_t *data, size_t len, void *ud, void *sud) {
   (void)h;
-  consume(ud, id, len); /* the client takes response bytes as they come */
-  amn_ccall *c = live_call(sud);
-  if (c) amn_ccall_on_data(c, data, len);
+  h3c_conn *cc = ud;
+  consume(cc, id, len); /* the client takes response bytes as they come */
+  amn_ct_call *c = live_call(sud);
+  if (c) cc->ccb->data(c, data, len);
   return 0;
 }
 
@@ -305,27 +306,28 @@ static int on_deferred_consume(nghttp3_conn *h, int64_t id, size_t n, void *ud, 
 
 static int on_recv_header(nghttp3_conn *h, int64_t id, int32_t token, nghttp3_rcbuf *name, nghttp3_rcbuf *value,
                           uint8_t flags, void *ud, void *sud) {
-  (void)h; (void)id; (void)token; (void)flags; (void)ud;
-  amn_ccall *c = live_call(sud);
+  (void)h; (void)id; (void)token; (void)flags;
+  h3c_conn *cc = ud;
+  amn_ct_call *c = live_call(sud);
   if (!c) return 0;
   nghttp3_vec n = nghttp3_rcbuf_get_buf(name), v = nghttp3_rcbuf_get_buf(value);
-  amn_rpc_resp_header(&c->resp, n.base, n.len, v.base, v.len);
+  cc->ccb->header(c, n.base, n.len, v.base, v.len);
   return 0;
 }
 
 static int on_end_headers(nghttp3_conn *h, int64_t id, int fin, void *ud, void *sud) {
-  (void)h; (void)id; (void)fin; (void)ud;
-  amn_ccall *c = live_call(sud);
-  if (!c) return 0;
-  c->got_headers = true;
-  amn_ccall_take_md(c, false);
+  (void)h; (void)id; (void)fin;
+  h3c_conn *cc = ud;
+  amn_ct_call *c = live_call(sud);
+  if (c) cc->ccb->headers_end(c, false);
   return 0;
 }
 
 static int on_end_trailers(nghttp3_conn *h, int64_t id, int fin, void *ud, void *sud) {
-  (void)h; (void)id; (void)fin; (void)ud;
-  amn_ccall *c = live_call(sud);
-  if (c) amn_ccall_take_md(c, true);
+  (void)h; (void)id; (void)fin;
+  h3c_conn *cc = ud;
+  amn_ct_call *c = live_call(sud);
+  if (c) cc->ccb->headers_end(c, true);
   return 0;
 }
 
@@ -333,13 +335,7 @@ static int on_end_trailers(nghttp3_conn *h, int64_t id, int fin, void *ud, void 
  * idempotent call ended by UNAVAILABLE may be re-sent elsewhere). */
 static int on_end_stream(nghttp3_conn *h, int64_t id, void *ud, void *sud) {
   (void)h; (void)id; (void)ud;
-  h3c_stream *cs = sud;
-  amn_ccall *c = live_call(sud);
-  if (!c) return 0;
-  cs->c = NULL;
-  c->conn = NULL;
-  amn_ccall_response_ended(c);
-  amn_ccall_unref(c); /* the stream's reference */
+  if (sud) call_end(sud, NULL);
   return 0;
 }
 
@@ -369,7 +365,7 @@ static int on_shutdown(nghttp3_conn *h, int64_t id, void *ud) {
   char m[400];
   snprintf(m, sizeof m, "%s is closing the connection (HTTP/3 GOAWAY): request not processed", cc->ep->authority);
   for (h3c_stream *cs = cc->live; cs; cs = cs->next)
-    if (cs->id >= id && cs->c && !cs->c->done) {
+    if (cs->id >= id && cs->c) {
       ngtcp2_conn_shutdown_stream(cc->b.q, 0, cs->id, NGHTTP3_H3_REQUEST_CANCELLED);
       detach_fail(cs, AMN_STATUS_UNAVAILABLE, m, true);
     }
@@ -380,7 +376,7 @@ static int on_shutdown(nghttp3_conn *h, int64_t id, void *ud) {
     detach_fail(cs, AMN_STATUS_UNAVAILABLE, m, true);
     free(cs);
   }
-  if (first && cc->slot) amn_cslot_goaway(cc->slot, false, m);
+  if (first && cc->owner) cc->cb->goaway(cc->owner, false, m);
   amn_h3_mark_dirty(&cc->b);
   return 0;
 }
@@ -404,7 +400,10 @@ static const nghttp3_callbacks g_h3cbs = {
 /* Calls                                                              */
 /* ------------------------------------------------------------------ */
 
-static ssize_t pull_ccall(void *call, uint8_t *buf, size_t len, bool *eof) { return amn_ccall_pull(call, buf, len, eof); }
+static ssize_t pull_call(void *stream, uint8_t *buf, size_t len, bool *eof) {
+  h3c_stream *cs = stream;
+  return cs->cc->ccb->pull(cs->c, buf, len, eof);
+}
 
 #define FAIR_QUANTUM (64 * 1024) /* request bytes a stream sends before it lets others go */
 
@@ -412,10 +411,14 @@ static ssize_t pull_ccall(void *call, uint8_t *buf, size_t len, bool *eof) { ret
  * HEADERS are not out yet, its call has data queued, or bytes it handed
  * to nghttp3 are not acknowledged yet (they may still sit in nghttp3's
  * queue, behind ours). */
+static bool has_data(const h3c_conn *cc, const h3c_stream *o) {
+  bool eof;
+  return cc->ccb->peek(o->c, 1, &eof) > 0;
+}
+
 static bool others_waiting(const h3c_conn *cc, const h3c_stream *self) {
   for (const h3c_stream *o = cc->live; o; o = o->next)
-    if (o != self && !o->yielded && o->c && !o->c->done &&
-        (!o->started || !amn_msgq_empty(&o->c->sq) || o->resend.head || o->sb.unacked))
+    if (o != self && !o->yielded && o->c && (!o->started || o->resend.head || o->sb.unacked || has_data(cc, o)))
       return true;
   return false;
 }
@@ -425,8 +428,7 @@ static nghttp3_ssize cs_read_data(nghttp3_conn *h, int64_t id, nghttp3_vec *vec,
   (void)h; (void)veccnt;
   h3c_conn *cc = ud;
   h3c_stream *cs = sud;
-  amn_ccall *c = live_call(cs);
-  if (!c) return NGHTTP3_ERR_WOULDBLOCK;
+  if (!live_call(cs)) return NGHTTP3_ERR_WOULDBLOCK;
   cs->started = true;
   /* nghttp3 sends a client's streams one after the other (its incremental
    * priority schedules a server's responses only): a large upload would hold
@@ -446,7 +448,7 @@ static nghttp3_ssize cs_read_data(nghttp3_conn *h, int64_t id, nghttp3_vec *vec,
     return 1;
   }
   bool eof;
-  ssize_t n = amn_h3_sendbuf_fill(&cs->sb, pull_ccall, c, &eof, vec);
+  ssize_t n = amn_h3_sendbuf_fill(&cs->sb, pull_call, cs, &eof, vec);
   if (n == -2) cs->wait_ack = true;
   if (n == -3) ngtcp2_conn_shutdown_stream(cc->b.q, 0, id, NGHTTP3_H3_INTERNAL_ERROR);
   if (n < 0) return NGHTTP3_ERR_WOULDBLOCK;
@@ -456,9 +458,10 @@ static nghttp3_ssize cs_read_data(nghttp3_conn *h, int64_t id, nghttp3_vec *vec,
 }
 
 /* Opens the stream and submits the request. 0, 1 (no stream ID free: wait
- * for the server to allow more), or -1 (the call was completed). */
-static int open_stream(h3c_conn *cc, h3c_stream *cs) {
-  amn_ccall *c = cs->c;
+ * for the server to allow more), or -1 (failed: *end says why; cs is
+ * freed, its call not told). */
+static int open_stream(h3c_conn *cc, h3c_stream *cs, amn_ct_end *end) {
+  amn_ct_call *c = cs->c;
   int64_t id;
   int rv = ngtcp2_conn_open_bidi_stream(cc->b.q, &id, cs);
   if (rv == NGTCP2_ERR_STREAM_ID_BLOCKED) return 1;
@@ -484,14 +487,12 @@ static int open_stream(h3c_conn *cc, h3c_stream *cs) {
       ngtcp2_conn_set_stream_user_data(cc->b.q, id, NULL);
       ngtcp2_conn_shutdown_stream(cc->b.q, 0, id, NGHTTP3_H3_INTERNAL_ERROR);
     }
-    c->conn = NULL;
-    amn_ccall_complete(c, code, fail);
-    amn_ccall_unref(c);
+    *end = (amn_ct_end){code, fail, !opened};
+    amn_h3_sendbuf_free(&cs->resend);
     free(cs);
     return -1;
   }
   cs->id = id;
-  c->stream_id = (int32_t)id;
   list_add(&cc->live, cs);
   cc->nlive++;
   cs->early = !ngtcp2_conn_get_handshake_completed(cc->b.q);
@@ -501,25 +502,23 @@ static int open_stream(h3c_conn *cc, h3c_stream *cs) {
   return 0;
 }
 
-static int h3c_start_call(void *conn, amn_ccall *c) {
+static void *h3c_start_call(void *conn, amn_ct_call *c, amn_ct_end *fail) {
   h3c_conn *cc = conn;
   h3c_stream *cs = calloc(1, sizeof *cs);
   if (!cs) {
-    amn_ccall_complete(c, AMN_STATUS_RESOURCE_EXHAUSTED, "out of memory");
-    return AMN_ENOMEM;
+    *fail = (amn_ct_end){AMN_STATUS_RESOURCE_EXHAUSTED, "out of memory", false};
+    return NULL;
   }
   cs->c = c;
   cs->cc = cc;
   cs->id = -1;
-  c->conn = cs;
-  atomic_fetch_add(&c->refs, 1); /* the stream's reference */
   /* calls wait in order behind earlier ones that had no stream ID yet;
    * before the handshake, only idempotent calls go (as 0-RTT data): a
    * replayed early request must be harmless */
   bool now = cc->st == CC_READY ? !cc->waitq : c->idempotent && ngtcp2_conn_get_streams_bidi_left(cc->b.q) > 0;
-  int rv = now ? open_stream(cc, cs) : 1;
+  int rv = now ? open_stream(cc, cs, fail) : 1;
   if (rv == 1) list_append(&cc->waitq, cs); /* first come, first opened */
-  return rv < 0 ? AMN_EIO : 0;
+  return rv < 0 ? NULL : cs;
 }
 
 /* Opens the next waiting stream: 1 opened (or dropped: its call ended
@@ -528,17 +527,19 @@ static int open_next(h3c_conn *cc) {
   h3c_stream *cs = cc->waitq;
   if (!cs || ngtcp2_conn_get_streams_bidi_left(cc->b.q) == 0) return 0;
   list_del(&cc->waitq, cs);
-  if (cs->c->done) { /* e.g. cancelled while its 0-RTT data was in flight */
-    cs->c->conn = NULL;
-    amn_ccall_unref(cs->c);
+  if (!cs->c) { /* e.g. cancelled while its 0-RTT data was in flight */
     amn_h3_sendbuf_free(&cs->resend);
     free(cs);
     return 1;
   }
-  if (open_stream(cc, cs) == 1) { /* raced with the limit: back in front */
+  amn_ct_call *c = cs->c;
+  amn_ct_end end;
+  int rv = open_stream(cc, cs, &end);
+  if (rv == 1) { /* raced with the limit: back in front */
     list_add(&cc->waitq, cs);
     return 0;
   }
+  if (rv < 0) cc->ccb->closed(c, &end);
   return 1;
 }
 
@@ -547,21 +548,19 @@ static void open_waiting(h3c_conn *cc) {
   }
 }
 
-static void h3c_resume(amn_ccall *c) {
-  h3c_stream *cs = c->conn;
-  if (!cs || cs->id < 0 || cs->cc->st != CC_READY) return;
+static void h3c_resume(void *stream) {
+  h3c_stream *cs = stream;
+  if (cs->id < 0 || cs->cc->st != CC_READY) return;
   nghttp3_conn_resume_stream(cs->cc->b.h, cs->id);
   amn_h3_mark_dirty(&cs->cc->b);
 }
 
-static void h3c_cancel(amn_ccall *c) {
-  h3c_stream *cs = c->conn;
-  if (!cs) return;
+static void h3c_cancel(void *stream) {
+  h3c_stream *cs = stream;
   h3c_conn *cc = cs->cc;
+  cs->c = NULL; /* nothing reaches the call anymore */
   if (cs->id < 0) { /* never opened: just forget it */
     list_del(&cc->waitq, cs);
-    c->conn = NULL;
-    amn_ccall_unref(c);
     amn_h3_sendbuf_free(&cs->resend);
     free(cs);
     return;
@@ -643,18 +642,18 @@ static int q_handshake_completed(ngtcp2_conn *q, void *ud) {
 static int q_handshake_confirmed(ngtcp2_conn *q, void *ud) {
   (void)q;
   h3c_conn *cc = ud;
-  amn_client *cl = cc->cl;
   if (cc->st != CC_CONNECTING) return 0;
-  ev_timer_stop(cl->ev, &cc->ct);
+  ev_timer_stop(cc->tc->ev, &cc->ct);
   cc->st = CC_READY;
   AMN_DEBUG("HTTP/3 connection to %s ready", cc->ep->authority);
   open_waiting(cc);
   update_keepalive(cc);
   ka_start(cc);
-  if (cc->slot) {
-    if (cc->slot->unconfirmed) amn_cslot_confirmed(cc->slot); /* took 0-RTT calls already */
-    else amn_cslot_ready(cc->slot);                          /* the pool sends calls */
+  if (cc->owner) {
+    if (cc->early_ready) cc->cb->confirmed(cc->owner); /* took 0-RTT calls already */
+    else cc->cb->ready(cc->owner, false);              /* the pool sends calls */
   }
+  cc->early_ready = false;
   return 0;
 }
 
@@ -720,15 +719,14 @@ static int q_stream_reset(ngtcp2_conn *q, int64_t id, uint64_t final, uint64_t c
   (void)final;
   h3c_conn *cc = ud;
   if (cc->b.h && nghttp3_conn_shutdown_stream_read(cc->b.h, id) != 0) return NGTCP2_ERR_CALLBACK_FAILURE;
-  amn_ccall *c = live_call(sud);
-  if (c) {
+  if (live_call(sud)) {
     char m[96];
     snprintf(m, sizeof m, "stream reset by the server (HTTP/3 error 0x%llx)", (unsigned long long)code);
     ngtcp2_conn_shutdown_stream_write(q, 0, id, NGHTTP3_H3_REQUEST_CANCELLED);
     if (code == NGHTTP3_H3_REQUEST_REJECTED) /* never processed: safe to retry elsewhere */
       detach_fail(sud, AMN_STATUS_UNAVAILABLE, "request rejected by the server (H3_REQUEST_REJECTED)", true);
     else
-      amn_ccall_complete(c, amn_status_from_h3_error(code), m);
+      detach_fail(sud, amn_status_from_h3_error(code), m, false);
   }
   return 0;
 }
@@ -780,8 +778,7 @@ static void init_qcbs(void) {
 
 /* Releases the QUIC state and the socket of the current attempt. */
 static void teardown(h3c_conn *cc) {
-  amn_client *cl = cc->cl;
-  if (ev_is_active(&cc->rw)) ev_io_stop(cl->ev, &cc->rw);
+  if (ev_is_active(&cc->rw)) ev_io_stop(cc->tc->ev, &cc->rw);
   if (cc->b.ev) amn_h3_conn_release(&cc->b);
   if (cc->b.fd >= 0) close(cc->b.fd);
   cc->b.fd = -1;
@@ -789,9 +786,12 @@ static void teardown(h3c_conn *cc) {
 
 static void cc_free(h3c_conn *cc) {
   teardown(cc);
-  ev_timer_stop(cc->cl->ev, &cc->ct);
-  ev_timer_stop(cc->cl->ev, &cc->ka);
+  ev_timer_stop(cc->tc->ev, &cc->ct);
+  ev_timer_stop(cc->tc->ev, &cc->ka);
   if (cc->ai) freeaddrinfo(cc->ai);
+  if (cc->prev) cc->prev->next = cc->next;
+  else if (cc->hs->conns == cc) cc->hs->conns = cc->next;
+  if (cc->next) cc->next->prev = cc->prev;
   free(cc);
 }
 
@@ -799,7 +799,6 @@ static void cc_free(h3c_conn *cc) {
  * in the message), a connection that never became ready reports the
  * failed connect. Frees cc. */
 static void cc_closed(h3c_conn *cc, const char *why, bool tell_peer) {
-  amn_client *cl = cc->cl;
   bool was_ready = cc->st == CC_READY;
   if (cc->st == CC_CLOSED) return;
   if (tell_peer && cc->b.q && !ngtcp2_conn_in_closing_period(cc->b.q) &&
@@ -815,8 +814,8 @@ static void cc_closed(h3c_conn *cc, const char *why, bool tell_peer) {
     if (n > 0) amn_h3_send_one(cc->b.fd, NULL, 0, buf, (size_t)n);
   }
   cc->st = CC_CLOSED;
-  ev_timer_stop(cl->ev, &cc->ct);
-  ev_timer_stop(cl->ev, &cc->ka);
+  ev_timer_stop(cc->tc->ev, &cc->ct);
+  ev_timer_stop(cc->tc->ev, &cc->ka);
   char m[600];
   if (!was_ready) snprintf(m, sizeof m, "cannot connect to %s over HTTP/3: %s", cc->ep->authority, why);
   else snprintf(m, sizeof m, "connection to %s lost: %s", cc->ep->authority, why);
@@ -836,9 +835,9 @@ static void cc_closed(h3c_conn *cc, const char *why, bool tell_peer) {
       free(cs);
     }
   cc->nlive = 0;
-  amn_cslot *slot = cc->slot;
-  cc->slot = NULL;
-  if (slot) amn_cslot_closed(slot, m); /* a connection that never became ready: the pool's failure */
+  void *owner = cc->owner;
+  cc->owner = NULL;
+  if (owner) cc->cb->closed(owner, m, cc->asked); /* a connection that never became ready: the pool's failure */
   cc_free(cc);
 }
 
@@ -864,10 +863,10 @@ static void handshake_timeout_msg(h3c_conn *cc, char *why, size_t cap) {
     snprintf(why, cap,
              "no QUIC handshake within %u ms: no answer from the server (is HTTP/3 enabled on it and UDP port %u "
              "reachable?)",
-             cc->cl->o.connect_timeout_ms, cc->ep->port);
+             cc->tc->connect_timeout_ms, cc->ep->port);
   else
     snprintf(why, cap, "QUIC handshake not completed within %u ms (packets lost, or the server is overloaded)",
-             cc->cl->o.connect_timeout_ms);
+             cc->tc->connect_timeout_ms);
 }
 
 static void cc_error(h3c_conn *cc, int rv) {
@@ -952,7 +951,7 @@ static void read_cb(struct ev_loop *ev, ev_io *w, int revents) {
     }
     if (n > 0) {
       cc->rx_any = true;
-      cc->last_rx = ev_now(cc->cl->ev);
+      cc->last_rx = ev_now(cc->tc->ev);
     }
     for (int i = 0; i < n; i++) {
       if (!hs->msgs[i].msg_len) continue;
@@ -999,7 +998,7 @@ static int ticket_hook(gnutls_session_t s, unsigned htype, unsigned when, unsign
 
 /* Starts a QUIC connection to cc->cur. 0, or -1 with cc->last_err set. */
 static int attempt(h3c_conn *cc) {
-  amn_client *cl = cc->cl;
+  amn_ct_client *tc = cc->tc;
   struct addrinfo *a = cc->cur;
   int fd = socket(a->ai_family, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
   if (fd < 0) {
@@ -1013,13 +1012,13 @@ static int attempt(h3c_conn *cc) {
     return -1;
   }
   memset(&cc->b, 0, sizeof cc->b);
-  amn_h3_conn_init(&cc->b, cl->ev, &cc->hs->sched, fd, cc->hs->txbuf, cc_flush, cc_expiry);
+  amn_h3_conn_init(&cc->b, tc->ev, &cc->hs->sched, fd, cc->hs->txbuf, cc_flush, cc_expiry);
   cc->b.connected = true;
   cc->b.local_len = sizeof cc->b.local;
   getsockname(fd, (struct sockaddr *)&cc->b.local, &cc->b.local_len);
   char err[256];
-  if (amn_tls_session_new(cl->tls_h3, &cc->b.tls, AMN_TLS_QUIC | GNUTLS_ENABLE_EARLY_DATA,
-                          cl->o.tls.server_name ? cl->o.tls.server_name : cc->ep->sni, err, sizeof err) != 0 ||
+  if (amn_tls_session_new(tc->tls_h3, &cc->b.tls, AMN_TLS_QUIC | GNUTLS_ENABLE_EARLY_DATA,
+                          tc->server_name ? tc->server_name : cc->ep->sni, err, sizeof err) != 0 ||
       ngtcp2_crypto_gnutls_configure_client_session(cc->b.tls) != 0) {
     snprintf(cc->last_err, sizeof cc->last_err, "TLS setup: %s", cc->b.tls ? "QUIC configuration failed" : err);
     teardown(cc);
@@ -1061,14 +1060,14 @@ static int attempt(h3c_conn *cc) {
   ngtcp2_settings st;
   ngtcp2_settings_default(&st);
   st.initial_ts = amn_h3_now();
-  st.handshake_timeout = (uint64_t)cl->o.connect_timeout_ms * NGTCP2_MILLISECONDS;
+  st.handshake_timeout = (uint64_t)tc->connect_timeout_ms * NGTCP2_MILLISECONDS;
   if (token_len) { /* copied by ngtcp2 */
     st.token = token;
     st.tokenlen = token_len;
   }
   ngtcp2_transport_params p;
   ngtcp2_transport_params_default(&p);
-  amn_h3_flow_setup(&st, &p, cl->o.initial_window_size);
+  amn_h3_flow_setup(&st, &p, tc->initial_window_size);
   p.initial_max_streams_bidi = 0; /* the server opens no request streams */
   p.initial_max_streams_uni = 3;  /* its control + QPACK streams */
   p.max_idle_timeout = CLIENT_IDLE_TIMEOUT;
@@ -1098,35 +1097,38 @@ static int attempt(h3c_conn *cc) {
             cc->early ? " with 0-RTT" : "");
   ev_io_init(&cc->rw, read_cb, fd, EV_READ);
   cc->rw.data = cc;
-  ev_io_start(cl->ev, &cc->rw);
+  ev_io_start(tc->ev, &cc->rw);
   amn_h3_mark_dirty(&cc->b); /* the first flight goes out before the loop blocks */
   return 0;
 }
 
-static h3c_state *state_of(amn_client *cl) { return __atomic_load_n(&cl->h3, __ATOMIC_ACQUIRE); }
-static h3c_state *state_get(amn_client *cl);
+static h3c_state *state_of(amn_ct_client *tc) { return __atomic_load_n(&SLOT(tc), __ATOMIC_ACQUIRE); }
+static h3c_state *state_get(amn_ct_client *tc);
 
-static void h3c_open(amn_cslot *slot) {
-  amn_cendpoint *ep = slot->ep;
-  amn_client *cl = ep->cl;
-  h3c_state *hs = state_get(cl);
-  if (hs && !ep->h3) ep->h3 = calloc(1, sizeof(h3c_ep));
-  h3c_conn *cc = hs && ep->h3 ? calloc(1, sizeof *cc) : NULL;
+static void h3c_open(amn_ct_client *tc, amn_ct_endpoint *ep, void *owner, void **conn) {
+  h3c_state *hs = state_get(tc);
+  if (hs && !SLOT(ep)) SLOT(ep) = calloc(1, sizeof(h3c_ep));
+  h3c_conn *cc = hs && SLOT(ep) ? calloc(1, sizeof *cc) : NULL;
+  *conn = cc;
   if (!cc) {
-    amn_cslot_closed(slot, "out of memory");
+    tc->conn_cbs->closed(owner, "out of memory", false);
     return;
   }
-  cc->cl = cl;
+  cc->tc = tc;
+  cc->cb = tc->conn_cbs;
+  cc->ccb = tc->call_cbs;
   cc->ep = ep;
-  cc->slot = slot;
+  cc->owner = owner;
   cc->hs = hs;
-  cc->he = ep->h3;
+  cc->he = SLOT(ep);
   cc->st = CC_CONNECTING;
   cc->b.fd = -1;
-  slot->conn = cc;
-  ev_timer_init(&cc->ct, ct_cb, cl->o.connect_timeout_ms / 1000.0, 0.);
+  cc->next = hs->conns;
+  if (hs->conns) hs->conns->prev = cc;
+  hs->conns = cc;
+  ev_timer_init(&cc->ct, ct_cb, tc->connect_timeout_ms / 1000.0, 0.);
   cc->ct.data = cc;
-  ev_timer_start(cl->ev, &cc->ct);
+  ev_timer_start(tc->ev, &cc->ct);
   ev_init(&cc->ka, ka_cb);
   ev_init(&cc->rw, read_cb);
   struct addrinfo hints = {0};
@@ -1146,8 +1148,8 @@ static void h3c_open(amn_cslot *slot) {
   for (cc->cur = cc->ai; cc->cur; cc->cur = cc->cur->ai_next)
     if (attempt(cc) == 0) {
       if (cc->early) { /* resuming with 0-RTT: idempotent calls go now, with the first flight */
-        slot->unconfirmed = true;
-        amn_cslot_ready(slot);
+        cc->early_ready = true;
+        cc->cb->ready(owner, true);
       }
       return;
     }
@@ -1190,50 +1192,54 @@ static int do_rebind(h3c_conn *cc, bool nat_only) {
       return AMN_ESTATE;
     }
   }
-  ev_io_stop(cc->cl->ev, &cc->rw);
+  ev_io_stop(cc->tc->ev, &cc->rw);
   close(cc->b.fd);
   memcpy(&cc->b.local, &local, ll);
   cc->b.local_len = ll;
   amn_h3_conn_set_fd(&cc->b, fd);
   ev_io_set(&cc->rw, fd, EV_READ);
-  ev_io_start(cc->cl->ev, &cc->rw);
+  ev_io_start(cc->tc->ev, &cc->rw);
   HSTAT(cc, migrations);
   amn_h3_mark_dirty(&cc->b);
   return 0;
 }
 
-/* The connection the test hooks act on: the HTTP/3 connection of the pool
- * carrying the most calls (ready ones first). */
-static h3c_conn *hook_conn(amn_client *cl) {
-  amn_cslot *best = NULL;
-  for (size_t i = 0; i < cl->neps; i++)
-    for (amn_cslot *s = cl->eps[i].slots; s; s = s->next) {
-      if (s->tp != &amn_h3c_transport || !s->conn || s->closing) continue;
-      bool ready = s->st == AMN_SLOT_READY, bready = best && best->st == AMN_SLOT_READY;
-      if (!best || (ready && !bready) || (ready == bready && s->inflight > best->inflight)) best = s;
-    }
-  return best ? best->conn : NULL;
+/* The connection the test hooks act on: the HTTP/3 connection carrying
+ * the most calls (ready ones first). */
+static size_t load(const h3c_conn *cc) {
+  size_t n = cc->nlive;
+  for (const h3c_stream *cs = cc->waitq; cs; cs = cs->next) n++;
+  return n;
+}
+
+static h3c_conn *hook_conn(h3c_state *hs) {
+  h3c_conn *best = NULL;
+  for (h3c_conn *cc = hs->conns; cc; cc = cc->next) {
+    if (cc->st == CC_CLOSED) continue;
+    bool ready = cc->st == CC_READY && !cc->goaway, bready = best && best->st == CC_READY && !best->goaway;
+    if (!best || (ready && !bready) || (ready == bready && load(cc) > load(best))) best = cc;
+  }
+  return best;
 }
 
 static void async_cb(struct ev_loop *ev, ev_async *w, int revents) {
   (void)ev; (void)revents;
-  amn_client *cl = w->data;
-  h3c_state *hs = state_of(cl);
+  h3c_state *hs = w->data;
   pthread_mutex_lock(&hs->mu);
   int op = hs->op, arg = hs->op_arg;
   unsigned seq = hs->op_seq;
   pthread_mutex_unlock(&hs->mu);
   if (seq == hs->op_done) return;
-  h3c_conn *cc = hook_conn(cl);
+  h3c_conn *cc = hook_conn(hs);
   int rc = AMN_ESTATE;
-  if (cc && op == OP_CLOSE) {
-    if (cc->slot) cc->slot->closing = true; /* asked for: not a failure of the server */
+  if (cc && op == AMN_CT_OP_CLOSE) {
+    cc->asked = true; /* not a failure of the server */
     cc_closed(cc, "closed by the application", true);
     rc = 0;
   } else if (cc && cc->st == CC_READY) {
-    if (op == OP_REBIND) {
+    if (op == AMN_CT_OP_REBIND) {
       rc = do_rebind(cc, arg != 0);
-    } else if (op == OP_KEY_UPDATE) {
+    } else if (op == AMN_CT_OP_KEY_UPDATE) {
       rc = ngtcp2_conn_initiate_key_update(cc->b.q, amn_h3_now()) == 0 ? 0 : AMN_ESTATE;
       if (rc == 0) amn_h3_mark_dirty(&cc->b);
     }
@@ -1246,8 +1252,8 @@ static void async_cb(struct ev_loop *ev, ev_async *w, int revents) {
 }
 
 /* I/O thread: the client's state, made on first use. */
-static h3c_state *state_get(amn_client *cl) {
-  h3c_state *hs = state_of(cl);
+static h3c_state *state_get(amn_ct_client *tc) {
+  h3c_state *hs = state_of(tc);
   if (hs) return hs;
   hs = calloc(1, sizeof *hs);
   if (hs) {
@@ -1259,55 +1265,57 @@ static h3c_state *state_get(amn_client *cl) {
     free(hs);
     return NULL;
   }
-  amn_h3_sched_init(&hs->sched, cl->ev);
+  amn_h3_sched_init(&hs->sched, tc->ev);
   pthread_mutex_init(&hs->mu, NULL);
   pthread_cond_init(&hs->cv, NULL);
   ev_async_init(&hs->async, async_cb);
-  hs->async.data = cl;
-  ev_async_start(cl->ev, &hs->async);
-  ev_unref(cl->ev); /* must not keep the loop alive by itself */
-  __atomic_store_n(&cl->h3, hs, __ATOMIC_RELEASE);
+  hs->async.data = hs;
+  ev_async_start(tc->ev, &hs->async);
+  ev_unref(tc->ev); /* must not keep the loop alive by itself */
+  __atomic_store_n(&SLOT(tc), hs, __ATOMIC_RELEASE);
   return hs;
 }
 
-void amn_h3c_client_free(amn_client *cl) {
-  for (size_t i = 0; i < cl->neps; i++) {
-    h3c_ep *he = cl->eps[i].h3;
-    if (he) gnutls_free(he->ticket.data);
-    free(he);
-    cl->eps[i].h3 = NULL;
-  }
-  h3c_state *hs = state_of(cl);
+static void h3c_endpoint_free(amn_ct_endpoint *ep) {
+  h3c_ep *he = SLOT(ep);
+  if (he) gnutls_free(he->ticket.data);
+  free(he);
+  SLOT(ep) = NULL;
+}
+
+static void h3c_client_free(amn_ct_client *tc) {
+  h3c_state *hs = state_of(tc);
   if (!hs) return;
-  ev_ref(cl->ev);
-  ev_async_stop(cl->ev, &hs->async);
+  ev_ref(tc->ev);
+  ev_async_stop(tc->ev, &hs->async);
   pthread_mutex_destroy(&hs->mu);
   pthread_cond_destroy(&hs->cv);
   amn_h3_sched_stop(&hs->sched);
   free(hs->rbuf);
   free(hs->txbuf);
   free(hs);
-  cl->h3 = NULL;
+  SLOT(tc) = NULL;
 }
 
-void amn_h3c_stats(amn_client *cl, amn_h3_client_stats *out) {
+static void h3c_stats(amn_ct_client *tc, void *outp) {
+  amn_h3_client_stats *out = outp;
   memset(out, 0, sizeof *out);
-  h3c_state *hs = cl ? state_of(cl) : NULL;
+  h3c_state *hs = state_of(tc);
   if (!hs) return;
   pthread_mutex_lock(&hs->mu);
   *out = hs->st;
   pthread_mutex_unlock(&hs->mu);
 }
 
-static int run_op(amn_client *cl, int op, int arg) {
-  h3c_state *hs = cl ? state_of(cl) : NULL;
+static int h3c_test_op(amn_ct_client *tc, int op, int arg) {
+  h3c_state *hs = state_of(tc);
   if (!hs) return AMN_ESTATE;
   pthread_mutex_lock(&hs->mu);
   hs->op = op;
   hs->op_arg = arg;
   unsigned seq = ++hs->op_seq;
   pthread_mutex_unlock(&hs->mu);
-  ev_async_send(cl->ev, &hs->async);
+  ev_async_send(tc->ev, &hs->async);
   struct timespec ts;
   clock_gettime(CLOCK_REALTIME, &ts);
   ts.tv_sec += 5;
@@ -1319,9 +1327,18 @@ static int run_op(amn_client *cl, int op, int arg) {
   return rc;
 }
 
-int amn_h3c_test_rebind(amn_client *cl, bool nat_only) { return run_op(cl, OP_REBIND, nat_only); }
-int amn_h3c_test_key_update(amn_client *cl) { return run_op(cl, OP_KEY_UPDATE, 0); }
-int amn_h3c_test_close(amn_client *cl) { return run_op(cl, OP_CLOSE, 0); }
-
-const amn_ctransport amn_h3c_transport = {"HTTP/3",     AMN_TRANSPORT_H3, h3c_open,  h3c_max_streams,
-                                          h3c_start_call, h3c_resume,       h3c_cancel, h3c_close};
+const amn_ctransport amn_h3c_transport = {
+    .name = "HTTP/3",
+    .kind = AMN_TRANSPORT_H3,
+    .slot = 1,
+    .open = h3c_open,
+    .max_streams = h3c_max_streams,
+    .start_call = h3c_start_call,
+    .resume = h3c_resume,
+    .cancel = h3c_cancel,
+    .close = h3c_close,
+    .endpoint_free = h3c_endpoint_free,
+    .client_free = h3c_client_free,
+    .stats = h3c_stats,
+    .test_op = h3c_test_op,
+};
