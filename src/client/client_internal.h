@@ -1,6 +1,7 @@
 /*
  * Internal: client structures shared by the client core (client.c: API,
- * calls, I/O thread) and the pool (pool.c). Included by src/client/ only;
+ * I/O thread; call.c: calls) and the pool (pool.c). Included by src/client/
+ * only (and the client's tests);
  * the transports see the client through transport/ctransport.h.
  */
 #ifndef AMN_CLIENT_INTERNAL_H
@@ -26,6 +27,13 @@
 typedef struct amn_client_call amn_client_call;
 typedef struct amn_pool_endpoint amn_pool_endpoint;
 typedef struct amn_pool_slot amn_pool_slot;
+
+/* The pool as the call core sees it (set by amn_pool_init): the call core
+ * (call.c) is below the pool and knows it only through these. */
+typedef struct amn_pool_hooks {
+  void (*detach)(amn_client_call *c, amn_status_code code); /* the attempt ended: release its slot */
+  void (*mark)(amn_client *cl); /* something changed: maintain soon (any I/O-thread context) */
+} amn_pool_hooks;
 
 /* Cross-thread operations handed to the I/O thread (amn_loop_op.kind). */
 enum { AMN_COP_START = 1, AMN_COP_SEND, AMN_COP_HALF_CLOSE, AMN_COP_CANCEL, AMN_COP_CONNECT };
@@ -92,6 +100,7 @@ struct amn_client {
   bool local_ops;               /* ops pushed from the I/O thread itself (drained before blocking) */
   const amn_ctransport *tp;     /* the transport (h2 or h3); NULL: auto (per endpoint, raced) */
   amn_ct_client ct;             /* what the transports see (loop, TLS, timeouts, keepalive, callbacks) */
+  const amn_pool_hooks *pool;   /* the pool's hooks for the call core */
   amn_client_call *pending;     /* calls waiting for a ready connection */
   /* amn_client_connect waiters */
   pthread_mutex_t cmu;
@@ -153,8 +162,17 @@ struct amn_pool_slot {
   amn_pool_slot *next;
 };
 
-/* ---- client core (client.c) ---- */
+/* ---- call core (call.c) ---- */
+/* A new call (one reference: the application's), NULL when the method is
+ * not "/..." or out of memory. */
+amn_client_call *amn_client_call_new(amn_client *cl, int kind, const char *method, const amn_call_opts *opts);
+amn_qmsg *amn_client_msg_new(amn_client_call *c, const uint8_t *p, size_t n); /* a request message */
+/* Unary: the one request message, queued and half-closed. */
+int amn_client_call_queue_unary(amn_client_call *c, const uint8_t *req, size_t len);
+void amn_client_call_arm_deadline(amn_client_call *c); /* I/O thread: its deadline starts (if it has one) */
 void amn_client_call_complete(amn_client_call *c, amn_status_code code, const char *msg);
+/* Ends the call with a status, resetting its stream (if it has one) first. */
+void amn_client_call_cancel(amn_client_call *c, amn_status_code code, const char *msg);
 void amn_client_call_unref(amn_client_call *c);
 /* Starts the call on conn, a connection of tp (the pool's choice): the
  * stream takes a reference; on failure the call fails at once (retried
@@ -165,9 +183,10 @@ void amn_client_call_start(amn_client_call *c, const amn_ctransport *tp, void *c
  * provably never ran it; or idempotent + UNAVAILABLE within max_retries
  * and the retry budget), else completed with code/msg. */
 void amn_client_call_fail(amn_client_call *c, amn_status_code code, const char *msg, bool unprocessed);
-void amn_client_notify_connect(amn_client *cl, int rc, const char *err); /* amn_client_connect waiters */
+extern const amn_ct_call_cbs amn_client_call_cbs; /* the transports' view of the calls (cl->ct.call_cbs) */
 void amn_client_pending_push(amn_client *cl, amn_client_call *c, bool front); /* takes a reference */
 amn_client_call *amn_client_pending_pop(amn_client *cl);
+void amn_client_pending_unlink(amn_client *cl, amn_client_call *c); /* (keeps the list's reference) */
 void amn_client_fail_pending(amn_client *cl, amn_status_code code, const char *msg);
 /* I/O thread: a grpc.health.v1 Check ("" = the server) of the pool, ready
  * to be started on a given connection (amn_client_call_start); `cb` runs
@@ -178,8 +197,8 @@ amn_client_call *amn_client_call_probe_new(amn_client *cl, uint32_t timeout_ms, 
 int amn_health_serving(const amn_result *r);
 
 /* ---- pool (pool.c) ---- */
-/* Also sets cl->ct.conn_cbs: the transports report their connections'
- * events to the pool's slots. */
+/* Also sets cl->ct.conn_cbs (the transports report their connections'
+ * events to the pool's slots) and cl->pool. */
 int amn_pool_init(amn_client *cl, const char *const *urls, size_t n, char *err, size_t errlen);
 void amn_pool_free(amn_client *cl);
 void amn_pool_kick(amn_client *cl, bool force);  /* new work: maintain now (force: connect even if ejected) */
@@ -187,6 +206,9 @@ void amn_pool_maintain(amn_client *cl);          /* dispatch pending calls, open
 void amn_pool_mark(amn_client *cl);              /* something changed: maintain soon (any I/O-thread context) */
 void amn_pool_connect(amn_client *cl);           /* amn_client_connect: connect every endpoint */
 void amn_pool_close_all(amn_client *cl, const char *why);
-void amn_pool_call_detach(amn_client_call *c, amn_status_code code); /* the attempt ended: release its slot */
+void amn_client_notify_connect(amn_client *cl, int rc, const char *err); /* amn_client_connect waiters */
+/* "https://host[:port]" or "http://...": the parts, or an error. */
+int amn_client_parse_url(const char *url, bool *tls_on, char *host, size_t hcap, uint16_t *port, char *authority,
+                         size_t acap, char *err, size_t errlen);
 
 #endif

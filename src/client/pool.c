@@ -20,6 +20,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 
 #include "client/client_internal.h"
@@ -51,9 +52,6 @@ void amn_pool_mark(amn_client *cl) {
   if (!ev_is_active(&cl->pool_idle)) ev_idle_start(cl->ev, &cl->pool_idle);
 }
 static void reap_cb(struct ev_loop *ev, ev_timer *w, int revents);
-
-int amn_client_parse_url(const char *url, bool *tls_on, char *host, size_t hcap, uint16_t *port, char *authority,
-                         size_t acap, char *err, size_t errlen);
 
 static void endpoint_timers(amn_pool_endpoint *ep);
 static int pool_common_init(amn_client *cl);
@@ -131,9 +129,11 @@ static void endpoint_timers(amn_pool_endpoint *ep) {
 }
 
 static const amn_ct_conn_cbs conn_cbs;
+static const amn_pool_hooks hooks;
 
 static int pool_common_init(amn_client *cl) {
   cl->ct.conn_cbs = &conn_cbs;
+  cl->pool = &hooks;
   struct timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);
   cl->rng = ((uint64_t)ts.tv_nsec << 20) ^ (uint64_t)ts.tv_sec ^ (uint64_t)(uintptr_t)cl ^ 0x9e3779b97f4a7c15ull;
@@ -444,7 +444,7 @@ static void reap_cb(struct ev_loop *ev, ev_timer *w, int revents) {
   }
 }
 
-void amn_pool_call_detach(amn_client_call *c, amn_status_code code) {
+static void call_detach(amn_client_call *c, amn_status_code code) {
   amn_pool_endpoint *ep = c->ep;
   if (!ep) return;
   amn_client *cl = ep->cl;
@@ -662,6 +662,57 @@ static void slot_too_many_pings(void *owner) {
 }
 
 static const amn_ct_conn_cbs conn_cbs = {slot_ready, slot_confirmed, slot_goaway, slot_closed, slot_too_many_pings};
+static const amn_pool_hooks hooks = {call_detach, amn_pool_mark};
+
+void amn_client_notify_connect(amn_client *cl, int rc, const char *err) {
+  pthread_mutex_lock(&cl->cmu);
+  cl->connect_gen++;
+  cl->connect_rc = rc;
+  snprintf(cl->connect_err, sizeof cl->connect_err, "%s", err ? err : "");
+  pthread_cond_broadcast(&cl->ccv);
+  pthread_mutex_unlock(&cl->cmu);
+}
+
+
+int amn_client_parse_url(const char *url, bool *tls_on, char *host, size_t hcap, uint16_t *port, char *authority,
+                         size_t acap, char *err, size_t errlen) {
+  const char *rest;
+  if (strncasecmp(url, "https://", 8) == 0) {
+    rest = url + 8;
+    *tls_on = true;
+  } else if (strncasecmp(url, "http://", 7) == 0) {
+    rest = url + 7;
+    *tls_on = false;
+  } else {
+    return amn_set_err(err, errlen, AMN_EINVAL, "invalid URL '%s': expected https://HOST:PORT", url);
+  }
+  char hp[300];
+  size_t n = strcspn(rest, "/");
+  if (n == 0 || n >= sizeof hp) return amn_set_err(err, errlen, AMN_EINVAL, "invalid URL '%s': no host", url);
+  memcpy(hp, rest, n);
+  hp[n] = 0;
+  bool has_port = hp[0] == '[' ? strstr(hp, "]:") != NULL : strchr(hp, ':') != NULL;
+  if (has_port) {
+    if (amn_split_hostport(hp, host, hcap, port) != 0 || *port == 0)
+      return amn_set_err(err, errlen, AMN_EINVAL, "invalid URL '%s': bad host or port", url);
+  } else {
+    const char *h = hp;
+    size_t hl = strlen(hp);
+    if (hp[0] == '[') {
+      if (hl < 3 || hp[hl - 1] != ']') return amn_set_err(err, errlen, AMN_EINVAL, "invalid URL '%s'", url);
+      h = hp + 1;
+      hl -= 2;
+    }
+    if (hl >= hcap) return amn_set_err(err, errlen, AMN_EINVAL, "invalid URL '%s'", url);
+    memcpy(host, h, hl);
+    host[hl] = 0;
+    *port = AMN_DEFAULT_PORT;
+  }
+  if (strchr(host, ':')) snprintf(authority, acap, "[%s]:%u", host, *port);
+  else snprintf(authority, acap, "%s:%u", host, *port);
+  return 0;
+}
+
 
 size_t amn_client_stats(amn_client *cl, amn_endpoint_stats *out, size_t cap, uint64_t *retries) {
   if (!cl) return 0;
