@@ -1,9 +1,12 @@
 /*
- * HTTP/3 transport, client side: a connected UDP socket per connection, an
- * ngtcp2 client connection with mutual TLS (GnuTLS), nghttp3 request
- * streams carrying the client core's calls (client/client.c) the same way
- * the HTTP/2 transport (h2_client.c) does, bound the same way: through the
- * client binding interface (transport/ctransport.h).
+ * HTTP/3 transport, client side: connections. A connected UDP socket per
+ * connection, an ngtcp2 client connection with mutual TLS (GnuTLS), its
+ * setup (every resolved address in turn), handshake, keepalive, errors and
+ * close; the client's state (counters, test hooks) and the transport's
+ * vtable. Its request streams carry the client core's calls the way the
+ * HTTP/2 transport (h2_client.c) does (h3_client_stream.c); what a
+ * connection reuses of the last one is kept by h3_client_ticket.c. Bound
+ * through the client binding interface (transport/ctransport.h).
  *
  * A connection is ready (takes calls) once the handshake is confirmed
  * (HANDSHAKE_DONE): a server refusing our certificate does so before that,
@@ -34,125 +37,10 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "transport/h3/h3.h"
-#include "transport/h3/h3_client.h"
+#include "transport/h3/h3_client_int.h"
 #include "util/log.h"
 
-#define CLIENT_IDLE_TIMEOUT (30 * NGTCP2_SECONDS)
-
-typedef enum { CC_CONNECTING, CC_READY, CC_CLOSED } cc_state;
-
-typedef struct h3c_conn h3c_conn;
-
-/* Per client (its tp_state): counters, the connections, and the hand-off
- * of the test hooks to the I/O thread. */
-typedef struct h3c_state {
-  pthread_mutex_t mu;           /* guards everything below but `async`, and every h3c_ep */
-  pthread_cond_t cv;
-  ev_async async;               /* test hooks: run on the I/O thread */
-  int op, op_arg, op_rc;
-  unsigned op_seq, op_done;
-  amn_h3_client_stats st;
-  h3c_conn *conns;              /* every connection (I/O thread): the test hooks pick one */
-  /* the receive batch, shared by the connections (they all run on the I/O
-   * thread, and a read callback finishes its batch before another starts) */
-  uint8_t *rbuf;
-  uint8_t *txbuf;               /* the packets of one write (what a full socket leaves is copied out) */
-  amn_h3_sched sched;           /* flushes the dirty connections before the loop blocks: one
-                                   prepare watcher for all of them, not one each */
-  struct mmsghdr msgs[AMN_H3_RX_BATCH];
-  struct iovec iov[AMN_H3_RX_BATCH];
-  struct sockaddr_storage from[AMN_H3_RX_BATCH];
-} h3c_state;
-
-/* Per endpoint (its tp_state): what its next connection reuses. */
-typedef struct h3c_ep {
-  gnutls_datum_t ticket;        /* last session ticket (gnutls_session_get_data2) */
-  uint8_t tp[256];              /* the server's transport parameters of that session, as ngtcp2 */
-  size_t tp_len;                /* ... encodes them for 0-RTT (0: none) */
-  uint64_t tp_streams_bidi;     /* their request stream limit */
-  uint8_t token[NGTCP2_CRYPTO_MAX_REGULAR_TOKENLEN + 64];
-  size_t token_len;             /* last NEW_TOKEN token, 0 if none */
-} h3c_ep;
-
-#define SLOT(x) ((x)->tp_state[1]) /* amn_h3c_transport.slot */
-
-/* One call's stream (the handle the core holds). */
-typedef struct h3c_stream {
-  amn_ct_call *c;               /* NULL once the call let go of it (cancel, or the end was reported) */
-  h3c_conn *cc;
-  int64_t id;                   /* -1 while waiting for a stream ID (peer's stream limit) */
-  amn_h3_sendbuf sb;            /* request bytes until acknowledged */
-  amn_h3_sendbuf resend;        /* 0-RTT request bytes to send again (early data refused) */
-  bool wait_ack;
-  bool early;                   /* opened before the handshake completed (0-RTT) */
-  bool started;                 /* its request body began (HEADERS are out) */
-  bool yielded;                 /* stepped aside for other streams (see cs_read_data) */
-  size_t run_bytes;             /* request bytes given to nghttp3 since it last stepped aside */
-  struct h3c_stream *prev, *next; /* cc->live, or cc->waitq */
-} h3c_stream;
-
-struct h3c_conn {
-  amn_h3_conn b;                /* first: ngtcp2/nghttp3 user data */
-  amn_ct_client *tc;
-  const amn_ct_conn_cbs *cb;
-  const amn_ct_call_cbs *ccb;
-  amn_ct_endpoint *ep;
-  void *owner;                  /* the pool's handle (NULL once reported closed) */
-  h3c_conn *prev, *next;        /* hs->conns */
-  h3c_state *hs;
-  h3c_ep *he;
-  cc_state st;
-  bool goaway;                  /* no new calls here */
-  bool early;                   /* resuming with 0-RTT: idempotent calls start before the handshake */
-  bool early_ready;             /* ... and the owner was told (ready, unconfirmed) */
-  bool asked;                   /* closed by a test hook: not a failure */
-  bool early_tp;                /* the server's remembered transport parameters are in use */
-  bool rx_any;                  /* something came from the server */
-  bool got_reset;               /* the server reset the connection (stateless reset) */
-  unsigned nyielded;
-  h3c_stream *live, *waitq;
-  size_t nlive;
-  struct addrinfo *ai, *cur;
-  ev_io rw;
-  ev_timer ct;                  /* connect + handshake deadline */
-  ev_timer ka;                  /* keepalive: a silent server is dead */
-  ev_tstamp last_rx;            /* when a packet last came from the server */
-  char last_err[300];
-};
-
 static void cc_closed(h3c_conn *cc, const char *why, bool tell_peer);
-
-#define HSTAT(cc, f)                      \
-  do {                                    \
-    pthread_mutex_lock(&(cc)->hs->mu);    \
-    (cc)->hs->st.f++;                     \
-    pthread_mutex_unlock(&(cc)->hs->mu);  \
-  } while (0)
-
-static void list_add(h3c_stream **head, h3c_stream *s) {
-  s->prev = NULL;
-  s->next = *head;
-  if (*head) (*head)->prev = s;
-  *head = s;
-}
-static void list_append(h3c_stream **head, h3c_stream *s) {
-  s->prev = s->next = NULL;
-  if (!*head) {
-    *head = s;
-    return;
-  }
-  h3c_stream *t = *head;
-  while (t->next) t = t->next;
-  t->next = s;
-  s->prev = t;
-}
-static void list_del(h3c_stream **head, h3c_stream *s) {
-  if (s->prev) s->prev->next = s->next;
-  else if (*head == s) *head = s->next;
-  if (s->next) s->next->prev = s->prev;
-  s->prev = s->next = NULL;
-}
 
 /* Takes calls: once ready, or at once while resuming with 0-RTT, until
  * the handshake is confirmed (h3c_start_call sends only idempotent calls
@@ -177,18 +65,6 @@ static uint32_t h3c_max_streams(const void *p) {
   return n > UINT32_MAX ? UINT32_MAX : (uint32_t)n;
 }
 
-/* While calls are open, PINGs keep the connection from the idle timeout
- * (a quiet long-lived stream is not idle): every keepalive_interval_ms if
- * set, at most half the idle timeout. */
-static void update_keepalive(h3c_conn *cc) {
-  if (cc->st != CC_READY) return;
-  ngtcp2_duration idle = CLIENT_IDLE_TIMEOUT;
-  const ngtcp2_transport_params *rp = ngtcp2_conn_get_remote_transport_params(cc->b.q);
-  if (rp && rp->max_idle_timeout && rp->max_idle_timeout < idle) idle = rp->max_idle_timeout;
-  ngtcp2_duration ka = idle / 2, want = (ngtcp2_duration)cc->tc->ka_interval_ms * NGTCP2_MILLISECONDS;
-  if (want && want < ka) ka = want;
-  ngtcp2_conn_set_keep_alive_timeout(cc->b.q, cc->nlive || (want && cc->tc->keepalive_without_calls) ? ka : 0);
-}
 
 
 /* Keepalive (keepalive_interval_ms set): QUIC PINGs go out after an
@@ -223,381 +99,11 @@ static void ka_start(h3c_conn *cc) {
   ev_timer_again(tc->ev, &cc->ka);
 }
 
-/* ------------------------------------------------------------------ */
-/* Responses                                                          */
-/* ------------------------------------------------------------------ */
-
-/* The stream lets go of its call (callbacks of the stream no longer
- * reach it): the call's end, normal (`end` NULL) or failed (retried
- * elsewhere by the core when `end->unprocessed` allows it). */
-static void call_end(h3c_stream *cs, const amn_ct_end *end) {
-  amn_ct_call *c = cs->c;
-  cs->c = NULL;
-  if (c) cs->cc->ccb->closed(c, end);
-}
-
-static void detach_fail(h3c_stream *cs, amn_status_code code, const char *msg, bool unprocessed) {
-  amn_ct_end e = {code, msg, unprocessed};
-  call_end(cs, &e);
-}
-
-static amn_ct_call *live_call(void *sud) {
-  h3c_stream *cs = sud;
-  return cs ? cs->c : NULL;
-}
-
-static void consume(h3c_conn *cc, int64_t id, size_t n) {
-  ngtcp2_conn_extend_max_stream_offset(cc->b.q, id, n);
-  ngtcp2_conn_extend_max_offset(cc->b.q, n);
-}
-
-/* ---- nghttp3 callbacks ---- */
-
-static int on_acked(nghttp3_conn *h, int64_t id, uint64_t n, void *ud, void *sud) {
-  (void)ud;
-  h3c_stream *cs = sud;
-  if (!cs) return 0;
-  amn_h3_sendbuf_ack(&cs->sb, n);
-  if (cs->wait_ack && cs->sb.unacked <= AMN_H3_MAX_UNACKED / 2) {
-    cs->wait_ack = false;
-    nghttp3_conn_resume_stream(h, id);
-  }
-  return 0;
-}
-
-static int on_stream_close(nghttp3_conn *h, int64_t id, uint64_t code, void *ud, void *sud) {
-  (void)h; (void)id;
-  h3c_conn *cc = ud;
-  h3c_stream *cs = sud;
-  if (!cs) return 0;
-  list_del(&cc->live, cs);
-  cc->nlive--;
-  if (cs->c && code == NGHTTP3_H3_REQUEST_REJECTED) {
-    /* the server refused the request before processing it: safe to retry */
-    detach_fail(cs, AMN_STATUS_UNAVAILABLE, "request rejected by the server (H3_REQUEST_REJECTED)", true);
-  } else if (cs->c && code == NGHTTP3_H3_NO_ERROR) {
-    call_end(cs, NULL);
-  } else if (cs->c) {
-    char m[96];
-    snprintf(m, sizeof m, "stream reset by the server (HTTP/3 error 0x%llx)", (unsigned long long)code);
-    detach_fail(cs, amn_status_from_h3_error(code), m, false);
-  }
-  amn_h3_sendbuf_free(&cs->sb);
-  amn_h3_sendbuf_free(&cs->resend);
-  free(cs);
-  update_keepalive(cc);
-  return 0;
-}
-
-static int on_recv_data(nghttp3_conn *h, int64_t id, const uint8_t *data, size_t len, void *ud, void *sud) {
-  (void)h;
-  h3c_conn *cc = ud;
-  consume(cc, id, len); /* the client takes response bytes as they come */
-  amn_ct_call *c = live_call(sud);
-  if (c) cc->ccb->data(c, data, len);
-  return 0;
-}
-
-static int on_deferred_consume(nghttp3_conn *h, int64_t id, size_t n, void *ud, void *sud) {
-  (void)h; (void)sud;
-  consume(ud, id, n);
-  return 0;
-}
-
-static int on_recv_header(nghttp3_conn *h, int64_t id, int32_t token, nghttp3_rcbuf *name, nghttp3_rcbuf *value,
-                          uint8_t flags, void *ud, void *sud) {
-  (void)h; (void)id; (void)token; (void)flags;
-  h3c_conn *cc = ud;
-  amn_ct_call *c = live_call(sud);
-  if (!c) return 0;
-  nghttp3_vec n = nghttp3_rcbuf_get_buf(name), v = nghttp3_rcbuf_get_buf(value);
-  cc->ccb->header(c, n.base, n.len, v.base, v.len);
-  return 0;
-}
-
-static int on_end_headers(nghttp3_conn *h, int64_t id, int fin, void *ud, void *sud) {
-  (void)h; (void)id; (void)fin;
-  h3c_conn *cc = ud;
-  amn_ct_call *c = live_call(sud);
-  if (c) cc->ccb->headers_end(c, false);
-  return 0;
-}
-
-static int on_end_trailers(nghttp3_conn *h, int64_t id, int fin, void *ud, void *sud) {
-  (void)h; (void)id; (void)fin;
-  h3c_conn *cc = ud;
-  amn_ct_call *c = live_call(sud);
-  if (c) cc->ccb->headers_end(c, true);
-  return 0;
-}
-
-/* The response is complete: the call lets go of the stream first (an
- * idempotent call ended by UNAVAILABLE may be re-sent elsewhere). */
-static int on_end_stream(nghttp3_conn *h, int64_t id, void *ud, void *sud) {
-  (void)h; (void)id; (void)ud;
-  if (sud) call_end(sud, NULL);
-  return 0;
-}
-
-static int on_stop_sending(nghttp3_conn *h, int64_t id, uint64_t code, void *ud, void *sud) {
-  (void)h; (void)sud;
-  h3c_conn *cc = ud;
-  ngtcp2_conn_shutdown_stream_read(cc->b.q, 0, id, code);
-  return 0;
-}
-
-static int on_reset_stream(nghttp3_conn *h, int64_t id, uint64_t code, void *ud, void *sud) {
-  (void)h; (void)sud;
-  h3c_conn *cc = ud;
-  ngtcp2_conn_shutdown_stream_write(cc->b.q, 0, id, code);
-  return 0;
-}
-
-/* GOAWAY: no new calls on this connection. Requests at or above `id` were
- * not processed by the server: they are reset and go to another
- * connection, as do the calls still waiting for a stream. */
-static int on_shutdown(nghttp3_conn *h, int64_t id, void *ud) {
-  (void)h;
-  h3c_conn *cc = ud;
-  bool first = !cc->goaway;
-  cc->goaway = true;
-  AMN_DEBUG("GOAWAY from %s (stream %lld)", cc->ep->authority, (long long)id);
-  char m[400];
-  snprintf(m, sizeof m, "%s is closing the connection (HTTP/3 GOAWAY): request not processed", cc->ep->authority);
-  for (h3c_stream *cs = cc->live; cs; cs = cs->next)
-    if (cs->id >= id && cs->c) {
-      ngtcp2_conn_shutdown_stream(cc->b.q, 0, cs->id, NGHTTP3_H3_REQUEST_CANCELLED);
-      detach_fail(cs, AMN_STATUS_UNAVAILABLE, m, true);
-    }
-  while (cc->waitq) {
-    h3c_stream *cs = cc->waitq;
-    list_del(&cc->waitq, cs);
-    amn_h3_sendbuf_free(&cs->resend);
-    detach_fail(cs, AMN_STATUS_UNAVAILABLE, m, true);
-    free(cs);
-  }
-  if (first && cc->owner) cc->cb->goaway(cc->owner, false, m);
-  amn_h3_mark_dirty(&cc->b);
-  return 0;
-}
-
-static const nghttp3_callbacks g_h3cbs = {
-    .acked_stream_data = on_acked,
-    .stream_close = on_stream_close,
-    .recv_data = on_recv_data,
-    .deferred_consume = on_deferred_consume,
-    .recv_header = on_recv_header,
-    .end_headers = on_end_headers,
-    .recv_trailer = on_recv_header,
-    .end_trailers = on_end_trailers,
-    .stop_sending = on_stop_sending,
-    .end_stream = on_end_stream,
-    .reset_stream = on_reset_stream,
-    .shutdown = on_shutdown,
-};
-
-/* ------------------------------------------------------------------ */
-/* Calls                                                              */
-/* ------------------------------------------------------------------ */
-
-static ssize_t pull_call(void *stream, uint8_t *buf, size_t len, bool *eof) {
-  h3c_stream *cs = stream;
-  return cs->cc->ccb->pull(cs->c, buf, len, eof);
-}
-
-#define FAIR_QUANTUM (64 * 1024) /* request bytes a stream sends before it lets others go */
-
-/* Another stream of the connection has request bytes on their way: its
- * HEADERS are not out yet, its call has data queued, or bytes it handed
- * to nghttp3 are not acknowledged yet (they may still sit in nghttp3's
- * queue, behind ours). */
-static bool has_data(const h3c_conn *cc, const h3c_stream *o) {
-  bool eof;
-  return cc->ccb->peek(o->c, 1, &eof) > 0;
-}
-
-static bool others_waiting(const h3c_conn *cc, const h3c_stream *self) {
-  for (const h3c_stream *o = cc->live; o; o = o->next)
-    if (o != self && !o->yielded && o->c && (!o->started || o->resend.head || o->sb.unacked || has_data(cc, o)))
-      return true;
-  return false;
-}
-
-static nghttp3_ssize cs_read_data(nghttp3_conn *h, int64_t id, nghttp3_vec *vec, size_t veccnt, uint32_t *pflags,
-                                  void *ud, void *sud) {
-  (void)h; (void)veccnt;
-  h3c_conn *cc = ud;
-  h3c_stream *cs = sud;
-  if (!live_call(cs)) return NGHTTP3_ERR_WOULDBLOCK;
-  cs->started = true;
-  /* nghttp3 sends a client's streams one after the other (its incremental
-   * priority schedules a server's responses only): a large upload would hold
-   * every later request back. So after a quantum, a stream steps aside
-   * while others have something to send; it resumes once this flush is
-   * done (cc_flush). */
-  if (cs->run_bytes >= FAIR_QUANTUM && others_waiting(cc, cs)) {
-    cs->yielded = true;
-    cs->run_bytes = 0;
-    cc->nyielded++;
-    return NGHTTP3_ERR_WOULDBLOCK;
-  }
-  amn_h3_chunk *again = amn_h3_sendbuf_pop(&cs->resend);
-  if (again) { /* refused 0-RTT bytes first */
-    amn_h3_sendbuf_push(&cs->sb, again, vec);
-    cs->run_bytes += again->len;
-    return 1;
-  }
-  bool eof;
-  ssize_t n = amn_h3_sendbuf_fill(&cs->sb, pull_call, cs, &eof, vec);
-  if (n == -2) cs->wait_ack = true;
-  if (n == -3) ngtcp2_conn_shutdown_stream(cc->b.q, 0, id, NGHTTP3_H3_INTERNAL_ERROR);
-  if (n < 0) return NGHTTP3_ERR_WOULDBLOCK;
-  cs->run_bytes += (size_t)n;
-  if (eof) *pflags |= NGHTTP3_DATA_FLAG_EOF;
-  return n > 0 ? 1 : 0;
-}
-
-/* Opens the stream and submits the request. 0, 1 (no stream ID free: wait
- * for the server to allow more), or -1 (failed: *end says why; cs is
- * freed, its call not told). */
-static int open_stream(h3c_conn *cc, h3c_stream *cs, amn_ct_end *end) {
-  amn_ct_call *c = cs->c;
-  int64_t id;
-  int rv = ngtcp2_conn_open_bidi_stream(cc->b.q, &id, cs);
-  if (rv == NGTCP2_ERR_STREAM_ID_BLOCKED) return 1;
-  bool opened = rv == 0;
-  amn_hdr_buf hb;
-  amn_hdr_buf_init(&hb);
-  nghttp3_nv nva[AMN_RPC_MAX_MD + 12];
-  const char *fail = NULL;
-  amn_status_code code = AMN_STATUS_UNAVAILABLE;
-  if (!opened) {
-    fail = ngtcp2_strerror(rv);
-  } else if (amn_rpc_build_request(&hb, "https", cc->ep->authority, c->method, c->timeout_ns, c->md, c->md_n) != 0) {
-    fail = "invalid request metadata";
-    code = AMN_STATUS_INTERNAL;
-  } else {
-    nghttp3_data_reader dr = {cs_read_data};
-    rv = nghttp3_conn_submit_request(cc->b.h, id, nva, amn_h3_nv(&hb, nva), &dr, cs);
-    if (rv != 0) fail = nghttp3_strerror(rv);
-  }
-  amn_hdr_buf_free(&hb);
-  if (fail) {
-    if (opened) { /* release the stream: nothing of it reaches the call anymore */
-      ngtcp2_conn_set_stream_user_data(cc->b.q, id, NULL);
-      ngtcp2_conn_shutdown_stream(cc->b.q, 0, id, NGHTTP3_H3_INTERNAL_ERROR);
-    }
-    *end = (amn_ct_end){code, fail, !opened};
-    amn_h3_sendbuf_free(&cs->resend);
-    free(cs);
-    return -1;
-  }
-  cs->id = id;
-  list_add(&cc->live, cs);
-  cc->nlive++;
-  cs->early = !ngtcp2_conn_get_handshake_completed(cc->b.q);
-  if (cs->early) HSTAT(cc, early_calls);
-  update_keepalive(cc);
-  amn_h3_mark_dirty(&cc->b);
-  return 0;
-}
-
-static void *h3c_start_call(void *conn, amn_ct_call *c, amn_ct_end *fail) {
-  h3c_conn *cc = conn;
-  h3c_stream *cs = calloc(1, sizeof *cs);
-  if (!cs) {
-    *fail = (amn_ct_end){AMN_STATUS_RESOURCE_EXHAUSTED, "out of memory", false};
-    return NULL;
-  }
-  cs->c = c;
-  cs->cc = cc;
-  cs->id = -1;
-  /* calls wait in order behind earlier ones that had no stream ID yet;
-   * before the handshake, only idempotent calls go (as 0-RTT data): a
-   * replayed early request must be harmless */
-  bool now = cc->st == CC_READY ? !cc->waitq : c->idempotent && ngtcp2_conn_get_streams_bidi_left(cc->b.q) > 0;
-  int rv = now ? open_stream(cc, cs, fail) : 1;
-  if (rv == 1) list_append(&cc->waitq, cs); /* first come, first opened */
-  return rv < 0 ? NULL : cs;
-}
-
-/* Opens the next waiting stream: 1 opened (or dropped: its call ended
- * meanwhile), 0 none can be opened now. */
-static int open_next(h3c_conn *cc) {
-  h3c_stream *cs = cc->waitq;
-  if (!cs || ngtcp2_conn_get_streams_bidi_left(cc->b.q) == 0) return 0;
-  list_del(&cc->waitq, cs);
-  if (!cs->c) { /* e.g. cancelled while its 0-RTT data was in flight */
-    amn_h3_sendbuf_free(&cs->resend);
-    free(cs);
-    return 1;
-  }
-  amn_ct_call *c = cs->c;
-  amn_ct_end end;
-  int rv = open_stream(cc, cs, &end);
-  if (rv == 1) { /* raced with the limit: back in front */
-    list_add(&cc->waitq, cs);
-    return 0;
-  }
-  if (rv < 0) cc->ccb->closed(c, &end);
-  return 1;
-}
-
-static void open_waiting(h3c_conn *cc) {
-  while (cc->st == CC_READY && open_next(cc)) {
-  }
-}
-
-static void h3c_resume(void *stream) {
-  h3c_stream *cs = stream;
-  if (cs->id < 0 || cs->cc->st != CC_READY) return;
-  nghttp3_conn_resume_stream(cs->cc->b.h, cs->id);
-  amn_h3_mark_dirty(&cs->cc->b);
-}
-
-static void h3c_cancel(void *stream) {
-  h3c_stream *cs = stream;
-  h3c_conn *cc = cs->cc;
-  cs->c = NULL; /* nothing reaches the call anymore */
-  if (cs->id < 0) { /* never opened: just forget it */
-    list_del(&cc->waitq, cs);
-    amn_h3_sendbuf_free(&cs->resend);
-    free(cs);
-    return;
-  }
-  if (cc->st != CC_READY && cc->st != CC_CONNECTING) return;
-  ngtcp2_conn_shutdown_stream(cc->b.q, 0, cs->id, NGHTTP3_H3_REQUEST_CANCELLED);
-  amn_h3_mark_dirty(&cc->b);
-}
 
 /* ------------------------------------------------------------------ */
 /* ngtcp2 callbacks                                                   */
 /* ------------------------------------------------------------------ */
 
-/* The server refused our 0-RTT data: ngtcp2 forgot the streams, nghttp3
- * goes too; the early calls are opened again on the new HTTP/3
- * connection, their bytes sent again from their send buffers. */
-static int q_early_rejected(ngtcp2_conn *q, void *ud) {
-  (void)q;
-  h3c_conn *cc = ud;
-  if (cc->b.h) nghttp3_conn_del(cc->b.h);
-  cc->b.h = NULL;
-  h3c_stream *again = cc->live;
-  cc->live = NULL;
-  cc->nlive = 0;
-  cc->nyielded = 0;
-  while (again) {
-    h3c_stream *cs = again;
-    again = cs->next;
-    cs->resend = cs->sb; /* nothing was acknowledged: all of it goes again */
-    memset(&cs->sb, 0, sizeof cs->sb);
-    cs->id = -1;
-    cs->wait_ack = cs->started = cs->yielded = false;
-    cs->run_bytes = 0;
-    list_add(&cc->waitq, cs); /* ahead of the calls that waited for the handshake */
-  }
-  return 0;
-}
 
 static int q_handshake_completed(ngtcp2_conn *q, void *ud) {
   h3c_conn *cc = ud;
@@ -606,7 +112,6 @@ static int q_handshake_completed(ngtcp2_conn *q, void *ud) {
     return NGTCP2_ERR_CALLBACK_FAILURE;
   }
   h3c_state *hs = cc->hs;
-  h3c_ep *he = cc->he;
   bool resumed = gnutls_session_is_resumed(cc->b.tls);
   bool early_ok = (gnutls_session_get_flags(cc->b.tls) & GNUTLS_SFLAGS_EARLY_DATA) != 0;
   pthread_mutex_lock(&hs->mu);
@@ -616,11 +121,7 @@ static int q_handshake_completed(ngtcp2_conn *q, void *ud) {
     if (early_ok) hs->st.early_accepted++;
     else hs->st.early_rejected++;
   }
-  /* the parameters that go with the session ticket, for the next 0-RTT */
-  const ngtcp2_transport_params *rp = ngtcp2_conn_get_remote_transport_params(q);
-  ngtcp2_ssize tpn = ngtcp2_conn_encode_0rtt_transport_params(q, he->tp, sizeof he->tp);
-  he->tp_len = tpn > 0 ? (size_t)tpn : 0;
-  he->tp_streams_bidi = rp ? rp->initial_max_streams_bidi : 0;
+  amn_h3c_ticket_save_params(cc->he, q); /* for the next 0-RTT */
   pthread_mutex_unlock(&hs->mu);
   if (cc->early_tp && !early_ok) {
     AMN_DEBUG("HTTP/3: %s refused our 0-RTT data: sending it again", cc->ep->authority);
@@ -628,13 +129,13 @@ static int q_handshake_completed(ngtcp2_conn *q, void *ud) {
     if (rv != 0) return rv;
   }
   cc->early = false;
-  int rv = amn_h3_setup_http(&cc->b, false, &g_h3cbs, cc);
+  int rv = amn_h3_setup_http(&cc->b, false, &amn_h3c_h3cbs, cc);
   if (rv != 0) {
     snprintf(cc->last_err, sizeof cc->last_err, "HTTP/3 setup failed: %s", nghttp3_strerror(rv));
     return NGTCP2_ERR_CALLBACK_FAILURE;
   }
   /* refused early requests go again now (1-RTT), the others at HANDSHAKE_DONE */
-  while (cc->waitq && cc->waitq->resend.head && open_next(cc)) {
+  while (cc->waitq && cc->waitq->resend.head && amn_h3c_open_next(cc)) {
   }
   return 0;
 }
@@ -646,8 +147,8 @@ static int q_handshake_confirmed(ngtcp2_conn *q, void *ud) {
   ev_timer_stop(cc->tc->ev, &cc->ct);
   cc->st = CC_READY;
   AMN_DEBUG("HTTP/3 connection to %s ready", cc->ep->authority);
-  open_waiting(cc);
-  update_keepalive(cc);
+  amn_h3c_open_waiting(cc);
+  amn_h3c_update_keepalive(cc);
   ka_start(cc);
   if (cc->owner) {
     if (cc->early_ready) cc->cb->confirmed(cc->owner); /* took 0-RTT calls already */
@@ -664,20 +165,6 @@ static int q_recv_retry(ngtcp2_conn *q, const ngtcp2_pkt_hd *hd, void *ud) {
   return ngtcp2_crypto_recv_retry_cb(q, hd, ud);
 }
 
-/* NEW_TOKEN: kept for the next connection (skips the server's Retry). */
-static int q_recv_new_token(ngtcp2_conn *q, const uint8_t *token, size_t len, void *ud) {
-  (void)q;
-  h3c_conn *cc = ud;
-  h3c_state *hs = cc->hs;
-  h3c_ep *he = cc->he;
-  if (len > sizeof he->token) return 0;
-  pthread_mutex_lock(&hs->mu);
-  memcpy(he->token, token, len);
-  he->token_len = len;
-  hs->st.tokens_received++;
-  pthread_mutex_unlock(&hs->mu);
-  return 0;
-}
 
 static int q_recv_stateless_reset(ngtcp2_conn *q, const ngtcp2_pkt_stateless_reset *sr, void *ud) {
   (void)q; (void)sr;
@@ -698,51 +185,9 @@ static int q_update_key(ngtcp2_conn *q, uint8_t *rx_secret, uint8_t *tx_secret, 
   return rv;
 }
 
-static int q_stream_close(ngtcp2_conn *q, uint32_t flags, int64_t id, uint64_t code, void *ud, void *sud) {
-  (void)sud;
-  h3c_conn *cc = ud;
-  if (!(flags & NGTCP2_STREAM_CLOSE_FLAG_APP_ERROR_CODE_SET)) code = NGHTTP3_H3_NO_ERROR;
-  if (!cc->b.h) return 0;
-  int rv = nghttp3_conn_close_stream(cc->b.h, id, code);
-  if (rv == NGHTTP3_ERR_STREAM_NOT_FOUND) {
-    if (!ngtcp2_is_bidi_stream(id) && !ngtcp2_conn_is_local_stream(q, id)) ngtcp2_conn_extend_max_streams_uni(q, 1);
-  } else if (rv != 0) {
-    ngtcp2_ccerr_set_application_error(&cc->b.err, nghttp3_err_infer_quic_app_error_code(rv),
-                                                        NULL, 0);
-    return NGTCP2_ERR_CALLBACK_FAILURE;
-  }
-  return 0;
-}
 
-/* The server reset its side of a request stream: the call fails now. */
-static int q_stream_reset(ngtcp2_conn *q, int64_t id, uint64_t final, uint64_t code, void *ud, void *sud) {
-  (void)final;
-  h3c_conn *cc = ud;
-  if (cc->b.h && nghttp3_conn_shutdown_stream_read(cc->b.h, id) != 0) return NGTCP2_ERR_CALLBACK_FAILURE;
-  if (live_call(sud)) {
-    char m[96];
-    snprintf(m, sizeof m, "stream reset by the server (HTTP/3 error 0x%llx)", (unsigned long long)code);
-    ngtcp2_conn_shutdown_stream_write(q, 0, id, NGHTTP3_H3_REQUEST_CANCELLED);
-    if (code == NGHTTP3_H3_REQUEST_REJECTED) /* never processed: safe to retry elsewhere */
-      detach_fail(sud, AMN_STATUS_UNAVAILABLE, "request rejected by the server (H3_REQUEST_REJECTED)", true);
-    else
-      detach_fail(sud, amn_status_from_h3_error(code), m, false);
-  }
-  return 0;
-}
 
-static int q_extend_local_bidi(ngtcp2_conn *q, uint64_t max, void *ud) {
-  (void)q; (void)max;
-  open_waiting(ud);
-  return 0;
-}
 
-static int q_extend_stream_data(ngtcp2_conn *q, int64_t id, uint64_t max, void *ud, void *sud) {
-  (void)q; (void)max; (void)sud;
-  h3c_conn *cc = ud;
-  if (cc->b.h && nghttp3_conn_unblock_stream(cc->b.h, id) != 0) return NGTCP2_ERR_CALLBACK_FAILURE;
-  return 0;
-}
 
 static int q_new_cid(ngtcp2_conn *q, ngtcp2_cid *cid, uint8_t *token, size_t cidlen, void *ud) {
   (void)q; (void)ud;
@@ -759,16 +204,16 @@ static void init_qcbs(void) {
   amn_h3_base_callbacks(&g_qcbs);
   g_qcbs.client_initial = ngtcp2_crypto_client_initial_cb;
   g_qcbs.recv_retry = q_recv_retry;
-  g_qcbs.recv_new_token = q_recv_new_token;
+  g_qcbs.recv_new_token = amn_h3c_q_recv_new_token;
   g_qcbs.recv_stateless_reset = q_recv_stateless_reset;
-  g_qcbs.tls_early_data_rejected = q_early_rejected;
+  g_qcbs.tls_early_data_rejected = amn_h3c_q_early_rejected;
   g_qcbs.update_key = q_update_key;
   g_qcbs.handshake_completed = q_handshake_completed;
   g_qcbs.handshake_confirmed = q_handshake_confirmed;
-  g_qcbs.stream_close = q_stream_close;
-  g_qcbs.stream_reset = q_stream_reset;
-  g_qcbs.extend_max_local_streams_bidi = q_extend_local_bidi;
-  g_qcbs.extend_max_stream_data = q_extend_stream_data;
+  g_qcbs.stream_close = amn_h3c_q_stream_close;
+  g_qcbs.stream_reset = amn_h3c_q_stream_reset;
+  g_qcbs.extend_max_local_streams_bidi = amn_h3c_q_extend_local_bidi;
+  g_qcbs.extend_max_stream_data = amn_h3c_q_extend_stream_data;
   g_qcbs.get_new_connection_id = q_new_cid;
 }
 
@@ -823,18 +268,7 @@ static void cc_closed(h3c_conn *cc, const char *why, bool tell_peer) {
   else if (cc->live) AMN_INFO("%s", m);
   /* calls still open: retried elsewhere when their request never went
    * out, else UNAVAILABLE (idempotent ones may still be retried) */
-  h3c_stream *lists[2] = {cc->live, cc->waitq};
-  cc->live = cc->waitq = NULL;
-  for (int k = 0; k < 2; k++)
-    while (lists[k]) {
-      h3c_stream *cs = lists[k];
-      lists[k] = cs->next;
-      if (cs->c) detach_fail(cs, AMN_STATUS_UNAVAILABLE, m, k == 1 || !cs->started);
-      amn_h3_sendbuf_free(&cs->sb);
-      amn_h3_sendbuf_free(&cs->resend);
-      free(cs);
-    }
-  cc->nlive = 0;
+  amn_h3c_streams_fail_all(cc, m);
   void *owner = cc->owner;
   cc->owner = NULL;
   if (owner) cc->cb->closed(owner, m, cc->asked); /* a connection that never became ready: the pool's failure */
@@ -915,12 +349,7 @@ static void cc_flush(amn_h3_conn *b) {
     return;
   }
   if (cc->nyielded) { /* the streams that stepped aside go on */
-    cc->nyielded = 0;
-    for (h3c_stream *cs = cc->live; cs; cs = cs->next)
-      if (cs->yielded) {
-        cs->yielded = false;
-        if (cs->id >= 0 && cc->b.h) nghttp3_conn_resume_stream(cc->b.h, cs->id);
-      }
+    amn_h3c_streams_resume_yielded(cc);
     if (b->wrote) amn_h3_mark_dirty(b); /* progress was made: go on now, not at the next packet */
   }
   if (socket_refused(cc, b->sock_err)) return;
@@ -980,21 +409,6 @@ static void ct_cb(struct ev_loop *ev, ev_timer *w, int revents) {
   cc_closed(cc, why, true);
 }
 
-/* NewSessionTicket received: the session data to resume with next time. */
-static int ticket_hook(gnutls_session_t s, unsigned htype, unsigned when, unsigned incoming,
-                       const gnutls_datum_t *msg) {
-  (void)htype; (void)when; (void)incoming; (void)msg;
-  ngtcp2_crypto_conn_ref *ref = gnutls_session_get_ptr(s);
-  h3c_conn *cc = ref->user_data;
-  gnutls_datum_t d = {NULL, 0};
-  if (gnutls_session_get_data2(s, &d) < 0) return 0;
-  h3c_state *hs = cc->hs;
-  pthread_mutex_lock(&hs->mu);
-  gnutls_free(cc->he->ticket.data);
-  cc->he->ticket = d;
-  pthread_mutex_unlock(&hs->mu);
-  return 0;
-}
 
 /* Starts a QUIC connection to cc->cur. 0, or -1 with cc->last_err set. */
 static int attempt(h3c_conn *cc) {
@@ -1025,31 +439,12 @@ static int attempt(h3c_conn *cc) {
     return -1;
   }
   gnutls_session_set_ptr(cc->b.tls, &cc->b.ref);
-  gnutls_handshake_set_hook_function(cc->b.tls, GNUTLS_HANDSHAKE_NEW_SESSION_TICKET, GNUTLS_HOOK_POST, ticket_hook);
+  gnutls_handshake_set_hook_function(cc->b.tls, GNUTLS_HANDSHAKE_NEW_SESSION_TICKET, GNUTLS_HOOK_POST, amn_h3c_ticket_hook);
   /* resume the last session: with 0-RTT when its transport parameters are known */
-  h3c_state *hs = cc->hs;
-  h3c_ep *he = cc->he;
-  uint8_t early_tp[sizeof he->tp];
-  size_t early_tp_len = 0;
-  bool resume = false, early = false;
-  uint8_t token[sizeof he->token];
-  size_t token_len = 0;
-  pthread_mutex_lock(&hs->mu);
-  if (he->ticket.size && gnutls_session_set_data(cc->b.tls, he->ticket.data, he->ticket.size) == 0) {
-    resume = true;
-    if (he->tp_len) {
-      memcpy(early_tp, he->tp, he->tp_len);
-      early_tp_len = he->tp_len;
-      early = true;
-    }
-  }
-  if (he->token_len) {
-    token_len = he->token_len;
-    memcpy(token, he->token, token_len);
-  }
-  hs->st.connects++;
-  if (token_len) hs->st.tokens_sent++;
-  pthread_mutex_unlock(&hs->mu);
+  uint8_t early_tp[sizeof cc->he->tp], token[sizeof cc->he->token];
+  size_t early_tp_len, token_len;
+  bool resume = amn_h3c_ticket_load(cc, early_tp, &early_tp_len, token, &token_len);
+  bool early = early_tp_len > 0;
 
   pthread_once(&g_qcbs_once, init_qcbs);
   ngtcp2_cid dcid, scid;
@@ -1085,7 +480,7 @@ static int attempt(h3c_conn *cc) {
   if (early) {
     /* 0-RTT: HTTP/3 starts now, on the parameters the server gave last time */
     cc->early_tp = ngtcp2_conn_decode_and_set_0rtt_transport_params(cc->b.q, early_tp, early_tp_len) == 0;
-    if (cc->early_tp && amn_h3_setup_http(&cc->b, false, &g_h3cbs, cc) == 0) {
+    if (cc->early_tp && amn_h3_setup_http(&cc->b, false, &amn_h3c_h3cbs, cc) == 0) {
       cc->early = true;
       HSTAT(cc, early_attempted);
     } else if (cc->b.h) {
@@ -1206,18 +601,12 @@ static int do_rebind(h3c_conn *cc, bool nat_only) {
 
 /* The connection the test hooks act on: the HTTP/3 connection carrying
  * the most calls (ready ones first). */
-static size_t load(const h3c_conn *cc) {
-  size_t n = cc->nlive;
-  for (const h3c_stream *cs = cc->waitq; cs; cs = cs->next) n++;
-  return n;
-}
-
 static h3c_conn *hook_conn(h3c_state *hs) {
   h3c_conn *best = NULL;
   for (h3c_conn *cc = hs->conns; cc; cc = cc->next) {
     if (cc->st == CC_CLOSED) continue;
     bool ready = cc->st == CC_READY && !cc->goaway, bready = best && best->st == CC_READY && !best->goaway;
-    if (!best || (ready && !bready) || (ready == bready && load(cc) > load(best))) best = cc;
+    if (!best || (ready && !bready) || (ready == bready && amn_h3c_load(cc) > amn_h3c_load(best))) best = cc;
   }
   return best;
 }
@@ -1276,12 +665,6 @@ static h3c_state *state_get(amn_ct_client *tc) {
   return hs;
 }
 
-static void h3c_endpoint_free(amn_ct_endpoint *ep) {
-  h3c_ep *he = SLOT(ep);
-  if (he) gnutls_free(he->ticket.data);
-  free(he);
-  SLOT(ep) = NULL;
-}
 
 static void h3c_client_free(amn_ct_client *tc) {
   h3c_state *hs = state_of(tc);
@@ -1333,11 +716,11 @@ const amn_ctransport amn_h3c_transport = {
     .slot = 1,
     .open = h3c_open,
     .max_streams = h3c_max_streams,
-    .start_call = h3c_start_call,
-    .resume = h3c_resume,
-    .cancel = h3c_cancel,
+    .start_call = amn_h3c_start_call,
+    .resume = amn_h3c_resume,
+    .cancel = amn_h3c_cancel,
     .close = h3c_close,
-    .endpoint_free = h3c_endpoint_free,
+    .endpoint_free = amn_h3c_endpoint_free,
     .client_free = h3c_client_free,
     .stats = h3c_stats,
     .test_op = h3c_test_op,
