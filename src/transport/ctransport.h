@@ -133,7 +133,7 @@ typedef struct amn_ctransport {
   /* The core lets go of the stream: it is reset (h2 RST_STREAM CANCEL, h3
    * H3_REQUEST_CANCELLED); no callback reaches the call again. */
   void (*cancel)(void *stream);
-  /* Closes the connection; its streams close (calls_cbs->closed). */
+  /* Closes the connection; its streams end (call_cbs->closed). */
   void (*close)(void *conn, const char *why);
   /* Release the transport's state of an endpoint, of the client (I/O
    * thread joined, loop still allocated). NULL when it keeps none. */

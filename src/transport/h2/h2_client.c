@@ -309,7 +309,7 @@ static void *h2c_start_call(void *conn, amn_ct_call *c, amn_ct_end *fail) {
   if (st) streams_unlink(&cc->spare, st);
   else st = malloc(sizeof *st);
   if (!st) {
-    *fail = (amn_ct_end){AMN_STATUS_RESOURCE_EXHAUSTED, "out of memory", true};
+    *fail = (amn_ct_end){AMN_STATUS_RESOURCE_EXHAUSTED, "out of memory", false};
     return NULL;
   }
   *st = (h2c_stream){.call = c, .cc = cc};
