@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Installs every Debian 12 package the build, the tests and the interop peers need
+# Installs every Debian 12 package the build, the tests, the interop peers and the
+# fuzz targets (clang with its libFuzzer runtime, libclang-rt-14-dev) need
 # (as root; safe to run again).
 set -euo pipefail
 PKGS=(
@@ -10,6 +11,7 @@ PKGS=(
   nghttp2-client nghttp2-proxy
   libnss-wrapper
   golang-go golang-google-grpc-dev golang-github-lucas-clemente-quic-go-dev protoc-gen-go-1-3
+  clang libclang-rt-14-dev
 )
 missing=()
 for p in "${PKGS[@]}"; do

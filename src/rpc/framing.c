@@ -14,10 +14,26 @@ void amn_deframer_init(amn_deframer *d, size_t max_len) {
 void amn_deframer_free(amn_deframer *d) {
   free(d->buf);
   d->buf = NULL;
-  d->hdr_have = d->need = d->have = 0;
+  d->in_msg = false;
+  d->hdr_have = d->need = d->have = d->cap = 0;
 }
 
-bool amn_deframer_idle(const amn_deframer *d) { return d->hdr_have == 0 && d->buf == NULL; }
+bool amn_deframer_idle(const amn_deframer *d) { return d->hdr_have == 0 && !d->in_msg; }
+
+/* Room for `more` bytes after `have`: the whole message when it is small,
+ * else doubling with what arrives (never beyond need). */
+static int reserve(amn_deframer *d, size_t more) {
+  size_t want = d->have + more; /* <= need */
+  if (want <= d->cap) return 0;
+  size_t cap = d->need <= AMN_DEFRAMER_CHUNK ? d->need : d->cap ? d->cap * 2 : AMN_DEFRAMER_CHUNK;
+  if (cap < want) cap = want;
+  if (cap > d->need) cap = d->need;
+  uint8_t *p = realloc(d->buf, cap);
+  if (!p) return AMN_ENOMEM;
+  d->buf = p;
+  d->cap = cap;
+  return 0;
+}
 
 void amn_frame_prefix(uint8_t out[5], size_t len) {
   out[0] = 0;
@@ -27,12 +43,12 @@ void amn_frame_prefix(uint8_t out[5], size_t len) {
   out[4] = (uint8_t)len;
 }
 
-/* State: buf == NULL -> collecting the prefix (hdr_have of 5 bytes);
- * buf != NULL -> collecting `need` message bytes. */
+/* State: !in_msg -> collecting the prefix (hdr_have of 5 bytes);
+ * in_msg -> collecting `need` message bytes into buf. */
 int amn_deframer_feed(amn_deframer *d, const uint8_t *data, size_t len,
                       amn_deframer_cb cb, void *ud) {
   while (len > 0) {
-    if (!d->buf) {
+    if (!d->in_msg) {
       size_t take = 5 - d->hdr_have;
       if (take > len) take = len;
       memcpy(d->hdr + d->hdr_have, data, take);
@@ -50,13 +66,14 @@ int amn_deframer_feed(amn_deframer *d, const uint8_t *data, size_t len,
         if (rc) return rc;
         continue;
       }
-      if (!(d->buf = malloc(n))) return AMN_ENOMEM;
+      d->in_msg = true;
       d->need = n;
       d->have = 0;
       continue;
     }
     size_t take = d->need - d->have;
     if (take > len) take = len;
+    if (reserve(d, take) != 0) return AMN_ENOMEM;
     memcpy(d->buf + d->have, data, take);
     d->have += take;
     data += take;
@@ -65,7 +82,8 @@ int amn_deframer_feed(amn_deframer *d, const uint8_t *data, size_t len,
       uint8_t *msg = d->buf;
       size_t n = d->need;
       d->buf = NULL;
-      d->need = d->have = 0;
+      d->in_msg = false;
+      d->need = d->have = d->cap = 0;
       int rc = cb(ud, msg, n, d->compressed);
       if (rc) return rc;
     }

@@ -25,7 +25,10 @@ typedef int (*amn_deframer_cb)(void *ud, uint8_t *msg, size_t len, bool compress
 typedef struct amn_deframer {
   uint8_t hdr[5];
   size_t hdr_have;   /* bytes of the 5-byte prefix seen */
-  uint8_t *buf;      /* message being assembled (malloc'd to exact size) */
+  bool in_msg;       /* the prefix is complete: collecting `need` message bytes */
+  uint8_t *buf;      /* message being assembled: grows with the bytes that
+                      * arrive, never reserved at the announced size */
+  size_t cap;        /* bytes allocated at buf */
   size_t need;       /* message length from the prefix */
   size_t have;       /* bytes of the message received */
   size_t max_len;    /* messages longer than this are refused */
@@ -35,6 +38,11 @@ typedef struct amn_deframer {
 void amn_deframer_init(amn_deframer *d, size_t max_len);
 /* Frees a partial message. The deframer may be re-initialised afterwards. */
 void amn_deframer_free(amn_deframer *d);
+/* Messages up to this size get their whole buffer when their first bytes
+ * arrive; a larger one starts with this much and at most doubles with
+ * what arrives, so a peer that announces a large message and sends little
+ * holds little memory (at most twice what it sent, or this). */
+#define AMN_DEFRAMER_CHUNK (64 * 1024)
 /* Feeds a chunk, split anywhere. Returns 0; AMN_ETOOBIG as soon as a prefix
  * announces more than max_len (nothing of that message is buffered);
  * AMN_EPROTO for a flag byte other than 0/1; AMN_ENOMEM; or the callback's

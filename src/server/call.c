@@ -18,10 +18,12 @@ bool amn_call_on_loop(const amn_call *c) { return pthread_equal(pthread_self(), 
 
 #define CALL_CACHE_MAX 256
 
-amn_call *amn_call_new(amn_srv_loop *sl, const amn_call_transport *tp, void *conn, int32_t stream_id) {
+amn_call *amn_call_begin(void *loop, const amn_st_stream_ops *ops, void *stream, const amn_peer_identity *peer,
+                         const char *peer_addr, bool early_data) {
+  amn_srv_loop *sl = loop;
   amn_call *c = sl->call_cache;
   if (c) {
-    sl->call_cache = c->conn_next;
+    sl->call_cache = c->cache_next;
     sl->call_cache_n--;
     pthread_mutex_t keep = c->md_lock;
     memset(c, 0, offsetof(amn_call, req));
@@ -36,9 +38,11 @@ amn_call *amn_call_new(amn_srv_loop *sl, const amn_call_transport *tp, void *con
   c->fin_op.kind = AMN_OP_FINISH;
   c->resume_op.kind = AMN_OP_RESUME;
   c->sl = sl;
-  c->tp = tp;
-  c->conn = conn;
-  c->stream_id = stream_id;
+  c->ops = ops;
+  c->stream = stream;
+  c->peer = peer;
+  c->peer_addr = peer_addr;
+  c->early_data = early_data;
   c->deadline_ns = -1;
   amn_rpc_req_init(&c->req);
   amn_deframer_init(&c->df, sl->srv->o.max_recv_message);
@@ -83,7 +87,7 @@ void amn_call_unref(amn_call *c) {
   amn_srv_loop *sl = c->sl;
   if (sl->call_cache_n < CALL_CACHE_MAX && amn_call_on_loop(c)) {
     ev_timer_stop(sl->ev, &c->deadline_timer); /* never recycle a watcher libev still holds */
-    c->conn_next = sl->call_cache;
+    c->cache_next = sl->call_cache;
     sl->call_cache = c;
     sl->call_cache_n++;
     return;
@@ -95,7 +99,7 @@ void amn_call_unref(amn_call *c) {
 void amn_call_cache_free(amn_srv_loop *sl) {
   while (sl->call_cache) {
     amn_call *c = sl->call_cache;
-    sl->call_cache = c->conn_next;
+    sl->call_cache = c->cache_next;
     pthread_mutex_destroy(&c->md_lock);
     free(c);
   }
@@ -212,6 +216,7 @@ int amn_call_build_headers(amn_call *c, amn_hdr_buf *b, bool trailers_only) {
     c->trailers_sent = true;
   } else {
     rc = amn_rpc_build_response(b, v, n);
+    c->data_started = true;
   }
   if (!rc && trailers_only && c->accept_encoding_hdr)
     rc = amn_hdr_add(b, "grpc-accept-encoding", (const uint8_t *)"identity", 8, false);
@@ -237,7 +242,7 @@ int amn_call_build_trailers(amn_call *c, amn_hdr_buf *b) {
 /* ------------------------------------------------------------------ */
 
 static void kick(amn_call *c) {
-  if (c->conn && !c->stream_closed) c->tp->kick(c);
+  if (c->stream && !c->stream_closed) c->ops->kick(c->stream);
 }
 
 /* Loop thread: record the final status; the transport sends it after the
@@ -391,7 +396,7 @@ static void schedule_deferred(amn_call *c) {
   c->sl->writable_list = c;
 }
 
-ssize_t amn_call_peek(const amn_call *c, size_t len, bool *eof) {
+ssize_t amn_call_peek(amn_call *c, size_t len, bool *eof) {
   size_t avail = amn_msgq_avail(&c->sq, len);
   *eof = c->fin_pending && avail <= len;
   if (avail > len) avail = len;
@@ -556,10 +561,10 @@ static int on_msg(void *ud, uint8_t *msg, size_t len, bool compressed) {
 
 /* Grants the client the window of everything received, unless paused. */
 static void consume_rx(amn_call *c) {
-  if (c->rx_paused || !c->rx_unconsumed || !c->conn || c->stream_closed) return;
+  if (c->rx_paused || !c->rx_unconsumed || !c->stream || c->stream_closed) return;
   size_t n = c->rx_unconsumed;
   c->rx_unconsumed = 0;
-  c->tp->consume(c, n);
+  c->ops->consume(c->stream, n);
 }
 
 static void deliver_held(amn_call *c) {
@@ -601,18 +606,17 @@ void amn_call_resume_recv(amn_call *c) {
   schedule_deferred(c);
 }
 
-int amn_call_on_data(amn_call *c, const uint8_t *data, size_t len) {
+void amn_call_on_data(amn_call *c, const uint8_t *data, size_t len) {
   c->rx_unconsumed += len;
   if (!call_accepting(c)) {
     consume_rx(c);
-    return 0;
+    return;
   }
   int rc = amn_deframer_feed(&c->df, data, len, on_msg, c);
   consume_rx(c);
   char msg[128];
   amn_status_code code = amn_deframer_status(&c->df, rc, msg, sizeof msg);
   if (code != AMN_STATUS_OK) amn_call_fail(c, code, msg);
-  return 0;
 }
 
 void amn_call_on_remote_close(amn_call *c) {
@@ -633,13 +637,44 @@ void amn_call_on_remote_close(amn_call *c) {
   if (c->h->on_half_close) c->h->on_half_close(c, c->h->ud);
 }
 
-void amn_call_on_stream_closed(amn_call *c, amn_status_code why, const char *msg) {
+size_t amn_call_on_stream_closed(amn_call *c, amn_status_code why, const char *msg) {
   (void)msg;
+  size_t held = c->rx_unconsumed;
+  c->rx_unconsumed = 0;
   c->stream_closed = true;
-  c->conn = NULL;
+  c->stream = NULL;
   ev_timer_stop(c->sl->ev, &c->deadline_timer); /* a no-op when it never ran */
   free_queue(c);
   if (!c->trailers_sent) notify_cancel(c, why);
   else atomic_store(&c->cancelled, true); /* done: later sends fail with ECLOSED */
   amn_call_unref(c);
+  return held;
 }
+
+void amn_call_on_header(amn_call *c, const uint8_t *name, size_t nlen, const uint8_t *value, size_t vlen) {
+  amn_rpc_req_header(&c->req, name, nlen, value, vlen);
+}
+
+amn_st_step amn_call_step(amn_call *c) {
+  if (!c->headers_sent) {
+    bool empty = amn_msgq_empty(&c->sq);
+    if (c->fin_pending && empty) return AMN_ST_TRAILERS_ONLY;
+    return c->fin_pending || !empty ? AMN_ST_HEADERS : AMN_ST_NOTHING;
+  }
+  return c->data_started && !c->trailers_sent ? AMN_ST_MORE_DATA : AMN_ST_NOTHING;
+}
+
+const amn_st_calls amn_call_binding = {
+    .begin = amn_call_begin,
+    .header = amn_call_on_header,
+    .headers_end = amn_call_on_headers_done,
+    .data = amn_call_on_data,
+    .remote_close = amn_call_on_remote_close,
+    .closed = amn_call_on_stream_closed,
+    .fail = amn_call_fail,
+    .step = amn_call_step,
+    .headers = amn_call_build_headers,
+    .trailers = amn_call_build_trailers,
+    .peek = amn_call_peek,
+    .pull = amn_call_pull,
+};

@@ -17,6 +17,7 @@
 
 #include "amn/proto.h"
 #include "server/server_internal.h"
+#include "transport/h2/h2_server.h"
 #include "transport/h3/h3.h" /* [h3] */
 #include "util/addr.h"
 #include "util/log.h"
@@ -42,6 +43,8 @@ void amn_server_opts_init(amn_server_opts *o) {
 }
 
 static char *dup_or_null(const char *s) { return s ? strdup(s) : NULL; }
+
+static amn_tls_ctx *tls_get(void *ud) { return amn_server_tls_get(ud); }
 
 int amn_server_new(amn_server **out, const amn_server_opts *opts, char *err, size_t errlen) {
   amn_server_opts o;
@@ -80,10 +83,23 @@ int amn_server_new(amn_server **out, const amn_server_opts *opts, char *err, siz
   s->o.tls.ca_path = s->ca_s;
   s->o.tls.server_name = NULL;
   if (o.quic_secret) { /* [h3] */
-    memcpy(s->quic_secret, o.quic_secret, sizeof s->quic_secret);
-    s->has_quic_secret = true;
+    memcpy(s->bc.quic_secret, o.quic_secret, sizeof s->bc.quic_secret);
+    s->bc.has_quic_secret = true;
     s->o.quic_secret = NULL;
   }
+  /* what the transport bindings see of the options */
+  s->bc.max_concurrent_streams = o.max_concurrent_streams;
+  s->bc.initial_window_size = o.initial_window_size;
+  s->bc.max_connections = o.max_connections;
+  s->bc.idle_timeout_ms = o.idle_timeout_ms;
+  s->bc.keepalive_interval_ms = o.keepalive_interval_ms;
+  s->bc.keepalive_timeout_ms = o.keepalive_timeout_ms;
+  s->bc.handshake_timeout_ms = o.handshake_timeout_ms;
+  s->bc.ping_min_interval_ms = o.ping_min_interval_ms;
+  s->bc.ping_permit_without_calls = o.ping_permit_without_calls;
+  s->bc.quic_retry_threshold = o.quic_retry_threshold;
+  s->bc.tls_get = tls_get;
+  s->bc.tls_ud = s;
   pthread_mutex_init(&s->stop_lock, NULL);
   pthread_cond_init(&s->stop_cond, NULL);
   pthread_mutex_init(&s->tls_lock, NULL);
@@ -274,7 +290,7 @@ static void wake_cb(struct ev_loop *ev, ev_async *w, int revents) {
   amn_srv_loop *sl = w->data;
   amn_srv_loop_drain_ops(sl);
   amn_health_notify_loop(sl);
-  if (atomic_load(&sl->srv->stop_requested) && !sl->stopping) begin_stop(sl);
+  if (atomic_load(&sl->srv->stop_requested) && !sl->bl.stopping) begin_stop(sl);
 }
 
 static void before_flush(amn_ioloop *l) {
@@ -312,47 +328,50 @@ static void accept_cb(struct ev_loop *ev, ev_io *w, int revents) {
     }
     int one = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-    if (s->o.max_connections && atomic_load(&s->nconns) >= s->o.max_connections) {
+    if (s->o.max_connections && atomic_load(&s->bc.nconns) >= s->o.max_connections) {
       /* a clean refusal the client can read: TLS, then GOAWAY with the reason;
        * a flood beyond what refusals may cost is dropped at once */
-      unsigned long long n = atomic_fetch_add(&s->refused, 1) + 1;
-      if (atomic_load(&s->nrefusing) >= 16 + s->o.max_connections / 8) {
+      unsigned long long n = atomic_fetch_add(&s->bc.refused, 1) + 1;
+      if (atomic_load(&s->bc.nrefusing) >= 16 + s->o.max_connections / 8) {
         AMN_WARN("connection from %s dropped: max_connections (%u) reached (%llu refused so far)", addr,
                  s->o.max_connections, n);
         close(fd);
       } else {
         AMN_WARN("connection from %s refused: max_connections (%u) reached (%llu refused so far)", addr,
                  s->o.max_connections, n);
-        amn_h2s_refuse(sl, fd, addr);
+        amn_h2s_refuse(&sl->bl, fd, addr);
       }
       continue;
     }
-    amn_h2s_accept(sl, fd, addr);
+    amn_h2s_accept(&sl->bl, fd, addr);
   }
 }
 
 static void drain_timeout_cb(struct ev_loop *ev, ev_timer *w, int revents) {
   (void)ev; (void)revents;
   amn_srv_loop *sl = w->data;
-  amn_h2s_close_all(sl);
-  amn_h3s_close_all(sl); /* [h3] */
+  amn_h2s_close_all(&sl->bl);
+  amn_h3s_close_all(&sl->bl); /* [h3] */
 }
 
 static void begin_stop(amn_srv_loop *sl) {
-  sl->stopping = true;
+  sl->bl.stopping = true;
   if (sl->lfd >= 0) {
     ev_io_stop(sl->ev, &sl->lw);
     close(sl->lfd);
     sl->lfd = -1;
   }
   amn_health_notify_loop(sl);
-  amn_h2s_drain_all(sl);
-  amn_h3s_drain_all(sl); /* [h3] */
+  amn_h2s_drain_all(&sl->bl);
+  amn_h3s_drain_all(&sl->bl); /* [h3] */
   ev_timer_init(&sl->drain_timer, drain_timeout_cb, sl->srv->o.drain_timeout_ms / 1000.0, 0.);
   sl->drain_timer.data = sl;
   ev_timer_start(sl->ev, &sl->drain_timer);
-  if (sl->nconns == 0) ev_break(sl->ev, EVBREAK_ONE);
+  if (sl->bl.nconns == 0) ev_break(sl->ev, EVBREAK_ONE);
 }
+
+/* A binding's last connection of a stopping loop is gone: the loop ends. */
+static void loop_idle(amn_st_loop *l) { ev_break(l->ev, EVBREAK_ONE); }
 
 static void *loop_main(void *arg) {
   amn_srv_loop *sl = arg;
@@ -362,8 +381,8 @@ static void *loop_main(void *arg) {
   pthread_sigmask(SIG_BLOCK, &set, NULL); /* signals go to the application's threads */
   ev_run(sl->ev, 0);
   /* stopped: whatever remains is closed hard */
-  amn_h2s_close_all(sl);
-  amn_h3s_close_all(sl); /* [h3] */
+  amn_h2s_close_all(&sl->bl);
+  amn_h3s_close_all(&sl->bl); /* [h3] */
   ev_run(sl->ev, EVRUN_NOWAIT);
   return NULL;
 }
@@ -439,7 +458,13 @@ int amn_server_start(amn_server *s, char *err, size_t errlen) {
   for (int i = 0; i < n; i++) {
     amn_srv_loop *sl = &s->loops[i];
     sl->srv = s;
-    sl->idx = i;
+    sl->bl.idx = i;
+    sl->bl.first = &s->loops[0].bl;
+    sl->bl.cfg = &s->bc;
+    sl->bl.counters = &s->bc;
+    sl->bl.calls = &amn_call_binding;
+    sl->bl.ud = sl;
+    sl->bl.on_idle = loop_idle;
     sl->lfd = -1;
     uint16_t bound = 0;
     /* [h3] TCP listener unless HTTP/3 only; then the UDP socket on the same port */
@@ -461,7 +486,7 @@ int amn_server_start(amn_server *s, char *err, size_t errlen) {
     if (rc) {
       for (int j = 0; j < i; j++) {
         if (s->loops[j].lfd >= 0) close(s->loops[j].lfd);
-        amn_h3s_free(&s->loops[j]); /* [h3] */
+        amn_h3s_free(&s->loops[j].bl); /* [h3] */
         ev_loop_destroy(s->loops[j].ev);
       }
       free(s->loops);
@@ -471,6 +496,8 @@ int amn_server_start(amn_server *s, char *err, size_t errlen) {
     port = bound; /* port 0: every loop shares the port the first one got */
     sl->lfd = fd;
     sl->ev = ev_loop_new(EVFLAG_AUTO | EVFLAG_NOSIGMASK);
+    sl->bl.ev = sl->ev;
+    sl->bl.io = &sl->io;
     sl->clock_ns = amn_clock_monotonic_ns;
     amn_ioloop_init(&sl->io, sl->ev);
     sl->io.owner = sl;
@@ -483,12 +510,12 @@ int amn_server_start(amn_server *s, char *err, size_t errlen) {
     ev_io_init(&sl->lw, accept_cb, fd, EV_READ);
     sl->lw.data = sl;
     if (fd >= 0) ev_io_start(sl->ev, &sl->lw); /* [h3] no TCP when HTTP/3 only */
-    if (ql) amn_h3s_attach(sl, ql);           /* [h3] */
+    if (ql) amn_h3s_attach(&sl->bl, ql);      /* [h3] */
   }
   s->port = port;
   if (s->o.transport & AMN_TRANSPORT_H3) { /* HTTP/2 responses advertise HTTP/3 on the same port (RFC 7838) */
-    int al = snprintf(s->alt_svc, sizeof s->alt_svc, "h3=\":%u\"", port);
-    s->alt_svc_len = al > 0 && (size_t)al < sizeof s->alt_svc ? (size_t)al : 0;
+    int al = snprintf(s->bc.alt_svc, sizeof s->bc.alt_svc, "h3=\":%u\"", port);
+    s->bc.alt_svc_len = al > 0 && (size_t)al < sizeof s->bc.alt_svc ? (size_t)al : 0;
   }
   s->nloops = n;
   s->started = true;
@@ -503,7 +530,15 @@ uint16_t amn_server_port(const amn_server *s) { return s && s->started ? s->port
 
 amn_tls_ctx *amn_server_tls_get(amn_server *s) { return atomic_load(&s->tls); }
 
-uint64_t amn_server_refused_connections(const amn_server *s) { return s ? atomic_load(&s->refused) : 0; }
+uint64_t amn_server_refused_connections(const amn_server *s) { return s ? atomic_load(&s->bc.refused) : 0; }
+
+void amn_server_h3_stats(amn_server *s, amn_h3_server_stats *out) {
+  amn_h3s_stats(s && s->started && s->nloops > 0 ? &s->loops[0].bl : NULL, out);
+}
+
+void amn_server_h3_rotate_ticket_key(amn_server *s) {
+  if (s && s->started && s->nloops > 0) amn_h3s_rotate_ticket_key(&s->loops[0].bl);
+}
 
 int amn_server_reload_tls(amn_server *s, char *err, size_t errlen) {
   if (!s) return AMN_EINVAL;
@@ -568,7 +603,8 @@ void amn_server_free(amn_server *s) {
       ev_ref(sl->ev);
       ev_async_stop(sl->ev, &sl->wake);
       amn_ioloop_stop(&sl->io);
-      amn_h3s_free(sl); /* [h3] */
+      amn_h2s_free(&sl->bl);
+      amn_h3s_free(&sl->bl); /* [h3] */
       ev_loop_destroy(sl->ev);
     }
     free(s->loops);
@@ -586,6 +622,6 @@ void amn_server_free(amn_server *s) {
   free(s->ca_s);
   pthread_mutex_destroy(&s->stop_lock);
   pthread_cond_destroy(&s->stop_cond);
-  explicit_bzero(s->quic_secret, sizeof s->quic_secret);
+  explicit_bzero(s->bc.quic_secret, sizeof s->bc.quic_secret);
   free(s);
 }

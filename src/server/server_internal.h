@@ -1,6 +1,7 @@
 /*
- * Internal: server structures shared by the server core (loops, calls,
- * handlers) and the transports that carry calls (h2 today, h3 next).
+ * Internal: the server core's structures (loops, calls, handlers), shared
+ * by the files of server/ only. The transports see none of this: they are bound
+ * through transport/stransport.h.
  */
 #ifndef AMN_SERVER_INTERNAL_H
 #define AMN_SERVER_INTERNAL_H
@@ -15,6 +16,7 @@
 #include "rpc/rpc.h"
 #include "tls/tls.h"
 #include "transport/h2/h2io.h"
+#include "transport/stransport.h"
 #include "util/addr.h"
 #include "util/clock.h"
 #include "util/mpsc.h"
@@ -23,17 +25,6 @@ typedef struct amn_srv_loop amn_srv_loop;
 
 /* Cross-thread operations handed to a loop (amn_loop_op.kind). */
 enum { AMN_OP_SEND = 1, AMN_OP_FINISH = 2, AMN_OP_RESUME = 3 };
-
-/* Operations a transport performs for the call core (loop thread only). */
-typedef struct amn_call_transport {
-  /* New data queued or finish requested: make the transport pull. */
-  void (*kick)(amn_call *c);
-  /* Abort the stream with a transport error (h2: RST_STREAM code). */
-  void (*reset)(amn_call *c, uint32_t h2_code);
-  /* The handler has taken `n` more request bytes: grant the client that
-   * much flow-control window again (h2: nghttp2_session_consume). */
-  void (*consume)(amn_call *c, size_t n);
-} amn_call_transport;
 
 /* A request message held while the handler has paused receiving. */
 typedef struct amn_heldmsg {
@@ -53,10 +44,9 @@ struct amn_call {
   atomic_bool want_writable;
 
   amn_srv_loop *sl;
-  const amn_call_transport *tp;
-  void *conn;                       /* transport connection; NULL when gone */
-  int32_t stream_id;
-  struct amn_call *conn_prev, *conn_next; /* connection's call list */
+  const amn_st_stream_ops *ops;     /* the binding's stream: what kick and consume act on */
+  void *stream;                     /* ... NULL once the stream is gone */
+  struct amn_call *cache_next;      /* the loop's cache of freed calls */
   const amn_handler *h;
   bool dispatched;                  /* handed to a handler (app holds a ref) */
   const char *method;               /* = req.path */
@@ -70,7 +60,7 @@ struct amn_call {
   /* loop-thread state */
   amn_msgq sq;                      /* response messages not yet pulled by the transport */
   bool headers_sent;                /* response HEADERS submitted */
-  bool data_started;                /* data provider attached */
+  bool data_started;                /* headers sent with messages to follow */
   bool trailers_sent;               /* final status submitted */
   bool stream_closed;
   bool fin_pending;                 /* finish processed; trailers after queue drains */
@@ -108,8 +98,8 @@ typedef struct amn_method_entry {
 } amn_method_entry;
 
 struct amn_srv_loop {
+  amn_st_loop bl;                   /* what the transport bindings see of this loop */
   amn_server *srv;
-  int idx;
   pthread_t thread;
   struct ev_loop *ev;
   amn_clock_fn clock_ns;            /* the calls' clock (deadlines): monotonic, or a test's */
@@ -118,9 +108,6 @@ struct amn_srv_loop {
   ev_io lw;
   ev_async wake;
   amn_mpsc ops;
-  void *conns;                      /* h2 connection list */
-  size_t nconns;
-  bool stopping;
   ev_timer drain_timer;
   amn_call *writable_list;
   amn_call *call_cache;             /* freed calls kept for reuse (loop thread only) */
@@ -137,8 +124,7 @@ struct amn_server {
   pthread_mutex_t tls_lock;         /* serialises reloads */
   amn_tls_ctx **tls_retired;        /* replaced contexts, kept until free (a reader may hold one) */
   size_t ntls_retired;
-  atomic_uint nrefusing;            /* connections being refused (max_connections) right now */
-  atomic_ullong refused;            /* connections refused for max_connections since start */
+  amn_st_config bc;                 /* what the transport bindings see: settings, shared counters */
   amn_method_entry *methods;
   size_t nmethods;
   void *health;                     /* health.c state */
@@ -148,35 +134,36 @@ struct amn_server {
   amn_srv_loop *loops;
   int nloops;
   uint16_t port;
-  char alt_svc[32];                 /* alt-svc value for HTTP/2 responses (set at start); */
-  size_t alt_svc_len;               /* ... 0: none (HTTP/3 not served) */
   bool started;
   atomic_bool stop_requested;
   atomic_bool stopped;
   pthread_mutex_t stop_lock;
   pthread_cond_t stop_cond;
   atomic_int health_serving;        /* 1 serving, 0 not */
-  atomic_uint nconns;
   char host[256];
-  uint8_t quic_secret[AMN_QUIC_SECRET_LEN]; /* [h3] copy of o.quic_secret */
-  bool has_quic_secret;
 };
 
 /* ---- call core (call.c) ---- */
-amn_call *amn_call_new(amn_srv_loop *sl, const amn_call_transport *tp, void *conn, int32_t stream_id);
+/* The call core as the transport bindings see it (amn_st_calls); the
+ * functions below are its entries. */
+extern const amn_st_calls amn_call_binding;
+amn_call *amn_call_begin(void *sl, const amn_st_stream_ops *ops, void *stream, const amn_peer_identity *peer,
+                         const char *peer_addr, bool early_data);
 void amn_call_unref(amn_call *c);
 void amn_call_cache_free(amn_srv_loop *sl);
 /* Transport events (loop thread). */
+void amn_call_on_header(amn_call *c, const uint8_t *name, size_t nlen, const uint8_t *value, size_t vlen);
 void amn_call_on_headers_done(amn_call *c);          /* validates, finds handler, dispatches or answers */
-int amn_call_on_data(amn_call *c, const uint8_t *data, size_t len);
+void amn_call_on_data(amn_call *c, const uint8_t *data, size_t len);
 void amn_call_on_remote_close(amn_call *c);           /* END_STREAM from the client */
-void amn_call_on_stream_closed(amn_call *c, amn_status_code why, const char *msg); /* stream gone */
+size_t amn_call_on_stream_closed(amn_call *c, amn_status_code why, const char *msg); /* stream gone */
+amn_st_step amn_call_step(amn_call *c);
 /* Transport pulls data: copies up to `len` bytes of queued messages into
  * buf. Returns bytes copied; *eof set when the queue is empty and the call
  * finished (trailers must follow). Returns -1 (defer) when nothing queued. */
 ssize_t amn_call_pull(amn_call *c, uint8_t *buf, size_t len, bool *eof);
 /* What amn_call_pull(c, .., len, ..) would return, without copying. */
-ssize_t amn_call_peek(const amn_call *c, size_t len, bool *eof);
+ssize_t amn_call_peek(amn_call *c, size_t len, bool *eof);
 /* Loop: process cross-thread operations. */
 void amn_srv_loop_drain_ops(amn_srv_loop *sl);
 void amn_srv_loop_run_writable(amn_srv_loop *sl);
@@ -192,16 +179,16 @@ void amn_health_register(amn_server *s);
 void amn_health_notify_loop(amn_srv_loop *sl);
 void amn_health_free(amn_server *s);
 
-/* ---- h2 transport, server side (transport/h2/h2_server.c) ---- */
-void amn_h2s_accept(amn_srv_loop *sl, int fd, const char *peer_addr);
-/* Over max_connections: TLS handshake, then GOAWAY "max_connections reached" and close. */
-void amn_h2s_refuse(amn_srv_loop *sl, int fd, const char *peer_addr);
 /* Current TLS context (NULL in insecure mode); stays allocated until amn_server_free
  * even after a reload replaced it (sessions made from it hold their own reference). */
 amn_tls_ctx *amn_server_tls_get(amn_server *s);
-void amn_h2s_drain_all(amn_srv_loop *sl);   /* GOAWAY every connection */
-void amn_h2s_close_all(amn_srv_loop *sl);   /* hard close */
 
 const amn_handler *amn_server_find(amn_server *s, const char *path);
+
+/* [h3] The HTTP/3 counters of a started server (zeros otherwise), and a new
+ * session ticket key now (tests). */
+struct amn_h3_server_stats;
+void amn_server_h3_stats(amn_server *s, struct amn_h3_server_stats *out);
+void amn_server_h3_rotate_ticket_key(amn_server *s);
 
 #endif

@@ -23,6 +23,9 @@ enum {
 };
 
 #define MAX_DEPTH 128 /* nesting of arrays / inline tables */
+#define MAX_KEY_PARTS 128 /* simple keys in one dotted key or table header: each
+                           * part is a level of tables, and the DOM is freed
+                           * (and walked by callers) recursively */
 
 typedef struct kv {
   char *key;
@@ -508,6 +511,7 @@ static int parse_key(parser *P, keypath *kp) {
       kp->cap = cap;
     }
     kp->k[kp->n++] = (keypart){s, len};
+    if (kp->n > MAX_KEY_PARTS) return fail(P, "key has too many dotted parts (max %d)", MAX_KEY_PARTS);
     skip_ws(P);
     if (peek(P, 0) != '.') return 0;
     P->p++;
@@ -837,7 +841,9 @@ static amn_toml_node *parse_value(parser *P) {
   char tmp[16];
   int c = peek(P, 0);
   amn_toml_node *n = NULL;
-  if (++P->depth > MAX_DEPTH) {
+  /* only arrays and inline tables count as levels (not the scalar inside) */
+  bool nests = c == '[' || c == '{';
+  if (nests && ++P->depth > MAX_DEPTH) {
     fail(P, "arrays/inline tables nested too deeply (max %d)", MAX_DEPTH);
     return NULL;
   }
@@ -868,7 +874,7 @@ static amn_toml_node *parse_value(parser *P) {
   } else {
     fail(P, "invalid value starting with %s", show_char(P->p, P->end, tmp));
   }
-  P->depth--;
+  if (nests) P->depth--;
   return n;
 }
 

@@ -8,7 +8,10 @@
  * TOML 1.0 specification does not allow is rejected with a specific message
  * and the line of the offending text: invalid UTF-8, control characters,
  * bad escapes, integer overflow, duplicate keys, tables defined twice,
- * extending inline tables or static arrays, ...
+ * extending inline tables or static arrays, ... Limits of this reader:
+ * arrays / inline tables nest at most 128 deep, and a dotted key or table
+ * header has at most 128 parts (a 2 MB "[a.a.a...]" header once nested a
+ * million tables and overflowed the stack when the DOM was freed).
  *
  * Strings and keys are UTF-8 and NUL-terminated; they may also contain NUL
  * (via \u0000), so their length is available separately.

@@ -40,7 +40,7 @@ LAYERS = {  # directory (relative to src/) -> rank
     "proto": 0,  # protobuf-c generated messages
     "tls": 1,
     "rpc": 2,
-    "transport": 3,  # the binding interfaces between the cores and the transports
+    "transport": 3,  # the binding interfaces (stransport.h, ctransport.h)
     "transport/h2": 4,
     "transport/h3": 4,
     "server": 5,

@@ -186,9 +186,11 @@ static void test_oversize(void **state) {
   uint8_t p[5];
   amn_frame_prefix(p, 1000);
   assert_int_equal(amn_deframer_feed(&d, p, 5, collect, &c), 0); /* exactly max: fine */
-  assert_non_null(d.buf);
+  assert_null(d.buf); /* nothing reserved before the body arrives */
+  assert_false(amn_deframer_idle(&d));
   amn_deframer_free(&d);
   assert_null(d.buf);
+  assert_true(amn_deframer_idle(&d));
 
   amn_deframer_init(&d, 1000);
   amn_frame_prefix(p, 1001);
@@ -245,6 +247,52 @@ static void test_callback_abort(void **state) {
 }
 
 /* A partial message is freed by amn_deframer_free (ASan checks leaks). */
+/* A large announced message holds memory in proportion to what arrived
+ * (at most twice, or one chunk), not to what was announced; the message
+ * delivered is still whole and exact. */
+static void test_grows_with_received(void **state) {
+  (void)state;
+  const size_t big = 64u << 20; /* 64 MiB announced */
+  amn_deframer d;
+  collector c = {0};
+  amn_deframer_init(&d, big);
+  uint8_t p[5];
+  amn_frame_prefix(p, big);
+  assert_int_equal(amn_deframer_feed(&d, p, 5, collect, &c), 0);
+  uint8_t chunk[1000];
+  for (size_t i = 0; i < sizeof chunk; i++) chunk[i] = (uint8_t)i;
+  assert_int_equal(amn_deframer_feed(&d, chunk, 1, collect, &c), 0);
+  assert_int_equal(d.cap, AMN_DEFRAMER_CHUNK); /* one byte sent: one chunk held */
+  size_t sent = 1;
+  while (sent < 3u << 20) { /* 3 MiB of the 64 */
+    assert_int_equal(amn_deframer_feed(&d, chunk, sizeof chunk, collect, &c), 0);
+    sent += sizeof chunk;
+    assert_true(d.cap <= 2 * sent || d.cap == AMN_DEFRAMER_CHUNK);
+    assert_true(d.cap >= sent);
+  }
+  assert_int_equal(c.count, 0);
+  amn_deframer_free(&d);
+  /* a message just over one chunk arrives whole and exact, in odd pieces */
+  amn_deframer_init(&d, big);
+  const size_t n = AMN_DEFRAMER_CHUNK * 3 + 7;
+  uint8_t *m = malloc(5 + n);
+  amn_frame_prefix(m, n);
+  for (size_t i = 0; i < n; i++) m[5 + i] = (uint8_t)(i * 31 + 7);
+  for (size_t off = 0; off < 5 + n;) {
+    size_t k = off % 9973 + 1;
+    if (k > 5 + n - off) k = 5 + n - off;
+    assert_int_equal(amn_deframer_feed(&d, m + off, k, collect, &c), 0);
+    off += k;
+  }
+  assert_int_equal(c.count, 1);
+  assert_int_equal(c.len[0], n);
+  assert_memory_equal(c.msg[0], m + 5, n);
+  assert_true(amn_deframer_idle(&d));
+  collector_free(&c);
+  free(m);
+  amn_deframer_free(&d);
+}
+
 static void test_partial_free(void **state) {
   (void)state;
   const size_t lens[] = {50};
@@ -271,6 +319,7 @@ int main(void) {
       cmocka_unit_test(test_zero_length_only), cmocka_unit_test(test_compressed_flag),
       cmocka_unit_test(test_bad_flag),        cmocka_unit_test(test_oversize),
       cmocka_unit_test(test_callback_abort),  cmocka_unit_test(test_partial_free),
+      cmocka_unit_test(test_grows_with_received),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

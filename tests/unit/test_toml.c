@@ -7,6 +7,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <cmocka.h>
@@ -287,6 +288,48 @@ static void test_syntax_errors(void **state) {
   strcpy(deep, "a = ");
   for (int i = 0; i < 500; i++) strcat(deep, "[");
   EXPECT_ERR(deep, 1, "nested too deeply");
+  /* 128 levels of arrays / inline tables are allowed, whatever they hold
+   * (the scalar inside once counted as a level: 128 refused) */
+  {
+    char s[1200] = "a = ", t[1200] = "b = ";
+    for (int i = 0; i < 128; i++) strcat(s, "["), strcat(t, "{k=");
+    strcat(s, "1"), strcat(t, "1");
+    for (int i = 0; i < 128; i++) strcat(s, "]"), strcat(t, "}");
+    amn_toml_free(parse(s));
+    amn_toml_free(parse(t));
+    memmove(s + 5, s + 4, strlen(s + 4) + 1); /* one more '[' ... */
+    strcat(s, "]");
+    EXPECT_ERR(s, 1, "nested too deeply (max 128)");
+  }
+  /* dotted keys and table headers: at most 128 parts (each part is a level
+   * of tables; a million of them overflowed the stack when freeing) */
+  {
+    size_t big = 1000000;
+    char *hdr = malloc(2 * big + 3);
+    assert_non_null(hdr);
+    size_t n = 0;
+    hdr[n++] = '[';
+    for (size_t i = 0; i < big; i++) hdr[n++] = 'a', hdr[n++] = '.';
+    hdr[n - 1] = ']';
+    hdr[n] = '\0';
+    EXPECT_ERR(hdr, 1, "too many dotted parts (max 128)");
+    /* 128 parts are fine, in a header and in a dotted key; 129 are not */
+    n = 0;
+    hdr[n++] = '[';
+    for (int i = 0; i < 128; i++) hdr[n++] = 'a', hdr[n++] = '.';
+    hdr[n - 1] = ']';
+    hdr[n] = '\0';
+    d = parse(hdr);
+    amn_toml_free(d);
+    strcpy(hdr + n - 1, ".b]");
+    EXPECT_ERR(hdr, 1, "too many dotted parts");
+    n = 0;
+    hdr[n++] = '\n';
+    for (int i = 0; i < 129; i++) hdr[n++] = 'k', hdr[n++] = '.';
+    strcpy(hdr + n - 1, " = 1");
+    EXPECT_ERR(hdr, 2, "too many dotted parts");
+    free(hdr);
+  }
   /* err/err_line may be NULL */
   assert_null(amn_toml_parse("=", 1, NULL, 0, NULL));
   /* empty document */

@@ -1,21 +1,43 @@
 /*
  * HTTP/2 transport, server side: maps nghttp2 session events of one
- * connection onto the transport-independent call core (server/call.c).
+ * connection onto the transport-independent call core, which it knows only
+ * through transport/stransport.h.
  */
 #include <arpa/inet.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
-#include "server/server_internal.h"
+#include "transport/h2/h2_server.h"
+#include "transport/h2/h2io.h"
 #include "util/log.h"
 
-typedef struct amn_sconn {
+typedef struct amn_sconn amn_sconn;
+
+/* One request stream: nghttp2's stream user data, the call core's handle. */
+typedef struct h2s_stream {
+  amn_call *c;
+  amn_sconn *sc;
+  int32_t id;
+  struct h2s_stream *prev, *next; /* the connection's streams, or the loop's free list */
+} h2s_stream;
+
+/* The binding's state of one loop. */
+typedef struct h2s_loop {
+  amn_sconn *conns;
+  h2s_stream *free;            /* recycled stream records (no allocation per call) */
+  size_t nfree;
+} h2s_loop;
+#define H2S_FREE_MAX 1024
+
+struct amn_sconn {
   amn_h2io io;                 /* first: the io pointer is the connection */
-  amn_srv_loop *sl;
+  amn_st_loop *loop;
+  h2s_loop *hl;
   struct amn_sconn *prev, *next;
-  amn_call *calls;             /* open calls */
+  h2s_stream *streams;         /* open calls */
   amn_peer_store peer;
   bool have_peer;
   bool goaway;
@@ -26,37 +48,68 @@ typedef struct amn_sconn {
   ev_tstamp ping_sent;         /* our PING awaiting its ack (0 = none) */
   ev_tstamp last_ping_rx;      /* the client's previous PING (0 = none since our last response frame) */
   int ping_strikes;
-} amn_sconn;
+};
 
 #define AMN_MAX_PING_STRIKES 2  /* grpc's default: the third bad PING ends the connection */
 #define AMN_GOAWAY_LINGER_S 2.0 /* after a GOAWAY we send, wait this long for the client to close */
 
-static void h2s_kick(amn_call *c);
-static void h2s_reset(amn_call *c, uint32_t code);
-static void h2s_consume(amn_call *c, size_t n);
-static const amn_call_transport h2_tp = {h2s_kick, h2s_reset, h2s_consume};
+static void h2s_kick(void *stream);
+static void h2s_consume(void *stream, size_t n);
+static const amn_st_stream_ops h2_ops = {h2s_kick, h2s_consume};
 
-static void conns_link(amn_srv_loop *sl, amn_sconn *sc) {
-  amn_sconn *head = sl->conns;
+static const amn_st_calls *calls_of(const amn_sconn *sc) { return sc->loop->calls; }
+static const amn_st_config *cfg_of(const amn_sconn *sc) { return sc->loop->cfg; }
+
+static h2s_loop *loop_state(amn_st_loop *loop) {
+  if (!loop->h2) loop->h2 = calloc(1, sizeof(h2s_loop));
+  return loop->h2;
+}
+
+static void conns_link(h2s_loop *hl, amn_sconn *sc) {
+  amn_sconn *head = hl->conns;
   sc->prev = NULL;
   sc->next = head;
   if (head) head->prev = sc;
-  sl->conns = sc;
-  sl->nconns++;
+  hl->conns = sc;
+  sc->loop->nconns++;
 }
 
-static void conns_unlink(amn_srv_loop *sl, amn_sconn *sc) {
+static void conns_unlink(h2s_loop *hl, amn_sconn *sc) {
   if (sc->prev) sc->prev->next = sc->next;
-  else sl->conns = sc->next;
+  else hl->conns = sc->next;
   if (sc->next) sc->next->prev = sc->prev;
-  sl->nconns--;
 }
 
-static void calls_unlink(amn_sconn *sc, amn_call *c) {
-  if (c->conn_prev) c->conn_prev->conn_next = c->conn_next;
-  else if (sc->calls == c) sc->calls = c->conn_next;
-  if (c->conn_next) c->conn_next->conn_prev = c->conn_prev;
-  c->conn_prev = c->conn_next = NULL;
+static h2s_stream *stream_new(amn_sconn *sc, int32_t id) {
+  h2s_stream *ss = sc->hl->free;
+  if (ss) {
+    sc->hl->free = ss->next;
+    sc->hl->nfree--;
+  } else if (!(ss = malloc(sizeof *ss))) {
+    return NULL;
+  }
+  ss->c = NULL;
+  ss->sc = sc;
+  ss->id = id;
+  ss->prev = NULL;
+  ss->next = sc->streams;
+  if (sc->streams) sc->streams->prev = ss;
+  sc->streams = ss;
+  return ss;
+}
+
+/* The stream leaves its connection (its call is already detached). */
+static void stream_free(amn_sconn *sc, h2s_stream *ss) {
+  if (ss->prev) ss->prev->next = ss->next;
+  else if (sc->streams == ss) sc->streams = ss->next;
+  if (ss->next) ss->next->prev = ss->prev;
+  if (sc->hl->nfree < H2S_FREE_MAX) {
+    ss->next = sc->hl->free;
+    sc->hl->free = ss;
+    sc->hl->nfree++;
+  } else {
+    free(ss);
+  }
 }
 
 ssize_t amn_h2s_read_cb(nghttp2_session *, int32_t, uint8_t *, size_t, uint32_t *, nghttp2_data_source *, void *);
@@ -74,24 +127,24 @@ static void goaway_close(amn_sconn *sc, uint32_t code, const char *debug, const 
 
 /* Idle: armed while the connection has no open call. */
 static void idle_arm(amn_sconn *sc) {
-  uint32_t ms = sc->sl->srv->o.idle_timeout_ms;
-  if (!ms || sc->calls || sc->goaway || sc->io.state != AMN_IO_OPEN) return;
-  ev_timer_stop(sc->sl->ev, &sc->idle_timer);
+  uint32_t ms = cfg_of(sc)->idle_timeout_ms;
+  if (!ms || sc->streams || sc->goaway || sc->io.state != AMN_IO_OPEN) return;
+  ev_timer_stop(sc->loop->ev, &sc->idle_timer);
   ev_timer_set(&sc->idle_timer, ms / 1000.0, 0.);
-  ev_timer_start(sc->sl->ev, &sc->idle_timer);
+  ev_timer_start(sc->loop->ev, &sc->idle_timer);
 }
 
 static void idle_cb(struct ev_loop *ev, ev_timer *w, int revents) {
   (void)ev; (void)revents;
   amn_sconn *sc = w->data;
-  if (sc->calls) return;
-  AMN_DEBUG("%s: no call for %u ms: closing the idle connection", sc->addr, sc->sl->srv->o.idle_timeout_ms);
+  if (sc->streams) return;
+  AMN_DEBUG("%s: no call for %u ms: closing the idle connection", sc->addr, cfg_of(sc)->idle_timeout_ms);
   goaway_close(sc, NGHTTP2_NO_ERROR, "idle timeout", "idle timeout");
 }
 
-static double ka_timeout_s(const amn_server *srv) {
-  uint32_t ms = srv->o.keepalive_timeout_ms;
-  if (!ms) ms = srv->o.keepalive_interval_ms > 5000 ? srv->o.keepalive_interval_ms : 5000;
+static double ka_timeout_s(const amn_st_config *cfg) {
+  uint32_t ms = cfg->keepalive_timeout_ms;
+  if (!ms) ms = cfg->keepalive_interval_ms > 5000 ? cfg->keepalive_interval_ms : 5000;
   return ms / 1000.0;
 }
 
@@ -100,9 +153,9 @@ static double ka_timeout_s(const amn_server *srv) {
 static void ka_cb(struct ev_loop *ev, ev_timer *w, int revents) {
   (void)revents;
   amn_sconn *sc = w->data;
-  amn_server *srv = sc->sl->srv;
+  const amn_st_config *cfg = cfg_of(sc);
   if (sc->io.state != AMN_IO_OPEN || !sc->io.h2 || sc->io.close_requested) return;
-  ev_tstamp now = ev_now(ev), iv = srv->o.keepalive_interval_ms / 1000.0, to = ka_timeout_s(srv);
+  ev_tstamp now = ev_now(ev), iv = cfg->keepalive_interval_ms / 1000.0, to = ka_timeout_s(cfg);
   if (sc->ping_sent > 0 && sc->io.last_rx > sc->ping_sent) sc->ping_sent = 0;
   if (sc->ping_sent > 0) {
     if (now - sc->ping_sent >= to - 0.001) {
@@ -125,10 +178,10 @@ static void ka_cb(struct ev_loop *ev, ev_timer *w, int revents) {
 
 /* A PING from the client: the abuse policy of grpc doc/keepalive.md. */
 static void ping_received(amn_sconn *sc) {
-  const amn_server_opts *o = &sc->sl->srv->o;
-  ev_tstamp now = ev_now(sc->sl->ev);
+  const amn_st_config *o = cfg_of(sc);
+  ev_tstamp now = ev_now(sc->loop->ev);
   if (!o->ping_min_interval_ms) return;
-  bool bad = (!sc->calls && !o->ping_permit_without_calls) ||
+  bool bad = (!sc->streams && !o->ping_permit_without_calls) ||
              (sc->last_ping_rx > 0 && now - sc->last_ping_rx < o->ping_min_interval_ms / 1000.0);
   sc->last_ping_rx = now;
   if (!bad || ++sc->ping_strikes <= AMN_MAX_PING_STRIKES) return;
@@ -137,47 +190,50 @@ static void ping_received(amn_sconn *sc) {
   goaway_close(sc, NGHTTP2_ENHANCE_YOUR_CALM, "too_many_pings", "too many pings");
 }
 
-static int submit_hdrs(amn_sconn *sc, amn_call *c, const amn_hdr_buf *b, bool with_data) {
+static int submit_hdrs(amn_sconn *sc, h2s_stream *ss, const amn_hdr_buf *b, bool with_data) {
   nghttp2_nv nva[AMN_RPC_MAX_MD + 13];
   size_t n = amn_h2_nv(b, nva);
-  const amn_server *srv = sc->sl->srv;
-  if (srv->alt_svc_len)
-    nva[n++] = (nghttp2_nv){(uint8_t *)"alt-svc", (uint8_t *)srv->alt_svc, 7, srv->alt_svc_len,
+  const amn_st_config *cfg = cfg_of(sc);
+  if (cfg->alt_svc_len)
+    nva[n++] = (nghttp2_nv){(uint8_t *)"alt-svc", (uint8_t *)cfg->alt_svc, 7, cfg->alt_svc_len,
                             NGHTTP2_NV_FLAG_NO_COPY_NAME | NGHTTP2_NV_FLAG_NO_COPY_VALUE};
   nghttp2_data_provider prd;
-  prd.source.ptr = c;
+  prd.source.ptr = ss;
   prd.read_callback = amn_h2s_read_cb;
-  return nghttp2_submit_response(sc->io.h2, c->stream_id, nva, n, with_data ? &prd : NULL);
+  return nghttp2_submit_response(sc->io.h2, ss->id, nva, n, with_data ? &prd : NULL);
 }
 
-static int submit_trailer_block(amn_sconn *sc, amn_call *c, const amn_hdr_buf *b) {
+static int submit_trailer_block(amn_sconn *sc, h2s_stream *ss, const amn_hdr_buf *b) {
   nghttp2_nv nva[AMN_RPC_MAX_MD + 12];
   size_t n = amn_h2_nv(b, nva);
-  return nghttp2_submit_trailer(sc->io.h2, c->stream_id, nva, n);
+  return nghttp2_submit_trailer(sc->io.h2, ss->id, nva, n);
 }
 
 ssize_t amn_h2s_read_cb(nghttp2_session *s, int32_t sid, uint8_t *buf, size_t len, uint32_t *flags,
                         nghttp2_data_source *src, void *ud) {
   (void)s; (void)sid;
   amn_sconn *sc = ud;
-  amn_call *c = src->ptr;
+  h2s_stream *ss = src->ptr;
+  amn_call *c = ss->c;
   (void)buf;
+  if (!c) return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE; /* detached: the stream is being reset */
+  const amn_st_calls *calls = calls_of(sc);
   bool eof;
   /* the bytes are copied straight from the message queue into the write
    * buffer by send_data_cb: no intermediate copy in nghttp2's frame buffer */
-  ssize_t n = amn_call_peek(c, len, &eof);
+  ssize_t n = calls->peek(c, len, &eof);
   if (n < 0) return NGHTTP2_ERR_DEFERRED;
   if (n > 0) *flags |= NGHTTP2_DATA_FLAG_NO_COPY;
   if (eof) {
     *flags |= NGHTTP2_DATA_FLAG_EOF | NGHTTP2_DATA_FLAG_NO_END_STREAM;
     amn_hdr_buf b;
     amn_hdr_buf_init(&b);
-    int rc = amn_call_build_trailers(c, &b);
-    if (rc == 0) rc = submit_trailer_block(sc, c, &b);
+    int rc = calls->trailers(c, &b);
+    if (rc == 0) rc = submit_trailer_block(sc, ss, &b);
     amn_hdr_buf_free(&b);
     if (rc != 0) {
       AMN_WARN("%s: cannot send trailers: %s", sc->addr, rc < 0 ? nghttp2_strerror(rc) : "header error");
-      nghttp2_submit_rst_stream(sc->io.h2, NGHTTP2_FLAG_NONE, c->stream_id, NGHTTP2_INTERNAL_ERROR);
+      nghttp2_submit_rst_stream(sc->io.h2, NGHTTP2_FLAG_NONE, ss->id, NGHTTP2_INTERNAL_ERROR);
     }
   }
   return n;
@@ -191,46 +247,43 @@ static int send_data_cb(nghttp2_session *s, nghttp2_frame *f, const uint8_t *fra
   if (!p) return NGHTTP2_ERR_CALLBACK_FAILURE;
   memcpy(p, framehd, 9);
   bool eof;
-  if (amn_call_pull(src->ptr, p + 9, length, &eof) != (ssize_t)length) return NGHTTP2_ERR_CALLBACK_FAILURE;
+  h2s_stream *ss = src->ptr;
+  if (!ss->c || calls_of(sc)->pull(ss->c, p + 9, length, &eof) != (ssize_t)length) return NGHTTP2_ERR_CALLBACK_FAILURE;
   /* enough for one flush: let the writer catch up before more frames */
   return sc->io.out_len >= AMN_IO_WBUF_HIGH ? NGHTTP2_ERR_PAUSE : 0;
 }
 
-static void h2s_kick(amn_call *c) {
-  amn_sconn *sc = c->conn;
-  if (!sc || sc->io.state != AMN_IO_OPEN) return;
-  if (!c->headers_sent) {
+static void h2s_kick(void *stream) {
+  h2s_stream *ss = stream;
+  amn_sconn *sc = ss->sc;
+  if (!ss->c || sc->io.state != AMN_IO_OPEN) return;
+  const amn_st_calls *calls = calls_of(sc);
+  amn_st_step step = calls->step(ss->c);
+  if (step == AMN_ST_HEADERS || step == AMN_ST_TRAILERS_ONLY) {
     amn_hdr_buf b;
     amn_hdr_buf_init(&b);
-    bool trailers_only = c->fin_pending && amn_msgq_empty(&c->sq);
-    int rc = amn_call_build_headers(c, &b, trailers_only);
-    if (rc == 0) rc = submit_hdrs(sc, c, &b, !trailers_only);
+    bool trailers_only = step == AMN_ST_TRAILERS_ONLY;
+    int rc = calls->headers(ss->c, &b, trailers_only);
+    if (rc == 0) rc = submit_hdrs(sc, ss, &b, !trailers_only);
     amn_hdr_buf_free(&b);
     if (rc != 0) {
       AMN_WARN("%s: cannot send response headers (%d)", sc->addr, rc);
-      nghttp2_submit_rst_stream(sc->io.h2, NGHTTP2_FLAG_NONE, c->stream_id, NGHTTP2_INTERNAL_ERROR);
+      nghttp2_submit_rst_stream(sc->io.h2, NGHTTP2_FLAG_NONE, ss->id, NGHTTP2_INTERNAL_ERROR);
     }
-    c->data_started = !trailers_only;
-  } else if (c->data_started && !c->trailers_sent) {
-    nghttp2_session_resume_data(sc->io.h2, c->stream_id);
+  } else if (step == AMN_ST_MORE_DATA) {
+    nghttp2_session_resume_data(sc->io.h2, ss->id);
   }
-  amn_h2io_mark_dirty(&sc->io);
-}
-
-static void h2s_reset(amn_call *c, uint32_t code) {
-  amn_sconn *sc = c->conn;
-  if (!sc || sc->io.state != AMN_IO_OPEN) return;
-  nghttp2_submit_rst_stream(sc->io.h2, NGHTTP2_FLAG_NONE, c->stream_id, code);
   amn_h2io_mark_dirty(&sc->io);
 }
 
 /* Flow control is manual (no automatic WINDOW_UPDATE): request bytes are
  * granted back only once the handler has taken them, so a handler that
  * pauses receiving really stops the client. */
-static void h2s_consume(amn_call *c, size_t n) {
-  amn_sconn *sc = c->conn;
-  if (!sc || sc->io.state != AMN_IO_OPEN) return;
-  nghttp2_session_consume(sc->io.h2, c->stream_id, n);
+static void h2s_consume(void *stream, size_t n) {
+  h2s_stream *ss = stream;
+  amn_sconn *sc = ss->sc;
+  if (sc->io.state != AMN_IO_OPEN) return;
+  nghttp2_session_consume(sc->io.h2, ss->id, n);
   amn_h2io_mark_dirty(&sc->io);
 }
 
@@ -239,24 +292,24 @@ static void h2s_consume(amn_call *c, size_t n) {
 static int on_begin_headers(nghttp2_session *s, const nghttp2_frame *f, void *ud) {
   amn_sconn *sc = ud;
   if (f->hd.type != NGHTTP2_HEADERS || f->headers.cat != NGHTTP2_HCAT_REQUEST) return 0;
-  amn_call *c = amn_call_new(sc->sl, &h2_tp, sc, f->hd.stream_id);
-  if (!c) return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE; /* resets this stream only */
-  c->peer = sc->have_peer ? &sc->peer.id : NULL;
-  c->peer_addr = sc->addr;
-  c->conn_next = sc->calls;
-  if (sc->calls) sc->calls->conn_prev = c;
-  sc->calls = c;
-  ev_timer_stop(sc->sl->ev, &sc->idle_timer);
-  nghttp2_session_set_stream_user_data(s, f->hd.stream_id, c);
+  h2s_stream *ss = stream_new(sc, f->hd.stream_id);
+  if (!ss) return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE; /* resets this stream only */
+  ss->c = calls_of(sc)->begin(sc->loop->ud, &h2_ops, ss, sc->have_peer ? &sc->peer.id : NULL, sc->addr, false);
+  if (!ss->c) {
+    stream_free(sc, ss);
+    return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
+  }
+  ev_timer_stop(sc->loop->ev, &sc->idle_timer);
+  nghttp2_session_set_stream_user_data(s, f->hd.stream_id, ss);
   return 0;
 }
 
 static int on_header(nghttp2_session *s, const nghttp2_frame *f, const uint8_t *name, size_t nlen,
                      const uint8_t *value, size_t vlen, uint8_t flags, void *ud) {
-  (void)flags; (void)ud;
+  (void)flags;
   if (f->hd.type != NGHTTP2_HEADERS || f->headers.cat != NGHTTP2_HCAT_REQUEST) return 0;
-  amn_call *c = nghttp2_session_get_stream_user_data(s, f->hd.stream_id);
-  if (c) amn_rpc_req_header(&c->req, name, nlen, value, vlen);
+  h2s_stream *ss = nghttp2_session_get_stream_user_data(s, f->hd.stream_id);
+  if (ss && ss->c) calls_of(ud)->header(ss->c, name, nlen, value, vlen);
   return 0;
 }
 
@@ -268,18 +321,19 @@ static int on_frame_recv(nghttp2_session *s, const nghttp2_frame *f, void *ud) {
     return 0;
   }
   if (f->hd.type != NGHTTP2_HEADERS && f->hd.type != NGHTTP2_DATA) return 0;
-  amn_call *c = nghttp2_session_get_stream_user_data(s, f->hd.stream_id);
-  if (!c) return 0;
-  if (f->hd.type == NGHTTP2_HEADERS && f->headers.cat == NGHTTP2_HCAT_REQUEST) amn_call_on_headers_done(c);
-  if (f->hd.flags & NGHTTP2_FLAG_END_STREAM) amn_call_on_remote_close(c);
+  h2s_stream *ss = nghttp2_session_get_stream_user_data(s, f->hd.stream_id);
+  if (!ss || !ss->c) return 0;
+  const amn_st_calls *calls = calls_of(sc);
+  if (f->hd.type == NGHTTP2_HEADERS && f->headers.cat == NGHTTP2_HCAT_REQUEST) calls->headers_end(ss->c);
+  if ((f->hd.flags & NGHTTP2_FLAG_END_STREAM) && ss->c) calls->remote_close(ss->c);
   return 0;
 }
 
 static int on_data_chunk(nghttp2_session *s, uint8_t flags, int32_t sid, const uint8_t *data, size_t len,
                          void *ud) {
-  (void)flags; (void)ud;
-  amn_call *c = nghttp2_session_get_stream_user_data(s, sid);
-  if (c) amn_call_on_data(c, data, len);
+  (void)flags;
+  h2s_stream *ss = nghttp2_session_get_stream_user_data(s, sid);
+  if (ss && ss->c) calls_of(ud)->data(ss->c, data, len);
   else nghttp2_session_consume(s, sid, len);
   return 0;
 }
@@ -301,16 +355,19 @@ static int on_frame_send(nghttp2_session *s, const nghttp2_frame *f, void *ud) {
 
 static int on_stream_close(nghttp2_session *s, int32_t sid, uint32_t err, void *ud) {
   amn_sconn *sc = ud;
-  amn_call *c = nghttp2_session_get_stream_user_data(s, sid);
-  if (!c) return 0;
+  h2s_stream *ss = nghttp2_session_get_stream_user_data(s, sid);
+  if (!ss) return 0;
   nghttp2_session_set_stream_user_data(s, sid, NULL);
-  calls_unlink(sc, c);
-  /* bytes held for a paused handler still count against the connection window */
-  if (c->rx_unconsumed) nghttp2_session_consume_connection(s, c->rx_unconsumed);
-  c->rx_unconsumed = 0;
-  amn_status_code why = err == NGHTTP2_NO_ERROR ? AMN_STATUS_CANCELLED : amn_status_from_h2_error(err);
-  amn_call_on_stream_closed(c, why, "stream reset by the client");
-  if (!sc->calls) idle_arm(sc);
+  amn_call *c = ss->c;
+  ss->c = NULL;
+  stream_free(sc, ss);
+  if (c) {
+    amn_status_code why = err == NGHTTP2_NO_ERROR ? AMN_STATUS_CANCELLED : amn_status_from_h2_error(err);
+    /* bytes held for a paused handler still count against the connection window */
+    size_t held = calls_of(sc)->closed(c, why, "stream reset by the client");
+    if (held) nghttp2_session_consume_connection(s, held);
+  }
+  if (!sc->streams) idle_arm(sc);
   return 0;
 }
 
@@ -338,7 +395,7 @@ static void init_cbs(void) {
 
 static int sc_on_ready(amn_h2io *io) {
   amn_sconn *sc = (amn_sconn *)io;
-  amn_server *srv = sc->sl->srv;
+  const amn_st_config *cfg = cfg_of(sc);
   if (sc->refusing) {
     /* SETTINGS, then GOAWAY: the client reads the reason and nothing ran */
     pthread_once(&g_once, init_cbs);
@@ -360,68 +417,72 @@ static int sc_on_ready(amn_h2io *io) {
   pthread_once(&g_once, init_cbs);
   if (nghttp2_session_server_new2(&io->h2, g_cbs, sc, g_opt) != 0) return -1;
   nghttp2_settings_entry iv[] = {
-      {NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS, srv->o.max_concurrent_streams},
-      {NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, srv->o.initial_window_size},
+      {NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS, cfg->max_concurrent_streams},
+      {NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, cfg->initial_window_size},
       {NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE, 64 * 1024},
       {NGHTTP2_SETTINGS_ENABLE_CONNECT_PROTOCOL, 0},
   };
   nghttp2_submit_settings(io->h2, NGHTTP2_FLAG_NONE, iv, 3);
   /* connection window: room for many streams' windows at once */
-  int32_t conn_win = srv->o.initial_window_size > (1u << 26) / 16 ? (1 << 30) : (int32_t)(srv->o.initial_window_size * 16);
+  int32_t conn_win = cfg->initial_window_size > (1u << 26) / 16 ? (1 << 30) : (int32_t)(cfg->initial_window_size * 16);
   nghttp2_session_set_local_window_size(io->h2, NGHTTP2_FLAG_NONE, 0, conn_win);
-  if (sc->sl->stopping) {
+  if (sc->loop->stopping) {
     nghttp2_submit_goaway(io->h2, NGHTTP2_FLAG_NONE, 0, NGHTTP2_NO_ERROR, (const uint8_t *)"draining", 8);
     sc->goaway = true;
   }
   idle_arm(sc);
-  if (srv->o.keepalive_interval_ms) {
-    ev_timer_set(&sc->ka_timer, 0., srv->o.keepalive_interval_ms / 1000.0);
-    ev_timer_again(sc->sl->ev, &sc->ka_timer);
+  if (cfg->keepalive_interval_ms) {
+    ev_timer_set(&sc->ka_timer, 0., cfg->keepalive_interval_ms / 1000.0);
+    ev_timer_again(sc->loop->ev, &sc->ka_timer);
   }
   return 0;
 }
 
 static void sc_on_closed(amn_h2io *io, const char *reason) {
   amn_sconn *sc = (amn_sconn *)io;
-  amn_srv_loop *sl = sc->sl;
+  amn_st_loop *loop = sc->loop;
   bool handshake_failure = strncmp(reason, "TLS handshake", 13) == 0;
-  ev_timer_stop(sl->ev, &sc->idle_timer);
-  ev_timer_stop(sl->ev, &sc->ka_timer);
+  ev_timer_stop(loop->ev, &sc->idle_timer);
+  ev_timer_stop(loop->ev, &sc->ka_timer);
   if (handshake_failure && strcmp(reason, "TLS handshake timed out") == 0)
     AMN_WARN("connection from %s refused: %s (handshake_timeout_ms %u)", sc->addr, reason,
-             sl->srv->o.handshake_timeout_ms);
+             loop->cfg->handshake_timeout_ms);
   else if (handshake_failure)
     AMN_WARN("connection from %s refused: %s", sc->addr, reason);
   else
     AMN_DEBUG("connection from %s closed: %s", sc->addr, reason);
   /* calls still open end as UNAVAILABLE (connection lost) */
-  while (sc->calls) {
-    amn_call *c = sc->calls;
-    calls_unlink(sc, c);
-    if (io->h2) nghttp2_session_set_stream_user_data(io->h2, c->stream_id, NULL);
-    amn_call_on_stream_closed(c, AMN_STATUS_UNAVAILABLE, "connection closed");
+  while (sc->streams) {
+    h2s_stream *ss = sc->streams;
+    amn_call *c = ss->c;
+    ss->c = NULL;
+    if (io->h2) nghttp2_session_set_stream_user_data(io->h2, ss->id, NULL);
+    stream_free(sc, ss);
+    if (c) loop->calls->closed(c, AMN_STATUS_UNAVAILABLE, "connection closed");
   }
   if (io->h2) nghttp2_session_del(io->h2);
   io->h2 = NULL;
   if (io->tls) gnutls_deinit(io->tls);
   io->tls = NULL;
   if (sc->have_peer) amn_peer_store_free(&sc->peer);
-  conns_unlink(sl, sc);
-  atomic_fetch_sub(sc->refusing ? &sl->srv->nrefusing : &sl->srv->nconns, 1);
+  conns_unlink(sc->hl, sc);
+  atomic_fetch_sub(sc->refusing ? &loop->counters->nrefusing : &loop->counters->nconns, 1);
   free(sc);
-  if (sl->stopping && sl->nconns == 0) ev_break(sl->ev, EVBREAK_ONE);
+  amn_st_conn_gone(loop);
 }
 
 static const amn_h2io_cbs sc_cbs = {sc_on_ready, sc_on_closed};
 
-static void sconn_start(amn_srv_loop *sl, int fd, const char *peer_addr, bool refusing) {
-  amn_server *srv = sl->srv;
-  amn_sconn *sc = calloc(1, sizeof *sc);
+static void sconn_start(amn_st_loop *loop, int fd, const char *peer_addr, bool refusing) {
+  const amn_st_config *cfg = loop->cfg;
+  h2s_loop *hl = loop_state(loop);
+  amn_sconn *sc = hl ? calloc(1, sizeof *sc) : NULL;
   if (!sc) {
     close(fd);
     return;
   }
-  sc->sl = sl;
+  sc->loop = loop;
+  sc->hl = hl;
   sc->refusing = refusing;
   ev_timer_init(&sc->idle_timer, idle_cb, 0., 0.);
   sc->idle_timer.data = sc;
@@ -430,7 +491,7 @@ static void sconn_start(amn_srv_loop *sl, int fd, const char *peer_addr, bool re
   snprintf(sc->addr, sizeof sc->addr, "%s", peer_addr);
   sc->io.peer_name = sc->addr;
   gnutls_session_t tls = NULL;
-  amn_tls_ctx *ctx = amn_server_tls_get(srv);
+  amn_tls_ctx *ctx = cfg->tls_get(cfg->tls_ud);
   if (ctx) {
     char err[256];
     if (amn_tls_session_new(ctx, &tls, GNUTLS_NONBLOCK, NULL, err, sizeof err) != 0) {
@@ -440,16 +501,17 @@ static void sconn_start(amn_srv_loop *sl, int fd, const char *peer_addr, bool re
       return;
     }
   }
-  conns_link(sl, sc);
-  atomic_fetch_add(refusing ? &srv->nrefusing : &srv->nconns, 1);
-  amn_h2io_start(&sc->io, &sl->io, &sc_cbs, fd, tls, srv->o.handshake_timeout_ms / 1000.0, false);
+  conns_link(hl, sc);
+  atomic_fetch_add(refusing ? &loop->counters->nrefusing : &loop->counters->nconns, 1);
+  amn_h2io_start(&sc->io, loop->io, &sc_cbs, fd, tls, cfg->handshake_timeout_ms / 1000.0, false);
 }
 
-void amn_h2s_accept(amn_srv_loop *sl, int fd, const char *peer_addr) { sconn_start(sl, fd, peer_addr, false); }
-void amn_h2s_refuse(amn_srv_loop *sl, int fd, const char *peer_addr) { sconn_start(sl, fd, peer_addr, true); }
+void amn_h2s_accept(amn_st_loop *loop, int fd, const char *peer_addr) { sconn_start(loop, fd, peer_addr, false); }
+void amn_h2s_refuse(amn_st_loop *loop, int fd, const char *peer_addr) { sconn_start(loop, fd, peer_addr, true); }
 
-void amn_h2s_drain_all(amn_srv_loop *sl) {
-  for (amn_sconn *sc = sl->conns; sc; sc = sc->next) {
+void amn_h2s_drain_all(amn_st_loop *loop) {
+  h2s_loop *hl = loop->h2;
+  for (amn_sconn *sc = hl ? hl->conns : NULL; sc; sc = sc->next) {
     if (sc->goaway) continue;
     if (sc->io.state != AMN_IO_OPEN || !sc->io.h2) {
       amn_h2io_close(&sc->io, "server stopping");
@@ -462,11 +524,24 @@ void amn_h2s_drain_all(amn_srv_loop *sl) {
   }
 }
 
-void amn_h2s_close_all(amn_srv_loop *sl) {
-  for (amn_sconn *sc = sl->conns; sc; sc = sc->next) {
+void amn_h2s_close_all(amn_st_loop *loop) {
+  h2s_loop *hl = loop->h2;
+  for (amn_sconn *sc = hl ? hl->conns : NULL; sc; sc = sc->next) {
     /* cancel what is left, tell the client, then close */
-    for (amn_call *c = sc->calls; c; c = c->conn_next)
-      amn_call_fail(c, AMN_STATUS_UNAVAILABLE, "server stopped before the call completed");
+    for (h2s_stream *ss = sc->streams; ss; ss = ss->next)
+      if (ss->c) loop->calls->fail(ss->c, AMN_STATUS_UNAVAILABLE, "server stopped before the call completed");
     amn_h2io_close(&sc->io, "drain deadline reached");
   }
+}
+
+void amn_h2s_free(amn_st_loop *loop) {
+  h2s_loop *hl = loop->h2;
+  if (!hl) return;
+  while (hl->free) {
+    h2s_stream *ss = hl->free;
+    hl->free = ss->next;
+    free(ss);
+  }
+  free(hl);
+  loop->h2 = NULL;
 }

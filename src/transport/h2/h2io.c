@@ -77,7 +77,7 @@ void amn_h2io_close_linger(amn_h2io *io, const char *reason, double linger_s) {
 static void io_linger(amn_h2io *io) {
   io->lingering = true;
   if (ev_is_active(&io->ww)) ev_io_stop(io->loop->ev, &io->ww);
-  if (io->tls) gnutls_bye(io->tls, GNUTLS_SHUT_WR); /* non-blocking: best effort */
+  if (io->tls && io->state == AMN_IO_OPEN) gnutls_bye(io->tls, GNUTLS_SHUT_WR); /* non-blocking: best effort */
   shutdown(io->fd, SHUT_WR);
   ev_timer_stop(io->loop->ev, &io->hs_timer);
   ev_timer_set(&io->hs_timer, io->linger_s, 0.);
@@ -264,12 +264,12 @@ static void io_read(amn_h2io *io) {
 static void rw_cb(struct ev_loop *ev, ev_io *w, int revents) {
   (void)ev; (void)revents;
   amn_h2io *io = w->data;
-  if (io->state == AMN_IO_HANDSHAKE) {
-    io_handshake(io);
-    return;
-  }
   if (io->lingering) {
     linger_read(io);
+    return;
+  }
+  if (io->state == AMN_IO_HANDSHAKE) {
+    io_handshake(io);
     return;
   }
   io_read(io);
@@ -278,6 +278,7 @@ static void rw_cb(struct ev_loop *ev, ev_io *w, int revents) {
 static void ww_cb(struct ev_loop *ev, ev_io *w, int revents) {
   (void)ev; (void)revents;
   amn_h2io *io = w->data;
+  if (io->lingering) return;
   if (io->state == AMN_IO_HANDSHAKE) {
     io_handshake(io);
     return;
@@ -333,6 +334,14 @@ static void io_handshake(amn_h2io *io) {
   snprintf(io->close_reason, sizeof io->close_reason, "TLS handshake failed: %s",
            amn_tls_handshake_error(io->tls, r));
   io->close_requested = true;
+  if (!io->is_client) {
+    /* the client's handshake bytes may still be unread: closing now would
+     * answer them with a TCP reset that can destroy the alert before the
+     * client reads it; half-close and drain briefly instead */
+    io->linger_s = AMN_IO_REFUSE_LINGER_S;
+    io_linger(io);
+    return;
+  }
   io_do_close(io);
 }
 

@@ -22,6 +22,10 @@
 
 #define AMN_IO_RBUF (64 * 1024)
 #define AMN_IO_WBUF_HIGH (256 * 1024) /* stop pulling frames from nghttp2 above this */
+/* After refusing a TLS handshake (server side), the alert is sent, the
+ * write side closed, and the peer's bytes drained for at most this long
+ * before the socket is closed, so a reset does not destroy the alert. */
+#define AMN_IO_REFUSE_LINGER_S 0.5
 
 typedef struct amn_h2io amn_h2io;
 

@@ -26,13 +26,12 @@
 #include <time.h>
 
 #include "rpc/rpc.h"
+#include "transport/stransport.h"
 
 /* ------------------------------------------------------------------ */
 /* Server hooks (h3_server.c), called by server/server.c              */
 /* ------------------------------------------------------------------ */
 
-typedef struct amn_srv_loop amn_srv_loop;
-typedef struct amn_server amn_server;
 typedef struct amn_client amn_client;
 typedef struct amn_h3_listener amn_h3_listener;
 
@@ -44,25 +43,21 @@ typedef struct amn_h3_listener amn_h3_listener;
  * loop runs. */
 amn_h3_listener *amn_h3s_open(const char *host, uint16_t port, bool first, uint16_t *bound, int *rc, char *err,
                               size_t errlen);
-/* Attaches an opened listener to its loop (sl->ev exists, the loop thread
- * is not running yet). The listener is found again through
- * ev_userdata(sl->ev). Loops of one server share their socket group state
- * (session ticket key, token secret, anti-replay table, counters) through
- * loop 0, so attach loop 0 first. */
-void amn_h3s_attach(amn_srv_loop *sl, amn_h3_listener *l);
+/* Attaches an opened listener to its loop (l->ev exists, the loop thread
+ * is not running yet); it is kept in loop->h3. Loops of one server share
+ * their socket group state (session ticket key, token secret, anti-replay
+ * table, counters) through loop 0 (loop->first), so attach loop 0 first. */
+void amn_h3s_attach(amn_st_loop *loop, amn_h3_listener *l);
 /* Graceful stop (loop thread): no new connections; every connection gets
  * an HTTP/3 GOAWAY (shutdown notice, then the final one) and closes once
  * its streams are done. */
-void amn_h3s_drain_all(amn_srv_loop *sl);
+void amn_h3s_drain_all(amn_st_loop *loop);
 /* Hard stop (loop thread): calls left end with UNAVAILABLE, connections
  * close (CONNECTION_CLOSE), the loop's socket stops reading. When the last
  * loop of the server gets here, every socket of the server is closed. */
-void amn_h3s_close_all(amn_srv_loop *sl);
+void amn_h3s_close_all(amn_st_loop *loop);
 /* Frees the loop's listener (after the loop thread exited). NULL-safe. */
-void amn_h3s_free(amn_srv_loop *sl);
-/* Value of an HTTP/2 alt-svc header advertising HTTP/3 on the server's
- * port ("h3=\":PORT\""), or 0 when HTTP/3 is off. buf >= 32 bytes. */
-size_t amn_h3_alt_svc(const amn_server *s, char *buf, size_t cap);
+void amn_h3s_free(amn_st_loop *loop);
 
 /* Counters of a server's HTTP/3 side (all loops), for tests and logs. */
 typedef struct amn_h3_server_stats {
@@ -86,11 +81,12 @@ typedef struct amn_h3_server_stats {
   uint32_t conns_closing;        /* ... those in their closing or draining period (HTTP/3) */
   uint32_t handshaking;          /* right now */
 } amn_h3_server_stats;
-void amn_h3s_stats(amn_server *s, amn_h3_server_stats *out);
+/* The counters of the server whose loop 0 is `first` (any thread). */
+void amn_h3s_stats(amn_st_loop *first, amn_h3_server_stats *out);
 /* Replaces the session ticket encryption key of the server now (as the
  * periodic rotation does, AMN_H3_TICKET_ROTATE_S): tickets issued before
  * no longer resume. */
-void amn_h3s_rotate_ticket_key(amn_server *s);
+void amn_h3s_rotate_ticket_key(amn_st_loop *first);
 
 #define AMN_H3_TICKET_ROTATE_S (12 * 3600) /* session ticket key lifetime */
 #define AMN_H3_TICKET_LIFETIME_S 7200      /* what a ticket may be used for */

@@ -2,8 +2,8 @@
  * HTTP/3 transport, server side: one UDP socket per event loop (all bound
  * to the same port with SO_REUSEPORT), QUIC connections found by
  * destination connection ID, nghttp3 request streams mapped onto the
- * transport-independent call core (server/call.c), exactly like the HTTP/2
- * transport (h2_server.c) does with nghttp2 streams.
+ * transport-independent call core through transport/stransport.h, exactly
+ * like the HTTP/2 transport (h2_server.c) does with nghttp2 streams.
  *
  * Around that: address validation (Retry when a loop has many handshakes
  * in progress, NEW_TOKEN tokens that let a returning client skip it),
@@ -20,13 +20,14 @@
 #include <gnutls/x509.h>
 #include <linux/filter.h>
 #include <ngtcp2/ngtcp2_crypto_gnutls.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
 
-#include "server/server_internal.h"
+#include "amn/pki.h" /* AMN_QUIC_SECRET_LEN */
 #include "transport/h3/h3.h"
 #include "util/log.h"
 
@@ -40,6 +41,7 @@ typedef struct h3_sstream {
   h3_sconn *sc;
   int64_t id;
   amn_h3_sendbuf sb;            /* response bytes until acknowledged */
+  bool fin_sent;                /* the final status (trailers) was submitted */
   bool wait_ack;                /* read_data blocked on AMN_H3_MAX_UNACKED */
   bool remote_closed;           /* the request ended (FIN) */
   struct h3_sstream *prev, *next;
@@ -66,7 +68,7 @@ struct h3_sconn {
   bool have_peer;
   bool notice_sent, shutdown_sent; /* graceful drain: GOAWAY notice, then final GOAWAY */
   bool counted_hs;              /* counted in l->nhandshaking */
-  bool uncounted;               /* no longer in srv->nconns (closing / draining) */
+  bool uncounted;               /* no longer in the server's connection count (closing / draining) */
   bool early_offered;           /* the ClientHello offered 0-RTT */
   bool peer_from_ticket;        /* `peer` came from the identity cache (resumption) */
   amn_tls_ctx *ctx;             /* credentials of the TLS session */
@@ -106,7 +108,7 @@ typedef struct h3_group {
   } while (0)
 
 struct amn_h3_listener {
-  amn_srv_loop *sl;
+  amn_st_loop *loop;
   int fd;
   struct sockaddr_storage local;
   socklen_t local_len;
@@ -164,7 +166,7 @@ static void sc_on_error(h3_sconn *sc, int rv);
  * (an index out of range makes the kernel fall back to it). */
 static int make_cid(amn_h3_listener *l, uint8_t *id, size_t len) {
   if (gnutls_rnd(GNUTLS_RND_NONCE, id, len) != 0) return -1;
-  id[0] = (uint8_t)l->sl->idx;
+  id[0] = (uint8_t)l->loop->idx;
   return 0;
 }
 
@@ -275,10 +277,12 @@ static void cid_del_conn(amn_h3_listener *l, h3_sconn *sc) {
 /* Calls                                                              */
 /* ------------------------------------------------------------------ */
 
-static void h3s_kick(amn_call *c);
-static void h3s_reset(amn_call *c, uint32_t h2_code);
-static void h3s_consume(amn_call *c, size_t n);
-static const amn_call_transport h3_tp = {h3s_kick, h3s_reset, h3s_consume};
+static void h3s_kick(void *stream);
+static void h3s_consume(void *stream, size_t n);
+static const amn_st_stream_ops h3_ops = {h3s_kick, h3s_consume};
+
+/* The call core of the connection's server. */
+static const amn_st_calls *calls_of(const h3_sconn *sc);
 
 /* The call leaves the stream: the call core ends it as cancelled/failed. */
 static void ss_detach(h3_sstream *ss, amn_status_code why, const char *msg) {
@@ -286,9 +290,8 @@ static void ss_detach(h3_sstream *ss, amn_status_code why, const char *msg) {
   if (!c) return;
   ss->c = NULL;
   /* bytes held for a paused handler still count against the connection window */
-  if (c->rx_unconsumed && ss->sc->b.q) ngtcp2_conn_extend_max_offset(ss->sc->b.q, c->rx_unconsumed);
-  c->rx_unconsumed = 0;
-  amn_call_on_stream_closed(c, why, msg);
+  size_t held = calls_of(ss->sc)->closed(c, why, msg);
+  if (held && ss->sc->b.q) ngtcp2_conn_extend_max_offset(ss->sc->b.q, held);
 }
 
 static void ss_free(h3_sstream *ss) {
@@ -305,7 +308,11 @@ static void sc_fail_calls(h3_sconn *sc, const char *msg) {
   for (h3_sstream *ss = sc->streams; ss; ss = ss->next) ss_detach(ss, AMN_STATUS_UNAVAILABLE, msg);
 }
 
-static ssize_t pull_call(void *call, uint8_t *buf, size_t len, bool *eof) { return amn_call_pull(call, buf, len, eof); }
+/* The response bytes of a stream's call (amn_h3_sendbuf_fill). */
+static ssize_t pull_stream(void *stream, uint8_t *buf, size_t len, bool *eof) {
+  h3_sstream *ss = stream;
+  return calls_of(ss->sc)->pull(ss->c, buf, len, eof);
+}
 
 static nghttp3_ssize ss_read_data(nghttp3_conn *h, int64_t id, nghttp3_vec *vec, size_t veccnt, uint32_t *pflags,
                                   void *ud, void *sud) {
@@ -314,8 +321,9 @@ static nghttp3_ssize ss_read_data(nghttp3_conn *h, int64_t id, nghttp3_vec *vec,
   h3_sstream *ss = sud;
   if (!ss || !ss->c) return NGHTTP3_ERR_WOULDBLOCK; /* detached: the stream is being reset */
   amn_call *c = ss->c;
+  const amn_st_calls *calls = calls_of(sc);
   bool eof;
-  ssize_t n = amn_h3_sendbuf_fill(&ss->sb, pull_call, c, &eof, vec);
+  ssize_t n = amn_h3_sendbuf_fill(&ss->sb, pull_stream, ss, &eof, vec);
   if (n == -2) ss->wait_ack = true;
   if (n == -3) {
     AMN_WARN("%s: out of memory for a response: resetting the stream", sc->addr);
@@ -328,9 +336,10 @@ static nghttp3_ssize ss_read_data(nghttp3_conn *h, int64_t id, nghttp3_vec *vec,
     amn_hdr_buf b;
     amn_hdr_buf_init(&b);
     nghttp3_nv nva[AMN_RPC_MAX_MD + 12];
-    int rc = amn_call_build_trailers(c, &b);
+    int rc = calls->trailers(c, &b);
     if (rc == 0) rc = nghttp3_conn_submit_trailers(h, id, nva, amn_h3_nv(&b, nva));
     amn_hdr_buf_free(&b);
+    ss->fin_sent = true;
     if (rc != 0) {
       AMN_WARN("%s: cannot send trailers (%d)", sc->addr, rc);
       ngtcp2_conn_shutdown_stream(sc->b.q, 0, id, NGHTTP3_H3_INTERNAL_ERROR);
@@ -342,18 +351,21 @@ static nghttp3_ssize ss_read_data(nghttp3_conn *h, int64_t id, nghttp3_vec *vec,
   return n > 0 ? 1 : 0;
 }
 
-static void h3s_kick(amn_call *c) {
-  h3_sstream *ss = c->conn;
+static void h3s_kick(void *stream) {
+  h3_sstream *ss = stream;
   h3_sconn *sc = ss->sc;
+  amn_call *c = ss->c;
   /* also before the handshake completed: the answer to a 0-RTT request */
-  if (sc->state >= SC_CLOSING || !sc->b.h) return;
-  if (!c->headers_sent) {
+  if (!c || sc->state >= SC_CLOSING || !sc->b.h) return;
+  const amn_st_calls *calls = calls_of(sc);
+  amn_st_step step = calls->step(c);
+  if (step == AMN_ST_HEADERS || step == AMN_ST_TRAILERS_ONLY) {
     amn_hdr_buf b;
     amn_hdr_buf_init(&b);
-    bool trailers_only = c->fin_pending && amn_msgq_empty(&c->sq);
+    bool trailers_only = step == AMN_ST_TRAILERS_ONLY;
     nghttp3_nv nva[AMN_RPC_MAX_MD + 12];
     nghttp3_data_reader dr = {ss_read_data};
-    int rc = amn_call_build_headers(c, &b, trailers_only);
+    int rc = calls->headers(c, &b, trailers_only);
     if (rc == 0)
       rc = nghttp3_conn_submit_response(sc->b.h, ss->id, nva, amn_h3_nv(&b, nva), trailers_only ? NULL : &dr);
     amn_hdr_buf_free(&b);
@@ -363,40 +375,21 @@ static void h3s_kick(amn_call *c) {
     } else if (trailers_only && !ss->remote_closed) {
       ngtcp2_conn_shutdown_stream_read(sc->b.q, 0, ss->id, NGHTTP3_H3_NO_ERROR);
     }
-    c->data_started = !trailers_only;
-  } else if (c->data_started && !c->trailers_sent) {
+    if (trailers_only) ss->fin_sent = true;
+  } else if (step == AMN_ST_MORE_DATA) {
     nghttp3_conn_resume_stream(sc->b.h, ss->id);
   }
   amn_h3_mark_dirty(&sc->b);
 }
 
-/* HTTP/2 error code (the call core's vocabulary) -> HTTP/3 error code. */
-static uint64_t h3_code_of(uint32_t h2) {
-  switch (h2) {
-  case 0x0: return NGHTTP3_H3_NO_ERROR;
-  case 0x7: return NGHTTP3_H3_REQUEST_REJECTED;
-  case 0x8: return NGHTTP3_H3_REQUEST_CANCELLED;
-  case 0xb: return NGHTTP3_H3_EXCESSIVE_LOAD;
-  default: return NGHTTP3_H3_INTERNAL_ERROR;
-  }
-}
-
 /* Flow control follows the handler: request bytes are granted back once
  * the call core has delivered them (a paused handler holds the client). */
-static void h3s_consume(amn_call *c, size_t n) {
-  h3_sstream *ss = c->conn;
+static void h3s_consume(void *stream, size_t n) {
+  h3_sstream *ss = stream;
   h3_sconn *sc = ss->sc;
   if (sc->state >= SC_CLOSING) return;
   ngtcp2_conn_extend_max_stream_offset(sc->b.q, ss->id, n);
   ngtcp2_conn_extend_max_offset(sc->b.q, n);
-  amn_h3_mark_dirty(&sc->b);
-}
-
-static void h3s_reset(amn_call *c, uint32_t h2_code) {
-  h3_sstream *ss = c->conn;
-  h3_sconn *sc = ss->sc;
-  if (sc->state >= SC_CLOSING) return;
-  ngtcp2_conn_shutdown_stream(sc->b.q, 0, ss->id, h3_code_of(h2_code));
   amn_h3_mark_dirty(&sc->b);
 }
 
@@ -438,7 +431,7 @@ static int on_stream_close(nghttp3_conn *h, int64_t id, uint64_t code, void *ud,
 static int on_recv_data(nghttp3_conn *h, int64_t id, const uint8_t *data, size_t len, void *ud, void *sud) {
   (void)h;
   h3_sstream *ss = sud;
-  if (ss && ss->c) amn_call_on_data(ss->c, data, len); /* granted back through h3s_consume */
+  if (ss && ss->c) calls_of(ud)->data(ss->c, data, len); /* granted back through h3s_consume */
   else consume(ud, id, len);
   return 0;
 }
@@ -453,7 +446,11 @@ static int on_begin_headers(nghttp3_conn *h, int64_t id, void *ud, void *sud) {
   (void)sud;
   h3_sconn *sc = ud;
   h3_sstream *ss = calloc(1, sizeof *ss);
-  amn_call *c = ss ? amn_call_new(sc->l->sl, &h3_tp, ss, (int32_t)id) : NULL;
+  /* before the handshake completed, a request can only come as 0-RTT data */
+  bool early = !ngtcp2_conn_get_handshake_completed(sc->b.q);
+  amn_call *c = ss ? calls_of(sc)->begin(sc->l->loop->ud, &h3_ops, ss, sc->have_peer ? &sc->peer.id : NULL,
+                                         sc->addr, early)
+                   : NULL;
   if (!c) {
     free(ss);
     ngtcp2_conn_shutdown_stream(sc->b.q, 0, id, NGHTTP3_H3_INTERNAL_ERROR); /* this stream only */
@@ -462,11 +459,7 @@ static int on_begin_headers(nghttp3_conn *h, int64_t id, void *ud, void *sud) {
   ss->c = c;
   ss->sc = sc;
   ss->id = id;
-  c->peer = sc->have_peer ? &sc->peer.id : NULL;
-  c->peer_addr = sc->addr;
-  /* before the handshake completed, a request can only come as 0-RTT data */
-  c->early_data = !ngtcp2_conn_get_handshake_completed(sc->b.q);
-  if (c->early_data) {
+  if (early) {
     STAT(sc->l, early_calls);
     AMN_DEBUG("%s: request on stream %lld arrived as 0-RTT data", sc->addr, (long long)id);
   }
@@ -486,28 +479,28 @@ static int on_begin_headers(nghttp3_conn *h, int64_t id, void *ud, void *sud) {
 
 static int on_recv_header(nghttp3_conn *h, int64_t id, int32_t token, nghttp3_rcbuf *name, nghttp3_rcbuf *value,
                           uint8_t flags, void *ud, void *sud) {
-  (void)h; (void)id; (void)token; (void)flags; (void)ud;
+  (void)h; (void)id; (void)token; (void)flags;
   h3_sstream *ss = sud;
   if (!ss || !ss->c) return 0;
   nghttp3_vec n = nghttp3_rcbuf_get_buf(name), v = nghttp3_rcbuf_get_buf(value);
-  amn_rpc_req_header(&ss->c->req, n.base, n.len, v.base, v.len);
+  calls_of(ud)->header(ss->c, n.base, n.len, v.base, v.len);
   return 0;
 }
 
 static int on_end_headers(nghttp3_conn *h, int64_t id, int fin, void *ud, void *sud) {
-  (void)h; (void)id; (void)ud;
+  (void)h; (void)id;
   h3_sstream *ss = sud;
   if (ss && fin) ss->remote_closed = true; /* no STOP_SENDING for a request that already ended */
-  if (ss && ss->c) amn_call_on_headers_done(ss->c);
+  if (ss && ss->c) calls_of(ud)->headers_end(ss->c);
   return 0;
 }
 
 static int on_end_stream(nghttp3_conn *h, int64_t id, void *ud, void *sud) {
-  (void)h; (void)id; (void)ud;
+  (void)h; (void)id;
   h3_sstream *ss = sud;
   if (!ss) return 0;
   ss->remote_closed = true;
-  if (ss->c) amn_call_on_remote_close(ss->c);
+  if (ss->c) calls_of(ud)->remote_close(ss->c);
   return 0;
 }
 
@@ -548,7 +541,7 @@ static void start_graceful_shutdown(h3_sconn *sc);
  * dead client is noticed within the idle timeout); a connection without
  * calls stays quiet and the QUIC idle timeout closes it. */
 static void sc_update_keepalive(h3_sconn *sc) {
-  uint32_t ka = sc->l->sl->srv->o.keepalive_interval_ms;
+  uint32_t ka = sc->l->loop->cfg->keepalive_interval_ms;
   if (sc->state != SC_OPEN || !sc->b.q) return;
   ngtcp2_conn_set_keep_alive_timeout(sc->b.q, ka && sc->nstreams ? (ngtcp2_duration)ka * NGTCP2_MILLISECONDS : 0);
 }
@@ -691,7 +684,7 @@ static int q_stream_close(ngtcp2_conn *q, uint32_t flags, int64_t id, uint64_t c
  * response (STOP_SENDING): a cancellation unless the call already sent its
  * final status (then it is only the answer to our own STOP_SENDING). */
 static void client_abort(h3_sconn *sc, int64_t id, h3_sstream *ss, uint64_t code) {
-  if (!ss || !ss->c || ss->c->trailers_sent) return;
+  if (!ss || !ss->c || ss->fin_sent) return;
   ss_detach(ss, code == NGHTTP3_H3_NO_ERROR ? AMN_STATUS_CANCELLED : amn_status_from_h3_error(code),
             "stream reset by the client");
   ngtcp2_conn_shutdown_stream(sc->b.q, 0, id, NGHTTP3_H3_REQUEST_CANCELLED);
@@ -773,18 +766,18 @@ static double pto_s(h3_sconn *sc) { return (double)ngtcp2_conn_get_pto(sc->b.q) 
 static void sc_uncount(h3_sconn *sc) {
   if (sc->uncounted) return;
   sc->uncounted = true;
-  atomic_fetch_sub(&sc->l->sl->srv->nconns, 1);
+  atomic_fetch_sub(&sc->l->loop->counters->nconns, 1);
   if (sc->l->group) atomic_fetch_add(&sc->l->group->st.closing, 1);
 }
 
 static void sc_free(h3_sconn *sc, const char *why) {
   amn_h3_listener *l = sc->l;
-  amn_srv_loop *sl = l->sl;
+  amn_st_loop *loop = l->loop;
   AMN_DEBUG("QUIC connection from %s closed: %s", sc->addr, why);
   hs_done(sc);
   if (l->hello_sc == sc) l->hello_sc = NULL;
   sc_fail_calls(sc, "connection closed");
-  ev_timer_stop(sl->ev, &sc->gtimer);
+  ev_timer_stop(loop->ev, &sc->gtimer);
   amn_h3_conn_release(&sc->b); /* nghttp3 first: no callbacks reach the streams below */
   while (sc->streams) ss_free(sc->streams);
   cid_del_conn(l, sc);
@@ -792,11 +785,10 @@ static void sc_free(h3_sconn *sc, const char *why) {
   else l->conns = sc->next;
   if (sc->next) sc->next->prev = sc->prev;
   if (sc->have_peer) amn_peer_store_free(&sc->peer);
-  if (!sc->uncounted) atomic_fetch_sub(&sl->srv->nconns, 1);
+  if (!sc->uncounted) atomic_fetch_sub(&loop->counters->nconns, 1);
   else if (l->group) atomic_fetch_sub(&l->group->st.closing, 1);
   free(sc);
-  sl->nconns--;
-  if (sl->stopping && sl->nconns == 0) ev_break(sl->ev, EVBREAK_ONE);
+  amn_st_conn_gone(loop);
 }
 
 /* Closing period (RFC 9000 10.2.1): CONNECTION_CLOSE sent, repeated for
@@ -882,7 +874,7 @@ static void sc_on_error(h3_sconn *sc, int rv) {
       /* INFO: a client that gave up, a lost path, or a handshake flood */
       STAT(sc->l, handshake_timeouts);
       AMN_INFO("connection from %s: QUIC handshake timed out (%u ms)", sc->addr,
-               sc->l->sl->srv->o.handshake_timeout_ms);
+               sc->l->loop->cfg->handshake_timeout_ms);
       sc_free(sc, "handshake timeout");
       return;
     }
@@ -1064,7 +1056,8 @@ static bool take_ticket_id(void *dst, const void *val) {
   h3_sconn *sc = dst;
   const ticket_id *t = val;
   /* the same credentials as now (no reload since), no certificate expired */
-  if (t->ctx != amn_server_tls_get(sc->l->sl->srv) || time(NULL) >= t->not_after) return false;
+  const amn_st_config *cfg = sc->l->loop->cfg;
+  if (t->ctx != cfg->tls_get(cfg->tls_ud) || time(NULL) >= t->not_after) return false;
   if (!peer_copy(&sc->peer, &t->peer)) return false;
   sc->have_peer = sc->peer_from_ticket = true;
   return true;
@@ -1144,12 +1137,12 @@ static void current_stek(h3_group *g, uint8_t out[64]) {
 
 /* TLS session of a new connection: mutual TLS (the context's policy),
  * ALPN h3 only, session tickets (sent after the handshake), 0-RTT. */
-static int sc_tls_setup(h3_sconn *sc, amn_server *srv) {
+static int sc_tls_setup(h3_sconn *sc, const amn_st_config *cfg) {
   char err[256];
   unsigned flags = AMN_TLS_QUIC | GNUTLS_NO_AUTO_SEND_TICKET;
   h3_group *g = sc->l->group;
   if (g && g->replay) flags |= GNUTLS_ENABLE_EARLY_DATA;
-  sc->ctx = amn_server_tls_get(srv);
+  sc->ctx = cfg->tls_get(cfg->tls_ud);
   if (amn_tls_session_new(sc->ctx, &sc->b.tls, flags, NULL, err, sizeof err) != 0) {
     AMN_ERROR("%s: TLS session setup failed: %s", sc->addr, err);
     return -1;
@@ -1185,23 +1178,23 @@ static int sc_tls_setup(h3_sconn *sc, amn_server *srv) {
  * anti-amplification limit. */
 static void sc_new(amn_h3_listener *l, const ngtcp2_pkt_hd *hd, const struct sockaddr *from, socklen_t fromlen,
                    const uint8_t *pkt, size_t len, const ngtcp2_cid *ocid, ngtcp2_token_type token) {
-  amn_srv_loop *sl = l->sl;
-  amn_server *srv = sl->srv;
+  amn_st_loop *loop = l->loop;
+  const amn_st_config *cfg = loop->cfg;
   char addr[64];
   addr_text(from, addr, sizeof addr);
-  if (l->draining || sl->stopping) {
+  if (l->draining || loop->stopping) {
     AMN_DEBUG("QUIC connection from %s refused: the server is shutting down", addr);
     refuse(l, hd, from, fromlen, "server shutting down");
     return;
   }
-  if (srv->o.max_connections && atomic_load(&srv->nconns) >= srv->o.max_connections) {
+  if (cfg->max_connections && atomic_load(&loop->counters->nconns) >= cfg->max_connections) {
     bool again = false; /* the same client's other Initial datagrams (or retransmissions) */
     for (unsigned i = 0; i < 8 && !again; i++) again = ngtcp2_cid_eq(&l->refused[i], &hd->dcid);
     if (!again) {
       l->refused[l->nrefused++ % 8] = hd->dcid;
-      unsigned long long n = atomic_fetch_add(&srv->refused, 1) + 1;
+      unsigned long long n = atomic_fetch_add(&loop->counters->refused, 1) + 1;
       AMN_WARN("QUIC connection from %s refused: max_connections (%u) reached (%llu refused so far)", addr,
-               srv->o.max_connections, n);
+               cfg->max_connections, n);
     }
     refuse(l, hd, from, fromlen, "max_connections reached");
     return;
@@ -1210,10 +1203,10 @@ static void sc_new(amn_h3_listener *l, const ngtcp2_pkt_hd *hd, const struct soc
   if (!sc) return;
   sc->l = l;
   snprintf(sc->addr, sizeof sc->addr, "%s", addr);
-  amn_h3_conn_init(&sc->b, sl->ev, &l->sched, l->fd, l->txbuf, sc_flush, sc_expiry);
+  amn_h3_conn_init(&sc->b, loop->ev, &l->sched, l->fd, l->txbuf, sc_flush, sc_expiry);
   ev_timer_init(&sc->gtimer, gtimer_cb, 0., 0.);
   sc->gtimer.data = sc;
-  if (sc_tls_setup(sc, srv) != 0) {
+  if (sc_tls_setup(sc, cfg) != 0) {
     if (sc->b.tls) gnutls_deinit(sc->b.tls);
     free(sc);
     return;
@@ -1226,7 +1219,7 @@ static void sc_new(amn_h3_listener *l, const ngtcp2_pkt_hd *hd, const struct soc
   ngtcp2_settings st;
   ngtcp2_settings_default(&st);
   st.initial_ts = amn_h3_now();
-  st.handshake_timeout = (uint64_t)srv->o.handshake_timeout_ms * NGTCP2_MILLISECONDS;
+  st.handshake_timeout = (uint64_t)cfg->handshake_timeout_ms * NGTCP2_MILLISECONDS;
   if (token != NGTCP2_TOKEN_TYPE_UNKNOWN) { /* copied by ngtcp2 */
     st.token = hd->token;
     st.tokenlen = hd->tokenlen;
@@ -1234,10 +1227,10 @@ static void sc_new(amn_h3_listener *l, const ngtcp2_pkt_hd *hd, const struct soc
   }
   ngtcp2_transport_params p;
   ngtcp2_transport_params_default(&p);
-  amn_h3_flow_setup(&st, &p, srv->o.initial_window_size);
-  p.initial_max_streams_bidi = srv->o.max_concurrent_streams;
+  amn_h3_flow_setup(&st, &p, cfg->initial_window_size);
+  p.initial_max_streams_bidi = cfg->max_concurrent_streams;
   p.initial_max_streams_uni = 3; /* control + QPACK encoder/decoder */
-  p.max_idle_timeout = (uint64_t)srv->o.idle_timeout_ms * NGTCP2_MILLISECONDS; /* 0: none */
+  p.max_idle_timeout = (uint64_t)cfg->idle_timeout_ms * NGTCP2_MILLISECONDS; /* 0: none */
   p.active_connection_id_limit = 4;
   if (ocid) {
     p.original_dcid = *ocid;
@@ -1262,8 +1255,8 @@ static void sc_new(amn_h3_listener *l, const ngtcp2_pkt_hd *hd, const struct soc
   sc->next = l->conns;
   if (l->conns) l->conns->prev = sc;
   l->conns = sc;
-  sl->nconns++;
-  atomic_fetch_add(&srv->nconns, 1);
+  loop->nconns++;
+  atomic_fetch_add(&loop->counters->nconns, 1);
   sc->counted_hs = true;
   l->nhandshaking++;
   if (l->group) atomic_fetch_add(&l->group->st.handshaking, 1);
@@ -1287,8 +1280,8 @@ static void send_version_negotiation(amn_h3_listener *l, const ngtcp2_version_ci
   ngtcp2_ssize n =
       ngtcp2_pkt_write_version_negotiation(buf, sizeof buf, r, vc->scid, vc->scidlen, vc->dcid, vc->dcidlen, sv, 2);
   if (n <= 0) return;
+  STAT(l, version_negotiations); /* before the peer can see it: a test reads the counter once the peer reacted */
   amn_h3_send_one(l->fd, from, fromlen, buf, (size_t)n);
-  STAT(l, version_negotiations);
 }
 
 /* A debug line about a packet answered without a connection. */
@@ -1313,8 +1306,8 @@ static void send_stateless_reset(amn_h3_listener *l, const ngtcp2_version_cid *v
   gnutls_rnd(GNUTLS_RND_NONCE, rnd, rl);
   ngtcp2_ssize n = ngtcp2_pkt_write_stateless_reset(buf, sizeof buf, token, rnd, rl);
   if (n <= 0) return;
+  STAT(l, stateless_resets); /* before the peer can see it: a test reads the counter once the peer reacted */
   amn_h3_send_one(l->fd, from, fromlen, buf, (size_t)n);
-  STAT(l, stateless_resets);
   debug_answer(from, "packet for an unknown connection", "stateless reset sent");
 }
 
@@ -1333,8 +1326,8 @@ static void send_retry(amn_h3_listener *l, const ngtcp2_pkt_hd *hd, const struct
   ngtcp2_ssize n = ngtcp2_crypto_write_retry(buf, sizeof buf, hd->version, &hd->scid, &scid, &hd->dcid, token,
                                              (size_t)tl);
   if (n <= 0 || (size_t)n > 3 * pktlen) return; /* never amplify */
+  STAT(l, retries_sent); /* before the peer can see it: a test reads the counter once the peer reacted */
   amn_h3_send_one(l->fd, from, fromlen, buf, (size_t)n);
-  STAT(l, retries_sent);
   debug_answer(from, "QUIC Initial", "Retry sent (address validation)");
 }
 
@@ -1355,7 +1348,7 @@ static void on_initial(amn_h3_listener *l, const uint8_t *pkt, size_t len, const
   ngtcp2_pkt_hd hd;
   if (ngtcp2_accept(&hd, pkt, len) != 0) return; /* not an Initial (a 0-RTT packet ahead of it: dropped) */
   h3_group *g = l->group;
-  uint32_t thr = l->sl->srv->o.quic_retry_threshold;
+  uint32_t thr = l->loop->cfg->quic_retry_threshold;
   ngtcp2_cid ocid;
   ngtcp2_token_type tt = NGTCP2_TOKEN_TYPE_UNKNOWN;
   if (g && hd.tokenlen) {
@@ -1507,17 +1500,19 @@ amn_h3_listener *amn_h3s_open(const char *host, uint16_t port, bool first, uint1
   return l;
 }
 
-void amn_h3s_attach(amn_srv_loop *sl, amn_h3_listener *l) {
-  l->sl = sl;
+static const amn_st_calls *calls_of(const h3_sconn *sc) { return sc->l->loop->calls; }
+
+void amn_h3s_attach(amn_st_loop *loop, amn_h3_listener *l) {
+  l->loop = loop;
   /* loops attach in order and all before any runs: the last one sets the
    * program for the whole group */
-  steer_by_cid(l, (unsigned)sl->idx + 1);
-  ev_set_userdata(sl->ev, l);
-  amn_h3_sched_init(&l->sched, sl->ev);
+  steer_by_cid(l, (unsigned)loop->idx + 1);
+  loop->h3 = l;
+  amn_h3_sched_init(&l->sched, loop->ev);
   ev_io_init(&l->rw, read_cb, l->fd, EV_READ);
   l->rw.data = l;
-  ev_io_start(sl->ev, &l->rw);
-  amn_h3_listener *first = sl->idx == 0 ? NULL : ev_userdata(sl->srv->loops[0].ev);
+  ev_io_start(loop->ev, &l->rw);
+  amn_h3_listener *first = loop->idx == 0 || !loop->first ? NULL : loop->first->h3;
   if (first && first->group) {
     l->group = first->group;
   } else if ((l->group = calloc(1, sizeof *l->group)) != NULL) {
@@ -1526,12 +1521,12 @@ void amn_h3s_attach(amn_srv_loop *sl, amn_h3_listener *l) {
     pthread_mutex_init(&g->mu, NULL);
     gnutls_rnd(GNUTLS_RND_KEY, g->stek, sizeof g->stek);
     g->stek_born = time(NULL);
-    amn_server *srv = sl->srv;
-    if (!srv->has_quic_secret) {
+    const amn_st_config *cfg = loop->cfg;
+    if (!cfg->has_quic_secret) {
       gnutls_rnd(GNUTLS_RND_KEY, g->token_secret, sizeof g->token_secret);
       memcpy(g->reset_secret, g_secret, sizeof g->reset_secret);
-    } else if (derive_key(srv->quic_secret, "amaters-net quic token", g->token_secret) != 0 ||
-               derive_key(srv->quic_secret, "amaters-net quic stateless reset", g->reset_secret) != 0) {
+    } else if (derive_key(cfg->quic_secret, "amaters-net quic token", g->token_secret) != 0 ||
+               derive_key(cfg->quic_secret, "amaters-net quic stateless reset", g->reset_secret) != 0) {
       AMN_ERROR("HTTP/3: cannot derive keys from the QUIC secret: using random ones (resets are not "
                 "recognised after a restart)");
       gnutls_rnd(GNUTLS_RND_KEY, g->token_secret, sizeof g->token_secret);
@@ -1559,13 +1554,9 @@ void amn_h3s_attach(amn_srv_loop *sl, amn_h3_listener *l) {
   }
 }
 
-static amn_h3_listener *listener0(amn_server *s) {
-  return s->nloops > 0 && s->loops && s->loops[0].ev ? ev_userdata(s->loops[0].ev) : NULL;
-}
-
-void amn_h3s_stats(amn_server *s, amn_h3_server_stats *o) {
+void amn_h3s_stats(amn_st_loop *first, amn_h3_server_stats *o) {
   memset(o, 0, sizeof *o);
-  amn_h3_listener *l = listener0(s);
+  amn_h3_listener *l = first ? first->h3 : NULL;
   h3_group *g = l ? l->group : NULL;
   if (!g) return;
 #define C(f) o->f = atomic_load(&g->st.f)
@@ -1575,21 +1566,19 @@ void amn_h3s_stats(amn_server *s, amn_h3_server_stats *o) {
 #undef C
   o->handshaking = atomic_load(&g->st.handshaking);
   o->conns_closing = atomic_load(&g->st.closing);
-  o->conns_open = atomic_load(&s->nconns); /* HTTP/2 ones too when both run */
+  o->conns_open = atomic_load(&first->counters->nconns); /* HTTP/2 ones too when both run */
 }
 
-void amn_h3s_rotate_ticket_key(amn_server *s) {
-  amn_h3_listener *l = listener0(s);
+void amn_h3s_rotate_ticket_key(amn_st_loop *first) {
+  amn_h3_listener *l = first ? first->h3 : NULL;
   if (!l || !l->group) return;
   pthread_mutex_lock(&l->group->mu);
   l->group->stek_born -= AMN_H3_TICKET_ROTATE_S; /* the next session makes a new one */
   pthread_mutex_unlock(&l->group->mu);
 }
 
-static amn_h3_listener *listener_of(amn_srv_loop *sl) { return sl->ev ? ev_userdata(sl->ev) : NULL; }
-
-void amn_h3s_drain_all(amn_srv_loop *sl) {
-  amn_h3_listener *l = listener_of(sl);
+void amn_h3s_drain_all(amn_st_loop *loop) {
+  amn_h3_listener *l = loop->h3;
   if (!l) return;
   l->draining = true;
   for (h3_sconn *sc = l->conns, *next; sc; sc = next) {
@@ -1600,8 +1589,8 @@ void amn_h3s_drain_all(amn_srv_loop *sl) {
   }
 }
 
-void amn_h3s_close_all(amn_srv_loop *sl) {
-  amn_h3_listener *l = listener_of(sl);
+void amn_h3s_close_all(amn_st_loop *loop) {
+  amn_h3_listener *l = loop->h3;
   if (!l) return;
   l->draining = true;
   while (l->conns) {
@@ -1609,14 +1598,14 @@ void amn_h3s_close_all(amn_srv_loop *sl) {
     /* cancel what is left, send the final statuses, then close */
     if (sc->state == SC_OPEN) {
       for (h3_sstream *ss = sc->streams; ss; ss = ss->next)
-        if (ss->c) amn_call_fail(ss->c, AMN_STATUS_UNAVAILABLE, "server stopped before the call completed");
+        if (ss->c) loop->calls->fail(ss->c, AMN_STATUS_UNAVAILABLE, "server stopped before the call completed");
       amn_h3_write(&sc->b);
     }
     sc_close_now(sc, "server stopped");
   }
   if (l->stopped) return;
   l->stopped = true;
-  ev_io_stop(sl->ev, &l->rw);
+  ev_io_stop(loop->ev, &l->rw);
   amn_h3_sched_stop(&l->sched);
   /* the last loop closes every socket of the server: the port is free now,
    * clients get "port unreachable" instead of silence */
@@ -1632,12 +1621,12 @@ void amn_h3s_close_all(amn_srv_loop *sl) {
   }
 }
 
-void amn_h3s_free(amn_srv_loop *sl) {
-  amn_h3_listener *l = listener_of(sl);
+void amn_h3s_free(amn_st_loop *loop) {
+  amn_h3_listener *l = loop->h3;
   if (!l) return;
   while (l->conns) sc_free(l->conns, "server freed");
   if (!l->stopped) {
-    ev_io_stop(sl->ev, &l->rw);
+    ev_io_stop(loop->ev, &l->rw);
     amn_h3_sched_stop(&l->sched);
   }
   if (l->fd >= 0) close(l->fd);
@@ -1655,12 +1644,6 @@ void amn_h3s_free(amn_srv_loop *sl) {
   free(l->tab);
   free(l->rbuf);
   free(l->txbuf);
-  ev_set_userdata(sl->ev, NULL);
+  loop->h3 = NULL;
   free(l);
-}
-
-size_t amn_h3_alt_svc(const amn_server *s, char *buf, size_t cap) {
-  if (!(s->o.transport & AMN_TRANSPORT_H3)) return 0;
-  int n = snprintf(buf, cap, "h3=\":%u\"", s->port);
-  return n > 0 && (size_t)n < cap ? (size_t)n : 0;
 }

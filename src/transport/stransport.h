@@ -1,0 +1,135 @@
+/*
+ * Internal: the server side of a transport binding, transport-neutral.
+ *
+ * A binding (transport/h2/h2_server.c, transport/h3/h3_server.c) knows the
+ * server only through this header, the way nghttp2 knows its application
+ * only through nghttp2_session_callbacks: the settings and shared counters
+ * of the server (amn_st_config), the event loop it serves (amn_st_loop),
+ * and the call core as a table of functions (amn_st_calls) over opaque
+ * calls. The call core reaches a binding's stream only through the
+ * operations the binding gave it (amn_st_stream_ops).
+ *
+ * Included by the bindings and by server/. Everything here runs on the
+ * loop's thread unless said otherwise.
+ */
+#ifndef AMN_TRANSPORT_STRANSPORT_H
+#define AMN_TRANSPORT_STRANSPORT_H
+
+#include <ev.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "amn/common.h"
+#include "rpc/rpc.h"
+#include "tls/tls.h"
+
+typedef struct amn_call amn_call; /* a call of the call core: opaque to a binding */
+struct amn_ioloop;                /* transport/h2/h2io.h: the loop's HTTP/2 write batching */
+
+/* What a binding offers the call core for one request stream. */
+typedef struct amn_st_stream_ops {
+  /* The call has something to send (response headers, messages, the
+   * final status): the binding asks amn_st_calls.step what. */
+  void (*kick)(void *stream);
+  /* The handler has taken n more request bytes: grant the client that much
+   * flow-control window again. */
+  void (*consume)(void *stream, size_t n);
+} amn_st_stream_ops;
+
+/* The next thing to send on a call's stream (amn_st_calls.step). */
+typedef enum amn_st_step {
+  AMN_ST_NOTHING = 0,      /* nothing new */
+  AMN_ST_HEADERS,          /* response headers, messages follow (pull them) */
+  AMN_ST_TRAILERS_ONLY,    /* one header block carrying the final status; nothing follows */
+  AMN_ST_MORE_DATA,        /* more messages or the trailers: resume the stream's data source */
+} amn_st_step;
+
+/* The call core, as a binding calls it. */
+typedef struct amn_st_calls {
+  /* A request stream begins. `stream` is the binding's handle that `ops`
+   * act on; peer and peer_addr must outlive the call (the connection's).
+   * Returns the call, or NULL (out of memory: reset this stream). */
+  amn_call *(*begin)(void *loop_ud, const amn_st_stream_ops *ops, void *stream, const amn_peer_identity *peer,
+                     const char *peer_addr, bool early_data);
+  /* One request header field; then headers_end once the block is complete. */
+  void (*header)(amn_call *c, const uint8_t *name, size_t nlen, const uint8_t *value, size_t vlen);
+  void (*headers_end)(amn_call *c);
+  /* Request DATA bytes, split anywhere. */
+  void (*data)(amn_call *c, const uint8_t *data, size_t len);
+  /* The client ended its request (END_STREAM / FIN). */
+  void (*remote_close)(amn_call *c);
+  /* The stream is gone (reset, connection closed, or done after the final
+   * status): the binding forgets the call; `why` is how it ended for the
+   * handler. Returns the request bytes that were received but never
+   * granted back (held for a paused handler): they still count against
+   * the connection's window. */
+  size_t (*closed)(amn_call *c, amn_status_code why, const char *msg);
+  /* Ends the call with a status from the library (server stopping). */
+  void (*fail)(amn_call *c, amn_status_code code, const char *msg);
+  /* What to send next; AMN_ST_HEADERS and AMN_ST_TRAILERS_ONLY are
+   * answered once, with the block from `headers`. */
+  amn_st_step (*step)(amn_call *c);
+  int (*headers)(amn_call *c, amn_hdr_buf *b, bool trailers_only);
+  /* The trailers, once pull reported eof. */
+  int (*trailers)(amn_call *c, amn_hdr_buf *b);
+  /* Response bytes (framed messages): how many are ready up to len (-1:
+   * none yet, come back after a kick; *eof: the trailers follow them),
+   * then the copy. */
+  ssize_t (*peek)(amn_call *c, size_t len, bool *eof);
+  ssize_t (*pull)(amn_call *c, uint8_t *buf, size_t len, bool *eof);
+} amn_st_calls;
+
+/* The server's settings and shared counters, the same for every loop. The
+ * counters are written by any loop (atomics). */
+typedef struct amn_st_config {
+  uint32_t max_concurrent_streams;
+  uint32_t initial_window_size;
+  uint32_t max_connections;          /* 0: no limit */
+  uint32_t idle_timeout_ms;
+  uint32_t keepalive_interval_ms;    /* 0: no keepalive */
+  uint32_t keepalive_timeout_ms;     /* 0: max(interval, 5000) */
+  uint32_t handshake_timeout_ms;
+  uint32_t ping_min_interval_ms;     /* HTTP/2 PING abuse policy; 0: off */
+  bool ping_permit_without_calls;
+  uint32_t quic_retry_threshold;     /* HTTP/3: handshakes in progress per loop before Retry */
+  uint8_t quic_secret[32];           /* HTTP/3: tokens and stateless resets ... */
+  bool has_quic_secret;              /* ... when configured */
+  char alt_svc[32];                  /* HTTP/2 responses carry this alt-svc value */
+  size_t alt_svc_len;                /* ... when not 0 */
+  /* The current TLS credentials (NULL: plaintext); any thread. */
+  amn_tls_ctx *(*tls_get)(void *ud);
+  void *tls_ud;
+  atomic_uint nconns;                /* connections open, both transports */
+  atomic_uint nrefusing;             /* connections being refused for max_connections */
+  atomic_ullong refused;             /* connections refused for max_connections since start */
+} amn_st_config;
+
+/* One event loop of the server, as its bindings see it. */
+typedef struct amn_st_loop {
+  struct ev_loop *ev;
+  struct amn_ioloop *io;             /* HTTP/2 write batching of this loop */
+  int idx;                           /* 0 .. loops - 1 */
+  struct amn_st_loop *first;         /* loop 0 (HTTP/3 shares its state across the loops through it) */
+  const amn_st_config *cfg;
+  amn_st_config *counters;           /* the same object: for the atomics */
+  const amn_st_calls *calls;
+  void *ud;                          /* the server's loop: the first argument of calls->begin */
+  bool stopping;                     /* draining: new connections get GOAWAY at once */
+  size_t nconns;                     /* connections of this loop, both bindings */
+  /* When the last connection of a stopping loop is gone, the binding calls
+   * this (the loop may end). */
+  void (*on_idle)(struct amn_st_loop *l);
+  void *h2;                          /* the HTTP/2 binding's state of this loop */
+  void *h3;                          /* the HTTP/3 binding's */
+} amn_st_loop;
+
+/* A binding tells its loop that a connection is gone. */
+static inline void amn_st_conn_gone(amn_st_loop *l) {
+  l->nconns--;
+  if (l->stopping && l->nconns == 0 && l->on_idle) l->on_idle(l);
+}
+
+#endif
