@@ -1,17 +1,17 @@
 /*
  * Client core: the public client API, the I/O thread, the hand-off of calls
- * and stream messages from application threads, deadlines, completion.
+ * and stream messages from application threads (the calls themselves:
+ * call.c; their connections: pool.c).
  */
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 #include <time.h>
 
 #include "amn/proto.h"
+#include "client/client_hooks.h"
 #include "client/client_internal.h"
-#include "client/policy.h"
 #include "health.pb-c.h"
 #include "util/log.h"
 
@@ -32,340 +32,34 @@ void amn_client_opts_init(amn_client_opts *o) {
   o->backoff_max_ms = 30000;
 }
 
-void amn_result_free(amn_result *r) {
-  if (!r) return;
-  free(r->message);
-  free(r->data);
-  for (size_t i = 0; i < r->initial_md_count; i++) {
-    free((char *)r->initial_md[i].key);
-    free((uint8_t *)r->initial_md[i].value);
-  }
-  free(r->initial_md);
-  for (size_t i = 0; i < r->trailing_md_count; i++) {
-    free((char *)r->trailing_md[i].key);
-    free((uint8_t *)r->trailing_md[i].value);
-  }
-  free(r->trailing_md);
-  memset(r, 0, sizeof *r);
-}
-
-/* ------------------------------------------------------------------ */
-/* Calls                                                              */
-/* ------------------------------------------------------------------ */
-
-static void free_queue(amn_ccall *c) {
-  amn_msgq_clear(&c->sq);
-  atomic_store(&c->queued, 0);
-  free(c->replay);
-  c->replay = NULL;
-}
-
-void amn_ccall_unref(amn_ccall *c) {
-  if (atomic_fetch_sub_explicit(&c->refs, 1, memory_order_acq_rel) != 1) return;
-  free_queue(c);
-  amn_rpc_resp_free(&c->resp);
-  amn_deframer_free(&c->df);
-  amn_result_free(&c->res);
-  free(c->method);
-  free(c->md);
-  free(c->md_blob);
-  pthread_mutex_destroy(&c->mu);
-  pthread_cond_destroy(&c->cv);
-  free(c);
-}
-
-static void pending_unlink(amn_client *cl, amn_ccall *c) {
-  if (c->prev) c->prev->next = c->next;
-  else if (cl->pending == c) cl->pending = c->next;
-  if (c->next) c->next->prev = c->prev;
-  c->prev = c->next = NULL;
-}
-
-void amn_client_pending_push(amn_client *cl, amn_ccall *c, bool front) {
-  atomic_fetch_add(&c->refs, 1); /* the pending list's reference */
-  c->prev = c->next = NULL;
-  if (front || !cl->pending) {
-    c->next = cl->pending;
-    if (cl->pending) cl->pending->prev = c;
-    cl->pending = c;
-    return;
-  }
-  amn_ccall *t = cl->pending;
-  while (t->next) t = t->next;
-  t->next = c;
-  c->prev = t;
-}
-
-amn_ccall *amn_client_pending_pop(amn_client *cl) {
-  amn_ccall *c = cl->pending;
-  if (c) pending_unlink(cl, c);
-  return c; /* with the pending list's reference */
-}
-
-void amn_client_fail_pending(amn_client *cl, amn_status_code code, const char *msg) {
-  amn_ccall *c;
-  while ((c = amn_client_pending_pop(cl)) != NULL) {
-    amn_ccall_complete(c, code, msg);
-    amn_ccall_unref(c);
-  }
-}
-
-void amn_ccall_take_md(amn_ccall *c, bool trailing) {
-  amn_md **arr = trailing ? &c->res.trailing_md : &c->res.initial_md;
-  size_t *n = trailing ? &c->res.trailing_md_count : &c->res.initial_md_count;
-  size_t cnt;
-  amn_rpc_md *md = amn_rpc_resp_take_md(&c->resp, &cnt);
-  if (!md || !cnt) {
-    free(md);
-    return;
-  }
-  amn_md *out = realloc(*arr, (*n + cnt) * sizeof *out);
-  if (!out) {
-    amn_rpc_md_free_array(md, cnt);
-    return;
-  }
-  /* ownership of key/value strings moves into the result (freed by amn_result_free) */
-  for (size_t i = 0; i < cnt; i++) {
-    out[*n + i].key = md[i].key;
-    out[*n + i].value = md[i].value;
-    out[*n + i].value_len = md[i].value_len;
-  }
-  *arr = out;
-  *n += cnt;
-  free(md);
-}
-
-void amn_ccall_response_ended(amn_ccall *c) {
-  const char *msg = NULL;
-  amn_status_code code = amn_rpc_resp_status(&c->resp, &msg);
-  if (code == AMN_STATUS_OK && !amn_deframer_idle(&c->df)) {
-    code = AMN_STATUS_INTERNAL;
-    msg = "response ended inside a message";
-  }
-  if (code == AMN_STATUS_OK && c->kind != AMN_CK_STREAM && c->nmsgs == 0) {
-    code = AMN_STATUS_INTERNAL;
-    msg = "server returned OK without a response message";
-  }
-  /* UNAVAILABLE from the server: an idempotent call may go elsewhere */
-  if (code == AMN_STATUS_UNAVAILABLE) amn_ccall_fail(c, code, msg, false);
-  else amn_ccall_complete(c, code, msg);
-}
-
-void amn_ccall_fail(amn_ccall *c, amn_status_code code, const char *msg, bool unprocessed) {
-  if (c->done) return;
-  amn_client *cl = c->cl;
-  /* can the request be sent again? unary: its message is kept; stream:
-   * only when nothing was sent nor received yet */
-  bool replayable = c->kind != AMN_CK_STREAM ? (c->replay || !amn_msgq_empty(&c->sq)) : (!c->pulled_any && c->nmsgs == 0);
-  amn_retry_case k = {.replayable = replayable,
-                       .probe = c->probe,
-                       .stopping = atomic_load(&cl->stopping),
-                       .cancelled = atomic_load(&c->cancel_requested),
-                       .unprocessed = unprocessed,
-                       .idempotent = c->idempotent,
-                       .code = code,
-                       .attempts = (uint32_t)c->attempts,
-                       .max_retries = cl->o.max_retries};
-  bool retry = amn_policy_may_retry(&k, cl->retry_tokens);
-  if (!unprocessed && code == AMN_STATUS_UNAVAILABLE) amn_policy_retry_failure(&cl->retry_tokens);
-  if (!retry) {
-    amn_ccall_complete(c, code, msg);
-    return;
-  }
-  amn_pool_call_detach(c, code);
-  AMN_DEBUG("re-sending %s (%s, attempt %d): %s", c->method, unprocessed ? "it never ran" : "idempotent",
-            c->attempts + 1, msg);
-  /* a fresh attempt: the response so far is dropped, the request rewound */
-  amn_rpc_resp_free(&c->resp);
-  amn_rpc_resp_init(&c->resp);
-  amn_deframer_free(&c->df);
-  amn_deframer_init(&c->df, cl->o.max_recv_message);
-  amn_result_free(&c->res);
-  c->got_headers = false;
-  c->nmsgs = 0;
-  c->hdr_sent = c->unprocessed = c->pulled_any = false;
-  if (c->replay) { /* unary: the one request message */
-    amn_qmsg *m = c->replay;
-    c->replay = NULL;
-    amn_msgq_push_front(&c->sq, m);
-    atomic_store(&c->queued, m->len);
-  } else {
-    amn_msgq_rewind(&c->sq);
-  }
-  pthread_mutex_lock(&cl->stats_mu);
-  cl->retries++;
-  pthread_mutex_unlock(&cl->stats_mu);
-  amn_client_pending_push(cl, c, true);
-  amn_pool_mark(cl); /* dispatched before the loop blocks */
-}
-
-/* I/O thread: the call has its final status. Runs the completion exactly once. */
-void amn_ccall_complete(amn_ccall *c, amn_status_code code, const char *msg) {
-  if (c->done) return;
-  c->done = true;
-  amn_pool_call_detach(c, code);
-  if (code == AMN_STATUS_OK) amn_policy_retry_success(&c->cl->retry_tokens);
-  atomic_store(&c->closed_flag, true);
-  if (c->deadline_armed) {
-    ev_timer_stop(c->cl->ev, &c->deadline);
-    c->deadline_armed = false;
-  }
-  free_queue(c);
-  c->res.code = code;
-  free(c->res.message);
-  c->res.message = strdup(msg ? msg : "");
-  if (code != AMN_STATUS_OK) {
-    free(c->res.data);
-    c->res.data = NULL;
-    c->res.len = 0;
-  }
-  switch (c->kind) {
-  case AMN_CK_UNARY_ASYNC:
-    c->cb(&c->res, c->ud);
-    amn_ccall_unref(c); /* the application's side */
-    break;
-  case AMN_CK_UNARY_BLOCKING:
-    pthread_mutex_lock(&c->mu);
-    c->finished = true;
-    pthread_cond_signal(&c->cv);
-    pthread_mutex_unlock(&c->mu);
-    break;
-  case AMN_CK_STREAM:
-    if (c->scbs.on_close) c->scbs.on_close((amn_cstream *)c, &c->res, c->ud);
-    break;
-  }
-}
-
-void amn_ccall_on_message(amn_ccall *c, uint8_t *msg, size_t len) {
-  c->nmsgs++;
-  if (c->kind == AMN_CK_STREAM) {
-    if (c->scbs.on_message) c->scbs.on_message((amn_cstream *)c, msg ? msg : (const uint8_t *)"", len, c->ud);
-    free(msg);
-    return;
-  }
-  if (c->nmsgs > 1) {
-    free(msg);
-    c->tp->cancel(c);
-    amn_ccall_complete(c, AMN_STATUS_INTERNAL, "unary call received more than one response message");
-    return;
-  }
-  c->res.data = msg;
-  c->res.len = len;
-}
-
-static int on_response_msg(void *ud, uint8_t *msg, size_t len, bool compressed) {
-  amn_ccall *c = ud;
-  if (compressed) {
-    free(msg);
-    c->tp->cancel(c);
-    amn_ccall_complete(c, AMN_STATUS_INTERNAL, AMN_RPC_COMPRESSED_MSG);
-    return 1;
-  }
-  amn_ccall_on_message(c, msg, len);
-  return c->done ? 1 : 0;
-}
-
-void amn_ccall_on_data(amn_ccall *c, const uint8_t *data, size_t len) {
-  if (c->done || c->resp.http_status != 200 || !c->resp.content_type_ok) return; /* not gRPC: body ignored */
-  int rc = amn_deframer_feed(&c->df, data, len, on_response_msg, c);
-  char msg[128];
-  amn_status_code code = amn_deframer_status(&c->df, rc, msg, sizeof msg);
-  if (code != AMN_STATUS_OK) {
-    c->tp->cancel(c);
-    amn_ccall_complete(c, code, msg);
-  }
-}
-
-ssize_t amn_ccall_peek(const amn_ccall *c, size_t len, bool *eof) {
-  size_t avail = amn_msgq_avail(&c->sq, len);
-  *eof = c->half_close_queued && avail <= len;
-  if (avail > len) avail = len;
-  if (!avail && !*eof) return -1;
-  return (ssize_t)avail;
-}
-
-ssize_t amn_ccall_pull(amn_ccall *c, uint8_t *buf, size_t len, bool *eof) {
-  *eof = false;
-  /* a unary request is kept for a retry once sent */
-  size_t copied = amn_msgq_pull(&c->sq, buf, len, c->kind != AMN_CK_STREAM ? &c->replay : NULL);
-  if (copied) {
-    c->pulled_any = true;
-    size_t before = atomic_fetch_sub(&c->queued, copied);
-    if (c->kind == AMN_CK_STREAM && before - copied <= c->cl->o.stream_send_buffer / 2 &&
-        atomic_exchange(&c->want_writable, false) && !c->done && c->scbs.on_writable)
-      c->scbs.on_writable((amn_cstream *)c, c->ud);
-  }
-  if (amn_msgq_empty(&c->sq) && c->half_close_queued) {
-    *eof = true;
-    return (ssize_t)copied;
-  }
-  return copied ? (ssize_t)copied : -1;
-}
-
-static void deadline_cb(struct ev_loop *ev, ev_timer *w, int revents) {
-  (void)ev; (void)revents;
-  amn_ccall *c = w->data;
-  c->deadline_armed = false;
-  if (c->done) return;
-  if (c->conn) c->tp->cancel(c);
-  else pending_unlink(c->cl, c);
-  bool was_pending = !c->conn;
-  amn_ccall_complete(c, AMN_STATUS_DEADLINE_EXCEEDED, "deadline exceeded");
-  if (was_pending) amn_ccall_unref(c); /* the pending list's reference */
-}
-
 /* ------------------------------------------------------------------ */
 /* I/O thread                                                         */
 /* ------------------------------------------------------------------ */
 
-uint32_t amn_client_ka_timeout_ms(const amn_client *cl) {
-  if (cl->o.keepalive_timeout_ms) return cl->o.keepalive_timeout_ms;
-  return cl->ka_interval_ms < 1000 ? 1000 : cl->ka_interval_ms;
-}
-
-void amn_client_notify_connect(amn_client *cl, int rc, const char *err) {
-  pthread_mutex_lock(&cl->cmu);
-  cl->connect_gen++;
-  cl->connect_rc = rc;
-  snprintf(cl->connect_err, sizeof cl->connect_err, "%s", err ? err : "");
-  pthread_cond_broadcast(&cl->ccv);
-  pthread_mutex_unlock(&cl->cmu);
-}
-
-/* I/O thread: the call's deadline starts (when it has one). */
-static void arm_deadline(amn_ccall *c) {
-  if (c->timeout_ns <= 0) return;
-  ev_timer_init(&c->deadline, deadline_cb, c->timeout_ns / 1e9, 0.);
-  c->deadline.data = c;
-  ev_timer_start(c->cl->ev, &c->deadline);
-  c->deadline_armed = true;
-}
-
-static void op_start(amn_client *cl, amn_ccall *c) {
+static void op_start(amn_client *cl, amn_client_call *c) {
   if (c->done) {
-    amn_ccall_unref(c);
+    amn_client_call_unref(c);
     return;
   }
   if (atomic_load(&cl->stopping)) {
-    amn_ccall_complete(c, AMN_STATUS_CANCELLED, "client is shutting down");
-    amn_ccall_unref(c);
+    amn_client_call_complete(c, AMN_STATUS_CANCELLED, "client is shutting down");
+    amn_client_call_unref(c);
     return;
   }
-  arm_deadline(c);
+  amn_client_call_arm_deadline(c);
   amn_client_pending_push(cl, c, false);
-  amn_ccall_unref(c); /* the op's reference (the pending list took its own) */
+  amn_client_call_unref(c); /* the op's reference (the pending list took its own) */
   amn_pool_kick(cl, true);
 }
 
-static void op_cancel(amn_ccall *c) {
+static void op_cancel(amn_client_call *c) {
   if (c->done) return;
-  if (c->conn) {
-    c->tp->cancel(c);
-    amn_ccall_complete(c, AMN_STATUS_CANCELLED, "cancelled by the client");
+  if (c->stream) {
+    amn_client_call_cancel(c, AMN_STATUS_CANCELLED, "cancelled by the client");
   } else if (c->prev || c->next || c->cl->pending == c) {
-    pending_unlink(c->cl, c);
-    amn_ccall_complete(c, AMN_STATUS_CANCELLED, "cancelled by the client");
-    amn_ccall_unref(c);
+    amn_client_pending_unlink(c->cl, c);
+    amn_client_call_complete(c, AMN_STATUS_CANCELLED, "cancelled by the client");
+    amn_client_call_unref(c);
   }
 }
 
@@ -376,36 +70,36 @@ static void drain_ops(amn_client *cl) {
     amn_loop_op *op = AMN_CONTAINER_OF(n, amn_loop_op, node);
     switch (op->kind) {
     case AMN_COP_START: {
-      amn_ccall *c = AMN_CONTAINER_OF(op, amn_ccall, start_op);
+      amn_client_call *c = AMN_CONTAINER_OF(op, amn_client_call, start_op);
       op_start(cl, c);
       break;
     }
     case AMN_COP_SEND: {
       amn_qmsg *m = AMN_CONTAINER_OF(op, amn_qmsg, op);
-      amn_ccall *c = m->call;
+      amn_client_call *c = m->call;
       if (c->done || c->half_close_queued) {
         atomic_fetch_sub(&c->queued, m->len);
         free(m);
       } else {
         amn_msgq_push(&c->sq, m);
-        if (c->conn) c->tp->resume(c);
+        if (c->stream) c->tp->resume(c->stream);
       }
-      amn_ccall_unref(c);
+      amn_client_call_unref(c);
       break;
     }
     case AMN_COP_HALF_CLOSE: {
-      amn_ccall *c = AMN_CONTAINER_OF(op, amn_ccall, half_close_op);
+      amn_client_call *c = AMN_CONTAINER_OF(op, amn_client_call, half_close_op);
       if (!c->done) {
         c->half_close_queued = true;
-        if (c->conn) c->tp->resume(c);
+        if (c->stream) c->tp->resume(c->stream);
       }
-      amn_ccall_unref(c);
+      amn_client_call_unref(c);
       break;
     }
     case AMN_COP_CANCEL: {
-      amn_ccall *c = AMN_CONTAINER_OF(op, amn_ccall, cancel_op);
+      amn_client_call *c = AMN_CONTAINER_OF(op, amn_client_call, cancel_op);
       op_cancel(c);
-      amn_ccall_unref(c);
+      amn_client_call_unref(c);
       break;
     }
     case AMN_COP_CONNECT:
@@ -415,12 +109,7 @@ static void drain_ops(amn_client *cl) {
     }
   }
   if (atomic_load(&cl->stopping)) {
-    while (cl->pending) {
-      amn_ccall *c = cl->pending;
-      pending_unlink(cl, c);
-      amn_ccall_complete(c, AMN_STATUS_CANCELLED, "client is shutting down");
-      amn_ccall_unref(c);
-    }
+    amn_client_fail_pending(cl, AMN_STATUS_CANCELLED, "client is shutting down");
     amn_pool_close_all(cl, "client shutting down");
     ev_break(ev, EVBREAK_ALL);
   }
@@ -464,50 +153,9 @@ static void push_op(amn_client *cl, amn_loop_op *op) {
 
 static char *dup_or_null(const char *s) { return s ? strdup(s) : NULL; }
 
-int amn_client_parse_url(const char *url, bool *tls_on, char *host, size_t hcap, uint16_t *port, char *authority,
-                         size_t acap, char *err, size_t errlen);
 static int parse_url(amn_client *cl, const char *url, char *err, size_t errlen) {
   return amn_client_parse_url(url, &cl->tls_on, cl->host, sizeof cl->host, &cl->port, cl->authority,
                               sizeof cl->authority, err, errlen);
-}
-
-int amn_client_parse_url(const char *url, bool *tls_on, char *host, size_t hcap, uint16_t *port, char *authority,
-                         size_t acap, char *err, size_t errlen) {
-  const char *rest;
-  if (strncasecmp(url, "https://", 8) == 0) {
-    rest = url + 8;
-    *tls_on = true;
-  } else if (strncasecmp(url, "http://", 7) == 0) {
-    rest = url + 7;
-    *tls_on = false;
-  } else {
-    return amn_set_err(err, errlen, AMN_EINVAL, "invalid URL '%s': expected https://HOST:PORT", url);
-  }
-  char hp[300];
-  size_t n = strcspn(rest, "/");
-  if (n == 0 || n >= sizeof hp) return amn_set_err(err, errlen, AMN_EINVAL, "invalid URL '%s': no host", url);
-  memcpy(hp, rest, n);
-  hp[n] = 0;
-  bool has_port = hp[0] == '[' ? strstr(hp, "]:") != NULL : strchr(hp, ':') != NULL;
-  if (has_port) {
-    if (amn_split_hostport(hp, host, hcap, port) != 0 || *port == 0)
-      return amn_set_err(err, errlen, AMN_EINVAL, "invalid URL '%s': bad host or port", url);
-  } else {
-    const char *h = hp;
-    size_t hl = strlen(hp);
-    if (hp[0] == '[') {
-      if (hl < 3 || hp[hl - 1] != ']') return amn_set_err(err, errlen, AMN_EINVAL, "invalid URL '%s'", url);
-      h = hp + 1;
-      hl -= 2;
-    }
-    if (hl >= hcap) return amn_set_err(err, errlen, AMN_EINVAL, "invalid URL '%s'", url);
-    memcpy(host, h, hl);
-    host[hl] = 0;
-    *port = AMN_DEFAULT_PORT;
-  }
-  if (strchr(host, ':')) snprintf(authority, acap, "[%s]:%u", host, *port);
-  else snprintf(authority, acap, "%s:%u", host, *port);
-  return 0;
 }
 
 int amn_client_new(amn_client **out, const amn_client_opts *opts, char *err, size_t errlen) {
@@ -528,7 +176,7 @@ int amn_client_new(amn_client **out, const amn_client_opts *opts, char *err, siz
   cl->o = *opts;
   if (!cl->o.backoff_base_ms) cl->o.backoff_base_ms = 1000;
   if (cl->o.backoff_max_ms < cl->o.backoff_base_ms) cl->o.backoff_max_ms = cl->o.backoff_base_ms;
-  cl->ka_interval_ms = cl->o.keepalive_interval_ms;
+  cl->ct.ka_interval_ms = cl->o.keepalive_interval_ms;
   pthread_mutex_init(&cl->stats_mu, NULL);
   if (!cl->o.max_recv_message) cl->o.max_recv_message = AMN_DEFAULT_MAX_MESSAGE;
   if (!cl->o.max_send_message) cl->o.max_send_message = AMN_DEFAULT_MAX_MESSAGE;
@@ -600,6 +248,16 @@ int amn_client_new(amn_client **out, const amn_client_opts *opts, char *err, siz
   }
   cl->ev = ev_loop_new(EVFLAG_AUTO | EVFLAG_NOSIGMASK);
   amn_ioloop_init(&cl->io, cl->ev);
+  cl->ct.ev = cl->ev;
+  cl->ct.io = &cl->io;
+  cl->ct.tls = cl->tls;
+  cl->ct.tls_h3 = cl->tls_h3;
+  cl->ct.server_name = cl->o.tls.server_name;
+  cl->ct.connect_timeout_ms = cl->o.connect_timeout_ms;
+  cl->ct.initial_window_size = cl->o.initial_window_size;
+  cl->ct.ka_timeout_ms = cl->o.keepalive_timeout_ms;
+  cl->ct.keepalive_without_calls = cl->o.keepalive_without_calls;
+  cl->ct.call_cbs = &amn_client_call_cbs; /* (conn_cbs: the pool's, amn_pool_init) */
   cl->io.owner = cl;
   cl->io.before_flush = before_flush;
   amn_mpsc_init(&cl->ops);
@@ -648,21 +306,26 @@ void amn_client_free(amn_client *cl) {
       amn_loop_op *op = AMN_CONTAINER_OF(n, amn_loop_op, node);
       if (op->kind == AMN_COP_SEND) {
         amn_qmsg *m = AMN_CONTAINER_OF(op, amn_qmsg, op);
-        amn_ccall_unref(m->call);
+        amn_client_call_unref(m->call);
         free(m);
       } else if (op->kind == AMN_COP_CONNECT) {
         free(op);
       } else if (op->kind == AMN_COP_START) {
-        amn_ccall *c = AMN_CONTAINER_OF(op, amn_ccall, start_op);
-        amn_ccall_complete(c, AMN_STATUS_CANCELLED, "client is shutting down");
-        amn_ccall_unref(c);
+        amn_client_call *c = AMN_CONTAINER_OF(op, amn_client_call, start_op);
+        amn_client_call_complete(c, AMN_STATUS_CANCELLED, "client is shutting down");
+        amn_client_call_unref(c);
       } else if (op->kind == AMN_COP_HALF_CLOSE) {
-        amn_ccall_unref(AMN_CONTAINER_OF(op, amn_ccall, half_close_op));
+        amn_client_call_unref(AMN_CONTAINER_OF(op, amn_client_call, half_close_op));
       } else if (op->kind == AMN_COP_CANCEL) {
-        amn_ccall_unref(AMN_CONTAINER_OF(op, amn_ccall, cancel_op));
+        amn_client_call_unref(AMN_CONTAINER_OF(op, amn_client_call, cancel_op));
       }
     }
-    amn_h3c_client_free(cl); /* [h3] */
+    /* the transports' state of the endpoints and the client */
+    const amn_ctransport *const tps[] = {&amn_h2c_transport, &amn_h3c_transport};
+    for (size_t k = 0; k < sizeof tps / sizeof *tps; k++) {
+      for (size_t i = 0; tps[k]->endpoint_free && i < cl->neps; i++) tps[k]->endpoint_free(&cl->eps[i].t);
+      if (tps[k]->client_free) tps[k]->client_free(&cl->ct);
+    }
     ev_async_stop(cl->ev, &cl->wake);
     amn_ioloop_stop(&cl->io);
     ev_loop_destroy(cl->ev);
@@ -685,79 +348,8 @@ void amn_client_free(amn_client *cl) {
 /* Issuing calls                                                      */
 /* ------------------------------------------------------------------ */
 
-static amn_qmsg *cmsg_new(amn_ccall *c, const uint8_t *p, size_t n) {
-  amn_qmsg *m = amn_qmsg_new(n, AMN_COP_SEND);
-  if (!m) return NULL;
-  m->call = c;
-  if (n) memcpy(m->data + 5, p, n);
-  return m;
-}
-
-static amn_ccall *call_new(amn_client *cl, int kind, const char *method, const amn_call_opts *opts) {
-  if (!method || method[0] != '/') return NULL;
-  amn_ccall *c = calloc(1, sizeof *c);
-  if (!c) return NULL;
-  atomic_init(&c->refs, 1);
-  c->start_op.kind = AMN_COP_START;
-  c->half_close_op.kind = AMN_COP_HALF_CLOSE;
-  c->cancel_op.kind = AMN_COP_CANCEL;
-  c->cl = cl;
-  c->kind = kind;
-  c->method = strdup(method);
-  pthread_mutex_init(&c->mu, NULL);
-  pthread_cond_init(&c->cv, NULL);
-  amn_rpc_resp_init(&c->resp);
-  amn_deframer_init(&c->df, cl->o.max_recv_message);
-  if (opts) {
-    c->timeout_ns = (int64_t)opts->timeout_ms * 1000000LL;
-    c->idempotent = opts->idempotent;
-    if (opts->metadata && opts->metadata->count) {
-      const amn_metadata *md = opts->metadata;
-      size_t blob = 0;
-      for (size_t i = 0; i < md->count; i++) blob += strlen(md->entries[i].key) + 1 + md->entries[i].value_len + 1;
-      c->md = calloc(md->count, sizeof *c->md);
-      c->md_blob = malloc(blob ? blob : 1);
-      if (!c->md || !c->md_blob || !c->method) {
-        amn_ccall_unref(c);
-        return NULL;
-      }
-      char *p = c->md_blob;
-      for (size_t i = 0; i < md->count; i++) {
-        size_t kl = strlen(md->entries[i].key);
-        memcpy(p, md->entries[i].key, kl + 1);
-        c->md[i].key = p;
-        p += kl + 1;
-        if (md->entries[i].value_len) memcpy(p, md->entries[i].value, md->entries[i].value_len);
-        p[md->entries[i].value_len] = 0;
-        c->md[i].value = (uint8_t *)p;
-        c->md[i].value_len = md->entries[i].value_len;
-        p += md->entries[i].value_len + 1;
-      }
-      c->md_n = md->count;
-    }
-  }
-  if (!c->method) {
-    amn_ccall_unref(c);
-    return NULL;
-  }
-  return c;
-}
-
-/* Unary: the request goes in the queue, half-closed; the op's reference
- * becomes the pending list's. */
-/* Unary: the one request message, queued and half-closed. */
-static int queue_unary(amn_ccall *c, const uint8_t *req, size_t len) {
-  if (len > c->cl->o.max_send_message) return AMN_ETOOBIG;
-  amn_qmsg *m = cmsg_new(c, req, len);
-  if (!m) return AMN_ENOMEM;
-  amn_msgq_push(&c->sq, m);
-  atomic_store(&c->queued, m->len);
-  c->half_close_queued = true;
-  return 0;
-}
-
-static int submit_unary(amn_ccall *c, const uint8_t *req, size_t len) {
-  int rc = queue_unary(c, req, len);
+static int submit_unary(amn_client_call *c, const uint8_t *req, size_t len) {
+  int rc = amn_client_call_queue_unary(c, req, len);
   if (rc) return rc;
   atomic_fetch_add(&c->refs, 1);
   push_op(c->cl, &c->start_op);
@@ -767,12 +359,12 @@ static int submit_unary(amn_ccall *c, const uint8_t *req, size_t len) {
 int amn_client_unary_async(amn_client *cl, const char *method, const uint8_t *req, size_t len,
                            const amn_call_opts *opts, amn_unary_cb cb, void *ud) {
   if (!cl || !cb || (len && !req)) return AMN_EINVAL;
-  amn_ccall *c = call_new(cl, AMN_CK_UNARY_ASYNC, method, opts);
+  amn_client_call *c = amn_client_call_new(cl, AMN_CK_UNARY_ASYNC, method, opts);
   if (!c) return AMN_EINVAL;
   c->cb = cb;
   c->ud = ud;
   int rc = submit_unary(c, req, len);
-  if (rc) amn_ccall_unref(c);
+  if (rc) amn_client_call_unref(c);
   /* on success the application's reference is released by the completion */
   return rc;
 }
@@ -781,11 +373,11 @@ int amn_client_unary(amn_client *cl, const char *method, const uint8_t *req, siz
                      amn_result *out) {
   if (!cl || !out || (len && !req)) return AMN_EINVAL;
   memset(out, 0, sizeof *out);
-  amn_ccall *c = call_new(cl, AMN_CK_UNARY_BLOCKING, method, opts);
+  amn_client_call *c = amn_client_call_new(cl, AMN_CK_UNARY_BLOCKING, method, opts);
   if (!c) return AMN_EINVAL;
   int rc = submit_unary(c, req, len);
   if (rc) {
-    amn_ccall_unref(c);
+    amn_client_call_unref(c);
     return rc;
   }
   pthread_mutex_lock(&c->mu);
@@ -793,7 +385,7 @@ int amn_client_unary(amn_client *cl, const char *method, const uint8_t *req, siz
   pthread_mutex_unlock(&c->mu);
   *out = c->res; /* moves ownership of the result */
   memset(&c->res, 0, sizeof c->res);
-  amn_ccall_unref(c);
+  amn_client_call_unref(c);
   return 0;
 }
 
@@ -841,7 +433,7 @@ int amn_client_execute(amn_client *cl, const uint8_t *query, size_t query_len, c
 int amn_client_stream_open(amn_client *cl, const char *method, const amn_call_opts *opts, const amn_cstream_cbs *cbs,
                            void *ud, amn_cstream **out) {
   if (!cl || !cbs || !out) return AMN_EINVAL;
-  amn_ccall *c = call_new(cl, AMN_CK_STREAM, method, opts);
+  amn_client_call *c = amn_client_call_new(cl, AMN_CK_STREAM, method, opts);
   if (!c) return AMN_EINVAL;
   c->scbs = *cbs;
   c->ud = ud;
@@ -852,7 +444,7 @@ int amn_client_stream_open(amn_client *cl, const char *method, const amn_call_op
 }
 
 int amn_cstream_send(amn_cstream *s, const uint8_t *msg, size_t len) {
-  amn_ccall *c = (amn_ccall *)s;
+  amn_client_call *c = (amn_client_call *)s;
   if (!c || (len && !msg)) return AMN_EINVAL;
   if (atomic_load(&c->closed_flag) || atomic_load(&c->half_close_requested) || atomic_load(&c->cancel_requested))
     return AMN_ECLOSED;
@@ -862,7 +454,7 @@ int amn_cstream_send(amn_cstream *s, const uint8_t *msg, size_t len) {
     atomic_store(&c->want_writable, true);
     if (atomic_load(&c->queued) != 0) return AMN_EAGAIN;
   }
-  amn_qmsg *m = cmsg_new(c, msg, len);
+  amn_qmsg *m = amn_client_msg_new(c, msg, len);
   if (!m) return AMN_ENOMEM;
   atomic_fetch_add(&c->queued, m->len);
   atomic_fetch_add(&c->refs, 1);
@@ -871,7 +463,7 @@ int amn_cstream_send(amn_cstream *s, const uint8_t *msg, size_t len) {
 }
 
 int amn_cstream_close_send(amn_cstream *s) {
-  amn_ccall *c = (amn_ccall *)s;
+  amn_client_call *c = (amn_client_call *)s;
   if (!c) return AMN_EINVAL;
   if (atomic_exchange(&c->half_close_requested, true)) return AMN_ECLOSED;
   atomic_fetch_add(&c->refs, 1);
@@ -880,46 +472,22 @@ int amn_cstream_close_send(amn_cstream *s) {
 }
 
 void amn_cstream_cancel(amn_cstream *s) {
-  amn_ccall *c = (amn_ccall *)s;
+  amn_client_call *c = (amn_client_call *)s;
   if (!c || atomic_exchange(&c->cancel_requested, true)) return;
   atomic_fetch_add(&c->refs, 1);
   push_op(c->cl, &c->cancel_op);
 }
 
 void amn_cstream_release(amn_cstream *s) {
-  amn_ccall *c = (amn_ccall *)s;
+  amn_client_call *c = (amn_client_call *)s;
   if (!c) return;
   if (!atomic_load(&c->closed_flag)) amn_cstream_cancel(s);
-  amn_ccall_unref(c);
+  amn_client_call_unref(c);
 }
 
 /* ------------------------------------------------------------------ */
 /* Health                                                             */
 /* ------------------------------------------------------------------ */
-
-amn_ccall *amn_ccall_probe_new(amn_client *cl, uint32_t timeout_ms, amn_unary_cb cb, void *ud) {
-  amn_call_opts o = {.timeout_ms = timeout_ms};
-  amn_ccall *c = call_new(cl, AMN_CK_UNARY_ASYNC, AMN_METHOD_HEALTH_CHECK, &o);
-  if (!c || queue_unary(c, (const uint8_t *)"", 0) != 0) { /* HealthCheckRequest{service: ""} */
-    if (c) amn_ccall_unref(c);
-    return NULL;
-  }
-  c->probe = true;
-  c->cb = cb;
-  c->ud = ud;
-  arm_deadline(c);
-  return c; /* its reference is released by the completion */
-}
-
-int amn_health_serving(const amn_result *r) {
-  if (r->code != AMN_STATUS_OK) return 0;
-  Grpc__Health__V1__HealthCheckResponse *resp =
-      grpc__health__v1__health_check_response__unpack(NULL, r->len, r->data ? r->data : (const uint8_t *)"");
-  if (!resp) return -1;
-  int ok = resp->status == GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__SERVING;
-  grpc__health__v1__health_check_response__free_unpacked(resp, NULL);
-  return ok;
-}
 
 int amn_client_health(amn_client *cl, const char *service, uint32_t timeout_ms, bool *serving, amn_status_code *status,
                       char *err, size_t errlen) {
@@ -947,3 +515,20 @@ int amn_client_health(amn_client *cl, const char *service, uint32_t timeout_ms, 
   if (serving) *serving = ok == 1;
   return 0;
 }
+
+/* ------------------------------------------------------------------ */
+/* HTTP/3 counters and test hooks (client_hooks.h)                    */
+/* ------------------------------------------------------------------ */
+
+void amn_h3c_stats(amn_client *cl, amn_h3_client_stats *out) {
+  memset(out, 0, sizeof *out);
+  if (cl) amn_h3c_transport.stats(&cl->ct, out);
+}
+
+static int h3_test_op(amn_client *cl, int op, int arg) {
+  return cl ? amn_h3c_transport.test_op(&cl->ct, op, arg) : AMN_ESTATE;
+}
+
+int amn_h3c_test_rebind(amn_client *cl, bool nat_only) { return h3_test_op(cl, AMN_CT_OP_REBIND, nat_only); }
+int amn_h3c_test_key_update(amn_client *cl) { return h3_test_op(cl, AMN_CT_OP_KEY_UPDATE, 0); }
+int amn_h3c_test_close(amn_client *cl) { return h3_test_op(cl, AMN_CT_OP_CLOSE, 0); }

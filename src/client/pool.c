@@ -1,7 +1,8 @@
 /*
  * Client connection pool: one endpoint per URL, its connections held
- * through the transport vtable (open / max_streams / close and the
- * amn_cslot_* events), load balancing of pending calls, growth up to the
+ * through the transport vtable (open / max_streams / close, and the
+ * connection callbacks of transport/ctransport.h, whose owner is a slot),
+ * load balancing of pending calls, growth up to the
  * server's stream limit, idle reaping down to the minimum, and ejection of
  * failing endpoints with a jittered, capped exponential backoff.
  *
@@ -19,6 +20,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 
 #include "client/client_internal.h"
@@ -51,10 +53,7 @@ void amn_pool_mark(amn_client *cl) {
 }
 static void reap_cb(struct ev_loop *ev, ev_timer *w, int revents);
 
-int amn_client_parse_url(const char *url, bool *tls_on, char *host, size_t hcap, uint16_t *port, char *authority,
-                         size_t acap, char *err, size_t errlen);
-
-static void endpoint_timers(amn_cendpoint *ep);
+static void endpoint_timers(amn_pool_endpoint *ep);
 static int pool_common_init(amn_client *cl);
 
 /* spread_addresses: the distinct addresses `host` resolves to, numeric,
@@ -88,29 +87,29 @@ int amn_pool_init(amn_client *cl, const char *const *urls, size_t n, char *err, 
   cl->eps = calloc(MAX_ENDPOINTS, sizeof *cl->eps);
   if (!cl->eps) return amn_set_err(err, errlen, AMN_ENOMEM, "out of memory");
   for (size_t i = 0; i < n; i++) {
-    amn_cendpoint *ep = &cl->eps[cl->neps];
+    amn_pool_endpoint *ep = &cl->eps[cl->neps];
     ep->cl = cl;
     bool tls = false;
-    int rc = amn_client_parse_url(urls[i], &tls, ep->host, sizeof ep->host, &ep->port, ep->authority,
-                                  sizeof ep->authority, err, errlen);
+    int rc = amn_client_parse_url(urls[i], &tls, ep->t.host, sizeof ep->t.host, &ep->t.port, ep->t.authority,
+                                  sizeof ep->t.authority, err, errlen);
     if (rc) return rc;
     if (tls != cl->tls_on)
       return amn_set_err(err, errlen, AMN_EINVAL, "URL '%s': all URLs must use the same scheme as '%s'", urls[i],
                          urls[0]);
-    snprintf(ep->sni, sizeof ep->sni, "%s", ep->host);
+    snprintf(ep->t.sni, sizeof ep->t.sni, "%s", ep->t.host);
     /* spread_addresses: one endpoint per address of the name (each connects
      * to its address; :authority and the certificate check keep the name) */
     char addrs[MAX_ENDPOINTS][INET6_ADDRSTRLEN];
-    size_t na = cl->o.spread_addresses ? resolve_all(ep->host, addrs, MAX_ENDPOINTS) : 0;
+    size_t na = cl->o.spread_addresses ? resolve_all(ep->t.host, addrs, MAX_ENDPOINTS) : 0;
     if (na > 1 && cl->neps + na > MAX_ENDPOINTS)
       return amn_set_err(err, errlen, AMN_EINVAL, "URL '%s' resolves to %zu addresses: more than %d endpoints",
                          urls[i], na, MAX_ENDPOINTS);
     if (na <= 1) na = 0;
     for (size_t k = 0; k < (na ? na : 1); k++) {
-      amn_cendpoint *e = &cl->eps[cl->neps++];
+      amn_pool_endpoint *e = &cl->eps[cl->neps++];
       if (k) *e = *ep; /* the parsed URL */
       char u[600];
-      if (na) snprintf(e->host, sizeof e->host, "%.45s", addrs[k]);
+      if (na) snprintf(e->t.host, sizeof e->t.host, "%.45s", addrs[k]);
       if (na) snprintf(u, sizeof u, "%.500s (%.45s)", urls[i], addrs[k]);
       else snprintf(u, sizeof u, "%.590s", urls[i]);
       if (!(e->url = strdup(u))) return amn_set_err(err, errlen, AMN_ENOMEM, "out of memory");
@@ -121,7 +120,7 @@ int amn_pool_init(amn_client *cl, const char *const *urls, size_t n, char *err, 
   return pool_common_init(cl);
 }
 
-static void endpoint_timers(amn_cendpoint *ep) {
+static void endpoint_timers(amn_pool_endpoint *ep) {
   ev_timer_init(&ep->retry, retry_cb, 0., 0.);
   ep->retry.data = ep;
   ev_timer_init(&ep->race, race_cb, AMN_POOL_H3_HEAD_START, 0.);
@@ -129,7 +128,12 @@ static void endpoint_timers(amn_cendpoint *ep) {
   ep->tp = ep->cl->tp; /* NULL with auto: raced */
 }
 
+static const amn_ct_conn_cbs conn_cbs;
+static const amn_pool_hooks hooks;
+
 static int pool_common_init(amn_client *cl) {
+  cl->ct.conn_cbs = &conn_cbs;
+  cl->pool = &hooks;
   struct timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);
   cl->rng = ((uint64_t)ts.tv_nsec << 20) ^ (uint64_t)ts.tv_sec ^ (uint64_t)(uintptr_t)cl ^ 0x9e3779b97f4a7c15ull;
@@ -145,11 +149,11 @@ static int pool_common_init(amn_client *cl) {
 
 void amn_pool_free(amn_client *cl) {
   for (size_t i = 0; i < cl->neps; i++) {
-    amn_cendpoint *ep = &cl->eps[i];
+    amn_pool_endpoint *ep = &cl->eps[i];
     /* connections that could not finish closing when the loop ended */
     ep->cursor = NULL;
     while (ep->slots) {
-      amn_cslot *s = ep->slots;
+      amn_pool_slot *s = ep->slots;
       ep->slots = s->next;
       free(s);
     }
@@ -160,7 +164,7 @@ void amn_pool_free(amn_client *cl) {
   cl->neps = 0;
 }
 
-static bool has_capacity(const amn_cslot *s) {
+static bool has_capacity(const amn_pool_slot *s) {
   return s->st == AMN_SLOT_READY && !s->probing && s->inflight < s->tp->max_streams(s->conn);
 }
 
@@ -169,8 +173,8 @@ static bool has_capacity(const amn_cslot *s) {
  * cursor (a bounded scan: O(1) per call even with thousands of
  * connections); the whole list only when none of those has room. */
 #define SLOT_SCAN 8
-static amn_cslot *best_slot(amn_cendpoint *ep) {
-  amn_cslot *best = NULL, *s = ep->cursor ? ep->cursor : ep->slots;
+static amn_pool_slot *best_slot(amn_pool_endpoint *ep) {
+  amn_pool_slot *best = NULL, *s = ep->cursor ? ep->cursor : ep->slots;
   size_t seen = 0;
   for (; s && seen < SLOT_SCAN; seen++) {
     if (has_capacity(s) && (!best || s->inflight < best->inflight)) best = s;
@@ -184,11 +188,11 @@ static amn_cslot *best_slot(amn_cendpoint *ep) {
   return best;
 }
 
-static amn_cslot *pick(amn_client *cl) {
+static amn_pool_slot *pick(amn_client *cl) {
   if (cl->o.lb_policy == AMN_LB_ROUND_ROBIN) {
     for (size_t k = 0; k < cl->neps; k++) {
       size_t i = (cl->rr + k) % cl->neps;
-      amn_cslot *s = best_slot(&cl->eps[i]);
+      amn_pool_slot *s = best_slot(&cl->eps[i]);
       if (s) {
         cl->rr = (unsigned)((i + 1) % cl->neps);
         return s;
@@ -198,10 +202,10 @@ static amn_cslot *pick(amn_client *cl) {
   }
   /* power of two choices: of two random endpoints that can take the call,
    * the one with fewer calls in flight */
-  amn_cslot *cand[MAX_ENDPOINTS];
+  amn_pool_slot *cand[MAX_ENDPOINTS];
   size_t n = 0;
   for (size_t i = 0; i < cl->neps; i++) {
-    amn_cslot *s = best_slot(&cl->eps[i]);
+    amn_pool_slot *s = best_slot(&cl->eps[i]);
     if (s) cand[n++] = s;
   }
   if (n <= 1) return n ? cand[0] : NULL;
@@ -211,9 +215,9 @@ static amn_cslot *pick(amn_client *cl) {
   return cand[amn_policy_p2c(loads, n, r1, r2)];
 }
 
-static bool slot_open_tp(amn_cendpoint *ep, const amn_ctransport *tp) {
+static bool slot_open_tp(amn_pool_endpoint *ep, const amn_ctransport *tp) {
   amn_client *cl = ep->cl;
-  amn_cslot *s = calloc(1, sizeof *s);
+  amn_pool_slot *s = calloc(1, sizeof *s);
   if (!s) return false;
   s->ep = ep;
   s->tp = tp;
@@ -223,15 +227,15 @@ static bool slot_open_tp(amn_cendpoint *ep, const amn_ctransport *tp) {
   LOCK(cl);
   ep->nconnecting++;
   UNLOCK(cl);
-  AMN_DEBUG("pool: connecting to %s over %s (%u ready, %u connecting)", ep->authority, tp->name, ep->nready,
+  AMN_DEBUG("pool: connecting to %s over %s (%u ready, %u connecting)", ep->t.authority, tp->name, ep->nready,
             ep->nconnecting);
-  tp->open(s); /* may report amn_cslot_closed (and free s) before returning */
+  tp->open(&cl->ct, &ep->t, s, &s->conn); /* may report slot_closed (and free s) before returning */
   return true;
 }
 
 /* A new connection to ep: over its transport, or (auto, not known yet) a
  * race that QUIC starts. */
-static bool slot_open(amn_cendpoint *ep) {
+static bool slot_open(amn_pool_endpoint *ep) {
   if (ep->tp) return slot_open_tp(ep, ep->tp);
   amn_client *cl = ep->cl;
   ep->racing = true;
@@ -239,15 +243,15 @@ static bool slot_open(amn_cendpoint *ep) {
   ev_timer_stop(cl->ev, &ep->race);
   ev_timer_set(&ep->race, AMN_POOL_H3_HEAD_START, 0.);
   ev_timer_start(cl->ev, &ep->race);
-  return slot_open_tp(ep, &amn_h3c_transport); /* a failure at once starts TCP (amn_cslot_closed) */
+  return slot_open_tp(ep, &amn_h3c_transport); /* a failure at once starts TCP (slot_closed) */
 }
 
 /* HTTP/3 had its head start: TCP joins the race. */
 static void race_cb(struct ev_loop *ev, ev_timer *w, int revents) {
   (void)ev; (void)revents;
-  amn_cendpoint *ep = w->data;
+  amn_pool_endpoint *ep = w->data;
   if (atomic_load(&ep->cl->stopping) || !ep->racing || ep->tp) return;
-  AMN_DEBUG("pool: %s: no QUIC handshake within %.0f ms: trying HTTP/2 as well", ep->authority,
+  AMN_DEBUG("pool: %s: no QUIC handshake within %.0f ms: trying HTTP/2 as well", ep->t.authority,
             AMN_POOL_H3_HEAD_START * 1000);
   if (!ep->race_h2) {
     ep->race_h2 = true;
@@ -255,7 +259,7 @@ static void race_cb(struct ev_loop *ev, ev_timer *w, int revents) {
   }
 }
 
-static void eject(amn_cendpoint *ep, const char *why) {
+static void eject(amn_pool_endpoint *ep, const char *why) {
   amn_client *cl = ep->cl;
   LOCK(cl);
   ep->fails++;
@@ -273,7 +277,7 @@ static void eject(amn_cendpoint *ep, const char *why) {
 
 static void retry_cb(struct ev_loop *ev, ev_timer *w, int revents) {
   (void)ev; (void)revents;
-  amn_cendpoint *ep = w->data;
+  amn_pool_endpoint *ep = w->data;
   if (atomic_load(&ep->cl->stopping) || ep->nconnecting || ep->nready) return;
   /* (auto: a transport that failed was forgotten: this attempt races) */
   slot_open(ep); /* the endpoint stays ejected until this connection is ready */
@@ -287,7 +291,7 @@ static bool anything_usable(amn_client *cl) {
 
 /* The failure to report when no endpoint can take calls: the latest one. */
 static void fail_reason(amn_client *cl, char *buf, size_t cap) {
-  const amn_cendpoint *last = NULL;
+  const amn_pool_endpoint *last = NULL;
   for (size_t i = 0; i < cl->neps; i++)
     if (cl->eps[i].last_error[0] && (!last || cl->eps[i].retry_at > last->retry_at)) last = &cl->eps[i];
   if (!last) snprintf(buf, cap, "no server available");
@@ -301,7 +305,7 @@ void amn_pool_maintain(amn_client *cl) {
   /* 0. connections that got GOAWAY and have no call left: closed (a server
    * may keep them open after its GOAWAY) */
   for (size_t i = 0; i < cl->neps; i++)
-    for (amn_cslot *s = cl->eps[i].ndraining ? cl->eps[i].slots : NULL, *next; s; s = next) {
+    for (amn_pool_slot *s = cl->eps[i].ndraining ? cl->eps[i].slots : NULL, *next; s; s = next) {
       next = s->next;
       if (s->st == AMN_SLOT_DRAINING && !s->inflight && !s->closing) {
         s->closing = true;
@@ -311,7 +315,7 @@ void amn_pool_maintain(amn_client *cl) {
   /* 0b. connections whose health check failed: the endpoint stays out
    * (scanned only when a check failed: maintain runs after every call) */
   for (size_t i = 0; cl->probe_failed && i < cl->neps; i++)
-    for (amn_cslot *s = cl->eps[i].slots, *next; s; s = next) {
+    for (amn_pool_slot *s = cl->eps[i].slots, *next; s; s = next) {
       next = s->next;
       if (s->probe_failed && !s->closing) {
         s->closing = true;
@@ -323,7 +327,7 @@ void amn_pool_maintain(amn_client *cl) {
   /* 1. the minimum of connections per healthy endpoint, once in use */
   if (cl->pool_active)
     for (size_t i = 0; i < cl->neps; i++) {
-      amn_cendpoint *ep = &cl->eps[i];
+      amn_pool_endpoint *ep = &cl->eps[i];
       /* at most AMN_POOL_MAX_CONNECTING handshakes at once per endpoint: a
        * large minimum (thousands) must not become a handshake storm that
        * times itself out; each completed connection opens the next */
@@ -332,12 +336,12 @@ void amn_pool_maintain(amn_client *cl) {
         if (!slot_open(ep)) break;
     }
   /* 2. hand pending calls to connections */
-  amn_ccall *c;
-  amn_cslot *s;
+  amn_client_call *c;
+  amn_pool_slot *s;
   while (cl->pending && (s = pick(cl)) != NULL) {
     c = amn_client_pending_pop(cl);
     if (!c->done) {
-      amn_cendpoint *ep = s->ep;
+      amn_pool_endpoint *ep = s->ep;
       c->slot = s;
       c->ep = ep;
       c->tp = s->tp;
@@ -347,14 +351,14 @@ void amn_pool_maintain(amn_client *cl) {
       ep->inflight++;
       ep->calls_started++;
       UNLOCK(cl);
-      s->tp->start_call(s->conn, c); /* on failure the call is completed (and detached) */
+      amn_client_call_start(c, s->tp, s->conn); /* on failure the call fails (and is detached) */
     }
-    amn_ccall_unref(c); /* the pending list's reference (the stream holds its own) */
+    amn_client_call_unref(c); /* the pending list's reference (the stream holds its own) */
   }
   if (!cl->pending) return;
   /* 3. calls wait: one more connection on each healthy endpoint that is full */
   for (size_t i = 0; i < cl->neps; i++) {
-    amn_cendpoint *ep = &cl->eps[i];
+    amn_pool_endpoint *ep = &cl->eps[i];
     if (!ep->ejected && !ep->nconnecting && ep->nready < cl->o.pool_max_connections && !best_slot(ep)) slot_open(ep);
   }
   /* 4. nothing will ever take them: fail them now rather than at their deadline */
@@ -375,7 +379,7 @@ void amn_pool_kick(amn_client *cl, bool force) {
      * the one due soonest at once, so a lone server that is back is found
      * without waiting for its backoff */
     bool healthy = false;
-    amn_cendpoint *soon = NULL;
+    amn_pool_endpoint *soon = NULL;
     for (size_t i = 0; i < cl->neps; i++) {
       healthy |= !cl->eps[i].ejected;
       if (!soon || cl->eps[i].retry_at < soon->retry_at) soon = &cl->eps[i];
@@ -392,7 +396,7 @@ void amn_pool_connect(amn_client *cl) {
   }
   bool ready = false;
   for (size_t i = 0; i < cl->neps; i++) {
-    amn_cendpoint *ep = &cl->eps[i];
+    amn_pool_endpoint *ep = &cl->eps[i];
     if (ep->nready) ready = true;
     else if (!ep->nconnecting) slot_open(ep); /* even an ejected one: asked for explicitly */
   }
@@ -410,10 +414,10 @@ void amn_pool_close_all(amn_client *cl, const char *why) {
   ev_timer_stop(cl->ev, &cl->pool_timer);
   ev_idle_stop(cl->ev, &cl->pool_idle);
   for (size_t i = 0; i < cl->neps; i++) {
-    amn_cendpoint *ep = &cl->eps[i];
+    amn_pool_endpoint *ep = &cl->eps[i];
     ev_timer_stop(cl->ev, &ep->retry);
     ev_timer_stop(cl->ev, &ep->race);
-    for (amn_cslot *s = ep->slots, *next; s; s = next) {
+    for (amn_pool_slot *s = ep->slots, *next; s; s = next) {
       next = s->next;
       s->closing = true;
       s->tp->close(s->conn, why);
@@ -428,23 +432,23 @@ static void reap_cb(struct ev_loop *ev, ev_timer *w, int revents) {
   amn_client *cl = w->data;
   ev_tstamp now = ev_now(ev), idle = cl->o.idle_timeout_ms / 1000.0;
   for (size_t i = 0; i < cl->neps; i++) {
-    amn_cendpoint *ep = &cl->eps[i];
-    for (amn_cslot *s = ep->slots, *next; s; s = next) {
+    amn_pool_endpoint *ep = &cl->eps[i];
+    for (amn_pool_slot *s = ep->slots, *next; s; s = next) {
       next = s->next;
       if (ep->nready + ep->nconnecting <= cl->o.pool_min_connections) break;
       if (s->st != AMN_SLOT_READY || s->inflight || now - s->idle_since < idle - 0.001) continue;
-      AMN_DEBUG("pool: closing a connection to %s idle for %u ms", ep->authority, cl->o.idle_timeout_ms);
+      AMN_DEBUG("pool: closing a connection to %s idle for %u ms", ep->t.authority, cl->o.idle_timeout_ms);
       s->closing = true;
       s->tp->close(s->conn, "idle");
     }
   }
 }
 
-void amn_pool_call_detach(amn_ccall *c, amn_status_code code) {
-  amn_cendpoint *ep = c->ep;
+static void call_detach(amn_client_call *c, amn_status_code code) {
+  amn_pool_endpoint *ep = c->ep;
   if (!ep) return;
   amn_client *cl = ep->cl;
-  amn_cslot *s = c->slot;
+  amn_pool_slot *s = c->slot;
   LOCK(cl);
   if (ep->inflight) ep->inflight--;
   if (code == AMN_STATUS_OK) ep->calls_ok++;
@@ -458,17 +462,17 @@ void amn_pool_call_detach(amn_ccall *c, amn_status_code code) {
 
 /* The race is won by s: the endpoint keeps its transport, the other
  * attempts are dropped. */
-static void race_won(amn_cslot *s) {
-  amn_cendpoint *ep = s->ep;
+static void race_won(amn_pool_slot *s) {
+  amn_pool_endpoint *ep = s->ep;
   amn_client *cl = ep->cl;
   ep->racing = false;
   ev_timer_stop(cl->ev, &ep->race);
   LOCK(cl);
   ep->tp = s->tp;
   UNLOCK(cl);
-  AMN_INFO("pool: %s speaks %s: using it%s", ep->authority, s->tp->name,
+  AMN_INFO("pool: %s speaks %s: using it%s", ep->t.authority, s->tp->name,
            s->tp == &amn_h2c_transport ? " (QUIC did not complete its handshake first)" : "");
-  for (amn_cslot *o = ep->slots, *next; o; o = next) {
+  for (amn_pool_slot *o = ep->slots, *next; o; o = next) {
     next = o->next;
     if (o != s && o->tp != s->tp && o->st == AMN_SLOT_CONNECTING && !o->closing) {
       o->closing = true;
@@ -477,9 +481,15 @@ static void race_won(amn_cslot *s) {
   }
 }
 
-void amn_cslot_ready(amn_cslot *s) {
-  amn_cendpoint *ep = s->ep;
+static void slot_confirmed(void *owner);
+
+/* ---- the connection callbacks of the transports (owner: a slot) ---- */
+
+static void slot_ready(void *owner, bool unconfirmed) {
+  amn_pool_slot *s = owner;
+  amn_pool_endpoint *ep = s->ep;
   amn_client *cl = ep->cl;
+  s->unconfirmed = unconfirmed;
   if (!ep->tp && !s->unconfirmed) race_won(s);
   LOCK(cl);
   ep->nconnecting--;
@@ -490,15 +500,15 @@ void amn_cslot_ready(amn_cslot *s) {
   amn_pool_mark(cl);
   if (s->unconfirmed) { /* 0-RTT: takes calls, but the server is not proven there yet */
     if (cl->o.health_check && ep->ejected) s->probing = true; /* ... none before its health check */
-    AMN_DEBUG("pool: sending 0-RTT calls to %s", ep->authority);
+    AMN_DEBUG("pool: sending 0-RTT calls to %s", ep->t.authority);
     return;
   }
-  amn_cslot_confirmed(s);
+  slot_confirmed(s);
 }
 
 /* The connection is established (and healthy): the endpoint is up. */
-static void slot_back(amn_cslot *s) {
-  amn_cendpoint *ep = s->ep;
+static void slot_back(amn_pool_slot *s) {
+  amn_pool_endpoint *ep = s->ep;
   amn_client *cl = ep->cl;
   LOCK(cl);
   ep->connects++;
@@ -508,7 +518,7 @@ static void slot_back(amn_cslot *s) {
   UNLOCK(cl);
   ev_timer_stop(cl->ev, &ep->retry);
   if (was_ejected) AMN_INFO("pool: %s is back", ep->url);
-  AMN_DEBUG("pool: connected to %s (%u ready)", ep->authority, ep->nready);
+  AMN_DEBUG("pool: connected to %s (%u ready)", ep->t.authority, ep->nready);
   amn_client_notify_connect(cl, 0, NULL);
   amn_pool_mark(cl);
 }
@@ -517,14 +527,14 @@ static void slot_back(amn_cslot *s) {
  * (the slot is alive: a transport completes its calls before it reports
  * the connection closed). */
 static void probe_done(const amn_result *r, void *ud) {
-  amn_cslot *s = ud;
+  amn_pool_slot *s = ud;
   if (!s->probing) return;
   s->probing = false;
-  amn_cendpoint *ep = s->ep;
+  amn_pool_endpoint *ep = s->ep;
   amn_client *cl = ep->cl;
   if (atomic_load(&cl->stopping)) return;
   if (amn_health_serving(r) == 1) {
-    AMN_DEBUG("pool: %s answers its health check: SERVING", ep->authority);
+    AMN_DEBUG("pool: %s answers its health check: SERVING", ep->t.authority);
     slot_back(s);
     return;
   }
@@ -539,20 +549,21 @@ static void probe_done(const amn_result *r, void *ud) {
 }
 
 /* Sends grpc.health.v1.Health/Check on s; false if it could not. */
-static bool probe_start(amn_cslot *s) {
+static bool probe_start(amn_pool_slot *s) {
   amn_client *cl = s->ep->cl;
-  amn_ccall *c = amn_ccall_probe_new(cl, cl->o.connect_timeout_ms, probe_done, s);
+  amn_client_call *c = amn_client_call_probe_new(cl, cl->o.connect_timeout_ms, probe_done, s);
   if (!c) return false;
   s->probing = true;
   c->tp = s->tp;
   c->attempts = 1;
-  AMN_DEBUG("pool: health check of %s", s->ep->authority);
-  s->tp->start_call(s->conn, c); /* (not counted as a call of the endpoint) */
+  AMN_DEBUG("pool: health check of %s", s->ep->t.authority);
+  amn_client_call_start(c, s->tp, s->conn); /* (not counted as a call of the endpoint) */
   return true;
 }
 
-void amn_cslot_confirmed(amn_cslot *s) {
-  amn_cendpoint *ep = s->ep;
+static void slot_confirmed(void *owner) {
+  amn_pool_slot *s = owner;
+  amn_pool_endpoint *ep = s->ep;
   amn_client *cl = ep->cl;
   if (!ep->tp && s->unconfirmed) race_won(s); /* a 0-RTT connection wins once its handshake completed */
   s->unconfirmed = false;
@@ -564,8 +575,9 @@ void amn_cslot_confirmed(amn_cslot *s) {
   slot_back(s);
 }
 
-void amn_cslot_goaway(amn_cslot *s, bool error, const char *why) {
-  amn_cendpoint *ep = s->ep;
+static void slot_goaway(void *owner, bool error, const char *why) {
+  amn_pool_slot *s = owner;
+  amn_pool_endpoint *ep = s->ep;
   amn_client *cl = ep->cl;
   if (s->st == AMN_SLOT_READY) {
     LOCK(cl);
@@ -580,12 +592,14 @@ void amn_cslot_goaway(amn_cslot *s, bool error, const char *why) {
   amn_pool_mark(cl); /* replace it if needed */
 }
 
-void amn_cslot_closed(amn_cslot *s, const char *why) {
-  amn_cendpoint *ep = s->ep;
+static void slot_closed(void *owner, const char *why, bool asked) {
+  amn_pool_slot *s = owner;
+  amn_pool_endpoint *ep = s->ep;
   amn_client *cl = ep->cl;
+  if (asked) s->closing = true; /* not a failure of the server */
   bool stopping = atomic_load(&cl->stopping);
   if (ep->cursor == s) ep->cursor = NULL;
-  for (amn_cslot **pp = &ep->slots; *pp; pp = &(*pp)->next)
+  for (amn_pool_slot **pp = &ep->slots; *pp; pp = &(*pp)->next)
     if (*pp == s) {
       *pp = s->next;
       break;
@@ -604,7 +618,7 @@ void amn_cslot_closed(amn_cslot *s, const char *why) {
       ep->tp = NULL;
       snprintf(ep->last_error, sizeof ep->last_error, "%s", why);
       UNLOCK(cl);
-      AMN_INFO("pool: %s: %s failed (%s); racing HTTP/3 against HTTP/2 again", ep->authority, tp->name, why);
+      AMN_INFO("pool: %s: %s failed (%s); racing HTTP/3 against HTTP/2 again", ep->t.authority, tp->name, why);
       slot_open(ep); /* the endpoint fails if both sides of this race do */
       amn_pool_mark(cl);
       return;
@@ -612,7 +626,7 @@ void amn_cslot_closed(amn_cslot *s, const char *why) {
       /* one side of the race lost: the other goes on (HTTP/2 starts now
        * if it had not yet); the endpoint fails when both did */
       if (tp == &amn_h3c_transport && !ep->race_h2) {
-        AMN_DEBUG("pool: %s: %s; trying HTTP/2", ep->authority, why);
+        AMN_DEBUG("pool: %s: %s; trying HTTP/2", ep->t.authority, why);
         ev_timer_stop(cl->ev, &ep->race);
         ep->race_h2 = true;
         slot_open_tp(ep, &amn_h2c_transport);
@@ -638,11 +652,73 @@ void amn_cslot_closed(amn_cslot *s, const char *why) {
   if (!stopping) amn_pool_mark(cl);
 }
 
+/* too_many_pings: the PING interval doubles, as grpc clients do. */
+static void slot_too_many_pings(void *owner) {
+  amn_pool_slot *s = owner;
+  amn_ct_client *tc = &s->ep->cl->ct;
+  if (!tc->ka_interval_ms || tc->ka_interval_ms >= (1u << 30)) return;
+  tc->ka_interval_ms *= 2;
+  AMN_WARN("keepalive: %s says too_many_pings: PING interval raised to %u ms", s->ep->t.authority, tc->ka_interval_ms);
+}
+
+static const amn_ct_conn_cbs conn_cbs = {slot_ready, slot_confirmed, slot_goaway, slot_closed, slot_too_many_pings};
+static const amn_pool_hooks hooks = {call_detach, amn_pool_mark};
+
+void amn_client_notify_connect(amn_client *cl, int rc, const char *err) {
+  pthread_mutex_lock(&cl->cmu);
+  cl->connect_gen++;
+  cl->connect_rc = rc;
+  snprintf(cl->connect_err, sizeof cl->connect_err, "%s", err ? err : "");
+  pthread_cond_broadcast(&cl->ccv);
+  pthread_mutex_unlock(&cl->cmu);
+}
+
+
+int amn_client_parse_url(const char *url, bool *tls_on, char *host, size_t hcap, uint16_t *port, char *authority,
+                         size_t acap, char *err, size_t errlen) {
+  const char *rest;
+  if (strncasecmp(url, "https://", 8) == 0) {
+    rest = url + 8;
+    *tls_on = true;
+  } else if (strncasecmp(url, "http://", 7) == 0) {
+    rest = url + 7;
+    *tls_on = false;
+  } else {
+    return amn_set_err(err, errlen, AMN_EINVAL, "invalid URL '%s': expected https://HOST:PORT", url);
+  }
+  char hp[300];
+  size_t n = strcspn(rest, "/");
+  if (n == 0 || n >= sizeof hp) return amn_set_err(err, errlen, AMN_EINVAL, "invalid URL '%s': no host", url);
+  memcpy(hp, rest, n);
+  hp[n] = 0;
+  bool has_port = hp[0] == '[' ? strstr(hp, "]:") != NULL : strchr(hp, ':') != NULL;
+  if (has_port) {
+    if (amn_split_hostport(hp, host, hcap, port) != 0 || *port == 0)
+      return amn_set_err(err, errlen, AMN_EINVAL, "invalid URL '%s': bad host or port", url);
+  } else {
+    const char *h = hp;
+    size_t hl = strlen(hp);
+    if (hp[0] == '[') {
+      if (hl < 3 || hp[hl - 1] != ']') return amn_set_err(err, errlen, AMN_EINVAL, "invalid URL '%s'", url);
+      h = hp + 1;
+      hl -= 2;
+    }
+    if (hl >= hcap) return amn_set_err(err, errlen, AMN_EINVAL, "invalid URL '%s'", url);
+    memcpy(host, h, hl);
+    host[hl] = 0;
+    *port = AMN_DEFAULT_PORT;
+  }
+  if (strchr(host, ':')) snprintf(authority, acap, "[%s]:%u", host, *port);
+  else snprintf(authority, acap, "%s:%u", host, *port);
+  return 0;
+}
+
+
 size_t amn_client_stats(amn_client *cl, amn_endpoint_stats *out, size_t cap, uint64_t *retries) {
   if (!cl) return 0;
   LOCK(cl);
   for (size_t i = 0; i < cl->neps && i < cap; i++) {
-    const amn_cendpoint *ep = &cl->eps[i];
+    const amn_pool_endpoint *ep = &cl->eps[i];
     amn_endpoint_stats *o = &out[i];
     memset(o, 0, sizeof *o);
     o->url = ep->url;

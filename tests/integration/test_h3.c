@@ -27,6 +27,7 @@
 #include <unistd.h>
 
 #include "amn/amn.h"
+#include "client/client_hooks.h"
 #include "server/server_internal.h"
 #include "transport/h3/h3.h"
 #include "udp_relay.h"

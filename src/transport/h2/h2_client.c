@@ -1,12 +1,14 @@
 /*
  * HTTP/2 transport, client side: connection establishment (TCP connect
- * trying every resolved address, TLS, ALPN h2) for a pool slot, the mapping
- * of nghttp2 stream events onto client calls (with what the pool needs to
- * retry safely: was the request sent, did a GOAWAY or REFUSED_STREAM prove
- * it never ran), and keepalive PINGs.
+ * trying every resolved address, TLS, ALPN h2), the mapping of nghttp2
+ * stream events onto the client binding's callbacks (transport/ctransport.h,
+ * with what the core needs to retry safely: was the request sent, did a
+ * GOAWAY or REFUSED_STREAM prove it never ran), and keepalive PINGs.
  */
 #include <errno.h>
+#include <netdb.h>
 #include <netinet/in.h>
+#include <pthread.h>
 #include <netinet/tcp.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -14,21 +16,38 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include "client/client_internal.h"
+#include "transport/h2/h2_client.h"
+#include "transport/h2/h2io.h"
 #include "util/log.h"
 
 typedef enum { CC_CONNECTING, CC_HANDSHAKE, CC_READY, CC_CLOSED } cc_state;
 
-struct amn_cconn {
+typedef struct amn_h2c_conn amn_h2c_conn;
+
+/* One call's stream (the handle the core holds; nghttp2's stream user
+ * data). Kept on a per-connection free list: no allocation per call once
+ * the connection has carried as many calls at once. */
+typedef struct h2c_stream {
+  amn_ct_call *call;      /* NULL once the core let go (cancel) */
+  amn_h2c_conn *cc;
+  int32_t id;
+  bool hdr_sent;          /* request HEADERS went out: the server may have run it */
+  bool unprocessed;       /* the server says it never processed the stream (GOAWAY) */
+  struct h2c_stream *prev, *next; /* cc->live, or cc->spare */
+} h2c_stream;
+
+struct amn_h2c_conn {
   amn_h2io io;            /* first */
-  amn_client *cl;
-  amn_cslot *slot;        /* the pool's handle (NULL once reported closed) */
-  amn_cendpoint *ep;
+  amn_ct_client *tc;
+  const amn_ct_conn_cbs *cb;
+  void *owner;            /* the pool's handle (NULL once reported closed) */
+  amn_ct_endpoint *ep;
   cc_state st;
   struct addrinfo *ai, *cur;
   ev_io cw;               /* connect completion */
   ev_timer ct;            /* connect + handshake deadline */
-  amn_ccall *live;        /* calls with a stream */
+  h2c_stream *live;       /* streams open */
+  h2c_stream *spare;      /* freed streams, for the next calls */
   bool goaway;
   bool got_settings;      /* the server's SETTINGS arrived: it speaks HTTP/2 (the pool may use it) */
   ev_timer ka;            /* keepalive */
@@ -37,52 +56,64 @@ struct amn_cconn {
   char goaway_why[480];
 };
 
-static void calls_link(amn_ccall **head, amn_ccall *c) {
-  c->prev = NULL;
-  c->next = *head;
-  if (*head) (*head)->prev = c;
-  *head = c;
+static void streams_link(h2c_stream **head, h2c_stream *s) {
+  s->prev = NULL;
+  s->next = *head;
+  if (*head) (*head)->prev = s;
+  *head = s;
 }
-static void calls_unlink(amn_ccall **head, amn_ccall *c) {
-  if (c->prev) c->prev->next = c->next;
-  else if (*head == c) *head = c->next;
-  if (c->next) c->next->prev = c->prev;
-  c->prev = c->next = NULL;
+static void streams_unlink(h2c_stream **head, h2c_stream *s) {
+  if (s->prev) s->prev->next = s->next;
+  else if (*head == s) *head = s->next;
+  if (s->next) s->next->prev = s->prev;
+  s->prev = s->next = NULL;
 }
 
 static bool h2c_ready(const void *p) {
-  const amn_cconn *cc = p;
+  const amn_h2c_conn *cc = p;
   return cc && cc->st == CC_READY && cc->got_settings && !cc->goaway;
 }
 
 static uint32_t h2c_max_streams(const void *p) {
-  const amn_cconn *cc = p;
+  const amn_h2c_conn *cc = p;
   if (!h2c_ready(cc)) return 0;
   return nghttp2_session_get_remote_settings(cc->io.h2, NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS);
 }
 
-static void h2c_cancel(amn_ccall *c);
 static void h2c_close(void *conn, const char *why);
 
-/* The call lets go of its stream (nghttp2 no longer reaches it: a data
- * provider still attached finds no user data and resets the stream). The
- * caller then owns the stream's reference. */
-static void detach(amn_cconn *cc, amn_ccall *c) {
-  calls_unlink(&cc->live, c);
-  if (cc->io.h2) nghttp2_session_set_stream_user_data(cc->io.h2, c->stream_id, NULL);
-  c->conn = NULL;
+/* The stream is over for nghttp2: back to the free list. */
+static void stream_release(amn_h2c_conn *cc, h2c_stream *st) {
+  streams_unlink(&cc->live, st);
+  if (cc->io.h2) nghttp2_session_set_stream_user_data(cc->io.h2, st->id, NULL);
+  st->call = NULL;
+  streams_link(&cc->spare, st);
+}
+
+/* The stream lets go of its call: the last callback for it. */
+static void call_closed(amn_h2c_conn *cc, h2c_stream *st, const amn_ct_end *end) {
+  amn_ct_call *c = st->call;
+  st->call = NULL;
+  if (c) cc->tc->call_cbs->closed(c, end);
+}
+
+/* The live call of a stream of nghttp2's, or NULL. */
+static h2c_stream *stream_of(nghttp2_session *s, int32_t sid) {
+  h2c_stream *st = nghttp2_session_get_stream_user_data(s, sid);
+  return st && st->call ? st : NULL;
 }
 
 /* ---- nghttp2 callbacks ---- */
 
 static ssize_t read_cb(nghttp2_session *s, int32_t sid, uint8_t *buf, size_t len, uint32_t *flags,
                        nghttp2_data_source *src, void *ud) {
-  (void)ud;
-  amn_ccall *c = src->ptr;
-  if (nghttp2_session_get_stream_user_data(s, sid) != c) return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE; /* detached */
+  (void)src;
+  amn_h2c_conn *cc = ud;
+  h2c_stream *st = stream_of(s, sid);
+  if (!st) return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE; /* the core let go of it: reset */
   (void)buf;
   bool eof;
-  ssize_t n = amn_ccall_peek(c, len, &eof); /* copied by send_data_cb, straight into the write buffer */
+  ssize_t n = cc->tc->call_cbs->peek(st->call, len, &eof); /* copied by send_data_cb, straight into the write buffer */
   if (n < 0) return NGHTTP2_ERR_DEFERRED;
   if (n > 0) *flags |= NGHTTP2_DATA_FLAG_NO_COPY;
   if (eof) *flags |= NGHTTP2_DATA_FLAG_EOF;
@@ -91,27 +122,30 @@ static ssize_t read_cb(nghttp2_session *s, int32_t sid, uint8_t *buf, size_t len
 
 static int send_data_cb(nghttp2_session *s, nghttp2_frame *f, const uint8_t *framehd, size_t length,
                         nghttp2_data_source *src, void *ud) {
-  (void)s; (void)f;
+  (void)src;
   amn_h2io *io = ud; /* the connection starts with its amn_h2io */
+  amn_h2c_conn *cc = ud;
+  h2c_stream *st = stream_of(s, f->hd.stream_id);
+  if (!st) return NGHTTP2_ERR_CALLBACK_FAILURE;
   uint8_t *p = amn_h2io_out_reserve(io, 9 + length);
   if (!p) return NGHTTP2_ERR_CALLBACK_FAILURE;
   memcpy(p, framehd, 9);
   bool eof;
-  if (amn_ccall_pull(src->ptr, p + 9, length, &eof) != (ssize_t)length) return NGHTTP2_ERR_CALLBACK_FAILURE;
+  if (cc->tc->call_cbs->pull(st->call, p + 9, length, &eof) != (ssize_t)length) return NGHTTP2_ERR_CALLBACK_FAILURE;
   return io->out_len >= AMN_IO_WBUF_HIGH ? NGHTTP2_ERR_PAUSE : 0;
 }
 
 static int on_header(nghttp2_session *s, const nghttp2_frame *f, const uint8_t *name, size_t nlen,
                      const uint8_t *value, size_t vlen, uint8_t flags, void *ud) {
-  (void)flags; (void)ud;
+  (void)flags;
+  amn_h2c_conn *cc = ud;
   if (f->hd.type != NGHTTP2_HEADERS) return 0;
-  amn_ccall *c = nghttp2_session_get_stream_user_data(s, f->hd.stream_id);
-  if (c && !c->done) amn_rpc_resp_header(&c->resp, name, nlen, value, vlen);
+  h2c_stream *st = stream_of(s, f->hd.stream_id);
+  if (st) cc->tc->call_cbs->header(st->call, name, nlen, value, vlen);
   return 0;
 }
 
-static void on_goaway(amn_cconn *cc, const nghttp2_goaway *g) {
-  amn_client *cl = cc->cl;
+static void on_goaway(amn_h2c_conn *cc, const nghttp2_goaway *g) {
   bool error = g->error_code != NGHTTP2_NO_ERROR;
   char dbg[120];
   size_t dl = g->opaque_data_len < sizeof dbg - 1 ? g->opaque_data_len : sizeof dbg - 1;
@@ -127,30 +161,27 @@ static void on_goaway(amn_cconn *cc, const nghttp2_goaway *g) {
   if (error) AMN_WARN("%s", cc->goaway_why);
   else AMN_DEBUG("%s (last stream %d)", cc->goaway_why, g->last_stream_id);
   /* streams above the last one the server processed never ran anywhere */
-  for (amn_ccall *c = cc->live; c; c = c->next)
-    if (c->stream_id > g->last_stream_id) c->unprocessed = true;
-  if (g->error_code == NGHTTP2_ENHANCE_YOUR_CALM && dl == 14 && memcmp(dbg, "too_many_pings", 14) == 0 &&
-      cl->ka_interval_ms && cl->ka_interval_ms < (1u << 30)) {
-    cl->ka_interval_ms *= 2; /* as grpc clients do */
-    AMN_WARN("keepalive: %s says too_many_pings: PING interval raised to %u ms", cc->ep->authority, cl->ka_interval_ms);
-  }
-  if (!cc->goaway && cc->slot) {
+  for (h2c_stream *st = cc->live; st; st = st->next)
+    if (st->id > g->last_stream_id) st->unprocessed = true;
+  if (g->error_code == NGHTTP2_ENHANCE_YOUR_CALM && dl == 14 && memcmp(dbg, "too_many_pings", 14) == 0 && cc->owner)
+    cc->cb->too_many_pings(cc->owner);
+  if (!cc->goaway && cc->owner) {
     cc->goaway = true; /* no new calls here; the pool replaces the connection */
-    amn_cslot_goaway(cc->slot, error, cc->goaway_why);
+    cc->cb->goaway(cc->owner, error, cc->goaway_why);
   }
   cc->goaway = true;
 }
 
-static void ka_start(amn_cconn *cc);
+static void ka_start(amn_h2c_conn *cc);
 
 static int on_frame_recv(nghttp2_session *s, const nghttp2_frame *f, void *ud) {
-  amn_cconn *cc = ud;
+  amn_h2c_conn *cc = ud;
   if (f->hd.type == NGHTTP2_SETTINGS && !(f->hd.flags & NGHTTP2_FLAG_ACK) && !cc->got_settings) {
     /* the HTTP/2 handshake is complete: the pool may send calls */
     cc->got_settings = true;
-    ev_timer_stop(cc->cl->ev, &cc->ct);
+    ev_timer_stop(cc->tc->ev, &cc->ct);
     ka_start(cc);
-    if (cc->slot && !cc->goaway) amn_cslot_ready(cc->slot);
+    if (cc->owner && !cc->goaway) cc->cb->ready(cc->owner, false);
     return 0;
   }
   if (f->hd.type == NGHTTP2_PING) {
@@ -162,66 +193,57 @@ static int on_frame_recv(nghttp2_session *s, const nghttp2_frame *f, void *ud) {
     return 0;
   }
   if (f->hd.type != NGHTTP2_HEADERS && f->hd.type != NGHTTP2_DATA) return 0;
-  amn_ccall *c = nghttp2_session_get_stream_user_data(s, f->hd.stream_id);
-  if (!c || c->done) return 0;
-  if (f->hd.type == NGHTTP2_HEADERS) {
-    if (f->headers.cat == NGHTTP2_HCAT_RESPONSE) {
-      c->got_headers = true;
-      amn_ccall_take_md(c, false);
-    } else {
-      amn_ccall_take_md(c, true);
-    }
-  }
-  if (f->hd.flags & NGHTTP2_FLAG_END_STREAM) {
-    detach(cc, c);
-    amn_ccall_response_ended(c);
-    amn_ccall_unref(c); /* the stream's reference */
-  }
+  h2c_stream *st = stream_of(s, f->hd.stream_id);
+  if (!st) return 0;
+  if (f->hd.type == NGHTTP2_HEADERS) cc->tc->call_cbs->headers_end(st->call, f->headers.cat != NGHTTP2_HCAT_RESPONSE);
+  if ((f->hd.flags & NGHTTP2_FLAG_END_STREAM) && st->call) call_closed(cc, st, NULL); /* the response is complete */
   return 0;
 }
 
 static int on_frame_send(nghttp2_session *s, const nghttp2_frame *f, void *ud) {
   (void)ud;
   if (f->hd.type != NGHTTP2_HEADERS || f->headers.cat != NGHTTP2_HCAT_REQUEST) return 0;
-  amn_ccall *c = nghttp2_session_get_stream_user_data(s, f->hd.stream_id);
-  if (c) c->hdr_sent = true; /* from here on the server may run the call */
+  h2c_stream *st = nghttp2_session_get_stream_user_data(s, f->hd.stream_id);
+  if (st) st->hdr_sent = true; /* from here on the server may run the call */
   return 0;
 }
 
 static int on_frame_not_send(nghttp2_session *s, const nghttp2_frame *f, int err, void *ud) {
   (void)err; (void)ud;
   if (f->hd.type != NGHTTP2_HEADERS) return 0;
-  amn_ccall *c = nghttp2_session_get_stream_user_data(s, f->hd.stream_id);
-  if (c) c->unprocessed = true; /* e.g. a GOAWAY arrived first: the request never left */
+  h2c_stream *st = nghttp2_session_get_stream_user_data(s, f->hd.stream_id);
+  if (st) st->unprocessed = true; /* e.g. a GOAWAY arrived first: the request never left */
   return 0;
 }
 
 static int on_data_chunk(nghttp2_session *s, uint8_t flags, int32_t sid, const uint8_t *data, size_t len, void *ud) {
-  (void)flags; (void)ud;
-  amn_ccall *c = nghttp2_session_get_stream_user_data(s, sid);
-  if (c) amn_ccall_on_data(c, data, len);
+  (void)flags;
+  amn_h2c_conn *cc = ud;
+  h2c_stream *st = stream_of(s, sid);
+  if (st) cc->tc->call_cbs->data(st->call, data, len);
   return 0;
 }
 
 static int on_stream_close(nghttp2_session *s, int32_t sid, uint32_t err, void *ud) {
-  amn_cconn *cc = ud;
-  amn_ccall *c = nghttp2_session_get_stream_user_data(s, sid);
-  if (!c) return 0;
-  detach(cc, c);
-  if (!c->done) {
+  amn_h2c_conn *cc = ud;
+  h2c_stream *st = nghttp2_session_get_stream_user_data(s, sid);
+  if (!st) return 0;
+  if (st->call) {
     if (err == NGHTTP2_NO_ERROR) {
-      amn_ccall_response_ended(c);
+      call_closed(cc, st, NULL);
     } else {
       /* REFUSED_STREAM, a stream above GOAWAY's last id, or a request that
        * never left: the server did not run it, another connection may */
-      bool unprocessed = err == NGHTTP2_REFUSED_STREAM || c->unprocessed || !c->hdr_sent;
+      amn_ct_end e = {.unprocessed = err == NGHTTP2_REFUSED_STREAM || st->unprocessed || !st->hdr_sent};
       char m[600];
-      if (unprocessed && cc->goaway_why[0]) snprintf(m, sizeof m, "%s", cc->goaway_why);
+      if (e.unprocessed && cc->goaway_why[0]) snprintf(m, sizeof m, "%s", cc->goaway_why);
       else snprintf(m, sizeof m, "stream reset by the server (HTTP/2 error %s)", nghttp2_http2_strerror(err));
-      amn_ccall_fail(c, unprocessed ? AMN_STATUS_UNAVAILABLE : amn_status_from_h2_error(err), m, unprocessed);
+      e.code = e.unprocessed ? AMN_STATUS_UNAVAILABLE : amn_status_from_h2_error(err);
+      e.msg = m;
+      call_closed(cc, st, &e);
     }
   }
-  amn_ccall_unref(c); /* the stream's reference */
+  stream_release(cc, st);
   return 0;
 }
 
@@ -240,7 +262,7 @@ static void init_cbs(void) {
 
 /* ---- keepalive ---- */
 
-static double ka_timeout_s(const amn_client *cl) { return amn_client_ka_timeout_ms(cl) / 1000.0; }
+static double ka_timeout_s(const amn_ct_client *tc) { return amn_ct_ka_timeout_ms(tc) / 1000.0; }
 
 /* Nothing received for an interval (and calls open, unless
  * keepalive_without_calls): PING. No answer within the timeout: the
@@ -248,10 +270,10 @@ static double ka_timeout_s(const amn_client *cl) { return amn_client_ka_timeout_
  * calls fail now and the next ones reconnect. */
 static void ka_cb(struct ev_loop *ev, ev_timer *w, int revents) {
   (void)revents;
-  amn_cconn *cc = w->data;
-  amn_client *cl = cc->cl;
-  if (cc->st != CC_READY || !cc->io.h2 || cc->io.close_requested || !cl->ka_interval_ms) return;
-  ev_tstamp now = ev_now(ev), iv = cl->ka_interval_ms / 1000.0, to = ka_timeout_s(cl), quiet = now - cc->io.last_rx;
+  amn_h2c_conn *cc = w->data;
+  amn_ct_client *tc = cc->tc;
+  if (cc->st != CC_READY || !cc->io.h2 || cc->io.close_requested || !tc->ka_interval_ms) return;
+  ev_tstamp now = ev_now(ev), iv = tc->ka_interval_ms / 1000.0, to = ka_timeout_s(tc), quiet = now - cc->io.last_rx;
   if (cc->ping_sent > 0 && cc->io.last_rx > cc->ping_sent) cc->ping_sent = 0;
   if (cc->ping_sent > 0) {
     if (now - cc->ping_sent >= to - 0.001) {
@@ -262,7 +284,7 @@ static void ka_cb(struct ev_loop *ev, ev_timer *w, int revents) {
       return;
     }
     w->repeat = cc->ping_sent + to - now;
-  } else if (quiet >= iv - 0.001 && (cc->live || cl->o.keepalive_without_calls)) {
+  } else if (quiet >= iv - 0.001 && (cc->live || tc->keepalive_without_calls)) {
     nghttp2_submit_ping(cc->io.h2, NGHTTP2_FLAG_NONE, NULL);
     amn_h2io_mark_dirty(&cc->io);
     cc->ping_sent = now;
@@ -273,78 +295,91 @@ static void ka_cb(struct ev_loop *ev, ev_timer *w, int revents) {
   ev_timer_again(ev, w);
 }
 
-static void ka_start(amn_cconn *cc) {
-  if (!cc->cl->ka_interval_ms) return;
-  ev_timer_set(&cc->ka, 0., cc->cl->ka_interval_ms / 1000.0);
-  ev_timer_again(cc->cl->ev, &cc->ka);
+static void ka_start(amn_h2c_conn *cc) {
+  if (!cc->tc->ka_interval_ms) return;
+  ev_timer_set(&cc->ka, 0., cc->tc->ka_interval_ms / 1000.0);
+  ev_timer_again(cc->tc->ev, &cc->ka);
 }
 
 /* ---- calls ---- */
 
-static int h2c_start_call(void *conn, amn_ccall *c) {
-  amn_cconn *cc = conn;
-  amn_client *cl = cc->cl;
+static void *h2c_start_call(void *conn, amn_ct_call *c, amn_ct_end *fail) {
+  amn_h2c_conn *cc = conn;
+  h2c_stream *st = cc->spare;
+  if (st) streams_unlink(&cc->spare, st);
+  else st = malloc(sizeof *st);
+  if (!st) {
+    *fail = (amn_ct_end){AMN_STATUS_RESOURCE_EXHAUSTED, "out of memory", false};
+    return NULL;
+  }
+  *st = (h2c_stream){.call = c, .cc = cc};
   amn_hdr_buf b;
   amn_hdr_buf_init(&b);
-  int rc = amn_rpc_build_request(&b, cl->tls_on ? "https" : "http", cc->ep->authority, c->method, c->timeout_ns,
-                                 c->md, c->md_n);
-  if (rc != 0) {
+  if (amn_rpc_build_request(&b, cc->tc->tls ? "https" : "http", cc->ep->authority, c->method,
+                            c->timeout_ns, c->md, c->md_n) != 0) {
     amn_hdr_buf_free(&b);
-    amn_ccall_complete(c, AMN_STATUS_INTERNAL, "invalid request metadata");
-    return rc;
+    streams_link(&cc->spare, st);
+    *fail = (amn_ct_end){AMN_STATUS_INTERNAL, "invalid request metadata", false};
+    return NULL;
   }
   nghttp2_nv nva[AMN_RPC_MAX_MD + 12];
   amn_h2_nv(&b, nva);
   nghttp2_data_provider prd;
-  prd.source.ptr = c;
+  prd.source.ptr = st;
   prd.read_callback = read_cb;
-  int32_t sid = nghttp2_submit_request(cc->io.h2, NULL, nva, b.n, &prd, c);
+  int32_t sid = nghttp2_submit_request(cc->io.h2, NULL, nva, b.n, &prd, st);
   amn_hdr_buf_free(&b);
   if (sid < 0) {
-    amn_ccall_fail(c, AMN_STATUS_UNAVAILABLE, nghttp2_strerror(sid), true); /* nothing was sent */
-    return AMN_EIO;
+    streams_link(&cc->spare, st);
+    *fail = (amn_ct_end){AMN_STATUS_UNAVAILABLE, nghttp2_strerror(sid), true}; /* nothing was sent */
+    return NULL;
   }
-  c->stream_id = sid;
-  c->conn = cc;
-  atomic_fetch_add(&c->refs, 1); /* the stream's reference */
-  calls_link(&cc->live, c);
+  st->id = sid;
+  streams_link(&cc->live, st);
   amn_h2io_mark_dirty(&cc->io);
-  return 0;
+  return st;
 }
 
-static void h2c_resume(amn_ccall *c) {
-  amn_cconn *cc = c->conn;
-  if (!cc || cc->st != CC_READY) return;
-  nghttp2_session_resume_data(cc->io.h2, c->stream_id);
+static void h2c_resume(void *stream) {
+  h2c_stream *st = stream;
+  amn_h2c_conn *cc = st->cc;
+  if (cc->st != CC_READY) return;
+  nghttp2_session_resume_data(cc->io.h2, st->id);
   amn_h2io_mark_dirty(&cc->io);
 }
 
-static void h2c_cancel(amn_ccall *c) {
-  amn_cconn *cc = c->conn;
-  if (!cc || cc->st != CC_READY) return;
-  nghttp2_submit_rst_stream(cc->io.h2, NGHTTP2_FLAG_NONE, c->stream_id, NGHTTP2_CANCEL);
+static void h2c_cancel(void *stream) {
+  h2c_stream *st = stream;
+  amn_h2c_conn *cc = st->cc;
+  st->call = NULL; /* nothing reaches the call anymore; the stream is released when nghttp2 closes it */
+  if (cc->st != CC_READY) return;
+  nghttp2_submit_rst_stream(cc->io.h2, NGHTTP2_FLAG_NONE, st->id, NGHTTP2_CANCEL);
   amn_h2io_mark_dirty(&cc->io);
 }
 
 /* ---- connection ---- */
 
-static void cc_free(amn_cconn *cc) {
+static void cc_free(amn_h2c_conn *cc) {
   if (cc->ai) freeaddrinfo(cc->ai);
+  while (cc->spare) {
+    h2c_stream *st = cc->spare;
+    cc->spare = st->next;
+    free(st);
+  }
   free(cc);
 }
 
 /* Tells the pool the connection is gone (once). */
-static void report_closed(amn_cconn *cc, const char *why) {
-  amn_cslot *s = cc->slot;
-  cc->slot = NULL;
-  if (s) amn_cslot_closed(s, why);
+static void report_closed(amn_h2c_conn *cc, const char *why) {
+  void *owner = cc->owner;
+  cc->owner = NULL;
+  if (owner) cc->cb->closed(owner, why, false);
 }
 
-static void conn_failed(amn_cconn *cc, const char *why) {
-  amn_client *cl = cc->cl;
+static void conn_failed(amn_h2c_conn *cc, const char *why) {
   cc->st = CC_CLOSED;
-  ev_timer_stop(cl->ev, &cc->ct);
-  ev_io_stop(cl->ev, &cc->cw);
+  ev_timer_stop(cc->tc->ev, &cc->ct);
+  ev_io_stop(cc->tc->ev, &cc->cw);
   char m[600];
   snprintf(m, sizeof m, "cannot connect to %s: %.280s", cc->ep->authority, why);
   AMN_DEBUG("%s", m);
@@ -352,8 +387,8 @@ static void conn_failed(amn_cconn *cc, const char *why) {
 }
 
 static int cc_on_ready(amn_h2io *io) {
-  amn_cconn *cc = (amn_cconn *)io;
-  amn_client *cl = cc->cl;
+  amn_h2c_conn *cc = (amn_h2c_conn *)io;
+  amn_ct_client *tc = cc->tc;
   if (io->tls && !amn_tls_alpn_is(io->tls, "h2")) {
     snprintf(io->close_reason, sizeof io->close_reason, "server did not negotiate ALPN h2");
     io->close_requested = true;
@@ -363,11 +398,11 @@ static int cc_on_ready(amn_h2io *io) {
   if (nghttp2_session_client_new(&io->h2, g_cbs, cc) != 0) return -1;
   nghttp2_settings_entry iv[] = {
       {NGHTTP2_SETTINGS_ENABLE_PUSH, 0},
-      {NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, cl->o.initial_window_size},
+      {NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, tc->initial_window_size},
       {NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE, 64 * 1024},
   };
   nghttp2_submit_settings(io->h2, NGHTTP2_FLAG_NONE, iv, 3);
-  int32_t win = cl->o.initial_window_size > (1u << 26) / 16 ? (1 << 30) : (int32_t)(cl->o.initial_window_size * 16);
+  int32_t win = tc->initial_window_size > (1u << 26) / 16 ? (1 << 30) : (int32_t)(tc->initial_window_size * 16);
   nghttp2_session_set_local_window_size(io->h2, NGHTTP2_FLAG_NONE, 0, win);
   /* usable once the server's SETTINGS arrive (on_frame_recv); the connect
    * deadline runs until then */
@@ -376,12 +411,11 @@ static int cc_on_ready(amn_h2io *io) {
 }
 
 static void cc_on_closed(amn_h2io *io, const char *reason) {
-  amn_cconn *cc = (amn_cconn *)io;
-  amn_client *cl = cc->cl;
+  amn_h2c_conn *cc = (amn_h2c_conn *)io;
   bool was_ready = cc->st == CC_READY;
   cc->st = CC_CLOSED;
-  ev_timer_stop(cl->ev, &cc->ct);
-  ev_timer_stop(cl->ev, &cc->ka);
+  ev_timer_stop(cc->tc->ev, &cc->ct);
+  ev_timer_stop(cc->tc->ev, &cc->ka);
   char m[600];
   if (!was_ready) {
     snprintf(m, sizeof m, "cannot connect to %s: %s", cc->ep->authority, reason);
@@ -400,10 +434,10 @@ static void cc_on_closed(amn_h2io *io, const char *reason) {
    * the GOAWAY said they never ran), else UNAVAILABLE (idempotent ones may
    * still be retried) */
   while (cc->live) {
-    amn_ccall *c = cc->live;
-    detach(cc, c);
-    amn_ccall_fail(c, AMN_STATUS_UNAVAILABLE, m, !c->hdr_sent || c->unprocessed);
-    amn_ccall_unref(c);
+    h2c_stream *st = cc->live;
+    amn_ct_end e = {AMN_STATUS_UNAVAILABLE, m, !st->hdr_sent || st->unprocessed};
+    call_closed(cc, st, &e);
+    stream_release(cc, st);
   }
   if (io->h2) nghttp2_session_del(io->h2);
   io->h2 = NULL;
@@ -415,16 +449,16 @@ static void cc_on_closed(amn_h2io *io, const char *reason) {
 
 static const amn_h2io_cbs cc_cbs = {cc_on_ready, cc_on_closed};
 
-static void try_next_addr(amn_cconn *cc);
+static void try_next_addr(amn_h2c_conn *cc);
 
-static void connected(amn_cconn *cc, int fd) {
-  amn_client *cl = cc->cl;
+static void connected(amn_h2c_conn *cc, int fd) {
+  amn_ct_client *tc = cc->tc;
   int one = 1;
   setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
   gnutls_session_t tls = NULL;
-  if (cl->tls) {
+  if (tc->tls) {
     char err[256];
-    if (amn_tls_session_new(cl->tls, &tls, GNUTLS_NONBLOCK, cl->o.tls.server_name ? cl->o.tls.server_name : cc->ep->sni,
+    if (amn_tls_session_new(tc->tls, &tls, GNUTLS_NONBLOCK, tc->server_name ? tc->server_name : cc->ep->sni,
                             err, sizeof err) != 0) {
       close(fd);
       conn_failed(cc, err);
@@ -434,12 +468,12 @@ static void connected(amn_cconn *cc, int fd) {
   }
   cc->st = CC_HANDSHAKE;
   /* the remaining connect budget covers the handshake (cc->ct keeps running) */
-  amn_h2io_start(&cc->io, &cl->io, &cc_cbs, fd, tls, cl->o.connect_timeout_ms / 1000.0 + 1, true);
+  amn_h2io_start(&cc->io, tc->io, &cc_cbs, fd, tls, tc->connect_timeout_ms / 1000.0 + 1, true);
 }
 
 static void cw_cb(struct ev_loop *ev, ev_io *w, int revents) {
   (void)revents;
-  amn_cconn *cc = w->data;
+  amn_h2c_conn *cc = w->data;
   ev_io_stop(ev, w);
   int fd = w->fd, e = 0;
   socklen_t l = sizeof e;
@@ -456,10 +490,10 @@ static void cw_cb(struct ev_loop *ev, ev_io *w, int revents) {
 
 static void ct_cb(struct ev_loop *ev, ev_timer *w, int revents) {
   (void)ev; (void)revents;
-  amn_cconn *cc = w->data;
+  amn_h2c_conn *cc = w->data;
   if (cc->st == CC_CONNECTING) {
     if (ev_is_active(&cc->cw)) {
-      ev_io_stop(cc->cl->ev, &cc->cw);
+      ev_io_stop(cc->tc->ev, &cc->cw);
       close(cc->cw.fd);
     }
     conn_failed(cc, "connect timed out");
@@ -471,8 +505,7 @@ static void ct_cb(struct ev_loop *ev, ev_timer *w, int revents) {
   }
 }
 
-static void try_next_addr(amn_cconn *cc) {
-  amn_client *cl = cc->cl;
+static void try_next_addr(amn_h2c_conn *cc) {
   for (; cc->cur; cc->cur = cc->cur->ai_next) {
     struct addrinfo *a = cc->cur;
     int fd = socket(a->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
@@ -487,7 +520,7 @@ static void try_next_addr(amn_cconn *cc) {
     if (errno == EINPROGRESS) {
       ev_io_init(&cc->cw, cw_cb, fd, EV_WRITE);
       cc->cw.data = cc;
-      ev_io_start(cl->ev, &cc->cw);
+      ev_io_start(cc->tc->ev, &cc->cw);
       return;
     }
     snprintf(cc->last_err, sizeof cc->last_err, "%s", strerror(errno));
@@ -497,26 +530,25 @@ static void try_next_addr(amn_cconn *cc) {
   cc_free(cc);
 }
 
-static void h2c_open(amn_cslot *slot) {
-  amn_cendpoint *ep = slot->ep;
-  amn_client *cl = ep->cl;
-  amn_cconn *cc = calloc(1, sizeof *cc);
+static void h2c_open(amn_ct_client *tc, amn_ct_endpoint *ep, void *owner, void **conn) {
+  amn_h2c_conn *cc = calloc(1, sizeof *cc);
+  *conn = cc;
   if (!cc) {
-    amn_cslot_closed(slot, "out of memory");
+    tc->conn_cbs->closed(owner, "out of memory", false);
     return;
   }
-  cc->cl = cl;
-  cc->slot = slot;
+  cc->tc = tc;
+  cc->cb = tc->conn_cbs;
+  cc->owner = owner;
   cc->ep = ep;
-  slot->conn = cc;
   cc->st = CC_CONNECTING;
   cc->io.peer_name = ep->authority;
   cc->io.fd = -1;
   ev_timer_init(&cc->ka, ka_cb, 0., 0.);
   cc->ka.data = cc;
-  ev_timer_init(&cc->ct, ct_cb, cl->o.connect_timeout_ms / 1000.0, 0.);
+  ev_timer_init(&cc->ct, ct_cb, tc->connect_timeout_ms / 1000.0, 0.);
   cc->ct.data = cc;
-  ev_timer_start(cl->ev, &cc->ct);
+  ev_timer_start(tc->ev, &cc->ct);
   struct addrinfo hints = {0};
   hints.ai_family = AF_UNSPEC;
   hints.ai_socktype = SOCK_STREAM;
@@ -537,10 +569,10 @@ static void h2c_open(amn_cslot *slot) {
 }
 
 static void h2c_close(void *conn, const char *why) {
-  amn_cconn *cc = conn;
+  amn_h2c_conn *cc = conn;
   if (cc->st == CC_CONNECTING) {
     if (ev_is_active(&cc->cw)) {
-      ev_io_stop(cc->cl->ev, &cc->cw);
+      ev_io_stop(cc->tc->ev, &cc->cw);
       close(cc->cw.fd);
     }
     conn_failed(cc, why);
@@ -553,5 +585,14 @@ static void h2c_close(void *conn, const char *why) {
   amn_h2io_flush(&cc->io);
 }
 
-const amn_ctransport amn_h2c_transport = {"HTTP/2",     AMN_TRANSPORT_H2, h2c_open,  h2c_max_streams,
-                                          h2c_start_call, h2c_resume,       h2c_cancel, h2c_close};
+const amn_ctransport amn_h2c_transport = {
+    .name = "HTTP/2",
+    .kind = AMN_TRANSPORT_H2,
+    .slot = 0,
+    .open = h2c_open,
+    .max_streams = h2c_max_streams,
+    .start_call = h2c_start_call,
+    .resume = h2c_resume,
+    .cancel = h2c_cancel,
+    .close = h2c_close,
+};

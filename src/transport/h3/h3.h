@@ -97,7 +97,7 @@ void amn_h3s_rotate_ticket_key(amn_st_loop *first);
 #define AMN_H3_RETRY_TOKEN_TTL_S 10        /* Retry tokens */
 
 /* ------------------------------------------------------------------ */
-/* Client test hooks and counters (h3_client.c)                       */
+/* Client counters (h3_client.c)                                      */
 /* ------------------------------------------------------------------ */
 
 typedef struct amn_h3_client_stats {
@@ -115,22 +115,8 @@ typedef struct amn_h3_client_stats {
   uint64_t migrations;           /* local address changes */
   uint64_t stateless_resets;     /* connections ended by a stateless reset */
 } amn_h3_client_stats;
-/* Counters of an HTTP/3 client (zeros for other clients). Thread-safe. */
-void amn_h3c_stats(amn_client *cl, amn_h3_client_stats *out);
-/* Test hooks, run on the client's I/O thread (never call them from a
- * client callback: they wait for that thread; each returns once done;
- * 0, or AMN_ESTATE when there is no ready HTTP/3 connection or QUIC
- * refused, e.g. a key update while the previous one is unconfirmed):
- *  - rebind: the connection moves to a new UDP socket (new local port);
- *    nat_only: the client does not announce it (a NAT rebinding as the
- *    client sees it: same connection ID), else an active migration
- *    (a fresh connection ID, path validation);
- *  - key update: initiates a 1-RTT key update;
- *  - close: closes the current connection (CONNECTION_CLOSE); the next
- *    call connects again (with the session ticket and token kept). */
-int amn_h3c_test_rebind(amn_client *cl, bool nat_only);
-int amn_h3c_test_key_update(amn_client *cl);
-int amn_h3c_test_close(amn_client *cl);
+/* (filled by amn_h3c_transport.stats; the client's hooks, reached through
+ * the client: client/client_hooks.h) */
 
 /* Test hook of the UDP send path of every QUIC connection (client and
  * server, h3_common.c): when set, called instead of sendmsg(2) for the

@@ -1,0 +1,30 @@
+/*
+ * Internal: counters and test hooks of a client's HTTP/3 transport,
+ * reached through the client (client.c). Included by client.c and tests.
+ */
+#ifndef AMN_CLIENT_HOOKS_H
+#define AMN_CLIENT_HOOKS_H
+
+#include <stdbool.h>
+
+#include "amn/client.h"
+#include "transport/h3/h3.h"
+
+/* Counters of an HTTP/3 client (zeros for other clients). Thread-safe. */
+void amn_h3c_stats(amn_client *cl, amn_h3_client_stats *out);
+/* Test hooks, run on the client's I/O thread (never call them from a
+ * client callback: they wait for that thread; each returns once done;
+ * 0, or AMN_ESTATE when there is no ready HTTP/3 connection or QUIC
+ * refused, e.g. a key update while the previous one is unconfirmed):
+ *  - rebind: the connection moves to a new UDP socket (new local port);
+ *    nat_only: the client does not announce it (a NAT rebinding as the
+ *    client sees it: same connection ID), else an active migration
+ *    (a fresh connection ID, path validation);
+ *  - key update: initiates a 1-RTT key update;
+ *  - close: closes the current connection (CONNECTION_CLOSE); the next
+ *    call connects again (with the session ticket and token kept). */
+int amn_h3c_test_rebind(amn_client *cl, bool nat_only);
+int amn_h3c_test_key_update(amn_client *cl);
+int amn_h3c_test_close(amn_client *cl);
+
+#endif

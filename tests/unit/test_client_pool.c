@@ -1,0 +1,335 @@
+/*
+ * The client's pool and call core (client/pool.c, client/call.c) driven
+ * through the client binding interface (transport/ctransport.h) by a fake
+ * transport in memory: no socket, no I/O thread. A client is built by hand
+ * with one endpoint; the test plays the transport's part (a connection
+ * becomes ready, says GOAWAY, a stream ends or fails) and checks what the
+ * pool does: growth at the stream limit, the replacement of a connection
+ * after GOAWAY, which failed attempts are sent again, and a whole response
+ * through the call callbacks.
+ */
+#include <ev.h>
+#include <pthread.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <cmocka.h>
+
+#include "client/client_internal.h"
+#include "rpc/rpc.h"
+
+/* ---- the fake transport ---- */
+
+#define MAX_CONNS 8
+#define MAX_STREAMS 8
+
+typedef struct fake_stream {
+  amn_ct_call *call; /* NULL: ended, or cancelled by the core */
+  bool cancelled;
+} fake_stream;
+
+typedef struct fake_conn {
+  amn_ct_client *tc;
+  void *owner;
+  uint32_t max;       /* the peer's stream limit */
+  bool closed;        /* the core asked to close it */
+  fake_stream streams[MAX_STREAMS];
+  int nstreams;
+} fake_conn;
+
+static fake_conn g_conns[MAX_CONNS];
+static int g_nconns;
+static uint32_t g_max_streams = 2;
+
+static void fake_open(amn_ct_client *tc, amn_ct_endpoint *ep, void *owner, void **conn) {
+  (void)ep;
+  assert_true(g_nconns < MAX_CONNS);
+  fake_conn *fc = &g_conns[g_nconns++];
+  memset(fc, 0, sizeof *fc);
+  fc->tc = tc;
+  fc->owner = owner;
+  fc->max = g_max_streams;
+  *conn = fc;
+}
+
+static uint32_t fake_max_streams(const void *conn) { return ((const fake_conn *)conn)->max; }
+
+static void *fake_start_call(void *conn, amn_ct_call *c, amn_ct_end *fail) {
+  (void)fail;
+  fake_conn *fc = conn;
+  assert_true(fc->nstreams < MAX_STREAMS);
+  fake_stream *st = &fc->streams[fc->nstreams++];
+  st->call = c;
+  return st;
+}
+
+static void fake_resume(void *stream) { (void)stream; }
+
+static void fake_cancel(void *stream) {
+  fake_stream *st = stream;
+  st->call = NULL;
+  st->cancelled = true;
+}
+
+/* The stream ends: normally (end NULL) or failed. */
+static void stream_end(fake_conn *fc, int i, const amn_ct_end *end) {
+  amn_ct_call *c = fc->streams[i].call;
+  assert_non_null(c);
+  fc->streams[i].call = NULL;
+  fc->tc->call_cbs->closed(c, end);
+}
+
+/* Like the real transports: live streams fail, then the owner hears of it. */
+static void fake_close(void *conn, const char *why) {
+  fake_conn *fc = conn;
+  fc->closed = true;
+  amn_ct_end e = {AMN_STATUS_UNAVAILABLE, why, false};
+  for (int i = 0; i < fc->nstreams; i++)
+    if (fc->streams[i].call) stream_end(fc, i, &e);
+  void *owner = fc->owner;
+  fc->owner = NULL;
+  if (owner) fc->tc->conn_cbs->closed(owner, why, false);
+}
+
+static const amn_ctransport fake_tp = {
+    .name = "fake",
+    .kind = AMN_TRANSPORT_H2,
+    .open = fake_open,
+    .max_streams = fake_max_streams,
+    .start_call = fake_start_call,
+    .resume = fake_resume,
+    .cancel = fake_cancel,
+    .close = fake_close,
+};
+
+/* ---- a client built by hand ---- */
+
+typedef struct done_rec {
+  int n;
+  amn_status_code code;
+  char msg[200];
+  size_t len;
+} done_rec;
+
+static void on_done(const amn_result *r, void *ud) {
+  done_rec *d = ud;
+  d->n++;
+  d->code = r->code;
+  snprintf(d->msg, sizeof d->msg, "%s", r->message ? r->message : "");
+  d->len = r->len;
+}
+
+static amn_client *client_new(uint32_t max_conns) {
+  amn_client *cl = calloc(1, sizeof *cl);
+  assert_non_null(cl);
+  amn_client_opts_init(&cl->o);
+  cl->o.pool_max_connections = max_conns;
+  cl->o.pool_min_connections = 1;
+  cl->o.idle_timeout_ms = 0;
+  cl->o.backoff_base_ms = 1000;
+  cl->tls_on = true;
+  cl->ev = ev_loop_new(EVFLAG_AUTO);
+  pthread_mutex_init(&cl->stats_mu, NULL);
+  pthread_mutex_init(&cl->cmu, NULL);
+  pthread_cond_init(&cl->ccv, NULL);
+  cl->tp = &fake_tp;
+  cl->ct.ev = cl->ev;
+  cl->ct.call_cbs = &amn_client_call_cbs;
+  const char *urls[] = {"https://server.example:4433"};
+  char err[200];
+  assert_int_equal(amn_pool_init(cl, urls, 1, err, sizeof err), 0);
+  g_nconns = 0;
+  return cl;
+}
+
+static void client_free(amn_client *cl) {
+  atomic_store(&cl->stopping, true);
+  amn_client_fail_pending(cl, AMN_STATUS_CANCELLED, "end of test");
+  amn_pool_close_all(cl, "end of test");
+  amn_pool_free(cl);
+  ev_loop_destroy(cl->ev);
+  pthread_mutex_destroy(&cl->stats_mu);
+  pthread_mutex_destroy(&cl->cmu);
+  pthread_cond_destroy(&cl->ccv);
+  free(cl);
+}
+
+/* A unary call handed to the pool, as the I/O thread does (op_start). */
+static amn_client_call *call_submit(amn_client *cl, bool idempotent, done_rec *d) {
+  amn_call_opts o = {.idempotent = idempotent};
+  amn_client_call *c = amn_client_call_new(cl, AMN_CK_UNARY_ASYNC, "/test.Svc/Do", &o);
+  assert_non_null(c);
+  c->cb = on_done;
+  c->ud = d;
+  assert_int_equal(amn_client_call_queue_unary(c, (const uint8_t *)"hi", 2), 0);
+  amn_client_pending_push(cl, c, false);
+  amn_pool_kick(cl, true);
+  return c;
+}
+
+static size_t npending(const amn_client *cl) {
+  size_t n = 0;
+  for (const amn_client_call *c = cl->pending; c; c = c->next) n++;
+  return n;
+}
+
+/* ---- tests ---- */
+
+/* Calls fill a connection up to the server's stream limit; the next one
+ * waits, and the pool opens a second connection for it. */
+static void test_growth_at_stream_limit(void **state) {
+  (void)state;
+  g_max_streams = 2;
+  amn_client *cl = client_new(4);
+  done_rec d[3] = {0};
+  for (int i = 0; i < 3; i++) call_submit(cl, false, &d[i]);
+  assert_int_equal(g_nconns, 1); /* one connection while none is ready */
+  assert_int_equal(npending(cl), 3);
+  cl->ct.conn_cbs->ready(g_conns[0].owner, false);
+  amn_pool_maintain(cl);
+  assert_int_equal(g_conns[0].nstreams, 2); /* its limit */
+  assert_int_equal(npending(cl), 1);
+  assert_int_equal(g_nconns, 2); /* growth */
+  cl->ct.conn_cbs->ready(g_conns[1].owner, false);
+  amn_pool_maintain(cl);
+  assert_int_equal(g_conns[1].nstreams, 1);
+  assert_int_equal(npending(cl), 0);
+  amn_endpoint_stats es;
+  assert_int_equal(amn_client_stats(cl, &es, 1, NULL), 1);
+  assert_int_equal(es.connections, 2);
+  assert_int_equal(es.calls_in_flight, 3);
+  client_free(cl);
+  for (int i = 0; i < 3; i++) {
+    assert_int_equal(d[i].n, 1);
+    assert_int_equal(d[i].code, AMN_STATUS_UNAVAILABLE); /* closed under them */
+  }
+}
+
+/* GOAWAY: the connection takes no new call, a call it did not process
+ * goes to a new connection, and the old one closes once drained. */
+static void test_goaway_replacement(void **state) {
+  (void)state;
+  g_max_streams = 10;
+  amn_client *cl = client_new(4);
+  done_rec d = {0};
+  amn_client_call *c = call_submit(cl, false, &d);
+  cl->ct.conn_cbs->ready(g_conns[0].owner, false);
+  amn_pool_maintain(cl);
+  assert_int_equal(g_conns[0].nstreams, 1);
+  assert_int_equal(c->attempts, 1);
+  cl->ct.conn_cbs->goaway(g_conns[0].owner, false, "server.example is closing the connection");
+  amn_ct_end e = {AMN_STATUS_UNAVAILABLE, "not processed", true};
+  stream_end(&g_conns[0], 0, &e);
+  assert_int_equal(d.n, 0); /* not failed: retried */
+  amn_pool_maintain(cl);
+  assert_true(g_conns[0].closed); /* drained */
+  assert_int_equal(g_nconns, 2);  /* its replacement */
+  cl->ct.conn_cbs->ready(g_conns[1].owner, false);
+  amn_pool_maintain(cl);
+  assert_int_equal(g_conns[1].nstreams, 1);
+  assert_int_equal(c->attempts, 2);
+  uint64_t retries = 0;
+  amn_endpoint_stats es;
+  amn_client_stats(cl, &es, 1, &retries);
+  assert_int_equal(retries, 1);
+  client_free(cl);
+  assert_int_equal(d.n, 1);
+}
+
+/* A processed call that failed with UNAVAILABLE is sent again only when
+ * idempotent; other statuses never. */
+static void test_which_failures_retry(void **state) {
+  (void)state;
+  g_max_streams = 10;
+  amn_client *cl = client_new(1);
+  done_rec plain = {0}, idem = {0}, idem_internal = {0};
+  call_submit(cl, false, &plain);
+  amn_client_call *ci = call_submit(cl, true, &idem);
+  call_submit(cl, true, &idem_internal);
+  cl->ct.conn_cbs->ready(g_conns[0].owner, false);
+  amn_pool_maintain(cl);
+  assert_int_equal(g_conns[0].nstreams, 3);
+  amn_ct_end unavailable = {AMN_STATUS_UNAVAILABLE, "connection lost", false};
+  amn_ct_end internal = {AMN_STATUS_INTERNAL, "stream reset by the server", false};
+  stream_end(&g_conns[0], 0, &unavailable);
+  assert_int_equal(plain.n, 1);
+  assert_int_equal(plain.code, AMN_STATUS_UNAVAILABLE);
+  stream_end(&g_conns[0], 1, &unavailable);
+  assert_int_equal(idem.n, 0); /* re-sent */
+  stream_end(&g_conns[0], 2, &internal);
+  assert_int_equal(idem_internal.n, 1);
+  assert_int_equal(idem_internal.code, AMN_STATUS_INTERNAL);
+  amn_pool_maintain(cl);
+  assert_int_equal(g_conns[0].nstreams, 4);
+  assert_ptr_equal(g_conns[0].streams[3].call, &ci->t);
+  assert_int_equal(ci->attempts, 2);
+  client_free(cl);
+  assert_int_equal(idem.n, 1);
+}
+
+/* A whole response through the call callbacks: headers, one message,
+ * trailers, the normal end. A second message on a unary call resets the
+ * stream (cancel) and fails the call. */
+static void feed_response(amn_client *cl, amn_ct_call *t, int nmsgs, const char *status) {
+  const amn_ct_call_cbs *cb = cl->ct.call_cbs;
+  cb->header(t, (const uint8_t *)":status", 7, (const uint8_t *)"200", 3);
+  cb->header(t, (const uint8_t *)"content-type", 12, (const uint8_t *)"application/grpc", 16);
+  cb->headers_end(t, false);
+  static const uint8_t frame[] = {0, 0, 0, 0, 3, 'a', 'b', 'c'};
+  for (int i = 0; i < nmsgs; i++) {
+    cb->data(t, frame, 3); /* split anywhere */
+    cb->data(t, frame + 3, sizeof frame - 3);
+  }
+  if (status) {
+    cb->header(t, (const uint8_t *)"grpc-status", 11, (const uint8_t *)status, strlen(status));
+    cb->headers_end(t, true);
+  }
+}
+
+static void test_response_through_callbacks(void **state) {
+  (void)state;
+  g_max_streams = 10;
+  amn_client *cl = client_new(1);
+  done_rec ok = {0}, two = {0};
+  call_submit(cl, false, &ok);
+  call_submit(cl, false, &two);
+  cl->ct.conn_cbs->ready(g_conns[0].owner, false);
+  amn_pool_maintain(cl);
+  fake_conn *fc = &g_conns[0];
+  /* the request bytes: a 5-byte frame header and "hi", then the end */
+  bool eof = false;
+  uint8_t buf[16];
+  assert_int_equal(cl->ct.call_cbs->peek(fc->streams[0].call, sizeof buf, &eof), 7);
+  assert_int_equal(cl->ct.call_cbs->pull(fc->streams[0].call, buf, sizeof buf, &eof), 7);
+  assert_true(eof);
+  assert_memory_equal(buf + 5, "hi", 2);
+  feed_response(cl, fc->streams[0].call, 1, "0");
+  stream_end(fc, 0, NULL);
+  assert_int_equal(ok.n, 1);
+  assert_int_equal(ok.code, AMN_STATUS_OK);
+  assert_int_equal(ok.len, 3);
+  feed_response(cl, fc->streams[1].call, 2, NULL);
+  assert_true(fc->streams[1].cancelled);
+  assert_int_equal(two.n, 1);
+  assert_int_equal(two.code, AMN_STATUS_INTERNAL);
+  amn_endpoint_stats es;
+  amn_client_stats(cl, &es, 1, NULL);
+  assert_int_equal(es.calls_ok, 1);
+  assert_int_equal(es.calls_failed, 1);
+  assert_int_equal(es.calls_in_flight, 0);
+  client_free(cl);
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_growth_at_stream_limit),
+      cmocka_unit_test(test_goaway_replacement),
+      cmocka_unit_test(test_which_failures_retry),
+      cmocka_unit_test(test_response_through_callbacks),
+  };
+  return cmocka_run_group_tests(tests, NULL, NULL);
+}
