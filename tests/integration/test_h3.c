@@ -1192,13 +1192,20 @@ static void test_conn_stateless_reset(void **st) {
   assert_int_equal(call_str(c, "/t.H3/Echo", "after", 20000, &res), 0);
   double el = now_s() - t0;
   fprintf(stderr, "# call on the old connection: %s after %.2f s: %s\n", amn_status_name(res.code), el, res.message);
-  assert_int_equal(res.code, AMN_STATUS_UNAVAILABLE);
-  assert_non_null(strstr(res.message, "stateless reset"));
-  assert_true(el < 3.0); /* not the 30 s idle timeout */
-  amn_result_free(&res);
   amn_h3_client_stats cs;
   amn_h3c_stats(c, &cs);
   assert_int_equal(cs.stateless_resets, 1);
+  if (res.code == AMN_STATUS_OK) {
+    /* a probe of the client's own (PTO) reached the new server first: the
+     * reset closed the old connection before the call, which then ran on a
+     * new one (seen on a loaded machine) */
+    fprintf(stderr, "# the client learned of the restart from the reset before the call\n");
+  } else {
+    assert_int_equal(res.code, AMN_STATUS_UNAVAILABLE);
+    assert_non_null(strstr(res.message, "stateless reset"));
+  }
+  assert_true(el < 3.0); /* not the 30 s idle timeout */
+  amn_result_free(&res);
   assert_int_equal(call_str(c, "/t.H3/Echo", "again", 5000, &res), 0);
   assert_int_equal(res.code, AMN_STATUS_OK);
   amn_result_free(&res);
