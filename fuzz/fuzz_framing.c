@@ -82,8 +82,12 @@ static int run(const uint8_t *s, size_t n, size_t max_len, size_t abort_at, unsi
     size_t rest = n - r->len;
     if (amn_deframer_idle(&d)) {
       FUZZ_CHECK(rest == 0);
-    } else if (d.buf) {
+    } else if (d.in_msg) {
       FUZZ_CHECK(rest == 5 + d.have && d.have < d.need && d.need <= max_len);
+      /* memory follows what arrived, never the announced size */
+      FUZZ_CHECK(d.cap >= d.have && d.cap <= d.need);
+      FUZZ_CHECK(d.need <= AMN_DEFRAMER_CHUNK ? (d.cap == 0 || d.cap == d.need)
+                                              : d.cap <= (2 * d.have > AMN_DEFRAMER_CHUNK ? 2 * d.have : AMN_DEFRAMER_CHUNK));
     } else {
       FUZZ_CHECK(rest == d.hdr_have && rest > 0 && rest < 5);
     }
