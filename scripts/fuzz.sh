@@ -3,7 +3,7 @@
 # fuzz/ (clang, ASan + UBSan) into build-fuzz/ and runs each one for the
 # given time (default 60 s; all targets unless named, e.g. "toml config"),
 # one after the other, over its seed corpus with its dictionary. New corpus
-# entries go to build-fuzz/fuzz/work/TARGET (merge the useful ones into
+# entries go to build-fuzz/fuzz/found/TARGET (merge the useful ones into
 # fuzz/corpus/TARGET by hand), findings to build-fuzz/fuzz/crashes/.
 # Prints each target's CPU time and exec count; exits non-zero when any
 # target found something (crash, leak, timeout, failed invariant).
@@ -28,7 +28,7 @@ export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
 export LSAN_OPTIONS=suppressions=$PWD/fuzz/lsan.supp
 failed=()
 for t in "${targets[@]}"; do
-  mkdir -p "$out/work/$t" "$out/crashes" "$out/logs"
+  mkdir -p "$out/found/$t" "$out/crashes" "$out/logs"
   dict=()
   [ -f "fuzz/$t.dict" ] && dict=(-dict="fuzz/$t.dict")
   extra=()
@@ -41,13 +41,13 @@ for t in "${targets[@]}"; do
   # CPU time (user + system) of the fuzzer process, from bash's `time`
   ( TIMEFORMAT='%3U %3S'
     time "$out/fuzz_$t" -max_total_time="$secs" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 \
-      -artifact_prefix="$out/crashes/$t-" "${dict[@]}" "$out/work/$t" "fuzz/corpus/$t" "${extra[@]}" >"$log" 2>&1
+      -artifact_prefix="$out/crashes/$t-" "${dict[@]}" "$out/found/$t" "fuzz/corpus/$t" "${extra[@]}" >"$log" 2>&1
   ) 2>"$out/logs/$t.time" || rc=$?
   cpu=$(awk '{printf "%.0f", $1 + $2}' "$out/logs/$t.time" 2>/dev/null || echo '?')
   execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -1)
   cov=$(grep -E '^#[0-9]+[[:space:]]+(DONE|INITED|NEW|REDUCE|pulse)' "$log" | tail -1 |
         sed -E 's/.*(cov: [0-9]+ ft: [0-9]+ corp: [^ ]+).*/\1/' || true)
-  echo "   wall $(( $(date +%s) - start ))s, cpu ${cpu}s, ${execs:-?} execs, ${cov:-?}, corpus now $(ls "$out/work/$t" | wc -l) new + $(ls "fuzz/corpus/$t" | wc -l) seeds"
+  echo "   wall $(( $(date +%s) - start ))s, cpu ${cpu}s, ${execs:-?} execs, ${cov:-?}, corpus now $(ls "$out/found/$t" | wc -l) new + $(ls "fuzz/corpus/$t" | wc -l) seeds"
   if [ $rc -ne 0 ]; then
     echo "   FINDING (exit $rc): see $log and $out/crashes/" >&2
     grep -E 'invariant failed|ERROR: |SUMMARY: ' "$log" | head -5 >&2 || true
