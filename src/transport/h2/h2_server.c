@@ -41,6 +41,7 @@ struct amn_sconn {
   amn_peer_store peer;
   bool have_peer;
   bool goaway;
+  int32_t goaway_last;         /* the last stream id our GOAWAY announced: later streams never run */
   bool refusing;               /* over max_connections: GOAWAY once TLS is up */
   char addr[64];
   ev_timer idle_timer;         /* idle_timeout_ms without open calls */
@@ -118,9 +119,10 @@ ssize_t amn_h2s_read_cb(nghttp2_session *, int32_t, uint8_t *, size_t, uint32_t 
  * which calls never ran), then close once it is out. */
 static void goaway_close(amn_sconn *sc, uint32_t code, const char *debug, const char *reason) {
   if (sc->io.state != AMN_IO_OPEN || !sc->io.h2) return;
-  if (!sc->goaway)
-    nghttp2_submit_goaway(sc->io.h2, NGHTTP2_FLAG_NONE, nghttp2_session_get_last_proc_stream_id(sc->io.h2), code,
-                          (const uint8_t *)debug, strlen(debug));
+  if (!sc->goaway) {
+    sc->goaway_last = nghttp2_session_get_last_proc_stream_id(sc->io.h2);
+    nghttp2_submit_goaway(sc->io.h2, NGHTTP2_FLAG_NONE, sc->goaway_last, code, (const uint8_t *)debug, strlen(debug));
+  }
   sc->goaway = true;
   amn_h2io_close_linger(&sc->io, reason, AMN_GOAWAY_LINGER_S);
 }
@@ -292,6 +294,13 @@ static void h2s_consume(void *stream, size_t n) {
 static int on_begin_headers(nghttp2_session *s, const nghttp2_frame *f, void *ud) {
   amn_sconn *sc = ud;
   if (f->hd.type != NGHTTP2_HEADERS || f->headers.cat != NGHTTP2_HCAT_REQUEST) return 0;
+  if (sc->goaway && f->hd.stream_id > sc->goaway_last) {
+    /* opened before our GOAWAY reached the client, above the id it
+     * announces: the client will send it elsewhere, so it must not run
+     * here too (nghttp2 refuses such streams only once the GOAWAY is out) */
+    nghttp2_submit_rst_stream(s, NGHTTP2_FLAG_NONE, f->hd.stream_id, NGHTTP2_REFUSED_STREAM);
+    return 0;
+  }
   h2s_stream *ss = stream_new(sc, f->hd.stream_id);
   if (!ss) return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE; /* resets this stream only */
   ss->c = calls_of(sc)->begin(sc->loop->ud, &h2_ops, ss, sc->have_peer ? &sc->peer.id : NULL, sc->addr, false);
@@ -429,6 +438,7 @@ static int sc_on_ready(amn_h2io *io) {
   if (sc->loop->stopping) {
     nghttp2_submit_goaway(io->h2, NGHTTP2_FLAG_NONE, 0, NGHTTP2_NO_ERROR, (const uint8_t *)"draining", 8);
     sc->goaway = true;
+    sc->goaway_last = 0;
   }
   idle_arm(sc);
   if (cfg->keepalive_interval_ms) {
@@ -518,7 +528,8 @@ void amn_h2s_drain_all(amn_st_loop *loop) {
       continue;
     }
     sc->goaway = true;
-    nghttp2_submit_goaway(sc->io.h2, NGHTTP2_FLAG_NONE, nghttp2_session_get_last_proc_stream_id(sc->io.h2),
+    sc->goaway_last = nghttp2_session_get_last_proc_stream_id(sc->io.h2);
+    nghttp2_submit_goaway(sc->io.h2, NGHTTP2_FLAG_NONE, sc->goaway_last,
                           NGHTTP2_NO_ERROR, (const uint8_t *)"server shutting down", 20);
     amn_h2io_mark_dirty(&sc->io);
   }
