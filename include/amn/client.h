@@ -72,7 +72,9 @@ typedef struct amn_client_opts {
   uint32_t idle_timeout_ms;      /**< close connections idle this long, above the minimum;
                                       0 = never (default 60000) */
   uint32_t max_retries;          /**< re-sends of a call, when safe (see above); 0 = never (default 2) */
-  uint32_t backoff_base_ms;      /**< first reconnect delay of a failed endpoint (default 1000) */
+  uint32_t backoff_base_ms;      /**< first reconnect delay of a failed endpoint (default 1000); also the least
+                                     time between two connection attempts that new calls trigger
+                                     while every endpoint is failing (they fail at once meanwhile) */
   uint32_t backoff_max_ms;       /**< cap of the exponential backoff (default 30000) */
   /** Keepalive: a connection on which nothing arrived for this long gets a
    *  PING; no answer within keepalive_timeout_ms closes it (its calls fail

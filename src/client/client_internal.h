@@ -121,6 +121,7 @@ struct amn_client {
   double retry_tokens;          /* retry throttling (grpc retryThrottling: 10 tokens, +0.1 per success) */
   pthread_mutex_t stats_mu;     /* endpoint counters read by amn_client_stats */
   uint64_t retries;             /* calls re-sent (transparent or idempotent) */
+  double (*now)(amn_client *);  /* the pool's clock in seconds; NULL: the loop's (a fake one in unit tests) */
 };
 
 /* One server URL of the pool (I/O thread; counters also under stats_mu). */
@@ -135,6 +136,7 @@ struct amn_pool_endpoint {
   uint32_t fails;               /* consecutive connection failures */
   ev_timer retry;               /* end of the backoff */
   ev_tstamp retry_at;
+  double last_open;             /* when the last connection attempt to it started (pool clock) */
   /* transport: fixed, or (auto) the one that won the last race, kept until
    * a connection attempt over it fails; NULL: race HTTP/3 against HTTP/2 */
   const amn_ctransport *tp;

@@ -30,6 +30,9 @@
 #define MAX_ENDPOINTS 64
 #define AMN_POOL_H3_HEAD_START 0.25 /* seconds QUIC has before TCP joins the race (auto) */
 
+/* The pool's clock: the loop's time, or the one a unit test sets. */
+static double pool_now(amn_client *cl) { return cl->now ? cl->now(cl) : ev_now(cl->ev); }
+
 static uint64_t rnd(amn_client *cl) { return amn_policy_rand(&cl->rng); }
 
 #define LOCK(cl) pthread_mutex_lock(&(cl)->stats_mu)
@@ -217,6 +220,7 @@ static amn_pool_slot *pick(amn_client *cl) {
 
 static bool slot_open_tp(amn_pool_endpoint *ep, const amn_ctransport *tp) {
   amn_client *cl = ep->cl;
+  ep->last_open = pool_now(cl);
   amn_pool_slot *s = calloc(1, sizeof *s);
   if (!s) return false;
   s->ep = ep;
@@ -268,7 +272,7 @@ static void eject(amn_pool_endpoint *ep, const char *why) {
   snprintf(ep->last_error, sizeof ep->last_error, "%s", why);
   UNLOCK(cl);
   double d = amn_policy_backoff_s(ep->fails, cl->o.backoff_base_ms / 1000.0, cl->o.backoff_max_ms / 1000.0, rnd(cl));
-  ep->retry_at = ev_now(cl->ev) + d;
+  ep->retry_at = pool_now(cl) + d;
   ev_timer_stop(cl->ev, &ep->retry);
   ev_timer_set(&ep->retry, d, 0.);
   ev_timer_start(cl->ev, &ep->retry);
@@ -375,16 +379,18 @@ void amn_pool_kick(amn_client *cl, bool force) {
     if (cl->o.idle_timeout_ms) ev_timer_again(cl->ev, &cl->pool_timer);
   }
   if (force && !anything_usable(cl)) {
-    /* every endpoint is failing: a new call (or amn_client_connect) tries
-     * the one due soonest at once, so a lone server that is back is found
-     * without waiting for its backoff */
+    /* every endpoint is failing: a new call tries the one due soonest at
+     * once, so that a lone server that is back is found without waiting for
+     * its whole backoff; but not more often than once per backoff_base_ms,
+     * or a client making calls against a dead server would open a
+     * connection per call (the calls fail at once meanwhile) */
     bool healthy = false;
     amn_pool_endpoint *soon = NULL;
     for (size_t i = 0; i < cl->neps; i++) {
       healthy |= !cl->eps[i].ejected;
       if (!soon || cl->eps[i].retry_at < soon->retry_at) soon = &cl->eps[i];
     }
-    if (!healthy && soon) slot_open(soon);
+    if (!healthy && soon && pool_now(cl) - soon->last_open >= cl->o.backoff_base_ms / 1000.0) slot_open(soon);
   }
   amn_pool_maintain(cl);
 }
@@ -430,7 +436,7 @@ void amn_pool_close_all(amn_client *cl, const char *why) {
 static void reap_cb(struct ev_loop *ev, ev_timer *w, int revents) {
   (void)revents;
   amn_client *cl = w->data;
-  ev_tstamp now = ev_now(ev), idle = cl->o.idle_timeout_ms / 1000.0;
+  ev_tstamp now = pool_now(cl), idle = cl->o.idle_timeout_ms / 1000.0;
   for (size_t i = 0; i < cl->neps; i++) {
     amn_pool_endpoint *ep = &cl->eps[i];
     for (amn_pool_slot *s = ep->slots, *next; s; s = next) {
@@ -454,7 +460,7 @@ static void call_detach(amn_client_call *c, amn_status_code code) {
   if (code == AMN_STATUS_OK) ep->calls_ok++;
   else ep->calls_failed++;
   UNLOCK(cl);
-  if (s && s->inflight && --s->inflight == 0) s->idle_since = ev_now(cl->ev);
+  if (s && s->inflight && --s->inflight == 0) s->idle_since = pool_now(cl);
   c->slot = NULL;
   c->ep = NULL;
   amn_pool_mark(cl); /* room for a pending call */
@@ -496,7 +502,7 @@ static void slot_ready(void *owner, bool unconfirmed) {
   ep->nready++;
   UNLOCK(cl);
   s->st = AMN_SLOT_READY;
-  s->idle_since = ev_now(cl->ev);
+  s->idle_since = pool_now(cl);
   amn_pool_mark(cl);
   if (s->unconfirmed) { /* 0-RTT: takes calls, but the server is not proven there yet */
     if (cl->o.health_check && ep->ejected) s->probing = true; /* ... none before its health check */

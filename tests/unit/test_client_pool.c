@@ -290,6 +290,54 @@ static void feed_response(amn_client *cl, amn_ct_call *t, int nmsgs, const char 
   }
 }
 
+/* The server goes away: the pool replaces the lost connection once, and
+ * after that attempt fails, calls fail at once with its reason; they do not
+ * each open a connection (at most one attempt per backoff_base_ms), and once
+ * that much time has passed a new call tries again at once and is served. */
+static double g_now;
+static double fake_now(amn_client *cl) {
+  (void)cl;
+  return g_now;
+}
+
+static void test_dead_server_no_connect_storm(void **state) {
+  (void)state;
+  g_max_streams = 10;
+  g_now = 100.0;
+  amn_client *cl = client_new(1);
+  cl->now = fake_now;
+  done_rec first = {0};
+  call_submit(cl, false, &first);
+  cl->ct.conn_cbs->ready(g_conns[0].owner, false);
+  amn_pool_maintain(cl);
+  fake_close(&g_conns[0], "connection lost"); /* the server is gone */
+  assert_int_equal(first.n, 1);
+  assert_int_equal(first.code, AMN_STATUS_UNAVAILABLE);
+  amn_pool_maintain(cl);
+  assert_int_equal(g_nconns, 2); /* the replacement, at once */
+  cl->ct.conn_cbs->closed(g_conns[1].owner, "connection refused", false);
+  g_conns[1].owner = NULL;
+  done_rec d[50] = {0};
+  for (int i = 0; i < 50; i++) {
+    g_now += 0.01;
+    call_submit(cl, false, &d[i]);
+    assert_int_equal(d[i].n, 1);
+    assert_int_equal(d[i].code, AMN_STATUS_UNAVAILABLE);
+    assert_non_null(strstr(d[i].msg, "connection refused"));
+  }
+  assert_int_equal(g_nconns, 2); /* no connection per call */
+  g_now += 0.6;                  /* backoff_base_ms (1 s) after the last attempt */
+  done_rec later = {0};
+  call_submit(cl, false, &later);
+  assert_int_equal(g_nconns, 3); /* tried at once, without waiting for the backoff timer */
+  assert_int_equal(later.n, 0);
+  cl->ct.conn_cbs->ready(g_conns[2].owner, false);
+  amn_pool_maintain(cl);
+  assert_int_equal(g_conns[2].nstreams, 1);
+  client_free(cl);
+  assert_int_equal(later.n, 1);
+}
+
 static void test_response_through_callbacks(void **state) {
   (void)state;
   g_max_streams = 10;
@@ -330,6 +378,7 @@ int main(void) {
       cmocka_unit_test(test_goaway_replacement),
       cmocka_unit_test(test_which_failures_retry),
       cmocka_unit_test(test_response_through_callbacks),
+      cmocka_unit_test(test_dead_server_no_connect_storm),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
