@@ -10,15 +10,22 @@
 #include "amn/proto.h"
 #include "server/server_internal.h"
 
-static void exec_on_message(amn_call *c, const uint8_t *msg, size_t len, void *ud) {
-  amn_server *s = ud;
+/* A QueryRequest as the typed callbacks see it; false (and the call ended)
+ * when it is malformed. */
+static bool decode_query(amn_call *c, const uint8_t *msg, size_t len, amn_query *q) {
   amn_pair_view v;
   if (amn_pair_decode(msg, len, &v) != 0) {
     amn_call_finish(c, AMN_STATUS_INVALID_ARGUMENT, "malformed QueryRequest");
-    return;
+    return false;
   }
-  amn_query q = {v.f1, v.f1_len, v.f2, v.f2_len};
-  s->exec_fn(c, &q, s->exec_ud);
+  *q = (amn_query){v.f1, v.f1_len, v.f2, v.f2_len};
+  return true;
+}
+
+static void exec_on_message(amn_call *c, const uint8_t *msg, size_t len, void *ud) {
+  amn_server *s = ud;
+  amn_query q;
+  if (decode_query(c, msg, len, &q)) s->exec_fn(c, &q, s->exec_ud);
 }
 
 int amn_server_set_execute(amn_server *s, amn_execute_fn fn, void *ud) {
@@ -33,13 +40,8 @@ int amn_server_set_execute(amn_server *s, amn_execute_fn fn, void *ud) {
 
 static void stream_on_message(amn_call *c, const uint8_t *msg, size_t len, void *ud) {
   amn_server *s = ud;
-  amn_pair_view v;
-  if (amn_pair_decode(msg, len, &v) != 0) {
-    amn_call_finish(c, AMN_STATUS_INVALID_ARGUMENT, "malformed QueryRequest");
-    return;
-  }
-  amn_query q = {v.f1, v.f1_len, v.f2, v.f2_len};
-  if (s->stream_h.on_query) s->stream_h.on_query(c, &q, s->stream_h.ud);
+  amn_query q;
+  if (decode_query(c, msg, len, &q) && s->stream_h.on_query) s->stream_h.on_query(c, &q, s->stream_h.ud);
 }
 static void stream_on_half_close(amn_call *c, void *ud) {
   amn_server *s = ud;
