@@ -50,6 +50,8 @@ static const field fields[] = {
     {"server", "log_level", F_ENUM, O(server, log_level), 0, 0, {"error", "warn", "info", "debug"}},
     {"server", "drain_timeout_ms", F_INT, O(server, drain_timeout_ms), 0, MS, {0}},
     {"server", "max_message_bytes", F_INT, O(server, max_message_bytes), 1, MS, {0}},
+    {"server", "max_connection_buffer_bytes", F_INT, O(server, max_connection_buffer_bytes), 0, INT64_C(1099511627776), {0}},
+    {"server", "max_server_buffer_bytes", F_INT, O(server, max_server_buffer_bytes), 0, INT64_C(1099511627776), {0}},
     {"server", "pki_dir", F_STR, O(server, pki_dir), 0, 0, {0}},
     {"server", "insecure", F_BOOL, O(server, insecure), 0, 0, {0}},
     {"client", "urls", F_URLS, O(client, urls), 0, 0, {0}},

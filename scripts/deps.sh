@@ -7,7 +7,7 @@ PKGS=(
   build-essential cmake pkg-config
   libnghttp2-dev libgnutls28-dev gnutls-bin libprotobuf-c-dev protobuf-c-compiler libev-dev libcmocka-dev
   libgrpc++-dev libprotobuf-dev protobuf-compiler protobuf-compiler-grpc
-  python3 python3-grpcio python3-protobuf python3-cryptography
+  python3 python3-grpcio python3-protobuf python3-cryptography python3-h2
   nghttp2-client nghttp2-proxy
   libnss-wrapper
   golang-go golang-google-grpc-dev golang-github-lucas-clemente-quic-go-dev protoc-gen-go-1-3

@@ -201,6 +201,8 @@ int main(int argc, char **argv) {
                                 f.transport ? f.transport : cfg.server.transport);
   size_t maxmsg = (size_t)(f.max_message > 0 ? f.max_message : cfg.server.max_message_bytes);
   o.max_recv_message = o.max_send_message = maxmsg;
+  o.max_connection_buffer = (size_t)cfg.server.max_connection_buffer_bytes;
+  o.max_server_buffer = (size_t)cfg.server.max_server_buffer_bytes;
   o.max_connections = (uint32_t)cfg.network.max_connections;
   o.idle_timeout_ms = (uint32_t)cfg.network.idle_timeout_ms;
   o.keepalive_interval_ms = (uint32_t)cfg.network.keep_alive_interval_ms;

@@ -10,8 +10,9 @@
  *   [quic]    max_concurrent_streams (int), initial_window_size (int),
  *             retry_threshold (int), secret_path (string)
  *   [server]  transport ("h2"|"h3"|"both"), threads (int), log_level (string),
- *             drain_timeout_ms (int), max_message_bytes (int), pki_dir (string),
- *             insecure (bool)
+ *             drain_timeout_ms (int), max_message_bytes (int),
+ *             max_connection_buffer_bytes (int), max_server_buffer_bytes (int),
+ *             pki_dir (string), insecure (bool)
  *   [client]  urls (array of strings), transport ("h2"|"h3"|"auto"),
  *             timeout_ms, connect_timeout_ms, pool_max_connections,
  *             pool_min_connections (ints), lb_policy ("p2c"|"round_robin"),
@@ -70,6 +71,9 @@ typedef struct amn_config {
     char *log_level;        /**< default "info" */
     int64_t drain_timeout_ms;  /**< 0..2147483647; default 10000 */
     int64_t max_message_bytes; /**< 1..2147483647; default 64 MiB */
+    int64_t max_connection_buffer_bytes; /**< bytes a connection's calls may hold (see
+                                              amn_server_opts.max_connection_buffer); 0 = default */
+    int64_t max_server_buffer_bytes;     /**< bytes all calls may hold together; 0 = default (1 GiB) */
     char *pki_dir;          /**< default NULL: amn_pki_default_dir */
     bool insecure;          /**< default false */
   } server;

@@ -87,6 +87,27 @@ typedef struct amn_server_opts {
    *  secret per process (resets are recognised only while the process
    *  runs). amn_quic_secret_load reads (or creates) a secret file. */
   const uint8_t *quic_secret;
+  /** Memory bounds, on both transports. A connection's calls may hold at
+   *  most max_connection_buffer bytes: request bytes received and not yet
+   *  released (a partial message as it grows, a unary request until the call
+   *  ends, messages held while a handler paused receiving) plus responses
+   *  queued and not yet sent. Flow control enforces it first: the window of
+   *  received bytes is granted back to the client only while the connection
+   *  holds less than the bound minus its connection window, so a client
+   *  that respects flow control is slowed, never failed. A call whose bytes
+   *  pass the bound anyway (responses the client does not read) ends with
+   *  RESOURCE_EXHAUSTED "connection buffer limit ... reached" and its bytes
+   *  are dropped. max_server_buffer bounds all calls of the server together
+   *  (counted per call in 64 KiB units): a call whose bytes would pass it
+   *  ends the same way ("server buffer limit"). 0 = the defaults:
+   *  max_connection_buffer = 2 * max_recv_message + 32 MiB (160 MiB with the
+   *  default message size), at least max_recv_message + max_send_message +
+   *  1 MiB, which amn_server_new requires; max_server_buffer = 1 GiB, at least
+   *  max_connection_buffer. Worst case per connection: max_connection_buffer
+   *  plus the transports' fixed state; per server: max_server_buffer (+ 64 KiB
+   *  per open call). */
+  size_t max_connection_buffer;
+  size_t max_server_buffer;
 } amn_server_opts;
 
 /** Fills `o` with the defaults documented above. */

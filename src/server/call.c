@@ -74,6 +74,7 @@ static void free_held(amn_call *c) {
 
 void amn_call_unref(amn_call *c) {
   if (atomic_fetch_sub_explicit(&c->refs, 1, memory_order_acq_rel) != 1) return;
+  if (c->srv_mem) atomic_fetch_sub(&c->sl->srv->bc.buffered, c->srv_mem); /* the held requests go now */
   free_queue(c);
   free_held(c);
   amn_rpc_req_free(&c->req);
@@ -238,6 +239,112 @@ int amn_call_build_trailers(amn_call *c, amn_hdr_buf *b) {
 }
 
 /* ------------------------------------------------------------------ */
+/* Memory bounds                                                      */
+/* ------------------------------------------------------------------ */
+
+/* What the call holds in memory now: the partial request message, held
+ * and unary request messages, responses queued. Loop thread. */
+static size_t held_now(const amn_call *c) {
+  if (c->stream_closed) return 0;
+  return c->df.cap + c->unary_len + c->held_sum + atomic_load(&c->queued);
+}
+
+static bool may_grant(const amn_call *c) { return !c->budget || c->budget->held < c->budget->grant_below; }
+
+static void park(amn_call *c) {
+  if (c->parked || !c->budget) return;
+  c->parked = true;
+  c->park_prev = NULL;
+  c->park_next = c->budget->parked;
+  if (c->park_next) c->park_next->park_prev = c;
+  c->budget->parked = c;
+}
+
+static void unpark(amn_call *c) {
+  if (!c->parked) return;
+  c->parked = false;
+  if (c->park_prev) c->park_prev->park_next = c->park_next;
+  else c->budget->parked = c->park_next;
+  if (c->park_next) c->park_next->park_prev = c->park_prev;
+  c->park_prev = c->park_next = NULL;
+}
+
+static void consume_rx(amn_call *c);
+
+/* Room again on the connection: the parked calls' bytes are granted. */
+static void grant_parked(amn_st_budget *b) {
+  while (b->parked && b->held < b->grant_below) {
+    amn_call *c = b->parked;
+    unpark(c);
+    consume_rx(c);
+  }
+}
+
+/* Brings the call's charge on its connection's budget and on the server's
+ * count to what it holds now. A call whose bytes pass a bound fails with
+ * RESOURCE_EXHAUSTED and lets go of its request and response bytes. */
+static void charge(amn_call *c) {
+  amn_st_config *cfg = &c->sl->srv->bc;
+  size_t now = held_now(c);
+  size_t units = now / AMN_ST_BUFFER_UNIT * AMN_ST_BUFFER_UNIT;
+  bool over = false;
+  if (units != c->srv_mem) {
+    if (units > c->srv_mem) {
+      size_t d = units - c->srv_mem;
+      size_t total = atomic_fetch_add(&cfg->buffered, d) + d;
+      over = cfg->server_buffer_limit && total > cfg->server_buffer_limit;
+    } else {
+      atomic_fetch_sub(&cfg->buffered, c->srv_mem - units);
+    }
+    c->srv_mem = units;
+  }
+  amn_st_budget *b = c->budget;
+  if (b && now != c->mem) {
+    b->held = b->held - c->mem + now;
+    over |= now > c->mem && b->held > b->limit;
+  }
+  c->mem = now;
+  if (over && !c->trailers_sent && !c->stream_closed) {
+    atomic_fetch_add(&cfg->buffer_refusals, 1);
+    bool conn = b && b->held > b->limit;
+    char msg[160];
+    snprintf(msg, sizeof msg, "%s buffer limit of %zu bytes reached", conn ? "connection" : "server",
+             conn ? b->limit : cfg->server_buffer_limit);
+    AMN_INFO("call %s from %s: %s", c->method ? c->method : "?", amn_call_peer_addr(c), msg);
+    amn_call_fail(c, AMN_STATUS_RESOURCE_EXHAUSTED, msg); /* drops the queued responses */
+    amn_deframer_free(&c->df);                            /* and the partial request */
+    free_held(c);
+    c->held_sum = 0;
+    charge(c);
+    return;
+  }
+  if (b && b->parked && b->held < b->grant_below) grant_parked(b);
+}
+
+/* The connection's budget (amn_st_calls.attach). */
+void amn_call_attach(amn_call *c, amn_st_budget *b) { c->budget = b; }
+
+/* The stream is gone: the connection's budget forgets the call; the server's
+ * count keeps what the handler may still read (the unary and held request
+ * messages) until the call is freed. */
+static void charge_release(amn_call *c) {
+  unpark(c);
+  amn_st_budget *b = c->budget;
+  if (b) {
+    b->held -= c->mem;
+    c->mem = 0;
+    c->budget = NULL;
+    if (b->parked && b->held < b->grant_below) grant_parked(b);
+  }
+  size_t keep = c->unary_len + c->held_sum;
+  size_t units = keep / AMN_ST_BUFFER_UNIT * AMN_ST_BUFFER_UNIT;
+  if (units < c->srv_mem) {
+    atomic_fetch_sub(&c->sl->srv->bc.buffered, c->srv_mem - units);
+    c->srv_mem = units;
+  }
+}
+
+/* ------------------------------------------------------------------ */
 /* Finishing                                                          */
 /* ------------------------------------------------------------------ */
 
@@ -270,6 +377,7 @@ void amn_call_fail(amn_call *c, amn_status_code code, const char *msg) {
   free_queue(c); /* an error replaces anything not yet sent */
   set_final(c, code, msg);
   notify_cancel(c, code);
+  charge(c);
 }
 
 /* A protocol error found after the handler may already have finished: the
@@ -283,6 +391,7 @@ static void fail_late(amn_call *c, amn_status_code code, const char *msg) {
   set_final(c, code, msg);
   if (atomic_load(&c->finish_called)) atomic_store(&c->cancelled, true); /* the handler is done with it */
   else notify_cancel(c, code);
+  charge(c);
 }
 
 static void process_finish(amn_call *c, amn_status_code code, const char *msg) {
@@ -316,6 +425,7 @@ static void enqueue_local(amn_call *c, amn_qmsg *m) {
     return;
   }
   amn_msgq_push(&c->sq, m);
+  charge(c);
   kick(c);
 }
 
@@ -411,6 +521,7 @@ ssize_t amn_call_pull(amn_call *c, uint8_t *buf, size_t len, bool *eof) {
     size_t before = atomic_fetch_sub(&c->queued, copied);
     size_t bound = c->sl->srv->o.stream_send_buffer;
     if (before - copied <= bound / 2 && atomic_load(&c->want_writable)) schedule_deferred(c);
+    charge(c);
   }
   if (amn_msgq_empty(&c->sq) && c->fin_pending) {
     *eof = true;
@@ -534,6 +645,7 @@ static int on_msg(void *ud, uint8_t *msg, size_t len, bool compressed) {
   c->msgs_in++;
   if (!c->h->client_streaming) {
     c->unary_msg = msg;
+    c->unary_len = len;
     dispatch(c);
     if (c->h->on_message) c->h->on_message(c, msg ? msg : (const uint8_t *)"", len, c->h->ud);
     return 0;
@@ -551,6 +663,7 @@ static int on_msg(void *ud, uint8_t *msg, size_t len, bool compressed) {
     if (c->held_tail) c->held_tail->next = h;
     else c->held_head = h;
     c->held_tail = h;
+    c->held_sum += len;
     return 0;
   }
   dispatch(c);
@@ -559,9 +672,14 @@ static int on_msg(void *ud, uint8_t *msg, size_t len, bool compressed) {
   return 0;
 }
 
-/* Grants the client the window of everything received, unless paused. */
+/* Grants the client the window of everything received, unless paused or
+ * the connection holds too much (then the call waits on its budget). */
 static void consume_rx(amn_call *c) {
   if (c->rx_paused || !c->rx_unconsumed || !c->stream || c->stream_closed) return;
+  if (!may_grant(c) && call_accepting(c)) { /* (bytes a finished call dropped are not held) */
+    park(c);
+    return;
+  }
   size_t n = c->rx_unconsumed;
   c->rx_unconsumed = 0;
   c->ops->consume(c->stream, n);
@@ -574,9 +692,11 @@ static void deliver_held(amn_call *c) {
     if (!c->held_head) c->held_tail = NULL;
     dispatch(c);
     if (c->h->on_message) c->h->on_message(c, h->msg ? h->msg : (const uint8_t *)"", h->len, c->h->ud);
+    c->held_sum -= h->len;
     free(h->msg);
     free(h);
   }
+  charge(c);
   if (c->rx_paused) return;
   consume_rx(c);
   /* a half-close that arrived while paused is delivered after the messages */
@@ -613,6 +733,7 @@ void amn_call_on_data(amn_call *c, const uint8_t *data, size_t len) {
     return;
   }
   int rc = amn_deframer_feed(&c->df, data, len, on_msg, c);
+  charge(c);
   consume_rx(c);
   char msg[128];
   amn_status_code code = amn_deframer_status(&c->df, rc, msg, sizeof msg);
@@ -645,6 +766,7 @@ size_t amn_call_on_stream_closed(amn_call *c, amn_status_code why, const char *m
   c->stream = NULL;
   ev_timer_stop(c->sl->ev, &c->deadline_timer); /* a no-op when it never ran */
   free_queue(c);
+  charge_release(c);
   if (!c->trailers_sent) notify_cancel(c, why);
   else atomic_store(&c->cancelled, true); /* done: later sends fail with ECLOSED */
   amn_call_unref(c);
@@ -666,6 +788,7 @@ amn_st_step amn_call_step(amn_call *c) {
 
 const amn_st_calls amn_call_binding = {
     .begin = amn_call_begin,
+    .attach = amn_call_attach,
     .header = amn_call_on_header,
     .headers_end = amn_call_on_headers_done,
     .data = amn_call_on_data,

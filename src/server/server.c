@@ -65,6 +65,22 @@ int amn_server_new(amn_server **out, const amn_server_opts *opts, char *err, siz
   if (o.max_concurrent_streams == 0)
     return amn_set_err(err, errlen, AMN_EINVAL, "max_concurrent_streams must be at least 1");
   if (o.stream_send_buffer == 0) o.stream_send_buffer = 4u << 20;
+  size_t min_conn_buf = o.max_recv_message + o.max_send_message + (1u << 20);
+  if (o.max_connection_buffer == 0) {
+    o.max_connection_buffer = 2 * o.max_recv_message + (32u << 20);
+    if (o.max_connection_buffer < min_conn_buf) o.max_connection_buffer = min_conn_buf;
+  } else if (o.max_connection_buffer < min_conn_buf) {
+    return amn_set_err(err, errlen, AMN_EINVAL,
+                       "max_connection_buffer (%zu) must be at least max_recv_message + max_send_message + 1 MiB (%zu)",
+                       o.max_connection_buffer, min_conn_buf);
+  }
+  if (o.max_server_buffer == 0) {
+    o.max_server_buffer = (size_t)1 << 30;
+    if (o.max_server_buffer < o.max_connection_buffer) o.max_server_buffer = o.max_connection_buffer;
+  } else if (o.max_server_buffer < o.max_connection_buffer) {
+    return amn_set_err(err, errlen, AMN_EINVAL, "max_server_buffer (%zu) must be at least max_connection_buffer (%zu)",
+                       o.max_server_buffer, o.max_connection_buffer);
+  }
   if (o.handshake_timeout_ms == 0) o.handshake_timeout_ms = 10000;
   /* [h3] H2, H3 or BOTH (AUTO is a client choice: HTTP/2 here); QUIC always uses TLS */
   if (o.transport != AMN_TRANSPORT_H3 && o.transport != AMN_TRANSPORT_BOTH) o.transport = AMN_TRANSPORT_H2;
@@ -92,6 +108,8 @@ int amn_server_new(amn_server **out, const amn_server_opts *opts, char *err, siz
   /* what the transport bindings see of the options */
   s->bc.max_concurrent_streams = o.max_concurrent_streams;
   s->bc.initial_window_size = o.initial_window_size;
+  s->bc.conn_buffer_limit = o.max_connection_buffer;
+  s->bc.server_buffer_limit = o.max_server_buffer;
   s->bc.max_connections = o.max_connections;
   s->bc.idle_timeout_ms = o.idle_timeout_ms;
   s->bc.keepalive_interval_ms = o.keepalive_interval_ms;

@@ -88,6 +88,14 @@ struct amn_call {
   void *user_data;
   int http_status;                  /* non-zero: answer with this HTTP status (bad request) */
   bool accept_encoding_hdr;         /* add grpc-accept-encoding to the final block */
+  /* memory bounds (call.c: charge): loop thread, except srv_mem's release */
+  amn_st_budget *budget;            /* the connection's (NULL: none, or the stream is gone) */
+  size_t mem;                       /* charged to the budget: request bytes held + responses queued */
+  size_t srv_mem;                   /* charged to amn_st_config.buffered (whole AMN_ST_BUFFER_UNITs of mem) */
+  size_t unary_len;                 /* bytes at unary_msg */
+  size_t held_sum;                  /* bytes of the held messages */
+  struct amn_call *park_prev, *park_next; /* on budget->parked */
+  bool parked;
   /* last: amn_call_new clears only what precedes it (req clears itself) */
   amn_rpc_req req;
 };
@@ -169,6 +177,7 @@ void amn_srv_loop_drain_ops(amn_srv_loop *sl);
 void amn_srv_loop_run_writable(amn_srv_loop *sl);
 /* Finishes a call from the library itself (errors before dispatch). */
 void amn_call_fail(amn_call *c, amn_status_code code, const char *msg);
+void amn_call_attach(amn_call *c, amn_st_budget *b);
 /* The response header block to send now (first message or finish). */
 int amn_call_build_headers(amn_call *c, amn_hdr_buf *b, bool trailers_only);
 int amn_call_build_trailers(amn_call *c, amn_hdr_buf *b);

@@ -39,6 +39,24 @@ typedef struct amn_st_stream_ops {
   void (*consume)(void *stream, size_t n);
 } amn_st_stream_ops;
 
+/* A connection's bound on the bytes its calls hold in memory: request bytes
+ * received and not yet released by the handler (partial and held messages,
+ * the unary request until the call ends) and responses queued but not yet
+ * taken by the binding. One per connection, owned by the binding
+ * (amn_st_budget_init), charged by the call core (amn_st_calls.attach).
+ * Flow control enforces it first: the window of received bytes is granted
+ * back only while `held` is below `grant_below` (the limit minus the
+ * connection window the client may still use without a grant), so a client
+ * that respects flow control stays under `limit`; a call whose bytes would
+ * pass `limit` anyway (responses the client does not read) fails with
+ * RESOURCE_EXHAUSTED. Loop thread only. */
+typedef struct amn_st_budget {
+  size_t held;               /* bytes the connection's calls hold now */
+  size_t limit;              /* the hard bound (amn_st_config.conn_buffer_limit) */
+  size_t grant_below;        /* window is granted back only while held is below this */
+  amn_call *parked;          /* calls whose received bytes wait for room before their window is granted */
+} amn_st_budget;
+
 /* The next thing to send on a call's stream (amn_st_calls.step). */
 typedef enum amn_st_step {
   AMN_ST_NOTHING = 0,      /* nothing new */
@@ -54,6 +72,10 @@ typedef struct amn_st_calls {
    * Returns the call, or NULL (out of memory: reset this stream). */
   amn_call *(*begin)(void *loop_ud, const amn_st_stream_ops *ops, void *stream, const amn_peer_identity *peer,
                      const char *peer_addr, bool early_data);
+  /* Right after begin: the call's bytes count against this connection's
+   * budget (which must outlive the call's stream). Without it, only the
+   * server-wide bound applies to the call. */
+  void (*attach)(amn_call *c, amn_st_budget *b);
   /* One request header field; then headers_end once the block is complete. */
   void (*header)(amn_call *c, const uint8_t *name, size_t nlen, const uint8_t *value, size_t vlen);
   void (*headers_end)(amn_call *c);
@@ -102,6 +124,10 @@ typedef struct amn_st_config {
   /* The current TLS credentials (NULL: plaintext); any thread. */
   amn_tls_ctx *(*tls_get)(void *ud);
   void *tls_ud;
+  size_t conn_buffer_limit;          /* amn_st_budget.limit of every connection */
+  size_t server_buffer_limit;        /* bound on `buffered`: a call that would pass it fails (RESOURCE_EXHAUSTED) */
+  atomic_size_t buffered;            /* bytes all calls hold, counted in whole AMN_ST_BUFFER_UNITs per call */
+  atomic_ullong buffer_refusals;     /* calls failed for passing a buffer bound since start */
   atomic_uint nconns;                /* connections open, both transports */
   atomic_uint nrefusing;             /* connections being refused for max_connections */
   atomic_ullong refused;             /* connections refused for max_connections since start */
@@ -125,6 +151,21 @@ typedef struct amn_st_loop {
   void *h2;                          /* the HTTP/2 binding's state of this loop */
   void *h3;                          /* the HTTP/3 binding's */
 } amn_st_loop;
+
+/* The server-wide count takes each call's bytes in whole units of this
+ * size (a call holding less is not counted there): small calls never touch
+ * the shared counter. */
+#define AMN_ST_BUFFER_UNIT (64u * 1024u)
+
+/* A connection's budget, given the connection-level flow-control window
+ * the client may use without a grant (HTTP/2: the connection window we
+ * announce; HTTP/3: the largest max_data window auto-tuning may reach). */
+static inline void amn_st_budget_init(amn_st_budget *b, const amn_st_config *cfg, size_t conn_window) {
+  b->held = 0;
+  b->parked = NULL;
+  b->limit = cfg->conn_buffer_limit ? cfg->conn_buffer_limit : SIZE_MAX;
+  b->grant_below = b->limit > conn_window * 2 ? b->limit - conn_window : b->limit / 2;
+}
 
 /* A binding tells its loop that a connection is gone. */
 static inline void amn_st_conn_gone(amn_st_loop *l) {

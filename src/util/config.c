@@ -61,6 +61,8 @@ static const keydef keys[] = {
     {"server", "log_level", K_ENUM, OFF(server, log_level), 0, 0, log_levels},
     {"server", "drain_timeout_ms", K_INT, OFF(server, drain_timeout_ms), 0, MS_MAX, NULL},
     {"server", "max_message_bytes", K_INT, OFF(server, max_message_bytes), 1, 2147483647, NULL},
+    {"server", "max_connection_buffer_bytes", K_INT, OFF(server, max_connection_buffer_bytes), 0, INT64_C(1) << 40, NULL},
+    {"server", "max_server_buffer_bytes", K_INT, OFF(server, max_server_buffer_bytes), 0, INT64_C(1) << 40, NULL},
     {"server", "pki_dir", K_STR, OFF(server, pki_dir), 0, 0, NULL},
     {"server", "insecure", K_BOOL, OFF(server, insecure), 0, 0, NULL},
     {"client", "urls", K_URLS, OFF(client, urls), 0, 0, NULL},

@@ -11,3 +11,26 @@ ok() { echo "ok: $*"; passed=$((passed + 1)); }
 bad() { echo "FAIL: $*"; failed=$((failed + 1)); }
 cd "$work"
 "$bin/amaters-cli" certs init pki >/dev/null
+# The system interpreter (Debian's python3-* modules live there).
+py=/usr/bin/python3
+# wait_for FILE REGEX [TENTHS]: until FILE has a line matching REGEX
+wait_for() { for _ in $(seq 1 "${3:-100}"); do grep -Eq -- "$2" "$1" 2>/dev/null && return 0; sleep 0.1; done; return 1; }
+# rss_kb PID: resident memory of a process
+rss_kb() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
+# json FILE EXPR: a Python expression over the keys of a JSON object
+json() { $py -c 'import json,sys; d=json.load(open(sys.argv[1])); print(eval(sys.argv[2], {}, d))' "$@"; }
+# start_netd LOG ARGS...: amaters-netd on 127.0.0.1, any port, with the PKI
+# above; sets $netd (its pid, killed at exit) and $port
+start_netd() {
+  local log=$1
+  shift
+  "$bin/amaters-netd" --listen 127.0.0.1:0 --pki-dir pki "$@" >"$log" 2>&1 &
+  netd=$!
+  pids+=("$netd")
+  wait_for "$log" "listening on" || { cat "$log"; echo "FAIL: daemon did not start"; exit 1; }
+  port=$(sed -n 's/.*listening on .*127\.0\.0\.1:\([0-9]*\).*/\1/p' "$log" | head -1)
+  [ -n "$port" ] || { cat "$log"; echo "FAIL: no port in the daemon's log"; exit 1; }
+}
+# A sanitizer build returns freed memory to the allocator at once, not to a
+# quarantine, so that resident memory measures what a daemon holds.
+export ASAN_OPTIONS="${ASAN_OPTIONS:+$ASAN_OPTIONS:}quarantine_size_mb=1"

@@ -25,19 +25,9 @@ set -euo pipefail
 bin=$1
 here=$(cd "$(dirname "$0")" && pwd)
 . "$here/proc_lib.sh"
-py=/usr/bin/python3
 $py -c 'import cryptography' 2>/dev/null || { echo "SKIP: $py has no cryptography module (apt-get install python3-cryptography)"; exit 77; }
 
-wait_for() { for _ in $(seq 1 "${3:-100}"); do grep -Eq -- "$2" "$1" 2>/dev/null && return 0; sleep 0.1; done; return 1; }
-rss_kb() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
-json() { $py -c 'import json,sys; d=json.load(open(sys.argv[1])); print(eval(sys.argv[2], {}, d))' "$@"; }
-
-"$bin/amaters-netd" --listen 127.0.0.1:0 --pki-dir pki --transport h3 --threads 1 --log-level debug >netd.log 2>&1 &
-netd=$!
-pids+=("$netd")
-wait_for netd.log "listening on" || { cat netd.log; echo "FAIL: daemon did not start"; exit 1; }
-port=$(sed -n 's/.*listening on .*127\.0\.0\.1:\([0-9]*\).*/\1/p' netd.log | head -1)
-[ -n "$port" ] || { cat netd.log; echo "FAIL: no port in the daemon's log"; exit 1; }
+start_netd netd.log --transport h3 --threads 1 --log-level debug
 cli=("$bin/amaters-cli" --pki-dir pki --transport h3 --timeout 10000)
 # the daemon's memory once it has served HTTP/3 (the baseline for the bound)
 "${cli[@]}" "https://127.0.0.1:$port" bench --connections 1 --inflight 4 --duration 1 --warmup 0 >/dev/null 2>&1 ||

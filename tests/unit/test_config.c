@@ -84,6 +84,8 @@ static void assert_config_equal(const amn_config *a, const amn_config *b) {
   STR_EQ(server.log_level);
   assert_int_equal(a->server.drain_timeout_ms, b->server.drain_timeout_ms);
   assert_int_equal(a->server.max_message_bytes, b->server.max_message_bytes);
+  assert_int_equal(a->server.max_connection_buffer_bytes, b->server.max_connection_buffer_bytes);
+  assert_int_equal(a->server.max_server_buffer_bytes, b->server.max_server_buffer_bytes);
   STR_EQ(server.pki_dir);
   assert_int_equal(a->server.insecure, b->server.insecure);
   assert_int_equal(a->client.url_count, b->client.url_count);
@@ -289,6 +291,8 @@ static void test_load_errors(void **state) {
   LOAD_ERR("[quic]\nsecret_path = 7\n", "2: quic.secret_path: expected a string, got an integer");
   LOAD_ERR("[network]\nhandshake_timeout_ms = 0\n",
            "2: network.handshake_timeout_ms: value 0 out of range (1..2147483647)");
+  LOAD_ERR("[server]\nmax_server_buffer_bytes = 1099511627777\n",
+           "2: server.max_server_buffer_bytes: value 1099511627777 out of range (0..1099511627776)");
   LOAD_ERR("[server]\nmax_message_bytes = 4294967296\n",
            "2: server.max_message_bytes: value 4294967296 out of range (1..2147483647)");
   LOAD_ERR("[client]\nmax_retries = 101\n", "2: client.max_retries: value 101 out of range (0..100)");

@@ -513,6 +513,102 @@ static void test_pause_holds_window(void **st) {
   close_stream(c, AMN_STATUS_OK);
 }
 
+/* The connection's budget: once its calls hold grant_below bytes, a call's
+ * received bytes are not granted back (it waits, parked); when another call
+ * lets go of its bytes, the parked call's window is granted. */
+static void test_budget_holds_window(void **st) {
+  (void)st;
+  amn_st_budget b = {.limit = 400, .grant_below = 150};
+  char m[90];
+  memset(m, 'q', sizeof m);
+  fake_conn f1 = {0}, f2 = {0};
+  amn_call *c1 = request(&f1, "/t.S/Later", NULL);
+  B->attach(c1, &b);
+  send_msg(c1, m, sizeof m); /* held by the handler until it finishes */
+  amn_call *h1 = g_held;
+  assert_int_equal(f1.consumed, 95);
+  assert_int_equal(b.held, 90);
+  amn_call *c2 = request(&f2, "/t.S/Later", NULL);
+  B->attach(c2, &b);
+  send_msg(c2, m, sizeof m);
+  amn_call *h2 = g_held;
+  assert_int_equal(b.held, 180);
+  assert_int_equal(f2.consumed, 0); /* over grant_below: parked */
+  assert_ptr_equal(b.parked, c2);
+  amn_call_finish(h1, AMN_STATUS_OK, NULL);
+  response r1 = {0};
+  pump(c1, &r1);
+  assert_string_equal(r1.grpc_status, "0");
+  close_stream(c1, AMN_STATUS_OK); /* its request bytes are released */
+  assert_int_equal(b.held, 90);
+  assert_int_equal(f2.consumed, 95); /* granted now */
+  assert_null(b.parked);
+  amn_call_finish(h2, AMN_STATUS_OK, NULL);
+  response r2 = {0};
+  pump(c2, &r2);
+  close_stream(c2, AMN_STATUS_OK);
+  assert_int_equal(b.held, 0);
+}
+
+/* Responses the client does not take pass the connection's limit: the call
+ * fails with RESOURCE_EXHAUSTED, its bytes are dropped, other calls go on. */
+static void test_budget_fails_past_limit(void **st) {
+  (void)st;
+  amn_st_budget b = {.limit = 400, .grant_below = 150};
+  unsigned long long refusals = atomic_load(&g_srv->bc.buffer_refusals);
+  fake_conn f1 = {0};
+  amn_call *c1 = request(&f1, "/t.S/Later", NULL);
+  B->attach(c1, &b);
+  send_msg(c1, "x", 1);
+  amn_call *h1 = g_held;
+  uint8_t big[500];
+  memset(big, 'r', sizeof big);
+  amn_call_reply_query(h1, big, sizeof big, NULL, 0);
+  response r = {0};
+  pump(c1, &r);
+  assert_true(r.trailers_only);
+  assert_string_equal(r.grpc_status, "8");
+  assert_string_equal(r.grpc_message, "connection buffer limit of 400 bytes reached");
+  assert_int_equal(atomic_load(&g_srv->bc.buffer_refusals), refusals + 1);
+  assert_true(b.held <= 1);
+  close_stream(c1, AMN_STATUS_OK);
+  assert_int_equal(b.held, 0);
+  /* the next call on the connection is served */
+  fake_conn f2 = {0};
+  amn_call *c2 = request(&f2, "/t.S/Echo", NULL);
+  B->attach(c2, &b);
+  send_msg(c2, "ok", 2);
+  B->remote_close(c2);
+  response r2 = {0};
+  pump(c2, &r2);
+  assert_string_equal(r2.grpc_status, "0");
+  close_stream(c2, AMN_STATUS_OK);
+  assert_int_equal(b.held, 0);
+}
+
+/* The server-wide bound, counted in 64 KiB units per call. */
+static void test_server_buffer_limit(void **st) {
+  (void)st;
+  size_t keep = g_srv->bc.server_buffer_limit;
+  g_srv->bc.server_buffer_limit = 128 * 1024;
+  fake_conn f1 = {0};
+  amn_call *c1 = request(&f1, "/t.S/Later", NULL);
+  send_msg(c1, "x", 1);
+  amn_call *h1 = g_held;
+  size_t n = 200 * 1024;
+  uint8_t *big = calloc(1, n);
+  assert_non_null(big);
+  amn_call_reply_query(h1, big, n, NULL, 0);
+  free(big);
+  response r = {0};
+  pump(c1, &r);
+  assert_string_equal(r.grpc_status, "8");
+  assert_string_equal(r.grpc_message, "server buffer limit of 131072 bytes reached");
+  assert_int_equal(atomic_load(&g_srv->bc.buffered), 0);
+  close_stream(c1, AMN_STATUS_OK);
+  g_srv->bc.server_buffer_limit = keep;
+}
+
 /* amn_call_finish from another thread is handed over to the loop. */
 static void *finish_elsewhere(void *arg) {
   amn_call_send(arg, (const uint8_t *)"late", 4);
@@ -600,6 +696,9 @@ int main(void) {
       cmocka_unit_test(test_cancel),
       cmocka_unit_test(test_send_backpressure),
       cmocka_unit_test(test_pause_holds_window),
+      cmocka_unit_test(test_budget_holds_window),
+      cmocka_unit_test(test_budget_fails_past_limit),
+      cmocka_unit_test(test_server_buffer_limit),
       cmocka_unit_test(test_finish_from_another_thread),
       cmocka_unit_test(test_every_allocation_fails),
   };

@@ -49,6 +49,7 @@ struct amn_sconn {
   ev_tstamp ping_sent;         /* our PING awaiting its ack (0 = none) */
   ev_tstamp last_ping_rx;      /* the client's previous PING (0 = none since our last response frame) */
   int ping_strikes;
+  amn_st_budget budget;        /* what the calls of this connection may hold in memory */
 };
 
 #define AMN_MAX_PING_STRIKES 2  /* grpc's default: the third bad PING ends the connection */
@@ -308,6 +309,7 @@ static int on_begin_headers(nghttp2_session *s, const nghttp2_frame *f, void *ud
     stream_free(sc, ss);
     return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
   }
+  calls_of(sc)->attach(ss->c, &sc->budget);
   ev_timer_stop(sc->loop->ev, &sc->idle_timer);
   nghttp2_session_set_stream_user_data(s, f->hd.stream_id, ss);
   return 0;
@@ -435,6 +437,7 @@ static int sc_on_ready(amn_h2io *io) {
   /* connection window: room for many streams' windows at once */
   int32_t conn_win = cfg->initial_window_size > (1u << 26) / 16 ? (1 << 30) : (int32_t)(cfg->initial_window_size * 16);
   nghttp2_session_set_local_window_size(io->h2, NGHTTP2_FLAG_NONE, 0, conn_win);
+  amn_st_budget_init(&sc->budget, cfg, (size_t)conn_win);
   if (sc->loop->stopping) {
     nghttp2_submit_goaway(io->h2, NGHTTP2_FLAG_NONE, 0, NGHTTP2_NO_ERROR, (const uint8_t *)"draining", 8);
     sc->goaway = true;
