@@ -108,6 +108,12 @@ typedef struct amn_server_opts {
    *  per open call). */
   size_t max_connection_buffer;
   size_t max_server_buffer;
+  /** A request's header block must be complete this long after it began
+   *  (both transports); otherwise the call ends with DEADLINE_EXCEEDED
+   *  "request headers not complete within N ms", so that a client sending
+   *  its headers byte by byte cannot hold a stream, and with it the
+   *  connection, open. Default 10000; 0 = the default. */
+  uint32_t header_timeout_ms;
 } amn_server_opts;
 
 /** Fills `o` with the defaults documented above. */

@@ -18,6 +18,75 @@ bool amn_call_on_loop(const amn_call *c) { return pthread_equal(pthread_self(), 
 
 #define CALL_CACHE_MAX 256
 
+/* ---- the header phase: a request's headers must be complete within
+ * header_timeout_ms. The loop keeps the calls still in it in order of
+ * arrival (O(1) per call) and one timer for the oldest. */
+
+static void hdr_arm(amn_srv_loop *sl);
+
+static void hdr_unlink(amn_call *c) {
+  if (!c->in_hdr) return;
+  amn_srv_loop *sl = c->sl;
+  c->in_hdr = false;
+  if (c->hdr_prev) c->hdr_prev->hdr_next = c->hdr_next;
+  else sl->hdr_head = c->hdr_next;
+  if (c->hdr_next) c->hdr_next->hdr_prev = c->hdr_prev;
+  else sl->hdr_tail = c->hdr_prev;
+  c->hdr_prev = c->hdr_next = NULL;
+}
+
+static void hdr_timer_cb(struct ev_loop *ev, ev_timer *w, int revents) {
+  (void)ev; (void)revents;
+  amn_srv_loop *sl = w->data;
+  int64_t now = sl->clock_ns(), limit = (int64_t)sl->srv->o.header_timeout_ms * 1000000;
+  while (sl->hdr_head && now - sl->hdr_head->begun_ns >= limit) {
+    amn_call *c = sl->hdr_head;
+    hdr_unlink(c);
+    char msg[96];
+    snprintf(msg, sizeof msg, "request headers not complete within %u ms", sl->srv->o.header_timeout_ms);
+    AMN_INFO("request from %s: %s", amn_call_peer_addr(c), msg);
+    amn_call_fail(c, AMN_STATUS_DEADLINE_EXCEEDED, msg);
+  }
+  hdr_arm(sl);
+}
+
+/* The timer follows the oldest call in the header phase. */
+static void hdr_arm(amn_srv_loop *sl) {
+  if (!sl->hdr_timer_init) {
+    ev_init(&sl->hdr_timer, hdr_timer_cb);
+    sl->hdr_timer.data = sl;
+    sl->hdr_timer_init = true;
+  }
+  if (!sl->hdr_head) {
+    ev_timer_stop(sl->ev, &sl->hdr_timer);
+    return;
+  }
+  if (ev_is_active(&sl->hdr_timer)) return; /* it re-arms itself for the next oldest */
+  int64_t left = sl->hdr_head->begun_ns + (int64_t)sl->srv->o.header_timeout_ms * 1000000 - sl->clock_ns();
+  ev_timer_set(&sl->hdr_timer, left > 0 ? (double)left / 1e9 : 0., 0.);
+  ev_timer_start(sl->ev, &sl->hdr_timer);
+}
+
+static void hdr_phase_begin(amn_call *c) {
+  amn_srv_loop *sl = c->sl;
+  c->begun_ns = sl->clock_ns();
+  c->in_hdr = true;
+  c->hdr_next = NULL;
+  c->hdr_prev = sl->hdr_tail;
+  if (sl->hdr_tail) sl->hdr_tail->hdr_next = c;
+  else sl->hdr_head = c;
+  sl->hdr_tail = c;
+  hdr_arm(sl);
+}
+
+/* Headers complete, or the stream gone. */
+static void hdr_phase_end(amn_call *c) {
+  if (!c->in_hdr) return;
+  bool was_head = c->sl->hdr_head == c;
+  hdr_unlink(c);
+  if (was_head && !c->sl->hdr_head) ev_timer_stop(c->sl->ev, &c->sl->hdr_timer);
+}
+
 amn_call *amn_call_begin(void *loop, const amn_st_stream_ops *ops, void *stream, const amn_peer_identity *peer,
                          const char *peer_addr, bool early_data) {
   amn_srv_loop *sl = loop;
@@ -47,6 +116,7 @@ amn_call *amn_call_begin(void *loop, const amn_st_stream_ops *ops, void *stream,
   amn_rpc_req_init(&c->req);
   amn_deframer_init(&c->df, sl->srv->o.max_recv_message);
   c->deadline_timer.data = c;
+  hdr_phase_begin(c);
   return c;
 }
 
@@ -588,6 +658,7 @@ static void dispatch(amn_call *c) {
 }
 
 void amn_call_on_headers_done(amn_call *c) {
+  hdr_phase_end(c);
   amn_rpc_verdict v = amn_rpc_req_finish(&c->req);
   c->method = c->req.path;
   c->md_pub.entries = c->req.md_view;
@@ -764,6 +835,7 @@ size_t amn_call_on_stream_closed(amn_call *c, amn_status_code why, const char *m
   c->rx_unconsumed = 0;
   c->stream_closed = true;
   c->stream = NULL;
+  hdr_phase_end(c);
   ev_timer_stop(c->sl->ev, &c->deadline_timer); /* a no-op when it never ran */
   free_queue(c);
   charge_release(c);

@@ -96,6 +96,10 @@ struct amn_call {
   size_t held_sum;                  /* bytes of the held messages */
   struct amn_call *park_prev, *park_next; /* on budget->parked */
   bool parked;
+  /* header phase (loop thread): on the loop's hdr list until headers_end */
+  int64_t begun_ns;
+  struct amn_call *hdr_prev, *hdr_next;
+  bool in_hdr;
   /* last: amn_call_new clears only what precedes it (req clears itself) */
   amn_rpc_req req;
 };
@@ -121,6 +125,11 @@ struct amn_srv_loop {
   amn_call *call_cache;             /* freed calls kept for reuse (loop thread only) */
   int call_cache_n;
   void *health_watchers;            /* loop-local list of Watch calls */
+  /* calls whose request headers are not complete yet, oldest first
+   * (call.c: header phase deadline), and the timer of the oldest one */
+  amn_call *hdr_head, *hdr_tail;
+  ev_timer hdr_timer;
+  bool hdr_timer_init;
 };
 
 struct amn_server {

@@ -9,6 +9,11 @@ Attacks (--attack):
            --size bytes each, as fast as the server's flow control allows.
   partial  Each of --streams requests announces a message of --size bytes
            (the 5-byte gRPC prefix) and sends only --part bytes of it.
+  slowheaders  One request whose HEADERS frame is written one byte every
+           --trickle seconds; the client reports what the server did and when
+           (the stream's grpc-status or reset, GOAWAY, the end of the
+           connection), and keeps trickling the rest of the frame, if the
+           connection stays open, for at most --hold seconds.
 
 The client obeys flow control (h2 enforces the server's windows). It stops
 when everything is sent or when nothing moved for --stall seconds, then
@@ -46,7 +51,8 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--port", type=int, required=True)
     ap.add_argument("--pki", required=True, help="development PKI directory (ca.pem, client.pem, client-key.pem)")
-    ap.add_argument("--attack", choices=["noread", "partial"], required=True)
+    ap.add_argument("--attack", choices=["noread", "partial", "slowheaders"], required=True)
+    ap.add_argument("--trickle", type=float, default=0.2)
     ap.add_argument("--streams", type=int, default=200)
     ap.add_argument("--size", type=int, default=1 << 20)
     ap.add_argument("--part", type=int, default=0)
@@ -84,6 +90,8 @@ def main():
         if len(varint(n)) == vl:
             break
     payload = b"\x0a" + varint(n)
+    if a.attack == "slowheaders":
+        return slow_headers(a, sock, conn)
     msg_prefix = b"\x00" + body_len.to_bytes(4, "big")
     to_send = {}  # stream id -> [bytes object, offset]
     chunk = b"q" * (1 << 16)
@@ -190,6 +198,57 @@ def main():
         sock.close()
     except OSError:
         pass
+    return 0
+
+
+def slow_headers(a, sock, conn):
+    headers = [(":method", "POST"), (":scheme", "https"), (":path", "/amaters.v1.AmateRS/Execute"),
+               (":authority", "localhost"), ("content-type", "application/grpc"), ("te", "trailers"),
+               ("x-padding", "p" * 200)]
+    sid = conn.get_next_available_stream_id()
+    conn.send_headers(sid, headers)
+    frame = conn.data_to_send()
+    t0 = time.time()
+    events = []
+    sock.setblocking(False)
+    i = 0
+    end = t0 + a.hold
+    eof = False
+    while time.time() < end and not eof:
+        if i < len(frame):
+            try:
+                sock.sendall(frame[i:i + 1])
+            except OSError as e:
+                events.append(("send failed: %s" % e, round(time.time() - t0, 2)))
+                break
+            i += 1
+        r, _, _ = select.select([sock], [], [], a.trickle)
+        if not r:
+            continue
+        try:
+            data = sock.recv(1 << 16)
+        except (ssl.SSLWantReadError, BlockingIOError):
+            continue
+        except OSError as e:
+            events.append(("error: %s" % e, round(time.time() - t0, 2)))
+            break
+        if not data:
+            events.append(("eof", round(time.time() - t0, 2)))
+            eof = True
+            break
+        for ev in conn.receive_data(data):
+            at = round(time.time() - t0, 2)
+            if isinstance(ev, (h2.events.ResponseReceived, h2.events.TrailersReceived)):
+                for k, v in ev.headers:
+                    if k == "grpc-status":
+                        events.append(("grpc-status %s" % v, at))
+            elif isinstance(ev, h2.events.StreamReset):
+                events.append(("rst %d" % ev.error_code, at))
+            elif isinstance(ev, h2.events.ConnectionTerminated):
+                events.append(("goaway %d %s" % (ev.error_code, ev.additional_data), at))
+        conn.data_to_send()  # (a SETTINGS ACK would land inside the half-sent frame: never sent)
+    print(json.dumps({"attack": "slowheaders", "frame_bytes": len(frame), "bytes_sent": i,
+                      "events": events, "elapsed": round(time.time() - t0, 2)}))
     return 0
 
 

@@ -205,6 +205,16 @@ static void send_msg(amn_call *c, const char *payload, size_t len) {
 /* The binding lets go of the stream (after the trailers, or a reset). */
 static void close_stream(amn_call *c, amn_status_code why) { B->closed(c, why, NULL); }
 
+/* An Echo call, already begun, carries one message to a normal end. */
+static void echo_through(amn_call *c) {
+  send_msg(c, "ok", 2);
+  B->remote_close(c);
+  response r = {0};
+  pump(c, &r);
+  assert_string_equal(r.grpc_status, "0");
+  close_stream(c, AMN_STATUS_OK);
+}
+
 /* ---- handlers ---- */
 
 static int g_cancels;
@@ -577,12 +587,7 @@ static void test_budget_fails_past_limit(void **st) {
   fake_conn f2 = {0};
   amn_call *c2 = request(&f2, "/t.S/Echo", NULL);
   B->attach(c2, &b);
-  send_msg(c2, "ok", 2);
-  B->remote_close(c2);
-  response r2 = {0};
-  pump(c2, &r2);
-  assert_string_equal(r2.grpc_status, "0");
-  close_stream(c2, AMN_STATUS_OK);
+  echo_through(c2);
   assert_int_equal(b.held, 0);
 }
 
@@ -607,6 +612,34 @@ static void test_server_buffer_limit(void **st) {
   assert_int_equal(atomic_load(&g_srv->bc.buffered), 0);
   close_stream(c1, AMN_STATUS_OK);
   g_srv->bc.server_buffer_limit = keep;
+}
+
+/* The header phase: a request whose headers are not complete within
+ * header_timeout_ms (10 s) ends with DEADLINE_EXCEEDED; one that completes
+ * them in time, and one that began later, are not touched. */
+static void test_header_timeout(void **st) {
+  (void)st;
+  fake_conn f1 = {0}, f2 = {0}, f3 = {0};
+  amn_call *slow = B->begin(&g_sl, &fake_ops, &f1, NULL, "192.0.2.9:5000", false);
+  hdr(slow, ":method", "POST");                /* ... and nothing more */
+  amn_call *ok = request(&f2, "/t.S/Echo", NULL); /* complete */
+  g_now += 6000000000LL;
+  amn_call *later = B->begin(&g_sl, &fake_ops, &f3, NULL, "192.0.2.9:5001", false);
+  g_now += 4000000000LL; /* the first one's 10 s are over */
+  assert_true(ev_is_active(&g_sl.hdr_timer));
+  ev_invoke(g_sl.ev, &g_sl.hdr_timer, EV_TIMER);
+  response r = {0};
+  pump(slow, &r);
+  assert_true(r.trailers_only);
+  assert_string_equal(r.grpc_status, "4");
+  assert_string_equal(r.grpc_message, "request headers not complete within 10000 ms");
+  close_stream(slow, AMN_STATUS_CANCELLED);
+  assert_int_equal(f3.kicks, 0); /* the later one has 4 s left */
+  assert_true(ev_is_active(&g_sl.hdr_timer));
+  echo_through(ok);
+  close_stream(later, AMN_STATUS_CANCELLED); /* the client gave up: the phase ends with the stream */
+  assert_false(ev_is_active(&g_sl.hdr_timer));
+  assert_null(g_sl.hdr_head);
 }
 
 /* amn_call_finish from another thread is handed over to the loop. */
@@ -699,6 +732,7 @@ int main(void) {
       cmocka_unit_test(test_budget_holds_window),
       cmocka_unit_test(test_budget_fails_past_limit),
       cmocka_unit_test(test_server_buffer_limit),
+      cmocka_unit_test(test_header_timeout),
       cmocka_unit_test(test_finish_from_another_thread),
       cmocka_unit_test(test_every_allocation_fails),
   };
