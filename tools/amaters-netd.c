@@ -253,6 +253,21 @@ int main(int argc, char **argv) {
     fprintf(stderr, "\n" PROG ": WARNING: --insecure: serving PLAINTEXT HTTP/2 without TLS or client\n"
                     PROG ": WARNING: authentication. Anyone who can reach %s can call it.\n\n", o.listen);
 
+  /* The TLS files, each checked before use; a problem names where its path
+   * came from: the flag, or the config key with its file:line (or env). */
+  if (!o.tls.insecure) {
+    amn_tls_file bad = AMN_TLS_FILE_NONE;
+    if (amn_tls_check_files(&o.tls, &bad, err, sizeof err) != 0) {
+      static const char *const keys[] = {"tls", "tls.cert_path", "tls.key_path", "tls.ca_path"};
+      static const char *const flag_of[] = {"--cert/--key/--ca", "--cert", "--key", "--ca"};
+      char where[4200];
+      if (f.cert) die("%s: %s", flag_of[bad], err);
+      if (pki_dir[0]) die("development PKI %s: %s", pki_dir, err);
+      if (amn_config_where(&cfg, keys[bad], where, sizeof where) == 0) die("%s: %s: %s", where, keys[bad], err);
+      die("%s: %s", keys[bad], err);
+    }
+  }
+
   /* HTTP/3: the QUIC secret that keys stateless resets and address
    * validation tokens, kept in a file so that clients recognise the resets
    * of a restarted daemon (and of its siblings behind the same address) */
@@ -263,7 +278,12 @@ int main(int argc, char **argv) {
     if (cfg.quic.secret_path) snprintf(secret_path, sizeof secret_path, "%s", cfg.quic.secret_path);
     else if (pki_dir[0]) snprintf(secret_path, sizeof secret_path, "%s/quic-secret.key", pki_dir);
     if (secret_path[0]) {
-      if (amn_quic_secret_load(secret_path, quic_secret, &secret_created, err, sizeof err) != 0) die("%s", err);
+      if (amn_quic_secret_load(secret_path, quic_secret, &secret_created, err, sizeof err) != 0) {
+        char where[4200];
+        if (cfg.quic.secret_path && amn_config_where(&cfg, "quic.secret_path", where, sizeof where) == 0)
+          die("%s: quic.secret_path: %s", where, err);
+        die("%s", err);
+      }
       o.quic_secret = quic_secret;
     }
   }

@@ -98,6 +98,7 @@ typedef struct amn_config {
     bool spread_addresses;          /**< a URL whose name resolves to several addresses is one
                                          endpoint per address; default false */
   } client;
+  struct amn_config_origin *origin; /**< internal: where each key got its value (amn_config_where) */
 } amn_config;
 
 /** Fills `c` with the defaults (strings heap-allocated). */
@@ -125,6 +126,16 @@ AMN_API int amn_config_load(amn_config *c, const char *path, char *err, size_t e
  * prefix that name no key are logged as a warning and otherwise ignored.
  */
 AMN_API int amn_config_apply_env(amn_config *c, char *err, size_t errlen);
+
+/**
+ * Where key `key` ("section.name", e.g. "tls.cert_path") of `c` got its
+ * value, for error messages about that value: "FILE:LINE" when the last
+ * amn_config_load that set it did, "env NAME" when amn_config_apply_env
+ * did. Writes it into out (NUL-terminated, truncated to cap). Returns 0;
+ * AMN_ESTATE when the key still has its default (or was set by hand), or
+ * names no key; AMN_EINVAL when an argument is NULL or cap is 0.
+ */
+AMN_API int amn_config_where(const amn_config *c, const char *key, char *out, size_t cap);
 
 #ifdef __cplusplus
 }

@@ -44,6 +44,33 @@ AMN_API bool amn_pki_exists(const char *dir);
  */
 AMN_API int amn_pki_paths(const char *dir, const char *role, amn_tls_opts *o, char *storage, size_t cap);
 
+/** The file of an amn_tls_opts that amn_tls_check_files found wrong. */
+typedef enum amn_tls_file {
+  AMN_TLS_FILE_NONE = 0,
+  AMN_TLS_FILE_CERT, /**< cert_path */
+  AMN_TLS_FILE_KEY,  /**< key_path */
+  AMN_TLS_FILE_CA,   /**< ca_path */
+} amn_tls_file;
+
+/**
+ * Checks the files of `o` before they are used, in the order certificate,
+ * key, CA bundle: each can be read; the certificate file holds PEM
+ * certificates (leaf first); the key file an unencrypted PEM private key
+ * whose public key is the leaf's; the CA bundle at least one PEM
+ * certificate. Certificate and key may both be absent (a client without a
+ * certificate); the CA bundle is required. On the first problem returns
+ * AMN_EIO (cannot read: "cannot read certificate file F: No such file or
+ * directory", "... Permission denied", "... Is a directory"), AMN_ETLS
+ * (contents: "is not a PEM file", "holds a private key, not a
+ * certificate", "key file K does not match the certificate in F", ...) or
+ * AMN_EINVAL (a path missing), sets *which (may be NULL) to the file, and
+ * writes the reason, naming the file, into err. Returns 0 when all is well
+ * (then *which = AMN_TLS_FILE_NONE); AMN_ENOMEM if memory runs out.
+ * amn_tls_ctx_new (and so amn_server_new / amn_client_new) runs the same
+ * check. Thread-safe.
+ */
+AMN_API int amn_tls_check_files(const amn_tls_opts *o, amn_tls_file *which, char *err, size_t errlen);
+
 /** Size of a QUIC secret (amn_server_opts.quic_secret) in bytes. */
 #define AMN_QUIC_SECRET_LEN 32
 

@@ -13,6 +13,7 @@
 #include <sys/stat.h>
 #include <time.h>
 
+#include "amn/pki.h"
 #include "util/log.h"
 
 #define MAX_ALPN 8    /* GnuTLS' own limit */
@@ -81,6 +82,10 @@ int amn_tls_ctx_new(amn_tls_ctx **out, amn_tls_role role, const amn_tls_opts *op
    * mutual TLS (ours always do) refuse it during the handshake. */
   if (!has_cert) AMN_WARN("no client certificate configured: servers requiring mutual TLS will refuse this client");
 
+  /* each file readable and of its kind, the key matching the certificate:
+   * a precise reason naming the file rather than GnuTLS' generic one */
+  int crc = amn_tls_check_files(opts, NULL, err, errlen);
+  if (crc) return crc;
   /* The key must stay private: warn (do not fail) when others can access it. */
   struct stat st;
   if (has_key && stat(opts->key_path, &st) != 0)

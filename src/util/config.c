@@ -95,8 +95,44 @@ static void free_urls(char **urls, size_t n) {
   free(urls);
 }
 
+/* Where each key got its value: "FILE:LINE" or "env NAME" (NULL: default). */
+struct amn_config_origin {
+  char *where[NKEYS];
+};
+
+static void origin_free(amn_config *c) {
+  if (!c->origin) return;
+  for (size_t i = 0; i < NKEYS; i++) free(c->origin->where[i]);
+  free(c->origin);
+  c->origin = NULL;
+}
+
+/* Records where key i of c was set; false when memory runs out. */
+static bool origin_set(amn_config *c, size_t i, const char *where) {
+  if (!c->origin && !(c->origin = calloc(1, sizeof *c->origin))) return false;
+  char *s = strdup(where);
+  if (!s) return false;
+  free(c->origin->where[i]);
+  c->origin->where[i] = s;
+  return true;
+}
+
+int amn_config_where(const amn_config *c, const char *key, char *out, size_t cap) {
+  if (!c || !key || !out || !cap) return AMN_EINVAL;
+  out[0] = 0;
+  for (size_t i = 0; i < NKEYS; i++) {
+    size_t sl = strlen(keys[i].section);
+    if (strncmp(key, keys[i].section, sl) || key[sl] != '.' || strcmp(key + sl + 1, keys[i].key)) continue;
+    if (!c->origin || !c->origin->where[i]) return AMN_ESTATE;
+    snprintf(out, cap, "%s", c->origin->where[i]);
+    return 0;
+  }
+  return AMN_ESTATE;
+}
+
 void amn_config_free(amn_config *c) {
   if (!c) return;
+  origin_free(c);
   for (size_t i = 0; i < NKEYS; i++) {
     const keydef *k = &keys[i];
     if (k->kind == K_URLS) {
@@ -157,6 +193,10 @@ static char **dup_urls(char *const *urls, size_t n) {
 static int config_dup(amn_config *dst, const amn_config *src) {
   *dst = *src;
   bool ok = true;
+  dst->origin = NULL;
+  if (src->origin && (dst->origin = calloc(1, sizeof *dst->origin)) == NULL) ok = false;
+  for (size_t i = 0; ok && src->origin && i < NKEYS; i++)
+    if (src->origin->where[i] && !(dst->origin->where[i] = strdup(src->origin->where[i]))) ok = false;
   for (size_t i = 0; i < NKEYS; i++) {
     const keydef *k = &keys[i];
     if (k->kind == K_URLS) {
@@ -495,6 +535,9 @@ static int apply_doc(amn_config *c, const amn_toml_node *root, const char *path,
       if (k->kind == K_URLS) free(v.list);
       if (rc) return amn_set_err(err, errlen, rc, "%s:%d: %s.%s: %s", path, line, sname, kname, why);
       lines[k - keys] = line;
+      char where[4200];
+      snprintf(where, sizeof where, "%s:%d", path, line);
+      if (!origin_set(c, (size_t)(k - keys), where)) return amn_set_err(err, errlen, AMN_ENOMEM, "%s: out of memory", path);
     }
   }
   int bad = cross_check(c, why, sizeof why);
@@ -615,6 +658,11 @@ int amn_config_apply_env(amn_config *c, char *err, size_t errlen) {
     free(v.list);
     free(copy);
     if (rc) amn_set_err(err, errlen, rc, "env %s: %s", name, why);
+    else {
+      char where[128];
+      snprintf(where, sizeof where, "env %s", name);
+      if (!origin_set(&tmp, i, where)) rc = amn_set_err(err, errlen, AMN_ENOMEM, "env: out of memory");
+    }
     set[i] = true;
   }
   if (rc == 0) {

@@ -150,6 +150,25 @@ timeout 10 "$netd" --transport h3 --insecure >/dev/null 2>"$tmp/err"; rc=$?
 check "netd: --transport h3 --insecure -> exit 2 (QUIC always uses TLS) (rc=$rc)" eval '[ "$rc" -eq 2 ] && grep -qi "http/3" "$tmp/err"'
 timeout 10 "$netd" --cert "$tmp/none.pem" --key "$P/server-key.pem" --ca "$P/ca.pem" >/dev/null 2>"$tmp/err"; rc=$?
 check "netd: unreadable certificate -> exit 2 naming the file (rc=$rc)" eval '[ "$rc" -eq 2 ] && grep -q none.pem "$tmp/err"'
+# TLS file problems from a config file: file:line, the key, the file and the real cause
+# tls_case NAME CERT KEY CA REGEX
+tls_case() {
+  printf '[tls]\ncert_path = "%s"\nkey_path = "%s"\nca_path = "%s"\n' "$2" "$3" "$4" >"$tmp/tls.toml"
+  timeout 10 "$netd" --config "$tmp/tls.toml" --listen 127.0.0.1:0 >/dev/null 2>"$tmp/err"; rc=$?
+  want=$5
+  check "netd: $1 -> exit 2: $(cat "$tmp/err")" eval '[ "$rc" -eq 2 ] && grep -Eq "$want" "$tmp/err"'
+}
+tls_case "missing certificate" "$tmp/none.pem" "$P/server-key.pem" "$P/ca.pem" \
+  "tls.toml:2: tls.cert_path: cannot read certificate file .*none.pem: No such file or directory"
+tls_case "key as certificate" "$P/server-key.pem" "$P/server-key.pem" "$P/ca.pem" \
+  "tls.toml:2: tls.cert_path: certificate file .* holds a private key, not a certificate"
+tls_case "key of another certificate" "$P/server.pem" "$P/client-key.pem" "$P/ca.pem" \
+  "tls.toml:3: tls.key_path: key file .*client-key.pem does not match the certificate in .*server.pem"
+tls_case "directory as CA bundle" "$P/server.pem" "$P/server-key.pem" "$P" \
+  "tls.toml:4: tls.ca_path: cannot read CA bundle .*: Is a directory"
+printf 'not PEM\n' >"$tmp/garbage.pem"
+tls_case "garbage CA bundle" "$P/server.pem" "$P/server-key.pem" "$tmp/garbage.pem" \
+  "tls.toml:4: tls.ca_path: CA bundle .*garbage.pem is not a PEM file"
 if command -v python3 >/dev/null; then
   # a port held by a plain listener (no SO_REUSEPORT): the bind must fail
   python3 -c 'import socket, sys, time

@@ -196,6 +196,15 @@ static void test_load_good(void **state) {
                             "timeout_ms = 0\n");
   int rc = amn_config_load(&c, p, err, sizeof err);
   if (rc) fail_msg("rc %d: %s", rc, err);
+  /* where each key got its value, for messages about it */
+  char where[4200], want[4200];
+  assert_int_equal(amn_config_where(&c, "tls.key_path", where, sizeof where), 0);
+  snprintf(want, sizeof want, "%s:8", p);
+  assert_string_equal(where, want);
+  assert_int_equal(amn_config_where(&c, "tls.ca_path", where, sizeof where), AMN_ESTATE); /* a default */
+  assert_int_equal(amn_config_where(&c, "tls.no_such_key", where, sizeof where), AMN_ESTATE);
+  assert_int_equal(amn_config_where(&c, "tls", where, sizeof where), AMN_ESTATE);
+  assert_int_equal(amn_config_where(&c, "tls.key_path", where, 0), AMN_EINVAL);
   assert_string_equal(c.network.bind_address, "[::1]:9000");
   assert_int_equal(c.network.max_connections, 0);
   assert_int_equal(c.network.idle_timeout_ms, 60000); /* untouched */
@@ -432,6 +441,9 @@ static void test_env(void **state) {
   assert_string_equal(c.quic.secret_path, "s.key");
   assert_int_equal(c.network.handshake_timeout_ms, 2500);
   assert_int_equal(c.server.threads, 0);
+  char where[128];
+  assert_int_equal(amn_config_where(&c, "tls.ca_path", where, sizeof where), 0);
+  assert_string_equal(where, "env AMATERS_NET_TLS_CA_PATH");
   clear_env();
   setenv("AMATERS_NET_SERVER_INSECURE", "false", 1);
   assert_int_equal(amn_config_apply_env(&c, err, sizeof err), 0);

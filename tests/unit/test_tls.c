@@ -691,12 +691,42 @@ static void test_ctx_errors(void **state) {
   m = o;
   m.ca_path = P("empty-ca.pem");
   assert_int_equal(amn_tls_ctx_new(&ctx, AMN_TLS_CLIENT, &m, ALPN_H2, err, sizeof err), AMN_ETLS);
-  assert_non_null(strstr(err, "holds no certificate"));
+  assert_non_null(strstr(err, "holds a private key, not a certificate"));
+  amn_tls_file which = AMN_TLS_FILE_NONE;
+  assert_int_equal(amn_tls_check_files(&m, &which, err, sizeof err), AMN_ETLS);
+  assert_int_equal(which, AMN_TLS_FILE_CA);
 
   /* key of another certificate */
   m = o;
   m.key_path = P("server-key.pem");
   assert_int_equal(amn_tls_ctx_new(&ctx, AMN_TLS_CLIENT, &m, ALPN_H2, err, sizeof err), AMN_ETLS);
+  assert_non_null(strstr(err, "does not match the certificate in"));
+  assert_int_equal(amn_tls_check_files(&m, &which, err, sizeof err), AMN_ETLS);
+  assert_int_equal(which, AMN_TLS_FILE_KEY);
+
+  /* the files' kinds and their readability, each named */
+  m = o;
+  m.cert_path = P("client-key.pem");
+  assert_int_equal(amn_tls_check_files(&m, &which, err, sizeof err), AMN_ETLS);
+  assert_int_equal(which, AMN_TLS_FILE_CERT);
+  assert_non_null(strstr(err, "holds a private key, not a certificate"));
+  m = o;
+  m.key_path = P("client.pem");
+  assert_int_equal(amn_tls_check_files(&m, &which, err, sizeof err), AMN_ETLS);
+  assert_int_equal(which, AMN_TLS_FILE_KEY);
+  assert_non_null(strstr(err, "holds a certificate, not a private key"));
+  m = o;
+  m.cert_path = g_pki;
+  assert_int_equal(amn_tls_check_files(&m, &which, err, sizeof err), AMN_EIO);
+  assert_int_equal(which, AMN_TLS_FILE_CERT);
+  assert_non_null(strstr(err, "Is a directory"));
+  m = o;
+  m.ca_path = P("nope.pem");
+  assert_int_equal(amn_tls_check_files(&m, &which, err, sizeof err), AMN_EIO);
+  assert_int_equal(which, AMN_TLS_FILE_CA);
+  assert_non_null(strstr(err, "No such file or directory"));
+  assert_int_equal(amn_tls_check_files(&o, &which, err, sizeof err), 0);
+  assert_int_equal(which, AMN_TLS_FILE_NONE);
 
   /* own certificate not yet valid */
   m = o;
