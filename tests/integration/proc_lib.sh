@@ -13,6 +13,8 @@ cd "$work"
 "$bin/amaters-cli" certs init pki >/dev/null
 # The system interpreter (Debian's python3-* modules live there).
 py=/usr/bin/python3
+# need_module MODULE PACKAGE: skip the test (CTest SKIP_RETURN_CODE 77) without it
+need_module() { $py -c "import $1" 2>/dev/null || { echo "SKIP: $py has no $1 module (apt-get install $2)"; exit 77; }; }
 # wait_for FILE REGEX [TENTHS]: until FILE has a line matching REGEX
 wait_for() { for _ in $(seq 1 "${3:-100}"); do grep -Eq -- "$2" "$1" 2>/dev/null && return 0; sleep 0.1; done; return 1; }
 # rss_kb PID: resident memory of a process

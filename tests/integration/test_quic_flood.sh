@@ -25,7 +25,7 @@ set -euo pipefail
 bin=$1
 here=$(cd "$(dirname "$0")" && pwd)
 . "$here/proc_lib.sh"
-$py -c 'import cryptography' 2>/dev/null || { echo "SKIP: $py has no cryptography module (apt-get install python3-cryptography)"; exit 77; }
+need_module cryptography python3-cryptography
 
 start_netd netd.log --transport h3 --threads 1 --log-level debug
 cli=("$bin/amaters-cli" --pki-dir pki --transport h3 --timeout 10000)

@@ -16,7 +16,7 @@ set -euo pipefail
 bin=$1
 here=$(cd "$(dirname "$0")" && pwd)
 . "$here/proc_lib.sh"
-$py -c 'import h2' 2>/dev/null || { echo "SKIP: $py has no h2 module (apt-get install python3-h2)"; exit 77; }
+need_module h2 python3-h2
 
 cat >slow.toml <<EOF
 [network]

@@ -183,7 +183,7 @@ static void ka_cb(struct ev_loop *ev, ev_timer *w, int revents) {
 static void ping_received(amn_sconn *sc) {
   const amn_st_config *o = cfg_of(sc);
   ev_tstamp now = ev_now(sc->loop->ev);
-  if (!o->ping_min_interval_ms) return;
+  if (!o->ping_min_interval_ms || sc->ping_strikes > AMN_MAX_PING_STRIKES) return; /* (already told once) */
   bool bad = (!sc->streams && !o->ping_permit_without_calls) ||
              (sc->last_ping_rx > 0 && now - sc->last_ping_rx < o->ping_min_interval_ms / 1000.0);
   sc->last_ping_rx = now;
@@ -351,6 +351,12 @@ static int on_data_chunk(nghttp2_session *s, uint8_t flags, int32_t sid, const u
 
 static int on_frame_send(nghttp2_session *s, const nghttp2_frame *f, void *ud) {
   amn_sconn *sc = ud;
+  /* every GOAWAY with an error is logged once, also those nghttp2 decides
+   * on its own (e.g. too many stream resets: INTERNAL_ERROR) */
+  if (f->hd.type == NGHTTP2_GOAWAY && f->goaway.error_code != NGHTTP2_NO_ERROR)
+    AMN_INFO("%s: GOAWAY %s (last stream %d)%s%.*s", sc->addr, nghttp2_http2_strerror(f->goaway.error_code),
+             f->goaway.last_stream_id, f->goaway.opaque_data_len ? ": " : "", (int)f->goaway.opaque_data_len,
+             f->goaway.opaque_data ? (const char *)f->goaway.opaque_data : "");
   /* ping policy: a response frame makes the client's next PING legitimate */
   if (f->hd.type == NGHTTP2_HEADERS || f->hd.type == NGHTTP2_DATA) {
     sc->ping_strikes = 0;

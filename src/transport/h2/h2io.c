@@ -249,10 +249,18 @@ static void io_read(amn_h2io *io) {
     io->in_callback = false;
     if (rv < 0) {
       char why[128];
-      snprintf(why, sizeof why, "HTTP/2 protocol error: %s", nghttp2_strerror((int)rv));
+      bool calm = rv == NGHTTP2_ERR_FLOODED || rv == NGHTTP2_ERR_TOO_MANY_CONTINUATIONS;
+      snprintf(why, sizeof why, "HTTP/2 %s: %s", calm ? "flood" : "protocol error", nghttp2_strerror((int)rv));
       AMN_INFO("%s: %s", io->peer_name ? io->peer_name : "connection", why);
-      /* nghttp2 has queued GOAWAY for bad input: send it, then close */
-      amn_h2io_close(io, why);
+      /* nghttp2 has queued GOAWAY (with its reason) for bad input, not for a
+       * flood: then we do, ENHANCE_YOUR_CALM with the reason. It goes out
+       * after what is queued before it; then the connection lingers,
+       * reading and discarding, so that the peer's unread bytes do not make
+       * the kernel reset the connection before the GOAWAY is read. */
+      if (calm)
+        nghttp2_submit_goaway(io->h2, NGHTTP2_FLAG_NONE, nghttp2_session_get_last_proc_stream_id(io->h2),
+                              NGHTTP2_ENHANCE_YOUR_CALM, (const uint8_t *)why, strlen(why));
+      amn_h2io_close_linger(io, why, AMN_IO_REFUSE_LINGER_S);
       break;
     }
     if (io->close_requested) break;
