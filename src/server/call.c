@@ -272,18 +272,23 @@ int amn_call_build_headers(amn_call *c, amn_hdr_buf *b, bool trailers_only) {
   pthread_mutex_lock(&c->md_lock);
   md_views(c->imd, c->imd_n, v);
   size_t n = c->imd_n;
-  if (trailers_only) {
+  if (c->http_status && c->http_status != 200) {
+    /* not a gRPC request: the HTTP status, the gRPC status for gRPC-aware
+     * tools, and (unless trailers_only) a short text body saying why */
     md_views(c->tmd, c->tmd_n, v + n);
     n += c->tmd_n;
-    if (c->http_status && c->http_status != 200) {
-      char st[8];
-      int sl = snprintf(st, sizeof st, "%d", c->http_status);
-      rc = amn_hdr_add(b, ":status", (const uint8_t *)st, (size_t)sl, true);
-      if (!rc) rc = amn_hdr_add(b, "content-type", (const uint8_t *)"application/grpc", 16, false);
-      if (!rc) rc = amn_rpc_build_trailers(b, false, c->fin_code, c->fin_msg, v, n);
-    } else {
-      rc = amn_rpc_build_trailers(b, true, c->fin_code, c->fin_msg, v, n);
-    }
+    char st[8];
+    int sl = snprintf(st, sizeof st, "%d", c->http_status);
+    rc = amn_hdr_add(b, ":status", (const uint8_t *)st, (size_t)sl, true);
+    const char *ct = trailers_only ? "application/grpc" : "text/plain; charset=utf-8";
+    if (!rc) rc = amn_hdr_add(b, "content-type", (const uint8_t *)ct, strlen(ct), false);
+    if (!rc) rc = amn_rpc_build_trailers(b, false, c->fin_code, c->fin_msg, v, n);
+    c->trailers_sent = trailers_only;
+    c->data_started = !trailers_only;
+  } else if (trailers_only) {
+    md_views(c->tmd, c->tmd_n, v + n);
+    n += c->tmd_n;
+    rc = amn_rpc_build_trailers(b, true, c->fin_code, c->fin_msg, v, n);
     c->trailers_sent = true;
   } else {
     rc = amn_rpc_build_response(b, v, n);
@@ -297,6 +302,10 @@ int amn_call_build_headers(amn_call *c, amn_hdr_buf *b, bool trailers_only) {
 }
 
 int amn_call_build_trailers(amn_call *c, amn_hdr_buf *b) {
+  if (c->http_status && c->http_status != 200) { /* the text body ends the response: no trailers */
+    c->trailers_sent = true;
+    return 0;
+  }
   amn_md v[AMN_RPC_MAX_MD];
   pthread_mutex_lock(&c->md_lock);
   md_views(c->tmd, c->tmd_n, v);
@@ -657,6 +666,25 @@ static void dispatch(amn_call *c) {
   atomic_fetch_add(&c->refs, 1); /* the application's reference, released by finish */
 }
 
+/* The body of an HTTP error answer to a request that is not gRPC, so that
+ * browsers and HTTP tools show why (raw bytes: no gRPC message prefix). */
+static bool queue_text_body(amn_call *c, int http_status, const char *why) {
+  char text[400];
+  int n = snprintf(text, sizeof text,
+                   "%d: %s.\nThis is a gRPC server (amaters-net): it answers HTTP/2 or HTTP/3 POST requests with "
+                   "content-type application/grpc.\n",
+                   http_status, why ? why : "not a gRPC request");
+  if (n < 0) return false;
+  size_t len = (size_t)n < sizeof text ? (size_t)n : sizeof text - 1;
+  amn_qmsg *m = amn_qmsg_new(len, AMN_OP_SEND);
+  if (!m) return false; /* the status alone then */
+  memcpy(m->data + 5, text, len);
+  m->off = 5; /* the prefix is never sent */
+  atomic_fetch_add(&c->queued, len);
+  amn_msgq_push(&c->sq, m);
+  return true;
+}
+
 void amn_call_on_headers_done(amn_call *c) {
   hdr_phase_end(c);
   amn_rpc_verdict v = amn_rpc_req_finish(&c->req);
@@ -668,6 +696,12 @@ void amn_call_on_headers_done(amn_call *c) {
     if (v.code == AMN_STATUS_UNIMPLEMENTED && c->req.has_encoding) c->accept_encoding_hdr = true;
     AMN_DEBUG("request %s from %s refused: HTTP %d, %s", c->method ? c->method : "?", amn_call_peer_addr(c),
               v.http_status, v.message);
+    if (v.http_status != 200 && queue_text_body(c, v.http_status, v.message)) {
+      atomic_store(&c->cancelled, true); /* nothing runs; later request bytes are dropped */
+      set_final(c, v.code, v.message);   /* the binding sends the headers, then the body */
+      charge(c);
+      return;
+    }
     amn_call_fail(c, v.code, v.message);
     return;
   }

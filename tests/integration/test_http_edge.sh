@@ -26,7 +26,7 @@ passed=0 failed=0
 check() {
   local name=$1 want=$2; shift 2
   local out
-  out=$(timeout 10 nghttp -nv "${tls[@]}" "$@" 2>&1 || true)
+  out=$(timeout 10 nghttp ${NGHTTP_FLAGS:--nv} "${tls[@]}" "$@" 2>&1 || true)
   if grep -Eq "$want" <<<"$out"; then
     echo "ok   $name"; passed=$((passed+1))
   else
@@ -40,6 +40,10 @@ printf 'hello' >"$work/text"
 
 check "GET / -> 405"                 ':status: 405' "$url/"
 check "POST text/plain -> 415"       ':status: 415' -d "$work/text" -H 'content-type: text/plain' "$url/amaters.v1.AmateRS/Execute"
+# non-gRPC requests also get a text body that says why (browsers and HTTP tools show it)
+check "GET / -> a text body"         'content-type: text/plain; charset=utf-8' "$url/"
+NGHTTP_FLAGS=-v check "GET / -> the reason" '^405: method not allowed: gRPC requires POST' "$url/"
+NGHTTP_FLAGS=-v check "POST text/plain -> the reason" 'This is a gRPC server \(amaters-net\)' -d "$work/text" -H 'content-type: text/plain' "$url/amaters.v1.AmateRS/Execute"
 check "missing te -> 400 INTERNAL"   'grpc-status: 13' -d "$work/msg" -H 'content-type: application/grpc' "$url/amaters.v1.AmateRS/Execute"
 check "bad grpc-timeout -> INTERNAL" 'grpc-status: 13' -d "$work/msg" -H 'content-type: application/grpc' -H 'te: trailers' -H 'grpc-timeout: 12parsecs' "$url/amaters.v1.AmateRS/Execute"
 # the largest legal grpc-timeout (8 digits, hours: ~11,000 years) is a deadline that saturates, not a crash;

@@ -105,6 +105,7 @@ typedef struct response {
   bool headers, trailers_only, trailers;
   int hdr_rc;
   char status[8];       /* :status */
+  char ctype[64];       /* content-type */
   char grpc_status[8];  /* from the final block */
   char grpc_message[256];
   uint8_t body[4096];
@@ -136,6 +137,10 @@ static void pump(amn_call *c, response *r) {
     r->hdr_rc = B->headers(c, &b, r->trailers_only);
     r->headers = true;
     find(&b, ":status", r->status, sizeof r->status);
+    find(&b, "content-type", r->ctype, sizeof r->ctype);
+    /* an HTTP error answer carries the gRPC status in its headers too */
+    find(&b, "grpc-status", r->grpc_status, sizeof r->grpc_status);
+    find(&b, "grpc-message", r->grpc_message, sizeof r->grpc_message);
     if (r->trailers_only) {
       find(&b, "grpc-status", r->grpc_status, sizeof r->grpc_status);
       find(&b, "grpc-message", r->grpc_message, sizeof r->grpc_message);
@@ -337,9 +342,19 @@ static void test_refusals(void **st) {
                                  : request(&fc, cases[i].path, "content-type", cases[i].ctype, NULL);
     response r = {0};
     pump(c, &r);
-    assert_true(r.trailers_only);
+    bool http_error = strcmp(cases[i].status, "200") != 0;
     assert_string_equal(r.status, cases[i].status);
     if (cases[i].grpc_status) assert_string_equal(r.grpc_status, cases[i].grpc_status);
+    if (http_error) { /* headers, a text body that says why, the end: no trailers */
+      assert_false(r.trailers_only);
+      assert_string_equal(r.ctype, "text/plain; charset=utf-8");
+      assert_true(r.len > 4 && memcmp(r.body, cases[i].status, 3) == 0 && r.body[3] == ':');
+      r.body[r.len < sizeof r.body ? r.len : sizeof r.body - 1] = 0;
+      assert_non_null(strstr((const char *)r.body, "This is a gRPC server"));
+      assert_true(r.trailers);
+    } else {
+      assert_true(r.trailers_only);
+    }
     /* the request body that still comes is taken and granted back, not delivered */
     send_msg(c, "x", 1);
     assert_int_equal(fc.consumed, 6);

@@ -228,11 +228,15 @@ ssize_t amn_h2s_read_cb(nghttp2_session *s, int32_t sid, uint8_t *buf, size_t le
   if (n < 0) return NGHTTP2_ERR_DEFERRED;
   if (n > 0) *flags |= NGHTTP2_DATA_FLAG_NO_COPY;
   if (eof) {
-    *flags |= NGHTTP2_DATA_FLAG_EOF | NGHTTP2_DATA_FLAG_NO_END_STREAM;
+    *flags |= NGHTTP2_DATA_FLAG_EOF;
     amn_hdr_buf b;
     amn_hdr_buf_init(&b);
     int rc = calls->trailers(c, &b);
-    if (rc == 0) rc = submit_trailer_block(sc, ss, &b);
+    /* no trailers (an HTTP error's text body): the last DATA ends the stream */
+    if (rc == 0 && b.n) {
+      *flags |= NGHTTP2_DATA_FLAG_NO_END_STREAM;
+      rc = submit_trailer_block(sc, ss, &b);
+    }
     amn_hdr_buf_free(&b);
     if (rc != 0) {
       AMN_WARN("%s: cannot send trailers: %s", sc->addr, rc < 0 ? nghttp2_strerror(rc) : "header error");
