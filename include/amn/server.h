@@ -212,6 +212,44 @@ AMN_API int amn_server_start(amn_server *s, char *err, size_t errlen);
  */
 AMN_API int amn_server_reload_tls(amn_server *s, char *err, size_t errlen);
 
+/** A server's counters, both transports (amn_server_get_stats). Totals
+ *  count since amn_server_start; "now" values are a snapshot. */
+typedef struct amn_server_stats {
+  uint32_t connections;          /**< open now, both transports (HTTP/3 ones closing included) */
+  uint64_t connections_refused;  /**< refused for max_connections */
+  uint64_t buffered_bytes;       /**< bytes calls hold now (max_server_buffer's count: per call,
+                                      in whole 64 KiB units) */
+  uint64_t buffer_refusals;      /**< calls ended with RESOURCE_EXHAUSTED for a buffer bound */
+  /** HTTP/3 (all zero without it). */
+  struct {
+    uint64_t connections;        /**< QUIC connections created */
+    uint64_t handshakes;         /**< ... that completed the handshake */
+    uint64_t handshake_timeouts;
+    uint64_t resumed;            /**< handshakes resumed from a session ticket */
+    uint64_t early_accepted;     /**< 0-RTT accepted */
+    uint64_t early_rejected;     /**< 0-RTT offered and refused (replay, stale ticket, too late) */
+    uint64_t replays_detected;   /**< ClientHellos seen twice by the anti-replay table */
+    uint64_t early_calls;        /**< calls whose request came as 0-RTT data */
+    uint64_t retries_sent;       /**< Retry packets (address validation) */
+    uint64_t retry_tokens_ok;    /**< Initial packets with a valid Retry token */
+    uint64_t new_tokens_ok;      /**< Initial packets with a valid NEW_TOKEN token */
+    uint64_t tokens_bad;         /**< invalid or expired tokens */
+    uint64_t stateless_resets;   /**< sent for packets of unknown connections */
+    uint64_t version_negotiations; /**< sent for unsupported QUIC versions */
+    uint64_t path_validations;   /**< successful validations of a new client address */
+    uint64_t key_updates;        /**< 1-RTT key generations installed after the first */
+    uint32_t closing;            /**< connections in their closing or draining period now */
+    uint32_t handshaking;        /**< handshakes in progress now */
+  } quic;
+} amn_server_stats;
+
+/**
+ * Fills `out` with the server's counters. Thread-safe, cheap (atomic reads;
+ * HTTP/3 counters are summed over the loops). Before amn_server_start
+ * everything is zero. Returns 0, or AMN_EINVAL when an argument is NULL.
+ */
+AMN_API int amn_server_get_stats(amn_server *s, amn_server_stats *out);
+
 /** Connections refused since start because max_connections was reached
  *  (HTTP/2: each got TLS, then GOAWAY "max_connections reached"; HTTP/3:
  *  its first packet got CONNECTION_CLOSE CONNECTION_REFUSED with the reason

@@ -403,6 +403,37 @@ void amn_server_h3_stats(amn_server *s, amn_h3_server_stats *out) {
   amn_h3s_stats(s && s->started && s->nloops > 0 ? &s->loops[0].bl : NULL, out);
 }
 
+int amn_server_get_stats(amn_server *s, amn_server_stats *out) {
+  if (!s || !out) return AMN_EINVAL;
+  memset(out, 0, sizeof *out);
+  out->connections = atomic_load(&s->bc.nconns);
+  out->connections_refused = atomic_load(&s->bc.refused);
+  out->buffered_bytes = atomic_load(&s->bc.buffered);
+  out->buffer_refusals = atomic_load(&s->bc.buffer_refusals);
+  if (!(s->o.transport & AMN_TRANSPORT_H3)) return 0;
+  amn_h3_server_stats h;
+  amn_server_h3_stats(s, &h);
+  out->quic.connections = h.conns_accepted;
+  out->quic.handshakes = h.handshakes_done;
+  out->quic.handshake_timeouts = h.handshake_timeouts;
+  out->quic.resumed = h.resumed;
+  out->quic.early_accepted = h.early_accepted;
+  out->quic.early_rejected = h.early_rejected;
+  out->quic.replays_detected = h.replays_detected;
+  out->quic.early_calls = h.early_calls;
+  out->quic.retries_sent = h.retries_sent;
+  out->quic.retry_tokens_ok = h.retry_tokens_ok;
+  out->quic.new_tokens_ok = h.new_tokens_ok;
+  out->quic.tokens_bad = h.tokens_bad;
+  out->quic.stateless_resets = h.stateless_resets;
+  out->quic.version_negotiations = h.version_negotiations;
+  out->quic.path_validations = h.path_validations;
+  out->quic.key_updates = h.key_updates;
+  out->quic.closing = h.conns_closing;
+  out->quic.handshaking = h.handshaking;
+  return 0;
+}
+
 void amn_server_h3_rotate_ticket_key(amn_server *s) {
   if (s && s->started && s->nloops > 0) amn_h3s_rotate_ticket_key(&s->loops[0].bl);
 }

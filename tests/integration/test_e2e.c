@@ -172,6 +172,18 @@ static void test_unary_echo(void **st) {
   assert_int_equal(r.code, AMN_STATUS_OK);
   assert_int_equal(r.len, 0);
   amn_result_free(&r);
+  /* the server's counters see the connection (and, over HTTP/3, its handshake) */
+  amn_server_stats ss;
+  assert_int_equal(amn_server_get_stats(s, &ss), 0);
+  assert_int_equal(ss.connections, 1);
+  assert_int_equal(ss.buffer_refusals, 0);
+  if (amn_t_transport == AMN_TRANSPORT_H3) {
+    assert_int_equal(ss.quic.connections, 1);
+    assert_int_equal(ss.quic.handshakes, 1);
+  } else {
+    assert_int_equal(ss.quic.connections, 0);
+  }
+  assert_int_equal(amn_server_get_stats(NULL, &ss), AMN_EINVAL);
   amn_client_free(c);
   free_server(s);
 }
