@@ -21,6 +21,7 @@
 #include <linux/filter.h>
 #include <ngtcp2/ngtcp2_crypto_gnutls.h>
 #include <pthread.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -37,15 +38,16 @@ enum { SC_HANDSHAKE, SC_OPEN, SC_CLOSING, SC_DRAINING };
 
 /* One request stream (created when its HEADERS begin). */
 typedef struct h3_sstream {
+  amn_h3_sendbuf sb;            /* first (amn_h3_on_acked): response bytes until acknowledged */
   amn_call *c;                  /* NULL once the call is detached */
   h3_sconn *sc;
   int64_t id;
-  amn_h3_sendbuf sb;            /* response bytes until acknowledged */
   bool fin_sent;                /* the final status (trailers) was submitted */
-  bool wait_ack;                /* read_data blocked on AMN_H3_MAX_UNACKED */
   bool remote_closed;           /* the request ended (FIN) */
   struct h3_sstream *prev, *next;
 } h3_sstream;
+
+_Static_assert(offsetof(h3_sstream, sb) == 0, "nghttp3's stream user data starts with its send buffer");
 
 /* A connection ID that routes datagrams to a connection. */
 typedef struct cid_node {
@@ -324,7 +326,6 @@ static nghttp3_ssize ss_read_data(nghttp3_conn *h, int64_t id, nghttp3_vec *vec,
   const amn_st_calls *calls = calls_of(sc);
   bool eof;
   ssize_t n = amn_h3_sendbuf_fill(&ss->sb, pull_stream, ss, &eof, vec);
-  if (n == -2) ss->wait_ack = true;
   if (n == -3) {
     AMN_WARN("%s: out of memory for a response: resetting the stream", sc->addr);
     ngtcp2_conn_shutdown_stream(sc->b.q, 0, id, NGHTTP3_H3_INTERNAL_ERROR);
@@ -388,31 +389,13 @@ static void h3s_consume(void *stream, size_t n) {
   h3_sstream *ss = stream;
   h3_sconn *sc = ss->sc;
   if (sc->state >= SC_CLOSING) return;
-  ngtcp2_conn_extend_max_stream_offset(sc->b.q, ss->id, n);
-  ngtcp2_conn_extend_max_offset(sc->b.q, n);
+  amn_h3_consume(&sc->b, ss->id, n);
   amn_h3_mark_dirty(&sc->b);
 }
 
 /* ------------------------------------------------------------------ */
 /* nghttp3 callbacks                                                  */
 /* ------------------------------------------------------------------ */
-
-static void consume(h3_sconn *sc, int64_t id, size_t n) {
-  ngtcp2_conn_extend_max_stream_offset(sc->b.q, id, n);
-  ngtcp2_conn_extend_max_offset(sc->b.q, n);
-}
-
-static int on_acked(nghttp3_conn *h, int64_t id, uint64_t n, void *ud, void *sud) {
-  (void)ud;
-  h3_sstream *ss = sud;
-  if (!ss) return 0;
-  amn_h3_sendbuf_ack(&ss->sb, n);
-  if (ss->wait_ack && ss->sb.unacked <= AMN_H3_MAX_UNACKED / 2) {
-    ss->wait_ack = false;
-    nghttp3_conn_resume_stream(h, id);
-  }
-  return 0;
-}
 
 static int on_stream_close(nghttp3_conn *h, int64_t id, uint64_t code, void *ud, void *sud) {
   (void)h;
@@ -432,13 +415,7 @@ static int on_recv_data(nghttp3_conn *h, int64_t id, const uint8_t *data, size_t
   (void)h;
   h3_sstream *ss = sud;
   if (ss && ss->c) calls_of(ud)->data(ss->c, data, len); /* granted back through h3s_consume */
-  else consume(ud, id, len);
-  return 0;
-}
-
-static int on_deferred_consume(nghttp3_conn *h, int64_t id, size_t n, void *ud, void *sud) {
-  (void)h; (void)sud;
-  consume(ud, id, n);
+  else amn_h3_consume(ud, id, len);
   return 0;
 }
 
@@ -504,31 +481,17 @@ static int on_end_stream(nghttp3_conn *h, int64_t id, void *ud, void *sud) {
   return 0;
 }
 
-static int on_stop_sending(nghttp3_conn *h, int64_t id, uint64_t code, void *ud, void *sud) {
-  (void)h; (void)sud;
-  h3_sconn *sc = ud;
-  ngtcp2_conn_shutdown_stream_read(sc->b.q, 0, id, code);
-  return 0;
-}
-
-static int on_reset_stream(nghttp3_conn *h, int64_t id, uint64_t code, void *ud, void *sud) {
-  (void)h; (void)sud;
-  h3_sconn *sc = ud;
-  ngtcp2_conn_shutdown_stream_write(sc->b.q, 0, id, code);
-  return 0;
-}
-
 static const nghttp3_callbacks g_h3cbs = {
-    .acked_stream_data = on_acked,
+    .acked_stream_data = amn_h3_on_acked,
     .stream_close = on_stream_close,
     .recv_data = on_recv_data,
-    .deferred_consume = on_deferred_consume,
+    .deferred_consume = amn_h3_on_deferred_consume,
     .begin_headers = on_begin_headers,
     .recv_header = on_recv_header,
     .end_headers = on_end_headers,
-    .stop_sending = on_stop_sending,
+    .stop_sending = amn_h3_on_stop_sending,
     .end_stream = on_end_stream,
-    .reset_stream = on_reset_stream,
+    .reset_stream = amn_h3_on_reset_stream,
 };
 
 /* ------------------------------------------------------------------ */
@@ -667,17 +630,10 @@ static int q_update_key(ngtcp2_conn *q, uint8_t *rx_secret, uint8_t *tx_secret, 
 static int q_stream_close(ngtcp2_conn *q, uint32_t flags, int64_t id, uint64_t code, void *ud, void *sud) {
   (void)sud;
   h3_sconn *sc = ud;
-  if (!(flags & NGTCP2_STREAM_CLOSE_FLAG_APP_ERROR_CODE_SET)) code = NGHTTP3_H3_NO_ERROR;
-  if (!sc->b.h) return 0;
-  int rv = nghttp3_conn_close_stream(sc->b.h, id, code);
-  if (rv == NGHTTP3_ERR_STREAM_NOT_FOUND) {
-    if (ngtcp2_is_bidi_stream(id)) ngtcp2_conn_extend_max_streams_bidi(q, 1);
-  } else if (rv != 0) {
-    ngtcp2_ccerr_set_application_error(&sc->b.err, nghttp3_err_infer_quic_app_error_code(rv),
-                                                        NULL, 0);
-    return NGTCP2_ERR_CALLBACK_FAILURE;
-  }
-  return 0;
+  int rv = amn_h3_close_stream(&sc->b, flags, id, code);
+  /* a request stream nghttp3 did not know: the client may open another */
+  if (rv == 1 && ngtcp2_is_bidi_stream(id)) ngtcp2_conn_extend_max_streams_bidi(q, 1);
+  return rv < 0 ? rv : 0;
 }
 
 /* The client aborted its request (RESET_STREAM) or does not want the
@@ -729,13 +685,6 @@ static int q_extend_remote_bidi(ngtcp2_conn *q, uint64_t max, void *ud) {
   return 0;
 }
 
-static int q_extend_stream_data(ngtcp2_conn *q, int64_t id, uint64_t max, void *ud, void *sud) {
-  (void)q; (void)max; (void)sud;
-  h3_sconn *sc = ud;
-  if (sc->b.h && nghttp3_conn_unblock_stream(sc->b.h, id) != 0) return NGTCP2_ERR_CALLBACK_FAILURE;
-  return 0;
-}
-
 static ngtcp2_callbacks g_qcbs;
 static pthread_once_t g_qcbs_once = PTHREAD_ONCE_INIT;
 static void init_qcbs(void) {
@@ -751,7 +700,6 @@ static void init_qcbs(void) {
   g_qcbs.get_new_connection_id = q_new_cid;
   g_qcbs.remove_connection_id = q_remove_cid;
   g_qcbs.extend_max_remote_streams_bidi = q_extend_remote_bidi;
-  g_qcbs.extend_max_stream_data = q_extend_stream_data;
 }
 
 /* ------------------------------------------------------------------ */
