@@ -18,10 +18,8 @@
 #include <netdb.h>
 #include <netinet/in.h>
 #include <gnutls/x509.h>
-#include <linux/filter.h>
 #include <ngtcp2/ngtcp2_crypto_gnutls.h>
 #include <pthread.h>
-#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -29,110 +27,8 @@
 #include <unistd.h>
 
 #include "amn/pki.h" /* AMN_QUIC_SECRET_LEN */
-#include "transport/h3/h3.h"
+#include "transport/h3/h3_server_int.h"
 #include "util/log.h"
-
-typedef struct h3_sconn h3_sconn;
-
-enum { SC_HANDSHAKE, SC_OPEN, SC_CLOSING, SC_DRAINING };
-
-/* One request stream (created when its HEADERS begin). */
-typedef struct h3_sstream {
-  amn_h3_sendbuf sb;            /* first (amn_h3_on_acked): response bytes until acknowledged */
-  amn_call *c;                  /* NULL once the call is detached */
-  h3_sconn *sc;
-  int64_t id;
-  bool fin_sent;                /* the final status (trailers) was submitted */
-  bool remote_closed;           /* the request ended (FIN) */
-  struct h3_sstream *prev, *next;
-} h3_sstream;
-
-_Static_assert(offsetof(h3_sstream, sb) == 0, "nghttp3's stream user data starts with its send buffer");
-
-/* A connection ID that routes datagrams to a connection. */
-typedef struct cid_node {
-  struct cid_node *next;        /* hash bucket */
-  struct cid_node *cnext;       /* the connection's IDs */
-  h3_sconn *sc;
-  uint8_t len;
-  uint8_t id[NGTCP2_MAX_CIDLEN];
-} cid_node;
-
-struct h3_sconn {
-  amn_h3_conn b;                /* first: ngtcp2/nghttp3 user data */
-  amn_h3_listener *l;
-  h3_sconn *prev, *next;
-  int state;
-  h3_sstream *streams;
-  size_t nstreams;
-  cid_node *cids;
-  amn_peer_store peer;
-  bool have_peer;
-  bool notice_sent, shutdown_sent; /* graceful drain: GOAWAY notice, then final GOAWAY */
-  bool counted_hs;              /* counted in l->nhandshaking */
-  bool uncounted;               /* no longer in the server's connection count (closing / draining) */
-  bool early_offered;           /* the ClientHello offered 0-RTT */
-  bool peer_from_ticket;        /* `peer` came from the identity cache (resumption) */
-  amn_tls_ctx *ctx;             /* credentials of the TLS session */
-  ev_timer gtimer;              /* notice -> final GOAWAY */
-  uint8_t closebuf[1500];       /* our CONNECTION_CLOSE, repeated during the closing period */
-  size_t closelen;
-  char addr[64];
-};
-
-/* The sockets of one server (one per loop): the last loop to stop closes
- * them all, so that the kernel's SO_REUSEPORT group never changes while
- * other loops still serve connections (datagrams of a connection would
- * land on the wrong socket). */
-typedef struct h3_group {
-  atomic_int live;
-  amn_h3_listener *all;
-  /* shared by the loops of the server */
-  pthread_mutex_t mu;           /* guards the ticket key */
-  uint8_t stek[64];             /* session ticket encryption key (GnuTLS master key) */
-  time_t stek_born;
-  uint8_t token_secret[32];     /* Retry and NEW_TOKEN tokens */
-  uint8_t reset_secret[32];     /* stateless reset tokens */
-  amn_h3_replay *replay;        /* 0-RTT ClientHellos seen */
-  amn_h3_replay *ids;           /* client identity by session ticket (for 0-RTT) */
-  struct {
-    atomic_ullong conns_accepted, handshakes_done, handshake_timeouts, resumed, early_accepted, early_rejected,
-        replays_detected, early_calls, retries_sent, retry_tokens_ok, new_tokens_ok, tokens_bad, stateless_resets,
-        version_negotiations, path_validations, key_updates;
-    atomic_uint handshaking;
-    atomic_uint closing; /* connections in their closing or draining period */
-  } st;
-} h3_group;
-
-#define STAT(l, f)                                     \
-  do {                                                 \
-    if ((l)->group) atomic_fetch_add(&(l)->group->st.f, 1); \
-  } while (0)
-
-struct amn_h3_listener {
-  amn_st_loop *loop;
-  int fd;
-  struct sockaddr_storage local;
-  socklen_t local_len;
-  ev_io rw;
-  amn_h3_sched sched;
-  h3_sconn *conns;
-  cid_node **tab;
-  size_t tabsz, ncid;
-  uint8_t *rbuf, *txbuf;
-  struct mmsghdr msgs[AMN_H3_RX_BATCH];
-  struct iovec iov[AMN_H3_RX_BATCH];
-  struct sockaddr_storage from[AMN_H3_RX_BATCH];
-  bool draining, stopped;
-  uint32_t nhandshaking;        /* connections of this loop in their handshake */
-  ngtcp2_cid refused[8];        /* the latest clients refused (max_connections): a client's */
-  unsigned nrefused;            /* ... second Initial datagram is not a second refusal */
-  h3_sconn *hello_sc;           /* whose ClientHello GnuTLS is processing (anti-replay callback) */
-  gnutls_anti_replay_t ar;      /* this loop's 0-RTT recording window (the table is the group's) */
-  h3_group *group;
-  bool group_owner;
-  amn_h3_listener *group_next;
-};
 
 /* Process-wide key of the stateless reset tokens of servers without a
  * configured secret (amn_server_opts.quic_secret). */
@@ -152,128 +48,8 @@ static int derive_key(const uint8_t *secret, const char *label, uint8_t out[32])
 
 static void sc_free(h3_sconn *sc, const char *why);
 static void sc_on_error(h3_sconn *sc, int rv);
-
-/* ------------------------------------------------------------------ */
-/* Which loop gets a datagram                                         */
-/* ------------------------------------------------------------------ */
-
-/* The kernel spreads datagrams over the loops' sockets by a hash of the
- * client's address (SO_REUSEPORT), which breaks when the client's address
- * changes (migration, NAT rebinding): its packets would reach a loop that
- * does not know the connection. So the first byte of every connection ID
- * we issue is our loop's index, and a classic BPF program on the socket
- * group sends short-header packets (the only ones a migrated client
- * sends) to the socket of that index; long-header packets (handshake,
- * whose destination ID the client may have chosen) keep the address hash
- * (an index out of range makes the kernel fall back to it). */
-static int make_cid(amn_h3_listener *l, uint8_t *id, size_t len) {
-  if (gnutls_rnd(GNUTLS_RND_NONCE, id, len) != 0) return -1;
-  id[0] = (uint8_t)l->loop->idx;
-  return 0;
-}
-
-static void steer_by_cid(amn_h3_listener *l, unsigned nsocks) {
-  if (nsocks < 2 || nsocks > 256) return; /* one byte of the ID holds the index */
-  struct sock_filter code[] = {
-      BPF_STMT(BPF_LD | BPF_B | BPF_ABS, 0),               /* first byte */
-      BPF_JUMP(BPF_JMP | BPF_JSET | BPF_K, 0x80, 3, 0),    /* long header: to the hash */
-      BPF_STMT(BPF_LD | BPF_B | BPF_ABS, 1),               /* first byte of the destination ID */
-      BPF_STMT(BPF_ALU | BPF_MOD | BPF_K, nsocks),
-      BPF_STMT(BPF_RET | BPF_A, 0),
-      BPF_STMT(BPF_RET | BPF_K, 0xffffffffu),
-  };
-  struct sock_fprog prog = {sizeof code / sizeof code[0], code};
-  if (setsockopt(l->fd, SOL_SOCKET, SO_ATTACH_REUSEPORT_CBPF, &prog, sizeof prog) != 0)
-    AMN_WARN("HTTP/3: cannot steer datagrams by connection ID (%s): clients that change address may lose their "
-             "connection with %u event loops",
-             strerror(errno), nsocks);
-}
 static void sc_update_keepalive(h3_sconn *sc);
 static void addr_text(const struct sockaddr *sa, char *out, size_t cap);
-
-/* ------------------------------------------------------------------ */
-/* Connection ID table                                                */
-/* ------------------------------------------------------------------ */
-
-static size_t cid_hash(const uint8_t *p, size_t n) {
-  uint64_t h = 1469598103934665603ull;
-  for (size_t i = 0; i < n; i++) h = (h ^ p[i]) * 1099511628211ull;
-  return (size_t)(h ^ (h >> 29));
-}
-
-static int cid_grow(amn_h3_listener *l) {
-  size_t nsz = l->tabsz ? l->tabsz * 2 : 64;
-  cid_node **nt = calloc(nsz, sizeof *nt);
-  if (!nt) return -1;
-  for (size_t i = 0; i < l->tabsz; i++)
-    while (l->tab[i]) {
-      cid_node *n = l->tab[i];
-      l->tab[i] = n->next;
-      size_t h = cid_hash(n->id, n->len) & (nsz - 1);
-      n->next = nt[h];
-      nt[h] = n;
-    }
-  free(l->tab);
-  l->tab = nt;
-  l->tabsz = nsz;
-  return 0;
-}
-
-static int cid_add(amn_h3_listener *l, h3_sconn *sc, const uint8_t *id, size_t len) {
-  if (len > NGTCP2_MAX_CIDLEN || (l->ncid >= l->tabsz && cid_grow(l) != 0)) return -1;
-  cid_node *n = malloc(sizeof *n);
-  if (!n) return -1;
-  n->sc = sc;
-  n->len = (uint8_t)len;
-  memcpy(n->id, id, len);
-  size_t h = cid_hash(id, len) & (l->tabsz - 1);
-  n->next = l->tab[h];
-  l->tab[h] = n;
-  n->cnext = sc->cids;
-  sc->cids = n;
-  l->ncid++;
-  return 0;
-}
-
-static cid_node **cid_slot(amn_h3_listener *l, const uint8_t *id, size_t len) {
-  if (!l->tabsz) return NULL;
-  for (cid_node **p = &l->tab[cid_hash(id, len) & (l->tabsz - 1)]; *p; p = &(*p)->next)
-    if ((*p)->len == len && memcmp((*p)->id, id, len) == 0) return p;
-  return NULL;
-}
-
-static h3_sconn *cid_find(amn_h3_listener *l, const uint8_t *id, size_t len) {
-  cid_node **p = cid_slot(l, id, len);
-  return p ? (*p)->sc : NULL;
-}
-
-static void cid_del(amn_h3_listener *l, const uint8_t *id, size_t len) {
-  cid_node **p = cid_slot(l, id, len);
-  if (!p) return;
-  cid_node *n = *p;
-  *p = n->next;
-  for (cid_node **c = &n->sc->cids; *c; c = &(*c)->cnext)
-    if (*c == n) {
-      *c = n->cnext;
-      break;
-    }
-  l->ncid--;
-  free(n);
-}
-
-static void cid_del_conn(amn_h3_listener *l, h3_sconn *sc) {
-  while (sc->cids) {
-    cid_node *n = sc->cids;
-    sc->cids = n->cnext;
-    for (cid_node **p = &l->tab[cid_hash(n->id, n->len) & (l->tabsz - 1)]; *p; p = &(*p)->next)
-      if (*p == n) {
-        *p = n->next;
-        break;
-      }
-    l->ncid--;
-    free(n);
-  }
-}
 
 /* ------------------------------------------------------------------ */
 /* Calls                                                              */
@@ -663,10 +439,10 @@ static int q_stop_sending(ngtcp2_conn *q, int64_t id, uint64_t code, void *ud, v
 static int q_new_cid(ngtcp2_conn *q, ngtcp2_cid *cid, uint8_t *token, size_t cidlen, void *ud) {
   (void)q;
   h3_sconn *sc = ud;
-  if (make_cid(sc->l, cid->data, cidlen) != 0) return NGTCP2_ERR_CALLBACK_FAILURE;
+  if (amn_h3s_cid_make(sc->l, cid->data, cidlen) != 0) return NGTCP2_ERR_CALLBACK_FAILURE;
   cid->datalen = cidlen;
   if (ngtcp2_crypto_generate_stateless_reset_token(token, reset_key(sc->l), 32, cid) != 0 ||
-      cid_add(sc->l, sc, cid->data, cid->datalen) != 0)
+      amn_h3s_cid_add(sc->l, sc, cid->data, cid->datalen) != 0)
     return NGTCP2_ERR_CALLBACK_FAILURE;
   return 0;
 }
@@ -674,7 +450,7 @@ static int q_new_cid(ngtcp2_conn *q, ngtcp2_cid *cid, uint8_t *token, size_t cid
 static int q_remove_cid(ngtcp2_conn *q, const ngtcp2_cid *cid, void *ud) {
   (void)q;
   h3_sconn *sc = ud;
-  cid_del(sc->l, cid->data, cid->datalen);
+  amn_h3s_cid_del(sc->l, cid->data, cid->datalen);
   return 0;
 }
 
@@ -728,7 +504,7 @@ static void sc_free(h3_sconn *sc, const char *why) {
   ev_timer_stop(loop->ev, &sc->gtimer);
   amn_h3_conn_release(&sc->b); /* nghttp3 first: no callbacks reach the streams below */
   while (sc->streams) ss_free(sc->streams);
-  cid_del_conn(l, sc);
+  amn_h3s_cid_del_conn(l, sc);
   if (sc->prev) sc->prev->next = sc->next;
   else l->conns = sc->next;
   if (sc->next) sc->next->prev = sc->prev;
@@ -1163,7 +939,7 @@ static void sc_new(amn_h3_listener *l, const ngtcp2_pkt_hd *hd, const struct soc
   pthread_once(&g_qcbs_once, init_qcbs);
   ngtcp2_cid scid;
   scid.datalen = AMN_H3_SCIDLEN;
-  make_cid(l, scid.data, scid.datalen);
+  amn_h3s_cid_make(l, scid.data, scid.datalen);
   ngtcp2_settings st;
   ngtcp2_settings_default(&st);
   st.initial_ts = amn_h3_now();
@@ -1209,7 +985,8 @@ static void sc_new(amn_h3_listener *l, const ngtcp2_pkt_hd *hd, const struct soc
   l->nhandshaking++;
   if (l->group) atomic_fetch_add(&l->group->st.handshaking, 1);
   STAT(l, conns_accepted);
-  if (cid_add(l, sc, scid.data, scid.datalen) != 0 || cid_add(l, sc, hd->dcid.data, hd->dcid.datalen) != 0) {
+  if (amn_h3s_cid_add(l, sc, scid.data, scid.datalen) != 0 ||
+      amn_h3s_cid_add(l, sc, hd->dcid.data, hd->dcid.datalen) != 0) {
     sc_free(sc, "out of memory");
     return;
   }
@@ -1266,7 +1043,7 @@ static void send_retry(amn_h3_listener *l, const ngtcp2_pkt_hd *hd, const struct
   h3_group *g = l->group;
   ngtcp2_cid scid;
   scid.datalen = AMN_H3_SCIDLEN;
-  make_cid(l, scid.data, scid.datalen);
+  amn_h3s_cid_make(l, scid.data, scid.datalen);
   uint8_t token[NGTCP2_CRYPTO_MAX_RETRY_TOKENLEN2], buf[1500];
   ngtcp2_ssize tl = ngtcp2_crypto_generate_retry_token2(token, g->token_secret, sizeof g->token_secret, hd->version,
                                                        from, fromlen, &scid, &hd->dcid, amn_h3_now());
@@ -1343,7 +1120,7 @@ static void on_datagram(amn_h3_listener *l, const uint8_t *pkt, size_t len, cons
     return;
   }
   if (rv != 0) return;
-  h3_sconn *sc = cid_find(l, vc.dcid, vc.dcidlen);
+  h3_sconn *sc = amn_h3s_cid_find(l, vc.dcid, vc.dcidlen);
   if (sc) {
     sc_read(sc, from, fromlen, pkt, len);
     return;
@@ -1429,7 +1206,7 @@ amn_h3_listener *amn_h3s_open(const char *host, uint16_t port, bool first, uint1
     l->rbuf = malloc((size_t)AMN_H3_RX_BATCH * AMN_H3_RX_DGRAM);
     l->txbuf = malloc(AMN_H3_TX_BUF);
   }
-  if (!l || !l->rbuf || !l->txbuf || cid_grow(l) != 0) {
+  if (!l || !l->rbuf || !l->txbuf || amn_h3s_cid_table_init(l) != 0) {
     if (l) {
       free(l->rbuf);
       free(l->txbuf);
@@ -1454,7 +1231,7 @@ void amn_h3s_attach(amn_st_loop *loop, amn_h3_listener *l) {
   l->loop = loop;
   /* loops attach in order and all before any runs: the last one sets the
    * program for the whole group */
-  steer_by_cid(l, (unsigned)loop->idx + 1);
+  amn_h3s_cid_steer(l, (unsigned)loop->idx + 1);
   loop->h3 = l;
   amn_h3_sched_init(&l->sched, loop->ev);
   ev_io_init(&l->rw, read_cb, l->fd, EV_READ);
@@ -1589,7 +1366,7 @@ void amn_h3s_free(amn_st_loop *loop) {
     gnutls_memset(l->group->reset_secret, 0, sizeof l->group->reset_secret);
     free(l->group);
   }
-  free(l->tab);
+  amn_h3s_cid_table_free(l);
   free(l->rbuf);
   free(l->txbuf);
   loop->h3 = NULL;

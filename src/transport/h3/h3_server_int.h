@@ -1,0 +1,126 @@
+/*
+ * Internal: the HTTP/3 server's own structures, shared by its files
+ * (h3_server.c: the listeners, datagram dispatch, the socket group;
+ * h3_server_cid.c: the connection ID table and packet steering).
+ * Included by transport/h3/h3_server*.c only.
+ */
+#ifndef AMN_TRANSPORT_H3_SERVER_INT_H
+#define AMN_TRANSPORT_H3_SERVER_INT_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stddef.h>
+
+#include "transport/h3/h3.h"
+
+typedef struct h3_sconn h3_sconn;
+typedef struct h3_cid h3_cid; /* h3_server_cid.c */
+
+enum { SC_HANDSHAKE, SC_OPEN, SC_CLOSING, SC_DRAINING };
+
+/* One request stream (created when its HEADERS begin). */
+typedef struct h3_sstream {
+  amn_h3_sendbuf sb;            /* first (amn_h3_on_acked): response bytes until acknowledged */
+  amn_call *c;                  /* NULL once the call is detached */
+  h3_sconn *sc;
+  int64_t id;
+  bool fin_sent;                /* the final status (trailers) was submitted */
+  bool remote_closed;           /* the request ended (FIN) */
+  struct h3_sstream *prev, *next;
+} h3_sstream;
+
+_Static_assert(offsetof(h3_sstream, sb) == 0, "nghttp3's stream user data starts with its send buffer");
+
+struct h3_sconn {
+  amn_h3_conn b;                /* first: ngtcp2/nghttp3 user data */
+  amn_h3_listener *l;
+  h3_sconn *prev, *next;
+  int state;
+  h3_sstream *streams;
+  size_t nstreams;
+  h3_cid *cids;                 /* the IDs that route datagrams to it */
+  amn_peer_store peer;
+  bool have_peer;
+  bool notice_sent, shutdown_sent; /* graceful drain: GOAWAY notice, then final GOAWAY */
+  bool counted_hs;              /* counted in l->nhandshaking */
+  bool uncounted;               /* no longer in the server's connection count (closing / draining) */
+  bool early_offered;           /* the ClientHello offered 0-RTT */
+  bool peer_from_ticket;        /* `peer` came from the identity cache (resumption) */
+  amn_tls_ctx *ctx;             /* credentials of the TLS session */
+  ev_timer gtimer;              /* notice -> final GOAWAY */
+  uint8_t closebuf[1500];       /* our CONNECTION_CLOSE, repeated during the closing period */
+  size_t closelen;
+  char addr[64];
+};
+
+/* The sockets of one server (one per loop): the last loop to stop closes
+ * them all, so that the kernel's SO_REUSEPORT group never changes while
+ * other loops still serve connections (datagrams of a connection would
+ * land on the wrong socket). */
+typedef struct h3_group {
+  atomic_int live;
+  amn_h3_listener *all;
+  /* shared by the loops of the server */
+  pthread_mutex_t mu;           /* guards the ticket key */
+  uint8_t stek[64];             /* session ticket encryption key (GnuTLS master key) */
+  time_t stek_born;
+  uint8_t token_secret[32];     /* Retry and NEW_TOKEN tokens */
+  uint8_t reset_secret[32];     /* stateless reset tokens */
+  amn_h3_replay *replay;        /* 0-RTT ClientHellos seen */
+  amn_h3_replay *ids;           /* client identity by session ticket (for 0-RTT) */
+  struct {
+    atomic_ullong conns_accepted, handshakes_done, handshake_timeouts, resumed, early_accepted, early_rejected,
+        replays_detected, early_calls, retries_sent, retry_tokens_ok, new_tokens_ok, tokens_bad, stateless_resets,
+        version_negotiations, path_validations, key_updates;
+    atomic_uint handshaking;
+    atomic_uint closing; /* connections in their closing or draining period */
+  } st;
+} h3_group;
+
+#define STAT(l, f)                                     \
+  do {                                                 \
+    if ((l)->group) atomic_fetch_add(&(l)->group->st.f, 1); \
+  } while (0)
+
+struct amn_h3_listener {
+  amn_st_loop *loop;
+  int fd;
+  struct sockaddr_storage local;
+  socklen_t local_len;
+  ev_io rw;
+  amn_h3_sched sched;
+  h3_sconn *conns;
+  h3_cid **tab;                 /* connection ID hash table (h3_server_cid.c) */
+  size_t tabsz, ncid;
+  uint8_t *rbuf, *txbuf;
+  struct mmsghdr msgs[AMN_H3_RX_BATCH];
+  struct iovec iov[AMN_H3_RX_BATCH];
+  struct sockaddr_storage from[AMN_H3_RX_BATCH];
+  bool draining, stopped;
+  uint32_t nhandshaking;        /* connections of this loop in their handshake */
+  ngtcp2_cid refused[8];        /* the latest clients refused (max_connections): a client's */
+  unsigned nrefused;            /* ... second Initial datagram is not a second refusal */
+  h3_sconn *hello_sc;           /* whose ClientHello GnuTLS is processing (anti-replay callback) */
+  gnutls_anti_replay_t ar;      /* this loop's 0-RTT recording window (the table is the group's) */
+  h3_group *group;
+  bool group_owner;
+  amn_h3_listener *group_next;
+};
+
+/* ---- connection IDs and packet steering (h3_server_cid.c) ---- */
+/* A new connection ID of ours (random, its first byte the loop's index). 0 or -1. */
+int amn_h3s_cid_make(amn_h3_listener *l, uint8_t *id, size_t len);
+/* Asks the kernel to steer short-header packets to the socket whose index
+ * their destination connection ID names (the group's `nsocks` sockets). */
+void amn_h3s_cid_steer(amn_h3_listener *l, unsigned nsocks);
+/* The listener's table: created empty (0 or -1), freed (its IDs are gone
+ * with their connections). */
+int amn_h3s_cid_table_init(amn_h3_listener *l);
+void amn_h3s_cid_table_free(amn_h3_listener *l);
+/* Routes `id` to sc. 0, or -1 (too long, out of memory). */
+int amn_h3s_cid_add(amn_h3_listener *l, h3_sconn *sc, const uint8_t *id, size_t len);
+h3_sconn *amn_h3s_cid_find(amn_h3_listener *l, const uint8_t *id, size_t len);
+void amn_h3s_cid_del(amn_h3_listener *l, const uint8_t *id, size_t len);
+void amn_h3s_cid_del_conn(amn_h3_listener *l, h3_sconn *sc); /* all of sc's */
+
+#endif
