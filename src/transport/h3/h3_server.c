@@ -26,30 +26,12 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "amn/pki.h" /* AMN_QUIC_SECRET_LEN */
 #include "transport/h3/h3_server_int.h"
 #include "util/log.h"
-
-/* Process-wide key of the stateless reset tokens of servers without a
- * configured secret (amn_server_opts.quic_secret). */
-static uint8_t g_secret[32];
-static pthread_once_t g_secret_once = PTHREAD_ONCE_INIT;
-static void init_secret(void) { gnutls_rnd(GNUTLS_RND_KEY, g_secret, sizeof g_secret); }
-
-/* The key of the listener's stateless reset tokens. */
-static const uint8_t *reset_key(const amn_h3_listener *l) { return l->group ? l->group->reset_secret : g_secret; }
-
-/* One key per purpose from the server's QUIC secret (HKDF-Expand). */
-static int derive_key(const uint8_t *secret, const char *label, uint8_t out[32]) {
-  gnutls_datum_t prk = {(unsigned char *)secret, AMN_QUIC_SECRET_LEN}, info = {(unsigned char *)label,
-                                                                              (unsigned)strlen(label)};
-  return gnutls_hkdf_expand(GNUTLS_MAC_SHA256, &prk, &info, out, 32);
-}
 
 static void sc_free(h3_sconn *sc, const char *why);
 static void sc_on_error(h3_sconn *sc, int rv);
 static void sc_update_keepalive(h3_sconn *sc);
-static void addr_text(const struct sockaddr *sa, char *out, size_t cap);
 
 /* ------------------------------------------------------------------ */
 /* Calls                                                              */
@@ -319,17 +301,6 @@ static int q_recv_tx_key(ngtcp2_conn *q, ngtcp2_encryption_level level, void *ud
   return 0;
 }
 
-static void send_new_token(h3_sconn *sc) {
-  h3_group *g = sc->l->group;
-  if (!g) return;
-  const ngtcp2_path *path = ngtcp2_conn_get_path(sc->b.q);
-  uint8_t token[NGTCP2_CRYPTO_MAX_REGULAR_TOKENLEN];
-  ngtcp2_ssize n = ngtcp2_crypto_generate_regular_token(token, g->token_secret, sizeof g->token_secret,
-                                                        path->remote.addr, path->remote.addrlen, amn_h3_now());
-  int rv = n > 0 ? ngtcp2_conn_submit_new_token(sc->b.q, token, (size_t)n) : -1;
-  if (rv != 0) AMN_DEBUG("%s: no NEW_TOKEN (%zd, %d)", sc->addr, (ssize_t)n, rv);
-}
-
 static int q_handshake_completed(ngtcp2_conn *q, void *ud) {
   (void)q;
   h3_sconn *sc = ud;
@@ -370,7 +341,7 @@ static int q_handshake_completed(ngtcp2_conn *q, void *ud) {
   /* a ticket for resumption and 0-RTT next time, a token to skip Retry */
   int rc = gnutls_session_ticket_send(sc->b.tls, 1, 0);
   if (rc < 0) AMN_DEBUG("%s: no session ticket: %s", sc->addr, gnutls_strerror(rc));
-  send_new_token(sc);
+  amn_h3s_send_new_token(sc);
   sc_update_keepalive(sc);
   if (sc->l->draining) start_graceful_shutdown(sc);
   return 0;
@@ -384,7 +355,7 @@ static int q_path_validation(ngtcp2_conn *q, uint32_t flags, const ngtcp2_path *
   STAT(sc->l, path_validations);
   char prev[64];
   snprintf(prev, sizeof prev, "%s", sc->addr);
-  addr_text(path->remote.addr, sc->addr, sizeof sc->addr);
+  amn_h3_addr_text(path->remote.addr, sc->addr, sizeof sc->addr);
   if (strcmp(prev, sc->addr) != 0) AMN_DEBUG("QUIC connection from %s moved to %s", prev, sc->addr);
   return 0;
 }
@@ -441,7 +412,7 @@ static int q_new_cid(ngtcp2_conn *q, ngtcp2_cid *cid, uint8_t *token, size_t cid
   h3_sconn *sc = ud;
   if (amn_h3s_cid_make(sc->l, cid->data, cidlen) != 0) return NGTCP2_ERR_CALLBACK_FAILURE;
   cid->datalen = cidlen;
-  if (ngtcp2_crypto_generate_stateless_reset_token(token, reset_key(sc->l), 32, cid) != 0 ||
+  if (amn_h3s_reset_token(sc->l, cid, token) != 0 ||
       amn_h3s_cid_add(sc->l, sc, cid->data, cid->datalen) != 0)
     return NGTCP2_ERR_CALLBACK_FAILURE;
   return 0;
@@ -676,26 +647,13 @@ static void sc_read(h3_sconn *sc, const struct sockaddr *from, socklen_t fromlen
   amn_h3_mark_dirty(&sc->b);
 }
 
-static void addr_text(const struct sockaddr *sa, char *out, size_t cap) {
-  char h[INET6_ADDRSTRLEN] = "?";
-  if (sa->sa_family == AF_INET) {
-    const struct sockaddr_in *a = (const struct sockaddr_in *)sa;
-    inet_ntop(AF_INET, &a->sin_addr, h, sizeof h);
-    snprintf(out, cap, "%s:%u", h, ntohs(a->sin_port));
-  } else {
-    const struct sockaddr_in6 *a = (const struct sockaddr_in6 *)sa;
-    inet_ntop(AF_INET6, &a->sin6_addr, h, sizeof h);
-    snprintf(out, cap, "[%s]:%u", h, ntohs(a->sin6_port));
-  }
-}
-
-/* Refuses a new connection without keeping state. */
+/* Refuses a new connection without keeping state: CONNECTION_CLOSE with
+ * a transport error `code` and `reason` (may be NULL). */
 static void refuse(amn_h3_listener *l, const ngtcp2_pkt_hd *hd, const struct sockaddr *from, socklen_t fromlen,
-                   const char *reason) {
+                   uint64_t code, const char *reason) {
   uint8_t buf[1500];
-  ngtcp2_ssize n = ngtcp2_crypto_write_connection_close(buf, sizeof buf, hd->version, &hd->scid, &hd->dcid,
-                                                        NGTCP2_CONNECTION_REFUSED, (const uint8_t *)reason,
-                                                        strlen(reason));
+  ngtcp2_ssize n = ngtcp2_crypto_write_connection_close(buf, sizeof buf, hd->version, &hd->scid, &hd->dcid, code,
+                                                        (const uint8_t *)reason, reason ? strlen(reason) : 0);
   if (n > 0) amn_h3_send_one(l->fd, from, fromlen, buf, (size_t)n);
 }
 
@@ -905,10 +863,10 @@ static void sc_new(amn_h3_listener *l, const ngtcp2_pkt_hd *hd, const struct soc
   amn_st_loop *loop = l->loop;
   const amn_st_config *cfg = loop->cfg;
   char addr[64];
-  addr_text(from, addr, sizeof addr);
+  amn_h3_addr_text(from, addr, sizeof addr);
   if (l->draining || loop->stopping) {
     AMN_DEBUG("QUIC connection from %s refused: the server is shutting down", addr);
-    refuse(l, hd, from, fromlen, "server shutting down");
+    refuse(l, hd, from, fromlen, NGTCP2_CONNECTION_REFUSED, "server shutting down");
     return;
   }
   if (cfg->max_connections && atomic_load(&loop->counters->nconns) >= cfg->max_connections) {
@@ -920,7 +878,7 @@ static void sc_new(amn_h3_listener *l, const ngtcp2_pkt_hd *hd, const struct soc
       AMN_WARN("QUIC connection from %s refused: max_connections (%u) reached (%llu refused so far)", addr,
                cfg->max_connections, n);
     }
-    refuse(l, hd, from, fromlen, "max_connections reached");
+    refuse(l, hd, from, fromlen, NGTCP2_CONNECTION_REFUSED, "max_connections reached");
     return;
   }
   h3_sconn *sc = calloc(1, sizeof *sc);
@@ -965,7 +923,7 @@ static void sc_new(amn_h3_listener *l, const ngtcp2_pkt_hd *hd, const struct soc
   }
   p.original_dcid_present = 1;
   p.stateless_reset_token_present = 1;
-  ngtcp2_crypto_generate_stateless_reset_token(p.stateless_reset_token, reset_key(l), 32, &scid);
+  amn_h3s_reset_token(l, &scid, p.stateless_reset_token);
   ngtcp2_path path = {{(struct sockaddr *)&l->local, l->local_len}, {(struct sockaddr *)from, fromlen}, NULL};
   int rv = ngtcp2_conn_server_new(&sc->b.q, &hd->scid, &scid, &path, hd->version, &g_qcbs, &st, &p,
                                   &sc->b.mem, sc);
@@ -1009,62 +967,6 @@ static void send_version_negotiation(amn_h3_listener *l, const ngtcp2_version_ci
   amn_h3_send_one(l->fd, from, fromlen, buf, (size_t)n);
 }
 
-/* A debug line about a packet answered without a connection. */
-static void debug_answer(const struct sockaddr *from, const char *packet, const char *answer) {
-  if (AMN_LOG_DEBUG > amn_log_level_current) return;
-  char addr[64];
-  addr_text(from, addr, sizeof addr);
-  AMN_DEBUG("%s from %s: %s", packet, addr, answer);
-}
-
-/* A short-header packet for no connection of ours (e.g. we restarted):
- * tell the client with a stateless reset, always shorter than the packet. */
-static void send_stateless_reset(amn_h3_listener *l, const ngtcp2_version_cid *vc, size_t pktlen,
-                                 const struct sockaddr *from, socklen_t fromlen) {
-  if (l->draining || pktlen < 1 + NGTCP2_MIN_STATELESS_RESET_RANDLEN + NGTCP2_STATELESS_RESET_TOKENLEN + 1) return;
-  ngtcp2_cid cid;
-  ngtcp2_cid_init(&cid, vc->dcid, vc->dcidlen);
-  uint8_t token[NGTCP2_STATELESS_RESET_TOKENLEN], rnd[64], buf[128];
-  if (ngtcp2_crypto_generate_stateless_reset_token(token, reset_key(l), 32, &cid) != 0) return;
-  size_t rl = pktlen - 1 - NGTCP2_STATELESS_RESET_TOKENLEN - 1;
-  if (rl > sizeof rnd) rl = sizeof rnd;
-  gnutls_rnd(GNUTLS_RND_NONCE, rnd, rl);
-  ngtcp2_ssize n = ngtcp2_pkt_write_stateless_reset(buf, sizeof buf, token, rnd, rl);
-  if (n <= 0) return;
-  STAT(l, stateless_resets); /* before the peer can see it: a test reads the counter once the peer reacted */
-  amn_h3_send_one(l->fd, from, fromlen, buf, (size_t)n);
-  debug_answer(from, "packet for an unknown connection", "stateless reset sent");
-}
-
-/* Stateless address validation: a Retry carrying a token bound to the
- * client's address and its original destination connection ID. */
-static void send_retry(amn_h3_listener *l, const ngtcp2_pkt_hd *hd, const struct sockaddr *from, socklen_t fromlen,
-                       size_t pktlen) {
-  h3_group *g = l->group;
-  ngtcp2_cid scid;
-  scid.datalen = AMN_H3_SCIDLEN;
-  amn_h3s_cid_make(l, scid.data, scid.datalen);
-  uint8_t token[NGTCP2_CRYPTO_MAX_RETRY_TOKENLEN2], buf[1500];
-  ngtcp2_ssize tl = ngtcp2_crypto_generate_retry_token2(token, g->token_secret, sizeof g->token_secret, hd->version,
-                                                       from, fromlen, &scid, &hd->dcid, amn_h3_now());
-  if (tl < 0) return;
-  ngtcp2_ssize n = ngtcp2_crypto_write_retry(buf, sizeof buf, hd->version, &hd->scid, &scid, &hd->dcid, token,
-                                             (size_t)tl);
-  if (n <= 0 || (size_t)n > 3 * pktlen) return; /* never amplify */
-  STAT(l, retries_sent); /* before the peer can see it: a test reads the counter once the peer reacted */
-  amn_h3_send_one(l->fd, from, fromlen, buf, (size_t)n);
-  debug_answer(from, "QUIC Initial", "Retry sent (address validation)");
-}
-
-/* A token that does not validate: an attacker or a stale Retry. */
-static void refuse_token(amn_h3_listener *l, const ngtcp2_pkt_hd *hd, const struct sockaddr *from,
-                         socklen_t fromlen) {
-  uint8_t buf[1500];
-  ngtcp2_ssize n = ngtcp2_crypto_write_connection_close(buf, sizeof buf, hd->version, &hd->scid, &hd->dcid,
-                                                        NGTCP2_INVALID_TOKEN, NULL, 0);
-  if (n > 0) amn_h3_send_one(l->fd, from, fromlen, buf, (size_t)n);
-}
-
 /* An Initial for no connection of ours: validate its token, ask for
  * address validation when this loop is busy with handshakes, or start a
  * connection. */
@@ -1072,40 +974,14 @@ static void on_initial(amn_h3_listener *l, const uint8_t *pkt, size_t len, const
                        socklen_t fromlen) {
   ngtcp2_pkt_hd hd;
   if (ngtcp2_accept(&hd, pkt, len) != 0) return; /* not an Initial (a 0-RTT packet ahead of it: dropped) */
-  h3_group *g = l->group;
-  uint32_t thr = l->loop->cfg->quic_retry_threshold;
   ngtcp2_cid ocid;
-  ngtcp2_token_type tt = NGTCP2_TOKEN_TYPE_UNKNOWN;
-  if (g && hd.tokenlen) {
-    ngtcp2_tstamp now = amn_h3_now();
-    if (hd.token[0] == NGTCP2_CRYPTO_TOKEN_MAGIC_RETRY2) {
-      int rv = ngtcp2_crypto_verify_retry_token2(&ocid, hd.token, hd.tokenlen, g->token_secret,
-                                                 sizeof g->token_secret, hd.version, from, fromlen, &hd.dcid,
-                                                 AMN_H3_RETRY_TOKEN_TTL_S * NGTCP2_SECONDS, now);
-      if (rv != 0) {
-        /* unreadable (not ours), for another address, or expired: a stale
-         * Retry or an attacker (RFC 9000 8.1.2: INVALID_TOKEN) */
-        STAT(l, tokens_bad);
-        AMN_DEBUG("Retry token refused: %s", rv == NGTCP2_CRYPTO_ERR_UNREADABLE_TOKEN ? "unreadable" : "stale or "
-                  "for another address");
-        refuse_token(l, &hd, from, fromlen);
-        return;
-      }
-      STAT(l, retry_tokens_ok);
-      tt = NGTCP2_TOKEN_TYPE_RETRY;
-    } else if (hd.token[0] == NGTCP2_CRYPTO_TOKEN_MAGIC_REGULAR &&
-               ngtcp2_crypto_verify_regular_token(hd.token, hd.tokenlen, g->token_secret, sizeof g->token_secret,
-                                                  from, fromlen,
-                                                  (ngtcp2_duration)AMN_H3_NEW_TOKEN_TTL_S * NGTCP2_SECONDS,
-                                                  now) == 0) {
-      STAT(l, new_tokens_ok);
-      tt = NGTCP2_TOKEN_TYPE_NEW_TOKEN;
-    } else {
-      STAT(l, tokens_bad); /* e.g. from before a restart: ignored */
-    }
+  ngtcp2_token_type tt;
+  if (amn_h3s_token_check(l, &hd, from, fromlen, &ocid, &tt) != 0) {
+    refuse(l, &hd, from, fromlen, NGTCP2_INVALID_TOKEN, NULL);
+    return;
   }
-  if (g && tt == NGTCP2_TOKEN_TYPE_UNKNOWN && l->nhandshaking >= thr) {
-    send_retry(l, &hd, from, fromlen, len);
+  if (l->group && tt == NGTCP2_TOKEN_TYPE_UNKNOWN && l->nhandshaking >= l->loop->cfg->quic_retry_threshold) {
+    amn_h3s_send_retry(l, &hd, from, fromlen, len);
     return;
   }
   sc_new(l, &hd, from, fromlen, pkt, len, tt == NGTCP2_TOKEN_TYPE_RETRY ? &ocid : NULL, tt);
@@ -1126,7 +1002,7 @@ static void on_datagram(amn_h3_listener *l, const uint8_t *pkt, size_t len, cons
     return;
   }
   if (vc.version == 0) {
-    send_stateless_reset(l, &vc, len, from, fromlen);
+    amn_h3s_send_stateless_reset(l, &vc, len, from, fromlen);
     return;
   }
   on_initial(l, pkt, len, from, fromlen);
@@ -1164,7 +1040,7 @@ static int probe_free(const struct addrinfo *a) {
 
 amn_h3_listener *amn_h3s_open(const char *host, uint16_t port, bool first, uint16_t *bound, int *rc, char *err,
                               size_t errlen) {
-  pthread_once(&g_secret_once, init_secret);
+  amn_h3s_token_init();
   *rc = AMN_EIO;
   struct addrinfo hints = {0}, *res;
   hints.ai_family = AF_UNSPEC;
@@ -1246,17 +1122,7 @@ void amn_h3s_attach(amn_st_loop *loop, amn_h3_listener *l) {
     pthread_mutex_init(&g->mu, NULL);
     gnutls_rnd(GNUTLS_RND_KEY, g->stek, sizeof g->stek);
     g->stek_born = time(NULL);
-    const amn_st_config *cfg = loop->cfg;
-    if (!cfg->has_quic_secret) {
-      gnutls_rnd(GNUTLS_RND_KEY, g->token_secret, sizeof g->token_secret);
-      memcpy(g->reset_secret, g_secret, sizeof g->reset_secret);
-    } else if (derive_key(cfg->quic_secret, "amaters-net quic token", g->token_secret) != 0 ||
-               derive_key(cfg->quic_secret, "amaters-net quic stateless reset", g->reset_secret) != 0) {
-      AMN_ERROR("HTTP/3: cannot derive keys from the QUIC secret: using random ones (resets are not "
-                "recognised after a restart)");
-      gnutls_rnd(GNUTLS_RND_KEY, g->token_secret, sizeof g->token_secret);
-      gnutls_rnd(GNUTLS_RND_KEY, g->reset_secret, sizeof g->reset_secret);
-    }
+    amn_h3s_token_keys(g, loop->cfg);
     g->replay = amn_h3_replay_new(AMN_H3_REPLAY_MAX);
     g->ids = amn_h3_tcache_new(AMN_H3_TICKET_IDS_MAX, ticket_id_free);
     if (!g->replay || !g->ids) {
@@ -1362,8 +1228,7 @@ void amn_h3s_free(amn_st_loop *loop) {
     amn_h3_replay_free(l->group->ids);
     pthread_mutex_destroy(&l->group->mu);
     gnutls_memset(l->group->stek, 0, sizeof l->group->stek);
-    gnutls_memset(l->group->token_secret, 0, sizeof l->group->token_secret);
-    gnutls_memset(l->group->reset_secret, 0, sizeof l->group->reset_secret);
+    amn_h3s_token_keys_wipe(l->group);
     free(l->group);
   }
   amn_h3s_cid_table_free(l);

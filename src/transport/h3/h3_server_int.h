@@ -1,7 +1,8 @@
 /*
  * Internal: the HTTP/3 server's own structures, shared by its files
  * (h3_server.c: the listeners, datagram dispatch, the socket group;
- * h3_server_cid.c: the connection ID table and packet steering).
+ * h3_server_cid.c: the connection ID table and packet steering;
+ * h3_server_token.c: address validation and stateless reset tokens).
  * Included by transport/h3/h3_server*.c only.
  */
 #ifndef AMN_TRANSPORT_H3_SERVER_INT_H
@@ -122,5 +123,31 @@ int amn_h3s_cid_add(amn_h3_listener *l, h3_sconn *sc, const uint8_t *id, size_t 
 h3_sconn *amn_h3s_cid_find(amn_h3_listener *l, const uint8_t *id, size_t len);
 void amn_h3s_cid_del(amn_h3_listener *l, const uint8_t *id, size_t len);
 void amn_h3s_cid_del_conn(amn_h3_listener *l, h3_sconn *sc); /* all of sc's */
+
+/* ---- address validation and stateless reset tokens (h3_server_token.c) ---- */
+/* The process-wide stateless reset key of servers without a QUIC secret
+ * (before the first listener is attached; any thread). */
+void amn_h3s_token_init(void);
+/* The group's token and stateless reset keys: derived from the server's
+ * QUIC secret when it has one, else random; wiped when the group goes. */
+void amn_h3s_token_keys(h3_group *g, const amn_st_config *cfg);
+void amn_h3s_token_keys_wipe(h3_group *g);
+/* The stateless reset token of one of our connection IDs
+ * (NGTCP2_STATELESS_RESET_TOKENLEN bytes). 0 or an ngtcp2 error. */
+int amn_h3s_reset_token(const amn_h3_listener *l, const ngtcp2_cid *cid, uint8_t *token);
+/* The token of an Initial: *tt is what it validated (Retry, NEW_TOKEN, or
+ * UNKNOWN: none, or one not ours that is ignored), *ocid the original
+ * destination connection ID of a Retry token. 0, or -1 when the Initial is
+ * to be refused (INVALID_TOKEN: a bad Retry token). */
+int amn_h3s_token_check(amn_h3_listener *l, const ngtcp2_pkt_hd *hd, const struct sockaddr *from, socklen_t fromlen,
+                        ngtcp2_cid *ocid, ngtcp2_token_type *tt);
+/* Answers without a connection: a Retry (never larger than 3 x pktlen),
+ * a stateless reset (a short-header packet of no connection of ours). */
+void amn_h3s_send_retry(amn_h3_listener *l, const ngtcp2_pkt_hd *hd, const struct sockaddr *from, socklen_t fromlen,
+                        size_t pktlen);
+void amn_h3s_send_stateless_reset(amn_h3_listener *l, const ngtcp2_version_cid *vc, size_t pktlen,
+                                  const struct sockaddr *from, socklen_t fromlen);
+/* A NEW_TOKEN token for the client's next connection (handshake done). */
+void amn_h3s_send_new_token(h3_sconn *sc);
 
 #endif
