@@ -2,7 +2,8 @@
  * Internal: the HTTP/3 server's own structures, shared by its files
  * (h3_server.c: the listeners, datagram dispatch, the socket group;
  * h3_server_cid.c: the connection ID table and packet steering;
- * h3_server_token.c: address validation and stateless reset tokens).
+ * h3_server_token.c: address validation and stateless reset tokens;
+ * h3_server_ticket.c: session tickets, ticket identities, 0-RTT anti-replay).
  * Included by transport/h3/h3_server*.c only.
  */
 #ifndef AMN_TRANSPORT_H3_SERVER_INT_H
@@ -149,5 +150,28 @@ void amn_h3s_send_stateless_reset(amn_h3_listener *l, const ngtcp2_version_cid *
                                   const struct sockaddr *from, socklen_t fromlen);
 /* A NEW_TOKEN token for the client's next connection (handshake done). */
 void amn_h3s_send_new_token(h3_sconn *sc);
+
+/* ---- session tickets and 0-RTT (h3_server_ticket.c) ---- */
+/* The group's ticket key, anti-replay table and ticket identities (0-RTT
+ * is off when the table cannot be had); freed, the key wiped. */
+void amn_h3s_ticket_group_init(h3_group *g);
+void amn_h3s_ticket_group_free(h3_group *g);
+/* The loop's own GnuTLS anti-replay window over the group's table (l->ar),
+ * and its end. */
+void amn_h3s_ticket_attach(amn_h3_listener *l);
+void amn_h3s_ticket_detach(amn_h3_listener *l);
+/* A new connection's TLS session: tickets under the current key, 0-RTT
+ * with anti-replay, the handshake hook that finds the identity a ticket
+ * stands for and remembers the one of each ticket we issue. */
+void amn_h3s_ticket_session(h3_sconn *sc);
+/* The ClientHello is processed (1-RTT keys): an identity taken from a
+ * ticket GnuTLS did not accept is dropped. */
+void amn_h3s_ticket_hello_done(h3_sconn *sc);
+/* The handshake completed: the client's identity (a resumed session's
+ * certificate verified again, and the one the ticket stood for) and the
+ * resumption and 0-RTT counters. 0, or -1 to refuse (TLS alert set). */
+int amn_h3s_ticket_handshake_done(h3_sconn *sc);
+/* A session ticket for resumption and 0-RTT next time. */
+void amn_h3s_ticket_send(h3_sconn *sc);
 
 #endif
