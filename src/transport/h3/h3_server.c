@@ -30,241 +30,12 @@
 
 static void sc_free(h3_sconn *sc, const char *why);
 static void sc_on_error(h3_sconn *sc, int rv);
-static void sc_update_keepalive(h3_sconn *sc);
-
-/* ------------------------------------------------------------------ */
-/* Calls                                                              */
-/* ------------------------------------------------------------------ */
-
-static void h3s_kick(void *stream);
-static void h3s_consume(void *stream, size_t n);
-static const amn_st_stream_ops h3_ops = {h3s_kick, h3s_consume};
-
-/* The call core of the connection's server. */
-static const amn_st_calls *calls_of(const h3_sconn *sc);
-
-/* The call leaves the stream: the call core ends it as cancelled/failed. */
-static void ss_detach(h3_sstream *ss, amn_status_code why, const char *msg) {
-  amn_call *c = ss->c;
-  if (!c) return;
-  ss->c = NULL;
-  /* bytes held for a paused handler still count against the connection window */
-  size_t held = calls_of(ss->sc)->closed(c, why, msg);
-  if (held && ss->sc->b.q) ngtcp2_conn_extend_max_offset(ss->sc->b.q, held);
-}
-
-static void ss_free(h3_sstream *ss) {
-  h3_sconn *sc = ss->sc;
-  if (ss->prev) ss->prev->next = ss->next;
-  else sc->streams = ss->next;
-  if (ss->next) ss->next->prev = ss->prev;
-  sc->nstreams--;
-  amn_h3_sendbuf_free(&ss->sb);
-  free(ss);
-}
-
-static void sc_fail_calls(h3_sconn *sc, const char *msg) {
-  for (h3_sstream *ss = sc->streams; ss; ss = ss->next) ss_detach(ss, AMN_STATUS_UNAVAILABLE, msg);
-}
-
-/* The response bytes of a stream's call (amn_h3_sendbuf_fill). */
-static ssize_t pull_stream(void *stream, uint8_t *buf, size_t len, bool *eof) {
-  h3_sstream *ss = stream;
-  return calls_of(ss->sc)->pull(ss->c, buf, len, eof);
-}
-
-static nghttp3_ssize ss_read_data(nghttp3_conn *h, int64_t id, nghttp3_vec *vec, size_t veccnt, uint32_t *pflags,
-                                  void *ud, void *sud) {
-  (void)veccnt;
-  h3_sconn *sc = ud;
-  h3_sstream *ss = sud;
-  if (!ss || !ss->c) return NGHTTP3_ERR_WOULDBLOCK; /* detached: the stream is being reset */
-  amn_call *c = ss->c;
-  const amn_st_calls *calls = calls_of(sc);
-  bool eof;
-  ssize_t n = amn_h3_sendbuf_fill(&ss->sb, pull_stream, ss, &eof, vec);
-  if (n == -3) {
-    AMN_WARN("%s: out of memory for a response: resetting the stream", sc->addr);
-    ngtcp2_conn_shutdown_stream(sc->b.q, 0, id, NGHTTP3_H3_INTERNAL_ERROR);
-  }
-  if (n < 0) return NGHTTP3_ERR_WOULDBLOCK;
-  if (eof) {
-    /* the messages are out: the trailers end the stream */
-    *pflags |= NGHTTP3_DATA_FLAG_EOF | NGHTTP3_DATA_FLAG_NO_END_STREAM;
-    amn_hdr_buf b;
-    amn_hdr_buf_init(&b);
-    nghttp3_nv nva[AMN_RPC_MAX_MD + 12];
-    int rc = calls->trailers(c, &b);
-    if (rc == 0) rc = nghttp3_conn_submit_trailers(h, id, nva, amn_h3_nv(&b, nva));
-    amn_hdr_buf_free(&b);
-    ss->fin_sent = true;
-    if (rc != 0) {
-      AMN_WARN("%s: cannot send trailers (%d)", sc->addr, rc);
-      ngtcp2_conn_shutdown_stream(sc->b.q, 0, id, NGHTTP3_H3_INTERNAL_ERROR);
-    } else if (!ss->remote_closed) {
-      /* answered before the request ended: the rest is not needed (RFC 9114 4.1) */
-      ngtcp2_conn_shutdown_stream_read(sc->b.q, 0, id, NGHTTP3_H3_NO_ERROR);
-    }
-  }
-  return n > 0 ? 1 : 0;
-}
-
-static void h3s_kick(void *stream) {
-  h3_sstream *ss = stream;
-  h3_sconn *sc = ss->sc;
-  amn_call *c = ss->c;
-  /* also before the handshake completed: the answer to a 0-RTT request */
-  if (!c || sc->state >= SC_CLOSING || !sc->b.h) return;
-  const amn_st_calls *calls = calls_of(sc);
-  amn_st_step step = calls->step(c);
-  if (step == AMN_ST_HEADERS || step == AMN_ST_TRAILERS_ONLY) {
-    amn_hdr_buf b;
-    amn_hdr_buf_init(&b);
-    bool trailers_only = step == AMN_ST_TRAILERS_ONLY;
-    nghttp3_nv nva[AMN_RPC_MAX_MD + 12];
-    nghttp3_data_reader dr = {ss_read_data};
-    int rc = calls->headers(c, &b, trailers_only);
-    if (rc == 0)
-      rc = nghttp3_conn_submit_response(sc->b.h, ss->id, nva, amn_h3_nv(&b, nva), trailers_only ? NULL : &dr);
-    amn_hdr_buf_free(&b);
-    if (rc != 0) {
-      AMN_WARN("%s: cannot send response headers (%d)", sc->addr, rc);
-      ngtcp2_conn_shutdown_stream(sc->b.q, 0, ss->id, NGHTTP3_H3_INTERNAL_ERROR);
-    } else if (trailers_only && !ss->remote_closed) {
-      ngtcp2_conn_shutdown_stream_read(sc->b.q, 0, ss->id, NGHTTP3_H3_NO_ERROR);
-    }
-    if (trailers_only) ss->fin_sent = true;
-  } else if (step == AMN_ST_MORE_DATA) {
-    nghttp3_conn_resume_stream(sc->b.h, ss->id);
-  }
-  amn_h3_mark_dirty(&sc->b);
-}
-
-/* Flow control follows the handler: request bytes are granted back once
- * the call core has delivered them (a paused handler holds the client). */
-static void h3s_consume(void *stream, size_t n) {
-  h3_sstream *ss = stream;
-  h3_sconn *sc = ss->sc;
-  if (sc->state >= SC_CLOSING) return;
-  amn_h3_consume(&sc->b, ss->id, n);
-  amn_h3_mark_dirty(&sc->b);
-}
-
-/* ------------------------------------------------------------------ */
-/* nghttp3 callbacks                                                  */
-/* ------------------------------------------------------------------ */
-
-static int on_stream_close(nghttp3_conn *h, int64_t id, uint64_t code, void *ud, void *sud) {
-  (void)h;
-  h3_sconn *sc = ud;
-  h3_sstream *ss = sud;
-  if (ss) {
-    ss_detach(ss, code == NGHTTP3_H3_NO_ERROR ? AMN_STATUS_CANCELLED : amn_status_from_h3_error(code),
-              "stream reset by the client");
-    ss_free(ss);
-    sc_update_keepalive(sc);
-  }
-  if (ngtcp2_is_bidi_stream(id)) ngtcp2_conn_extend_max_streams_bidi(sc->b.q, 1);
-  return 0;
-}
-
-static int on_recv_data(nghttp3_conn *h, int64_t id, const uint8_t *data, size_t len, void *ud, void *sud) {
-  (void)h;
-  h3_sstream *ss = sud;
-  if (ss && ss->c) calls_of(ud)->data(ss->c, data, len); /* granted back through h3s_consume */
-  else amn_h3_consume(ud, id, len);
-  return 0;
-}
-
-static int on_begin_headers(nghttp3_conn *h, int64_t id, void *ud, void *sud) {
-  (void)sud;
-  h3_sconn *sc = ud;
-  h3_sstream *ss = calloc(1, sizeof *ss);
-  /* before the handshake completed, a request can only come as 0-RTT data */
-  bool early = !ngtcp2_conn_get_handshake_completed(sc->b.q);
-  amn_call *c = ss ? calls_of(sc)->begin(sc->l->loop->ud, &h3_ops, ss, sc->have_peer ? &sc->peer.id : NULL,
-                                         sc->addr, early)
-                   : NULL;
-  if (!c) {
-    free(ss);
-    ngtcp2_conn_shutdown_stream(sc->b.q, 0, id, NGHTTP3_H3_INTERNAL_ERROR); /* this stream only */
-    return 0;
-  }
-  ss->c = c;
-  ss->sc = sc;
-  ss->id = id;
-  if (early) {
-    STAT(sc->l, early_calls);
-    AMN_DEBUG("%s: request on stream %lld arrived as 0-RTT data", sc->addr, (long long)id);
-  }
-  ss->next = sc->streams;
-  if (sc->streams) sc->streams->prev = ss;
-  sc->streams = ss;
-  sc->nstreams++;
-  nghttp3_conn_set_stream_user_data(h, id, ss);
-  ngtcp2_conn_set_stream_user_data(sc->b.q, id, ss);
-  /* incremental (RFC 9218): responses share the connection round-robin,
-   * a large one never holds small ones back */
-  static const nghttp3_pri pri = {NGHTTP3_DEFAULT_URGENCY, 1};
-  nghttp3_conn_set_server_stream_priority(h, id, &pri);
-  sc_update_keepalive(sc);
-  return 0;
-}
-
-static int on_recv_header(nghttp3_conn *h, int64_t id, int32_t token, nghttp3_rcbuf *name, nghttp3_rcbuf *value,
-                          uint8_t flags, void *ud, void *sud) {
-  (void)h; (void)id; (void)token; (void)flags;
-  h3_sstream *ss = sud;
-  if (!ss || !ss->c) return 0;
-  nghttp3_vec n = nghttp3_rcbuf_get_buf(name), v = nghttp3_rcbuf_get_buf(value);
-  calls_of(ud)->header(ss->c, n.base, n.len, v.base, v.len);
-  return 0;
-}
-
-static int on_end_headers(nghttp3_conn *h, int64_t id, int fin, void *ud, void *sud) {
-  (void)h; (void)id;
-  h3_sstream *ss = sud;
-  if (ss && fin) ss->remote_closed = true; /* no STOP_SENDING for a request that already ended */
-  if (ss && ss->c) calls_of(ud)->headers_end(ss->c);
-  return 0;
-}
-
-static int on_end_stream(nghttp3_conn *h, int64_t id, void *ud, void *sud) {
-  (void)h; (void)id;
-  h3_sstream *ss = sud;
-  if (!ss) return 0;
-  ss->remote_closed = true;
-  if (ss->c) calls_of(ud)->remote_close(ss->c);
-  return 0;
-}
-
-static const nghttp3_callbacks g_h3cbs = {
-    .acked_stream_data = amn_h3_on_acked,
-    .stream_close = on_stream_close,
-    .recv_data = on_recv_data,
-    .deferred_consume = amn_h3_on_deferred_consume,
-    .begin_headers = on_begin_headers,
-    .recv_header = on_recv_header,
-    .end_headers = on_end_headers,
-    .stop_sending = amn_h3_on_stop_sending,
-    .end_stream = on_end_stream,
-    .reset_stream = amn_h3_on_reset_stream,
-};
 
 /* ------------------------------------------------------------------ */
 /* ngtcp2 callbacks                                                   */
 /* ------------------------------------------------------------------ */
 
 static void start_graceful_shutdown(h3_sconn *sc);
-
-/* Keep-alive PINGs while calls are open (a quiet call is not idle, and a
- * dead client is noticed within the idle timeout); a connection without
- * calls stays quiet and the QUIC idle timeout closes it. */
-static void sc_update_keepalive(h3_sconn *sc) {
-  uint32_t ka = sc->l->loop->cfg->keepalive_interval_ms;
-  if (sc->state != SC_OPEN || !sc->b.q) return;
-  ngtcp2_conn_set_keep_alive_timeout(sc->b.q, ka && sc->nstreams ? (ngtcp2_duration)ka * NGTCP2_MILLISECONDS : 0);
-}
 
 static void hs_done(h3_sconn *sc) {
   if (!sc->counted_hs) return;
@@ -286,7 +57,7 @@ static int q_recv_tx_key(ngtcp2_conn *q, ngtcp2_encryption_level level, void *ud
     return NGTCP2_ERR_CALLBACK_FAILURE;
   }
   amn_h3s_ticket_hello_done(sc);
-  int rv = amn_h3_setup_http(&sc->b, true, &g_h3cbs, sc);
+  int rv = amn_h3_setup_http(&sc->b, true, &amn_h3s_h3cbs, sc);
   if (rv != 0) {
     AMN_WARN("%s: HTTP/3 setup failed: %s", sc->addr, nghttp3_strerror(rv));
     return NGTCP2_ERR_CALLBACK_FAILURE;
@@ -307,7 +78,7 @@ static int q_handshake_completed(ngtcp2_conn *q, void *ud) {
   /* a ticket for resumption and 0-RTT next time, a token to skip Retry */
   amn_h3s_ticket_send(sc);
   amn_h3s_send_new_token(sc);
-  sc_update_keepalive(sc);
+  amn_h3s_update_keepalive(sc);
   if (sc->l->draining) start_graceful_shutdown(sc);
   return 0;
 }
@@ -339,39 +110,6 @@ static int q_update_key(ngtcp2_conn *q, uint8_t *rx_secret, uint8_t *tx_secret, 
   return rv;
 }
 
-static int q_stream_close(ngtcp2_conn *q, uint32_t flags, int64_t id, uint64_t code, void *ud, void *sud) {
-  (void)sud;
-  h3_sconn *sc = ud;
-  int rv = amn_h3_close_stream(&sc->b, flags, id, code);
-  /* a request stream nghttp3 did not know: the client may open another */
-  if (rv == 1 && ngtcp2_is_bidi_stream(id)) ngtcp2_conn_extend_max_streams_bidi(q, 1);
-  return rv < 0 ? rv : 0;
-}
-
-/* The client aborted its request (RESET_STREAM) or does not want the
- * response (STOP_SENDING): a cancellation unless the call already sent its
- * final status (then it is only the answer to our own STOP_SENDING). */
-static void client_abort(h3_sconn *sc, int64_t id, h3_sstream *ss, uint64_t code) {
-  if (!ss || !ss->c || ss->fin_sent) return;
-  ss_detach(ss, code == NGHTTP3_H3_NO_ERROR ? AMN_STATUS_CANCELLED : amn_status_from_h3_error(code),
-            "stream reset by the client");
-  ngtcp2_conn_shutdown_stream(sc->b.q, 0, id, NGHTTP3_H3_REQUEST_CANCELLED);
-}
-
-static int q_stream_reset(ngtcp2_conn *q, int64_t id, uint64_t final, uint64_t code, void *ud, void *sud) {
-  (void)q; (void)final;
-  h3_sconn *sc = ud;
-  if (sc->b.h && nghttp3_conn_shutdown_stream_read(sc->b.h, id) != 0) return NGTCP2_ERR_CALLBACK_FAILURE;
-  client_abort(sc, id, sud, code);
-  return 0;
-}
-
-static int q_stop_sending(ngtcp2_conn *q, int64_t id, uint64_t code, void *ud, void *sud) {
-  (void)q;
-  client_abort(ud, id, sud, code);
-  return 0;
-}
-
 static int q_new_cid(ngtcp2_conn *q, ngtcp2_cid *cid, uint8_t *token, size_t cidlen, void *ud) {
   (void)q;
   h3_sconn *sc = ud;
@@ -390,13 +128,6 @@ static int q_remove_cid(ngtcp2_conn *q, const ngtcp2_cid *cid, void *ud) {
   return 0;
 }
 
-static int q_extend_remote_bidi(ngtcp2_conn *q, uint64_t max, void *ud) {
-  (void)q;
-  h3_sconn *sc = ud;
-  if (sc->b.h) nghttp3_conn_set_max_client_streams_bidi(sc->b.h, max);
-  return 0;
-}
-
 static ngtcp2_callbacks g_qcbs;
 static pthread_once_t g_qcbs_once = PTHREAD_ONCE_INIT;
 static void init_qcbs(void) {
@@ -406,12 +137,12 @@ static void init_qcbs(void) {
   g_qcbs.handshake_completed = q_handshake_completed;
   g_qcbs.path_validation = q_path_validation;
   g_qcbs.update_key = q_update_key;
-  g_qcbs.stream_close = q_stream_close;
-  g_qcbs.stream_reset = q_stream_reset;
-  g_qcbs.stream_stop_sending = q_stop_sending;
+  g_qcbs.stream_close = amn_h3s_q_stream_close;
+  g_qcbs.stream_reset = amn_h3s_q_stream_reset;
+  g_qcbs.stream_stop_sending = amn_h3s_q_stop_sending;
   g_qcbs.get_new_connection_id = q_new_cid;
   g_qcbs.remove_connection_id = q_remove_cid;
-  g_qcbs.extend_max_remote_streams_bidi = q_extend_remote_bidi;
+  g_qcbs.extend_max_remote_streams_bidi = amn_h3s_q_extend_remote_bidi;
 }
 
 /* ------------------------------------------------------------------ */
@@ -436,10 +167,10 @@ static void sc_free(h3_sconn *sc, const char *why) {
   AMN_DEBUG("QUIC connection from %s closed: %s", sc->addr, why);
   hs_done(sc);
   if (l->hello_sc == sc) l->hello_sc = NULL;
-  sc_fail_calls(sc, "connection closed");
+  amn_h3s_streams_detach_all(sc, "connection closed");
   ev_timer_stop(loop->ev, &sc->gtimer);
   amn_h3_conn_release(&sc->b); /* nghttp3 first: no callbacks reach the streams below */
-  while (sc->streams) ss_free(sc->streams);
+  amn_h3s_streams_free_all(sc);
   amn_h3s_cid_del_conn(l, sc);
   if (sc->prev) sc->prev->next = sc->next;
   else l->conns = sc->next;
@@ -455,7 +186,7 @@ static void sc_free(h3_sconn *sc, const char *why) {
  * late packets, state kept 3 PTO. */
 static void sc_start_closing(h3_sconn *sc) {
   if (sc->state >= SC_CLOSING) return;
-  sc_fail_calls(sc, "connection closed");
+  amn_h3s_streams_detach_all(sc, "connection closed");
   ngtcp2_path_storage ps;
   ngtcp2_path_storage_zero(&ps);
   ngtcp2_pkt_info pi;
@@ -508,7 +239,7 @@ static void sc_on_error(h3_sconn *sc, int rv) {
       else
         AMN_DEBUG("QUIC connection from %s closed during the handshake: %s", sc->addr, m);
     }
-    sc_fail_calls(sc, "connection closed by the client");
+    amn_h3s_streams_detach_all(sc, "connection closed by the client");
     if (sc->l->draining) { /* stopping: no need to wait out the draining period */
       sc_free(sc, "closed by the client");
       return;
@@ -893,8 +624,6 @@ amn_h3_listener *amn_h3s_open(const char *host, uint16_t port, bool first, uint1
   return l;
 }
 
-static const amn_st_calls *calls_of(const h3_sconn *sc) { return sc->l->loop->calls; }
-
 void amn_h3s_attach(amn_st_loop *loop, amn_h3_listener *l) {
   l->loop = loop;
   /* loops attach in order and all before any runs: the last one sets the
@@ -957,8 +686,7 @@ void amn_h3s_close_all(amn_st_loop *loop) {
     h3_sconn *sc = l->conns;
     /* cancel what is left, send the final statuses, then close */
     if (sc->state == SC_OPEN) {
-      for (h3_sstream *ss = sc->streams; ss; ss = ss->next)
-        if (ss->c) loop->calls->fail(ss->c, AMN_STATUS_UNAVAILABLE, "server stopped before the call completed");
+      amn_h3s_streams_fail_all(sc, "server stopped before the call completed");
       amn_h3_write(&sc->b);
     }
     sc_close_now(sc, "server stopped");

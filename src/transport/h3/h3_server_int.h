@@ -3,7 +3,8 @@
  * (h3_server.c: the listeners, datagram dispatch, the socket group;
  * h3_server_cid.c: the connection ID table and packet steering;
  * h3_server_token.c: address validation and stateless reset tokens;
- * h3_server_ticket.c: session tickets, ticket identities, 0-RTT anti-replay).
+ * h3_server_ticket.c: session tickets, ticket identities, 0-RTT anti-replay;
+ * h3_server_stream.c: request streams bound to calls).
  * Included by transport/h3/h3_server*.c only.
  */
 #ifndef AMN_TRANSPORT_H3_SERVER_INT_H
@@ -173,5 +174,22 @@ void amn_h3s_ticket_hello_done(h3_sconn *sc);
 int amn_h3s_ticket_handshake_done(h3_sconn *sc);
 /* A session ticket for resumption and 0-RTT next time. */
 void amn_h3s_ticket_send(h3_sconn *sc);
+
+/* ---- request streams (h3_server_stream.c) ---- */
+extern const nghttp3_callbacks amn_h3s_h3cbs; /* the HTTP/3 callbacks of a server connection */
+/* Keep-alive PINGs while calls are open (an open connection). */
+void amn_h3s_update_keepalive(h3_sconn *sc);
+/* The connection is over: the calls of its streams end as failed
+ * (UNAVAILABLE, `msg`) and nothing of them is sent any more (detach);
+ * the server stops: its calls fail and may still send their final status
+ * (fail); the streams are freed (free). */
+void amn_h3s_streams_detach_all(h3_sconn *sc, const char *msg);
+void amn_h3s_streams_fail_all(h3_sconn *sc, const char *msg);
+void amn_h3s_streams_free_all(h3_sconn *sc);
+/* ngtcp2 callbacks about streams */
+int amn_h3s_q_stream_close(ngtcp2_conn *q, uint32_t flags, int64_t id, uint64_t code, void *ud, void *sud);
+int amn_h3s_q_stream_reset(ngtcp2_conn *q, int64_t id, uint64_t final, uint64_t code, void *ud, void *sud);
+int amn_h3s_q_stop_sending(ngtcp2_conn *q, int64_t id, uint64_t code, void *ud, void *sud);
+int amn_h3s_q_extend_remote_bidi(ngtcp2_conn *q, uint64_t max, void *ud);
 
 #endif
