@@ -4,7 +4,8 @@
  * h3_server_cid.c: the connection ID table and packet steering;
  * h3_server_token.c: address validation and stateless reset tokens;
  * h3_server_ticket.c: session tickets, ticket identities, 0-RTT anti-replay;
- * h3_server_stream.c: request streams bound to calls).
+ * h3_server_stream.c: request streams bound to calls;
+ * h3_server_conn.c: connection lifecycle and ngtcp2's connection callbacks).
  * Included by transport/h3/h3_server*.c only.
  */
 #ifndef AMN_TRANSPORT_H3_SERVER_INT_H
@@ -191,5 +192,26 @@ int amn_h3s_q_stream_close(ngtcp2_conn *q, uint32_t flags, int64_t id, uint64_t 
 int amn_h3s_q_stream_reset(ngtcp2_conn *q, int64_t id, uint64_t final, uint64_t code, void *ud, void *sud);
 int amn_h3s_q_stop_sending(ngtcp2_conn *q, int64_t id, uint64_t code, void *ud, void *sud);
 int amn_h3s_q_extend_remote_bidi(ngtcp2_conn *q, uint64_t max, void *ud);
+
+/* ---- connections (h3_server_conn.c) ---- */
+/* A new connection from an Initial the listener admitted (`addr`: the
+ * client's address as text). `ocid`: the original destination connection
+ * ID when the client came back with our Retry token; `token`: the type of
+ * a validated token (Retry or NEW_TOKEN), which lifts the
+ * anti-amplification limit. Nothing is kept when it cannot be set up. */
+void amn_h3s_conn_new(amn_h3_listener *l, const ngtcp2_pkt_hd *hd, const struct sockaddr *from, socklen_t fromlen,
+                      const char *addr, const uint8_t *pkt, size_t len, const ngtcp2_cid *ocid,
+                      ngtcp2_token_type token);
+/* A datagram for the connection. */
+void amn_h3s_conn_read(h3_sconn *sc, const struct sockaddr *from, socklen_t fromlen, const uint8_t *pkt,
+                       size_t len);
+/* Graceful shutdown of an open connection: GOAWAY with the maximum ID now,
+ * the final one a few RTTs later, then it closes once its streams are done. */
+void amn_h3s_conn_shutdown(h3_sconn *sc);
+/* Immediate close: CONNECTION_CLOSE (unless closing or draining already),
+ * then gone. */
+void amn_h3s_conn_close_now(h3_sconn *sc, const char *why);
+/* Gone at once: calls failed, state freed, `why` logged (debug). */
+void amn_h3s_conn_free(h3_sconn *sc, const char *why);
 
 #endif
