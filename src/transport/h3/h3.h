@@ -2,14 +2,15 @@
  * Internal: HTTP/3 transport (gRPC over HTTP/3, grpc/proposal G2) on
  * ngtcp2 1.11 + ngtcp2_crypto_gnutls + nghttp3 1.8 (Debian bookworm-backports).
  *
- * h3_common.c holds what the server (h3_server.c) and the client
- * (h3_client.c) share: the per-connection packet pump (ngtcp2 <-> nghttp3
- * <-> UDP with GSO), the TLS handshake driver that keeps the GnuTLS error
- * code for a precise refusal reason, send buffers that keep response /
- * request bytes until the peer acknowledged them, the write batching (a
- * connection with something to send is flushed once per loop iteration),
- * UDP socket setup and the accounting of the transport's own memory.
- * h3_replay.c is the 0-RTT anti-replay table of a server.
+ * h3_common.c holds what the server (h3_server*.c, h3_server_int.h) and
+ * the client (h3_client*.c, h3_client_int.h) share: the per-connection
+ * packet pump (ngtcp2 <-> nghttp3 <-> UDP with GSO), the TLS handshake
+ * driver that keeps the GnuTLS error code for a precise refusal reason,
+ * send buffers that keep response / request bytes until the peer
+ * acknowledged them, the stream callbacks both sides use alike, the write
+ * batching (a connection with something to send is flushed once per loop
+ * iteration), UDP socket setup and the accounting of the transport's own
+ * memory. h3_replay.c is the 0-RTT anti-replay table of a server.
  */
 #ifndef AMN_H3_H
 #define AMN_H3_H
@@ -29,7 +30,7 @@
 #include "transport/stransport.h"
 
 /* ------------------------------------------------------------------ */
-/* Server hooks (h3_server.c), called by server/server.c              */
+/* Server hooks (h3_server*.c), called by server/server.c            */
 /* ------------------------------------------------------------------ */
 
 typedef struct amn_client amn_client;
