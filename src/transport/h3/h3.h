@@ -2,14 +2,15 @@
  * Internal: HTTP/3 transport (gRPC over HTTP/3, grpc/proposal G2) on
  * ngtcp2 1.11 + ngtcp2_crypto_gnutls + nghttp3 1.8 (Debian bookworm-backports).
  *
- * h3_common.c holds what the server (h3_server.c) and the client
- * (h3_client.c) share: the per-connection packet pump (ngtcp2 <-> nghttp3
- * <-> UDP with GSO), the TLS handshake driver that keeps the GnuTLS error
- * code for a precise refusal reason, send buffers that keep response /
- * request bytes until the peer acknowledged them, the write batching (a
- * connection with something to send is flushed once per loop iteration),
- * UDP socket setup and the accounting of the transport's own memory.
- * h3_replay.c is the 0-RTT anti-replay table of a server.
+ * h3_common.c holds what the server (h3_server*.c, h3_server_int.h) and
+ * the client (h3_client*.c, h3_client_int.h) share: the per-connection
+ * packet pump (ngtcp2 <-> nghttp3 <-> UDP with GSO), the TLS handshake
+ * driver that keeps the GnuTLS error code for a precise refusal reason,
+ * send buffers that keep response / request bytes until the peer
+ * acknowledged them, the stream callbacks both sides use alike, the write
+ * batching (a connection with something to send is flushed once per loop
+ * iteration), UDP socket setup and the accounting of the transport's own
+ * memory. h3_replay.c is the 0-RTT anti-replay table of a server.
  */
 #ifndef AMN_H3_H
 #define AMN_H3_H
@@ -29,7 +30,7 @@
 #include "transport/stransport.h"
 
 /* ------------------------------------------------------------------ */
-/* Server hooks (h3_server.c), called by server/server.c              */
+/* Server hooks (h3_server*.c), called by server/server.c            */
 /* ------------------------------------------------------------------ */
 
 typedef struct amn_client amn_client;
@@ -215,10 +216,10 @@ int amn_h3_update_key(ngtcp2_conn *q, uint8_t *rx_secret, uint8_t *tx_secret, ng
                       uint8_t *rx_iv, ngtcp2_crypto_aead_ctx *tx_aead_ctx, uint8_t *tx_iv,
                       const uint8_t *current_rx_secret, const uint8_t *current_tx_secret, size_t secretlen,
                       void *user_data);
-/* Fills the crypto / stream callbacks common to both sides. */
 /* Sets the ngtcp2 callbacks both sides share (crypto, keys, randomness,
- * stream data into nghttp3, acknowledged offsets). The connection object
- * given to ngtcp2 as user data must start with its amn_h3_conn. */
+ * stream data into nghttp3, acknowledged offsets, streams the peer's flow
+ * control unblocked). The connection object given to ngtcp2 as user data
+ * must start with its amn_h3_conn. */
 void amn_h3_base_callbacks(ngtcp2_callbacks *cb);
 
 /* Flow control of a new connection: every stream window starts at `win`
@@ -264,6 +265,30 @@ const char *amn_h3_tls_reason(amn_h3_conn *b);
 /* Header list conversion (nghttp3 copies the strings on submit). */
 size_t amn_h3_nv(const amn_hdr_buf *b, nghttp3_nv *nva);
 
+/* "host:port" or "[v6]:port" of a socket address, for logs. */
+void amn_h3_addr_text(const struct sockaddr *sa, char *out, size_t cap);
+
+/* ---- stream callbacks both sides share ----
+ * Their user data is the connection, whose first member is its
+ * amn_h3_conn; nghttp3's stream user data is a request stream whose first
+ * member is its amn_h3_sendbuf (both sides check it at compile time). */
+
+/* Grants n bytes of stream `id` back to the peer (stream and connection
+ * flow-control windows). */
+void amn_h3_consume(amn_h3_conn *b, int64_t id, size_t n);
+/* nghttp3 callbacks: acked_stream_data (the bytes leave the stream's send
+ * buffer; a stream that stopped at AMN_H3_MAX_UNACKED resumes),
+ * deferred_consume, stop_sending and reset_stream (passed on to ngtcp2). */
+int amn_h3_on_acked(nghttp3_conn *h, int64_t id, uint64_t n, void *ud, void *sud);
+int amn_h3_on_deferred_consume(nghttp3_conn *h, int64_t id, size_t n, void *ud, void *sud);
+int amn_h3_on_stop_sending(nghttp3_conn *h, int64_t id, uint64_t code, void *ud, void *sud);
+int amn_h3_on_reset_stream(nghttp3_conn *h, int64_t id, uint64_t code, void *ud, void *sud);
+/* The stream_close part both sides share: nghttp3 closes the stream too
+ * (with the peer's application error code, or H3_NO_ERROR). Returns 0, 1
+ * when nghttp3 does not know the stream (the caller decides about the
+ * peer's stream credit), or NGTCP2_ERR_CALLBACK_FAILURE (b->err set). */
+int amn_h3_close_stream(amn_h3_conn *b, uint32_t flags, int64_t id, uint64_t code);
+
 /* The transport's own memory accounting: bytes held by ngtcp2 and nghttp3
  * (each connection allocates through b->mem / b->hmem, which count and
  * keep track of every block: what the libraries lose is freed with the
@@ -290,21 +315,24 @@ typedef struct amn_h3_sendbuf {
   amn_h3_chunk *head, *tail;
   size_t head_acked;           /* bytes of head already acknowledged */
   size_t unacked;              /* bytes held */
+  bool blocked;                /* a fill stopped at AMN_H3_MAX_UNACKED (the stream waits for acks) */
 } amn_h3_sendbuf;
 
 typedef ssize_t (*amn_h3_pull_fn)(void *call, uint8_t *buf, size_t len, bool *eof);
 
 /* Pulls the next bytes of a call into a new chunk and points vec at them.
  * Returns the byte count (0 only with *eof), -1 when the call has nothing
- * queued, -2 when AMN_H3_MAX_UNACKED bytes are already held, -3 out of
- * memory. */
+ * queued, -2 when AMN_H3_MAX_UNACKED bytes are already held (sb->blocked
+ * until half of them are acknowledged), -3 out of memory. */
 ssize_t amn_h3_sendbuf_fill(amn_h3_sendbuf *sb, amn_h3_pull_fn pull, void *call, bool *eof, nghttp3_vec *vec);
 /* Appends an already filled chunk (client: request bytes sent again after
  * the server refused 0-RTT) and points vec at it. */
 void amn_h3_sendbuf_push(amn_h3_sendbuf *sb, amn_h3_chunk *ch, nghttp3_vec *vec);
 /* Takes the oldest chunk out (NULL when empty). */
 amn_h3_chunk *amn_h3_sendbuf_pop(amn_h3_sendbuf *sb);
-void amn_h3_sendbuf_ack(amn_h3_sendbuf *sb, uint64_t n);
+/* n more bytes acknowledged: true when the stream was blocked and may
+ * send again (half of AMN_H3_MAX_UNACKED or less held). */
+bool amn_h3_sendbuf_ack(amn_h3_sendbuf *sb, uint64_t n);
 void amn_h3_sendbuf_free(amn_h3_sendbuf *sb);
 
 /* ------------------------------------------------------------------ */

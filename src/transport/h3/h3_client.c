@@ -213,7 +213,6 @@ static void init_qcbs(void) {
   g_qcbs.stream_close = amn_h3c_q_stream_close;
   g_qcbs.stream_reset = amn_h3c_q_stream_reset;
   g_qcbs.extend_max_local_streams_bidi = amn_h3c_q_extend_local_bidi;
-  g_qcbs.extend_max_stream_data = amn_h3c_q_extend_stream_data;
   g_qcbs.get_new_connection_id = q_new_cid;
 }
 

@@ -55,12 +55,11 @@ typedef struct h3c_ep {
 
 /* One call's stream (the handle the core holds). */
 typedef struct h3c_stream {
+  amn_h3_sendbuf sb;            /* first (amn_h3_on_acked): request bytes until acknowledged */
   amn_ct_call *c;               /* NULL once the call let go of it (cancel, or the end was reported) */
   h3c_conn *cc;
   int64_t id;                   /* -1 while waiting for a stream ID (peer's stream limit) */
-  amn_h3_sendbuf sb;            /* request bytes until acknowledged */
   amn_h3_sendbuf resend;        /* 0-RTT request bytes to send again (early data refused) */
-  bool wait_ack;
   bool early;                   /* opened before the handshake completed (0-RTT) */
   bool started;                 /* its request body began (HEADERS are out) */
   bool yielded;                 /* stepped aside for other streams (see cs_read_data) */
@@ -124,7 +123,6 @@ int amn_h3c_q_early_rejected(ngtcp2_conn *q, void *ud);
 int amn_h3c_q_stream_close(ngtcp2_conn *q, uint32_t flags, int64_t id, uint64_t code, void *ud, void *sud);
 int amn_h3c_q_stream_reset(ngtcp2_conn *q, int64_t id, uint64_t final, uint64_t code, void *ud, void *sud);
 int amn_h3c_q_extend_local_bidi(ngtcp2_conn *q, uint64_t max, void *ud);
-int amn_h3c_q_extend_stream_data(ngtcp2_conn *q, int64_t id, uint64_t max, void *ud, void *sud);
 
 /* ---- tickets and tokens (h3_client_ticket.c) ---- */
 /* What the next connection of cc's endpoint reuses: the session ticket

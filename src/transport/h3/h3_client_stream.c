@@ -6,12 +6,15 @@
  * response onto the call callbacks, GOAWAY, resets, and the streams of
  * refused 0-RTT data opened again.
  */
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "transport/h3/h3_client_int.h"
 #include "util/log.h"
+
+_Static_assert(offsetof(h3c_stream, sb) == 0, "nghttp3's stream user data starts with its send buffer");
 
 static void list_add(h3c_stream **head, h3c_stream *s) {
   s->prev = NULL;
@@ -73,24 +76,7 @@ static amn_ct_call *live_call(void *sud) {
   return cs ? cs->c : NULL;
 }
 
-static void consume(h3c_conn *cc, int64_t id, size_t n) {
-  ngtcp2_conn_extend_max_stream_offset(cc->b.q, id, n);
-  ngtcp2_conn_extend_max_offset(cc->b.q, n);
-}
-
 /* ---- nghttp3 callbacks ---- */
-
-static int on_acked(nghttp3_conn *h, int64_t id, uint64_t n, void *ud, void *sud) {
-  (void)ud;
-  h3c_stream *cs = sud;
-  if (!cs) return 0;
-  amn_h3_sendbuf_ack(&cs->sb, n);
-  if (cs->wait_ack && cs->sb.unacked <= AMN_H3_MAX_UNACKED / 2) {
-    cs->wait_ack = false;
-    nghttp3_conn_resume_stream(h, id);
-  }
-  return 0;
-}
 
 static int on_stream_close(nghttp3_conn *h, int64_t id, uint64_t code, void *ud, void *sud) {
   (void)h; (void)id;
@@ -119,15 +105,9 @@ static int on_stream_close(nghttp3_conn *h, int64_t id, uint64_t code, void *ud,
 static int on_recv_data(nghttp3_conn *h, int64_t id, const uint8_t *data, size_t len, void *ud, void *sud) {
   (void)h;
   h3c_conn *cc = ud;
-  consume(cc, id, len); /* the client takes response bytes as they come */
+  amn_h3_consume(&cc->b, id, len); /* the client takes response bytes as they come */
   amn_ct_call *c = live_call(sud);
   if (c) cc->ccb->data(c, data, len);
-  return 0;
-}
-
-static int on_deferred_consume(nghttp3_conn *h, int64_t id, size_t n, void *ud, void *sud) {
-  (void)h; (void)sud;
-  consume(ud, id, n);
   return 0;
 }
 
@@ -166,20 +146,6 @@ static int on_end_stream(nghttp3_conn *h, int64_t id, void *ud, void *sud) {
   return 0;
 }
 
-static int on_stop_sending(nghttp3_conn *h, int64_t id, uint64_t code, void *ud, void *sud) {
-  (void)h; (void)sud;
-  h3c_conn *cc = ud;
-  ngtcp2_conn_shutdown_stream_read(cc->b.q, 0, id, code);
-  return 0;
-}
-
-static int on_reset_stream(nghttp3_conn *h, int64_t id, uint64_t code, void *ud, void *sud) {
-  (void)h; (void)sud;
-  h3c_conn *cc = ud;
-  ngtcp2_conn_shutdown_stream_write(cc->b.q, 0, id, code);
-  return 0;
-}
-
 /* GOAWAY: no new calls on this connection. Requests at or above `id` were
  * not processed by the server: they are reset and go to another
  * connection, as do the calls still waiting for a stream. */
@@ -209,17 +175,17 @@ static int on_shutdown(nghttp3_conn *h, int64_t id, void *ud) {
 }
 
 const nghttp3_callbacks amn_h3c_h3cbs = {
-    .acked_stream_data = on_acked,
+    .acked_stream_data = amn_h3_on_acked,
     .stream_close = on_stream_close,
     .recv_data = on_recv_data,
-    .deferred_consume = on_deferred_consume,
+    .deferred_consume = amn_h3_on_deferred_consume,
     .recv_header = on_recv_header,
     .end_headers = on_end_headers,
     .recv_trailer = on_recv_header,
     .end_trailers = on_end_trailers,
-    .stop_sending = on_stop_sending,
+    .stop_sending = amn_h3_on_stop_sending,
     .end_stream = on_end_stream,
-    .reset_stream = on_reset_stream,
+    .reset_stream = amn_h3_on_reset_stream,
     .shutdown = on_shutdown,
 };
 
@@ -276,7 +242,6 @@ static nghttp3_ssize cs_read_data(nghttp3_conn *h, int64_t id, nghttp3_vec *vec,
   }
   bool eof;
   ssize_t n = amn_h3_sendbuf_fill(&cs->sb, pull_call, cs, &eof, vec);
-  if (n == -2) cs->wait_ack = true;
   if (n == -3) ngtcp2_conn_shutdown_stream(cc->b.q, 0, id, NGHTTP3_H3_INTERNAL_ERROR);
   if (n < 0) return NGHTTP3_ERR_WOULDBLOCK;
   cs->run_bytes += (size_t)n;
@@ -413,9 +378,10 @@ int amn_h3c_q_early_rejected(ngtcp2_conn *q, void *ud) {
     h3c_stream *cs = again;
     again = cs->next;
     cs->resend = cs->sb; /* nothing was acknowledged: all of it goes again */
+    cs->resend.blocked = false;
     memset(&cs->sb, 0, sizeof cs->sb);
     cs->id = -1;
-    cs->wait_ack = cs->started = cs->yielded = false;
+    cs->started = cs->yielded = false;
     cs->run_bytes = 0;
     list_add(&cc->waitq, cs); /* ahead of the calls that waited for the handshake */
   }
@@ -425,17 +391,11 @@ int amn_h3c_q_early_rejected(ngtcp2_conn *q, void *ud) {
 int amn_h3c_q_stream_close(ngtcp2_conn *q, uint32_t flags, int64_t id, uint64_t code, void *ud, void *sud) {
   (void)sud;
   h3c_conn *cc = ud;
-  if (!(flags & NGTCP2_STREAM_CLOSE_FLAG_APP_ERROR_CODE_SET)) code = NGHTTP3_H3_NO_ERROR;
-  if (!cc->b.h) return 0;
-  int rv = nghttp3_conn_close_stream(cc->b.h, id, code);
-  if (rv == NGHTTP3_ERR_STREAM_NOT_FOUND) {
-    if (!ngtcp2_is_bidi_stream(id) && !ngtcp2_conn_is_local_stream(q, id)) ngtcp2_conn_extend_max_streams_uni(q, 1);
-  } else if (rv != 0) {
-    ngtcp2_ccerr_set_application_error(&cc->b.err, nghttp3_err_infer_quic_app_error_code(rv),
-                                                        NULL, 0);
-    return NGTCP2_ERR_CALLBACK_FAILURE;
-  }
-  return 0;
+  int rv = amn_h3_close_stream(&cc->b, flags, id, code);
+  /* a server's stream nghttp3 did not know: the server may open another */
+  if (rv == 1 && !ngtcp2_is_bidi_stream(id) && !ngtcp2_conn_is_local_stream(q, id))
+    ngtcp2_conn_extend_max_streams_uni(q, 1);
+  return rv < 0 ? rv : 0;
 }
 
 /* The server reset its side of a request stream: the call fails now. */
@@ -458,13 +418,6 @@ int amn_h3c_q_stream_reset(ngtcp2_conn *q, int64_t id, uint64_t final, uint64_t 
 int amn_h3c_q_extend_local_bidi(ngtcp2_conn *q, uint64_t max, void *ud) {
   (void)q; (void)max;
   amn_h3c_open_waiting(ud);
-  return 0;
-}
-
-int amn_h3c_q_extend_stream_data(ngtcp2_conn *q, int64_t id, uint64_t max, void *ud, void *sud) {
-  (void)q; (void)max; (void)sud;
-  h3c_conn *cc = ud;
-  if (cc->b.h && nghttp3_conn_unblock_stream(cc->b.h, id) != 0) return NGTCP2_ERR_CALLBACK_FAILURE;
   return 0;
 }
 

@@ -5,6 +5,7 @@
  */
 #include "transport/h3/h3.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <gnutls/crypto.h>
 #include <malloc.h>
@@ -171,6 +172,19 @@ size_t amn_h3_nv(const amn_hdr_buf *b, nghttp3_nv *nva) {
   return b->n;
 }
 
+void amn_h3_addr_text(const struct sockaddr *sa, char *out, size_t cap) {
+  char h[INET6_ADDRSTRLEN] = "?";
+  if (sa->sa_family == AF_INET) {
+    const struct sockaddr_in *a = (const struct sockaddr_in *)sa;
+    inet_ntop(AF_INET, &a->sin_addr, h, sizeof h);
+    snprintf(out, cap, "%s:%u", h, ntohs(a->sin_port));
+  } else {
+    const struct sockaddr_in6 *a = (const struct sockaddr_in6 *)sa;
+    inet_ntop(AF_INET6, &a->sin6_addr, h, sizeof h);
+    snprintf(out, cap, "[%s]:%u", h, ntohs(a->sin6_port));
+  }
+}
+
 /* ------------------------------------------------------------------ */
 /* TLS handshake                                                      */
 /* ------------------------------------------------------------------ */
@@ -245,9 +259,18 @@ static int acked_stream_data_offset(ngtcp2_conn *q, int64_t id, uint64_t off, ui
   return 0;
 }
 
+/* The peer may send more on a stream: nghttp3 may write on it again. */
+static int extend_max_stream_data(ngtcp2_conn *q, int64_t id, uint64_t max, void *ud, void *sud) {
+  (void)q; (void)max; (void)sud;
+  amn_h3_conn *b = ud;
+  if (b->h && nghttp3_conn_unblock_stream(b->h, id) != 0) return NGTCP2_ERR_CALLBACK_FAILURE;
+  return 0;
+}
+
 void amn_h3_base_callbacks(ngtcp2_callbacks *cb) {
   cb->recv_stream_data = recv_stream_data;
   cb->acked_stream_data_offset = acked_stream_data_offset;
+  cb->extend_max_stream_data = extend_max_stream_data;
   cb->recv_crypto_data = amn_h3_recv_crypto_data;
   cb->encrypt = ngtcp2_crypto_encrypt_cb;
   cb->decrypt = ngtcp2_crypto_decrypt_cb;
@@ -258,6 +281,54 @@ void amn_h3_base_callbacks(ngtcp2_callbacks *cb) {
   cb->delete_crypto_cipher_ctx = ngtcp2_crypto_delete_crypto_cipher_ctx_cb;
   cb->get_path_challenge_data = ngtcp2_crypto_get_path_challenge_data_cb;
   cb->version_negotiation = ngtcp2_crypto_version_negotiation_cb;
+}
+
+/* ------------------------------------------------------------------ */
+/* Stream callbacks both sides share                                  */
+/* ------------------------------------------------------------------ */
+
+void amn_h3_consume(amn_h3_conn *b, int64_t id, size_t n) {
+  ngtcp2_conn_extend_max_stream_offset(b->q, id, n);
+  ngtcp2_conn_extend_max_offset(b->q, n);
+}
+
+int amn_h3_on_acked(nghttp3_conn *h, int64_t id, uint64_t n, void *ud, void *sud) {
+  (void)ud;
+  amn_h3_sendbuf *sb = sud; /* the stream's first member */
+  if (sb && amn_h3_sendbuf_ack(sb, n)) nghttp3_conn_resume_stream(h, id);
+  return 0;
+}
+
+int amn_h3_on_deferred_consume(nghttp3_conn *h, int64_t id, size_t n, void *ud, void *sud) {
+  (void)h; (void)sud;
+  amn_h3_consume(ud, id, n);
+  return 0;
+}
+
+int amn_h3_on_stop_sending(nghttp3_conn *h, int64_t id, uint64_t code, void *ud, void *sud) {
+  (void)h; (void)sud;
+  amn_h3_conn *b = ud;
+  ngtcp2_conn_shutdown_stream_read(b->q, 0, id, code);
+  return 0;
+}
+
+int amn_h3_on_reset_stream(nghttp3_conn *h, int64_t id, uint64_t code, void *ud, void *sud) {
+  (void)h; (void)sud;
+  amn_h3_conn *b = ud;
+  ngtcp2_conn_shutdown_stream_write(b->q, 0, id, code);
+  return 0;
+}
+
+int amn_h3_close_stream(amn_h3_conn *b, uint32_t flags, int64_t id, uint64_t code) {
+  if (!(flags & NGTCP2_STREAM_CLOSE_FLAG_APP_ERROR_CODE_SET)) code = NGHTTP3_H3_NO_ERROR;
+  if (!b->h) return 0;
+  int rv = nghttp3_conn_close_stream(b->h, id, code);
+  if (rv == NGHTTP3_ERR_STREAM_NOT_FOUND) return 1;
+  if (rv != 0) {
+    ngtcp2_ccerr_set_application_error(&b->err, nghttp3_err_infer_quic_app_error_code(rv), NULL, 0);
+    return NGTCP2_ERR_CALLBACK_FAILURE;
+  }
+  return 0;
 }
 
 /* ------------------------------------------------------------------ */
@@ -709,7 +780,10 @@ int amn_h3_write(amn_h3_conn *b) {
 
 ssize_t amn_h3_sendbuf_fill(amn_h3_sendbuf *sb, amn_h3_pull_fn pull, void *call, bool *eof, nghttp3_vec *vec) {
   *eof = false;
-  if (sb->unacked >= AMN_H3_MAX_UNACKED) return -2;
+  if (sb->unacked >= AMN_H3_MAX_UNACKED) {
+    sb->blocked = true;
+    return -2;
+  }
   size_t cap = AMN_H3_MAX_UNACKED - sb->unacked;
   if (cap > 64 * 1024) cap = 64 * 1024;
   amn_h3_chunk *ch = m_malloc(sizeof *ch + cap, NULL);
@@ -749,7 +823,7 @@ amn_h3_chunk *amn_h3_sendbuf_pop(amn_h3_sendbuf *sb) {
   return ch;
 }
 
-void amn_h3_sendbuf_ack(amn_h3_sendbuf *sb, uint64_t n) {
+bool amn_h3_sendbuf_ack(amn_h3_sendbuf *sb, uint64_t n) {
   while (n && sb->head) {
     amn_h3_chunk *ch = sb->head;
     size_t left = ch->len - sb->head_acked;
@@ -764,6 +838,9 @@ void amn_h3_sendbuf_ack(amn_h3_sendbuf *sb, uint64_t n) {
       m_free(ch, NULL);
     }
   }
+  if (!sb->blocked || sb->unacked > AMN_H3_MAX_UNACKED / 2) return false;
+  sb->blocked = false;
+  return true;
 }
 
 void amn_h3_sendbuf_free(amn_h3_sendbuf *sb) {
@@ -774,4 +851,5 @@ void amn_h3_sendbuf_free(amn_h3_sendbuf *sb) {
   }
   sb->tail = NULL;
   sb->unacked = sb->head_acked = 0;
+  sb->blocked = false;
 }

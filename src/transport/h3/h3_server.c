@@ -1,1272 +1,33 @@
 /*
- * HTTP/3 transport, server side: one UDP socket per event loop (all bound
- * to the same port with SO_REUSEPORT), QUIC connections found by
- * destination connection ID, nghttp3 request streams mapped onto the
- * transport-independent call core through transport/stransport.h, exactly
- * like the HTTP/2 transport (h2_server.c) does with nghttp2 streams.
+ * HTTP/3 transport, server side: the listeners. One UDP socket per event
+ * loop (all bound to the same port with SO_REUSEPORT), the datagrams it
+ * reads and where each goes: to the connection its destination ID names
+ * (h3_server_cid.c), or, for no connection of ours, an answer without
+ * state (version negotiation, a stateless reset or a Retry:
+ * h3_server_token.c; a refusal) or a new connection (h3_server_conn.c).
+ * Also the state the loops of one server share (h3_group: ticket key,
+ * token secrets, anti-replay table, counters), graceful and hard stops.
  *
- * Around that: address validation (Retry when a loop has many handshakes
- * in progress, NEW_TOKEN tokens that let a returning client skip it),
- * session tickets whose key all loops share (rotated), 0-RTT with a real
- * anti-replay table (h3_replay.c) and a re-verification of the client
- * identity a resumed session carries, stateless resets, version
- * negotiation, client migration, QUIC idle timeout and keep-alive.
+ * The rest of the server side, by concern: h3_server_conn.c (connection
+ * lifecycle), h3_server_stream.c (request streams bound to the call core
+ * through transport/stransport.h, as h2_server.c does with nghttp2
+ * streams), h3_server_token.c (address validation, stateless resets),
+ * h3_server_ticket.c (session tickets, 0-RTT and its anti-replay table,
+ * h3_replay.c), h3_server_cid.c (connection IDs, packet steering); they
+ * share h3_server_int.h.
  */
 #include <arpa/inet.h>
 #include <errno.h>
 #include <gnutls/crypto.h>
 #include <netdb.h>
 #include <netinet/in.h>
-#include <gnutls/x509.h>
-#include <linux/filter.h>
-#include <ngtcp2/ngtcp2_crypto_gnutls.h>
-#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 #include <unistd.h>
 
-#include "amn/pki.h" /* AMN_QUIC_SECRET_LEN */
-#include "transport/h3/h3.h"
+#include "transport/h3/h3_server_int.h"
 #include "util/log.h"
-
-typedef struct h3_sconn h3_sconn;
-
-enum { SC_HANDSHAKE, SC_OPEN, SC_CLOSING, SC_DRAINING };
-
-/* One request stream (created when its HEADERS begin). */
-typedef struct h3_sstream {
-  amn_call *c;                  /* NULL once the call is detached */
-  h3_sconn *sc;
-  int64_t id;
-  amn_h3_sendbuf sb;            /* response bytes until acknowledged */
-  bool fin_sent;                /* the final status (trailers) was submitted */
-  bool wait_ack;                /* read_data blocked on AMN_H3_MAX_UNACKED */
-  bool remote_closed;           /* the request ended (FIN) */
-  struct h3_sstream *prev, *next;
-} h3_sstream;
-
-/* A connection ID that routes datagrams to a connection. */
-typedef struct cid_node {
-  struct cid_node *next;        /* hash bucket */
-  struct cid_node *cnext;       /* the connection's IDs */
-  h3_sconn *sc;
-  uint8_t len;
-  uint8_t id[NGTCP2_MAX_CIDLEN];
-} cid_node;
-
-struct h3_sconn {
-  amn_h3_conn b;                /* first: ngtcp2/nghttp3 user data */
-  amn_h3_listener *l;
-  h3_sconn *prev, *next;
-  int state;
-  h3_sstream *streams;
-  size_t nstreams;
-  cid_node *cids;
-  amn_peer_store peer;
-  bool have_peer;
-  bool notice_sent, shutdown_sent; /* graceful drain: GOAWAY notice, then final GOAWAY */
-  bool counted_hs;              /* counted in l->nhandshaking */
-  bool uncounted;               /* no longer in the server's connection count (closing / draining) */
-  bool early_offered;           /* the ClientHello offered 0-RTT */
-  bool peer_from_ticket;        /* `peer` came from the identity cache (resumption) */
-  amn_tls_ctx *ctx;             /* credentials of the TLS session */
-  ev_timer gtimer;              /* notice -> final GOAWAY */
-  uint8_t closebuf[1500];       /* our CONNECTION_CLOSE, repeated during the closing period */
-  size_t closelen;
-  char addr[64];
-};
-
-/* The sockets of one server (one per loop): the last loop to stop closes
- * them all, so that the kernel's SO_REUSEPORT group never changes while
- * other loops still serve connections (datagrams of a connection would
- * land on the wrong socket). */
-typedef struct h3_group {
-  atomic_int live;
-  amn_h3_listener *all;
-  /* shared by the loops of the server */
-  pthread_mutex_t mu;           /* guards the ticket key */
-  uint8_t stek[64];             /* session ticket encryption key (GnuTLS master key) */
-  time_t stek_born;
-  uint8_t token_secret[32];     /* Retry and NEW_TOKEN tokens */
-  uint8_t reset_secret[32];     /* stateless reset tokens */
-  amn_h3_replay *replay;        /* 0-RTT ClientHellos seen */
-  amn_h3_replay *ids;           /* client identity by session ticket (for 0-RTT) */
-  struct {
-    atomic_ullong conns_accepted, handshakes_done, handshake_timeouts, resumed, early_accepted, early_rejected,
-        replays_detected, early_calls, retries_sent, retry_tokens_ok, new_tokens_ok, tokens_bad, stateless_resets,
-        version_negotiations, path_validations, key_updates;
-    atomic_uint handshaking;
-    atomic_uint closing; /* connections in their closing or draining period */
-  } st;
-} h3_group;
-
-#define STAT(l, f)                                     \
-  do {                                                 \
-    if ((l)->group) atomic_fetch_add(&(l)->group->st.f, 1); \
-  } while (0)
-
-struct amn_h3_listener {
-  amn_st_loop *loop;
-  int fd;
-  struct sockaddr_storage local;
-  socklen_t local_len;
-  ev_io rw;
-  amn_h3_sched sched;
-  h3_sconn *conns;
-  cid_node **tab;
-  size_t tabsz, ncid;
-  uint8_t *rbuf, *txbuf;
-  struct mmsghdr msgs[AMN_H3_RX_BATCH];
-  struct iovec iov[AMN_H3_RX_BATCH];
-  struct sockaddr_storage from[AMN_H3_RX_BATCH];
-  bool draining, stopped;
-  uint32_t nhandshaking;        /* connections of this loop in their handshake */
-  ngtcp2_cid refused[8];        /* the latest clients refused (max_connections): a client's */
-  unsigned nrefused;            /* ... second Initial datagram is not a second refusal */
-  h3_sconn *hello_sc;           /* whose ClientHello GnuTLS is processing (anti-replay callback) */
-  gnutls_anti_replay_t ar;      /* this loop's 0-RTT recording window (the table is the group's) */
-  h3_group *group;
-  bool group_owner;
-  amn_h3_listener *group_next;
-};
-
-/* Process-wide key of the stateless reset tokens of servers without a
- * configured secret (amn_server_opts.quic_secret). */
-static uint8_t g_secret[32];
-static pthread_once_t g_secret_once = PTHREAD_ONCE_INIT;
-static void init_secret(void) { gnutls_rnd(GNUTLS_RND_KEY, g_secret, sizeof g_secret); }
-
-/* The key of the listener's stateless reset tokens. */
-static const uint8_t *reset_key(const amn_h3_listener *l) { return l->group ? l->group->reset_secret : g_secret; }
-
-/* One key per purpose from the server's QUIC secret (HKDF-Expand). */
-static int derive_key(const uint8_t *secret, const char *label, uint8_t out[32]) {
-  gnutls_datum_t prk = {(unsigned char *)secret, AMN_QUIC_SECRET_LEN}, info = {(unsigned char *)label,
-                                                                              (unsigned)strlen(label)};
-  return gnutls_hkdf_expand(GNUTLS_MAC_SHA256, &prk, &info, out, 32);
-}
-
-static void sc_free(h3_sconn *sc, const char *why);
-static void sc_on_error(h3_sconn *sc, int rv);
-
-/* ------------------------------------------------------------------ */
-/* Which loop gets a datagram                                         */
-/* ------------------------------------------------------------------ */
-
-/* The kernel spreads datagrams over the loops' sockets by a hash of the
- * client's address (SO_REUSEPORT), which breaks when the client's address
- * changes (migration, NAT rebinding): its packets would reach a loop that
- * does not know the connection. So the first byte of every connection ID
- * we issue is our loop's index, and a classic BPF program on the socket
- * group sends short-header packets (the only ones a migrated client
- * sends) to the socket of that index; long-header packets (handshake,
- * whose destination ID the client may have chosen) keep the address hash
- * (an index out of range makes the kernel fall back to it). */
-static int make_cid(amn_h3_listener *l, uint8_t *id, size_t len) {
-  if (gnutls_rnd(GNUTLS_RND_NONCE, id, len) != 0) return -1;
-  id[0] = (uint8_t)l->loop->idx;
-  return 0;
-}
-
-static void steer_by_cid(amn_h3_listener *l, unsigned nsocks) {
-  if (nsocks < 2 || nsocks > 256) return; /* one byte of the ID holds the index */
-  struct sock_filter code[] = {
-      BPF_STMT(BPF_LD | BPF_B | BPF_ABS, 0),               /* first byte */
-      BPF_JUMP(BPF_JMP | BPF_JSET | BPF_K, 0x80, 3, 0),    /* long header: to the hash */
-      BPF_STMT(BPF_LD | BPF_B | BPF_ABS, 1),               /* first byte of the destination ID */
-      BPF_STMT(BPF_ALU | BPF_MOD | BPF_K, nsocks),
-      BPF_STMT(BPF_RET | BPF_A, 0),
-      BPF_STMT(BPF_RET | BPF_K, 0xffffffffu),
-  };
-  struct sock_fprog prog = {sizeof code / sizeof code[0], code};
-  if (setsockopt(l->fd, SOL_SOCKET, SO_ATTACH_REUSEPORT_CBPF, &prog, sizeof prog) != 0)
-    AMN_WARN("HTTP/3: cannot steer datagrams by connection ID (%s): clients that change address may lose their "
-             "connection with %u event loops",
-             strerror(errno), nsocks);
-}
-static void sc_update_keepalive(h3_sconn *sc);
-static void addr_text(const struct sockaddr *sa, char *out, size_t cap);
-
-/* ------------------------------------------------------------------ */
-/* Connection ID table                                                */
-/* ------------------------------------------------------------------ */
-
-static size_t cid_hash(const uint8_t *p, size_t n) {
-  uint64_t h = 1469598103934665603ull;
-  for (size_t i = 0; i < n; i++) h = (h ^ p[i]) * 1099511628211ull;
-  return (size_t)(h ^ (h >> 29));
-}
-
-static int cid_grow(amn_h3_listener *l) {
-  size_t nsz = l->tabsz ? l->tabsz * 2 : 64;
-  cid_node **nt = calloc(nsz, sizeof *nt);
-  if (!nt) return -1;
-  for (size_t i = 0; i < l->tabsz; i++)
-    while (l->tab[i]) {
-      cid_node *n = l->tab[i];
-      l->tab[i] = n->next;
-      size_t h = cid_hash(n->id, n->len) & (nsz - 1);
-      n->next = nt[h];
-      nt[h] = n;
-    }
-  free(l->tab);
-  l->tab = nt;
-  l->tabsz = nsz;
-  return 0;
-}
-
-static int cid_add(amn_h3_listener *l, h3_sconn *sc, const uint8_t *id, size_t len) {
-  if (len > NGTCP2_MAX_CIDLEN || (l->ncid >= l->tabsz && cid_grow(l) != 0)) return -1;
-  cid_node *n = malloc(sizeof *n);
-  if (!n) return -1;
-  n->sc = sc;
-  n->len = (uint8_t)len;
-  memcpy(n->id, id, len);
-  size_t h = cid_hash(id, len) & (l->tabsz - 1);
-  n->next = l->tab[h];
-  l->tab[h] = n;
-  n->cnext = sc->cids;
-  sc->cids = n;
-  l->ncid++;
-  return 0;
-}
-
-static cid_node **cid_slot(amn_h3_listener *l, const uint8_t *id, size_t len) {
-  if (!l->tabsz) return NULL;
-  for (cid_node **p = &l->tab[cid_hash(id, len) & (l->tabsz - 1)]; *p; p = &(*p)->next)
-    if ((*p)->len == len && memcmp((*p)->id, id, len) == 0) return p;
-  return NULL;
-}
-
-static h3_sconn *cid_find(amn_h3_listener *l, const uint8_t *id, size_t len) {
-  cid_node **p = cid_slot(l, id, len);
-  return p ? (*p)->sc : NULL;
-}
-
-static void cid_del(amn_h3_listener *l, const uint8_t *id, size_t len) {
-  cid_node **p = cid_slot(l, id, len);
-  if (!p) return;
-  cid_node *n = *p;
-  *p = n->next;
-  for (cid_node **c = &n->sc->cids; *c; c = &(*c)->cnext)
-    if (*c == n) {
-      *c = n->cnext;
-      break;
-    }
-  l->ncid--;
-  free(n);
-}
-
-static void cid_del_conn(amn_h3_listener *l, h3_sconn *sc) {
-  while (sc->cids) {
-    cid_node *n = sc->cids;
-    sc->cids = n->cnext;
-    for (cid_node **p = &l->tab[cid_hash(n->id, n->len) & (l->tabsz - 1)]; *p; p = &(*p)->next)
-      if (*p == n) {
-        *p = n->next;
-        break;
-      }
-    l->ncid--;
-    free(n);
-  }
-}
-
-/* ------------------------------------------------------------------ */
-/* Calls                                                              */
-/* ------------------------------------------------------------------ */
-
-static void h3s_kick(void *stream);
-static void h3s_consume(void *stream, size_t n);
-static const amn_st_stream_ops h3_ops = {h3s_kick, h3s_consume};
-
-/* The call core of the connection's server. */
-static const amn_st_calls *calls_of(const h3_sconn *sc);
-
-/* The call leaves the stream: the call core ends it as cancelled/failed. */
-static void ss_detach(h3_sstream *ss, amn_status_code why, const char *msg) {
-  amn_call *c = ss->c;
-  if (!c) return;
-  ss->c = NULL;
-  /* bytes held for a paused handler still count against the connection window */
-  size_t held = calls_of(ss->sc)->closed(c, why, msg);
-  if (held && ss->sc->b.q) ngtcp2_conn_extend_max_offset(ss->sc->b.q, held);
-}
-
-static void ss_free(h3_sstream *ss) {
-  h3_sconn *sc = ss->sc;
-  if (ss->prev) ss->prev->next = ss->next;
-  else sc->streams = ss->next;
-  if (ss->next) ss->next->prev = ss->prev;
-  sc->nstreams--;
-  amn_h3_sendbuf_free(&ss->sb);
-  free(ss);
-}
-
-static void sc_fail_calls(h3_sconn *sc, const char *msg) {
-  for (h3_sstream *ss = sc->streams; ss; ss = ss->next) ss_detach(ss, AMN_STATUS_UNAVAILABLE, msg);
-}
-
-/* The response bytes of a stream's call (amn_h3_sendbuf_fill). */
-static ssize_t pull_stream(void *stream, uint8_t *buf, size_t len, bool *eof) {
-  h3_sstream *ss = stream;
-  return calls_of(ss->sc)->pull(ss->c, buf, len, eof);
-}
-
-static nghttp3_ssize ss_read_data(nghttp3_conn *h, int64_t id, nghttp3_vec *vec, size_t veccnt, uint32_t *pflags,
-                                  void *ud, void *sud) {
-  (void)veccnt;
-  h3_sconn *sc = ud;
-  h3_sstream *ss = sud;
-  if (!ss || !ss->c) return NGHTTP3_ERR_WOULDBLOCK; /* detached: the stream is being reset */
-  amn_call *c = ss->c;
-  const amn_st_calls *calls = calls_of(sc);
-  bool eof;
-  ssize_t n = amn_h3_sendbuf_fill(&ss->sb, pull_stream, ss, &eof, vec);
-  if (n == -2) ss->wait_ack = true;
-  if (n == -3) {
-    AMN_WARN("%s: out of memory for a response: resetting the stream", sc->addr);
-    ngtcp2_conn_shutdown_stream(sc->b.q, 0, id, NGHTTP3_H3_INTERNAL_ERROR);
-  }
-  if (n < 0) return NGHTTP3_ERR_WOULDBLOCK;
-  if (eof) {
-    /* the messages are out: the trailers end the stream */
-    *pflags |= NGHTTP3_DATA_FLAG_EOF | NGHTTP3_DATA_FLAG_NO_END_STREAM;
-    amn_hdr_buf b;
-    amn_hdr_buf_init(&b);
-    nghttp3_nv nva[AMN_RPC_MAX_MD + 12];
-    int rc = calls->trailers(c, &b);
-    if (rc == 0) rc = nghttp3_conn_submit_trailers(h, id, nva, amn_h3_nv(&b, nva));
-    amn_hdr_buf_free(&b);
-    ss->fin_sent = true;
-    if (rc != 0) {
-      AMN_WARN("%s: cannot send trailers (%d)", sc->addr, rc);
-      ngtcp2_conn_shutdown_stream(sc->b.q, 0, id, NGHTTP3_H3_INTERNAL_ERROR);
-    } else if (!ss->remote_closed) {
-      /* answered before the request ended: the rest is not needed (RFC 9114 4.1) */
-      ngtcp2_conn_shutdown_stream_read(sc->b.q, 0, id, NGHTTP3_H3_NO_ERROR);
-    }
-  }
-  return n > 0 ? 1 : 0;
-}
-
-static void h3s_kick(void *stream) {
-  h3_sstream *ss = stream;
-  h3_sconn *sc = ss->sc;
-  amn_call *c = ss->c;
-  /* also before the handshake completed: the answer to a 0-RTT request */
-  if (!c || sc->state >= SC_CLOSING || !sc->b.h) return;
-  const amn_st_calls *calls = calls_of(sc);
-  amn_st_step step = calls->step(c);
-  if (step == AMN_ST_HEADERS || step == AMN_ST_TRAILERS_ONLY) {
-    amn_hdr_buf b;
-    amn_hdr_buf_init(&b);
-    bool trailers_only = step == AMN_ST_TRAILERS_ONLY;
-    nghttp3_nv nva[AMN_RPC_MAX_MD + 12];
-    nghttp3_data_reader dr = {ss_read_data};
-    int rc = calls->headers(c, &b, trailers_only);
-    if (rc == 0)
-      rc = nghttp3_conn_submit_response(sc->b.h, ss->id, nva, amn_h3_nv(&b, nva), trailers_only ? NULL : &dr);
-    amn_hdr_buf_free(&b);
-    if (rc != 0) {
-      AMN_WARN("%s: cannot send response headers (%d)", sc->addr, rc);
-      ngtcp2_conn_shutdown_stream(sc->b.q, 0, ss->id, NGHTTP3_H3_INTERNAL_ERROR);
-    } else if (trailers_only && !ss->remote_closed) {
-      ngtcp2_conn_shutdown_stream_read(sc->b.q, 0, ss->id, NGHTTP3_H3_NO_ERROR);
-    }
-    if (trailers_only) ss->fin_sent = true;
-  } else if (step == AMN_ST_MORE_DATA) {
-    nghttp3_conn_resume_stream(sc->b.h, ss->id);
-  }
-  amn_h3_mark_dirty(&sc->b);
-}
-
-/* Flow control follows the handler: request bytes are granted back once
- * the call core has delivered them (a paused handler holds the client). */
-static void h3s_consume(void *stream, size_t n) {
-  h3_sstream *ss = stream;
-  h3_sconn *sc = ss->sc;
-  if (sc->state >= SC_CLOSING) return;
-  ngtcp2_conn_extend_max_stream_offset(sc->b.q, ss->id, n);
-  ngtcp2_conn_extend_max_offset(sc->b.q, n);
-  amn_h3_mark_dirty(&sc->b);
-}
-
-/* ------------------------------------------------------------------ */
-/* nghttp3 callbacks                                                  */
-/* ------------------------------------------------------------------ */
-
-static void consume(h3_sconn *sc, int64_t id, size_t n) {
-  ngtcp2_conn_extend_max_stream_offset(sc->b.q, id, n);
-  ngtcp2_conn_extend_max_offset(sc->b.q, n);
-}
-
-static int on_acked(nghttp3_conn *h, int64_t id, uint64_t n, void *ud, void *sud) {
-  (void)ud;
-  h3_sstream *ss = sud;
-  if (!ss) return 0;
-  amn_h3_sendbuf_ack(&ss->sb, n);
-  if (ss->wait_ack && ss->sb.unacked <= AMN_H3_MAX_UNACKED / 2) {
-    ss->wait_ack = false;
-    nghttp3_conn_resume_stream(h, id);
-  }
-  return 0;
-}
-
-static int on_stream_close(nghttp3_conn *h, int64_t id, uint64_t code, void *ud, void *sud) {
-  (void)h;
-  h3_sconn *sc = ud;
-  h3_sstream *ss = sud;
-  if (ss) {
-    ss_detach(ss, code == NGHTTP3_H3_NO_ERROR ? AMN_STATUS_CANCELLED : amn_status_from_h3_error(code),
-              "stream reset by the client");
-    ss_free(ss);
-    sc_update_keepalive(sc);
-  }
-  if (ngtcp2_is_bidi_stream(id)) ngtcp2_conn_extend_max_streams_bidi(sc->b.q, 1);
-  return 0;
-}
-
-static int on_recv_data(nghttp3_conn *h, int64_t id, const uint8_t *data, size_t len, void *ud, void *sud) {
-  (void)h;
-  h3_sstream *ss = sud;
-  if (ss && ss->c) calls_of(ud)->data(ss->c, data, len); /* granted back through h3s_consume */
-  else consume(ud, id, len);
-  return 0;
-}
-
-static int on_deferred_consume(nghttp3_conn *h, int64_t id, size_t n, void *ud, void *sud) {
-  (void)h; (void)sud;
-  consume(ud, id, n);
-  return 0;
-}
-
-static int on_begin_headers(nghttp3_conn *h, int64_t id, void *ud, void *sud) {
-  (void)sud;
-  h3_sconn *sc = ud;
-  h3_sstream *ss = calloc(1, sizeof *ss);
-  /* before the handshake completed, a request can only come as 0-RTT data */
-  bool early = !ngtcp2_conn_get_handshake_completed(sc->b.q);
-  amn_call *c = ss ? calls_of(sc)->begin(sc->l->loop->ud, &h3_ops, ss, sc->have_peer ? &sc->peer.id : NULL,
-                                         sc->addr, early)
-                   : NULL;
-  if (!c) {
-    free(ss);
-    ngtcp2_conn_shutdown_stream(sc->b.q, 0, id, NGHTTP3_H3_INTERNAL_ERROR); /* this stream only */
-    return 0;
-  }
-  ss->c = c;
-  ss->sc = sc;
-  ss->id = id;
-  if (early) {
-    STAT(sc->l, early_calls);
-    AMN_DEBUG("%s: request on stream %lld arrived as 0-RTT data", sc->addr, (long long)id);
-  }
-  ss->next = sc->streams;
-  if (sc->streams) sc->streams->prev = ss;
-  sc->streams = ss;
-  sc->nstreams++;
-  nghttp3_conn_set_stream_user_data(h, id, ss);
-  ngtcp2_conn_set_stream_user_data(sc->b.q, id, ss);
-  /* incremental (RFC 9218): responses share the connection round-robin,
-   * a large one never holds small ones back */
-  static const nghttp3_pri pri = {NGHTTP3_DEFAULT_URGENCY, 1};
-  nghttp3_conn_set_server_stream_priority(h, id, &pri);
-  sc_update_keepalive(sc);
-  return 0;
-}
-
-static int on_recv_header(nghttp3_conn *h, int64_t id, int32_t token, nghttp3_rcbuf *name, nghttp3_rcbuf *value,
-                          uint8_t flags, void *ud, void *sud) {
-  (void)h; (void)id; (void)token; (void)flags;
-  h3_sstream *ss = sud;
-  if (!ss || !ss->c) return 0;
-  nghttp3_vec n = nghttp3_rcbuf_get_buf(name), v = nghttp3_rcbuf_get_buf(value);
-  calls_of(ud)->header(ss->c, n.base, n.len, v.base, v.len);
-  return 0;
-}
-
-static int on_end_headers(nghttp3_conn *h, int64_t id, int fin, void *ud, void *sud) {
-  (void)h; (void)id;
-  h3_sstream *ss = sud;
-  if (ss && fin) ss->remote_closed = true; /* no STOP_SENDING for a request that already ended */
-  if (ss && ss->c) calls_of(ud)->headers_end(ss->c);
-  return 0;
-}
-
-static int on_end_stream(nghttp3_conn *h, int64_t id, void *ud, void *sud) {
-  (void)h; (void)id;
-  h3_sstream *ss = sud;
-  if (!ss) return 0;
-  ss->remote_closed = true;
-  if (ss->c) calls_of(ud)->remote_close(ss->c);
-  return 0;
-}
-
-static int on_stop_sending(nghttp3_conn *h, int64_t id, uint64_t code, void *ud, void *sud) {
-  (void)h; (void)sud;
-  h3_sconn *sc = ud;
-  ngtcp2_conn_shutdown_stream_read(sc->b.q, 0, id, code);
-  return 0;
-}
-
-static int on_reset_stream(nghttp3_conn *h, int64_t id, uint64_t code, void *ud, void *sud) {
-  (void)h; (void)sud;
-  h3_sconn *sc = ud;
-  ngtcp2_conn_shutdown_stream_write(sc->b.q, 0, id, code);
-  return 0;
-}
-
-static const nghttp3_callbacks g_h3cbs = {
-    .acked_stream_data = on_acked,
-    .stream_close = on_stream_close,
-    .recv_data = on_recv_data,
-    .deferred_consume = on_deferred_consume,
-    .begin_headers = on_begin_headers,
-    .recv_header = on_recv_header,
-    .end_headers = on_end_headers,
-    .stop_sending = on_stop_sending,
-    .end_stream = on_end_stream,
-    .reset_stream = on_reset_stream,
-};
-
-/* ------------------------------------------------------------------ */
-/* ngtcp2 callbacks                                                   */
-/* ------------------------------------------------------------------ */
-
-static void start_graceful_shutdown(h3_sconn *sc);
-
-/* Keep-alive PINGs while calls are open (a quiet call is not idle, and a
- * dead client is noticed within the idle timeout); a connection without
- * calls stays quiet and the QUIC idle timeout closes it. */
-static void sc_update_keepalive(h3_sconn *sc) {
-  uint32_t ka = sc->l->loop->cfg->keepalive_interval_ms;
-  if (sc->state != SC_OPEN || !sc->b.q) return;
-  ngtcp2_conn_set_keep_alive_timeout(sc->b.q, ka && sc->nstreams ? (ngtcp2_duration)ka * NGTCP2_MILLISECONDS : 0);
-}
-
-static void hs_done(h3_sconn *sc) {
-  if (!sc->counted_hs) return;
-  sc->counted_hs = false;
-  sc->l->nhandshaking--;
-  if (sc->l->group) atomic_fetch_sub(&sc->l->group->st.handshaking, 1);
-}
-
-/* The 1-RTT keys exist (the server has its whole first flight): HTTP/3
- * starts now, so that 0-RTT requests can be served (with the identity the
- * ticket stands for, see above). */
-static int q_recv_tx_key(ngtcp2_conn *q, ngtcp2_encryption_level level, void *ud) {
-  (void)q;
-  h3_sconn *sc = ud;
-  if (level != NGTCP2_ENCRYPTION_LEVEL_1RTT) return 0;
-  /* the session accepts only ALPN h3 (GNUTLS_ALPN_MANDATORY): checked anyway */
-  if (!amn_tls_alpn_is(sc->b.tls, "h3")) {
-    AMN_INFO("%s: refused: client did not negotiate ALPN h3", sc->addr);
-    return NGTCP2_ERR_CALLBACK_FAILURE;
-  }
-  sc->l->hello_sc = NULL;
-  if (sc->have_peer && !gnutls_session_is_resumed(sc->b.tls)) {
-    /* the ticket was offered but not taken (e.g. its key rotated): a full
-     * handshake verifies the certificate the client sends now */
-    amn_peer_store_free(&sc->peer);
-    sc->have_peer = sc->peer_from_ticket = false;
-  }
-  int rv = amn_h3_setup_http(&sc->b, true, &g_h3cbs, sc);
-  if (rv != 0) {
-    AMN_WARN("%s: HTTP/3 setup failed: %s", sc->addr, nghttp3_strerror(rv));
-    return NGTCP2_ERR_CALLBACK_FAILURE;
-  }
-  return 0;
-}
-
-static void send_new_token(h3_sconn *sc) {
-  h3_group *g = sc->l->group;
-  if (!g) return;
-  const ngtcp2_path *path = ngtcp2_conn_get_path(sc->b.q);
-  uint8_t token[NGTCP2_CRYPTO_MAX_REGULAR_TOKENLEN];
-  ngtcp2_ssize n = ngtcp2_crypto_generate_regular_token(token, g->token_secret, sizeof g->token_secret,
-                                                        path->remote.addr, path->remote.addrlen, amn_h3_now());
-  int rv = n > 0 ? ngtcp2_conn_submit_new_token(sc->b.q, token, (size_t)n) : -1;
-  if (rv != 0) AMN_DEBUG("%s: no NEW_TOKEN (%zd, %d)", sc->addr, (ssize_t)n, rv);
-}
-
-static int q_handshake_completed(ngtcp2_conn *q, void *ud) {
-  (void)q;
-  h3_sconn *sc = ud;
-  hs_done(sc);
-  STAT(sc->l, handshakes_done);
-  if (!sc->b.h) return NGTCP2_ERR_CALLBACK_FAILURE; /* set up with the 1-RTT keys */
-  if (gnutls_session_is_resumed(sc->b.tls)) {
-    /* the certificate of the original handshake, checked again against
-     * the credentials and the clock of now */
-    STAT(sc->l, resumed);
-    amn_peer_store now;
-    if (amn_tls_verify_resumed(sc->b.tls) != 0 || amn_tls_peer_identity(sc->b.tls, &now) != 0) {
-      const char *why = amn_tls_last_error(sc->b.tls);
-      AMN_WARN("connection from %s refused: resumed session: %s", sc->addr, why ? why : "no client identity");
-      ngtcp2_ccerr_set_tls_alert(&sc->b.err, GNUTLS_A_CERTIFICATE_UNKNOWN, NULL, 0);
-      return NGTCP2_ERR_CALLBACK_FAILURE;
-    }
-    if (sc->have_peer && memcmp(now.id.sha256, sc->peer.id.sha256, 32) != 0) {
-      AMN_ERROR("connection from %s refused: the session ticket's identity differs from the resumed session's",
-                sc->addr);
-      amn_peer_store_free(&now);
-      ngtcp2_ccerr_set_tls_alert(&sc->b.err, GNUTLS_A_CERTIFICATE_UNKNOWN, NULL, 0);
-      return NGTCP2_ERR_CALLBACK_FAILURE;
-    }
-    if (sc->have_peer) amn_peer_store_free(&now); /* early calls point at sc->peer: keep it */
-    else sc->peer = now;
-    sc->have_peer = true;
-  } else if (!sc->have_peer && amn_tls_peer_identity(sc->b.tls, &sc->peer) == 0) {
-    sc->have_peer = true;
-  }
-  if (sc->early_offered) {
-    if (gnutls_session_get_flags(sc->b.tls) & GNUTLS_SFLAGS_EARLY_DATA) STAT(sc->l, early_accepted);
-    else STAT(sc->l, early_rejected);
-  }
-  sc->state = SC_OPEN;
-  AMN_DEBUG("%s: mTLS QUIC connection from %s%s", sc->addr, sc->have_peer ? sc->peer.id.subject : "?",
-            gnutls_session_is_resumed(sc->b.tls) ? " (resumed)" : "");
-  /* a ticket for resumption and 0-RTT next time, a token to skip Retry */
-  int rc = gnutls_session_ticket_send(sc->b.tls, 1, 0);
-  if (rc < 0) AMN_DEBUG("%s: no session ticket: %s", sc->addr, gnutls_strerror(rc));
-  send_new_token(sc);
-  sc_update_keepalive(sc);
-  if (sc->l->draining) start_graceful_shutdown(sc);
-  return 0;
-}
-
-static int q_path_validation(ngtcp2_conn *q, uint32_t flags, const ngtcp2_path *path, const ngtcp2_path *old_path,
-                             ngtcp2_path_validation_result res, void *ud) {
-  (void)q; (void)flags; (void)old_path;
-  h3_sconn *sc = ud;
-  if (res != NGTCP2_PATH_VALIDATION_RESULT_SUCCESS) return 0;
-  STAT(sc->l, path_validations);
-  char prev[64];
-  snprintf(prev, sizeof prev, "%s", sc->addr);
-  addr_text(path->remote.addr, sc->addr, sizeof sc->addr);
-  if (strcmp(prev, sc->addr) != 0) AMN_DEBUG("QUIC connection from %s moved to %s", prev, sc->addr);
-  return 0;
-}
-
-static int q_update_key(ngtcp2_conn *q, uint8_t *rx_secret, uint8_t *tx_secret, ngtcp2_crypto_aead_ctx *rx_aead_ctx,
-                        uint8_t *rx_iv, ngtcp2_crypto_aead_ctx *tx_aead_ctx, uint8_t *tx_iv,
-                        const uint8_t *current_rx_secret, const uint8_t *current_tx_secret, size_t secretlen,
-                        void *ud) {
-  h3_sconn *sc = ud;
-  int rv = amn_h3_update_key(q, rx_secret, tx_secret, rx_aead_ctx, rx_iv, tx_aead_ctx, tx_iv, current_rx_secret,
-                             current_tx_secret, secretlen, ud);
-  if (rv == 0 && sc->b.key_gens > 1) {
-    STAT(sc->l, key_updates);
-    AMN_DEBUG("%s: 1-RTT key update (key phase %u)", sc->addr, sc->b.key_gens - 1);
-  }
-  return rv;
-}
-
-static int q_stream_close(ngtcp2_conn *q, uint32_t flags, int64_t id, uint64_t code, void *ud, void *sud) {
-  (void)sud;
-  h3_sconn *sc = ud;
-  if (!(flags & NGTCP2_STREAM_CLOSE_FLAG_APP_ERROR_CODE_SET)) code = NGHTTP3_H3_NO_ERROR;
-  if (!sc->b.h) return 0;
-  int rv = nghttp3_conn_close_stream(sc->b.h, id, code);
-  if (rv == NGHTTP3_ERR_STREAM_NOT_FOUND) {
-    if (ngtcp2_is_bidi_stream(id)) ngtcp2_conn_extend_max_streams_bidi(q, 1);
-  } else if (rv != 0) {
-    ngtcp2_ccerr_set_application_error(&sc->b.err, nghttp3_err_infer_quic_app_error_code(rv),
-                                                        NULL, 0);
-    return NGTCP2_ERR_CALLBACK_FAILURE;
-  }
-  return 0;
-}
-
-/* The client aborted its request (RESET_STREAM) or does not want the
- * response (STOP_SENDING): a cancellation unless the call already sent its
- * final status (then it is only the answer to our own STOP_SENDING). */
-static void client_abort(h3_sconn *sc, int64_t id, h3_sstream *ss, uint64_t code) {
-  if (!ss || !ss->c || ss->fin_sent) return;
-  ss_detach(ss, code == NGHTTP3_H3_NO_ERROR ? AMN_STATUS_CANCELLED : amn_status_from_h3_error(code),
-            "stream reset by the client");
-  ngtcp2_conn_shutdown_stream(sc->b.q, 0, id, NGHTTP3_H3_REQUEST_CANCELLED);
-}
-
-static int q_stream_reset(ngtcp2_conn *q, int64_t id, uint64_t final, uint64_t code, void *ud, void *sud) {
-  (void)q; (void)final;
-  h3_sconn *sc = ud;
-  if (sc->b.h && nghttp3_conn_shutdown_stream_read(sc->b.h, id) != 0) return NGTCP2_ERR_CALLBACK_FAILURE;
-  client_abort(sc, id, sud, code);
-  return 0;
-}
-
-static int q_stop_sending(ngtcp2_conn *q, int64_t id, uint64_t code, void *ud, void *sud) {
-  (void)q;
-  client_abort(ud, id, sud, code);
-  return 0;
-}
-
-static int q_new_cid(ngtcp2_conn *q, ngtcp2_cid *cid, uint8_t *token, size_t cidlen, void *ud) {
-  (void)q;
-  h3_sconn *sc = ud;
-  if (make_cid(sc->l, cid->data, cidlen) != 0) return NGTCP2_ERR_CALLBACK_FAILURE;
-  cid->datalen = cidlen;
-  if (ngtcp2_crypto_generate_stateless_reset_token(token, reset_key(sc->l), 32, cid) != 0 ||
-      cid_add(sc->l, sc, cid->data, cid->datalen) != 0)
-    return NGTCP2_ERR_CALLBACK_FAILURE;
-  return 0;
-}
-
-static int q_remove_cid(ngtcp2_conn *q, const ngtcp2_cid *cid, void *ud) {
-  (void)q;
-  h3_sconn *sc = ud;
-  cid_del(sc->l, cid->data, cid->datalen);
-  return 0;
-}
-
-static int q_extend_remote_bidi(ngtcp2_conn *q, uint64_t max, void *ud) {
-  (void)q;
-  h3_sconn *sc = ud;
-  if (sc->b.h) nghttp3_conn_set_max_client_streams_bidi(sc->b.h, max);
-  return 0;
-}
-
-static int q_extend_stream_data(ngtcp2_conn *q, int64_t id, uint64_t max, void *ud, void *sud) {
-  (void)q; (void)max; (void)sud;
-  h3_sconn *sc = ud;
-  if (sc->b.h && nghttp3_conn_unblock_stream(sc->b.h, id) != 0) return NGTCP2_ERR_CALLBACK_FAILURE;
-  return 0;
-}
-
-static ngtcp2_callbacks g_qcbs;
-static pthread_once_t g_qcbs_once = PTHREAD_ONCE_INIT;
-static void init_qcbs(void) {
-  amn_h3_base_callbacks(&g_qcbs);
-  g_qcbs.recv_client_initial = ngtcp2_crypto_recv_client_initial_cb;
-  g_qcbs.recv_tx_key = q_recv_tx_key;
-  g_qcbs.handshake_completed = q_handshake_completed;
-  g_qcbs.path_validation = q_path_validation;
-  g_qcbs.update_key = q_update_key;
-  g_qcbs.stream_close = q_stream_close;
-  g_qcbs.stream_reset = q_stream_reset;
-  g_qcbs.stream_stop_sending = q_stop_sending;
-  g_qcbs.get_new_connection_id = q_new_cid;
-  g_qcbs.remove_connection_id = q_remove_cid;
-  g_qcbs.extend_max_remote_streams_bidi = q_extend_remote_bidi;
-  g_qcbs.extend_max_stream_data = q_extend_stream_data;
-}
-
-/* ------------------------------------------------------------------ */
-/* Connection lifecycle                                               */
-/* ------------------------------------------------------------------ */
-
-static double pto_s(h3_sconn *sc) { return (double)ngtcp2_conn_get_pto(sc->b.q) / NGTCP2_SECONDS; }
-
-/* A connection in its closing or draining period only waits out 3 PTO to
- * answer late packets: it no longer counts against max_connections (a
- * client that closed one may open another at once). */
-static void sc_uncount(h3_sconn *sc) {
-  if (sc->uncounted) return;
-  sc->uncounted = true;
-  atomic_fetch_sub(&sc->l->loop->counters->nconns, 1);
-  if (sc->l->group) atomic_fetch_add(&sc->l->group->st.closing, 1);
-}
-
-static void sc_free(h3_sconn *sc, const char *why) {
-  amn_h3_listener *l = sc->l;
-  amn_st_loop *loop = l->loop;
-  AMN_DEBUG("QUIC connection from %s closed: %s", sc->addr, why);
-  hs_done(sc);
-  if (l->hello_sc == sc) l->hello_sc = NULL;
-  sc_fail_calls(sc, "connection closed");
-  ev_timer_stop(loop->ev, &sc->gtimer);
-  amn_h3_conn_release(&sc->b); /* nghttp3 first: no callbacks reach the streams below */
-  while (sc->streams) ss_free(sc->streams);
-  cid_del_conn(l, sc);
-  if (sc->prev) sc->prev->next = sc->next;
-  else l->conns = sc->next;
-  if (sc->next) sc->next->prev = sc->prev;
-  if (sc->have_peer) amn_peer_store_free(&sc->peer);
-  if (!sc->uncounted) atomic_fetch_sub(&loop->counters->nconns, 1);
-  else if (l->group) atomic_fetch_sub(&l->group->st.closing, 1);
-  free(sc);
-  amn_st_conn_gone(loop);
-}
-
-/* Closing period (RFC 9000 10.2.1): CONNECTION_CLOSE sent, repeated for
- * late packets, state kept 3 PTO. */
-static void sc_start_closing(h3_sconn *sc) {
-  if (sc->state >= SC_CLOSING) return;
-  sc_fail_calls(sc, "connection closed");
-  ngtcp2_path_storage ps;
-  ngtcp2_path_storage_zero(&ps);
-  ngtcp2_pkt_info pi;
-  ngtcp2_ssize n = ngtcp2_conn_write_connection_close(sc->b.q, &ps.path, &pi, sc->closebuf, sizeof sc->closebuf,
-                                                      &sc->b.err, amn_h3_now());
-  if (n <= 0) {
-    sc_free(sc, "closed");
-    return;
-  }
-  sc->closelen = (size_t)n;
-  amn_h3_send_one(sc->b.fd, ps.path.remote.addr, ps.path.remote.addrlen, sc->closebuf, sc->closelen);
-  if (sc->l->draining) { /* stopping: no closing period */
-    sc_free(sc, "closed");
-    return;
-  }
-  sc->state = SC_CLOSING;
-  sc_uncount(sc);
-  ev_timer_stop(sc->b.ev, &sc->b.timer);
-  ev_timer_set(&sc->b.timer, 3 * pto_s(sc), 0.);
-  ev_timer_start(sc->b.ev, &sc->b.timer);
-}
-
-/* Immediate close (server stopping): CONNECTION_CLOSE, then gone. */
-static void sc_close_now(h3_sconn *sc, const char *why) {
-  if (sc->state < SC_CLOSING && sc->b.q) {
-    if (!sc->b.err.error_code && sc->state == SC_OPEN)
-      ngtcp2_ccerr_set_application_error(&sc->b.err, NGHTTP3_H3_NO_ERROR, NULL, 0);
-    else if (!sc->b.err.error_code)
-      ngtcp2_ccerr_set_transport_error(&sc->b.err, NGTCP2_CONNECTION_REFUSED, NULL, 0);
-    ngtcp2_path_storage ps;
-    ngtcp2_path_storage_zero(&ps);
-    ngtcp2_pkt_info pi;
-    ngtcp2_ssize n = ngtcp2_conn_write_connection_close(sc->b.q, &ps.path, &pi, sc->closebuf, sizeof sc->closebuf,
-                                                        &sc->b.err, amn_h3_now());
-    if (n > 0) amn_h3_send_one(sc->b.fd, ps.path.remote.addr, ps.path.remote.addrlen, sc->closebuf, (size_t)n);
-  }
-  sc_free(sc, why);
-}
-
-static void sc_on_error(h3_sconn *sc, int rv) {
-  if (rv == NGTCP2_ERR_DRAINING) {
-    /* the client closed: draining period, nothing more to send */
-    if (sc->state == SC_HANDSHAKE) {
-      /* a TLS alert: the client refused us (warning); else it gave up */
-      const ngtcp2_ccerr *e = ngtcp2_conn_get_ccerr(sc->b.q);
-      char m[300];
-      amn_h3_describe_peer_close(&sc->b, "the client", m, sizeof m);
-      if ((e->error_code & ~(uint64_t)0xff) == NGTCP2_CRYPTO_ERROR)
-        AMN_WARN("QUIC connection from %s refused during the handshake: %s", sc->addr, m);
-      else
-        AMN_DEBUG("QUIC connection from %s closed during the handshake: %s", sc->addr, m);
-    }
-    sc_fail_calls(sc, "connection closed by the client");
-    if (sc->l->draining) { /* stopping: no need to wait out the draining period */
-      sc_free(sc, "closed by the client");
-      return;
-    }
-    sc->state = SC_DRAINING;
-    sc_uncount(sc);
-    ev_timer_stop(sc->b.ev, &sc->b.timer);
-    ev_timer_set(&sc->b.timer, 3 * pto_s(sc), 0.);
-    ev_timer_start(sc->b.ev, &sc->b.timer);
-    return;
-  }
-  if (rv == NGTCP2_ERR_DROP_CONN) {
-    sc_free(sc, "dropped");
-    return;
-  }
-  if (rv == NGTCP2_ERR_IDLE_CLOSE) {
-    sc_free(sc, "idle timeout");
-    return;
-  }
-  if (sc->state == SC_HANDSHAKE) {
-    const char *why = amn_h3_tls_reason(&sc->b);
-    if (rv == NGTCP2_ERR_HANDSHAKE_TIMEOUT) {
-      /* INFO: a client that gave up, a lost path, or a handshake flood */
-      STAT(sc->l, handshake_timeouts);
-      AMN_INFO("connection from %s: QUIC handshake timed out (%u ms)", sc->addr,
-               sc->l->loop->cfg->handshake_timeout_ms);
-      sc_free(sc, "handshake timeout");
-      return;
-    }
-    AMN_WARN("connection from %s refused: %s", sc->addr, why ? why : ngtcp2_strerror(rv));
-  } else {
-    AMN_DEBUG("QUIC connection from %s failed: %s", sc->addr, ngtcp2_strerror(rv));
-  }
-  amn_h3_set_liberr(&sc->b, rv);
-  sc_start_closing(sc);
-}
-
-static void sc_flush(amn_h3_conn *b) {
-  h3_sconn *sc = (h3_sconn *)b;
-  if (sc->state >= SC_CLOSING) return;
-  int rv = amn_h3_write(b);
-  if (rv != 0) {
-    sc_on_error(sc, rv);
-    return;
-  }
-  /* graceful drain: final GOAWAY sent and every request done */
-  if (sc->shutdown_sent && sc->nstreams == 0) sc_close_now(sc, "drained");
-}
-
-static void sc_expiry(amn_h3_conn *b) {
-  h3_sconn *sc = (h3_sconn *)b;
-  if (sc->state >= SC_CLOSING) {
-    sc_free(sc, sc->state == SC_CLOSING ? "closing period over" : "draining period over");
-    return;
-  }
-  int rv = ngtcp2_conn_handle_expiry(b->q, amn_h3_now());
-  if (rv != 0) {
-    sc_on_error(sc, rv);
-    return;
-  }
-  sc_flush(b);
-}
-
-static void gtimer_cb(struct ev_loop *ev, ev_timer *w, int revents) {
-  (void)ev; (void)revents;
-  h3_sconn *sc = w->data;
-  if (sc->state != SC_OPEN) return;
-  nghttp3_conn_shutdown(sc->b.h); /* final GOAWAY: later streams are rejected */
-  sc->shutdown_sent = true;
-  amn_h3_mark_dirty(&sc->b);
-}
-
-/* GOAWAY with the maximum ID now, the final one a few RTTs later (in-flight
- * requests still get in), then close once every stream is done. */
-static void start_graceful_shutdown(h3_sconn *sc) {
-  if (sc->notice_sent || sc->state != SC_OPEN) return;
-  sc->notice_sent = true;
-  AMN_DEBUG("QUIC connection from %s: GOAWAY (server stopping), %zu request(s) in flight may finish", sc->addr,
-            sc->nstreams);
-  nghttp3_conn_submit_shutdown_notice(sc->b.h);
-  double t = 3 * pto_s(sc);
-  ev_timer_init(&sc->gtimer, gtimer_cb, t < 0.05 ? 0.05 : t > 1.0 ? 1.0 : t, 0.);
-  sc->gtimer.data = sc;
-  ev_timer_start(sc->b.ev, &sc->gtimer);
-  amn_h3_mark_dirty(&sc->b);
-}
-
-static void sc_read(h3_sconn *sc, const struct sockaddr *from, socklen_t fromlen, const uint8_t *pkt, size_t len) {
-  if (sc->state == SC_CLOSING) {
-    amn_h3_send_one(sc->b.fd, from, fromlen, sc->closebuf, sc->closelen);
-    return;
-  }
-  if (sc->state == SC_DRAINING) return;
-  ngtcp2_path path = {{(struct sockaddr *)&sc->l->local, sc->l->local_len}, {(struct sockaddr *)from, fromlen}, NULL};
-  ngtcp2_pkt_info pi = {0};
-  int rv = ngtcp2_conn_read_pkt(sc->b.q, &path, &pi, pkt, len, amn_h3_now());
-  if (rv != 0) {
-    sc_on_error(sc, rv);
-    return;
-  }
-  amn_h3_mark_dirty(&sc->b);
-}
-
-static void addr_text(const struct sockaddr *sa, char *out, size_t cap) {
-  char h[INET6_ADDRSTRLEN] = "?";
-  if (sa->sa_family == AF_INET) {
-    const struct sockaddr_in *a = (const struct sockaddr_in *)sa;
-    inet_ntop(AF_INET, &a->sin_addr, h, sizeof h);
-    snprintf(out, cap, "%s:%u", h, ntohs(a->sin_port));
-  } else {
-    const struct sockaddr_in6 *a = (const struct sockaddr_in6 *)sa;
-    inet_ntop(AF_INET6, &a->sin6_addr, h, sizeof h);
-    snprintf(out, cap, "[%s]:%u", h, ntohs(a->sin6_port));
-  }
-}
-
-/* Refuses a new connection without keeping state. */
-static void refuse(amn_h3_listener *l, const ngtcp2_pkt_hd *hd, const struct sockaddr *from, socklen_t fromlen,
-                   const char *reason) {
-  uint8_t buf[1500];
-  ngtcp2_ssize n = ngtcp2_crypto_write_connection_close(buf, sizeof buf, hd->version, &hd->scid, &hd->dcid,
-                                                        NGTCP2_CONNECTION_REFUSED, (const uint8_t *)reason,
-                                                        strlen(reason));
-  if (n > 0) amn_h3_send_one(l->fd, from, fromlen, buf, (size_t)n);
-}
-
-/* ---- client identity by session ticket ----
- * A resumed TLS 1.3 session carries the client certificate of its
- * original handshake, but GnuTLS makes it available only once the
- * handshake completed, while 0-RTT requests come before. So the server
- * remembers, for every ticket it issues, the identity it verified (the
- * ticket's own bytes are the key; they come back as the PSK identity of
- * the ClientHello), with the credentials that verified it and the
- * chain's expiry. 0-RTT is accepted only when this identity is known and
- * still valid; the handshake's end checks that GnuTLS restored the same
- * certificate and verifies it again. */
-
-typedef struct ticket_id {
-  amn_tls_ctx *ctx;             /* credentials that verified it (compared, not dereferenced) */
-  time_t not_after;             /* earliest expiry in the chain */
-  amn_peer_store peer;
-} ticket_id;
-
-static void ticket_id_free(void *p) {
-  ticket_id *t = p;
-  if (!t) return;
-  amn_peer_store_free(&t->peer);
-  free(t);
-}
-
-static bool peer_copy(amn_peer_store *dst, const amn_peer_store *src) {
-  size_t total = strlen(src->id.subject) + 1;
-  for (size_t i = 0; i < src->id.san_count; i++) total += strlen(src->id.sans[i]) + 1;
-  char *b = malloc(total);
-  if (!b) return false;
-  dst->id = src->id;
-  dst->blob = b;
-  dst->id.subject = strcpy(b, src->id.subject);
-  b += strlen(b) + 1;
-  for (size_t i = 0; i < src->id.san_count; i++) {
-    dst->id.sans[i] = strcpy(b, src->id.sans[i]);
-    b += strlen(b) + 1;
-  }
-  return true;
-}
-
-/* Earliest expiry of the peer's chain (the session's peers), or 0. */
-static time_t chain_not_after(gnutls_session_t s) {
-  unsigned n = 0;
-  const gnutls_datum_t *raw = gnutls_certificate_get_peers(s, &n);
-  time_t min = 0;
-  for (unsigned i = 0; raw && i < n; i++) {
-    gnutls_x509_crt_t c;
-    if (gnutls_x509_crt_init(&c) < 0) return 0;
-    time_t na = gnutls_x509_crt_import(c, &raw[i], GNUTLS_X509_FMT_DER) == 0 ? gnutls_x509_crt_get_expiration_time(c)
-                                                                             : (time_t)-1;
-    gnutls_x509_crt_deinit(c);
-    if (na == (time_t)-1) return 0;
-    if (!min || na < min) min = na;
-  }
-  return min;
-}
-
-/* Our NewSessionTicket (body: lifetime, age_add, nonce<1>, ticket<2>, ...). */
-static void remember_ticket(h3_sconn *sc, const gnutls_datum_t *msg) {
-  h3_group *g = sc->l->group;
-  if (!g || !g->ids || !sc->have_peer || !sc->peer.id.verified || msg->size < 9) return;
-  size_t nl = msg->data[8], off = 9 + nl;
-  if (off + 2 > msg->size) return;
-  size_t tl = ((size_t)msg->data[off] << 8) | msg->data[off + 1];
-  if (!tl || off + 2 + tl > msg->size) return;
-  ticket_id *t = calloc(1, sizeof *t);
-  if (!t) return;
-  t->ctx = sc->ctx;
-  t->not_after = chain_not_after(sc->b.tls);
-  if (!t->not_after || !peer_copy(&t->peer, &sc->peer)) {
-    ticket_id_free(t);
-    return;
-  }
-  time_t now = time(NULL);
-  amn_h3_tcache_put(g->ids, msg->data + off + 2, tl, now + AMN_H3_TICKET_LIFETIME_S, now, t);
-}
-
-static bool take_ticket_id(void *dst, const void *val) {
-  h3_sconn *sc = dst;
-  const ticket_id *t = val;
-  /* the same credentials as now (no reload since), no certificate expired */
-  const amn_st_config *cfg = sc->l->loop->cfg;
-  if (t->ctx != cfg->tls_get(cfg->tls_ud) || time(NULL) >= t->not_after) return false;
-  if (!peer_copy(&sc->peer, &t->peer)) return false;
-  sc->have_peer = sc->peer_from_ticket = true;
-  return true;
-}
-
-/* pre_shared_key: identities<2> { identity<2>; uint32 obfuscated_age; }, binders */
-static void ticket_identity(h3_sconn *sc, const unsigned char *p, unsigned n) {
-  h3_group *g = sc->l->group;
-  if (!g || !g->ids || n < 2 || sc->have_peer) return;
-  size_t total = ((size_t)p[0] << 8) | p[1], off = 2;
-  if (2 + total > n) return;
-  while (off + 2 <= 2 + total) {
-    size_t il = ((size_t)p[off] << 8) | p[off + 1];
-    if (off + 2 + il + 4 > 2 + total) return;
-    if (amn_h3_tcache_get(g->ids, p + off + 2, il, time(NULL), take_ticket_id, sc)) return;
-    off += 2 + il + 4;
-  }
-}
-
-static int hello_ext(void *ctx, unsigned tls_id, const unsigned char *data, unsigned size) {
-  h3_sconn *sc = ctx;
-  if (tls_id == 42) sc->early_offered = true; /* early_data */
-  else if (tls_id == 41) ticket_identity(sc, data, size); /* pre_shared_key */
-  return 0;
-}
-
-static int hs_hook(gnutls_session_t s, unsigned htype, unsigned when, unsigned incoming, const gnutls_datum_t *msg) {
-  ngtcp2_crypto_conn_ref *ref = gnutls_session_get_ptr(s);
-  h3_sconn *sc = ref->user_data;
-  if (htype == GNUTLS_HANDSHAKE_CLIENT_HELLO && when == GNUTLS_HOOK_PRE && incoming) {
-    sc->l->hello_sc = sc; /* for replay_add, within this same gnutls call */
-    gnutls_ext_raw_parse(sc, hello_ext, msg, GNUTLS_EXT_RAW_FLAG_TLS_CLIENT_HELLO);
-  } else if (htype == GNUTLS_HANDSHAKE_NEW_SESSION_TICKET && when == GNUTLS_HOOK_POST && !incoming) {
-    remember_ticket(sc, msg);
-  }
-  return 0;
-}
-
-/* Anti-replay (gnutls_anti_replay_set_add_function): GnuTLS asks to record
- * a ClientHello with early data that is within its ticket's time window.
- * The key is a 12-byte start of this loop's recording window followed by
- * the ClientHello's PSK binder; the window start differs between loops
- * (and moves), so only the binder is recorded: a replay to another loop,
- * or across a window roll-over, is found too. */
-static int replay_add(void *ptr, time_t exp, const gnutls_datum_t *key, const gnutls_datum_t *data) {
-  (void)data;
-  amn_h3_listener *l = ptr;
-  if (!l->group || !l->group->replay || key->size <= 12) return GNUTLS_E_DB_ERROR;
-  /* no 0-RTT without the client identity the ticket stands for */
-  if (!l->hello_sc || !l->hello_sc->peer_from_ticket) return GNUTLS_E_DB_ERROR;
-  /* kept a second longer than GnuTLS asks: clock granularity */
-  int rc = amn_h3_replay_add(l->group->replay, key->data + 12, key->size - 12, exp + 1, time(NULL));
-  if (rc == 1) {
-    STAT(l, replays_detected);
-    AMN_WARN("0-RTT replay detected (a ClientHello seen before): early data refused");
-    return GNUTLS_E_DB_ENTRY_EXISTS;
-  }
-  if (rc < 0) {
-    AMN_WARN("0-RTT refused: anti-replay table full (%u ClientHellos within %u ms)", (unsigned)AMN_H3_REPLAY_MAX,
-             (unsigned)AMN_H3_REPLAY_WINDOW_MS);
-    return GNUTLS_E_DB_ERROR;
-  }
-  return 0;
-}
-
-/* The ticket key in use (rotated every AMN_H3_TICKET_ROTATE_S). */
-static void current_stek(h3_group *g, uint8_t out[64]) {
-  pthread_mutex_lock(&g->mu);
-  time_t now = time(NULL);
-  if (now - g->stek_born >= AMN_H3_TICKET_ROTATE_S) {
-    gnutls_rnd(GNUTLS_RND_KEY, g->stek, sizeof g->stek);
-    g->stek_born = now;
-  }
-  memcpy(out, g->stek, sizeof g->stek);
-  pthread_mutex_unlock(&g->mu);
-}
-
-/* TLS session of a new connection: mutual TLS (the context's policy),
- * ALPN h3 only, session tickets (sent after the handshake), 0-RTT. */
-static int sc_tls_setup(h3_sconn *sc, const amn_st_config *cfg) {
-  char err[256];
-  unsigned flags = AMN_TLS_QUIC | GNUTLS_NO_AUTO_SEND_TICKET;
-  h3_group *g = sc->l->group;
-  if (g && g->replay) flags |= GNUTLS_ENABLE_EARLY_DATA;
-  sc->ctx = cfg->tls_get(cfg->tls_ud);
-  if (amn_tls_session_new(sc->ctx, &sc->b.tls, flags, NULL, err, sizeof err) != 0) {
-    AMN_ERROR("%s: TLS session setup failed: %s", sc->addr, err);
-    return -1;
-  }
-  /* this session speaks h3 only, whatever else the context accepts (h2 on TCP) */
-  gnutls_datum_t h3 = {(unsigned char *)"h3", 2};
-  if (gnutls_alpn_set_protocols(sc->b.tls, &h3, 1, GNUTLS_ALPN_MANDATORY | GNUTLS_ALPN_SERVER_PRECEDENCE) < 0 ||
-      ngtcp2_crypto_gnutls_configure_server_session(sc->b.tls) != 0) {
-    AMN_ERROR("%s: QUIC TLS session setup failed", sc->addr);
-    return -1;
-  }
-  if (g) {
-    uint8_t key[64];
-    current_stek(g, key);
-    gnutls_datum_t kd = {key, sizeof key};
-    int rc = gnutls_session_ticket_enable_server(sc->b.tls, &kd); /* copies the key */
-    gnutls_memset(key, 0, sizeof key);
-    if (rc < 0) AMN_WARN("%s: session tickets unavailable: %s", sc->addr, gnutls_strerror(rc));
-    gnutls_db_set_cache_expiration(sc->b.tls, AMN_H3_TICKET_LIFETIME_S);
-    if (g->replay && sc->l->ar) {
-      gnutls_anti_replay_enable(sc->b.tls, sc->l->ar);
-      gnutls_record_set_max_early_data_size(sc->b.tls, 0xffffffffu); /* what QUIC requires */
-    }
-    gnutls_handshake_set_hook_function(sc->b.tls, GNUTLS_HANDSHAKE_ANY, GNUTLS_HOOK_BOTH, hs_hook);
-  }
-  gnutls_session_set_ptr(sc->b.tls, &sc->b.ref);
-  return 0;
-}
-
-/* A new connection from an Initial. `ocid`: the original destination
- * connection ID when the client came back with our Retry token; `token`:
- * the type of a validated token (Retry or NEW_TOKEN), which lifts the
- * anti-amplification limit. */
-static void sc_new(amn_h3_listener *l, const ngtcp2_pkt_hd *hd, const struct sockaddr *from, socklen_t fromlen,
-                   const uint8_t *pkt, size_t len, const ngtcp2_cid *ocid, ngtcp2_token_type token) {
-  amn_st_loop *loop = l->loop;
-  const amn_st_config *cfg = loop->cfg;
-  char addr[64];
-  addr_text(from, addr, sizeof addr);
-  if (l->draining || loop->stopping) {
-    AMN_DEBUG("QUIC connection from %s refused: the server is shutting down", addr);
-    refuse(l, hd, from, fromlen, "server shutting down");
-    return;
-  }
-  if (cfg->max_connections && atomic_load(&loop->counters->nconns) >= cfg->max_connections) {
-    bool again = false; /* the same client's other Initial datagrams (or retransmissions) */
-    for (unsigned i = 0; i < 8 && !again; i++) again = ngtcp2_cid_eq(&l->refused[i], &hd->dcid);
-    if (!again) {
-      l->refused[l->nrefused++ % 8] = hd->dcid;
-      unsigned long long n = atomic_fetch_add(&loop->counters->refused, 1) + 1;
-      AMN_WARN("QUIC connection from %s refused: max_connections (%u) reached (%llu refused so far)", addr,
-               cfg->max_connections, n);
-    }
-    refuse(l, hd, from, fromlen, "max_connections reached");
-    return;
-  }
-  h3_sconn *sc = calloc(1, sizeof *sc);
-  if (!sc) return;
-  sc->l = l;
-  snprintf(sc->addr, sizeof sc->addr, "%s", addr);
-  amn_h3_conn_init(&sc->b, loop->ev, &l->sched, l->fd, l->txbuf, sc_flush, sc_expiry);
-  ev_timer_init(&sc->gtimer, gtimer_cb, 0., 0.);
-  sc->gtimer.data = sc;
-  if (sc_tls_setup(sc, cfg) != 0) {
-    if (sc->b.tls) gnutls_deinit(sc->b.tls);
-    free(sc);
-    return;
-  }
-
-  pthread_once(&g_qcbs_once, init_qcbs);
-  ngtcp2_cid scid;
-  scid.datalen = AMN_H3_SCIDLEN;
-  make_cid(l, scid.data, scid.datalen);
-  ngtcp2_settings st;
-  ngtcp2_settings_default(&st);
-  st.initial_ts = amn_h3_now();
-  st.handshake_timeout = (uint64_t)cfg->handshake_timeout_ms * NGTCP2_MILLISECONDS;
-  if (token != NGTCP2_TOKEN_TYPE_UNKNOWN) { /* copied by ngtcp2 */
-    st.token = hd->token;
-    st.tokenlen = hd->tokenlen;
-    st.token_type = token;
-  }
-  ngtcp2_transport_params p;
-  ngtcp2_transport_params_default(&p);
-  amn_h3_flow_setup(&st, &p, cfg->initial_window_size);
-  p.initial_max_streams_bidi = cfg->max_concurrent_streams;
-  p.initial_max_streams_uni = 3; /* control + QPACK encoder/decoder */
-  p.max_idle_timeout = (uint64_t)cfg->idle_timeout_ms * NGTCP2_MILLISECONDS; /* 0: none */
-  p.active_connection_id_limit = 4;
-  if (ocid) {
-    p.original_dcid = *ocid;
-    p.retry_scid = hd->dcid; /* the connection ID our Retry gave the client */
-    p.retry_scid_present = 1;
-  } else {
-    p.original_dcid = hd->dcid;
-  }
-  p.original_dcid_present = 1;
-  p.stateless_reset_token_present = 1;
-  ngtcp2_crypto_generate_stateless_reset_token(p.stateless_reset_token, reset_key(l), 32, &scid);
-  ngtcp2_path path = {{(struct sockaddr *)&l->local, l->local_len}, {(struct sockaddr *)from, fromlen}, NULL};
-  int rv = ngtcp2_conn_server_new(&sc->b.q, &hd->scid, &scid, &path, hd->version, &g_qcbs, &st, &p,
-                                  &sc->b.mem, sc);
-  if (rv != 0) {
-    AMN_ERROR("%s: QUIC connection setup failed: %s", addr, ngtcp2_strerror(rv));
-    gnutls_deinit(sc->b.tls);
-    free(sc);
-    return;
-  }
-  ngtcp2_conn_set_tls_native_handle(sc->b.q, sc->b.tls);
-  sc->next = l->conns;
-  if (l->conns) l->conns->prev = sc;
-  l->conns = sc;
-  loop->nconns++;
-  atomic_fetch_add(&loop->counters->nconns, 1);
-  sc->counted_hs = true;
-  l->nhandshaking++;
-  if (l->group) atomic_fetch_add(&l->group->st.handshaking, 1);
-  STAT(l, conns_accepted);
-  if (cid_add(l, sc, scid.data, scid.datalen) != 0 || cid_add(l, sc, hd->dcid.data, hd->dcid.datalen) != 0) {
-    sc_free(sc, "out of memory");
-    return;
-  }
-  sc_read(sc, from, fromlen, pkt, len);
-}
 
 /* ------------------------------------------------------------------ */
 /* Datagrams                                                          */
@@ -1284,60 +45,40 @@ static void send_version_negotiation(amn_h3_listener *l, const ngtcp2_version_ci
   amn_h3_send_one(l->fd, from, fromlen, buf, (size_t)n);
 }
 
-/* A debug line about a packet answered without a connection. */
-static void debug_answer(const struct sockaddr *from, const char *packet, const char *answer) {
-  if (AMN_LOG_DEBUG > amn_log_level_current) return;
-  char addr[64];
-  addr_text(from, addr, sizeof addr);
-  AMN_DEBUG("%s from %s: %s", packet, addr, answer);
-}
-
-/* A short-header packet for no connection of ours (e.g. we restarted):
- * tell the client with a stateless reset, always shorter than the packet. */
-static void send_stateless_reset(amn_h3_listener *l, const ngtcp2_version_cid *vc, size_t pktlen,
-                                 const struct sockaddr *from, socklen_t fromlen) {
-  if (l->draining || pktlen < 1 + NGTCP2_MIN_STATELESS_RESET_RANDLEN + NGTCP2_STATELESS_RESET_TOKENLEN + 1) return;
-  ngtcp2_cid cid;
-  ngtcp2_cid_init(&cid, vc->dcid, vc->dcidlen);
-  uint8_t token[NGTCP2_STATELESS_RESET_TOKENLEN], rnd[64], buf[128];
-  if (ngtcp2_crypto_generate_stateless_reset_token(token, reset_key(l), 32, &cid) != 0) return;
-  size_t rl = pktlen - 1 - NGTCP2_STATELESS_RESET_TOKENLEN - 1;
-  if (rl > sizeof rnd) rl = sizeof rnd;
-  gnutls_rnd(GNUTLS_RND_NONCE, rnd, rl);
-  ngtcp2_ssize n = ngtcp2_pkt_write_stateless_reset(buf, sizeof buf, token, rnd, rl);
-  if (n <= 0) return;
-  STAT(l, stateless_resets); /* before the peer can see it: a test reads the counter once the peer reacted */
-  amn_h3_send_one(l->fd, from, fromlen, buf, (size_t)n);
-  debug_answer(from, "packet for an unknown connection", "stateless reset sent");
-}
-
-/* Stateless address validation: a Retry carrying a token bound to the
- * client's address and its original destination connection ID. */
-static void send_retry(amn_h3_listener *l, const ngtcp2_pkt_hd *hd, const struct sockaddr *from, socklen_t fromlen,
-                       size_t pktlen) {
-  h3_group *g = l->group;
-  ngtcp2_cid scid;
-  scid.datalen = AMN_H3_SCIDLEN;
-  make_cid(l, scid.data, scid.datalen);
-  uint8_t token[NGTCP2_CRYPTO_MAX_RETRY_TOKENLEN2], buf[1500];
-  ngtcp2_ssize tl = ngtcp2_crypto_generate_retry_token2(token, g->token_secret, sizeof g->token_secret, hd->version,
-                                                       from, fromlen, &scid, &hd->dcid, amn_h3_now());
-  if (tl < 0) return;
-  ngtcp2_ssize n = ngtcp2_crypto_write_retry(buf, sizeof buf, hd->version, &hd->scid, &scid, &hd->dcid, token,
-                                             (size_t)tl);
-  if (n <= 0 || (size_t)n > 3 * pktlen) return; /* never amplify */
-  STAT(l, retries_sent); /* before the peer can see it: a test reads the counter once the peer reacted */
-  amn_h3_send_one(l->fd, from, fromlen, buf, (size_t)n);
-  debug_answer(from, "QUIC Initial", "Retry sent (address validation)");
-}
-
-/* A token that does not validate: an attacker or a stale Retry. */
-static void refuse_token(amn_h3_listener *l, const ngtcp2_pkt_hd *hd, const struct sockaddr *from,
-                         socklen_t fromlen) {
+/* Refuses a new connection without keeping state: CONNECTION_CLOSE with
+ * a transport error `code` and `reason` (may be NULL). */
+static void refuse(amn_h3_listener *l, const ngtcp2_pkt_hd *hd, const struct sockaddr *from, socklen_t fromlen,
+                   uint64_t code, const char *reason) {
   uint8_t buf[1500];
-  ngtcp2_ssize n = ngtcp2_crypto_write_connection_close(buf, sizeof buf, hd->version, &hd->scid, &hd->dcid,
-                                                        NGTCP2_INVALID_TOKEN, NULL, 0);
+  ngtcp2_ssize n = ngtcp2_crypto_write_connection_close(buf, sizeof buf, hd->version, &hd->scid, &hd->dcid, code,
+                                                        (const uint8_t *)reason, reason ? strlen(reason) : 0);
   if (n > 0) amn_h3_send_one(l->fd, from, fromlen, buf, (size_t)n);
+}
+
+/* The server takes a new connection: not while it stops, nor beyond
+ * max_connections (refused without keeping state). */
+static bool admit(amn_h3_listener *l, const ngtcp2_pkt_hd *hd, const struct sockaddr *from, socklen_t fromlen,
+                  const char *addr) {
+  amn_st_loop *loop = l->loop;
+  const amn_st_config *cfg = loop->cfg;
+  if (l->draining || loop->stopping) {
+    AMN_DEBUG("QUIC connection from %s refused: the server is shutting down", addr);
+    refuse(l, hd, from, fromlen, NGTCP2_CONNECTION_REFUSED, "server shutting down");
+    return false;
+  }
+  if (cfg->max_connections && atomic_load(&loop->counters->nconns) >= cfg->max_connections) {
+    bool again = false; /* the same client's other Initial datagrams (or retransmissions) */
+    for (unsigned i = 0; i < 8 && !again; i++) again = ngtcp2_cid_eq(&l->refused[i], &hd->dcid);
+    if (!again) {
+      l->refused[l->nrefused++ % 8] = hd->dcid;
+      unsigned long long n = atomic_fetch_add(&loop->counters->refused, 1) + 1;
+      AMN_WARN("QUIC connection from %s refused: max_connections (%u) reached (%llu refused so far)", addr,
+               cfg->max_connections, n);
+    }
+    refuse(l, hd, from, fromlen, NGTCP2_CONNECTION_REFUSED, "max_connections reached");
+    return false;
+  }
+  return true;
 }
 
 /* An Initial for no connection of ours: validate its token, ask for
@@ -1347,43 +88,20 @@ static void on_initial(amn_h3_listener *l, const uint8_t *pkt, size_t len, const
                        socklen_t fromlen) {
   ngtcp2_pkt_hd hd;
   if (ngtcp2_accept(&hd, pkt, len) != 0) return; /* not an Initial (a 0-RTT packet ahead of it: dropped) */
-  h3_group *g = l->group;
-  uint32_t thr = l->loop->cfg->quic_retry_threshold;
   ngtcp2_cid ocid;
-  ngtcp2_token_type tt = NGTCP2_TOKEN_TYPE_UNKNOWN;
-  if (g && hd.tokenlen) {
-    ngtcp2_tstamp now = amn_h3_now();
-    if (hd.token[0] == NGTCP2_CRYPTO_TOKEN_MAGIC_RETRY2) {
-      int rv = ngtcp2_crypto_verify_retry_token2(&ocid, hd.token, hd.tokenlen, g->token_secret,
-                                                 sizeof g->token_secret, hd.version, from, fromlen, &hd.dcid,
-                                                 AMN_H3_RETRY_TOKEN_TTL_S * NGTCP2_SECONDS, now);
-      if (rv != 0) {
-        /* unreadable (not ours), for another address, or expired: a stale
-         * Retry or an attacker (RFC 9000 8.1.2: INVALID_TOKEN) */
-        STAT(l, tokens_bad);
-        AMN_DEBUG("Retry token refused: %s", rv == NGTCP2_CRYPTO_ERR_UNREADABLE_TOKEN ? "unreadable" : "stale or "
-                  "for another address");
-        refuse_token(l, &hd, from, fromlen);
-        return;
-      }
-      STAT(l, retry_tokens_ok);
-      tt = NGTCP2_TOKEN_TYPE_RETRY;
-    } else if (hd.token[0] == NGTCP2_CRYPTO_TOKEN_MAGIC_REGULAR &&
-               ngtcp2_crypto_verify_regular_token(hd.token, hd.tokenlen, g->token_secret, sizeof g->token_secret,
-                                                  from, fromlen,
-                                                  (ngtcp2_duration)AMN_H3_NEW_TOKEN_TTL_S * NGTCP2_SECONDS,
-                                                  now) == 0) {
-      STAT(l, new_tokens_ok);
-      tt = NGTCP2_TOKEN_TYPE_NEW_TOKEN;
-    } else {
-      STAT(l, tokens_bad); /* e.g. from before a restart: ignored */
-    }
-  }
-  if (g && tt == NGTCP2_TOKEN_TYPE_UNKNOWN && l->nhandshaking >= thr) {
-    send_retry(l, &hd, from, fromlen, len);
+  ngtcp2_token_type tt;
+  if (amn_h3s_token_check(l, &hd, from, fromlen, &ocid, &tt) != 0) {
+    refuse(l, &hd, from, fromlen, NGTCP2_INVALID_TOKEN, NULL);
     return;
   }
-  sc_new(l, &hd, from, fromlen, pkt, len, tt == NGTCP2_TOKEN_TYPE_RETRY ? &ocid : NULL, tt);
+  if (l->group && tt == NGTCP2_TOKEN_TYPE_UNKNOWN && l->nhandshaking >= l->loop->cfg->quic_retry_threshold) {
+    amn_h3s_send_retry(l, &hd, from, fromlen, len);
+    return;
+  }
+  char addr[64];
+  amn_h3_addr_text(from, addr, sizeof addr);
+  if (admit(l, &hd, from, fromlen, addr))
+    amn_h3s_conn_new(l, &hd, from, fromlen, addr, pkt, len, tt == NGTCP2_TOKEN_TYPE_RETRY ? &ocid : NULL, tt);
 }
 
 static void on_datagram(amn_h3_listener *l, const uint8_t *pkt, size_t len, const struct sockaddr *from,
@@ -1395,13 +113,13 @@ static void on_datagram(amn_h3_listener *l, const uint8_t *pkt, size_t len, cons
     return;
   }
   if (rv != 0) return;
-  h3_sconn *sc = cid_find(l, vc.dcid, vc.dcidlen);
+  h3_sconn *sc = amn_h3s_cid_find(l, vc.dcid, vc.dcidlen);
   if (sc) {
-    sc_read(sc, from, fromlen, pkt, len);
+    amn_h3s_conn_read(sc, from, fromlen, pkt, len);
     return;
   }
   if (vc.version == 0) {
-    send_stateless_reset(l, &vc, len, from, fromlen);
+    amn_h3s_send_stateless_reset(l, &vc, len, from, fromlen);
     return;
   }
   on_initial(l, pkt, len, from, fromlen);
@@ -1439,7 +157,7 @@ static int probe_free(const struct addrinfo *a) {
 
 amn_h3_listener *amn_h3s_open(const char *host, uint16_t port, bool first, uint16_t *bound, int *rc, char *err,
                               size_t errlen) {
-  pthread_once(&g_secret_once, init_secret);
+  amn_h3s_token_init();
   *rc = AMN_EIO;
   struct addrinfo hints = {0}, *res;
   hints.ai_family = AF_UNSPEC;
@@ -1481,7 +199,7 @@ amn_h3_listener *amn_h3s_open(const char *host, uint16_t port, bool first, uint1
     l->rbuf = malloc((size_t)AMN_H3_RX_BATCH * AMN_H3_RX_DGRAM);
     l->txbuf = malloc(AMN_H3_TX_BUF);
   }
-  if (!l || !l->rbuf || !l->txbuf || cid_grow(l) != 0) {
+  if (!l || !l->rbuf || !l->txbuf || amn_h3s_cid_table_init(l) != 0) {
     if (l) {
       free(l->rbuf);
       free(l->txbuf);
@@ -1500,13 +218,11 @@ amn_h3_listener *amn_h3s_open(const char *host, uint16_t port, bool first, uint1
   return l;
 }
 
-static const amn_st_calls *calls_of(const h3_sconn *sc) { return sc->l->loop->calls; }
-
 void amn_h3s_attach(amn_st_loop *loop, amn_h3_listener *l) {
   l->loop = loop;
   /* loops attach in order and all before any runs: the last one sets the
    * program for the whole group */
-  steer_by_cid(l, (unsigned)loop->idx + 1);
+  amn_h3s_cid_steer(l, (unsigned)loop->idx + 1);
   loop->h3 = l;
   amn_h3_sched_init(&l->sched, loop->ev);
   ev_io_init(&l->rw, read_cb, l->fd, EV_READ);
@@ -1518,39 +234,14 @@ void amn_h3s_attach(amn_st_loop *loop, amn_h3_listener *l) {
   } else if ((l->group = calloc(1, sizeof *l->group)) != NULL) {
     h3_group *g = l->group;
     l->group_owner = true;
-    pthread_mutex_init(&g->mu, NULL);
-    gnutls_rnd(GNUTLS_RND_KEY, g->stek, sizeof g->stek);
-    g->stek_born = time(NULL);
-    const amn_st_config *cfg = loop->cfg;
-    if (!cfg->has_quic_secret) {
-      gnutls_rnd(GNUTLS_RND_KEY, g->token_secret, sizeof g->token_secret);
-      memcpy(g->reset_secret, g_secret, sizeof g->reset_secret);
-    } else if (derive_key(cfg->quic_secret, "amaters-net quic token", g->token_secret) != 0 ||
-               derive_key(cfg->quic_secret, "amaters-net quic stateless reset", g->reset_secret) != 0) {
-      AMN_ERROR("HTTP/3: cannot derive keys from the QUIC secret: using random ones (resets are not "
-                "recognised after a restart)");
-      gnutls_rnd(GNUTLS_RND_KEY, g->token_secret, sizeof g->token_secret);
-      gnutls_rnd(GNUTLS_RND_KEY, g->reset_secret, sizeof g->reset_secret);
-    }
-    g->replay = amn_h3_replay_new(AMN_H3_REPLAY_MAX);
-    g->ids = amn_h3_tcache_new(AMN_H3_TICKET_IDS_MAX, ticket_id_free);
-    if (!g->replay || !g->ids) {
-      AMN_WARN("HTTP/3: no memory for the anti-replay table: 0-RTT disabled");
-      amn_h3_replay_free(g->replay);
-      g->replay = NULL;
-    }
+    amn_h3s_ticket_group_init(g);
+    amn_h3s_token_keys(g, loop->cfg);
   }
   if (l->group) {
     l->group_next = l->group->all;
     l->group->all = l;
     atomic_fetch_add(&l->group->live, 1);
-    /* each loop has its own GnuTLS recording window (not thread-safe);
-     * the table behind it is the group's */
-    if (l->group->replay && gnutls_anti_replay_init(&l->ar) == 0) {
-      gnutls_anti_replay_set_window(l->ar, AMN_H3_REPLAY_WINDOW_MS);
-      gnutls_anti_replay_set_add_function(l->ar, replay_add);
-      gnutls_anti_replay_set_ptr(l->ar, l);
-    }
+    amn_h3s_ticket_attach(l);
   }
 }
 
@@ -1569,23 +260,15 @@ void amn_h3s_stats(amn_st_loop *first, amn_h3_server_stats *o) {
   o->conns_open = atomic_load(&first->counters->nconns); /* HTTP/2 ones too when both run */
 }
 
-void amn_h3s_rotate_ticket_key(amn_st_loop *first) {
-  amn_h3_listener *l = first ? first->h3 : NULL;
-  if (!l || !l->group) return;
-  pthread_mutex_lock(&l->group->mu);
-  l->group->stek_born -= AMN_H3_TICKET_ROTATE_S; /* the next session makes a new one */
-  pthread_mutex_unlock(&l->group->mu);
-}
-
 void amn_h3s_drain_all(amn_st_loop *loop) {
   amn_h3_listener *l = loop->h3;
   if (!l) return;
   l->draining = true;
   for (h3_sconn *sc = l->conns, *next; sc; sc = next) {
     next = sc->next;
-    if (sc->state == SC_HANDSHAKE) sc_close_now(sc, "server stopping");
-    else if (sc->state == SC_OPEN) start_graceful_shutdown(sc);
-    else sc_free(sc, "server stopping"); /* closing or draining: nothing left to say */
+    if (sc->state == SC_HANDSHAKE) amn_h3s_conn_close_now(sc, "server stopping");
+    else if (sc->state == SC_OPEN) amn_h3s_conn_shutdown(sc);
+    else amn_h3s_conn_free(sc, "server stopping"); /* closing or draining: nothing left to say */
   }
 }
 
@@ -1597,11 +280,10 @@ void amn_h3s_close_all(amn_st_loop *loop) {
     h3_sconn *sc = l->conns;
     /* cancel what is left, send the final statuses, then close */
     if (sc->state == SC_OPEN) {
-      for (h3_sstream *ss = sc->streams; ss; ss = ss->next)
-        if (ss->c) loop->calls->fail(ss->c, AMN_STATUS_UNAVAILABLE, "server stopped before the call completed");
+      amn_h3s_streams_fail_all(sc, "server stopped before the call completed");
       amn_h3_write(&sc->b);
     }
-    sc_close_now(sc, "server stopped");
+    amn_h3s_conn_close_now(sc, "server stopped");
   }
   if (l->stopped) return;
   l->stopped = true;
@@ -1624,24 +306,20 @@ void amn_h3s_close_all(amn_st_loop *loop) {
 void amn_h3s_free(amn_st_loop *loop) {
   amn_h3_listener *l = loop->h3;
   if (!l) return;
-  while (l->conns) sc_free(l->conns, "server freed");
+  while (l->conns) amn_h3s_conn_free(l->conns, "server freed");
   if (!l->stopped) {
     ev_io_stop(loop->ev, &l->rw);
     amn_h3_sched_stop(&l->sched);
   }
   if (l->fd >= 0) close(l->fd);
-  if (l->ar) gnutls_anti_replay_deinit(l->ar);
+  amn_h3s_ticket_detach(l);
   /* loop 0 owns the group; the others are freed after it but never touch it again */
   if (l->group_owner) {
-    amn_h3_replay_free(l->group->replay);
-    amn_h3_replay_free(l->group->ids);
-    pthread_mutex_destroy(&l->group->mu);
-    gnutls_memset(l->group->stek, 0, sizeof l->group->stek);
-    gnutls_memset(l->group->token_secret, 0, sizeof l->group->token_secret);
-    gnutls_memset(l->group->reset_secret, 0, sizeof l->group->reset_secret);
+    amn_h3s_ticket_group_free(l->group);
+    amn_h3s_token_keys_wipe(l->group);
     free(l->group);
   }
-  free(l->tab);
+  amn_h3s_cid_table_free(l);
   free(l->rbuf);
   free(l->txbuf);
   loop->h3 = NULL;
