@@ -21,6 +21,12 @@ wait_for() { for _ in $(seq 1 "${3:-100}"); do grep -Eq -- "$2" "$1" 2>/dev/null
 rss_kb() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
 # json FILE EXPR: a Python expression over the keys of a JSON object
 json() { $py -c 'import json,sys; d=json.load(open(sys.argv[1])); print(eval(sys.argv[2], {}, d))' "$@"; }
+# bench_ok LABEL RC JSON ERR: a bench (amaters-cli bench --json) that ran
+# alongside an attack exited 0 and saw no failed call
+bench_ok() {
+  [ "$2" = 0 ] && [ "$(json "$3" errors)" = 0 ] && ok "$1the bench alongside made $(json "$3" calls) calls, none failed" ||
+    bad "$1the bench alongside failed (exit $2): $(cat "$4")"
+}
 # start_netd LOG ARGS...: amaters-netd on 127.0.0.1, any port, with the PKI
 # above; sets $netd (its pid, killed at exit) and $port
 start_netd() {

@@ -70,8 +70,7 @@ out=$("${cli[@]}" execute --data "after the slow clients" 2>&1) && [ "$out" = "a
   ok "a new client is served once the slow ones are gone" || bad "a new client was not served: $out"
 brc=0
 wait $bench || brc=$?
-[ "$brc" = 0 ] && [ "$(json bench.json errors)" = 0 ] && ok "the bench alongside made $(json bench.json calls) calls, none failed" ||
-  bad "the bench alongside failed (exit $brc): $(cat bench.err)"
+bench_ok "" "$brc" bench.json bench.err
 
 echo "passed $passed, failed $failed"
 [ "$failed" = 0 ]

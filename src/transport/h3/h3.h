@@ -256,6 +256,9 @@ void amn_h3_udp_setup(int fd, int family, int want);
 
 /* Records a local error for CONNECTION_CLOSE. */
 void amn_h3_set_liberr(amn_h3_conn *b, int liberr);
+/* The name of an HTTP/3 or QPACK application error code (RFC 9114 8.1,
+ * RFC 9204 6), e.g. "H3_CLOSED_CRITICAL_STREAM". */
+const char *amn_h3_error_name(uint64_t code);
 /* Describes the CONNECTION_CLOSE the peer sent (after NGTCP2_ERR_DRAINING). */
 void amn_h3_describe_peer_close(amn_h3_conn *b, const char *peer, char *out, size_t cap);
 /* The reason of our own failed TLS handshake ("client certificate not

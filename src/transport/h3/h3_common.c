@@ -343,6 +343,20 @@ void amn_h3_set_liberr(amn_h3_conn *b, int liberr) {
     ngtcp2_ccerr_set_liberr(&b->err, liberr, NULL, 0);
 }
 
+const char *amn_h3_error_name(uint64_t code) {
+  static const char *const h3[] = {"H3_NO_ERROR", "H3_GENERAL_PROTOCOL_ERROR", "H3_INTERNAL_ERROR",
+                                   "H3_STREAM_CREATION_ERROR", "H3_CLOSED_CRITICAL_STREAM", "H3_FRAME_UNEXPECTED",
+                                   "H3_FRAME_ERROR", "H3_EXCESSIVE_LOAD", "H3_ID_ERROR", "H3_SETTINGS_ERROR",
+                                   "H3_MISSING_SETTINGS", "H3_REQUEST_REJECTED", "H3_REQUEST_CANCELLED",
+                                   "H3_REQUEST_INCOMPLETE", "H3_MESSAGE_ERROR", "H3_CONNECT_ERROR",
+                                   "H3_VERSION_FALLBACK"};
+  static const char *const qpack[] = {"QPACK_DECOMPRESSION_FAILED", "QPACK_ENCODER_STREAM_ERROR",
+                                      "QPACK_DECODER_STREAM_ERROR"};
+  if (code >= 0x100 && code < 0x100 + sizeof h3 / sizeof h3[0]) return h3[code - 0x100];
+  if (code >= 0x200 && code < 0x200 + sizeof qpack / sizeof qpack[0]) return qpack[code - 0x200];
+  return "unknown HTTP/3 error";
+}
+
 void amn_h3_describe_peer_close(amn_h3_conn *b, const char *peer, char *out, size_t cap) {
   const ngtcp2_ccerr *pe = ngtcp2_conn_get_ccerr(b->q), e = *pe;
   char reason[128] = "";
@@ -352,8 +366,8 @@ void amn_h3_describe_peer_close(amn_h3_conn *b, const char *peer, char *out, siz
     if (e.error_code == NGHTTP3_H3_NO_ERROR)
       snprintf(out, cap, "%s closed the connection%s", peer, reason);
     else
-      snprintf(out, cap, "%s closed the connection with HTTP/3 error 0x%llx%s", peer,
-               (unsigned long long)e.error_code, reason);
+      snprintf(out, cap, "%s closed the connection with HTTP/3 error %s (0x%llx)%s", peer,
+               amn_h3_error_name(e.error_code), (unsigned long long)e.error_code, reason);
   } else if ((e.error_code & ~(uint64_t)0xff) == NGTCP2_CRYPTO_ERROR) {
     const char *an = gnutls_alert_get_name((gnutls_alert_description_t)(e.error_code & 0xff));
     snprintf(out, cap, "%s refused the TLS handshake (TLS alert '%s')%s", peer, an ? an : "unknown", reason);

@@ -267,7 +267,7 @@ void amn_h3s_drain_all(amn_st_loop *loop) {
   for (h3_sconn *sc = l->conns, *next; sc; sc = next) {
     next = sc->next;
     if (sc->state == SC_HANDSHAKE) amn_h3s_conn_close_now(sc, "server stopping");
-    else if (sc->state == SC_OPEN) amn_h3s_conn_shutdown(sc);
+    else if (sc->state == SC_OPEN) amn_h3s_conn_shutdown(sc, "server stopping");
     else amn_h3s_conn_free(sc, "server stopping"); /* closing or draining: nothing left to say */
   }
 }

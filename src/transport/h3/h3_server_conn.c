@@ -61,7 +61,7 @@ static int q_handshake_completed(ngtcp2_conn *q, void *ud) {
   amn_h3s_ticket_send(sc);
   amn_h3s_send_new_token(sc);
   amn_h3s_update_keepalive(sc);
-  if (sc->l->draining) amn_h3s_conn_shutdown(sc);
+  if (sc->l->draining) amn_h3s_conn_shutdown(sc, "server stopping");
   return 0;
 }
 
@@ -150,6 +150,7 @@ void amn_h3s_conn_free(h3_sconn *sc, const char *why) {
   if (l->hello_sc == sc) l->hello_sc = NULL;
   amn_h3s_streams_detach_all(sc, "connection closed");
   ev_timer_stop(loop->ev, &sc->gtimer);
+  ev_timer_stop(loop->ev, &sc->idle_timer);
   amn_h3_conn_release(&sc->b); /* nghttp3 first: no callbacks reach the streams below */
   amn_h3s_streams_free_all(sc);
   amn_h3s_cid_del_conn(l, sc);
@@ -252,6 +253,10 @@ static void sc_on_error(h3_sconn *sc, int rv) {
       return;
     }
     AMN_WARN("connection from %s refused: %s", sc->addr, why ? why : ngtcp2_strerror(rv));
+  } else if (sc->b.err.type == NGTCP2_CCERR_TYPE_APPLICATION && sc->b.err.error_code) {
+    /* an HTTP/3 protocol error of the client (nghttp3 named it) */
+    AMN_INFO("QUIC connection from %s closed for an HTTP/3 protocol error: %s (0x%llx)", sc->addr,
+             amn_h3_error_name(sc->b.err.error_code), (unsigned long long)sc->b.err.error_code);
   } else {
     AMN_DEBUG("QUIC connection from %s failed: %s", sc->addr, ngtcp2_strerror(rv));
   }
@@ -294,12 +299,22 @@ static void gtimer_cb(struct ev_loop *ev, ev_timer *w, int revents) {
   amn_h3_mark_dirty(&sc->b);
 }
 
+/* idle_timeout_ms without a call (amn_h3s_update_keepalive arms it) */
+void amn_h3s_idle_cb(struct ev_loop *ev, ev_timer *w, int revents) {
+  (void)ev; (void)revents;
+  h3_sconn *sc = w->data;
+  if (sc->nstreams || sc->state != SC_OPEN) return;
+  AMN_DEBUG("QUIC connection from %s: no call for %u ms: closing the idle connection", sc->addr,
+            sc->l->loop->cfg->idle_timeout_ms);
+  amn_h3s_conn_shutdown(sc, "idle timeout");
+}
+
 /* GOAWAY with the maximum ID now, the final one a few RTTs later (in-flight
  * requests still get in), then close once every stream is done. */
-void amn_h3s_conn_shutdown(h3_sconn *sc) {
+void amn_h3s_conn_shutdown(h3_sconn *sc, const char *why) {
   if (sc->notice_sent || sc->state != SC_OPEN) return;
   sc->notice_sent = true;
-  AMN_DEBUG("QUIC connection from %s: GOAWAY (server stopping), %zu request(s) in flight may finish", sc->addr,
+  AMN_DEBUG("QUIC connection from %s: GOAWAY (%s), %zu request(s) in flight may finish", sc->addr, why,
             sc->nstreams);
   nghttp3_conn_submit_shutdown_notice(sc->b.h);
   double t = 3 * pto_s(sc);
@@ -366,6 +381,8 @@ void amn_h3s_conn_new(amn_h3_listener *l, const ngtcp2_pkt_hd *hd, const struct 
   amn_h3_conn_init(&sc->b, loop->ev, &l->sched, l->fd, l->txbuf, sc_flush, sc_expiry);
   ev_timer_init(&sc->gtimer, gtimer_cb, 0., 0.);
   sc->gtimer.data = sc;
+  ev_init(&sc->idle_timer, amn_h3s_idle_cb);
+  sc->idle_timer.data = sc;
   if (sc_tls_setup(sc, cfg) != 0) {
     if (sc->b.tls) gnutls_deinit(sc->b.tls);
     free(sc);
@@ -388,6 +405,8 @@ void amn_h3s_conn_new(amn_h3_listener *l, const ngtcp2_pkt_hd *hd, const struct 
   ngtcp2_transport_params p;
   ngtcp2_transport_params_default(&p);
   amn_h3_flow_setup(&st, &p, cfg->initial_window_size);
+  /* the client may use up to the largest connection window auto-tuning reaches */
+  amn_st_budget_init(&sc->budget, cfg, (size_t)st.max_window);
   p.initial_max_streams_bidi = cfg->max_concurrent_streams;
   p.initial_max_streams_uni = 3; /* control + QPACK encoder/decoder */
   p.max_idle_timeout = (uint64_t)cfg->idle_timeout_ms * NGTCP2_MILLISECONDS; /* 0: none */

@@ -52,6 +52,8 @@ struct h3_sconn {
   bool peer_from_ticket;        /* `peer` came from the identity cache (resumption) */
   amn_tls_ctx *ctx;             /* credentials of the TLS session */
   ev_timer gtimer;              /* notice -> final GOAWAY */
+  ev_timer idle_timer;          /* idle_timeout_ms without a call: GOAWAY, close (PINGs do not count) */
+  amn_st_budget budget;         /* what the calls of this connection may hold in memory */
   uint8_t closebuf[1500];       /* our CONNECTION_CLOSE, repeated during the closing period */
   size_t closelen;
   char addr[64];
@@ -180,6 +182,8 @@ void amn_h3s_ticket_send(h3_sconn *sc);
 extern const nghttp3_callbacks amn_h3s_h3cbs; /* the HTTP/3 callbacks of a server connection */
 /* Keep-alive PINGs while calls are open (an open connection). */
 void amn_h3s_update_keepalive(h3_sconn *sc);
+/* idle_timeout_ms passed without a call on the connection */
+void amn_h3s_idle_cb(struct ev_loop *ev, ev_timer *w, int revents);
 /* The connection is over: the calls of its streams end as failed
  * (UNAVAILABLE, `msg`) and nothing of them is sent any more (detach);
  * the server stops: its calls fail and may still send their final status
@@ -207,7 +211,7 @@ void amn_h3s_conn_read(h3_sconn *sc, const struct sockaddr *from, socklen_t from
                        size_t len);
 /* Graceful shutdown of an open connection: GOAWAY with the maximum ID now,
  * the final one a few RTTs later, then it closes once its streams are done. */
-void amn_h3s_conn_shutdown(h3_sconn *sc);
+void amn_h3s_conn_shutdown(h3_sconn *sc, const char *why);
 /* Immediate close: CONNECTION_CLOSE (unless closing or draining already),
  * then gone. */
 void amn_h3s_conn_close_now(h3_sconn *sc, const char *why);

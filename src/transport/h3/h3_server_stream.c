@@ -66,13 +66,17 @@ static nghttp3_ssize ss_read_data(nghttp3_conn *h, int64_t id, nghttp3_vec *vec,
   }
   if (n < 0) return NGHTTP3_ERR_WOULDBLOCK;
   if (eof) {
-    /* the messages are out: the trailers end the stream */
-    *pflags |= NGHTTP3_DATA_FLAG_EOF | NGHTTP3_DATA_FLAG_NO_END_STREAM;
+    /* the messages are out: the trailers end the stream (without any, as
+     * after an HTTP error's text body, the last DATA does) */
+    *pflags |= NGHTTP3_DATA_FLAG_EOF;
     amn_hdr_buf b;
     amn_hdr_buf_init(&b);
     nghttp3_nv nva[AMN_RPC_MAX_MD + 12];
     int rc = calls->trailers(c, &b);
-    if (rc == 0) rc = nghttp3_conn_submit_trailers(h, id, nva, amn_h3_nv(&b, nva));
+    if (rc == 0 && b.n) {
+      *pflags |= NGHTTP3_DATA_FLAG_NO_END_STREAM;
+      rc = nghttp3_conn_submit_trailers(h, id, nva, amn_h3_nv(&b, nva));
+    }
     amn_hdr_buf_free(&b);
     ss->fin_sent = true;
     if (rc != 0) {
@@ -167,6 +171,7 @@ static int on_begin_headers(nghttp3_conn *h, int64_t id, void *ud, void *sud) {
     ngtcp2_conn_shutdown_stream(sc->b.q, 0, id, NGHTTP3_H3_INTERNAL_ERROR); /* this stream only */
     return 0;
   }
+  calls_of(sc)->attach(c, &sc->budget);
   ss->c = c;
   ss->sc = sc;
   ss->id = id;
@@ -279,12 +284,23 @@ int amn_h3s_q_extend_remote_bidi(ngtcp2_conn *q, uint64_t max, void *ud) {
 
 /* Keep-alive PINGs while calls are open (a quiet call is not idle, and a
  * dead client is noticed within the idle timeout); a connection without
- * calls stays quiet and the QUIC idle timeout closes it. */
+ * calls stays quiet. It is idle from its last call (or its handshake) on:
+ * after idle_timeout_ms it gets GOAWAY and closes, whatever the client
+ * sends meanwhile (a client that only PINGs, which restarts QUIC's own idle
+ * timer, cannot hold a connection and its max_connections slot). */
 void amn_h3s_update_keepalive(h3_sconn *sc) {
-  uint32_t ka = sc->l->loop->cfg->keepalive_interval_ms;
+  const amn_st_config *cfg = sc->l->loop->cfg;
+  uint32_t ka = cfg->keepalive_interval_ms;
   if (sc->state != SC_OPEN || !sc->b.q) return;
   ngtcp2_conn_set_keep_alive_timeout(sc->b.q, ka && sc->nstreams ? (ngtcp2_duration)ka * NGTCP2_MILLISECONDS : 0);
+  if (sc->nstreams || !cfg->idle_timeout_ms) {
+    ev_timer_stop(sc->b.ev, &sc->idle_timer);
+  } else if (!ev_is_active(&sc->idle_timer)) {
+    ev_timer_set(&sc->idle_timer, cfg->idle_timeout_ms / 1000.0, 0.);
+    ev_timer_start(sc->b.ev, &sc->idle_timer);
+  }
 }
+
 
 void amn_h3s_streams_detach_all(h3_sconn *sc, const char *msg) {
   for (h3_sstream *ss = sc->streams; ss; ss = ss->next) ss_detach(ss, AMN_STATUS_UNAVAILABLE, msg);

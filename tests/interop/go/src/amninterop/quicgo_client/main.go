@@ -256,6 +256,15 @@ func main() {
 		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "https://"+*addr+execute, nil)
 		res, err := rt.RoundTrip(req)
 		c.Check("a non-gRPC GET gets an HTTP error status (405)", err == nil && res.StatusCode == 405, "res=%v err=%v", res, err)
+		if err == nil {
+			// with a text body that says why, for browsers and HTTP tools
+			body, berr := io.ReadAll(res.Body)
+			c.Check("... with a text body that says why", berr == nil &&
+				strings.HasPrefix(res.Header.Get("content-type"), "text/plain") &&
+				strings.HasPrefix(string(body), "405: method not allowed") &&
+				strings.Contains(string(body), "This is a gRPC server"), "content-type %q body %q err %v",
+				res.Header.Get("content-type"), body, berr)
+		}
 		req = newRequest(ctx, http.MethodPost, execute, strings.NewReader("not a grpc message"), "content-type", "text/plain")
 		res, err = rt.RoundTrip(req)
 		c.Check("a POST with content-type text/plain gets 415", err == nil && res.StatusCode == 415, "res=%v err=%v", res, err)
