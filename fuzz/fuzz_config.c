@@ -38,6 +38,7 @@ static const field fields[] = {
     {"network", "keep_alive_interval_ms", F_INT, O(network, keep_alive_interval_ms), 0, MS, {0}},
     {"network", "handshake_timeout_ms", F_INT, O(network, handshake_timeout_ms), 1, MS, {0}},
     {"network", "header_timeout_ms", F_INT, O(network, header_timeout_ms), 1, MS, {0}},
+    {"network", "stall_timeout_ms", F_INT, O(network, stall_timeout_ms), 1, MS, {0}},
     {"tls", "cert_path", F_STR, O(tls, cert_path), 0, 0, {0}},
     {"tls", "key_path", F_STR, O(tls, key_path), 0, 0, {0}},
     {"tls", "ca_path", F_STR, O(tls, ca_path), 0, 0, {0}},

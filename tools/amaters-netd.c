@@ -211,6 +211,7 @@ int main(int argc, char **argv) {
   o.drain_timeout_ms = (uint32_t)cfg.server.drain_timeout_ms;
   o.handshake_timeout_ms = (uint32_t)cfg.network.handshake_timeout_ms;
   o.header_timeout_ms = (uint32_t)cfg.network.header_timeout_ms;
+  o.stall_timeout_ms = (uint32_t)cfg.network.stall_timeout_ms;
   o.quic_retry_threshold = (uint32_t)cfg.quic.retry_threshold;
 
   /* TLS: --insecure | --cert/--key/--ca | [tls] paths | PKI directory.

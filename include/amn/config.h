@@ -5,7 +5,7 @@
  * annotated example with every key is examples/amaters-net.toml):
  *   [network] bind_address (string "host:port"), max_connections (int),
  *             idle_timeout_ms (int), keep_alive_interval_ms (int),
- *             handshake_timeout_ms (int), header_timeout_ms (int)
+ *             handshake_timeout_ms (int), header_timeout_ms (int), stall_timeout_ms (int)
  *   [tls]     cert_path, key_path, ca_path (strings), allow_tls12 (bool)
  *   [quic]    max_concurrent_streams (int), initial_window_size (int),
  *             retry_threshold (int), secret_path (string)
@@ -51,6 +51,8 @@ typedef struct amn_config {
                                         connection, 1..2147483647; default 10000 */
     int64_t header_timeout_ms;     /**< a request's headers must be complete this long after
                                         they began, 1..2147483647; default 10000 */
+    int64_t stall_timeout_ms;      /**< a call waiting on the client ends when no byte moves for
+                                        this long, 1..2147483647; default 30000 */
   } network;
   struct {
     char *cert_path, *key_path, *ca_path; /**< default NULL: dev PKI */

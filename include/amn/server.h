@@ -114,6 +114,16 @@ typedef struct amn_server_opts {
    *  its headers byte by byte cannot hold a stream, and with it the
    *  connection, open. Default 10000; 0 = the default. */
   uint32_t header_timeout_ms;
+  /** Minimum progress (both transports): a call that waits on the client
+   *  — a request message begun and not complete (unless the handler paused
+   *  receiving), or responses queued that the client does not take — and
+   *  sees no byte move for this long ends with RESOURCE_EXHAUSTED ("request
+   *  stalled: no bytes for N ms", "the client read no response for N ms",
+   *  or "no room in the connection's buffer for N ms" when it waited on the
+   *  connection's memory bound), and its bytes are dropped. A client that
+   *  stops half-way through a message, or never reads, cannot hold memory
+   *  or a stream for longer. Default 30000; 0 = the default. */
+  uint32_t stall_timeout_ms;
 } amn_server_opts;
 
 /** Fills `o` with the defaults documented above. */

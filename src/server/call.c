@@ -18,73 +18,29 @@ bool amn_call_on_loop(const amn_call *c) { return pthread_equal(pthread_self(), 
 
 #define CALL_CACHE_MAX 256
 
-/* ---- the header phase: a request's headers must be complete within
- * header_timeout_ms. The loop keeps the calls still in it in order of
- * arrival (O(1) per call) and one timer for the oldest. */
+/* ---- the phases of a request (util/dlist.h lists of the loop): its
+ * headers must be complete within header_timeout_ms; while it waits on the
+ * client, some byte must move every stall_timeout_ms. */
 
-static void hdr_arm(amn_srv_loop *sl);
+static amn_call *of_hdr(amn_dl_link *l) { return AMN_CONTAINER_OF(l, amn_call, hdr_link); }
+static amn_call *of_progress(amn_dl_link *l) { return AMN_CONTAINER_OF(l, amn_call, progress_link); }
 
-static void hdr_unlink(amn_call *c) {
-  if (!c->in_hdr) return;
-  amn_srv_loop *sl = c->sl;
-  c->in_hdr = false;
-  if (c->hdr_prev) c->hdr_prev->hdr_next = c->hdr_next;
-  else sl->hdr_head = c->hdr_next;
-  if (c->hdr_next) c->hdr_next->hdr_prev = c->hdr_prev;
-  else sl->hdr_tail = c->hdr_prev;
-  c->hdr_prev = c->hdr_next = NULL;
+static void hdr_expired(amn_dl_link *l, void *ud) {
+  amn_srv_loop *sl = ud;
+  amn_call *c = of_hdr(l);
+  char msg[96];
+  snprintf(msg, sizeof msg, "request headers not complete within %u ms", sl->srv->o.header_timeout_ms);
+  AMN_INFO("request from %s: %s", amn_call_peer_addr(c), msg);
+  amn_call_fail(c, AMN_STATUS_DEADLINE_EXCEEDED, msg);
 }
 
-static void hdr_timer_cb(struct ev_loop *ev, ev_timer *w, int revents) {
-  (void)ev; (void)revents;
-  amn_srv_loop *sl = w->data;
-  int64_t now = sl->clock_ns(), limit = (int64_t)sl->srv->o.header_timeout_ms * 1000000;
-  while (sl->hdr_head && now - sl->hdr_head->begun_ns >= limit) {
-    amn_call *c = sl->hdr_head;
-    hdr_unlink(c);
-    char msg[96];
-    snprintf(msg, sizeof msg, "request headers not complete within %u ms", sl->srv->o.header_timeout_ms);
-    AMN_INFO("request from %s: %s", amn_call_peer_addr(c), msg);
-    amn_call_fail(c, AMN_STATUS_DEADLINE_EXCEEDED, msg);
-  }
-  hdr_arm(sl);
-}
+static void stalled(amn_dl_link *l, void *ud);
 
-/* The timer follows the oldest call in the header phase. */
-static void hdr_arm(amn_srv_loop *sl) {
-  if (!sl->hdr_timer_init) {
-    ev_init(&sl->hdr_timer, hdr_timer_cb);
-    sl->hdr_timer.data = sl;
-    sl->hdr_timer_init = true;
-  }
-  if (!sl->hdr_head) {
-    ev_timer_stop(sl->ev, &sl->hdr_timer);
-    return;
-  }
-  if (ev_is_active(&sl->hdr_timer)) return; /* it re-arms itself for the next oldest */
-  int64_t left = sl->hdr_head->begun_ns + (int64_t)sl->srv->o.header_timeout_ms * 1000000 - sl->clock_ns();
-  ev_timer_set(&sl->hdr_timer, left > 0 ? (double)left / 1e9 : 0., 0.);
-  ev_timer_start(sl->ev, &sl->hdr_timer);
-}
-
-static void hdr_phase_begin(amn_call *c) {
-  amn_srv_loop *sl = c->sl;
-  c->begun_ns = sl->clock_ns();
-  c->in_hdr = true;
-  c->hdr_next = NULL;
-  c->hdr_prev = sl->hdr_tail;
-  if (sl->hdr_tail) sl->hdr_tail->hdr_next = c;
-  else sl->hdr_head = c;
-  sl->hdr_tail = c;
-  hdr_arm(sl);
-}
-
-/* Headers complete, or the stream gone. */
-static void hdr_phase_end(amn_call *c) {
-  if (!c->in_hdr) return;
-  bool was_head = c->sl->hdr_head == c;
-  hdr_unlink(c);
-  if (was_head && !c->sl->hdr_head) ev_timer_stop(c->sl->ev, &c->sl->hdr_timer);
+static void phases_init(amn_srv_loop *sl) {
+  if (sl->hdr_phase.ready) return;
+  amn_dlist_init(&sl->hdr_phase, sl->ev, sl->clock_ns, (int64_t)sl->srv->o.header_timeout_ms * 1000000, hdr_expired,
+                 sl);
+  amn_dlist_init(&sl->progress, sl->ev, sl->clock_ns, (int64_t)sl->srv->o.stall_timeout_ms * 1000000, stalled, sl);
 }
 
 amn_call *amn_call_begin(void *loop, const amn_st_stream_ops *ops, void *stream, const amn_peer_identity *peer,
@@ -116,7 +72,8 @@ amn_call *amn_call_begin(void *loop, const amn_st_stream_ops *ops, void *stream,
   amn_rpc_req_init(&c->req);
   amn_deframer_init(&c->df, sl->srv->o.max_recv_message);
   c->deadline_timer.data = c;
-  hdr_phase_begin(c);
+  phases_init(sl);
+  amn_dlist_touch(&sl->hdr_phase, &c->hdr_link);
   return c;
 }
 
@@ -349,6 +306,8 @@ static void unpark(amn_call *c) {
 }
 
 static void consume_rx(amn_call *c);
+static void drop_request(amn_call *c);
+static void progress_note(amn_call *c, bool moved);
 
 /* Room again on the connection: the parked calls' bytes are granted. */
 static void grant_parked(amn_st_budget *b) {
@@ -391,13 +350,54 @@ static void charge(amn_call *c) {
              conn ? b->limit : cfg->server_buffer_limit);
     AMN_INFO("call %s from %s: %s", c->method ? c->method : "?", amn_call_peer_addr(c), msg);
     amn_call_fail(c, AMN_STATUS_RESOURCE_EXHAUSTED, msg); /* drops the queued responses */
-    amn_deframer_free(&c->df);                            /* and the partial request */
-    free_held(c);
-    c->held_sum = 0;
+    drop_request(c);                                      /* and the partial request */
     charge(c);
     return;
   }
   if (b && b->parked && b->held < b->grant_below) grant_parked(b);
+  progress_note(c, false);
+}
+
+/* The call waits on the client: a request message begun (unless the
+ * handler paused receiving), or responses queued that it has not taken. */
+static bool call_accepting(const amn_call *c);
+static bool waits_on_client(const amn_call *c) {
+  if (c->stream_closed) return false;
+  if (atomic_load(&c->queued)) return true;
+  return !c->rx_paused && (c->df.hdr_have || c->df.in_msg) && call_accepting(c);
+}
+
+/* Keeps the call on the loop's progress list while it waits on the client;
+ * `moved`: bytes moved just now (the stall clock starts again). */
+static void progress_note(amn_call *c, bool moved) {
+  amn_dlist *d = &c->sl->progress;
+  if (!d->ready) return; /* (a call that never began) */
+  if (!waits_on_client(c)) amn_dlist_remove(d, &c->progress_link);
+  else if (moved || !c->progress_link.on) amn_dlist_touch(d, &c->progress_link);
+}
+
+/* The call lets go of its request bytes (after it failed). */
+static void drop_request(amn_call *c) {
+  amn_deframer_free(&c->df);
+  free_held(c);
+  c->held_sum = 0;
+}
+
+static void fail_late(amn_call *c, amn_status_code code, const char *msg);
+
+/* No byte moved for stall_timeout_ms while the call waited on the client. */
+static void stalled(amn_dl_link *l, void *ud) {
+  amn_srv_loop *sl = ud;
+  amn_call *c = of_progress(l);
+  unsigned ms = sl->srv->o.stall_timeout_ms;
+  char msg[96];
+  if (atomic_load(&c->queued)) snprintf(msg, sizeof msg, "the client read no response for %u ms", ms);
+  else if (c->parked) snprintf(msg, sizeof msg, "no room in the connection's buffer for %u ms", ms);
+  else snprintf(msg, sizeof msg, "request stalled: no bytes for %u ms", ms);
+  AMN_INFO("call %s from %s: %s", c->method ? c->method : "?", amn_call_peer_addr(c), msg);
+  fail_late(c, AMN_STATUS_RESOURCE_EXHAUSTED, msg); /* drops the queued responses */
+  drop_request(c);
+  charge(c);
 }
 
 /* The connection's budget (amn_st_calls.attach). */
@@ -601,6 +601,7 @@ ssize_t amn_call_pull(amn_call *c, uint8_t *buf, size_t len, bool *eof) {
     size_t bound = c->sl->srv->o.stream_send_buffer;
     if (before - copied <= bound / 2 && atomic_load(&c->want_writable)) schedule_deferred(c);
     charge(c);
+    progress_note(c, true);
   }
   if (amn_msgq_empty(&c->sq) && c->fin_pending) {
     *eof = true;
@@ -686,7 +687,7 @@ static bool queue_text_body(amn_call *c, int http_status, const char *why) {
 }
 
 void amn_call_on_headers_done(amn_call *c) {
-  hdr_phase_end(c);
+  amn_dlist_remove(&c->sl->hdr_phase, &c->hdr_link);
   amn_rpc_verdict v = amn_rpc_req_finish(&c->req);
   c->method = c->req.path;
   c->md_pub.entries = c->req.md_view;
@@ -839,6 +840,7 @@ void amn_call_on_data(amn_call *c, const uint8_t *data, size_t len) {
   }
   int rc = amn_deframer_feed(&c->df, data, len, on_msg, c);
   charge(c);
+  progress_note(c, true);
   consume_rx(c);
   char msg[128];
   amn_status_code code = amn_deframer_status(&c->df, rc, msg, sizeof msg);
@@ -869,7 +871,8 @@ size_t amn_call_on_stream_closed(amn_call *c, amn_status_code why, const char *m
   c->rx_unconsumed = 0;
   c->stream_closed = true;
   c->stream = NULL;
-  hdr_phase_end(c);
+  amn_dlist_remove(&c->sl->hdr_phase, &c->hdr_link);
+  amn_dlist_remove(&c->sl->progress, &c->progress_link);
   ev_timer_stop(c->sl->ev, &c->deadline_timer); /* a no-op when it never ran */
   free_queue(c);
   charge_release(c);

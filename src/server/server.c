@@ -83,6 +83,7 @@ int amn_server_new(amn_server **out, const amn_server_opts *opts, char *err, siz
   }
   if (o.handshake_timeout_ms == 0) o.handshake_timeout_ms = 10000;
   if (o.header_timeout_ms == 0) o.header_timeout_ms = 10000;
+  if (o.stall_timeout_ms == 0) o.stall_timeout_ms = 30000;
   /* [h3] H2, H3 or BOTH (AUTO is a client choice: HTTP/2 here); QUIC always uses TLS */
   if (o.transport != AMN_TRANSPORT_H3 && o.transport != AMN_TRANSPORT_BOTH) o.transport = AMN_TRANSPORT_H2;
   if ((o.transport & AMN_TRANSPORT_H3) && o.tls.insecure)

@@ -19,6 +19,7 @@
 #include "transport/stransport.h"
 #include "util/addr.h"
 #include "util/clock.h"
+#include "util/dlist.h"
 #include "util/mpsc.h"
 
 typedef struct amn_srv_loop amn_srv_loop;
@@ -96,10 +97,9 @@ struct amn_call {
   size_t held_sum;                  /* bytes of the held messages */
   struct amn_call *park_prev, *park_next; /* on budget->parked */
   bool parked;
-  /* header phase (loop thread): on the loop's hdr list until headers_end */
-  int64_t begun_ns;
-  struct amn_call *hdr_prev, *hdr_next;
-  bool in_hdr;
+  /* phases (loop thread): on the loop's hdr_phase list until headers_end;
+   * on its progress list while it waits on the client */
+  amn_dl_link hdr_link, progress_link;
   /* last: amn_call_new clears only what precedes it (req clears itself) */
   amn_rpc_req req;
 };
@@ -125,11 +125,12 @@ struct amn_srv_loop {
   amn_call *call_cache;             /* freed calls kept for reuse (loop thread only) */
   int call_cache_n;
   void *health_watchers;            /* loop-local list of Watch calls */
-  /* calls whose request headers are not complete yet, oldest first
-   * (call.c: header phase deadline), and the timer of the oldest one */
-  amn_call *hdr_head, *hdr_tail;
-  ev_timer hdr_timer;
-  bool hdr_timer_init;
+  /* call.c, the phases of a request: calls whose headers are not complete
+   * (header_timeout_ms), and calls that wait on the client (a request
+   * message begun, responses queued) ordered by their last progress
+   * (stall_timeout_ms); set up on first use */
+  amn_dlist hdr_phase;
+  amn_dlist progress;
 };
 
 struct amn_server {

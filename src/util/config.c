@@ -49,6 +49,7 @@ static const keydef keys[] = {
     {"network", "keep_alive_interval_ms", K_INT, OFF(network, keep_alive_interval_ms), 0, MS_MAX, NULL},
     {"network", "handshake_timeout_ms", K_INT, OFF(network, handshake_timeout_ms), 1, MS_MAX, NULL},
     {"network", "header_timeout_ms", K_INT, OFF(network, header_timeout_ms), 1, MS_MAX, NULL},
+    {"network", "stall_timeout_ms", K_INT, OFF(network, stall_timeout_ms), 1, MS_MAX, NULL},
     {"tls", "cert_path", K_STR, OFF(tls, cert_path), 0, 0, NULL},
     {"tls", "key_path", K_STR, OFF(tls, key_path), 0, 0, NULL},
     {"tls", "ca_path", K_STR, OFF(tls, ca_path), 0, 0, NULL},
@@ -154,6 +155,7 @@ void amn_config_init(amn_config *c) {
   c->network.keep_alive_interval_ms = 10000;
   c->network.handshake_timeout_ms = 10000;
   c->network.header_timeout_ms = 10000;
+  c->network.stall_timeout_ms = 30000;
   c->quic.max_concurrent_streams = 1024;
   c->quic.initial_window_size = 1048576;
   c->quic.retry_threshold = 100;

@@ -10,7 +10,11 @@
 #     call, gets GOAWAY "idle timeout" and is closed;
 #   - two such clients together with a bench fill max_connections; once they
 #     are closed (within header + idle timeout), a new client is served; the
-#     bench running throughout sees no failure.
+#     bench running throughout sees no failure;
+#   - with stall_timeout_ms = 2000, a client that sends 3 of 4 MB of each of
+#     32 messages and then nothing: every call ends with RESOURCE_EXHAUSTED
+#     ("request stalled"); a second round peaks no higher than the first
+#     (the memory was released).
 # usage: test_slow_clients.sh BUILD_DIR
 set -euo pipefail
 bin=$1
@@ -23,6 +27,9 @@ cat >slow.toml <<EOF
 header_timeout_ms = 1000
 idle_timeout_ms = 3000
 max_connections = 3
+stall_timeout_ms = 2000
+[server]
+max_message_bytes = 4194304
 EOF
 start_netd netd.log --config slow.toml --transport h2 --threads 1 --log-level debug
 cli=("$bin/amaters-cli" --pki-dir pki --timeout 10000 "https://127.0.0.1:$port")
@@ -71,6 +78,22 @@ out=$("${cli[@]}" execute --data "after the slow clients" 2>&1) && [ "$out" = "a
 brc=0
 wait $bench || brc=$?
 bench_ok "" "$brc" bench.json bench.err
+
+# --- a client that stops half-way through its messages ------------------------
+# (twice: the second round must find the first one's memory free again)
+for round in 1 2; do
+  timeout 60 $py "$here/h2_abuse.py" --port "$port" --pki pki --pid "$netd" --attack partial --streams 32 \
+    --size 4000000 --part 3000000 --stall 6 --hold 1 >partial$round.json
+  echo "partial messages, round $round: $(cat partial$round.json)"
+  [ "$(json partial$round.json "finished.get('8', 0)")" = 32 ] &&
+    ok "round $round: all 32 stalled calls ended with RESOURCE_EXHAUSTED (stall_timeout_ms 2000)" ||
+    bad "round $round: the stalled calls were not ended: $(cat partial$round.json)"
+done
+grep -q "request stalled: no bytes for 2000 ms" netd.log && ok "the daemon logs the stall" || bad "no log line for the stall"
+p1=$(json partial1.json peak_rss_kb)
+p2=$(json partial2.json peak_rss_kb)
+[ "$p2" -lt $((p1 + 8 * 1024)) ] && ok "their memory was released: round 2 peaked at $p2 kB, round 1 at $p1 kB" ||
+  bad "memory held after the stalls: round 2 peaked at $p2 kB, round 1 at $p1 kB"
 
 echo "passed $passed, failed $failed"
 [ "$failed" = 0 ]

@@ -73,6 +73,7 @@ static void assert_config_equal(const amn_config *a, const amn_config *b) {
   assert_int_equal(a->network.keep_alive_interval_ms, b->network.keep_alive_interval_ms);
   assert_int_equal(a->network.handshake_timeout_ms, b->network.handshake_timeout_ms);
   assert_int_equal(a->network.header_timeout_ms, b->network.header_timeout_ms);
+  assert_int_equal(a->network.stall_timeout_ms, b->network.stall_timeout_ms);
   STR_EQ(tls.cert_path);
   STR_EQ(tls.key_path);
   STR_EQ(tls.ca_path);
@@ -114,6 +115,7 @@ static void test_defaults(void **state) {
   assert_int_equal(c.network.keep_alive_interval_ms, 10000);
   assert_int_equal(c.network.handshake_timeout_ms, 10000);
   assert_int_equal(c.network.header_timeout_ms, 10000);
+  assert_int_equal(c.network.stall_timeout_ms, 30000);
   assert_null(c.tls.cert_path);
   assert_null(c.tls.key_path);
   assert_null(c.tls.ca_path);

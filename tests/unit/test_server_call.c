@@ -641,8 +641,8 @@ static void test_header_timeout(void **st) {
   g_now += 6000000000LL;
   amn_call *later = B->begin(&g_sl, &fake_ops, &f3, NULL, "192.0.2.9:5001", false);
   g_now += 4000000000LL; /* the first one's 10 s are over */
-  assert_true(ev_is_active(&g_sl.hdr_timer));
-  ev_invoke(g_sl.ev, &g_sl.hdr_timer, EV_TIMER);
+  assert_true(ev_is_active(&g_sl.hdr_phase.timer));
+  ev_invoke(g_sl.ev, &g_sl.hdr_phase.timer, EV_TIMER);
   response r = {0};
   pump(slow, &r);
   assert_true(r.trailers_only);
@@ -650,11 +650,56 @@ static void test_header_timeout(void **st) {
   assert_string_equal(r.grpc_message, "request headers not complete within 10000 ms");
   close_stream(slow, AMN_STATUS_CANCELLED);
   assert_int_equal(f3.kicks, 0); /* the later one has 4 s left */
-  assert_true(ev_is_active(&g_sl.hdr_timer));
+  assert_true(ev_is_active(&g_sl.hdr_phase.timer));
   echo_through(ok);
   close_stream(later, AMN_STATUS_CANCELLED); /* the client gave up: the phase ends with the stream */
-  assert_false(ev_is_active(&g_sl.hdr_timer));
-  assert_null(g_sl.hdr_head);
+  assert_false(ev_is_active(&g_sl.hdr_phase.timer));
+  assert_null(g_sl.hdr_phase.head);
+}
+
+/* Minimum progress: a call waiting on the client (a message begun, or
+ * responses queued) that sees no byte move for stall_timeout_ms (30 s) ends
+ * with RESOURCE_EXHAUSTED; progress in time keeps it going. */
+static void test_stall(void **st) {
+  (void)st;
+  uint8_t part[15];
+  amn_frame_prefix(part, 50); /* announces 50 bytes, 10 follow */
+  memset(part + 5, 'p', 10);
+  fake_conn f1 = {0}, f2 = {0}, f3 = {0};
+  amn_call *slow = request(&f1, "/t.S/Stream", NULL);
+  B->data(slow, part, sizeof part);
+  amn_call *steady = request(&f2, "/t.S/Stream", NULL);
+  B->data(steady, part, sizeof part);
+  amn_call *reader = request(&f3, "/t.S/Stream", NULL);
+  send_msg(reader, "answer me", 9); /* the echo is queued: the client must take it */
+  g_now += 20000000000LL;
+  B->data(steady, part + 5, 10); /* progress after 20 s */
+  g_now += 10000000000LL;        /* 30 s for slow and reader, 10 s since steady moved */
+  ev_invoke(g_sl.ev, &g_sl.progress.timer, EV_TIMER);
+  response r = {0};
+  pump(slow, &r);
+  assert_true(r.trailers_only);
+  assert_string_equal(r.grpc_status, "8");
+  assert_string_equal(r.grpc_message, "request stalled: no bytes for 30000 ms");
+  assert_int_equal(slow->df.cap, 0); /* its partial message is gone */
+  close_stream(slow, AMN_STATUS_CANCELLED);
+  response rr = {0};
+  pump(reader, &rr);
+  assert_string_equal(rr.grpc_status, "8");
+  assert_string_equal(rr.grpc_message, "the client read no response for 30000 ms");
+  assert_int_equal(rr.len, 0); /* the echo was dropped */
+  close_stream(reader, AMN_STATUS_CANCELLED);
+  assert_int_equal(f2.kicks, 0); /* steady goes on */
+  B->data(steady, part + 5, 10);
+  B->data(steady, part + 5, 10);
+  B->data(steady, part + 5, 10); /* the message is complete: echoed, queued */
+  B->remote_close(steady);
+  response r2 = {0};
+  pump(steady, &r2);
+  assert_string_equal(r2.grpc_status, "0");
+  assert_int_equal(r2.len, 55);
+  close_stream(steady, AMN_STATUS_OK);
+  assert_null(g_sl.progress.head);
 }
 
 /* amn_call_finish from another thread is handed over to the loop. */
@@ -748,6 +793,7 @@ int main(void) {
       cmocka_unit_test(test_budget_fails_past_limit),
       cmocka_unit_test(test_server_buffer_limit),
       cmocka_unit_test(test_header_timeout),
+      cmocka_unit_test(test_stall),
       cmocka_unit_test(test_finish_from_another_thread),
       cmocka_unit_test(test_every_allocation_fails),
   };
