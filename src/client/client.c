@@ -525,6 +525,7 @@ void amn_h3c_stats(amn_client *cl, amn_h3_client_stats *out) {
   if (cl) amn_h3c_transport.stats(&cl->ct, out);
 }
 
+#ifdef AMN_TEST_HOOKS
 static int h3_test_op(amn_client *cl, int op, int arg) {
   return cl ? amn_h3c_transport.test_op(&cl->ct, op, arg) : AMN_ESTATE;
 }
@@ -532,3 +533,4 @@ static int h3_test_op(amn_client *cl, int op, int arg) {
 int amn_h3c_test_rebind(amn_client *cl, bool nat_only) { return h3_test_op(cl, AMN_CT_OP_REBIND, nat_only); }
 int amn_h3c_test_key_update(amn_client *cl) { return h3_test_op(cl, AMN_CT_OP_KEY_UPDATE, 0); }
 int amn_h3c_test_close(amn_client *cl) { return h3_test_op(cl, AMN_CT_OP_CLOSE, 0); }
+#endif

@@ -23,8 +23,10 @@ void amn_h3c_stats(amn_client *cl, amn_h3_client_stats *out);
  *  - key update: initiates a 1-RTT key update;
  *  - close: closes the current connection (CONNECTION_CLOSE); the next
  *    call connects again (with the session ticket and token kept). */
+#ifdef AMN_TEST_HOOKS /* test builds only (CMake: AMN_BUILD_TESTS) */
 int amn_h3c_test_rebind(amn_client *cl, bool nat_only);
 int amn_h3c_test_key_update(amn_client *cl);
 int amn_h3c_test_close(amn_client *cl);
+#endif
 
 #endif

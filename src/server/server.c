@@ -435,9 +435,11 @@ int amn_server_get_stats(amn_server *s, amn_server_stats *out) {
   return 0;
 }
 
+#ifdef AMN_TEST_HOOKS
 void amn_server_h3_rotate_ticket_key(amn_server *s) {
   if (s && s->started && s->nloops > 0) amn_h3s_rotate_ticket_key(&s->loops[0].bl);
 }
+#endif
 
 int amn_server_reload_tls(amn_server *s, char *err, size_t errlen) {
   if (!s) return AMN_EINVAL;

@@ -208,6 +208,8 @@ const amn_handler *amn_server_find(amn_server *s, const char *path);
  * session ticket key now (tests). */
 struct amn_h3_server_stats;
 void amn_server_h3_stats(amn_server *s, struct amn_h3_server_stats *out);
+#ifdef AMN_TEST_HOOKS /* test builds only (CMake: AMN_BUILD_TESTS) */
 void amn_server_h3_rotate_ticket_key(amn_server *s);
+#endif
 
 #endif

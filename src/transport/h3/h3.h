@@ -125,7 +125,9 @@ typedef struct amn_h3_client_stats {
  * cut the batch into datagrams, GSO), e.g. to make GSO fail with EIO as
  * some devices do. Set it before any connection exists, reset it to NULL
  * after the last one is gone. */
+#ifdef AMN_TEST_HOOKS /* test builds only (CMake: AMN_BUILD_TESTS) */
 extern ssize_t (*amn_h3_test_sendmsg)(int fd, const struct msghdr *mh, int flags);
+#endif
 
 /* ------------------------------------------------------------------ */
 /* Shared connection machinery (h3_common.c)                          */

@@ -558,6 +558,7 @@ static void h3c_close(void *conn, const char *why) { cc_closed(conn, why, true);
 /* Client state, counters, test hooks                                 */
 /* ------------------------------------------------------------------ */
 
+#ifdef AMN_TEST_HOOKS /* test builds only (CMake: AMN_BUILD_TESTS) */
 /* A new UDP socket for the connection: NAT rebinding (nat_only: the
  * server just sees packets from a new address) or an active migration
  * to a new path with a fresh connection ID. */
@@ -638,6 +639,7 @@ static void async_cb(struct ev_loop *ev, ev_async *w, int revents) {
   pthread_cond_broadcast(&hs->cv);
   pthread_mutex_unlock(&hs->mu);
 }
+#endif
 
 /* I/O thread: the client's state, made on first use. */
 static h3c_state *state_get(amn_ct_client *tc) {
@@ -656,10 +658,12 @@ static h3c_state *state_get(amn_ct_client *tc) {
   amn_h3_sched_init(&hs->sched, tc->ev);
   pthread_mutex_init(&hs->mu, NULL);
   pthread_cond_init(&hs->cv, NULL);
+#ifdef AMN_TEST_HOOKS
   ev_async_init(&hs->async, async_cb);
   hs->async.data = hs;
   ev_async_start(tc->ev, &hs->async);
   ev_unref(tc->ev); /* must not keep the loop alive by itself */
+#endif
   __atomic_store_n(&SLOT(tc), hs, __ATOMIC_RELEASE);
   return hs;
 }
@@ -668,8 +672,10 @@ static h3c_state *state_get(amn_ct_client *tc) {
 static void h3c_client_free(amn_ct_client *tc) {
   h3c_state *hs = state_of(tc);
   if (!hs) return;
+#ifdef AMN_TEST_HOOKS
   ev_ref(tc->ev);
   ev_async_stop(tc->ev, &hs->async);
+#endif
   pthread_mutex_destroy(&hs->mu);
   pthread_cond_destroy(&hs->cv);
   amn_h3_sched_stop(&hs->sched);
@@ -689,6 +695,7 @@ static void h3c_stats(amn_ct_client *tc, void *outp) {
   pthread_mutex_unlock(&hs->mu);
 }
 
+#ifdef AMN_TEST_HOOKS
 static int h3c_test_op(amn_ct_client *tc, int op, int arg) {
   h3c_state *hs = state_of(tc);
   if (!hs) return AMN_ESTATE;
@@ -708,6 +715,7 @@ static int h3c_test_op(amn_ct_client *tc, int op, int arg) {
   pthread_mutex_unlock(&hs->mu);
   return rc;
 }
+#endif
 
 const amn_ctransport amn_h3c_transport = {
     .name = "HTTP/3",
@@ -722,5 +730,7 @@ const amn_ctransport amn_h3c_transport = {
     .endpoint_free = amn_h3c_endpoint_free,
     .client_free = h3c_client_free,
     .stats = h3c_stats,
+#ifdef AMN_TEST_HOOKS
     .test_op = h3c_test_op,
+#endif
 };

@@ -26,7 +26,12 @@
 #define UDP_SEGMENT 103
 #endif
 
+#ifdef AMN_TEST_HOOKS
 ssize_t (*amn_h3_test_sendmsg)(int fd, const struct msghdr *mh, int flags);
+#define SENDMSG(fd, mh) (amn_h3_test_sendmsg ? amn_h3_test_sendmsg(fd, mh, 0) : sendmsg(fd, mh, 0))
+#else
+#define SENDMSG(fd, mh) sendmsg(fd, mh, 0)
+#endif
 
 uint64_t amn_h3_now(void) {
   struct timespec ts;
@@ -568,7 +573,7 @@ static int sendmsg_gso(amn_h3_conn *b, const struct sockaddr *to, socklen_t tole
     memcpy(CMSG_DATA(cm), &seg, sizeof seg);
   }
   ssize_t n;
-  do n = amn_h3_test_sendmsg ? amn_h3_test_sendmsg(b->fd, &mh, 0) : sendmsg(b->fd, &mh, 0);
+  do n = SENDMSG(b->fd, &mh);
   while (n < 0 && errno == EINTR);
   return n < 0 ? errno : 0;
 }
