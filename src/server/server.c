@@ -181,19 +181,7 @@ static void accept_cb(struct ev_loop *ev, ev_io *w, int revents) {
       return;
     }
     char addr[64];
-    char h[INET6_ADDRSTRLEN] = "?";
-    uint16_t p = 0;
-    if (ss.ss_family == AF_INET) {
-      struct sockaddr_in *a = (struct sockaddr_in *)&ss;
-      inet_ntop(AF_INET, &a->sin_addr, h, sizeof h);
-      p = ntohs(a->sin_port);
-      snprintf(addr, sizeof addr, "%s:%u", h, p);
-    } else {
-      struct sockaddr_in6 *a = (struct sockaddr_in6 *)&ss;
-      inet_ntop(AF_INET6, &a->sin6_addr, h, sizeof h);
-      p = ntohs(a->sin6_port);
-      snprintf(addr, sizeof addr, "[%s]:%u", h, p);
-    }
+    amn_addr_text((const struct sockaddr *)&ss, addr, sizeof addr);
     int one = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     if (s->o.max_connections && atomic_load(&s->bc.nconns) >= s->o.max_connections) {

@@ -1,8 +1,12 @@
 /* Address strings: "host:port" and "[v6]:port". */
 #include "util/addr.h"
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 
 #include "amn/common.h"
 
@@ -29,4 +33,17 @@ int amn_split_hostport(const char *s, char *host, size_t hcap, uint16_t *port) {
   if (*end || colon[1] == 0 || p < 0 || p > 65535) return AMN_EINVAL;
   *port = (uint16_t)p;
   return 0;
+}
+
+void amn_addr_text(const struct sockaddr *sa, char *out, size_t cap) {
+  char h[INET6_ADDRSTRLEN] = "?";
+  if (sa->sa_family == AF_INET) {
+    const struct sockaddr_in *a = (const struct sockaddr_in *)sa;
+    inet_ntop(AF_INET, &a->sin_addr, h, sizeof h);
+    snprintf(out, cap, "%s:%u", h, ntohs(a->sin_port));
+  } else {
+    const struct sockaddr_in6 *a = (const struct sockaddr_in6 *)sa;
+    inet_ntop(AF_INET6, &a->sin6_addr, h, sizeof h);
+    snprintf(out, cap, "[%s]:%u", h, ntohs(a->sin6_port));
+  }
 }

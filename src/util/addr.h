@@ -12,4 +12,9 @@
  * refused (its colons are ambiguous). Pure; thread-safe. */
 int amn_split_hostport(const char *s, char *host, size_t hcap, uint16_t *port);
 
+struct sockaddr;
+/* "a.b.c.d:port" or "[v6]:port" of an IPv4 / IPv6 socket address, for logs
+ * (truncated to cap). Thread-safe. */
+void amn_addr_text(const struct sockaddr *sa, char *out, size_t cap);
+
 #endif

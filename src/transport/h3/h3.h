@@ -270,9 +270,6 @@ const char *amn_h3_tls_reason(amn_h3_conn *b);
 /* Header list conversion (nghttp3 copies the strings on submit). */
 size_t amn_h3_nv(const amn_hdr_buf *b, nghttp3_nv *nva);
 
-/* "host:port" or "[v6]:port" of a socket address, for logs. */
-void amn_h3_addr_text(const struct sockaddr *sa, char *out, size_t cap);
-
 /* ---- stream callbacks both sides share ----
  * Their user data is the connection, whose first member is its
  * amn_h3_conn; nghttp3's stream user data is a request stream whose first

@@ -177,19 +177,6 @@ size_t amn_h3_nv(const amn_hdr_buf *b, nghttp3_nv *nva) {
   return b->n;
 }
 
-void amn_h3_addr_text(const struct sockaddr *sa, char *out, size_t cap) {
-  char h[INET6_ADDRSTRLEN] = "?";
-  if (sa->sa_family == AF_INET) {
-    const struct sockaddr_in *a = (const struct sockaddr_in *)sa;
-    inet_ntop(AF_INET, &a->sin_addr, h, sizeof h);
-    snprintf(out, cap, "%s:%u", h, ntohs(a->sin_port));
-  } else {
-    const struct sockaddr_in6 *a = (const struct sockaddr_in6 *)sa;
-    inet_ntop(AF_INET6, &a->sin6_addr, h, sizeof h);
-    snprintf(out, cap, "[%s]:%u", h, ntohs(a->sin6_port));
-  }
-}
-
 /* ------------------------------------------------------------------ */
 /* TLS handshake                                                      */
 /* ------------------------------------------------------------------ */

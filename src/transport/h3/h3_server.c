@@ -27,6 +27,7 @@
 #include <unistd.h>
 
 #include "transport/h3/h3_server_int.h"
+#include "util/addr.h"
 #include "util/log.h"
 
 /* ------------------------------------------------------------------ */
@@ -99,7 +100,7 @@ static void on_initial(amn_h3_listener *l, const uint8_t *pkt, size_t len, const
     return;
   }
   char addr[64];
-  amn_h3_addr_text(from, addr, sizeof addr);
+  amn_addr_text(from, addr, sizeof addr);
   if (admit(l, &hd, from, fromlen, addr))
     amn_h3s_conn_new(l, &hd, from, fromlen, addr, pkt, len, tt == NGTCP2_TOKEN_TYPE_RETRY ? &ocid : NULL, tt);
 }

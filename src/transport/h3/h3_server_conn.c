@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "transport/h3/h3_server_int.h"
+#include "util/addr.h"
 #include "util/log.h"
 
 /* ------------------------------------------------------------------ */
@@ -73,7 +74,7 @@ static int q_path_validation(ngtcp2_conn *q, uint32_t flags, const ngtcp2_path *
   STAT(sc->l, path_validations);
   char prev[64];
   snprintf(prev, sizeof prev, "%s", sc->addr);
-  amn_h3_addr_text(path->remote.addr, sc->addr, sizeof sc->addr);
+  amn_addr_text(path->remote.addr, sc->addr, sizeof sc->addr);
   if (strcmp(prev, sc->addr) != 0) AMN_DEBUG("QUIC connection from %s moved to %s", prev, sc->addr);
   return 0;
 }

@@ -14,6 +14,7 @@
 
 #include "amn/pki.h" /* AMN_QUIC_SECRET_LEN */
 #include "transport/h3/h3_server_int.h"
+#include "util/addr.h"
 #include "util/log.h"
 
 /* Process-wide key of the stateless reset tokens of servers without a
@@ -60,7 +61,7 @@ int amn_h3s_reset_token(const amn_h3_listener *l, const ngtcp2_cid *cid, uint8_t
 static void debug_answer(const struct sockaddr *from, const char *packet, const char *answer) {
   if (AMN_LOG_DEBUG > amn_log_level_current) return;
   char addr[64];
-  amn_h3_addr_text(from, addr, sizeof addr);
+  amn_addr_text(from, addr, sizeof addr);
   AMN_DEBUG("%s from %s: %s", packet, addr, answer);
 }
 
