@@ -4,7 +4,12 @@
  * UDP relay (udp_relay.c) between our client and our server.
  *
  * One executable, one group of tests per CTest test: `test_h3 GROUP` with
- * GROUP = loss | flow | conn | zrtt | tune.
+ * GROUP = loss | flow | conn | churn | zrtt | tune | pool.
+ *
+ * Tests wait for the events they need (counters of the shared fixture,
+ * library statistics polled with amn_t_poll, the relay's byte counts), not
+ * for fixed times: the few sleeps left are simulated work in a handler,
+ * load pacing and bounded negative checks, each named as such below.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -28,23 +33,16 @@
 
 #include "amn/amn.h"
 #include "client/client_hooks.h"
+#include "fixture.h"
 #include "server/server_internal.h"
 #include "transport/h3/h3.h"
 #include "udp_relay.h"
-
-static char g_dir[256];
-static char g_store_s[3 * 4096], g_store_c[3 * 4096];
-static amn_tls_opts g_stls, g_ctls;
 
 /* ------------------------------------------------------------------ */
 /* Helpers                                                            */
 /* ------------------------------------------------------------------ */
 
-static double now_s(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (double)ts.tv_sec + ts.tv_nsec / 1e9;
-}
+static double now_s(void) { return amn_t_now_ms() / 1e3; }
 
 /* Deterministic payload of call `id`: a byte stream seeded by the id. */
 static void fill(uint8_t *p, size_t n, uint64_t id) {
@@ -77,15 +75,19 @@ static void echo_on_message(amn_call *c, const uint8_t *msg, size_t len, void *u
 }
 
 /* /t.H3/Slow: request = decimal milliseconds; answers from another thread
- * that long after. */
-static atomic_int g_slow_workers, g_slow_max; /* threads alive; most handlers active at once */
-static atomic_int g_slow_active;              /* handlers that have not answered yet */
+ * that long after. The fixture's Sleep handler (/test.Svc/Sleep, also
+ * registered) serves calls that only need to last; this one counts the
+ * handlers active at once, for the stream limit tests. */
+static amn_t_counter g_slow_workers = AMN_T_COUNTER_INIT; /* threads holding a call */
+static atomic_int g_slow_max;                             /* most handlers active at once */
+static atomic_int g_slow_active;                          /* handlers that have not answered yet */
 typedef struct slow_job {
   amn_call *c;
   int ms;
 } slow_job;
 static void *slow_worker(void *p) {
   slow_job *j = p;
+  /* simulated work: ms milliseconds of it (cut short by a cancellation) */
   for (int t = 0; t < j->ms && !amn_call_is_cancelled(j->c); t += 5) usleep(5000);
   /* no longer active before the answer goes out: the stream's credit may
    * come back to the client, and a new call start, as soon as it does */
@@ -93,7 +95,7 @@ static void *slow_worker(void *p) {
   amn_call_send(j->c, (const uint8_t *)"slow", 4);
   amn_call_finish(j->c, AMN_STATUS_OK, NULL);
   free(j);
-  atomic_fetch_sub(&g_slow_workers, 1);
+  amn_t_counter_add(&g_slow_workers, -1);
   return NULL;
 }
 static void slow_on_message(amn_call *c, const uint8_t *msg, size_t len, void *ud) {
@@ -103,7 +105,7 @@ static void slow_on_message(amn_call *c, const uint8_t *msg, size_t len, void *u
   slow_job *j = malloc(sizeof *j);
   j->c = c;
   j->ms = atoi(b);
-  atomic_fetch_add(&g_slow_workers, 1);
+  amn_t_counter_add(&g_slow_workers, 1);
   int now = atomic_fetch_add(&g_slow_active, 1) + 1, m = atomic_load(&g_slow_max);
   while (now > m && !atomic_compare_exchange_weak(&g_slow_max, &m, now)) {
   }
@@ -203,7 +205,7 @@ static amn_server *srv_start(const srv_cfg *sc) {
   char listen[32];
   snprintf(listen, sizeof listen, "127.0.0.1:%u", sc ? sc->port : 0);
   o.listen = listen;
-  o.tls = g_stls;
+  o.tls = amn_t_stls;
   o.threads = sc && sc->threads ? sc->threads : 2;
   o.transport = sc && sc->transport ? sc->transport : AMN_TRANSPORT_H3;
   o.drain_timeout_ms = 2000;
@@ -239,6 +241,7 @@ static amn_server *srv_start(const srv_cfg *sc) {
   amn_handler hh = {.on_message = hold_on_message, .on_half_close = hold_on_half_close,
                     .on_cancel = hold_on_cancel, .client_streaming = true};
   assert_int_equal(amn_server_register(s, "/t.H3/Hold", &hh), 0);
+  amn_t_register_sleep(s);                     /* /test.Svc/Sleep */
   assert_int_equal(amn_server_use_echo(s), 0); /* Execute, ExecuteStream */
   if (sc && sc->not_serving) amn_server_set_health(s, "", false);
   rc = amn_server_start(s, err, sizeof err);
@@ -247,9 +250,13 @@ static amn_server *srv_start(const srv_cfg *sc) {
   return s;
 }
 
+/* amn_server_free requires every call to be finished: the handler threads
+ * let go of theirs first (a Sleep still working is released: the test is
+ * over). */
 static void srv_free(amn_server *s) {
-  for (int i = 0; i < 1000 && atomic_load(&g_slow_workers) > 0; i++) usleep(10000);
-  assert_int_equal(atomic_load(&g_slow_workers), 0);
+  amn_t_sleep_release_all();
+  amn_t_sleep_quiesce();
+  assert_true(amn_t_counter_wait_le(&g_slow_workers, 0, 10000));
   amn_server_free(s);
 }
 
@@ -269,7 +276,7 @@ static amn_client *cli_new(uint16_t port, const cli_cfg *cc) {
   char url[64];
   snprintf(url, sizeof url, "https://127.0.0.1:%u", port);
   o.url = url;
-  o.tls = g_ctls;
+  o.tls = amn_t_ctls;
   o.transport = cc && cc->transport ? cc->transport : AMN_TRANSPORT_H3;
   o.pool_min_connections = 0; /* a connection only when a call needs one (the 0-RTT tests count them) */
   o.connect_timeout_ms = cc && cc->connect_timeout_ms ? cc->connect_timeout_ms : 10000;
@@ -1387,7 +1394,7 @@ static void test_conn_retry_under_load(void **st) {
     amn_server_opts so;
     amn_server_opts_init(&so);
     so.listen = "127.0.0.1:0";
-    so.tls = g_stls;
+    so.tls = amn_t_stls;
     so.threads = 1;
     so.transport = AMN_TRANSPORT_H3;
     so.quic_retry_threshold = 2;
@@ -2127,15 +2134,7 @@ int main(int argc, char **argv);
 
 static int setup_all(void **st) {
   (void)st;
-  snprintf(g_dir, sizeof g_dir, "/tmp/amn-h3-XXXXXX");
-  if (!mkdtemp(g_dir)) return -1;
-  char err[256];
-  if (amn_pki_init(g_dir, false, err, sizeof err) != 0) {
-    fprintf(stderr, "pki: %s\n", err);
-    return -1;
-  }
-  amn_pki_paths(g_dir, "server", &g_stls, g_store_s, sizeof g_store_s);
-  amn_pki_paths(g_dir, "client", &g_ctls, g_store_c, sizeof g_store_c);
+  if (amn_t_setup("h3") != 0) return -1;
   amn_log_set_level(getenv("AMN_TEST_DEBUG") ? AMN_LOG_DEBUG : AMN_LOG_WARN);
   return 0;
 }
@@ -2148,10 +2147,8 @@ static int teardown_all(void **st) {
   fprintf(stderr, "# transport memory: %zu bytes held at the end (peak %zu), %zu bytes lost by ngtcp2/nghttp3 and "
                   "freed with their connections\n",
           cur, peak, amn_h3_mem_swept());
-  if (cur) return -1;
-  char cmd[300];
-  snprintf(cmd, sizeof cmd, "rm -rf '%s'", g_dir);
-  return system(cmd) == 0 ? 0 : -1;
+  amn_t_teardown();
+  return cur ? -1 : 0;
 }
 
 /* ------------------------------------------------------------------ */
