@@ -308,6 +308,35 @@ static void relay_cfg_both(udp_relay *r, const relay_dir_cfg *c) {
   udp_relay_set(r, RELAY_S2C, c);
 }
 
+static uint64_t relay_bytes(udp_relay *r, int dir) {
+  relay_stats st;
+  udp_relay_stats(r, dir, &st);
+  return st.bytes;
+}
+
+/* Waits until the relay forwarded `want` bytes or more in direction `dir`
+ * since it started, or `done` (when not NULL) is set: a transfer is under
+ * way, or some part of it went through. False when timeout_ms passed
+ * first. */
+typedef struct relay_progress {
+  udp_relay *r;
+  int dir;
+  uint64_t want;
+  atomic_bool *done;
+} relay_progress;
+static bool relay_moved(void *arg) {
+  relay_progress *p = arg;
+  return relay_bytes(p->r, p->dir) >= p->want || (p->done && atomic_load(p->done));
+}
+static bool wait_relay_bytes(udp_relay *r, int dir, uint64_t want, atomic_bool *done, int timeout_ms) {
+  relay_progress p = {r, dir, want, done};
+  return amn_t_poll(relay_moved, &p, timeout_ms);
+}
+
+/* Load pacing (calls spread over a period of time): one of the few sleeps
+ * of these tests, never a wait for an event. */
+static void pace_ms(int ms) { usleep((useconds_t)ms * 1000); }
+
 /* ------------------------------------------------------------------ */
 /* Group "loss": the lossy relay between client and server            */
 /* ------------------------------------------------------------------ */
@@ -536,9 +565,10 @@ static void test_loss_blackhole(void **st) {
   async_init(&a1);
   async_init(&a2);
   amn_call_opts none = {0}, dl = {.timeout_ms = 700};
-  assert_int_equal(amn_client_unary_async(c, "/t.H3/Slow", (const uint8_t *)"400", 3, &none, async_cb, &a1), 0);
-  assert_int_equal(amn_client_unary_async(c, "/t.H3/Slow", (const uint8_t *)"400", 3, &dl, async_cb, &a2), 0);
-  usleep(100000);
+  amn_t_counter_set(&amn_t_sleep_started, 0);
+  assert_int_equal(amn_client_unary_async(c, "/test.Svc/Sleep", (const uint8_t *)"5000", 4, &none, async_cb, &a1), 0);
+  assert_int_equal(amn_client_unary_async(c, "/test.Svc/Sleep", (const uint8_t *)"5000", 4, &dl, async_cb, &a2), 0);
+  assert_true(amn_t_counter_wait_ge(&amn_t_sleep_started, 2, 10000)); /* both reached the handler */
   relay_dir_cfg dark = {.blackhole = true};
   relay_cfg_both(r, &dark);
   double t0 = now_s();
@@ -584,6 +614,7 @@ typedef struct bg_big {
   size_t n;
   amn_result res;
   double el;
+  atomic_bool done;
 } bg_big;
 
 static void *bg_big_main(void *p) {
@@ -593,7 +624,15 @@ static void *bg_big_main(void *p) {
   double t0 = now_s();
   call_str(g->c, "/t.H3/Big", req, 120000, &g->res);
   g->el = now_s() - t0;
+  atomic_store(&g->done, true);
   return NULL;
+}
+
+static bool async_done(async_res *a) {
+  pthread_mutex_lock(&a->mu);
+  bool d = a->done;
+  pthread_mutex_unlock(&a->mu);
+  return d;
 }
 
 /* The same with a 64 MiB upload: the client's own send scheduling. */
@@ -614,13 +653,14 @@ static void test_loss_no_hol_blocking_upload(void **st) {
   async_res a;
   async_init(&a);
   amn_call_opts co = {.timeout_ms = 120000};
+  uint64_t base = relay_bytes(r, RELAY_C2S);
   double t0 = now_s();
   assert_int_equal(amn_client_unary_async(c, "/t.H3/Sum", p, n, &co, unary_done, &a), 0);
   free(p);
-  usleep(200000);
+  assert_true(wait_relay_bytes(r, RELAY_C2S, base + (1u << 20), NULL, 30000)); /* the upload is flowing */
   double worst = 0, sum = 0;
   int k = 0;
-  for (; k < 40 && !a.done; k++) {
+  for (; k < 40 && !async_done(&a); k++) {
     double t1 = now_s();
     assert_int_equal(call_str(c, "/t.H3/Echo", "small", 10000, &res), 0);
     double el = now_s() - t1;
@@ -628,7 +668,7 @@ static void test_loss_no_hol_blocking_upload(void **st) {
     amn_result_free(&res);
     if (el > worst) worst = el;
     sum += el;
-    usleep(20000);
+    pace_ms(20); /* the small calls spread over the upload */
   }
   assert_true(async_wait(&a, 120));
   fprintf(stderr, "# %d small calls during a 64 MiB upload (%.1f s): mean %.1f ms, worst %.1f ms\n", k, a.at - t0,
@@ -658,12 +698,13 @@ static void test_loss_no_hol_blocking(void **st) {
   assert_int_equal(call_str(c, "/t.H3/Echo", "warm", 5000, &res), 0);
   amn_result_free(&res);
   bg_big g = {.c = c, .n = 64u << 20};
+  uint64_t base = relay_bytes(r, RELAY_S2C);
   pthread_t t;
   pthread_create(&t, NULL, bg_big_main, &g);
-  usleep(200000); /* the big response is flowing */
+  assert_true(wait_relay_bytes(r, RELAY_S2C, base + (1u << 20), &g.done, 30000)); /* the big response is flowing */
   double worst = 0, sum = 0;
   int n = 0;
-  for (; n < 40 && g.el == 0; n++) {
+  for (; n < 40 && !atomic_load(&g.done); n++) {
     double t0 = now_s();
     assert_int_equal(call_str(c, "/t.H3/Echo", "small", 10000, &res), 0);
     double el = now_s() - t0;
@@ -671,7 +712,7 @@ static void test_loss_no_hol_blocking(void **st) {
     amn_result_free(&res);
     if (el > worst) worst = el;
     sum += el;
-    usleep(20000);
+    pace_ms(20); /* the small calls spread over the download */
   }
   pthread_join(t, NULL);
   fprintf(stderr, "# %d small calls during a 64 MiB download (%.1f s): mean %.1f ms, worst %.1f ms\n", n, g.el,
