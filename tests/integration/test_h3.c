@@ -337,6 +337,26 @@ static bool wait_relay_bytes(udp_relay *r, int dir, uint64_t want, atomic_bool *
  * of these tests, never a wait for an event. */
 static void pace_ms(int ms) { usleep((useconds_t)ms * 1000); }
 
+/* Waits on the HTTP/3 counters of a server and/or a client (either may be
+ * NULL): until holds(w) is true of fresh counters, which stay in w->ss and
+ * w->cs; w->n is a number the condition may compare with. False when
+ * timeout_ms passed first. */
+typedef struct h3_watch {
+  amn_server *s;
+  amn_client *c;
+  uint64_t n;
+  bool (*holds)(const struct h3_watch *w);
+  amn_h3_server_stats ss;
+  amn_h3_client_stats cs;
+} h3_watch;
+static bool h3_watch_cond(void *arg) {
+  h3_watch *w = arg;
+  if (w->s) amn_server_h3_stats(w->s, &w->ss);
+  if (w->c) amn_h3c_stats(w->c, &w->cs);
+  return w->holds(w);
+}
+static bool h3_wait(h3_watch *w, int timeout_ms) { return amn_t_poll(h3_watch_cond, w, timeout_ms); }
+
 /* ------------------------------------------------------------------ */
 /* Group "loss": the lossy relay between client and server            */
 /* ------------------------------------------------------------------ */
@@ -1040,11 +1060,7 @@ static void test_conn_nat_rebinding_relay(void **st) {
   dl d = {.c = c, .n = 48u << 20};
   pthread_t t;
   pthread_create(&t, NULL, dl_main, &d);
-  relay_stats rs;
-  do {
-    usleep(5000);
-    udp_relay_stats(r, RELAY_S2C, &rs);
-  } while (rs.bytes < d.n / 3 && !atomic_load(&d.done));
+  assert_true(wait_relay_bytes(r, RELAY_S2C, d.n / 3, &d.done, 60000)); /* a third of it arrived */
   assert_false(atomic_load(&d.done));
   udp_relay_rebind(r);
   pthread_join(t, NULL);
@@ -1055,6 +1071,21 @@ static void test_conn_nat_rebinding_relay(void **st) {
   amn_client_free(c);
   udp_relay_stop(r);
   srv_free(s);
+}
+
+static bool connected(const h3_watch *w) { return w->cs.handshakes > 0; }
+
+/* One attempt to move the client to a new socket, until one succeeds or
+ * the download is over. */
+typedef struct rebind_try {
+  amn_client *c;
+  bool nat;
+  dl *d;
+  int rc;
+} rebind_try;
+static bool rebound(void *arg) {
+  rebind_try *t = arg;
+  return atomic_load(&t->d->done) || (t->rc = amn_h3c_test_rebind(t->c, t->nat)) == 0;
 }
 
 /* The client moves to a new socket mid-download: an active migration
@@ -1072,19 +1103,14 @@ static void test_conn_client_migration(void **st) {
     dl d = {.c = c, .n = BIG_DL};
     pthread_t t;
     pthread_create(&t, NULL, dl_main, &d);
-    amn_h3_client_stats cs0;
-    for (int i = 0; i < 500; i++) { /* connected: the download is under way */
-      amn_h3c_stats(c, &cs0);
-      if (cs0.handshakes) break;
-      usleep(2000);
-    }
+    h3_watch w = {.c = c, .holds = connected};
+    assert_true(h3_wait(&w, 10000)); /* connected: the download is under way */
     /* ngtcp2 migrates only once the handshake is confirmed and the server's
      * spare connection IDs arrived: AMN_ESTATE until then (a loaded
-     * machine takes a while), tried every 10 ms while the download runs */
-    int rc = AMN_ESTATE;
-    for (int i = 0; i < 1000 && !atomic_load(&d.done) && (rc = amn_h3c_test_rebind(c, nat)) != 0; i++)
-      usleep(10000);
-    assert_int_equal(rc, 0);
+     * machine takes a while), tried again while the download runs */
+    rebind_try rt = {.c = c, .nat = nat, .d = &d, .rc = AMN_ESTATE};
+    amn_t_poll(rebound, &rt, 10000);
+    assert_int_equal(rt.rc, 0);
     pthread_join(t, NULL);
     dl_check(&d);
     amn_h3_server_stats ss;
@@ -1097,6 +1123,38 @@ static void test_conn_client_migration(void **st) {
   assert_int_equal(cs.connects, 1); /* the same connection throughout */
   amn_client_free(c);
   srv_free(s);
+}
+
+/* Key updates initiated one after the other, until there were three:
+ * counts those made while the download ran. Once it is over, a small call
+ * keeps packets going. */
+typedef struct key_updates {
+  amn_client *c;
+  dl *d;
+  int done, during;
+} key_updates;
+static bool three_key_updates(void *arg) {
+  key_updates *k = arg;
+  if (atomic_load(&k->d->done)) {
+    amn_result r;
+    assert_int_equal(call_str(k->c, "/t.H3/Echo", "z", 5000, &r), 0);
+    amn_result_free(&r);
+  }
+  if (amn_h3c_test_key_update(k->c) == 0) {
+    k->done++;
+    if (!atomic_load(&k->d->done)) k->during++;
+  }
+  return k->done >= 3;
+}
+
+/* Both ends installed w->n key updates; else a small call, so that packets
+ * under the newest keys go both ways. */
+static bool key_updates_installed(const h3_watch *w) {
+  if (w->cs.key_updates >= w->n && w->ss.key_updates >= w->n) return true;
+  amn_result r;
+  assert_int_equal(call_str(w->c, "/t.H3/Echo", "y", 5000, &r), 0);
+  amn_result_free(&r);
+  return false;
 }
 
 /* Three 1-RTT key updates, at least one during a download (each after the
@@ -1115,43 +1173,25 @@ static void test_conn_key_update(void **st) {
   pthread_t t;
   pthread_create(&t, NULL, dl_main, &d);
   /* AMN_ESTATE until the last update is confirmed and a few PTO passed
-   * (ngtcp2 refuses updates "too frequent"): tried every 30 ms, during the
-   * download and, if it ends first (a loaded machine), with small calls
+   * (ngtcp2 refuses updates "too frequent"): tried again and again, during
+   * the download and, if it ends first (a loaded machine), with small calls
    * keeping packets going; at most 30 s (under ASan on a loaded machine
    * the PTO that spacing is made of stretches) */
-  int done = 0, during = 0;
-  for (int i = 0; i < 1000 && done < 3; i++) {
-    if (atomic_load(&d.done)) {
-      assert_int_equal(call_str(c, "/t.H3/Echo", "z", 5000, &r), 0);
-      amn_result_free(&r);
-    }
-    usleep(30000);
-    if (amn_h3c_test_key_update(c) == 0) {
-      done++;
-      if (!atomic_load(&d.done)) during++;
-    }
-  }
+  key_updates k = {.c = c, .d = &d};
+  amn_t_poll(three_key_updates, &k, 30000);
   pthread_join(t, NULL);
   dl_check(&d);
-  fprintf(stderr, "# %d key updates initiated, %d of them during the download\n", done, during);
-  assert_int_equal(done, 3);
-  assert_true(during >= 1);
-  amn_h3_client_stats cs;
-  amn_h3_server_stats ss;
+  fprintf(stderr, "# %d key updates initiated, %d of them during the download\n", k.done, k.during);
+  assert_int_equal(k.done, 3);
+  assert_true(k.during >= 1);
   /* the last update completes once the peers exchanged packets under the
-   * new keys: a few small calls (at most 2 s) make sure they do */
-  for (int i = 0; i < 40; i++) {
-    amn_h3c_stats(c, &cs);
-    amn_server_h3_stats(s, &ss);
-    if (cs.key_updates >= 3 && ss.key_updates >= 3) break;
-    assert_int_equal(call_str(c, "/t.H3/Echo", "y", 5000, &r), 0);
-    amn_result_free(&r);
-    usleep(50000);
-  }
-  fprintf(stderr, "# key updates: client %llu, server %llu\n", (unsigned long long)cs.key_updates,
-          (unsigned long long)ss.key_updates);
-  assert_true(cs.key_updates >= 3);
-  assert_true(ss.key_updates >= 3);
+   * new keys: small calls make sure they do */
+  h3_watch w = {.s = s, .c = c, .n = 3, .holds = key_updates_installed};
+  h3_wait(&w, 10000);
+  fprintf(stderr, "# key updates: client %llu, server %llu\n", (unsigned long long)w.cs.key_updates,
+          (unsigned long long)w.ss.key_updates);
+  assert_true(w.cs.key_updates >= 3);
+  assert_true(w.ss.key_updates >= 3);
   amn_client_free(c);
   srv_free(s);
 }
@@ -1273,6 +1313,8 @@ static void test_conn_stateless_reset(void **st) {
  * the old server's NEW_TOKEN (the token key comes from the secret too).
  * With another secret the reset is not recognised: the call runs into its
  * deadline. */
+static bool tokens_received(const h3_watch *w) { return w->cs.tokens_received >= w->n; }
+
 static void restart_with_secret(const uint8_t *first, const uint8_t *next, bool recognised) {
   srv_cfg sc = {.quic_secret = first, .threads = 2};
   amn_server *s = srv_start(&sc);
@@ -1283,12 +1325,9 @@ static void restart_with_secret(const uint8_t *first, const uint8_t *next, bool 
   assert_int_equal(call_str(c, "/t.H3/Echo", "before", 5000, &res), 0);
   assert_int_equal(res.code, AMN_STATUS_OK);
   amn_result_free(&res);
-  amn_h3_client_stats cs;
-  for (int i = 0; i < 200; i++) { /* the NEW_TOKEN comes after the handshake */
-    amn_h3c_stats(c, &cs);
-    if (cs.tokens_received >= 1) break;
-    usleep(10000);
-  }
+  h3_watch w = {.c = c, .n = 1, .holds = tokens_received}; /* the NEW_TOKEN comes after the handshake */
+  assert_true(h3_wait(&w, 10000));
+  amn_h3_client_stats cs = w.cs;
   assert_int_equal(cs.tokens_received, 1);
   relay_dir_cfg dark = {.blackhole = true};
   udp_relay_set(r, RELAY_S2C, &dark);
@@ -1342,6 +1381,14 @@ static void test_conn_reset_secret_differs(void **st) {
   restart_with_secret(k1, k2, false);
 }
 
+/* Every datagram the relay took from clients went out towards the server,
+ * with its copies (none is waiting in the relay). */
+static bool relay_c2s_all_sent(void *r) {
+  relay_stats st;
+  udp_relay_stats(r, RELAY_C2S, &st);
+  return st.out == st.in - st.dropped + st.duplicated;
+}
+
 /* max_connections over QUIC: one connection more is refused at its first
  * packet (CONNECTION_REFUSED with the reason, which the client reports),
  * counted by amn_server_refused_connections; the first connection keeps
@@ -1369,14 +1416,17 @@ static void test_conn_max_connections(void **st) {
   assert_non_null(strstr(res.message, "max_connections reached"));
   assert_true(now_s() - t0 < 2.0); /* refused, not timed out */
   amn_result_free(&res);
-  usleep(50000); /* the copies arrived */
+  /* the copies of b's datagrams: all sent to the server, and read by it
+   * before the next request of a, which its only socket (one event loop)
+   * queues behind them */
+  assert_true(amn_t_poll(relay_c2s_all_sent, r, 10000));
+  assert_int_equal(call_str(a, "/t.H3/Echo", "still", 5000, &res), 0);
+  assert_int_equal(res.code, AMN_STATUS_OK);
+  amn_result_free(&res);
   relay_stats rs;
   udp_relay_stats(r, RELAY_C2S, &rs);
   assert_true(rs.duplicated >= 1);
   assert_int_equal(amn_server_refused_connections(s), 1);
-  assert_int_equal(call_str(a, "/t.H3/Echo", "still", 5000, &res), 0);
-  assert_int_equal(res.code, AMN_STATUS_OK);
-  amn_result_free(&res);
   amn_client_free(b);
   udp_relay_stop(r);
   amn_client_free(a); /* CONNECTION_CLOSE: the server drains it for 3 PTO */
@@ -1388,6 +1438,8 @@ static void test_conn_max_connections(void **st) {
   amn_client_free(c);
   srv_free(s);
 }
+
+static bool handshakes_timed_out(const h3_watch *w) { return w->ss.handshake_timeouts >= w->n; }
 
 /* Handshakes that never complete: the server drops them after
  * handshake_timeout_ms, the client reports its connect timeout clearly. */
@@ -1405,14 +1457,9 @@ static void test_conn_handshake_timeout(void **st) {
   amn_call_opts none = {0};
   double t0 = now_s();
   assert_int_equal(amn_client_unary_async(c, "/t.H3/Echo", (const uint8_t *)"x", 1, &none, async_cb, &a), 0);
-  amn_h3_server_stats ss;
-  for (int i = 0; i < 200; i++) {
-    amn_server_h3_stats(s, &ss);
-    if (ss.handshake_timeouts >= 1) break;
-    usleep(10000);
-  }
+  h3_watch w = {.s = s, .n = 1, .holds = handshakes_timed_out};
+  assert_true(h3_wait(&w, 10000));
   double hs_el = now_s() - t0;
-  assert_true(ss.handshake_timeouts >= 1);
   assert_true(hs_el >= 0.45 && hs_el < 2.5);
   assert_true(async_wait(&a, 10));
   fprintf(stderr, "# server dropped the handshake after %.2f s; the client gave up after %.2f s: %s\n", hs_el,
@@ -1424,6 +1471,8 @@ static void test_conn_handshake_timeout(void **st) {
   udp_relay_stop(r);
   srv_free(s);
 }
+
+static bool handshaking(const h3_watch *w) { return w->ss.handshaking >= w->n; }
 
 /* Handshake load: with two handshakes stuck on the (single) loop and a
  * threshold of 2, a new client must first prove its address (Retry); it
@@ -1459,12 +1508,9 @@ static void test_conn_retry_under_load(void **st) {
     assert_int_equal(amn_client_unary_async(stuck[i], "/t.H3/Echo", (const uint8_t *)"x", 1, &none, async_cb, &a[i]),
                      0);
   }
-  amn_h3_server_stats ss;
-  for (int i = 0; i < 200; i++) {
-    amn_server_h3_stats(s, &ss);
-    if (ss.handshaking >= 2) break;
-    usleep(10000);
-  }
+  h3_watch w = {.s = s, .n = 2, .holds = handshaking};
+  assert_true(h3_wait(&w, 10000));
+  amn_h3_server_stats ss = w.ss;
   assert_int_equal(ss.handshaking, 2);
   assert_int_equal(ss.retries_sent, 0);
   amn_client *c = cli_new(amn_server_port(s), NULL);
