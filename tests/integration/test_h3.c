@@ -129,11 +129,13 @@ static void big_on_message(amn_call *c, const uint8_t *msg, size_t len, void *ud
 }
 
 /* /t.H3/Hold (client streaming): pauses receiving after the first message
- * for 800 ms (flow control holds the client meanwhile); answers with the
- * bytes received. */
+ * (flow control holds the client meanwhile) until the test lets it go on;
+ * answers with the bytes received. */
 static atomic_long g_hold_bytes;
+static amn_t_counter g_hold_paused = AMN_T_COUNTER_INIT; /* calls paused on their first message */
+static amn_t_counter g_hold_go = AMN_T_COUNTER_INIT;     /* set by the test: resume them */
 static void *hold_resume(void *c) {
-  usleep(800000);
+  amn_t_counter_wait_ge(&g_hold_go, 1, 30000); /* (the call's deadline) */
   amn_call_resume_recv(c);
   return NULL;
 }
@@ -144,6 +146,7 @@ static void hold_on_message(amn_call *c, const uint8_t *msg, size_t len, void *u
     pthread_t t;
     pthread_create(&t, NULL, hold_resume, c);
     pthread_detach(t);
+    amn_t_counter_add(&g_hold_paused, 1);
   }
 }
 static void hold_on_half_close(amn_call *c, void *ud) {
@@ -333,9 +336,13 @@ static bool wait_relay_bytes(udp_relay *r, int dir, uint64_t want, atomic_bool *
   return amn_t_poll(relay_moved, &p, timeout_ms);
 }
 
-/* Load pacing (calls spread over a period of time): one of the few sleeps
- * of these tests, never a wait for an event. */
+/* The few sleeps of these tests besides simulated work in a handler, never
+ * a wait for an event: load pacing (calls spread over a period of time) */
 static void pace_ms(int ms) { usleep((useconds_t)ms * 1000); }
+/* ... and bounded negative checks: what must not happen gets `ms`
+ * milliseconds to happen anyway, where nothing observable could say that
+ * it never will. */
+static void negative_check_ms(int ms) { usleep((useconds_t)ms * 1000); }
 
 /* Waits on the HTTP/3 counters of a server and/or a client (either may be
  * NULL): until holds(w) is true of fresh counters, which stay in w->ss and
@@ -903,6 +910,26 @@ static void sx_writable(amn_cstream *s, void *ud) {
   pthread_mutex_unlock(&x->mu);
 }
 
+/* Sends one message, waiting for on_writable while the stream pushes back
+ * (AMN_EAGAIN); the timed wait only re-checks. Returns the last result. */
+static int sx_send(amn_cstream *cs, sctx *x, const uint8_t *msg, size_t len) {
+  int rc;
+  while ((rc = amn_cstream_send(cs, msg, len)) == AMN_EAGAIN) {
+    pthread_mutex_lock(&x->mu);
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    ts.tv_nsec += 20000000;
+    if (ts.tv_nsec >= 1000000000) {
+      ts.tv_sec++;
+      ts.tv_nsec -= 1000000000;
+    }
+    if (!x->writable) pthread_cond_timedwait(&x->cv, &x->mu, &ts);
+    x->writable = false;
+    pthread_mutex_unlock(&x->mu);
+  }
+  return rc;
+}
+
 static void test_flow_bidi_100k(void **st) {
   (void)st;
   amn_server *s = srv_start(NULL);
@@ -919,21 +946,7 @@ static void test_flow_bidi_100k(void **st) {
     int n = snprintf(q, sizeof q, "m%d", i);
     uint8_t buf[64];
     size_t bl = amn_pair_encode(buf, (const uint8_t *)q, (size_t)n, NULL, 0);
-    int rc;
-    while ((rc = amn_cstream_send(cs, buf, bl)) == AMN_EAGAIN) {
-      pthread_mutex_lock(&x.mu);
-      struct timespec ts;
-      clock_gettime(CLOCK_REALTIME, &ts);
-      ts.tv_nsec += 20000000;
-      if (ts.tv_nsec >= 1000000000) {
-        ts.tv_sec++;
-        ts.tv_nsec -= 1000000000;
-      }
-      if (!x.writable) pthread_cond_timedwait(&x.cv, &x.mu, &ts);
-      x.writable = false;
-      pthread_mutex_unlock(&x.mu);
-    }
-    assert_int_equal(rc, 0);
+    assert_int_equal(sx_send(cs, &x, buf, bl), 0);
   }
   assert_int_equal(amn_cstream_close_send(cs), 0);
   pthread_mutex_lock(&x.mu);
@@ -1663,23 +1676,21 @@ static void test_churn_nat_rebinding(void **st) {
  * many requests open at once; the client queues the rest, and its pool
  * opens another connection when the open ones are full (up to
  * pool_max_connections). */
-static void many_done(const amn_result *r, void *ud) {
-  atomic_int *ok = ud;
-  if (r->code == AMN_STATUS_OK) atomic_fetch_add(ok, 1);
-  else atomic_fetch_add(ok, 1000);
-}
+static void many_done(const amn_result *r, void *ud) { amn_t_counter_add(ud, r->code == AMN_STATUS_OK ? 1 : 1000); }
 
 /* 20 calls of 200 ms; returns the seconds they took. */
 static double run_slow_calls(amn_client *c) {
+  static amn_t_counter ok = AMN_T_COUNTER_INIT; /* 1 a success, 1000 a failure */
+  amn_t_counter_set(&ok, 0);
   atomic_store(&g_slow_max, 0);
-  atomic_int ok = 0;
   amn_call_opts co = {.timeout_ms = 20000};
   double t0 = now_s();
   for (int i = 0; i < 20; i++)
     assert_int_equal(amn_client_unary_async(c, "/t.H3/Slow", (const uint8_t *)"200", 3, &co, many_done, &ok), 0);
-  while (atomic_load(&ok) < 20 && now_s() - t0 < 20) usleep(10000);
-  assert_int_equal(atomic_load(&ok), 20);
-  return now_s() - t0;
+  amn_t_counter_wait_ge(&ok, 20, 30000);
+  double el = now_s() - t0;
+  assert_int_equal(amn_t_counter_get(&ok), 20);
+  return el;
 }
 
 static void test_tune_max_concurrent_streams(void **st) {
@@ -1711,32 +1722,40 @@ static void test_tune_max_concurrent_streams(void **st) {
 }
 
 /* [quic] initial_window_size: while a handler has paused receiving, a
- * client can push only about a window of request bytes. */
-static size_t window_run(uint32_t win) {
+ * client can push only about a window of request bytes. Returns the bytes
+ * on the wire while the handler paused. With a window larger than all the
+ * client queues (`all`), waits until that went out; otherwise waits until
+ * half a window went out, then gives the client a bounded time to send
+ * more than it may (nothing could signal that it never will). */
+static size_t window_run(uint32_t win, bool all) {
   srv_cfg sc = {.initial_window_size = win};
   amn_server *s = srv_start(&sc);
   udp_relay *r = udp_relay_start(amn_server_port(s), 23);
   amn_client *c = cli_new(udp_relay_port(r), NULL);
   atomic_store(&g_hold_bytes, 0);
+  amn_t_counter_set(&g_hold_paused, 0);
+  amn_t_counter_set(&g_hold_go, 0);
   sctx x = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, false, true, false, 0};
   amn_cstream_cbs cbs = {sx_message, sx_close, sx_writable};
   amn_cstream *cs;
   amn_call_opts co = {.timeout_ms = 30000};
   assert_int_equal(amn_client_stream_open(c, "/t.H3/Hold", &co, &cbs, &x, &cs), 0);
   static uint8_t chunk[64 * 1024];
-  assert_int_equal(amn_cstream_send(cs, chunk, 1000), 0); /* the handler pauses on this one */
-  usleep(200000);
-  relay_stats a;
-  udp_relay_stats(r, RELAY_C2S, &a);
-  uint64_t before = a.bytes;
+  assert_int_equal(amn_cstream_send(cs, chunk, 1000), 0);
+  assert_true(amn_t_counter_wait_ge(&g_hold_paused, 1, 10000)); /* the handler paused on it */
+  uint64_t before = relay_bytes(r, RELAY_C2S);
   int sent = 0;
   for (int i = 0; i < 64; i++) /* 4 MiB offered, as far as the send buffer takes it */
     if (amn_cstream_send(cs, chunk, sizeof chunk) == 0) sent++;
-  usleep(400000); /* still paused */
-  udp_relay_stats(r, RELAY_C2S, &a);
-  size_t moved = (size_t)(a.bytes - before);
-  for (int i = sent; i < 64; i++)
-    while (amn_cstream_send(cs, chunk, sizeof chunk) == AMN_EAGAIN) usleep(1000);
+  if (all) {
+    assert_true(wait_relay_bytes(r, RELAY_C2S, before + (uint64_t)sent * sizeof chunk, NULL, 30000));
+  } else {
+    assert_true(wait_relay_bytes(r, RELAY_C2S, before + win / 2, NULL, 30000));
+    negative_check_ms(400); /* the paused stream's window holds the rest back */
+  }
+  size_t moved = (size_t)(relay_bytes(r, RELAY_C2S) - before);
+  amn_t_counter_add(&g_hold_go, 1); /* the handler resumes */
+  for (int i = sent; i < 64; i++) assert_int_equal(sx_send(cs, &x, chunk, sizeof chunk), 0);
   assert_int_equal(amn_cstream_close_send(cs), 0);
   pthread_mutex_lock(&x.mu);
   while (!x.closed) pthread_cond_wait(&x.cv, &x.mu);
@@ -1752,7 +1771,7 @@ static size_t window_run(uint32_t win) {
 
 static void test_tune_initial_window(void **st) {
   (void)st;
-  size_t small = window_run(64 * 1024), big = window_run(8u << 20);
+  size_t small = window_run(64 * 1024, false), big = window_run(8u << 20, true);
   fprintf(stderr, "# request bytes on the wire while the handler paused: window 64 KiB: %zu, window 8 MiB: %zu\n",
           small, big);
   assert_true(small < 200 * 1024);     /* a window (+ packet overhead, retransmissions) */
@@ -1805,6 +1824,8 @@ static void test_tune_window_autotune(void **st) {
   srv_free(s);
 }
 
+static bool conns_open_at_most(const h3_watch *w) { return w->ss.conns_open <= w->n; }
+
 /* [network] idle_timeout_ms: a connection without calls closes after it
  * (QUIC idle timeout); a quiet call keeps its connection (PINGs). */
 static void test_tune_idle_timeout(void **st) {
@@ -1813,21 +1834,18 @@ static void test_tune_idle_timeout(void **st) {
   amn_server *s = srv_start(&sc);
   amn_client *c = cli_new(amn_server_port(s), NULL);
   amn_result r;
-  assert_int_equal(call_str(c, "/t.H3/Slow", "2000", 10000, &r), 0); /* 2.5 idle timeouts without data */
+  assert_int_equal(call_str(c, "/test.Svc/Sleep", "2000", 10000, &r), 0); /* 2.5 idle timeouts without data */
   assert_int_equal(r.code, AMN_STATUS_OK);
   amn_result_free(&r);
   amn_h3_server_stats ss;
   amn_server_h3_stats(s, &ss);
   assert_int_equal(ss.conns_open, 1);
   double t0 = now_s();
-  while (now_s() - t0 < 5) {
-    amn_server_h3_stats(s, &ss);
-    if (ss.conns_open == 0) break;
-    usleep(20000);
-  }
+  h3_watch w = {.s = s, .n = 0, .holds = conns_open_at_most};
+  h3_wait(&w, 5000);
   double el = now_s() - t0;
   fprintf(stderr, "# idle connection closed after %.2f s (idle_timeout_ms 800)\n", el);
-  assert_int_equal(ss.conns_open, 0);
+  assert_int_equal(w.ss.conns_open, 0);
   assert_true(el >= 0.5 && el < 2.5);
   assert_int_equal(call_str(c, "/t.H3/Echo", "again", 5000, &r), 0); /* a new connection */
   assert_int_equal(r.code, AMN_STATUS_OK);
@@ -1849,10 +1867,11 @@ static uint64_t quiet_call_s2c(uint32_t ka) {
   amn_result res;
   assert_int_equal(call_str(c, "/t.H3/Echo", "x", 5000, &res), 0);
   amn_result_free(&res);
-  usleep(200000);
+  h3_watch w = {.c = c, .n = 1, .holds = tokens_received}; /* the server's flight after the handshake is in */
+  assert_true(h3_wait(&w, 10000));
   relay_stats a, b;
   udp_relay_stats(r, RELAY_S2C, &a);
-  assert_int_equal(call_str(c, "/t.H3/Slow", "1500", 10000, &res), 0);
+  assert_int_equal(call_str(c, "/test.Svc/Sleep", "1500", 10000, &res), 0);
   udp_relay_stats(r, RELAY_S2C, &b);
   assert_int_equal(res.code, AMN_STATUS_OK);
   amn_result_free(&res);
