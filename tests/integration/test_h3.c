@@ -461,9 +461,7 @@ static void test_loss_bulk_1000x1mib(void **st) {
   pthread_mutex_lock(&b.mu);
   bulk_issue(&b);
   while (b.done < BULK_CALLS && now_s() - t0 < 400) { /* bounded: reported below */
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    ts.tv_sec += 1;
+    struct timespec ts = amn_t_deadline_in(1000);
     pthread_cond_timedwait(&b.cv, &b.mu, &ts);
     bulk_issue(&b);
   }
@@ -550,13 +548,7 @@ static bool async_wait(async_res *a, double max_s) {
   double end = now_s() + max_s;
   pthread_mutex_lock(&a->mu);
   while (!a->done && now_s() < end) {
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    ts.tv_nsec += 50000000;
-    if (ts.tv_nsec >= 1000000000) {
-      ts.tv_sec++;
-      ts.tv_nsec -= 1000000000;
-    }
+    struct timespec ts = amn_t_deadline_in(50);
     pthread_cond_timedwait(&a->cv, &a->mu, &ts);
   }
   bool d = a->done;
@@ -916,13 +908,7 @@ static int sx_send(amn_cstream *cs, sctx *x, const uint8_t *msg, size_t len) {
   int rc;
   while ((rc = amn_cstream_send(cs, msg, len)) == AMN_EAGAIN) {
     pthread_mutex_lock(&x->mu);
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    ts.tv_nsec += 20000000;
-    if (ts.tv_nsec >= 1000000000) {
-      ts.tv_sec++;
-      ts.tv_nsec -= 1000000000;
-    }
+    struct timespec ts = amn_t_deadline_in(20);
     if (!x->writable) pthread_cond_timedwait(&x->cv, &x->mu, &ts);
     x->writable = false;
     pthread_mutex_unlock(&x->mu);
