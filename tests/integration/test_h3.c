@@ -2288,6 +2288,9 @@ static amn_endpoint_stats ep_stats(amn_client *c) {
   return es;
 }
 
+static bool no_connection(void *c) { return ep_stats(c).connections == 0; }
+static bool endpoint_ready(void *c) { return ep_stats(c).state == AMN_EP_READY; }
+
 /* One echo; returns the seconds it took. */
 static double timed_echo(amn_client *c, const char *what) {
   amn_result r;
@@ -2370,15 +2373,17 @@ static void test_auto_udp_blackholed(void **st) {
   assert_true(dgrams >= 1);
   assert_true(el >= 0.24 && el < 3.0); /* QUIC's head start was honoured */
   /* the pool closes the idle connection; the next one goes straight to TCP */
-  for (int i = 0; i < 300 && ep_stats(c).connections; i++) usleep(10000);
-  assert_int_equal(ep_stats(c).connections, 0);
+  assert_true(amn_t_poll(no_connection, c, 10000));
+  amn_h3_client_stats cs0, cs1;
+  amn_h3c_stats(c, &cs0);
   el = timed_echo(c, "again");
-  int later = 0;
-  usleep(50000);
+  amn_h3c_stats(c, &cs1);
+  int later = 0; /* (a QUIC attempt sends its Initial before TCP may start) */
   while (recv(hole, buf, sizeof buf, 0) > 0) later++;
   es = ep_stats(c);
-  fprintf(stderr, "# second connection after %.3f s over %s, %d datagrams towards QUIC\n", el,
-          es.transport == AMN_TRANSPORT_H2 ? "HTTP/2" : "?", later);
+  fprintf(stderr, "# second connection after %.3f s over %s, %llu QUIC attempts, %d datagrams towards QUIC\n", el,
+          es.transport == AMN_TRANSPORT_H2 ? "HTTP/2" : "?", (unsigned long long)(cs1.connects - cs0.connects), later);
+  assert_int_equal(cs1.connects, cs0.connects);
   assert_int_equal(later, 0);
   assert_int_equal(es.connects, 2);
   assert_true(el < 0.24);
@@ -2399,7 +2404,7 @@ static void test_auto_forgets_failed_transport(void **st) {
   amn_client *c = cli_new(port, &cc);
   timed_echo(c, "h3 first");
   assert_int_equal(ep_stats(c).transport, AMN_TRANSPORT_H3);
-  for (int i = 0; i < 300 && ep_stats(c).connections; i++) usleep(10000);
+  assert_true(amn_t_poll(no_connection, c, 10000)); /* idled out: the next call connects */
   srv_free(s);
   srv_cfg sc2 = {.transport = AMN_TRANSPORT_H2, .port = port};
   s = srv_start(&sc2);
@@ -2454,8 +2459,9 @@ static void test_pool_keepalive_dead_peer(void **st) {
   async_res a;
   async_init(&a);
   amn_call_opts none = {0};
-  assert_int_equal(amn_client_unary_async(c, "/t.H3/Slow", (const uint8_t *)"5000", 4, &none, async_cb, &a), 0);
-  usleep(100000);
+  amn_t_counter_set(&amn_t_sleep_started, 0);
+  assert_int_equal(amn_client_unary_async(c, "/test.Svc/Sleep", (const uint8_t *)"5000", 4, &none, async_cb, &a), 0);
+  assert_true(amn_t_counter_wait_ge(&amn_t_sleep_started, 1, 10000)); /* the call is in flight */
   relay_dir_cfg dark = {.blackhole = true};
   relay_cfg_both(r, &dark);
   double t0 = now_s();
@@ -2468,6 +2474,27 @@ static void test_pool_keepalive_dead_peer(void **st) {
   amn_client_free(c);
   udp_relay_stop(r);
   srv_free(s);
+}
+
+/* A call, until the endpoint is ejected. */
+static bool ejected_after_call(void *c) {
+  if (ep_stats(c).state == AMN_EP_EJECTED) return true;
+  amn_result r;
+  assert_int_equal(call_str(c, "/t.H3/Echo", "down", 2000, &r), 0);
+  amn_result_free(&r);
+  return ep_stats(c).state == AMN_EP_EJECTED;
+}
+
+/* The endpoint's connection failures reached `failures`, the last one a
+ * refusal by health check. */
+typedef struct probes {
+  amn_client *c;
+  uint64_t failures;
+} probes;
+static bool refused_by_health_check(void *arg) {
+  probes *p = arg;
+  amn_endpoint_stats es = ep_stats(p->c);
+  return es.connect_failures >= p->failures && strstr(es.last_error, "health check");
 }
 
 /* health_check: a failed endpoint whose server is back but says
@@ -2484,17 +2511,14 @@ static void health_probe_run(amn_transport tp) {
   amn_client *c = cli_new(port, &cc);
   timed_echo(c, "up");
   srv_free(s);
-  amn_result r;
-  for (int i = 0; i < 200 && ep_stats(c).state != AMN_EP_EJECTED; i++) { /* the loss is noticed */
-    assert_int_equal(call_str(c, "/t.H3/Echo", "down", 2000, &r), 0);
-    amn_result_free(&r);
-    usleep(10000);
-  }
-  assert_int_equal(ep_stats(c).state, AMN_EP_EJECTED);
+  assert_true(amn_t_poll(ejected_after_call, c, 20000)); /* calls until the loss is noticed */
   srv_cfg sc2 = {.transport = AMN_TRANSPORT_BOTH, .port = port, .not_serving = true};
   s = srv_start(&sc2);
-  usleep(1500000); /* several probes (backoff 100..400 ms) */
+  /* several probes (backoff 100..400 ms) reach the server and hear NOT_SERVING */
+  probes p = {c, ep_stats(c).connect_failures + 3};
+  assert_true(amn_t_poll(refused_by_health_check, &p, 10000));
   amn_endpoint_stats es = ep_stats(c);
+  amn_result r;
   assert_int_equal(call_str(c, "/t.H3/Echo", "while not serving", 2000, &r), 0);
   fprintf(stderr, "# %s, server NOT_SERVING: endpoint %s after %llu failed probes; a call: %s: %s\n", name,
           es.state == AMN_EP_EJECTED ? "ejected" : "NOT ejected", (unsigned long long)es.connect_failures,
@@ -2511,7 +2535,7 @@ static void health_probe_run(amn_transport tp) {
   amn_client_free(c2);
   amn_server_set_health(s, "", true);
   double t0 = now_s();
-  while (ep_stats(c).state != AMN_EP_READY && now_s() - t0 < 3) usleep(10000);
+  amn_t_poll(endpoint_ready, c, 10000);
   fprintf(stderr, "# %s: SERVING again: endpoint ready after %.2f s\n", name, now_s() - t0);
   assert_int_equal(ep_stats(c).state, AMN_EP_READY);
   timed_echo(c, "back");
