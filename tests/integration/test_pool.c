@@ -427,6 +427,7 @@ static void test_keepalive_blackhole(void **st) {
   amn_server_opts_init(&so);
   so.ping_min_interval_ms = 0; /* this test's client PINGs every second */
   so.keepalive_interval_ms = 0;
+  so.drain_timeout_ms = 500; /* its stop has nothing to wait for: the client behind the dark path left */
   amn_server *s = server(&so, NULL, NULL);
   path r;
   path_start(&r, amn_server_port(s));
@@ -526,7 +527,10 @@ static void retry_case(int mode, bool idem, bool expect_ok) {
  * notices): the first endpoint, behind the UDP relay, holds the request
  * in the fixture's Sleep handler; a re-sent call goes to the second. */
 static void lost_after_send_h3(bool idem, bool expect_ok) {
-  amn_server *s0 = server(NULL, NULL, NULL), *s1 = server(NULL, NULL, NULL);
+  amn_server_opts so;
+  amn_server_opts_init(&so);
+  so.drain_timeout_ms = 500; /* its stop has nothing to wait for: the client behind the dark path left */
+  amn_server *s0 = server(&so, NULL, NULL), *s1 = server(NULL, NULL, NULL);
   path r;
   path_start(&r, amn_server_port(s0));
   amn_client_opts o;
