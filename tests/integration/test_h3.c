@@ -1811,6 +1811,11 @@ static void test_tune_window_autotune(void **st) {
 }
 
 static bool conns_open_at_most(const h3_watch *w) { return w->ss.conns_open <= w->n; }
+static bool client_unconnected(void *c) {
+  amn_endpoint_stats es;
+  amn_client_stats(c, &es, 1, NULL);
+  return es.connections == 0 && es.connecting == 0;
+}
 
 /* [network] idle_timeout_ms: a connection without calls closes after it
  * (QUIC idle timeout); a quiet call keeps its connection (PINGs). */
@@ -1833,6 +1838,9 @@ static void test_tune_idle_timeout(void **st) {
   fprintf(stderr, "# idle connection closed after %.2f s (idle_timeout_ms 800)\n", el);
   assert_int_equal(w.ss.conns_open, 0);
   assert_true(el >= 0.5 && el < 2.5);
+  /* the client's end of it idles out too (its last packet came a little
+   * later): then the next call needs a new connection */
+  assert_true(amn_t_poll(client_unconnected, c, 5000));
   assert_int_equal(call_str(c, "/t.H3/Echo", "again", 5000, &r), 0); /* a new connection */
   assert_int_equal(r.code, AMN_STATUS_OK);
   amn_result_free(&r);
