@@ -67,7 +67,7 @@ long amn_t_counter_get(amn_t_counter *k) {
   return v;
 }
 
-static struct timespec deadline_in(int ms) {
+struct timespec amn_t_deadline_in(int ms) {
   struct timespec ts;
   clock_gettime(CLOCK_REALTIME, &ts); /* pthread_cond_timedwait's default clock */
   ts.tv_sec += ms / 1000;
@@ -80,7 +80,7 @@ static struct timespec deadline_in(int ms) {
 }
 
 static bool counter_wait(amn_t_counter *k, long want, bool ge, int timeout_ms) {
-  struct timespec until = deadline_in(timeout_ms);
+  struct timespec until = amn_t_deadline_in(timeout_ms);
   pthread_mutex_lock(&k->mu);
   int rc = 0;
   while (!(ge ? k->n >= want : k->n <= want) && rc != ETIMEDOUT) rc = pthread_cond_timedwait(&k->cv, &k->mu, &until);
@@ -124,7 +124,7 @@ typedef struct sleep_job {
 
 static void *sleep_worker(void *arg) {
   sleep_job *j = arg;
-  struct timespec until = deadline_in(j->ms);
+  struct timespec until = amn_t_deadline_in(j->ms);
   pthread_mutex_lock(&g_sleep_mu);
   int rc = 0;
   /* works j->ms, unless cancelled or released first */

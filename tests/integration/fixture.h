@@ -9,6 +9,7 @@
 
 #include <pthread.h>
 #include <stdbool.h>
+#include <time.h>
 
 #include "amn/amn.h"
 
@@ -23,6 +24,8 @@ int amn_t_setup(const char *name);
 /* Removes the directory. */
 void amn_t_teardown(void);
 double amn_t_now_ms(void);
+/* `ms` from now, as pthread_cond_timedwait wants it (CLOCK_REALTIME). */
+struct timespec amn_t_deadline_in(int ms);
 
 /* A counter that threads move and tests wait on (mutex + condition
  * variable: a waiter wakes when the value changes, not on a timer). */

@@ -48,6 +48,9 @@ typedef struct delayed {
 
 static void *slow_reply(void *arg) {
   delayed *d = arg;
+  /* simulated work, the load's shape: each "@slow" call stays in flight
+   * --delay-ms (a server killed under load has calls on it); nothing
+   * waits for anything here */
   usleep(g_delay_ms * 1000);
   amn_call_reply_query(d->call, (const uint8_t *)d->q, strlen(d->q), NULL, 0);
   free(d);

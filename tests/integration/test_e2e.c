@@ -384,13 +384,7 @@ static void test_bidi_stream_10000(void **st) {
     int rc;
     while ((rc = amn_cstream_send(cs, buf, bl)) == AMN_EAGAIN) {
       pthread_mutex_lock(&x.mu);
-      struct timespec ts;
-      clock_gettime(CLOCK_REALTIME, &ts);
-      ts.tv_nsec += 50000000;
-      if (ts.tv_nsec >= 1000000000) {
-        ts.tv_sec++;
-        ts.tv_nsec -= 1000000000;
-      }
+      struct timespec ts = amn_t_deadline_in(50);
       if (!x.writable) pthread_cond_timedwait(&x.cv, &x.mu, &ts);
       x.writable = false;
       pthread_mutex_unlock(&x.mu);
@@ -467,9 +461,7 @@ static void test_recv_backpressure(void **st) {
     while ((rc = amn_cstream_send(cs, buf, SZ)) == AMN_EAGAIN) {
       if (eagain++ == 0) amn_t_counter_add(&g_count_blocked, 1); /* the handler may resume now */
       pthread_mutex_lock(&x.mu);
-      struct timespec ts;
-      clock_gettime(CLOCK_REALTIME, &ts);
-      ts.tv_sec += 1;
+      struct timespec ts = amn_t_deadline_in(1000);
       if (!x.writable) pthread_cond_timedwait(&x.cv, &x.mu, &ts);
       x.writable = false;
       pthread_mutex_unlock(&x.mu);
@@ -510,9 +502,7 @@ static void test_recv_backpressure(void **st) {
     int rc;
     while ((rc = amn_cstream_send(cs, msg, ml)) == AMN_EAGAIN) {
       pthread_mutex_lock(&y.mu);
-      struct timespec ts;
-      clock_gettime(CLOCK_REALTIME, &ts);
-      ts.tv_sec += 1;
+      struct timespec ts = amn_t_deadline_in(1000);
       if (!y.writable) pthread_cond_timedwait(&y.cv, &y.mu, &ts);
       y.writable = false;
       pthread_mutex_unlock(&y.mu);

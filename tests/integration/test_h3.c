@@ -4,7 +4,12 @@
  * UDP relay (udp_relay.c) between our client and our server.
  *
  * One executable, one group of tests per CTest test: `test_h3 GROUP` with
- * GROUP = loss | flow | conn | zrtt | tune.
+ * GROUP = loss | flow | conn | churn | zrtt | tune | pool.
+ *
+ * Tests wait for the events they need (counters of the shared fixture,
+ * library statistics polled with amn_t_poll, the relay's byte counts), not
+ * for fixed times: the few sleeps left are simulated work in a handler,
+ * load pacing and bounded negative checks, each named as such below.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -28,23 +33,16 @@
 
 #include "amn/amn.h"
 #include "client/client_hooks.h"
+#include "fixture.h"
 #include "server/server_internal.h"
 #include "transport/h3/h3.h"
 #include "udp_relay.h"
-
-static char g_dir[256];
-static char g_store_s[3 * 4096], g_store_c[3 * 4096];
-static amn_tls_opts g_stls, g_ctls;
 
 /* ------------------------------------------------------------------ */
 /* Helpers                                                            */
 /* ------------------------------------------------------------------ */
 
-static double now_s(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (double)ts.tv_sec + ts.tv_nsec / 1e9;
-}
+static double now_s(void) { return amn_t_now_ms() / 1e3; }
 
 /* Deterministic payload of call `id`: a byte stream seeded by the id. */
 static void fill(uint8_t *p, size_t n, uint64_t id) {
@@ -77,15 +75,19 @@ static void echo_on_message(amn_call *c, const uint8_t *msg, size_t len, void *u
 }
 
 /* /t.H3/Slow: request = decimal milliseconds; answers from another thread
- * that long after. */
-static atomic_int g_slow_workers, g_slow_max; /* threads alive; most handlers active at once */
-static atomic_int g_slow_active;              /* handlers that have not answered yet */
+ * that long after. The fixture's Sleep handler (/test.Svc/Sleep, also
+ * registered) serves calls that only need to last; this one counts the
+ * handlers active at once, for the stream limit tests. */
+static amn_t_counter g_slow_workers = AMN_T_COUNTER_INIT; /* threads holding a call */
+static atomic_int g_slow_max;                             /* most handlers active at once */
+static atomic_int g_slow_active;                          /* handlers that have not answered yet */
 typedef struct slow_job {
   amn_call *c;
   int ms;
 } slow_job;
 static void *slow_worker(void *p) {
   slow_job *j = p;
+  /* simulated work: ms milliseconds of it (cut short by a cancellation) */
   for (int t = 0; t < j->ms && !amn_call_is_cancelled(j->c); t += 5) usleep(5000);
   /* no longer active before the answer goes out: the stream's credit may
    * come back to the client, and a new call start, as soon as it does */
@@ -93,7 +95,7 @@ static void *slow_worker(void *p) {
   amn_call_send(j->c, (const uint8_t *)"slow", 4);
   amn_call_finish(j->c, AMN_STATUS_OK, NULL);
   free(j);
-  atomic_fetch_sub(&g_slow_workers, 1);
+  amn_t_counter_add(&g_slow_workers, -1);
   return NULL;
 }
 static void slow_on_message(amn_call *c, const uint8_t *msg, size_t len, void *ud) {
@@ -103,7 +105,7 @@ static void slow_on_message(amn_call *c, const uint8_t *msg, size_t len, void *u
   slow_job *j = malloc(sizeof *j);
   j->c = c;
   j->ms = atoi(b);
-  atomic_fetch_add(&g_slow_workers, 1);
+  amn_t_counter_add(&g_slow_workers, 1);
   int now = atomic_fetch_add(&g_slow_active, 1) + 1, m = atomic_load(&g_slow_max);
   while (now > m && !atomic_compare_exchange_weak(&g_slow_max, &m, now)) {
   }
@@ -127,11 +129,13 @@ static void big_on_message(amn_call *c, const uint8_t *msg, size_t len, void *ud
 }
 
 /* /t.H3/Hold (client streaming): pauses receiving after the first message
- * for 800 ms (flow control holds the client meanwhile); answers with the
- * bytes received. */
+ * (flow control holds the client meanwhile) until the test lets it go on;
+ * answers with the bytes received. */
 static atomic_long g_hold_bytes;
+static amn_t_counter g_hold_paused = AMN_T_COUNTER_INIT; /* calls paused on their first message */
+static amn_t_counter g_hold_go = AMN_T_COUNTER_INIT;     /* set by the test: resume them */
 static void *hold_resume(void *c) {
-  usleep(800000);
+  amn_t_counter_wait_ge(&g_hold_go, 1, 30000); /* (the call's deadline) */
   amn_call_resume_recv(c);
   return NULL;
 }
@@ -142,6 +146,7 @@ static void hold_on_message(amn_call *c, const uint8_t *msg, size_t len, void *u
     pthread_t t;
     pthread_create(&t, NULL, hold_resume, c);
     pthread_detach(t);
+    amn_t_counter_add(&g_hold_paused, 1);
   }
 }
 static void hold_on_half_close(amn_call *c, void *ud) {
@@ -203,7 +208,7 @@ static amn_server *srv_start(const srv_cfg *sc) {
   char listen[32];
   snprintf(listen, sizeof listen, "127.0.0.1:%u", sc ? sc->port : 0);
   o.listen = listen;
-  o.tls = g_stls;
+  o.tls = amn_t_stls;
   o.threads = sc && sc->threads ? sc->threads : 2;
   o.transport = sc && sc->transport ? sc->transport : AMN_TRANSPORT_H3;
   o.drain_timeout_ms = 2000;
@@ -239,6 +244,7 @@ static amn_server *srv_start(const srv_cfg *sc) {
   amn_handler hh = {.on_message = hold_on_message, .on_half_close = hold_on_half_close,
                     .on_cancel = hold_on_cancel, .client_streaming = true};
   assert_int_equal(amn_server_register(s, "/t.H3/Hold", &hh), 0);
+  amn_t_register_sleep(s);                     /* /test.Svc/Sleep */
   assert_int_equal(amn_server_use_echo(s), 0); /* Execute, ExecuteStream */
   if (sc && sc->not_serving) amn_server_set_health(s, "", false);
   rc = amn_server_start(s, err, sizeof err);
@@ -247,9 +253,13 @@ static amn_server *srv_start(const srv_cfg *sc) {
   return s;
 }
 
+/* amn_server_free requires every call to be finished: the handler threads
+ * let go of theirs first (a Sleep still working is released: the test is
+ * over). */
 static void srv_free(amn_server *s) {
-  for (int i = 0; i < 1000 && atomic_load(&g_slow_workers) > 0; i++) usleep(10000);
-  assert_int_equal(atomic_load(&g_slow_workers), 0);
+  amn_t_sleep_release_all();
+  amn_t_sleep_quiesce();
+  assert_true(amn_t_counter_wait_le(&g_slow_workers, 0, 10000));
   amn_server_free(s);
 }
 
@@ -269,7 +279,7 @@ static amn_client *cli_new(uint16_t port, const cli_cfg *cc) {
   char url[64];
   snprintf(url, sizeof url, "https://127.0.0.1:%u", port);
   o.url = url;
-  o.tls = g_ctls;
+  o.tls = amn_t_ctls;
   o.transport = cc && cc->transport ? cc->transport : AMN_TRANSPORT_H3;
   o.pool_min_connections = 0; /* a connection only when a call needs one (the 0-RTT tests count them) */
   o.connect_timeout_ms = cc && cc->connect_timeout_ms ? cc->connect_timeout_ms : 10000;
@@ -300,6 +310,59 @@ static void relay_cfg_both(udp_relay *r, const relay_dir_cfg *c) {
   udp_relay_set(r, RELAY_C2S, c);
   udp_relay_set(r, RELAY_S2C, c);
 }
+
+static uint64_t relay_bytes(udp_relay *r, int dir) {
+  relay_stats st;
+  udp_relay_stats(r, dir, &st);
+  return st.bytes;
+}
+
+/* Waits until the relay forwarded `want` bytes or more in direction `dir`
+ * since it started, or `done` (when not NULL) is set: a transfer is under
+ * way, or some part of it went through. False when timeout_ms passed
+ * first. */
+typedef struct relay_progress {
+  udp_relay *r;
+  int dir;
+  uint64_t want;
+  atomic_bool *done;
+} relay_progress;
+static bool relay_moved(void *arg) {
+  relay_progress *p = arg;
+  return relay_bytes(p->r, p->dir) >= p->want || (p->done && atomic_load(p->done));
+}
+static bool wait_relay_bytes(udp_relay *r, int dir, uint64_t want, atomic_bool *done, int timeout_ms) {
+  relay_progress p = {r, dir, want, done};
+  return amn_t_poll(relay_moved, &p, timeout_ms);
+}
+
+/* The few sleeps of these tests besides simulated work in a handler, never
+ * a wait for an event: load pacing (calls spread over a period of time) */
+static void pace_ms(int ms) { usleep((useconds_t)ms * 1000); }
+/* ... and bounded negative checks: what must not happen gets `ms`
+ * milliseconds to happen anyway, where nothing observable could say that
+ * it never will. */
+static void negative_check_ms(int ms) { usleep((useconds_t)ms * 1000); }
+
+/* Waits on the HTTP/3 counters of a server and/or a client (either may be
+ * NULL): until holds(w) is true of fresh counters, which stay in w->ss and
+ * w->cs; w->n is a number the condition may compare with. False when
+ * timeout_ms passed first. */
+typedef struct h3_watch {
+  amn_server *s;
+  amn_client *c;
+  uint64_t n;
+  bool (*holds)(const struct h3_watch *w);
+  amn_h3_server_stats ss;
+  amn_h3_client_stats cs;
+} h3_watch;
+static bool h3_watch_cond(void *arg) {
+  h3_watch *w = arg;
+  if (w->s) amn_server_h3_stats(w->s, &w->ss);
+  if (w->c) amn_h3c_stats(w->c, &w->cs);
+  return w->holds(w);
+}
+static bool h3_wait(h3_watch *w, int timeout_ms) { return amn_t_poll(h3_watch_cond, w, timeout_ms); }
 
 /* ------------------------------------------------------------------ */
 /* Group "loss": the lossy relay between client and server            */
@@ -398,9 +461,7 @@ static void test_loss_bulk_1000x1mib(void **st) {
   pthread_mutex_lock(&b.mu);
   bulk_issue(&b);
   while (b.done < BULK_CALLS && now_s() - t0 < 400) { /* bounded: reported below */
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    ts.tv_sec += 1;
+    struct timespec ts = amn_t_deadline_in(1000);
     pthread_cond_timedwait(&b.cv, &b.mu, &ts);
     bulk_issue(&b);
   }
@@ -487,13 +548,7 @@ static bool async_wait(async_res *a, double max_s) {
   double end = now_s() + max_s;
   pthread_mutex_lock(&a->mu);
   while (!a->done && now_s() < end) {
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    ts.tv_nsec += 50000000;
-    if (ts.tv_nsec >= 1000000000) {
-      ts.tv_sec++;
-      ts.tv_nsec -= 1000000000;
-    }
+    struct timespec ts = amn_t_deadline_in(50);
     pthread_cond_timedwait(&a->cv, &a->mu, &ts);
   }
   bool d = a->done;
@@ -529,9 +584,10 @@ static void test_loss_blackhole(void **st) {
   async_init(&a1);
   async_init(&a2);
   amn_call_opts none = {0}, dl = {.timeout_ms = 700};
-  assert_int_equal(amn_client_unary_async(c, "/t.H3/Slow", (const uint8_t *)"400", 3, &none, async_cb, &a1), 0);
-  assert_int_equal(amn_client_unary_async(c, "/t.H3/Slow", (const uint8_t *)"400", 3, &dl, async_cb, &a2), 0);
-  usleep(100000);
+  amn_t_counter_set(&amn_t_sleep_started, 0);
+  assert_int_equal(amn_client_unary_async(c, "/test.Svc/Sleep", (const uint8_t *)"5000", 4, &none, async_cb, &a1), 0);
+  assert_int_equal(amn_client_unary_async(c, "/test.Svc/Sleep", (const uint8_t *)"5000", 4, &dl, async_cb, &a2), 0);
+  assert_true(amn_t_counter_wait_ge(&amn_t_sleep_started, 2, 10000)); /* both reached the handler */
   relay_dir_cfg dark = {.blackhole = true};
   relay_cfg_both(r, &dark);
   double t0 = now_s();
@@ -577,6 +633,7 @@ typedef struct bg_big {
   size_t n;
   amn_result res;
   double el;
+  atomic_bool done;
 } bg_big;
 
 static void *bg_big_main(void *p) {
@@ -586,7 +643,15 @@ static void *bg_big_main(void *p) {
   double t0 = now_s();
   call_str(g->c, "/t.H3/Big", req, 120000, &g->res);
   g->el = now_s() - t0;
+  atomic_store(&g->done, true);
   return NULL;
+}
+
+static bool async_done(async_res *a) {
+  pthread_mutex_lock(&a->mu);
+  bool d = a->done;
+  pthread_mutex_unlock(&a->mu);
+  return d;
 }
 
 /* The same with a 64 MiB upload: the client's own send scheduling. */
@@ -607,13 +672,14 @@ static void test_loss_no_hol_blocking_upload(void **st) {
   async_res a;
   async_init(&a);
   amn_call_opts co = {.timeout_ms = 120000};
+  uint64_t base = relay_bytes(r, RELAY_C2S);
   double t0 = now_s();
   assert_int_equal(amn_client_unary_async(c, "/t.H3/Sum", p, n, &co, unary_done, &a), 0);
   free(p);
-  usleep(200000);
+  assert_true(wait_relay_bytes(r, RELAY_C2S, base + (1u << 20), NULL, 30000)); /* the upload is flowing */
   double worst = 0, sum = 0;
   int k = 0;
-  for (; k < 40 && !a.done; k++) {
+  for (; k < 40 && !async_done(&a); k++) {
     double t1 = now_s();
     assert_int_equal(call_str(c, "/t.H3/Echo", "small", 10000, &res), 0);
     double el = now_s() - t1;
@@ -621,7 +687,7 @@ static void test_loss_no_hol_blocking_upload(void **st) {
     amn_result_free(&res);
     if (el > worst) worst = el;
     sum += el;
-    usleep(20000);
+    pace_ms(20); /* the small calls spread over the upload */
   }
   assert_true(async_wait(&a, 120));
   fprintf(stderr, "# %d small calls during a 64 MiB upload (%.1f s): mean %.1f ms, worst %.1f ms\n", k, a.at - t0,
@@ -651,12 +717,13 @@ static void test_loss_no_hol_blocking(void **st) {
   assert_int_equal(call_str(c, "/t.H3/Echo", "warm", 5000, &res), 0);
   amn_result_free(&res);
   bg_big g = {.c = c, .n = 64u << 20};
+  uint64_t base = relay_bytes(r, RELAY_S2C);
   pthread_t t;
   pthread_create(&t, NULL, bg_big_main, &g);
-  usleep(200000); /* the big response is flowing */
+  assert_true(wait_relay_bytes(r, RELAY_S2C, base + (1u << 20), &g.done, 30000)); /* the big response is flowing */
   double worst = 0, sum = 0;
   int n = 0;
-  for (; n < 40 && g.el == 0; n++) {
+  for (; n < 40 && !atomic_load(&g.done); n++) {
     double t0 = now_s();
     assert_int_equal(call_str(c, "/t.H3/Echo", "small", 10000, &res), 0);
     double el = now_s() - t0;
@@ -664,7 +731,7 @@ static void test_loss_no_hol_blocking(void **st) {
     amn_result_free(&res);
     if (el > worst) worst = el;
     sum += el;
-    usleep(20000);
+    pace_ms(20); /* the small calls spread over the download */
   }
   pthread_join(t, NULL);
   fprintf(stderr, "# %d small calls during a 64 MiB download (%.1f s): mean %.1f ms, worst %.1f ms\n", n, g.el,
@@ -835,6 +902,20 @@ static void sx_writable(amn_cstream *s, void *ud) {
   pthread_mutex_unlock(&x->mu);
 }
 
+/* Sends one message, waiting for on_writable while the stream pushes back
+ * (AMN_EAGAIN); the timed wait only re-checks. Returns the last result. */
+static int sx_send(amn_cstream *cs, sctx *x, const uint8_t *msg, size_t len) {
+  int rc;
+  while ((rc = amn_cstream_send(cs, msg, len)) == AMN_EAGAIN) {
+    pthread_mutex_lock(&x->mu);
+    struct timespec ts = amn_t_deadline_in(20);
+    if (!x->writable) pthread_cond_timedwait(&x->cv, &x->mu, &ts);
+    x->writable = false;
+    pthread_mutex_unlock(&x->mu);
+  }
+  return rc;
+}
+
 static void test_flow_bidi_100k(void **st) {
   (void)st;
   amn_server *s = srv_start(NULL);
@@ -851,21 +932,7 @@ static void test_flow_bidi_100k(void **st) {
     int n = snprintf(q, sizeof q, "m%d", i);
     uint8_t buf[64];
     size_t bl = amn_pair_encode(buf, (const uint8_t *)q, (size_t)n, NULL, 0);
-    int rc;
-    while ((rc = amn_cstream_send(cs, buf, bl)) == AMN_EAGAIN) {
-      pthread_mutex_lock(&x.mu);
-      struct timespec ts;
-      clock_gettime(CLOCK_REALTIME, &ts);
-      ts.tv_nsec += 20000000;
-      if (ts.tv_nsec >= 1000000000) {
-        ts.tv_sec++;
-        ts.tv_nsec -= 1000000000;
-      }
-      if (!x.writable) pthread_cond_timedwait(&x.cv, &x.mu, &ts);
-      x.writable = false;
-      pthread_mutex_unlock(&x.mu);
-    }
-    assert_int_equal(rc, 0);
+    assert_int_equal(sx_send(cs, &x, buf, bl), 0);
   }
   assert_int_equal(amn_cstream_close_send(cs), 0);
   pthread_mutex_lock(&x.mu);
@@ -992,11 +1059,7 @@ static void test_conn_nat_rebinding_relay(void **st) {
   dl d = {.c = c, .n = 48u << 20};
   pthread_t t;
   pthread_create(&t, NULL, dl_main, &d);
-  relay_stats rs;
-  do {
-    usleep(5000);
-    udp_relay_stats(r, RELAY_S2C, &rs);
-  } while (rs.bytes < d.n / 3 && !atomic_load(&d.done));
+  assert_true(wait_relay_bytes(r, RELAY_S2C, d.n / 3, &d.done, 60000)); /* a third of it arrived */
   assert_false(atomic_load(&d.done));
   udp_relay_rebind(r);
   pthread_join(t, NULL);
@@ -1007,6 +1070,21 @@ static void test_conn_nat_rebinding_relay(void **st) {
   amn_client_free(c);
   udp_relay_stop(r);
   srv_free(s);
+}
+
+static bool connected(const h3_watch *w) { return w->cs.handshakes > 0; }
+
+/* One attempt to move the client to a new socket, until one succeeds or
+ * the download is over. */
+typedef struct rebind_try {
+  amn_client *c;
+  bool nat;
+  dl *d;
+  int rc;
+} rebind_try;
+static bool rebound(void *arg) {
+  rebind_try *t = arg;
+  return atomic_load(&t->d->done) || (t->rc = amn_h3c_test_rebind(t->c, t->nat)) == 0;
 }
 
 /* The client moves to a new socket mid-download: an active migration
@@ -1024,19 +1102,14 @@ static void test_conn_client_migration(void **st) {
     dl d = {.c = c, .n = BIG_DL};
     pthread_t t;
     pthread_create(&t, NULL, dl_main, &d);
-    amn_h3_client_stats cs0;
-    for (int i = 0; i < 500; i++) { /* connected: the download is under way */
-      amn_h3c_stats(c, &cs0);
-      if (cs0.handshakes) break;
-      usleep(2000);
-    }
+    h3_watch w = {.c = c, .holds = connected};
+    assert_true(h3_wait(&w, 10000)); /* connected: the download is under way */
     /* ngtcp2 migrates only once the handshake is confirmed and the server's
      * spare connection IDs arrived: AMN_ESTATE until then (a loaded
-     * machine takes a while), tried every 10 ms while the download runs */
-    int rc = AMN_ESTATE;
-    for (int i = 0; i < 1000 && !atomic_load(&d.done) && (rc = amn_h3c_test_rebind(c, nat)) != 0; i++)
-      usleep(10000);
-    assert_int_equal(rc, 0);
+     * machine takes a while), tried again while the download runs */
+    rebind_try rt = {.c = c, .nat = nat, .d = &d, .rc = AMN_ESTATE};
+    amn_t_poll(rebound, &rt, 10000);
+    assert_int_equal(rt.rc, 0);
     pthread_join(t, NULL);
     dl_check(&d);
     amn_h3_server_stats ss;
@@ -1049,6 +1122,38 @@ static void test_conn_client_migration(void **st) {
   assert_int_equal(cs.connects, 1); /* the same connection throughout */
   amn_client_free(c);
   srv_free(s);
+}
+
+/* Key updates initiated one after the other, until there were three:
+ * counts those made while the download ran. Once it is over, a small call
+ * keeps packets going. */
+typedef struct key_updates {
+  amn_client *c;
+  dl *d;
+  int done, during;
+} key_updates;
+static bool three_key_updates(void *arg) {
+  key_updates *k = arg;
+  if (atomic_load(&k->d->done)) {
+    amn_result r;
+    assert_int_equal(call_str(k->c, "/t.H3/Echo", "z", 5000, &r), 0);
+    amn_result_free(&r);
+  }
+  if (amn_h3c_test_key_update(k->c) == 0) {
+    k->done++;
+    if (!atomic_load(&k->d->done)) k->during++;
+  }
+  return k->done >= 3;
+}
+
+/* Both ends installed w->n key updates; else a small call, so that packets
+ * under the newest keys go both ways. */
+static bool key_updates_installed(const h3_watch *w) {
+  if (w->cs.key_updates >= w->n && w->ss.key_updates >= w->n) return true;
+  amn_result r;
+  assert_int_equal(call_str(w->c, "/t.H3/Echo", "y", 5000, &r), 0);
+  amn_result_free(&r);
+  return false;
 }
 
 /* Three 1-RTT key updates, at least one during a download (each after the
@@ -1067,43 +1172,25 @@ static void test_conn_key_update(void **st) {
   pthread_t t;
   pthread_create(&t, NULL, dl_main, &d);
   /* AMN_ESTATE until the last update is confirmed and a few PTO passed
-   * (ngtcp2 refuses updates "too frequent"): tried every 30 ms, during the
-   * download and, if it ends first (a loaded machine), with small calls
+   * (ngtcp2 refuses updates "too frequent"): tried again and again, during
+   * the download and, if it ends first (a loaded machine), with small calls
    * keeping packets going; at most 30 s (under ASan on a loaded machine
    * the PTO that spacing is made of stretches) */
-  int done = 0, during = 0;
-  for (int i = 0; i < 1000 && done < 3; i++) {
-    if (atomic_load(&d.done)) {
-      assert_int_equal(call_str(c, "/t.H3/Echo", "z", 5000, &r), 0);
-      amn_result_free(&r);
-    }
-    usleep(30000);
-    if (amn_h3c_test_key_update(c) == 0) {
-      done++;
-      if (!atomic_load(&d.done)) during++;
-    }
-  }
+  key_updates k = {.c = c, .d = &d};
+  amn_t_poll(three_key_updates, &k, 30000);
   pthread_join(t, NULL);
   dl_check(&d);
-  fprintf(stderr, "# %d key updates initiated, %d of them during the download\n", done, during);
-  assert_int_equal(done, 3);
-  assert_true(during >= 1);
-  amn_h3_client_stats cs;
-  amn_h3_server_stats ss;
+  fprintf(stderr, "# %d key updates initiated, %d of them during the download\n", k.done, k.during);
+  assert_int_equal(k.done, 3);
+  assert_true(k.during >= 1);
   /* the last update completes once the peers exchanged packets under the
-   * new keys: a few small calls (at most 2 s) make sure they do */
-  for (int i = 0; i < 40; i++) {
-    amn_h3c_stats(c, &cs);
-    amn_server_h3_stats(s, &ss);
-    if (cs.key_updates >= 3 && ss.key_updates >= 3) break;
-    assert_int_equal(call_str(c, "/t.H3/Echo", "y", 5000, &r), 0);
-    amn_result_free(&r);
-    usleep(50000);
-  }
-  fprintf(stderr, "# key updates: client %llu, server %llu\n", (unsigned long long)cs.key_updates,
-          (unsigned long long)ss.key_updates);
-  assert_true(cs.key_updates >= 3);
-  assert_true(ss.key_updates >= 3);
+   * new keys: small calls make sure they do */
+  h3_watch w = {.s = s, .c = c, .n = 3, .holds = key_updates_installed};
+  h3_wait(&w, 10000);
+  fprintf(stderr, "# key updates: client %llu, server %llu\n", (unsigned long long)w.cs.key_updates,
+          (unsigned long long)w.ss.key_updates);
+  assert_true(w.cs.key_updates >= 3);
+  assert_true(w.ss.key_updates >= 3);
   amn_client_free(c);
   srv_free(s);
 }
@@ -1225,6 +1312,8 @@ static void test_conn_stateless_reset(void **st) {
  * the old server's NEW_TOKEN (the token key comes from the secret too).
  * With another secret the reset is not recognised: the call runs into its
  * deadline. */
+static bool tokens_received(const h3_watch *w) { return w->cs.tokens_received >= w->n; }
+
 static void restart_with_secret(const uint8_t *first, const uint8_t *next, bool recognised) {
   srv_cfg sc = {.quic_secret = first, .threads = 2};
   amn_server *s = srv_start(&sc);
@@ -1235,12 +1324,9 @@ static void restart_with_secret(const uint8_t *first, const uint8_t *next, bool 
   assert_int_equal(call_str(c, "/t.H3/Echo", "before", 5000, &res), 0);
   assert_int_equal(res.code, AMN_STATUS_OK);
   amn_result_free(&res);
-  amn_h3_client_stats cs;
-  for (int i = 0; i < 200; i++) { /* the NEW_TOKEN comes after the handshake */
-    amn_h3c_stats(c, &cs);
-    if (cs.tokens_received >= 1) break;
-    usleep(10000);
-  }
+  h3_watch w = {.c = c, .n = 1, .holds = tokens_received}; /* the NEW_TOKEN comes after the handshake */
+  assert_true(h3_wait(&w, 10000));
+  amn_h3_client_stats cs = w.cs;
   assert_int_equal(cs.tokens_received, 1);
   relay_dir_cfg dark = {.blackhole = true};
   udp_relay_set(r, RELAY_S2C, &dark);
@@ -1294,6 +1380,14 @@ static void test_conn_reset_secret_differs(void **st) {
   restart_with_secret(k1, k2, false);
 }
 
+/* Every datagram the relay took from clients went out towards the server,
+ * with its copies (none is waiting in the relay). */
+static bool relay_c2s_all_sent(void *r) {
+  relay_stats st;
+  udp_relay_stats(r, RELAY_C2S, &st);
+  return st.out == st.in - st.dropped + st.duplicated;
+}
+
 /* max_connections over QUIC: one connection more is refused at its first
  * packet (CONNECTION_REFUSED with the reason, which the client reports),
  * counted by amn_server_refused_connections; the first connection keeps
@@ -1321,14 +1415,17 @@ static void test_conn_max_connections(void **st) {
   assert_non_null(strstr(res.message, "max_connections reached"));
   assert_true(now_s() - t0 < 2.0); /* refused, not timed out */
   amn_result_free(&res);
-  usleep(50000); /* the copies arrived */
+  /* the copies of b's datagrams: all sent to the server, and read by it
+   * before the next request of a, which its only socket (one event loop)
+   * queues behind them */
+  assert_true(amn_t_poll(relay_c2s_all_sent, r, 10000));
+  assert_int_equal(call_str(a, "/t.H3/Echo", "still", 5000, &res), 0);
+  assert_int_equal(res.code, AMN_STATUS_OK);
+  amn_result_free(&res);
   relay_stats rs;
   udp_relay_stats(r, RELAY_C2S, &rs);
   assert_true(rs.duplicated >= 1);
   assert_int_equal(amn_server_refused_connections(s), 1);
-  assert_int_equal(call_str(a, "/t.H3/Echo", "still", 5000, &res), 0);
-  assert_int_equal(res.code, AMN_STATUS_OK);
-  amn_result_free(&res);
   amn_client_free(b);
   udp_relay_stop(r);
   amn_client_free(a); /* CONNECTION_CLOSE: the server drains it for 3 PTO */
@@ -1340,6 +1437,8 @@ static void test_conn_max_connections(void **st) {
   amn_client_free(c);
   srv_free(s);
 }
+
+static bool handshakes_timed_out(const h3_watch *w) { return w->ss.handshake_timeouts >= w->n; }
 
 /* Handshakes that never complete: the server drops them after
  * handshake_timeout_ms, the client reports its connect timeout clearly. */
@@ -1357,14 +1456,9 @@ static void test_conn_handshake_timeout(void **st) {
   amn_call_opts none = {0};
   double t0 = now_s();
   assert_int_equal(amn_client_unary_async(c, "/t.H3/Echo", (const uint8_t *)"x", 1, &none, async_cb, &a), 0);
-  amn_h3_server_stats ss;
-  for (int i = 0; i < 200; i++) {
-    amn_server_h3_stats(s, &ss);
-    if (ss.handshake_timeouts >= 1) break;
-    usleep(10000);
-  }
+  h3_watch w = {.s = s, .n = 1, .holds = handshakes_timed_out};
+  assert_true(h3_wait(&w, 10000));
   double hs_el = now_s() - t0;
-  assert_true(ss.handshake_timeouts >= 1);
   assert_true(hs_el >= 0.45 && hs_el < 2.5);
   assert_true(async_wait(&a, 10));
   fprintf(stderr, "# server dropped the handshake after %.2f s; the client gave up after %.2f s: %s\n", hs_el,
@@ -1377,6 +1471,8 @@ static void test_conn_handshake_timeout(void **st) {
   srv_free(s);
 }
 
+static bool handshaking(const h3_watch *w) { return w->ss.handshaking >= w->n; }
+
 /* Handshake load: with two handshakes stuck on the (single) loop and a
  * threshold of 2, a new client must first prove its address (Retry); it
  * still gets served. */
@@ -1387,7 +1483,7 @@ static void test_conn_retry_under_load(void **st) {
     amn_server_opts so;
     amn_server_opts_init(&so);
     so.listen = "127.0.0.1:0";
-    so.tls = g_stls;
+    so.tls = amn_t_stls;
     so.threads = 1;
     so.transport = AMN_TRANSPORT_H3;
     so.quic_retry_threshold = 2;
@@ -1411,12 +1507,9 @@ static void test_conn_retry_under_load(void **st) {
     assert_int_equal(amn_client_unary_async(stuck[i], "/t.H3/Echo", (const uint8_t *)"x", 1, &none, async_cb, &a[i]),
                      0);
   }
-  amn_h3_server_stats ss;
-  for (int i = 0; i < 200; i++) {
-    amn_server_h3_stats(s, &ss);
-    if (ss.handshaking >= 2) break;
-    usleep(10000);
-  }
+  h3_watch w = {.s = s, .n = 2, .holds = handshaking};
+  assert_true(h3_wait(&w, 10000));
+  amn_h3_server_stats ss = w.ss;
   assert_int_equal(ss.handshaking, 2);
   assert_int_equal(ss.retries_sent, 0);
   amn_client *c = cli_new(amn_server_port(s), NULL);
@@ -1450,7 +1543,8 @@ typedef struct caller {
   amn_client *c;
   size_t big;                   /* 0: /t.H3/Echo */
   atomic_bool stop;
-  int ok, failed, unclean;
+  atomic_int ok, failed;        /* read while the calls go on */
+  int unclean;
   char last[200];
 } caller;
 
@@ -1466,9 +1560,9 @@ static void *caller_main(void *p) {
               (k->big ? r.len == k->big && check_fill(r.data, r.len, k->big)
                       : r.len == strlen(req) && memcmp(r.data, req, r.len) == 0);
     if (ok) {
-      k->ok++;
+      atomic_fetch_add(&k->ok, 1);
     } else {
-      k->failed++;
+      atomic_fetch_add(&k->failed, 1);
       if (rc != 0 || (r.code != AMN_STATUS_UNAVAILABLE && r.code != AMN_STATUS_DEADLINE_EXCEEDED)) k->unclean++;
       snprintf(k->last, sizeof k->last, "rc %d, %s: %s", rc, amn_status_name(r.code), r.message ? r.message : "");
     }
@@ -1477,9 +1571,28 @@ static void *caller_main(void *p) {
   return NULL;
 }
 
-static void caller_report(const char *who, const caller *k) {
-  fprintf(stderr, "# %s: %d ok, %d failed (%d unclean)%s%s\n", who, k->ok, k->failed, k->unclean,
-          k->failed ? ", last: " : "", k->failed ? k->last : "");
+static void caller_report(const char *who, caller *k) {
+  int failed = atomic_load(&k->failed);
+  fprintf(stderr, "# %s: %d ok, %d failed (%d unclean)%s%s\n", who, atomic_load(&k->ok), failed, k->unclean,
+          failed ? ", last: " : "", failed ? k->last : "");
+}
+
+/* The churn's load period: at least `until` (amn_t_now_ms), and until what
+ * the test checks happened under it: enough datagrams from fresh
+ * addresses, calls of the churned client completed (either way), calls of
+ * the one alongside. */
+typedef struct churn_load {
+  udp_relay *r;
+  caller *small, *big, *other;
+  double until;
+} churn_load;
+static int completed(caller *k) { return atomic_load(&k->ok) + atomic_load(&k->failed); }
+static bool churn_load_done(void *arg) {
+  churn_load *l = arg;
+  relay_stats rs;
+  udp_relay_stats(l->r, RELAY_C2S, &rs);
+  return amn_t_now_ms() >= l->until && rs.churned >= 100 && completed(l->small) >= 2 && completed(l->big) >= 2 &&
+         atomic_load(&l->other->ok) >= 10;
 }
 
 /* NAT rebinding churn (issue 14): for several seconds every datagram of
@@ -1505,8 +1618,12 @@ static void test_churn_nat_rebinding(void **st) {
   pthread_create(&t[1], NULL, caller_main, &big);
   pthread_create(&t[2], NULL, caller_main, &other);
   udp_relay_churn(r, true);
-  usleep(5000000); /* the churn lasts 5 s: the calls run meanwhile */
+  /* the churn lasts 5 s while the calls run, longer if they have not made
+   * enough progress by then (a loaded machine) */
+  churn_load load = {r, &small, &big, &other, amn_t_now_ms() + 5000};
+  assert_true(amn_t_poll(churn_load_done, &load, 120000));
   udp_relay_churn(r, false);
+  double churn_s = 5 + (amn_t_now_ms() - load.until) / 1e3;
   relay_stats rs;
   udp_relay_stats(r, RELAY_C2S, &rs);
   atomic_store(&small.stop, true);
@@ -1515,16 +1632,16 @@ static void test_churn_nat_rebinding(void **st) {
   for (int i = 0; i < 3; i++) pthread_join(t[i], NULL);
   amn_h3_server_stats ss;
   amn_server_h3_stats(s, &ss);
-  fprintf(stderr, "# churn: %llu datagrams from fresh addresses in 5 s; server: %llu path validations, %llu "
-          "connections accepted\n", (unsigned long long)rs.churned, (unsigned long long)ss.path_validations,
-          (unsigned long long)ss.conns_accepted);
+  fprintf(stderr, "# churn: %llu datagrams from fresh addresses in %.1f s; server: %llu path validations, %llu "
+          "connections accepted\n", (unsigned long long)rs.churned, churn_s,
+          (unsigned long long)ss.path_validations, (unsigned long long)ss.conns_accepted);
   caller_report("churned client, echo", &small);
   caller_report("churned client, 256 KiB downloads", &big);
   caller_report("client alongside", &other);
   assert_true(rs.churned >= 100);               /* the churn really happened */
   assert_int_equal(small.unclean + big.unclean, 0);
-  assert_int_equal(other.failed, 0);
-  assert_true(other.ok >= 10);
+  assert_int_equal(atomic_load(&other.failed), 0);
+  assert_true(atomic_load(&other.ok) >= 10);
   /* the churned client works again (on its connection, or a new one) */
   int rc = call_str(ca, "/t.H3/Echo", "after", 10000, &res);
   assert_int_equal(rc, 0);
@@ -1545,23 +1662,21 @@ static void test_churn_nat_rebinding(void **st) {
  * many requests open at once; the client queues the rest, and its pool
  * opens another connection when the open ones are full (up to
  * pool_max_connections). */
-static void many_done(const amn_result *r, void *ud) {
-  atomic_int *ok = ud;
-  if (r->code == AMN_STATUS_OK) atomic_fetch_add(ok, 1);
-  else atomic_fetch_add(ok, 1000);
-}
+static void many_done(const amn_result *r, void *ud) { amn_t_counter_add(ud, r->code == AMN_STATUS_OK ? 1 : 1000); }
 
 /* 20 calls of 200 ms; returns the seconds they took. */
 static double run_slow_calls(amn_client *c) {
+  static amn_t_counter ok = AMN_T_COUNTER_INIT; /* 1 a success, 1000 a failure */
+  amn_t_counter_set(&ok, 0);
   atomic_store(&g_slow_max, 0);
-  atomic_int ok = 0;
   amn_call_opts co = {.timeout_ms = 20000};
   double t0 = now_s();
   for (int i = 0; i < 20; i++)
     assert_int_equal(amn_client_unary_async(c, "/t.H3/Slow", (const uint8_t *)"200", 3, &co, many_done, &ok), 0);
-  while (atomic_load(&ok) < 20 && now_s() - t0 < 20) usleep(10000);
-  assert_int_equal(atomic_load(&ok), 20);
-  return now_s() - t0;
+  amn_t_counter_wait_ge(&ok, 20, 30000);
+  double el = now_s() - t0;
+  assert_int_equal(amn_t_counter_get(&ok), 20);
+  return el;
 }
 
 static void test_tune_max_concurrent_streams(void **st) {
@@ -1593,32 +1708,40 @@ static void test_tune_max_concurrent_streams(void **st) {
 }
 
 /* [quic] initial_window_size: while a handler has paused receiving, a
- * client can push only about a window of request bytes. */
-static size_t window_run(uint32_t win) {
+ * client can push only about a window of request bytes. Returns the bytes
+ * on the wire while the handler paused. With a window larger than all the
+ * client queues (`all`), waits until that went out; otherwise waits until
+ * half a window went out, then gives the client a bounded time to send
+ * more than it may (nothing could signal that it never will). */
+static size_t window_run(uint32_t win, bool all) {
   srv_cfg sc = {.initial_window_size = win};
   amn_server *s = srv_start(&sc);
   udp_relay *r = udp_relay_start(amn_server_port(s), 23);
   amn_client *c = cli_new(udp_relay_port(r), NULL);
   atomic_store(&g_hold_bytes, 0);
+  amn_t_counter_set(&g_hold_paused, 0);
+  amn_t_counter_set(&g_hold_go, 0);
   sctx x = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, false, true, false, 0};
   amn_cstream_cbs cbs = {sx_message, sx_close, sx_writable};
   amn_cstream *cs;
   amn_call_opts co = {.timeout_ms = 30000};
   assert_int_equal(amn_client_stream_open(c, "/t.H3/Hold", &co, &cbs, &x, &cs), 0);
   static uint8_t chunk[64 * 1024];
-  assert_int_equal(amn_cstream_send(cs, chunk, 1000), 0); /* the handler pauses on this one */
-  usleep(200000);
-  relay_stats a;
-  udp_relay_stats(r, RELAY_C2S, &a);
-  uint64_t before = a.bytes;
+  assert_int_equal(amn_cstream_send(cs, chunk, 1000), 0);
+  assert_true(amn_t_counter_wait_ge(&g_hold_paused, 1, 10000)); /* the handler paused on it */
+  uint64_t before = relay_bytes(r, RELAY_C2S);
   int sent = 0;
   for (int i = 0; i < 64; i++) /* 4 MiB offered, as far as the send buffer takes it */
     if (amn_cstream_send(cs, chunk, sizeof chunk) == 0) sent++;
-  usleep(400000); /* still paused */
-  udp_relay_stats(r, RELAY_C2S, &a);
-  size_t moved = (size_t)(a.bytes - before);
-  for (int i = sent; i < 64; i++)
-    while (amn_cstream_send(cs, chunk, sizeof chunk) == AMN_EAGAIN) usleep(1000);
+  if (all) {
+    assert_true(wait_relay_bytes(r, RELAY_C2S, before + (uint64_t)sent * sizeof chunk, NULL, 30000));
+  } else {
+    assert_true(wait_relay_bytes(r, RELAY_C2S, before + win / 2, NULL, 30000));
+    negative_check_ms(400); /* the paused stream's window holds the rest back */
+  }
+  size_t moved = (size_t)(relay_bytes(r, RELAY_C2S) - before);
+  amn_t_counter_add(&g_hold_go, 1); /* the handler resumes */
+  for (int i = sent; i < 64; i++) assert_int_equal(sx_send(cs, &x, chunk, sizeof chunk), 0);
   assert_int_equal(amn_cstream_close_send(cs), 0);
   pthread_mutex_lock(&x.mu);
   while (!x.closed) pthread_cond_wait(&x.cv, &x.mu);
@@ -1634,7 +1757,7 @@ static size_t window_run(uint32_t win) {
 
 static void test_tune_initial_window(void **st) {
   (void)st;
-  size_t small = window_run(64 * 1024), big = window_run(8u << 20);
+  size_t small = window_run(64 * 1024, false), big = window_run(8u << 20, true);
   fprintf(stderr, "# request bytes on the wire while the handler paused: window 64 KiB: %zu, window 8 MiB: %zu\n",
           small, big);
   assert_true(small < 200 * 1024);     /* a window (+ packet overhead, retransmissions) */
@@ -1687,6 +1810,13 @@ static void test_tune_window_autotune(void **st) {
   srv_free(s);
 }
 
+static bool conns_open_at_most(const h3_watch *w) { return w->ss.conns_open <= w->n; }
+static bool client_unconnected(void *c) {
+  amn_endpoint_stats es;
+  amn_client_stats(c, &es, 1, NULL);
+  return es.connections == 0 && es.connecting == 0;
+}
+
 /* [network] idle_timeout_ms: a connection without calls closes after it
  * (QUIC idle timeout); a quiet call keeps its connection (PINGs). */
 static void test_tune_idle_timeout(void **st) {
@@ -1695,22 +1825,22 @@ static void test_tune_idle_timeout(void **st) {
   amn_server *s = srv_start(&sc);
   amn_client *c = cli_new(amn_server_port(s), NULL);
   amn_result r;
-  assert_int_equal(call_str(c, "/t.H3/Slow", "2000", 10000, &r), 0); /* 2.5 idle timeouts without data */
+  assert_int_equal(call_str(c, "/test.Svc/Sleep", "2000", 10000, &r), 0); /* 2.5 idle timeouts without data */
   assert_int_equal(r.code, AMN_STATUS_OK);
   amn_result_free(&r);
   amn_h3_server_stats ss;
   amn_server_h3_stats(s, &ss);
   assert_int_equal(ss.conns_open, 1);
   double t0 = now_s();
-  while (now_s() - t0 < 5) {
-    amn_server_h3_stats(s, &ss);
-    if (ss.conns_open == 0) break;
-    usleep(20000);
-  }
+  h3_watch w = {.s = s, .n = 0, .holds = conns_open_at_most};
+  h3_wait(&w, 5000);
   double el = now_s() - t0;
   fprintf(stderr, "# idle connection closed after %.2f s (idle_timeout_ms 800)\n", el);
-  assert_int_equal(ss.conns_open, 0);
+  assert_int_equal(w.ss.conns_open, 0);
   assert_true(el >= 0.5 && el < 2.5);
+  /* the client's end of it idles out too (its last packet came a little
+   * later): then the next call needs a new connection */
+  assert_true(amn_t_poll(client_unconnected, c, 5000));
   assert_int_equal(call_str(c, "/t.H3/Echo", "again", 5000, &r), 0); /* a new connection */
   assert_int_equal(r.code, AMN_STATUS_OK);
   amn_result_free(&r);
@@ -1731,10 +1861,11 @@ static uint64_t quiet_call_s2c(uint32_t ka) {
   amn_result res;
   assert_int_equal(call_str(c, "/t.H3/Echo", "x", 5000, &res), 0);
   amn_result_free(&res);
-  usleep(200000);
+  h3_watch w = {.c = c, .n = 1, .holds = tokens_received}; /* the server's flight after the handshake is in */
+  assert_true(h3_wait(&w, 10000));
   relay_stats a, b;
   udp_relay_stats(r, RELAY_S2C, &a);
-  assert_int_equal(call_str(c, "/t.H3/Slow", "1500", 10000, &res), 0);
+  assert_int_equal(call_str(c, "/test.Svc/Sleep", "1500", 10000, &res), 0);
   udp_relay_stats(r, RELAY_S2C, &b);
   assert_int_equal(res.code, AMN_STATUS_OK);
   amn_result_free(&res);
@@ -1920,28 +2051,38 @@ static char who(amn_client *c, const char *req, bool idempotent) {
   return buf[0];
 }
 
-/* Waits until the client holds the session ticket and the token of its
- * current connection (they come right after the handshake). */
-static void wait_ticket(amn_client *c) {
-  amn_h3_client_stats cs;
-  for (int i = 0; i < 200; i++) {
-    amn_h3c_stats(c, &cs);
-    if (cs.handshakes && cs.tokens_received >= cs.handshakes) break;
-    usleep(10000);
-  }
-  assert_true(cs.handshakes && cs.tokens_received >= cs.handshakes);
-  usleep(50000); /* the ticket travels with the token */
+static bool token_of_each_handshake(const h3_watch *w) {
+  return w->cs.handshakes && w->cs.tokens_received >= w->cs.handshakes;
 }
 
-static void wait_server_idle(amn_server *s) {
-  amn_h3_server_stats ss;
-  for (int i = 0; i < 300; i++) {
-    amn_server_h3_stats(s, &ss);
-    if (ss.conns_open == 0 && ss.conns_closing == 0) return; /* the draining ones hold their CIDs */
-    usleep(10000);
-  }
-  fail_msg("server connections still open: %u (and %u closing)", ss.conns_open, ss.conns_closing);
+/* Waits until the client holds the session ticket and the token of its
+ * current connection. The server sends both right after the handshake,
+ * the ticket first; the client counts tokens, not tickets: a round trip
+ * on the connection once the token is in, whose answer the server sends
+ * after them, makes sure the ticket is in too. */
+static void wait_ticket(amn_client *c) {
+  h3_watch w = {.c = c, .holds = token_of_each_handshake};
+  assert_true(h3_wait(&w, 10000));
+  amn_result r;
+  assert_int_equal(call_str(c, "/t.H3/Echo", "after the ticket", 5000, &r), 0);
+  assert_int_equal(r.code, AMN_STATUS_OK);
+  amn_result_free(&r);
 }
+
+static bool server_idle(const h3_watch *w) { /* the draining ones hold their CIDs */
+  return w->ss.conns_open == 0 && w->ss.conns_closing == 0 && w->ss.handshaking == 0;
+}
+
+/* Waits until the server holds no connection, not even one in its
+ * handshake (dropped after handshake_timeout_ms). */
+static void wait_server_idle(amn_server *s) {
+  h3_watch w = {.s = s, .holds = server_idle};
+  if (!h3_wait(&w, 10000))
+    fail_msg("server connections still open: %u (%u closing, %u in their handshake)", w.ss.conns_open,
+             w.ss.conns_closing, w.ss.handshaking);
+}
+
+static bool replays_detected(const h3_watch *w) { return w->ss.replays_detected >= w->n; }
 
 /* A second connection's first (idempotent) request travels as 0-RTT data
  * and is served with the verified client identity; non-idempotent calls
@@ -1995,10 +2136,13 @@ static void test_zrtt_resume_early(void **st) {
 /* An attacker replays the client's first flight (ClientHello + 0-RTT
  * request) from another address: the anti-replay table recognises the
  * ClientHello, GnuTLS refuses its early data, the request does not run a
- * second time. */
+ * second time: not before the server dropped that connection, whose
+ * handshake the attacker cannot complete (after handshake_timeout_ms, short
+ * here), and never after. */
 static void test_zrtt_replay_refused(void **st) {
   (void)st;
-  amn_server *s = srv_start(NULL);
+  srv_cfg sc = {.handshake_timeout_ms = 2000};
+  amn_server *s = srv_start(&sc);
   udp_relay *r = udp_relay_start(amn_server_port(s), 5);
   amn_client *c = cli_new(udp_relay_port(r), NULL);
   assert_int_equal(who(c, "hello", true), 'N');
@@ -2018,18 +2162,16 @@ static void test_zrtt_replay_refused(void **st) {
   int sent = udp_relay_replay(r);
   fprintf(stderr, "# replayed %d datagrams of the client's first flight\n", sent);
   assert_true(sent >= 2); /* Initial + 0-RTT */
+  h3_watch w = {.s = s, .n = before.replays_detected + 1, .holds = replays_detected};
+  assert_true(h3_wait(&w, 10000));
+  wait_server_idle(s); /* the replayed connection is gone: whatever it could run, it ran */
   amn_h3_server_stats after;
-  for (int i = 0; i < 300; i++) {
-    amn_server_h3_stats(s, &after);
-    if (after.replays_detected > before.replays_detected) break;
-    usleep(10000);
-  }
-  usleep(300000); /* would the request run again? */
   amn_server_h3_stats(s, &after);
   fprintf(stderr, "# after the replay: replays detected %llu, early rejected %llu, early calls %llu, "
-                  "connections accepted %llu\n",
+                  "connections accepted %llu, handshake timeouts %llu\n",
           (unsigned long long)after.replays_detected, (unsigned long long)after.early_rejected,
-          (unsigned long long)after.early_calls, (unsigned long long)after.conns_accepted);
+          (unsigned long long)after.early_calls, (unsigned long long)after.conns_accepted,
+          (unsigned long long)after.handshake_timeouts);
   assert_int_equal(after.replays_detected, before.replays_detected + 1);
   assert_int_equal(after.conns_accepted, before.conns_accepted + 1); /* it did reach the server */
   assert_int_equal(after.early_calls, before.early_calls);
@@ -2127,15 +2269,7 @@ int main(int argc, char **argv);
 
 static int setup_all(void **st) {
   (void)st;
-  snprintf(g_dir, sizeof g_dir, "/tmp/amn-h3-XXXXXX");
-  if (!mkdtemp(g_dir)) return -1;
-  char err[256];
-  if (amn_pki_init(g_dir, false, err, sizeof err) != 0) {
-    fprintf(stderr, "pki: %s\n", err);
-    return -1;
-  }
-  amn_pki_paths(g_dir, "server", &g_stls, g_store_s, sizeof g_store_s);
-  amn_pki_paths(g_dir, "client", &g_ctls, g_store_c, sizeof g_store_c);
+  if (amn_t_setup("h3") != 0) return -1;
   amn_log_set_level(getenv("AMN_TEST_DEBUG") ? AMN_LOG_DEBUG : AMN_LOG_WARN);
   return 0;
 }
@@ -2148,10 +2282,8 @@ static int teardown_all(void **st) {
   fprintf(stderr, "# transport memory: %zu bytes held at the end (peak %zu), %zu bytes lost by ngtcp2/nghttp3 and "
                   "freed with their connections\n",
           cur, peak, amn_h3_mem_swept());
-  if (cur) return -1;
-  char cmd[300];
-  snprintf(cmd, sizeof cmd, "rm -rf '%s'", g_dir);
-  return system(cmd) == 0 ? 0 : -1;
+  amn_t_teardown();
+  return cur ? -1 : 0;
 }
 
 /* ------------------------------------------------------------------ */
@@ -2163,6 +2295,9 @@ static amn_endpoint_stats ep_stats(amn_client *c) {
   assert_int_equal(amn_client_stats(c, &es, 1, NULL), 1);
   return es;
 }
+
+static bool no_connection(void *c) { return ep_stats(c).connections == 0; }
+static bool endpoint_ready(void *c) { return ep_stats(c).state == AMN_EP_READY; }
 
 /* One echo; returns the seconds it took. */
 static double timed_echo(amn_client *c, const char *what) {
@@ -2246,15 +2381,17 @@ static void test_auto_udp_blackholed(void **st) {
   assert_true(dgrams >= 1);
   assert_true(el >= 0.24 && el < 3.0); /* QUIC's head start was honoured */
   /* the pool closes the idle connection; the next one goes straight to TCP */
-  for (int i = 0; i < 300 && ep_stats(c).connections; i++) usleep(10000);
-  assert_int_equal(ep_stats(c).connections, 0);
+  assert_true(amn_t_poll(no_connection, c, 10000));
+  amn_h3_client_stats cs0, cs1;
+  amn_h3c_stats(c, &cs0);
   el = timed_echo(c, "again");
-  int later = 0;
-  usleep(50000);
+  amn_h3c_stats(c, &cs1);
+  int later = 0; /* (a QUIC attempt sends its Initial before TCP may start) */
   while (recv(hole, buf, sizeof buf, 0) > 0) later++;
   es = ep_stats(c);
-  fprintf(stderr, "# second connection after %.3f s over %s, %d datagrams towards QUIC\n", el,
-          es.transport == AMN_TRANSPORT_H2 ? "HTTP/2" : "?", later);
+  fprintf(stderr, "# second connection after %.3f s over %s, %llu QUIC attempts, %d datagrams towards QUIC\n", el,
+          es.transport == AMN_TRANSPORT_H2 ? "HTTP/2" : "?", (unsigned long long)(cs1.connects - cs0.connects), later);
+  assert_int_equal(cs1.connects, cs0.connects);
   assert_int_equal(later, 0);
   assert_int_equal(es.connects, 2);
   assert_true(el < 0.24);
@@ -2275,7 +2412,7 @@ static void test_auto_forgets_failed_transport(void **st) {
   amn_client *c = cli_new(port, &cc);
   timed_echo(c, "h3 first");
   assert_int_equal(ep_stats(c).transport, AMN_TRANSPORT_H3);
-  for (int i = 0; i < 300 && ep_stats(c).connections; i++) usleep(10000);
+  assert_true(amn_t_poll(no_connection, c, 10000)); /* idled out: the next call connects */
   srv_free(s);
   srv_cfg sc2 = {.transport = AMN_TRANSPORT_H2, .port = port};
   s = srv_start(&sc2);
@@ -2330,8 +2467,9 @@ static void test_pool_keepalive_dead_peer(void **st) {
   async_res a;
   async_init(&a);
   amn_call_opts none = {0};
-  assert_int_equal(amn_client_unary_async(c, "/t.H3/Slow", (const uint8_t *)"5000", 4, &none, async_cb, &a), 0);
-  usleep(100000);
+  amn_t_counter_set(&amn_t_sleep_started, 0);
+  assert_int_equal(amn_client_unary_async(c, "/test.Svc/Sleep", (const uint8_t *)"5000", 4, &none, async_cb, &a), 0);
+  assert_true(amn_t_counter_wait_ge(&amn_t_sleep_started, 1, 10000)); /* the call is in flight */
   relay_dir_cfg dark = {.blackhole = true};
   relay_cfg_both(r, &dark);
   double t0 = now_s();
@@ -2344,6 +2482,27 @@ static void test_pool_keepalive_dead_peer(void **st) {
   amn_client_free(c);
   udp_relay_stop(r);
   srv_free(s);
+}
+
+/* A call, until the endpoint is ejected. */
+static bool ejected_after_call(void *c) {
+  if (ep_stats(c).state == AMN_EP_EJECTED) return true;
+  amn_result r;
+  assert_int_equal(call_str(c, "/t.H3/Echo", "down", 2000, &r), 0);
+  amn_result_free(&r);
+  return ep_stats(c).state == AMN_EP_EJECTED;
+}
+
+/* The endpoint's connection failures reached `failures`, the last one a
+ * refusal by health check. */
+typedef struct probes {
+  amn_client *c;
+  uint64_t failures;
+} probes;
+static bool refused_by_health_check(void *arg) {
+  probes *p = arg;
+  amn_endpoint_stats es = ep_stats(p->c);
+  return es.connect_failures >= p->failures && strstr(es.last_error, "health check");
 }
 
 /* health_check: a failed endpoint whose server is back but says
@@ -2360,17 +2519,14 @@ static void health_probe_run(amn_transport tp) {
   amn_client *c = cli_new(port, &cc);
   timed_echo(c, "up");
   srv_free(s);
-  amn_result r;
-  for (int i = 0; i < 200 && ep_stats(c).state != AMN_EP_EJECTED; i++) { /* the loss is noticed */
-    assert_int_equal(call_str(c, "/t.H3/Echo", "down", 2000, &r), 0);
-    amn_result_free(&r);
-    usleep(10000);
-  }
-  assert_int_equal(ep_stats(c).state, AMN_EP_EJECTED);
+  assert_true(amn_t_poll(ejected_after_call, c, 20000)); /* calls until the loss is noticed */
   srv_cfg sc2 = {.transport = AMN_TRANSPORT_BOTH, .port = port, .not_serving = true};
   s = srv_start(&sc2);
-  usleep(1500000); /* several probes (backoff 100..400 ms) */
+  /* several probes (backoff 100..400 ms) reach the server and hear NOT_SERVING */
+  probes p = {c, ep_stats(c).connect_failures + 3};
+  assert_true(amn_t_poll(refused_by_health_check, &p, 10000));
   amn_endpoint_stats es = ep_stats(c);
+  amn_result r;
   assert_int_equal(call_str(c, "/t.H3/Echo", "while not serving", 2000, &r), 0);
   fprintf(stderr, "# %s, server NOT_SERVING: endpoint %s after %llu failed probes; a call: %s: %s\n", name,
           es.state == AMN_EP_EJECTED ? "ejected" : "NOT ejected", (unsigned long long)es.connect_failures,
@@ -2387,7 +2543,7 @@ static void health_probe_run(amn_transport tp) {
   amn_client_free(c2);
   amn_server_set_health(s, "", true);
   double t0 = now_s();
-  while (ep_stats(c).state != AMN_EP_READY && now_s() - t0 < 3) usleep(10000);
+  amn_t_poll(endpoint_ready, c, 10000);
   fprintf(stderr, "# %s: SERVING again: endpoint ready after %.2f s\n", name, now_s() - t0);
   assert_int_equal(ep_stats(c).state, AMN_EP_READY);
   timed_echo(c, "back");
