@@ -3,7 +3,7 @@
 # nghttp3 + GnuTLS, an independent HTTP/3 stack) against amaters-netd
 # serving HTTP/2 + HTTP/3 with its development PKI:
 #   - with the dev client certificate: verified mutual TLS over QUIC, ALPN h3,
-#     and a proper HTTP/3 answer to non-gRPC requests (GET -> 405, POST
+#     and a proper HTTP/3 answer to non-gRPC requests (GET -> 405 with a text body, POST
 #     without application/grpc -> 415, both carrying grpc-status)
 #   - without a certificate / with one from another CA: refused in the
 #     handshake (TLS alert in CONNECTION_CLOSE), one clear server log line
@@ -39,7 +39,8 @@ has() { grep -q -- "$2" "$tmp/$1.out"; }
 gtls get --cert "$P/client.pem" --key "$P/client-key.pem"
 check "mTLS handshake completes, ALPN h3" has get "Negotiated ALPN is h3"
 check "GET answered over HTTP/3 with :status 405" has get ":status: 405\]"
-check "  ... with content-type application/grpc" has get "content-type: application/grpc\]"
+check "  ... with content-type text/plain and a body that says why" \
+  eval 'has get "content-type: text/plain; charset=utf-8\]" && has get "405: method not "'
 check "  ... with grpc-status 13 (INTERNAL)" has get "grpc-status: 13\]"
 check "server verified the client certificate (CN=amaters-dev-client)" \
   grep -q "mTLS QUIC connection from .*CN=amaters-dev-client" "$tmp/srv.log"
