@@ -65,9 +65,9 @@ res=$(analyse calls1.txt ex0.log ex1.log ex1b.log ex2.log)
 echo "  $res"
 total=$(wc -l <calls1.txt)
 [ "$total" -gt 300 ] && ok "$total calls made" || bad "only $total calls"
-echo "$res" | grep -q "dup_nonidempotent=0 " && ok "no non-idempotent call executed twice" || bad "a non-idempotent call ran twice"
-echo "$res" | grep -q "ok_not_executed=0 " && ok "every OK call was executed by a server" || bad "OK without an execution"
-echo "$res" | grep -q "bad_status=0 " && ok "failures are UNAVAILABLE only" || bad "other failure statuses"
+grep -q "dup_nonidempotent=0 " <<<"$res" && ok "no non-idempotent call executed twice" || bad "a non-idempotent call ran twice"
+grep -q "ok_not_executed=0 " <<<"$res" && ok "every OK call was executed by a server" || bad "OK without an execution"
+grep -q "bad_status=0 " <<<"$res" && ok "failures are UNAVAILABLE only" || bad "other failure statuses"
 nfail=$(echo "$res" | sed 's/.*failed=//')
 [ "$nfail" -le 12 ] && ok "$nfail failed calls (at most the ones in flight on the killed server)" || bad "$nfail failures"
 [ -s ex1b.log ] && ok "restarted server gets traffic again ($(wc -l <ex1b.log) calls)" || bad "no traffic after restart"
@@ -90,8 +90,8 @@ wait "$lp" && ok "poolload finished during the drain" || bad "poolload exit $?"
 cat load2.out
 res=$(analyse calls2.txt dr0.log dr1.log dr2.log)
 echo "  $res"
-echo "$res" | grep -q " failed=0$" && ok "GOAWAY drain: zero failed calls" || bad "failures during a graceful drain"
-echo "$res" | grep -q "dup_nonidempotent=0 " && ok "drain: nothing executed twice" || bad "drain: duplicate execution"
+grep -q " failed=0$" <<<"$res" && ok "GOAWAY drain: zero failed calls" || bad "failures during a graceful drain"
+grep -q "dup_nonidempotent=0 " <<<"$res" && ok "drain: nothing executed twice" || bad "drain: duplicate execution"
 wait "$p1" && ok "drained server exited cleanly" || bad "drained server exit status"
 [ "$(wc -l <dr1.log)" -gt 0 ] && [ "$(wc -l <dr0.log)" -gt "$(wc -l <dr1.log)" ] && ok "traffic moved to the others" \
   || bad "traffic split $(wc -l dr*.log | tr '\n' ' ')"
