@@ -308,6 +308,8 @@ static void unpark(amn_call *c) {
 static void consume_rx(amn_call *c);
 static void drop_request(amn_call *c);
 static void progress_note(amn_call *c, bool moved);
+static void fail_deferred(amn_call *c, amn_status_code code, const char *msg);
+static void set_final(amn_call *c, amn_status_code code, const char *msg);
 
 /* Room again on the connection: the parked calls' bytes are granted. */
 static void grant_parked(amn_st_budget *b) {
@@ -349,7 +351,7 @@ static void charge(amn_call *c) {
     snprintf(msg, sizeof msg, "%s buffer limit of %zu bytes reached", conn ? "connection" : "server",
              conn ? b->limit : cfg->server_buffer_limit);
     AMN_INFO("call %s from %s: %s", c->method ? c->method : "?", amn_call_peer_addr(c), msg);
-    amn_call_fail(c, AMN_STATUS_RESOURCE_EXHAUSTED, msg); /* drops the queued responses */
+    fail_deferred(c, AMN_STATUS_RESOURCE_EXHAUSTED, msg); /* drops the queued responses */
     drop_request(c);                                      /* and the partial request */
     charge(c);
     return;
@@ -384,6 +386,24 @@ static void drop_request(amn_call *c) {
 }
 
 static void fail_late(amn_call *c, amn_status_code code, const char *msg);
+static void schedule_deferred(amn_call *c);
+
+/* A bound ends the call: the final status replaces anything not yet sent,
+ * later sends fail (ECLOSED), and the handler hears on_cancel from the
+ * loop's deferred list, never from inside its own call into the library
+ * (a send that passed the bound): a handler may rely on on_cancel not
+ * running while it is in amn_call_send. */
+static void fail_deferred(amn_call *c, amn_status_code code, const char *msg) {
+  if (c->trailers_sent || c->stream_closed) return;
+  free_queue(c);
+  c->fin_pending = false;
+  set_final(c, code, msg);
+  if (atomic_exchange(&c->cancelled, true)) return;
+  if (atomic_load(&c->finish_called) || !c->dispatched || !c->h || !c->h->on_cancel) return;
+  c->deferred_cancel = true;
+  c->cancel_code = code;
+  schedule_deferred(c);
+}
 
 /* No byte moved for stall_timeout_ms while the call waited on the client. */
 static void stalled(amn_dl_link *l, void *ud) {
@@ -620,6 +640,10 @@ void amn_srv_loop_run_writable(amn_srv_loop *sl) {
     if (c->deferred_resume) {
       c->deferred_resume = false;
       deliver_held(c);
+    }
+    if (c->deferred_cancel) {
+      c->deferred_cancel = false;
+      if (!atomic_load(&c->finish_called) && c->h->on_cancel) c->h->on_cancel(c, c->cancel_code, c->h->ud);
     }
     if (atomic_exchange(&c->want_writable, false) && !atomic_load(&c->cancelled) &&
         !atomic_load(&c->finish_called) && c->dispatched && c->h->on_writable)

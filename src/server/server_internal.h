@@ -67,6 +67,8 @@ struct amn_call {
   bool fin_pending;                 /* finish processed; trailers after queue drains */
   bool deferred_writable;           /* on the loop's deferred list */
   bool deferred_resume;             /* deliver held messages when the list runs */
+  bool deferred_cancel;             /* tell the handler on_cancel(cancel_code) when the list runs */
+  amn_status_code cancel_code;
   struct amn_call *next_writable;
   amn_loop_op resume_op;                /* resume from another thread */
   atomic_bool resume_pending;

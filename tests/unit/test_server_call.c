@@ -261,6 +261,25 @@ static void on_writable(amn_call *c, void *ud) {
   g_writables++;
 }
 
+/* A handler whose answer passes the connection's bound: it must not hear
+ * on_cancel while it is inside amn_call_send. */
+static bool g_in_send;
+static int g_big_cancels, g_cancel_in_send;
+static void big_msg(amn_call *c, const uint8_t *msg, size_t len, void *ud) {
+  (void)msg; (void)len; (void)ud;
+  static uint8_t big[500];
+  g_in_send = true;
+  int rc = amn_call_send(c, big, sizeof big);
+  g_in_send = false;
+  (void)rc;
+}
+static void big_cancel(amn_call *c, amn_status_code why, void *ud) {
+  (void)why; (void)ud;
+  g_big_cancels++;
+  if (g_in_send) g_cancel_in_send++;
+  amn_call_finish(c, AMN_STATUS_CANCELLED, NULL);
+}
+
 static int setup(void **st) {
   (void)st;
   amn_log_set_level(AMN_LOG_ERROR);
@@ -282,6 +301,8 @@ static int setup(void **st) {
   amn_handler p = {.on_message = pauser_msg, .on_half_close = stream_half_close, .on_cancel = on_cancel,
                    .client_streaming = true};
   amn_server_register(g_srv, "/t.S/Pause", &p);
+  amn_handler big = {.on_message = big_msg, .on_cancel = big_cancel, .client_streaming = true};
+  amn_server_register(g_srv, "/t.S/Big", &big);
   memset(&g_sl, 0, sizeof g_sl);
   g_sl.srv = g_srv;
   g_sl.ev = ev_loop_new(EVFLAG_AUTO);
@@ -702,6 +723,27 @@ static void test_stall(void **st) {
   assert_null(g_sl.progress.head);
 }
 
+/* A send that passes the connection's bound ends the call, but the
+ * handler hears on_cancel only afterwards, from the loop's deferred list. */
+static void test_budget_cancel_not_inside_send(void **st) {
+  (void)st;
+  amn_st_budget b = {.limit = 400, .grant_below = 150};
+  g_big_cancels = g_cancel_in_send = 0;
+  fake_conn f = {0};
+  amn_call *c = request(&f, "/t.S/Big", NULL);
+  B->attach(c, &b);
+  send_msg(c, "go", 2);
+  assert_int_equal(g_big_cancels, 0); /* not from inside the send */
+  amn_srv_loop_run_writable(&g_sl);
+  assert_int_equal(g_big_cancels, 1);
+  assert_int_equal(g_cancel_in_send, 0);
+  response r = {0};
+  pump(c, &r);
+  assert_string_equal(r.grpc_status, "8");
+  close_stream(c, AMN_STATUS_CANCELLED);
+  assert_int_equal(b.held, 0);
+}
+
 /* amn_call_finish from another thread is handed over to the loop. */
 static void *finish_elsewhere(void *arg) {
   amn_call_send(arg, (const uint8_t *)"late", 4);
@@ -791,6 +833,7 @@ int main(void) {
       cmocka_unit_test(test_pause_holds_window),
       cmocka_unit_test(test_budget_holds_window),
       cmocka_unit_test(test_budget_fails_past_limit),
+      cmocka_unit_test(test_budget_cancel_not_inside_send),
       cmocka_unit_test(test_server_buffer_limit),
       cmocka_unit_test(test_header_timeout),
       cmocka_unit_test(test_stall),
