@@ -1,0 +1,193 @@
+# h2_seeds.py OUTDIR: writes the seeds of fuzz_h2_server (fuzz/corpus/h2_server):
+# client frame sequences made with python3-h2 (and hyperframe/hpack for what
+# h2 will not send: a header block split into CONTINUATION frames, GOAWAY,
+# a header block that is not HPACK). Each seed is the target's input: one
+# control byte (bits: 0-2 write split, 3 hard stop at the end, 4 raw: the
+# seed carries the connection preface itself, 5 drain halfway, 6 clock jump
+# halfway, 7 half-close at the end; see fuzz/fuzz_h2_server.c), then the
+# client's bytes after the preface and SETTINGS the harness sends.
+# Deterministic: running it again writes the same files.
+import os, sys
+import h2.config, h2.connection
+from hyperframe.frame import ContinuationFrame, DataFrame, GoAwayFrame, HeadersFrame, PingFrame
+import hpack
+
+out = sys.argv[1] if len(sys.argv) > 1 else 'fuzz/corpus/h2_server'
+os.makedirs(out, exist_ok=True)
+PREFACE = b'PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n'
+SERVER_SETTINGS = b'\x00\x00\x00\x04\x00\x00\x00\x00\x00'
+
+
+def varint(n):
+    b = bytearray()
+    while True:
+        if n < 0x80:
+            b.append(n)
+            return bytes(b)
+        b.append(n & 0x7f | 0x80)
+        n >>= 7
+
+
+def pb(field, data):  # a length-delimited protobuf field
+    return bytes([field << 3 | 2]) + varint(len(data)) + data
+
+
+def grpc(msg, flag=0):  # a gRPC length-prefixed message
+    return bytes([flag]) + len(msg).to_bytes(4, 'big') + msg
+
+
+def query(q, sig=b''):  # amaters.v1.QueryRequest
+    return pb(1, q) + (pb(2, sig) if sig else b'')
+
+
+def req(path, extra=(), method='POST', ctype='application/grpc'):
+    h = [(':method', method), (':scheme', 'http'), (':path', path), (':authority', 'localhost')]
+    if ctype:
+        h.append(('content-type', ctype))
+    h.append(('te', 'trailers'))
+    return h + list(extra)
+
+
+class Client:
+    """A python3-h2 client connection whose output becomes a seed."""
+
+    def __init__(self):
+        cfg = h2.config.H2Configuration(client_side=True, header_encoding='utf-8',
+                                        validate_outbound_headers=False)
+        self.c = h2.connection.H2Connection(config=cfg)
+        self.c.initiate_connection()
+        self.c.receive_data(SERVER_SETTINGS)  # the server's SETTINGS: we ACK them
+        self.buf = self.c.data_to_send()[len(PREFACE):]
+
+    def take(self):
+        self.buf += self.c.data_to_send()
+
+    def call(self, path, msgs=(), end=True, extra=(), **kw):
+        sid = self.c.get_next_available_stream_id()
+        self.c.send_headers(sid, req(path, extra, **kw), end_stream=end and not msgs)
+        for i, m in enumerate(msgs):
+            self.c.send_data(sid, m, end_stream=end and i == len(msgs) - 1)
+        self.take()
+        return sid
+
+    def raw(self, b):
+        self.take()
+        self.buf += b
+
+
+def write(name, ctl, body):
+    with open(os.path.join(out, name), 'wb') as f:
+        f.write(bytes([ctl]) + body)
+
+
+EXEC = '/amaters.v1.AmateRS/Execute'
+STREAM = '/amaters.v1.AmateRS/ExecuteStream'
+SCRIPT = '/fuzz.v1.Fuzz/Script'
+
+# unary Execute, the echo service
+c = Client()
+c.call(EXEC, [grpc(query(b'hello amaters', b'sig-1'))])
+write('unary-execute', 0, c.buf)
+
+# metadata (x-echo-* comes back in the trailers, -bin is base64) and a deadline
+c = Client()
+c.call(EXEC, [grpc(query(b'with metadata'))],
+       extra=[('grpc-timeout', '2500m'), ('x-echo-trace', 'abc123'), ('blob-bin', 'Af8'),
+              ('user-agent', 'grpc-c/1.0'), ('grpc-accept-encoding', 'identity')])
+write('metadata-timeout', 0x42, c.buf)  # byte-wise chunks, clock jump halfway
+
+# ExecuteStream: three queries, one split over two DATA frames, then the end
+c = Client()
+sid = c.call(STREAM, end=False)
+c.c.send_data(sid, grpc(query(b'q1')))
+m = grpc(query(b'second query'))
+c.c.send_data(sid, m[:7])
+c.c.send_data(sid, m[7:])
+c.c.send_data(sid, grpc(query(b'last')), end_stream=True)
+c.take()
+write('stream', 0x03, c.buf)
+
+# not gRPC: GET, a wrong content-type, an unknown method, compression, timeouts
+c = Client()
+c.call('/', method='GET', ctype=None)
+c.call(EXEC, [grpc(query(b'x'))], ctype='text/plain')
+c.call('/amaters.v1.AmateRS/Nope', [grpc(query(b'x'))], extra=[('grpc-timeout', '1S')])
+c.call(EXEC, [grpc(query(b'x'), 1)], extra=[('grpc-encoding', 'gzip')])
+c.call(EXEC, [grpc(query(b'x'))], extra=[('grpc-timeout', '12parsecs')])
+c.call(EXEC, [grpc(query(b'x'))], extra=[('grpc-timeout', '1n')])
+write('refusals', 0x01, c.buf)
+
+# a message over max_recv_message (16 KiB), a unary call with two messages,
+# a request that ends inside a message, one without a message
+c = Client()
+c.call(EXEC, [grpc(b'')[:1] + (20000).to_bytes(4, 'big')])
+c.call(EXEC, [grpc(query(b'a')) + grpc(query(b'b'))])
+c.call(EXEC, [grpc(query(b'cut'))[:6]])
+c.call(EXEC)
+write('message-errors', 0x02, c.buf)
+
+# RST_STREAM in the middle of a call, then a PING, SETTINGS, WINDOW_UPDATE
+c = Client()
+sid = c.call(STREAM, [grpc(query(b'one'))], end=False)
+c.c.reset_stream(sid, 8)  # CANCEL
+c.c.ping(b'12345678')
+c.c.update_settings({h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: 1000,
+                     h2.settings.SettingCodes.MAX_FRAME_SIZE: 32768,
+                     h2.settings.SettingCodes.HEADER_TABLE_SIZE: 0})
+c.c.increment_flow_control_window(100000)
+c.call(EXEC, [grpc(query(b'after'))])
+write('reset-ping-settings', 0x04, c.buf)
+
+# health: Check (known and unknown service), Watch (stays open until the end)
+c = Client()
+c.call('/grpc.health.v1.Health/Check', [grpc(pb(1, b''))])
+c.call('/grpc.health.v1.Health/Check', [grpc(pb(1, b'nosuch.Service'))])
+c.call('/grpc.health.v1.Health/Watch', [grpc(pb(1, b'amaters.v1.AmateRS'))])
+write('health', 0x80, c.buf)  # half-close at the end
+
+# the scripted handler: pause, answer, metadata, status; a large answer; an
+# answer held until after the input; a unary call of it
+c = Client()
+c.call(SCRIPT, [grpc(b'\x01'), grpc(b'\x00echo'), grpc(b'\x04\x00value'), grpc(b'\x03\x05bad thing')])
+c.call(SCRIPT, [grpc(b'\x05\x10\x00'), grpc(b'\x05\x00\x10')])
+c.call(SCRIPT, [grpc(b'\x06'), grpc(b'\x07')])
+c.call('/fuzz.v1.Fuzz/Unary', [grpc(b'\x00one')])
+c.c.increment_flow_control_window(1 << 20)
+c.take()
+write('script', 0x05, c.buf)
+
+# many calls at once, the server drains halfway (GOAWAY), then stops hard
+c = Client()
+for i in range(12):
+    c.call(EXEC if i % 2 else STREAM, [grpc(query(b'n%d' % i))], end=i % 3 != 0)
+write('many-drain', 0x28, c.buf)
+
+# a header block in HEADERS + CONTINUATION frames, DATA, a client GOAWAY
+enc = hpack.Encoder()
+block = enc.encode(req(EXEC, [('x-echo-long', 'v' * 200)]))
+c = Client()
+hf = HeadersFrame(1, block[:40])
+cf = ContinuationFrame(1, block[40:])
+cf.flags.add('END_HEADERS')
+df = DataFrame(1, grpc(query(b'cont')))
+df.flags.add('END_STREAM')
+ga = GoAwayFrame(0, last_stream_id=0, error_code=0, additional_data=b'client done')
+c.raw(b''.join(f.serialize() for f in (hf, cf, df, ga)))
+write('continuation-goaway', 0x06, c.buf)
+
+# a header block that is not HPACK: COMPRESSION_ERROR, after a call in flight
+c = Client()
+c.call(STREAM, [grpc(query(b'in flight'))], end=False)
+bad = HeadersFrame(3, b'\xff\xff\xff\xff')
+bad.flags.add('END_HEADERS')
+c.raw(bad.serialize())
+write('bad-hpack', 0x87, c.buf)
+
+# raw: the whole client stream, preface included; a PING flood
+cfg = h2.config.H2Configuration(client_side=True, header_encoding='utf-8')
+r = h2.connection.H2Connection(config=cfg)
+r.initiate_connection()
+r.send_headers(1, req(EXEC), end_stream=False)
+r.send_data(1, grpc(query(b'raw')), end_stream=True)
+pings = b''.join(PingFrame(0, b'p%07d' % i).serialize() for i in range(4))
+write('raw-pings', 0x10, r.data_to_send() + pings)
