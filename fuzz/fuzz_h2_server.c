@@ -213,10 +213,12 @@ static void script_msg(amn_call *c, const uint8_t *m, size_t n, void *ud) {
     app_finish(c, AMN_STATUS_OK, NULL);
     break;
   case 3: /* a status with a message and trailing metadata */
-    snprintf(text, sizeof text, "%.*s", (int)(rl < 40 ? rl : 40), (const char *)rest);
+    /* the message: the bytes after the code, up to a NUL or 40 bytes */
+    snprintf(text, sizeof text, "%.*s", (int)(rl > 1 ? (rl - 1 < 40 ? rl - 1 : 40) : 0),
+             rl > 1 ? (const char *)rest + 1 : "");
     amn_call_add_trailing_metadata(c, "x-fuzz", (const uint8_t *)"t", 1);
     amn_call_add_trailing_metadata(c, "x-fuzz-bin", rest, rl);
-    app_finish(c, (amn_status_code)(rl ? rest[0] % 17 : 2), rl > 1 ? text + 1 : NULL);
+    app_finish(c, (amn_status_code)(rl ? rest[0] % 17 : 2), text);
     break;
   case 4: { /* initial metadata, keys valid or not */
     static const char *const keys[] = {"x-fuzz", "x-fuzz-bin", "grpc-status", "Bad", "x-ok.1_2", ""};
