@@ -28,13 +28,25 @@
  *  - when the writer closes, the last frame is complete.
  * What the reader learnt (GOAWAY seen, streams ended, response statuses)
  * is there for the target's own checks.
+ *
+ * Also the harness's end (h2_peer): the input written in chunks, one loop
+ * iteration of the fuzzed side after each, never waiting for time to pass;
+ * settling (the loop stops doing anything within a bounded number of
+ * iterations); closing at once or after a half-close.
  */
 #ifndef AMN_FUZZ_H2_H
 #define AMN_FUZZ_H2_H
 
+#include <errno.h>
+#include <linux/sockios.h>
 #include <nghttp2/nghttp2.h>
+#include <sys/ioctl.h>
+#include <sys/socket.h>
 
 #include "fuzz_common.h"
+
+/* The targets set up their server or client once, before the first input. */
+int LLVMFuzzerInitialize(int *argc, char ***argv);
 
 #define H2_MAX_FRAME 16384u
 
@@ -402,6 +414,117 @@ static inline void h2r_feed(h2_reader *r, const uint8_t *p, size_t n) {
 static inline void h2r_eof(const h2_reader *r) {
   FUZZ_CHECK(r->len == 0);
   FUZZ_CHECK(r->blk_sid == 0);
+}
+
+/* ---- the harness's end of the socketpair ---- */
+
+#define H2_SETTLE_MAX 20000 /* loop iterations without input before "it never settles" */
+
+typedef struct h2_peer h2_peer;
+struct h2_peer {
+  int fd;                     /* our end (-1 once closed) */
+  h2_reader rd;               /* what the fuzzed side wrote */
+  bool eof;                   /* it closed */
+  bool dead;                  /* our writes fail */
+  /* One iteration of the fuzzed side's loop (ev_run EVRUN_NOWAIT): true
+   * when it has more to do (output to flush, deferred work). */
+  bool (*turn)(h2_peer *k);
+  void (*halfway)(h2_peer *k); /* once half the input is written */
+  void *ud;
+};
+
+/* Reads what is there, checking it; returns the byte count. */
+static inline size_t h2p_drain(h2_peer *k) {
+  size_t got = 0;
+  uint8_t buf[16384];
+  while (!k->eof && k->fd >= 0) {
+    ssize_t n = recv(k->fd, buf, sizeof buf, MSG_DONTWAIT);
+    if (n > 0) {
+      h2r_feed(&k->rd, buf, (size_t)n);
+      got += (size_t)n;
+      continue;
+    }
+    if (n < 0 && (errno == EAGAIN || errno == EINTR)) break;
+    k->eof = true; /* end of stream, or a reset by a side closing with our bytes unread */
+  }
+  return got;
+}
+
+/* One turn and what it wrote; true when anything happened or is about to
+ * (bytes of ours still unread by the fuzzed side included). */
+static inline bool h2p_step(h2_peer *k) {
+  bool busy = k->turn(k);
+  size_t got = h2p_drain(k);
+  int unread = 0;
+  if (k->fd < 0 || k->dead || ioctl(k->fd, SIOCOUTQ, &unread) != 0) unread = 0;
+  return busy || got || unread > 0;
+}
+
+/* Turns until nothing happens twice in a row. */
+static inline void h2p_settle(h2_peer *k) {
+  int quiet = 0, i;
+  for (i = 0; i < H2_SETTLE_MAX && quiet < 2; i++) quiet = h2p_step(k) ? 0 : quiet + 1;
+  FUZZ_CHECK(i < H2_SETTLE_MAX); /* the fuzzed side settles */
+}
+
+/* Writes p[0..n), a turn after each write (as many as the socket needs). */
+static inline void h2p_put(h2_peer *k, const uint8_t *p, size_t n) {
+  while (n > 0 && !k->dead) {
+    ssize_t w = send(k->fd, p, n, MSG_DONTWAIT | MSG_NOSIGNAL);
+    if (w > 0) {
+      p += w;
+      n -= (size_t)w;
+    } else if (w < 0 && errno != EAGAIN && errno != EINTR) {
+      k->dead = true;
+    }
+    h2p_step(k);
+  }
+}
+
+/* The input, split into writes by `split` (0: one write, 7: byte by byte,
+ * else pseudo-random chunks of 1..2^(2 split - 1) bytes from `seed`), each
+ * followed by a turn, so that the fuzzed side reads them one by one; then
+ * the loop settles. */
+static inline void h2p_write_input(h2_peer *k, const uint8_t *data, size_t size, unsigned split, uint32_t seed) {
+  size_t off = 0, half = size / 2;
+  bool halfway = false;
+  if (!seed) seed = 1;
+  while (off < size || !halfway) {
+    if (off < size) {
+      size_t n = size - off;
+      if (split == 7) {
+        n = 1;
+      } else if (split) {
+        seed ^= seed << 13;
+        seed ^= seed >> 17;
+        seed ^= seed << 5;
+        n = 1 + seed % (1u << (2 * split - 1));
+      }
+      if (n > size - off) n = size - off;
+      h2p_put(k, data + off, n);
+      off += n;
+    }
+    if (!halfway && off >= half) {
+      halfway = true;
+      if (k->halfway) k->halfway(k);
+      h2p_step(k);
+    }
+  }
+  h2p_settle(k);
+}
+
+/* Our end closes: at once, or (half_close) after our end of stream, when
+ * the fuzzed side must close by itself on a frame boundary (no timer). */
+static inline void h2p_close(h2_peer *k, bool half_close) {
+  if (half_close) {
+    shutdown(k->fd, SHUT_WR);
+    for (int i = 0; i < H2_SETTLE_MAX && !k->eof; i++) h2p_step(k);
+    FUZZ_CHECK(k->eof); /* after our end of stream, the fuzzed side closes */
+    h2r_eof(&k->rd);
+  }
+  close(k->fd);
+  k->fd = -1;
+  k->dead = k->eof = true;
 }
 
 #endif

@@ -42,12 +42,8 @@
  *    call the handler held finished, the server's socket closed, and no
  *    libev watcher left active.
  */
-#include <linux/sockios.h>
-#include <signal.h>
-#include <sys/ioctl.h>
-#include <sys/socket.h>
 #include <fcntl.h>
-#include <errno.h>
+#include <signal.h>
 
 #include "fuzz_h2.h"
 #include "server/server_internal.h"
@@ -55,7 +51,6 @@
 
 #define MAX_RECV (16u * 1024)
 #define MAX_SEND (256u * 1024)
-#define SETTLE_MAX 20000 /* loop iterations without input before "the server never settles" */
 
 static amn_server *g_srv;
 static amn_srv_loop g_sl;
@@ -295,7 +290,9 @@ static void log_sink(amn_log_level level, const char *line, void *ud) {
   if (g_verbose) fprintf(stderr, "log: %s\n", line);
 }
 
-static void setup(void) {
+/* Once, before the first input. */
+int LLVMFuzzerInitialize(int *argc, char ***argv) {
+  (void)argc; (void)argv;
   signal(SIGPIPE, SIG_IGN);
   g_verbose = getenv("AMN_FUZZ_VERBOSE") != NULL;
   amn_log_set_sink(log_sink, NULL);
@@ -340,62 +337,19 @@ static void setup(void) {
   sl->wake.data = sl;
   ev_async_start(sl->ev, &sl->wake);
   ev_unref(sl->ev);
+  return 0;
 }
 
 /* ---- one connection ---- */
 
-typedef struct conn {
-  int cfd;          /* the client's end */
-  h2_reader rd;     /* what the server wrote */
-  bool eof;         /* the server closed */
-  bool dead;        /* writes fail: the server is gone */
-} conn;
+static bool g_drain_half, g_jump_half;
 
-static size_t drain(conn *k) {
-  size_t got = 0;
-  uint8_t buf[16384];
-  while (!k->eof) {
-    ssize_t n = recv(k->cfd, buf, sizeof buf, MSG_DONTWAIT);
-    if (n > 0) {
-      h2r_feed(&k->rd, buf, (size_t)n);
-      got += (size_t)n;
-      continue;
-    }
-    if (n < 0 && (errno == EAGAIN || errno == EINTR)) break;
-    k->eof = true; /* end of stream, or reset by a server closing with our bytes unread */
-  }
-  return got;
-}
-
-/* One loop iteration; true when anything happened or is about to. */
-static bool step(conn *k) {
+static bool turn(h2_peer *k) {
+  (void)k;
   bool resumed = app_tick();
   ev_run(g_sl.ev, EVRUN_NOWAIT);
   g_now += 1000000; /* 1 ms a turn */
-  size_t got = drain(k);
-  int unread = 0;
-  if (!k->dead && ioctl(k->cfd, SIOCOUTQ, &unread) != 0) unread = 0;
-  return resumed || got || unread > 0 || g_sl.io.dirty || g_sl.writable_list;
-}
-
-static void settle(conn *k) {
-  int quiet = 0, i;
-  for (i = 0; i < SETTLE_MAX && quiet < 2; i++) quiet = step(k) ? 0 : quiet + 1;
-  FUZZ_CHECK(i < SETTLE_MAX); /* the server settles */
-}
-
-/* Writes p[0..n) (in as many turns as the socket needs). */
-static void put(conn *k, const uint8_t *p, size_t n) {
-  while (n > 0 && !k->dead) {
-    ssize_t w = send(k->cfd, p, n, MSG_DONTWAIT | MSG_NOSIGNAL);
-    if (w > 0) {
-      p += w;
-      n -= (size_t)w;
-    } else if (w < 0 && errno != EAGAIN && errno != EINTR) {
-      k->dead = true;
-    }
-    step(k);
-  }
+  return resumed || g_sl.io.dirty || g_sl.writable_list;
 }
 
 /* The clock jumps an hour: calls still in the header phase and calls past
@@ -420,83 +374,48 @@ static void time_jump(void) {
   free(due);
 }
 
-static uint32_t rng_next(uint32_t *s) {
-  *s ^= *s << 13;
-  *s ^= *s >> 17;
-  *s ^= *s << 5;
-  return *s;
+static void halfway(h2_peer *k) {
+  (void)k;
+  if (g_drain_half) { /* as amn_server_stop begins */
+    g_sl.bl.stopping = true;
+    amn_h2s_drain_all(&g_sl.bl);
+  }
+  if (g_jump_half) time_jump();
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
-  static bool ready;
-  if (!ready) {
-    setup();
-    ready = true;
-  }
-  if (size < 1) return 0;
-  uint8_t ctl = data[0];
-  data++;
-  size--;
-  unsigned split = ctl & 7;
-  bool stop = ctl & 8, raw = ctl & 16, drain_half = ctl & 32, jump_half = ctl & 64, half_close = ctl & 128;
+  if (size-- < 1) return 0;
+  uint8_t ctl = *data++, split = ctl & 7; /* the control byte, then the peer's bytes */
+  bool stop = ctl & 8, raw = ctl & 16, half_close = ctl & 128;
 
   if (g_cs) memset(g_cs, 0, g_cscap * sizeof *g_cs);
   g_ncs = 0;
+  g_drain_half = ctl & 32;
+  g_jump_half = ctl & 64;
   int sv[2];
   FUZZ_CHECK(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, sv) == 0);
-  conn k = {.cfd = sv[0]};
+  h2_peer k = {.fd = sv[0], .turn = turn, .halfway = halfway};
   h2r_init(&k.rd, false, MAX_SEND);
   amn_h2s_accept(&g_sl.bl, sv[1], "fuzz");
   FUZZ_CHECK(g_sl.bl.nconns == 1 && atomic_load(&g_srv->bc.nconns) == 1);
 
   if (!raw) {
     static const uint8_t settings[9] = {0, 0, 0, H2_SETTINGS, 0, 0, 0, 0, 0};
-    put(&k, (const uint8_t *)h2_preface, 24);
-    put(&k, settings, sizeof settings);
+    h2p_put(&k, (const uint8_t *)h2_preface, 24);
+    h2p_put(&k, settings, sizeof settings);
   }
-  uint32_t seed = 0x9e3779b9u ^ ctl ^ (uint32_t)size << 8;
-  size_t off = 0, half = size / 2;
-  bool halfway = false;
-  while (off < size) {
-    size_t n = size - off;
-    if (split == 7) n = 1;
-    else if (split) n = 1 + rng_next(&seed) % (1u << (2 * split - 1));
-    if (n > size - off) n = size - off;
-    put(&k, data + off, n);
-    off += n;
-    if (!halfway && off >= half) {
-      halfway = true;
-      if (drain_half) {
-        g_sl.bl.stopping = true;
-        amn_h2s_drain_all(&g_sl.bl);
-      }
-      if (jump_half) time_jump();
-    }
-  }
-  if (!halfway && drain_half) { /* empty input */
-    g_sl.bl.stopping = true;
-    amn_h2s_drain_all(&g_sl.bl);
-  }
-  settle(&k);
+  h2p_write_input(&k, data, size, split, 0x9e3779b9u ^ ctl ^ (uint32_t)size << 8);
   app_answer_held();
-  settle(&k);
+  h2p_settle(&k);
   if (stop) {
     amn_h2s_close_all(&g_sl.bl);
-    settle(&k);
+    h2p_settle(&k);
   }
-
+  h2p_close(&k, half_close);
   int i;
-  if (half_close) {
-    shutdown(k.cfd, SHUT_WR);
-    for (i = 0; i < SETTLE_MAX && !k.eof; i++) step(&k);
-    FUZZ_CHECK(k.eof); /* after the client's end of stream, the server closes */
-    h2r_eof(&k.rd);
-  }
-  close(k.cfd);
-  k.dead = k.eof = true;
-  for (i = 0; i < SETTLE_MAX && g_sl.bl.nconns > 0; i++) step(&k);
+  for (i = 0; i < H2_SETTLE_MAX && g_sl.bl.nconns > 0; i++) h2p_step(&k);
   FUZZ_CHECK(g_sl.bl.nconns == 0); /* the connection is freed without waiting for a timer */
-  settle(&k);
+  h2p_settle(&k);
 
   FUZZ_CHECK(atomic_load(&g_srv->bc.nconns) == 0 && atomic_load(&g_srv->bc.nrefusing) == 0);
   for (size_t j = 0; j < g_cscap; j++) FUZZ_CHECK(g_cs[j].st != CALL_LIVE); /* every call closed */
@@ -511,7 +430,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
    * overflowed, then some were freed) */
   if (g_ncs <= 256) FUZZ_CHECK((size_t)g_sl.call_cache_n == g_ncs);
   if (g_verbose)
-    fprintf(stderr, "fuzz_h2_server: %zu calls; the server wrote %zu frames on %zu streams, %zu gRPC statuses, %zu resets, "
+    fprintf(stderr, "fuzz_h2_server: %zu call records; the server wrote %zu frames on %zu streams, %zu gRPC statuses, %zu resets, "
             "GOAWAY %s\n", g_ncs, k.rd.frames, k.rd.nst, k.rd.finals, k.rd.resets,
             k.rd.goaway ? nghttp2_http2_strerror(k.rd.goaway_code) : "none");
   amn_call_cache_free(&g_sl);
