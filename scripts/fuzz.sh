@@ -13,7 +13,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 secs=${1:-60}
 shift || true
-all=(framing req_headers resp_headers grpc_timeout pct base64 proto toml config pki h2_server)
+all=(framing req_headers resp_headers grpc_timeout pct base64 proto toml config pki h2_server h2_client)
 targets=("$@")
 [ ${#targets[@]} -gt 0 ] || targets=("${all[@]}")
 for t in "${targets[@]}"; do

@@ -1,19 +1,29 @@
-# h2_seeds.py OUTDIR: writes the seeds of fuzz_h2_server (fuzz/corpus/h2_server):
-# client frame sequences made with python3-h2 (and hyperframe/hpack for what
-# h2 will not send: a header block split into CONTINUATION frames, GOAWAY,
-# a header block that is not HPACK). Each seed is the target's input: one
-# control byte (bits: 0-2 write split, 3 hard stop at the end, 4 raw: the
-# seed carries the connection preface itself, 5 drain halfway, 6 clock jump
-# halfway, 7 half-close at the end; see fuzz/fuzz_h2_server.c), then the
-# client's bytes after the preface and SETTINGS the harness sends.
+# h2_seeds.py [SERVER_OUTDIR [CLIENT_OUTDIR]]: writes the seeds of
+# fuzz_h2_server (default fuzz/corpus/h2_server) and fuzz_h2_client (default
+# fuzz/corpus/h2_client), made with python3-h2 (and hyperframe/hpack for what
+# h2 will not send: a header block split into CONTINUATION frames, GOAWAY, a
+# header block that is not HPACK, a PUSH_PROMISE).
+# fuzz_h2_server: client frame sequences. Each seed is one control byte
+# (bits: 0-2 write split, 3 hard stop at the end, 4 raw: the seed carries the
+# connection preface itself, 5 drain halfway, 6 clock jump halfway, 7
+# half-close at the end; see fuzz/fuzz_h2_server.c), then the client's bytes
+# after the preface and SETTINGS the harness sends.
+# fuzz_h2_client: server frame sequences answering the target's four calls
+# (streams 1: Execute, 3: ExecuteStream, 5: Execute with a deadline, 7:
+# Health/Check). Each seed is one control byte (bits: 0-2 write split, 3
+# cancel the stream halfway, 4 raw: the seed carries the server's SETTINGS,
+# 5 idempotent calls, 6 the last two calls halfway, 7 half-close at the end;
+# see fuzz/fuzz_h2_client.c), then the server's bytes after the SETTINGS the
+# harness sends.
 # Deterministic: running it again writes the same files.
 import os, sys
 import h2.config, h2.connection
-from hyperframe.frame import ContinuationFrame, DataFrame, GoAwayFrame, HeadersFrame, PingFrame
+from hyperframe.frame import (ContinuationFrame, DataFrame, GoAwayFrame, HeadersFrame, PingFrame,
+                              PushPromiseFrame)
 import hpack
 
-out = sys.argv[1] if len(sys.argv) > 1 else 'fuzz/corpus/h2_server'
-os.makedirs(out, exist_ok=True)
+server_out = sys.argv[1] if len(sys.argv) > 1 else 'fuzz/corpus/h2_server'
+client_out = sys.argv[2] if len(sys.argv) > 2 else 'fuzz/corpus/h2_client'
 PREFACE = b'PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n'
 SERVER_SETTINGS = b'\x00\x00\x00\x04\x00\x00\x00\x00\x00'
 
@@ -75,9 +85,14 @@ class Client:
         self.buf += b
 
 
-def write(name, ctl, body):
+def write_to(out, name, ctl, body):
+    os.makedirs(out, exist_ok=True)
     with open(os.path.join(out, name), 'wb') as f:
         f.write(bytes([ctl]) + body)
+
+
+def write(name, ctl, body):
+    write_to(server_out, name, ctl, body)
 
 
 EXEC = '/amaters.v1.AmateRS/Execute'
@@ -191,3 +206,146 @@ r.send_headers(1, req(EXEC), end_stream=False)
 r.send_data(1, grpc(query(b'raw')), end_stream=True)
 pings = b''.join(PingFrame(0, b'p%07d' % i).serialize() for i in range(4))
 write('raw-pings', 0x10, r.data_to_send() + pings)
+
+
+# ---- fuzz_h2_client: a server answering the target's calls ----
+
+class Server:
+    """A python3-h2 server connection that received the target's four
+    requests (streams 1, 3, 5, 7); its answers become a seed."""
+
+    def __init__(self):
+        ccfg = h2.config.H2Configuration(client_side=True, header_encoding='utf-8')
+        cl = h2.connection.H2Connection(config=ccfg)
+        cl.local_settings = h2.settings.Settings(client=True, initial_values={  # as the target's client
+            h2.settings.SettingCodes.ENABLE_PUSH: 0, h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: 16384,
+            h2.settings.SettingCodes.MAX_HEADER_LIST_SIZE: 65536})
+        cl.initiate_connection()
+        for path, body, end in ((EXEC, grpc(query(b'hello')), True), (STREAM, grpc(query(b'hello')), False),
+                                (EXEC, grpc(query(b'second', b'sig')), True), (HEALTH, grpc(b''), True)):
+            sid = cl.get_next_available_stream_id()
+            cl.send_headers(sid, req(path), end_stream=False)
+            cl.send_data(sid, body, end_stream=end)
+        scfg = h2.config.H2Configuration(client_side=False, header_encoding='utf-8',
+                                         validate_outbound_headers=False)
+        self.s = h2.connection.H2Connection(config=scfg)
+        self.s.initiate_connection()
+        self.first = self.s.data_to_send()  # its SETTINGS: the harness sends its own
+        self.s.receive_data(cl.data_to_send())
+        self.buf = self.s.data_to_send()  # the ACK of the client's SETTINGS
+
+    def take(self):
+        self.buf += self.s.data_to_send()
+
+    def answer(self, sid, msgs, status=0, md=(), tmd=(), message=None):
+        self.s.send_headers(sid, [(':status', '200'), ('content-type', 'application/grpc')] + list(md))
+        for m in msgs:
+            self.s.send_data(sid, grpc(m))
+        t = [('grpc-status', str(status))] + list(tmd)
+        if message:
+            t.append(('grpc-message', message))
+        self.s.send_headers(sid, t, end_stream=True)
+        self.take()
+
+    def only(self, sid, status, message=None, md=()):  # Trailers-Only
+        h = [(':status', '200'), ('content-type', 'application/grpc'), ('grpc-status', str(status))]
+        if message:
+            h.append(('grpc-message', message))
+        self.s.send_headers(sid, h + list(md), end_stream=True)
+        self.take()
+
+    def raw(self, b):
+        self.take()
+        self.buf += b
+
+
+def cwrite(name, ctl, body):
+    write_to(client_out, name, ctl, body)
+
+
+HEALTH = '/grpc.health.v1.Health/Check'
+RESULT = pb(1, b'hello')          # amaters.v1.QueryResponse
+SERVING = b'\x08\x01'             # HealthCheckResponse{status: SERVING}
+
+# every call answered
+v = Server()
+v.answer(1, [RESULT])
+v.answer(3, [RESULT, pb(1, b'second')])
+v.answer(5, [pb(1, b'second')], md=[('x-echo-trace', 'abc')], tmd=[('x-echo-trace', 'abc'), ('blob-bin', 'AP8')])
+v.answer(7, [SERVING])
+cwrite('all-ok', 0x00, v.buf)
+
+# errors: Trailers-Only, a percent-encoded message, an HTTP error that is not gRPC
+v = Server()
+v.only(1, 5, 'not%20found%3A%20%E2%9C%93')
+v.answer(3, [RESULT], status=13, message='stream failed')
+v.only(5, 4, 'deadline exceeded')
+v.s.send_headers(7, [(':status', '503'), ('content-type', 'text/html')])
+v.s.send_data(7, b'<html>busy</html>', end_stream=True)
+v.take()
+cwrite('errors', 0x02, v.buf)
+
+# resets: CANCEL, REFUSED_STREAM (the call never ran: sent again), and the
+# server's own PING and SETTINGS on the way
+v = Server()
+v.s.reset_stream(1, 8)
+v.s.ping(b'srvping!')
+v.s.update_settings({h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: 1,
+                     h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: 100})
+v.s.reset_stream(5, 7)
+v.answer(3, [RESULT])
+v.s.increment_flow_control_window(1000)
+v.answer(7, [SERVING])
+cwrite('resets-ping-settings', 0x23, v.buf)  # idempotent calls
+
+# GOAWAY after stream 3: streams 5 and 7 never ran (sent again, refused)
+v = Server()
+v.answer(1, [RESULT])
+v.raw(GoAwayFrame(0, last_stream_id=3, error_code=0, additional_data=b'server shutting down').serialize())
+v.answer(3, [RESULT])
+cwrite('goaway-drain', 0x01, v.buf)
+
+# too_many_pings, then the server goes away
+v = Server()
+v.raw(GoAwayFrame(0, last_stream_id=7, error_code=11, additional_data=b'too_many_pings').serialize())
+cwrite('goaway-pings', 0x80, v.buf)
+
+# unary protocol errors: two messages, a compressed one, one over
+# max_recv_message, one cut by the end of the stream
+v = Server()
+v.answer(1, [RESULT, RESULT])
+v.s.send_headers(5, [(':status', '200'), ('content-type', 'application/grpc')])
+v.s.send_data(5, grpc(RESULT, 1))
+v.s.send_headers(7, [(':status', '200'), ('content-type', 'application/grpc')])
+v.s.send_data(7, b'\x00\x00\x02\x00\x00')
+v.s.send_headers(3, [(':status', '200'), ('content-type', 'application/grpc')])
+v.s.send_data(3, grpc(RESULT)[:4])
+v.s.send_headers(3, [('grpc-status', '0')], end_stream=True)
+v.take()
+cwrite('message-errors', 0x05, v.buf)
+
+# a response header block in HEADERS + CONTINUATION; then a PUSH_PROMISE,
+# which the client refused in its SETTINGS
+enc = hpack.Encoder()
+v = Server()
+block = enc.encode([(':status', '200'), ('content-type', 'application/grpc'), ('x-long', 'w' * 300)])
+hf = HeadersFrame(1, block[:30])
+cf = ContinuationFrame(1, block[30:])
+cf.flags.add('END_HEADERS')
+df = DataFrame(1, grpc(RESULT))
+tf = HeadersFrame(1, enc.encode([('grpc-status', '0')]))
+tf.flags.add('END_HEADERS')
+tf.flags.add('END_STREAM')
+pp = PushPromiseFrame(3, promised_stream_id=2, data=enc.encode([(':method', 'GET'), (':path', '/')]))
+pp.flags.add('END_HEADERS')
+v.raw(b''.join(f.serialize() for f in (hf, cf, df, tf, pp)))
+cwrite('continuation-push', 0x06, v.buf)
+
+# raw: the server's whole stream, its SETTINGS first; the application
+# cancels the stream halfway and makes the last two calls late
+v = Server()
+v.answer(1, [RESULT])
+v.s.send_headers(3, [(':status', '200'), ('content-type', 'application/grpc')])
+v.s.send_data(3, grpc(RESULT))
+v.take()
+cwrite('raw-cancel-late', 0x5a, v.first + v.buf)
