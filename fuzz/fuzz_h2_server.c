@@ -4,7 +4,8 @@
  * plaintext (h2c) mode with the echo service, health, and a scripted
  * handler whose request messages say what it does (answer, pause
  * receiving, finish with a status and metadata, send a large response,
- * answer late); its one event loop is built by hand as amn_server_start
+ * answer late, change the health status, answer from another thread, which
+ * is joined at once); its one event loop is built by hand as amn_server_start
  * builds one, without thread or listener, on a fake clock. Every input is
  * one connection: a socketpair whose one end goes to amn_h2s_accept; the
  * harness writes the client's bytes to the other end, one chunk per loop
@@ -148,7 +149,7 @@ static const amn_st_calls g_calls = {w_begin, w_attach, w_header, w_headers_end,
 typedef struct app_call {
   amn_call *c;
   struct app_call *prev, *next;
-  bool paused;       /* receiving paused: resumed at the next loop iteration */
+  int paused;        /* receiving paused: resumed at the next loop iteration (2: from another thread) */
   bool hold;         /* the answer comes late: after the whole input */
   size_t big;        /* a large response waiting for on_writable */
 } app_call;
@@ -167,26 +168,60 @@ static app_call *app_of(amn_call *c) {
   return a;
 }
 
-static void app_finish(amn_call *c, amn_status_code code, const char *msg) {
+/* The handler forgets the call (it finishes it, or another thread does). */
+static void app_forget(amn_call *c) {
   app_call *a = amn_call_get_user_data(c);
-  if (a) {
-    if (a->prev) a->prev->next = a->next;
-    else g_app = a->next;
-    if (a->next) a->next->prev = a->prev;
-    free(a);
-    amn_call_set_user_data(c, NULL);
-  }
+  if (!a) return;
+  if (a->prev) a->prev->next = a->next;
+  else g_app = a->next;
+  if (a->next) a->next->prev = a->prev;
+  free(a);
+  amn_call_set_user_data(c, NULL);
+}
+
+static void app_finish(amn_call *c, amn_status_code code, const char *msg) {
+  app_forget(c);
   amn_call_finish(c, code, msg);
 }
 
-static void send_big(app_call *a) {
-  uint8_t *p = malloc(a->big);
+/* Work of the application on another thread, joined at once: what it does
+ * reaches the loop through its queue and wake-up (amn_srv_loop_drain_ops). */
+typedef struct off_loop {
+  amn_call *c;
+  const uint8_t *msg;
+  size_t len;
+  bool finish;
+} off_loop;
+
+static void *off_loop_main(void *arg) {
+  off_loop *w = arg;
+  if (!w->finish) {
+    amn_call_resume_recv(w->c);
+    return NULL;
+  }
+  int rc = amn_call_send(w->c, w->msg, w->len);
+  FUZZ_CHECK(rc == 0 || rc == AMN_ECLOSED || rc == AMN_EAGAIN);
+  amn_call_finish(w->c, AMN_STATUS_OK, NULL);
+  return NULL;
+}
+
+static void run_off_loop(off_loop *w) {
+  pthread_t t;
+  FUZZ_CHECK(pthread_create(&t, NULL, off_loop_main, w) == 0);
+  pthread_join(t, NULL);
+}
+
+/* A large response; on_cancel may run inside the send (a bound passed) and
+ * finish the call, so its record is looked up again afterwards. */
+static void send_big(amn_call *c, size_t big) {
+  uint8_t *p = malloc(big);
   FUZZ_CHECK(p != NULL);
-  for (size_t i = 0; i < a->big; i++) p[i] = (uint8_t)i;
-  int rc = amn_call_send(a->c, p, a->big);
+  for (size_t i = 0; i < big; i++) p[i] = (uint8_t)i;
+  int rc = amn_call_send(c, p, big);
   free(p);
   FUZZ_CHECK(rc == 0 || rc == AMN_EAGAIN || rc == AMN_ETOOBIG || rc == AMN_ECLOSED);
-  if (rc != AMN_EAGAIN) a->big = 0;
+  app_call *a = amn_call_get_user_data(c);
+  if (a) a->big = rc == AMN_EAGAIN ? big : 0;
 }
 
 static void script_msg(amn_call *c, const uint8_t *m, size_t n, void *ud) {
@@ -196,13 +231,13 @@ static void script_msg(amn_call *c, const uint8_t *m, size_t n, void *ud) {
   const uint8_t *rest = m + 1;
   size_t rl = n - 1;
   char text[64];
-  switch (m[0] % 8) {
+  switch (m[0] % 10) {
   case 0: /* answer with the rest */
     amn_call_send(c, rest, rl);
     break;
   case 1: /* stop receiving for a while */
     amn_call_pause_recv(c);
-    a->paused = true;
+    a->paused = rl && rest[0] & 1 ? 2 : 1;
     break;
   case 2:
     app_finish(c, AMN_STATUS_OK, NULL);
@@ -221,16 +256,25 @@ static void script_msg(amn_call *c, const uint8_t *m, size_t n, void *ud) {
     break;
   }
   case 5: /* a large response: flow control, the send buffer bound, on_writable */
-    a->big = rl >= 2 ? ((size_t)rest[0] << 8 | rest[1]) * 16 + 1 : 70000;
-    send_big(a);
+    send_big(c, rl >= 2 ? ((size_t)rest[0] << 8 | rest[1]) * 16 + 1 : 70000);
     break;
   case 6:
     a->hold = true;
     break;
-  default: /* an empty message, twice */
+  case 7: /* an empty message, twice */
     amn_call_send(c, NULL, 0);
     amn_call_send(c, NULL, 0);
     break;
+  case 8: /* health changes; Watch calls hear of it (as from the loop's wake-up) */
+    amn_server_set_health(g_srv, rl && rest[0] & 1 ? "amaters.v1.AmateRS" : "", rl > 1 && rest[1] & 1);
+    amn_health_notify_loop(&g_sl);
+    break;
+  default: { /* another thread answers with the rest and finishes */
+    off_loop w = {c, rest, rl, true};
+    app_forget(c);
+    run_off_loop(&w);
+    break;
+  }
   }
 }
 
@@ -249,7 +293,7 @@ static void script_cancel(amn_call *c, amn_status_code why, void *ud) {
 static void script_writable(amn_call *c, void *ud) {
   (void)ud;
   app_call *a = amn_call_get_user_data(c);
-  if (a && a->big) send_big(a);
+  if (a && a->big) send_big(c, a->big);
 }
 
 /* Between loop iterations: paused calls resume (from the application's side). */
@@ -257,8 +301,10 @@ static bool app_tick(void) {
   bool any = false;
   for (app_call *a = g_app; a; a = a->next)
     if (a->paused) {
-      a->paused = false;
-      amn_call_resume_recv(a->c);
+      off_loop w = {.c = a->c};
+      if (a->paused == 2) run_off_loop(&w);
+      else amn_call_resume_recv(a->c);
+      a->paused = 0;
       any = true;
     }
   return any;
@@ -303,8 +349,11 @@ int LLVMFuzzerInitialize(int *argc, char ***argv) {
   o.tls.insecure = true;
   o.max_recv_message = MAX_RECV;
   o.max_send_message = MAX_SEND;
-  o.stream_send_buffer = 64 * 1024;
+  o.stream_send_buffer = 1024; /* a few responses fill it: EAGAIN, on_writable */
   o.initial_window_size = 16384;
+  /* the least memory bounds allowed (max_recv + max_send + 1 MiB): a few large
+   * responses the client does not read reach them */
+  o.max_connection_buffer = o.max_server_buffer = MAX_RECV + MAX_SEND + (1u << 20);
   o.max_concurrent_streams = 128;
   char err[256];
   FUZZ_CHECK(amn_server_new(&g_srv, &o, err, sizeof err) == 0);
@@ -435,6 +484,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
             k.rd.goaway ? nghttp2_http2_strerror(k.rd.goaway_code) : "none");
   amn_call_cache_free(&g_sl);
   g_sl.bl.stopping = false;
+  amn_server_set_health(g_srv, "", true); /* the next input starts as this one did */
+  amn_server_set_health(g_srv, "amaters.v1.AmateRS", true);
   h2r_free(&k.rd);
   return 0;
 }

@@ -171,6 +171,26 @@ c.c.increment_flow_control_window(1 << 20)
 c.take()
 write('script', 0x05, c.buf)
 
+# the connection's memory bound: large answers the client's closed window
+# keeps queued (RESOURCE_EXHAUSTED past the bound), request bytes that wait
+# for room (parked), room again when the client resets calls
+c = Client()
+c.c.update_settings({h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: 0})
+big = [c.call(SCRIPT, [grpc(b'\x05\x3f\xff')], end=False) for _ in range(6)]
+c.call(SCRIPT, [grpc(b'\x00parked')], end=False)
+for sid in big[:3]:
+    c.c.reset_stream(sid, 8)
+c.take()
+write('budget', 0x03, c.buf)
+
+# health changes seen by a Watch; answers from another thread; a pause
+# resumed from another thread
+c = Client()
+c.call('/grpc.health.v1.Health/Watch', [grpc(pb(1, b''))], end=False)
+c.call(SCRIPT, [grpc(b'\x08\x00\x00'), grpc(b'\x08\x00\x01')], end=False)
+c.call(SCRIPT, [grpc(b'\x01\x01'), grpc(b'\x00after'), grpc(b'\x09from a thread')])
+write('health-threads', 0x02, c.buf)
+
 # many calls at once, the server drains halfway (GOAWAY), then stops hard
 c = Client()
 for i in range(12):
