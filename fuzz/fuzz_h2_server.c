@@ -19,9 +19,9 @@
  * server stops hard at the end (amn_h2s_close_all); 4 raw: no preface or
  * SETTINGS from the harness, the input is the whole client stream; 5 the
  * server starts draining (GOAWAY) after half the chunks; 6 after half the
- * chunks the clock jumps an hour ahead and the header timeout and the
- * expired call deadlines fire (their libev timers are invoked: no real
- * time passes); 7 at the end the client half-closes and reads until the
+ * chunks the clock jumps an hour ahead and the header and stall timeouts
+ * and the expired call deadlines fire (their libev timers are invoked: no
+ * real time passes); 7 at the end the client half-closes and reads until the
  * server closes, else it closes at once.
  *
  * Invariants (besides no crash, leak, UB or overrun):
@@ -39,7 +39,7 @@
  *    is freed: no connection left on the loop or the server, every call
  *    closed by the binding and released by the core (all back in the
  *    loop's cache), the server-wide buffered bytes back to 0, no call in
- *    the header phase, none on the deferred list, no health watcher, every
+ *    the header or progress phase, none on the deferred list, no health watcher, every
  *    call the handler held finished, the server's socket closed, and no
  *    libev watcher left active.
  */
@@ -401,11 +401,14 @@ static bool turn(h2_peer *k) {
   return resumed || g_sl.io.dirty || g_sl.writable_list;
 }
 
-/* The clock jumps an hour: calls still in the header phase and calls past
- * their deadline fail, as their timers would have made them. */
+/* The clock jumps an hour: calls still in the header phase, calls waiting
+ * on the client (stalled) and calls past their deadline fail, as their
+ * timers would have made them. */
 static void time_jump(void) {
   g_now += 3600 * 1000000000LL;
-  if (g_sl.hdr_timer_init && ev_is_active(&g_sl.hdr_timer)) ev_invoke(g_sl.ev, &g_sl.hdr_timer, EV_TIMER);
+  amn_dlist *phases[] = {&g_sl.hdr_phase, &g_sl.progress};
+  for (size_t i = 0; i < 2; i++)
+    if (phases[i]->ready && ev_is_active(&phases[i]->timer)) ev_invoke(g_sl.ev, &phases[i]->timer, EV_TIMER);
   amn_call **due = malloc((g_ncs + 1) * sizeof *due);
   FUZZ_CHECK(due != NULL);
   size_t n = 0;
@@ -469,7 +472,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   FUZZ_CHECK(atomic_load(&g_srv->bc.nconns) == 0 && atomic_load(&g_srv->bc.nrefusing) == 0);
   for (size_t j = 0; j < g_cscap; j++) FUZZ_CHECK(g_cs[j].st != CALL_LIVE); /* every call closed */
   FUZZ_CHECK(atomic_load(&g_srv->bc.buffered) == 0);
-  FUZZ_CHECK(g_sl.hdr_head == NULL && g_sl.hdr_tail == NULL);
+  FUZZ_CHECK(g_sl.hdr_phase.head == NULL && g_sl.progress.head == NULL); /* no call left in a phase */
   FUZZ_CHECK(g_sl.writable_list == NULL && g_sl.io.dirty == NULL);
   FUZZ_CHECK(g_sl.health_watchers == NULL);
   FUZZ_CHECK(g_app == NULL); /* every call the handler held was finished */
