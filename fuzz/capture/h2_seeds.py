@@ -1,7 +1,6 @@
-# h2_seeds.py [SERVER_OUTDIR [CLIENT_OUTDIR [REPRO_OUTDIR]]]: writes the seeds
-# of fuzz_h2_server (default fuzz/corpus/h2_server) and fuzz_h2_client
-# (default fuzz/corpus/h2_client), and the reproducers of open findings of
-# fuzz_h2_server (default fuzz/repro, see docs/FUZZING.md), made with python3-h2 (and hyperframe/hpack for what
+# h2_seeds.py [SERVER_OUTDIR [CLIENT_OUTDIR]]: writes the seeds of
+# fuzz_h2_server (default fuzz/corpus/h2_server) and fuzz_h2_client (default
+# fuzz/corpus/h2_client), made with python3-h2 (and hyperframe/hpack for what
 # h2 will not send: a header block split into CONTINUATION frames, GOAWAY, a
 # header block that is not HPACK, a PUSH_PROMISE).
 # fuzz_h2_server: client frame sequences. Each seed is one control byte
@@ -25,7 +24,6 @@ import hpack
 
 server_out = sys.argv[1] if len(sys.argv) > 1 else 'fuzz/corpus/h2_server'
 client_out = sys.argv[2] if len(sys.argv) > 2 else 'fuzz/corpus/h2_client'
-repro_out = sys.argv[3] if len(sys.argv) > 3 else 'fuzz/repro'
 PREFACE = b'PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n'
 SERVER_SETTINGS = b'\x00\x00\x00\x04\x00\x00\x00\x00\x00'
 
@@ -373,10 +371,9 @@ v.take()
 cwrite('raw-cancel-late', 0x5a, v.first + v.buf)
 
 
-# ---- fuzz_h2_server: reproducers of finding 6 (docs/FUZZING.md), which
-# fail until it is fixed: on_cancel runs inside the handler's own send when
-# that send passes the connection's memory bound (1327104 bytes with the
-# target's options). Five large answers (262129 bytes each) and a smaller one
+# ---- fuzz_h2_server: the inputs of finding 6 (docs/FUZZING.md), a send of a
+# handler that passes the connection's memory bound (1327104 bytes with the
+# target's options); before the fix, on_cancel ran inside that send. Five large answers (262129 bytes each) and a smaller one
 # the client's closed window keeps queued bring the connection to its bound;
 # then a send of a built-in service passes it.
 
@@ -394,27 +391,27 @@ def near_bound(c, small):
 
 # echo: an ExecuteStream answer waits for on_writable (the send buffer is
 # full); the client opens that stream's window; on_writable's send passes the
-# bound: on_cancel frees the pending answer, on_writable frees it again
+# bound (was: on_cancel freed the pending answer, on_writable again)
 c = closed_window()
 e = c.call(STREAM, [grpc(query(b'x' * 10)), grpc(query(b'y' * 1100))], end=False)
 near_bound(c, b'\x05\x03\xf0')
 c.call(SCRIPT, [grpc(b'\x00')], end=False)
 c.c.increment_flow_control_window(1000, stream_id=e)
 c.take()
-write_to(repro_out, 'h2_server-echo-writable-double-free', 0x03, c.buf)
+write('bound-echo-writable', 0x03, c.buf)
 
-# health: a status change sent to a Watch passes the bound: watch_on_cancel
-# frees the watcher amn_health_notify_loop then steps through
+# health: a status change sent to a Watch passes the bound (was: the notify
+# loop stepped through the watcher watch_on_cancel had freed)
 c = closed_window()
 c.call('/grpc.health.v1.Health/Watch', [grpc(pb(1, b''))], end=False)
 near_bound(c, b'\x05\x04\x02')
 c.call(SCRIPT, [grpc(b'\x08\x00\x00')], end=False)
-write_to(repro_out, 'h2_server-health-notify-use-after-free', 0x03, c.buf)
+write('bound-health-notify', 0x03, c.buf)
 
-# health: a Watch's first status passes the bound: the watcher is registered
-# for a cancelled call that nobody finishes
+# health: a Watch's first status passes the bound (was: the watcher was
+# registered for a cancelled call that nobody finished)
 c = closed_window()
 near_bound(c, b'\x05\x04\x01')
 c.call(SCRIPT, [grpc(b'\x00' + b'p' * 15)], end=False)
 c.call('/grpc.health.v1.Health/Watch', [grpc(pb(1, b''))], end=False)
-write_to(repro_out, 'h2_server-watch-never-finished', 0x03, c.buf)
+write('bound-watch-first-status', 0x03, c.buf)
