@@ -7,22 +7,25 @@
 # fuzz/corpus/TARGET by hand), findings to build-fuzz/fuzz/crashes/.
 # Prints each target's CPU time and exec count; exits non-zero when any
 # target found something (crash, leak, timeout, failed invariant).
+# AMN_FUZZ_BUILD_DIR selects another build directory (default build-fuzz),
+# e.g. for a second checkout fuzzing while another one does.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 secs=${1:-60}
 shift || true
-all=(framing req_headers resp_headers grpc_timeout pct base64 proto toml config pki)
+all=(framing req_headers resp_headers grpc_timeout pct base64 proto toml config pki h2_server h2_client)
 targets=("$@")
 [ ${#targets[@]} -gt 0 ] || targets=("${all[@]}")
 for t in "${targets[@]}"; do
   [ -f "fuzz/fuzz_$t.c" ] || { echo "fuzz: unknown target '$t' (targets: ${all[*]})" >&2; exit 2; }
 done
 
-CC=clang cmake -S . -B build-fuzz -DCMAKE_BUILD_TYPE=RelWithDebInfo -DAMN_FUZZ=ON \
+bdir=${AMN_FUZZ_BUILD_DIR:-build-fuzz}
+CC=clang cmake -S . -B "$bdir" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DAMN_FUZZ=ON \
   -DAMN_BUILD_TESTS=OFF -DAMN_INTEROP=OFF >/dev/null
-cmake --build build-fuzz --target fuzz -j"$(nproc)" >/dev/null
+cmake --build "$bdir" --target fuzz -j"$(nproc)" >/dev/null
 
-out=build-fuzz/fuzz
+out=$bdir/fuzz
 export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1
 export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
 export LSAN_OPTIONS=suppressions=$PWD/fuzz/lsan.supp
