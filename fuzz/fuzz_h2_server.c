@@ -320,14 +320,6 @@ static void app_answer_held(void) {
 
 /* ---- the loop ---- */
 
-static void wake_cb(struct ev_loop *ev, ev_async *w, int revents) {
-  (void)ev; (void)revents;
-  amn_srv_loop_drain_ops(w->data);
-  amn_health_notify_loop(w->data);
-}
-
-static void before_flush(amn_ioloop *l) { amn_srv_loop_run_writable(l->owner); }
-
 static bool g_verbose; /* AMN_FUZZ_VERBOSE set: the log, and a line per input (reproducing) */
 
 static void log_sink(amn_log_level level, const char *line, void *ud) {
@@ -372,20 +364,9 @@ int LLVMFuzzerInitialize(int *argc, char ***argv) {
   sl->bl.calls = &g_calls;
   sl->bl.ud = sl;
   sl->lfd = -1;
-  sl->ev = ev_loop_new(EVFLAG_AUTO | EVFLAG_NOSIGMASK);
+  amn_srv_loop_setup(sl, fake_clock); /* as amn_server_start does */
   FUZZ_CHECK(sl->ev != NULL);
-  sl->bl.ev = sl->ev;
-  sl->bl.io = &sl->io;
-  sl->clock_ns = fake_clock;
   sl->thread = pthread_self(); /* this thread is the loop */
-  amn_ioloop_init(&sl->io, sl->ev);
-  sl->io.owner = sl;
-  sl->io.before_flush = before_flush;
-  amn_mpsc_init(&sl->ops);
-  ev_async_init(&sl->wake, wake_cb);
-  sl->wake.data = sl;
-  ev_async_start(sl->ev, &sl->wake);
-  ev_unref(sl->ev);
   return 0;
 }
 

@@ -298,6 +298,21 @@ static int make_listener(const char *host, uint16_t port, bool first, uint16_t *
   return fd;
 }
 
+void amn_srv_loop_setup(amn_srv_loop *sl, amn_clock_fn clock) {
+  sl->ev = ev_loop_new(EVFLAG_AUTO | EVFLAG_NOSIGMASK);
+  sl->bl.ev = sl->ev;
+  sl->bl.io = &sl->io;
+  sl->clock_ns = clock;
+  amn_ioloop_init(&sl->io, sl->ev);
+  sl->io.owner = sl;
+  sl->io.before_flush = before_flush;
+  amn_mpsc_init(&sl->ops);
+  ev_async_init(&sl->wake, wake_cb);
+  sl->wake.data = sl;
+  ev_async_start(sl->ev, &sl->wake);
+  ev_unref(sl->ev); /* the wake-up watcher alone must not keep the loop alive */
+}
+
 int amn_server_start(amn_server *s, char *err, size_t errlen) {
   if (!s) return AMN_EINVAL;
   if (s->started) return amn_set_err(err, errlen, AMN_ESTATE, "server already started");
@@ -351,18 +366,7 @@ int amn_server_start(amn_server *s, char *err, size_t errlen) {
     }
     port = bound; /* port 0: every loop shares the port the first one got */
     sl->lfd = fd;
-    sl->ev = ev_loop_new(EVFLAG_AUTO | EVFLAG_NOSIGMASK);
-    sl->bl.ev = sl->ev;
-    sl->bl.io = &sl->io;
-    sl->clock_ns = amn_clock_monotonic_ns;
-    amn_ioloop_init(&sl->io, sl->ev);
-    sl->io.owner = sl;
-    sl->io.before_flush = before_flush;
-    amn_mpsc_init(&sl->ops);
-    ev_async_init(&sl->wake, wake_cb);
-    sl->wake.data = sl;
-    ev_async_start(sl->ev, &sl->wake);
-    ev_unref(sl->ev); /* the wake-up watcher alone must not keep the loop alive */
+    amn_srv_loop_setup(sl, amn_clock_monotonic_ns);
     ev_io_init(&sl->lw, accept_cb, fd, EV_READ);
     sl->lw.data = sl;
     if (fd >= 0) ev_io_start(sl->ev, &sl->lw); /* [h3] no TCP when HTTP/3 only */

@@ -190,6 +190,11 @@ void amn_srv_loop_run_writable(amn_srv_loop *sl);
 /* Finishes a call from the library itself (errors before dispatch). */
 void amn_call_fail(amn_call *c, amn_status_code code, const char *msg);
 void amn_call_attach(amn_call *c, amn_st_budget *b);
+/* A loop's event loop, write batching, operation queue and wake-up watcher
+ * (amn_server_start for each loop; a test or fuzz harness for one loop it
+ * drives itself, with its clock). sl->srv and sl->bl's server fields are the
+ * caller's. */
+void amn_srv_loop_setup(amn_srv_loop *sl, amn_clock_fn clock);
 /* The response header block to send now (first message or finish). */
 int amn_call_build_headers(amn_call *c, amn_hdr_buf *b, bool trailers_only);
 int amn_call_build_trailers(amn_call *c, amn_hdr_buf *b);
