@@ -241,6 +241,33 @@ typedef struct amn_endpoint_stats {
  *  number of call attempts re-sent so far. Thread-safe. */
 AMN_API size_t amn_client_stats(amn_client *c, amn_endpoint_stats *out, size_t cap, uint64_t *retries);
 
+/** A client's HTTP/3 (QUIC) counters, over all its endpoints and
+ *  connections, since amn_client_new (amn_client_get_quic_stats). All zero
+ *  for a client that never used HTTP/3. */
+typedef struct amn_client_quic_stats {
+  uint64_t connects;          /**< QUIC connection attempts started */
+  uint64_t handshakes;        /**< ... whose handshake completed */
+  uint64_t resumed;           /**< handshakes resumed from a session ticket */
+  uint64_t early_attempted;   /**< connections that offered 0-RTT data */
+  uint64_t early_accepted;    /**< ... and the server accepted it */
+  uint64_t early_rejected;    /**< ... and the server refused it (those calls were sent again
+                                   as 1-RTT data; counted when the handshake completes) */
+  uint64_t early_calls;       /**< calls whose request went out as 0-RTT data */
+  uint64_t tickets_received;  /**< TLS session tickets received (kept for the next connection) */
+  uint64_t retries_received;  /**< Retry packets (address validation asked by the server) */
+  uint64_t tokens_received;   /**< NEW_TOKEN tokens received (kept for the next connection) */
+  uint64_t tokens_sent;       /**< connection attempts that presented a token */
+  uint64_t key_updates;       /**< 1-RTT key generations installed after the first */
+  uint64_t migrations;        /**< local address changes of a live connection */
+  uint64_t stateless_resets;  /**< connections ended by the server's stateless reset */
+} amn_client_quic_stats;
+
+/** Fills `out` with the client's HTTP/3 counters. Thread-safe (a short
+ *  lock of the client's I/O state), any thread, also from callbacks.
+ *  Returns 0, or AMN_EINVAL when an argument is NULL (then `out` is left
+ *  alone). */
+AMN_API int amn_client_get_quic_stats(amn_client *c, amn_client_quic_stats *out);
+
 /** Health check via grpc.health.v1.Health/Check for `service` ("" = the
  *  server). Returns 0 and sets *serving, or a negative code; the call's
  *  status is in *status when non-NULL. */

@@ -517,12 +517,31 @@ int amn_client_health(amn_client *cl, const char *service, uint32_t timeout_ms, 
 }
 
 /* ------------------------------------------------------------------ */
-/* HTTP/3 counters and test hooks (client_hooks.h)                    */
+/* HTTP/3 counters (public) and test hooks (client_hooks.h)          */
 /* ------------------------------------------------------------------ */
 
-void amn_h3c_stats(amn_client *cl, amn_h3_client_stats *out) {
-  memset(out, 0, sizeof *out);
-  if (cl) amn_h3c_transport.stats(&cl->ct, out);
+int amn_client_get_quic_stats(amn_client *cl, amn_client_quic_stats *out) {
+  if (!cl || !out) return AMN_EINVAL;
+  amn_h3_client_stats st;
+  memset(&st, 0, sizeof st);
+  amn_h3c_transport.stats(&cl->ct, &st);
+  *out = (amn_client_quic_stats){
+      .connects = st.connects,
+      .handshakes = st.handshakes,
+      .resumed = st.resumed,
+      .early_attempted = st.early_attempted,
+      .early_accepted = st.early_accepted,
+      .early_rejected = st.early_rejected,
+      .early_calls = st.early_calls,
+      .tickets_received = st.tickets_received,
+      .retries_received = st.retries_received,
+      .tokens_received = st.tokens_received,
+      .tokens_sent = st.tokens_sent,
+      .key_updates = st.key_updates,
+      .migrations = st.migrations,
+      .stateless_resets = st.stateless_resets,
+  };
+  return 0;
 }
 
 #ifdef AMN_TEST_HOOKS

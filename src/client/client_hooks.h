@@ -1,5 +1,5 @@
 /*
- * Internal: counters and test hooks of a client's HTTP/3 transport,
+ * Internal: test hooks of a client's HTTP/3 transport,
  * reached through the client (client.c). Included by client.c and tests.
  */
 #ifndef AMN_CLIENT_HOOKS_H
@@ -10,8 +10,6 @@
 #include "amn/client.h"
 #include "transport/h3/h3.h"
 
-/* Counters of an HTTP/3 client (zeros for other clients). Thread-safe. */
-void amn_h3c_stats(amn_client *cl, amn_h3_client_stats *out);
 /* Test hooks, run on the client's I/O thread (never call them from a
  * client callback: they wait for that thread; each returns once done;
  * 0, or AMN_ESTATE when there is no ready HTTP/3 connection or QUIC

@@ -184,6 +184,13 @@ static void test_unary_echo(void **st) {
     assert_int_equal(ss.quic.connections, 0);
   }
   assert_int_equal(amn_server_get_stats(NULL, &ss), AMN_EINVAL);
+  /* and the client's: one QUIC handshake over HTTP/3, none over HTTP/2 */
+  amn_client_quic_stats cq;
+  assert_int_equal(amn_client_get_quic_stats(c, &cq), 0);
+  assert_int_equal(cq.handshakes, amn_t_transport == AMN_TRANSPORT_H3 ? 1 : 0);
+  assert_int_equal(cq.stateless_resets, 0);
+  assert_int_equal(amn_client_get_quic_stats(NULL, &cq), AMN_EINVAL);
+  assert_int_equal(amn_client_get_quic_stats(c, NULL), AMN_EINVAL);
   amn_client_free(c);
   free_server(s);
 }

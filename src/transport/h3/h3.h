@@ -110,14 +110,15 @@ typedef struct amn_h3_client_stats {
   uint64_t early_rejected;       /* offered but refused: the calls were sent again */
   uint64_t early_calls;          /* calls whose request went out as 0-RTT data */
   uint64_t retries_received;     /* Retry packets (address validation by the server) */
+  uint64_t tickets_received;     /* TLS session tickets kept for the next connection */
   uint64_t tokens_received;      /* NEW_TOKEN tokens kept for the next connection */
   uint64_t tokens_sent;          /* connections that presented a token */
   uint64_t key_updates;          /* 1-RTT key generations installed after the first */
   uint64_t migrations;           /* local address changes */
   uint64_t stateless_resets;     /* connections ended by a stateless reset */
 } amn_h3_client_stats;
-/* (filled by amn_h3c_transport.stats; the client's hooks, reached through
- * the client: client/client_hooks.h) */
+/* (filled by amn_h3c_transport.stats; public as amn_client_quic_stats,
+ * amn_client_get_quic_stats in client.c) */
 
 /* Test hook of the UDP send path of every QUIC connection (client and
  * server, h3_common.c): when set, called instead of sendmsg(2) for the

@@ -66,6 +66,7 @@ int amn_h3c_ticket_hook(gnutls_session_t s, unsigned htype, unsigned when, unsig
   pthread_mutex_lock(&hs->mu);
   gnutls_free(cc->he->ticket.data);
   cc->he->ticket = d;
+  hs->st.tickets_received++;
   pthread_mutex_unlock(&hs->mu);
   return 0;
 }
