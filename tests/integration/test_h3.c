@@ -337,7 +337,8 @@ static bool wait_relay_bytes(udp_relay *r, int dir, uint64_t want, atomic_bool *
 }
 
 /* The few sleeps of these tests besides simulated work in a handler, never
- * a wait for an event: load pacing (calls spread over a period of time) */
+ * a wait for an event: load pacing (calls spread over a period of time, or
+ * a quiet period that is itself what a test is about) */
 static void pace_ms(int ms) { usleep((useconds_t)ms * 1000); }
 /* ... and bounded negative checks: what must not happen gets `ms`
  * milliseconds to happen anyway, where nothing observable could say that
@@ -2479,6 +2480,37 @@ static void test_pool_keepalive_dead_peer(void **st) {
   srv_free(s);
 }
 
+/* Keepalive watches silence only while calls are open: after a quiet
+ * period without calls (no PINGs, nothing received), a new call on a slow
+ * path (every answer 800 ms late, below the 300+700 ms limit) must not see
+ * the connection declared dead before its first answer could arrive. The
+ * keepalive check's timer runs on its own phase, so each round checks
+ * one random point of it; four rounds miss a wrong count from the last
+ * packet received with a probability of 0.2^4. */
+static void test_pool_keepalive_after_quiet(void **st) {
+  (void)st;
+  srv_cfg sc = {.idle_timeout_ms = 30000, .no_keepalive = true}; /* the server's PINGs would be answers */
+  amn_server *s = srv_start(&sc);
+  udp_relay *r = udp_relay_start(amn_server_port(s), 12);
+  cli_cfg cc = {.keepalive_interval_ms = 300, .keepalive_timeout_ms = 700};
+  amn_client *c = cli_new(udp_relay_port(r), &cc);
+  timed_echo(c, "alive");
+  relay_dir_cfg slow = {.delay_ms = 800};
+  udp_relay_set(r, RELAY_S2C, &slow);
+  for (int round = 0; round < 4; round++) {
+    pace_ms(2500); /* a quiet period without calls (and past the late answers), longer than the limit */
+    amn_result res;
+    assert_int_equal(call_str(c, "/t.H3/Echo", "after a quiet period", 10000, &res), 0);
+    if (res.code != AMN_STATUS_OK) fprintf(stderr, "round %d: %s: %s\n", round, amn_status_name(res.code), res.message);
+    assert_int_equal(res.code, AMN_STATUS_OK);
+    amn_result_free(&res);
+  }
+  assert_int_equal(ep_stats(c).connects, 1); /* one connection throughout */
+  amn_client_free(c);
+  udp_relay_stop(r);
+  srv_free(s);
+}
+
 /* A call, until the endpoint is ejected. */
 static bool ejected_after_call(void *c) {
   if (ep_stats(c).state == AMN_EP_EJECTED) return true;
@@ -2623,6 +2655,7 @@ int main(int argc, char **argv) {
         cmocka_unit_test(test_auto_forgets_failed_transport),
         cmocka_unit_test(test_auto_nothing_listening),
         cmocka_unit_test(test_pool_keepalive_dead_peer),
+        cmocka_unit_test(test_pool_keepalive_after_quiet),
         cmocka_unit_test(test_pool_health_check),
     };
     return cmocka_run_group_tests_name("h3_pool", t, setup_all, teardown_all);

@@ -71,14 +71,18 @@ static uint32_t h3c_max_streams(const void *p) {
  * interval without traffic (update_keepalive); when nothing at all came
  * back for the interval plus keepalive_timeout_ms while calls are open
  * (or always, with keepalive_without_calls), the server or the path is
- * gone: the connection closes so its calls fail now, as over HTTP/2. */
+ * gone: the connection closes so its calls fail now, as over HTTP/2.
+ * Silence counts from the later of the last packet received and the start
+ * of the watch (ka_from: the first call after a period without any, when
+ * no PINGs went out). */
 static void ka_cb(struct ev_loop *ev, ev_timer *w, int revents) {
   (void)revents;
   h3c_conn *cc = w->data;
   amn_ct_client *tc = cc->tc;
   if (cc->st != CC_READY || !tc->ka_interval_ms) return;
   uint32_t limit_ms = tc->ka_interval_ms + amn_ct_ka_timeout_ms(tc);
-  double limit = limit_ms / 1000.0, quiet = ev_now(ev) - cc->last_rx;
+  ev_tstamp since = cc->last_rx > cc->ka_from ? cc->last_rx : cc->ka_from;
+  double limit = limit_ms / 1000.0, quiet = ev_now(ev) - since;
   if (quiet >= limit - 0.001 && (cc->nlive || tc->keepalive_without_calls)) {
     char why[160];
     snprintf(why, sizeof why, "keepalive: no packet from the server within %u ms (PINGs unanswered)", limit_ms);

@@ -93,6 +93,7 @@ struct h3c_conn {
   ev_timer ct;                  /* connect + handshake deadline */
   ev_timer ka;                  /* keepalive: a silent server is dead */
   ev_tstamp last_rx;            /* when a packet last came from the server */
+  ev_tstamp ka_from;            /* keepalive watches silence from here on (at least) */
   char last_err[300];
 };
 

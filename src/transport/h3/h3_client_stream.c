@@ -286,7 +286,7 @@ static int open_stream(h3c_conn *cc, h3c_stream *cs, amn_ct_end *end) {
   }
   cs->id = id;
   list_add(&cc->live, cs);
-  cc->nlive++;
+  if (!cc->nlive++ && !cc->tc->keepalive_without_calls) cc->ka_from = ev_now(cc->tc->ev); /* no PINGs were out */
   cs->early = !ngtcp2_conn_get_handshake_completed(cc->b.q);
   if (cs->early) HSTAT(cc, early_calls);
   amn_h3c_update_keepalive(cc);
