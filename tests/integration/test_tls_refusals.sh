@@ -81,5 +81,20 @@ attempt "TLS 1.2 client accepted with allow_tls12" ok '' \
   --x509certfile "$work/good.pem" --x509keyfile "$work/good-key.pem" --priority 'NORMAL:-VERS-ALL:+VERS-TLS1.2'
 attempt "TLS 1.2 with an expired certificate still refused" refused 'refused: .*client certificate has expired' \
   --x509certfile "$work/expired.pem" --x509keyfile "$work/expired-key.pem" --priority 'NORMAL:-VERS-ALL:+VERS-TLS1.2'
+# The other way round: a server that resets the connection under its
+# client (as a killed one does) is reported as such, not as a GnuTLS
+# transport error.
+rm -f "$work/rst.port"
+/usr/bin/python3 "$(dirname "$0")/tls_rst_server.py" "$pki" "$work/rst.port" 1 2>"$work/rst.log" &
+rst=$!
+for _ in $(seq 1 100); do [ -s "$work/rst.port" ] && break; sleep 0.1; done
+out=$(timeout 10 "$bin/amaters-cli" --pki-dir "$pki" "https://localhost:$(cat "$work/rst.port")" execute --data x 2>&1) && \
+  fail "a call through a resetting server succeeded"
+kill "$rst" 2>/dev/null || true
+if grep -q "UNAVAILABLE: .*connection reset by the peer" <<<"$out"; then
+  echo "ok   server reset: client says 'connection reset by the peer'"; passed=$((passed+1))
+else
+  echo "FAIL server reset: got: $out"; failed=$((failed+1))
+fi
 echo "$passed passed, $failed failed"
 [ "$failed" -eq 0 ]

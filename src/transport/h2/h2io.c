@@ -95,6 +95,18 @@ static void linger_read(amn_h2io *io) {
   }
 }
 
+/* Why a TLS record send or receive failed: the socket's own error when
+ * GnuTLS's transport failed (errno of its send/recv, `err`), e.g. a
+ * connection reset by a peer that was killed, else GnuTLS's. */
+static void tls_failure(char *why, size_t len, const char *op, int rc, int err) {
+  if ((rc == GNUTLS_E_PULL_ERROR || rc == GNUTLS_E_PUSH_ERROR) && (err == ECONNRESET || err == EPIPE))
+    snprintf(why, len, "connection reset by the peer");
+  else if ((rc == GNUTLS_E_PULL_ERROR || rc == GNUTLS_E_PUSH_ERROR) && err)
+    snprintf(why, len, "TLS %s failed: %s", op, strerror(err));
+  else
+    snprintf(why, len, "TLS %s failed: %s", op, gnutls_strerror(rc));
+}
+
 /* Writes pending plaintext; returns 1 when all written, 0 on EAGAIN, -1 on error. */
 static int io_write_out(amn_h2io *io) {
   while (io->out_off < io->out_len) {
@@ -104,13 +116,14 @@ static int io_write_out(amn_h2io *io) {
       w = gnutls_record_send(io->tls, io->out + io->out_off, n);
       if (w == GNUTLS_E_AGAIN || w == GNUTLS_E_INTERRUPTED) return 0;
       if (w < 0) {
+        int err = errno;
         /* the peer may have refused us with an alert that is still unread */
         uint8_t tmp[256];
         if (gnutls_record_recv(io->tls, tmp, sizeof tmp) == GNUTLS_E_FATAL_ALERT_RECEIVED)
           snprintf(io->close_reason, sizeof io->close_reason, "peer refused the TLS session: alert '%s'",
                    gnutls_alert_get_name(gnutls_alert_get(io->tls)));
         else
-          snprintf(io->close_reason, sizeof io->close_reason, "TLS send failed: %s", gnutls_strerror((int)w));
+          tls_failure(io->close_reason, sizeof io->close_reason, "send", (int)w, err);
         return -1;
       }
     } else {
@@ -225,7 +238,7 @@ static void io_read(amn_h2io *io) {
       }
       if (n < 0) {
         char why[128];
-        snprintf(why, sizeof why, "TLS receive failed: %s", gnutls_strerror((int)n));
+        tls_failure(why, sizeof why, "receive", (int)n, errno);
         amn_h2io_close(io, why);
         break;
       }
