@@ -66,7 +66,8 @@ static const char usage_text[] =
     "        [--mode unary|stream] [--json]\n"
     "        load test against the echo service: C clients (each with its own pool\n"
     "        over all URLs), M calls in flight in total, N-byte payloads, S seconds\n"
-    "        measured after the warm-up. The summary counts calls and failures per URL.\n"
+    "        measured after the warm-up. The summary counts calls and failures per URL;\n"
+    "        a unary call that failed is sent again after 10 ms (no busy loop).\n"
     "        Defaults: C=1 M=1 S=10 warmup=1 N=64 unary. --json: one JSON object with\n"
     "        qps, mb_per_s (payload bytes both ways), p50_us .. p999_us, max_us, errors,\n"
     "        calls, connections, inflight, size, mode, duration_s, retries and\n"
@@ -807,8 +808,14 @@ struct bench {
   pthread_mutex_t mu;
   pthread_cond_t cv;
   int active; /* slots still running (under mu) */
+  bslot **parked; /* unary slots whose call failed, re-sent by the main thread after a pause (under mu) */
+  bslot **unparked; /* the main thread's copy of them */
+  int nparked;
+  bool over; /* the run is over: no more parking (under mu) */
   char first_error[512];
 };
+
+#define B_ERROR_PAUSE_NS 10000000ull /* a slot whose call failed sends again after 10 ms */
 
 static void b_error(bench *b, int code, const char *msg) {
   if (atomic_fetch_add(&b->errors, 1) == 0) {
@@ -859,8 +866,34 @@ static void b_unary_done(const amn_result *res, void *ud) {
   } else {
     more = b_record(sl, now);
   }
-  if (more) b_unary_issue(sl);
-  else b_slot_done(b);
+  if (more && res->code != AMN_STATUS_OK) {
+    /* no busy loop against a failing server (calls fail at once while
+     * the pool waits to reconnect): the main thread sends it again */
+    pthread_mutex_lock(&b->mu);
+    bool parked = !b->over;
+    if (parked) b->parked[b->nparked++] = sl;
+    pthread_mutex_unlock(&b->mu);
+    if (!parked) b_slot_done(b);
+  } else if (more) {
+    b_unary_issue(sl);
+  } else {
+    b_slot_done(b);
+  }
+}
+
+/* Main thread: sends the calls of the slots parked after a failure again
+ * (those parked until now: one that fails again waits for the next round),
+ * or ends those slots when the run is over. */
+static void b_unpark(bench *b, bool over) {
+  pthread_mutex_lock(&b->mu);
+  int k = b->nparked;
+  memcpy(b->unparked, b->parked, (size_t)k * sizeof *b->unparked);
+  b->nparked = 0;
+  pthread_mutex_unlock(&b->mu);
+  for (int i = 0; i < k; i++) {
+    if (over) b_slot_done(b);
+    else b_unary_issue(b->unparked[i]);
+  }
 }
 
 static void b_unary_issue(bslot *sl) {
@@ -928,7 +961,9 @@ static int cmd_bench(cli *o, net *n) {
   bench *b = calloc(1, sizeof *b);
   bclient *cl = calloc((size_t)C, sizeof *cl);
   bslot *slots = calloc((size_t)M, sizeof *slots);
-  if (!b || !cl || !slots) die("out of memory");
+  if (!b || !cl || !slots || !(b->parked = calloc((size_t)M, sizeof *b->parked)) ||
+      !(b->unparked = calloc((size_t)M, sizeof *b->unparked)))
+    die("out of memory");
   b->stream = strcmp(o->mode, "stream") == 0;
   b->size = (size_t)o->size;
   b->payload = malloc(b->size ? b->size : 1);
@@ -1014,10 +1049,13 @@ static int cmd_bench(cli *o, net *n) {
   for (int sec = 1;; sec++) {
     uint64_t tick = start + (uint64_t)sec * 1000000000ull, now = now_ns();
     if (tick > b->t_end) tick = b->t_end;
-    if (tick > now) {
-      struct timespec ts = {(time_t)((tick - now) / 1000000000ull), (long)((tick - now) % 1000000000ull)};
+    while (tick > now) { /* slots parked after a failure go again every 10 ms */
+      uint64_t step = tick - now < B_ERROR_PAUSE_NS ? tick - now : B_ERROR_PAUSE_NS;
+      struct timespec ts = {(time_t)(step / 1000000000ull), (long)(step % 1000000000ull)};
       while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
       }
+      now = now_ns();
+      if (now < b->t_end) b_unpark(b, false);
     }
     if (tick >= b->t_end) break;
     if (progress) {
@@ -1029,6 +1067,10 @@ static int cmd_bench(cli *o, net *n) {
   }
 
   /* wait for the calls in flight (bounded by their deadlines) */
+  pthread_mutex_lock(&b->mu);
+  b->over = true;
+  pthread_mutex_unlock(&b->mu);
+  b_unpark(b, true);
   pthread_mutex_lock(&b->mu);
   struct timespec until;
   clock_gettime(CLOCK_REALTIME, &until);
@@ -1130,6 +1172,8 @@ static int cmd_bench(cli *o, net *n) {
   free(b->req);
   pthread_mutex_destroy(&b->mu);
   pthread_cond_destroy(&b->cv);
+  free(b->parked);
+  free(b->unparked);
   free(b);
   free(cl);
   free(slots);

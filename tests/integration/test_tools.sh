@@ -137,6 +137,24 @@ for mode in unary stream; do
   done
 done
 
+# A server that dies under the bench: the calls fail at once while the pool
+# waits to reconnect; each slot sends again after a 10 ms pause instead of
+# spinning (4 slots x ~100/s x ~2.5 s, not the hundreds of thousands a
+# busy loop makes).
+keep_pid=$SRV_PID keep_port=$SRV_PORT
+start_server "$tmp/netd-dies.log" --listen 127.0.0.1:0 --pki-dir "$P"
+die_pid=$SRV_PID
+timeout 20 "$cli" "${T[@]}" "https://127.0.0.1:$SRV_PORT" bench --inflight 4 --duration 3 --warmup 0.5 --json \
+  >"$tmp/bench-dies.json" 2>"$tmp/bench-dies.err" &
+bpid=$!
+for i in $(seq 100); do grep -q 'bench \[ *1s' "$tmp/bench-dies.err" && break; sleep 0.1; done
+kill -KILL "$die_pid"; wait "$die_pid" 2>/dev/null
+wait "$bpid"; rc=$?
+SRV_PID=$keep_pid SRV_PORT=$keep_port
+errs=$(sed -n 's/.*"errors":\([0-9]*\).*/\1/p' "$tmp/bench-dies.json")
+check "bench against a server killed mid-run: rc=2, errors counted without a busy loop (rc=$rc errors=$errs)" \
+  awk -v r="$rc" -v e="${errs:-x}" 'BEGIN { exit !(r == 2 && e > 0 && e < 5000) }'
+
 # --- errors ---------------------------------------------------------------
 timeout 10 "$cli" "${T[@]}" "$U" execute --data x --no-such-flag >/dev/null 2>"$tmp/err"; rc=$?
 check "cli: unknown flag -> exit 2 with a message (rc=$rc)" eval '[ "$rc" -eq 2 ] && grep -q -- --no-such-flag "$tmp/err"'
