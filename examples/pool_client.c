@@ -14,6 +14,7 @@
  */
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "example.h"
 
@@ -39,6 +40,22 @@ static void *caller(void *arg) {
   return (void *)failed;
 }
 
+/* amn_client_connect starts connecting to every URL and returns when the
+ * first is ready; then watch the pool's state until each URL is ready (or
+ * failing), for at most the connect timeout. */
+static int wait_all_ready(size_t urls) {
+  char err[512];
+  if (amn_client_connect(client, err, sizeof err) != 0) return fprintf(stderr, "pool_client: %s\n", err), -1;
+  for (int tick = 0; tick < 1000; tick++) { /* 10 s in steps of 10 ms */
+    amn_endpoint_stats st[MAX_URLS];
+    size_t n = amn_client_stats(client, st, MAX_URLS, NULL), ready = 0;
+    for (size_t i = 0; i < n && i < MAX_URLS; i++) ready += st[i].state == AMN_EP_READY;
+    if (ready == urls) return 0;
+    nanosleep(&(struct timespec){0, 10 * 1000 * 1000}, NULL);
+  }
+  return -1;
+}
+
 int main(int argc, char **argv) {
   if (argc < 4 || argc - 2 > MAX_URLS) return fprintf(stderr, "usage: pool_client PKI_DIR URL URL [URL...]\n"), 2;
   char err[512] = "";
@@ -51,6 +68,9 @@ int main(int argc, char **argv) {
   ex_tls_files files;
   if (ex_tls_from_pki(argv[1], "client", &o.tls, &files) != 0) return 1;
   if (amn_client_new(&client, &o, err, sizeof err) != 0) return fprintf(stderr, "pool_client: %s\n", err), 1;
+  /* Optional warm-up: connections are otherwise opened by the first calls,
+   * and calls go only to servers whose connection is ready. */
+  if (wait_all_ready(o.url_count) != 0) fprintf(stderr, "pool_client: not every server is ready; going on\n");
 
   pthread_t t[THREADS];
   for (long i = 0; i < THREADS; i++) pthread_create(&t[i], NULL, caller, (void *)(intptr_t)i);
