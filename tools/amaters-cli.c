@@ -8,6 +8,7 @@
 #include <errno.h>
 #include <poll.h>
 #include <limits.h>
+#include <math.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -29,7 +30,7 @@ static const char usage_text[] =
     "usage: " PROG " [global options] [URL...] COMMAND [command options]\n"
     "       " PROG " certs init [DIR] [--force]\n"
     "\n"
-    "URL: https://HOST:PORT (http://HOST:PORT with --insecure). Several URLs may be\n"
+    "URL: https://HOST:PORT (http://HOST:PORT with --plaintext). Several URLs may be\n"
     "given (repeated or comma-separated): calls are balanced over them through a\n"
     "connection pool (HTTP/2 or HTTP/3), as set by [client] pool_max_connections,\n"
     "pool_min_connections, lb_policy, keep_alive_interval_ms, max_retries and\n"
@@ -42,12 +43,14 @@ static const char usage_text[] =
     "  --pki-dir DIR           take the client files from a development PKI directory\n"
     "                          (default: the default PKI directory, as amaters-netd)\n"
     "  --server-name NAME      verify the server certificate for NAME\n"
-    "  --insecure              plaintext HTTP/2 (http:// URLs only)\n"
+    "  --plaintext             plaintext HTTP/2 without TLS (http:// URLs only)\n"
+    "  --insecure              deprecated name of --plaintext (warns)\n"
     "  --transport h2|h3|auto  HTTP/2 over TCP (default), HTTP/3 over QUIC, or auto:\n"
     "                          per URL, QUIC races TCP (QUIC first; TCP after 250 ms\n"
     "                          without a QUIC handshake, or at once if UDP is refused);\n"
     "                          the winner is kept until it fails\n"
-    "  --timeout MS            call deadline (default client.timeout_ms, 30000; 0 = none)\n"
+    "  --timeout DURATION      call deadline, e.g. 500ms, 2s, 1m (a bare number is\n"
+    "                          milliseconds; default client.timeout_ms, 30000; 0 = none)\n"
     "  --metadata KEY=VALUE    request metadata (repeatable)\n"
     "  --idempotent            execute, bench: the calls may be re-sent after UNAVAILABLE\n"
     "                          (up to client.max_retries times, on another connection)\n"
@@ -62,13 +65,14 @@ static const char usage_text[] =
     "        one ExecuteStream: every stdin line is a query; prints each result line\n"
     "  health [--service NAME]\n"
     "        prints SERVING or NOT_SERVING; exit 0 only when SERVING\n"
-    "  bench [--connections C] [--inflight M] [--duration S] [--warmup S] [--size N]\n"
+    "  bench [--connections C] [--inflight M] [--duration D] [--warmup D] [--size N]\n"
     "        [--mode unary|stream] [--json]\n"
     "        load test against the echo service: C clients (each with its own pool\n"
-    "        over all URLs), M calls in flight in total, N-byte payloads, S seconds\n"
-    "        measured after the warm-up. The summary counts calls and failures per URL;\n"
-    "        a unary call that failed is sent again after 10 ms (no busy loop).\n"
-    "        Defaults: C=1 M=1 S=10 warmup=1 N=64 unary. --json: one JSON object with\n"
+    "        over all URLs), M calls in flight in total, N-byte payloads, measured\n"
+    "        for D after the warm-up (durations: 1.5s, 500ms, 2m; a bare number is\n"
+    "        seconds). The summary counts calls and failures per URL; a unary call\n"
+    "        that failed is sent again after 10 ms (no busy loop).\n"
+    "        Defaults: C=1 M=1 D=10s warmup=1s N=64 unary. --json: one JSON object with\n"
     "        qps, mb_per_s (payload bytes both ways), p50_us .. p999_us, max_us, errors,\n"
     "        calls, connections, inflight, size, mode, duration_s, retries and\n"
     "        endpoints (per URL: url, transport, calls, ok, failed, connects,\n"
@@ -145,12 +149,30 @@ static long long parse_int(const char *flag, const char *s, long long lo, long l
   return v;
 }
 
-static double parse_seconds(const char *flag, const char *s, double lo) {
-  char *end;
-  errno = 0;
-  double v = strtod(s, &end);
-  if (end == s || *end || errno || !(v >= lo) || v > 1e6) die("%s: '%s' is not a valid number of seconds", flag, s);
+/* A duration: a non-negative decimal number with an optional unit ms, s, m
+ * or h ("500ms", "1.5s", "2m"); a bare number counts in `bare` seconds (1e-3
+ * for milliseconds, 1 for seconds). Returns seconds, within [lo, hi]. */
+static double parse_duration(const char *flag, const char *s, double bare, double lo, double hi) {
+  size_t n = strspn(s, "0123456789.");
+  if (n == 0 || strchr(s, '.') != strrchr(s, '.') || (n == 1 && s[0] == '.'))
+    die("%s: '%s' is not a duration (a number with an optional unit ms, s, m or h, e.g. 500ms, 2s, 1m)", flag, s);
+  static const struct { const char *unit; double seconds; } units[] = {
+      {"", 0}, {"ms", 1e-3}, {"s", 1}, {"m", 60}, {"h", 3600}};
+  double unit = -1;
+  for (size_t k = 0; k < sizeof units / sizeof units[0]; k++)
+    if (strcmp(s + n, units[k].unit) == 0) unit = k == 0 ? bare : units[k].seconds;
+  if (unit < 0) die("%s: unknown unit '%s' in '%s' (ms, s, m or h)", flag, s + n, s);
+  double v = strtod(s, NULL) * unit;
+  if (!(v >= lo) || v > hi) die("%s: '%s' is out of range (%.10gs..%.10gs)", flag, s, lo, hi);
   return v;
+}
+
+/* --timeout: a duration in whole milliseconds (a bare number is ms). */
+static long long parse_timeout_ms(const char *flag, const char *s) {
+  double v = parse_duration(flag, s, 1e-3, 0, 2147483.647);
+  long long ms = llround(v * 1000);
+  if (v > 0 && ms == 0) die("%s: '%s' is shorter than a millisecond", flag, s);
+  return ms;
 }
 
 static void hex_out(FILE *f, const uint8_t *p, size_t n) {
@@ -249,7 +271,7 @@ static void parse_cli(int argc, char **argv, cli *o) {
   } opts[] = {
       {"ca", C_NET, true},          {"cert", C_NET, true},         {"key", C_NET, true},
       {"pki-dir", C_NET, true},     {"server-name", C_NET, true},  {"insecure", C_NET, false},
-      {"transport", C_NET, true},
+      {"plaintext", C_NET, false},  {"transport", C_NET, true},
       {"timeout", C_NET, true},     {"metadata", C_NET, true},     {"config", C_NET, true},
       {"log-level", C_ALL, true},   {"data", C_EXEC, true},        {"data-file", C_EXEC, true},
       {"signature", C_EXEC, true},  {"hex", C_EXEC | C_STREAM, false}, {"json", C_EXEC | C_BENCH, false},
@@ -313,8 +335,12 @@ static void parse_cli(int argc, char **argv, cli *o) {
     else if (!strcmp(n, "key")) o->key = v;
     else if (!strcmp(n, "pki-dir")) o->pki_dir = v;
     else if (!strcmp(n, "server-name")) o->server_name = v;
-    else if (!strcmp(n, "insecure")) o->insecure = true;
-    else if (!strcmp(n, "timeout")) o->timeout_ms = parse_int("--timeout", v, 0, 2147483647);
+    else if (!strcmp(n, "plaintext")) o->insecure = true;
+    else if (!strcmp(n, "insecure")) {
+      fprintf(stderr, PROG ": warning: --insecure is deprecated, use --plaintext (the same: no TLS at all)\n");
+      o->insecure = true;
+    }
+    else if (!strcmp(n, "timeout")) o->timeout_ms = parse_timeout_ms("--timeout", v);
     else if (!strcmp(n, "metadata")) add_metadata(o, v);
     else if (!strcmp(n, "config")) o->config = v;
     else if (!strcmp(n, "transport")) {
@@ -330,8 +356,8 @@ static void parse_cli(int argc, char **argv, cli *o) {
     else if (!strcmp(n, "service")) o->service = v;
     else if (!strcmp(n, "connections")) o->connections = parse_int("--connections", v, 1, 1024);
     else if (!strcmp(n, "inflight")) o->inflight = parse_int("--inflight", v, 1, 100000);
-    else if (!strcmp(n, "duration")) o->duration = parse_seconds("--duration", v, 0.001);
-    else if (!strcmp(n, "warmup")) o->warmup = parse_seconds("--warmup", v, 0);
+    else if (!strcmp(n, "duration")) o->duration = parse_duration("--duration", v, 1, 0.001, 1e6);
+    else if (!strcmp(n, "warmup")) o->warmup = parse_duration("--warmup", v, 1, 0, 1e6);
     else if (!strcmp(n, "size")) o->size = parse_int("--size", v, 0, 2147483647);
     else if (!strcmp(n, "mode")) o->mode = v;
     else if (!strcmp(n, "force")) o->force = true;
@@ -346,7 +372,7 @@ static void parse_cli(int argc, char **argv, cli *o) {
   }
   if ((o->ca || o->cert || o->key) && !(o->ca && o->cert && o->key)) die("--ca, --cert and --key must be given together");
   if (o->ca && o->pki_dir) die("--pki-dir cannot be combined with --ca/--cert/--key");
-  if (o->insecure && (o->ca || o->pki_dir)) die("--insecure cannot be combined with --ca/--cert/--key or --pki-dir");
+  if (o->insecure && (o->ca || o->pki_dir)) die("--plaintext cannot be combined with --ca/--cert/--key or --pki-dir");
   if (o->cmd == C_EXEC && !o->data == !o->data_file) die("execute needs exactly one of --data or --data-file");
   if (o->cmd == C_EXEC && o->hex && o->json) die("--hex and --json are exclusive");
   if (o->cmd == C_BENCH) {

@@ -32,7 +32,21 @@ extern "C" {
 #define AMN_API
 #endif
 
-#define AMN_VERSION "0.1.0"
+/* Version of the headers (the build reads it from here: CMakeLists.txt).
+ * AMN_VERSION_NUMBER is 0xMMmmpp (major, minor, patch) for #if comparisons;
+ * amn_version() / amn_version_number() tell the version of the library
+ * actually linked, which may differ from these macros with a shared library
+ * installed separately. */
+#define AMN_VERSION_MAJOR 0
+#define AMN_VERSION_MINOR 1
+#define AMN_VERSION_PATCH 0
+#define AMN_VERSION_STR_(x) #x
+#define AMN_VERSION_XSTR_(x) AMN_VERSION_STR_(x)
+/** "MAJOR.MINOR.PATCH" of the headers, e.g. "0.1.0". */
+#define AMN_VERSION                                                                                             \
+  AMN_VERSION_XSTR_(AMN_VERSION_MAJOR) "." AMN_VERSION_XSTR_(AMN_VERSION_MINOR) "." AMN_VERSION_XSTR_(AMN_VERSION_PATCH)
+/** The version as one number: (major << 16) | (minor << 8) | patch. */
+#define AMN_VERSION_NUMBER ((AMN_VERSION_MAJOR << 16) | (AMN_VERSION_MINOR << 8) | AMN_VERSION_PATCH)
 #define AMN_DEFAULT_PORT 7878
 /** Default maximum size of one gRPC message (either direction): 64 MiB. */
 #define AMN_DEFAULT_MAX_MESSAGE (64u * 1024u * 1024u)
@@ -80,6 +94,14 @@ enum {
   AMN_ECONFIG = -9,   /**< configuration error */
   AMN_ESTATE = -10,   /**< operation not valid in the current state */
 };
+
+/** Version of the library linked at run time, "MAJOR.MINOR.PATCH" (the
+ *  AMN_VERSION it was built with). A static string; thread-safe. An
+ *  application built against other headers can compare it with AMN_VERSION. */
+AMN_API const char *amn_version(void);
+/** The same as a number, (major << 16) | (minor << 8) | patch, to compare
+ *  with AMN_VERSION_NUMBER. Thread-safe. */
+AMN_API unsigned amn_version_number(void);
 
 /** Short description of an AMN_E* code. Thread-safe. */
 AMN_API const char *amn_strerror(int err);

@@ -237,5 +237,48 @@ else
   bad "netd with a new PKI directory"
 fi
 
+# --- cli: --plaintext (--insecure a deprecated alias), durations with units ----
+if start_server "$tmp/plaintext.log" --insecure --listen 127.0.0.1:0 --threads 1; then
+  out=$(timeout 10 "$cli" --plaintext "http://127.0.0.1:$SRV_PORT" execute --data plain 2>"$tmp/err"); rc=$?
+  check "cli --plaintext vs a plaintext server, no deprecation warning (rc=$rc, out=$out)" \
+    eval '[ "$rc" -eq 0 ] && [ "$out" = plain ] && ! grep -q deprecated "$tmp/err"'
+  out=$(timeout 10 "$cli" --insecure "http://127.0.0.1:$SRV_PORT" execute --data old 2>"$tmp/err"); rc=$?
+  check "cli --insecure still works and warns that it is deprecated (rc=$rc, out=$out)" \
+    eval '[ "$rc" -eq 0 ] && [ "$out" = old ] && grep -q "warning: --insecure is deprecated, use --plaintext" "$tmp/err"'
+  for t in 500ms 2s 1m 1.5s 0 30000; do
+    out=$(timeout 10 "$cli" --plaintext --timeout "$t" "http://127.0.0.1:$SRV_PORT" execute --data "t$t" 2>/dev/null); rc=$?
+    check "cli --timeout $t is accepted (rc=$rc, out=$out)" [ "$rc" -eq 0 -a "$out" = "t$t" ]
+  done
+  j=$(timeout 20 "$cli" --plaintext "http://127.0.0.1:$SRV_PORT" bench --duration 300ms --warmup 0.1s --json 2>&1); rc=$?
+  check "bench --duration 300ms --warmup 0.1s runs 0.3 s after 0.1 s (rc=$rc: $j)" \
+    eval '[ "$rc" -eq 0 ] && has "$j" "\"duration_s\":0.3[0,]" && has "$j" "\"warmup_s\":0.1[0,]"'
+  stop_server TERM
+else
+  bad "plaintext server for the --plaintext and duration checks"
+fi
+out=$(timeout 10 "$cli" --plaintext --pki-dir "$tmp/pki" http://127.0.0.1:1 execute --data x 2>&1); rc=$?
+check "--plaintext with --pki-dir: usage error naming --plaintext (rc=$rc)" \
+  eval '[ "$rc" -eq 2 ] && has "$out" "--plaintext cannot be combined"'
+for t in 5parsecs 1e3 -5 x .s 1..5s 0.1ms 2147484s; do
+  out=$(timeout 10 "$cli" --plaintext --timeout "$t" http://127.0.0.1:1 execute --data x 2>&1); rc=$?
+  check "--timeout '$t' is a usage error that says why (rc=$rc: $out)" \
+    eval '[ "$rc" -eq 2 ] && { has "$out" "not a duration" || has "$out" "unknown unit" || has "$out" "out of range" || has "$out" "shorter than a millisecond"; }'
+done
+# A server that accepts TCP connections and never answers: the call's
+# deadline, given with a unit, ends it with DEADLINE_EXCEEDED (4) well before
+# the 10 s connect timeout.
+/usr/bin/python3 -c 'import socket, time
+s = socket.socket(); s.bind(("127.0.0.1", 0)); s.listen(16)
+print(s.getsockname()[1], flush=True); time.sleep(120)' >"$tmp/silent.port" &
+SILENT_PID=$!
+for i in $(seq 100); do [ -s "$tmp/silent.port" ] && break; sleep 0.1; done
+sp=$(cat "$tmp/silent.port")
+start=$(date +%s%N)
+timeout 10 "$cli" --pki-dir "$tmp/pki" --timeout 300ms "https://127.0.0.1:$sp" execute --data x >/dev/null 2>"$tmp/err"; rc=$?
+ms=$((($(date +%s%N) - start) / 1000000))
+kill "$SILENT_PID" 2>/dev/null; wait "$SILENT_PID" 2>/dev/null
+check "--timeout 300ms against a silent server: DEADLINE_EXCEEDED after $ms ms (rc=$rc: $(cat "$tmp/err"))" \
+  eval '[ "$rc" -eq 4 ] && [ "$ms" -ge 250 ] && [ "$ms" -lt 5000 ]'
+
 echo "tools: $pass passed, $fail failed"
 [ "$fail" -eq 0 ]
