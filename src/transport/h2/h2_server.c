@@ -420,7 +420,7 @@ static int sc_on_ready(amn_h2io *io) {
   if (sc->refusing) {
     /* SETTINGS, then GOAWAY: the client reads the reason and nothing ran */
     pthread_once(&g_once, init_cbs);
-    if (nghttp2_session_server_new2(&io->h2, g_cbs, sc, g_opt) != 0) return -1;
+    if (nghttp2_session_server_new3(&io->h2, g_cbs, sc, g_opt, AMN_H2_MEM) != 0) return -1;
     nghttp2_submit_settings(io->h2, NGHTTP2_FLAG_NONE, NULL, 0);
     goaway_close(sc, NGHTTP2_ENHANCE_YOUR_CALM, "max_connections reached", "max_connections reached");
     return 0;
@@ -436,7 +436,7 @@ static int sc_on_ready(amn_h2io *io) {
     AMN_DEBUG("%s: mTLS connection from %s", sc->addr, sc->have_peer ? sc->peer.id.subject : "?");
   }
   pthread_once(&g_once, init_cbs);
-  if (nghttp2_session_server_new2(&io->h2, g_cbs, sc, g_opt) != 0) return -1;
+  if (nghttp2_session_server_new3(&io->h2, g_cbs, sc, g_opt, AMN_H2_MEM) != 0) return -1;
   nghttp2_settings_entry iv[] = {
       {NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS, cfg->max_concurrent_streams},
       {NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, cfg->initial_window_size},
@@ -501,7 +501,7 @@ static void sconn_start(amn_st_loop *loop, int fd, const char *peer_addr, bool r
   h2s_loop *hl = loop_state(loop);
   amn_sconn *sc = hl ? calloc(1, sizeof *sc) : NULL;
   if (!sc) {
-    close(fd);
+    amn_h2io_close_fd(fd);
     return;
   }
   sc->loop = loop;
@@ -519,7 +519,7 @@ static void sconn_start(amn_st_loop *loop, int fd, const char *peer_addr, bool r
     char err[256];
     if (amn_tls_session_new(ctx, &tls, GNUTLS_NONBLOCK, NULL, err, sizeof err) != 0) {
       AMN_ERROR("%s: TLS session setup failed: %s", peer_addr, err);
-      close(fd);
+      amn_h2io_close_fd(fd);
       free(sc);
       return;
     }
