@@ -234,7 +234,9 @@ static void echo_msg(amn_call *c, const uint8_t *m, size_t n, void *ud) {
   g_msgs++;
   const amn_peer_identity *id = amn_call_peer(c);
   snprintf(g_peer_subject, sizeof g_peer_subject, "%s", id && id->verified ? id->subject : "");
-  amn_call_send(c, m, n);
+  int rc = amn_call_send(c, m, n);
+  if (rc == AMN_ENOMEM) amn_call_finish(c, AMN_STATUS_RESOURCE_EXHAUSTED, "out of memory"); /* no echo: no OK */
+  else assert_true(rc == 0 || rc == AMN_ECLOSED);
 }
 static void finish_ok(amn_call *c, void *ud) {
   (void)ud;
@@ -1143,7 +1145,20 @@ static void test_bad_client_cert(void **st) {
 /* One unary call from our client to our server, each on its own fresh
  * connection; everything is torn down. Returns the call's status (-1: not
  * even started). */
-static int alloc_run(bool *ok) {
+/* The client's and the server's connections are gone and freed. */
+static void alloc_run_end(void) {
+  if (g_cl) client_free(g_cl);
+  g_cl = NULL;
+  for (int i = 0; i < TURNS_MAX && g_sl.bl.nconns; i++) turn();
+  assert_int_equal(g_sl.bl.nconns, 0);
+  mends_free();
+  assert_int_equal(atomic_load(&g_srv->bc.buffered), 0);
+}
+
+/* One unary call from our client to our server, on a fresh client and
+ * connection; everything is torn down. Returns the call's status (-1: not
+ * even started); *ok: it succeeded with the right answer. */
+static int alloc_run_unary(bool *ok) {
   *ok = false;
   done_rec d = {0};
   int code = -1;
@@ -1156,16 +1171,42 @@ static int alloc_run(bool *ok) {
     *ok = d.code == AMN_STATUS_OK && d.len == 7 && memcmp(d.data, "payload", 7) == 0;
     if (d.code == AMN_STATUS_OK) assert_true(*ok); /* never OK with a wrong body */
   }
-  if (g_cl) client_free(g_cl);
-  g_cl = NULL;
-  for (int i = 0; i < TURNS_MAX && g_sl.bl.nconns; i++) turn();
-  assert_int_equal(g_sl.bl.nconns, 0);
-  mends_free();
-  assert_int_equal(atomic_load(&g_srv->bc.buffered), 0);
+  alloc_run_end();
   return code;
 }
 
-static void every_allocation_fails(int side, const char *name) {
+/* The same with a stream: two messages, one of several frames, echoed. */
+static int alloc_run_stream(bool *ok) {
+  *ok = false;
+  int code = -1;
+  static uint8_t big[20000];
+  memset(big, 'z', sizeof big);
+  g_cl = client_new("client.pem", "client-key.pem");
+  amn_cstream_cbs cbs = {.on_message = s_msg, .on_close = s_close};
+  srec r = {0};
+  amn_cstream *s = NULL;
+  int side = g_side;
+  g_side = SIDE_CLIENT;
+  int rc = g_cl ? amn_client_stream_open(g_cl, "/t.S/Stream", NULL, &cbs, &r, &s) : -1;
+  if (rc == 0) {
+    int r1 = amn_cstream_send(s, (const uint8_t *)"first", 5), r2 = amn_cstream_send(s, big, sizeof big);
+    int r3 = amn_cstream_close_send(s);
+    g_side = side;
+    int i = 0;
+    while (r.closes == 0 && i++ < TURNS_MAX) turn();
+    assert_int_equal(r.closes, 1); /* no hang: the call ends */
+    code = (int)r.code;
+    *ok = r.code == AMN_STATUS_OK && r1 == 0 && r2 == 0 && r3 == 0 && r.msgs == 2 && r.bytes == 5 + sizeof big;
+    if (r.code == AMN_STATUS_OK) assert_int_equal(r.bytes, (r1 == 0 ? 5 : 0) + (r2 == 0 ? sizeof big : 0));
+    g_side = SIDE_CLIENT;
+    amn_cstream_release(s);
+  }
+  g_side = side;
+  alloc_run_end();
+  return code;
+}
+
+static void every_allocation_fails(int (*alloc_run)(bool *ok), int side, const char *name) {
   amn_log_set_sink(log_sink, NULL); /* "out of memory" lines: expected */
   bool ok;
   assert_int_equal(alloc_run(&ok), 0); /* warm: the same path without failures */
@@ -1202,11 +1243,13 @@ static void every_allocation_fails(int side, const char *name) {
 
 static void test_alloc_fail_server(void **st) {
   (void)st;
-  every_allocation_fails(SIDE_SERVER, "server");
+  every_allocation_fails(alloc_run_unary, SIDE_SERVER, "unary, server");
+  every_allocation_fails(alloc_run_stream, SIDE_SERVER, "stream, server");
 }
 static void test_alloc_fail_client(void **st) {
   (void)st;
-  every_allocation_fails(SIDE_CLIENT, "client");
+  every_allocation_fails(alloc_run_unary, SIDE_CLIENT, "unary, client");
+  every_allocation_fails(alloc_run_stream, SIDE_CLIENT, "stream, client");
 }
 
 /* ---- main ---- */
