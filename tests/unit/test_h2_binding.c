@@ -353,6 +353,18 @@ typedef struct peer {
   uint64_t wu_conn;       /* connection WINDOW_UPDATE increments received */
   int settings;
   bool eof;
+  /* raw: nghttp2 no longer reads or writes; the frames that arrive are
+   * only listed (for input nghttp2 itself would refuse to have sent) */
+  bool raw;
+  uint8_t rbuf[65536];
+  size_t rlen;
+  struct rawf {
+    uint8_t type, flags;
+    uint32_t sid, code; /* code: RST_STREAM's, GOAWAY's */
+    char fields[256];   /* HEADERS (no CONTINUATION): the fields, "name=value;" */
+  } rf[64];
+  nghttp2_hd_inflater *hd; /* raw: a fresh connection's HPACK decoder */
+  int nrf;
 } peer;
 
 static pstream *pst(peer *p, int32_t id, bool make) {
@@ -489,6 +501,7 @@ static peer *peer_new(bool is_server, mend *end, const char *cert, const char *k
 
 static void peer_free(peer *p) {
   if (!p) return;
+  if (p->hd) nghttp2_hd_inflate_del(p->hd);
   nghttp2_session_del(p->h2);
   gnutls_deinit(p->tls);
   amn_tls_ctx_unref(p->ctx);
@@ -499,6 +512,54 @@ static void peer_free(peer *p) {
 static void peer_raw(peer *p, const void *b, size_t n) {
   assert_true(p->hs_done && n <= 16384);
   assert_int_equal(gnutls_record_send(p->tls, b, n), (ssize_t)n);
+}
+
+static uint32_t be32(const uint8_t *p) {
+  return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+}
+
+/* Raw mode: whole frames of rbuf into the list. */
+static void peer_raw_frames(peer *p) {
+  size_t off = 0;
+  while (p->rlen - off >= 9) {
+    const uint8_t *h = p->rbuf + off;
+    size_t len = (size_t)h[0] << 16 | (size_t)h[1] << 8 | h[2];
+    if (p->rlen - off < 9 + len) break;
+    assert_true(p->nrf < 64);
+    struct rawf *f = &p->rf[p->nrf++];
+    f->type = h[3];
+    f->flags = h[4];
+    f->sid = be32(h + 5) & 0x7fffffffu;
+    f->code = f->type == NGHTTP2_RST_STREAM && len == 4 ? be32(h + 9)
+              : f->type == NGHTTP2_GOAWAY && len >= 8 ? be32(h + 13) : 0;
+    f->fields[0] = 0;
+    if (f->type == NGHTTP2_HEADERS && (f->flags & NGHTTP2_FLAG_END_HEADERS) && !(f->flags & 0x28)) {
+      if (!p->hd) assert_int_equal(nghttp2_hd_inflate_new(&p->hd), 0);
+      const uint8_t *b = h + 9;
+      size_t left = len;
+      for (;;) {
+        nghttp2_nv nv;
+        int fl = 0;
+        ssize_t used = nghttp2_hd_inflate_hd2(p->hd, &nv, &fl, b, left, 1);
+        assert_true(used >= 0);
+        b += used;
+        left -= (size_t)used;
+        if (fl & NGHTTP2_HD_INFLATE_EMIT) {
+          size_t fl_len = strlen(f->fields);
+          snprintf(f->fields + fl_len, sizeof f->fields - fl_len, "%.*s=%.*s;", (int)nv.namelen,
+                   (const char *)nv.name, (int)nv.valuelen, (const char *)nv.value);
+        }
+        if (fl & NGHTTP2_HD_INFLATE_FINAL) {
+          nghttp2_hd_inflate_end_headers(p->hd);
+          break;
+        }
+        assert_true(used > 0 || (fl & NGHTTP2_HD_INFLATE_EMIT));
+      }
+    }
+    off += 9 + len;
+  }
+  memmove(p->rbuf, p->rbuf + off, p->rlen - off);
+  p->rlen -= off;
 }
 
 /* Handshake, then what arrived into nghttp2 and what nghttp2 has out.
@@ -528,11 +589,18 @@ static bool peer_turn(peer *p) {
       break;
     }
     moved = true;
+    if (p->raw) {
+      assert_true(p->rlen + (size_t)n <= sizeof p->rbuf);
+      memcpy(p->rbuf + p->rlen, buf, (size_t)n);
+      p->rlen += (size_t)n;
+      peer_raw_frames(p);
+      continue;
+    }
     ssize_t r = nghttp2_session_mem_recv(p->h2, buf, (size_t)n);
     assert_true(r == n || r < 0);
     if (r < 0) break;
   }
-  for (;;) {
+  while (!p->raw) {
     const uint8_t *d;
     ssize_t n = nghttp2_session_mem_send(p->h2, &d);
     assert_true(n >= 0);
@@ -1140,6 +1208,62 @@ static void test_bad_client_cert(void **st) {
   assert_true(p->hs_rc != 0 || p->eof);
 }
 
+/* The phases of a request on the fake clock: a request whose bytes stop
+ * coming fails after stall_timeout_ms; one whose header block never ends,
+ * after header_timeout_ms. (Their libev timers are invoked: no real time
+ * passes.) */
+static void test_phase_timeouts(void **st) {
+  (void)st;
+  peer *p = g_cpeer = peer_new(false, server_conn(false), "client.pem", "client-key.pem");
+  settle();
+  static const uint8_t part[] = {0, 0, 0, 0, 100, 'o', 'n', 'l', 'y', ' ', 't', 'e', 'n', '.', '.'};
+  int32_t sid = peer_request(p, "/t.S/Stream", part, sizeof part, false, NULL);
+  settle();
+  assert_non_null(g_sl.progress.head); /* the call waits on the client */
+  g_now += 29 * 1000000000LL;
+  ev_invoke(g_sl.ev, &g_sl.progress.timer, EV_TIMER);
+  settle();
+  assert_int_equal(pst(p, sid, false)->grpc_status_in[0], 0); /* not yet */
+  g_now += 2 * 1000000000LL;
+  ev_invoke(g_sl.ev, &g_sl.progress.timer, EV_TIMER);
+  settle();
+  pstream *ps = pst(p, sid, false);
+  assert_string_equal(ps->grpc_status_in, "8"); /* RESOURCE_EXHAUSTED */
+  assert_string_equal(ps->grpc_message, "request stalled: no bytes for 30000 ms");
+  assert_null(g_sl.progress.head);
+
+  /* a header block that never ends (HEADERS without END_HEADERS, then
+   * nothing), on a fresh connection (the frames are read raw) */
+  mend_close(p->end);
+  settle();
+  peer_free(p);
+  p = g_cpeer = peer_new(false, server_conn(false), "client.pem", "client-key.pem");
+  settle();
+  p->raw = true;
+  static const uint8_t headers[] = {0, 0, 2, NGHTTP2_HEADERS, 0, 0, 0, 0, 1, 0x83, 0x87};
+  peer_raw(p, headers, sizeof headers);
+  settle();
+  assert_non_null(g_sl.hdr_phase.head);
+  assert_int_equal(p->nrf, 0);
+  g_now += 9 * 1000000000LL;
+  ev_invoke(g_sl.ev, &g_sl.hdr_phase.timer, EV_TIMER);
+  settle();
+  assert_int_equal(p->nrf, 0); /* not yet */
+  g_now += 2 * 1000000000LL;
+  ev_invoke(g_sl.ev, &g_sl.hdr_phase.timer, EV_TIMER);
+  settle();
+  assert_null(g_sl.hdr_phase.head);
+  /* a final status (trailers-only), then RST_STREAM(NO_ERROR): stop sending */
+  assert_int_equal(p->nrf, 2);
+  assert_int_equal(p->rf[0].type, NGHTTP2_HEADERS);
+  assert_int_equal(p->rf[0].sid, 1);
+  assert_int_equal(p->rf[0].flags, NGHTTP2_FLAG_END_STREAM | NGHTTP2_FLAG_END_HEADERS);
+  assert_non_null(strstr(p->rf[0].fields, "grpc-status=4;"));
+  assert_non_null(strstr(p->rf[0].fields, "grpc-message=request headers not complete within 10000 ms;"));
+  assert_int_equal(p->rf[1].type, NGHTTP2_RST_STREAM);
+  assert_int_equal(p->rf[1].code, NGHTTP2_NO_ERROR);
+}
+
 /* ---- allocation failures ---- */
 
 /* One unary call from our client to our server, each on its own fresh
@@ -1301,6 +1425,7 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_flow_control_bound, setup, teardown),
       cmocka_unit_test_setup_teardown(test_malformed, setup, teardown),
       cmocka_unit_test_setup_teardown(test_bad_client_cert, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_phase_timeouts, setup, teardown),
       cmocka_unit_test_setup_teardown(test_alloc_fail_server, setup, teardown),
       cmocka_unit_test_setup_teardown(test_alloc_fail_client, setup, teardown),
   };
