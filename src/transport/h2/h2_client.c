@@ -273,7 +273,7 @@ static void ka_cb(struct ev_loop *ev, ev_timer *w, int revents) {
   amn_h2c_conn *cc = w->data;
   amn_ct_client *tc = cc->tc;
   if (cc->st != CC_READY || !cc->io.h2 || cc->io.close_requested || !tc->ka_interval_ms) return;
-  ev_tstamp now = ev_now(ev), iv = tc->ka_interval_ms / 1000.0, to = ka_timeout_s(tc), quiet = now - cc->io.last_rx;
+  ev_tstamp now = AMN_H2_NOW(ev), iv = tc->ka_interval_ms / 1000.0, to = ka_timeout_s(tc), quiet = now - cc->io.last_rx;
   if (cc->ping_sent > 0 && cc->io.last_rx > cc->ping_sent) cc->ping_sent = 0;
   if (cc->ping_sent > 0) {
     if (now - cc->ping_sent >= to - 0.001) {
@@ -596,6 +596,13 @@ static void h2c_close(void *conn, const char *why) {
   amn_h2io_close(&cc->io, why);
   amn_h2io_flush(&cc->io);
 }
+
+#ifdef AMN_TEST_HOOKS
+void amn_h2c_test_fire_timers(void *conn) {
+  amn_h2c_conn *cc = conn;
+  if (ev_is_active(&cc->ka)) ev_invoke(cc->tc->ev, &cc->ka, EV_TIMER);
+}
+#endif
 
 const amn_ctransport amn_h2c_transport = {
     .name = "HTTP/2",

@@ -158,7 +158,7 @@ static void ka_cb(struct ev_loop *ev, ev_timer *w, int revents) {
   amn_sconn *sc = w->data;
   const amn_st_config *cfg = cfg_of(sc);
   if (sc->io.state != AMN_IO_OPEN || !sc->io.h2 || sc->io.close_requested) return;
-  ev_tstamp now = ev_now(ev), iv = cfg->keepalive_interval_ms / 1000.0, to = ka_timeout_s(cfg);
+  ev_tstamp now = AMN_H2_NOW(ev), iv = cfg->keepalive_interval_ms / 1000.0, to = ka_timeout_s(cfg);
   if (sc->ping_sent > 0 && sc->io.last_rx > sc->ping_sent) sc->ping_sent = 0;
   if (sc->ping_sent > 0) {
     if (now - sc->ping_sent >= to - 0.001) {
@@ -182,7 +182,7 @@ static void ka_cb(struct ev_loop *ev, ev_timer *w, int revents) {
 /* A PING from the client: the abuse policy of grpc doc/keepalive.md. */
 static void ping_received(amn_sconn *sc) {
   const amn_st_config *o = cfg_of(sc);
-  ev_tstamp now = ev_now(sc->loop->ev);
+  ev_tstamp now = AMN_H2_NOW(sc->loop->ev);
   if (!o->ping_min_interval_ms || sc->ping_strikes > AMN_MAX_PING_STRIKES) return; /* (already told once) */
   bool bad = (!sc->streams && !o->ping_permit_without_calls) ||
              (sc->last_ping_rx > 0 && now - sc->last_ping_rx < o->ping_min_interval_ms / 1000.0);
@@ -557,6 +557,14 @@ void amn_h2s_close_all(amn_st_loop *loop) {
     amn_h2io_close(&sc->io, "drain deadline reached");
   }
 }
+
+#ifdef AMN_TEST_HOOKS
+void amn_h2s_test_fire_timers(amn_st_loop *loop) {
+  h2s_loop *hl = loop->h2;
+  for (amn_sconn *sc = hl ? hl->conns : NULL; sc; sc = sc->next) /* (a close frees later, on the loop) */
+    if (ev_is_active(&sc->ka_timer)) ev_invoke(loop->ev, &sc->ka_timer, EV_TIMER);
+}
+#endif
 
 void amn_h2s_free(amn_st_loop *loop) {
   h2s_loop *hl = loop->h2;

@@ -288,7 +288,7 @@ static void io_read(amn_h2io *io) {
         break;
       }
     }
-    io->last_rx = ev_now(io->loop->ev);
+    io->last_rx = AMN_H2_NOW(io->loop->ev);
     io->in_callback = true;
     ssize_t rv = nghttp2_session_mem_recv(io->h2, buf, (size_t)n);
     io->in_callback = false;
@@ -356,7 +356,7 @@ static void io_ready(amn_h2io *io) {
   ev_timer_stop(io->loop->ev, &io->hs_timer);
   if (ev_is_active(&io->ww)) ev_io_stop(io->loop->ev, &io->ww);
   io->state = AMN_IO_OPEN;
-  io->last_rx = ev_now(io->loop->ev);
+  io->last_rx = AMN_H2_NOW(io->loop->ev);
   if (io->cbs->on_ready(io) != 0) {
     if (!io->close_requested) amn_h2io_close(io, "connection setup failed");
     io_do_close(io);

@@ -105,8 +105,11 @@ void amn_h2io_close_fd(int fd);
  * from recv: the peer's end of stream). `connect`, when set, replaces the
  * client's TCP connect: it returns a connected fd for host:port, or -1 with
  * errno. `mem`, when set, is the allocator of both bindings' nghttp2
- * sessions (allocation-failure tests). One branch per I/O call in test
- * builds; none in others. */
+ * sessions (allocation-failure tests). `now`, when set, is the bindings'
+ * clock in seconds (AMN_H2_NOW: keepalive, PING policy, last_rx) instead of
+ * ev_now: a test's fake clock; it then fires the bindings' keepalive timers
+ * itself (amn_h2s_test_fire_timers, amn_h2c_test_fire_timers). One branch
+ * per I/O call in test builds; none in others. */
 typedef struct amn_h2io_test_io {
   ssize_t (*recv)(int fd, void *buf, size_t n);
   ssize_t (*send)(int fd, const void *buf, size_t n);
@@ -114,11 +117,14 @@ typedef struct amn_h2io_test_io {
   void (*close)(int fd);
   int (*connect)(const char *host, uint16_t port);
   nghttp2_mem *mem;
+  double (*now)(void);
 } amn_h2io_test_io;
 extern const amn_h2io_test_io *amn_h2io_test_hook;
 #define AMN_H2_MEM (amn_h2io_test_hook ? amn_h2io_test_hook->mem : NULL)
+#define AMN_H2_NOW(ev) (amn_h2io_test_hook && amn_h2io_test_hook->now ? amn_h2io_test_hook->now() : ev_now(ev))
 #else
 #define AMN_H2_MEM NULL
+#define AMN_H2_NOW(ev) ev_now(ev)
 #endif
 
 /* Appends n bytes to the write buffer (growing it) and returns where to
