@@ -198,7 +198,8 @@ static ssize_t h_send(int fd, const void *buf, size_t n) { return mend_send(end_
 static void h_shutdown(int fd) { mend_shut(end_of(fd)); }
 static void h_close(int fd) { mend_close(end_of(fd)); }
 static int h_connect(const char *host, uint16_t port);
-static const amn_h2io_test_io g_hook = {h_recv, h_send, h_shutdown, h_close, h_connect, &g_h2mem};
+static double fake_now_s(void);
+static const amn_h2io_test_io g_hook = {h_recv, h_send, h_shutdown, h_close, h_connect, &g_h2mem, fake_now_s};
 
 /* ---- the development PKI ---- */
 
@@ -217,6 +218,7 @@ static amn_server *g_srv;
 static amn_srv_loop g_sl;
 static int64_t g_now = 1000000000LL;
 static int64_t fake_clock(void) { return g_now; }
+static double fake_now_s(void) { return (double)g_now / 1e9; } /* the bindings' (keepalive) */
 
 #define MAX_MSG 65536u
 
@@ -347,7 +349,7 @@ typedef struct peer {
   nghttp2_session *h2;
   pstream st[PEER_STREAMS];
   int nst;
-  int goaways;
+  int goaways, pings;     /* GOAWAYs, PINGs (not acks) received */
   uint32_t goaway_code;
   int32_t goaway_last;
   uint64_t wu_conn;       /* connection WINDOW_UPDATE increments received */
@@ -440,6 +442,9 @@ static int p_on_frame(nghttp2_session *s, const nghttp2_frame *f, void *ud) {
     break;
   case NGHTTP2_SETTINGS:
     if (!(f->hd.flags & NGHTTP2_FLAG_ACK)) p->settings++;
+    break;
+  case NGHTTP2_PING:
+    if (!(f->hd.flags & NGHTTP2_FLAG_ACK)) p->pings++; /* (nghttp2 answers it) */
     break;
   default:
     break;
@@ -712,6 +717,7 @@ static int h_connect(const char *host, uint16_t port) {
 /* ---- the client: real, without its I/O thread ---- */
 
 static amn_client *g_cl;
+static uint32_t g_ka_ms; /* the next clients' keepalive interval and timeout (0: none) */
 
 static amn_client *client_new(const char *cert, const char *key) {
   amn_client_opts o;
@@ -727,6 +733,7 @@ static amn_client *client_new(const char *cert, const char *key) {
   o.backoff_max_ms = 1;
   o.max_recv_message = MAX_MSG;
   o.max_send_message = MAX_MSG;
+  o.keepalive_interval_ms = o.keepalive_timeout_ms = g_ka_ms;
   char err[256];
   amn_client *cl = NULL;
   amn_client_test_no_thread = true;
@@ -836,6 +843,8 @@ static int setup(void **st) {
   (void)st;
   amn_h2io_test_hook = &g_hook;
   g_nroute = g_connects = 0;
+  g_ka_ms = 0;
+  g_srv->bc.keepalive_interval_ms = g_srv->bc.keepalive_timeout_ms = 0; /* (a test may set them) */
   g_held = NULL;
   g_cancels = g_msgs = g_npaused = 0;
   g_cancel_why = AMN_STATUS_OK;
@@ -1264,6 +1273,78 @@ static void test_phase_timeouts(void **st) {
   assert_int_equal(p->rf[1].code, NGHTTP2_NO_ERROR);
 }
 
+/* The raw frames a peer received since `from` of one type. */
+static int raw_count(const peer *p, int from, uint8_t type) {
+  int n = 0;
+  for (int i = from; i < p->nrf; i++) n += p->rf[i].type == type;
+  return n;
+}
+
+/* The server's keepalive on the fake clock: a quiet connection gets a PING
+ * each interval; answered, it lives; unanswered within the timeout, it
+ * closes. */
+static void test_keepalive_server(void **st) {
+  (void)st;
+  g_srv->bc.keepalive_interval_ms = 1000;
+  g_srv->bc.keepalive_timeout_ms = 1000;
+  peer *p = g_cpeer = peer_new(false, server_conn(false), "client.pem", "client-key.pem");
+  settle();
+  amn_h2s_test_fire_timers(&g_sl.bl);
+  settle();
+  assert_int_equal(p->pings, 0); /* not quiet for an interval yet */
+  for (int i = 1; i <= 2; i++) {
+    g_now += 1000 * 1000000LL;
+    amn_h2s_test_fire_timers(&g_sl.bl);
+    settle();
+    assert_int_equal(p->pings, i); /* answered by the peer's nghttp2 */
+  }
+  p->raw = true; /* the peer stops answering */
+  g_now += 1000 * 1000000LL;
+  amn_h2s_test_fire_timers(&g_sl.bl);
+  settle();
+  assert_int_equal(raw_count(p, 0, NGHTTP2_PING), 1);
+  assert_int_equal(g_sl.bl.nconns, 1);
+  g_now += 900 * 1000000LL;
+  amn_h2s_test_fire_timers(&g_sl.bl);
+  settle();
+  assert_int_equal(g_sl.bl.nconns, 1); /* the timeout is not over */
+  g_now += 100 * 1000000LL;
+  amn_h2s_test_fire_timers(&g_sl.bl);
+  RUN_UNTIL(g_sl.bl.nconns == 0);
+  RUN_UNTIL(p->eof);
+}
+
+/* The client's keepalive on the fake clock, while a call waits on a server
+ * (the test's) that stops answering PINGs: the connection is declared dead
+ * and the call fails with the reason. */
+static void test_keepalive_client(void **st) {
+  (void)st;
+  g_route[0] = TO_PEER;
+  g_nroute = 1;
+  g_ka_ms = 1000;
+  good_client();
+  done_rec d = {0};
+  assert_int_equal(unary("/t.S/Echo", "x", 0, false, &d), 0);
+  RUN_UNTIL(g_nspeers == 1 && g_speers[0]->nst == 1 && g_speers[0]->st[0].ended);
+  peer *p = g_speers[0];
+  void *conn = g_cl->eps[0].slots->conn;
+  g_now += 1000 * 1000000LL;
+  amn_h2c_test_fire_timers(conn);
+  settle();
+  assert_int_equal(p->pings, 1);
+  p->raw = true;
+  g_now += 1000 * 1000000LL;
+  amn_h2c_test_fire_timers(conn);
+  settle();
+  assert_int_equal(raw_count(p, 0, NGHTTP2_PING), 1);
+  assert_int_equal(d.n, 0);
+  g_now += 1000 * 1000000LL;
+  amn_h2c_test_fire_timers(conn);
+  RUN_UNTIL(d.n == 1);
+  assert_int_equal(d.code, AMN_STATUS_UNAVAILABLE);
+  assert_non_null(strstr(d.msg, "keepalive: no answer to a PING within 1000 ms"));
+}
+
 /* ---- allocation failures ---- */
 
 /* One unary call from our client to our server, each on its own fresh
@@ -1426,6 +1507,8 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_malformed, setup, teardown),
       cmocka_unit_test_setup_teardown(test_bad_client_cert, setup, teardown),
       cmocka_unit_test_setup_teardown(test_phase_timeouts, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_keepalive_server, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_keepalive_client, setup, teardown),
       cmocka_unit_test_setup_teardown(test_alloc_fail_server, setup, teardown),
       cmocka_unit_test_setup_teardown(test_alloc_fail_client, setup, teardown),
   };
