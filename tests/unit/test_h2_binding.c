@@ -1380,20 +1380,27 @@ static int alloc_run_unary(bool *ok) {
   return code;
 }
 
+/* A fresh client and its stream to `method` (NULL when memory ran out);
+ * returns with g_side SIDE_CLIENT. */
+static amn_cstream *alloc_stream_open(const char *method, srec *r) {
+  g_cl = client_new("client.pem", "client-key.pem");
+  amn_cstream_cbs cbs = {.on_message = s_msg, .on_close = s_close};
+  amn_cstream *s = NULL;
+  g_side = SIDE_CLIENT;
+  if (g_cl && amn_client_stream_open(g_cl, method, NULL, &cbs, r, &s) != 0) s = NULL;
+  return s;
+}
+
 /* The same with a stream: two messages, one of several frames, echoed. */
 static int alloc_run_stream(bool *ok) {
   *ok = false;
   int code = -1;
   static uint8_t big[20000];
   memset(big, 'z', sizeof big);
-  g_cl = client_new("client.pem", "client-key.pem");
-  amn_cstream_cbs cbs = {.on_message = s_msg, .on_close = s_close};
   srec r = {0};
-  amn_cstream *s = NULL;
   int side = g_side;
-  g_side = SIDE_CLIENT;
-  int rc = g_cl ? amn_client_stream_open(g_cl, "/t.S/Stream", NULL, &cbs, &r, &s) : -1;
-  if (rc == 0) {
+  amn_cstream *s = alloc_stream_open("/t.S/Stream", &r);
+  if (s) {
     int r1 = amn_cstream_send(s, (const uint8_t *)"first", 5), r2 = amn_cstream_send(s, big, sizeof big);
     int r3 = amn_cstream_close_send(s);
     g_side = side;
@@ -1409,6 +1416,42 @@ static int alloc_run_stream(bool *ok) {
   g_side = side;
   alloc_run_end();
   return code;
+}
+
+/* A stream the client cancels once the server's handler holds it: the
+ * handler hears of it (or of the connection's end) and finishes; the
+ * client's stream ends once, CANCELLED unless it failed first. */
+static int alloc_run_cancel(bool *ok) {
+  *ok = false;
+  int code = -1;
+  g_held = NULL;
+  g_cancels = 0;
+  srec r = {0};
+  int side = g_side;
+  amn_cstream *s = alloc_stream_open("/t.S/Hold", &r);
+  if (s) {
+    int r1 = amn_cstream_send(s, (const uint8_t *)"hold", 4);
+    g_side = side;
+    int i = 0;
+    while (r1 == 0 && !g_held && r.closes == 0 && i++ < TURNS_MAX) turn();
+    if (r1 == 0 && !g_held && !r.closes)
+      fail_msg("allocation %ld failing: the stream is never held nor closed (%d turns)", g_fail_at, TURNS_MAX);
+    bool held = g_held != NULL;
+    g_side = SIDE_CLIENT;
+    amn_cstream_cancel(s);
+    g_side = side;
+    for (i = 0; (r.closes == 0 || g_held) && i < TURNS_MAX; i++) turn();
+    assert_int_equal(r.closes, 1);
+    if (g_held) fail_msg("allocation %ld failing: the client's stream ended (%d) but the server's handler never heard", g_fail_at, r.code);
+    code = (int)r.code;
+    *ok = held && r1 == 0 && r.code == AMN_STATUS_CANCELLED && g_cancels == 1 && g_cancel_why == AMN_STATUS_CANCELLED;
+    g_side = SIDE_CLIENT;
+    amn_cstream_release(s);
+  }
+  g_side = side;
+  alloc_run_end();
+  assert_null(g_held);
+  return code == AMN_STATUS_CANCELLED ? 0 : code; /* (a cancelled stream is this run's success) */
 }
 
 static void every_allocation_fails(int (*alloc_run)(bool *ok), int side, const char *name) {
@@ -1436,12 +1479,13 @@ static void every_allocation_fails(int (*alloc_run)(bool *ok), int side, const c
     if (g_live != live) fail_msg("%s: allocation %ld failing leaked %ld blocks", name, n, g_live - live);
     if (!g_failed) { /* more allocations than the call makes: done */
       assert_int_equal(code, 0);
+      assert_true(ok);
       break;
     }
     if (code > 0) statuses++;
   }
-  print_message("  %s: %d runs, %d allocations (%ld of them nghttp2's); %d failures ended with a gRPC status, the "
-                "others with OK\n", name, runs, runs - 1, h2_allocs, statuses);
+  print_message("  %s: %d runs, %d allocations (%ld of them nghttp2's); %d failures ended the call with another "
+                "status than a run without failure, the others as it does\n", name, runs, runs - 1, h2_allocs, statuses);
   assert_true(runs > 10);
   amn_log_set_sink(NULL, NULL);
 }
@@ -1450,11 +1494,13 @@ static void test_alloc_fail_server(void **st) {
   (void)st;
   every_allocation_fails(alloc_run_unary, SIDE_SERVER, "unary, server");
   every_allocation_fails(alloc_run_stream, SIDE_SERVER, "stream, server");
+  every_allocation_fails(alloc_run_cancel, SIDE_SERVER, "cancel, server");
 }
 static void test_alloc_fail_client(void **st) {
   (void)st;
   every_allocation_fails(alloc_run_unary, SIDE_CLIENT, "unary, client");
   every_allocation_fails(alloc_run_stream, SIDE_CLIENT, "stream, client");
+  every_allocation_fails(alloc_run_cancel, SIDE_CLIENT, "cancel, client");
 }
 
 /* ---- main ---- */

@@ -353,7 +353,14 @@ static void h2c_cancel(void *stream) {
   amn_h2c_conn *cc = st->cc;
   st->call = NULL; /* nothing reaches the call anymore; the stream is released when nghttp2 closes it */
   if (cc->st != CC_READY) return;
-  nghttp2_submit_rst_stream(cc->io.h2, NGHTTP2_FLAG_NONE, st->id, NGHTTP2_CANCEL);
+  if (nghttp2_submit_rst_stream(cc->io.h2, NGHTTP2_FLAG_NONE, st->id, NGHTTP2_CANCEL) != 0) {
+    /* out of memory: the server would never hear of the cancel and keep
+     * running the call; closing the connection is the only way left to
+     * tell it (at the next flush: not from inside the core's cancel) */
+    AMN_WARN("connection to %s: cannot reset a cancelled stream (out of memory): closing it", cc->ep->authority);
+    amn_h2io_close(&cc->io, "out of memory resetting a cancelled stream");
+    return;
+  }
   amn_h2io_mark_dirty(&cc->io);
 }
 
