@@ -1455,6 +1455,36 @@ static int alloc_run_cancel(bool *ok) {
   return code == AMN_STATUS_CANCELLED ? 0 : code; /* (a cancelled stream is this run's success) */
 }
 
+/* A unary call past its deadline on the fake clock while the handler holds
+ * it: DEADLINE_EXCEEDED for the handler and the client. */
+static int alloc_run_deadline(bool *ok) {
+  *ok = false;
+  int code = -1;
+  g_held = NULL;
+  g_cancels = 0;
+  done_rec d = {0};
+  g_cl = client_new("client.pem", "client-key.pem");
+  if (g_cl && unary("/t.S/Hold", "x", 5000, false, &d) == 0) {
+    int i = 0;
+    while (!g_held && d.n == 0 && i++ < TURNS_MAX) turn();
+    assert_true(g_held || d.n); /* no hang */
+    bool held = g_held != NULL;
+    if (held) {
+      g_now += 6 * 1000000000LL;
+      g_side = SIDE_SERVER;
+      if (ev_is_active(&g_held->deadline_timer)) ev_invoke(g_sl.ev, &g_held->deadline_timer, EV_TIMER);
+      g_side = SIDE_NONE;
+    }
+    for (i = 0; (d.n == 0 || g_held) && i < TURNS_MAX; i++) turn();
+    assert_int_equal(d.n, 1);
+    assert_null(g_held); /* the handler heard and finished */
+    code = (int)d.code;
+    *ok = held && d.code == AMN_STATUS_DEADLINE_EXCEEDED && g_cancel_why == AMN_STATUS_DEADLINE_EXCEEDED;
+  }
+  alloc_run_end();
+  return code == AMN_STATUS_DEADLINE_EXCEEDED ? 0 : code; /* (this run's success) */
+}
+
 static void every_allocation_fails(int (*alloc_run)(bool *ok), int side, const char *name) {
   amn_log_set_sink(log_sink, NULL); /* "out of memory" lines: expected */
   bool ok;
@@ -1496,12 +1526,14 @@ static void test_alloc_fail_server(void **st) {
   every_allocation_fails(alloc_run_unary, SIDE_SERVER, "unary, server");
   every_allocation_fails(alloc_run_stream, SIDE_SERVER, "stream, server");
   every_allocation_fails(alloc_run_cancel, SIDE_SERVER, "cancel, server");
+  every_allocation_fails(alloc_run_deadline, SIDE_SERVER, "deadline, server");
 }
 static void test_alloc_fail_client(void **st) {
   (void)st;
   every_allocation_fails(alloc_run_unary, SIDE_CLIENT, "unary, client");
   every_allocation_fails(alloc_run_stream, SIDE_CLIENT, "stream, client");
   every_allocation_fails(alloc_run_cancel, SIDE_CLIENT, "cancel, client");
+  every_allocation_fails(alloc_run_deadline, SIDE_CLIENT, "deadline, client");
 }
 
 /* ---- main ---- */
