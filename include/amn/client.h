@@ -192,7 +192,8 @@ AMN_API int amn_client_stream_open(amn_client *c, const char *method, const amn_
 
 /** Queues one message (copied). Any thread. AMN_EAGAIN when queued bytes
  *  exceed stream_send_buffer (not queued; wait for on_writable);
- *  AMN_ECLOSED after close/cancel; AMN_ETOOBIG above max_send_message. */
+ *  AMN_ECLOSED after close/cancel; AMN_ETOOBIG above max_send_message;
+ *  AMN_ENOMEM when out of memory (not queued). */
 AMN_API int amn_cstream_send(amn_cstream *s, const uint8_t *msg, size_t len);
 
 /** Half-closes: no more messages will be sent. Any thread. */

@@ -336,7 +336,9 @@ AMN_API int amn_call_add_trailing_metadata(amn_call *c, const char *key, const u
  * Returns 0; AMN_EAGAIN when the call's queued bytes exceed
  * stream_send_buffer (nothing was queued: retry after on_writable);
  * AMN_ECLOSED if the call is cancelled or finished; AMN_ETOOBIG if larger
- * than max_send_message.
+ * than max_send_message; AMN_ENOMEM when out of memory (nothing was queued:
+ * the call goes on, so a handler that cannot answer must finish it, e.g.
+ * with RESOURCE_EXHAUSTED, rather than end it OK without the message).
  */
 AMN_API int amn_call_send(amn_call *c, const uint8_t *msg, size_t len);
 

@@ -264,6 +264,14 @@ int amn_client_new(amn_client **out, const amn_client_opts *opts, char *err, siz
   ev_async_init(&cl->wake, wake_cb);
   cl->wake.data = cl;
   ev_async_start(cl->ev, &cl->wake);
+#ifdef AMN_TEST_HOOKS
+  if (amn_client_test_no_thread) {
+    cl->no_thread = true;
+    cl->thread = pthread_self();
+    *out = cl;
+    return 0;
+  }
+#endif
   if (pthread_create(&cl->thread, NULL, io_main, cl) != 0) {
     ev_async_stop(cl->ev, &cl->wake);
     amn_ioloop_stop(&cl->io);
@@ -299,7 +307,8 @@ void amn_client_free(amn_client *cl) {
   if (cl->ev) {
     atomic_store(&cl->stopping, true);
     ev_async_send(cl->ev, &cl->wake);
-    pthread_join(cl->thread, NULL);
+    if (cl->no_thread) ev_run(cl->ev, 0); /* (test builds) the last turn, here: drain_ops breaks it */
+    else pthread_join(cl->thread, NULL);
     /* release any late hand-offs */
     amn_mpsc_node *n;
     while ((n = amn_mpsc_pop(&cl->ops)) != NULL) {
@@ -545,6 +554,8 @@ int amn_client_get_quic_stats(amn_client *cl, amn_client_quic_stats *out) {
 }
 
 #ifdef AMN_TEST_HOOKS
+bool amn_client_test_no_thread;
+
 static int h3_test_op(amn_client *cl, int op, int arg) {
   return cl ? amn_h3c_transport.test_op(&cl->ct, op, arg) : AMN_ESTATE;
 }

@@ -25,6 +25,12 @@
 int amn_h3c_test_rebind(amn_client *cl, bool nat_only);
 int amn_h3c_test_key_update(amn_client *cl);
 int amn_h3c_test_close(amn_client *cl);
+/* While set, amn_client_new starts no I/O thread: the thread that creates
+ * the client is its I/O thread and drives its loop (ev_run on cl->ev, e.g.
+ * EVRUN_NOWAIT turns); amn_client_free then runs the loop's last turn on
+ * the caller's thread instead of joining. Never use the blocking calls
+ * (amn_client_unary, amn_client_connect) of such a client. */
+extern bool amn_client_test_no_thread;
 #endif
 
 #endif

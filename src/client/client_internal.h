@@ -92,6 +92,7 @@ struct amn_client {
   amn_tls_ctx *tls;             /* HTTP/2 (ALPN h2); NULL in insecure mode or HTTP/3 only */
   amn_tls_ctx *tls_h3;          /* HTTP/3 (ALPN h3); NULL unless the transport may be HTTP/3 */
   pthread_t thread;
+  bool no_thread;               /* test builds: the loop runs on the test's thread (amn_client_test_no_thread) */
   struct ev_loop *ev;
   amn_ioloop io;
   ev_async wake;

@@ -273,7 +273,7 @@ static void ka_cb(struct ev_loop *ev, ev_timer *w, int revents) {
   amn_h2c_conn *cc = w->data;
   amn_ct_client *tc = cc->tc;
   if (cc->st != CC_READY || !cc->io.h2 || cc->io.close_requested || !tc->ka_interval_ms) return;
-  ev_tstamp now = ev_now(ev), iv = tc->ka_interval_ms / 1000.0, to = ka_timeout_s(tc), quiet = now - cc->io.last_rx;
+  ev_tstamp now = AMN_H2_NOW(ev), iv = tc->ka_interval_ms / 1000.0, to = ka_timeout_s(tc), quiet = now - cc->io.last_rx;
   if (cc->ping_sent > 0 && cc->io.last_rx > cc->ping_sent) cc->ping_sent = 0;
   if (cc->ping_sent > 0) {
     if (now - cc->ping_sent >= to - 0.001) {
@@ -353,7 +353,14 @@ static void h2c_cancel(void *stream) {
   amn_h2c_conn *cc = st->cc;
   st->call = NULL; /* nothing reaches the call anymore; the stream is released when nghttp2 closes it */
   if (cc->st != CC_READY) return;
-  nghttp2_submit_rst_stream(cc->io.h2, NGHTTP2_FLAG_NONE, st->id, NGHTTP2_CANCEL);
+  if (nghttp2_submit_rst_stream(cc->io.h2, NGHTTP2_FLAG_NONE, st->id, NGHTTP2_CANCEL) != 0) {
+    /* out of memory: the server would never hear of the cancel and keep
+     * running the call; closing the connection is the only way left to
+     * tell it (at the next flush: not from inside the core's cancel) */
+    AMN_WARN("connection to %s: cannot reset a cancelled stream (out of memory): closing it", cc->ep->authority);
+    amn_h2io_close(&cc->io, "out of memory resetting a cancelled stream");
+    return;
+  }
   amn_h2io_mark_dirty(&cc->io);
 }
 
@@ -395,7 +402,7 @@ static int cc_on_ready(amn_h2io *io) {
     return -1;
   }
   pthread_once(&g_once, init_cbs);
-  if (nghttp2_session_client_new(&io->h2, g_cbs, cc) != 0) return -1;
+  if (nghttp2_session_client_new3(&io->h2, g_cbs, cc, NULL, AMN_H2_MEM) != 0) return -1;
   nghttp2_settings_entry iv[] = {
       {NGHTTP2_SETTINGS_ENABLE_PUSH, 0},
       {NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, tc->initial_window_size},
@@ -460,7 +467,7 @@ static void connected(amn_h2c_conn *cc, int fd) {
     char err[256];
     if (amn_tls_session_new(tc->tls, &tls, GNUTLS_NONBLOCK, tc->server_name ? tc->server_name : cc->ep->sni,
                             err, sizeof err) != 0) {
-      close(fd);
+      amn_h2io_close_fd(fd);
       conn_failed(cc, err);
       cc_free(cc);
       return;
@@ -549,6 +556,18 @@ static void h2c_open(amn_ct_client *tc, amn_ct_endpoint *ep, void *owner, void *
   ev_timer_init(&cc->ct, ct_cb, tc->connect_timeout_ms / 1000.0, 0.);
   cc->ct.data = cc;
   ev_timer_start(tc->ev, &cc->ct);
+#ifdef AMN_TEST_HOOKS
+  if (amn_h2io_test_hook && amn_h2io_test_hook->connect) { /* a test's memory pipe instead of TCP */
+    int fd = amn_h2io_test_hook->connect(ep->host, ep->port);
+    if (fd < 0) {
+      conn_failed(cc, strerror(errno));
+      cc_free(cc);
+    } else {
+      connected(cc, fd);
+    }
+    return;
+  }
+#endif
   struct addrinfo hints = {0};
   hints.ai_family = AF_UNSPEC;
   hints.ai_socktype = SOCK_STREAM;
@@ -584,6 +603,13 @@ static void h2c_close(void *conn, const char *why) {
   amn_h2io_close(&cc->io, why);
   amn_h2io_flush(&cc->io);
 }
+
+#ifdef AMN_TEST_HOOKS
+void amn_h2c_test_fire_timers(void *conn) {
+  amn_h2c_conn *cc = conn;
+  if (ev_is_active(&cc->ka)) ev_invoke(cc->tc->ev, &cc->ka, EV_TIMER);
+}
+#endif
 
 const amn_ctransport amn_h2c_transport = {
     .name = "HTTP/2",

@@ -9,4 +9,10 @@
 
 extern const amn_ctransport amn_h2c_transport;
 
+#ifdef AMN_TEST_HOOKS
+/* Test builds: runs the keepalive timer of a connection of this transport
+ * now; it acts as its clock says (a test's clock: h2io.h's `now`). */
+void amn_h2c_test_fire_timers(void *conn);
+#endif
+
 #endif

@@ -158,7 +158,7 @@ static void ka_cb(struct ev_loop *ev, ev_timer *w, int revents) {
   amn_sconn *sc = w->data;
   const amn_st_config *cfg = cfg_of(sc);
   if (sc->io.state != AMN_IO_OPEN || !sc->io.h2 || sc->io.close_requested) return;
-  ev_tstamp now = ev_now(ev), iv = cfg->keepalive_interval_ms / 1000.0, to = ka_timeout_s(cfg);
+  ev_tstamp now = AMN_H2_NOW(ev), iv = cfg->keepalive_interval_ms / 1000.0, to = ka_timeout_s(cfg);
   if (sc->ping_sent > 0 && sc->io.last_rx > sc->ping_sent) sc->ping_sent = 0;
   if (sc->ping_sent > 0) {
     if (now - sc->ping_sent >= to - 0.001) {
@@ -182,7 +182,7 @@ static void ka_cb(struct ev_loop *ev, ev_timer *w, int revents) {
 /* A PING from the client: the abuse policy of grpc doc/keepalive.md. */
 static void ping_received(amn_sconn *sc) {
   const amn_st_config *o = cfg_of(sc);
-  ev_tstamp now = ev_now(sc->loop->ev);
+  ev_tstamp now = AMN_H2_NOW(sc->loop->ev);
   if (!o->ping_min_interval_ms || sc->ping_strikes > AMN_MAX_PING_STRIKES) return; /* (already told once) */
   bool bad = (!sc->streams && !o->ping_permit_without_calls) ||
              (sc->last_ping_rx > 0 && now - sc->last_ping_rx < o->ping_min_interval_ms / 1000.0);
@@ -420,7 +420,7 @@ static int sc_on_ready(amn_h2io *io) {
   if (sc->refusing) {
     /* SETTINGS, then GOAWAY: the client reads the reason and nothing ran */
     pthread_once(&g_once, init_cbs);
-    if (nghttp2_session_server_new2(&io->h2, g_cbs, sc, g_opt) != 0) return -1;
+    if (nghttp2_session_server_new3(&io->h2, g_cbs, sc, g_opt, AMN_H2_MEM) != 0) return -1;
     nghttp2_submit_settings(io->h2, NGHTTP2_FLAG_NONE, NULL, 0);
     goaway_close(sc, NGHTTP2_ENHANCE_YOUR_CALM, "max_connections reached", "max_connections reached");
     return 0;
@@ -436,7 +436,7 @@ static int sc_on_ready(amn_h2io *io) {
     AMN_DEBUG("%s: mTLS connection from %s", sc->addr, sc->have_peer ? sc->peer.id.subject : "?");
   }
   pthread_once(&g_once, init_cbs);
-  if (nghttp2_session_server_new2(&io->h2, g_cbs, sc, g_opt) != 0) return -1;
+  if (nghttp2_session_server_new3(&io->h2, g_cbs, sc, g_opt, AMN_H2_MEM) != 0) return -1;
   nghttp2_settings_entry iv[] = {
       {NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS, cfg->max_concurrent_streams},
       {NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, cfg->initial_window_size},
@@ -501,7 +501,7 @@ static void sconn_start(amn_st_loop *loop, int fd, const char *peer_addr, bool r
   h2s_loop *hl = loop_state(loop);
   amn_sconn *sc = hl ? calloc(1, sizeof *sc) : NULL;
   if (!sc) {
-    close(fd);
+    amn_h2io_close_fd(fd);
     return;
   }
   sc->loop = loop;
@@ -519,7 +519,7 @@ static void sconn_start(amn_st_loop *loop, int fd, const char *peer_addr, bool r
     char err[256];
     if (amn_tls_session_new(ctx, &tls, GNUTLS_NONBLOCK, NULL, err, sizeof err) != 0) {
       AMN_ERROR("%s: TLS session setup failed: %s", peer_addr, err);
-      close(fd);
+      amn_h2io_close_fd(fd);
       free(sc);
       return;
     }
@@ -557,6 +557,14 @@ void amn_h2s_close_all(amn_st_loop *loop) {
     amn_h2io_close(&sc->io, "drain deadline reached");
   }
 }
+
+#ifdef AMN_TEST_HOOKS
+void amn_h2s_test_fire_timers(amn_st_loop *loop) {
+  h2s_loop *hl = loop->h2;
+  for (amn_sconn *sc = hl ? hl->conns : NULL; sc; sc = sc->next) /* (a close frees later, on the loop) */
+    if (ev_is_active(&sc->ka_timer)) ev_invoke(loop->ev, &sc->ka_timer, EV_TIMER);
+}
+#endif
 
 void amn_h2s_free(amn_st_loop *loop) {
   h2s_loop *hl = loop->h2;

@@ -18,6 +18,11 @@ void amn_h2s_refuse(amn_st_loop *loop, int fd, const char *peer_addr);
 void amn_h2s_drain_all(amn_st_loop *loop);
 /* Hard stop: calls left end with UNAVAILABLE, every connection closes. */
 void amn_h2s_close_all(amn_st_loop *loop);
+#ifdef AMN_TEST_HOOKS
+/* Test builds: runs the keepalive timer of every connection of the loop
+ * now; it acts as its clock says (a test's clock: h2io.h's `now`). */
+void amn_h2s_test_fire_timers(amn_st_loop *loop);
+#endif
 /* Frees the binding's state of the loop (after the loop thread exited;
  * every connection is closed). */
 void amn_h2s_free(amn_st_loop *loop);

@@ -12,6 +12,51 @@
 static void io_do_close(amn_h2io *io);
 static void io_handshake(amn_h2io *io);
 
+/* The socket calls, or (test builds) the test's memory pipe. */
+#ifdef AMN_TEST_HOOKS
+const amn_h2io_test_io *amn_h2io_test_hook;
+static ssize_t io_recv(int fd, void *buf, size_t n) {
+  return amn_h2io_test_hook ? amn_h2io_test_hook->recv(fd, buf, n) : recv(fd, buf, n, 0);
+}
+static ssize_t io_send(int fd, const void *buf, size_t n) {
+  return amn_h2io_test_hook ? amn_h2io_test_hook->send(fd, buf, n) : send(fd, buf, n, MSG_NOSIGNAL);
+}
+static void io_shutdown_wr(int fd) {
+  if (amn_h2io_test_hook) amn_h2io_test_hook->shutdown_wr(fd);
+  else shutdown(fd, SHUT_WR);
+}
+void amn_h2io_close_fd(int fd) {
+  if (amn_h2io_test_hook) amn_h2io_test_hook->close(fd);
+  else close(fd);
+}
+static ssize_t tls_pull(gnutls_transport_ptr_t p, void *buf, size_t n) {
+  return amn_h2io_test_hook->recv((int)(intptr_t)p, buf, n);
+}
+static ssize_t tls_push(gnutls_transport_ptr_t p, const void *buf, size_t n) {
+  return amn_h2io_test_hook->send((int)(intptr_t)p, buf, n);
+}
+static int tls_pull_timeout(gnutls_transport_ptr_t p, unsigned int ms) {
+  (void)p; (void)ms;
+  return 1; /* non-blocking: pull answers EAGAIN when nothing waits */
+}
+static void io_set_transport(gnutls_session_t tls, int fd) {
+  if (!amn_h2io_test_hook) {
+    gnutls_transport_set_int(tls, fd);
+    return;
+  }
+  gnutls_transport_set_ptr(tls, (gnutls_transport_ptr_t)(intptr_t)fd);
+  gnutls_transport_set_pull_function(tls, tls_pull);
+  gnutls_transport_set_pull_timeout_function(tls, tls_pull_timeout);
+  gnutls_transport_set_push_function(tls, tls_push);
+}
+#else
+#define io_recv(fd, buf, n) recv(fd, buf, n, 0)
+#define io_send(fd, buf, n) send(fd, buf, n, MSG_NOSIGNAL)
+#define io_shutdown_wr(fd) shutdown(fd, SHUT_WR)
+#define io_set_transport(tls, fd) gnutls_transport_set_int(tls, fd)
+void amn_h2io_close_fd(int fd) { close(fd); }
+#endif
+
 static void prep_cb(struct ev_loop *ev, ev_prepare *w, int revents) {
   (void)ev; (void)revents;
   amn_ioloop *l = w->data;
@@ -78,7 +123,7 @@ static void io_linger(amn_h2io *io) {
   io->lingering = true;
   if (ev_is_active(&io->ww)) ev_io_stop(io->loop->ev, &io->ww);
   if (io->tls && io->state == AMN_IO_OPEN) gnutls_bye(io->tls, GNUTLS_SHUT_WR); /* non-blocking: best effort */
-  shutdown(io->fd, SHUT_WR);
+  io_shutdown_wr(io->fd);
   ev_timer_stop(io->loop->ev, &io->hs_timer);
   ev_timer_set(&io->hs_timer, io->linger_s, 0.);
   ev_timer_start(io->loop->ev, &io->hs_timer);
@@ -87,7 +132,7 @@ static void io_linger(amn_h2io *io) {
 static void linger_read(amn_h2io *io) {
   uint8_t *buf = io->loop->rbuf;
   for (;;) {
-    ssize_t n = recv(io->fd, buf, AMN_IO_RBUF, 0); /* raw bytes: nothing is decoded any more */
+    ssize_t n = io_recv(io->fd, buf, AMN_IO_RBUF); /* raw bytes: nothing is decoded any more */
     if (n > 0) continue;
     if (n < 0 && (errno == EAGAIN || errno == EINTR)) return;
     io_do_close(io);
@@ -127,7 +172,7 @@ static int io_write_out(amn_h2io *io) {
         return -1;
       }
     } else {
-      w = send(io->fd, io->out + io->out_off, n, MSG_NOSIGNAL);
+      w = io_send(io->fd, io->out + io->out_off, n);
       if (w < 0) {
         if (errno == EAGAIN || errno == EINTR) return 0;
         snprintf(io->close_reason, sizeof io->close_reason, "send failed: %s", strerror(errno));
@@ -243,7 +288,7 @@ static void io_read(amn_h2io *io) {
         break;
       }
     } else {
-      n = recv(io->fd, buf, AMN_IO_RBUF, 0);
+      n = io_recv(io->fd, buf, AMN_IO_RBUF);
       if (n < 0) {
         if (errno == EAGAIN || errno == EINTR) break;
         char why[128];
@@ -256,7 +301,7 @@ static void io_read(amn_h2io *io) {
         break;
       }
     }
-    io->last_rx = ev_now(io->loop->ev);
+    io->last_rx = AMN_H2_NOW(io->loop->ev);
     io->in_callback = true;
     ssize_t rv = nghttp2_session_mem_recv(io->h2, buf, (size_t)n);
     io->in_callback = false;
@@ -324,7 +369,7 @@ static void io_ready(amn_h2io *io) {
   ev_timer_stop(io->loop->ev, &io->hs_timer);
   if (ev_is_active(&io->ww)) ev_io_stop(io->loop->ev, &io->ww);
   io->state = AMN_IO_OPEN;
-  io->last_rx = ev_now(io->loop->ev);
+  io->last_rx = AMN_H2_NOW(io->loop->ev);
   if (io->cbs->on_ready(io) != 0) {
     if (!io->close_requested) amn_h2io_close(io, "connection setup failed");
     io_do_close(io);
@@ -385,7 +430,7 @@ void amn_h2io_start(amn_h2io *io, amn_ioloop *l, const amn_h2io_cbs *cbs, int fd
     io_ready(io);
     return;
   }
-  gnutls_transport_set_int(tls, fd);
+  io_set_transport(tls, fd);
   ev_timer_start(l->ev, &io->hs_timer);
   io_handshake(io);
 }
@@ -408,7 +453,7 @@ static void io_do_close(amn_h2io *io) {
   if (io->tls) {
     if (was_open && !io->lingering) gnutls_bye(io->tls, GNUTLS_SHUT_WR); /* best effort, non-blocking */
   }
-  if (io->fd >= 0) close(io->fd);
+  if (io->fd >= 0) amn_h2io_close_fd(io->fd);
   io->fd = -1;
   free(io->out);
   io->out = NULL;

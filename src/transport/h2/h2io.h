@@ -91,6 +91,42 @@ void amn_h2io_close(amn_h2io *io, const char *reason);
  * and wait up to linger_s for the peer to close first. */
 void amn_h2io_close_linger(amn_h2io *io, const char *reason, double linger_s);
 
+/* Closes a connection's fd (the socket, or a test pipe's end). */
+void amn_h2io_close_fd(int fd);
+
+#ifdef AMN_TEST_HOOKS /* test builds only (CMake: AMN_BUILD_TESTS) */
+/* The byte stream of every HTTP/2 connection, both bindings, through memory
+ * the test controls instead of a socket (NULL, the default: the socket).
+ * The connection's fd is then the test's (e.g. an eventfd that is readable
+ * while bytes or the end of the stream wait): libev still watches it for
+ * readiness; recv, send, shutdown(SHUT_WR) and close go to the hook, for
+ * plaintext and under TLS alike (GnuTLS's push/pull functions). recv and
+ * send return as recv(2)/send(2) do (-1 with errno EAGAIN: nothing now; 0
+ * from recv: the peer's end of stream). `connect`, when set, replaces the
+ * client's TCP connect: it returns a connected fd for host:port, or -1 with
+ * errno. `mem`, when set, is the allocator of both bindings' nghttp2
+ * sessions (allocation-failure tests). `now`, when set, is the bindings'
+ * clock in seconds (AMN_H2_NOW: keepalive, PING policy, last_rx) instead of
+ * ev_now: a test's fake clock; it then fires the bindings' keepalive timers
+ * itself (amn_h2s_test_fire_timers, amn_h2c_test_fire_timers). One branch
+ * per I/O call in test builds; none in others. */
+typedef struct amn_h2io_test_io {
+  ssize_t (*recv)(int fd, void *buf, size_t n);
+  ssize_t (*send)(int fd, const void *buf, size_t n);
+  void (*shutdown_wr)(int fd);
+  void (*close)(int fd);
+  int (*connect)(const char *host, uint16_t port);
+  nghttp2_mem *mem;
+  double (*now)(void);
+} amn_h2io_test_io;
+extern const amn_h2io_test_io *amn_h2io_test_hook;
+#define AMN_H2_MEM (amn_h2io_test_hook ? amn_h2io_test_hook->mem : NULL)
+#define AMN_H2_NOW(ev) (amn_h2io_test_hook && amn_h2io_test_hook->now ? amn_h2io_test_hook->now() : ev_now(ev))
+#else
+#define AMN_H2_MEM NULL
+#define AMN_H2_NOW(ev) ev_now(ev)
+#endif
+
 /* Appends n bytes to the write buffer (growing it) and returns where to
  * write them; NULL when out of memory. For DATA sent without copying
  * through nghttp2 (NGHTTP2_DATA_FLAG_NO_COPY). */
