@@ -338,12 +338,19 @@ static void charge(amn_call *c) {
     }
     c->srv_mem = units;
   }
+  /* The partial message's bytes are bounded by flow control (they are
+   * granted back only once delivered, and only while the connection is
+   * under grant_below), but its buffer grows by doubling, ahead of them: a
+   * step that passes the bound must not fail a client that respects flow
+   * control. What else grows (delivered requests, responses) is checked. */
+  size_t partial = c->stream_closed ? 0 : c->df.cap;
   amn_st_budget *b = c->budget;
   if (b && now != c->mem) {
     b->held = b->held - c->mem + now;
-    over |= now > c->mem && b->held > b->limit;
+    over |= now > c->mem && now - partial > c->mem - c->mem_partial && b->held > b->limit;
   }
   c->mem = now;
+  c->mem_partial = partial;
   if (over && !c->trailers_sent && !c->stream_closed) {
     atomic_fetch_add(&cfg->buffer_refusals, 1);
     bool conn = b && b->held > b->limit;

@@ -94,6 +94,7 @@ struct amn_call {
   /* memory bounds (call.c: charge): loop thread, except srv_mem's release */
   amn_st_budget *budget;            /* the connection's (NULL: none, or the stream is gone) */
   size_t mem;                       /* charged to the budget: request bytes held + responses queued */
+  size_t mem_partial;               /* ... of which the partial request message's buffer */
   size_t srv_mem;                   /* charged to amn_st_config.buffered (whole AMN_ST_BUFFER_UNITs of mem) */
   size_t unary_len;                 /* bytes at unary_msg */
   size_t held_sum;                  /* bytes of the held messages */

@@ -14,6 +14,13 @@ Attacks (--attack):
            (the stream's grpc-status or reset, GOAWAY, the end of the
            connection), and keeps trickling the rest of the frame, if the
            connection stays open, for at most --hold seconds.
+  slowtls  A TLS handshake that never completes (before any HTTP/2):
+           --phase hello writes the ClientHello one byte every --trickle
+           seconds; --phase flight writes it whole, reads the server's
+           flight (ServerHello to Finished, with its CertificateRequest)
+           and never sends its own (its certificate, CertificateVerify,
+           Finished). It reports when the server ended the connection and
+           how (TLS alert, EOF, reset), for at most --hold seconds.
 
 The client obeys flow control (h2 enforces the server's windows). It stops
 when everything is sent or when nothing moved for --stall seconds, then
@@ -51,7 +58,8 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--port", type=int, required=True)
     ap.add_argument("--pki", required=True, help="development PKI directory (ca.pem, client.pem, client-key.pem)")
-    ap.add_argument("--attack", choices=["noread", "partial", "slowheaders"], required=True)
+    ap.add_argument("--attack", choices=["noread", "partial", "slowheaders", "slowtls"], required=True)
+    ap.add_argument("--phase", choices=["hello", "flight"], default="hello")
     ap.add_argument("--trickle", type=float, default=0.2)
     ap.add_argument("--streams", type=int, default=200)
     ap.add_argument("--size", type=int, default=1 << 20)
@@ -60,6 +68,8 @@ def main():
     ap.add_argument("--hold", type=float, default=1.0)
     ap.add_argument("--pid", type=int, required=True, help="the server's pid, for its resident memory")
     a = ap.parse_args()
+    if a.attack == "slowtls":
+        return slow_tls(a)
 
     ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=a.pki + "/ca.pem")
     ctx.load_cert_chain(a.pki + "/client.pem", a.pki + "/client-key.pem")
@@ -249,6 +259,57 @@ def slow_headers(a, sock, conn):
         conn.data_to_send()  # (a SETTINGS ACK would land inside the half-sent frame: never sent)
     print(json.dumps({"attack": "slowheaders", "frame_bytes": len(frame), "bytes_sent": i,
                       "events": events, "elapsed": round(time.time() - t0, 2)}))
+    return 0
+
+
+def slow_tls(a):
+    ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=a.pki + "/ca.pem")
+    ctx.load_cert_chain(a.pki + "/client.pem", a.pki + "/client-key.pem")
+    ctx.set_alpn_protocols(["h2"])
+    inb, outb = ssl.MemoryBIO(), ssl.MemoryBIO()
+    tls = ctx.wrap_bio(inb, outb, server_hostname="localhost")
+    try:
+        tls.do_handshake()
+    except ssl.SSLWantReadError:
+        pass
+    hello = outb.read()
+    sock = socket.create_connection(("127.0.0.1", a.port))
+    t0 = time.time()
+    sent, got, withheld, end, how = 0, 0, 0, None, "still open"
+    if a.phase == "flight":
+        sock.sendall(hello)
+        sent = len(hello)
+    while time.time() < t0 + a.hold:
+        if sent < len(hello):
+            sock.sendall(hello[sent:sent + 1])
+            sent += 1
+        r, _, _ = select.select([sock], [], [], a.trickle)
+        if not r:
+            continue
+        try:
+            data = sock.recv(1 << 16)
+        except OSError as e:
+            how = "error: %s" % e
+            break
+        if not data:
+            how = "eof"
+            break
+        got += len(data)
+        if withheld:
+            continue  # (the server's bytes after its flight: an alert, or nothing)
+        inb.write(data)
+        try:
+            tls.do_handshake()  # complete on our side once the server's Finished is in
+        except ssl.SSLWantReadError:
+            pass
+        except ssl.SSLError as e:
+            how = "TLS error: %s" % e.reason
+            break
+        withheld += len(outb.read())  # our certificate, CertificateVerify, Finished: never sent
+    end = round(time.time() - t0, 2)
+    print(json.dumps({"attack": "slowtls", "phase": a.phase, "hello_bytes": len(hello), "bytes_sent": sent,
+                      "server_bytes": got, "withheld_bytes": withheld, "end": how, "closed_s": end}))
+    sock.close()
     return 0
 
 

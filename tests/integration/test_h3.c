@@ -4,7 +4,7 @@
  * UDP relay (udp_relay.c) between our client and our server.
  *
  * One executable, one group of tests per CTest test: `test_h3 GROUP` with
- * GROUP = loss | flow | conn | churn | zrtt | tune | pool.
+ * GROUP = loss | flow | conn | churn | zrtt | tune | pool | abuse.
  *
  * Tests wait for the events they need (counters of the shared fixture,
  * library statistics polled with amn_t_poll, the relay's byte counts), not
@@ -2129,6 +2129,20 @@ static void test_zrtt_resume_early(void **st) {
   srv_free(s);
 }
 
+/* The relay records the first flight of c's second connection: its
+ * ClientHello (resuming the first one's session) and the 0-RTT request
+ * "replay-me", which runs once. */
+static void capture_early_request(amn_client *c, udp_relay *r) {
+  assert_int_equal(who(c, "hello", true), 'N');
+  wait_ticket(c);
+  assert_int_equal(amn_h3c_test_close(c), 0);
+  atomic_store(&g_replay_me, 0);
+  udp_relay_capture(r, true);
+  assert_int_equal(who(c, "replay-me", true), 'E');
+  udp_relay_capture(r, false);
+  assert_int_equal(atomic_load(&g_replay_me), 1);
+}
+
 /* An attacker replays the client's first flight (ClientHello + 0-RTT
  * request) from another address: the anti-replay table recognises the
  * ClientHello, GnuTLS refuses its early data, the request does not run a
@@ -2141,14 +2155,7 @@ static void test_zrtt_replay_refused(void **st) {
   amn_server *s = srv_start(&sc);
   udp_relay *r = udp_relay_start(amn_server_port(s), 5);
   amn_client *c = cli_new(udp_relay_port(r), NULL);
-  assert_int_equal(who(c, "hello", true), 'N');
-  wait_ticket(c);
-  assert_int_equal(amn_h3c_test_close(c), 0);
-  atomic_store(&g_replay_me, 0);
-  udp_relay_capture(r, true);
-  assert_int_equal(who(c, "replay-me", true), 'E');
-  udp_relay_capture(r, false);
-  assert_int_equal(atomic_load(&g_replay_me), 1);
+  capture_early_request(c, r);
   amn_h3_server_stats before;
   amn_server_h3_stats(s, &before);
   assert_int_equal(before.early_calls, 1);
@@ -2258,6 +2265,426 @@ static void test_zrtt_retry_and_new_token(void **st) {
   assert_int_equal(ss.retries_sent, 2);
   amn_client_free(c2);
   amn_client_free(c);
+  srv_free(s);
+}
+
+/* ------------------------------------------------------------------ */
+/* Group "abuse": garbage datagrams, silent handshakes, replay floods */
+/* ------------------------------------------------------------------ */
+
+/* A legitimate client calling /t.H3/Echo on its own thread for as long as
+ * an attack lasts (caller_main); it must see no failure. */
+typedef struct legit {
+  amn_client *c;
+  caller k;
+  pthread_t t;
+} legit;
+static bool legit_served(void *p) { return atomic_load(&((caller *)p)->ok) >= 1; }
+static void legit_start(legit *l, uint16_t port) {
+  memset(l, 0, sizeof *l);
+  l->c = cli_new(port, NULL);
+  l->k.c = l->c;
+  assert_int_equal(pthread_create(&l->t, NULL, caller_main, &l->k), 0);
+  assert_true(amn_t_poll(legit_served, &l->k, 10000)); /* connected before the attack */
+}
+static void legit_stop(legit *l, const char *what) {
+  atomic_store(&l->k.stop, true);
+  pthread_join(l->t, NULL);
+  caller_report(what, &l->k);
+  assert_int_equal(atomic_load(&l->k.failed), 0);
+  assert_true(atomic_load(&l->k.ok) >= 10);
+  amn_client_free(l->c);
+}
+
+static uint64_t xs(uint64_t *s) {
+  *s ^= *s << 13, *s ^= *s >> 7, *s ^= *s << 17;
+  return *s;
+}
+
+/* One kind of garbage, sent from its own socket so that the answers can be
+ * told apart: n datagrams of len_min..len_max bytes made by make(). */
+typedef struct garbage {
+  const char *what;
+  void (*make)(uint8_t *p, size_t len, uint64_t *rnd);
+  size_t len_min, len_max, n;
+  int fd;
+  uint64_t sent, sent_bytes, answers, answer_bytes, max_reset, max_vn, resets, vns;
+  uint64_t long1200; /* long headers in datagrams of 1200 bytes or more (a VN may answer them) */
+  uint16_t trig[2048], rlen[2048]; /* the lengths of what was sent, of the resets received */
+} garbage;
+
+static int cmp_u16_desc(const void *a, const void *b) { return (int)*(const uint16_t *)b - (int)*(const uint16_t *)a; }
+
+/* Every reset was smaller than the datagram that triggered it: with both
+ * sorted (largest first), the k-th largest reset is smaller than the k-th
+ * largest datagram (a reset for each datagram at most). */
+static bool resets_smaller(garbage *g) {
+  if (g->resets > g->sent) return false;
+  qsort(g->trig, g->sent, sizeof g->trig[0], cmp_u16_desc);
+  qsort(g->rlen, g->resets, sizeof g->rlen[0], cmp_u16_desc);
+  for (uint64_t k = 0; k < g->resets; k++)
+    if (g->rlen[k] >= g->trig[k]) return false;
+  return true;
+}
+
+static void mk_random(uint8_t *p, size_t len, uint64_t *rnd) {
+  for (size_t i = 0; i < len; i++) p[i] = (uint8_t)xs(rnd);
+}
+static void mk_short(uint8_t *p, size_t len, uint64_t *rnd) { /* short header, unknown connection ID */
+  mk_random(p, len, rnd);
+  p[0] = (uint8_t)(0x40 | (p[0] & 0x3f));
+}
+static void mk_bogus_version(uint8_t *p, size_t len, uint64_t *rnd) { /* long header, version 0x?a?a?a?a */
+  mk_random(p, len, rnd);
+  p[0] |= 0xc0;
+  p[1] = (uint8_t)((p[1] & 0xf0) | 0x0a), p[2] = (uint8_t)((p[2] & 0xf0) | 0x0a);
+  p[3] = (uint8_t)((p[3] & 0xf0) | 0x0a), p[4] = (uint8_t)((p[4] & 0xf0) | 0x0a);
+  p[5] = 8, p[14] = 8; /* connection ID lengths */
+}
+static void mk_version0(uint8_t *p, size_t len, uint64_t *rnd) { /* a Version Negotiation packet */
+  mk_bogus_version(p, len, rnd);
+  memset(p + 1, 0, 4);
+}
+static void mk_bad_initial(uint8_t *p, size_t len, uint64_t *rnd) { /* v1 Initial: random payload, bogus Length */
+  mk_random(p, len, rnd);
+  p[0] = (uint8_t)(0xc0 | (p[0] & 0x0f));
+  memcpy(p + 1, "\0\0\0\1", 4);
+  p[5] = 8, p[14] = 8;
+  p[23] = 0; /* no token */
+  if (p[0] & 1) p[24] = 0x7f, p[25] = 0xff; /* Length beyond the datagram, or random */
+}
+
+static void garbage_drain(garbage *g) {
+  uint8_t out[2048];
+  ssize_t n;
+  while ((n = recv(g->fd, out, sizeof out, MSG_DONTWAIT)) > 0) {
+    g->answers++;
+    g->answer_bytes += (uint64_t)n;
+    if ((out[0] & 0xc0) == 0x40) {
+      if (g->resets < 2048) g->rlen[g->resets] = (uint16_t)n;
+      g->resets++;
+      if ((uint64_t)n > g->max_reset) g->max_reset = (uint64_t)n;
+    } else if (n >= 5 && (out[0] & 0x80) && memcmp(out + 1, "\0\0\0\0", 4) == 0) {
+      g->vns++;
+      if ((uint64_t)n > g->max_vn) g->max_vn = (uint64_t)n;
+    }
+  }
+}
+
+typedef struct vn_reset_counts {
+  amn_server *s;
+  uint64_t resets, vns;
+} vn_reset_counts;
+static bool vn_reset_reached(void *p) {
+  vn_reset_counts *w = p;
+  amn_h3_server_stats ss;
+  amn_server_h3_stats(w->s, &ss);
+  return ss.stateless_resets >= w->resets && ss.version_negotiations >= w->vns;
+}
+
+/* Garbage datagrams at a bounded rate (bursts of 16, paced), of each kind
+ * from its own socket, while a legitimate client makes calls. The server
+ * answers only as RFC 9000 allows: a stateless reset (smaller than its
+ * trigger, at most 82 bytes) for each short-header packet of 23 bytes or
+ * more for an unknown connection, nothing for shorter ones; a Version
+ * Negotiation only for long headers of an unknown version in datagrams of
+ * 1200 bytes or more; nothing for a Version Negotiation packet, nor for
+ * Initials it cannot decrypt (and it keeps no connection for them); never
+ * more than 3 bytes for each byte received. Its counters match what the
+ * attacker received; the legitimate client sees no failure. */
+static void test_abuse_garbage_datagrams(void **st) {
+  (void)st;
+  amn_server *s = srv_start(NULL);
+  uint16_t port = amn_server_port(s);
+  legit l;
+  legit_start(&l, port);
+  amn_h3_server_stats before;
+  amn_server_h3_stats(s, &before);
+  garbage g[] = {
+      {.what = "random bytes", .make = mk_random, .len_min = 1, .len_max = 1500, .n = 1500},
+      {.what = "short header, unknown CID, 23-1400 bytes", .make = mk_short, .len_min = 23, .len_max = 1400, .n = 800},
+      {.what = "short header, truncated (1-22 bytes)", .make = mk_short, .len_min = 1, .len_max = 22, .n = 400},
+      {.what = "long header, unknown version, 1200-1500 bytes", .make = mk_bogus_version, .len_min = 1200, .len_max = 1500, .n = 400},
+      {.what = "long header, unknown version, under 1200 bytes", .make = mk_bogus_version, .len_min = 7, .len_max = 1199, .n = 400},
+      {.what = "long header, version 0 (Version Negotiation)", .make = mk_version0, .len_min = 1200, .len_max = 1400, .n = 200},
+      {.what = "v1 Initial, undecryptable, bogus Length", .make = mk_bad_initial, .len_min = 1200, .len_max = 1400, .n = 300},
+  };
+  enum { NG = sizeof g / sizeof g[0] };
+  struct sockaddr_in to = {.sin_family = AF_INET, .sin_port = htons(port)};
+  to.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  for (int i = 0; i < NG; i++) {
+    g[i].fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    assert_true(g[i].fd >= 0);
+    assert_int_equal(connect(g[i].fd, (struct sockaddr *)&to, sizeof to), 0);
+  }
+  uint64_t rnd = 0x9e3779b97f4a7c15ull;
+  uint8_t pkt[1500];
+  size_t left = 0;
+  for (int i = 0; i < NG; i++) left += g[i].n;
+  double t0 = now_s();
+  while (left) {
+    for (int i = 0; i < NG; i++) {
+      for (int b = 0; b < 16 && g[i].sent < g[i].n; b++) {
+        size_t len = g[i].len_min + (size_t)(xs(&rnd) % (g[i].len_max - g[i].len_min + 1));
+        g[i].make(pkt, len, &rnd);
+        if (send(g[i].fd, pkt, len, 0) == (ssize_t)len) g[i].sent_bytes += len;
+        g[i].trig[g[i].sent++] = (uint16_t)len;
+        if (len >= 1200 && (pkt[0] & 0x80)) g[i].long1200++;
+        left--;
+      }
+      garbage_drain(&g[i]);
+    }
+    pace_ms(5);
+  }
+  double el = now_s() - t0;
+  /* every reset and Version Negotiation the server counted has been sent:
+   * wait for the counters, then give stragglers a moment (nothing should
+   * come for the kinds that get no answer) */
+  vn_reset_counts want = {s, before.stateless_resets + g[1].n, before.version_negotiations + g[3].n};
+  assert_true(amn_t_poll(vn_reset_reached, &want, 10000));
+  negative_check_ms(300);
+  uint64_t sent = 0, sent_bytes = 0, answered = 0, resets = 0, vns = 0;
+  for (int i = 0; i < NG; i++) {
+    garbage_drain(&g[i]);
+    fprintf(stderr, "# %-48s %5llu datagrams, %8llu bytes -> %4llu answers (%llu resets, %llu VN), %6llu bytes, "
+                    "largest reset %llu, VN %llu\n",
+            g[i].what, (unsigned long long)g[i].sent, (unsigned long long)g[i].sent_bytes,
+            (unsigned long long)g[i].answers, (unsigned long long)g[i].resets, (unsigned long long)g[i].vns,
+            (unsigned long long)g[i].answer_bytes, (unsigned long long)g[i].max_reset,
+            (unsigned long long)g[i].max_vn);
+    assert_int_equal(g[i].answers, g[i].resets + g[i].vns); /* nothing else */
+    assert_true(resets_smaller(&g[i]));
+    assert_true(g[i].answer_bytes <= 3 * g[i].sent_bytes);
+    assert_true(g[i].max_reset <= 82); /* 1 + at most 64 random bytes + 16-byte token (+ 1) */
+    assert_true(g[i].max_vn < 1200);    /* only for datagrams of 1200 bytes or more */
+    sent += g[i].sent, sent_bytes += g[i].sent_bytes, answered += g[i].answer_bytes;
+    resets += g[i].resets, vns += g[i].vns;
+    close(g[i].fd);
+  }
+  fprintf(stderr, "# %llu datagrams (%llu bytes) in %.2f s; %llu bytes answered\n", (unsigned long long)sent,
+          (unsigned long long)sent_bytes, el, (unsigned long long)answered);
+  assert_int_equal(g[1].resets, g[1].n); /* one reset each, none lost on loopback */
+  assert_int_equal(g[1].answers, g[1].n);
+  assert_int_equal(g[2].answers, 0);
+  assert_int_equal(g[3].vns, g[3].n);
+  assert_int_equal(g[3].answers, g[3].n);
+  assert_int_equal(g[4].answers, 0);
+  assert_int_equal(g[5].answers, 0); /* never answer a Version Negotiation packet */
+  assert_int_equal(g[6].answers, 0);
+  assert_true(g[0].vns <= g[0].long1200); /* random datagrams: a VN only for long headers of 1200 bytes */
+  amn_h3_server_stats after;
+  amn_server_h3_stats(s, &after);
+  fprintf(stderr, "# server: stateless resets +%llu, version negotiations +%llu, connections +%llu, "
+                  "handshaking %u\n",
+          (unsigned long long)(after.stateless_resets - before.stateless_resets),
+          (unsigned long long)(after.version_negotiations - before.version_negotiations),
+          (unsigned long long)(after.conns_accepted - before.conns_accepted), after.handshaking);
+  assert_int_equal(after.stateless_resets - before.stateless_resets, resets);
+  assert_int_equal(after.version_negotiations - before.version_negotiations, vns);
+  assert_int_equal(after.handshaking, 0); /* no state kept for undecryptable Initials */
+  legit_stop(&l, "legitimate client during the garbage");
+  srv_free(s);
+}
+
+typedef struct hs_state {
+  amn_server *s;
+  uint32_t handshaking;
+  uint64_t timeouts;
+} hs_state;
+static bool hs_reached(void *p) {
+  hs_state *w = p;
+  amn_h3_server_stats ss;
+  amn_server_h3_stats(w->s, &ss);
+  return ss.handshaking >= w->handshaking && ss.handshake_timeouts >= w->timeouts;
+}
+static bool hs_none(void *p) {
+  hs_state *w = p;
+  amn_h3_server_stats ss;
+  amn_server_h3_stats(w->s, &ss);
+  amn_server_stats st;
+  amn_server_get_stats(w->s, &st);
+  return ss.handshaking == 0 && st.connections == 1;
+}
+
+typedef struct relay_sessions4 {
+  udp_relay *r;
+  int n;
+} relay_sessions4;
+static bool relay_has_sessions(void *p) {
+  relay_sessions4 *w = p;
+  return udp_relay_sessions(w->r) >= w->n;
+}
+
+/* QUIC clients that send a valid Initial and then trickle (their answers
+ * are dropped, so they only retransmit) or go silent (nothing more after
+ * the first flight): with max_connections 3 and a legitimate client
+ * holding one slot, four of them take the two free slots (the others are
+ * refused); the server cuts each handshake at handshake_timeout_ms (1 s),
+ * whatever the client still sends, and frees its slot; a new client is
+ * served; the legitimate client sees no failure. */
+static void test_abuse_silent_handshakes(void **st) {
+  (void)st;
+  srv_cfg sc = {.threads = 1, .handshake_timeout_ms = 1000, .max_connections = 3};
+  amn_server *s = srv_start(&sc);
+  uint16_t port = amn_server_port(s);
+  legit l;
+  legit_start(&l, port);
+  for (int silent = 0; silent < 2; silent++) {
+    amn_h3_server_stats b;
+    amn_server_h3_stats(s, &b);
+    uint64_t refused0 = amn_server_refused_connections(s);
+    udp_relay *r = udp_relay_start(port, 31 + (uint64_t)silent);
+    relay_dir_cfg dark = {.blackhole = true};
+    udp_relay_set(r, RELAY_S2C, &dark); /* never answered: they retransmit their Initial */
+    cli_cfg cc = {.connect_timeout_ms = 1500};
+    amn_client *a[4];
+    async_res res[4];
+    amn_call_opts none = {0};
+    double t0 = now_s();
+    for (int i = 0; i < 4; i++) {
+      a[i] = cli_new(udp_relay_port(r), &cc);
+      async_init(&res[i]);
+      assert_int_equal(amn_client_unary_async(a[i], "/t.H3/Echo", (const uint8_t *)"x", 1, &none, async_cb, &res[i]),
+                       0);
+    }
+    hs_state w = {s, 2, 0};
+    assert_true(amn_t_poll(hs_reached, &w, 10000));
+    if (silent) { /* nothing after the first flight (once all four sent theirs) */
+      relay_sessions4 rs4 = {r, 4};
+      assert_true(amn_t_poll(relay_has_sessions, &rs4, 10000));
+      udp_relay_set(r, RELAY_C2S, &dark);
+      assert_true(amn_t_poll(relay_c2s_all_sent, r, 10000));
+    }
+    amn_server_stats now;
+    amn_server_get_stats(s, &now);
+    amn_h3_server_stats ss;
+    amn_server_h3_stats(s, &ss);
+    assert_true(now.connections <= 3);
+    assert_true(ss.handshaking <= 2);
+    w = (hs_state){s, 0, b.handshake_timeouts + 2};
+    assert_true(amn_t_poll(hs_reached, &w, 10000));
+    double cut = now_s() - t0;
+    uint64_t refused = amn_server_refused_connections(s) - refused0;
+    fprintf(stderr, "# %s handshakes: two cut after %.2f s; %llu refused (max_connections)\n",
+            silent ? "silent" : "trickling", cut, (unsigned long long)refused);
+    assert_true(cut >= 0.9 && cut < 2.5);
+    assert_true(refused >= 2);
+    for (int i = 0; i < 4; i++) {
+      assert_true(async_wait(&res[i], 10));
+      assert_int_equal(res[i].code, AMN_STATUS_UNAVAILABLE);
+      amn_client_free(a[i]);
+    }
+    udp_relay_stop(r);
+    /* their slots are free: a retransmitted Initial admitted after a cut is cut too */
+    hs_state none_left = {s, 0, 0};
+    assert_true(amn_t_poll(hs_none, &none_left, 10000));
+    amn_server_h3_stats(s, &ss);
+    fprintf(stderr, "# %.2f s: no handshake left (%llu cut in all)\n", now_s() - t0,
+            (unsigned long long)(ss.handshake_timeouts - b.handshake_timeouts));
+    amn_client *c = cli_new(port, NULL);
+    amn_result rr;
+    assert_int_equal(call_str(c, "/t.H3/Echo", "after", 5000, &rr), 0);
+    assert_int_equal(rr.code, AMN_STATUS_OK);
+    amn_result_free(&rr);
+    amn_client_free(c);
+  }
+  legit_stop(&l, "legitimate client during the slow handshakes");
+  srv_free(s);
+}
+
+typedef struct replay_done {
+  amn_server *s;
+  uint64_t accepted0, replays0;
+} replay_done;
+static bool replays_settled(void *p) { /* every replayed connection seen and gone */
+  replay_done *w = p;
+  amn_h3_server_stats ss;
+  amn_server_h3_stats(w->s, &ss);
+  return ss.conns_accepted > w->accepted0 && ss.handshaking == 0 && ss.replays_detected > w->replays0;
+}
+
+/* 0-RTT replay under load: a client's first flight (ClientHello + 0-RTT
+ * request "replay-me") captured and sent again 240 times, from 8 source
+ * addresses (127.0.0.2-9, spread over the server's two loops), while a
+ * legitimate client makes calls. The request runs once; every replayed
+ * connection is caught by the anti-replay table (replays_detected counts
+ * them; a replay adds no entry to the table, so it cannot grow it towards
+ * AMN_H3_REPLAY_MAX) and cut at the handshake timeout; the server never
+ * sends an address more than 3 times what it received from it; the
+ * legitimate client sees no failure and the real client still resumes. */
+static void test_abuse_replay_flood(void **st) {
+  (void)st;
+  srv_cfg sc = {.handshake_timeout_ms = 1000};
+  amn_server *s = srv_start(&sc);
+  uint16_t port = amn_server_port(s);
+  udp_relay *r = udp_relay_start(port, 41);
+  amn_client *c = cli_new(udp_relay_port(r), NULL);
+  capture_early_request(c, r);
+  assert_int_equal(amn_h3c_test_close(c), 0);
+  wait_server_idle(s);
+  uint8_t flight[8][1500];
+  size_t flen[8], nf = 0;
+  while (nf < 8 && (flen[nf] = udp_relay_captured(r, nf, flight[nf], sizeof flight[nf])) > 0) nf++;
+  assert_true(nf >= 2); /* Initial + 0-RTT */
+  legit l;
+  legit_start(&l, port);
+  amn_h3_server_stats b;
+  amn_server_h3_stats(s, &b);
+  size_t mem0, peak0;
+  amn_h3_mem_usage(&mem0, &peak0);
+  enum { NADDR = 8, ROUNDS = 30 };
+  int fd[NADDR];
+  uint64_t sent[NADDR] = {0}, got[NADDR] = {0};
+  struct sockaddr_in to = {.sin_family = AF_INET, .sin_port = htons(port)};
+  to.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  for (int i = 0; i < NADDR; i++) {
+    fd[i] = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    struct sockaddr_in me = {.sin_family = AF_INET};
+    me.sin_addr.s_addr = htonl(0x7f000002u + (uint32_t)i);
+    assert_int_equal(bind(fd[i], (struct sockaddr *)&me, sizeof me), 0);
+    assert_int_equal(connect(fd[i], (struct sockaddr *)&to, sizeof to), 0);
+  }
+  uint8_t buf[2048];
+  for (int round = 0; round < ROUNDS; round++) {
+    for (int i = 0; i < NADDR; i++) {
+      for (size_t k = 0; k < nf; k++)
+        if (send(fd[i], flight[k], flen[k], 0) == (ssize_t)flen[k]) sent[i] += flen[k];
+      ssize_t n;
+      while ((n = recv(fd[i], buf, sizeof buf, MSG_DONTWAIT)) > 0) got[i] += (uint64_t)n;
+    }
+    pace_ms(100); /* over 3 s: replayed connections cut at the handshake timeout are replayed again */
+  }
+  replay_done w = {s, b.conns_accepted, b.replays_detected};
+  assert_true(amn_t_poll(replays_settled, &w, 15000));
+  size_t mem_peak_during, mem_now;
+  amn_h3_mem_usage(&mem_now, &mem_peak_during);
+  for (int i = 0; i < NADDR; i++) {
+    ssize_t n;
+    while ((n = recv(fd[i], buf, sizeof buf, MSG_DONTWAIT)) > 0) got[i] += (uint64_t)n;
+    fprintf(stderr, "# replays from 127.0.0.%d: %llu bytes sent, %llu bytes back\n", i + 2,
+            (unsigned long long)sent[i], (unsigned long long)got[i]);
+    assert_true(got[i] <= 3 * sent[i]);
+    close(fd[i]);
+  }
+  amn_h3_server_stats a;
+  amn_server_h3_stats(s, &a);
+  fprintf(stderr, "# %d replays of %zu datagrams: connections +%llu, replays detected +%llu, early calls +%llu, "
+                  "handshake timeouts +%llu; the request ran %d time(s); transport memory %zu bytes before, "
+                  "%zu now\n",
+          NADDR * ROUNDS, nf, (unsigned long long)(a.conns_accepted - b.conns_accepted),
+          (unsigned long long)(a.replays_detected - b.replays_detected),
+          (unsigned long long)(a.early_calls - b.early_calls),
+          (unsigned long long)(a.handshake_timeouts - b.handshake_timeouts), atomic_load(&g_replay_me), mem0,
+          mem_now);
+  assert_int_equal(atomic_load(&g_replay_me), 1);
+  assert_int_equal(a.early_calls, b.early_calls);
+  assert_int_equal(a.early_accepted, b.early_accepted);
+  /* each replayed connection reached the ClientHello and was recognised */
+  assert_int_equal(a.replays_detected - b.replays_detected, a.conns_accepted - b.conns_accepted);
+  legit_stop(&l, "legitimate client during the replays");
+  assert_int_equal(who(c, "still-works", true), 'E');
+  amn_client_free(c);
+  udp_relay_stop(r);
   srv_free(s);
 }
 
@@ -2646,6 +3073,14 @@ int main(int argc, char **argv) {
         cmocka_unit_test(test_zrtt_retry_and_new_token),
     };
     return cmocka_run_group_tests_name("h3_zrtt", t, setup_all, teardown_all);
+  }
+  if (strcmp(group, "abuse") == 0) {
+    const struct CMUnitTest t[] = {
+        cmocka_unit_test(test_abuse_garbage_datagrams),
+        cmocka_unit_test(test_abuse_silent_handshakes),
+        cmocka_unit_test(test_abuse_replay_flood),
+    };
+    return cmocka_run_group_tests_name("h3_abuse", t, setup_all, teardown_all);
   }
   if (strcmp(group, "pool") == 0) {
     const struct CMUnitTest t[] = {

@@ -178,7 +178,7 @@ between "$el" 1300 6000 && ok "idle_timeout_ms = 1500: idle QUIC connection ende
   || { bad "idle connection ended after $el ms"; tail -5 idle.out; }
 # (QUIC's own idle timeout, or ours: no call for idle_timeout_ms, whichever
 # fires first; the line may come a moment after the client is gone)
-wait_for netd.log "QUIC connection from 127.0.0.1:[0-9]+ (closed: idle timeout|: no call for 1500 ms: closing the idle connection)" 50 &&
+wait_for netd.log "QUIC connection from 127.0.0.1:[0-9]+( closed: idle timeout|: no call for 1500 ms: closing the idle connection)" 50 &&
   ok "  ... the server closed it for the idle timeout" || bad "  ... no idle close in the daemon's log"
 
 # --- max_connections = 2: two streaming calls held open, a third connection refused

@@ -292,6 +292,15 @@ static void do_rebind(udp_relay *r, uint16_t target) {
   }
 }
 
+size_t udp_relay_captured(udp_relay *r, size_t i, uint8_t *buf, size_t cap) {
+  pthread_mutex_lock(&r->mu);
+  size_t n = i < r->cap.n ? r->cap.len[i] : 0;
+  if (n > cap) n = cap;
+  if (n) memcpy(buf, r->cap.data[i], n);
+  pthread_mutex_unlock(&r->mu);
+  return n;
+}
+
 static int do_replay(udp_relay *r) {
   pthread_mutex_lock(&r->mu);
   capture c = r->cap;

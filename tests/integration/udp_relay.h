@@ -21,6 +21,7 @@
 #define AMN_TEST_UDP_RELAY_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 typedef struct udp_relay udp_relay;
@@ -66,6 +67,9 @@ void udp_relay_capture(udp_relay *r, bool on);
 /* Sends the recorded first flight again from a new address (answers are
  * read and dropped). Returns the number of datagrams sent, 0 if none. */
 int udp_relay_replay(udp_relay *r);
+/* Copies datagram i of the recorded first flight into buf (at most cap
+ * bytes); returns its length, 0 when there is no datagram i. */
+size_t udp_relay_captured(udp_relay *r, size_t i, uint8_t *buf, size_t cap);
 /* Number of client addresses seen so far. */
 int udp_relay_sessions(udp_relay *r);
 void udp_relay_stop(udp_relay *r);

@@ -576,6 +576,38 @@ static void test_budget_fails_past_limit(void **st) {
   assert_int_equal(b.held, 0);
 }
 
+/* A partial message's buffer grows by doubling, ahead of its bytes: a step
+ * that takes the connection past its limit, with the bytes themselves under
+ * it (flow control keeps them there), does not fail the call; its window
+ * waits (parked) until there is room. */
+static void test_budget_partial_buffer_step(void **st) {
+  (void)st;
+  size_t max = g_srv->o.max_recv_message;
+  g_srv->o.max_recv_message = 1 << 20;
+  amn_st_budget b = {.limit = 200 << 10, .grant_below = 100 << 10};
+  static uint8_t part[150 << 10];
+  amn_frame_prefix(part, 1 << 20); /* announces 1 MiB */
+  memset(part + 5, 'p', sizeof part - 5);
+  fake_conn f = {0};
+  amn_call *c = request(&f, "/t.S/Stream", NULL);
+  B->attach(c, &b);
+  B->data(c, part, 60 << 10);                    /* a 64 KiB buffer */
+  B->data(c, part + (60 << 10), 70 << 10);       /* 130 KiB: held past grant_below, parked */
+  assert_true(c->parked);
+  B->data(c, part + (130 << 10), sizeof part - (130 << 10)); /* within the window: the buffer doubles */
+  response r = {0};
+  pump(c, &r);
+  assert_string_equal(r.grpc_status, ""); /* not failed */
+  assert_true(c->df.have < b.limit);
+  assert_true(c->df.cap > b.limit);
+  assert_int_equal(f.kicks, 0);
+  assert_true(c->parked);
+  B->closed(c, AMN_STATUS_CANCELLED, NULL);
+  assert_int_equal(b.held, 0);
+  assert_null(b.parked);
+  g_srv->o.max_recv_message = max;
+}
+
 /* The server-wide bound, counted in 64 KiB units per call. */
 static void test_server_buffer_limit(void **st) {
   (void)st;
@@ -782,6 +814,7 @@ int main(void) {
       cmocka_unit_test(test_pause_holds_window),
       cmocka_unit_test(test_budget_holds_window),
       cmocka_unit_test(test_budget_fails_past_limit),
+      cmocka_unit_test(test_budget_partial_buffer_step),
       cmocka_unit_test(test_budget_cancel_not_inside_send),
       cmocka_unit_test(test_server_buffer_limit),
       cmocka_unit_test(test_header_timeout),

@@ -120,7 +120,9 @@ static void on_datagram(amn_h3_listener *l, const uint8_t *pkt, size_t len, cons
     return;
   }
   if (vc.version == 0) {
-    amn_h3s_send_stateless_reset(l, &vc, len, from, fromlen);
+    /* a short header; a long one with version 0 is a Version Negotiation
+     * packet, which a server drops (RFC 9000 5.2.2, 6.1) */
+    if (!(pkt[0] & 0x80)) amn_h3s_send_stateless_reset(l, &vc, len, from, fromlen);
     return;
   }
   on_initial(l, pkt, len, from, fromlen);

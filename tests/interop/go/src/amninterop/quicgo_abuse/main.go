@@ -8,7 +8,12 @@
 // (/proc/PID/status) throughout. One line of JSON: bytes uploaded, uploads
 // finished, the peak resident memory seen (kB).
 //
+// With -attack partial or slowheaders it writes its requests on raw QUIC
+// streams instead, stopping half-way through each (raw.go).
+//
 // Usage: quicgo_abuse -addr HOST:PORT -pki DIR -pid PID [-streams 200] [-size 1048576]
+//
+//	quicgo_abuse -attack partial|slowheaders ... [-part BYTES] [-trickle 250ms] [-max 20s] [-hold 5s]
 package main
 
 import (
@@ -87,9 +92,24 @@ func main() {
 	size := flag.Int("size", 1<<20, "message size")
 	stall := flag.Duration("stall", 3*time.Second, "stop when nothing moved for this long")
 	hold := flag.Duration("hold", time.Second, "keep the connection this long after stopping")
+	attack := flag.String("attack", "noread", "noread, partial or slowheaders")
+	part := flag.Int("part", 0, "partial: bytes of each message sent")
+	trickle := flag.Duration("trickle", 250*time.Millisecond, "slowheaders: one byte of each stream this often")
+	max := flag.Duration("max", 20*time.Second, "partial, slowheaders: give up after this long")
 	flag.Parse()
 	tlsConf := common.ClientTLS(filepath.Join(*pki, "ca.pem"), filepath.Join(*pki, "client.pem"),
 		filepath.Join(*pki, "client-key.pem"), "localhost")
+	if *attack != "noread" {
+		tlsConf.NextProtos = []string{"h3"}
+		conn, err := quic.DialAddr(*addr, tlsConf, &quic.Config{MaxIdleTimeout: time.Minute,
+			HandshakeIdleTimeout: 10 * time.Second, MaxIncomingUniStreams: 16})
+		if err != nil {
+			common.Fatal("connect: %v", err)
+		}
+		runRaw(rawOpts{attack: *attack, addr: *addr, streams: *streams, size: *size, part: *part, trickle: *trickle,
+			max: *max, hold: *hold, pid: *pid}, conn)
+		return
+	}
 	rt := &http3.RoundTripper{TLSClientConfig: tlsConf, DisableCompression: true, QuicConfig: &quic.Config{
 		InitialStreamReceiveWindow: 4 << 10, MaxStreamReceiveWindow: 4 << 10,
 		InitialConnectionReceiveWindow: 16 << 10, MaxConnectionReceiveWindow: 16 << 10,
