@@ -667,7 +667,10 @@ static h3c_state *state_get(amn_ct_client *tc) {
     hs->txbuf = malloc(AMN_H3_TX_BUF);
   }
   if (!hs || !hs->rbuf || !hs->txbuf) {
-    if (hs) free(hs->rbuf);
+    if (hs) {
+      free(hs->rbuf);
+      free(hs->txbuf);
+    }
     free(hs);
     return NULL;
   }
