@@ -486,6 +486,7 @@ static int attempt(h3c_conn *cc) {
   int rv = ngtcp2_conn_client_new(&cc->b.q, &dcid, &scid, &path, NGTCP2_PROTO_VER_V1, &g_qcbs, &st, &p,
                                   &cc->b.mem, cc);
   if (rv != 0) {
+    cc->b.q = NULL; /* ngtcp2 leaves the freed connection there */
     snprintf(cc->last_err, sizeof cc->last_err, "QUIC setup: %s", ngtcp2_strerror(rv));
     teardown(cc);
     return -1;
