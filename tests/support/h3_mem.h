@@ -25,6 +25,7 @@
 #define AMN_TESTS_H3_MEM_H
 
 #include <arpa/inet.h>
+#include <errno.h>
 #include <ev.h>
 #include <netinet/in.h>
 #include <netinet/udp.h>
@@ -273,6 +274,41 @@ static void hm_next_timer(h3mem *m, uint64_t cap) {
   if (step > cap) step = cap;
   hm_advance(m, step);
 }
+
+/* ---- certificates: the development PKI in a new temporary directory ---- */
+
+#include <ftw.h>
+#include "amn/pki.h"
+
+typedef struct hm_pki {
+  char dir[256];      /* the temporary directory (removed by hm_pki_free) */
+  amn_tls_opts srv, cli;
+  char srv_paths[3 * 4096], cli_paths[3 * 4096];
+} hm_pki;
+
+static int hm_rm_cb(const char *p, const struct stat *sb, int flag, struct FTW *ftw) {
+  (void)sb, (void)flag, (void)ftw;
+  return remove(p);
+}
+
+/* 0, or -1 with the reason in err. */
+static int hm_pki_init(hm_pki *k, char *err, size_t errlen) {
+  const char *t = getenv("TMPDIR");
+  snprintf(k->dir, sizeof k->dir, "%s/amn-h3mem-XXXXXX", t && *t ? t : "/tmp");
+  if (!mkdtemp(k->dir)) {
+    snprintf(err, errlen, "mkdtemp: %s", strerror(errno));
+    return -1;
+  }
+  char pki[300];
+  snprintf(pki, sizeof pki, "%s/pki", k->dir);
+  if (amn_pki_init(pki, false, err, errlen) != 0 ||
+      amn_pki_paths(pki, "server", &k->srv, k->srv_paths, sizeof k->srv_paths) != 0 ||
+      amn_pki_paths(pki, "client", &k->cli, k->cli_paths, sizeof k->cli_paths) != 0)
+    return -1;
+  return 0;
+}
+
+static void hm_pki_free(hm_pki *k) { nftw(k->dir, hm_rm_cb, 16, FTW_DEPTH | FTW_PHYS); }
 
 /* ---- the server: one loop, its HTTP/3 listener ---- */
 

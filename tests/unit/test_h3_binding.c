@@ -21,7 +21,6 @@
  * GnuTLS's own allocations are not covered (it allocates with the C
  * library's malloc from its shared object, which the wrap does not reach).
  */
-#include <ftw.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -39,15 +38,9 @@
 
 /* ---- certificates ---- */
 
-static char g_tmp[256], g_pki[300];
-static amn_tls_opts g_cli_tls, g_evil_tls;
-static char g_cli_paths[3 * 4096];
+static hm_pki g_pki;
+static amn_tls_opts g_evil_tls;
 static char g_evil_cert[400], g_evil_key[400];
-
-static int rm_cb(const char *p, const struct stat *sb, int flag, struct FTW *ftw) {
-  (void)sb, (void)flag, (void)ftw;
-  return remove(p);
-}
 
 /* ---- the server's handlers ---- */
 
@@ -170,22 +163,18 @@ static void client_down(void) {
 
 static int setup(void **st) {
   (void)st;
-  const char *t = getenv("TMPDIR");
-  snprintf(g_tmp, sizeof g_tmp, "%s/amn-h3b-XXXXXX", t && *t ? t : "/tmp");
-  if (!mkdtemp(g_tmp)) return -1;
-  snprintf(g_pki, sizeof g_pki, "%s/pki", g_tmp);
   char err[256];
   amn_log_set_level(getenv("AMN_TEST_VERBOSE") ? AMN_LOG_DEBUG : AMN_LOG_ERROR);
-  if (amn_pki_init(g_pki, false, err, sizeof err) != 0) {
+  if (hm_pki_init(&g_pki, err, sizeof err) != 0) {
     fprintf(stderr, "pki: %s\n", err);
     return -1;
   }
   /* a client certificate of another CA with the same name as ours */
   char eca[400], ecak[400];
-  snprintf(eca, sizeof eca, "%s/evil-ca.pem", g_tmp);
-  snprintf(ecak, sizeof ecak, "%s/evil-ca-key.pem", g_tmp);
-  snprintf(g_evil_cert, sizeof g_evil_cert, "%s/evil-client.pem", g_tmp);
-  snprintf(g_evil_key, sizeof g_evil_key, "%s/evil-client-key.pem", g_tmp);
+  snprintf(eca, sizeof eca, "%s/evil-ca.pem", g_pki.dir);
+  snprintf(ecak, sizeof ecak, "%s/evil-ca-key.pem", g_pki.dir);
+  snprintf(g_evil_cert, sizeof g_evil_cert, "%s/evil-client.pem", g_pki.dir);
+  snprintf(g_evil_key, sizeof g_evil_key, "%s/evil-client-key.pem", g_pki.dir);
   time_t now = time(NULL), day = 86400;
   amn_pki_cert_spec sp = {.cn = "amaters-dev-client", .eku = AMN_PKI_EKU_CLIENT, .not_before = now - day,
                           .not_after = now + day};
@@ -194,15 +183,13 @@ static int setup(void **st) {
     fprintf(stderr, "evil ca: %s\n", err);
     return -1;
   }
-  if (amn_pki_paths(g_pki, "client", &g_cli_tls, g_cli_paths, sizeof g_cli_paths) != 0) return -1;
-  g_evil_tls = g_cli_tls;
+  g_evil_tls = g_pki.cli;
   g_evil_tls.cert_path = g_evil_cert;
   g_evil_tls.key_path = g_evil_key;
 
   amn_server_opts o;
   amn_server_opts_init(&o);
-  static char srv_paths[3 * 4096];
-  if (amn_pki_paths(g_pki, "server", &o.tls, srv_paths, sizeof srv_paths) != 0) return -1;
+  o.tls = g_pki.srv;
   o.listen = "127.0.0.1:0";
   o.transport = AMN_TRANSPORT_H3;
   o.idle_timeout_ms = 20000;
@@ -224,7 +211,8 @@ static int setup(void **st) {
 static int teardown(void **st) {
   (void)st;
   hm_server_free(&g_m);
-  return nftw(g_tmp, rm_cb, 16, FTW_DEPTH | FTW_PHYS);
+  hm_pki_free(&g_pki);
+  return 0;
 }
 
 /* ---- the tests ---- */
@@ -233,7 +221,7 @@ static bool has_hello(const app_rec *a) { return memmem(a->data, a->len, "hello"
 
 static void test_unary(void **st) {
   (void)st;
-  client_up(&g_cli_tls);
+  client_up(&g_pki.cli);
   amn_client_call *c = unary(AMN_METHOD_EXECUTE);
   assert_non_null(c);
   assert_true(run_until(rec_done, 5));
@@ -257,7 +245,7 @@ static int dup_reorder(h3mem *m, const hm_dgram *d) {
 
 static void test_streaming(void **st) {
   (void)st;
-  client_up(&g_cli_tls);
+  client_up(&g_pki.cli);
   g_m.filter = dup_reorder;
   amn_client_call *s = amn_client_call_new(g_m.cl, AMN_CK_STREAM, AMN_METHOD_EXECUTE_STREAM, NULL);
   assert_non_null(s);
@@ -277,7 +265,7 @@ static void test_streaming(void **st) {
 
 /* A call the server's Hold handler holds, on a new client. */
 static amn_client_call *held_call(void) {
-  client_up(&g_cli_tls);
+  client_up(&g_pki.cli);
   g_hold_cancels = 0;
   amn_client_call *c = unary("/t.T/Hold");
   assert_non_null(c);
@@ -341,7 +329,7 @@ static int drop_to_client(h3mem *m, const hm_dgram *d) {
  * PTO probe brings the response again. */
 static void test_loss_pto(void **st) {
   (void)st;
-  client_up(&g_cli_tls);
+  client_up(&g_pki.cli);
   amn_client_call *warm = unary(AMN_METHOD_EXECUTE); /* the connection first */
   assert_true(run_until(rec_done, 5));
   drop_call(warm);
@@ -378,7 +366,7 @@ static int drop_all(h3mem *m, const hm_dgram *d) { (void)m, (void)d; return HM_D
  * (the server's 20 s; the client's is 30 s), quietly, and not before. */
 static void test_idle_timeout(void **st) {
   (void)st;
-  client_up(&g_cli_tls);
+  client_up(&g_pki.cli);
   amn_client_call *c = unary(AMN_METHOD_EXECUTE);
   assert_true(run_until(rec_done, 5));
   assert_int_equal(g_rec.code, AMN_STATUS_OK);
@@ -433,7 +421,7 @@ static int failmalloc_run(long fail_at, bool *hung) {
   g_alloc_seen = 0;
   g_failed = false;
   g_fail_at = fail_at;
-  amn_client *cl = hm_client_new(&g_m, &g_cli_tls, err, sizeof err);
+  amn_client *cl = hm_client_new(&g_m, &g_pki.cli, err, sizeof err);
   int code = -1;
   *hung = false;
   if (cl) {
