@@ -50,6 +50,7 @@
 
 #define MAX_MSG (64u * 1024)
 #define NCALLS 4
+#include "fuzz_calls.h"
 
 /* ---- connect, redirected: the first one of an input gets a socketpair ---- */
 
@@ -73,49 +74,10 @@ int __wrap_connect(int fd, const struct sockaddr *addr, socklen_t len) {
   return 0;
 }
 
-/* ---- the calls and what the application sees of them ---- */
-
-typedef struct app_rec {
-  int ends;              /* completions (unary callback, on_close) */
-  int msgs;              /* stream: response messages */
-  amn_status_code code;
-} app_rec;
+/* ---- the calls and what the application sees of them (fuzz_calls.h) ---- */
 
 static app_rec g_rec[NCALLS];
 static amn_client_call *g_call[NCALLS];
-
-static void check_result(const amn_result *r) {
-  FUZZ_CHECK((unsigned)r->code <= 16 && r->message != NULL);
-  if (r->code != AMN_STATUS_OK) FUZZ_CHECK(r->data == NULL && r->len == 0);
-  FUZZ_CHECK(r->len <= MAX_MSG && (r->data != NULL || r->len == 0));
-  for (size_t i = 0; i < r->initial_md_count; i++) FUZZ_CHECK(r->initial_md[i].key != NULL);
-  for (size_t i = 0; i < r->trailing_md_count; i++) FUZZ_CHECK(r->trailing_md[i].key != NULL);
-}
-
-static void on_done(const amn_result *r, void *ud) {
-  app_rec *a = ud;
-  FUZZ_CHECK(a->ends == 0); /* exactly once */
-  a->ends++;
-  a->code = r->code;
-  check_result(r);
-}
-
-static void on_stream_msg(amn_cstream *s, const uint8_t *msg, size_t len, void *ud) {
-  (void)s;
-  app_rec *a = ud;
-  FUZZ_CHECK(a->ends == 0 && msg != NULL && len <= MAX_MSG);
-  a->msgs++;
-}
-
-static void on_stream_close(amn_cstream *s, const amn_result *r, void *ud) {
-  (void)s;
-  app_rec *a = ud;
-  FUZZ_CHECK(a->ends == 0);
-  a->ends++;
-  a->code = r->code;
-  check_result(r);
-  FUZZ_CHECK(r->data == NULL);
-}
 
 /* What the client's I/O thread does with the calls (tests/support/client_ops.h). */
 static void start(amn_client *cl, amn_client_call *c) { cops_start(cl, c); }

@@ -77,17 +77,17 @@ typedef struct h3mem {
 
 static h3mem *g_hm;
 
-static uint64_t hm_clock(void) { return g_hm->now; }
-static int64_t hm_clock_ns(void) { return (int64_t)g_hm->now; }
-static double hm_pool_now(amn_client *cl) { (void)cl; return (double)g_hm->now / 1e9; }
+static inline uint64_t hm_clock(void) { return g_hm->now; }
+static inline int64_t hm_clock_ns(void) { return (int64_t)g_hm->now; }
+static inline double hm_pool_now(amn_client *cl) { (void)cl; return (double)g_hm->now / 1e9; }
 
-static void hm_push(h3mem *m, hm_dgram *d) {
+static inline void hm_push(h3mem *m, hm_dgram *d) {
   d->next = NULL;
   *m->tail = d;
   m->tail = &d->next;
 }
 
-static hm_dgram *hm_pop(h3mem *m) {
+static inline hm_dgram *hm_pop(h3mem *m) {
   hm_dgram *d = m->head;
   if (!d) return NULL;
   m->head = d->next;
@@ -95,10 +95,10 @@ static hm_dgram *hm_pop(h3mem *m) {
   return d;
 }
 
-static h3c_conn *hm_cconn_fd(h3mem *m, int fd);
+static inline h3c_conn *hm_cconn_fd(h3mem *m, int fd);
 
 /* The UDP send path of both sides (amn_h3_test_sendmsg). */
-static ssize_t hm_sendmsg(int fd, const struct msghdr *mh, int flags) {
+static inline ssize_t hm_sendmsg(int fd, const struct msghdr *mh, int flags) {
   (void)flags;
   h3mem *m = g_hm;
   size_t len = 0;
@@ -140,22 +140,22 @@ static ssize_t hm_sendmsg(int fd, const struct msghdr *mh, int flags) {
   return (ssize_t)len;
 }
 
-static uint16_t hm_port_of(const struct sockaddr_storage *a) {
+static inline uint16_t hm_port_of(const struct sockaddr_storage *a) {
   return ntohs(a->ss_family == AF_INET6 ? ((const struct sockaddr_in6 *)a)->sin6_port
                                         : ((const struct sockaddr_in *)a)->sin_port);
 }
 
-static h3c_state *hm_cstate(h3mem *m) { return m->cl ? SLOT(&m->cl->ct) : NULL; }
+static inline h3c_state *hm_cstate(h3mem *m) { return m->cl ? SLOT(&m->cl->ct) : NULL; }
 
 /* The client's connection whose socket is fd (NULL: gone). */
-static h3c_conn *hm_cconn_fd(h3mem *m, int fd) {
+static inline h3c_conn *hm_cconn_fd(h3mem *m, int fd) {
   h3c_state *hs = hm_cstate(m);
   for (h3c_conn *cc = hs ? hs->conns : NULL; cc; cc = cc->next)
     if (cc->b.fd == fd && cc->b.q) return cc;
   return NULL;
 }
 
-static void hm_deliver(h3mem *m, hm_dgram *d) {
+static inline void hm_deliver(h3mem *m, hm_dgram *d) {
   m->delivered++;
   if (d->to_server) {
     if (d->tolen) amn_h3s_test_datagram(&m->sl.bl, d->data, d->len, (struct sockaddr *)&d->to, d->tolen);
@@ -171,7 +171,7 @@ static void hm_deliver(h3mem *m, hm_dgram *d) {
 
 /* Hands over what is in flight (the filter decides); new datagrams the
  * deliveries make wait for the next round. true when something moved. */
-static bool hm_flush_net(h3mem *m) {
+static inline bool hm_flush_net(h3mem *m) {
   hm_dgram *list = m->head;
   m->head = NULL;
   m->tail = &m->head;
@@ -202,7 +202,7 @@ static bool hm_flush_net(h3mem *m) {
   return any;
 }
 
-static void hm_drop_all(h3mem *m) {
+static inline void hm_drop_all(h3mem *m) {
   hm_dgram *d;
   while ((d = hm_pop(m)) != NULL) HM_FREE(d);
   while ((d = m->held) != NULL) {
@@ -213,7 +213,7 @@ static void hm_drop_all(h3mem *m) {
 
 /* One turn of both loops (their prepare watchers flush the connections),
  * then the datagrams in flight. true when anything moved. */
-static bool hm_turn(h3mem *m) {
+static inline bool hm_turn(h3mem *m) {
   ev_run(m->sl.ev, EVRUN_NOWAIT);
   if (m->cl) ev_run(m->cl->ev, EVRUN_NOWAIT);
   bool moved = hm_flush_net(m);
@@ -223,7 +223,7 @@ static bool hm_turn(h3mem *m) {
 }
 
 /* Turns until nothing moves (at most `max`). Returns the turns taken. */
-static int hm_settle(h3mem *m, int max) {
+static inline int hm_settle(h3mem *m, int max) {
   int i;
   for (i = 0; i < max && hm_turn(m); i++) {
   }
@@ -231,7 +231,7 @@ static int hm_settle(h3mem *m, int max) {
 }
 
 /* The earliest ngtcp2 expiry of any connection (UINT64_MAX: none). */
-static uint64_t hm_next_expiry(h3mem *m) {
+static inline uint64_t hm_next_expiry(h3mem *m) {
   uint64_t t = UINT64_MAX;
   for (h3_sconn *sc = m->l->conns; sc; sc = sc->next)
     if (sc->b.q && sc->state < SC_CLOSING) {
@@ -250,7 +250,7 @@ static uint64_t hm_next_expiry(h3mem *m) {
 /* The clock moves `ns` ahead; the expiry timers now due run (a server
  * connection's closing or draining period ends when the clock moved 3 PTO
  * at once). */
-static void hm_advance(h3mem *m, uint64_t ns) {
+static inline void hm_advance(h3mem *m, uint64_t ns) {
   m->now += ns;
   for (h3_sconn *sc = m->l->conns, *next; sc; sc = next) {
     next = sc->next;
@@ -267,12 +267,58 @@ static void hm_advance(h3mem *m, uint64_t ns) {
 }
 
 /* Jumps to the next expiry (at least 1 ms, at most `cap` ns) and runs it. */
-static void hm_next_timer(h3mem *m, uint64_t cap) {
+static inline void hm_next_timer(h3mem *m, uint64_t cap) {
   uint64_t t = hm_next_expiry(m);
   uint64_t step = t == UINT64_MAX || t <= m->now ? NGTCP2_MILLISECONDS : t - m->now;
   if (step < NGTCP2_MILLISECONDS) step = NGTCP2_MILLISECONDS;
   if (step > cap) step = cap;
   hm_advance(m, step);
+}
+
+/* ---- a peer playing raw streams on one of the bindings' connections ---- */
+
+/* Writes len bytes (then FIN when `fin`) on stream sid of connection b,
+ * through its ngtcp2 connection straight into packets of their own, which
+ * go in flight to the other side (to_server: b is a client connection).
+ * The bytes must stay valid until acknowledged (ngtcp2 keeps pointers).
+ * Returns the bytes ngtcp2 took (less when flow or congestion control
+ * stops it), or a negative ngtcp2 error. */
+static inline ngtcp2_ssize hm_raw_write(h3mem *m, amn_h3_conn *b, bool to_server, int64_t sid, const uint8_t *p, size_t len,
+                                 bool fin) {
+  size_t off = 0;
+  for (int guard = 0; guard < 256; guard++) {
+    ngtcp2_path_storage ps;
+    ngtcp2_path_storage_zero(&ps);
+    ngtcp2_pkt_info pi;
+    uint8_t pkt[1500];
+    ngtcp2_vec v = {p ? (uint8_t *)p + off : NULL, len - off};
+    ngtcp2_ssize nd = -1;
+    uint32_t flags = fin ? NGTCP2_WRITE_STREAM_FLAG_FIN : 0;
+    ngtcp2_ssize n = ngtcp2_conn_writev_stream(b->q, &ps.path, &pi, pkt, 1200, &nd, flags, sid, &v, 1, m->now);
+    if (n < 0) return off ? (ngtcp2_ssize)off : n;
+    if (nd > 0) off += (size_t)nd;
+    if (n == 0) break; /* blocked */
+    hm_dgram *d = HM_MALLOC(sizeof *d + (size_t)n);
+    if (!d) abort();
+    memset(d, 0, sizeof *d);
+    d->to_server = to_server;
+    d->fd = b->fd;
+    const struct sockaddr *a = to_server ? (const struct sockaddr *)&b->local : ps.path.remote.addr;
+    socklen_t al = to_server ? b->local_len : ps.path.remote.addrlen;
+    if (al <= sizeof d->to) {
+      memcpy(&d->to, a, al);
+      d->tolen = al;
+    }
+    d->len = (size_t)n;
+    memcpy(d->data, pkt, (size_t)n);
+    if (to_server) m->sent_to_server++;
+    else m->sent_to_client++;
+    hm_push(m, d);
+    if (off == len && (nd >= 0 || !fin || len == 0)) break;
+  }
+  ngtcp2_conn_update_pkt_tx_time(b->q, m->now);
+  amn_h3_update_timer(b);
+  return (ngtcp2_ssize)off;
 }
 
 /* ---- certificates: the development PKI in a new temporary directory ---- */
@@ -286,13 +332,13 @@ typedef struct hm_pki {
   char srv_paths[3 * 4096], cli_paths[3 * 4096];
 } hm_pki;
 
-static int hm_rm_cb(const char *p, const struct stat *sb, int flag, struct FTW *ftw) {
+static inline int hm_rm_cb(const char *p, const struct stat *sb, int flag, struct FTW *ftw) {
   (void)sb, (void)flag, (void)ftw;
   return remove(p);
 }
 
 /* 0, or -1 with the reason in err. */
-static int hm_pki_init(hm_pki *k, char *err, size_t errlen) {
+static inline int hm_pki_init(hm_pki *k, char *err, size_t errlen) {
   const char *t = getenv("TMPDIR");
   snprintf(k->dir, sizeof k->dir, "%s/amn-h3mem-XXXXXX", t && *t ? t : "/tmp");
   if (!mkdtemp(k->dir)) {
@@ -308,13 +354,13 @@ static int hm_pki_init(hm_pki *k, char *err, size_t errlen) {
   return 0;
 }
 
-static void hm_pki_free(hm_pki *k) { nftw(k->dir, hm_rm_cb, 16, FTW_DEPTH | FTW_PHYS); }
+static inline void hm_pki_free(hm_pki *k) { nftw(k->dir, hm_rm_cb, 16, FTW_DEPTH | FTW_PHYS); }
 
 /* ---- the server: one loop, its HTTP/3 listener ---- */
 
 /* `o`: the server's options (transport HTTP/3, mTLS); handlers are
  * registered by the caller before hm_server_start. */
-static int hm_server_new(h3mem *m, const amn_server_opts *o, char *err, size_t errlen) {
+static inline int hm_server_new(h3mem *m, const amn_server_opts *o, char *err, size_t errlen) {
   memset(m, 0, sizeof *m);
   m->tail = &m->head;
   m->now = 1000 * NGTCP2_SECONDS;
@@ -322,7 +368,7 @@ static int hm_server_new(h3mem *m, const amn_server_opts *o, char *err, size_t e
   return amn_server_new(&m->srv, o, err, errlen);
 }
 
-static int hm_server_start(h3mem *m, char *err, size_t errlen) {
+static inline int hm_server_start(h3mem *m, char *err, size_t errlen) {
   amn_srv_loop *sl = &m->sl;
   sl->srv = m->srv;
   sl->bl.first = &sl->bl;
@@ -344,7 +390,7 @@ static int hm_server_start(h3mem *m, char *err, size_t errlen) {
 }
 
 /* As amn_server_free does with a started server's loop. */
-static void hm_server_free(h3mem *m) {
+static inline void hm_server_free(h3mem *m) {
   hm_drop_all(m);
   amn_srv_loop *sl = &m->sl;
   amn_h3s_close_all(&sl->bl);
@@ -365,14 +411,14 @@ static void hm_server_free(h3mem *m) {
 
 /* ---- the client, built by hand (as amn_client_new, without its thread) ---- */
 
-static void hm_before_flush(amn_ioloop *l) {
+static inline void hm_before_flush(amn_ioloop *l) {
   amn_client *cl = l->owner;
   if (cl->pool_dirty) amn_pool_maintain(cl);
 }
 
 /* `tls`: the client's certificate, key and CA (copied). NULL, with the
  * reason in err, when it cannot be made. */
-static amn_client *hm_client_new(h3mem *m, const amn_tls_opts *tls, char *err, size_t errlen) {
+static inline amn_client *hm_client_new(h3mem *m, const amn_tls_opts *tls, char *err, size_t errlen) {
   amn_client *cl = calloc(1, sizeof *cl);
   if (!cl) return NULL;
   amn_client_opts_init(&cl->o);
@@ -427,14 +473,14 @@ fail:
 }
 
 /* As amn_client_free begins: pending calls fail, connections close. */
-static void hm_client_stop(h3mem *m) {
+static inline void hm_client_stop(h3mem *m) {
   amn_client *cl = m->cl;
   atomic_store(&cl->stopping, true);
   amn_client_fail_pending(cl, AMN_STATUS_CANCELLED, "client is shutting down");
   amn_pool_close_all(cl, "client shutting down");
 }
 
-static void hm_client_free(h3mem *m) {
+static inline void hm_client_free(h3mem *m) {
   amn_client *cl = m->cl;
   for (size_t i = 0; i < cl->neps; i++) amn_h3c_transport.endpoint_free(&cl->eps[i].t);
   amn_h3c_transport.client_free(&cl->ct);
