@@ -180,6 +180,18 @@ static inline void h3f_decode(nghttp3_conn *h, int64_t id, const uint8_t *data, 
 static hm_pki g_h3f_pki;
 static inline void h3f_cleanup(void) { hm_pki_free(&g_h3f_pki); }
 
+/* The clients' TLS context, made once (h3mem.cli_ctx: loading the files
+ * for every input would cost more than the handshake). */
+static inline amn_tls_ctx *h3f_client_ctx(void) {
+  static const char *const alpn_h3[] = {"h3", NULL};
+  amn_tls_opts t = g_h3f_pki.cli;
+  t.server_name = "localhost";
+  amn_tls_ctx *ctx = NULL;
+  char err[256];
+  FUZZ_CHECK(amn_tls_ctx_new(&ctx, AMN_TLS_CLIENT, &t, alpn_h3, err, sizeof err) == 0);
+  return ctx;
+}
+
 /* The PKI, and the server's options every session target uses (HTTP/3,
  * mutual TLS, no Retry, a 5 s idle timeout); the target adds its own, makes
  * the server (hm_server_new), registers its handlers and starts it. */

@@ -247,6 +247,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv) {
   o.max_concurrent_streams = 8;
   char err[256];
   FUZZ_CHECK(hm_server_new(&g_m, &o, err, sizeof err) == 0);
+  g_m.cli_ctx = h3f_client_ctx();
   FUZZ_CHECK(amn_server_use_echo(g_m.srv) == 0);
   amn_handler h = {.on_message = hold_msg, .on_half_close = hold_half_close, .on_cancel = hold_cancel,
                    .client_streaming = true};
@@ -295,14 +296,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     hm_client_stop(&g_m);
     settle();
   } else {
-    g_m.filter = NULL;
+    g_m.filter = hm_silence;
     for (int i = 0; i < 100 && g_m.l->conns; i++) {
-      hm_drop_all(&g_m);
       hm_advance(&g_m, NGTCP2_SECONDS);
       settle();
-      hm_drop_all(&g_m);
     }
     hm_client_stop(&g_m);
+    g_m.filter = NULL;
   }
   hm_drop_all(&g_m);
   for (int i = 0; i < 20 && g_m.l->conns; i++) {

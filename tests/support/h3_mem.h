@@ -72,6 +72,7 @@ typedef struct h3mem {
   hm_dgram *held;         /* held back: delivered after the next ones (reordering) */
   size_t sent_to_server, sent_to_client, delivered, dropped;
   int (*filter)(struct h3mem *m, const hm_dgram *d); /* NULL: every datagram passes */
+  amn_tls_ctx *cli_ctx;   /* set: the clients' TLS context (hm_client_new takes a reference, not its files) */
   void *ud;
 } h3mem;
 
@@ -200,6 +201,12 @@ static inline bool hm_flush_net(h3mem *m) {
     any = true;
   }
   return any;
+}
+
+/* A filter: the path is silent, every datagram is lost. */
+static inline int hm_silence(h3mem *m, const hm_dgram *d) {
+  (void)m, (void)d;
+  return HM_DROP;
 }
 
 static inline void hm_drop_all(h3mem *m) {
@@ -444,7 +451,12 @@ static inline amn_client *hm_client_new(h3mem *m, const amn_tls_opts *tls, char 
     goto fail;
   cl->tp = &amn_h3c_transport;
   static const char *const alpn_h3[] = {"h3", NULL};
-  if (amn_tls_ctx_new(&cl->tls_h3, AMN_TLS_CLIENT, &cl->o.tls, alpn_h3, err, errlen) != 0) goto fail;
+  if (m->cli_ctx) {
+    amn_tls_ctx_ref(m->cli_ctx);
+    cl->tls_h3 = m->cli_ctx;
+  } else if (amn_tls_ctx_new(&cl->tls_h3, AMN_TLS_CLIENT, &cl->o.tls, alpn_h3, err, errlen) != 0) {
+    goto fail;
+  }
   const char *urls[] = {cl->o.url};
   if (amn_pool_init(cl, urls, 1, err, errlen) != 0) goto fail;
   cl->ev = ev_loop_new(EVFLAG_AUTO | EVFLAG_NOSIGMASK);
