@@ -45,10 +45,12 @@
 
 #include "amn/proto.h"
 #include "client/client_internal.h"
+#include "client_ops.h" /* tests/support */
 #include "fuzz_h2.h"
 
 #define MAX_MSG (64u * 1024)
 #define NCALLS 4
+#include "fuzz_calls.h"
 
 /* ---- connect, redirected: the first one of an input gets a socketpair ---- */
 
@@ -72,57 +74,13 @@ int __wrap_connect(int fd, const struct sockaddr *addr, socklen_t len) {
   return 0;
 }
 
-/* ---- the calls and what the application sees of them ---- */
-
-typedef struct app_rec {
-  int ends;              /* completions (unary callback, on_close) */
-  int msgs;              /* stream: response messages */
-  amn_status_code code;
-} app_rec;
+/* ---- the calls and what the application sees of them (fuzz_calls.h) ---- */
 
 static app_rec g_rec[NCALLS];
 static amn_client_call *g_call[NCALLS];
 
-static void check_result(const amn_result *r) {
-  FUZZ_CHECK((unsigned)r->code <= 16 && r->message != NULL);
-  if (r->code != AMN_STATUS_OK) FUZZ_CHECK(r->data == NULL && r->len == 0);
-  FUZZ_CHECK(r->len <= MAX_MSG && (r->data != NULL || r->len == 0));
-  for (size_t i = 0; i < r->initial_md_count; i++) FUZZ_CHECK(r->initial_md[i].key != NULL);
-  for (size_t i = 0; i < r->trailing_md_count; i++) FUZZ_CHECK(r->trailing_md[i].key != NULL);
-}
-
-static void on_done(const amn_result *r, void *ud) {
-  app_rec *a = ud;
-  FUZZ_CHECK(a->ends == 0); /* exactly once */
-  a->ends++;
-  a->code = r->code;
-  check_result(r);
-}
-
-static void on_stream_msg(amn_cstream *s, const uint8_t *msg, size_t len, void *ud) {
-  (void)s;
-  app_rec *a = ud;
-  FUZZ_CHECK(a->ends == 0 && msg != NULL && len <= MAX_MSG);
-  a->msgs++;
-}
-
-static void on_stream_close(amn_cstream *s, const amn_result *r, void *ud) {
-  (void)s;
-  app_rec *a = ud;
-  FUZZ_CHECK(a->ends == 0);
-  a->ends++;
-  a->code = r->code;
-  check_result(r);
-  FUZZ_CHECK(r->data == NULL);
-}
-
-/* A call handed to the pool, as the client's I/O thread does with a new one
- * (client.c: op_start). */
-static void start(amn_client *cl, amn_client_call *c) {
-  amn_client_call_arm_deadline(c);
-  amn_client_pending_push(cl, c, false);
-  amn_pool_kick(cl, true);
-}
+/* What the client's I/O thread does with the calls (tests/support/client_ops.h). */
+static void start(amn_client *cl, amn_client_call *c) { cops_start(cl, c); }
 
 static void unary(amn_client *cl, int i, const char *method, const uint8_t *req, size_t len,
                   const amn_call_opts *o) {
@@ -136,33 +94,11 @@ static void unary(amn_client *cl, int i, const char *method, const uint8_t *req,
   start(cl, c); /* the application's reference goes with the completion */
 }
 
-/* What client.c does on the I/O thread for amn_cstream_send,
- * amn_cstream_close_send and amn_cstream_cancel (their hand-off ops). */
 static void stream_send(amn_client_call *c, const uint8_t *p, size_t n) {
-  if (c->done || c->half_close_queued) return;
-  amn_qmsg *m = amn_client_msg_new(c, p, n);
-  FUZZ_CHECK(m != NULL);
-  atomic_fetch_add(&c->queued, m->len);
-  amn_msgq_push(&c->sq, m);
-  if (c->stream) c->tp->resume(c->stream);
+  FUZZ_CHECK(c->done || c->half_close_queued || cops_send(c, p, n) == 0);
 }
-
-static void stream_close_send(amn_client_call *c) {
-  if (c->done) return;
-  c->half_close_queued = true;
-  if (c->stream) c->tp->resume(c->stream);
-}
-
-static void stream_cancel(amn_client *cl, amn_client_call *c) {
-  if (c->done) return;
-  if (c->stream) {
-    amn_client_call_cancel(c, AMN_STATUS_CANCELLED, "cancelled by the client");
-  } else if (c->prev || c->next || cl->pending == c) {
-    amn_client_pending_unlink(cl, c);
-    amn_client_call_complete(c, AMN_STATUS_CANCELLED, "cancelled by the client");
-    amn_client_call_unref(c);
-  }
-}
+static void stream_close_send(amn_client_call *c) { cops_close_send(c); }
+static void stream_cancel(amn_client *cl, amn_client_call *c) { cops_cancel(cl, c); }
 
 static uint8_t g_q1[64], g_q3[64];
 static size_t g_q1_len, g_q3_len;

@@ -13,7 +13,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 secs=${1:-60}
 shift || true
-all=(framing req_headers resp_headers grpc_timeout pct base64 proto toml config pki h2_server h2_client)
+all=(framing req_headers resp_headers grpc_timeout pct base64 proto toml config pki h2_server h2_client
+     quic_token h3_server h3_client)
 targets=("$@")
 [ ${#targets[@]} -gt 0 ] || targets=("${all[@]}")
 for t in "${targets[@]}"; do

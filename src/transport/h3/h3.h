@@ -127,7 +127,25 @@ typedef struct amn_h3_client_stats {
  * some devices do. Set it before any connection exists, reset it to NULL
  * after the last one is gone. */
 #ifdef AMN_TEST_HOOKS /* test builds only (CMake: AMN_BUILD_TESTS) */
+typedef struct amn_h3_conn amn_h3_conn;
 extern ssize_t (*amn_h3_test_sendmsg)(int fd, const struct msghdr *mh, int flags);
+/* Sessions in memory (tests/unit/test_h3_binding.c, fuzz/fuzz_h3*.c): the
+ * single datagrams (amn_h3_send_one: CONNECTION_CLOSE, Retry, version
+ * negotiation, stateless resets) go through amn_h3_test_sendmsg too, as a
+ * msghdr with the destination (NULL on a connected socket); when
+ * amn_h3_test_clock is set, amn_h3_now() returns its time (ns) in place of
+ * CLOCK_MONOTONIC (the libev timers still run on the loop's clock: the
+ * test invokes them); amn_h3s_test_datagram hands a datagram to a server
+ * loop's listener as its recvmmsg path does (the client's:
+ * amn_h3c_test_datagram, h3_client.h). */
+extern uint64_t (*amn_h3_test_clock)(void);
+/* When set, sees the stream data every connection receives before nghttp3
+ * does; returning true takes it away from the connection's nghttp3 (the
+ * flow-control credit is granted back as nghttp3 would): a fuzz harness
+ * playing the peer with raw streams decodes what it gets itself. */
+extern bool (*amn_h3_test_stream_data)(amn_h3_conn *b, int64_t id, const uint8_t *data, size_t len, bool fin);
+void amn_h3s_test_datagram(amn_st_loop *loop, const uint8_t *pkt, size_t len, const struct sockaddr *from,
+                           socklen_t fromlen);
 #endif
 
 /* ------------------------------------------------------------------ */

@@ -371,6 +371,18 @@ static void cc_expiry(amn_h3_conn *b) {
   cc_flush(b);
 }
 
+/* One datagram from the server. false when the connection is gone. */
+static bool cc_recv(h3c_conn *cc, const struct sockaddr *from, socklen_t fromlen, const uint8_t *pkt, size_t len) {
+  ngtcp2_path path = {{(struct sockaddr *)&cc->b.local, cc->b.local_len}, {(struct sockaddr *)from, fromlen}, NULL};
+  ngtcp2_pkt_info pi = {0};
+  int rv = ngtcp2_conn_read_pkt(cc->b.q, &path, &pi, pkt, len, amn_h3_now());
+  if (rv != 0) {
+    cc_error(cc, rv);
+    return false;
+  }
+  return true;
+}
+
 static void read_cb(struct ev_loop *ev, ev_io *w, int revents) {
   (void)ev; (void)revents;
   h3c_conn *cc = w->data;
@@ -385,24 +397,28 @@ static void read_cb(struct ev_loop *ev, ev_io *w, int revents) {
       cc->rx_any = true;
       cc->last_rx = ev_now(cc->tc->ev);
     }
-    for (int i = 0; i < n; i++) {
-      if (!hs->msgs[i].msg_len) continue;
-      ngtcp2_path path = {{(struct sockaddr *)&cc->b.local, cc->b.local_len},
-                          {(struct sockaddr *)&hs->from[i], hs->msgs[i].msg_hdr.msg_namelen},
-                          NULL};
-      ngtcp2_pkt_info pi = {0};
-      int rv = ngtcp2_conn_read_pkt(cc->b.q, &path, &pi, hs->rbuf + (size_t)i * AMN_H3_RX_DGRAM, hs->msgs[i].msg_len,
-                                    amn_h3_now());
-      if (rv != 0) {
-        cc_error(cc, rv);
+    for (int i = 0; i < n; i++)
+      if (hs->msgs[i].msg_len && !cc_recv(cc, (struct sockaddr *)&hs->from[i], hs->msgs[i].msg_hdr.msg_namelen,
+                                          hs->rbuf + (size_t)i * AMN_H3_RX_DGRAM, hs->msgs[i].msg_len))
         return;
-      }
-    }
     if (n == 0) break;
     amn_h3_mark_dirty(&cc->b);
     if (n < AMN_H3_RX_BATCH) break;
   }
 }
+
+#ifdef AMN_TEST_HOOKS
+void amn_h3c_test_datagram(amn_ct_client *tc, int fd, const uint8_t *pkt, size_t len, const struct sockaddr *from,
+                           socklen_t fromlen) {
+  h3c_state *hs = __atomic_load_n(&SLOT(tc), __ATOMIC_ACQUIRE);
+  h3c_conn *cc = hs ? hs->conns : NULL;
+  while (cc && (cc->st == CC_CLOSED || !cc->b.q || cc->b.fd != fd)) cc = cc->next;
+  if (!cc) return;
+  cc->rx_any = true;
+  cc->last_rx = ev_now(cc->tc->ev);
+  if (cc_recv(cc, from, fromlen, pkt, len)) amn_h3_mark_dirty(&cc->b);
+}
+#endif
 
 static void ct_cb(struct ev_loop *ev, ev_timer *w, int revents) {
   (void)ev; (void)revents;
@@ -474,6 +490,7 @@ static int attempt(h3c_conn *cc) {
   int rv = ngtcp2_conn_client_new(&cc->b.q, &dcid, &scid, &path, NGTCP2_PROTO_VER_V1, &g_qcbs, &st, &p,
                                   &cc->b.mem, cc);
   if (rv != 0) {
+    cc->b.q = NULL; /* ngtcp2 leaves the freed connection there */
     snprintf(cc->last_err, sizeof cc->last_err, "QUIC setup: %s", ngtcp2_strerror(rv));
     teardown(cc);
     return -1;
@@ -655,7 +672,10 @@ static h3c_state *state_get(amn_ct_client *tc) {
     hs->txbuf = malloc(AMN_H3_TX_BUF);
   }
   if (!hs || !hs->rbuf || !hs->txbuf) {
-    if (hs) free(hs->rbuf);
+    if (hs) {
+      free(hs->rbuf);
+      free(hs->txbuf);
+    }
     free(hs);
     return NULL;
   }

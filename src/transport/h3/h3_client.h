@@ -10,4 +10,13 @@
 
 extern const amn_ctransport amn_h3c_transport;
 
+#ifdef AMN_TEST_HOOKS /* test builds only (CMake: AMN_BUILD_TESTS); see amn_h3_test_clock in h3.h */
+#include <sys/socket.h>
+/* Hands a datagram to the client's connection whose socket is `fd`, as its
+ * recvmmsg path does (dropped when there is none); the connection's
+ * writes follow from the loop, as after a read. */
+void amn_h3c_test_datagram(amn_ct_client *tc, int fd, const uint8_t *pkt, size_t len, const struct sockaddr *from,
+                           socklen_t fromlen);
+#endif
+
 #endif

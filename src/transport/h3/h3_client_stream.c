@@ -277,6 +277,7 @@ static int open_stream(h3c_conn *cc, h3c_stream *cs, amn_ct_end *end) {
   if (fail) {
     if (opened) { /* release the stream: nothing of it reaches the call anymore */
       ngtcp2_conn_set_stream_user_data(cc->b.q, id, NULL);
+      nghttp3_conn_set_stream_user_data(cc->b.h, id, NULL); /* a failed submit may have made nghttp3's stream */
       ngtcp2_conn_shutdown_stream(cc->b.q, 0, id, NGHTTP3_H3_INTERNAL_ERROR);
     }
     *end = (amn_ct_end){code, fail, !opened};

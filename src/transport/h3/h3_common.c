@@ -28,12 +28,17 @@
 
 #ifdef AMN_TEST_HOOKS
 ssize_t (*amn_h3_test_sendmsg)(int fd, const struct msghdr *mh, int flags);
+uint64_t (*amn_h3_test_clock)(void);
+bool (*amn_h3_test_stream_data)(amn_h3_conn *b, int64_t id, const uint8_t *data, size_t len, bool fin);
 #define SENDMSG(fd, mh) (amn_h3_test_sendmsg ? amn_h3_test_sendmsg(fd, mh, 0) : sendmsg(fd, mh, 0))
 #else
 #define SENDMSG(fd, mh) sendmsg(fd, mh, 0)
 #endif
 
 uint64_t amn_h3_now(void) {
+#ifdef AMN_TEST_HOOKS
+  if (amn_h3_test_clock) return amn_h3_test_clock();
+#endif
   struct timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);
   return (uint64_t)ts.tv_sec * NGTCP2_SECONDS + (uint64_t)ts.tv_nsec;
@@ -231,6 +236,12 @@ static int recv_stream_data(ngtcp2_conn *q, uint32_t flags, int64_t id, uint64_t
                             void *ud, void *sud) {
   (void)off; (void)sud;
   amn_h3_conn *b = ud;
+#ifdef AMN_TEST_HOOKS
+  if (amn_h3_test_stream_data && amn_h3_test_stream_data(b, id, data, len, flags & NGTCP2_STREAM_DATA_FLAG_FIN)) {
+    amn_h3_consume(b, id, len);
+    return 0;
+  }
+#endif
   if (!b->h) return 0;
   nghttp3_ssize n = nghttp3_conn_read_stream(b->h, id, data, len, flags & NGTCP2_STREAM_DATA_FLAG_FIN);
   if (n < 0) {
@@ -612,6 +623,14 @@ static int send_pending(amn_h3_conn *b) {
 
 void amn_h3_send_one(int fd, const struct sockaddr *to, socklen_t tolen, const uint8_t *data, size_t len) {
   ssize_t n;
+#ifdef AMN_TEST_HOOKS
+  if (amn_h3_test_sendmsg) {
+    struct iovec iov = {(void *)data, len};
+    struct msghdr mh = {.msg_name = (void *)to, .msg_namelen = to ? tolen : 0, .msg_iov = &iov, .msg_iovlen = 1};
+    amn_h3_test_sendmsg(fd, &mh, 0);
+    return;
+  }
+#endif
   do n = to ? sendto(fd, data, len, 0, to, tolen) : send(fd, data, len, 0);
   while (n < 0 && errno == EINTR);
 }

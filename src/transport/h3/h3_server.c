@@ -128,6 +128,14 @@ static void on_datagram(amn_h3_listener *l, const uint8_t *pkt, size_t len, cons
   on_initial(l, pkt, len, from, fromlen);
 }
 
+#ifdef AMN_TEST_HOOKS
+void amn_h3s_test_datagram(amn_st_loop *loop, const uint8_t *pkt, size_t len, const struct sockaddr *from,
+                           socklen_t fromlen) {
+  amn_h3_listener *l = loop->h3;
+  if (l && !l->stopped) on_datagram(l, pkt, len, from, fromlen);
+}
+#endif
+
 static void read_cb(struct ev_loop *ev, ev_io *w, int revents) {
   (void)ev; (void)revents;
   amn_h3_listener *l = w->data;

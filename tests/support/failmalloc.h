@@ -7,7 +7,8 @@
  * can check that a run freed everything it allocated. A test may define
  * FAILMALLOC_COUNTS() before including this file to count only some
  * allocations (e.g. those of one side of a connection); by default all are.
- * Include once, in the test's one source file.
+ * Include once, in the test's one source file (tests/support is on the
+ * include path of the tests that use it).
  */
 #ifndef AMN_TEST_FAILMALLOC_H
 #define AMN_TEST_FAILMALLOC_H
