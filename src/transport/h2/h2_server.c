@@ -57,7 +57,7 @@ struct amn_sconn {
 
 static void h2s_kick(void *stream);
 static void h2s_consume(void *stream, size_t n);
-static const amn_st_stream_ops h2_ops = {h2s_kick, h2s_consume};
+static const amn_st_stream_ops h2_ops = {h2s_kick, h2s_consume, AMN_TRANSPORT_H2};
 
 static const amn_st_calls *calls_of(const amn_sconn *sc) { return sc->loop->calls; }
 static const amn_st_config *cfg_of(const amn_sconn *sc) { return sc->loop->cfg; }
@@ -425,6 +425,7 @@ static int sc_on_ready(amn_h2io *io) {
     goaway_close(sc, NGHTTP2_ENHANCE_YOUR_CALM, "max_connections reached", "max_connections reached");
     return 0;
   }
+  amn_st_count(&sc->loop->conn.h2_handshakes, 1);
   if (io->tls) {
     if (!amn_tls_alpn_is(io->tls, "h2")) {
       AMN_INFO("%s: refused: client did not negotiate ALPN h2", sc->addr);
@@ -467,7 +468,12 @@ static void sc_on_closed(amn_h2io *io, const char *reason) {
   bool handshake_failure = strncmp(reason, "TLS handshake", 13) == 0;
   ev_timer_stop(loop->ev, &sc->idle_timer);
   ev_timer_stop(loop->ev, &sc->ka_timer);
-  if (handshake_failure && strcmp(reason, "TLS handshake timed out") == 0)
+  bool timed_out = handshake_failure && strcmp(reason, "TLS handshake timed out") == 0;
+  if (!sc->refusing) {
+    amn_st_count(&loop->conn.h2_closed, 1);
+    if (handshake_failure) amn_st_count(timed_out ? &loop->conn.h2_handshake_timeouts : &loop->conn.h2_handshake_failures, 1);
+  }
+  if (timed_out)
     AMN_WARN("connection from %s refused: %s (handshake_timeout_ms %u)", sc->addr, reason,
              loop->cfg->handshake_timeout_ms);
   else if (handshake_failure)
