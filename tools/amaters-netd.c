@@ -251,7 +251,7 @@ int main(int argc, char **argv) {
     else if (amn_pki_default_dir(pki_dir, sizeof pki_dir) != 0)
       die("cannot determine the default PKI directory (set HOME, XDG_DATA_HOME or AMATERS_NET_PKI_DIR, or use --pki-dir)");
     if (!amn_pki_exists(pki_dir)) {
-      fprintf(stderr, PROG ": no development PKI in %s: creating one (CA, server and client certificates)\n", pki_dir);
+      say(AMN_LOG_INFO, "no development PKI in %s: creating one (CA, server and client certificates)", pki_dir);
       if (amn_pki_init(pki_dir, false, err, sizeof err) != 0) die("cannot create the PKI in %s: %s", pki_dir, err);
     }
     if (amn_pki_paths(pki_dir, "server", &o.tls, pki_storage, sizeof pki_storage) != 0)
@@ -264,8 +264,8 @@ int main(int argc, char **argv) {
     say(AMN_LOG_INFO, "insecure mode: HTTP/2 only (HTTP/3 needs TLS: QUIC always encrypts)");
   }
   if (o.tls.insecure)
-    fprintf(stderr, "\n" PROG ": WARNING: --insecure: serving PLAINTEXT HTTP/2 without TLS or client\n"
-                    PROG ": WARNING: authentication. Anyone who can reach %s can call it.\n\n", o.listen);
+    say(AMN_LOG_WARN, "--insecure: serving PLAINTEXT HTTP/2 without TLS or client authentication. Anyone who "
+                      "can reach %s can call it.", o.listen);
 
   /* The TLS files, each checked before use; a problem names where its path
    * came from: the flag, or the config key with its file:line (or env). */
