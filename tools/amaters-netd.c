@@ -54,16 +54,23 @@ static const char usage_text[] =
     "  --log-format text|json every log line as text (default) or as one JSON object\n"
     "  --access-log           one line per call (peer, method, transport, status, duration,\n"
     "                         bytes, deadline)\n"
+    "  --check-config [FILE]  check the configuration (FILE, else --config's) and the\n"
+    "                         flags, that the TLS files load and the key matches its\n"
+    "                         certificate, then exit: 0 when valid, 1 with FILE:LINE and\n"
+    "                         the key of the first problem (creates nothing, binds nothing)\n"
     "  --admin [HOST:]PORT    admin HTTP listener: GET /metrics (Prometheus text format)\n"
     "                         and /healthz; HOST defaults to 127.0.0.1 (off by default)\n"
     "  --max-message BYTES    largest message either way (suffix k/m allowed)\n"
     "  --help, --version\n"
     "Signals: SIGINT/SIGTERM drain and stop; SIGHUP reloads the TLS certificate, key and CA;\n"
     "SIGUSR1 / SIGUSR2 make the log one level more / less verbose.\n"
-    "Exit status: 0 after a clean stop, 2 on a usage, configuration or start-up error.\n";
+    "Exit status: 0 after a clean stop, 2 on a usage, configuration or start-up error;\n"
+    "--check-config: 0 valid, 1 not.\n";
 
 /* Daemon messages, in the library's format (level, text or JSON, journal). */
 #define say(level, ...) amn_log_message((amn_log_level)(level), PROG, __VA_ARGS__)
+
+static bool g_checking; /* --check-config: a problem exits 1 */
 
 static void die(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
 static void die(const char *fmt, ...) {
@@ -73,7 +80,7 @@ static void die(const char *fmt, ...) {
   vfprintf(stderr, fmt, ap);
   va_end(ap);
   fputc('\n', stderr);
-  exit(EXIT_USAGE);
+  exit(g_checking ? 1 : EXIT_USAGE);
 }
 
 /* Parses a non-negative decimal integer in [lo, hi], with an optional k/m/g
@@ -105,7 +112,7 @@ static amn_transport parse_transport(const char *what, const char *s) {
 /* Command-line flags; NULL / -1 = not given. */
 typedef struct flags {
   const char *config, *listen, *cert, *key, *ca, *pki_dir, *transport, *log_level, *log_format, *admin;
-  int insecure, allow_tls12, access_log;
+  int insecure, allow_tls12, access_log, check;
   long long threads, max_message;
 } flags;
 
@@ -143,6 +150,13 @@ static void parse_flags(int argc, char **argv, flags *f) {
     }
     if (strcmp(a, "--access-log") == 0) {
       f->access_log = 1;
+      continue;
+    }
+    if (strcmp(a, "--check-config") == 0 || strncmp(a, "--check-config=", 15) == 0) {
+      f->check = 1;
+      g_checking = true;
+      if (a[14] == '=') f->config = a + 15;
+      else if (i + 1 < argc && argv[i + 1][0] != '-') f->config = argv[++i];
       continue;
     }
     if (strncmp(a, "--", 2) != 0) die("unexpected argument '%s' (see --help)", a);
@@ -250,7 +264,9 @@ int main(int argc, char **argv) {
     if (d) snprintf(pki_dir, sizeof pki_dir, "%s", d);
     else if (amn_pki_default_dir(pki_dir, sizeof pki_dir) != 0)
       die("cannot determine the default PKI directory (set HOME, XDG_DATA_HOME or AMATERS_NET_PKI_DIR, or use --pki-dir)");
-    if (!amn_pki_exists(pki_dir)) {
+    if (f.check && !amn_pki_exists(pki_dir)) {
+      printf(PROG ": note: no development PKI in %s yet (created at start)\n", pki_dir);
+    } else if (!amn_pki_exists(pki_dir)) {
       say(AMN_LOG_INFO, "no development PKI in %s: creating one (CA, server and client certificates)", pki_dir);
       if (amn_pki_init(pki_dir, false, err, sizeof err) != 0) die("cannot create the PKI in %s: %s", pki_dir, err);
     }
@@ -269,7 +285,8 @@ int main(int argc, char **argv) {
 
   /* The TLS files, each checked before use; a problem names where its path
    * came from: the flag, or the config key with its file:line (or env). */
-  if (!o.tls.insecure) {
+  bool pki_pending = f.check && pki_dir[0] && !amn_pki_exists(pki_dir); /* nothing to check yet */
+  if (!o.tls.insecure && !pki_pending) {
     amn_tls_file bad = AMN_TLS_FILE_NONE;
     if (amn_tls_check_files(&o.tls, &bad, err, sizeof err) != 0) {
       static const char *const keys[] = {"tls", "tls.cert_path", "tls.key_path", "tls.ca_path"};
@@ -291,6 +308,12 @@ int main(int argc, char **argv) {
   if (o.transport & AMN_TRANSPORT_H3) {
     if (cfg.quic.secret_path) snprintf(secret_path, sizeof secret_path, "%s", cfg.quic.secret_path);
     else if (pki_dir[0]) snprintf(secret_path, sizeof secret_path, "%s/quic-secret.key", pki_dir);
+    FILE *sf = f.check && secret_path[0] ? fopen(secret_path, "rb") : NULL;
+    if (f.check && secret_path[0] && !sf && errno == ENOENT) {
+      printf(PROG ": note: QUIC secret %s does not exist yet (created at start)\n", secret_path);
+      secret_path[0] = 0;
+    }
+    if (sf) fclose(sf);
     if (secret_path[0]) {
       if (amn_quic_secret_load(secret_path, quic_secret, &secret_created, err, sizeof err) != 0) {
         char where[4200];
@@ -303,8 +326,16 @@ int main(int argc, char **argv) {
   }
 
   amn_server *srv = NULL;
+  if (pki_pending) o.tls.insecure = true, o.transport = AMN_TRANSPORT_H2; /* the options alone */
   if (amn_server_new(&srv, &o, err, sizeof err) != 0) die("%s", err);
   if (amn_server_use_echo(srv) != 0) die("cannot register the echo handlers");
+  if (f.check) {
+    amn_server_free(srv);
+    printf(PROG ": configuration %s%s is valid\n", f.config ? f.config : "(defaults, environment and flags)",
+           f.config ? " (with the environment and flags)" : "");
+    amn_config_free(&cfg);
+    return 0;
+  }
 
   /* Block the stop signals before the library starts its threads (they
    * inherit the mask); the main thread takes them with sigwait. */
