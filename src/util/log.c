@@ -65,9 +65,14 @@ bool amn_log_journal(void) {
 /* ---- one line ---- */
 
 typedef struct lbuf {
-  char b[2048];
+  char b[4096];
   size_t n;
 } lbuf;
+
+/* A string value stops (cut) while less than this is left, so that the
+ * keys, numbers and closing characters of the rest of a JSON line always fit:
+ * a long value never makes a line that does not parse. */
+#define LOG_TAIL_RESERVE 512
 
 static void lput(lbuf *l, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static void lput(lbuf *l, const char *fmt, ...) {
@@ -89,11 +94,16 @@ static size_t utf8_len(const unsigned char *s) {
 }
 
 /* A JSON string: quotes, backslashes and control characters escaped;
- * bytes that are not UTF-8 become U+FFFD, so a line always parses. */
-static void put_json_str(lbuf *l, const char *s) {
+ * bytes that are not UTF-8 become U+FFFD, so a line always parses (a value
+ * too long for the line is cut, ending "..."). */
+static void put_json_str(lbuf *l, const char *s, bool cut) {
   lput(l, "\"");
   for (const unsigned char *p = (const unsigned char *)s; *p;) {
     size_t n = utf8_len(p);
+    if (cut && sizeof l->b - l->n < LOG_TAIL_RESERVE) {
+      lput(l, "...");
+      break;
+    }
     if (n == 0) {
       lput(l, "\\ufffd");
       p++;
@@ -147,16 +157,16 @@ static void emit(amn_log_level level, const char *source, const char *msg, const
   }
   if (fmt == AMN_LOG_FORMAT_JSON) {
     lput(&l, "{\"time\":\"%s\",\"level\":\"%s\",\"source\":", ts, level_names[level]);
-    put_json_str(&l, source);
+    put_json_str(&l, source, true);
     lput(&l, ",\"msg\":");
-    put_json_str(&l, msg);
+    put_json_str(&l, msg, true);
     for (size_t i = 0; i < nf; i++) {
       lput(&l, ",");
-      put_json_str(&l, f[i].key);
+      put_json_str(&l, f[i].key, false); /* short, ours */
       lput(&l, ":");
       if (f[i].kind == AMN_LF_INT) lput(&l, "%lld", (long long)f[i].i);
       else if (f[i].kind == AMN_LF_NULL || !f[i].s) lput(&l, "null");
-      else put_json_str(&l, f[i].s);
+      else put_json_str(&l, f[i].s, true);
     }
     lput(&l, "}");
   } else {

@@ -62,6 +62,22 @@ static void test_json(void **state) {
   assert_non_null(strstr(last, "\"level\":\"error\",\"source\":\"prog\",\"msg\":\"x\"}"));
 }
 
+/* Values far longer than a line: cut, and the line is still one object. */
+static void test_json_long(void **state) {
+  (void)state;
+  amn_log_set_format(AMN_LOG_FORMAT_JSON);
+  static char big[20000];
+  memset(big, '"', sizeof big - 1); /* every byte escaped: twice the room */
+  amn_log_field f[] = {{"a", AMN_LF_STR, big, 0}, {"b", AMN_LF_STR, big, 0}, {"n", AMN_LF_INT, NULL, INT64_MIN},
+                       {"c", AMN_LF_STR, big, 0}, {"z", AMN_LF_NULL, NULL, 0}};
+  amn_log_fields(AMN_LOG_INFO, big, f, sizeof f / sizeof f[0]);
+  size_t n = strlen(last);
+  assert_true(n > 1000);
+  assert_string_equal(last + n - strlen(",\"n\":-9223372036854775808,\"c\":\"...\",\"z\":null}"),
+                      ",\"n\":-9223372036854775808,\"c\":\"...\",\"z\":null}");
+  assert_non_null(strstr(last, "\"msg\":\"\\\"\\\""));
+}
+
 static void test_text(void **state) {
   (void)state;
   amn_log_fields(AMN_LOG_INFO, "access", fields, sizeof fields / sizeof fields[0]);
@@ -90,6 +106,7 @@ static void test_level_runtime(void **state) {
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test_setup_teardown(test_json, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_json_long, setup, teardown),
       cmocka_unit_test_setup_teardown(test_text, setup, teardown),
       cmocka_unit_test_setup_teardown(test_level_runtime, setup, teardown),
   };
