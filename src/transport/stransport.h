@@ -153,8 +153,8 @@ static inline uint64_t amn_st_read(const amn_st_ctr *c) {
  * loop thread only, through amn_st_count. */
 typedef struct amn_st_conn_counters {
   amn_st_ctr h2_opened;              /* HTTP/2 connections accepted (by the server's listener) */
-  amn_st_ctr h2_handshakes;          /* HTTP/2: TLS (or h2c) connections that became ready */
-  amn_st_ctr h2_handshake_failures;  /* ... closed during the TLS handshake (not for time) */
+  amn_st_ctr h2_handshakes;          /* HTTP/2: TLS (or h2c) connections that became ready (ALPN h2, session) */
+  amn_st_ctr h2_handshake_failures;  /* ... closed before (TLS refused, no ALPN h2), not for time */
   amn_st_ctr h2_handshake_timeouts;  /* ... closed for handshake_timeout_ms */
   amn_st_ctr h2_closed;              /* HTTP/2 connections gone (refused ones not counted) */
   amn_st_ctr h3_closed;              /* QUIC connections freed */

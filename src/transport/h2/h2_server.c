@@ -425,7 +425,6 @@ static int sc_on_ready(amn_h2io *io) {
     goaway_close(sc, NGHTTP2_ENHANCE_YOUR_CALM, "max_connections reached", "max_connections reached");
     return 0;
   }
-  amn_st_count(&sc->loop->conn.h2_handshakes, 1);
   if (io->tls) {
     if (!amn_tls_alpn_is(io->tls, "h2")) {
       AMN_INFO("%s: refused: client did not negotiate ALPN h2", sc->addr);
@@ -438,6 +437,7 @@ static int sc_on_ready(amn_h2io *io) {
   }
   pthread_once(&g_once, init_cbs);
   if (nghttp2_session_server_new2(&io->h2, g_cbs, sc, g_opt) != 0) return -1;
+  amn_st_count(&sc->loop->conn.h2_handshakes, 1);
   nghttp2_settings_entry iv[] = {
       {NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS, cfg->max_concurrent_streams},
       {NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, cfg->initial_window_size},
@@ -469,9 +469,9 @@ static void sc_on_closed(amn_h2io *io, const char *reason) {
   ev_timer_stop(loop->ev, &sc->idle_timer);
   ev_timer_stop(loop->ev, &sc->ka_timer);
   bool timed_out = handshake_failure && strcmp(reason, "TLS handshake timed out") == 0;
-  if (!sc->refusing) {
+  if (!sc->refusing) { /* never ready (no session): its handshake failed */
     amn_st_count(&loop->conn.h2_closed, 1);
-    if (handshake_failure) amn_st_count(timed_out ? &loop->conn.h2_handshake_timeouts : &loop->conn.h2_handshake_failures, 1);
+    if (!io->h2) amn_st_count(timed_out ? &loop->conn.h2_handshake_timeouts : &loop->conn.h2_handshake_failures, 1);
   }
   if (timed_out)
     AMN_WARN("connection from %s refused: %s (handshake_timeout_ms %u)", sc->addr, reason,
