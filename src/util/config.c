@@ -432,6 +432,7 @@ static const char *a_type(amn_toml_type t) {
 
 /* TOML node -> val (type check only). list is allocated for K_URLS. */
 static int from_node(const keydef *k, const amn_toml_node *n, val *v, int *line, char *why, size_t wl) {
+  memset(v, 0, sizeof *v); /* a failure leaves list NULL: the caller frees it whatever happened */
   amn_toml_type t = amn_toml_type_of(n);
   static const char *const want[] = {"an integer", "a boolean (true/false)", "a string", "a string",
                                      "a string", "an array of strings"};
