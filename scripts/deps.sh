@@ -14,6 +14,7 @@ PKGS=(
   golang-go golang-google-grpc-dev golang-github-lucas-clemente-quic-go-dev protoc-gen-go-1-3
   clang libclang-rt-14-dev
   golang-github-burntsushi-toml-dev
+  prometheus curl
 )
 missing=()
 for p in "${PKGS[@]}"; do

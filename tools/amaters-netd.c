@@ -7,7 +7,10 @@
  * environment variables, command-line flags. SIGINT/SIGTERM stop it
  * gracefully (exit 0); a second signal during the drain exits at once.
  * SIGHUP reloads the certificate, key and CA files (new connections use
- * them; a broken file keeps the current ones and is logged).
+ * them; a broken file keeps the current ones and is logged). SIGUSR1 makes
+ * the log one level more verbose (up to debug), SIGUSR2 one level quieter
+ * (down to error). With --admin (or [admin] bind_address) a separate
+ * plain-HTTP listener serves GET /metrics (Prometheus) and GET /healthz.
  * With HTTP/3, the QUIC secret (stateless resets, address tokens) comes from
  * quic.secret_path, else from quic-secret.key in the development PKI
  * directory (both created 0600 when missing), else it is random per process.
@@ -48,30 +51,26 @@ static const char usage_text[] =
     "  --transport h2|h3|both HTTP/2 on TCP, HTTP/3 on UDP, or both on the same port (default both;\n"
     "                         HTTP/2 only with --insecure)\n"
     "  --log-level LEVEL      error|warn|info|debug (default info)\n"
+    "  --log-format text|json every log line as text (default) or as one JSON object\n"
+    "  --access-log           one line per call (peer, method, transport, status, duration,\n"
+    "                         bytes, deadline)\n"
+    "  --check-config [FILE]  check the configuration (FILE, else --config's) and the\n"
+    "                         flags, that the TLS files load and the key matches its\n"
+    "                         certificate, then exit: 0 when valid, 1 with FILE:LINE and\n"
+    "                         the key of the first problem (creates nothing, binds nothing)\n"
+    "  --admin [HOST:]PORT    admin HTTP listener: GET /metrics (Prometheus text format)\n"
+    "                         and /healthz; HOST defaults to 127.0.0.1 (off by default)\n"
     "  --max-message BYTES    largest message either way (suffix k/m allowed)\n"
     "  --help, --version\n"
-    "Signals: SIGINT/SIGTERM drain and stop; SIGHUP reloads the TLS certificate, key and CA.\n"
-    "Exit status: 0 after a clean stop, 2 on a usage, configuration or start-up error.\n";
+    "Signals: SIGINT/SIGTERM drain and stop; SIGHUP reloads the TLS certificate, key and CA;\n"
+    "SIGUSR1 / SIGUSR2 make the log one level more / less verbose.\n"
+    "Exit status: 0 after a clean stop, 2 on a usage, configuration or start-up error;\n"
+    "--check-config: 0 valid, 1 not.\n";
 
-static int g_level = AMN_LOG_INFO;
+/* Daemon messages, in the library's format (level, text or JSON, journal). */
+#define say(level, ...) amn_log_message((amn_log_level)(level), PROG, __VA_ARGS__)
 
-/* Daemon messages, in the same shape as the library's default log lines. */
-static void say(int level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void say(int level, const char *fmt, ...) {
-  static const char *const names[] = {"error", "warn", "info", "debug"};
-  if (level > g_level) return;
-  char line[1024];
-  va_list ap;
-  va_start(ap, fmt);
-  vsnprintf(line, sizeof line, fmt, ap);
-  va_end(ap);
-  struct timespec ts;
-  clock_gettime(CLOCK_REALTIME, &ts);
-  struct tm tm;
-  gmtime_r(&ts.tv_sec, &tm);
-  fprintf(stderr, "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ %-5s " PROG ": %s\n", tm.tm_year + 1900, tm.tm_mon + 1,
-          tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, ts.tv_nsec / 1000000, names[level], line);
-}
+static bool g_checking; /* --check-config: a problem exits 1 */
 
 static void die(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
 static void die(const char *fmt, ...) {
@@ -81,7 +80,7 @@ static void die(const char *fmt, ...) {
   vfprintf(stderr, fmt, ap);
   va_end(ap);
   fputc('\n', stderr);
-  exit(EXIT_USAGE);
+  exit(g_checking ? 1 : EXIT_USAGE);
 }
 
 /* Parses a non-negative decimal integer in [lo, hi], with an optional k/m/g
@@ -112,8 +111,8 @@ static amn_transport parse_transport(const char *what, const char *s) {
 
 /* Command-line flags; NULL / -1 = not given. */
 typedef struct flags {
-  const char *config, *listen, *cert, *key, *ca, *pki_dir, *transport, *log_level;
-  int insecure, allow_tls12;
+  const char *config, *listen, *cert, *key, *ca, *pki_dir, *transport, *log_level, *log_format, *admin;
+  int insecure, allow_tls12, access_log, check;
   long long threads, max_message;
 } flags;
 
@@ -128,6 +127,7 @@ static void parse_flags(int argc, char **argv, flags *f) {
       {"cert", offsetof(flags, cert)},           {"key", offsetof(flags, key)},
       {"ca", offsetof(flags, ca)},               {"pki-dir", offsetof(flags, pki_dir)},
       {"transport", offsetof(flags, transport)}, {"log-level", offsetof(flags, log_level)},
+      {"log-format", offsetof(flags, log_format)}, {"admin", offsetof(flags, admin)},
       {"threads", 0},                            {"max-message", 0}, /* integers: parsed below */
   };
   for (int i = 1; i < argc; i++) {
@@ -146,6 +146,17 @@ static void parse_flags(int argc, char **argv, flags *f) {
     }
     if (strcmp(a, "--allow-tls12") == 0) {
       f->allow_tls12 = 1;
+      continue;
+    }
+    if (strcmp(a, "--access-log") == 0) {
+      f->access_log = 1;
+      continue;
+    }
+    if (strcmp(a, "--check-config") == 0 || strncmp(a, "--check-config=", 15) == 0) {
+      f->check = 1;
+      g_checking = true;
+      if (a[14] == '=') f->config = a + 15;
+      else if (i + 1 < argc && argv[i + 1][0] != '-') f->config = argv[++i];
       continue;
     }
     if (strncmp(a, "--", 2) != 0) die("unexpected argument '%s' (see --help)", a);
@@ -190,8 +201,23 @@ int main(int argc, char **argv) {
   const char *lvl_s = f.log_level ? f.log_level : cfg.server.log_level;
   int lvl = amn_log_level_parse(lvl_s);
   if (lvl < 0) die("unknown log level '%s' (error, warn, info, debug)", lvl_s);
-  g_level = lvl;
   amn_log_set_level((amn_log_level)lvl);
+  const char *fmt_s = f.log_format ? f.log_format : cfg.log.format;
+  if (strcmp(fmt_s, "json") == 0) amn_log_set_format(AMN_LOG_FORMAT_JSON);
+  else if (strcmp(fmt_s, "text") != 0) die("--log-format: unknown format '%s' (text or json)", fmt_s);
+
+  /* the admin listener: a flag PORT alone means loopback */
+  char admin_addr[300] = "";
+  if (f.admin) {
+    if (strspn(f.admin, "0123456789") == strlen(f.admin)) {
+      parse_int("--admin", f.admin, 0, 65535, 0);
+      snprintf(admin_addr, sizeof admin_addr, "127.0.0.1:%s", f.admin);
+    } else {
+      snprintf(admin_addr, sizeof admin_addr, "%s", f.admin);
+    }
+  } else if (cfg.admin.bind_address) {
+    snprintf(admin_addr, sizeof admin_addr, "%s", cfg.admin.bind_address);
+  }
 
   amn_server_opts o;
   amn_server_opts_init(&o);
@@ -213,6 +239,7 @@ int main(int argc, char **argv) {
   o.header_timeout_ms = (uint32_t)cfg.network.header_timeout_ms;
   o.stall_timeout_ms = (uint32_t)cfg.network.stall_timeout_ms;
   o.quic_retry_threshold = (uint32_t)cfg.quic.retry_threshold;
+  o.access_log = f.access_log || cfg.log.access;
 
   /* TLS: --insecure | --cert/--key/--ca | [tls] paths | PKI directory.
    * Flags take precedence over everything from the file/environment. */
@@ -237,8 +264,10 @@ int main(int argc, char **argv) {
     if (d) snprintf(pki_dir, sizeof pki_dir, "%s", d);
     else if (amn_pki_default_dir(pki_dir, sizeof pki_dir) != 0)
       die("cannot determine the default PKI directory (set HOME, XDG_DATA_HOME or AMATERS_NET_PKI_DIR, or use --pki-dir)");
-    if (!amn_pki_exists(pki_dir)) {
-      fprintf(stderr, PROG ": no development PKI in %s: creating one (CA, server and client certificates)\n", pki_dir);
+    if (f.check && !amn_pki_exists(pki_dir)) {
+      printf(PROG ": note: no development PKI in %s yet (created at start)\n", pki_dir);
+    } else if (!amn_pki_exists(pki_dir)) {
+      say(AMN_LOG_INFO, "no development PKI in %s: creating one (CA, server and client certificates)", pki_dir);
       if (amn_pki_init(pki_dir, false, err, sizeof err) != 0) die("cannot create the PKI in %s: %s", pki_dir, err);
     }
     if (amn_pki_paths(pki_dir, "server", &o.tls, pki_storage, sizeof pki_storage) != 0)
@@ -251,12 +280,13 @@ int main(int argc, char **argv) {
     say(AMN_LOG_INFO, "insecure mode: HTTP/2 only (HTTP/3 needs TLS: QUIC always encrypts)");
   }
   if (o.tls.insecure)
-    fprintf(stderr, "\n" PROG ": WARNING: --insecure: serving PLAINTEXT HTTP/2 without TLS or client\n"
-                    PROG ": WARNING: authentication. Anyone who can reach %s can call it.\n\n", o.listen);
+    say(AMN_LOG_WARN, "--insecure: serving PLAINTEXT HTTP/2 without TLS or client authentication. Anyone who "
+                      "can reach %s can call it.", o.listen);
 
   /* The TLS files, each checked before use; a problem names where its path
    * came from: the flag, or the config key with its file:line (or env). */
-  if (!o.tls.insecure) {
+  bool pki_pending = f.check && pki_dir[0] && !amn_pki_exists(pki_dir); /* nothing to check yet */
+  if (!o.tls.insecure && !pki_pending) {
     amn_tls_file bad = AMN_TLS_FILE_NONE;
     if (amn_tls_check_files(&o.tls, &bad, err, sizeof err) != 0) {
       static const char *const keys[] = {"tls", "tls.cert_path", "tls.key_path", "tls.ca_path"};
@@ -278,6 +308,12 @@ int main(int argc, char **argv) {
   if (o.transport & AMN_TRANSPORT_H3) {
     if (cfg.quic.secret_path) snprintf(secret_path, sizeof secret_path, "%s", cfg.quic.secret_path);
     else if (pki_dir[0]) snprintf(secret_path, sizeof secret_path, "%s/quic-secret.key", pki_dir);
+    FILE *sf = f.check && secret_path[0] ? fopen(secret_path, "rb") : NULL;
+    if (f.check && secret_path[0] && !sf && errno == ENOENT) {
+      printf(PROG ": note: QUIC secret %s does not exist yet (created at start)\n", secret_path);
+      secret_path[0] = 0;
+    }
+    if (sf) fclose(sf);
     if (secret_path[0]) {
       if (amn_quic_secret_load(secret_path, quic_secret, &secret_created, err, sizeof err) != 0) {
         char where[4200];
@@ -290,8 +326,16 @@ int main(int argc, char **argv) {
   }
 
   amn_server *srv = NULL;
+  if (pki_pending) o.tls.insecure = true, o.transport = AMN_TRANSPORT_H2; /* the options alone */
   if (amn_server_new(&srv, &o, err, sizeof err) != 0) die("%s", err);
   if (amn_server_use_echo(srv) != 0) die("cannot register the echo handlers");
+  if (f.check) {
+    amn_server_free(srv);
+    printf(PROG ": configuration %s%s is valid\n", f.config ? f.config : "(defaults, environment and flags)",
+           f.config ? " (with the environment and flags)" : "");
+    amn_config_free(&cfg);
+    return 0;
+  }
 
   /* Block the stop signals before the library starts its threads (they
    * inherit the mask); the main thread takes them with sigwait. */
@@ -300,17 +344,33 @@ int main(int argc, char **argv) {
   sigaddset(&stop_set, SIGINT);
   sigaddset(&stop_set, SIGTERM);
   sigaddset(&stop_set, SIGHUP); /* reload, taken by the same sigwait */
+  sigaddset(&stop_set, SIGUSR1); /* log level up and down, the same */
+  sigaddset(&stop_set, SIGUSR2);
   pthread_sigmask(SIG_BLOCK, &stop_set, NULL);
   /* an ignored signal is never pending (a background job of a shell
    * inherits SIGINT ignored): restore the default so sigwait sees it */
   signal(SIGINT, SIG_DFL);
   signal(SIGTERM, SIG_DFL);
   signal(SIGHUP, SIG_DFL);
+  signal(SIGUSR1, SIG_DFL);
+  signal(SIGUSR2, SIG_DFL);
   signal(SIGPIPE, SIG_IGN);
 
   if (amn_server_start(srv, err, sizeof err) != 0) {
     amn_server_free(srv);
     die("cannot start: %s", err);
+  }
+  amn_admin *admin = NULL;
+  if (admin_addr[0]) {
+    if (amn_admin_start(&admin, srv, admin_addr, err, sizeof err) != 0) {
+      amn_server_free(srv);
+      char where[4200];
+      if (!f.admin && amn_config_where(&cfg, "admin.bind_address", where, sizeof where) == 0)
+        die("%s: admin.bind_address: %s", where, err);
+      die("%s", err);
+    }
+    say(AMN_LOG_INFO, "admin: GET /metrics and /healthz over plain HTTP on %s (port %u)", admin_addr,
+        amn_admin_port(admin));
   }
   if (o.tls.insecure) {
     say(AMN_LOG_INFO, "TLS: none (insecure mode)");
@@ -328,6 +388,16 @@ int main(int argc, char **argv) {
   int sig = 0;
   for (;;) {
     if (sigwait(&stop_set, &sig) != 0) continue;
+    if (sig == SIGUSR1 || sig == SIGUSR2) {
+      int l = (int)amn_log_get_level() + (sig == SIGUSR1 ? 1 : -1);
+      if (l < AMN_LOG_ERROR) l = AMN_LOG_ERROR;
+      if (l > AMN_LOG_DEBUG) l = AMN_LOG_DEBUG;
+      amn_log_set_level((amn_log_level)l);
+      /* said at the new level itself when it is below info: always shown */
+      amn_log_message(l < AMN_LOG_INFO ? (amn_log_level)l : AMN_LOG_INFO, PROG, "%s: log level now %s",
+                      sig == SIGUSR1 ? "SIGUSR1" : "SIGUSR2", amn_log_level_name((amn_log_level)l));
+      continue;
+    }
     if (sig != SIGHUP) break;
     if (o.tls.insecure) {
       say(AMN_LOG_WARN, "SIGHUP: nothing to reload in insecure mode");
@@ -338,13 +408,16 @@ int main(int argc, char **argv) {
       say(AMN_LOG_ERROR, "SIGHUP: reload failed, still serving the previous certificate: %s", err);
     }
   }
-  sigdelset(&stop_set, SIGHUP); /* during the drain a SIGHUP is still ignored, not fatal */
+  sigdelset(&stop_set, SIGHUP); /* during the drain SIGHUP, SIGUSR1/2 are still ignored, not fatal */
+  sigdelset(&stop_set, SIGUSR1);
+  sigdelset(&stop_set, SIGUSR2);
   say(AMN_LOG_INFO, "%s received: draining (up to %u ms; send it again to exit at once)", strsignal(sig),
       o.drain_timeout_ms);
   amn_server_request_stop(srv);
   /* a second signal gets the default action (immediate exit) */
   pthread_sigmask(SIG_UNBLOCK, &stop_set, NULL);
   amn_server_wait(srv);
+  amn_admin_stop(admin); /* /healthz said "draining" until now */
   amn_server_free(srv);
   say(AMN_LOG_INFO, "stopped");
   amn_config_free(&cfg);

@@ -28,8 +28,10 @@ extern "C" {
  *  these and nothing else (everything is built with hidden visibility). */
 #if defined(__GNUC__)
 #define AMN_API __attribute__((visibility("default")))
+#define AMN_PRINTF(f, a) __attribute__((format(printf, f, a)))
 #else
 #define AMN_API
+#define AMN_PRINTF(f, a)
 #endif
 
 /* Version of the headers (the build reads it from here: CMakeLists.txt).
@@ -193,6 +195,35 @@ AMN_API int amn_log_level_parse(const char *s);
 /** Replaces the sink (default: stderr with timestamp). NULL restores the
  *  default. Set it before creating servers or clients. */
 AMN_API void amn_log_set_sink(amn_log_fn fn, void *ud);
+/** The current log level (amn_log_set_level may change it at any time,
+ *  from any thread: the next line is judged by the new level). */
+AMN_API amn_log_level amn_log_get_level(void);
+/** "error", "warn", "info", "debug" ("?" for other values). */
+AMN_API const char *amn_log_level_name(amn_log_level level);
+
+/** How the default sink writes lines (amn_log_set_format). */
+typedef enum amn_log_format {
+  AMN_LOG_FORMAT_TEXT = 0, /**< "2026-01-02T03:04:05.678Z info  amaters-net: message key=value ..." */
+  AMN_LOG_FORMAT_JSON = 1, /**< one JSON object per line: {"time":"...","level":"info",
+                                "source":"amaters-net","msg":"...", fields...}; strings escaped
+                                (bytes that are not UTF-8 become U+FFFD) */
+} amn_log_format;
+
+/** Sets the format of every line (default text). Thread-safe. When stderr
+ *  is the journal's stream (systemd sets JOURNAL_STREAM to its device and
+ *  inode), every line starts with a syslog priority "<N>" (3 error,
+ *  4 warn, 6 info, 7 debug) and text lines carry no timestamp. A sink set
+ *  with amn_log_set_sink gets, in text format, the message alone (and its
+ *  fields), in JSON format the whole object. */
+AMN_API void amn_log_set_format(amn_log_format f);
+
+/** Writes one line in the library's format (the current level, format and
+ *  journal rules) with `source` as its origin (a program's name; NULL =
+ *  "amaters-net"): for programs whose own messages should look like the
+ *  library's. Nothing is written when `level` is above the current level.
+ *  Thread-safe. */
+AMN_API void amn_log_message(amn_log_level level, const char *source, const char *fmt, ...)
+    AMN_PRINTF(3, 4);
 
 #ifdef __cplusplus
 }

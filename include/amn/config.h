@@ -18,6 +18,8 @@
  *             pool_min_connections (ints), lb_policy ("p2c"|"round_robin"),
  *             keep_alive_interval_ms, max_retries (ints), health_check,
  *             spread_addresses (bools)
+ *   [admin]   bind_address (string "host:port"; the metrics listener, off by default)
+ *   [log]     access (bool), format ("text"|"json")
  * Unknown sections or keys, wrong types and out-of-range values are errors
  * reported as "FILE:LINE: message naming the key".
  *
@@ -100,6 +102,18 @@ typedef struct amn_config {
     bool spread_addresses;          /**< a URL whose name resolves to several addresses is one
                                          endpoint per address; default false */
   } client;
+  struct {
+    char *bind_address;             /**< "host:port" of the admin HTTP listener (GET /metrics in
+                                         Prometheus text format, GET /healthz); default NULL: none.
+                                         Not the gRPC port; keep it on loopback unless a scraper
+                                         elsewhere must reach it */
+  } admin;
+  struct {
+    bool access;                    /**< one access-log line per call (amn_server_opts.access_log);
+                                         default false */
+    char *format;                   /**< "text"|"json" (one JSON object per line); default "text"
+                                         (see amn_log_set_format) */
+  } log;
   struct amn_config_origin *origin; /**< internal: where each key got its value (amn_config_where) */
 } amn_config;
 

@@ -124,6 +124,15 @@ typedef struct amn_server_opts {
    *  stops half-way through a message, or never reads, cannot hold memory
    *  or a stream for longer. Default 30000; 0 = the default. */
   uint32_t stall_timeout_ms;
+  /** Access log: when a call's stream ends, one line (whatever the log
+   *  level) with its fields: "access peer=SUBJECT addr=HOST:PORT
+   *  method=PATH transport=h2|h3 status=NAME code=N duration_us=N
+   *  bytes_in=N bytes_out=N deadline_ms=N|-" in text format, the same
+   *  members in JSON format (amn_log_set_format; deadline_ms null when the
+   *  client set none; peer "-" / null without a verified certificate).
+   *  bytes_in and bytes_out count the call's gRPC messages with their
+   *  5-byte prefixes. Default false. */
+  bool access_log;
 } amn_server_opts;
 
 /** Fills `o` with the defaults documented above. */
@@ -251,6 +260,14 @@ typedef struct amn_server_stats {
     uint32_t closing;            /**< connections in their closing or draining period now */
     uint32_t handshaking;        /**< handshakes in progress now */
   } quic;
+  /* Calls, both transports (amn_server_get_metrics has them by method,
+   * transport and status). */
+  uint64_t calls_started;        /**< requests whose method was known (or that ended without one) */
+  uint64_t calls_finished;       /**< ... whose stream has ended, with any status */
+  uint64_t calls_ok;             /**< ... of those, with status OK */
+  uint64_t bytes_in;             /**< request bytes of the calls (gRPC message framing included) */
+  uint64_t bytes_out;            /**< response bytes handed to the transports */
+  bool draining;                 /**< a stop was requested: the server drains */
 } amn_server_stats;
 
 /**
@@ -260,11 +277,124 @@ typedef struct amn_server_stats {
  */
 AMN_API int amn_server_get_stats(amn_server *s, amn_server_stats *out);
 
+/* ------------------------------------------------------------------ */
+/* Metrics: counters by method, transport and status, histograms       */
+/* ------------------------------------------------------------------ */
+
+#define AMN_HIST_MAX_BOUNDS 16
+
+/** A histogram as Prometheus exposes one: cumulative buckets. */
+typedef struct amn_histogram {
+  size_t nbounds;                             /**< finite upper bounds used in `bounds` */
+  double bounds[AMN_HIST_MAX_BOUNDS];         /**< ascending upper bounds (seconds or bytes) */
+  uint64_t buckets[AMN_HIST_MAX_BOUNDS + 1];  /**< observations <= bounds[i]; buckets[nbounds] (+Inf) = count */
+  double sum;                                 /**< sum of the observations */
+  uint64_t count;                             /**< number of observations */
+} amn_histogram;
+
+/** One method on one transport. */
+typedef struct amn_method_metrics {
+  const char *method;            /**< "/pkg.Service/Method", or "unknown" (unregistered paths, requests
+                                      refused before their method was known): valid until
+                                      amn_server_metrics_free */
+  amn_transport transport;       /**< AMN_TRANSPORT_H2 or AMN_TRANSPORT_H3 */
+  uint64_t started;              /**< calls started (as amn_server_stats.calls_started) */
+  uint64_t finished[17];         /**< calls ended, by gRPC status (index = amn_status_code); a call
+                                      that ended without its status sent (reset, connection lost,
+                                      server stopped) counts under the status the handler heard */
+  uint64_t bytes_in, bytes_out;  /**< request and response bytes of the ended calls */
+  amn_histogram duration;        /**< seconds from the request's first bytes to the stream's end */
+  amn_histogram request_size;    /**< bytes per request message */
+  amn_histogram response_size;   /**< bytes per response message */
+} amn_method_metrics;
+
+/** One transport's connections and flow control. */
+typedef struct amn_transport_metrics {
+  amn_transport transport;       /**< AMN_TRANSPORT_H2 or AMN_TRANSPORT_H3 */
+  uint32_t handshaking;          /**< connections in their handshake now */
+  uint32_t open;                 /**< connections past it now (HTTP/3: not closing) */
+  uint32_t closing;              /**< HTTP/3: in their closing or draining period now */
+  uint64_t opened;               /**< connections accepted (HTTP/3: QUIC connections created) */
+  uint64_t handshakes;           /**< handshakes completed */
+  uint64_t handshake_failures;   /**< connections closed during the handshake (not for time) */
+  uint64_t handshake_timeouts;   /**< connections closed for handshake_timeout_ms */
+  uint64_t recv_stalls;          /**< a call's received bytes waited for room in the connection's
+                                      buffer (its flow-control window was held back) */
+  uint64_t send_waits;           /**< handlers told on_writable after amn_call_send said AMN_EAGAIN */
+  uint64_t stall_timeouts;       /**< calls ended for stall_timeout_ms */
+} amn_transport_metrics;
+
+/** Everything amn_server_get_metrics reports. */
+typedef struct amn_server_metrics {
+  amn_server_stats stats;              /**< as amn_server_get_stats */
+  amn_transport_metrics transports[2]; /**< [0] HTTP/2, [1] HTTP/3 */
+  amn_histogram quic_rtt;              /**< HTTP/3: smoothed RTT (seconds) of each connection that had an
+                                            RTT sample, taken when it ended */
+  double quic_min_rtt_sum;             /**< the same connections' minimum RTT, summed (seconds) */
+  size_t nmethods;                     /**< entries in methods */
+  amn_method_metrics *methods;         /**< every registered method and "unknown", on each transport the
+                                            server serves */
+} amn_server_metrics;
+
+/**
+ * Takes a snapshot of the server's counters into a new object (free it with
+ * amn_server_metrics_free). Thread-safe; costs a pass over every loop's
+ * counters (relaxed reads: counters of different calls may be a few events
+ * apart). Before amn_server_start the counters are zero. Returns 0,
+ * AMN_EINVAL, or AMN_ENOMEM.
+ */
+AMN_API int amn_server_get_metrics(amn_server *s, amn_server_metrics **out);
+/** Frees a snapshot of amn_server_get_metrics (NULL is fine). */
+AMN_API void amn_server_metrics_free(amn_server_metrics *m);
+
+/**
+ * Writes `m` as Prometheus text exposition (format version 0.0.4, the
+ * content type "text/plain; version=0.0.4; charset=utf-8") into buf, like
+ * snprintf: at most cap - 1 characters and a NUL (when cap > 0). Returns
+ * the length of the whole text: when it is >= cap the text was cut, and a
+ * buffer of the returned length + 1 holds it. Every metric is named
+ * amn_server_*; the names, labels and meanings are listed in the README
+ * ("Metrics"). Thread-safe (reads only `m`).
+ */
+AMN_API size_t amn_metrics_render(const amn_server_metrics *m, char *buf, size_t cap);
+
+/**
+ * amn_server_get_metrics and amn_metrics_render in one: the server's
+ * metrics text into buf (same return value as amn_metrics_render), or 0
+ * when the snapshot could not be taken (out of memory; s NULL).
+ */
+AMN_API size_t amn_server_metrics_text(amn_server *s, char *buf, size_t cap);
+
 /** Connections refused since start because max_connections was reached
  *  (HTTP/2: each got TLS, then GOAWAY "max_connections reached"; HTTP/3:
  *  its first packet got CONNECTION_CLOSE CONNECTION_REFUSED with the reason
  *  "max_connections reached"). Thread-safe. */
 AMN_API uint64_t amn_server_refused_connections(const amn_server *s);
+
+/* ------------------------------------------------------------------ */
+/* Admin listener: /metrics and /healthz over plain HTTP/1.1           */
+/* ------------------------------------------------------------------ */
+
+typedef struct amn_admin amn_admin;
+
+/**
+ * Starts an admin listener for `s` on `bind_address` ("host:port"; port 0
+ * = any): a thread of its own serving plain HTTP/1.1, one request per
+ * connection, never on the gRPC port. GET (or HEAD) /metrics answers the
+ * server's metrics in Prometheus text format 0.0.4
+ * (amn_server_metrics_text); GET /healthz answers 200 "ok", or 503
+ * "draining" once a stop was requested; other paths 404, other methods
+ * 405. No TLS and no authentication: bind it to loopback (or a private
+ * interface) and let the scraper reach it there. A client that sends no
+ * complete request within 2 s is cut off. Returns 0, AMN_EINVAL (bad
+ * address), AMN_EIO (cannot listen: the reason in err) or AMN_ENOMEM. The
+ * server must outlive the listener: amn_admin_stop before amn_server_free.
+ */
+AMN_API int amn_admin_start(amn_admin **out, amn_server *s, const char *bind_address, char *err, size_t errlen);
+/** The port the admin listener bound (useful with port 0). */
+AMN_API uint16_t amn_admin_port(const amn_admin *a);
+/** Stops the listener (waits for a request being served) and frees it. */
+AMN_API void amn_admin_stop(amn_admin *a);
 
 /** The TCP port actually bound (useful with port 0). 0 before start. */
 AMN_API uint16_t amn_server_port(const amn_server *s);

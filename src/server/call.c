@@ -25,6 +25,54 @@ bool amn_call_on_loop(const amn_call *c) { return pthread_equal(pthread_self(), 
 static amn_call *of_hdr(amn_dl_link *l) { return AMN_CONTAINER_OF(l, amn_call, hdr_link); }
 static amn_call *of_progress(amn_dl_link *l) { return AMN_CONTAINER_OF(l, amn_call, progress_link); }
 
+/* ---- metrics (metrics.h): the counters of the call's method and transport
+ * on its loop; NULL when the loop has none (a harness's loop). */
+static amn_m_method *m_of(amn_call *c) {
+  return amn_m_of(&c->sl->m, c->m_method, c->ops ? c->ops->transport : AMN_TRANSPORT_H2);
+}
+static int m_tidx(const amn_call *c) { return amn_m_tidx(c->ops ? c->ops->transport : AMN_TRANSPORT_H2); }
+
+/* The call is counted as started once its method is known (or once it ends
+ * without one: "unknown"). */
+static void m_start(amn_call *c, const amn_handler *h) {
+  if (c->m_started) return;
+  c->m_started = true;
+  if (h) c->m_method = (size_t)(AMN_CONTAINER_OF(h, amn_method_entry, h) - c->sl->srv->methods);
+  amn_m_method *m = m_of(c);
+  if (m) amn_st_count(&m->started, 1);
+}
+
+static void access_log(amn_call *c, amn_status_code code, int64_t d) {
+  const char *method = c->method ? c->method : "-";
+  amn_log_field f[] = {
+      {"peer", c->peer && c->peer->verified && c->peer->subject ? AMN_LF_STR : AMN_LF_NULL,
+       c->peer ? c->peer->subject : NULL, 0},
+      {"addr", AMN_LF_STR, amn_call_peer_addr(c), 0},
+      {"method", AMN_LF_STR, method, 0},
+      {"transport", AMN_LF_STR, m_tidx(c) ? "h3" : "h2", 0},
+      {"status", AMN_LF_STR, amn_status_name(code), 0},
+      {"code", AMN_LF_INT, NULL, code},
+      {"duration_us", AMN_LF_INT, NULL, d / 1000},
+      {"bytes_in", AMN_LF_INT, NULL, (int64_t)c->m_in},
+      {"bytes_out", AMN_LF_INT, NULL, (int64_t)c->m_out},
+      {"deadline_ms", c->req.timeout_ns >= 0 ? AMN_LF_INT : AMN_LF_NULL, NULL, c->req.timeout_ns / 1000000},
+  };
+  amn_log_fields(AMN_LOG_INFO, "access", f, sizeof f / sizeof f[0]);
+}
+
+static void m_finish(amn_call *c, amn_status_code code) {
+  m_start(c, NULL);
+  int64_t d = c->sl->clock_ns() - c->m_t0;
+  if (d < 0) d = 0;
+  if (c->sl->srv->o.access_log) access_log(c, code, d);
+  amn_m_method *m = m_of(c);
+  if (!m) return;
+  amn_st_count(&m->finished[(unsigned)code <= 16 ? code : AMN_STATUS_UNKNOWN], 1);
+  amn_m_observe(&m->duration, amn_m_dur_bounds_ns, AMN_M_DUR_NBOUNDS, (uint64_t)d);
+  amn_st_count(&m->bytes_in, c->m_in);
+  amn_st_count(&m->bytes_out, c->m_out);
+}
+
 static void hdr_expired(amn_dl_link *l, void *ud) {
   amn_srv_loop *sl = ud;
   amn_call *c = of_hdr(l);
@@ -72,6 +120,8 @@ amn_call *amn_call_begin(void *loop, const amn_st_stream_ops *ops, void *stream,
   amn_rpc_req_init(&c->req);
   amn_deframer_init(&c->df, sl->srv->o.max_recv_message);
   c->deadline_timer.data = c;
+  c->m_method = SIZE_MAX;
+  c->m_t0 = sl->clock_ns();
   phases_init(sl);
   amn_dlist_touch(&sl->hdr_phase, &c->hdr_link);
   return c;
@@ -290,6 +340,7 @@ static bool may_grant(const amn_call *c) { return !c->budget || c->budget->held 
 static void park(amn_call *c) {
   if (c->parked || !c->budget) return;
   c->parked = true;
+  if (c->sl->m.methods) amn_st_count(&c->sl->m.recv_stalls[m_tidx(c)], 1);
   c->park_prev = NULL;
   c->park_next = c->budget->parked;
   if (c->park_next) c->park_next->park_prev = c;
@@ -422,6 +473,7 @@ static void stalled(amn_dl_link *l, void *ud) {
   else if (c->parked) snprintf(msg, sizeof msg, "no room in the connection's buffer for %u ms", ms);
   else snprintf(msg, sizeof msg, "request stalled: no bytes for %u ms", ms);
   AMN_INFO("call %s from %s: %s", c->method ? c->method : "?", amn_call_peer_addr(c), msg);
+  if (sl->m.methods) amn_st_count(&sl->m.stall_timeouts[m_tidx(c)], 1);
   fail_late(c, AMN_STATUS_RESOURCE_EXHAUSTED, msg); /* drops the queued responses */
   drop_request(c);
   charge(c);
@@ -531,6 +583,8 @@ static void enqueue_local(amn_call *c, amn_qmsg *m) {
     return;
   }
   amn_msgq_push(&c->sq, m);
+  amn_m_method *mm = m_of(c);
+  if (mm) amn_m_observe(&mm->resp_size, amn_m_size_bounds, AMN_M_SIZE_NBOUNDS, m->len > 5 ? m->len - 5 : 0);
   charge(c);
   kick(c);
 }
@@ -623,6 +677,7 @@ ssize_t amn_call_peek(amn_call *c, size_t len, bool *eof) {
 ssize_t amn_call_pull(amn_call *c, uint8_t *buf, size_t len, bool *eof) {
   *eof = false;
   size_t copied = amn_msgq_pull(&c->sq, buf, len, NULL);
+  c->m_out += copied;
   if (copied) {
     size_t before = atomic_fetch_sub(&c->queued, copied);
     size_t bound = c->sl->srv->o.stream_send_buffer;
@@ -653,8 +708,10 @@ void amn_srv_loop_run_writable(amn_srv_loop *sl) {
       if (!atomic_load(&c->finish_called) && c->h->on_cancel) c->h->on_cancel(c, c->cancel_code, c->h->ud);
     }
     if (atomic_exchange(&c->want_writable, false) && !atomic_load(&c->cancelled) &&
-        !atomic_load(&c->finish_called) && c->dispatched && c->h->on_writable)
+        !atomic_load(&c->finish_called) && c->dispatched && c->h->on_writable) {
+      if (sl->m.methods) amn_st_count(&sl->m.send_waits[m_tidx(c)], 1);
       c->h->on_writable(c, c->h->ud);
+    }
     amn_call_unref(c);
   }
 }
@@ -726,6 +783,7 @@ void amn_call_on_headers_done(amn_call *c) {
   if (!v.ok) {
     c->http_status = v.http_status;
     if (v.code == AMN_STATUS_UNIMPLEMENTED && c->req.has_encoding) c->accept_encoding_hdr = true;
+    m_start(c, NULL);
     AMN_DEBUG("request %s from %s refused: HTTP %d, %s", c->method ? c->method : "?", amn_call_peer_addr(c),
               v.http_status, v.message);
     if (v.http_status != 200 && queue_text_body(c, v.http_status, v.message)) {
@@ -738,6 +796,7 @@ void amn_call_on_headers_done(amn_call *c) {
     return;
   }
   const amn_handler *h = amn_server_find(c->sl->srv, c->method);
+  m_start(c, h);
   if (!h) {
     char msg[300];
     snprintf(msg, sizeof msg, "unknown method %.256s", c->method);
@@ -780,6 +839,8 @@ static int on_msg(void *ud, uint8_t *msg, size_t len, bool compressed) {
     return 1;
   }
   c->msgs_in++;
+  amn_m_method *mm = m_of(c);
+  if (mm) amn_m_observe(&mm->req_size, amn_m_size_bounds, AMN_M_SIZE_NBOUNDS, len);
   if (!c->h->client_streaming) {
     c->unary_msg = msg;
     c->unary_len = len;
@@ -865,6 +926,7 @@ void amn_call_resume_recv(amn_call *c) {
 
 void amn_call_on_data(amn_call *c, const uint8_t *data, size_t len) {
   c->rx_unconsumed += len;
+  c->m_in += len;
   if (!call_accepting(c)) {
     consume_rx(c);
     return;
@@ -907,6 +969,7 @@ size_t amn_call_on_stream_closed(amn_call *c, amn_status_code why, const char *m
   ev_timer_stop(c->sl->ev, &c->deadline_timer); /* a no-op when it never ran */
   free_queue(c);
   charge_release(c);
+  m_finish(c, c->trailers_sent ? c->fin_code : why);
   if (!c->trailers_sent) notify_cancel(c, why);
   else atomic_store(&c->cancelled, true); /* done: later sends fail with ECLOSED */
   amn_call_unref(c);

@@ -199,6 +199,7 @@ static void accept_cb(struct ev_loop *ev, ev_io *w, int revents) {
       }
       continue;
     }
+    amn_st_count(&sl->bl.conn.h2_opened, 1);
     amn_h2s_accept(&sl->bl, fd, addr);
   }
 }
@@ -260,13 +261,8 @@ static int probe_free(const struct addrinfo *a, const char *host, uint16_t port,
 }
 
 static int make_listener(const char *host, uint16_t port, bool first, uint16_t *bound, char *err, size_t errlen) {
-  struct addrinfo hints = {0}, *res;
-  hints.ai_family = AF_UNSPEC;
-  hints.ai_socktype = SOCK_STREAM;
-  hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
-  char ps[8];
-  snprintf(ps, sizeof ps, "%u", port);
-  int gai = getaddrinfo(strcmp(host, "*") == 0 || !*host ? NULL : host, ps, &hints, &res);
+  struct addrinfo *res;
+  int gai = amn_resolve_passive(host, port, SOCK_STREAM, &res);
   if (gai != 0) return amn_set_err(err, errlen, AMN_EIO, "cannot resolve listen host '%s': %s", host, gai_strerror(gai));
   if (first && port != 0) {
     int prc = probe_free(res, host, port, err, errlen);
@@ -324,6 +320,13 @@ int amn_server_start(amn_server *s, char *err, size_t errlen) {
   if (n > 256) n = 256;
   s->loops = calloc((size_t)n, sizeof *s->loops);
   if (!s->loops) return amn_set_err(err, errlen, AMN_ENOMEM, "out of memory");
+  for (int i = 0; i < n; i++) /* the calls' counters of each loop */
+    if (amn_m_loop_init(&s->loops[i].m, s->nmethods) != 0) {
+      for (int j = 0; j < i; j++) amn_m_loop_free(&s->loops[j].m);
+      free(s->loops);
+      s->loops = NULL;
+      return amn_set_err(err, errlen, AMN_ENOMEM, "out of memory");
+    }
   uint16_t port = s->port;
   int udp_tries = 0; /* [h3] */
   for (int i = 0; i < n; i++) {
@@ -355,6 +358,7 @@ int amn_server_start(amn_server *s, char *err, size_t errlen) {
       }
     }
     if (rc) {
+      for (int j = 0; j < n; j++) amn_m_loop_free(&s->loops[j].m);
       for (int j = 0; j < i; j++) {
         if (s->loops[j].lfd >= 0) close(s->loops[j].lfd);
         amn_h3s_free(&s->loops[j].bl); /* [h3] */
@@ -403,6 +407,8 @@ int amn_server_get_stats(amn_server *s, amn_server_stats *out) {
   out->connections_refused = atomic_load(&s->bc.refused);
   out->buffered_bytes = atomic_load(&s->bc.buffered);
   out->buffer_refusals = atomic_load(&s->bc.buffer_refusals);
+  out->draining = atomic_load(&s->stop_requested);
+  amn_m_sum_calls(s, out);
   if (!(s->o.transport & AMN_TRANSPORT_H3)) return 0;
   amn_h3_server_stats h;
   amn_server_h3_stats(s, &h);
@@ -425,6 +431,22 @@ int amn_server_get_stats(amn_server *s, amn_server_stats *out) {
   out->quic.closing = h.conns_closing;
   out->quic.handshaking = h.handshaking;
   return 0;
+}
+
+int amn_server_get_metrics(amn_server *s, amn_server_metrics **out) {
+  if (!s || !out) return AMN_EINVAL;
+  amn_server_stats st;
+  amn_server_get_stats(s, &st);
+  return amn_m_snapshot(s, &st, out);
+}
+
+size_t amn_server_metrics_text(amn_server *s, char *buf, size_t cap) {
+  amn_server_metrics *m = NULL;
+  if (buf && cap) buf[0] = 0;
+  if (amn_server_get_metrics(s, &m) != 0) return 0;
+  size_t n = amn_metrics_render(m, buf, cap);
+  amn_server_metrics_free(m);
+  return n;
 }
 
 #ifdef AMN_TEST_HOOKS
@@ -499,6 +521,7 @@ void amn_server_free(amn_server *s) {
       amn_h2s_free(&sl->bl);
       amn_h3s_free(&sl->bl); /* [h3] */
       ev_loop_destroy(sl->ev);
+      amn_m_loop_free(&sl->m);
     }
     free(s->loops);
   }

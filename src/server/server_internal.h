@@ -14,6 +14,7 @@
 #include "amn/server.h"
 #include "rpc/msgq.h"
 #include "rpc/rpc.h"
+#include "server/metrics.h"
 #include "tls/tls.h"
 #include "transport/h2/h2io.h"
 #include "transport/stransport.h"
@@ -103,6 +104,12 @@ struct amn_call {
   /* phases (loop thread): on the loop's hdr_phase list until headers_end;
    * on its progress list while it waits on the client */
   amn_dl_link hdr_link, progress_link;
+  /* metrics (loop thread): the method's index in the server's table (past
+   * its end: unknown), when the request began, bytes in and out */
+  size_t m_method;
+  bool m_started;
+  int64_t m_t0;
+  uint64_t m_in, m_out;
   /* last: amn_call_new clears only what precedes it (req clears itself) */
   amn_rpc_req req;
 };
@@ -134,6 +141,7 @@ struct amn_srv_loop {
    * (stall_timeout_ms); set up on first use */
   amn_dlist hdr_phase;
   amn_dlist progress;
+  amn_m_loop m;                     /* the calls' counters of this loop (metrics.h) */
 };
 
 struct amn_server {
@@ -200,6 +208,12 @@ void amn_srv_loop_setup(amn_srv_loop *sl, amn_clock_fn clock);
 int amn_call_build_headers(amn_call *c, amn_hdr_buf *b, bool trailers_only);
 int amn_call_build_trailers(amn_call *c, amn_hdr_buf *b);
 bool amn_call_on_loop(const amn_call *c);
+
+/* ---- metrics (metrics.c) ---- */
+/* Adds the loops' call counters to `out` (amn_server_get_stats). */
+void amn_m_sum_calls(amn_server *s, amn_server_stats *out);
+/* The snapshot of amn_server_get_metrics, with the server's stats `st`. */
+int amn_m_snapshot(amn_server *s, const amn_server_stats *st, amn_server_metrics **out);
 
 /* ---- health (health.c) ---- */
 void amn_health_register(amn_server *s);

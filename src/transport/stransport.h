@@ -37,6 +37,7 @@ typedef struct amn_st_stream_ops {
   /* The handler has taken n more request bytes: grant the client that much
    * flow-control window again. */
   void (*consume)(void *stream, size_t n);
+  amn_transport transport;   /* AMN_TRANSPORT_H2 or AMN_TRANSPORT_H3: the calls' metrics label */
 } amn_st_stream_ops;
 
 /* A connection's bound on the bytes its calls hold in memory: request bytes
@@ -133,6 +134,50 @@ typedef struct amn_st_config {
   atomic_ullong refused;             /* connections refused for max_connections since start */
 } amn_st_config;
 
+/* An event counter of one loop: written only by the loop's thread (a
+ * relaxed load and store, no locked instruction), read by any thread with a
+ * relaxed load (the server's stats and metrics sum the loops). */
+typedef _Atomic uint64_t amn_st_ctr;
+static inline void amn_st_count(amn_st_ctr *c, uint64_t n) {
+  atomic_store_explicit(c, atomic_load_explicit(c, memory_order_relaxed) + n, memory_order_relaxed);
+}
+static inline uint64_t amn_st_read(const amn_st_ctr *c) {
+  return atomic_load_explicit((amn_st_ctr *)c, memory_order_relaxed);
+}
+
+/* Upper bounds of the QUIC RTT histogram (amn_st_conn_counters.rtt). */
+#define AMN_ST_RTT_BOUNDS_US 100, 250, 500, 1000, 2500, 5000, 10000, 25000, 50000, 100000, 250000, 500000, 1000000
+#define AMN_ST_RTT_NBOUNDS 13
+
+/* What the bindings count of their connections, per loop (amn_st_loop.conn):
+ * loop thread only, through amn_st_count. */
+typedef struct amn_st_conn_counters {
+  amn_st_ctr h2_opened;              /* HTTP/2 connections accepted (by the server's listener) */
+  amn_st_ctr h2_handshakes;          /* HTTP/2: TLS (or h2c) connections that became ready (ALPN h2, session) */
+  amn_st_ctr h2_handshake_failures;  /* ... closed before (TLS refused, no ALPN h2), not for time */
+  amn_st_ctr h2_handshake_timeouts;  /* ... closed for handshake_timeout_ms */
+  amn_st_ctr h2_closed;              /* HTTP/2 connections gone (refused ones not counted) */
+  amn_st_ctr h3_closed;              /* QUIC connections freed */
+  /* HTTP/3: the smoothed RTT of each connection that had an RTT sample, taken
+   * when it is freed (ngtcp2_conn_get_conn_info): buckets by upper bound
+   * (AMN_ST_RTT_BOUNDS_US, then +Inf), sum in ns, count */
+  amn_st_ctr rtt[AMN_ST_RTT_NBOUNDS + 1];
+  amn_st_ctr rtt_sum_ns;
+  amn_st_ctr rtt_count;
+  amn_st_ctr rtt_min_sum_ns;         /* the same connections' minimum RTT, summed (ns) */
+} amn_st_conn_counters;
+
+/* A binding reports a QUIC connection's RTT (ns) when it is freed. */
+static inline void amn_st_count_rtt(amn_st_conn_counters *m, uint64_t smoothed_ns, uint64_t min_ns) {
+  static const uint64_t bounds[] = {AMN_ST_RTT_BOUNDS_US};
+  size_t i = 0;
+  while (i < AMN_ST_RTT_NBOUNDS && smoothed_ns > bounds[i] * 1000) i++;
+  amn_st_count(&m->rtt[i], 1);
+  amn_st_count(&m->rtt_sum_ns, smoothed_ns);
+  amn_st_count(&m->rtt_min_sum_ns, min_ns);
+  amn_st_count(&m->rtt_count, 1);
+}
+
 /* One event loop of the server, as its bindings see it. */
 typedef struct amn_st_loop {
   struct ev_loop *ev;
@@ -145,6 +190,7 @@ typedef struct amn_st_loop {
   void *ud;                          /* the server's loop: the first argument of calls->begin */
   bool stopping;                     /* draining: new connections get GOAWAY at once */
   size_t nconns;                     /* connections of this loop, both bindings */
+  amn_st_conn_counters conn;         /* the bindings' connection counters of this loop */
   /* When the last connection of a stopping loop is gone, the binding calls
    * this (the loop may end). */
   void (*on_idle)(struct amn_st_loop *l);

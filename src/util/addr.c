@@ -2,6 +2,7 @@
 #include "util/addr.h"
 
 #include <arpa/inet.h>
+#include <netdb.h>
 #include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -46,4 +47,14 @@ void amn_addr_text(const struct sockaddr *sa, char *out, size_t cap) {
     inet_ntop(AF_INET6, &a->sin6_addr, h, sizeof h);
     snprintf(out, cap, "[%s]:%u", h, ntohs(a->sin6_port));
   }
+}
+
+int amn_resolve_passive(const char *host, uint16_t port, int socktype, struct addrinfo **res) {
+  struct addrinfo hints = {0};
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = socktype;
+  hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
+  char ps[8];
+  snprintf(ps, sizeof ps, "%u", port);
+  return getaddrinfo(strcmp(host, "*") == 0 || !*host ? NULL : host, ps, &hints, res);
 }

@@ -12,6 +12,12 @@
  * refused (its colons are ambiguous). Pure; thread-safe. */
 int amn_split_hostport(const char *s, char *host, size_t hcap, uint16_t *port);
 
+struct addrinfo;
+/* getaddrinfo for a socket to bind: `host` ("*" or "" = any address), a
+ * numeric port, `socktype` (SOCK_STREAM, SOCK_DGRAM). Returns getaddrinfo's
+ * result (0: *res to freeaddrinfo). */
+int amn_resolve_passive(const char *host, uint16_t port, int socktype, struct addrinfo **res);
+
 struct sockaddr;
 /* "a.b.c.d:port" or "[v6]:port" of an IPv4 / IPv6 socket address, for logs
  * (truncated to cap). Thread-safe. */

@@ -40,6 +40,7 @@ static const char *const server_transports[] = {"h2", "h3", "both", NULL};
 static const char *const client_transports[] = {"h2", "h3", "auto", NULL};
 static const char *const log_levels[] = {"error", "warn", "info", "debug", NULL};
 static const char *const lb_policies[] = {"p2c", "round_robin", NULL};
+static const char *const log_formats[] = {"text", "json", NULL};
 
 #define OFF(s, k) offsetof(amn_config, s.k)
 static const keydef keys[] = {
@@ -67,6 +68,9 @@ static const keydef keys[] = {
     {"server", "max_server_buffer_bytes", K_INT, OFF(server, max_server_buffer_bytes), 0, INT64_C(1) << 40, NULL},
     {"server", "pki_dir", K_STR, OFF(server, pki_dir), 0, 0, NULL},
     {"server", "insecure", K_BOOL, OFF(server, insecure), 0, 0, NULL},
+    {"admin", "bind_address", K_ADDR, OFF(admin, bind_address), 0, 0, NULL},
+    {"log", "access", K_BOOL, OFF(log, access), 0, 0, NULL},
+    {"log", "format", K_ENUM, OFF(log, format), 0, 0, log_formats},
     {"client", "urls", K_URLS, OFF(client, urls), 0, 0, NULL},
     {"client", "transport", K_ENUM, OFF(client, transport), 0, 0, client_transports},
     {"client", "timeout_ms", K_INT, OFF(client, timeout_ms), 0, MS_MAX, NULL},
@@ -80,7 +84,7 @@ static const keydef keys[] = {
     {"client", "spread_addresses", K_BOOL, OFF(client, spread_addresses), 0, 0, NULL},
 };
 #define NKEYS (sizeof keys / sizeof keys[0])
-static const char *const sections[] = {"network", "tls", "quic", "server", "client"};
+static const char *const sections[] = {"network", "tls", "quic", "server", "client", "admin", "log"};
 
 _Static_assert(offsetof(amn_config, client.url_count) == offsetof(amn_config, client.urls) + sizeof(char **),
                "url_count must follow urls");
@@ -178,6 +182,9 @@ void amn_config_init(amn_config *c) {
   c->client.max_retries = 2;
   c->client.health_check = false;
   c->client.spread_addresses = false;
+  c->admin.bind_address = NULL; /* no admin listener */
+  c->log.access = false;
+  c->log.format = strdup("text");
 }
 
 static char **dup_urls(char *const *urls, size_t n) {
@@ -425,6 +432,7 @@ static const char *a_type(amn_toml_type t) {
 
 /* TOML node -> val (type check only). list is allocated for K_URLS. */
 static int from_node(const keydef *k, const amn_toml_node *n, val *v, int *line, char *why, size_t wl) {
+  memset(v, 0, sizeof *v); /* a failure leaves list NULL: the caller frees it whatever happened */
   amn_toml_type t = amn_toml_type_of(n);
   static const char *const want[] = {"an integer", "a boolean (true/false)", "a string", "a string",
                                      "a string", "an array of strings"};
@@ -514,9 +522,9 @@ static int apply_doc(amn_config *c, const amn_toml_node *root, const char *path,
     if (!known)
       return amn_set_err(err, errlen, AMN_ECONFIG,
                          amn_toml_type_of(sec) == AMN_TOML_TABLE
-                             ? "%s:%d: unknown section [%s] (expected [network], [tls], [quic], [server] or [client])"
+                             ? "%s:%d: unknown section [%s] (expected [network], [tls], [quic], [server], [client], [admin] or [log])"
                              : "%s:%d: unknown key '%s' outside of any section (keys belong in [network], [tls], "
-                               "[quic], [server] or [client])",
+                               "[quic], [server], [client], [admin] or [log])",
                          path, amn_toml_line(sec), sname);
     if (amn_toml_type_of(sec) != AMN_TOML_TABLE)
       return amn_set_err(err, errlen, AMN_ECONFIG, "%s:%d: '%s' must be a section [%s], not %s", path,

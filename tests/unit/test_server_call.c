@@ -45,7 +45,7 @@ typedef struct fake_conn {
 
 static void f_kick(void *stream) { ((fake_conn *)stream)->kicks++; }
 static void f_consume(void *stream, size_t n) { ((fake_conn *)stream)->consumed += n; }
-static const amn_st_stream_ops fake_ops = {f_kick, f_consume};
+static const amn_st_stream_ops fake_ops = {f_kick, f_consume, AMN_TRANSPORT_H2};
 static const amn_st_calls *const B = &amn_call_binding;
 
 /* What a binding sends for a call, as it would on a kick: response headers

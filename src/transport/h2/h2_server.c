@@ -57,7 +57,7 @@ struct amn_sconn {
 
 static void h2s_kick(void *stream);
 static void h2s_consume(void *stream, size_t n);
-static const amn_st_stream_ops h2_ops = {h2s_kick, h2s_consume};
+static const amn_st_stream_ops h2_ops = {h2s_kick, h2s_consume, AMN_TRANSPORT_H2};
 
 static const amn_st_calls *calls_of(const amn_sconn *sc) { return sc->loop->calls; }
 static const amn_st_config *cfg_of(const amn_sconn *sc) { return sc->loop->cfg; }
@@ -437,6 +437,7 @@ static int sc_on_ready(amn_h2io *io) {
   }
   pthread_once(&g_once, init_cbs);
   if (nghttp2_session_server_new3(&io->h2, g_cbs, sc, g_opt, AMN_H2_MEM) != 0) return -1;
+  amn_st_count(&sc->loop->conn.h2_handshakes, 1);
   nghttp2_settings_entry iv[] = {
       {NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS, cfg->max_concurrent_streams},
       {NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, cfg->initial_window_size},
@@ -467,7 +468,12 @@ static void sc_on_closed(amn_h2io *io, const char *reason) {
   bool handshake_failure = strncmp(reason, "TLS handshake", 13) == 0;
   ev_timer_stop(loop->ev, &sc->idle_timer);
   ev_timer_stop(loop->ev, &sc->ka_timer);
-  if (handshake_failure && strcmp(reason, "TLS handshake timed out") == 0)
+  bool timed_out = handshake_failure && strcmp(reason, "TLS handshake timed out") == 0;
+  if (!sc->refusing) { /* never ready (no session): its handshake failed */
+    amn_st_count(&loop->conn.h2_closed, 1);
+    if (!io->h2) amn_st_count(timed_out ? &loop->conn.h2_handshake_timeouts : &loop->conn.h2_handshake_failures, 1);
+  }
+  if (timed_out)
     AMN_WARN("connection from %s refused: %s (handshake_timeout_ms %u)", sc->addr, reason,
              loop->cfg->handshake_timeout_ms);
   else if (handshake_failure)

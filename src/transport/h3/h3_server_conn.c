@@ -150,6 +150,12 @@ void amn_h3s_conn_free(h3_sconn *sc, const char *why) {
   hs_done(sc);
   if (l->hello_sc == sc) l->hello_sc = NULL;
   amn_h3s_streams_detach_all(sc, "connection closed");
+  amn_st_count(&loop->conn.h3_closed, 1);
+  if (sc->b.q) { /* its RTT for the metrics, when it had a sample */
+    ngtcp2_conn_info ci;
+    ngtcp2_conn_get_conn_info(sc->b.q, &ci);
+    if (ci.min_rtt != UINT64_MAX) amn_st_count_rtt(&loop->conn, ci.smoothed_rtt, ci.min_rtt);
+  }
   ev_timer_stop(loop->ev, &sc->gtimer);
   ev_timer_stop(loop->ev, &sc->idle_timer);
   amn_h3_conn_release(&sc->b); /* nghttp3 first: no callbacks reach the streams below */

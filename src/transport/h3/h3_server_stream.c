@@ -19,7 +19,7 @@
 
 static void h3s_kick(void *stream);
 static void h3s_consume(void *stream, size_t n);
-static const amn_st_stream_ops h3_ops = {h3s_kick, h3s_consume};
+static const amn_st_stream_ops h3_ops = {h3s_kick, h3s_consume, AMN_TRANSPORT_H3};
 
 /* The call core of the connection's server. */
 static const amn_st_calls *calls_of(const h3_sconn *sc) { return sc->l->loop->calls; }
