@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: MIT OR Apache-2.0
 # Side-by-side benchmark on this machine (loopback, mTLS both sides):
 #   ours:   amaters-cli bench    -> amaters-netd          (echo handlers)
 #   grpcxx: grpcxx_bench (C++)   -> grpcxx_echo_server    (grpc 1.51 callback API)

@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: MIT OR Apache-2.0
 # Concurrent mTLS connections: one amaters-netd, one pooled client that opens
 # N connections (pool_min_connections = N) and keeps N unary calls in flight
 # across them for D seconds. Reports the connections the server held (its open

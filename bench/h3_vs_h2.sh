@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: MIT OR Apache-2.0
 # Our HTTP/3 beside our HTTP/2, same daemon (--transport both), same run:
 # the bench alternates transports, N repetitions per scenario, and prints the
 # median of each metric. Not a CTest test.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT OR Apache-2.0 */
 /*
  * Base64 for -bin metadata (src/rpc/codec.c: amn_b64_encode /
  * amn_b64_decode). Input: arbitrary bytes, used both as data to encode and

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT OR Apache-2.0 */
 /*
  * What the application of a client fuzz target sees of its calls
  * (fuzz_h2_client.c, fuzz_h3_client.c): a record per call, filled by the

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT OR Apache-2.0 */
 /*
  * Shared helpers of the libFuzzer targets: invariant checks that abort (so
  * libFuzzer records the input), a byte reader for inputs that carry their

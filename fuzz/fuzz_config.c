@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT OR Apache-2.0 */
 /*
  * Configuration loading (src/util/config.c: amn_config_load, and
  * amn_config_apply_env). Input: a TOML file, or, when it starts with

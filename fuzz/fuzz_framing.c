@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT OR Apache-2.0 */
 /*
  * The gRPC length-prefixed deframer (src/rpc/framing.c).
  *

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT OR Apache-2.0 */
 /*
  * grpc-timeout parsing and formatting, deadline arithmetic
  * (src/rpc/codec.c). Input: the header value; its first 16 bytes (zero

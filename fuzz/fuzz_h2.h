@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT OR Apache-2.0 */
 /*
  * Shared by the whole-session HTTP/2 targets (fuzz_h2_server,
  * fuzz_h2_client): what the peer of the fuzzed side reads, checked frame by

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT OR Apache-2.0 */
 /*
  * A whole HTTP/2 server connection (src/transport/h2/h2_server.c over the
  * call core src/server/call.c), in memory. The server is created once in

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT OR Apache-2.0 */
 /*
  * Seeds of the HTTP/3 session targets (fuzz_h3_server.c, fuzz_h3_client.c):
  * the stream bytes of gRPC requests and responses as nghttp3 writes them

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT OR Apache-2.0 */
 /*
  * The client's side of a whole HTTP/3 connection (src/transport/h3/
  * h3_client*.c under the client core src/client/: calls, pool), in memory,

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT OR Apache-2.0 */
 /*
  * The server's side of a whole HTTP/3 connection (src/transport/h3/
  * h3_server*.c under the server call core src/server/), in memory, fed

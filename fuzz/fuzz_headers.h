@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT OR Apache-2.0 */
 /*
  * Header-block input format shared by fuzz_req_headers and
  * fuzz_resp_headers: fields are separated by '\n', a field's name from its

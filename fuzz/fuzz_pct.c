@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT OR Apache-2.0 */
 /*
  * grpc-message percent-encoding (src/rpc/codec.c: amn_pct_encode /
  * amn_pct_decode). Input: arbitrary bytes (a message to encode, and a

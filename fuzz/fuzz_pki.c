@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT OR Apache-2.0 */
 /*
  * PEM/PKI loading (src/tls/tls.c: amn_tls_ctx_new, which loads the
  * certificate chain, its key and the CA bundle, and checks the leaf's

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT OR Apache-2.0 */
 /*
  * Protobuf decoding of the messages (src/util/proto.c: amn_pair_decode for
  * QueryRequest / QueryResponse) and of health requests (protobuf-c

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT OR Apache-2.0 */
 /*
  * The QUIC address-validation tokens of the HTTP/3 server
  * (src/transport/h3/h3_server_token.c): the token of an Initial, as

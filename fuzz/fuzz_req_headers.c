@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT OR Apache-2.0 */
 /*
  * Server-side request header validation (src/rpc/headers.c:
  * amn_rpc_req_header / amn_rpc_req_finish). Input: a header block in the

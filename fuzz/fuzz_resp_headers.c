@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT OR Apache-2.0 */
 /*
  * Client-side response header / trailer parsing (src/rpc/headers.c:
  * amn_rpc_resp_header, amn_rpc_resp_take_md, amn_rpc_resp_status). Input:

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT OR Apache-2.0 */
 /*
  * The strict TOML 1.0 reader (src/util/toml.c). Input: a document.
  * Invariants:

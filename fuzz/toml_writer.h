@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT OR Apache-2.0 */
 /*
  * A small TOML writer for the fuzz targets: writes a document (or config
  * values) back as TOML so a second parse can be compared with the first.

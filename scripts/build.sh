@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: MIT OR Apache-2.0
 # build.sh DIR [cmake args...]: configures and builds into DIR.
 set -euo pipefail
 dir=$1; shift

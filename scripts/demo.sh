@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: MIT OR Apache-2.0
 # Builds amaters-net and runs the demo: amaters-netd with its embedded
 # defaults (127.0.0.1:7878, mutual TLS with a dev PKI created on first use,
 # echo handler) and one amaters-cli round trip.

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: MIT OR Apache-2.0
 # Installs every Debian 12 package the build, the tests, the interop peers and the
 # fuzz targets (clang with its libFuzzer runtime, libclang-rt-14-dev) need
 # (as root; safe to run again).

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: MIT OR Apache-2.0
 # fuzz.sh [SECONDS_PER_TARGET] [TARGET...]: builds the libFuzzer targets of
 # fuzz/ (clang, ASan + UBSan) into build-fuzz/ and runs each one for the
 # given time (default 60 s; all targets unless named, e.g. "toml config"),

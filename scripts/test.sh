@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: MIT OR Apache-2.0
 # Builds amaters-net twice (release, and ASan+UBSan) and runs the whole
 # CTest suite on both builds; then builds the libFuzzer targets (clang) and
 # fuzzes each one briefly over its seed corpus (CTest label "fuzz").

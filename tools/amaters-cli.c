@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT OR Apache-2.0 */
 /*
  * amaters-cli — command-line client of amaters-net: execute, stream,
  * health, bench, and `certs init` (development PKI).

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT OR Apache-2.0 */
 /* Log-linear latency histogram (see bench_hist.h). */
 #include "bench_hist.h"
 

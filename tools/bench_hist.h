@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT OR Apache-2.0 */
 /*
  * Latency histogram of the bench: log-linear buckets over nanoseconds.
  * Values below 256 are exact; above, every power of two is split into 128

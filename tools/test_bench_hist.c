@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT OR Apache-2.0 */
 /* cmocka tests of the bench latency histogram (tools/bench_hist.c). */
 #include <setjmp.h>
 #include <stdarg.h>

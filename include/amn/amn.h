@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT OR Apache-2.0 */
 /* amaters-net — umbrella header. */
 #ifndef AMN_AMN_H
 #define AMN_AMN_H

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT OR Apache-2.0 */
 /*
  * amaters-net — common types: gRPC status codes, library error codes,
  * metadata, peer identity, TLS options, logging.

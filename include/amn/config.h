@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT OR Apache-2.0 */
 /*
  * amaters-net — configuration file (TOML 1.0).
  *

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT OR Apache-2.0 */
 /*
  * amaters-net — development PKI (like mkcert): a private CA, a server
  * certificate for localhost / 127.0.0.1 / ::1 and one client certificate,

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT OR Apache-2.0 */
 /*
  * amaters-net — the amaters.v1 messages without copies.
  *

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT OR Apache-2.0 */
 /*
  * amaters-net — gRPC server (HTTP/2 over TLS today; HTTP/3 shares this API).
  *

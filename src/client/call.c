@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT OR Apache-2.0 */
 /*
  * Client call core: a call's life on the client's I/O thread (the pending
  * list, the stream callbacks the transports call, response deframing, the

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT OR Apache-2.0 */
 /*
  * Client core: the public client API, the I/O thread, the hand-off of calls
  * and stream messages from application threads (the calls themselves:

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT OR Apache-2.0 */
 /*
  * Internal: test hooks of a client's HTTP/3 transport,
  * reached through the client (client.c). Included by client.c and tests.

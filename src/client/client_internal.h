@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT OR Apache-2.0 */
 /*
  * Internal: client structures shared by the client core (client.c: API,
  * I/O thread; call.c: calls) and the pool (pool.c). Included by src/client/

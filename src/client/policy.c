@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT OR Apache-2.0 */
 /* The client's policies as pure functions (client/policy.h). */
 #include "client/policy.h"
 

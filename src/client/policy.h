@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT OR Apache-2.0 */
 /*
  * Internal: the client's policies as pure functions (sans-I/O, no clock,
  * no allocation): the random source, connection backoff, the power of two

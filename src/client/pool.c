@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT OR Apache-2.0 */
 /*
  * Client connection pool: one endpoint per URL, its connections held
  * through the transport vtable (open / max_streams / close, and the

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT OR Apache-2.0 */
 /* Header value codecs: grpc-timeout, grpc-message percent-encoding, base64. */
 #include <string.h>
 

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT OR Apache-2.0 */
 /* gRPC Length-Prefixed-Message framing: 1 flag byte + 4-byte big-endian
  * length + message. Chunks may split anywhere, including inside the prefix. */
 #include <stdio.h>

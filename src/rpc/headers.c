@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT OR Apache-2.0 */
 /* gRPC header blocks: request validation (server), response/trailer parsing
  * (client), and building header lists to send. */
 #include <stddef.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT OR Apache-2.0 */
 /* The outgoing message queue of a call (rpc/msgq.h). */
 #include "rpc/msgq.h"
 

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT OR Apache-2.0 */
 /*
  * Internal: the outgoing message queue of one call, the same for the
  * server's responses and the client's requests. Sans-I/O.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT OR Apache-2.0 */
 /*
  * Internal: gRPC protocol logic shared by the HTTP/2 and HTTP/3 transports.
  * Sans-I/O: consumes header fields and byte chunks, produces decisions and

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT OR Apache-2.0 */
 /* Transport error codes and HTTP statuses -> gRPC status codes. */
 #include "rpc/rpc.h"
 

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT OR Apache-2.0 */
 /*
  * The admin listener: a small HTTP/1.1 server on its own thread and socket
  * (never the gRPC port) for GET /metrics (Prometheus text exposition 0.0.4,

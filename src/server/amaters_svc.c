@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT OR Apache-2.0 */
 /*
  * amaters.v1.AmateRS on the raw handler: Execute and ExecuteStream decode
  * each QueryRequest (query_bytes, client_signature) and hand it to the

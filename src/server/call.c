@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT OR Apache-2.0 */
 /*
  * Server call core: transport-independent state of one gRPC call, the
  * hand-off of responses from any thread to the call's loop, backpressure,

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT OR Apache-2.0 */
 /*
  * The built-in echo service (amn_server_use_echo): Execute returns the query,
  * ExecuteStream answers each query with itself, holding the client by flow

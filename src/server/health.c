@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT OR Apache-2.0 */
 /*
  * grpc.health.v1.Health: Check and Watch (grpc/grpc doc/health-checking.md).
  * "" and "amaters.v1.AmateRS" are known from the start; applications may add

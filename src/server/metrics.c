@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT OR Apache-2.0 */
 /*
  * Server metrics: the per-loop call counters (metrics.h) and the bindings'
  * connection counters summed into a snapshot (amn_server_get_metrics);

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT OR Apache-2.0 */
 /*
  * Internal: the server core's per-loop call counters (metrics.c reads them
  * for amn_server_get_metrics). Every counter of a loop is written only by

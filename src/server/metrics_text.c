@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT OR Apache-2.0 */
 /*
  * A snapshot of the server's metrics (amn_server_get_metrics) written as
  * Prometheus text exposition, format version 0.0.4: HELP and TYPE lines,

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT OR Apache-2.0 */
 /*
  * The server's method table: full gRPC method paths ("/package.Service/Method")
  * to handlers, filled before the server starts and read by the call core when

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT OR Apache-2.0 */
 /*
  * Server: options, one event loop per thread with its own SO_REUSEPORT
  * listener, start, certificate reload, graceful stop. The method table is

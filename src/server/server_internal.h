@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT OR Apache-2.0 */
 /*
  * Internal: the server core's structures (loops, calls, handlers), shared
  * by the files of server/ only. The transports see none of this: they are bound

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT OR Apache-2.0 */
 /* The check of a TLS configuration's files before use (amn_tls_check_files,
  * amn/pki.h): each one readable, of the right kind, the key matching the
  * certificate; every problem named with its file and its real cause. */

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT OR Apache-2.0 */
 /* Development PKI (amn/pki.h) and certificate issuing (tls/pki_internal.h),
  * with the GnuTLS x509 API. */
 #include "amn/pki.h"

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT OR Apache-2.0 */
 /*
  * Internal: certificate issuing used by amn_pki_init() and by tests that
  * need unusual certificates (expired, wrong EKU, other CA, ...). All keys

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT OR Apache-2.0 */
 /* TLS contexts and sessions (tls/tls.h): GnuTLS credentials, strict peer
  * verification in our own verify function, ALPN, peer identity. */
 #include "tls/tls.h"

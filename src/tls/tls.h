@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT OR Apache-2.0 */
 /*
  * Internal: TLS contexts (GnuTLS) shared by the HTTP/2 (TCP) and HTTP/3
  * (QUIC) transports. A context holds the credentials and the verification

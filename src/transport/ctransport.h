@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT OR Apache-2.0 */
 /*
  * Internal: the client binding interface, between the client core
  * (src/client/: calls, pool) and a client transport (transport/h2/

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT OR Apache-2.0 */
 /* Address strings: "host:port" and "[v6]:port". */
 #include "util/addr.h"
 

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT OR Apache-2.0 */
 /* Internal: address strings shared by the server (listen) and the client (URLs). */
 #ifndef AMN_UTIL_ADDR_H
 #define AMN_UTIL_ADDR_H

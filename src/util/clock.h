@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT OR Apache-2.0 */
 /* Internal: the monotonic clock, and the type of a clock passed in (so a
  * state machine can be driven by a fake clock in tests). */
 #ifndef AMN_UTIL_CLOCK_H

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT OR Apache-2.0 */
 /* Configuration: defaults, TOML file loading, environment overrides.
  * Every key is described once in `keys[]`; loading and the environment go
  * through the same check-and-store path, applied to a copy of the config

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT OR Apache-2.0 */
 /* Deadline lists (util/dlist.h). */
 #include "util/dlist.h"
 

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT OR Apache-2.0 */
 /* Internal: a deadline list — items that expire a fixed time after they were
  * last touched, kept in the order of that time (so touching one is O(1):
  * it moves to the tail), with one libev timer for the oldest. Used by the

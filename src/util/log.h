@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT OR Apache-2.0 */
 /* Internal logging. Thread-safe; one line per call. */
 #ifndef AMN_UTIL_LOG_H
 #define AMN_UTIL_LOG_H

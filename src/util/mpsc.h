@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT OR Apache-2.0 */
 /*
  * Internal: intrusive multi-producer single-consumer queue (Vyukov). Any
  * thread pushes without locks or allocation; only the owning event loop pops.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT OR Apache-2.0 */
 /* amaters.v1 QueryRequest/QueryResponse: two bytes fields, encoded and
  * decoded without copies (protobuf wire format, proto3). */
 #include <string.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT OR Apache-2.0 */
 /* Strict TOML 1.0 parser (see toml.h). Recursive descent over the whole
  * buffer; the DOM keeps keys in insertion order with a linear lookup, which
  * is fine for configuration-sized documents. */

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT OR Apache-2.0 */
 /*
  * Internal strict TOML 1.0 reader (https://toml.io/en/v1.0.0).
  *

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT OR Apache-2.0 */
 /* The shared integration-test fixture (fixture.h). */
 #include "fixture.h"
 

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT OR Apache-2.0 */
 /*
  * What the integration tests share: a development PKI in a temporary
  * directory, the transport under test (AMN_TEST_TRANSPORT=h2|h3), event

@@ -1,4 +1,5 @@
 #!/usr/bin/python3
+# SPDX-License-Identifier: MIT OR Apache-2.0
 """A hostile gRPC-over-HTTP/2 client (python3-h2, an independent HTTP/2
 stack) with a valid client certificate, for the memory-bound tests.
 

@@ -1,4 +1,5 @@
 #!/usr/bin/python3
+# SPDX-License-Identifier: MIT OR Apache-2.0
 """HTTP/2 frame floods written frame by frame (python3-hpack for header
 blocks; no HTTP/2 library that would refuse to misbehave), over TLS with the
 development client certificate, against amaters-netd.

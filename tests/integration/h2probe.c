@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT OR Apache-2.0 */
 /*
  * h2probe — a raw HTTP/2 client for the lifecycle tests, written directly on
  * GnuTLS + nghttp2 (not on amaters-net), so it can do what a well-behaved

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT OR Apache-2.0 */
 /*
  * lbserver — a test gRPC server (amaters-net) that records every execution:
  * each Execute request's query bytes are appended as one line to the

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT OR Apache-2.0
 # Shared by the lifecycle tests (test_lifecycle.sh, test_lifecycle_h3.sh):
 # result helpers and the common set-up. Sourced; expects $bin and $work.
 passed=0 failed=0

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT OR Apache-2.0 */
 /*
  * poolload — load through one pooled amaters-net client for the failover
  * tests: T threads issue blocking Execute calls with unique queries

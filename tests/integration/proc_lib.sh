@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT OR Apache-2.0
 # Shared by the integration tests that run servers as processes: a work
 # directory (entered) that is removed at exit, together with the processes
 # whose pids the test adds to $pids; the result counters; a development PKI

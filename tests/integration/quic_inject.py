@@ -1,4 +1,5 @@
 #!/usr/bin/python3
+# SPDX-License-Identifier: MIT OR Apache-2.0
 """A UDP relay between one QUIC client and a QUIC server that adds hand-made
 frames to the client's 1-RTT packets: an independent QUIC frame writer for the
 flood tests (PATH_CHALLENGE, NEW_CONNECTION_ID), which neither ngtcp2 nor

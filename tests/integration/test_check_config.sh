@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: MIT OR Apache-2.0
 # integration.check_config: amaters-netd --check-config [FILE] validates the
 # configuration like `nginx -t`: exit 0 for a valid one; exit 1 with
 # FILE:LINE and the key for the first problem (a value out of range, an

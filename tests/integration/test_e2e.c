@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT OR Apache-2.0 */
 /*
  * End-to-end tests over real loopback sockets with real mutual TLS: an
  * in-process amaters-net server (dev PKI in a temporary directory) and the

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: MIT OR Apache-2.0
 # HTTP/2 abuse from an authenticated client (h2_flood.py writes the frames
 # itself), against amaters-netd, each with a bench on another connection:
 #   rapidreset    10,000 streams opened and reset at once: GOAWAY (nghttp2's

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT OR Apache-2.0 */
 /*
  * HTTP/3 under hostile conditions, over real loopback sockets and real
  * mutual TLS (dev PKI in a temporary directory). Most tests put the lossy

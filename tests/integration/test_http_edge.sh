@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: MIT OR Apache-2.0
 # Bad and non-gRPC HTTP/2 requests against amaters-netd, sent by an
 # independent HTTP/2 client (Debian's nghttp, with the dev client
 # certificate): each gets a proper HTTP response or a specific gRPC status,

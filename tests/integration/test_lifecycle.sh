@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: MIT OR Apache-2.0
 # HTTP/2 connection lifecycle of amaters-netd, seen by an independent raw
 # HTTP/2 client (h2probe: GnuTLS + nghttp2, no amaters-net code), with every
 # [network], [tls] and [quic] key of a configuration file in effect:

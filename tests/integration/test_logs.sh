@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: MIT OR Apache-2.0
 # integration.logs: amaters-netd's log lines.
 #   - --log-format json --access-log: every line of the daemon's log is one
 #     JSON object (python's json parses each); one access line per call with

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: MIT OR Apache-2.0
 # Memory bounds against an authenticated HTTP/2 client that attacks
 # amaters-netd (h2_abuse.py, on python3-h2: an independent HTTP/2 stack),
 # while amaters-cli bench calls the daemon on another connection:

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: MIT OR Apache-2.0
 # The memory bound over HTTP/3: quicgo_abuse (quic-go, an independent QUIC
 # stack) opens 200 Execute calls of 1 MiB each with receive windows of a few
 # KiB that it never opens, so the server cannot send its answers, while

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: MIT OR Apache-2.0
 # integration.metrics: amaters-netd's admin listener (--admin) serves the
 # server's metrics in Prometheus text format on a port of its own.
 #   - calls over HTTP/2 and HTTP/3 move the counters by exactly what they were:

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: MIT OR Apache-2.0
 # Debian's nghttpx (nghttp2-proxy) as a TLS-terminating gRPC load balancer in
 # front of two amaters-netd --insecure instances (backend=...;;proto=h2):
 # amaters-cli talks mutual TLS to nghttpx (which verifies the client

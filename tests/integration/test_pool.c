@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT OR Apache-2.0 */
 /*
  * Pool, load balancing, retries and connection lifecycle with real sockets
  * and mTLS (in-process servers, a development PKI in a temp directory),

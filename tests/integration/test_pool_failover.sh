@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: MIT OR Apache-2.0
 # Connection pool failover over HTTP/2 or HTTP/3 + mTLS with real processes: three
 # lbserver processes (amaters-net servers that log every execution), one
 # pooled client (poolload) under load.

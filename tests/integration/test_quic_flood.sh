@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: MIT OR Apache-2.0
 # Floods of QUIC frames from an authenticated HTTP/3 client, against
 # amaters-netd as a separate process. The frames are hand-made by
 # quic_inject.py, a relay that adds them to the 1-RTT packets of a real

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: MIT OR Apache-2.0
 # QUIC connections that only PING cannot hold amaters-netd's connection
 # slots: with idle_timeout_ms = 2000 and max_connections = 2, two quic-go
 # clients (quicgo_idle: connected over mTLS, no request, a PING every 300 ms,

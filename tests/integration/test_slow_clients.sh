@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: MIT OR Apache-2.0
 # Slow clients cannot hold amaters-netd (HTTP/2): request headers have a
 # deadline, and a connection without a call is idle whatever bytes trickle in.
 # The daemon runs with header_timeout_ms = 1000, idle_timeout_ms = 3000 and

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: MIT OR Apache-2.0
 # Unfinished requests cannot hold amaters-netd over HTTP/3 either: the
 # request header deadline, the progress deadline and the idle timeout apply
 # as over HTTP/2 (test_slow_clients.sh). The daemon runs with

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: MIT OR Apache-2.0
 # TLS handshakes that never complete cannot hold amaters-netd (HTTP/2, TCP).
 # The daemon runs with handshake_timeout_ms = 1500 and max_connections = 4;
 # h2_abuse.py --attack slowtls (Python's ssl, an independent TLS stack, with

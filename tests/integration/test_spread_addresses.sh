@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: MIT OR Apache-2.0
 # [client] spread_addresses: a URL whose host name resolves to several
 # addresses becomes one pool endpoint per address. The name comes from
 # nss_wrapper (Debian's libnss-wrapper: a hosts file for this process only);

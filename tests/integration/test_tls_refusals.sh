@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: MIT OR Apache-2.0
 # Mutual-TLS refusals seen from an independent TLS peer (GnuTLS's gnutls-cli,
 # certificates made with certtool): the daemon refuses each bad client
 # certificate with one log line naming the exact reason, and goes on serving.

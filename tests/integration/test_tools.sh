@@ -1,4 +1,5 @@
 #!/bin/bash
+# SPDX-License-Identifier: MIT OR Apache-2.0
 # integration.tools: amaters-netd and amaters-cli end to end over loopback.
 # Usage: test_tools.sh AMATERS_NETD AMATERS_CLI
 # Every step is bounded by `timeout`; the last line is a pass/fail summary

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT OR Apache-2.0
 """A TLS server with the development PKI's server certificate (mutual TLS,
 ALPN h2) that resets every connection (SO_LINGER 0) once the handshake is
 done and the client's first bytes came: a server killed under its client,

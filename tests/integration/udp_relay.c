@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT OR Apache-2.0 */
 /* A lossy UDP relay for HTTP/3 tests (see udp_relay.h). */
 #include "udp_relay.h"
 

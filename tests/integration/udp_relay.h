@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT OR Apache-2.0 */
 /*
  * A user-space UDP relay for HTTP/3 tests: sits between a QUIC client and
  * a server on loopback and impairs the datagrams passing through, each

@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: MIT OR Apache-2.0
 # interop.cli_vs_grpcxx: our amaters-cli (execute + bench) against the grpc
 # C++ echo server over mTLS with a certtool PKI.
 # Usage: cli_vs_grpcxx.sh AMATERS_CLI GRPCXX_ECHO_SERVER MKCERTS

@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: MIT OR Apache-2.0
 # interop.grpcxx_self: grpcxx_echo_server against grpcxx_client/grpcxx_bench
 # (all grpc C++) over mTLS with a certtool PKI, plus the insecure mode.
 # Validates the peers before they are used against our code.

@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: MIT OR Apache-2.0
 # interop.grpcxx_vs_netd: the grpc C++ client and benchmark (grpcxx_client,
 # grpcxx_bench) against OUR daemon over mTLS, with the daemon's own dev PKI.
 # Usage: grpcxx_vs_netd.sh AMATERS_NETD BINDIR MKCERTS

@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: MIT OR Apache-2.0
 # interop.h3_gtlsclient: Debian's ngtcp2 example client (gtlsclient, ngtcp2 +
 # nghttp3 + GnuTLS, an independent HTTP/3 stack) against amaters-netd
 # serving HTTP/2 + HTTP/3 with its development PKI:

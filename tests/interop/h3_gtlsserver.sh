@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: MIT OR Apache-2.0
 # interop.h3_gtlsserver: our HTTP/3 client (amaters-cli --transport h3)
 # against Debian's ngtcp2 example server (gtlsserver, ngtcp2-server: an
 # independent QUIC + HTTP/3 stack) that requests a client certificate

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT OR Apache-2.0
 # Shared shell helpers of the interop test scripts (sourced, POSIX sh).
 pass=0
 fail=0

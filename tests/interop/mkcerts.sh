@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: MIT OR Apache-2.0
 # Creates a throw-away mTLS PKI for the interop tests with certtool (gnutls-bin):
 #   ca.pem ca-key.pem            private CA (ECDSA P-256)
 #   server.pem server-key.pem    SAN localhost, 127.0.0.1, ::1; serverAuth

@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: MIT OR Apache-2.0
 """The layer rule of amaters-net, checked from the source and the objects.
 
 Layers, lowest first (docs/ARCHITECTURE.md):

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT OR Apache-2.0 */
 /*
  * An application embedding amaters-net through the shared library and the
  * public headers only: dev PKI, server with an Execute handler, client call

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT OR Apache-2.0 */
 /*
  * What the client's I/O thread does with a call (client.c: op_start and the
  * hand-offs of amn_cstream_send, amn_cstream_close_send,

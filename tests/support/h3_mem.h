@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT OR Apache-2.0 */
 /*
  * HTTP/3 sessions in memory, for tests/unit/test_h3_binding.c and the
  * HTTP/3 fuzz targets (fuzz/fuzz_h3*.c): the library's HTTP/3 server

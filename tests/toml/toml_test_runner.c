@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT OR Apache-2.0 */
 /*
  * toml-test driver for the internal TOML parser (src/util/toml.c).
  *

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT OR Apache-2.0 */
 /* The client's policies (client/policy.c): backoff, p2c, retries, throttling. */
 #include <setjmp.h>
 #include <stdarg.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT OR Apache-2.0 */
 /*
  * The client's pool and call core (client/pool.c, client/call.c) driven
  * through the client binding interface (transport/ctransport.h) by a fake

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT OR Apache-2.0 */
 /* Unit tests of the configuration loader (include/amn/config.h): defaults,
  * loading good files, every error kind with its exact FILE:LINE, the
  * config left unchanged on error, environment overrides, and the shipped

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT OR Apache-2.0 */
 /*
  * The HTTP/2 bindings without sockets: the server binding
  * (transport/h2/h2_server.c over h2io.c and the real call core) and the

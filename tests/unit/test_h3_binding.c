@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT OR Apache-2.0 */
 /*
  * The HTTP/3 bindings without socket I/O: the library's HTTP/3 server
  * binding (transport/h3/h3_server*.c, under the server call core) and its

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT OR Apache-2.0 */
 /* The HTTP/3 server's 0-RTT anti-replay table and identity cache
  * (src/transport/h3/h3_replay.c). */
 #include <setjmp.h>

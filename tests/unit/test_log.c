@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT OR Apache-2.0 */
 /* Log lines: the JSON format (escaping, fields, one object per line), the
  * text format's quoting of field values, the level changed at run time. */
 #include <setjmp.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT OR Apache-2.0 */
 /* The Prometheus text of amn_metrics_render for known counters, exactly;
  * its snprintf-like cut; the snapshot of a server that never started. */
 #include <setjmp.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT OR Apache-2.0 */
 /* Development PKI: files, modes, extensions, chains (checked with the
  * GnuTLS API), idempotence and force, test-certificate issuing. */
 #include <setjmp.h>

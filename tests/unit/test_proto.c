@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT OR Apache-2.0 */
 /* Zero-copy QueryRequest/QueryResponse codec, cross-checked against the
  * protobuf-c generated code. */
 #include <setjmp.h>

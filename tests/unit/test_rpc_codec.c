@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT OR Apache-2.0 */
 /* grpc-timeout, percent-encoding and base64 codecs. */
 #include <setjmp.h>
 #include <stdarg.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT OR Apache-2.0 */
 /* Deframer: prefix/message split at every byte boundary, batching, limits. */
 #include <setjmp.h>
 #include <stdarg.h>

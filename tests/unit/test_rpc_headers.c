@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT OR Apache-2.0 */
 /* Request validation, response parsing and header list building. */
 #include <setjmp.h>
 #include <stdarg.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT OR Apache-2.0 */
 /* The outgoing message queue shared by server and client calls (rpc/msgq.c). */
 #include <setjmp.h>
 #include <stdarg.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT OR Apache-2.0 */
 /* Transport error / HTTP status -> gRPC status mappings. */
 #include <setjmp.h>
 #include <stdarg.h>

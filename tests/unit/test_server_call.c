@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT OR Apache-2.0 */
 /*
  * The server call core (server/call.c) without sockets, through the very
  * table the HTTP/2 and HTTP/3 bindings use (amn_call_binding,

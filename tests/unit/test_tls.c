@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT OR Apache-2.0 */
 /* TLS layer: real TLS handshakes between two threads over a socketpair,
  * with contexts/sessions from tls/tls.h and certificates from the dev PKI
  * and amn_pki_issue_test_cert. Every refusal is checked for its exact

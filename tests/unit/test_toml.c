@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT OR Apache-2.0 */
 /* Unit tests of the internal TOML 1.0 parser (src/util/toml.c): values,
  * DOM walking, line numbers of nodes and of errors, redefinition rules.
  * Conformance against toml-test is in tests/toml. */

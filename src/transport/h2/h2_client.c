@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT OR Apache-2.0 */
 /*
  * HTTP/2 transport, client side: connection establishment (TCP connect
  * trying every resolved address, TLS, ALPN h2), the mapping of nghttp2

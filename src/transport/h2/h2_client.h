@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT OR Apache-2.0 */
 /*
  * Internal: the HTTP/2 client transport (h2_client.c), bound through the
  * client binding interface. Included by the client core (src/client/).

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT OR Apache-2.0 */
 /*
  * HTTP/2 transport, server side: maps nghttp2 session events of one
  * connection onto the transport-independent call core, which it knows only

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT OR Apache-2.0 */
 /*
  * Internal: the HTTP/2 binding, server side (h2_server.c), as the server
  * core starts and stops it. Everything runs on the loop's thread.

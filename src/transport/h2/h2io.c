@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT OR Apache-2.0 */
 #include "transport/h2/h2io.h"
 
 #include <errno.h>

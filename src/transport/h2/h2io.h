@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT OR Apache-2.0 */
 /*
  * Internal: the byte pump of one HTTP/2 connection, shared by the server
  * and the client side: non-blocking socket, optional TLS (GnuTLS), an

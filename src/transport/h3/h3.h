@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT OR Apache-2.0 */
 /*
  * Internal: HTTP/3 transport (gRPC over HTTP/3, grpc/proposal G2) on
  * ngtcp2 1.11 + ngtcp2_crypto_gnutls + nghttp3 1.8 (Debian bookworm-backports).

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT OR Apache-2.0 */
 /*
  * HTTP/3 transport, client side: connections. A connected UDP socket per
  * connection, an ngtcp2 client connection with mutual TLS (GnuTLS), its

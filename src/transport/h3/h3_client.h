@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT OR Apache-2.0 */
 /*
  * Internal: the HTTP/3 client transport (h3_client*.c), bound through the
  * client binding interface. Included by the client core (src/client/) and

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT OR Apache-2.0 */
 /*
  * Internal: the HTTP/3 client's own structures, shared by its files
  * (h3_client.c: connections; h3_client_stream.c: request streams bound to

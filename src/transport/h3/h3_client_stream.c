@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT OR Apache-2.0 */
 /*
  * HTTP/3 transport, client side: request streams. A call's stream
  * (h3c_stream) from start_call to its end: waiting for a stream ID (the

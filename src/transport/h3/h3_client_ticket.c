@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT OR Apache-2.0 */
 /*
  * HTTP/3 transport, client side: what an endpoint's next connection
  * reuses (h3c_ep, under the client state's lock): the last session ticket

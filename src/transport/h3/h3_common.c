@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT OR Apache-2.0 */
 /*
  * HTTP/3 transport, shared part: the packet pump of one QUIC connection
  * (nghttp3 -> ngtcp2 -> UDP, GSO batches, EAGAIN handling, expiry timer),

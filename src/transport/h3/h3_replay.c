@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT OR Apache-2.0 */
 /*
  * 0-RTT anti-replay table (see h3.h). GnuTLS (gnutls_anti_replay_*) checks
  * that a ClientHello with early data arrives within the recording window

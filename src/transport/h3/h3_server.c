@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT OR Apache-2.0 */
 /*
  * HTTP/3 transport, server side: the listeners. One UDP socket per event
  * loop (all bound to the same port with SO_REUSEPORT), the datagrams it

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT OR Apache-2.0 */
 /*
  * HTTP/3 transport, server side: connection IDs. The IDs we issue, the
  * table that finds a connection by the destination ID of a datagram, and

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT OR Apache-2.0 */
 /*
  * HTTP/3 transport, server side: the life of one QUIC connection. Its
  * creation from a client's Initial (TLS session, transport parameters,

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT OR Apache-2.0 */
 /*
  * Internal: the HTTP/3 server's own structures, shared by its files
  * (h3_server.c: the listeners, datagram dispatch, the socket group;

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT OR Apache-2.0 */
 /*
  * HTTP/3 transport, server side: request streams. Each nghttp3 request
  * stream is bound to a call of the transport-independent call core

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT OR Apache-2.0 */
 /*
  * HTTP/3 transport, server side: session tickets and 0-RTT. The ticket
  * key all loops of a server share (rotated), the tickets sent after a

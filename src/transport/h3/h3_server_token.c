@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT OR Apache-2.0 */
 /*
  * HTTP/3 transport, server side: address validation and stateless reset
  * tokens. Retry (stateless address validation when a loop has many

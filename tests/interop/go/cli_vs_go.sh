@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: MIT OR Apache-2.0
 # interop.grpcgo_server / interop.quicgo_server: our amaters-cli against a Go
 # server implementing the echo contract of tests/interop/go/src/amninterop/echo
 # (grpc-go over HTTP/2, or gRPC written over quic-go's HTTP/3 server), over

@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: MIT OR Apache-2.0
 # interop.grpcgo_client / interop.quicgo_client: a Go peer (grpc-go over
 # HTTP/2, or quic-go's http3 client over QUIC) as the client of amaters-netd
 # over mutual TLS with a certtool PKI. The Go program prints its own checks;

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT OR Apache-2.0
 // grpcxx_bench: grpc C++ (1.51) benchmark client, the counterpart of
 // `amaters-cli bench`. Opens --connections channels (one TCP connection
 // each) and keeps --inflight calls outstanding in total (spread round-robin

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT OR Apache-2.0
 // grpcxx_client: one-shot grpc C++ client used by the interop tests to call
 // amaters-netd (or grpcxx_echo_server). Sends one Execute with --data,
 // prints result_bytes (plus a newline) on stdout and each trailing metadata

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT OR Apache-2.0 */
 // Shared helpers for the grpc C++ interop/benchmark peers (not part of the library).
 #pragma once
 #include <cstdio>

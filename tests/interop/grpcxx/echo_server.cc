@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT OR Apache-2.0
 // grpcxx_echo_server: an independent gRPC (grpc C++ 1.51) implementation of
 // amaters.v1.AmateRS used as interop peer and as the benchmark opponent.
 //

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT OR Apache-2.0
 // Interop: @grpc/grpc-js (Node.js, an independent gRPC implementation) as the
 // client of amaters-netd over mutual TLS.
 // usage: node grpcjs_interop.js --netd PATH --pki DIR --proto DIR

@@ -1,4 +1,5 @@
 #!/usr/bin/python3
+# SPDX-License-Identifier: MIT OR Apache-2.0
 """Interop tests: python grpcio (an independent gRPC implementation) against
 amaters-netd, or against grpcxx_echo_server to validate this suite itself.
 

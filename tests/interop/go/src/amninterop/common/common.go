@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT OR Apache-2.0
 // Package common holds what the Go interop peers share: check counting in
 // the style of tests/interop/lib.sh, TLS configurations from PEM files, the
 // gRPC length-prefixed message framing, and the HTTP/3 frame handling that

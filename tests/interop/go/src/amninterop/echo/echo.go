@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT OR Apache-2.0
 // Package echo is the echo contract the Go servers implement (grpc-go over
 // HTTP/2 and the hand-written gRPC over quic-go's HTTP/3), so that both
 // answer our client alike:

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT OR Apache-2.0
 // grpcgo_client: grpc-go (an independent gRPC implementation) as the client
 // of amaters-netd over HTTP/2 with mutual TLS. One line per check, then
 // "grpcgo_client: N passed, M failed"; exit 1 if any check failed.

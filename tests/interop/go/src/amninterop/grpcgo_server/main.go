@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT OR Apache-2.0
 // grpcgo_server: a grpc-go server implementing the amaters.v1.AmateRS echo
 // contract over HTTP/2 with mutual TLS, for testing our client against an
 // independent implementation. Prints "listening on HOST:PORT" when ready;

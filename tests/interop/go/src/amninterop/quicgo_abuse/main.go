@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT OR Apache-2.0
 // quicgo_abuse: a hostile gRPC-over-HTTP/3 client (quic-go's http3, an
 // independent stack) with a valid client certificate, for the memory-bound
 // tests. It opens -streams Execute calls at once, each uploading one

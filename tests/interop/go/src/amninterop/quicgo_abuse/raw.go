@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT OR Apache-2.0
 // Attacks on raw QUIC streams (quicgo_abuse -attack partial|slowheaders):
 // request bytes written frame by frame, so that a request can stop half-way
 // through its HEADERS frame or its message, and the server's answer read

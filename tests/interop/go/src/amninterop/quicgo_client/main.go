@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT OR Apache-2.0
 // quicgo_client: quic-go's HTTP/3 client (an independent QUIC + HTTP/3
 // stack) sending gRPC requests written by hand (POST, application/grpc,
 // te: trailers, length-prefixed messages) to amaters-netd over mutual TLS.

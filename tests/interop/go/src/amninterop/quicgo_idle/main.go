@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT OR Apache-2.0
 // quicgo_idle: a QUIC client (quic-go, an independent stack) that connects
 // to an HTTP/3 server over mutual TLS and then makes no request at all,
 // only keeping its connection alive with a PING every -ping. It reports how

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT OR Apache-2.0
 // quicgo_server: gRPC over HTTP/3 written by hand on quic-go's http3 server
 // (an independent QUIC + HTTP/3 stack), implementing the echo contract of
 // package echo with mutual TLS. Prints "listening on HOST:PORT" when ready;
