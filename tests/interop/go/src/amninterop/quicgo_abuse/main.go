@@ -10,11 +10,14 @@
 // finished, the peak resident memory seen (kB).
 //
 // With -attack partial or slowheaders it writes its requests on raw QUIC
-// streams instead, stopping half-way through each (raw.go).
+// streams instead, stopping half-way through each (raw.go); with -attack
+// initials it floods the server with handshakes it never finishes
+// (initials.go).
 //
 // Usage: quicgo_abuse -addr HOST:PORT -pki DIR -pid PID [-streams 200] [-size 1048576]
 //
 //	quicgo_abuse -attack partial|slowheaders ... [-part BYTES] [-trickle 250ms] [-max 20s] [-hold 5s]
+//	quicgo_abuse -attack initials ... [-streams DIALS] [-conc 100] [-max 5ms]
 package main
 
 import (
@@ -93,13 +96,18 @@ func main() {
 	size := flag.Int("size", 1<<20, "message size")
 	stall := flag.Duration("stall", 3*time.Second, "stop when nothing moved for this long")
 	hold := flag.Duration("hold", time.Second, "keep the connection this long after stopping")
-	attack := flag.String("attack", "noread", "noread, partial or slowheaders")
+	attack := flag.String("attack", "noread", "noread, partial, slowheaders or initials")
+	conc := flag.Int("conc", 100, "initials: dials at once")
 	part := flag.Int("part", 0, "partial: bytes of each message sent")
 	trickle := flag.Duration("trickle", 250*time.Millisecond, "slowheaders: one byte of each stream this often")
-	max := flag.Duration("max", 20*time.Second, "partial, slowheaders: give up after this long")
+	max := flag.Duration("max", 20*time.Second, "partial, slowheaders: give up after this long; initials: each dial")
 	flag.Parse()
 	tlsConf := common.ClientTLS(filepath.Join(*pki, "ca.pem"), filepath.Join(*pki, "client.pem"),
 		filepath.Join(*pki, "client-key.pem"), "localhost")
+	if *attack == "initials" {
+		runInitials(*addr, tlsConf, *streams, *conc, *max, *pid)
+		return
+	}
 	if *attack != "noread" {
 		tlsConf.NextProtos = []string{"h3"}
 		conn, err := quic.DialAddr(*addr, tlsConf, &quic.Config{MaxIdleTimeout: time.Minute,
