@@ -138,6 +138,7 @@ def main():
     sent = 0
     rd = Reader()
     closed = None
+    write_error = None
     # write what the server takes (without reading: a client that does not
     # read), for at most 5 s; then read
     while sent < len(data) and time.time() - t0 < 5:
@@ -146,7 +147,9 @@ def main():
         except (ssl.SSLWantWriteError, BlockingIOError):
             select.select([], [sock], [], 0.05)
         except OSError as e:
-            closed = {"how": "write: %s" % e, "at": round(time.time() - t0, 2)}
+            # the server closed while we wrote (it may already have answered
+            # a flood in the first bytes): what it sent is still to be read
+            write_error = {"how": "write: %s" % e, "at": round(time.time() - t0, 2)}
             break
     end = time.time() + a.read
     while closed is None and time.time() < end:
@@ -164,9 +167,11 @@ def main():
             closed = {"how": "eof", "at": round(time.time() - t0, 2)}
             break
         rd.feed(chunk, round(time.time() - t0, 2))
+    if closed is None and write_error is not None:
+        closed = write_error
     print(json.dumps({"attack": a.attack, "count": a.count, "bytes": len(data), "bytes_sent": sent,
                       "goaway": rd.goaway, "rst": rd.rst, "responses": rd.status, "frames_read": rd.frames,
-                      "closed": closed}))
+                      "closed": closed, "write_error": write_error}))
     return 0
 
 
