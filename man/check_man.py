@@ -39,9 +39,9 @@ def compare(what, a_name, a, b_name, b):
         problems.append(f"{what}: {o} is in {b_name} but not in {a_name}")
 
 
-def check_program(name, page, prog, table_re, entry_re):
+def check_program(name, page, prog, table_re, entry_re, source):
     """The page's options == --help's == the parser's (its table, plus the flags compared one by one)."""
-    code = read("tools", name + ".c")
+    code = read("tools", *source)
     table = re.search(table_re, code, re.S).group(1)
     parsed = {"--" + n for n in re.findall(entry_re, table)}
     parsed |= set(re.findall(r'strcmp\(a, "(--[a-z0-9-]+)"\)', code))
@@ -50,8 +50,8 @@ def check_program(name, page, prog, table_re, entry_re):
     return parsed
 
 
-netd_parsed = check_program("amaters-netd", "amaters-netd.8", netd, r"str_flags\[\] = \{(.*?)\};", r'\{"([a-z0-9-]+)",')
-cli_parsed = check_program("amaters-cli", "amaters-cli.1", cli, r"\} opts\[\] = \{(.*?)\};", r'\{"([a-z0-9-]+)", C_')
+netd_parsed = check_program("amaters-netd", "amaters-netd.8", netd, r"str_flags\[\] = \{(.*?)\};", r'\{"([a-z0-9-]+)",', ["amaters-netd.c"])
+cli_parsed = check_program("amaters-cli", "amaters-cli.1", cli, r"\} opts\[\] = \{(.*?)\};", r'\{"([a-z0-9-]+)", C_', ["cli", "main.c"])
 
 # Configuration keys.
 parser_keys = set(re.findall(r'\{"([a-z]+)", "([a-z0-9_]+)", K_[A-Z]+,', read("src", "util", "config.c")))

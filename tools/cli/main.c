@@ -1,0 +1,268 @@
+/* SPDX-License-Identifier: MIT OR Apache-2.0 */
+/*
+ * amaters-cli — command-line client of amaters-net: execute, stream,
+ * health, bench, and `certs init` (development PKI). This file: the
+ * command line and main; the commands are in the other files of tools/cli/.
+ *
+ * Exit status: the gRPC status code of the call (0 = OK); 2 for usage,
+ * configuration and set-up errors (bad flag, unreadable file).
+ */
+#include <malloc.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli.h"
+
+static const char usage_text[] =
+    "usage: " PROG " [global options] [URL...] COMMAND [command options]\n"
+    "       " PROG " certs init [DIR] [--force]\n"
+    "\n"
+    "URL: https://HOST:PORT (http://HOST:PORT with --plaintext). Several URLs may be\n"
+    "given (repeated or comma-separated): calls are balanced over them through a\n"
+    "connection pool (HTTP/2 or HTTP/3), as set by [client] pool_max_connections,\n"
+    "pool_min_connections, lb_policy, keep_alive_interval_ms, max_retries and\n"
+    "health_check of the configuration. Without a URL: client.urls (default\n"
+    "https://127.0.0.1:7878).\n"
+    "\n"
+    "Global options:\n"
+    "  --ca FILE --cert FILE --key FILE   CA bundle to verify the server, client\n"
+    "                          certificate and key (all three or none)\n"
+    "  --pki-dir DIR           take the client files from a development PKI directory\n"
+    "                          (default: the default PKI directory, as amaters-netd)\n"
+    "  --server-name NAME      verify the server certificate for NAME\n"
+    "  --plaintext             plaintext HTTP/2 without TLS (http:// URLs only)\n"
+    "  --insecure              deprecated name of --plaintext (warns)\n"
+    "  --transport h2|h3|auto  HTTP/2 over TCP (default), HTTP/3 over QUIC, or auto:\n"
+    "                          per URL, QUIC races TCP (QUIC first; TCP after 250 ms\n"
+    "                          without a QUIC handshake, or at once if UDP is refused);\n"
+    "                          the winner is kept until it fails\n"
+    "  --timeout DURATION      call deadline, e.g. 500ms, 2s, 1m (a bare number is\n"
+    "                          milliseconds; default client.timeout_ms, 30000; 0 = none)\n"
+    "  --metadata KEY=VALUE    request metadata (repeatable)\n"
+    "  --idempotent            execute, bench: the calls may be re-sent after UNAVAILABLE\n"
+    "                          (up to client.max_retries times, on another connection)\n"
+    "  --config FILE           TOML configuration ([client], [tls]); AMATERS_NET_* vars apply\n"
+    "  --log-level LEVEL       error|warn|info|debug (default warn); -v = debug\n"
+    "  --help, --version\n"
+    "\n"
+    "Commands:\n"
+    "  execute (--data STRING | --data-file FILE|-) [--signature STRING] [--hex] [--json]\n"
+    "        one Execute call; prints result_bytes (raw, hex, or a JSON object)\n"
+    "  stream [--hex]\n"
+    "        one ExecuteStream: every stdin line is a query; prints each result line\n"
+    "  health [--service NAME]\n"
+    "        prints SERVING or NOT_SERVING; exit 0 only when SERVING\n"
+    "  bench [--connections C] [--inflight M] [--duration D] [--warmup D] [--size N]\n"
+    "        [--mode unary|stream] [--json]\n"
+    "        load test against the echo service: C clients (each with its own pool\n"
+    "        over all URLs), M calls in flight in total, N-byte payloads, measured\n"
+    "        for D after the warm-up (durations: 1.5s, 500ms, 2m; a bare number is\n"
+    "        seconds). The summary counts calls and failures per URL; a unary call\n"
+    "        that failed is sent again after 10 ms (no busy loop).\n"
+    "        Defaults: C=1 M=1 D=10s warmup=1s N=64 unary. --json: one JSON object with\n"
+    "        qps, mb_per_s (payload bytes both ways), p50_us .. p999_us, max_us, errors,\n"
+    "        calls, connections, inflight, size, mode, duration_s, retries and\n"
+    "        endpoints (per URL: url, transport, calls, ok, failed, connects,\n"
+    "        connect_failures)\n"
+    "  certs init [DIR] [--force]\n"
+    "        creates a development PKI (default: the default PKI directory)\n"
+    "\n"
+    "Exit status: the gRPC status code of the call (0 = OK; errors are printed as\n"
+    "\"STATUS_NAME: message\" on stderr); 2 also for usage and set-up errors. health:\n"
+    "1 when NOT_SERVING. bench: 0 without errors, 2 with some, 14 if no call succeeded.\n";
+
+
+void add_urls(cli *o, const char *arg) {
+  char *copy = strdup(arg), *save = NULL;
+  for (char *t = strtok_r(copy, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
+    if (!strstr(t, "://")) die("'%s' is neither a command nor a URL (see --help)", t);
+    if (o->url_count == sizeof o->urls / sizeof o->urls[0]) die("too many URLs");
+    o->urls[o->url_count++] = strdup(t);
+  }
+  free(copy);
+}
+
+void add_metadata(cli *o, const char *kv) {
+  const char *eq = strchr(kv, '=');
+  if (!eq || eq == kv) die("--metadata: expected KEY=VALUE, got '%s'", kv);
+  if (o->md_count == sizeof o->md / sizeof o->md[0]) die("too many --metadata entries");
+  char *k = strndup(kv, (size_t)(eq - kv));
+  for (char *p = k; *p; p++) {
+    if (*p >= 'A' && *p <= 'Z') *p = (char)(*p - 'A' + 'a');
+    if (!((*p >= 'a' && *p <= 'z') || (*p >= '0' && *p <= '9') || *p == '-' || *p == '_' || *p == '.'))
+      die("--metadata: invalid character in key '%s'", k);
+  }
+  o->md[o->md_count].key = k;
+  o->md[o->md_count].value = (const uint8_t *)(eq + 1);
+  o->md[o->md_count].value_len = strlen(eq + 1);
+  o->md_count++;
+}
+
+void parse_cli(int argc, char **argv, cli *o) {
+  memset(o, 0, sizeof *o);
+  o->timeout_ms = -1;
+  o->connections = o->inflight = 1;
+  o->duration = 10;
+  o->warmup = 1;
+  o->size = 64;
+  o->mode = "unary";
+  static const struct {
+    const char *name;
+    int cmds;
+    bool has_value;
+  } opts[] = {
+      {"ca", C_NET, true},          {"cert", C_NET, true},         {"key", C_NET, true},
+      {"pki-dir", C_NET, true},     {"server-name", C_NET, true},  {"insecure", C_NET, false},
+      {"plaintext", C_NET, false},  {"transport", C_NET, true},
+      {"timeout", C_NET, true},     {"metadata", C_NET, true},     {"config", C_NET, true},
+      {"log-level", C_ALL, true},   {"data", C_EXEC, true},        {"data-file", C_EXEC, true},
+      {"signature", C_EXEC, true},  {"hex", C_EXEC | C_STREAM, false}, {"json", C_EXEC | C_BENCH, false},
+      {"service", C_HEALTH, true},  {"connections", C_BENCH, true}, {"inflight", C_BENCH, true},
+      {"duration", C_BENCH, true},  {"warmup", C_BENCH, true},     {"size", C_BENCH, true},
+      {"mode", C_BENCH, true},      {"force", C_CERTS, false},     {"idempotent", C_EXEC | C_BENCH, false},
+  };
+  for (int i = 1; i < argc; i++) {
+    const char *a = argv[i];
+    if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
+      fputs(usage_text, stdout);
+      exit(0);
+    }
+    if (strcmp(a, "--version") == 0) {
+      printf(PROG " %s\n", AMN_VERSION);
+      exit(0);
+    }
+    if (strcmp(a, "-v") == 0) {
+      o->log_level = "debug";
+      continue;
+    }
+    if (strncmp(a, "--", 2) != 0 || a[2] == 0) {
+      /* positional: URL(s), then the command, then (certs) its arguments */
+      if (!o->cmd) {
+        static const struct { const char *n; int c; } cmds[] = {
+            {"execute", C_EXEC}, {"stream", C_STREAM}, {"health", C_HEALTH}, {"bench", C_BENCH}, {"certs", C_CERTS}};
+        for (size_t k = 0; k < sizeof cmds / sizeof cmds[0]; k++)
+          if (strcmp(a, cmds[k].n) == 0) o->cmd = cmds[k].c, o->cmd_name = cmds[k].n;
+        if (!o->cmd) add_urls(o, a);
+      } else if (o->cmd == C_CERTS && !o->certs_init_seen) {
+        if (strcmp(a, "init") != 0) die("unknown certs command '%s' (only: certs init [DIR] [--force])", a);
+        o->certs_init_seen = true;
+      } else if (o->cmd == C_CERTS && !o->certs_dir) {
+        o->certs_dir = a;
+      } else {
+        die("unexpected argument '%s' after the command '%s' (see --help)", a, o->cmd_name);
+      }
+      continue;
+    }
+    const char *name = a + 2, *eq = strchr(name, '=');
+    size_t nlen = eq ? (size_t)(eq - name) : strlen(name);
+    size_t k;
+    for (k = 0; k < sizeof opts / sizeof opts[0]; k++)
+      if (strlen(opts[k].name) == nlen && strncmp(opts[k].name, name, nlen) == 0) break;
+    if (k == sizeof opts / sizeof opts[0]) die("unknown option '%.*s' (see --help)", (int)(nlen + 2), a);
+    const char *v = NULL;
+    if (opts[k].has_value) {
+      if (eq) v = eq + 1;
+      else if (i + 1 < argc) v = argv[++i];
+      else die("option '--%s' needs a value", opts[k].name);
+    } else if (eq) {
+      die("option '--%s' takes no value", opts[k].name);
+    }
+    if (o->seen_count < 64) {
+      o->seen_name[o->seen_count] = opts[k].name;
+      o->seen_cmds[o->seen_count++] = opts[k].cmds;
+    }
+    const char *n = opts[k].name;
+    if (!strcmp(n, "ca")) o->ca = v;
+    else if (!strcmp(n, "cert")) o->cert = v;
+    else if (!strcmp(n, "key")) o->key = v;
+    else if (!strcmp(n, "pki-dir")) o->pki_dir = v;
+    else if (!strcmp(n, "server-name")) o->server_name = v;
+    else if (!strcmp(n, "plaintext")) o->insecure = true;
+    else if (!strcmp(n, "insecure")) {
+      fprintf(stderr, PROG ": warning: --insecure is deprecated, use --plaintext (the same: no TLS at all)\n");
+      o->insecure = true;
+    }
+    else if (!strcmp(n, "timeout")) o->timeout_ms = parse_timeout_ms("--timeout", v);
+    else if (!strcmp(n, "metadata")) add_metadata(o, v);
+    else if (!strcmp(n, "config")) o->config = v;
+    else if (!strcmp(n, "transport")) {
+      if (strcmp(v, "h2") && strcmp(v, "h3") && strcmp(v, "auto")) die("--transport: expected h2, h3 or auto, not '%s'", v);
+      o->transport = v;
+    }
+    else if (!strcmp(n, "log-level")) o->log_level = v;
+    else if (!strcmp(n, "data")) o->data = v;
+    else if (!strcmp(n, "data-file")) o->data_file = v;
+    else if (!strcmp(n, "signature")) o->signature = v;
+    else if (!strcmp(n, "hex")) o->hex = true;
+    else if (!strcmp(n, "json")) o->json = true;
+    else if (!strcmp(n, "service")) o->service = v;
+    else if (!strcmp(n, "connections")) o->connections = parse_int("--connections", v, 1, 1024);
+    else if (!strcmp(n, "inflight")) o->inflight = parse_int("--inflight", v, 1, 100000);
+    else if (!strcmp(n, "duration")) o->duration = parse_duration("--duration", v, 1, 0.001, 1e6);
+    else if (!strcmp(n, "warmup")) o->warmup = parse_duration("--warmup", v, 1, 0, 1e6);
+    else if (!strcmp(n, "size")) o->size = parse_int("--size", v, 0, 2147483647);
+    else if (!strcmp(n, "mode")) o->mode = v;
+    else if (!strcmp(n, "force")) o->force = true;
+    else if (!strcmp(n, "idempotent")) o->idempotent = true;
+  }
+  if (!o->cmd) die("no command given (execute, stream, health, bench or certs; see --help)");
+  for (size_t i = 0; i < o->seen_count; i++)
+    if (!(o->seen_cmds[i] & o->cmd)) die("option '--%s' is not valid for '%s' (see --help)", o->seen_name[i], o->cmd_name);
+  if (o->cmd == C_CERTS) {
+    if (!o->certs_init_seen) die("usage: " PROG " certs init [DIR] [--force]");
+    if (o->url_count) die("certs init takes no URL");
+  }
+  if ((o->ca || o->cert || o->key) && !(o->ca && o->cert && o->key)) die("--ca, --cert and --key must be given together");
+  if (o->ca && o->pki_dir) die("--pki-dir cannot be combined with --ca/--cert/--key");
+  if (o->insecure && (o->ca || o->pki_dir)) die("--plaintext cannot be combined with --ca/--cert/--key or --pki-dir");
+  if (o->cmd == C_EXEC && !o->data == !o->data_file) die("execute needs exactly one of --data or --data-file");
+  if (o->cmd == C_EXEC && o->hex && o->json) die("--hex and --json are exclusive");
+  if (o->cmd == C_BENCH) {
+    if (strcmp(o->mode, "unary") != 0 && strcmp(o->mode, "stream") != 0)
+      die("--mode: expected unary or stream, got '%s'", o->mode);
+    if (o->inflight < o->connections)
+      die("--inflight (%lld) must be at least --connections (%lld)", o->inflight, o->connections);
+  }
+}
+
+
+int main(int argc, char **argv) {
+  /* Messages of hundreds of KiB to MiB would otherwise each get a fresh
+   * mmap (glibc's threshold lags one size behind): page faults and page
+   * zeroing cost more than the copies. Keep them in the heap instead. */
+  mallopt(M_MMAP_THRESHOLD, 256 * 1024 * 1024);
+  mallopt(M_TRIM_THRESHOLD, 512 * 1024 * 1024);
+  cli o;
+  parse_cli(argc, argv, &o);
+  if (o.log_level) {
+    int l = amn_log_level_parse(o.log_level);
+    if (l < 0) die("unknown log level '%s' (error, warn, info, debug)", o.log_level);
+    g_level = l;
+  }
+  amn_log_set_level((amn_log_level)g_level);
+  signal(SIGPIPE, SIG_IGN);
+  if (o.cmd == C_CERTS) return cmd_certs(&o);
+
+  amn_config cfg;
+  amn_config_init(&cfg);
+  char err[1024] = "";
+  if (o.config && amn_config_load(&cfg, o.config, err, sizeof err) != 0) die("%s", err);
+  if (amn_config_apply_env(&cfg, err, sizeof err) != 0) die("%s", err);
+  net *n = calloc(1, sizeof *n);
+  if (!n) die("out of memory");
+  setup_net(&o, &cfg, n);
+  int code;
+  switch (o.cmd) {
+  case C_EXEC: code = cmd_execute(&o, n); break;
+  case C_STREAM: code = cmd_stream(&o, n); break;
+  case C_HEALTH: code = cmd_health(&o, n); break;
+  default: code = cmd_bench(&o, n); break;
+  }
+  free(n);
+  for (size_t i = 0; i < o.url_count; i++) free(o.urls[i]);
+  for (size_t i = 0; i < o.md_count; i++) free((char *)o.md[i].key);
+  amn_config_free(&cfg);
+  return code;
+}
+
