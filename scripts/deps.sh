@@ -16,6 +16,7 @@ PKGS=(
   clang libclang-rt-14-dev
   golang-github-burntsushi-toml-dev
   prometheus curl
+  gnuplot-nox  # amaters-cli bench --plot (test integration.bench)
 )
 missing=()
 for p in "${PKGS[@]}"; do

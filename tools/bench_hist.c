@@ -3,6 +3,7 @@
 #include "bench_hist.h"
 
 #include <math.h>
+#include <stdatomic.h>
 #include <string.h>
 
 void amn_hist_init(amn_hist *h) {
@@ -58,3 +59,36 @@ uint64_t amn_hist_percentile(const amn_hist *h, double p) {
 }
 
 double amn_hist_mean(const amn_hist *h) { return h->count ? h->sum / (double)h->count : 0.0; }
+
+void amn_hist_bucket_bounds(unsigned i, uint64_t *lo, uint64_t *hi) {
+  if (i < 256) {
+    *lo = *hi = i;
+    return;
+  }
+  unsigned e = (i - 256u) / 128u + 1u;
+  *lo = (uint64_t)((i - 256u) % 128u + 128u) << e;
+  *hi = *lo + (1ull << e) - 1u;
+}
+
+void amn_ahist_record(amn_ahist *h, uint64_t v) {
+  atomic_fetch_add_explicit(&h->b[bucket_of(v)], 1, memory_order_relaxed);
+  atomic_fetch_add_explicit(&h->count, 1, memory_order_relaxed);
+  uint64_t m = atomic_load_explicit(&h->max, memory_order_relaxed);
+  while (v > m && !atomic_compare_exchange_weak_explicit(&h->max, &m, v, memory_order_relaxed, memory_order_relaxed)) {
+  }
+  uint64_t inv = UINT64_MAX - v;
+  m = atomic_load_explicit(&h->min_inv, memory_order_relaxed);
+  while (inv > m &&
+         !atomic_compare_exchange_weak_explicit(&h->min_inv, &m, inv, memory_order_relaxed, memory_order_relaxed)) {
+  }
+}
+
+void amn_ahist_read(const amn_ahist *src, amn_hist *out) {
+  amn_hist_init(out);
+  for (unsigned i = 0; i < AMN_HIST_BUCKETS; i++) out->b[i] = atomic_load_explicit(&src->b[i], memory_order_relaxed);
+  out->count = atomic_load(&src->count);
+  if (out->count) {
+    out->max = atomic_load(&src->max);
+    out->min = UINT64_MAX - atomic_load(&src->min_inv);
+  }
+}

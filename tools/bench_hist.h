@@ -27,5 +27,18 @@ void amn_hist_merge(amn_hist *dst, const amn_hist *src);
  *  the sample of rank ceil(p * count), clamped to [min, max]; 0 if empty. */
 uint64_t amn_hist_percentile(const amn_hist *h, double p);
 double amn_hist_mean(const amn_hist *h);
+/** The values bucket i holds: [*lo, *hi] (i < AMN_HIST_BUCKETS). */
+void amn_hist_bucket_bounds(unsigned i, uint64_t *lo, uint64_t *hi);
+
+/** The same histogram, recorded into by several threads at once (relaxed
+ *  atomics; no sum, so no mean). Zeroed memory is an empty one (calloc). */
+typedef struct amn_ahist {
+  _Atomic uint64_t count, max, min_inv; /* min_inv = UINT64_MAX - min, 0 = empty */
+  _Atomic uint64_t b[AMN_HIST_BUCKETS];
+} amn_ahist;
+
+void amn_ahist_record(amn_ahist *h, uint64_t v);
+/** A plain copy of `src` (read when no thread records any more; sum = 0). */
+void amn_ahist_read(const amn_ahist *src, amn_hist *out);
 
 #endif

@@ -4,6 +4,7 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <pthread.h>
 #include <stdlib.h>
 
 #include <cmocka.h>
@@ -75,6 +76,66 @@ static void test_huge_value(void **st) {
   free(h);
 }
 
+/* The buckets tile the whole range: each starts one past the previous end,
+ * the first at 0, the last ends at UINT64_MAX >> 1 .. above; a value is in
+ * the bucket the histogram files it under. */
+static void test_bucket_bounds(void **st) {
+  uint64_t prev_hi = 0;
+  for (unsigned i = 0; i < AMN_HIST_BUCKETS; i++) {
+    uint64_t lo, hi;
+    amn_hist_bucket_bounds(i, &lo, &hi);
+    assert_true(lo <= hi);
+    if (i) assert_true(lo == prev_hi + 1);
+    else assert_true(lo == 0);
+    prev_hi = hi;
+    amn_hist *h = new_hist();
+    amn_hist_record(h, lo);
+    amn_hist_record(h, hi);
+    assert_int_equal(h->b[i], 2);
+    free(h);
+  }
+  assert_true(prev_hi == UINT64_MAX);
+}
+
+typedef struct {
+  amn_ahist *h;
+  uint64_t base;
+} rec_arg;
+
+static void *recorder(void *p) {
+  rec_arg *a = p;
+  for (uint64_t v = 1; v <= 100000; v++) amn_ahist_record(a->h, a->base + v);
+  return NULL;
+}
+
+/* Four threads record at once: nothing lost, min and max right, and the
+ * copy's percentiles as a plain histogram's of the same values. */
+static void test_atomic_hist(void **st) {
+  amn_ahist *h = calloc(1, sizeof *h);
+  amn_hist *plain = new_hist(), *copy = malloc(sizeof *copy);
+  assert_non_null(h);
+  assert_non_null(copy);
+  amn_ahist_read(h, copy);
+  assert_int_equal(copy->count, 0);
+  pthread_t t[4];
+  rec_arg args[4];
+  for (int i = 0; i < 4; i++) {
+    args[i] = (rec_arg){h, (uint64_t)i * 1000000};
+    assert_int_equal(pthread_create(&t[i], NULL, recorder, &args[i]), 0);
+  }
+  for (int i = 0; i < 4; i++) pthread_join(t[i], NULL);
+  for (int i = 0; i < 4; i++)
+    for (uint64_t v = 1; v <= 100000; v++) amn_hist_record(plain, (uint64_t)i * 1000000 + v);
+  amn_ahist_read(h, copy);
+  assert_int_equal(copy->count, 400000);
+  assert_int_equal(copy->min, 1);
+  assert_int_equal(copy->max, 3100000);
+  for (double p = 0.1; p < 1; p += 0.1) assert_int_equal(amn_hist_percentile(copy, p), amn_hist_percentile(plain, p));
+  free(h);
+  free(plain);
+  free(copy);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_empty),
@@ -82,6 +143,8 @@ int main(void) {
       cmocka_unit_test(test_relative_error),
       cmocka_unit_test(test_percentiles_and_merge),
       cmocka_unit_test(test_huge_value),
+      cmocka_unit_test(test_bucket_bounds),
+      cmocka_unit_test(test_atomic_hist),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -37,6 +37,10 @@ typedef struct cli {
   bool hex, json, force, certs_init_seen;
   long long connections, inflight, size;
   double duration, warmup;
+  double rps;                   /* bench --rps: calls per second, open loop; 0 = closed loop */
+  long long count;              /* bench -n: measured calls; 0 = until --duration */
+  bool duration_given;
+  const char *csv, *plot;       /* bench --csv FILE|-, --plot FILE.svg */
   const char *seen_name[64]; /* options given, to check them against the command */
   int seen_cmds[64];
   size_t seen_count;
@@ -62,6 +66,7 @@ uint64_t now_ns(void);
 long long parse_int(const char *flag, const char *s, long long lo, long long hi);
 double parse_duration(const char *flag, const char *s, double bare, double lo, double hi);
 long long parse_timeout_ms(const char *flag, const char *s);
+double parse_rate(const char *flag, const char *s);
 uint8_t *slurp(const char *path, size_t *len);
 
 /* main.c */

@@ -54,17 +54,29 @@ static const char usage_text[] =
     "  health [--service NAME]\n"
     "        prints SERVING or NOT_SERVING; exit 0 only when SERVING\n"
     "  bench [--connections C] [--inflight M] [--duration D] [--warmup D] [--size N]\n"
-    "        [--mode unary|stream] [--json]\n"
+    "        [--mode unary|stream] [--rps R] [-n|--count K] [--json] [--csv FILE|-]\n"
+    "        [--plot FILE.svg]\n"
     "        load test against the echo service: C clients (each with its own pool\n"
-    "        over all URLs), M calls in flight in total, N-byte payloads, measured\n"
-    "        for D after the warm-up (durations: 1.5s, 500ms, 2m; a bare number is\n"
-    "        seconds). The summary counts calls and failures per URL; a unary call\n"
-    "        that failed is sent again after 10 ms (no busy loop).\n"
+    "        over all URLs), N-byte payloads, measured for D after the warm-up\n"
+    "        (durations: 1.5s, 500ms, 2m; a bare number is seconds), or until K\n"
+    "        calls after the warm-up were measured (-n; --duration then only bounds\n"
+    "        the run). Closed loop by default: M calls in flight, each sent again\n"
+    "        when it ends (a unary call that failed after 10 ms: no busy loop).\n"
+    "        --rps R: open loop, unary calls sent at R per second whatever the\n"
+    "        server does (at most M in flight: more wait, and count as late);\n"
+    "        latency counts from each call's intended send time, so a stalled\n"
+    "        server shows in the percentiles instead of hiding (coordinated\n"
+    "        omission). The summary counts calls and failures per URL.\n"
     "        Defaults: C=1 M=1 D=10s warmup=1s N=64 unary. --json: one JSON object with\n"
-    "        qps, mb_per_s (payload bytes both ways), p50_us .. p999_us, max_us, errors,\n"
-    "        calls, connections, inflight, size, mode, duration_s, retries and\n"
-    "        endpoints (per URL: url, transport, calls, ok, failed, connects,\n"
-    "        connect_failures)\n"
+    "        loop (closed|open), rps, count, qps, mb_per_s (payload bytes both ways),\n"
+    "        min_us, mean_us, p50_us .. p999_us, max_us, errors, calls, connections,\n"
+    "        inflight, size, mode, duration_s, warmup_s, late_sends, max_backlog,\n"
+    "        histogram (every non-empty bucket: [low_ns, high_ns, calls]), series\n"
+    "        (per second of sending, warm-up included: t, warmup, calls, errors,\n"
+    "        p50_us .. p999_us, max_us), retries and endpoints (per URL: url,\n"
+    "        transport, calls, ok, failed, connects, connect_failures).\n"
+    "        --csv FILE: the series as CSV (- = stdout); --plot FILE.svg: the\n"
+    "        percentiles over time and the latency histogram, drawn by gnuplot\n"
     "  certs init [DIR] [--force]\n"
     "        creates a development PKI (default: the default PKI directory)\n"
     "\n"
@@ -120,7 +132,8 @@ void parse_cli(int argc, char **argv, cli *o) {
       {"signature", C_EXEC, true},  {"hex", C_EXEC | C_STREAM, false}, {"json", C_EXEC | C_BENCH, false},
       {"service", C_HEALTH, true},  {"connections", C_BENCH, true}, {"inflight", C_BENCH, true},
       {"duration", C_BENCH, true},  {"warmup", C_BENCH, true},     {"size", C_BENCH, true},
-      {"mode", C_BENCH, true},      {"force", C_CERTS, false},     {"idempotent", C_EXEC | C_BENCH, false},
+      {"mode", C_BENCH, true},      {"rps", C_BENCH, true},        {"count", C_BENCH, true},
+      {"csv", C_BENCH, true},       {"plot", C_BENCH, true},      {"force", C_CERTS, false},     {"idempotent", C_EXEC | C_BENCH, false},
   };
   for (int i = 1; i < argc; i++) {
     const char *a = argv[i];
@@ -136,6 +149,7 @@ void parse_cli(int argc, char **argv, cli *o) {
       o->log_level = "debug";
       continue;
     }
+    if (strcmp(a, "-n") == 0) a = "--count"; /* like h2load and ab */
     if (strncmp(a, "--", 2) != 0 || a[2] == 0) {
       /* positional: URL(s), then the command, then (certs) its arguments */
       if (!o->cmd) {
@@ -199,10 +213,14 @@ void parse_cli(int argc, char **argv, cli *o) {
     else if (!strcmp(n, "service")) o->service = v;
     else if (!strcmp(n, "connections")) o->connections = parse_int("--connections", v, 1, 1024);
     else if (!strcmp(n, "inflight")) o->inflight = parse_int("--inflight", v, 1, 100000);
-    else if (!strcmp(n, "duration")) o->duration = parse_duration("--duration", v, 1, 0.001, 1e6);
+    else if (!strcmp(n, "duration")) o->duration = parse_duration("--duration", v, 1, 0.001, 1e6), o->duration_given = true;
     else if (!strcmp(n, "warmup")) o->warmup = parse_duration("--warmup", v, 1, 0, 1e6);
     else if (!strcmp(n, "size")) o->size = parse_int("--size", v, 0, 2147483647);
     else if (!strcmp(n, "mode")) o->mode = v;
+    else if (!strcmp(n, "rps")) o->rps = parse_rate("--rps", v);
+    else if (!strcmp(n, "count")) o->count = parse_int("--count", v, 1, 1000000000000LL);
+    else if (!strcmp(n, "csv")) o->csv = v;
+    else if (!strcmp(n, "plot")) o->plot = v;
     else if (!strcmp(n, "force")) o->force = true;
     else if (!strcmp(n, "idempotent")) o->idempotent = true;
   }
@@ -223,6 +241,8 @@ void parse_cli(int argc, char **argv, cli *o) {
       die("--mode: expected unary or stream, got '%s'", o->mode);
     if (o->inflight < o->connections)
       die("--inflight (%lld) must be at least --connections (%lld)", o->inflight, o->connections);
+    if (o->rps > 0 && strcmp(o->mode, "unary") != 0)
+      die("--rps sends unary calls at a constant rate; --mode stream is closed loop only");
   }
 }
 

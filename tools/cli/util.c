@@ -87,6 +87,16 @@ double parse_duration(const char *flag, const char *s, double bare, double lo, d
   return v;
 }
 
+/* A rate in calls per second: a positive decimal number (at most 10 million). */
+double parse_rate(const char *flag, const char *s) {
+  char *end;
+  errno = 0;
+  double v = strtod(s, &end);
+  if (end == s || *end || errno || !(v > 0) || v > 1e7)
+    die("%s: '%s' is not a rate (calls per second, more than 0 and at most 10000000)", flag, s);
+  return v;
+}
+
 /* --timeout: a duration in whole milliseconds (a bare number is ms). */
 long long parse_timeout_ms(const char *flag, const char *s) {
   double v = parse_duration(flag, s, 1e-3, 0, 2147483.647);
