@@ -2,8 +2,9 @@
 /*
  * amaters-netd — the amaters-net server daemon.
  *
- * Serves the AmateRS service with the built-in echo handlers (and the gRPC
- * health service) over HTTP/2 with mutual TLS. Settings come from, in
+ * Serves the AmateRS service with the built-in echo handlers or a plug-in's
+ * (--handler, include/amn/plugin.h), and the gRPC health service, over
+ * HTTP/2 and HTTP/3 with mutual TLS. Settings come from, in
  * increasing priority: built-in defaults, --config FILE, AMATERS_NET_*
  * environment variables, command-line flags. SIGINT/SIGTERM stop it
  * gracefully (exit 0); a second signal during the drain exits at once.
@@ -29,13 +30,15 @@
 #include <time.h>
 
 #include "amn/amn.h"
+#include "netd_handler.h"
 
 #define PROG "amaters-netd"
 #define EXIT_USAGE 2
 
 static const char usage_text[] =
     "usage: " PROG " [options]\n"
-    "Serves amaters.v1.AmateRS (echo handlers) and grpc.health.v1.Health over gRPC.\n"
+    "Serves amaters.v1.AmateRS (the echo handlers, or a plug-in's) and grpc.health.v1.Health\n"
+    "over gRPC.\n"
     "Without options: mTLS on 127.0.0.1:7878 with the development PKI in the default\n"
     "PKI directory (created if missing).\n"
     "\n"
@@ -62,6 +65,9 @@ static const char usage_text[] =
     "  --admin [HOST:]PORT    admin HTTP listener: GET /metrics (Prometheus text format)\n"
     "                         and /healthz; HOST defaults to 127.0.0.1 (off by default)\n"
     "  --max-message BYTES    largest message either way (suffix k/m allowed)\n"
+    "  --handler echo|PATH.so the handlers: the built-in echo (default), or a plug-in\n"
+    "                         (a shared object, see amn/plugin.h; the path needs a '/')\n"
+    "  --handler-arg STRING   a string given to the plug-in's init (its own settings)\n"
     "  --help, --version\n"
     "Signals: SIGINT/SIGTERM drain and stop; SIGHUP reloads the TLS certificate, key and CA;\n"
     "SIGUSR1 / SIGUSR2 make the log one level more / less verbose.\n"
@@ -113,6 +119,7 @@ static amn_transport parse_transport(const char *what, const char *s) {
 /* Command-line flags; NULL / -1 = not given. */
 typedef struct flags {
   const char *config, *listen, *cert, *key, *ca, *pki_dir, *transport, *log_level, *log_format, *admin;
+  const char *handler, *handler_arg;
   int insecure, allow_tls12, access_log, check;
   long long threads, max_message;
 } flags;
@@ -129,6 +136,7 @@ static void parse_flags(int argc, char **argv, flags *f) {
       {"ca", offsetof(flags, ca)},               {"pki-dir", offsetof(flags, pki_dir)},
       {"transport", offsetof(flags, transport)}, {"log-level", offsetof(flags, log_level)},
       {"log-format", offsetof(flags, log_format)}, {"admin", offsetof(flags, admin)},
+      {"handler", offsetof(flags, handler)},     {"handler-arg", offsetof(flags, handler_arg)},
       {"threads", 0},                            {"max-message", 0}, /* integers: parsed below */
   };
   for (int i = 1; i < argc; i++) {
@@ -326,10 +334,25 @@ int main(int argc, char **argv) {
     }
   }
 
+  /* The handlers: the built-in echo or a plug-in, loaded (and its ABI
+   * checked) before anything starts; --check-config goes no further. */
+  netd_handler handler;
+  const char *handler_spec = f.handler ? f.handler : cfg.server.handler ? cfg.server.handler : "echo";
+  const char *handler_arg = f.handler_arg ? f.handler_arg : f.handler ? NULL : cfg.server.handler_arg;
+  if (netd_handler_open(&handler, handler_spec, err, sizeof err) != 0) {
+    char where[4200];
+    if (!f.handler && amn_config_where(&cfg, "server.handler", where, sizeof where) == 0)
+      die("%s: server.handler: %s", where, err);
+    die("%s%s", f.handler ? "--handler: " : "", err);
+  }
+
   amn_server *srv = NULL;
   if (pki_pending) o.tls.insecure = true, o.transport = AMN_TRANSPORT_H2; /* the options alone */
   if (amn_server_new(&srv, &o, err, sizeof err) != 0) die("%s", err);
-  if (amn_server_use_echo(srv) != 0) die("cannot register the echo handlers");
+  if (!f.check && netd_handler_init(&handler, srv, handler_arg, err, sizeof err) != 0) {
+    amn_server_free(srv);
+    die("%s", err);
+  }
   if (f.check) {
     amn_server_free(srv);
     printf(PROG ": configuration %s%s is valid\n", f.config ? f.config : "(defaults, environment and flags)",
@@ -358,9 +381,13 @@ int main(int argc, char **argv) {
   signal(SIGPIPE, SIG_IGN);
 
   if (amn_server_start(srv, err, sizeof err) != 0) {
+    netd_handler_fini(&handler);
     amn_server_free(srv);
     die("cannot start: %s", err);
   }
+  if (handler.dl)
+    say(AMN_LOG_INFO, "handlers: the plug-in %s %s from %s", handler.plugin->name ? handler.plugin->name : "(unnamed)",
+        handler.plugin->version ? handler.plugin->version : "", handler_spec);
   amn_admin *admin = NULL;
   if (admin_addr[0]) {
     if (amn_admin_start(&admin, srv, admin_addr, err, sizeof err) != 0) {
@@ -419,6 +446,7 @@ int main(int argc, char **argv) {
   pthread_sigmask(SIG_UNBLOCK, &stop_set, NULL);
   amn_server_wait(srv);
   amn_admin_stop(admin); /* /healthz said "draining" until now */
+  netd_handler_fini(&handler); /* the plug-in finishes the calls it still holds */
   amn_server_free(srv);
   say(AMN_LOG_INFO, "stopped");
   amn_config_free(&cfg);

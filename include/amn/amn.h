@@ -8,4 +8,5 @@
 #include "proto.h"
 #include "server.h"
 #include "client.h"
+#include "plugin.h"
 #endif

@@ -69,6 +69,8 @@ static const keydef keys[] = {
     {"server", "max_server_buffer_bytes", K_INT, OFF(server, max_server_buffer_bytes), 0, INT64_C(1) << 40, NULL},
     {"server", "pki_dir", K_STR, OFF(server, pki_dir), 0, 0, NULL},
     {"server", "insecure", K_BOOL, OFF(server, insecure), 0, 0, NULL},
+    {"server", "handler", K_STR, OFF(server, handler), 0, 0, NULL},
+    {"server", "handler_arg", K_STR, OFF(server, handler_arg), 0, 0, NULL},
     {"admin", "bind_address", K_ADDR, OFF(admin, bind_address), 0, 0, NULL},
     {"log", "access", K_BOOL, OFF(log, access), 0, 0, NULL},
     {"log", "format", K_ENUM, OFF(log, format), 0, 0, log_formats},
