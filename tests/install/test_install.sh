@@ -25,7 +25,7 @@ soname=$(readelf -d "$libdir/libamaters-net.so" | sed -n 's/.*(SONAME).*\[\(.*\)
 [ "$soname" = "libamaters-net.so.${version%.*}" ] || fail "soname '$soname', expected libamaters-net.so.${version%.*}"
 [ -L "$libdir/libamaters-net.so" ] && [ -L "$libdir/$soname" ] && [ -f "$libdir/libamaters-net.so.$version" ] ||
   fail "shared library links: $(ls "$libdir")"
-for f in include/amn/amn.h include/amn/common.h include/amn/server.h include/amn/client.h \
+for f in include/amn/amn.h include/amn/common.h include/amn/server.h include/amn/client.h include/amn/plugin.h \
          share/amaters-net/proto/amaters.proto share/amaters-net/proto/health.proto \
          share/doc/amaters-net/amaters-net.toml share/doc/amaters-net/LICENSE-MIT share/doc/amaters-net/LICENSE-APACHE \
          share/man/man1/amaters-cli.1 share/man/man5/amaters-net.toml.5 share/man/man8/amaters-netd.8 \
@@ -62,6 +62,23 @@ pkgconfig)
     $(pkg-config --cflags amaters-net) ${libs/-lamaters-net/-l:libamaters-net.a}
   ! needs_libamn "$work/consumer-static" || fail "the static build uses libamaters-net.so"
   run static "$work/consumer-static"
+  # A handler plug-in built as the README says (headers only, nothing linked),
+  # run by the installed amaters-netd and called by the installed amaters-cli.
+  $cc $cflags -shared -fPIC -o "$work/plugin.so" "$src/tests/install/consumer/plugin.c" $(pkg-config --cflags amaters-net)
+  ! needs_libamn "$work/plugin.so" || fail "the plug-in links libamaters-net.so"
+  "$prefix/sbin/amaters-netd" --listen 127.0.0.1:0 --pki-dir "$work/pki-plugin" --transport h2 \
+    --handler "$work/plugin.so" >"$work/plugin.log" 2>&1 &
+  netd=$!
+  trap 'kill $netd 2>/dev/null || true' EXIT
+  for _ in $(seq 1 100); do grep -q "listening on" "$work/plugin.log" && break; sleep 0.1; done
+  port=$(sed -n 's/.*listening on 127\.0\.0\.1:\([0-9]*\).*/\1/p' "$work/plugin.log" | head -1)
+  [ -n "$port" ] || fail "amaters-netd with the plug-in did not start: $(cat "$work/plugin.log")"
+  out=$("$prefix/bin/amaters-cli" --pki-dir "$work/pki-plugin" "https://127.0.0.1:$port" execute --data hi 2>&1) ||
+    fail "the call to the plug-in failed: $out"
+  [ "$out" = "plugin: hi" ] || fail "the plug-in answered '$out'"
+  kill -TERM $netd
+  wait $netd || fail "amaters-netd with the plug-in did not stop cleanly: $(cat "$work/plugin.log")"
+  echo "plugin: $out"
   ;;
 cmake)
   for kind in shared static; do
