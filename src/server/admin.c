@@ -20,12 +20,12 @@
 #include <sys/time.h>
 #include <unistd.h>
 
+#include "server/admin_req.h"
 #include "server/server_internal.h"
 #include "util/addr.h"
 #include "util/log.h"
 
 #define ADMIN_IO_TIMEOUT_S 2
-#define ADMIN_REQ_MAX 8192
 
 struct amn_admin {
   amn_server *srv;
@@ -81,49 +81,40 @@ static void serve_one(amn_admin *a, int fd) {
   struct timeval tv = {ADMIN_IO_TIMEOUT_S, 0};
   setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
   setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
-  char req[ADMIN_REQ_MAX + 1];
+  char req[AMN_ADMIN_REQ_MAX];
   size_t got = 0;
-  while (got < ADMIN_REQ_MAX) { /* until the end of the request's header block */
-    ssize_t r = recv(fd, req + got, ADMIN_REQ_MAX - got, 0);
+  while (got < sizeof req) { /* until the end of the request's header block */
+    ssize_t r = recv(fd, req + got, sizeof req - got, 0);
     if (r < 0 && errno == EINTR) continue;
     if (r <= 0) break;
     got += (size_t)r;
-    req[got] = 0;
-    if (strstr(req, "\r\n\r\n") || strstr(req, "\n\n")) break;
+    if (amn_admin_request_complete(req, got)) break;
   }
-  req[got] = 0;
   static const char txt[] = "text/plain; charset=utf-8";
-  char *eol = strpbrk(req, "\r\n");
-  if (!eol) {
-    if (got >= ADMIN_REQ_MAX) respond(fd, 431, "Request Header Fields Too Large", txt, "request too large\n", 18, false);
-    return; /* nothing complete: the client went away or was too slow */
-  }
-  *eol = 0;
-  char method[16], target[256], version[16];
-  if (sscanf(req, "%15s %255s %15s", method, target, version) != 3 || strncmp(version, "HTTP/1.", 7) != 0) {
-    respond(fd, 400, "Bad Request", txt, "bad request\n", 12, false);
+  bool head = false;
+  switch (amn_admin_route_request(req, got, &head)) {
+  case AMN_ADMIN_INCOMPLETE: return; /* nothing complete: the client went away or was too slow */
+  case AMN_ADMIN_TOO_LARGE:
+    respond(fd, 431, "Request Header Fields Too Large", txt, "request too large\n", 18, false);
     return;
-  }
-  bool head = strcmp(method, "HEAD") == 0;
-  if (!head && strcmp(method, "GET") != 0) {
-    respond(fd, 405, "Method Not Allowed", txt, "GET or HEAD only\n", 17, false);
-    return;
-  }
-  char *q = strchr(target, '?');
-  if (q) *q = 0;
-  if (strcmp(target, "/metrics") == 0) {
+  case AMN_ADMIN_BAD_REQUEST: respond(fd, 400, "Bad Request", txt, "bad request\n", 12, false); return;
+  case AMN_ADMIN_BAD_METHOD: respond(fd, 405, "Method Not Allowed", txt, "GET or HEAD only\n", 17, false); return;
+  case AMN_ADMIN_METRICS: {
     size_t len = 0;
     char *body = metrics_text(a->srv, &len);
     if (!body) respond(fd, 500, "Internal Server Error", txt, "out of memory\n", 14, head);
     else respond(fd, 200, "OK", "text/plain; version=0.0.4; charset=utf-8", body, len, head);
     free(body);
-  } else if (strcmp(target, "/healthz") == 0) {
+    return;
+  }
+  case AMN_ADMIN_HEALTHZ: {
     amn_server_stats st;
     amn_server_get_stats(a->srv, &st);
     if (st.draining) respond(fd, 503, "Service Unavailable", txt, "draining\n", 9, head);
     else respond(fd, 200, "OK", txt, "ok\n", 3, head);
-  } else {
-    respond(fd, 404, "Not Found", txt, "not found: /metrics or /healthz\n", 32, head);
+    return;
+  }
+  case AMN_ADMIN_NOT_FOUND: respond(fd, 404, "Not Found", txt, "not found: /metrics or /healthz\n", 32, head); return;
   }
 }
 
