@@ -245,6 +245,8 @@ typedef struct amn_server_stats {
     uint64_t connections;        /**< QUIC connections created */
     uint64_t handshakes;         /**< ... that completed the handshake */
     uint64_t handshake_timeouts;
+    uint64_t handshake_failures; /**< connections closed during the handshake, not for time
+                                      (refused certificate, TLS or QUIC error, server stop) */
     uint64_t resumed;            /**< handshakes resumed from a session ticket */
     uint64_t early_accepted;     /**< 0-RTT accepted */
     uint64_t early_rejected;     /**< 0-RTT offered and refused (replay, stale ticket, too late) */

@@ -141,6 +141,7 @@ int amn_m_snapshot(amn_server *s, const amn_server_stats *st, amn_server_metrics
   h3->opened = r->stats.quic.connections;
   h3->handshakes = r->stats.quic.handshakes;
   h3->handshake_timeouts = r->stats.quic.handshake_timeouts;
+  h3->handshake_failures = r->stats.quic.handshake_failures;
   h3->handshaking = r->stats.quic.handshaking;
   h3->closing = r->stats.quic.closing;
   h3->open = diff(h3->opened, h3_closed + h3->handshaking + h3->closing);

@@ -416,6 +416,7 @@ int amn_server_get_stats(amn_server *s, amn_server_stats *out) {
   out->quic.connections = h.conns_accepted;
   out->quic.handshakes = h.handshakes_done;
   out->quic.handshake_timeouts = h.handshake_timeouts;
+  out->quic.handshake_failures = h.handshake_failures;
   out->quic.resumed = h.resumed;
   out->quic.early_accepted = h.early_accepted;
   out->quic.early_rejected = h.early_rejected;

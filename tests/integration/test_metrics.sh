@@ -4,8 +4,8 @@
 # server's metrics in Prometheus text format on a port of its own.
 #   - calls over HTTP/2 and HTTP/3 move the counters by exactly what they were:
 #     calls started and finished by method, transport and status, message
-#     sizes, bytes in and out, handshakes; a client without a certificate is a
-#     failed handshake; HTTP/3 connections report their RTT when they end;
+#     sizes, bytes in and out, handshakes; a client without a certificate (TCP)
+#     or with one from another CA (QUIC) is a failed handshake; HTTP/3 connections report their RTT when they end;
 #   - `promtool check metrics` accepts the text;
 #   - a real Prometheus (Debian package prometheus, on 127.0.0.1 only, data
 #     in the work directory) scrapes the daemon, and its query API returns the
@@ -93,6 +93,11 @@ try: s.recv(100)
 except Exception: pass
 PY
 poll_metric 'amn_server_handshakes_total{transport="h2",result="failed"}' 1 || bad "no failed HTTP/2 handshake counted"
+# a QUIC client whose certificate comes from another CA: a failed HTTP/3 handshake
+"$bin/amaters-cli" certs init pki2 >/dev/null
+timeout 30 "$bin/amaters-cli" --ca pki/ca.pem --cert pki2/client.pem --key pki2/client-key.pem --timeout 3000 \
+  --transport h3 "https://127.0.0.1:$port" health >/dev/null 2>&1 || true
+poll_metric 'amn_server_handshakes_total{transport="h3",result="failed"}' 1 || bad "no failed HTTP/3 handshake counted"
 # QUIC connections report their RTT once their closing period is over
 poll_metric 'amn_server_quic_rtt_seconds_count' 3 || bad "the three QUIC connections' RTT not counted"
 get "$murl/metrics" >m1.txt

@@ -66,6 +66,7 @@ typedef struct amn_h3_server_stats {
   uint64_t conns_accepted;       /* QUIC connections created */
   uint64_t handshakes_done;      /* ... that completed the handshake */
   uint64_t handshake_timeouts;
+  uint64_t handshake_failures;   /* closed during the handshake, not for time */
   uint64_t resumed;              /* handshakes resumed from a session ticket */
   uint64_t early_accepted;       /* 0-RTT accepted */
   uint64_t early_rejected;       /* 0-RTT offered but refused (replay, stale, too late) */

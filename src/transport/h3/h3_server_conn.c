@@ -148,6 +148,7 @@ void amn_h3s_conn_free(h3_sconn *sc, const char *why) {
   amn_h3_listener *l = sc->l;
   amn_st_loop *loop = l->loop;
   AMN_DEBUG("QUIC connection from %s closed: %s", sc->addr, why);
+  if (sc->counted_hs && !sc->hs_timed_out) STAT(l, handshake_failures);
   hs_done(sc);
   if (l->hello_sc == sc) l->hello_sc = NULL;
   amn_h3s_streams_detach_all(sc, "connection closed");
@@ -255,6 +256,7 @@ static void sc_on_error(h3_sconn *sc, int rv) {
     if (rv == NGTCP2_ERR_HANDSHAKE_TIMEOUT) {
       /* INFO: a client that gave up, a lost path, or a handshake flood */
       STAT(sc->l, handshake_timeouts);
+      sc->hs_timed_out = true;
       AMN_INFO("connection from %s: QUIC handshake timed out (%u ms)", sc->addr,
                sc->l->loop->cfg->handshake_timeout_ms);
       amn_h3s_conn_free(sc, "handshake timeout");

@@ -48,6 +48,7 @@ struct h3_sconn {
   bool have_peer;
   bool notice_sent, shutdown_sent; /* graceful drain: GOAWAY notice, then final GOAWAY */
   bool counted_hs;              /* counted in l->nhandshaking */
+  bool hs_timed_out;            /* closed for handshake_timeout_ms (not a handshake failure) */
   bool uncounted;               /* no longer in the server's connection count (closing / draining) */
   bool early_offered;           /* the ClientHello offered 0-RTT */
   bool peer_from_ticket;        /* `peer` came from the identity cache (resumption) */
@@ -76,7 +77,7 @@ typedef struct h3_group {
   amn_h3_replay *replay;        /* 0-RTT ClientHellos seen */
   amn_h3_replay *ids;           /* client identity by session ticket (for 0-RTT) */
   struct {
-    atomic_ullong conns_accepted, handshakes_done, handshake_timeouts, resumed, early_accepted, early_rejected,
+    atomic_ullong conns_accepted, handshakes_done, handshake_timeouts, handshake_failures, resumed, early_accepted, early_rejected,
         replays_detected, early_calls, retries_sent, retry_tokens_ok, new_tokens_ok, tokens_bad, stateless_resets,
         version_negotiations, path_validations, key_updates;
     atomic_uint handshaking;
