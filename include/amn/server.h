@@ -257,6 +257,8 @@ typedef struct amn_server_stats {
     uint64_t new_tokens_ok;      /**< Initial packets with a valid NEW_TOKEN token */
     uint64_t tokens_bad;         /**< invalid or expired tokens */
     uint64_t stateless_resets;   /**< sent for packets of unknown connections */
+    uint64_t stateless_resets_limited; /**< not sent: over the rate limit (per event loop, at most 100
+                                            per 100 ms: a flood of such packets gets few answers) */
     uint64_t version_negotiations; /**< sent for unsupported QUIC versions */
     uint64_t path_validations;   /**< successful validations of a new client address */
     uint64_t key_updates;        /**< 1-RTT key generations installed after the first */

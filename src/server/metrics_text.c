@@ -208,6 +208,7 @@ size_t amn_metrics_render(const amn_server_metrics *m, char *buf, size_t cap) {
         E("resumed", resumed),           E("early_accepted", early_accepted),   E("early_calls", early_calls),
         E("replays_detected", replays_detected), E("retries_sent", retries_sent), E("retry_tokens_ok", retry_tokens_ok),
         E("new_tokens_ok", new_tokens_ok), E("stateless_resets", stateless_resets),
+        E("stateless_resets_limited", stateless_resets_limited),
         E("version_negotiations", version_negotiations), E("path_validations", path_validations),
         E("key_updates", key_updates),
 #undef E

@@ -427,6 +427,7 @@ int amn_server_get_stats(amn_server *s, amn_server_stats *out) {
   out->quic.new_tokens_ok = h.new_tokens_ok;
   out->quic.tokens_bad = h.tokens_bad;
   out->quic.stateless_resets = h.stateless_resets;
+  out->quic.stateless_resets_limited = h.stateless_resets_limited;
   out->quic.version_negotiations = h.version_negotiations;
   out->quic.path_validations = h.path_validations;
   out->quic.key_updates = h.key_updates;

@@ -1306,6 +1306,51 @@ static void test_conn_stateless_reset(void **st) {
   srv_free(s);
 }
 
+/* A flood of short-header packets for unknown connections (spoofed sources
+ * could aim the answers at a victim): a loop sends at most 100 stateless
+ * resets per 100 ms and counts the others as limited; every packet is one
+ * or the other. One loop, so the limit is that loop's. */
+static void test_conn_stateless_reset_limit(void **st) {
+  (void)st;
+  srv_cfg sc = {.threads = 1};
+  amn_server *s = srv_start(&sc);
+  int fd = raw_socket();
+  int rcv = 1 << 20;
+  setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &rcv, sizeof rcv);
+  struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons(amn_server_port(s))};
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  enum { N = 1000 };
+  double t0 = now_s();
+  for (int i = 0; i < N; i++) {
+    uint8_t pkt[60];
+    for (size_t k = 0; k < sizeof pkt; k++) pkt[k] = (uint8_t)(i * 131 + k * 17 + 3);
+    pkt[0] = 0x40 | 0x01;
+    assert_int_equal(sendto(fd, pkt, sizeof pkt, 0, (struct sockaddr *)&a, sizeof a), (ssize_t)sizeof pkt);
+  }
+  amn_h3_server_stats ss = {0};
+  for (int w = 0; w < 500; w++) { /* until the server has judged every packet (loopback drops none) */
+    amn_server_h3_stats(s, &ss);
+    if (ss.stateless_resets + ss.stateless_resets_limited >= N) break;
+    usleep(10000);
+  }
+  double el = now_s() - t0;
+  fprintf(stderr, "# %d packets in %.3f s: %llu stateless resets sent, %llu limited\n", N, el,
+          (unsigned long long)ss.stateless_resets, (unsigned long long)ss.stateless_resets_limited);
+  assert_int_equal(ss.stateless_resets + ss.stateless_resets_limited, N);
+  assert_true(ss.stateless_resets >= 100); /* the first window's answers all went out */
+  assert_true((double)ss.stateless_resets <= 100.0 * (el / 0.1 + 1.0));
+  assert_true(ss.stateless_resets_limited > 0);
+  /* the resets arrived: as many as were sent (a few KiB, within the buffer) */
+  int got = 0;
+  uint8_t out[1500];
+  struct timeval tv = {0, 200000};
+  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  while (recv(fd, out, sizeof out, 0) > 0) got++;
+  assert_int_equal(got, (int)ss.stateless_resets);
+  close(fd);
+  srv_free(s);
+}
+
 /* A server restarted with a configured QUIC secret (amn_server_opts.
  * quic_secret): the old server goes away unheard, a new one with `next`
  * takes the port. With the same secret, the client recognises the new
@@ -2380,14 +2425,15 @@ static bool vn_reset_reached(void *p) {
   vn_reset_counts *w = p;
   amn_h3_server_stats ss;
   amn_server_h3_stats(w->s, &ss);
-  return ss.stateless_resets >= w->resets && ss.version_negotiations >= w->vns;
+  return ss.stateless_resets + ss.stateless_resets_limited >= w->resets && ss.version_negotiations >= w->vns;
 }
 
 /* Garbage datagrams at a bounded rate (bursts of 16, paced), of each kind
  * from its own socket, while a legitimate client makes calls. The server
  * answers only as RFC 9000 allows: a stateless reset (smaller than its
- * trigger, at most 82 bytes) for each short-header packet of 23 bytes or
- * more for an unknown connection, nothing for shorter ones; a Version
+ * trigger, at most 82 bytes) for a short-header packet of 23 bytes or
+ * more for an unknown connection (at most 100 per loop per 100 ms, the
+ * others counted as limited), nothing for shorter ones; a Version
  * Negotiation only for long headers of an unknown version in datagrams of
  * 1200 bytes or more; nothing for a Version Negotiation packet, nor for
  * Initials it cannot decrypt (and it keeps no connection for them); never
@@ -2441,7 +2487,8 @@ static void test_abuse_garbage_datagrams(void **st) {
   /* every reset and Version Negotiation the server counted has been sent:
    * wait for the counters, then give stragglers a moment (nothing should
    * come for the kinds that get no answer) */
-  vn_reset_counts want = {s, before.stateless_resets + g[1].n, before.version_negotiations + g[3].n};
+  vn_reset_counts want = {s, before.stateless_resets + before.stateless_resets_limited + g[1].n,
+                          before.version_negotiations + g[3].n};
   assert_true(amn_t_poll(vn_reset_reached, &want, 10000));
   negative_check_ms(300);
   uint64_t sent = 0, sent_bytes = 0, answered = 0, resets = 0, vns = 0;
@@ -2464,8 +2511,8 @@ static void test_abuse_garbage_datagrams(void **st) {
   }
   fprintf(stderr, "# %llu datagrams (%llu bytes) in %.2f s; %llu bytes answered\n", (unsigned long long)sent,
           (unsigned long long)sent_bytes, el, (unsigned long long)answered);
-  assert_int_equal(g[1].resets, g[1].n); /* one reset each, none lost on loopback */
-  assert_int_equal(g[1].answers, g[1].n);
+  assert_true(g[1].resets > 0 && g[1].resets <= g[1].n); /* one each, unless over the rate limit */
+  assert_int_equal(g[1].answers, g[1].resets);
   assert_int_equal(g[2].answers, 0);
   assert_int_equal(g[3].vns, g[3].n);
   assert_int_equal(g[3].answers, g[3].n);
@@ -2475,12 +2522,15 @@ static void test_abuse_garbage_datagrams(void **st) {
   assert_true(g[0].vns <= g[0].long1200); /* random datagrams: a VN only for long headers of 1200 bytes */
   amn_h3_server_stats after;
   amn_server_h3_stats(s, &after);
-  fprintf(stderr, "# server: stateless resets +%llu, version negotiations +%llu, connections +%llu, "
+  fprintf(stderr, "# server: stateless resets +%llu (+%llu limited), version negotiations +%llu, connections +%llu, "
                   "handshaking %u\n",
           (unsigned long long)(after.stateless_resets - before.stateless_resets),
+          (unsigned long long)(after.stateless_resets_limited - before.stateless_resets_limited),
           (unsigned long long)(after.version_negotiations - before.version_negotiations),
           (unsigned long long)(after.conns_accepted - before.conns_accepted), after.handshaking);
-  assert_int_equal(after.stateless_resets - before.stateless_resets, resets);
+  assert_int_equal(after.stateless_resets - before.stateless_resets, resets); /* none lost on loopback */
+  assert_true(after.stateless_resets + after.stateless_resets_limited - before.stateless_resets -
+                  before.stateless_resets_limited >= g[1].n);
   assert_int_equal(after.version_negotiations - before.version_negotiations, vns);
   assert_int_equal(after.handshaking, 0); /* no state kept for undecryptable Initials */
   legit_stop(&l, "legitimate client during the garbage");
@@ -3037,6 +3087,7 @@ int main(int argc, char **argv) {
     const struct CMUnitTest t[] = {
         cmocka_unit_test(test_conn_version_negotiation),
         cmocka_unit_test(test_conn_stateless_reset),
+        cmocka_unit_test(test_conn_stateless_reset_limit),
         cmocka_unit_test(test_conn_reset_secret_restart),
         cmocka_unit_test(test_conn_reset_secret_differs),
         cmocka_unit_test(test_conn_max_connections),

@@ -77,6 +77,7 @@ typedef struct amn_h3_server_stats {
   uint64_t new_tokens_ok;        /* Initials with a valid NEW_TOKEN token */
   uint64_t tokens_bad;           /* invalid / expired tokens */
   uint64_t stateless_resets;     /* sent for packets of unknown connections */
+  uint64_t stateless_resets_limited; /* not sent: over the rate limit */
   uint64_t version_negotiations; /* sent for unsupported versions */
   uint64_t path_validations;     /* successful validations of a new client address */
   uint64_t key_updates;          /* 1-RTT key generations installed after the first */

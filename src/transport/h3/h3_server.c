@@ -265,7 +265,7 @@ void amn_h3s_stats(amn_st_loop *first, amn_h3_server_stats *o) {
 #define C(f) o->f = atomic_load(&g->st.f)
   C(conns_accepted); C(handshakes_done); C(handshake_timeouts); C(handshake_failures); C(resumed); C(early_accepted); C(early_rejected);
   C(replays_detected); C(early_calls); C(retries_sent); C(retry_tokens_ok); C(new_tokens_ok); C(tokens_bad);
-  C(stateless_resets); C(version_negotiations); C(path_validations); C(key_updates);
+  C(stateless_resets); C(stateless_resets_limited); C(version_negotiations); C(path_validations); C(key_updates);
 #undef C
   o->handshaking = atomic_load(&g->st.handshaking);
   o->conns_closing = atomic_load(&g->st.closing);

@@ -78,7 +78,7 @@ typedef struct h3_group {
   amn_h3_replay *ids;           /* client identity by session ticket (for 0-RTT) */
   struct {
     atomic_ullong conns_accepted, handshakes_done, handshake_timeouts, handshake_failures, resumed, early_accepted, early_rejected,
-        replays_detected, early_calls, retries_sent, retry_tokens_ok, new_tokens_ok, tokens_bad, stateless_resets,
+        replays_detected, early_calls, retries_sent, retry_tokens_ok, new_tokens_ok, tokens_bad, stateless_resets, stateless_resets_limited,
         version_negotiations, path_validations, key_updates;
     atomic_uint handshaking;
     atomic_uint closing; /* connections in their closing or draining period */
@@ -106,6 +106,8 @@ struct amn_h3_listener {
   struct sockaddr_storage from[AMN_H3_RX_BATCH];
   bool draining, stopped;
   uint32_t nhandshaking;        /* connections of this loop in their handshake */
+  uint64_t sr_window;           /* start of the current stateless-reset rate window (ns) */
+  uint32_t sr_sent;             /* stateless resets sent in it */
   ngtcp2_cid refused[8];        /* the latest clients refused (max_connections): a client's */
   unsigned nrefused;            /* ... second Initial datagram is not a second refusal */
   h3_sconn *hello_sc;           /* whose ClientHello GnuTLS is processing (anti-replay callback) */

@@ -70,11 +70,27 @@ static void debug_answer(const struct sockaddr *from, const char *packet, const 
 /* Stateless reset                                                    */
 /* ------------------------------------------------------------------ */
 
+/* Stateless resets a loop sends at most, per window: a flood of packets for
+ * unknown connections (garbage, or spoofed sources aiming the answers at a
+ * victim) gets few answers, and each costs a key derivation. */
+#define SR_WINDOW_NS 100000000ull
+#define SR_PER_WINDOW 100
+
 /* A short-header packet for no connection of ours (e.g. we restarted):
  * tell the client with a stateless reset, always shorter than the packet. */
 void amn_h3s_send_stateless_reset(amn_h3_listener *l, const ngtcp2_version_cid *vc, size_t pktlen,
                                   const struct sockaddr *from, socklen_t fromlen) {
   if (l->draining || pktlen < 1 + NGTCP2_MIN_STATELESS_RESET_RANDLEN + NGTCP2_STATELESS_RESET_TOKENLEN + 1) return;
+  uint64_t now = amn_h3_now();
+  if (now - l->sr_window >= SR_WINDOW_NS) {
+    l->sr_window = now;
+    l->sr_sent = 0;
+  }
+  if (l->sr_sent >= SR_PER_WINDOW) {
+    STAT(l, stateless_resets_limited);
+    return;
+  }
+  l->sr_sent++;
   ngtcp2_cid cid;
   ngtcp2_cid_init(&cid, vc->dcid, vc->dcidlen);
   uint8_t token[NGTCP2_STATELESS_RESET_TOKENLEN], rnd[64], buf[128];
