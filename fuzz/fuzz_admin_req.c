@@ -5,8 +5,8 @@
  *  - the route is one of the enumeration's; HEAD only with a GET/HEAD route;
  *  - the judgement depends only on the first line: appending bytes after a
  *    complete request line changes nothing;
- *  - METRICS/HEALTHZ only for a request line that starts with "GET " or
- *    "HEAD " and names that target;
+ *  - METRICS/HEALTHZ only for a request line with the method GET or HEAD,
+ *    that target and the version HTTP/1.0 or HTTP/1.1;
  *  - amn_admin_request_complete agrees with a plain search for an empty line.
  */
 #include "fuzz_common.h"
@@ -30,8 +30,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   FUZZ_CHECK(r >= AMN_ADMIN_INCOMPLETE && r <= AMN_ADMIN_NOT_FOUND);
   if (head) FUZZ_CHECK(r == AMN_ADMIN_METRICS || r == AMN_ADMIN_HEALTHZ || r == AMN_ADMIN_NOT_FOUND);
   if (r == AMN_ADMIN_METRICS || r == AMN_ADMIN_HEALTHZ) {
-    FUZZ_CHECK((size > 4 && memcmp(req, "GET ", 4) == 0) || (size > 5 && memcmp(req, "HEAD ", 5) == 0) ||
-               req[0] == ' ' || req[0] == '\t');
+    size_t lead = 0; /* the method, after any blanks */
+    while (lead < size && (req[lead] == ' ' || req[lead] == '\t')) lead++;
+    const char *m = req + lead;
+    size_t left = size - lead;
+    FUZZ_CHECK((left > 4 && memcmp(m, "GET", 3) == 0 && (m[3] == ' ' || m[3] == '\t')) ||
+               (left > 5 && memcmp(m, "HEAD", 4) == 0 && (m[4] == ' ' || m[4] == '\t')));
+    FUZZ_CHECK(memmem(req, size, "HTTP/1.1", 8) != NULL || memmem(req, size, "HTTP/1.0", 8) != NULL);
     const char *want = r == AMN_ADMIN_METRICS ? "/metrics" : "/healthz";
     FUZZ_CHECK(memmem(req, size, want, strlen(want)) != NULL);
   }

@@ -26,7 +26,8 @@ amn_admin_route amn_admin_route_request(const char *req, size_t len, bool *head)
   if (!next_token(&p, end, &method, &ml) || !next_token(&p, end, &target, &tl) ||
       !next_token(&p, end, &version, &vl) || next_token(&p, end, &extra, &xl))
     return AMN_ADMIN_BAD_REQUEST;
-  if (ml > 15 || tl > 255 || vl > 15 || vl < 7 || memcmp(version, "HTTP/1.", 7) != 0) return AMN_ADMIN_BAD_REQUEST;
+  if (ml > 15 || tl > 255 || !(is(version, vl, "HTTP/1.1") || is(version, vl, "HTTP/1.0")))
+    return AMN_ADMIN_BAD_REQUEST;
   *head = is(method, ml, "HEAD");
   if (!*head && !is(method, ml, "GET")) return AMN_ADMIN_BAD_METHOD;
   const char *q = memchr(target, '?', tl);

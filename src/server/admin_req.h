@@ -14,7 +14,7 @@
 typedef enum amn_admin_route {
   AMN_ADMIN_INCOMPLETE,  /* no complete request line yet: read more (or the client went away) */
   AMN_ADMIN_TOO_LARGE,   /* 431: AMN_ADMIN_REQ_MAX bytes without a complete request line */
-  AMN_ADMIN_BAD_REQUEST, /* 400: not "METHOD TARGET HTTP/1.x" (or a NUL byte in it) */
+  AMN_ADMIN_BAD_REQUEST, /* 400: not "METHOD TARGET HTTP/1.0|1.1" (or a NUL byte in it) */
   AMN_ADMIN_BAD_METHOD,  /* 405: not GET or HEAD */
   AMN_ADMIN_METRICS,     /* GET|HEAD /metrics[?...] */
   AMN_ADMIN_HEALTHZ,     /* GET|HEAD /healthz[?...] */

@@ -32,6 +32,8 @@ static void test_bad_requests(void **st) {
   bool head;
   assert_int_equal(route("GET /metrics\r\n", &head), AMN_ADMIN_BAD_REQUEST);
   assert_int_equal(route("GET /metrics HTTP/2\r\n", &head), AMN_ADMIN_BAD_REQUEST);
+  assert_int_equal(route("GET /metrics HTTP/1.o\r\n", &head), AMN_ADMIN_BAD_REQUEST);
+  assert_int_equal(route("GET /metrics HTTP/1.10\r\n", &head), AMN_ADMIN_BAD_REQUEST);
   assert_int_equal(route("GET /metrics HTTP/1.1 extra\r\n", &head), AMN_ADMIN_BAD_REQUEST);
   assert_int_equal(route("\r\n", &head), AMN_ADMIN_BAD_REQUEST);
   assert_int_equal(route("GETTINGTOOLONGMETHOD /metrics HTTP/1.1\r\n", &head), AMN_ADMIN_BAD_REQUEST);
