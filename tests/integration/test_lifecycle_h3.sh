@@ -121,7 +121,7 @@ unset AMATERS_NET_QUIC_SECRET_PATH AMATERS_NET_QUIC_RETRY_THRESHOLD
 check "another secret: AMATERS_NET_QUIC_SECRET_PATH overrides the file" netd.log \
   "QUIC secret .* created in $work/other-secret.key"
 echo after-restart >&7 || true
-wait_for netd.log "packet for an unknown connection from 127.0.0.1:[0-9]+: stateless reset sent" 30 \
+wait_for netd.log "packet for an unknown connection from 127.0.0.1:[0-9]+: stateless reset sent" 100 \
   || bad "no stateless reset from the daemon with another secret"
 wait_for s00.out "UNAVAILABLE" 60
 el=$(($(ms) - t0))
