@@ -16,6 +16,7 @@ PKGS=(
   clang libclang-rt-14-dev
   golang-github-burntsushi-toml-dev
   prometheus curl
+  libsystemd-dev systemd  # amaters-netd: sd_notify, socket activation; systemd-analyze verify (test systemd.units)
 )
 missing=()
 for p in "${PKGS[@]}"; do
