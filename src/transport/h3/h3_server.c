@@ -242,13 +242,10 @@ amn_h3_listener *amn_h3s_adopt(int fd, uint16_t *bound, int *rc, char *err, size
   *rc = AMN_EIO;
   struct sockaddr_storage ss;
   socklen_t sl = sizeof ss;
-  if (getsockname(fd, (struct sockaddr *)&ss, &sl) != 0) {
-    amn_set_err(err, errlen, AMN_EIO, "the given UDP socket: %s", strerror(errno));
-    return NULL;
-  }
-  int fl = fcntl(fd, F_GETFL);
+  int fl = getsockname(fd, (struct sockaddr *)&ss, &sl) == 0 ? fcntl(fd, F_GETFL) : -1;
   if (fl < 0 || fcntl(fd, F_SETFL, fl | O_NONBLOCK) != 0) {
     amn_set_err(err, errlen, AMN_EIO, "the given UDP socket: %s", strerror(errno));
+    close(fd);
     return NULL;
   }
   amn_h3_udp_setup(fd, ss.ss_family, AMN_H3_SOCKBUF_SERVER);
