@@ -341,7 +341,7 @@ static int apply_config(daemon_state *d, const amn_config *nc, char *err, size_t
       say(AMN_LOG_INFO, "reload: %s changed (%s -> %s, %s): applied", k->key, was, now, where);
   }
   if (!d->o.tls.insecure)
-    say(AMN_LOG_INFO, "reload: TLS certificate, key and CA reloaded from %s, %s, %s", no.tls.cert_path,
+    say(AMN_LOG_INFO, "SIGHUP: TLS certificate, key and CA reloaded from %s, %s, %s", no.tls.cert_path,
         no.tls.key_path, no.tls.ca_path);
   d->o = no;
   return 0;
@@ -637,7 +637,7 @@ int main(int argc, char **argv) {
       say(AMN_LOG_INFO, "SIGHUP: configuration reloaded");
       snprintf(last_reload, sizeof last_reload, "reloaded at %s", when);
     } else {
-      say(AMN_LOG_ERROR, "SIGHUP: reload failed, still serving the previous configuration: %s", err);
+      say(AMN_LOG_ERROR, "SIGHUP: reload failed, still serving the previous certificate and configuration: %s", err);
       snprintf(last_reload, sizeof last_reload, "reload at %s FAILED, previous configuration kept: %.200s", when, err);
     }
     netd_sd_notify("READY=1\nSTATUS=serving on %s; %s", addrs, last_reload);

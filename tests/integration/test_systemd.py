@@ -388,7 +388,7 @@ def test_reload():
     rd, log = reload("broken file")
     check(rd and "FAILED" in rd.get("STATUS", ""), "a broken file: READY=1 with STATUS saying the reload FAILED",
           str(rd))
-    check(re.search(r"SIGHUP: reload failed, still serving the previous configuration: %s:12: " % re.escape(conf), log),
+    check(re.search(r"SIGHUP: reload failed, still serving the previous certificate and configuration: %s:12: " % re.escape(conf), log),
           "a broken file: the error names FILE:LINE", log)
     rc, out = call(port, "h2", "hello")
     rc2, out2 = call(port, "h2", big)
