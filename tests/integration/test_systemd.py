@@ -100,6 +100,8 @@ class Manager:
             env["LISTEN_FDS"] = str(len(raw))
             if fdnames:
                 env["LISTEN_FDNAMES"] = ":".join(fdnames)
+        while select.select([self.sock], [], [], 0)[0]:  # a previous daemon's last words
+            self.sock.recv(4096)
         self.msgs = []
         self.status = None
         pid = os.fork()
