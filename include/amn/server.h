@@ -143,7 +143,9 @@ typedef struct amn_server_opts {
    *  HTTP/2 (needs AMN_TRANSPORT_H2 or BOTH); every event loop accepts from
    *  it (each through its own dup of the descriptor; whichever loop is
    *  woken first takes the connection, the others find nothing), so the
-   *  loops share it instead of each having its own SO_REUSEPORT socket.
+   *  loops share it instead of each having its own SO_REUSEPORT socket
+   *  (the kernel no longer spreads connections over the loops: a burst of
+   *  connections may all go to the loop that woke first).
    *  listen_fd_udp: a bound SOCK_DGRAM socket, served by HTTP/3 (needs
    *  AMN_TRANSPORT_H3 or BOTH); it is served by event loop 0 alone (QUIC
    *  connections are not spread over the loops: the datagrams of one
