@@ -5,7 +5,8 @@
 #   amaters-net::amaters-net (shared) and amaters-net::amaters-net-static),
 #   bin/amaters-cli, sbin/amaters-netd, share/amaters-net/proto/*.proto,
 #   share/doc/amaters-net/ (example configuration, example programs, licences, changelog),
-#   share/man/man1/amaters-cli.1, man5/amaters-net.toml.5, man8/amaters-netd.8.
+#   share/man/man1/amaters-cli.1, man5/amaters-net.toml.5, man8/amaters-netd.8,
+#   lib/systemd/system/amaters-netd.service and amaters-netd.socket (AMN_SYSTEMD_UNITDIR).
 # Everything is relocatable: the .pc file and the CMake package find the prefix from their own place.
 include(CMakePackageConfigHelpers)
 set(AMN_CMAKE_DIR ${CMAKE_INSTALL_LIBDIR}/cmake/amaters-net)
@@ -57,3 +58,12 @@ install(DIRECTORY ${CMAKE_SOURCE_DIR}/examples/ DESTINATION ${CMAKE_INSTALL_DOCD
 install(FILES ${CMAKE_SOURCE_DIR}/man/amaters-cli.1 DESTINATION ${CMAKE_INSTALL_MANDIR}/man1)
 install(FILES ${CMAKE_SOURCE_DIR}/man/amaters-net.toml.5 DESTINATION ${CMAKE_INSTALL_MANDIR}/man5)
 install(FILES ${CMAKE_SOURCE_DIR}/man/amaters-netd.8 DESTINATION ${CMAKE_INSTALL_MANDIR}/man8)
+
+# systemd units (dist/systemd): ExecStart names the installed daemon.
+set(AMN_SYSTEMD_UNITDIR lib/systemd/system CACHE STRING "where the systemd units go, relative to the prefix")
+if(TARGET amaters-netd)
+  set(AMN_NETD_PATH ${CMAKE_INSTALL_FULL_SBINDIR}/amaters-netd)
+  configure_file(${CMAKE_SOURCE_DIR}/dist/systemd/amaters-netd.service.in ${CMAKE_BINARY_DIR}/amaters-netd.service @ONLY)
+  install(FILES ${CMAKE_BINARY_DIR}/amaters-netd.service ${CMAKE_SOURCE_DIR}/dist/systemd/amaters-netd.socket
+          DESTINATION ${AMN_SYSTEMD_UNITDIR})
+endif()

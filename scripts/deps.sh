@@ -17,6 +17,7 @@ PKGS=(
   golang-github-burntsushi-toml-dev
   prometheus curl
   gnuplot-nox  # amaters-cli bench --plot (test integration.bench)
+  libsystemd-dev systemd  # amaters-netd: sd_notify, socket activation; systemd-analyze verify (test systemd.units)
 )
 missing=()
 for p in "${PKGS[@]}"; do

@@ -8,8 +8,12 @@
  * increasing priority: built-in defaults, --config FILE, AMATERS_NET_*
  * environment variables, command-line flags. SIGINT/SIGTERM stop it
  * gracefully (exit 0); a second signal during the drain exits at once.
- * SIGHUP reloads the certificate, key and CA files (new connections use
- * them; a broken file keeps the current ones and is logged). SIGUSR1 makes
+ * SIGHUP reloads the configuration (reload_config: the keys that can change
+ * at run time are applied, the others are logged as needing a restart; a
+ * file that does not parse, or TLS files that do not load, keep the running
+ * configuration) and the certificate, key and CA files. Under systemd
+ * (netd_sd.c) it notifies READY, RELOADING, STOPPING, STATUS and the
+ * watchdog, and serves the sockets of socket activation. SIGUSR1 makes
  * the log one level more verbose (up to debug), SIGUSR2 one level quieter
  * (down to error). With --admin (or [admin] bind_address) a separate
  * plain-HTTP listener serves GET /metrics (Prometheus) and GET /healthz.
@@ -28,9 +32,11 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "amn/amn.h"
 #include "netd_handler.h"
+#include "netd_sd.h"
 
 #define PROG "amaters-netd"
 #define EXIT_USAGE 2
@@ -69,10 +75,13 @@ static const char usage_text[] =
     "                         (a shared object, see amn/plugin.h; the path needs a '/')\n"
     "  --handler-arg STRING   a string given to the plug-in's init (its own settings)\n"
     "  --help, --version\n"
-    "Signals: SIGINT/SIGTERM drain and stop; SIGHUP reloads the TLS certificate, key and CA;\n"
+    "Signals: SIGINT/SIGTERM drain and stop; SIGHUP reloads the configuration file (the keys\n"
+    "that can change at run time; the others are logged as needing a restart) and the TLS files;\n"
     "SIGUSR1 / SIGUSR2 make the log one level more / less verbose.\n"
     "Exit status: 0 after a clean stop, 2 on a usage, configuration or start-up error;\n"
-    "--check-config: 0 valid, 1 not.\n";
+    "--check-config: 0 valid, 1 not.\n"
+    "Under systemd: Type=notify readiness (READY, RELOADING, STOPPING, STATUS, WATCHDOG) and\n"
+    "socket activation (a TCP and a UDP socket passed with LISTEN_FDS replace the listen address).\n";
 
 /* Daemon messages, in the library's format (level, text or JSON, journal). */
 #define say(level, ...) amn_log_message((amn_log_level)(level), PROG, __VA_ARGS__)
@@ -190,6 +199,180 @@ static void parse_flags(int argc, char **argv, flags *f) {
   if (f->cert && f->pki_dir) die("--pki-dir cannot be combined with --cert/--key/--ca");
 }
 
+/* The settings of amn_server_opts that can change at run time
+ * (amn_server_update), from the configuration; a flag wins, as at start. */
+static void live_opts(const flags *f, const amn_config *cfg, amn_server_opts *o) {
+  size_t maxmsg = (size_t)(f->max_message > 0 ? f->max_message : cfg->server.max_message_bytes);
+  o->max_recv_message = o->max_send_message = maxmsg;
+  o->max_connections = (uint32_t)cfg->network.max_connections;
+  o->idle_timeout_ms = (uint32_t)cfg->network.idle_timeout_ms;
+  o->keepalive_interval_ms = (uint32_t)cfg->network.keep_alive_interval_ms;
+  o->drain_timeout_ms = (uint32_t)cfg->server.drain_timeout_ms;
+  o->handshake_timeout_ms = (uint32_t)cfg->network.handshake_timeout_ms;
+  o->quic_retry_threshold = (uint32_t)cfg->quic.retry_threshold;
+  o->access_log = f->access_log || cfg->log.access;
+  o->tls.allow_tls12 = f->allow_tls12 || cfg->tls.allow_tls12;
+}
+
+/* ---- SIGHUP: the configuration again ---------------------------------- */
+
+/* Where the running TLS credentials come from. */
+typedef enum { TLS_NONE, TLS_FLAGS, TLS_FILE, TLS_PKI } tls_source;
+
+/* What a reload needs of the running daemon. */
+typedef struct daemon_state {
+  flags f;
+  amn_config cfg;        /* the configuration in force */
+  amn_server_opts o;     /* the options in force (their strings point into cfg or flags) */
+  tls_source tls;
+  amn_server *srv;
+} daemon_state;
+
+/* Every key the daemon reads, and whether it can change at run time (the
+ * others are logged as needing a restart when they change). The client's
+ * keys are not the daemon's. */
+typedef enum { K_STR, K_INT, K_BOOL } key_kind;
+static const struct daemon_key {
+  const char *key;
+  key_kind kind;
+  size_t off;
+  bool live;
+  const char *flag; /* a flag that overrides it, or NULL */
+} daemon_keys[] = {
+#define KEY(k, kind, field, live, flag) {k, kind, offsetof(amn_config, field), live, flag}
+    KEY("network.bind_address", K_STR, network.bind_address, false, "--listen"),
+    KEY("network.max_connections", K_INT, network.max_connections, true, NULL),
+    KEY("network.idle_timeout_ms", K_INT, network.idle_timeout_ms, true, NULL),
+    KEY("network.keep_alive_interval_ms", K_INT, network.keep_alive_interval_ms, true, NULL),
+    KEY("network.handshake_timeout_ms", K_INT, network.handshake_timeout_ms, true, NULL),
+    KEY("network.header_timeout_ms", K_INT, network.header_timeout_ms, false, NULL),
+    KEY("network.stall_timeout_ms", K_INT, network.stall_timeout_ms, false, NULL),
+    KEY("tls.cert_path", K_STR, tls.cert_path, true, "--cert"),
+    KEY("tls.key_path", K_STR, tls.key_path, true, "--key"),
+    KEY("tls.ca_path", K_STR, tls.ca_path, true, "--ca"),
+    KEY("tls.allow_tls12", K_BOOL, tls.allow_tls12, true, "--allow-tls12"),
+    KEY("quic.max_concurrent_streams", K_INT, quic.max_concurrent_streams, false, NULL),
+    KEY("quic.initial_window_size", K_INT, quic.initial_window_size, false, NULL),
+    KEY("quic.retry_threshold", K_INT, quic.retry_threshold, true, NULL),
+    KEY("quic.secret_path", K_STR, quic.secret_path, false, NULL),
+    KEY("server.transport", K_STR, server.transport, false, "--transport"),
+    KEY("server.threads", K_INT, server.threads, false, "--threads"),
+    KEY("server.log_level", K_STR, server.log_level, true, "--log-level"),
+    KEY("server.drain_timeout_ms", K_INT, server.drain_timeout_ms, true, NULL),
+    KEY("server.max_message_bytes", K_INT, server.max_message_bytes, true, "--max-message"),
+    KEY("server.max_connection_buffer_bytes", K_INT, server.max_connection_buffer_bytes, false, NULL),
+    KEY("server.max_server_buffer_bytes", K_INT, server.max_server_buffer_bytes, false, NULL),
+    KEY("server.pki_dir", K_STR, server.pki_dir, false, "--pki-dir"),
+    KEY("server.insecure", K_BOOL, server.insecure, false, "--insecure"),
+    KEY("server.handler", K_STR, server.handler, false, "--handler"),
+    KEY("server.handler_arg", K_STR, server.handler_arg, false, "--handler-arg"),
+    KEY("admin.bind_address", K_STR, admin.bind_address, false, "--admin"),
+    KEY("log.access", K_BOOL, log.access, true, "--access-log"),
+    KEY("log.format", K_STR, log.format, true, "--log-format"),
+#undef KEY
+};
+
+/* The value of key k in cfg as text. */
+static const char *key_text(const amn_config *cfg, const struct daemon_key *k, char *buf, size_t cap) {
+  const char *p = (const char *)cfg + k->off;
+  if (k->kind == K_STR) {
+    const char *v = *(char *const *)p;
+    snprintf(buf, cap, "%s%s%s", v ? "\"" : "", v ? v : "(unset)", v ? "\"" : "");
+  } else if (k->kind == K_INT) {
+    snprintf(buf, cap, "%lld", (long long)*(const int64_t *)p);
+  } else {
+    snprintf(buf, cap, "%s", *(const bool *)p ? "true" : "false");
+  }
+  return buf;
+}
+
+static bool flag_given(const flags *f, const char *flag) {
+  if (!flag) return false;
+  if (strcmp(flag, "--listen") == 0) return f->listen;
+  if (strcmp(flag, "--cert") == 0 || strcmp(flag, "--key") == 0 || strcmp(flag, "--ca") == 0) return f->cert;
+  if (strcmp(flag, "--allow-tls12") == 0) return f->allow_tls12;
+  if (strcmp(flag, "--transport") == 0) return f->transport;
+  if (strcmp(flag, "--threads") == 0) return f->threads >= 0;
+  if (strcmp(flag, "--log-level") == 0) return f->log_level;
+  if (strcmp(flag, "--max-message") == 0) return f->max_message > 0;
+  if (strcmp(flag, "--pki-dir") == 0) return f->pki_dir;
+  if (strcmp(flag, "--insecure") == 0) return f->insecure;
+  if (strcmp(flag, "--admin") == 0) return f->admin;
+  if (strcmp(flag, "--access-log") == 0) return f->access_log;
+  if (strcmp(flag, "--log-format") == 0) return f->log_format;
+  return false;
+}
+
+/* Applies a new configuration `nc` to the running daemon: the one place a
+ * reload changes anything. Nothing is applied unless everything can be: the
+ * new settings are checked and the TLS files loaded first (what else must
+ * load, a certificate revocation list or an authorization policy, belongs
+ * in that first part too, before amn_server_update), then the settings
+ * are swapped in, and every changed key is logged: applied, overridden by
+ * a flag, or needing a restart. Returns 0, or -1 with the reason in err
+ * (the running configuration stays). */
+static int apply_config(daemon_state *d, const amn_config *nc, char *err, size_t errlen) {
+  const flags *f = &d->f;
+  amn_server_opts no = d->o;
+  live_opts(f, nc, &no);
+  const char *lvl_s = f->log_level ? f->log_level : nc->server.log_level;
+  int lvl = amn_log_level_parse(lvl_s);
+  const char *fmt_s = f->log_format ? f->log_format : nc->log.format;
+  if (lvl < 0) return snprintf(err, errlen, "server.log_level: unknown log level '%s'", lvl_s), -1;
+  if (strcmp(fmt_s, "json") != 0 && strcmp(fmt_s, "text") != 0)
+    return snprintf(err, errlen, "log.format: unknown format '%s' (text or json)", fmt_s), -1;
+  no.listen = NULL; /* not a run-time setting (and its string is the old configuration's) */
+  if (d->tls == TLS_FILE) { /* the [tls] files may move */
+    if (!(nc->tls.cert_path && nc->tls.key_path && nc->tls.ca_path))
+      return snprintf(err, errlen, "tls.cert_path, tls.key_path and tls.ca_path must be set together"), -1;
+    no.tls.cert_path = nc->tls.cert_path;
+    no.tls.key_path = nc->tls.key_path;
+    no.tls.ca_path = nc->tls.ca_path;
+  }
+  /* the server's settings and TLS files: all or nothing */
+  if (amn_server_update(d->srv, &no, err, errlen) != 0) return -1;
+  amn_log_set_level((amn_log_level)lvl);
+  amn_log_set_format(strcmp(fmt_s, "json") == 0 ? AMN_LOG_FORMAT_JSON : AMN_LOG_FORMAT_TEXT);
+  for (size_t i = 0; i < sizeof daemon_keys / sizeof daemon_keys[0]; i++) {
+    const struct daemon_key *k = &daemon_keys[i];
+    char was[600], now[600], where[4200];
+    if (strcmp(key_text(&d->cfg, k, was, sizeof was), key_text(nc, k, now, sizeof now)) == 0) continue;
+    if (amn_config_where(nc, k->key, where, sizeof where) != 0 &&
+        amn_config_where(&d->cfg, k->key, where, sizeof where) != 0)
+      snprintf(where, sizeof where, "%s", "default");
+    bool tls_moved = strncmp(k->key, "tls.", 4) == 0 && k->kind == K_STR && d->tls != TLS_FILE && !flag_given(f, k->flag);
+    if (flag_given(f, k->flag))
+      say(AMN_LOG_WARN, "reload: %s changed (%s -> %s, %s) but %s overrides it: not applied", k->key, was, now, where,
+          k->flag);
+    else if (!k->live || tls_moved)
+      say(AMN_LOG_WARN, "reload: %s changed (%s -> %s, %s): needs a restart, still %s until then", k->key, was, now,
+          where, was);
+    else
+      say(AMN_LOG_INFO, "reload: %s changed (%s -> %s, %s): applied", k->key, was, now, where);
+  }
+  if (!d->o.tls.insecure)
+    say(AMN_LOG_INFO, "SIGHUP: TLS certificate, key and CA reloaded from %s, %s, %s", no.tls.cert_path,
+        no.tls.key_path, no.tls.ca_path);
+  d->o = no;
+  return 0;
+}
+
+/* SIGHUP: the configuration file again, then the environment, as at start
+ * (the flags still win); applied by apply_config, or the running
+ * configuration stays. Returns 0 or -1 (the reason in err, with file:line). */
+static int reload_config(daemon_state *d, char *err, size_t errlen) {
+  amn_config nc;
+  amn_config_init(&nc);
+  if ((d->f.config && amn_config_load(&nc, d->f.config, err, errlen) != 0) ||
+      amn_config_apply_env(&nc, err, errlen) != 0 || apply_config(d, &nc, err, errlen) != 0) {
+    amn_config_free(&nc);
+    return -1;
+  }
+  amn_config_free(&d->cfg); /* d->o's strings now point into nc */
+  d->cfg = nc;
+  return 0;
+}
+
 int main(int argc, char **argv) {
   /* Messages of hundreds of KiB to MiB would otherwise each get a fresh
    * mmap (glibc's threshold lags one size behind): page faults and page
@@ -234,30 +417,25 @@ int main(int argc, char **argv) {
   o.threads = (int)(f.threads >= 0 ? f.threads : cfg.server.threads);
   o.transport = parse_transport(f.transport ? "--transport" : "server.transport",
                                 f.transport ? f.transport : cfg.server.transport);
-  size_t maxmsg = (size_t)(f.max_message > 0 ? f.max_message : cfg.server.max_message_bytes);
-  o.max_recv_message = o.max_send_message = maxmsg;
   o.max_connection_buffer = (size_t)cfg.server.max_connection_buffer_bytes;
   o.max_server_buffer = (size_t)cfg.server.max_server_buffer_bytes;
-  o.max_connections = (uint32_t)cfg.network.max_connections;
-  o.idle_timeout_ms = (uint32_t)cfg.network.idle_timeout_ms;
-  o.keepalive_interval_ms = (uint32_t)cfg.network.keep_alive_interval_ms;
   o.max_concurrent_streams = (uint32_t)cfg.quic.max_concurrent_streams;
   o.initial_window_size = (uint32_t)cfg.quic.initial_window_size;
-  o.drain_timeout_ms = (uint32_t)cfg.server.drain_timeout_ms;
-  o.handshake_timeout_ms = (uint32_t)cfg.network.handshake_timeout_ms;
   o.header_timeout_ms = (uint32_t)cfg.network.header_timeout_ms;
   o.stall_timeout_ms = (uint32_t)cfg.network.stall_timeout_ms;
-  o.quic_retry_threshold = (uint32_t)cfg.quic.retry_threshold;
-  o.access_log = f.access_log || cfg.log.access;
+  live_opts(&f, &cfg, &o);
 
   /* TLS: --insecure | --cert/--key/--ca | [tls] paths | PKI directory.
    * Flags take precedence over everything from the file/environment. */
   static char pki_storage[3 * 4096];
   char pki_dir[4096] = "";
   bool file_tls = cfg.tls.cert_path || cfg.tls.key_path || cfg.tls.ca_path;
+  tls_source tls_src = TLS_PKI;
   if (f.insecure || (cfg.server.insecure && !f.cert && !f.pki_dir)) {
     o.tls.insecure = true;
+    tls_src = TLS_NONE;
   } else if (f.cert) {
+    tls_src = TLS_FLAGS;
     o.tls.cert_path = f.cert;
     o.tls.key_path = f.key;
     o.tls.ca_path = f.ca;
@@ -268,6 +446,7 @@ int main(int argc, char **argv) {
     o.tls.cert_path = cfg.tls.cert_path;
     o.tls.key_path = cfg.tls.key_path;
     o.tls.ca_path = cfg.tls.ca_path;
+    tls_src = TLS_FILE;
   } else {
     const char *d = f.pki_dir ? f.pki_dir : cfg.server.pki_dir;
     if (d) snprintf(pki_dir, sizeof pki_dir, "%s", d);
@@ -283,7 +462,6 @@ int main(int argc, char **argv) {
       die("PKI directory path too long: %s", pki_dir);
   }
 
-  o.tls.allow_tls12 = f.allow_tls12 || cfg.tls.allow_tls12;
   if (o.tls.insecure && o.transport == AMN_TRANSPORT_BOTH) {
     o.transport = AMN_TRANSPORT_H2; /* "h3" alone stays an error (amn_server_new) */
     say(AMN_LOG_INFO, "insecure mode: HTTP/2 only (HTTP/3 needs TLS: QUIC always encrypts)");
@@ -346,6 +524,16 @@ int main(int argc, char **argv) {
     die("%s%s", f.handler ? "--handler: " : "", err);
   }
 
+  /* socket activation: the sockets the service manager bound replace the
+   * listen address (not under --check-config, which binds nothing) */
+  if (!f.check) {
+    if (netd_sd_listen_fds(&o.listen_fd, &o.listen_fd_udp, err, sizeof err) != 0) die("%s", err);
+    if (o.listen_fd >= 0 || o.listen_fd_udp >= 0)
+      say(AMN_LOG_INFO, "socket activation: %s%s%s passed by the service manager (not binding %s)",
+          o.listen_fd >= 0 ? "a TCP socket" : "", o.listen_fd >= 0 && o.listen_fd_udp >= 0 ? " and " : "",
+          o.listen_fd_udp >= 0 ? "a UDP socket" : "", o.listen);
+  }
+
   amn_server *srv = NULL;
   if (pki_pending) o.tls.insecure = true, o.transport = AMN_TRANSPORT_H2; /* the options alone */
   if (amn_server_new(&srv, &o, err, sizeof err) != 0) die("%s", err);
@@ -380,14 +568,20 @@ int main(int argc, char **argv) {
   signal(SIGUSR2, SIG_DFL);
   signal(SIGPIPE, SIG_IGN);
 
+  bool notifying = netd_sd_init();
   if (amn_server_start(srv, err, sizeof err) != 0) {
     netd_handler_fini(&handler);
     amn_server_free(srv);
+    if (o.listen_fd >= 0 || o.listen_fd_udp >= 0)
+      die("cannot start on the sockets passed by the service manager: %s (server.transport or --transport must "
+          "match the sockets of the socket unit)", err);
     die("cannot start: %s", err);
   }
   if (handler.dl)
     say(AMN_LOG_INFO, "handlers: the plug-in %s %s from %s", handler.plugin->name ? handler.plugin->name : "(unnamed)",
         handler.plugin->version ? handler.plugin->version : "", handler_spec);
+  if (o.listen_fd >= 0) close(o.listen_fd); /* the server has its own duplicates */
+  if (o.listen_fd_udp >= 0) close(o.listen_fd_udp);
   amn_admin *admin = NULL;
   if (admin_addr[0]) {
     if (amn_admin_start(&admin, srv, admin_addr, err, sizeof err) != 0) {
@@ -413,9 +607,44 @@ int main(int argc, char **argv) {
     say(AMN_LOG_INFO, "HTTP/3: no quic.secret_path: a random QUIC secret, so clients do not recognise the "
                       "stateless resets of a restarted daemon (they wait for their idle timeout)");
 
+  static daemon_state d;
+  d.f = f;
+  d.cfg = cfg; /* freed through d from now on */
+  d.o = o;
+  d.tls = tls_src;
+  d.srv = srv;
+  char addrs[400], admin_port[16] = "";
+  if (admin) snprintf(admin_port, sizeof admin_port, "%u", amn_admin_port(admin));
+  snprintf(addrs, sizeof addrs, "%s port %u (%s)%s%s", /* e.g. "127.0.0.1:0 port 40123 (HTTP/2 + HTTP/3), admin port 40124" */
+           o.listen_fd >= 0 || o.listen_fd_udp >= 0 ? "sockets from the service manager," : o.listen,
+           amn_server_port(srv),
+           o.transport == AMN_TRANSPORT_H3 ? "HTTP/3" : o.transport == AMN_TRANSPORT_BOTH ? "HTTP/2 + HTTP/3" : "HTTP/2",
+           admin ? ", admin port " : "", admin_port);
+  /* every listener is bound and served now */
+  netd_sd_notify("READY=1\nSTATUS=serving on %s", addrs);
+
+  /* With a service manager, the main thread wakes up at least every 5 s
+   * (and twice per watchdog interval) to send WATCHDOG=1 and a STATUS line
+   * with the connections; without one it only waits for signals. */
+  uint64_t wd = netd_sd_watchdog_usec();
+  uint64_t tick_us = wd ? wd / 2 : 5000000;
+  if (tick_us > 5000000) tick_us = 5000000;
+  char last_reload[300] = "";
   int sig = 0;
   for (;;) {
-    if (sigwait(&stop_set, &sig) != 0) continue;
+    if (notifying) {
+      struct timespec ts = {(time_t)(tick_us / 1000000), (long)(tick_us % 1000000) * 1000};
+      sig = sigtimedwait(&stop_set, NULL, &ts);
+      if (sig < 0) {
+        amn_server_stats st;
+        amn_server_get_stats(srv, &st);
+        netd_sd_notify("%sSTATUS=serving on %s; %u connections, %llu calls%s%s", wd ? "WATCHDOG=1\n" : "", addrs,
+                       st.connections, (unsigned long long)st.calls_started, last_reload[0] ? "; " : "", last_reload);
+        continue;
+      }
+    } else if (sigwait(&stop_set, &sig) != 0) {
+      continue;
+    }
     if (sig == SIGUSR1 || sig == SIGUSR2) {
       int l = (int)amn_log_get_level() + (sig == SIGUSR1 ? 1 : -1);
       if (l < AMN_LOG_ERROR) l = AMN_LOG_ERROR;
@@ -427,20 +656,28 @@ int main(int argc, char **argv) {
       continue;
     }
     if (sig != SIGHUP) break;
-    if (o.tls.insecure) {
-      say(AMN_LOG_WARN, "SIGHUP: nothing to reload in insecure mode");
-    } else if (amn_server_reload_tls(srv, err, sizeof err) == 0) {
-      say(AMN_LOG_INFO, "SIGHUP: TLS certificate, key and CA reloaded from %s, %s, %s", o.tls.cert_path,
-          o.tls.key_path, o.tls.ca_path);
+    netd_sd_reloading();
+    say(AMN_LOG_INFO, "SIGHUP: reloading %s", f.config ? f.config : "the environment (no --config file)");
+    time_t now = time(NULL);
+    struct tm tm;
+    char when[32];
+    strftime(when, sizeof when, "%Y-%m-%dT%H:%M:%SZ", gmtime_r(&now, &tm));
+    if (reload_config(&d, err, sizeof err) == 0) {
+      say(AMN_LOG_INFO, "SIGHUP: configuration reloaded");
+      snprintf(last_reload, sizeof last_reload, "reloaded at %s", when);
     } else {
-      say(AMN_LOG_ERROR, "SIGHUP: reload failed, still serving the previous certificate: %s", err);
+      say(AMN_LOG_ERROR, "SIGHUP: reload failed, still serving the previous certificate and configuration: %s", err);
+      snprintf(last_reload, sizeof last_reload, "reload at %s FAILED, previous configuration kept: %.200s", when, err);
     }
+    netd_sd_notify("READY=1\nSTATUS=serving on %s; %s", addrs, last_reload);
   }
-  sigdelset(&stop_set, SIGHUP); /* during the drain SIGHUP, SIGUSR1/2 are still ignored, not fatal */
-  sigdelset(&stop_set, SIGUSR1);
-  sigdelset(&stop_set, SIGUSR2);
   say(AMN_LOG_INFO, "%s received: draining (up to %u ms; send it again to exit at once)", strsignal(sig),
-      o.drain_timeout_ms);
+      d.o.drain_timeout_ms);
+  {
+    amn_server_stats st;
+    amn_server_get_stats(srv, &st);
+    netd_sd_notify("STOPPING=1\nSTATUS=draining: %u connections (up to %u ms)", st.connections, d.o.drain_timeout_ms);
+  }
   amn_server_request_stop(srv);
   /* a second signal gets the default action (immediate exit) */
   pthread_sigmask(SIG_UNBLOCK, &stop_set, NULL);
@@ -449,6 +686,6 @@ int main(int argc, char **argv) {
   netd_handler_fini(&handler); /* the plug-in finishes the calls it still holds */
   amn_server_free(srv);
   say(AMN_LOG_INFO, "stopped");
-  amn_config_free(&cfg);
+  amn_config_free(&d.cfg);
   return 0;
 }

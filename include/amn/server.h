@@ -4,7 +4,8 @@
  *
  * Threading model
  *  - The server runs `threads` event loops (default: one per core), each
- *    with its own SO_REUSEPORT listening socket. A connection and all its
+ *    with its own SO_REUSEPORT listening socket (or sharing the sockets the
+ *    application gave: amn_server_opts.listen_fd, listen_fd_udp). A connection and all its
  *    calls belong to one loop for their whole life.
  *  - Handler callbacks (on_message, on_half_close, on_cancel, on_writable)
  *    run on the loop thread of the call. They must not block: long work
@@ -134,6 +135,28 @@ typedef struct amn_server_opts {
    *  bytes_in and bytes_out count the call's gRPC messages with their
    *  5-byte prefixes. Default false. */
   bool access_log;
+  /** Sockets the application already bound and hands to the server (e.g.
+   *  a service manager's socket activation: amaters-netd takes them from
+   *  systemd's LISTEN_FDS), instead of binding `listen` itself. A value
+   *  above 2 is a descriptor; 0 (the default) or a negative value: none.
+   *  listen_fd: a listening SOCK_STREAM socket (IPv4 or IPv6), served by
+   *  HTTP/2 (needs AMN_TRANSPORT_H2 or BOTH); every event loop accepts from
+   *  it (each through its own dup of the descriptor; whichever loop is
+   *  woken first takes the connection, the others find nothing), so the
+   *  loops share it instead of each having its own SO_REUSEPORT socket
+   *  (the kernel no longer spreads connections over the loops: a burst of
+   *  connections may all go to the loop that woke first).
+   *  listen_fd_udp: a bound SOCK_DGRAM socket, served by HTTP/3 (needs
+   *  AMN_TRANSPORT_H3 or BOTH); it is served by event loop 0 alone (QUIC
+   *  connections are not spread over the loops: the datagrams of one
+   *  socket cannot be steered to the loop of their connection), the other
+   *  loops serve only HTTP/2. When one is given, every protocol of
+   *  `transport` needs its own (amn_server_start fails naming the missing
+   *  one) and `listen` is not bound (its port is unused). The server works
+   *  on duplicates and closes them at stop: the application keeps (and
+   *  closes) its own descriptors; amn_server_port is the bound port. */
+  int listen_fd;
+  int listen_fd_udp;
 } amn_server_opts;
 
 /** Fills `o` with the defaults documented above. */
@@ -231,6 +254,31 @@ AMN_API int amn_server_start(amn_server *s, char *err, size_t errlen);
  * replaced context allocated until amn_server_free (a few KiB).
  */
 AMN_API int amn_server_reload_tls(amn_server *s, char *err, size_t errlen);
+
+/**
+ * Applies the settings of `o` that can change while the server runs (a
+ * configuration reload: amaters-netd's SIGHUP), and only those:
+ *  - tls: the certificate chain, key and CA bundle are loaded from o->tls's
+ *    paths (which may differ from the current ones) with its allow_tls12,
+ *    and swapped in as amn_server_reload_tls does (new handshakes use them);
+ *  - access_log; max_recv_message and max_send_message (calls that begin
+ *    afterwards; they must still fit the current max_connection_buffer);
+ *  - max_connections (checked at each new connection); drain_timeout_ms;
+ *  - idle_timeout_ms, keepalive_interval_ms, keepalive_timeout_ms,
+ *    handshake_timeout_ms, quic_retry_threshold (connections opened
+ *    afterwards; open ones keep theirs).
+ * The other fields are ignored: they need a new server (listen, threads,
+ * transport, tls.insecure, the buffers, header and stall timeouts, window and
+ * stream limits, the QUIC secret, listen fds). Either every setting is applied
+ * or, on an error (a TLS file that does not load, an out-of-range value),
+ * none, with the reason in err (AMN_EINVAL / AMN_ETLS / AMN_EIO /
+ * AMN_ENOMEM). Each setting is one atomic value read without a lock where it
+ * is used: a connection or call that begins during the update may see some
+ * settings old and some new. Thread-safe with respect to the server's loops;
+ * not to a concurrent amn_server_update / amn_server_reload_tls (call both
+ * from one thread).
+ */
+AMN_API int amn_server_update(amn_server *s, const amn_server_opts *o, char *err, size_t errlen);
 
 /** A server's counters, both transports (amn_server_get_stats). Totals
  *  count since amn_server_start; "now" values are a snapshot. */

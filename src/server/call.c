@@ -65,7 +65,7 @@ static void m_finish(amn_call *c, amn_status_code code) {
   m_start(c, NULL);
   int64_t d = c->sl->clock_ns() - c->m_t0;
   if (d < 0) d = 0;
-  if (c->sl->srv->o.access_log) access_log(c, code, d);
+  if (atomic_load_explicit(&c->sl->srv->live.access_log, memory_order_relaxed)) access_log(c, code, d);
   amn_m_method *m = m_of(c);
   if (!m) return;
   amn_st_count(&m->finished[(unsigned)code <= 16 ? code : AMN_STATUS_UNKNOWN], 1);
@@ -119,7 +119,7 @@ amn_call *amn_call_begin(void *loop, const amn_st_stream_ops *ops, void *stream,
   c->early_data = early_data;
   c->deadline_ns = -1;
   amn_rpc_req_init(&c->req);
-  amn_deframer_init(&c->df, sl->srv->o.max_recv_message);
+  amn_deframer_init(&c->df, atomic_load_explicit(&sl->srv->live.max_recv_message, memory_order_relaxed));
   c->deadline_timer.data = c;
   c->m_method = SIZE_MAX;
   c->m_t0 = sl->clock_ns();
@@ -619,7 +619,7 @@ static int send_msg(amn_call *c, amn_qmsg *m, bool bypass_bound) {
 static int check_send(amn_call *c, size_t len) {
   if (!c) return AMN_EINVAL;
   if (atomic_load(&c->cancelled) || atomic_load(&c->finish_called)) return AMN_ECLOSED;
-  if (len > c->sl->srv->o.max_send_message) return AMN_ETOOBIG;
+  if (len > atomic_load_explicit(&c->sl->srv->live.max_send_message, memory_order_relaxed)) return AMN_ETOOBIG;
   return 0;
 }
 

@@ -123,6 +123,12 @@ int amn_server_new(amn_server **out, const amn_server_opts *opts, char *err, siz
   s->bc.quic_retry_threshold = o.quic_retry_threshold;
   s->bc.tls_get = tls_get;
   s->bc.tls_ud = s;
+  atomic_init(&s->live.max_recv_message, o.max_recv_message);
+  atomic_init(&s->live.max_send_message, o.max_send_message);
+  atomic_init(&s->live.access_log, o.access_log);
+  atomic_init(&s->live.drain_timeout_ms, o.drain_timeout_ms);
+  s->lfd_tcp = o.listen_fd > 2 ? o.listen_fd : -1;
+  s->lfd_udp = o.listen_fd_udp > 2 ? o.listen_fd_udp : -1;
   pthread_mutex_init(&s->stop_lock, NULL);
   pthread_cond_init(&s->stop_cond, NULL);
   pthread_mutex_init(&s->tls_lock, NULL);
@@ -185,17 +191,16 @@ static void accept_cb(struct ev_loop *ev, ev_io *w, int revents) {
     amn_addr_text((const struct sockaddr *)&ss, addr, sizeof addr);
     int one = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-    if (s->o.max_connections && atomic_load(&s->bc.nconns) >= s->o.max_connections) {
+    uint32_t maxc = atomic_load_explicit(&s->bc.max_connections, memory_order_relaxed);
+    if (maxc && atomic_load(&s->bc.nconns) >= maxc) {
       /* a clean refusal the client can read: TLS, then GOAWAY with the reason;
        * a flood beyond what refusals may cost is dropped at once */
       unsigned long long n = atomic_fetch_add(&s->bc.refused, 1) + 1;
-      if (atomic_load(&s->bc.nrefusing) >= 16 + s->o.max_connections / 8) {
-        AMN_WARN("connection from %s dropped: max_connections (%u) reached (%llu refused so far)", addr,
-                 s->o.max_connections, n);
+      if (atomic_load(&s->bc.nrefusing) >= 16 + maxc / 8) {
+        AMN_WARN("connection from %s dropped: max_connections (%u) reached (%llu refused so far)", addr, maxc, n);
         close(fd);
       } else {
-        AMN_WARN("connection from %s refused: max_connections (%u) reached (%llu refused so far)", addr,
-                 s->o.max_connections, n);
+        AMN_WARN("connection from %s refused: max_connections (%u) reached (%llu refused so far)", addr, maxc, n);
         amn_h2s_refuse(&sl->bl, fd, addr);
       }
       continue;
@@ -222,7 +227,8 @@ static void begin_stop(amn_srv_loop *sl) {
   amn_health_notify_loop(sl);
   amn_h2s_drain_all(&sl->bl);
   amn_h3s_drain_all(&sl->bl); /* [h3] */
-  ev_timer_init(&sl->drain_timer, drain_timeout_cb, sl->srv->o.drain_timeout_ms / 1000.0, 0.);
+  ev_timer_init(&sl->drain_timer, drain_timeout_cb,
+                atomic_load_explicit(&sl->srv->live.drain_timeout_ms, memory_order_relaxed) / 1000.0, 0.);
   sl->drain_timer.data = sl;
   ev_timer_start(sl->ev, &sl->drain_timer);
   if (sl->bl.nconns == 0) ev_break(sl->ev, EVBREAK_ONE);
@@ -295,6 +301,57 @@ static int make_listener(const char *host, uint16_t port, bool first, uint16_t *
   return fd;
 }
 
+/* One socket the application gave (amn_server_opts.listen_fd / listen_fd_udp):
+ * an open socket of `type`, IPv4 or IPv6, bound (and listening for TCP). */
+static int check_given(int fd, int type, const char *what, uint16_t *port, char *addr, size_t addrcap, char *err,
+                       size_t errlen) {
+  int t = 0, acc = 0;
+  socklen_t len = sizeof t;
+  if (getsockopt(fd, SOL_SOCKET, SO_TYPE, &t, &len) != 0)
+    return amn_set_err(err, errlen, AMN_EINVAL, "the given %s socket (descriptor %d): %s", what, fd,
+                       errno == ENOTSOCK ? "not a socket" : errno == EBADF ? "not an open descriptor" : strerror(errno));
+  if (t != type)
+    return amn_set_err(err, errlen, AMN_EINVAL, "the given %s socket (descriptor %d) is a %s socket", what, fd,
+                       t == SOCK_STREAM ? "TCP (stream)" : t == SOCK_DGRAM ? "UDP (datagram)" : "different kind of");
+  struct sockaddr_storage ss;
+  socklen_t sl = sizeof ss;
+  if (getsockname(fd, (struct sockaddr *)&ss, &sl) != 0 || (ss.ss_family != AF_INET && ss.ss_family != AF_INET6))
+    return amn_set_err(err, errlen, AMN_EINVAL, "the given %s socket (descriptor %d) is not an IPv4 or IPv6 socket",
+                       what, fd);
+  *port = ntohs(ss.ss_family == AF_INET ? ((struct sockaddr_in *)&ss)->sin_port
+                                        : ((struct sockaddr_in6 *)&ss)->sin6_port);
+  if (*port == 0)
+    return amn_set_err(err, errlen, AMN_EINVAL, "the given %s socket (descriptor %d) is not bound", what, fd);
+  len = sizeof acc;
+  if (type == SOCK_STREAM && (getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &acc, &len) != 0 || !acc))
+    return amn_set_err(err, errlen, AMN_EINVAL, "the given %s socket (descriptor %d) is not listening", what, fd);
+  amn_addr_text((const struct sockaddr *)&ss, addr, addrcap);
+  return 0;
+}
+
+/* The sockets the application gave, against the transports: each protocol
+ * served needs its socket, and no socket may be left unserved. */
+static int check_given_all(amn_server *s, uint16_t *tport, uint16_t *uport, char *addr, size_t cap, char *err,
+                           size_t errlen) {
+  bool h2 = s->o.transport != AMN_TRANSPORT_H3, h3 = (s->o.transport & AMN_TRANSPORT_H3) != 0;
+  static const char *const names[] = {"", "HTTP/2", "HTTP/3", "HTTP/2 + HTTP/3"};
+  const char *tn = names[s->o.transport & 3];
+  if (s->lfd_tcp >= 0 && !h2)
+    return amn_set_err(err, errlen, AMN_EINVAL, "a TCP socket was given but the transport is %s only", tn);
+  if (s->lfd_udp >= 0 && !h3)
+    return amn_set_err(err, errlen, AMN_EINVAL, "a UDP socket was given but the transport is %s only", tn);
+  if (h2 && s->lfd_tcp < 0)
+    return amn_set_err(err, errlen, AMN_EINVAL, "transport %s needs a TCP socket too: only a UDP socket was given", tn);
+  if (h3 && s->lfd_udp < 0)
+    return amn_set_err(err, errlen, AMN_EINVAL, "transport %s needs a UDP socket too: only a TCP socket was given", tn);
+  int rc = 0;
+  char uaddr[64];
+  if (h2) rc = check_given(s->lfd_tcp, SOCK_STREAM, "TCP", tport, addr, cap, err, errlen);
+  if (!rc && h3) rc = check_given(s->lfd_udp, SOCK_DGRAM, "UDP", uport, uaddr, sizeof uaddr, err, errlen);
+  if (!rc && !h2) snprintf(addr, cap, "%s", uaddr);
+  return rc;
+}
+
 void amn_srv_loop_setup(amn_srv_loop *sl, amn_clock_fn clock) {
   sl->ev = ev_loop_new(EVFLAG_AUTO | EVFLAG_NOSIGMASK);
   sl->bl.ev = sl->ev;
@@ -328,7 +385,19 @@ int amn_server_start(amn_server *s, char *err, size_t errlen) {
       s->loops = NULL;
       return amn_set_err(err, errlen, AMN_ENOMEM, "out of memory");
     }
-  uint16_t port = s->port;
+  uint16_t port = s->port, given_tcp = 0, given_udp = 0;
+  char given_addr[64] = "";
+  bool given = s->lfd_tcp >= 0 || s->lfd_udp >= 0;
+  if (given) {
+    int grc = check_given_all(s, &given_tcp, &given_udp, given_addr, sizeof given_addr, err, errlen);
+    if (grc) {
+      for (int j = 0; j < n; j++) amn_m_loop_free(&s->loops[j].m);
+      free(s->loops);
+      s->loops = NULL;
+      return grc;
+    }
+    port = given_tcp ? given_tcp : given_udp;
+  }
   int udp_tries = 0; /* [h3] */
   for (int i = 0; i < n; i++) {
     amn_srv_loop *sl = &s->loops[i];
@@ -345,12 +414,24 @@ int amn_server_start(amn_server *s, char *err, size_t errlen) {
     /* [h3] TCP listener unless HTTP/3 only; then the UDP socket on the same port */
     int fd = -1, rc = 0;
     amn_h3_listener *ql = NULL;
-    if (s->o.transport != AMN_TRANSPORT_H3) {
+    if (given) { /* every loop accepts from the given TCP socket; loop 0 alone serves the UDP one */
+      bound = port;
+      if (s->lfd_tcp >= 0 && (fd = fcntl(s->lfd_tcp, F_DUPFD_CLOEXEC, 3)) < 0)
+        rc = amn_set_err(err, errlen, AMN_EIO, "dup of the given TCP socket: %s", strerror(errno));
+      else if (fd >= 0 && fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK) != 0)
+        rc = amn_set_err(err, errlen, AMN_EIO, "the given TCP socket: %s", strerror(errno));
+      int ufd = -1;
+      if (!rc && i == 0 && s->lfd_udp >= 0 && (ufd = fcntl(s->lfd_udp, F_DUPFD_CLOEXEC, 3)) < 0)
+        rc = amn_set_err(err, errlen, AMN_EIO, "dup of the given UDP socket: %s", strerror(errno));
+      uint16_t ub;
+      if (!rc && ufd >= 0 && !(ql = amn_h3s_adopt(ufd, &ub, &rc, err, errlen))) rc = rc ? rc : AMN_EIO;
+      if (rc && fd >= 0) close(fd);
+    } else if (s->o.transport != AMN_TRANSPORT_H3) {
       fd = make_listener(s->host, port, i == 0, &bound, err, errlen);
       if (fd < 0) rc = fd;
       else port = bound;
     }
-    if (!rc && (s->o.transport & AMN_TRANSPORT_H3) && !(ql = amn_h3s_open(s->host, port, i == 0, &bound, &rc, err, errlen))) {
+    if (!given && !rc && (s->o.transport & AMN_TRANSPORT_H3) && !(ql = amn_h3s_open(s->host, port, i == 0, &bound, &rc, err, errlen))) {
       if (fd >= 0) close(fd);
       if (i == 0 && fd >= 0 && s->port == 0 && udp_tries++ < 8) { /* port 0: that port's UDP twin is taken, pick another */
         port = 0;
@@ -379,15 +460,22 @@ int amn_server_start(amn_server *s, char *err, size_t errlen) {
   }
   s->port = port;
   if (s->o.transport & AMN_TRANSPORT_H3) { /* HTTP/2 responses advertise HTTP/3 on the same port (RFC 7838) */
-    int al = snprintf(s->bc.alt_svc, sizeof s->bc.alt_svc, "h3=\":%u\"", port);
+    int al = snprintf(s->bc.alt_svc, sizeof s->bc.alt_svc, "h3=\":%u\"", given_udp ? given_udp : port);
     s->bc.alt_svc_len = al > 0 && (size_t)al < sizeof s->bc.alt_svc ? (size_t)al : 0;
   }
   s->nloops = n;
   s->started = true;
   for (int i = 0; i < n; i++) pthread_create(&s->loops[i].thread, NULL, loop_main, &s->loops[i]);
-  AMN_INFO("listening on %s:%u (%s, %s, %d event loop%s)", s->host, port, /* [h3] protocols */
-           s->o.transport == AMN_TRANSPORT_H3 ? "HTTP/3" : s->o.transport == AMN_TRANSPORT_BOTH ? "HTTP/2 + HTTP/3" : "HTTP/2",
-           s->o.tls.insecure ? "PLAINTEXT" : "mTLS", n, n > 1 ? "s" : "");
+  const char *protos = s->o.transport == AMN_TRANSPORT_H3     ? "HTTP/3" /* [h3] protocols */
+                       : s->o.transport == AMN_TRANSPORT_BOTH ? "HTTP/2 + HTTP/3"
+                                                              : "HTTP/2";
+  if (given)
+    AMN_INFO("listening on %s (%s, %s, %d event loop%s; on sockets given by the application%s)", given_addr, protos,
+             s->o.tls.insecure ? "PLAINTEXT" : "mTLS", n, n > 1 ? "s" : "",
+             s->lfd_udp >= 0 && n > 1 ? ", HTTP/3 on event loop 0 only" : "");
+  else
+    AMN_INFO("listening on %s:%u (%s, %s, %d event loop%s)", s->host, port, protos,
+             s->o.tls.insecure ? "PLAINTEXT" : "mTLS", n, n > 1 ? "s" : "");
   return 0;
 }
 
@@ -458,30 +546,92 @@ void amn_server_h3_rotate_ticket_key(amn_server *s) {
 }
 #endif
 
-int amn_server_reload_tls(amn_server *s, char *err, size_t errlen) {
-  if (!s) return AMN_EINVAL;
-  if (s->o.tls.insecure) return amn_set_err(err, errlen, AMN_ESTATE, "insecure mode: no TLS credentials to reload");
-  char why[512] = "";
+/* A new TLS context from `tls` swapped in (tls_lock held): the paths and
+ * allow_tls12 become the server's. */
+static int tls_swap(amn_server *s, const amn_tls_opts *tls, char *why, size_t whylen) {
+  amn_tls_opts t = s->o.tls;
+  t.cert_path = tls->cert_path;
+  t.key_path = tls->key_path;
+  t.ca_path = tls->ca_path;
+  t.allow_tls12 = tls->allow_tls12;
+  if (!t.cert_path || !t.key_path || !t.ca_path) {
+    snprintf(why, whylen, "TLS needs a certificate, a key and a CA");
+    return AMN_EINVAL;
+  }
+  char *cert = strdup(t.cert_path), *key = strdup(t.key_path), *ca = strdup(t.ca_path);
   amn_tls_ctx *ctx = NULL;
-  pthread_mutex_lock(&s->tls_lock);
-  int rc = amn_tls_ctx_new(&ctx, AMN_TLS_SERVER, &s->o.tls, s->alpn, why, sizeof why);
+  int rc = cert && key && ca ? amn_tls_ctx_new(&ctx, AMN_TLS_SERVER, &t, s->alpn, why, whylen) : AMN_ENOMEM;
   amn_tls_ctx **r = rc ? NULL : realloc(s->tls_retired, (s->ntls_retired + 1) * sizeof *r);
   if (!rc && !r) {
     amn_tls_ctx_unref(ctx);
     rc = AMN_ENOMEM;
-    snprintf(why, sizeof why, "out of memory");
   }
-  if (!rc) {
-    s->tls_retired = r;
-    /* handshakes already started keep their own reference to the old context */
-    r[s->ntls_retired++] = atomic_exchange(&s->tls, ctx);
+  if (rc == AMN_ENOMEM) snprintf(why, whylen, "out of memory");
+  if (rc) {
+    free(cert);
+    free(key);
+    free(ca);
+    return rc;
   }
+  s->tls_retired = r;
+  /* handshakes already started keep their own reference to the old context */
+  r[s->ntls_retired++] = atomic_exchange(&s->tls, ctx);
+  free(s->cert_s);
+  free(s->key_s);
+  free(s->ca_s);
+  s->o.tls.cert_path = s->cert_s = cert;
+  s->o.tls.key_path = s->key_s = key;
+  s->o.tls.ca_path = s->ca_s = ca;
+  s->o.tls.allow_tls12 = t.allow_tls12;
+  return 0;
+}
+
+int amn_server_reload_tls(amn_server *s, char *err, size_t errlen) {
+  if (!s) return AMN_EINVAL;
+  if (s->o.tls.insecure) return amn_set_err(err, errlen, AMN_ESTATE, "insecure mode: no TLS credentials to reload");
+  char why[512] = "";
+  pthread_mutex_lock(&s->tls_lock);
+  amn_tls_opts t = s->o.tls;
+  int rc = tls_swap(s, &t, why, sizeof why);
   pthread_mutex_unlock(&s->tls_lock);
   if (rc) {
     AMN_WARN("TLS reload failed, keeping the current credentials: %s", why);
     return amn_set_err(err, errlen, rc, "%s", why);
   }
   AMN_INFO("TLS credentials reloaded from %s (new handshakes use them)", s->o.tls.cert_path);
+  return 0;
+}
+
+int amn_server_update(amn_server *s, const amn_server_opts *o, char *err, size_t errlen) {
+  if (!s || !o) return AMN_EINVAL;
+  /* checked first: nothing is applied unless everything can be */
+  if (o->max_recv_message == 0 || o->max_recv_message > 0x7fffffffu || o->max_send_message == 0 ||
+      o->max_send_message > 0x7fffffffu)
+    return amn_set_err(err, errlen, AMN_EINVAL, "max message size must be 1..2147483647");
+  size_t need = o->max_recv_message + o->max_send_message + (1u << 20);
+  if (need > s->bc.conn_buffer_limit)
+    return amn_set_err(err, errlen, AMN_EINVAL,
+                       "max_recv_message + max_send_message + 1 MiB (%zu) passes the connection buffer limit (%zu), "
+                       "which changes only with a restart",
+                       need, s->bc.conn_buffer_limit);
+  if (!s->o.tls.insecure) {
+    char why[512] = "";
+    pthread_mutex_lock(&s->tls_lock);
+    int rc = tls_swap(s, &o->tls, why, sizeof why);
+    pthread_mutex_unlock(&s->tls_lock);
+    if (rc) return amn_set_err(err, errlen, rc, "%s", why);
+  }
+  atomic_store_explicit(&s->live.max_recv_message, o->max_recv_message, memory_order_relaxed);
+  atomic_store_explicit(&s->live.max_send_message, o->max_send_message, memory_order_relaxed);
+  atomic_store_explicit(&s->live.access_log, o->access_log, memory_order_relaxed);
+  atomic_store_explicit(&s->live.drain_timeout_ms, o->drain_timeout_ms, memory_order_relaxed);
+  atomic_store_explicit(&s->bc.max_connections, o->max_connections, memory_order_relaxed);
+  atomic_store_explicit(&s->bc.idle_timeout_ms, o->idle_timeout_ms, memory_order_relaxed);
+  atomic_store_explicit(&s->bc.keepalive_interval_ms, o->keepalive_interval_ms, memory_order_relaxed);
+  atomic_store_explicit(&s->bc.keepalive_timeout_ms, o->keepalive_timeout_ms, memory_order_relaxed);
+  atomic_store_explicit(&s->bc.handshake_timeout_ms, o->handshake_timeout_ms ? o->handshake_timeout_ms : 10000,
+                        memory_order_relaxed);
+  atomic_store_explicit(&s->bc.quic_retry_threshold, o->quic_retry_threshold, memory_order_relaxed);
   return 0;
 }
 

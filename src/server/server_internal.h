@@ -155,6 +155,15 @@ struct amn_server {
   amn_tls_ctx **tls_retired;        /* replaced contexts, kept until free (a reader may hold one) */
   size_t ntls_retired;
   amn_st_config bc;                 /* what the transport bindings see: settings, shared counters */
+  /* The server core's settings that amn_server_update may change while the
+   * loops run (the others are in bc): relaxed atomic loads where a call
+   * begins or a stop starts; o's copies of them are not read after start. */
+  struct {
+    atomic_size_t max_recv_message, max_send_message;
+    atomic_bool access_log;
+    _Atomic uint32_t drain_timeout_ms;
+  } live;
+  int lfd_tcp, lfd_udp;             /* listen_fd, listen_fd_udp given (-1: none): duplicated per loop */
   amn_method_entry *methods;
   size_t nmethods;
   void *health;                     /* health.c state */

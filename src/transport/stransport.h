@@ -111,14 +111,17 @@ typedef struct amn_st_calls {
 typedef struct amn_st_config {
   uint32_t max_concurrent_streams;
   uint32_t initial_window_size;
-  uint32_t max_connections;          /* 0: no limit */
-  uint32_t idle_timeout_ms;
-  uint32_t keepalive_interval_ms;    /* 0: no keepalive */
-  uint32_t keepalive_timeout_ms;     /* 0: max(interval, 5000) */
-  uint32_t handshake_timeout_ms;
+  /* The _Atomic settings may change while the server runs (amn_server_update
+   * stores them; a plain read is an atomic load): read them where a
+   * connection begins or a timer is set, never cache them at start. */
+  _Atomic uint32_t max_connections;          /* 0: no limit */
+  _Atomic uint32_t idle_timeout_ms;
+  _Atomic uint32_t keepalive_interval_ms;    /* 0: no keepalive */
+  _Atomic uint32_t keepalive_timeout_ms;     /* 0: max(interval, 5000) */
+  _Atomic uint32_t handshake_timeout_ms;
   uint32_t ping_min_interval_ms;     /* HTTP/2 PING abuse policy; 0: off */
   bool ping_permit_without_calls;
-  uint32_t quic_retry_threshold;     /* HTTP/3: handshakes in progress per loop before Retry */
+  _Atomic uint32_t quic_retry_threshold;     /* HTTP/3: handshakes in progress per loop before Retry */
   uint8_t quic_secret[32];           /* HTTP/3: tokens and stateless resets ... */
   bool has_quic_secret;              /* ... when configured */
   char alt_svc[32];                  /* HTTP/2 responses carry this alt-svc value */

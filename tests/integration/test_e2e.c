@@ -16,6 +16,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -909,6 +912,152 @@ static void test_port_in_use(void **st) {
   free_server(s);
 }
 
+/* amn_server_update: the run-time settings change for new calls and
+ * connections; a bad update changes nothing. */
+static int exec_len(amn_client *c, size_t n) {
+  uint8_t *q = calloc(1, n);
+  amn_result r;
+  assert_int_equal(amn_client_execute(c, q, n, NULL, 0, NULL, &r, NULL, NULL), 0);
+  int code = (int)r.code;
+  amn_result_free(&r);
+  free(q);
+  return code;
+}
+
+static void test_update(void **st) {
+  (void)st;
+  amn_server *s = start_server(NULL);
+  amn_client *c = make_client(s, NULL, 0);
+  assert_int_equal(exec_len(c, 2000), AMN_STATUS_OK);
+  amn_server_opts o;
+  amn_server_opts_init(&o);
+  o.tls = amn_t_stls;
+  o.max_recv_message = 1000;
+  char err[512] = "";
+  assert_int_equal(amn_server_update(s, &o, err, sizeof err), 0);
+  assert_int_equal(exec_len(c, 2000), AMN_STATUS_RESOURCE_EXHAUSTED); /* the same connection: a new call */
+  assert_int_equal(exec_len(c, 500), AMN_STATUS_OK);
+
+  /* rejected updates apply nothing */
+  amn_server_opts bad = o;
+  bad.max_recv_message = 0;
+  assert_int_equal(amn_server_update(s, &bad, err, sizeof err), AMN_EINVAL);
+  bad.max_recv_message = 0x7fffffff;
+  assert_int_equal(amn_server_update(s, &bad, err, sizeof err), AMN_EINVAL);
+  assert_non_null(strstr(err, "connection buffer limit"));
+  bad = o;
+  bad.max_recv_message = 1u << 20;
+  bad.tls.key_path = "/nonexistent/server-key.pem";
+  assert_int_not_equal(amn_server_update(s, &bad, err, sizeof err), 0);
+  assert_non_null(strstr(err, "/nonexistent/server-key.pem"));
+  assert_int_equal(exec_len(c, 2000), AMN_STATUS_RESOURCE_EXHAUSTED); /* still 1000 */
+
+  /* max_connections for new connections: c keeps its own, a second client is refused, then admitted */
+  o.max_connections = 1;
+  assert_int_equal(amn_server_update(s, &o, err, sizeof err), 0);
+  amn_server_stats ss;
+  assert_int_equal(amn_server_get_stats(s, &ss), 0);
+  assert_int_equal(ss.connections, 1);
+  amn_client *c2 = make_client(s, NULL, 0);
+  assert_int_equal(exec_len(c2, 10), AMN_STATUS_UNAVAILABLE);
+  assert_int_equal(exec_len(c, 10), AMN_STATUS_OK);
+  assert_true(amn_server_refused_connections(s) >= 1);
+  o.max_connections = 0;
+  assert_int_equal(amn_server_update(s, &o, err, sizeof err), 0);
+  amn_client_free(c2); /* (its endpoint waits out a backoff after the refusal: a new client) */
+  c2 = make_client(s, NULL, 0);
+  assert_int_equal(exec_len(c2, 10), AMN_STATUS_OK);
+  amn_client_free(c2);
+  amn_client_free(c);
+  free_server(s);
+}
+
+/* listen_fd / listen_fd_udp: the server serves sockets the test bound, with
+ * two loops sharing them; wrong ones are refused at start by name. */
+static int bound_socket(int type, uint16_t port, uint16_t *got) {
+  int fd = socket(AF_INET, type | SOCK_CLOEXEC, 0);
+  struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons(port)};
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  if (fd < 0 || bind(fd, (struct sockaddr *)&a, sizeof a) != 0) {
+    if (fd >= 0) close(fd);
+    return -1;
+  }
+  socklen_t l = sizeof a;
+  getsockname(fd, (struct sockaddr *)&a, &l);
+  *got = ntohs(a.sin_port);
+  return fd;
+}
+
+static void test_given_sockets(void **st) {
+  (void)st;
+  int tfd = -1, ufd = -1;
+  uint16_t port = 0, up = 0;
+  for (int i = 0; i < 50 && ufd < 0; i++) { /* a port free on both */
+    if (tfd >= 0) close(tfd);
+    tfd = bound_socket(SOCK_STREAM, 0, &port);
+    ufd = bound_socket(SOCK_DGRAM, port, &up);
+  }
+  assert_true(tfd >= 0 && ufd >= 0);
+  assert_int_equal(listen(tfd, 64), 0);
+  amn_server_opts o;
+  amn_server_opts_init(&o);
+  o.tls = amn_t_stls;
+  o.threads = 2;
+  o.listen = "127.0.0.1:1"; /* not bound */
+  o.transport = AMN_TRANSPORT_BOTH;
+  o.listen_fd = tfd;
+  o.listen_fd_udp = ufd;
+  amn_server *s = NULL;
+  char err[256] = "";
+  assert_int_equal(amn_server_new(&s, &o, err, sizeof err), 0);
+  assert_int_equal(amn_server_use_echo(s), 0);
+  assert_int_equal(amn_server_start(s, err, sizeof err), 0);
+  assert_int_equal(amn_server_port(s), port);
+  amn_client *cs[4];
+  for (int i = 0; i < 4; i++) { /* several connections, the two loops sharing the socket */
+    cs[i] = make_client(s, NULL, 0);
+    assert_int_equal(exec_len(cs[i], 100), AMN_STATUS_OK);
+  }
+  for (int i = 0; i < 4; i++) amn_client_free(cs[i]);
+  free_server(s);
+  /* the test's descriptors are still its own: the server closed only its duplicates */
+  int type = 0;
+  socklen_t tl = sizeof type;
+  assert_int_equal(getsockopt(tfd, SOL_SOCKET, SO_TYPE, &type, &tl), 0);
+
+  /* refused: a missing socket for a transport, a socket of the wrong kind, one that does not listen */
+  struct {
+    int tcp, udp;
+    amn_transport t;
+    const char *msg;
+  } bad[] = {
+      {tfd, -1, AMN_TRANSPORT_BOTH, "needs a UDP socket too"},
+      {-1, ufd, AMN_TRANSPORT_BOTH, "needs a TCP socket too"},
+      {tfd, ufd, AMN_TRANSPORT_H2, "a UDP socket was given but the transport is HTTP/2 only"},
+      {ufd, -1, AMN_TRANSPORT_H2, "is a UDP (datagram) socket"},
+  };
+  for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+    o.listen_fd = bad[i].tcp;
+    o.listen_fd_udp = bad[i].udp;
+    o.transport = bad[i].t;
+    assert_int_equal(amn_server_new(&s, &o, err, sizeof err), 0);
+    assert_int_equal(amn_server_start(s, err, sizeof err), AMN_EINVAL);
+    if (!strstr(err, bad[i].msg)) fail_msg("case %zu: '%s' lacks '%s'", i, err, bad[i].msg);
+    amn_server_free(s);
+  }
+  uint16_t p2;
+  int idle = bound_socket(SOCK_STREAM, 0, &p2);
+  o.listen_fd = idle;
+  o.listen_fd_udp = -1;
+  assert_int_equal(amn_server_new(&s, &o, err, sizeof err), 0);
+  assert_int_equal(amn_server_start(s, err, sizeof err), AMN_EINVAL);
+  assert_non_null(strstr(err, "is not listening"));
+  amn_server_free(s);
+  close(idle);
+  close(tfd);
+  close(ufd);
+}
+
 static int setup_all(void **st) {
   (void)st;
   if (amn_t_setup("e2e") != 0) return -1;
@@ -942,6 +1091,8 @@ int main(void) {
       cmocka_unit_test(test_mtls_refusals),
       cmocka_unit_test(test_plaintext_mismatch),
       cmocka_unit_test(test_port_in_use),
+      cmocka_unit_test(test_update),
+      cmocka_unit_test(test_given_sockets),
   };
   return cmocka_run_group_tests(tests, setup_all, teardown_all);
 }

@@ -583,8 +583,8 @@ static void test_budget_fails_past_limit(void **st) {
  * waits (parked) until there is room. */
 static void test_budget_partial_buffer_step(void **st) {
   (void)st;
-  size_t max = g_srv->o.max_recv_message;
-  g_srv->o.max_recv_message = 1 << 20;
+  size_t max = atomic_load(&g_srv->live.max_recv_message);
+  atomic_store(&g_srv->live.max_recv_message, (size_t)1 << 20);
   amn_st_budget b = {.limit = 200 << 10, .grant_below = 100 << 10};
   static uint8_t part[150 << 10];
   amn_frame_prefix(part, 1 << 20); /* announces 1 MiB */
@@ -606,7 +606,7 @@ static void test_budget_partial_buffer_step(void **st) {
   B->closed(c, AMN_STATUS_CANCELLED, NULL);
   assert_int_equal(b.held, 0);
   assert_null(b.parked);
-  g_srv->o.max_recv_message = max;
+  atomic_store(&g_srv->live.max_recv_message, max);
 }
 
 /* The server-wide bound, counted in 64 KiB units per call. */

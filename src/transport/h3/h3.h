@@ -45,6 +45,10 @@ typedef struct amn_h3_listener amn_h3_listener;
  * loop runs. */
 amn_h3_listener *amn_h3s_open(const char *host, uint16_t port, bool first, uint16_t *bound, int *rc, char *err,
                               size_t errlen);
+/* A listener on a UDP socket the application bound (amn_server_opts.
+ * listen_fd_udp): made non-blocking and set up as amn_h3s_open's; the
+ * listener owns fd from now on (closed on failure too). */
+amn_h3_listener *amn_h3s_adopt(int fd, uint16_t *bound, int *rc, char *err, size_t errlen);
 /* Attaches an opened listener to its loop (l->ev exists, the loop thread
  * is not running yet); it is kept in loop->h3. Loops of one server share
  * their socket group state (session ticket key, token secret, anti-replay

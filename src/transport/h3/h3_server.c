@@ -19,6 +19,7 @@
  */
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <gnutls/crypto.h>
 #include <netdb.h>
 #include <netinet/in.h>
@@ -167,6 +168,33 @@ static int probe_free(const struct addrinfo *a) {
   return rc;
 }
 
+/* A listener on the bound UDP socket fd (which it owns from now on, even
+ * when it fails). */
+static amn_h3_listener *listener_new(int fd, uint16_t *bound, int *rc, char *err, size_t errlen) {
+  amn_h3_listener *l = calloc(1, sizeof *l);
+  if (l) {
+    l->rbuf = malloc((size_t)AMN_H3_RX_BATCH * AMN_H3_RX_DGRAM);
+    l->txbuf = malloc(AMN_H3_TX_BUF);
+  }
+  if (!l || !l->rbuf || !l->txbuf || amn_h3s_cid_table_init(l) != 0) {
+    if (l) {
+      free(l->rbuf);
+      free(l->txbuf);
+      free(l);
+    }
+    close(fd);
+    *rc = amn_set_err(err, errlen, AMN_ENOMEM, "out of memory");
+    return NULL;
+  }
+  l->fd = fd;
+  l->local_len = sizeof l->local;
+  getsockname(fd, (struct sockaddr *)&l->local, &l->local_len);
+  *bound = ntohs(l->local.ss_family == AF_INET ? ((struct sockaddr_in *)&l->local)->sin_port
+                                                : ((struct sockaddr_in6 *)&l->local)->sin6_port);
+  *rc = 0;
+  return l;
+}
+
 amn_h3_listener *amn_h3s_open(const char *host, uint16_t port, bool first, uint16_t *bound, int *rc, char *err,
                               size_t errlen) {
   amn_h3s_token_init();
@@ -206,28 +234,22 @@ amn_h3_listener *amn_h3s_open(const char *host, uint16_t port, bool first, uint1
     return NULL;
   }
   freeaddrinfo(res);
-  amn_h3_listener *l = calloc(1, sizeof *l);
-  if (l) {
-    l->rbuf = malloc((size_t)AMN_H3_RX_BATCH * AMN_H3_RX_DGRAM);
-    l->txbuf = malloc(AMN_H3_TX_BUF);
-  }
-  if (!l || !l->rbuf || !l->txbuf || amn_h3s_cid_table_init(l) != 0) {
-    if (l) {
-      free(l->rbuf);
-      free(l->txbuf);
-      free(l);
-    }
+  return listener_new(fd, bound, rc, err, errlen);
+}
+
+amn_h3_listener *amn_h3s_adopt(int fd, uint16_t *bound, int *rc, char *err, size_t errlen) {
+  amn_h3s_token_init();
+  *rc = AMN_EIO;
+  struct sockaddr_storage ss;
+  socklen_t sl = sizeof ss;
+  int fl = getsockname(fd, (struct sockaddr *)&ss, &sl) == 0 ? fcntl(fd, F_GETFL) : -1;
+  if (fl < 0 || fcntl(fd, F_SETFL, fl | O_NONBLOCK) != 0) {
+    amn_set_err(err, errlen, AMN_EIO, "the given UDP socket: %s", strerror(errno));
     close(fd);
-    *rc = amn_set_err(err, errlen, AMN_ENOMEM, "out of memory");
     return NULL;
   }
-  l->fd = fd;
-  l->local_len = sizeof l->local;
-  getsockname(fd, (struct sockaddr *)&l->local, &l->local_len);
-  *bound = ntohs(l->local.ss_family == AF_INET ? ((struct sockaddr_in *)&l->local)->sin_port
-                                                : ((struct sockaddr_in6 *)&l->local)->sin6_port);
-  *rc = 0;
-  return l;
+  amn_h3_udp_setup(fd, ss.ss_family, AMN_H3_SOCKBUF_SERVER);
+  return listener_new(fd, bound, rc, err, errlen);
 }
 
 void amn_h3s_attach(amn_st_loop *loop, amn_h3_listener *l) {
