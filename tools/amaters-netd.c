@@ -241,6 +241,7 @@ int main(int argc, char **argv) {
   o.stall_timeout_ms = (uint32_t)cfg.network.stall_timeout_ms;
   o.quic_retry_threshold = (uint32_t)cfg.quic.retry_threshold;
   o.access_log = f.access_log || cfg.log.access;
+  o.reflection = cfg.server.reflection;
 
   /* TLS: --insecure | --cert/--key/--ca | [tls] paths | PKI directory.
    * Flags take precedence over everything from the file/environment. */

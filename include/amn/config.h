@@ -13,7 +13,7 @@
  *   [server]  transport ("h2"|"h3"|"both"), threads (int), log_level (string),
  *             drain_timeout_ms (int), max_message_bytes (int),
  *             max_connection_buffer_bytes (int), max_server_buffer_bytes (int),
- *             pki_dir (string), insecure (bool)
+ *             pki_dir (string), insecure (bool), reflection (bool)
  *   [client]  urls (array of strings), transport ("h2"|"h3"|"auto"),
  *             timeout_ms, connect_timeout_ms, pool_max_connections,
  *             pool_min_connections (ints), lb_policy ("p2c"|"round_robin"),
@@ -83,6 +83,7 @@ typedef struct amn_config {
     int64_t max_server_buffer_bytes;     /**< bytes all calls may hold together; 0 = default (1 GiB) */
     char *pki_dir;          /**< default NULL: amn_pki_default_dir */
     bool insecure;          /**< default false */
+    bool reflection;        /**< server reflection (amn_server_opts.reflection); default true */
   } server;
   struct {
     char **urls;                    /**< servers to connect to (the pool spreads calls over them);
