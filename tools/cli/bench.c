@@ -196,13 +196,13 @@ int cmd_bench(cli *o, net *n) {
   bslot *slots = calloc((size_t)M, sizeof *slots);
   if (!b || !cl || !slots || !(b->parked = calloc((size_t)M, sizeof *b->parked)) ||
       !(b->unparked = calloc((size_t)M, sizeof *b->unparked)))
-    die("out of memory");
+    die_code(EX_SOFTWARE, "out of memory");
   b->stream = strcmp(o->mode, "stream") == 0;
   b->size = (size_t)o->size;
   b->payload = malloc(b->size ? b->size : 1);
   b->req_len = amn_pair_encoded_size(b->size, 0);
   b->req = malloc(b->req_len ? b->req_len : 1);
-  if (!b->payload || !b->req) die("out of memory");
+  if (!b->payload || !b->req) die_code(EX_SOFTWARE, "out of memory");
   for (size_t i = 0; i < b->size; i++) b->payload[i] = (uint8_t)('a' + i % 26);
   amn_pair_encode(b->req, b->payload, b->size, NULL, 0);
   pthread_mutex_init(&b->mu, NULL);
@@ -324,7 +324,7 @@ int cmd_bench(cli *o, net *n) {
   amn_endpoint_stats *eps = calloc(neps ? neps : 1, sizeof *eps), *one = calloc(neps ? neps : 1, sizeof *one);
   char(*names)[600] = calloc(neps ? neps : 1, sizeof *names); /* the clients go before the summary */
   uint64_t retries = 0;
-  if (!eps || !one || !names) die("out of memory");
+  if (!eps || !one || !names) die_code(EX_SOFTWARE, "out of memory");
   for (int i = 0; i < C; i++) {
     uint64_t r = 0;
     size_t k = amn_client_stats(cl[i].c, one, neps, &r);

@@ -83,21 +83,30 @@ void add_urls(cli *o, const char *arg) {
   free(copy);
 }
 
-void add_metadata(cli *o, const char *kv) {
-  const char *eq = strchr(kv, '=');
-  if (!eq || eq == kv) die("--metadata: expected KEY=VALUE, got '%s'", kv);
-  if (o->md_count == sizeof o->md / sizeof o->md[0]) die("too many --metadata entries");
+/* One metadata entry: KEY and VALUE split at `sep` ('=' for --metadata,
+ * ':' for -H, whose value loses its leading blanks as curl's does). */
+static void add_md(cli *o, const char *flag, const char *kv, char sep) {
+  const char *eq = strchr(kv, sep);
+  if (!eq || eq == kv)
+    die("%s: expected %s, got '%s'", flag, sep == '=' ? "KEY=VALUE" : "'KEY: VALUE'", kv);
+  if (o->md_count == sizeof o->md / sizeof o->md[0]) die("too many metadata entries (--metadata, -H)");
   char *k = strndup(kv, (size_t)(eq - kv));
+  if (!k) die_code(EX_SOFTWARE, "out of memory");
   for (char *p = k; *p; p++) {
     if (*p >= 'A' && *p <= 'Z') *p = (char)(*p - 'A' + 'a');
     if (!((*p >= 'a' && *p <= 'z') || (*p >= '0' && *p <= '9') || *p == '-' || *p == '_' || *p == '.'))
-      die("--metadata: invalid character in key '%s'", k);
+      die("%s: invalid character in key '%s'", flag, k);
   }
+  const char *v = eq + 1;
+  if (sep == ':') v += strspn(v, " \t");
   o->md[o->md_count].key = k;
-  o->md[o->md_count].value = (const uint8_t *)(eq + 1);
-  o->md[o->md_count].value_len = strlen(eq + 1);
+  o->md[o->md_count].value = (const uint8_t *)v;
+  o->md[o->md_count].value_len = strlen(v);
   o->md_count++;
 }
+
+void add_metadata(cli *o, const char *kv) { add_md(o, "--metadata", kv, '='); }
+void add_header(cli *o, const char *kv) { add_md(o, "-H/--header", kv, ':'); }
 
 void parse_cli(int argc, char **argv, cli *o) {
   memset(o, 0, sizeof *o);
@@ -116,14 +125,19 @@ void parse_cli(int argc, char **argv, cli *o) {
       {"pki-dir", C_NET, true},     {"server-name", C_NET, true},  {"insecure", C_NET, false},
       {"plaintext", C_NET, false},  {"transport", C_NET, true},
       {"timeout", C_NET, true},     {"metadata", C_NET, true},     {"config", C_NET, true},
-      {"log-level", C_ALL, true},   {"data", C_EXEC, true},        {"data-file", C_EXEC, true},
+      {"log-level", C_ALL, true},   {"data", C_EXEC | C_CALL, true}, {"data-file", C_EXEC | C_CALL, true},
       {"signature", C_EXEC, true},  {"hex", C_EXEC | C_STREAM, false}, {"json", C_EXEC | C_BENCH, false},
       {"service", C_HEALTH, true},  {"connections", C_BENCH, true}, {"inflight", C_BENCH, true},
       {"duration", C_BENCH, true},  {"warmup", C_BENCH, true},     {"size", C_BENCH, true},
-      {"mode", C_BENCH, true},      {"force", C_CERTS, false},     {"idempotent", C_EXEC | C_BENCH, false},
+      {"mode", C_BENCH, true},      {"force", C_CERTS, false},     {"idempotent", C_EXEC | C_BENCH | C_CALL, false},
+      {"header", C_NET, true},      {"output", C_CALL, true},      {"stream", C_CALL, false},
   };
   for (int i = 1; i < argc; i++) {
     const char *a = argv[i];
+    /* the short options of curl and grpcurl: -H 'KEY: VALUE', -d DATA */
+    static const struct { const char *s, *l; } shorts[] = {{"-H", "--header"}, {"-d", "--data"}};
+    for (size_t k = 0; k < sizeof shorts / sizeof shorts[0]; k++)
+      if (strcmp(a, shorts[k].s) == 0) a = shorts[k].l;
     if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
       fputs(usage_text, stdout);
       exit(0);
@@ -140,15 +154,22 @@ void parse_cli(int argc, char **argv, cli *o) {
       /* positional: URL(s), then the command, then (certs) its arguments */
       if (!o->cmd) {
         static const struct { const char *n; int c; } cmds[] = {
-            {"execute", C_EXEC}, {"stream", C_STREAM}, {"health", C_HEALTH}, {"bench", C_BENCH}, {"certs", C_CERTS}};
+            {"execute", C_EXEC}, {"stream", C_STREAM}, {"health", C_HEALTH}, {"bench", C_BENCH}, {"certs", C_CERTS},
+            {"call", C_CALL}, {"list", C_LIST}, {"describe", C_DESCRIBE}};
         for (size_t k = 0; k < sizeof cmds / sizeof cmds[0]; k++)
           if (strcmp(a, cmds[k].n) == 0) o->cmd = cmds[k].c, o->cmd_name = cmds[k].n;
         if (!o->cmd) add_urls(o, a);
       } else if (o->cmd == C_CERTS && !o->certs_init_seen) {
-        if (strcmp(a, "init") != 0) die("unknown certs command '%s' (only: certs init [DIR] [--force])", a);
+        if (strcmp(a, "init") != 0) die("unknown certs command '%s' (only: certs init [DIR] [--force] [NAME...])", a);
         o->certs_init_seen = true;
       } else if (o->cmd == C_CERTS && !o->certs_dir) {
         o->certs_dir = a;
+      } else if (o->cmd == C_CERTS && o->arg_count < sizeof o->args / sizeof o->args[0]) {
+        o->args[o->arg_count++] = (char *)a; /* extra names of the server certificate */
+      } else if (o->cmd == C_CALL && !o->method) {
+        o->method = a;
+      } else if ((o->cmd == C_LIST || o->cmd == C_DESCRIBE) && !o->symbol) {
+        o->symbol = a;
       } else {
         die("unexpected argument '%s' after the command '%s' (see --help)", a, o->cmd_name);
       }
@@ -185,6 +206,13 @@ void parse_cli(int argc, char **argv, cli *o) {
     }
     else if (!strcmp(n, "timeout")) o->timeout_ms = parse_timeout_ms("--timeout", v);
     else if (!strcmp(n, "metadata")) add_metadata(o, v);
+    else if (!strcmp(n, "header")) add_header(o, v);
+    else if (!strcmp(n, "output")) {
+      if (strcmp(v, "json") && strcmp(v, "raw") && strcmp(v, "hex") && strcmp(v, "base64"))
+        die("--output: expected json, raw, hex or base64, not '%s'", v);
+      o->output = v;
+    }
+    else if (!strcmp(n, "stream")) o->stream_mode = true;
     else if (!strcmp(n, "config")) o->config = v;
     else if (!strcmp(n, "transport")) {
       if (strcmp(v, "h2") && strcmp(v, "h3") && strcmp(v, "auto")) die("--transport: expected h2, h3 or auto, not '%s'", v);
@@ -206,17 +234,19 @@ void parse_cli(int argc, char **argv, cli *o) {
     else if (!strcmp(n, "force")) o->force = true;
     else if (!strcmp(n, "idempotent")) o->idempotent = true;
   }
-  if (!o->cmd) die("no command given (execute, stream, health, bench or certs; see --help)");
+  if (!o->cmd) die("no command given (call, list, describe, execute, stream, health, bench or certs; see --help)");
   for (size_t i = 0; i < o->seen_count; i++)
     if (!(o->seen_cmds[i] & o->cmd)) die("option '--%s' is not valid for '%s' (see --help)", o->seen_name[i], o->cmd_name);
   if (o->cmd == C_CERTS) {
-    if (!o->certs_init_seen) die("usage: " PROG " certs init [DIR] [--force]");
+    if (!o->certs_init_seen) die("usage: " PROG " certs init [DIR] [--force] [NAME...]");
     if (o->url_count) die("certs init takes no URL");
   }
   if ((o->ca || o->cert || o->key) && !(o->ca && o->cert && o->key)) die("--ca, --cert and --key must be given together");
   if (o->ca && o->pki_dir) die("--pki-dir cannot be combined with --ca/--cert/--key");
   if (o->insecure && (o->ca || o->pki_dir)) die("--plaintext cannot be combined with --ca/--cert/--key or --pki-dir");
   if (o->cmd == C_EXEC && !o->data == !o->data_file) die("execute needs exactly one of --data or --data-file");
+  if (o->cmd == C_CALL && !o->method) die("usage: " PROG " [URL] call METHOD [-d DATA | --data-file FILE|-] (see --help)");
+  if (o->cmd == C_CALL && o->data && o->data_file) die("call takes one of --data or --data-file");
   if (o->cmd == C_EXEC && o->hex && o->json) die("--hex and --json are exclusive");
   if (o->cmd == C_BENCH) {
     if (strcmp(o->mode, "unary") != 0 && strcmp(o->mode, "stream") != 0)
@@ -247,16 +277,19 @@ int main(int argc, char **argv) {
   amn_config cfg;
   amn_config_init(&cfg);
   char err[1024] = "";
-  if (o.config && amn_config_load(&cfg, o.config, err, sizeof err) != 0) die("%s", err);
-  if (amn_config_apply_env(&cfg, err, sizeof err) != 0) die("%s", err);
+  if (o.config && amn_config_load(&cfg, o.config, err, sizeof err) != 0) die_code(EX_CONFIG, "%s", err);
+  if (amn_config_apply_env(&cfg, err, sizeof err) != 0) die_code(EX_CONFIG, "%s", err);
   net *n = calloc(1, sizeof *n);
-  if (!n) die("out of memory");
+  if (!n) die_code(EX_SOFTWARE, "out of memory");
   setup_net(&o, &cfg, n);
   int code;
   switch (o.cmd) {
   case C_EXEC: code = cmd_execute(&o, n); break;
   case C_STREAM: code = cmd_stream(&o, n); break;
   case C_HEALTH: code = cmd_health(&o, n); break;
+  case C_CALL: code = cmd_call(&o, n); break;
+  case C_LIST: code = cmd_list(&o, n); break;
+  case C_DESCRIBE: code = cmd_describe(&o, n); break;
   default: code = cmd_bench(&o, n); break;
   }
   free(n);
