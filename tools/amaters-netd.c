@@ -46,11 +46,12 @@ static const char usage_text[] =
     "                         server certificate chain, private key, CA bundle for\n"
     "                         client certificates (all three or none)\n"
     "  --pki-dir DIR          development PKI directory (created if missing)\n"
-    "  --insecure             plaintext HTTP/2 (h2c), NO TLS: only behind a TLS proxy\n"
+    "  --plaintext            plaintext HTTP/2 (h2c), NO TLS: only behind a TLS proxy\n"
+    "  --insecure             deprecated name of --plaintext (warns)\n"
     "  --allow-tls12          also accept TLS 1.2 clients (default: TLS 1.3 only)\n"
     "  --threads N            event-loop threads (0 = one per core)\n"
     "  --transport h2|h3|both HTTP/2 on TCP, HTTP/3 on UDP, or both on the same port (default both;\n"
-    "                         HTTP/2 only with --insecure)\n"
+    "                         HTTP/2 only with --plaintext)\n"
     "  --log-level LEVEL      error|warn|info|debug (default info)\n"
     "  --log-format text|json every log line as text (default) or as one JSON object\n"
     "  --access-log           one line per call (peer, method, transport, status, duration,\n"
@@ -141,7 +142,8 @@ static void parse_flags(int argc, char **argv, flags *f) {
       printf(PROG " %s\n", AMN_VERSION);
       exit(0);
     }
-    if (strcmp(a, "--insecure") == 0) {
+    if (strcmp(a, "--plaintext") == 0 || strcmp(a, "--insecure") == 0) {
+      if (a[2] == 'i') fprintf(stderr, PROG ": warning: --insecure is deprecated, use --plaintext (the same: no TLS at all)\n");
       f->insecure = 1;
       continue;
     }
@@ -178,7 +180,7 @@ static void parse_flags(int argc, char **argv, flags *f) {
   }
   if ((f->cert || f->key || f->ca) && !(f->cert && f->key && f->ca))
     die("--cert, --key and --ca must be given together");
-  if (f->insecure && (f->cert || f->pki_dir)) die("--insecure cannot be combined with --cert/--key/--ca or --pki-dir");
+  if (f->insecure && (f->cert || f->pki_dir)) die("--plaintext cannot be combined with --cert/--key/--ca or --pki-dir");
   if (f->cert && f->pki_dir) die("--pki-dir cannot be combined with --cert/--key/--ca");
 }
 
@@ -282,7 +284,7 @@ int main(int argc, char **argv) {
     say(AMN_LOG_INFO, "insecure mode: HTTP/2 only (HTTP/3 needs TLS: QUIC always encrypts)");
   }
   if (o.tls.insecure)
-    say(AMN_LOG_WARN, "--insecure: serving PLAINTEXT HTTP/2 without TLS or client authentication. Anyone who "
+    say(AMN_LOG_WARN, "plaintext mode: serving PLAINTEXT HTTP/2 without TLS or client authentication. Anyone who "
                       "can reach %s can call it.", o.listen);
 
   /* The TLS files, each checked before use; a problem names where its path

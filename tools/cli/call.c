@@ -23,7 +23,7 @@ int cmd_execute(cli *o, net *n) {
   free(q);
   int code;
   if (rc) {
-    code = fail_status(status_of_err(rc), amn_strerror(rc));
+    code = exit_status(c, fail_status(status_of_err(rc), amn_strerror(rc)));
     amn_client_free(c);
     return code;
   }
@@ -58,7 +58,7 @@ int cmd_execute(cli *o, net *n) {
     fprintf(stderr, PROG ": cannot write the output: %s\n", strerror(errno));
     if (code == 0) code = AMN_STATUS_UNKNOWN;
   }
-  if (r.code != AMN_STATUS_OK) fail_status(code, r.message);
+  if (r.code != AMN_STATUS_OK) code = exit_status(c, fail_status(code, r.message));
   free(proof);
   amn_result_free(&r);
   amn_client_free(c);
@@ -159,7 +159,7 @@ int cmd_stream(cli *o, net *n) {
   }
   free(lr.buf);
   free(buf);
-  int code = sw_finish(s, &st.w, local_err);
+  int code = exit_status(c, sw_finish(s, &st.w, local_err));
   amn_client_free(c);
   if (!code && st.bad_response) code = fail_status(AMN_STATUS_INTERNAL, "malformed QueryResponse received");
   return code;
@@ -172,13 +172,16 @@ int cmd_health(cli *o, net *n) {
   amn_status_code st = AMN_STATUS_OK;
   char err[1024] = "";
   int rc = amn_client_health(c, o->service ? o->service : "", n->timeout_ms, &serving, &st, err, sizeof err);
-  amn_client_free(c);
+  int code = 0;
   if (rc == AMN_EIO && st != AMN_STATUS_OK) {
     /* err is "STATUS_NAME: message" already */
     fprintf(stderr, "%s\n", err);
-    return st;
+    code = exit_status(c, st);
+  } else if (rc) {
+    code = exit_status(c, fail_status(status_of_err(rc), err[0] ? err : amn_strerror(rc)));
   }
-  if (rc) return fail_status(status_of_err(rc), err[0] ? err : amn_strerror(rc));
+  amn_client_free(c);
+  if (rc) return code;
   puts(serving ? "SERVING" : "NOT_SERVING");
   return serving ? 0 : 1;
 }

@@ -89,6 +89,10 @@ void add_header(cli *o, const char *kv);
 /* net.c */
 void setup_net(cli *o, amn_config *cfg, net *n);
 amn_client *client_new(net *n);
+/* The exit status of a call's status `code`: EX_UNAVAILABLE for UNAVAILABLE
+ * when no connection to any URL was ever made (refused, unresolvable host,
+ * TLS handshake failed), else the code itself. */
+int exit_status(amn_client *c, int code);
 
 /* output.c */
 void hex_out(FILE *f, const uint8_t *p, size_t n);

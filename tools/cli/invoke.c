@@ -305,6 +305,7 @@ int cmd_call(cli *o, net *n) {
       if (!code) code = fl;
     }
   }
+  code = exit_status(c, code);
   amn_client_free(c);
   free(path);
   return code;

@@ -1,11 +1,14 @@
 /* SPDX-License-Identifier: MIT OR Apache-2.0 */
 /*
- * amaters-cli — command-line client of amaters-net: execute, stream,
- * health, bench, and `certs init` (development PKI). This file: the
- * command line and main; the commands are in the other files of tools/cli/.
+ * amaters-cli — command-line client of amaters-net: call (any method),
+ * list and describe (server reflection), execute, stream, health, bench,
+ * and `certs init` (development PKI). This file: the command line and main;
+ * the commands are in the other files of tools/cli/.
  *
- * Exit status: the gRPC status code of the call (0 = OK); 2 for usage,
- * configuration and set-up errors (bad flag, unreadable file).
+ * Exit status: the gRPC status code of the call (0 = OK); sysexits(3) codes
+ * for the rest (cli.h): 64 usage, 65 request data, 66 input file, 69 no
+ * client for the URLs, 70 internal, 73 certs init cannot write, 74 I/O,
+ * 78 configuration.
  */
 #include <malloc.h>
 #include <signal.h>
@@ -16,7 +19,7 @@
 
 static const char usage_text[] =
     "usage: " PROG " [global options] [URL...] COMMAND [command options]\n"
-    "       " PROG " certs init [DIR] [--force]\n"
+    "       " PROG " certs init [DIR] [--force] [NAME...]\n"
     "\n"
     "URL: https://HOST:PORT (http://HOST:PORT with --plaintext). Several URLs may be\n"
     "given (repeated or comma-separated): calls are balanced over them through a\n"
@@ -40,13 +43,29 @@ static const char usage_text[] =
     "  --timeout DURATION      call deadline, e.g. 500ms, 2s, 1m (a bare number is\n"
     "                          milliseconds; default client.timeout_ms, 30000; 0 = none)\n"
     "  --metadata KEY=VALUE    request metadata (repeatable)\n"
-    "  --idempotent            execute, bench: the calls may be re-sent after UNAVAILABLE\n"
+    "  -H, --header 'KEY: VALUE'  request metadata as curl and grpcurl write it (repeatable)\n"
+    "  --idempotent            execute, call, bench: the calls may be re-sent after UNAVAILABLE\n"
     "                          (up to client.max_retries times, on another connection)\n"
     "  --config FILE           TOML configuration ([client], [tls]); AMATERS_NET_* vars apply\n"
     "  --log-level LEVEL       error|warn|info|debug (default warn); -v = debug\n"
     "  --help, --version\n"
     "\n"
     "Commands:\n"
+    "  call METHOD [-d DATA | --data-file FILE|-] [--output json|raw|hex|base64] [--stream]\n"
+    "        calls any method (package.Service/Method or package.Service.Method). The\n"
+    "        request is the serialized message (-d, --data DATA; --data-file, default\n"
+    "        standard input), or a JSON object (proto3 JSON, bytes in base64) for the\n"
+    "        messages known here: amaters.v1 QueryRequest and grpc.health.v1\n"
+    "        HealthCheckRequest. Output: JSON for their responses, else raw. Streams:\n"
+    "        ExecuteStream (and any method with --stream) sends one request per input\n"
+    "        line (a line not starting with '{' is ExecuteStream's query bytes) and\n"
+    "        prints one response per line; Health/Watch prints each status\n"
+    "  list [SERVICE]\n"
+    "        the server's services, or the methods of SERVICE (server reflection,\n"
+    "        grpc.reflection.v1, else v1alpha)\n"
+    "  describe [SYMBOL]\n"
+    "        a service, method, message or enum as the server's descriptors tell;\n"
+    "        without SYMBOL every service\n"
     "  execute (--data STRING | --data-file FILE|-) [--signature STRING] [--hex] [--json]\n"
     "        one Execute call; prints result_bytes (raw, hex, or a JSON object)\n"
     "  stream [--hex]\n"
@@ -65,12 +84,19 @@ static const char usage_text[] =
     "        calls, connections, inflight, size, mode, duration_s, retries and\n"
     "        endpoints (per URL: url, transport, calls, ok, failed, connects,\n"
     "        connect_failures)\n"
-    "  certs init [DIR] [--force]\n"
-    "        creates a development PKI (default: the default PKI directory)\n"
+    "  certs init [DIR] [--force] [NAME...]\n"
+    "        creates a development PKI (default: the default PKI directory); each NAME\n"
+    "        (host name or IP address, as mkcert takes them) is added to the server\n"
+    "        certificate beside localhost, 127.0.0.1 and ::1, which is then issued anew\n"
     "\n"
-    "Exit status: the gRPC status code of the call (0 = OK; errors are printed as\n"
-    "\"STATUS_NAME: message\" on stderr); 2 also for usage and set-up errors. health:\n"
-    "1 when NOT_SERVING. bench: 0 without errors, 2 with some, 14 if no call succeeded.\n";
+    "Exit status: the gRPC status code of the call (0 = OK, 1..16; errors are printed\n"
+    "as \"STATUS_NAME: message\" on stderr); list, describe: NOT_FOUND (5) for an\n"
+    "unknown symbol. Otherwise (sysexits): 64 usage (bad option or argument), 65\n"
+    "request data (bad JSON), 66 an input file cannot be opened, 69 no client for the\n"
+    "URLs, 70 internal (out of memory), 73 certs init cannot write, 74 I/O error\n"
+    "(reading input, writing output), 78 configuration (config file, TLS files, PKI).\n"
+    "health: 1 when NOT_SERVING. bench: 0 without errors, 2 with some, 14 if no call\n"
+    "succeeded.\n";
 
 
 void add_urls(cli *o, const char *arg) {

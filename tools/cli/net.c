@@ -70,10 +70,17 @@ amn_client *client_new(net *n) {
   amn_client *c = NULL;
   char err[1024] = "";
   int rc = amn_client_new(&c, &n->copts, err, sizeof err);
-  /* bad certificate files or options: configuration; else no way to the hosts */
-  if (rc)
-    die_code(rc == AMN_ETLS || rc == AMN_EINVAL ? EX_CONFIG : rc == AMN_ENOMEM ? EX_SOFTWARE : EX_UNAVAILABLE, "%s",
-             err[0] ? err : amn_strerror(rc));
+  /* the client connects lazily: what fails here is the URLs, options or TLS files */
+  if (rc) die_code(rc == AMN_ENOMEM ? EX_SOFTWARE : EX_CONFIG, "%s", err[0] ? err : amn_strerror(rc));
   return c;
+}
+
+int exit_status(amn_client *c, int code) {
+  if (code != AMN_STATUS_UNAVAILABLE) return code;
+  amn_endpoint_stats st[64];
+  size_t n = amn_client_stats(c, st, sizeof st / sizeof st[0], NULL);
+  for (size_t i = 0; i < n && i < sizeof st / sizeof st[0]; i++)
+    if (st[i].connects) return code; /* a server was reached: its (or the connection's) UNAVAILABLE */
+  return EX_UNAVAILABLE;
 }
 

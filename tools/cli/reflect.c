@@ -189,6 +189,7 @@ int cmd_list(cli *o, net *n) {
     }
     free(names);
   }
+  code = exit_status(c, code);
   amn_client_free(c);
   return code ? code : flush_stdout();
 }
@@ -355,6 +356,7 @@ int cmd_describe(cli *o, net *n) {
     }
     free(names);
   }
+  code = exit_status(c, code);
   amn_client_free(c);
   return code ? code : flush_stdout();
 }
