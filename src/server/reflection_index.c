@@ -336,6 +336,47 @@ static int file_closure(const amn_refl *r, size_t file, ProtobufCBinaryData **ou
   return rc;
 }
 
+/* Proto3 strings are UTF-8 (protobuf-c does not check): shortest forms, no
+ * surrogates, at most U+10FFFF. */
+static bool utf8_ok(const char *s) {
+  const unsigned char *p = (const unsigned char *)(s ? s : "");
+  while (*p) {
+    unsigned c = *p++;
+    if (c < 0x80) continue;
+    size_t n = c >= 0xc2 && c <= 0xdf ? 1 : c >= 0xe0 && c <= 0xef ? 2 : c >= 0xf0 && c <= 0xf4 ? 3 : 9;
+    if (n == 9) return false;
+    unsigned lo = 0x80, hi = 0xbf; /* the second byte's range */
+    if (c == 0xe0) lo = 0xa0;
+    else if (c == 0xed) hi = 0x9f;
+    else if (c == 0xf0) lo = 0x90;
+    else if (c == 0xf4) hi = 0x8f;
+    if (*p < lo || *p > hi) return false;
+    for (size_t i = 1; i < n; i++)
+      if ((p[i] & 0xc0) != 0x80) return false;
+    p += n;
+  }
+  return true;
+}
+
+static bool request_utf8_ok(const Grpc__Reflection__V1__ServerReflectionRequest *q) {
+  const char *x = NULL;
+  switch (q->message_request_case) {
+  case GRPC__REFLECTION__V1__SERVER_REFLECTION_REQUEST__MESSAGE_REQUEST_FILE_BY_FILENAME: x = q->file_by_filename; break;
+  case GRPC__REFLECTION__V1__SERVER_REFLECTION_REQUEST__MESSAGE_REQUEST_FILE_CONTAINING_SYMBOL:
+    x = q->file_containing_symbol;
+    break;
+  case GRPC__REFLECTION__V1__SERVER_REFLECTION_REQUEST__MESSAGE_REQUEST_FILE_CONTAINING_EXTENSION:
+    x = q->file_containing_extension ? q->file_containing_extension->containing_type : NULL;
+    break;
+  case GRPC__REFLECTION__V1__SERVER_REFLECTION_REQUEST__MESSAGE_REQUEST_ALL_EXTENSION_NUMBERS_OF_TYPE:
+    x = q->all_extension_numbers_of_type;
+    break;
+  case GRPC__REFLECTION__V1__SERVER_REFLECTION_REQUEST__MESSAGE_REQUEST_LIST_SERVICES: x = q->list_services; break;
+  default: break;
+  }
+  return utf8_ok(q->host) && utf8_ok(x);
+}
+
 int amn_refl_answer(const amn_refl *r, const char *const *services, size_t nservices, const uint8_t *req,
                     size_t len, uint8_t **out, size_t *outlen) {
   *out = NULL;
@@ -343,6 +384,10 @@ int amn_refl_answer(const amn_refl *r, const char *const *services, size_t nserv
   Grpc__Reflection__V1__ServerReflectionRequest *q =
       grpc__reflection__v1__server_reflection_request__unpack(NULL, len, req);
   if (!q) return AMN_EINVAL;
+  if (!request_utf8_ok(q)) {
+    grpc__reflection__v1__server_reflection_request__free_unpacked(q, NULL);
+    return AMN_EINVAL;
+  }
   Grpc__Reflection__V1__ServerReflectionResponse resp = GRPC__REFLECTION__V1__SERVER_REFLECTION_RESPONSE__INIT;
   Grpc__Reflection__V1__FileDescriptorResponse fdr = GRPC__REFLECTION__V1__FILE_DESCRIPTOR_RESPONSE__INIT;
   Grpc__Reflection__V1__ExtensionNumberResponse enr = GRPC__REFLECTION__V1__EXTENSION_NUMBER_RESPONSE__INIT;
