@@ -397,8 +397,36 @@ int amn_refl_answer(const amn_refl *r, const char *const *services, size_t nserv
   char msg[320];
   int rc = 0;
   long file = -1;
+  /* the request echoed with its known fields only: a peer's unknown fields
+   * (protobuf-c keeps them, even malformed ones) are not sent back */
+  Grpc__Reflection__V1__ServerReflectionRequest echo = GRPC__REFLECTION__V1__SERVER_REFLECTION_REQUEST__INIT;
+  Grpc__Reflection__V1__ExtensionRequest echo_ext = GRPC__REFLECTION__V1__EXTENSION_REQUEST__INIT;
+  echo.host = q->host;
+  echo.message_request_case = q->message_request_case;
+  switch (q->message_request_case) {
+  case GRPC__REFLECTION__V1__SERVER_REFLECTION_REQUEST__MESSAGE_REQUEST_FILE_BY_FILENAME:
+    echo.file_by_filename = q->file_by_filename;
+    break;
+  case GRPC__REFLECTION__V1__SERVER_REFLECTION_REQUEST__MESSAGE_REQUEST_FILE_CONTAINING_SYMBOL:
+    echo.file_containing_symbol = q->file_containing_symbol;
+    break;
+  case GRPC__REFLECTION__V1__SERVER_REFLECTION_REQUEST__MESSAGE_REQUEST_FILE_CONTAINING_EXTENSION:
+    if (q->file_containing_extension) {
+      echo_ext.containing_type = q->file_containing_extension->containing_type;
+      echo_ext.extension_number = q->file_containing_extension->extension_number;
+    }
+    echo.file_containing_extension = &echo_ext;
+    break;
+  case GRPC__REFLECTION__V1__SERVER_REFLECTION_REQUEST__MESSAGE_REQUEST_ALL_EXTENSION_NUMBERS_OF_TYPE:
+    echo.all_extension_numbers_of_type = q->all_extension_numbers_of_type;
+    break;
+  case GRPC__REFLECTION__V1__SERVER_REFLECTION_REQUEST__MESSAGE_REQUEST_LIST_SERVICES:
+    echo.list_services = q->list_services;
+    break;
+  default: break;
+  }
   resp.valid_host = q->host;
-  resp.original_request = q;
+  resp.original_request = &echo;
   switch (q->message_request_case) {
   case GRPC__REFLECTION__V1__SERVER_REFLECTION_REQUEST__MESSAGE_REQUEST_FILE_BY_FILENAME:
     file = find_file(r, q->file_by_filename);

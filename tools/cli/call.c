@@ -54,10 +54,8 @@ int cmd_execute(cli *o, net *n) {
       if (isatty(STDOUT_FILENO) && (!r.len || r.data[r.len - 1] != '\n')) fputc('\n', stdout);
     }
   }
-  if (fflush(stdout) != 0) {
-    fprintf(stderr, PROG ": cannot write the output: %s\n", strerror(errno));
-    if (code == 0) code = AMN_STATUS_UNKNOWN;
-  }
+  int fl = flush_stdout(); /* EX_IOERR when the output cannot be written */
+  if (code == 0) code = fl;
   if (r.code != AMN_STATUS_OK) code = exit_status(c, fail_status(code, r.message));
   free(proof);
   amn_result_free(&r);
@@ -162,7 +160,8 @@ int cmd_stream(cli *o, net *n) {
   int code = exit_status(c, sw_finish(s, &st.w, local_err));
   amn_client_free(c);
   if (!code && st.bad_response) code = fail_status(AMN_STATUS_INTERNAL, "malformed QueryResponse received");
-  return code;
+  int fl = flush_stdout();
+  return code ? code : fl;
 }
 
 
@@ -183,6 +182,7 @@ int cmd_health(cli *o, net *n) {
   amn_client_free(c);
   if (rc) return code;
   puts(serving ? "SERVING" : "NOT_SERVING");
-  return serving ? 0 : 1;
+  int fl = flush_stdout();
+  return fl ? fl : serving ? 0 : 1;
 }
 
