@@ -301,6 +301,22 @@ static void test_malformed(void **state) {
     assert_null(out);
     assert_int_equal(n, 0);
   }
+
+  /* unknown fields of the request (a field number 0 and non-minimal varints too, which protobuf-c keeps) are
+   * not echoed back (fuzz/corpus/reflection/unknown-fields-echoed) */
+  static const uint8_t unknown_fields[] = {0x68, 0x22, 0x12, 0x0a, 0x61, 0x01, 0x61, 0x74, 0x2e, 0x65, 0x40, 0x72,
+                                           0x73, 0xd2, 0x81, 0x00, 0x00, 0x00, 0x00, 0xd5, 0x8c, 0xd1, 0xb6, 0x53};
+  uint8_t *out;
+  size_t outlen;
+  assert_int_equal(amn_refl_answer(r, NULL, 0, unknown_fields, sizeof unknown_fields, &out, &outlen), 0);
+  Resp *echoed = grpc__reflection__v1__server_reflection_response__unpack(NULL, outlen, out);
+  assert_non_null(echoed);
+  assert_int_equal(echoed->original_request->base.n_unknown_fields, 0);
+  assert_int_equal(echoed->original_request->message_request_case,
+                   GRPC__REFLECTION__V1__SERVER_REFLECTION_REQUEST__MESSAGE_REQUEST__NOT_SET);
+  assert_int_equal(echoed->error_response->error_code, AMN_STATUS_INVALID_ARGUMENT);
+  grpc__reflection__v1__server_reflection_response__free_unpacked(echoed, NULL);
+  free(out);
   amn_refl_free(r);
 
   /* sets: truncated at every length, a file without a name, a nameless message */
