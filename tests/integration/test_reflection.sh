@@ -3,13 +3,15 @@
 # integration.reflection: the server reflection of amaters-netd against
 # independent clients. Over HTTP/2: python grpcio with reflection messages
 # declared through python3-protobuf (grpc.reflection.v1 and v1alpha), and
-# grpc-go's own reflection client stub (v1alpha) when built. Over HTTP/3 and
-# HTTP/2: amaters-cli list / describe. Then a server with
+# grpc-go's own reflection client stub (v1alpha). Over HTTP/3: quic-go's
+# http3 client with grpc-go's v1alpha messages (v1 and v1alpha paths). Over
+# HTTP/3 and HTTP/2: amaters-cli list / describe. Then a server with
 # [server] reflection = false answers UNIMPLEMENTED.
-# Usage: test_reflection.sh BUILD_DIR [GRPCGO_REFLECT]
+# Usage: test_reflection.sh BUILD_DIR [GO_PEERS_DIR]  (the directory of grpcgo_reflect; without
+# it the Go checks are skipped, as when Go is missing)
 set -uo pipefail
 bin=$1
-go_reflect=${2:-}
+go_dir=${2:-}
 here=$(cd "$(dirname "$0")" && pwd)
 . "$here/proc_lib.sh"
 need_module grpc python3-grpcio
@@ -28,13 +30,22 @@ for v in v1 v1alpha; do
   fi
 done
 
-if [ -n "$go_reflect" ]; then
-  if timeout 60 "$go_reflect" -addr "127.0.0.1:$port" -pki pki >go.out 2>&1; then
+if [ -n "$go_dir" ]; then
+  if timeout 60 "$go_dir/grpcgo_reflect" -addr "127.0.0.1:$port" -pki pki >go.out 2>&1; then
     ok "grpc-go's grpc_reflection_v1alpha client over HTTP/2: $(tail -1 go.out)"
   else
     cat go.out
     bad "grpc-go's grpc_reflection_v1alpha client over HTTP/2"
   fi
+  for v in v1alpha v1; do
+    if timeout 60 "$go_dir/grpcgo_reflect" -addr "127.0.0.1:$port" -pki pki \
+      -h3 "/grpc.reflection.$v.ServerReflection/ServerReflectionInfo" >"quic_$v.out" 2>&1; then
+      ok "quic-go's http3 client, grpc.reflection.$v over HTTP/3: $(tail -1 "quic_$v.out")"
+    else
+      cat "quic_$v.out"
+      bad "quic-go's http3 client, grpc.reflection.$v over HTTP/3"
+    fi
+  done
 fi
 
 want_services=$'amaters.v1.AmateRS\ngrpc.health.v1.Health\ngrpc.reflection.v1.ServerReflection\ngrpc.reflection.v1alpha.ServerReflection'
