@@ -21,7 +21,8 @@
 /* Exit status (documented in --help, amaters-cli(1) and the README): the gRPC
  * status of a call (0..16); else sysexits(3): EX_USAGE 64 (command line),
  * EX_DATAERR 65 (request data), EX_NOINPUT 66 (an input file cannot be
- * opened), EX_UNAVAILABLE 69 (no client for the URLs), EX_SOFTWARE 70 (out
+ * opened), EX_UNAVAILABLE 69 (a call ended UNAVAILABLE and no connection to
+ * any URL was ever made: net.c exit_status), EX_SOFTWARE 70 (out
  * of memory, internal), EX_IOERR 74 (reading or writing), EX_CANTCREAT 73
  * (certs init cannot write), EX_CONFIG 78 (configuration, PKI). */
 #include <sysexits.h>

@@ -7,7 +7,7 @@
  *
  * Exit status: the gRPC status code of the call (0 = OK); sysexits(3) codes
  * for the rest (cli.h): 64 usage, 65 request data, 66 input file, 69 no
- * client for the URLs, 70 internal, 73 certs init cannot write, 74 I/O,
+ * connection to any URL, 70 internal, 73 certs init cannot write, 74 I/O,
  * 78 configuration.
  */
 #include <malloc.h>
@@ -92,8 +92,9 @@ static const char usage_text[] =
     "Exit status: the gRPC status code of the call (0 = OK, 1..16; errors are printed\n"
     "as \"STATUS_NAME: message\" on stderr); list, describe: NOT_FOUND (5) for an\n"
     "unknown symbol. Otherwise (sysexits): 64 usage (bad option or argument), 65\n"
-    "request data (bad JSON), 66 an input file cannot be opened, 69 no client for the\n"
-    "URLs, 70 internal (out of memory), 73 certs init cannot write, 74 I/O error\n"
+    "request data (bad JSON), 66 an input file cannot be opened, 69 no connection to\n"
+    "any URL (refused, unresolvable, TLS handshake failed; printed as UNAVAILABLE),\n"
+    "70 internal (out of memory), 73 certs init cannot write, 74 I/O error\n"
     "(reading input, writing output), 78 configuration (config file, TLS files, PKI).\n"
     "health: 1 when NOT_SERVING. bench: 0 without errors, 2 with some, 14 if no call\n"
     "succeeded.\n";
