@@ -50,6 +50,8 @@ if(TARGET amaters-netd)
 endif()
 install(FILES ${CMAKE_SOURCE_DIR}/proto/amaters.proto ${CMAKE_SOURCE_DIR}/proto/health.proto
         DESTINATION ${CMAKE_INSTALL_DATADIR}/amaters-net/proto)
+install(DIRECTORY ${CMAKE_SOURCE_DIR}/proto/grpc DESTINATION ${CMAKE_INSTALL_DATADIR}/amaters-net/proto
+        FILES_MATCHING PATTERN "*.proto")
 install(FILES ${CMAKE_SOURCE_DIR}/examples/amaters-net.toml ${CMAKE_SOURCE_DIR}/LICENSE-MIT
               ${CMAKE_SOURCE_DIR}/LICENSE-APACHE ${CMAKE_SOURCE_DIR}/CHANGELOG.md ${CMAKE_SOURCE_DIR}/README.md
         DESTINATION ${CMAKE_INSTALL_DOCDIR})

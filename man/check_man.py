@@ -5,6 +5,9 @@
 The man pages against the programs and the configuration parser:
   - the options of amaters-netd(8) and amaters-cli(1) are exactly the ones each
     program's --help prints and exactly the ones its option parser accepts;
+  - amaters-cli's commands (the parser's table) each have an entry in --help and
+    in the COMMANDS section of amaters-cli(1), and its short options (-H, -d)
+    are in both;
   - the [section] keys of amaters-net.toml(5) are exactly the keys of the
     parser's table (src/util/config.c) and of examples/amaters-net.toml;
   - groff renders each page without a warning (when groff is installed).
@@ -52,6 +55,26 @@ def check_program(name, page, prog, table_re, entry_re, source):
 
 netd_parsed = check_program("amaters-netd", "amaters-netd.8", netd, r"str_flags\[\] = \{(.*?)\};", r'\{"([a-z0-9-]+)",', ["amaters-netd.c"])
 cli_parsed = check_program("amaters-cli", "amaters-cli.1", cli, r"\} opts\[\] = \{(.*?)\};", r'\{"([a-z0-9-]+)", C_', ["cli", "main.c"])
+
+# amaters-cli's commands and short options: --help and the page know each.
+main_c = read("tools", "cli", "main.c")
+commands = re.findall(r'\{"([a-z]+)", C_[A-Z]+\}', re.search(r"cmds\[\] = \{(.*?)\};", main_c, re.S).group(1))
+shorts = re.findall(r'\{"(-[A-Za-z])", "--', main_c)
+cli_help = subprocess.run([cli, "--help"], capture_output=True, text=True, check=True).stdout
+page = read("man", "amaters-cli.1")
+man_commands = page.split(".SH COMMANDS", 1)[1].split("\n.SH ", 1)[0] if ".SH COMMANDS" in page else ""
+for c in commands:
+    if not re.search(r"^  " + c + r"\b", cli_help, re.M):
+        problems.append(f"amaters-cli: the command {c} has no entry in --help")
+    if not re.search(r'^\.BI? "?' + c + r'\b', man_commands, re.M):
+        problems.append(f"amaters-cli: the command {c} has no entry in COMMANDS of amaters-cli.1")
+for s in shorts:
+    if not re.search(r"(?<![\w-])" + s + r"\b", cli_help):
+        problems.append(f"amaters-cli: the short option {s} is not in --help")
+    if not re.search(r"(?<![\w-])" + re.escape(s.replace("-", "\\-")) + r"\b", page):
+        problems.append(f"amaters-cli: the short option {s} is not in amaters-cli.1")
+if len(commands) < 8 or len(shorts) < 2:
+    problems.append(f"only {len(commands)} commands and {len(shorts)} short options read from tools/cli/main.c")
 
 # Configuration keys.
 parser_keys = set(re.findall(r'\{"([a-z]+)", "([a-z0-9_]+)", K_[A-Z]+,', read("src", "util", "config.c")))

@@ -55,11 +55,12 @@ static const char usage_text[] =
     "                         server certificate chain, private key, CA bundle for\n"
     "                         client certificates (all three or none)\n"
     "  --pki-dir DIR          development PKI directory (created if missing)\n"
-    "  --insecure             plaintext HTTP/2 (h2c), NO TLS: only behind a TLS proxy\n"
+    "  --plaintext            plaintext HTTP/2 (h2c), NO TLS: only behind a TLS proxy\n"
+    "  --insecure             deprecated name of --plaintext (warns)\n"
     "  --allow-tls12          also accept TLS 1.2 clients (default: TLS 1.3 only)\n"
     "  --threads N            event-loop threads (0 = one per core)\n"
     "  --transport h2|h3|both HTTP/2 on TCP, HTTP/3 on UDP, or both on the same port (default both;\n"
-    "                         HTTP/2 only with --insecure)\n"
+    "                         HTTP/2 only with --plaintext)\n"
     "  --log-level LEVEL      error|warn|info|debug (default info)\n"
     "  --log-format text|json every log line as text (default) or as one JSON object\n"
     "  --access-log           one line per call (peer, method, transport, status, duration,\n"
@@ -158,7 +159,8 @@ static void parse_flags(int argc, char **argv, flags *f) {
       printf(PROG " %s\n", AMN_VERSION);
       exit(0);
     }
-    if (strcmp(a, "--insecure") == 0) {
+    if (strcmp(a, "--plaintext") == 0 || strcmp(a, "--insecure") == 0) {
+      if (a[2] == 'i') fprintf(stderr, PROG ": warning: --insecure is deprecated, use --plaintext (the same: no TLS at all)\n");
       f->insecure = 1;
       continue;
     }
@@ -195,7 +197,7 @@ static void parse_flags(int argc, char **argv, flags *f) {
   }
   if ((f->cert || f->key || f->ca) && !(f->cert && f->key && f->ca))
     die("--cert, --key and --ca must be given together");
-  if (f->insecure && (f->cert || f->pki_dir)) die("--insecure cannot be combined with --cert/--key/--ca or --pki-dir");
+  if (f->insecure && (f->cert || f->pki_dir)) die("--plaintext cannot be combined with --cert/--key/--ca or --pki-dir");
   if (f->cert && f->pki_dir) die("--pki-dir cannot be combined with --cert/--key/--ca");
 }
 
@@ -263,9 +265,10 @@ static const struct daemon_key {
     KEY("server.max_connection_buffer_bytes", K_INT, server.max_connection_buffer_bytes, false, NULL),
     KEY("server.max_server_buffer_bytes", K_INT, server.max_server_buffer_bytes, false, NULL),
     KEY("server.pki_dir", K_STR, server.pki_dir, false, "--pki-dir"),
-    KEY("server.insecure", K_BOOL, server.insecure, false, "--insecure"),
+    KEY("server.insecure", K_BOOL, server.insecure, false, "--plaintext"),
     KEY("server.handler", K_STR, server.handler, false, "--handler"),
     KEY("server.handler_arg", K_STR, server.handler_arg, false, "--handler-arg"),
+    KEY("server.reflection", K_BOOL, server.reflection, false, NULL),
     KEY("admin.bind_address", K_STR, admin.bind_address, false, "--admin"),
     KEY("log.access", K_BOOL, log.access, true, "--access-log"),
     KEY("log.format", K_STR, log.format, true, "--log-format"),
@@ -296,7 +299,7 @@ static bool flag_given(const flags *f, const char *flag) {
   if (strcmp(flag, "--log-level") == 0) return f->log_level;
   if (strcmp(flag, "--max-message") == 0) return f->max_message > 0;
   if (strcmp(flag, "--pki-dir") == 0) return f->pki_dir;
-  if (strcmp(flag, "--insecure") == 0) return f->insecure;
+  if (strcmp(flag, "--plaintext") == 0) return f->insecure;
   if (strcmp(flag, "--admin") == 0) return f->admin;
   if (strcmp(flag, "--access-log") == 0) return f->access_log;
   if (strcmp(flag, "--log-format") == 0) return f->log_format;
@@ -424,6 +427,7 @@ int main(int argc, char **argv) {
   o.header_timeout_ms = (uint32_t)cfg.network.header_timeout_ms;
   o.stall_timeout_ms = (uint32_t)cfg.network.stall_timeout_ms;
   live_opts(&f, &cfg, &o);
+  o.reflection = cfg.server.reflection;
 
   /* TLS: --insecure | --cert/--key/--ca | [tls] paths | PKI directory.
    * Flags take precedence over everything from the file/environment. */
@@ -467,7 +471,7 @@ int main(int argc, char **argv) {
     say(AMN_LOG_INFO, "insecure mode: HTTP/2 only (HTTP/3 needs TLS: QUIC always encrypts)");
   }
   if (o.tls.insecure)
-    say(AMN_LOG_WARN, "--insecure: serving PLAINTEXT HTTP/2 without TLS or client authentication. Anyone who "
+    say(AMN_LOG_WARN, "plaintext mode: serving PLAINTEXT HTTP/2 without TLS or client authentication. Anyone who "
                       "can reach %s can call it.", o.listen);
 
   /* The TLS files, each checked before use; a problem names where its path

@@ -13,7 +13,8 @@
  *   [server]  transport ("h2"|"h3"|"both"), threads (int), log_level (string),
  *             drain_timeout_ms (int), max_message_bytes (int),
  *             max_connection_buffer_bytes (int), max_server_buffer_bytes (int),
- *             pki_dir (string), insecure (bool), handler, handler_arg (strings)
+ *             pki_dir (string), insecure (bool), handler, handler_arg (strings),
+ *             reflection (bool)
  *   [client]  urls (array of strings), transport ("h2"|"h3"|"auto"),
  *             timeout_ms, connect_timeout_ms, pool_max_connections,
  *             pool_min_connections (ints), lb_policy ("p2c"|"round_robin"),
@@ -86,6 +87,7 @@ typedef struct amn_config {
     char *handler;          /**< amaters-netd: "echo" or the path of a plug-in (amn/plugin.h);
                                  default NULL = "echo" */
     char *handler_arg;      /**< amaters-netd: the string given to the plug-in's init; default NULL */
+    bool reflection;        /**< server reflection (amn_server_opts.reflection); default true */
   } server;
   struct {
     char **urls;                    /**< servers to connect to (the pool spreads calls over them);

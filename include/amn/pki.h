@@ -35,6 +35,19 @@ AMN_API int amn_pki_default_dir(char *out, size_t cap);
  */
 AMN_API int amn_pki_init(const char *dir, bool force, char *err, size_t errlen);
 
+/**
+ * amn_pki_init, with `count` extra names of the server (as mkcert takes
+ * them): each an IPv4 or IPv6 address, or a DNS name (letters, digits, '-'
+ * and dots; "*.example.com" allowed), added as subject alternative names of
+ * the server certificate beside localhost, 127.0.0.1 and ::1. With names,
+ * the server certificate and key are issued anew even when they exist
+ * (by the CA in `dir`, which is kept unless `force`); the client's are kept.
+ * At most 64 names. Returns 0, AMN_EINVAL for a name that is neither (the
+ * directory untouched), or AMN_EIO/AMN_ETLS with a reason.
+ */
+AMN_API int amn_pki_init_names(const char *dir, bool force, const char *const *names, size_t count, char *err,
+                               size_t errlen);
+
 /** true when `dir` holds all six files. */
 AMN_API bool amn_pki_exists(const char *dir);
 

@@ -40,6 +40,21 @@ AMN_API size_t amn_pair_encoded_size(size_t f1_len, size_t f2_len);
 AMN_API size_t amn_pair_encode(uint8_t *out, const uint8_t *f1, size_t f1_len,
                        const uint8_t *f2, size_t f2_len);
 
+/** One field of any protobuf message, as read by amn_pb_next. */
+typedef struct amn_pb_field {
+  uint32_t number;        /**< the field number (1 .. 2^29-1) */
+  unsigned wire_type;     /**< 0 varint, 1 fixed64, 2 length-delimited, 5 fixed32 */
+  uint64_t varint;        /**< wire type 0: the value; 1 and 5: the raw little-endian value */
+  const uint8_t *data;    /**< wire type 2: the bytes (pointing into the input) */
+  size_t len;             /**< wire type 2: their length */
+} amn_pb_field;
+
+/** Reads the field at offset *pos of buf[0..len) and moves *pos past it.
+ *  Returns 1 with *f filled, 0 at the end of the message, AMN_EPROTO if the
+ *  input is malformed (truncated, field number 0 or too large, groups or
+ *  wire types 6 and 7). Pure: a reader of peer input without allocation. */
+AMN_API int amn_pb_next(const uint8_t *buf, size_t len, size_t *pos, amn_pb_field *f);
+
 #ifdef __cplusplus
 }
 #endif

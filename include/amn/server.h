@@ -157,6 +157,14 @@ typedef struct amn_server_opts {
    *  closes) its own descriptors; amn_server_port is the bound port. */
   int listen_fd;
   int listen_fd_udp;
+  /** Server reflection: grpc.reflection.v1 and v1alpha ServerReflectionInfo,
+   *  so that grpcurl, grpcui, grpc_cli or Postman can list the services and
+   *  read the descriptors of amaters.v1, grpc.health.v1 and reflection
+   *  itself (built into the library). list_services names every registered
+   *  service, also those without a built-in descriptor. Default true
+   *  (amn_server_opts_init): what reflection tells is public (the .proto
+   *  files shipped with the library) and only clients that passed mTLS ask. */
+  bool reflection;
 } amn_server_opts;
 
 /** Fills `o` with the defaults documented above. */

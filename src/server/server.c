@@ -43,6 +43,7 @@ void amn_server_opts_init(amn_server_opts *o) {
   o->ping_min_interval_ms = 5000;
   o->ping_permit_without_calls = true;
   o->quic_retry_threshold = 100; /* [h3] */
+  o->reflection = true;
 }
 
 static char *dup_or_null(const char *s) { return s ? strdup(s) : NULL; }
@@ -152,6 +153,14 @@ int amn_server_new(amn_server **out, const amn_server_opts *opts, char *err, siz
     }
   }
   amn_health_register(s);
+  if (o.reflection) {
+    int rc = amn_reflection_register(s);
+    if (rc != 0) {
+      snprintf(err, errlen, "server reflection: %s", amn_strerror(rc));
+      amn_server_free(s);
+      return rc;
+    }
+  }
   *out = s;
   return 0;
 }
@@ -685,6 +694,7 @@ void amn_server_free(amn_server *s) {
   free(s->tls_retired);
   pthread_mutex_destroy(&s->tls_lock);
   amn_health_free(s);
+  amn_reflection_free(s);
   free(s->listen_s);
   free(s->cert_s);
   free(s->key_s);

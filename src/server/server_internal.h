@@ -167,6 +167,7 @@ struct amn_server {
   amn_method_entry *methods;
   size_t nmethods;
   void *health;                     /* health.c state */
+  void *reflection;                 /* reflection.c state, NULL when off */
   amn_execute_fn exec_fn;
   void *exec_ud;
   amn_stream_handler stream_h;
@@ -229,6 +230,10 @@ int amn_m_snapshot(amn_server *s, const amn_server_stats *st, amn_server_metrics
 void amn_health_register(amn_server *s);
 void amn_health_notify_loop(amn_srv_loop *sl);
 void amn_health_free(amn_server *s);
+
+/* ---- server reflection (reflection.c) ---- */
+int amn_reflection_register(amn_server *s);
+void amn_reflection_free(amn_server *s);
 
 /* Current TLS context (NULL in insecure mode); stays allocated until amn_server_free
  * even after a reload replaced it (sessions made from it hold their own reference). */

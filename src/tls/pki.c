@@ -381,7 +381,44 @@ bool amn_pki_exists(const char *dir) {
   return true;
 }
 
+/* A DNS name of a certificate: labels of letters, digits and '-', a leading
+ * "*." allowed (as mkcert does). */
+static bool dns_name_ok(const char *s) {
+  if (strncmp(s, "*.", 2) == 0) s += 2;
+  size_t n = strlen(s), label = 0;
+  if (n == 0 || n > 253) return false;
+  for (const char *p = s; *p; p++) {
+    if (*p == '.') {
+      if (label == 0) return false;
+      label = 0;
+    } else if ((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') || *p == '-') {
+      if (++label > 63) return false;
+    } else {
+      return false;
+    }
+  }
+  return label > 0;
+}
+
 int amn_pki_init(const char *dir, bool force, char *err, size_t errlen) {
+  return amn_pki_init_names(dir, force, NULL, 0, err, errlen);
+}
+
+int amn_pki_init_names(const char *dir, bool force, const char *const *names, size_t count, char *err,
+                       size_t errlen) {
+  enum { MAX_NAMES = 64 };
+  const char *dns[MAX_NAMES + 2] = {"localhost"}, *ips[MAX_NAMES + 3] = {"127.0.0.1", "::1"};
+  size_t nd = 1, ni = 2;
+  if (count > MAX_NAMES) return amn_set_err(err, errlen, AMN_EINVAL, "at most %d extra names", MAX_NAMES);
+  for (size_t i = 0; i < count; i++) {
+    unsigned char a[16];
+    if (!names[i]) return amn_set_err(err, errlen, AMN_EINVAL, "NULL name");
+    if (inet_pton(AF_INET, names[i], a) == 1 || inet_pton(AF_INET6, names[i], a) == 1) ips[ni++] = names[i];
+    else if (dns_name_ok(names[i])) dns[nd++] = names[i];
+    else return amn_set_err(err, errlen, AMN_EINVAL, "'%s' is neither a host name nor an IP address", names[i]);
+  }
+  dns[nd] = NULL;
+  ips[ni] = NULL;
   char path[6][PATH_MAX];
   int rc = mkdir_p(dir, err, errlen);
   if (rc) return rc;
@@ -398,6 +435,7 @@ int amn_pki_init(const char *dir, bool force, char *err, size_t errlen) {
                          have[i] ? path[i] : path[i + 1], have[i] ? path[i + 1] : path[i]);
   if (!have[0] && (have[2] || have[4]))
     return amn_set_err(err, errlen, AMN_EIO, "%s has certificates but no CA; re-create the PKI with force", dir);
+  if (count) have[2] = have[3] = false; /* extra names: a new server certificate from the CA there is */
 
   time_t now = time(NULL);
   time_t nb = now - PKI_BACKDATE, na = now + (time_t)PKI_DAYS * 86400;
@@ -410,13 +448,12 @@ int amn_pki_init(const char *dir, bool force, char *err, size_t errlen) {
   gnutls_x509_crt_t ca;
   gnutls_x509_privkey_t ca_key;
   if ((rc = load_ca(path[0], path[1], &ca, &ca_key, err, errlen))) return rc;
-  static const char *const server_dns[] = {"localhost", NULL};
-  static const char *const server_ips[] = {"127.0.0.1", "::1", NULL};
   if (!have[2]) {
-    amn_pki_cert_spec sp = {.cn = "localhost", .dns = server_dns, .ips = server_ips, .eku = AMN_PKI_EKU_SERVER,
+    amn_pki_cert_spec sp = {.cn = "localhost", .dns = dns, .ips = ips, .eku = AMN_PKI_EKU_SERVER,
                             .not_before = nb, .not_after = na};
     if (!(rc = issue(ca, ca_key, &sp, path[2], path[3], err, errlen)))
-      AMN_INFO("issued server certificate %s (localhost, 127.0.0.1, ::1)", path[2]);
+      AMN_INFO("issued server certificate %s (localhost, 127.0.0.1, ::1%s%zu more)", path[2], count ? ", " : "",
+               count);
   }
   if (!rc && !have[4]) {
     amn_pki_cert_spec sp = {.cn = "amaters-dev-client", .eku = AMN_PKI_EKU_CLIENT, .not_before = nb, .not_after = na};

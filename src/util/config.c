@@ -71,6 +71,7 @@ static const keydef keys[] = {
     {"server", "insecure", K_BOOL, OFF(server, insecure), 0, 0, NULL},
     {"server", "handler", K_STR, OFF(server, handler), 0, 0, NULL},
     {"server", "handler_arg", K_STR, OFF(server, handler_arg), 0, 0, NULL},
+    {"server", "reflection", K_BOOL, OFF(server, reflection), 0, 0, NULL},
     {"admin", "bind_address", K_ADDR, OFF(admin, bind_address), 0, 0, NULL},
     {"log", "access", K_BOOL, OFF(log, access), 0, 0, NULL},
     {"log", "format", K_ENUM, OFF(log, format), 0, 0, log_formats},
@@ -172,6 +173,7 @@ void amn_config_init(amn_config *c) {
   c->server.drain_timeout_ms = 10000;
   c->server.max_message_bytes = AMN_DEFAULT_MAX_MESSAGE;
   c->server.insecure = false;
+  c->server.reflection = true;
   c->tls.allow_tls12 = false;
   c->client.urls = calloc(1, sizeof(char *));
   if (c->client.urls && (c->client.urls[0] = strdup("https://127.0.0.1:7878"))) c->client.url_count = 1;

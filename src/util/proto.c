@@ -54,6 +54,39 @@ int amn_pair_decode(const uint8_t *buf, size_t len, amn_pair_view *out) {
   return 0;
 }
 
+int amn_pb_next(const uint8_t *buf, size_t len, size_t *pos, amn_pb_field *f) {
+  if (*pos >= len) return 0;
+  const uint8_t *p = buf + *pos, *end = buf + len;
+  uint64_t tag, v;
+  memset(f, 0, sizeof *f);
+  if (rd_varint(&p, end, &tag) || (tag >> 3) == 0 || (tag >> 3) > 0x1fffffff) return AMN_EPROTO;
+  f->number = (uint32_t)(tag >> 3);
+  f->wire_type = (unsigned)(tag & 7);
+  switch (f->wire_type) {
+  case 0:
+    if (rd_varint(&p, end, &f->varint)) return AMN_EPROTO;
+    break;
+  case 1:
+  case 5: {
+    size_t n = f->wire_type == 1 ? 8 : 4;
+    if ((size_t)(end - p) < n) return AMN_EPROTO;
+    for (size_t i = 0; i < n; i++) f->varint |= (uint64_t)p[i] << (8 * i);
+    p += n;
+    break;
+  }
+  case 2:
+    if (rd_varint(&p, end, &v) || v > (uint64_t)(end - p)) return AMN_EPROTO;
+    f->data = p;
+    f->len = (size_t)v;
+    p += v;
+    break;
+  default:
+    return AMN_EPROTO;
+  }
+  *pos = (size_t)(p - buf);
+  return 1;
+}
+
 static size_t varint_size(uint64_t v) {
   size_t n = 1;
   while (v >= 0x80) v >>= 7, n++;

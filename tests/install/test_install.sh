@@ -27,6 +27,7 @@ soname=$(readelf -d "$libdir/libamaters-net.so" | sed -n 's/.*(SONAME).*\[\(.*\)
   fail "shared library links: $(ls "$libdir")"
 for f in include/amn/amn.h include/amn/common.h include/amn/server.h include/amn/client.h include/amn/plugin.h \
          share/amaters-net/proto/amaters.proto share/amaters-net/proto/health.proto \
+         share/amaters-net/proto/grpc/reflection/v1/reflection.proto share/amaters-net/proto/grpc/reflection/v1alpha/reflection.proto \
          share/doc/amaters-net/amaters-net.toml share/doc/amaters-net/LICENSE-MIT share/doc/amaters-net/LICENSE-APACHE \
          share/man/man1/amaters-cli.1 share/man/man5/amaters-net.toml.5 share/man/man8/amaters-netd.8 \
          bin/amaters-cli sbin/amaters-netd; do

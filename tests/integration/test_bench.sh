@@ -12,7 +12,7 @@
 #     second all wait: dozens take over 0.5 s. Closed loop with one call in
 #     flight, the same stall shows as about one slow call, which is what
 #     --rps exists to avoid;
-#   - bad flags and unwritable outputs: a clear message and their exit code.
+#   - bad flags (64) and unwritable outputs (73): a clear message and their exit code.
 # usage: test_bench.sh BUILD_DIR
 set -euo pipefail
 bin=$1
@@ -99,10 +99,10 @@ expect_fail() { # CODE REGEX ARGS...
   if [ $rc = "$want" ] && grep -Eq -- "$re" err.txt; then ok "bench $*: exit $rc, $(head -1 err.txt)"
   else bad "bench $*: exit $rc (want $want): $(cat err.txt)"; fi
 }
-expect_fail 2 "--rps: '0' is not a rate" --rps 0
-expect_fail 2 "--rps: 'fast' is not a rate" --rps fast
-expect_fail 2 "--mode stream is closed loop only" --rps 10 --mode stream
-expect_fail 2 "--count: 0 is out of range" -n 0
+expect_fail 64 "--rps: '0' is not a rate" --rps 0
+expect_fail 64 "--rps: 'fast' is not a rate" --rps fast
+expect_fail 64 "--mode stream is closed loop only" --rps 10 --mode stream
+expect_fail 64 "--count: 0 is out of range" -n 0
 expect_fail 73 "--plot: cannot write no/such/dir/p.svg" -n 10 --warmup 0 --plot no/such/dir/p.svg
 expect_fail 73 "--csv: cannot write no/such/dir/s.csv" -n 10 --warmup 0 --csv no/such/dir/s.csv
 

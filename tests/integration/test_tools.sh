@@ -158,7 +158,7 @@ check "bench against a server killed mid-run: rc=2, errors counted without a bus
 
 # --- errors ---------------------------------------------------------------
 timeout 10 "$cli" "${T[@]}" "$U" execute --data x --no-such-flag >/dev/null 2>"$tmp/err"; rc=$?
-check "cli: unknown flag -> exit 2 with a message (rc=$rc)" eval '[ "$rc" -eq 2 ] && grep -q -- --no-such-flag "$tmp/err"'
+check "cli: unknown flag -> exit 64 (EX_USAGE) with a message (rc=$rc)" eval '[ "$rc" -eq 64 ] && grep -q -- --no-such-flag "$tmp/err"'
 timeout 10 "$netd" --no-such-flag >/dev/null 2>"$tmp/err"; rc=$?
 check "netd: unknown flag -> exit 2 with a message (rc=$rc)" eval '[ "$rc" -eq 2 ] && grep -q -- --no-such-flag "$tmp/err"'
 printf '# typo below\n[network]\nbind_adress = "127.0.0.1:7878"\n' >"$tmp/typo.toml"
@@ -201,10 +201,10 @@ s = socket.socket(); s.bind(("127.0.0.1", 0)); s.listen(); print(s.getsockname()
 fi
 timeout 10 "$cli" --insecure "http://127.0.0.1:$SRV_PORT" execute --data x >/dev/null 2>"$tmp/err"; rc=$?
 echo "     insecure client: $(tail -n 1 "$tmp/err")"
-check "cli --insecure vs the TLS server: UNAVAILABLE, no hang (rc=$rc)" eval '[ "$rc" -eq 14 ] && grep -q "^UNAVAILABLE: " "$tmp/err"'
+check "cli --insecure vs the TLS server: UNAVAILABLE, exit 69 (no connection), no hang (rc=$rc)" eval '[ "$rc" -eq 69 ] && grep -q "^UNAVAILABLE: " "$tmp/err"'
 timeout 10 "$cli" --ca "$O/ca.pem" --cert "$P/client.pem" --key "$P/client-key.pem" "$U" execute --data x \
   >/dev/null 2>"$tmp/err"; rc=$?
-check "cli rejects a server certificate from another CA (rc=$rc)" [ "$rc" -eq 14 ]
+check "cli rejects a server certificate from another CA: exit 69, no connection (rc=$rc)" [ "$rc" -eq 69 ]
 timeout 10 "$cli" --ca "$P/ca.pem" --cert "$O/client.pem" --key "$O/client-key.pem" "$U" execute --data x \
   >/dev/null 2>"$tmp/err"; rc=$?
 check "server rejects a client certificate from another CA (rc=$rc)" [ "$rc" -ne 0 -a "$rc" -ne 124 ]
@@ -259,11 +259,11 @@ else
 fi
 out=$(timeout 10 "$cli" --plaintext --pki-dir "$tmp/pki" http://127.0.0.1:1 execute --data x 2>&1); rc=$?
 check "--plaintext with --pki-dir: usage error naming --plaintext (rc=$rc)" \
-  eval '[ "$rc" -eq 2 ] && has "$out" "--plaintext cannot be combined"'
+  eval '[ "$rc" -eq 64 ] && has "$out" "--plaintext cannot be combined"'
 for t in 5parsecs 1e3 -5 x .s 1..5s 0.1ms 2147484s; do
   out=$(timeout 10 "$cli" --plaintext --timeout "$t" http://127.0.0.1:1 execute --data x 2>&1); rc=$?
   check "--timeout '$t' is a usage error that says why (rc=$rc: $out)" \
-    eval '[ "$rc" -eq 2 ] && { has "$out" "not a duration" || has "$out" "unknown unit" || has "$out" "out of range" || has "$out" "shorter than a millisecond"; }'
+    eval '[ "$rc" -eq 64 ] && { has "$out" "not a duration" || has "$out" "unknown unit" || has "$out" "out of range" || has "$out" "shorter than a millisecond"; }'
 done
 # A server that accepts TCP connections and never answers: the call's
 # deadline, given with a unit, ends it with DEADLINE_EXCEEDED (4) well before

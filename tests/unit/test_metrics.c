@@ -165,15 +165,17 @@ static void test_server_not_started(void **state) {
   amn_server_metrics *m = NULL;
   assert_int_equal(amn_server_get_metrics(s, &m), 0);
   assert_non_null(m);
-  assert_int_equal(m->nmethods, 5); /* health Check, Watch, Execute, ExecuteStream, unknown; HTTP/2 only */
-  assert_string_equal(m->methods[4].method, "unknown");
+  /* health Check, Watch, reflection v1 and v1alpha, Execute, ExecuteStream, unknown; HTTP/2 only */
+  assert_int_equal(m->nmethods, 7);
+  assert_string_equal(m->methods[2].method, "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo");
+  assert_string_equal(m->methods[6].method, "unknown");
   for (size_t i = 0; i < m->nmethods; i++) {
     assert_int_equal(m->methods[i].transport, AMN_TRANSPORT_H2);
     assert_int_equal(m->methods[i].started, 0);
     assert_int_equal(m->methods[i].duration.nbounds, 14);
     assert_int_equal(m->methods[i].request_size.nbounds, 11);
   }
-  char buf[8192];
+  char buf[32768];
   size_t n = amn_server_metrics_text(s, buf, sizeof buf);
   assert_true(n > 0 && n < sizeof buf);
   assert_non_null(strstr(buf, "amn_server_calls_started_total{method=\"/amaters.v1.AmateRS/Execute\",transport=\"h2\"} 0\n"));

@@ -393,7 +393,7 @@ static bendpoint *b_endpoints(bclient *cl, int C, size_t *neps, uint64_t *retrie
   size_t n = amn_client_stats(cl[0].c, NULL, 0, NULL);
   bendpoint *eps = calloc(n ? n : 1, sizeof *eps);
   amn_endpoint_stats *one = calloc(n ? n : 1, sizeof *one);
-  if (!eps || !one) die("out of memory");
+  if (!eps || !one) die_code(EX_SOFTWARE, "out of memory");
   *retries = 0;
   for (int i = 0; i < C; i++) {
     uint64_t r = 0;
@@ -423,14 +423,14 @@ int cmd_bench(cli *o, net *n) {
   bcall *calls = calloc((size_t)M, sizeof *calls);
   if (!b || !cl || !slots || !calls || !(b->parked = calloc((size_t)M, sizeof *b->parked)) ||
       !(b->unparked = calloc((size_t)M, sizeof *b->unparked)))
-    die("out of memory");
+    die_code(EX_SOFTWARE, "out of memory");
   b->stream = strcmp(o->mode, "stream") == 0;
   b->open = o->rps > 0;
   b->size = (size_t)o->size;
   b->payload = malloc(b->size ? b->size : 1);
   b->req_len = amn_pair_encoded_size(b->size, 0);
   b->req = malloc(b->req_len ? b->req_len : 1);
-  if (!b->payload || !b->req) die("out of memory");
+  if (!b->payload || !b->req) die_code(EX_SOFTWARE, "out of memory");
   for (size_t i = 0; i < b->size; i++) b->payload[i] = (uint8_t)('a' + i % 26);
   amn_pair_encode(b->req, b->payload, b->size, NULL, 0);
   pthread_mutex_init(&b->mu, NULL);
@@ -485,7 +485,7 @@ int cmd_bench(cli *o, net *n) {
   if (by_count && !b->open) b->seconds = B_SERIES_MAX;
   if (b->seconds > B_SERIES_MAX) b->seconds = B_SERIES_MAX;
   b->series = calloc((size_t)b->seconds, sizeof *b->series);
-  if (!b->series) die("out of memory");
+  if (!b->series) die_code(EX_SOFTWARE, "out of memory");
   b->start = now_ns();
   b->t_measure = b->start + warm_ns;
   b->t_end = by_count && !o->duration_given ? UINT64_MAX : b->t_measure + dur_ns;

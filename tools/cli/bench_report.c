@@ -11,9 +11,6 @@
 
 #include "bench.h"
 
-#define EX_UNAVAILABLE_TOOL 69 /* gnuplot missing (sysexits EX_UNAVAILABLE) */
-#define EX_CANTCREAT 73        /* an output file cannot be written (sysexits) */
-
 static double us(uint64_t ns) { return (double)ns / 1e3; }
 
 static void json_num(FILE *f, const char *key, double v, bool last) {
@@ -63,7 +60,7 @@ int bench_report_print(const cli *o, const bench_report *r) {
   double mx = us(t->max), mn = t->count ? us(t->min) : 0, mean = amn_hist_mean(t) / 1e3;
   if (o->json) {
     amn_hist *h = malloc(sizeof *h);
-    if (!h) die("out of memory");
+    if (!h) die_code(EX_SOFTWARE, "out of memory");
     FILE *f = stdout;
     fprintf(f, "{\"mode\":\"%s\",\"connections\":%d,\"inflight\":%d,\"size\":%zu,", r->mode, r->connections,
             r->inflight, r->size);
@@ -132,7 +129,7 @@ int bench_report_print(const cli *o, const bench_report *r) {
 /* The series as CSV: a header line, then one line per second. */
 static void write_csv(FILE *f, const bench_report *r, const char *header_prefix) {
   amn_hist *h = malloc(sizeof *h);
-  if (!h) die("out of memory");
+  if (!h) die_code(EX_SOFTWARE, "out of memory");
   fputs(header_prefix, f);
   fputs("second,warmup,calls,errors,p50_us,p90_us,p99_us,p999_us,max_us\n", f);
   for (int s = 0; s < r->seconds; s++) {
@@ -152,7 +149,7 @@ static int write_plot(const cli *o, const bench_report *r) {
   const char *out = o->plot;
   if (strchr(out, '\'') || strchr(out, '"') || strchr(out, '\n') || strlen(out) > 4000) {
     fprintf(stderr, PROG ": --plot: unusable file name '%s'\n", out);
-    return EXIT_USAGE;
+    return EX_USAGE;
   }
   FILE *test = fopen(out, "w");
   if (!test) {
@@ -163,7 +160,7 @@ static int write_plot(const cli *o, const bench_report *r) {
   FILE *g = popen("gnuplot", "w");
   if (!g) {
     fprintf(stderr, PROG ": --plot: cannot run gnuplot: %s\n", strerror(errno));
-    return EX_UNAVAILABLE_TOOL;
+    return EX_UNAVAILABLE;
   }
   fputs("$series << EOD\n", g);
   write_csv(g, r, "# ");
@@ -198,7 +195,7 @@ static int write_plot(const cli *o, const bench_report *r) {
     bool missing = WIFEXITED(st) && WEXITSTATUS(st) == 127;
     fprintf(stderr, PROG ": --plot: gnuplot %s\n",
             missing ? "is not installed (Debian: apt install gnuplot-nox)" : "failed (its messages are above)");
-    return missing ? EX_UNAVAILABLE_TOOL : EX_CANTCREAT;
+    return missing ? EX_UNAVAILABLE : EX_CANTCREAT;
   }
   return 0;
 }

@@ -13,7 +13,7 @@ int cmd_execute(cli *o, net *n) {
   size_t qlen = 0;
   uint8_t *q = o->data ? (uint8_t *)strdup(o->data) : slurp(o->data_file, &qlen);
   if (o->data) qlen = strlen(o->data);
-  if (!q) die("out of memory");
+  if (!q) die_code(EX_SOFTWARE, "out of memory");
   amn_client *c = client_new(n);
   amn_result r;
   uint8_t *proof = NULL;
@@ -23,7 +23,7 @@ int cmd_execute(cli *o, net *n) {
   free(q);
   int code;
   if (rc) {
-    code = fail_status(status_of_err(rc), amn_strerror(rc));
+    code = exit_status(c, fail_status(status_of_err(rc), amn_strerror(rc)));
     amn_client_free(c);
     return code;
   }
@@ -54,11 +54,9 @@ int cmd_execute(cli *o, net *n) {
       if (isatty(STDOUT_FILENO) && (!r.len || r.data[r.len - 1] != '\n')) fputc('\n', stdout);
     }
   }
-  if (fflush(stdout) != 0) {
-    fprintf(stderr, PROG ": cannot write the output: %s\n", strerror(errno));
-    if (code == 0) code = AMN_STATUS_UNKNOWN;
-  }
-  if (r.code != AMN_STATUS_OK) fail_status(code, r.message);
+  int fl = flush_stdout(); /* EX_IOERR when the output cannot be written */
+  if (code == 0) code = fl;
+  if (r.code != AMN_STATUS_OK) code = exit_status(c, fail_status(code, r.message));
   free(proof);
   amn_result_free(&r);
   amn_client_free(c);
@@ -68,18 +66,13 @@ int cmd_execute(cli *o, net *n) {
 
 
 typedef struct sstate {
-  pthread_mutex_t mu;
-  pthread_cond_t cv;
-  unsigned writable_gen; /* bumped by on_writable */
-  bool closed;
-  int code;
-  char *message;
+  swait w; /* first */
   bool hex;
   bool bad_response;
 } sstate;
 
-static void s_on_message(amn_cstream *s, const uint8_t *msg, size_t len, void *ud) {
-  sstate *st = ud;
+static void s_on_msg(swait *w, const uint8_t *msg, size_t len) {
+  sstate *st = (sstate *)w;
   amn_pair_view v;
   if (amn_pair_decode(msg, len, &v) != 0) {
     st->bad_response = true;
@@ -93,24 +86,6 @@ static void s_on_message(amn_cstream *s, const uint8_t *msg, size_t len, void *u
   fflush(stdout);
 }
 
-static void s_on_writable(amn_cstream *s, void *ud) {
-  sstate *st = ud;
-  pthread_mutex_lock(&st->mu);
-  st->writable_gen++;
-  pthread_cond_broadcast(&st->cv);
-  pthread_mutex_unlock(&st->mu);
-}
-
-static void s_on_close(amn_cstream *s, const amn_result *res, void *ud) {
-  sstate *st = ud;
-  pthread_mutex_lock(&st->mu);
-  st->closed = true;
-  st->code = (int)res->code;
-  st->message = strdup(res->message ? res->message : "");
-  pthread_cond_broadcast(&st->cv);
-  pthread_mutex_unlock(&st->mu);
-}
-
 /* stdin line reader on read(2) + poll, so that waiting for input notices
  * when the call has ended (stdio's getline would block until input). */
 typedef struct lreader {
@@ -118,13 +93,6 @@ typedef struct lreader {
   size_t start, len, cap;
   bool eof;
 } lreader;
-
-static bool stream_closed(sstate *st) {
-  pthread_mutex_lock(&st->mu);
-  bool c = st->closed;
-  pthread_mutex_unlock(&st->mu);
-  return c;
-}
 
 /* Next line without its '\n' in *line: returns its length; -1 at the end
  * of input (a last unterminated line comes first); -2 if the call ended. */
@@ -146,12 +114,12 @@ static ssize_t read_line(lreader *r, char **line, sstate *st) {
     if (r->len == r->cap) {
       r->cap = r->cap ? r->cap * 2 : 65536;
       r->buf = realloc(r->buf, r->cap);
-      if (!r->buf) die("out of memory");
+      if (!r->buf) die_code(EX_SOFTWARE, "out of memory");
     }
     struct pollfd pfd = {.fd = STDIN_FILENO, .events = POLLIN};
     int pr = poll(&pfd, 1, 200);
     if (pr == 0 || (pr < 0 && errno == EINTR)) {
-      if (stream_closed(st)) return -2;
+      if (sw_closed(&st->w)) return -2;
       continue;
     }
     ssize_t n = read(STDIN_FILENO, r->buf + r->len, r->cap - r->len);
@@ -161,15 +129,12 @@ static ssize_t read_line(lreader *r, char **line, sstate *st) {
 }
 
 int cmd_stream(cli *o, net *n) {
-  sstate st = {.hex = o->hex};
-  pthread_mutex_init(&st.mu, NULL);
-  pthread_cond_init(&st.cv, NULL);
+  sstate st = {.w.on_msg = s_on_msg, .hex = o->hex};
   amn_client *c = client_new(n);
   amn_call_opts copts = n->call;
   copts.timeout_ms = n->timeout_given ? n->timeout_ms : 0; /* interactive: a deadline only on request */
-  amn_cstream_cbs cbs = {s_on_message, s_on_close, s_on_writable};
   amn_cstream *s = NULL;
-  int rc = amn_client_stream_open(c, AMN_METHOD_EXECUTE_STREAM, &copts, &cbs, &st, &s);
+  int rc = sw_open(&st.w, c, AMN_METHOD_EXECUTE_STREAM, &copts, &s);
   if (rc) {
     amn_client_free(c);
     return fail_status(status_of_err(rc), amn_strerror(rc));
@@ -185,50 +150,18 @@ int cmd_stream(cli *o, net *n) {
     if (need > bufcap) {
       bufcap = need;
       buf = realloc(buf, bufcap);
-      if (!buf) die("out of memory");
+      if (!buf) die_code(EX_SOFTWARE, "out of memory");
     }
     size_t m = amn_pair_encode(buf, (const uint8_t *)line, (size_t)len, NULL, 0);
-    for (;;) {
-      pthread_mutex_lock(&st.mu);
-      unsigned gen = st.writable_gen;
-      bool closed = st.closed;
-      pthread_mutex_unlock(&st.mu);
-      if (closed) break;
-      rc = amn_cstream_send(s, buf, m);
-      if (rc != AMN_EAGAIN) break;
-      /* backpressure: wait for on_writable (re-check every second anyway) */
-      pthread_mutex_lock(&st.mu);
-      struct timespec ts;
-      clock_gettime(CLOCK_REALTIME, &ts);
-      ts.tv_sec += 1;
-      while (st.writable_gen == gen && !st.closed && pthread_cond_timedwait(&st.cv, &st.mu, &ts) == 0) {
-      }
-      pthread_mutex_unlock(&st.mu);
-    }
-    pthread_mutex_lock(&st.mu);
-    bool closed = st.closed;
-    pthread_mutex_unlock(&st.mu);
-    if (closed) break; /* the server ended the call early: report its status */
-    if (rc == AMN_ECLOSED) break;
-    if (rc) local_err = rc;
+    local_err = sw_send(s, &st.w, buf, m); /* AMN_ECLOSED: the server ended the call early */
   }
   free(lr.buf);
   free(buf);
-  if (local_err) amn_cstream_cancel(s);
-  else amn_cstream_close_send(s);
-  pthread_mutex_lock(&st.mu);
-  while (!st.closed) pthread_cond_wait(&st.cv, &st.mu);
-  pthread_mutex_unlock(&st.mu);
-  amn_cstream_release(s);
+  int code = exit_status(c, sw_finish(s, &st.w, local_err));
   amn_client_free(c);
-  int code = st.code;
-  if (local_err) code = fail_status(status_of_err(local_err), amn_strerror(local_err));
-  else if (code != AMN_STATUS_OK) fail_status(code, st.message);
-  else if (st.bad_response) code = fail_status(AMN_STATUS_INTERNAL, "malformed QueryResponse received");
-  free(st.message);
-  pthread_mutex_destroy(&st.mu);
-  pthread_cond_destroy(&st.cv);
-  return code;
+  if (!code && st.bad_response) code = fail_status(AMN_STATUS_INTERNAL, "malformed QueryResponse received");
+  int fl = flush_stdout();
+  return code ? code : fl;
 }
 
 
@@ -238,14 +171,18 @@ int cmd_health(cli *o, net *n) {
   amn_status_code st = AMN_STATUS_OK;
   char err[1024] = "";
   int rc = amn_client_health(c, o->service ? o->service : "", n->timeout_ms, &serving, &st, err, sizeof err);
-  amn_client_free(c);
+  int code = 0;
   if (rc == AMN_EIO && st != AMN_STATUS_OK) {
     /* err is "STATUS_NAME: message" already */
     fprintf(stderr, "%s\n", err);
-    return st;
+    code = exit_status(c, st);
+  } else if (rc) {
+    code = exit_status(c, fail_status(status_of_err(rc), err[0] ? err : amn_strerror(rc)));
   }
-  if (rc) return fail_status(status_of_err(rc), err[0] ? err : amn_strerror(rc));
+  amn_client_free(c);
+  if (rc) return code;
   puts(serving ? "SERVING" : "NOT_SERVING");
-  return serving ? 0 : 1;
+  int fl = flush_stdout();
+  return fl ? fl : serving ? 0 : 1;
 }
 

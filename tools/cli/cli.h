@@ -3,11 +3,13 @@
  * amaters-cli: what the command's files share (options, client set-up,
  * output and parsing helpers). One file per command: main.c (command line),
  * net.c (client set-up), output.c (JSON, base64, hex), call.c (execute,
- * stream, health), bench.c, certs.c; util.c (errors, numbers, durations).
+ * stream, health), bench.c, certs.c, invoke.c (call: any method),
+ * reflect.c (list, describe); util.c (errors, numbers, durations).
  */
 #ifndef AMN_CLI_H
 #define AMN_CLI_H
 
+#include <pthread.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -16,9 +18,19 @@
 #include "amn/amn.h"
 
 #define PROG "amaters-cli"
-#define EXIT_USAGE 2
+/* Exit status (documented in --help, amaters-cli(1) and the README): the gRPC
+ * status of a call (0..16); else sysexits(3): EX_USAGE 64 (command line),
+ * EX_DATAERR 65 (request data), EX_NOINPUT 66 (an input file cannot be
+ * opened), EX_UNAVAILABLE 69 (a call ended UNAVAILABLE and no connection to
+ * any URL was ever made: net.c exit_status), EX_SOFTWARE 70 (out
+ * of memory, internal), EX_IOERR 74 (reading or writing), EX_CANTCREAT 73
+ * (certs init cannot write), EX_CONFIG 78 (configuration, PKI). */
+#include <sysexits.h>
 
-enum { C_EXEC = 1, C_STREAM = 2, C_HEALTH = 4, C_BENCH = 8, C_CERTS = 16, C_NET = 15, C_ALL = 31 };
+enum {
+  C_EXEC = 1, C_STREAM = 2, C_HEALTH = 4, C_BENCH = 8, C_CERTS = 16, C_CALL = 32, C_LIST = 64, C_DESCRIBE = 128,
+  C_NET = C_EXEC | C_STREAM | C_HEALTH | C_BENCH | C_CALL | C_LIST | C_DESCRIBE, C_ALL = C_NET | C_CERTS
+};
 
 typedef struct cli {
   /* global */
@@ -35,6 +47,11 @@ typedef struct cli {
   const char *cmd_name;
   const char *data, *data_file, *signature, *service, *certs_dir, *mode;
   bool hex, json, force, certs_init_seen;
+  const char *method, *symbol; /* call METHOD; list [SERVICE], describe [SYMBOL] */
+  const char *output;          /* call --output: json|raw|hex|base64, NULL = by message */
+  bool stream_mode;            /* call --stream */
+  char *args[64];              /* certs init NAME... */
+  size_t arg_count;
   long long connections, inflight, size;
   double duration, warmup;
   double rps;                   /* bench --rps: calls per second, open loop; 0 = closed loop */
@@ -59,7 +76,9 @@ extern int g_level; /* the log level of --log-level */
 
 /* util.c */
 void debugf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-void die(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
+void die(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn)); /* EX_USAGE */
+void die_code(int code, const char *fmt, ...) __attribute__((format(printf, 2, 3), noreturn));
+int flush_stdout(void);
 int fail_status(int code, const char *msg);
 int status_of_err(int rc);
 uint64_t now_ns(void);
@@ -71,10 +90,15 @@ uint8_t *slurp(const char *path, size_t *len);
 
 /* main.c */
 void add_urls(cli *o, const char *arg);
+void add_header(cli *o, const char *kv);
 
 /* net.c */
 void setup_net(cli *o, amn_config *cfg, net *n);
 amn_client *client_new(net *n);
+/* The exit status of a call's status `code`: EX_UNAVAILABLE for UNAVAILABLE
+ * when no connection to any URL was ever made (refused, unresolvable host,
+ * TLS handshake failed), else the code itself. */
+int exit_status(amn_client *c, int code);
 
 /* output.c */
 void hex_out(FILE *f, const uint8_t *p, size_t n);
@@ -84,11 +108,37 @@ bool printable_utf8(const uint8_t *p, size_t n);
 void base64_out(FILE *f, const uint8_t *p, size_t n);
 void json_md(FILE *f, const amn_md *md, size_t n);
 
+/* sw.c: a client stream and the wait for its end. on_msg runs on the
+ * client's I/O thread for each response. */
+typedef struct swait {
+  pthread_mutex_t mu;
+  pthread_cond_t cv;
+  unsigned writable_gen; /* bumped by on_writable */
+  bool closed;
+  int code;              /* the call's status, once closed */
+  char *message;
+  void (*on_msg)(struct swait *w, const uint8_t *msg, size_t len);
+} swait;
+/* Opens a stream whose callbacks report to `w` (zeroed, on_msg set). */
+int sw_open(swait *w, amn_client *c, const char *method, const amn_call_opts *opts, amn_cstream **out);
+bool sw_closed(swait *w);
+/* Sends, waiting while the stream pushes back: 0, AMN_ECLOSED once the call ended, or the error. */
+int sw_send(amn_cstream *s, swait *w, const uint8_t *m, size_t n);
+/* Waits for the end of the call, releases the stream: its status (w->message
+ * is the caller's to free). */
+int sw_end(amn_cstream *s, swait *w);
+/* Half-closes (or cancels after `local_err`), waits for the end, releases the
+ * stream; prints a failure and returns the status (that of local_err first). */
+int sw_finish(amn_cstream *s, swait *w, int local_err);
+
 /* the commands */
 int cmd_execute(cli *o, net *n);
 int cmd_stream(cli *o, net *n);
 int cmd_health(cli *o, net *n);
 int cmd_bench(cli *o, net *n);
 int cmd_certs(cli *o);
+int cmd_call(cli *o, net *n);     /* invoke.c */
+int cmd_list(cli *o, net *n);     /* reflect.c */
+int cmd_describe(cli *o, net *n); /* reflect.c */
 
 #endif

@@ -1,11 +1,14 @@
 /* SPDX-License-Identifier: MIT OR Apache-2.0 */
 /*
- * amaters-cli — command-line client of amaters-net: execute, stream,
- * health, bench, and `certs init` (development PKI). This file: the
- * command line and main; the commands are in the other files of tools/cli/.
+ * amaters-cli — command-line client of amaters-net: call (any method),
+ * list and describe (server reflection), execute, stream, health, bench,
+ * and `certs init` (development PKI). This file: the command line and main;
+ * the commands are in the other files of tools/cli/.
  *
- * Exit status: the gRPC status code of the call (0 = OK); 2 for usage,
- * configuration and set-up errors (bad flag, unreadable file).
+ * Exit status: the gRPC status code of the call (0 = OK); sysexits(3) codes
+ * for the rest (cli.h): 64 usage, 65 request data, 66 input file, 69 no
+ * connection to any URL, 70 internal, 73 certs init cannot write, 74 I/O,
+ * 78 configuration.
  */
 #include <malloc.h>
 #include <signal.h>
@@ -16,7 +19,7 @@
 
 static const char usage_text[] =
     "usage: " PROG " [global options] [URL...] COMMAND [command options]\n"
-    "       " PROG " certs init [DIR] [--force]\n"
+    "       " PROG " certs init [DIR] [--force] [NAME...]\n"
     "\n"
     "URL: https://HOST:PORT (http://HOST:PORT with --plaintext). Several URLs may be\n"
     "given (repeated or comma-separated): calls are balanced over them through a\n"
@@ -40,13 +43,29 @@ static const char usage_text[] =
     "  --timeout DURATION      call deadline, e.g. 500ms, 2s, 1m (a bare number is\n"
     "                          milliseconds; default client.timeout_ms, 30000; 0 = none)\n"
     "  --metadata KEY=VALUE    request metadata (repeatable)\n"
-    "  --idempotent            execute, bench: the calls may be re-sent after UNAVAILABLE\n"
+    "  -H, --header 'KEY: VALUE'  request metadata as curl and grpcurl write it (repeatable)\n"
+    "  --idempotent            execute, call, bench: the calls may be re-sent after UNAVAILABLE\n"
     "                          (up to client.max_retries times, on another connection)\n"
     "  --config FILE           TOML configuration ([client], [tls]); AMATERS_NET_* vars apply\n"
     "  --log-level LEVEL       error|warn|info|debug (default warn); -v = debug\n"
     "  --help, --version\n"
     "\n"
     "Commands:\n"
+    "  call METHOD [-d DATA | --data-file FILE|-] [--output json|raw|hex|base64] [--stream]\n"
+    "        calls any method (package.Service/Method or package.Service.Method). The\n"
+    "        request is the serialized message (-d, --data DATA; --data-file, default\n"
+    "        standard input), or a JSON object (proto3 JSON, bytes in base64) for the\n"
+    "        messages known here: amaters.v1 QueryRequest and grpc.health.v1\n"
+    "        HealthCheckRequest. Output: JSON for their responses, else raw. Streams:\n"
+    "        ExecuteStream (and any method with --stream) sends one request per input\n"
+    "        line (a line not starting with '{' is ExecuteStream's query bytes) and\n"
+    "        prints one response per line; Health/Watch prints each status\n"
+    "  list [SERVICE]\n"
+    "        the server's services, or the methods of SERVICE (server reflection,\n"
+    "        grpc.reflection.v1, else v1alpha)\n"
+    "  describe [SYMBOL]\n"
+    "        a service, method, message or enum as the server's descriptors tell;\n"
+    "        without SYMBOL every service\n"
     "  execute (--data STRING | --data-file FILE|-) [--signature STRING] [--hex] [--json]\n"
     "        one Execute call; prints result_bytes (raw, hex, or a JSON object)\n"
     "  stream [--hex]\n"
@@ -77,12 +96,20 @@ static const char usage_text[] =
     "        transport, calls, ok, failed, connects, connect_failures).\n"
     "        --csv FILE: the series as CSV (- = stdout); --plot FILE.svg: the\n"
     "        percentiles over time and the latency histogram, drawn by gnuplot\n"
-    "  certs init [DIR] [--force]\n"
-    "        creates a development PKI (default: the default PKI directory)\n"
+    "  certs init [DIR] [--force] [NAME...]\n"
+    "        creates a development PKI (default: the default PKI directory); each NAME\n"
+    "        (host name or IP address, as mkcert takes them) is added to the server\n"
+    "        certificate beside localhost, 127.0.0.1 and ::1, which is then issued anew\n"
     "\n"
-    "Exit status: the gRPC status code of the call (0 = OK; errors are printed as\n"
-    "\"STATUS_NAME: message\" on stderr); 2 also for usage and set-up errors. health:\n"
-    "1 when NOT_SERVING. bench: 0 without errors, 2 with some, 14 if no call succeeded.\n";
+    "Exit status: the gRPC status code of the call (0 = OK, 1..16; errors are printed\n"
+    "as \"STATUS_NAME: message\" on stderr); list, describe: NOT_FOUND (5) for an\n"
+    "unknown symbol. Otherwise (sysexits): 64 usage (bad option or argument), 65\n"
+    "request data (bad JSON), 66 an input file cannot be opened, 69 no connection to\n"
+    "any URL (refused, unresolvable, TLS handshake failed; printed as UNAVAILABLE),\n"
+    "70 internal (out of memory), 73 certs init cannot write, 74 I/O error\n"
+    "(reading input, writing output), 78 configuration (config file, TLS files, PKI).\n"
+    "health: 1 when NOT_SERVING. bench: 0 without errors, 2 with some, 14 if no call\n"
+    "succeeded, 73 if the --csv or --plot file cannot be written, 69 without gnuplot.\n";
 
 
 void add_urls(cli *o, const char *arg) {
@@ -95,21 +122,30 @@ void add_urls(cli *o, const char *arg) {
   free(copy);
 }
 
-void add_metadata(cli *o, const char *kv) {
-  const char *eq = strchr(kv, '=');
-  if (!eq || eq == kv) die("--metadata: expected KEY=VALUE, got '%s'", kv);
-  if (o->md_count == sizeof o->md / sizeof o->md[0]) die("too many --metadata entries");
+/* One metadata entry: KEY and VALUE split at `sep` ('=' for --metadata,
+ * ':' for -H, whose value loses its leading blanks as curl's does). */
+static void add_md(cli *o, const char *flag, const char *kv, char sep) {
+  const char *eq = strchr(kv, sep);
+  if (!eq || eq == kv)
+    die("%s: expected %s, got '%s'", flag, sep == '=' ? "KEY=VALUE" : "'KEY: VALUE'", kv);
+  if (o->md_count == sizeof o->md / sizeof o->md[0]) die("too many metadata entries (--metadata, -H)");
   char *k = strndup(kv, (size_t)(eq - kv));
+  if (!k) die_code(EX_SOFTWARE, "out of memory");
   for (char *p = k; *p; p++) {
     if (*p >= 'A' && *p <= 'Z') *p = (char)(*p - 'A' + 'a');
     if (!((*p >= 'a' && *p <= 'z') || (*p >= '0' && *p <= '9') || *p == '-' || *p == '_' || *p == '.'))
-      die("--metadata: invalid character in key '%s'", k);
+      die("%s: invalid character in key '%s'", flag, k);
   }
+  const char *v = eq + 1;
+  if (sep == ':') v += strspn(v, " \t");
   o->md[o->md_count].key = k;
-  o->md[o->md_count].value = (const uint8_t *)(eq + 1);
-  o->md[o->md_count].value_len = strlen(eq + 1);
+  o->md[o->md_count].value = (const uint8_t *)v;
+  o->md[o->md_count].value_len = strlen(v);
   o->md_count++;
 }
+
+void add_metadata(cli *o, const char *kv) { add_md(o, "--metadata", kv, '='); }
+void add_header(cli *o, const char *kv) { add_md(o, "-H/--header", kv, ':'); }
 
 void parse_cli(int argc, char **argv, cli *o) {
   memset(o, 0, sizeof *o);
@@ -128,15 +164,21 @@ void parse_cli(int argc, char **argv, cli *o) {
       {"pki-dir", C_NET, true},     {"server-name", C_NET, true},  {"insecure", C_NET, false},
       {"plaintext", C_NET, false},  {"transport", C_NET, true},
       {"timeout", C_NET, true},     {"metadata", C_NET, true},     {"config", C_NET, true},
-      {"log-level", C_ALL, true},   {"data", C_EXEC, true},        {"data-file", C_EXEC, true},
+      {"log-level", C_ALL, true},   {"data", C_EXEC | C_CALL, true}, {"data-file", C_EXEC | C_CALL, true},
       {"signature", C_EXEC, true},  {"hex", C_EXEC | C_STREAM, false}, {"json", C_EXEC | C_BENCH, false},
       {"service", C_HEALTH, true},  {"connections", C_BENCH, true}, {"inflight", C_BENCH, true},
       {"duration", C_BENCH, true},  {"warmup", C_BENCH, true},     {"size", C_BENCH, true},
       {"mode", C_BENCH, true},      {"rps", C_BENCH, true},        {"count", C_BENCH, true},
-      {"csv", C_BENCH, true},       {"plot", C_BENCH, true},      {"force", C_CERTS, false},     {"idempotent", C_EXEC | C_BENCH, false},
+      {"csv", C_BENCH, true},       {"plot", C_BENCH, true},
+      {"force", C_CERTS, false},    {"idempotent", C_EXEC | C_BENCH | C_CALL, false},
+      {"header", C_NET, true},      {"output", C_CALL, true},      {"stream", C_CALL, false},
   };
   for (int i = 1; i < argc; i++) {
     const char *a = argv[i];
+    /* the short options of curl and grpcurl: -H 'KEY: VALUE', -d DATA */
+    static const struct { const char *s, *l; } shorts[] = {{"-H", "--header"}, {"-d", "--data"}};
+    for (size_t k = 0; k < sizeof shorts / sizeof shorts[0]; k++)
+      if (strcmp(a, shorts[k].s) == 0) a = shorts[k].l;
     if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
       fputs(usage_text, stdout);
       exit(0);
@@ -154,15 +196,22 @@ void parse_cli(int argc, char **argv, cli *o) {
       /* positional: URL(s), then the command, then (certs) its arguments */
       if (!o->cmd) {
         static const struct { const char *n; int c; } cmds[] = {
-            {"execute", C_EXEC}, {"stream", C_STREAM}, {"health", C_HEALTH}, {"bench", C_BENCH}, {"certs", C_CERTS}};
+            {"execute", C_EXEC}, {"stream", C_STREAM}, {"health", C_HEALTH}, {"bench", C_BENCH}, {"certs", C_CERTS},
+            {"call", C_CALL}, {"list", C_LIST}, {"describe", C_DESCRIBE}};
         for (size_t k = 0; k < sizeof cmds / sizeof cmds[0]; k++)
           if (strcmp(a, cmds[k].n) == 0) o->cmd = cmds[k].c, o->cmd_name = cmds[k].n;
         if (!o->cmd) add_urls(o, a);
       } else if (o->cmd == C_CERTS && !o->certs_init_seen) {
-        if (strcmp(a, "init") != 0) die("unknown certs command '%s' (only: certs init [DIR] [--force])", a);
+        if (strcmp(a, "init") != 0) die("unknown certs command '%s' (only: certs init [DIR] [--force] [NAME...])", a);
         o->certs_init_seen = true;
       } else if (o->cmd == C_CERTS && !o->certs_dir) {
         o->certs_dir = a;
+      } else if (o->cmd == C_CERTS && o->arg_count < sizeof o->args / sizeof o->args[0]) {
+        o->args[o->arg_count++] = (char *)a; /* extra names of the server certificate */
+      } else if (o->cmd == C_CALL && !o->method) {
+        o->method = a;
+      } else if ((o->cmd == C_LIST || o->cmd == C_DESCRIBE) && !o->symbol) {
+        o->symbol = a;
       } else {
         die("unexpected argument '%s' after the command '%s' (see --help)", a, o->cmd_name);
       }
@@ -199,6 +248,13 @@ void parse_cli(int argc, char **argv, cli *o) {
     }
     else if (!strcmp(n, "timeout")) o->timeout_ms = parse_timeout_ms("--timeout", v);
     else if (!strcmp(n, "metadata")) add_metadata(o, v);
+    else if (!strcmp(n, "header")) add_header(o, v);
+    else if (!strcmp(n, "output")) {
+      if (strcmp(v, "json") && strcmp(v, "raw") && strcmp(v, "hex") && strcmp(v, "base64"))
+        die("--output: expected json, raw, hex or base64, not '%s'", v);
+      o->output = v;
+    }
+    else if (!strcmp(n, "stream")) o->stream_mode = true;
     else if (!strcmp(n, "config")) o->config = v;
     else if (!strcmp(n, "transport")) {
       if (strcmp(v, "h2") && strcmp(v, "h3") && strcmp(v, "auto")) die("--transport: expected h2, h3 or auto, not '%s'", v);
@@ -224,17 +280,19 @@ void parse_cli(int argc, char **argv, cli *o) {
     else if (!strcmp(n, "force")) o->force = true;
     else if (!strcmp(n, "idempotent")) o->idempotent = true;
   }
-  if (!o->cmd) die("no command given (execute, stream, health, bench or certs; see --help)");
+  if (!o->cmd) die("no command given (call, list, describe, execute, stream, health, bench or certs; see --help)");
   for (size_t i = 0; i < o->seen_count; i++)
     if (!(o->seen_cmds[i] & o->cmd)) die("option '--%s' is not valid for '%s' (see --help)", o->seen_name[i], o->cmd_name);
   if (o->cmd == C_CERTS) {
-    if (!o->certs_init_seen) die("usage: " PROG " certs init [DIR] [--force]");
+    if (!o->certs_init_seen) die("usage: " PROG " certs init [DIR] [--force] [NAME...]");
     if (o->url_count) die("certs init takes no URL");
   }
   if ((o->ca || o->cert || o->key) && !(o->ca && o->cert && o->key)) die("--ca, --cert and --key must be given together");
   if (o->ca && o->pki_dir) die("--pki-dir cannot be combined with --ca/--cert/--key");
   if (o->insecure && (o->ca || o->pki_dir)) die("--plaintext cannot be combined with --ca/--cert/--key or --pki-dir");
   if (o->cmd == C_EXEC && !o->data == !o->data_file) die("execute needs exactly one of --data or --data-file");
+  if (o->cmd == C_CALL && !o->method) die("usage: " PROG " [URL] call METHOD [-d DATA | --data-file FILE|-] (see --help)");
+  if (o->cmd == C_CALL && o->data && o->data_file) die("call takes one of --data or --data-file");
   if (o->cmd == C_EXEC && o->hex && o->json) die("--hex and --json are exclusive");
   if (o->cmd == C_BENCH) {
     if (strcmp(o->mode, "unary") != 0 && strcmp(o->mode, "stream") != 0)
@@ -267,16 +325,19 @@ int main(int argc, char **argv) {
   amn_config cfg;
   amn_config_init(&cfg);
   char err[1024] = "";
-  if (o.config && amn_config_load(&cfg, o.config, err, sizeof err) != 0) die("%s", err);
-  if (amn_config_apply_env(&cfg, err, sizeof err) != 0) die("%s", err);
+  if (o.config && amn_config_load(&cfg, o.config, err, sizeof err) != 0) die_code(EX_CONFIG, "%s", err);
+  if (amn_config_apply_env(&cfg, err, sizeof err) != 0) die_code(EX_CONFIG, "%s", err);
   net *n = calloc(1, sizeof *n);
-  if (!n) die("out of memory");
+  if (!n) die_code(EX_SOFTWARE, "out of memory");
   setup_net(&o, &cfg, n);
   int code;
   switch (o.cmd) {
   case C_EXEC: code = cmd_execute(&o, n); break;
   case C_STREAM: code = cmd_stream(&o, n); break;
   case C_HEALTH: code = cmd_health(&o, n); break;
+  case C_CALL: code = cmd_call(&o, n); break;
+  case C_LIST: code = cmd_list(&o, n); break;
+  case C_DESCRIBE: code = cmd_describe(&o, n); break;
   default: code = cmd_bench(&o, n); break;
   }
   free(n);

@@ -49,11 +49,11 @@ void setup_net(cli *o, amn_config *cfg, net *n) {
     const char *d = o->pki_dir ? o->pki_dir : cfg->server.pki_dir;
     if (d) snprintf(dir, sizeof dir, "%s", d);
     else if (amn_pki_default_dir(dir, sizeof dir) != 0)
-      die("cannot determine the default PKI directory (set HOME or AMATERS_NET_PKI_DIR, or use --pki-dir / --ca)");
+      die_code(EX_CONFIG, "cannot determine the default PKI directory (set HOME or AMATERS_NET_PKI_DIR, or use --pki-dir / --ca)");
     if (amn_pki_paths(dir, "client", &n->copts.tls, n->pki_storage, sizeof n->pki_storage) != 0)
-      die("PKI directory path too long: %s", dir);
+      die_code(EX_CONFIG, "PKI directory path too long: %s", dir);
     if (access(n->copts.tls.ca_path, R_OK) != 0)
-      die("no development PKI in %s (run '" PROG " certs init' or start amaters-netd once, or pass --ca/--cert/--key)",
+      die_code(EX_CONFIG, "no development PKI in %s (run '" PROG " certs init' or start amaters-netd once, or pass --ca/--cert/--key)",
           dir);
     debugf("TLS files from the PKI directory %s", dir);
   }
@@ -70,7 +70,17 @@ amn_client *client_new(net *n) {
   amn_client *c = NULL;
   char err[1024] = "";
   int rc = amn_client_new(&c, &n->copts, err, sizeof err);
-  if (rc) die("%s", err[0] ? err : amn_strerror(rc));
+  /* the client connects lazily: what fails here is the URLs, options or TLS files */
+  if (rc) die_code(rc == AMN_ENOMEM ? EX_SOFTWARE : EX_CONFIG, "%s", err[0] ? err : amn_strerror(rc));
   return c;
+}
+
+int exit_status(amn_client *c, int code) {
+  if (code != AMN_STATUS_UNAVAILABLE) return code;
+  amn_endpoint_stats st[64];
+  size_t n = amn_client_stats(c, st, sizeof st / sizeof st[0], NULL);
+  for (size_t i = 0; i < n && i < sizeof st / sizeof st[0]; i++)
+    if (st[i].connects) return code; /* a server was reached: its (or the connection's) UNAVAILABLE */
+  return EX_UNAVAILABLE;
 }
 

@@ -22,14 +22,31 @@ void debugf(const char *fmt, ...) {
   fputc('\n', stderr);
 }
 
+static void vdie(int code, const char *fmt, va_list ap) __attribute__((noreturn));
+static void vdie(int code, const char *fmt, va_list ap) {
+  fputs(PROG ": ", stderr);
+  vfprintf(stderr, fmt, ap);
+  fputc('\n', stderr);
+  exit(code);
+}
+
 void die(const char *fmt, ...) {
   va_list ap;
   va_start(ap, fmt);
-  fputs(PROG ": ", stderr);
-  vfprintf(stderr, fmt, ap);
-  va_end(ap);
-  fputc('\n', stderr);
-  exit(EXIT_USAGE);
+  vdie(EX_USAGE, fmt, ap);
+}
+
+void die_code(int code, const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  vdie(code, fmt, ap);
+}
+
+/* Flushes stdout: 0, or EX_IOERR (printed) when the output cannot be written. */
+int flush_stdout(void) {
+  if (fflush(stdout) == 0 && !ferror(stdout)) return 0;
+  fprintf(stderr, PROG ": cannot write the output: %s\n", strerror(errno));
+  return EX_IOERR;
 }
 
 /* Prints "STATUS_NAME: message" and returns the code as exit status. */
@@ -108,17 +125,17 @@ long long parse_timeout_ms(const char *flag, const char *s) {
 /* Reads a whole file ("-" = stdin). */
 uint8_t *slurp(const char *path, size_t *len) {
   FILE *f = strcmp(path, "-") == 0 ? stdin : fopen(path, "rb");
-  if (!f) die("cannot read %s: %s", path, strerror(errno));
+  if (!f) die_code(EX_NOINPUT, "cannot read %s: %s", path, strerror(errno));
   size_t cap = 4096, n = 0;
   uint8_t *buf = malloc(cap);
   for (;;) {
-    if (!buf) die("out of memory reading %s", path);
+    if (!buf) die_code(EX_SOFTWARE, "out of memory reading %s", path);
     n += fread(buf + n, 1, cap - n, f);
     if (n < cap) break;
     cap *= 2;
     buf = realloc(buf, cap);
   }
-  if (ferror(f)) die("cannot read %s: %s", path, strerror(errno));
+  if (ferror(f)) die_code(EX_IOERR, "cannot read %s: %s", path, strerror(errno));
   if (f != stdin) fclose(f);
   *len = n;
   return buf;
