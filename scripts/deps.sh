@@ -16,6 +16,7 @@ PKGS=(
   clang libclang-rt-14-dev
   golang-github-burntsushi-toml-dev
   prometheus curl
+  libc-ares-dev dnsmasq-base  # the client's resolver; dnsmasq for DNS tests
 )
 missing=()
 for p in "${PKGS[@]}"; do

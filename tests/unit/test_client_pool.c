@@ -140,7 +140,7 @@ static amn_client *client_new(uint32_t max_conns) {
   cl->tp = &fake_tp;
   cl->ct.ev = cl->ev;
   cl->ct.call_cbs = &amn_client_call_cbs;
-  const char *urls[] = {"https://server.example:4433"};
+  const char *urls[] = {"https://192.0.2.10:4433"}; /* an address: no DNS */
   char err[200];
   assert_int_equal(amn_pool_init(cl, urls, 1, err, sizeof err), 0);
   g_nconns = 0;
