@@ -44,6 +44,8 @@ static const char usage_text[] =
     "  --pki-dir DIR           take the client files from a development PKI directory\n"
     "                          (default: the default PKI directory, as amaters-netd)\n"
     "  --server-name NAME      verify the server certificate for NAME\n"
+    "  --dns-server IP[:PORT]  look the URLs' names up there (comma-separated list;\n"
+    "                          default client.dns_servers, else the system's)\n"
     "  --plaintext             plaintext HTTP/2 without TLS (http:// URLs only)\n"
     "  --insecure              deprecated name of --plaintext (warns)\n"
     "  --transport h2|h3|auto  HTTP/2 over TCP (default), HTTP/3 over QUIC, or auto:\n"
@@ -211,7 +213,7 @@ enum { C_EXEC = 1, C_STREAM = 2, C_HEALTH = 4, C_BENCH = 8, C_CERTS = 16, C_NET 
 
 typedef struct cli {
   /* global */
-  const char *ca, *cert, *key, *pki_dir, *server_name, *config, *log_level;
+  const char *ca, *cert, *key, *pki_dir, *server_name, *dns_server, *config, *log_level;
   const char *transport; /* --transport, NULL = config/default */
   bool insecure, idempotent;
   long long timeout_ms; /* -1 = not given */
@@ -271,7 +273,7 @@ static void parse_cli(int argc, char **argv, cli *o) {
     bool has_value;
   } opts[] = {
       {"ca", C_NET, true},          {"cert", C_NET, true},         {"key", C_NET, true},
-      {"pki-dir", C_NET, true},     {"server-name", C_NET, true},  {"insecure", C_NET, false},
+      {"pki-dir", C_NET, true},     {"server-name", C_NET, true}, {"dns-server", C_NET, true},  {"insecure", C_NET, false},
       {"plaintext", C_NET, false},  {"transport", C_NET, true},
       {"timeout", C_NET, true},     {"metadata", C_NET, true},     {"config", C_NET, true},
       {"log-level", C_ALL, true},   {"data", C_EXEC, true},        {"data-file", C_EXEC, true},
@@ -336,6 +338,7 @@ static void parse_cli(int argc, char **argv, cli *o) {
     else if (!strcmp(n, "key")) o->key = v;
     else if (!strcmp(n, "pki-dir")) o->pki_dir = v;
     else if (!strcmp(n, "server-name")) o->server_name = v;
+    else if (!strcmp(n, "dns-server")) o->dns_server = v;
     else if (!strcmp(n, "plaintext")) o->insecure = true;
     else if (!strcmp(n, "insecure")) {
       fprintf(stderr, PROG ": warning: --insecure is deprecated, use --plaintext (the same: no TLS at all)\n");
@@ -417,6 +420,9 @@ static void setup_net(cli *o, amn_config *cfg, net *n) {
   n->copts.max_retries = (uint32_t)cfg->client.max_retries;
   n->copts.health_check = cfg->client.health_check;
   n->copts.spread_addresses = cfg->client.spread_addresses;
+  n->copts.dns_servers = o->dns_server ? o->dns_server : cfg->client.dns_servers; /* the flag wins */
+  n->copts.dns_refresh_min_ms = (uint32_t)cfg->client.dns_refresh_min_ms;
+  n->copts.dns_refresh_max_ms = (uint32_t)cfg->client.dns_refresh_max_ms;
   debugf("%zu URL(s); pool %u..%u connections per URL, %s, keepalive %u ms, %u retries", o->url_count,
          n->copts.pool_min_connections, n->copts.pool_max_connections,
          n->copts.lb_policy == AMN_LB_ROUND_ROBIN ? "round robin" : "p2c", n->copts.keepalive_interval_ms,
