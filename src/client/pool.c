@@ -30,6 +30,7 @@
 
 #define MAX_ENDPOINTS 64 /* URLs */
 #define MAX_EP_ENTRIES 256 /* endpoints, removed ones included (spread_addresses) */
+#define AMN_DNS_TRY_MS 2000 /* a DNS server's time to answer (2 tries per server) */
 #define AMN_POOL_H3_HEAD_START 0.25 /* seconds QUIC has before TCP joins the race (auto) */
 
 /* The pool's clock: the loop's time, or the one a unit test sets. */
@@ -816,9 +817,7 @@ static void refresh_cb(struct ev_loop *ev, ev_timer *w, int revents) {
 
 int amn_pool_start(amn_client *cl, char *err, size_t errlen) {
   if (!cl->ntgts) return 0;
-  uint32_t tmo = cl->o.connect_timeout_ms / 2;
-  int rc = amn_resolver_new(&cl->res, cl->ev, cl->o.dns_servers, tmo < 500 ? 500 : tmo > 5000 ? 5000 : tmo, err,
-                            errlen);
+  int rc = amn_resolver_new(&cl->res, cl->ev, cl->o.dns_servers, AMN_DNS_TRY_MS, err, errlen);
   if (rc) return rc;
   for (size_t i = 0; i < cl->ntgts; i++) dns_lookup(&cl->tgts[i]);
   return 0;

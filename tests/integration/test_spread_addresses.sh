@@ -12,17 +12,7 @@ bin=$1
 tp=${2:-h2}
 t=$bin/tests/integration
 source "$(dirname "$0")/proc_lib.sh"
-port=$(/usr/bin/python3 -c '
-import socket
-while True:
-    t = socket.socket(); t.bind(("127.0.0.1", 0)); p = t.getsockname()[1]; t.close()
-    try:
-        for a in ("127.0.0.1", "127.0.0.2"):
-            for k in (socket.SOCK_STREAM, socket.SOCK_DGRAM):
-                s = socket.socket(type=k); s.bind((a, p)); s.close()
-        print(p); break
-    except OSError:
-        pass')
+port=$(common_port 127.0.0.1 127.0.0.2)
 for a in 1 2; do
   "$t/lbserver" --listen "127.0.0.$a:$port" --pki-dir pki --exec-log "ex$a.log" --delay-ms 0 --transport both \
     2>"srv$a.err" &
