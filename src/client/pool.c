@@ -951,12 +951,15 @@ void amn_pool_dns_answer(void *ud, const amn_resolve_answer *ans, const char *wh
   }
   /* the URL's endpoint (without spread_addresses) starts again from the first address */
   if (t->one && ch) {
-    t->one->acur = 0;
-    t->one->atried = 0;
-    if (t->one->ejected && !t->naddrs) { /* waiting for its first answer */
+    amn_pool_endpoint *ep = t->one;
+    ep->acur = 0;
+    ep->atried = 0;
+    if (ep->ejected) { /* it failed on the old addresses: the new ones are tried now */
       LOCK(cl);
-      t->one->ejected = false;
+      ep->ejected = false;
+      ep->fails = 0;
       UNLOCK(cl);
+      ev_timer_stop(cl->ev, &ep->retry);
     }
   }
   memcpy(t->addrs, ans->addr, ans->n * sizeof ans->addr[0]);
