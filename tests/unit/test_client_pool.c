@@ -531,6 +531,55 @@ static void test_dns_unresolvable(void **state) {
   }
 }
 
+/* A connection failure looks the name up again (through a real resolver
+ * whose server never answers: the lookup stays in flight), but not sooner
+ * than dns_refresh_min_ms after the previous lookup; an endpoint that
+ * failed on the old addresses tries a new answer's at once. */
+static void test_dns_failure_looks_up_again(void **state) {
+  (void)state;
+  g_max_streams = 10;
+  g_now = 10.0;
+  amn_client *cl = client_new_url(4, "https://svc.test:4433", false);
+  cl->now = fake_now;
+  cl->o.dns_servers = "127.0.0.1:9";
+  char err[200];
+  assert_int_equal(amn_pool_start(cl, err, sizeof err), 0);
+  assert_true(cl->tgts[0].resolving); /* the first lookup */
+  assert_true(cl->tgts[0].last_start == 10.0);
+  dns_answer(cl, NULL, "192.0.2.1", "192.0.2.2");
+  done_rec d = {0};
+  call_submit(cl, false, &d);
+  cl->ct.conn_cbs->closed(g_conns[0].owner, "connection refused", false);
+  g_conns[0].owner = NULL;
+  assert_false(cl->tgts[0].resolving); /* the next address first */
+  cl->ct.conn_cbs->closed(g_conns[1].owner, "connection refused", false);
+  g_conns[1].owner = NULL;
+  amn_pool_maintain(cl);
+  assert_int_equal(d.n, 1);
+  assert_int_equal(d.code, AMN_STATUS_UNAVAILABLE); /* every address failed */
+  assert_false(cl->tgts[0].resolving); /* the last lookup began 0 s ago: not yet */
+  amn_endpoint_stats es;
+  amn_client_stats(cl, &es, 1, NULL);
+  assert_int_equal(es.state, AMN_EP_EJECTED);
+  g_now += 1.5;
+  done_rec d2 = {0};
+  call_submit(cl, false, &d2); /* tries again at once (every endpoint failing), fails again */
+  assert_int_equal(g_nconns, 3);
+  cl->ct.conn_cbs->closed(g_conns[2].owner, "connection refused", false);
+  g_conns[2].owner = NULL;
+  assert_int_equal(g_nconns, 4); /* the other address */
+  assert_false(cl->tgts[0].resolving);
+  cl->ct.conn_cbs->closed(g_conns[3].owner, "connection refused", false);
+  g_conns[3].owner = NULL;
+  assert_true(cl->tgts[0].resolving); /* both failed again: looked up again */
+  assert_true(cl->tgts[0].last_start == g_now);
+  dns_answer(cl, NULL, "192.0.2.3", NULL); /* the name moved */
+  amn_client_stats(cl, &es, 1, NULL);
+  assert_int_not_equal(es.state, AMN_EP_EJECTED);
+  assert_int_equal(conn_to("192.0.2.3", 4), 4); /* connecting to the new address at once */
+  client_free(cl);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_growth_at_stream_limit),
@@ -541,6 +590,7 @@ int main(void) {
       cmocka_unit_test(test_dns_spread_follows_answers),
       cmocka_unit_test(test_dns_one_endpoint),
       cmocka_unit_test(test_dns_unresolvable),
+      cmocka_unit_test(test_dns_failure_looks_up_again),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
