@@ -21,7 +21,6 @@ tp=${2:-h2}
 t=$bin/tests/integration
 src=$(cd "$(dirname "$0")" && pwd)
 source "$src/proc_lib.sh"
-port=$(common_port 127.0.0.2 127.0.0.3 127.0.0.4)
 ctl() { # ctl JSON: the DNS server's next answers
   printf '%s\n' "$1" >ctl.tmp && mv ctl.tmp ctl.json
 }
@@ -29,12 +28,20 @@ ctl '{"names": {"svc.test": ["127.0.0.2"]}, "ttl": 1}'
 $py "$src/dns_server.py" ctl.json dns.log dns.port &
 pids+=($!)
 declare -A ip=([a]=127.0.0.2 [b]=127.0.0.3 [c]=127.0.0.4) dpid=()
-for d in a b c; do
-  "$bin/amaters-netd" --listen "${ip[$d]}:$port" --pki-dir pki --access-log --threads 1 >"$d.log" 2>&1 &
-  pids+=($!)
-  dpid[$d]=$!
+# the three daemons on one port (another one if a process of the machine took it meanwhile)
+for attempt in 1 2 3; do
+  port=$(common_port 127.0.0.2 127.0.0.3 127.0.0.4)
+  for d in a b c; do
+    "$bin/amaters-netd" --listen "${ip[$d]}:$port" --pki-dir pki --access-log --threads 1 >"$d.log" 2>&1 &
+    pids+=($!)
+    dpid[$d]=$!
+  done
+  up=0
+  for d in a b c; do wait_for "$d.log" "listening on|cannot start" 300 && grep -q "listening on" "$d.log" && up=$((up + 1)); done
+  [ "$up" = 3 ] && break
+  for d in a b c; do cat "$d.log"; kill "${dpid[$d]}" 2>/dev/null || true; wait "${dpid[$d]}" 2>/dev/null || true; done
+  [ "$attempt" = 3 ] && { bad "the daemons did not start"; exit 1; }
 done
-for d in a b c; do wait_for "$d.log" "listening on" || { cat "$d.log"; bad "daemon $d did not start"; exit 1; }; done
 for _ in $(seq 1 100); do [ -s dns.port ] && break; sleep 0.1; done
 dns=127.0.0.1:$(cat dns.port)
 ok_line="method=/grpc.health.v1.Health/Check transport=$tp status=OK"
