@@ -196,14 +196,14 @@ static amn_pool_slot *pick(amn_client *cl) {
   }
   /* power of two choices: of two random endpoints that can take the call,
    * the one with fewer calls in flight */
-  amn_pool_slot *cand[MAX_ENDPOINTS];
+  amn_pool_slot *cand[MAX_EP_ENTRIES];
   size_t n = 0;
   for (size_t i = 0; i < cl->neps; i++) {
     amn_pool_slot *s = best_slot(&cl->eps[i]);
     if (s) cand[n++] = s;
   }
   if (n <= 1) return n ? cand[0] : NULL;
-  uint32_t loads[MAX_ENDPOINTS];
+  uint32_t loads[MAX_EP_ENTRIES];
   for (size_t i = 0; i < n; i++) loads[i] = cand[i]->ep->inflight;
   uint64_t r1 = rnd(cl), r2 = rnd(cl);
   return cand[amn_policy_p2c(loads, n, r1, r2)];
