@@ -8,8 +8,9 @@ A name not listed gets NXDOMAIN; a listed name without an address of the
 asked type, an empty answer (NOERROR). delay_s: each answer is sent that many
 seconds after its query (from a thread of its own); silent: queries are
 dropped (a server that stopped answering). Every event goes to the log with
-its time (CLOCK_REALTIME seconds): "T recv NAME TYPE", "T sent NAME TYPE
-N RCODE", "T dropped NAME TYPE".
+its time (CLOCK_REALTIME seconds), the query's ID and the delay applied:
+"T recv NAME TYPE ID DELAY", "T sent NAME TYPE N RCODE ID DELAY",
+"T dropped NAME TYPE ID".
 usage: dns_server.py CONTROL_FILE LOG_FILE PORT_FILE"""
 import ipaddress
 import json
@@ -86,19 +87,19 @@ def main():
                 ctl = json.load(f)
         except (OSError, ValueError):
             ctl = {}
-        name, qtype = parsed[2], parsed[3]
-        event("recv", name, qtype)
+        qid, name, qtype = parsed[0], parsed[2], parsed[3]
+        delay = float(ctl.get("delay_s", 0))
+        event("recv", name, qtype, qid, delay)
         if ctl.get("silent"):
-            event("dropped", name, qtype)
+            event("dropped", name, qtype, qid)
             continue
         msg, n, rcode = answer(q, parsed, ctl)
-        delay = float(ctl.get("delay_s", 0))
 
-        def send(msg=msg, peer=peer, name=name, qtype=qtype, n=n, rcode=rcode, delay=delay):
+        def send(msg=msg, peer=peer, name=name, qtype=qtype, n=n, rcode=rcode, qid=qid, delay=delay):
             if delay:
                 time.sleep(delay)  # (the delay being simulated, in the server's own thread)
             sock.sendto(msg, peer)
-            event("sent", name, qtype, n, rcode)
+            event("sent", name, qtype, n, rcode, qid, delay)
         if delay:
             threading.Thread(target=send, daemon=True).start()
         else:
