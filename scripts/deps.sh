@@ -18,6 +18,7 @@ PKGS=(
   prometheus curl
   gnuplot-nox  # amaters-cli bench --plot (test integration.bench)
   libsystemd-dev systemd  # amaters-netd: sd_notify, socket activation; systemd-analyze verify (test systemd.units)
+  libc-ares-dev dnsmasq-base  # the client's resolver; dnsmasq for DNS tests
 )
 missing=()
 for p in "${PKGS[@]}"; do

@@ -89,11 +89,28 @@ typedef struct amn_client_opts {
    *  the endpoint takes calls again only if the server answers SERVING (else it stays ejected,
    *  with the backoff). Default false: a completed handshake is enough. */
   bool health_check;
-  /** A URL whose host is a name that resolves (once, in amn_client_new) to several addresses
-   *  becomes one endpoint per address, balanced like several URLs (amn_client_stats names
-   *  them "URL (address)"); TLS still verifies the URL's host name. Default false: each
-   *  connection tries the addresses in order. At most 64 endpoints in all. */
+  /** A URL whose host is a name that resolves to several addresses becomes one endpoint per
+   *  address, balanced like several URLs (amn_client_stats names them "URL (address)"), added
+   *  and removed (AMN_EP_REMOVED) as the DNS answers change; TLS still verifies the URL's host
+   *  name. Default false: the URL is one endpoint whose connections go to the answer's first
+   *  address that works (the next one after a failure). At most 256 endpoints in all, removed
+   *  ones included. */
   bool spread_addresses;
+  /** DNS. A URL's host that is a name (not an IP address) is looked up off the I/O thread
+   *  (c-ares on the client's loop; the hosts file first, as /etc/nsswitch.conf says, then DNS),
+   *  again when the answer's TTL runs out (but not sooner than dns_refresh_min_ms nor later
+   *  than dns_refresh_max_ms) and after a connection to it fails (not more often than
+   *  dns_refresh_min_ms). Addresses that appear get connections (new calls go there);
+   *  connections to addresses that left the answer drain: their calls in flight finish, they
+   *  take no new call. A lookup that fails keeps the last good addresses (and is tried again
+   *  with a backoff from dns_refresh_min_ms); a name that never resolved fails calls with
+   *  UNAVAILABLE "cannot resolve NAME: reason". IP literals skip DNS. */
+  const char *dns_servers;       /**< NULL: the system's (resolv.conf); else "IP[:PORT]" servers,
+                                      comma-separated ("127.0.0.1:5353", "[::1]:53"). Copied */
+  uint32_t dns_refresh_min_ms;   /**< floor of the TTL and of the lookups a failure triggers
+                                      (default 1000) */
+  uint32_t dns_refresh_max_ms;   /**< ceiling of the TTL: a name is looked up at least this often
+                                      (default 300000) */
 } amn_client_opts;
 
 enum { AMN_LB_P2C = 0, AMN_LB_ROUND_ROBIN = 1 };
@@ -217,6 +234,8 @@ typedef enum amn_endpoint_state {
   AMN_EP_CONNECTING = 1, /**< connecting, none ready yet */
   AMN_EP_READY = 2,      /**< at least one connection takes calls */
   AMN_EP_EJECTED = 3,    /**< failing: waiting for the backoff to end */
+  AMN_EP_REMOVED = 4,    /**< spread_addresses: its address left the DNS answer; its connections
+                              drain (calls in flight finish), it takes no new call */
 } amn_endpoint_state;
 
 /** State and counters of one URL of the pool. */

@@ -19,7 +19,8 @@
  *             timeout_ms, connect_timeout_ms, pool_max_connections,
  *             pool_min_connections (ints), lb_policy ("p2c"|"round_robin"),
  *             keep_alive_interval_ms, max_retries (ints), health_check,
- *             spread_addresses (bools)
+ *             spread_addresses (bools), dns_servers (string "IP[:PORT],..."),
+ *             dns_refresh_min_ms, dns_refresh_max_ms (ints)
  *   [admin]   bind_address (string "host:port"; the metrics listener, off by default)
  *   [log]     access (bool), format ("text"|"json")
  * Unknown sections or keys, wrong types and out-of-range values are errors
@@ -107,6 +108,11 @@ typedef struct amn_config {
                                          grpc.health.v1 Check answers SERVING; default false */
     bool spread_addresses;          /**< a URL whose name resolves to several addresses is one
                                          endpoint per address; default false */
+    char *dns_servers;              /**< "IP[:PORT],..." DNS servers for the URLs' names; default
+                                         NULL: the system's (resolv.conf) */
+    int64_t dns_refresh_min_ms;     /**< floor of the DNS TTL (and of the lookups connection
+                                         failures trigger), 1..2147483647; default 1000 */
+    int64_t dns_refresh_max_ms;     /**< ceiling of the DNS TTL, 1..2147483647; default 300000 */
   } client;
   struct {
     char *bind_address;             /**< "host:port" of the admin HTTP listener (GET /metrics in

@@ -31,6 +31,8 @@ void amn_client_opts_init(amn_client_opts *o) {
   o->max_retries = 2;
   o->backoff_base_ms = 1000;
   o->backoff_max_ms = 30000;
+  o->dns_refresh_min_ms = 1000;
+  o->dns_refresh_max_ms = 300000;
 }
 
 /* ------------------------------------------------------------------ */
@@ -177,6 +179,9 @@ int amn_client_new(amn_client **out, const amn_client_opts *opts, char *err, siz
   cl->o = *opts;
   if (!cl->o.backoff_base_ms) cl->o.backoff_base_ms = 1000;
   if (cl->o.backoff_max_ms < cl->o.backoff_base_ms) cl->o.backoff_max_ms = cl->o.backoff_base_ms;
+  if (!cl->o.dns_refresh_min_ms) cl->o.dns_refresh_min_ms = 1000;
+  if (!cl->o.dns_refresh_max_ms) cl->o.dns_refresh_max_ms = 300000;
+  if (cl->o.dns_refresh_max_ms < cl->o.dns_refresh_min_ms) cl->o.dns_refresh_max_ms = cl->o.dns_refresh_min_ms;
   cl->ct.ka_interval_ms = cl->o.keepalive_interval_ms;
   pthread_mutex_init(&cl->stats_mu, NULL);
   if (!cl->o.max_recv_message) cl->o.max_recv_message = AMN_DEFAULT_MAX_MESSAGE;
@@ -216,6 +221,8 @@ int amn_client_new(amn_client **out, const amn_client_opts *opts, char *err, siz
   cl->key_s = dup_or_null(opts->tls.key_path);
   cl->ca_s = dup_or_null(opts->tls.ca_path);
   cl->sni_s = dup_or_null(opts->tls.server_name);
+  cl->dns_s = dup_or_null(opts->dns_servers);
+  cl->o.dns_servers = cl->dns_s;
   cl->o.url = cl->url_s;
   cl->o.tls.cert_path = cl->cert_s;
   cl->o.tls.key_path = cl->key_s;
@@ -265,6 +272,15 @@ int amn_client_new(amn_client **out, const amn_client_opts *opts, char *err, siz
   ev_async_init(&cl->wake, wake_cb);
   cl->wake.data = cl;
   ev_async_start(cl->ev, &cl->wake);
+  rc = amn_pool_start(cl, err, errlen); /* the names' first lookups */
+  if (rc) {
+    ev_async_stop(cl->ev, &cl->wake);
+    amn_ioloop_stop(&cl->io);
+    ev_loop_destroy(cl->ev);
+    cl->ev = NULL;
+    amn_client_free(cl);
+    return rc;
+  }
 #ifdef AMN_TEST_HOOKS
   if (amn_client_test_no_thread) {
     cl->no_thread = true;
@@ -274,6 +290,7 @@ int amn_client_new(amn_client **out, const amn_client_opts *opts, char *err, siz
   }
 #endif
   if (pthread_create(&cl->thread, NULL, io_main, cl) != 0) {
+    amn_pool_stop_dns(cl);
     ev_async_stop(cl->ev, &cl->wake);
     amn_ioloop_stop(&cl->io);
     ev_loop_destroy(cl->ev);
@@ -336,6 +353,7 @@ void amn_client_free(amn_client *cl) {
       for (size_t i = 0; tps[k]->endpoint_free && i < cl->neps; i++) tps[k]->endpoint_free(&cl->eps[i].t);
       if (tps[k]->client_free) tps[k]->client_free(&cl->ct);
     }
+    amn_pool_stop_dns(cl); /* (already done when the loop ended) */
     ev_async_stop(cl->ev, &cl->wake);
     amn_ioloop_stop(&cl->io);
     ev_loop_destroy(cl->ev);
@@ -351,6 +369,7 @@ void amn_client_free(amn_client *cl) {
   free(cl->key_s);
   free(cl->ca_s);
   free(cl->sni_s);
+  free(cl->dns_s);
   free(cl);
 }
 

@@ -15,6 +15,7 @@
 #include <sys/types.h>
 
 #include "amn/client.h"
+#include "client/resolve.h"
 #include "rpc/msgq.h"
 #include "rpc/rpc.h"
 #include "tls/tls.h"
@@ -28,6 +29,7 @@
 typedef struct amn_client_call amn_client_call;
 typedef struct amn_pool_endpoint amn_pool_endpoint;
 typedef struct amn_pool_slot amn_pool_slot;
+typedef struct amn_pool_target amn_pool_target;
 
 /* The pool as the call core sees it (set by amn_pool_init): the call core
  * (call.c) is below the pool and knows it only through these. */
@@ -85,7 +87,7 @@ struct amn_client_call {
 
 struct amn_client {
   amn_client_opts o;
-  char *url_s, *cert_s, *key_s, *ca_s, *sni_s;
+  char *url_s, *cert_s, *key_s, *ca_s, *sni_s, *dns_s;
   char host[256];
   char authority[300];
   uint16_t port;
@@ -111,8 +113,11 @@ struct amn_client {
   int connect_rc;
   char connect_err[600];
   /* pool (pool.c) */
-  amn_pool_endpoint *eps;
+  amn_pool_endpoint *eps;       /* (entries are never moved nor reused: calls and slots point to them) */
   size_t neps;
+  amn_pool_target *tgts;        /* the URLs whose host is a name (resolve.c) */
+  size_t ntgts;
+  amn_resolver *res;            /* NULL until amn_pool_start, or without names */
   bool pool_active;             /* first call or connect seen: keep pool_min_connections */
   bool pool_dirty;              /* run amn_pool_maintain before the loop blocks */
   ev_idle pool_idle;            /* ... even when that is found out while flushing */
@@ -126,10 +131,36 @@ struct amn_client {
   double (*now)(amn_client *);  /* the pool's clock in seconds; NULL: the loop's (a fake one in unit tests) */
 };
 
+/* A URL whose host is a name: looked up off the I/O thread (c-ares on the
+ * loop), again when the answer's TTL runs out (within dns_refresh_min_ms
+ * and dns_refresh_max_ms) and after a connection failure. With
+ * spread_addresses each address is an endpoint of its own (added and
+ * removed as the answers change); without, the URL is one endpoint that
+ * connects to the answer's addresses in turn. I/O thread only. */
+struct amn_pool_target {
+  amn_client *cl;
+  const char *url;              /* the endpoints' (or the first one's) URL as given */
+  char *url_own;
+  char host[256];               /* the name */
+  char authority[300];
+  uint16_t port;
+  bool resolving;               /* a lookup in flight */
+  uint32_t fails;               /* lookups failed in a row */
+  double last_start;            /* when the last lookup started (pool clock; < 0: never) */
+  ev_timer refresh;
+  char addrs[AMN_RESOLVE_MAX_ADDRS][INET6_ADDRSTRLEN]; /* the last good answer */
+  size_t naddrs;
+  char error[300];              /* "cannot resolve NAME: reason" of the last failed lookup, or "" */
+  amn_pool_endpoint *one;       /* without spread_addresses: the URL's endpoint */
+};
+
 /* One server URL of the pool (I/O thread; counters also under stats_mu). */
 struct amn_pool_endpoint {
   amn_client *cl;
   char *url;
+  amn_pool_target *tgt;         /* its name, or NULL (an address in the URL) */
+  bool removed;                 /* spread_addresses: its address left the answer: drains, takes no call */
+  size_t acur, atried;          /* without spread_addresses: the address of tgt in use, tried in a row */
   amn_ct_endpoint t;            /* what the transports see: host, port, sni, authority, their state */
   amn_pool_slot *slots;
   amn_pool_slot *cursor;        /* where best_slot's bounded scan resumes */
@@ -163,6 +194,7 @@ struct amn_pool_slot {
   uint32_t inflight;
   ev_tstamp idle_since;
   bool closing;                 /* we asked it to close (idle, shutdown) */
+  char addr[INET6_ADDRSTRLEN];  /* the address it connects to (a name's endpoint) */
   amn_pool_slot *next;
 };
 
@@ -205,6 +237,13 @@ int amn_health_serving(const amn_result *r);
  * events to the pool's slots) and cl->pool. */
 int amn_pool_init(amn_client *cl, const char *const *urls, size_t n, char *err, size_t errlen);
 void amn_pool_free(amn_client *cl);
+/* The loop exists: the names' first lookups start (0, or AMN_EINVAL with
+ * a bad dns_servers). amn_pool_stop_dns ends them (before the loop goes). */
+int amn_pool_start(amn_client *cl, char *err, size_t errlen);
+void amn_pool_stop_dns(amn_client *cl);
+/* The end of a lookup of t (the resolver's callback; unit tests call it
+ * with answers of their own). */
+void amn_pool_dns_answer(void *t, const amn_resolve_answer *ans, const char *why);
 void amn_pool_kick(amn_client *cl, bool force);  /* new work: maintain now (force: connect even if ejected) */
 void amn_pool_maintain(amn_client *cl);          /* dispatch pending calls, open/close connections */
 void amn_pool_mark(amn_client *cl);              /* something changed: maintain soon (any I/O-thread context) */

@@ -54,4 +54,30 @@ typedef struct amn_retry_case {
  * bucket holds more than half its tokens. */
 bool amn_policy_may_retry(const amn_retry_case *k, double tokens);
 
+/* ---- DNS (the pool's names, client/resolve.c) ---- */
+
+/* Seconds until a name is looked up again after an answer whose smallest
+ * TTL is ttl_s: the TTL, but at least min_ms and at most max_ms. */
+double amn_policy_dns_refresh_s(uint32_t ttl_s, uint32_t min_ms, uint32_t max_ms);
+
+/* Seconds until a lookup that failed `fails` times in a row (>= 1) is
+ * tried again: min_ms doubled per failure, capped at max_ms, times a
+ * jitter in [0.8, 1.2) taken from r. */
+double amn_policy_dns_retry_s(uint32_t fails, uint32_t min_ms, uint32_t max_ms, uint64_t r);
+
+/* Whether a connection failure (or a call finding nothing to connect to)
+ * looks the name up now: not while a lookup is in flight, and not sooner
+ * than min_ms after the previous lookup started (now, last_start: seconds
+ * of one clock; last_start < 0: never looked up). */
+bool amn_policy_dns_now(double now, double last_start, uint32_t min_ms, bool in_flight);
+
+/* How an answer changes the addresses in use: keep[i] for each of the
+ * ncur current addresses (false: its connections drain, it takes no new
+ * call), add[j] for each of the nnext answered ones that is new. An answer
+ * without any address changes nothing (the last good addresses stay: every
+ * keep[] true, no add[]). Returns the number of addresses dropped plus
+ * added. Addresses are compared as numeric strings. */
+size_t amn_policy_dns_diff(const char (*cur)[46], size_t ncur, const char (*next)[46], size_t nnext, bool *keep,
+                           bool *add);
+
 #endif

@@ -28,7 +28,9 @@
 #include "client/policy.h"
 #include "util/log.h"
 
-#define MAX_ENDPOINTS 64
+#define MAX_ENDPOINTS 64 /* URLs */
+#define MAX_EP_ENTRIES 256 /* endpoints, removed ones included (spread_addresses) */
+#define AMN_DNS_TRY_MS 2000 /* a DNS server's time to answer (2 tries per server) */
 #define AMN_POOL_H3_HEAD_START 0.25 /* seconds QUIC has before TCP joins the race (auto) */
 
 /* The pool's clock: the loop's time, or the one a unit test sets. */
@@ -51,7 +53,7 @@ static void idle_cb(struct ev_loop *ev, ev_idle *w, int revents) {
 #define AMN_POOL_MAX_CONNECTING 128
 
 void amn_pool_mark(amn_client *cl) {
-  if (!cl->neps || atomic_load(&cl->stopping)) return;
+  if ((!cl->neps && !cl->ntgts) || atomic_load(&cl->stopping)) return;
   cl->pool_dirty = true;
   if (!ev_is_active(&cl->pool_idle)) ev_idle_start(cl->ev, &cl->pool_idle);
 }
@@ -59,40 +61,23 @@ static void reap_cb(struct ev_loop *ev, ev_timer *w, int revents);
 
 static void endpoint_timers(amn_pool_endpoint *ep);
 static int pool_common_init(amn_client *cl);
+static bool anything_usable(amn_client *cl);
+static void dns_maybe(amn_pool_target *t);
 
-/* spread_addresses: the distinct addresses `host` resolves to, numeric,
- * in resolver order (at most `cap`); 0 when it is an address already or
- * does not resolve now (then connections resolve it themselves). */
-static size_t resolve_all(const char *host, char (*out)[INET6_ADDRSTRLEN], size_t cap) {
-  struct addrinfo hints = {0}, *ai = NULL;
-  hints.ai_family = AF_UNSPEC;
-  hints.ai_socktype = SOCK_STREAM;
-  hints.ai_flags = AI_NUMERICHOST;
-  if (getaddrinfo(host, NULL, &hints, &ai) == 0) { /* a literal address */
-    freeaddrinfo(ai);
-    return 0;
-  }
-  hints.ai_flags = 0;
-  if (getaddrinfo(host, NULL, &hints, &ai) != 0) return 0;
-  size_t n = 0;
-  for (struct addrinfo *a = ai; a && n < cap; a = a->ai_next) {
-    char h[INET6_ADDRSTRLEN];
-    if (getnameinfo(a->ai_addr, a->ai_addrlen, h, sizeof h, NULL, 0, NI_NUMERICHOST) != 0) continue;
-    bool seen = false;
-    for (size_t k = 0; k < n && !seen; k++) seen = strcmp(out[k], h) == 0;
-    if (!seen) memcpy(out[n++], h, sizeof h);
-  }
-  freeaddrinfo(ai);
-  return n;
+static bool is_literal(const char *host) {
+  unsigned char b[16];
+  return inet_pton(AF_INET, host, b) == 1 || inet_pton(AF_INET6, host, b) == 1;
 }
+
+static void refresh_cb(struct ev_loop *ev, ev_timer *w, int revents);
 
 int amn_pool_init(amn_client *cl, const char *const *urls, size_t n, char *err, size_t errlen) {
   if (n > MAX_ENDPOINTS) return amn_set_err(err, errlen, AMN_EINVAL, "at most %d URLs", MAX_ENDPOINTS);
-  cl->eps = calloc(MAX_ENDPOINTS, sizeof *cl->eps);
-  if (!cl->eps) return amn_set_err(err, errlen, AMN_ENOMEM, "out of memory");
+  cl->eps = calloc(MAX_EP_ENTRIES, sizeof *cl->eps);
+  cl->tgts = calloc(n ? n : 1, sizeof *cl->tgts);
+  if (!cl->eps || !cl->tgts) return amn_set_err(err, errlen, AMN_ENOMEM, "out of memory");
   for (size_t i = 0; i < n; i++) {
-    amn_pool_endpoint *ep = &cl->eps[cl->neps];
-    ep->cl = cl;
+    amn_pool_endpoint tmp = {0}, *ep = &tmp;
     bool tls = false;
     int rc = amn_client_parse_url(urls[i], &tls, ep->t.host, sizeof ep->t.host, &ep->t.port, ep->t.authority,
                                   sizeof ep->t.authority, err, errlen);
@@ -100,26 +85,27 @@ int amn_pool_init(amn_client *cl, const char *const *urls, size_t n, char *err, 
     if (tls != cl->tls_on)
       return amn_set_err(err, errlen, AMN_EINVAL, "URL '%s': all URLs must use the same scheme as '%s'", urls[i],
                          urls[0]);
-    snprintf(ep->t.sni, sizeof ep->t.sni, "%s", ep->t.host);
-    /* spread_addresses: one endpoint per address of the name (each connects
-     * to its address; :authority and the certificate check keep the name) */
-    char addrs[MAX_ENDPOINTS][INET6_ADDRSTRLEN];
-    size_t na = cl->o.spread_addresses ? resolve_all(ep->t.host, addrs, MAX_ENDPOINTS) : 0;
-    if (na > 1 && cl->neps + na > MAX_ENDPOINTS)
-      return amn_set_err(err, errlen, AMN_EINVAL, "URL '%s' resolves to %zu addresses: more than %d endpoints",
-                         urls[i], na, MAX_ENDPOINTS);
-    if (na <= 1) na = 0;
-    for (size_t k = 0; k < (na ? na : 1); k++) {
-      amn_pool_endpoint *e = &cl->eps[cl->neps++];
-      if (k) *e = *ep; /* the parsed URL */
-      char u[600];
-      if (na) snprintf(e->t.host, sizeof e->t.host, "%.45s", addrs[k]);
-      if (na) snprintf(u, sizeof u, "%.500s (%.45s)", urls[i], addrs[k]);
-      else snprintf(u, sizeof u, "%.590s", urls[i]);
-      if (!(e->url = strdup(u))) return amn_set_err(err, errlen, AMN_ENOMEM, "out of memory");
-      if (na) AMN_DEBUG("pool: %s: endpoint %s", urls[i], addrs[k]);
-      endpoint_timers(e);
+    snprintf(ep->t.sni, sizeof ep->t.sni, "%.255s", ep->t.host);
+    if (!is_literal(ep->t.host)) { /* a name: looked up on the loop (amn_pool_start) */
+      amn_pool_target *t = &cl->tgts[cl->ntgts++];
+      t->cl = cl;
+      if (!(t->url_own = strdup(urls[i]))) return amn_set_err(err, errlen, AMN_ENOMEM, "out of memory");
+      t->url = t->url_own;
+      snprintf(t->host, sizeof t->host, "%.255s", ep->t.host);
+      snprintf(t->authority, sizeof t->authority, "%.299s", ep->t.authority);
+      t->port = ep->t.port;
+      t->last_start = -1;
+      ev_timer_init(&t->refresh, refresh_cb, 0., 0.);
+      t->refresh.data = t;
+      if (cl->o.spread_addresses) continue; /* its endpoints come with the answers */
+      ep->tgt = t;
+      t->one = &cl->eps[cl->neps];
     }
+    amn_pool_endpoint *e = &cl->eps[cl->neps++];
+    *e = *ep;
+    e->cl = cl;
+    if (!(e->url = strdup(urls[i]))) return amn_set_err(err, errlen, AMN_ENOMEM, "out of memory");
+    endpoint_timers(e);
   }
   return pool_common_init(cl);
 }
@@ -166,10 +152,14 @@ void amn_pool_free(amn_client *cl) {
   free(cl->eps);
   cl->eps = NULL;
   cl->neps = 0;
+  for (size_t i = 0; i < cl->ntgts; i++) free(cl->tgts[i].url_own);
+  free(cl->tgts);
+  cl->tgts = NULL;
+  cl->ntgts = 0;
 }
 
 static bool has_capacity(const amn_pool_slot *s) {
-  return s->st == AMN_SLOT_READY && !s->probing && s->inflight < s->tp->max_streams(s->conn);
+  return s->st == AMN_SLOT_READY && !s->ep->removed && !s->probing && s->inflight < s->tp->max_streams(s->conn);
 }
 
 /* The least busy connection of `ep` that takes one more call, or NULL. */
@@ -206,14 +196,14 @@ static amn_pool_slot *pick(amn_client *cl) {
   }
   /* power of two choices: of two random endpoints that can take the call,
    * the one with fewer calls in flight */
-  amn_pool_slot *cand[MAX_ENDPOINTS];
+  amn_pool_slot *cand[MAX_EP_ENTRIES];
   size_t n = 0;
   for (size_t i = 0; i < cl->neps; i++) {
     amn_pool_slot *s = best_slot(&cl->eps[i]);
     if (s) cand[n++] = s;
   }
   if (n <= 1) return n ? cand[0] : NULL;
-  uint32_t loads[MAX_ENDPOINTS];
+  uint32_t loads[MAX_EP_ENTRIES];
   for (size_t i = 0; i < n; i++) loads[i] = cand[i]->ep->inflight;
   uint64_t r1 = rnd(cl), r2 = rnd(cl);
   return cand[amn_policy_p2c(loads, n, r1, r2)];
@@ -221,9 +211,15 @@ static amn_pool_slot *pick(amn_client *cl) {
 
 static bool slot_open_tp(amn_pool_endpoint *ep, const amn_ctransport *tp) {
   amn_client *cl = ep->cl;
+  if (ep->removed) return false;
+  if (ep->tgt && ep->tgt->one == ep) { /* the URL's endpoint: the name's address in turn */
+    if (!ep->tgt->naddrs) return false;  /* no answer yet */
+    snprintf(ep->t.host, sizeof ep->t.host, "%s", ep->tgt->addrs[ep->acur % ep->tgt->naddrs]);
+  }
   ep->last_open = pool_now(cl);
   amn_pool_slot *s = calloc(1, sizeof *s);
   if (!s) return false;
+  snprintf(s->addr, sizeof s->addr, "%.45s", ep->t.host);
   s->ep = ep;
   s->tp = tp;
   s->st = AMN_SLOT_CONNECTING;
@@ -243,6 +239,7 @@ static bool slot_open_tp(amn_pool_endpoint *ep, const amn_ctransport *tp) {
 static bool slot_open(amn_pool_endpoint *ep) {
   if (ep->tp) return slot_open_tp(ep, ep->tp);
   amn_client *cl = ep->cl;
+  if (ep->removed || (ep->tgt && ep->tgt->one == ep && !ep->tgt->naddrs)) return false;
   ep->racing = true;
   ep->race_h2 = false;
   ev_timer_stop(cl->ev, &ep->race);
@@ -278,19 +275,22 @@ static void eject(amn_pool_endpoint *ep, const char *why) {
   ev_timer_set(&ep->retry, d, 0.);
   ev_timer_start(cl->ev, &ep->retry);
   AMN_WARN("pool: %s failed (%s); retrying it in %.0f ms", ep->url, why, d * 1000);
+  dns_maybe(ep->tgt); /* its name may have moved */
 }
 
 static void retry_cb(struct ev_loop *ev, ev_timer *w, int revents) {
   (void)ev; (void)revents;
   amn_pool_endpoint *ep = w->data;
-  if (atomic_load(&ep->cl->stopping) || ep->nconnecting || ep->nready) return;
+  if (atomic_load(&ep->cl->stopping) || ep->removed || ep->nconnecting || ep->nready) return;
   /* (auto: a transport that failed was forgotten: this attempt races) */
   slot_open(ep); /* the endpoint stays ejected until this connection is ready */
 }
 
 static bool anything_usable(amn_client *cl) {
   for (size_t i = 0; i < cl->neps; i++)
-    if (cl->eps[i].nready || cl->eps[i].nconnecting) return true;
+    if (!cl->eps[i].removed && (cl->eps[i].nready || cl->eps[i].nconnecting)) return true;
+  for (size_t i = 0; i < cl->ntgts; i++) /* a name's first answer is awaited */
+    if (cl->tgts[i].resolving && !cl->tgts[i].naddrs) return true;
   return false;
 }
 
@@ -298,8 +298,14 @@ static bool anything_usable(amn_client *cl) {
 static void fail_reason(amn_client *cl, char *buf, size_t cap) {
   const amn_pool_endpoint *last = NULL;
   for (size_t i = 0; i < cl->neps; i++)
-    if (cl->eps[i].last_error[0] && (!last || cl->eps[i].retry_at > last->retry_at)) last = &cl->eps[i];
-  if (!last) snprintf(buf, cap, "no server available");
+    if (!cl->eps[i].removed && cl->eps[i].last_error[0] && (!last || cl->eps[i].retry_at > last->retry_at))
+      last = &cl->eps[i];
+  const char *dns = NULL; /* a name without any address */
+  for (size_t i = 0; i < cl->ntgts && !dns; i++)
+    if (!cl->tgts[i].naddrs && cl->tgts[i].error[0]) dns = cl->tgts[i].error;
+  if (dns && (!last || cl->neps + cl->ntgts == 1 || (cl->ntgts == 1 && !cl->o.spread_addresses && cl->neps == 1)))
+    snprintf(buf, cap, "%s", dns);
+  else if (!last) snprintf(buf, cap, "no server available");
   else if (cl->neps == 1) snprintf(buf, cap, "%s", last->last_error);
   else snprintf(buf, cap, "none of the %zu servers is available (last: %s)", cl->neps, last->last_error);
 }
@@ -333,6 +339,7 @@ void amn_pool_maintain(amn_client *cl) {
   if (cl->pool_active)
     for (size_t i = 0; i < cl->neps; i++) {
       amn_pool_endpoint *ep = &cl->eps[i];
+      if (ep->removed) continue;
       /* at most AMN_POOL_MAX_CONNECTING handshakes at once per endpoint: a
        * large minimum (thousands) must not become a handshake storm that
        * times itself out; each completed connection opens the next */
@@ -364,7 +371,9 @@ void amn_pool_maintain(amn_client *cl) {
   /* 3. calls wait: one more connection on each healthy endpoint that is full */
   for (size_t i = 0; i < cl->neps; i++) {
     amn_pool_endpoint *ep = &cl->eps[i];
-    if (!ep->ejected && !ep->nconnecting && ep->nready < cl->o.pool_max_connections && !best_slot(ep)) slot_open(ep);
+    if (!ep->removed && !ep->ejected && !ep->nconnecting && ep->nready < cl->o.pool_max_connections &&
+        !best_slot(ep))
+      slot_open(ep);
   }
   /* 4. nothing will ever take them: fail them now rather than at their deadline */
   if (cl->pending && !anything_usable(cl)) {
@@ -388,9 +397,13 @@ void amn_pool_kick(amn_client *cl, bool force) {
     bool healthy = false;
     amn_pool_endpoint *soon = NULL;
     for (size_t i = 0; i < cl->neps; i++) {
-      healthy |= !cl->eps[i].ejected;
-      if (!soon || cl->eps[i].retry_at < soon->retry_at) soon = &cl->eps[i];
+      amn_pool_endpoint *ep = &cl->eps[i];
+      if (ep->removed || (ep->tgt && ep->tgt->one == ep && !ep->tgt->naddrs)) continue;
+      healthy |= !ep->ejected;
+      if (!soon || ep->retry_at < soon->retry_at) soon = ep;
     }
+    for (size_t i = 0; i < cl->ntgts; i++) /* a name that did not resolve: once more (not too often) */
+      if (!cl->tgts[i].naddrs) dns_maybe(&cl->tgts[i]);
     if (!healthy && soon && pool_now(cl) - soon->last_open >= cl->o.backoff_base_ms / 1000.0) slot_open(soon);
   }
   amn_pool_maintain(cl);
@@ -404,6 +417,7 @@ void amn_pool_connect(amn_client *cl) {
   bool ready = false;
   for (size_t i = 0; i < cl->neps; i++) {
     amn_pool_endpoint *ep = &cl->eps[i];
+    if (ep->removed) continue;
     if (ep->nready) ready = true;
     else if (!ep->nconnecting) slot_open(ep); /* even an ejected one: asked for explicitly */
   }
@@ -418,6 +432,7 @@ void amn_pool_connect(amn_client *cl) {
 }
 
 void amn_pool_close_all(amn_client *cl, const char *why) {
+  amn_pool_stop_dns(cl);
   ev_timer_stop(cl->ev, &cl->pool_timer);
   ev_idle_stop(cl->ev, &cl->pool_idle);
   for (size_t i = 0; i < cl->neps; i++) {
@@ -519,6 +534,7 @@ static void slot_back(amn_pool_slot *s) {
   amn_client *cl = ep->cl;
   LOCK(cl);
   ep->connects++;
+  ep->atried = 0;
   bool was_ejected = ep->ejected;
   ep->ejected = false;
   ep->fails = 0;
@@ -582,17 +598,23 @@ static void slot_confirmed(void *owner) {
   slot_back(s);
 }
 
+/* A ready connection takes no new call any more (GOAWAY, or its address
+ * left the DNS answer): it drains. */
+static void slot_drain(amn_pool_slot *s) {
+  amn_pool_endpoint *ep = s->ep;
+  if (s->st != AMN_SLOT_READY) return;
+  LOCK(ep->cl);
+  ep->nready--;
+  ep->ndraining++;
+  UNLOCK(ep->cl);
+  s->st = AMN_SLOT_DRAINING;
+}
+
 static void slot_goaway(void *owner, bool error, const char *why) {
   amn_pool_slot *s = owner;
   amn_pool_endpoint *ep = s->ep;
   amn_client *cl = ep->cl;
-  if (s->st == AMN_SLOT_READY) {
-    LOCK(cl);
-    ep->nready--;
-    ep->ndraining++;
-    UNLOCK(cl);
-    s->st = AMN_SLOT_DRAINING;
-  }
+  slot_drain(s);
   /* a refusal (max_connections, too_many_pings...) counts as a failure of
    * the endpoint: no immediate reconnect to it */
   if (error && !s->closing) eject(ep, why);
@@ -618,6 +640,8 @@ static void slot_closed(void *owner, const char *why, bool asked) {
   UNLOCK(cl);
   bool failed = (s->st == AMN_SLOT_CONNECTING || s->unconfirmed || s->probing || s->probe_failed) && !s->closing;
   const amn_ctransport *tp = s->tp;
+  char addr[INET6_ADDRSTRLEN];
+  memcpy(addr, s->addr, sizeof addr);
   free(s);
   if (failed && !stopping && cl->tp == NULL) { /* auto */
     if (ep->tp == tp) { /* the remembered transport fails: race again now */
@@ -651,6 +675,18 @@ static void slot_closed(void *owner, const char *why, bool asked) {
       }
       ep->racing = false;
     }
+  }
+  /* the URL's endpoint of a name: its next address at once, until each
+   * one failed in a row (then the endpoint fails) */
+  if (failed && !stopping && ep->tgt && ep->tgt->one == ep && ep->tgt->naddrs > 1 && !ep->removed) {
+    ep->acur = (ep->acur + 1) % ep->tgt->naddrs;
+    if (++ep->atried < ep->tgt->naddrs) {
+      AMN_DEBUG("pool: %s: %s failed (%s): trying %s", ep->url, addr, why, ep->tgt->addrs[ep->acur]);
+      slot_open(ep);
+      amn_pool_mark(cl);
+      return;
+    }
+    ep->atried = 0;
   }
   if (failed && !stopping) {
     eject(ep, why);
@@ -729,7 +765,7 @@ size_t amn_client_stats(amn_client *cl, amn_endpoint_stats *out, size_t cap, uin
     amn_endpoint_stats *o = &out[i];
     memset(o, 0, sizeof *o);
     o->url = ep->url;
-    o->state = ep->ejected ? AMN_EP_EJECTED : ep->nready ? AMN_EP_READY : ep->nconnecting ? AMN_EP_CONNECTING : AMN_EP_IDLE;
+    o->state = ep->removed ? AMN_EP_REMOVED : ep->ejected ? AMN_EP_EJECTED : ep->nready ? AMN_EP_READY : ep->nconnecting ? AMN_EP_CONNECTING : AMN_EP_IDLE;
     o->connections = ep->nready;
     o->connecting = ep->nconnecting;
     o->draining = ep->ndraining;
@@ -747,4 +783,197 @@ size_t amn_client_stats(amn_client *cl, amn_endpoint_stats *out, size_t cap, uin
   size_t n = cl->neps;
   UNLOCK(cl);
   return n;
+}
+
+/* ------------------------------------------------------------------ */
+/* Names: lookups and the endpoints that follow their answers         */
+/* ------------------------------------------------------------------ */
+
+static void dns_lookup(amn_pool_target *t) {
+  amn_client *cl = t->cl;
+  if (!cl->res || t->resolving || atomic_load(&cl->stopping)) return;
+  t->last_start = pool_now(cl);
+  t->resolving = true;
+  ev_timer_stop(cl->ev, &t->refresh);
+  AMN_DEBUG("dns: looking up %s", t->host);
+  if (amn_resolver_query(cl->res, t->host, amn_pool_dns_answer, t) != 0) {
+    t->resolving = false;
+    ev_timer_set(&t->refresh, cl->o.dns_refresh_min_ms / 1000.0, 0.);
+    ev_timer_start(cl->ev, &t->refresh);
+  }
+}
+
+/* A connection failure, or a call that finds nothing to connect to: the
+ * name is looked up again unless that was done very recently. */
+static void dns_maybe(amn_pool_target *t) {
+  if (t && amn_policy_dns_now(pool_now(t->cl), t->last_start, t->cl->o.dns_refresh_min_ms, t->resolving))
+    dns_lookup(t);
+}
+
+static void refresh_cb(struct ev_loop *ev, ev_timer *w, int revents) {
+  (void)ev; (void)revents;
+  dns_lookup(w->data);
+}
+
+int amn_pool_start(amn_client *cl, char *err, size_t errlen) {
+  if (!cl->ntgts) return 0;
+  int rc = amn_resolver_new(&cl->res, cl->ev, cl->o.dns_servers, AMN_DNS_TRY_MS, err, errlen);
+  if (rc) return rc;
+  for (size_t i = 0; i < cl->ntgts; i++) dns_lookup(&cl->tgts[i]);
+  return 0;
+}
+
+void amn_pool_stop_dns(amn_client *cl) {
+  for (size_t i = 0; i < cl->ntgts; i++) {
+    ev_timer_stop(cl->ev, &cl->tgts[i].refresh);
+    cl->tgts[i].resolving = false;
+  }
+  amn_resolver_free(cl->res);
+  cl->res = NULL;
+}
+
+/* A slot of a name's endpoint whose address left the answer: it takes no
+ * new call and closes once its calls are done (a connection attempt is
+ * dropped); not a failure of the endpoint. */
+static void slot_retire(amn_pool_slot *s) {
+  if (s->closing) return;
+  if (s->st == AMN_SLOT_CONNECTING) {
+    s->closing = true;
+    s->tp->close(s->conn, "its address left the DNS answer"); /* may free s */
+    return;
+  }
+  slot_drain(s);
+}
+
+static void retire_slots(amn_pool_endpoint *ep, const char *addr) {
+  for (amn_pool_slot *s = ep->slots, *next; s; s = next) {
+    next = s->next;
+    if (!addr || strcmp(s->addr, addr) == 0) slot_retire(s);
+  }
+}
+
+/* spread_addresses: the endpoint of t's address a (found again if it was
+ * removed before, else a new one). */
+static void endpoint_add(amn_pool_target *t, const char *a) {
+  amn_client *cl = t->cl;
+  for (size_t i = 0; i < cl->neps; i++) {
+    amn_pool_endpoint *ep = &cl->eps[i];
+    if (ep->tgt == t && strcmp(ep->t.host, a) == 0) {
+      if (ep->removed) {
+        LOCK(cl);
+        ep->removed = false;
+        ep->ejected = false;
+        ep->fails = 0;
+        UNLOCK(cl);
+        AMN_INFO("dns: %s: %s is back in the answer", t->host, a);
+      }
+      return;
+    }
+  }
+  if (cl->neps >= MAX_EP_ENTRIES) {
+    AMN_WARN("dns: %s: %s not used: the pool holds %d endpoints already", t->host, a, MAX_EP_ENTRIES);
+    return;
+  }
+  char u[600];
+  snprintf(u, sizeof u, "%.500s (%.45s)", t->url, a);
+  char *url = strdup(u);
+  if (!url) return;
+  amn_pool_endpoint *ep = &cl->eps[cl->neps];
+  memset(ep, 0, sizeof *ep);
+  ep->cl = cl;
+  ep->tgt = t;
+  ep->url = url;
+  snprintf(ep->t.host, sizeof ep->t.host, "%s", a);
+  snprintf(ep->t.sni, sizeof ep->t.sni, "%s", t->host);
+  snprintf(ep->t.authority, sizeof ep->t.authority, "%s", t->authority);
+  ep->t.port = t->port;
+  endpoint_timers(ep);
+  LOCK(cl);
+  cl->neps++; /* (amn_client_stats reads neps under the lock) */
+  UNLOCK(cl);
+  AMN_INFO("dns: %s: new endpoint %s", t->host, a);
+}
+
+static void endpoint_remove(amn_pool_endpoint *ep) {
+  amn_client *cl = ep->cl;
+  LOCK(cl);
+  ep->removed = true;
+  UNLOCK(cl);
+  ev_timer_stop(cl->ev, &ep->retry);
+  ev_timer_stop(cl->ev, &ep->race);
+  AMN_INFO("dns: %s: %s left the answer: its connections drain (%u calls in flight)", ep->tgt->host, ep->t.host,
+           ep->inflight);
+  retire_slots(ep, NULL);
+}
+
+void amn_pool_dns_answer(void *ud, const amn_resolve_answer *ans, const char *why) {
+  amn_pool_target *t = ud;
+  amn_client *cl = t->cl;
+  t->resolving = false;
+  if (atomic_load(&cl->stopping)) return;
+  if (!ans || !ans->n) {
+    t->fails++;
+    snprintf(t->error, sizeof t->error, "cannot resolve %.255s: %s", t->host, why && *why ? why : "no address");
+    double d = amn_policy_dns_retry_s(t->fails, cl->o.dns_refresh_min_ms, cl->o.dns_refresh_max_ms, rnd(cl));
+    if (t->naddrs)
+      AMN_WARN("dns: %s; keeping its last %zu address(es); again in %.1f s", t->error, t->naddrs, d);
+    else
+      AMN_WARN("dns: %s; again in %.1f s", t->error, d);
+    if (t->one && !t->naddrs) {
+      LOCK(cl);
+      snprintf(t->one->last_error, sizeof t->one->last_error, "%.199s", t->error);
+      UNLOCK(cl);
+    }
+    ev_timer_stop(cl->ev, &t->refresh);
+    ev_timer_set(&t->refresh, d, 0.);
+    ev_timer_start(cl->ev, &t->refresh);
+    if (!t->naddrs && !anything_usable(cl)) amn_client_notify_connect(cl, AMN_EIO, t->error);
+    amn_pool_mark(cl);
+    return;
+  }
+  t->fails = 0;
+  t->error[0] = 0;
+  bool keep[AMN_RESOLVE_MAX_ADDRS], add[AMN_RESOLVE_MAX_ADDRS];
+  size_t ch = amn_policy_dns_diff((const char(*)[46])t->addrs, t->naddrs, (const char(*)[46])ans->addr, ans->n, keep,
+                                  add);
+  if (ch) AMN_INFO("dns: %s: %zu address(es), %zu change(s)", t->host, ans->n, ch);
+  if (cl->o.spread_addresses) {
+    for (size_t j = 0; j < ans->n; j++)
+      if (add[j]) endpoint_add(t, ans->addr[j]);
+    for (size_t i = 0; i < t->naddrs; i++)
+      if (!keep[i])
+        for (size_t k = 0; k < cl->neps; k++)
+          if (cl->eps[k].tgt == t && !cl->eps[k].removed && strcmp(cl->eps[k].t.host, t->addrs[i]) == 0)
+            endpoint_remove(&cl->eps[k]);
+  } else if (t->one) {
+    for (size_t i = 0; i < t->naddrs; i++)
+      if (!keep[i]) retire_slots(t->one, t->addrs[i]);
+  }
+  /* the URL's endpoint (without spread_addresses) starts again from the first address */
+  if (t->one && ch) {
+    amn_pool_endpoint *ep = t->one;
+    ep->acur = 0;
+    ep->atried = 0;
+    if (ep->ejected) { /* it failed on the old addresses: the new ones are tried now */
+      LOCK(cl);
+      ep->ejected = false;
+      ep->fails = 0;
+      UNLOCK(cl);
+      ev_timer_stop(cl->ev, &ep->retry);
+    }
+  }
+  memcpy(t->addrs, ans->addr, ans->n * sizeof ans->addr[0]);
+  t->naddrs = ans->n;
+  if (t->one) {
+    LOCK(cl);
+    t->one->last_error[0] = 0;
+    UNLOCK(cl);
+  }
+  double d = amn_policy_dns_refresh_s(ans->ttl_s, cl->o.dns_refresh_min_ms, cl->o.dns_refresh_max_ms);
+  AMN_DEBUG("dns: %s: %zu address(es), TTL %u s: again in %.1f s", t->host, ans->n, ans->ttl_s, d);
+  ev_timer_stop(cl->ev, &t->refresh);
+  ev_timer_set(&t->refresh, d, 0.);
+  ev_timer_start(cl->ev, &t->refresh);
+  if (cl->pool_active) amn_pool_kick(cl, false);
+  else amn_pool_mark(cl);
 }

@@ -86,6 +86,9 @@ static const keydef keys[] = {
     {"client", "max_retries", K_INT, OFF(client, max_retries), 0, 100, NULL},
     {"client", "health_check", K_BOOL, OFF(client, health_check), 0, 0, NULL},
     {"client", "spread_addresses", K_BOOL, OFF(client, spread_addresses), 0, 0, NULL},
+    {"client", "dns_servers", K_STR, OFF(client, dns_servers), 0, 0, NULL},
+    {"client", "dns_refresh_min_ms", K_INT, OFF(client, dns_refresh_min_ms), 1, MS_MAX, NULL},
+    {"client", "dns_refresh_max_ms", K_INT, OFF(client, dns_refresh_max_ms), 1, MS_MAX, NULL},
 };
 #define NKEYS (sizeof keys / sizeof keys[0])
 static const char *const sections[] = {"network", "tls", "quic", "server", "client", "admin", "log"};
@@ -187,6 +190,9 @@ void amn_config_init(amn_config *c) {
   c->client.max_retries = 2;
   c->client.health_check = false;
   c->client.spread_addresses = false;
+  c->client.dns_servers = NULL; /* the system's */
+  c->client.dns_refresh_min_ms = 1000;
+  c->client.dns_refresh_max_ms = 300000;
   c->admin.bind_address = NULL; /* no admin listener */
   c->log.access = false;
   c->log.format = strdup("text");

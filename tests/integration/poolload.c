@@ -149,7 +149,7 @@ int main(int argc, char **argv) {
   amn_endpoint_stats st[64];
   uint64_t retries = 0;
   size_t n = amn_client_stats(g_cl, st, 64, &retries);
-  static const char *const states[] = {"idle", "connecting", "ready", "ejected"};
+  static const char *const states[] = {"idle", "connecting", "ready", "ejected", "removed"};
   for (size_t i = 0; i < n && i < 64; i++)
     printf("endpoint %s state=%s transport=%s connections=%u started=%llu ok=%llu failed=%llu connects=%llu "
            "connect_failures=%llu\n",

@@ -43,3 +43,22 @@ start_netd() {
 # A sanitizer build returns freed memory to the allocator at once, not to a
 # quarantine, so that resident memory measures what a daemon holds.
 export ASAN_OPTIONS="${ASAN_OPTIONS:+$ASAN_OPTIONS:}quarantine_size_mb=1"
+# common_port ADDR...: a port free for TCP and UDP on every one of the addresses
+common_port() {
+  $py - "$@" <<'PY'
+import socket, sys
+while True:
+    t = socket.socket(); t.bind((sys.argv[1], 0)); p = t.getsockname()[1]; t.close()
+    try:
+        for a in sys.argv[1:]:
+            for k in (socket.SOCK_STREAM, socket.SOCK_DGRAM):
+                s = socket.socket(type=k); s.bind((a, p)); s.close()
+        print(p); break
+    except OSError:
+        pass
+PY
+}
+# lines FILE REGEX: how many lines of FILE match (0 without the file)
+lines() { local n; n=$(grep -Ec -- "$2" "$1" 2>/dev/null) || true; echo "${n:-0}"; }
+# wait_lines FILE REGEX N [TENTHS]: until FILE has at least N lines matching REGEX
+wait_lines() { for _ in $(seq 1 "${4:-300}"); do [ "$(lines "$1" "$2")" -ge "$3" ] && return 0; sleep 0.1; done; return 1; }

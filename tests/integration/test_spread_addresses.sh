@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: MIT OR Apache-2.0
 # [client] spread_addresses: a URL whose host name resolves to several
-# addresses becomes one pool endpoint per address. The name comes from
-# nss_wrapper (Debian's libnss-wrapper: a hosts file for this process only);
+# addresses becomes one pool endpoint per address. The name comes from a
+# hosts file of the test's own (the client's resolver, c-ares, reads the file
+# CARES_HOSTS names instead of /etc/hosts);
 # two lbserver processes listen on 127.0.0.1 and 127.0.0.2, same port; the
 # certificate is checked against the name given with --server-name.
 # usage: test_spread_addresses.sh BUILD_DIR [h2|h3]
@@ -10,20 +11,8 @@ set -euo pipefail
 bin=$1
 tp=${2:-h2}
 t=$bin/tests/integration
-nw=$(ls /usr/lib/*/libnss_wrapper.so 2>/dev/null | head -1)
-[ -n "$nw" ] || { echo "libnss_wrapper.so not found (package libnss-wrapper)"; exit 1; }
 source "$(dirname "$0")/proc_lib.sh"
-port=$(/usr/bin/python3 -c '
-import socket
-while True:
-    t = socket.socket(); t.bind(("127.0.0.1", 0)); p = t.getsockname()[1]; t.close()
-    try:
-        for a in ("127.0.0.1", "127.0.0.2"):
-            for k in (socket.SOCK_STREAM, socket.SOCK_DGRAM):
-                s = socket.socket(type=k); s.bind((a, p)); s.close()
-        print(p); break
-    except OSError:
-        pass')
+port=$(common_port 127.0.0.1 127.0.0.2)
 for a in 1 2; do
   "$t/lbserver" --listen "127.0.0.$a:$port" --pki-dir pki --exec-log "ex$a.log" --delay-ms 0 --transport both \
     2>"srv$a.err" &
@@ -33,10 +22,9 @@ for a in 1 2; do
   for _ in $(seq 1 50); do grep -q "listening on port" "srv$a.err" 2>/dev/null && break; sleep 0.1; done
 done
 printf '127.0.0.1 multi.test\n127.0.0.2 multi.test\n' >hosts
-# the CLI resolves multi.test through nss_wrapper (ASan: it is preloaded before the sanitizer runtime)
+# the CLI resolves multi.test through that file
 cli() {
-  LD_PRELOAD=$nw NSS_WRAPPER_HOSTS=$work/hosts ASAN_OPTIONS="${ASAN_OPTIONS:-}:verify_asan_link_order=0" \
-    "$bin/amaters-cli" --pki-dir pki --server-name localhost --transport "$tp" "$@"
+  CARES_HOSTS=$work/hosts "$bin/amaters-cli" --pki-dir pki --server-name localhost --transport "$tp" "$@"
 }
 printf '[client]\nspread_addresses = true\nlb_policy = "round_robin"\n' >spread.toml
 : >ex1.log

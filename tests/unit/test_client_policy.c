@@ -1,9 +1,11 @@
 /* SPDX-License-Identifier: MIT OR Apache-2.0 */
-/* The client's policies (client/policy.c): backoff, p2c, retries, throttling. */
+/* The client's policies (client/policy.c): backoff, p2c, retries, throttling,
+ * DNS re-resolution and address changes. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 #include <cmocka.h>
 
 #include "client/policy.h"
@@ -107,10 +109,69 @@ static void test_throttling(void **st) {
   assert_true(t <= AMN_RETRY_TOKENS_MAX && t > AMN_RETRY_TOKENS_MAX - 0.01);
 }
 
+/* The TTL within [floor, ceiling]. */
+static void test_dns_refresh(void **st) {
+  (void)st;
+  assert_true(amn_policy_dns_refresh_s(30, 1000, 300000) == 30.0);
+  assert_true(amn_policy_dns_refresh_s(0, 1000, 300000) == 1.0);      /* hosts file, TTL 0: the floor */
+  assert_true(amn_policy_dns_refresh_s(86400, 1000, 300000) == 300.0); /* the ceiling */
+  assert_true(amn_policy_dns_refresh_s(1, 250, 300000) == 1.0);
+  assert_true(amn_policy_dns_refresh_s(5, 2000, 1000) == 2.0);        /* a ceiling below the floor: the floor */
+}
+
+/* A failed lookup: from the floor, doubling, capped, jittered. */
+static void test_dns_retry(void **st) {
+  (void)st;
+  for (uint32_t f = 1; f < 30; f++) {
+    double want = 0.5;
+    for (uint32_t i = 1; i < f && want < 8; i++) want *= 2;
+    if (want > 8) want = 8;
+    double lo = amn_policy_dns_retry_s(f, 500, 8000, 0), hi = amn_policy_dns_retry_s(f, 500, 8000, 999999);
+    assert_true(lo > want * 0.79 && lo < want * 0.81);
+    assert_true(hi > want * 1.19 && hi < want * 1.21);
+  }
+}
+
+/* A failure looks the name up again: not while a lookup runs, not sooner
+ * than the floor after the previous one. */
+static void test_dns_now(void **st) {
+  (void)st;
+  assert_true(amn_policy_dns_now(5.0, -1, 1000, false)); /* never looked up */
+  assert_false(amn_policy_dns_now(5.0, -1, 1000, true));
+  assert_false(amn_policy_dns_now(5.0, 4.5, 1000, false));
+  assert_true(amn_policy_dns_now(5.5, 4.5, 1000, false));
+  assert_false(amn_policy_dns_now(9.0, 4.5, 1000, true));
+}
+
+/* Which addresses drain and which are new. */
+static void test_dns_diff(void **st) {
+  (void)st;
+  char cur[3][46] = {"10.0.0.1", "10.0.0.2", "::1"}, next[4][46] = {"10.0.0.2", "10.0.0.3", "10.0.0.3", "::1"};
+  bool keep[3], add[4];
+  assert_int_equal(amn_policy_dns_diff((const char(*)[46])cur, 3, (const char(*)[46])next, 4, keep, add), 2);
+  assert_false(keep[0]);
+  assert_true(keep[1] && keep[2]);
+  assert_false(add[0]);
+  assert_true(add[1]);
+  assert_false(add[2]); /* a repeat of the same answer */
+  assert_false(add[3]);
+  /* the same set in another order: nothing */
+  char same[3][46] = {"::1", "10.0.0.1", "10.0.0.2"};
+  assert_int_equal(amn_policy_dns_diff((const char(*)[46])cur, 3, (const char(*)[46])same, 3, keep, add), 0);
+  /* an empty answer changes nothing: the last good addresses stay */
+  assert_int_equal(amn_policy_dns_diff((const char(*)[46])cur, 3, (const char(*)[46])next, 0, keep, add), 0);
+  assert_true(keep[0] && keep[1] && keep[2]);
+  /* the first answer: everything is new */
+  assert_int_equal(amn_policy_dns_diff((const char(*)[46])cur, 0, (const char(*)[46])same, 3, keep, add), 3);
+  assert_true(add[0] && add[1] && add[2]);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_rand),         cmocka_unit_test(test_backoff),    cmocka_unit_test(test_p2c),
       cmocka_unit_test(test_retry_rules),  cmocka_unit_test(test_throttling),
+      cmocka_unit_test(test_dns_refresh),  cmocka_unit_test(test_dns_retry),  cmocka_unit_test(test_dns_now),
+      cmocka_unit_test(test_dns_diff),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -7,7 +7,9 @@
  * becomes ready, says GOAWAY, a stream ends or fails) and checks what the
  * pool does: growth at the stream limit, the replacement of a connection
  * after GOAWAY, which failed attempts are sent again, and a whole response
- * through the call callbacks.
+ * through the call callbacks. A URL whose host is a name gets the
+ * resolver's answers from the test (amn_pool_dns_answer): endpoints and
+ * connections follow them (added, drained), calls in flight finish.
  */
 #include <ev.h>
 #include <pthread.h>
@@ -38,6 +40,7 @@ typedef struct fake_conn {
   void *owner;
   uint32_t max;       /* the peer's stream limit */
   bool closed;        /* the core asked to close it */
+  char host[64];      /* the address it was opened to */
   fake_stream streams[MAX_STREAMS];
   int nstreams;
 } fake_conn;
@@ -47,10 +50,10 @@ static int g_nconns;
 static uint32_t g_max_streams = 2;
 
 static void fake_open(amn_ct_client *tc, amn_ct_endpoint *ep, void *owner, void **conn) {
-  (void)ep;
   assert_true(g_nconns < MAX_CONNS);
   fake_conn *fc = &g_conns[g_nconns++];
   memset(fc, 0, sizeof *fc);
+  snprintf(fc->host, sizeof fc->host, "%.63s", ep->host);
   fc->tc = tc;
   fc->owner = owner;
   fc->max = g_max_streams;
@@ -124,7 +127,7 @@ static void on_done(const amn_result *r, void *ud) {
   d->len = r->len;
 }
 
-static amn_client *client_new(uint32_t max_conns) {
+static amn_client *client_new_url(uint32_t max_conns, const char *url, bool spread) {
   amn_client *cl = calloc(1, sizeof *cl);
   assert_non_null(cl);
   amn_client_opts_init(&cl->o);
@@ -140,11 +143,16 @@ static amn_client *client_new(uint32_t max_conns) {
   cl->tp = &fake_tp;
   cl->ct.ev = cl->ev;
   cl->ct.call_cbs = &amn_client_call_cbs;
-  const char *urls[] = {"https://server.example:4433"};
+  cl->o.spread_addresses = spread;
+  const char *urls[] = {url};
   char err[200];
   assert_int_equal(amn_pool_init(cl, urls, 1, err, sizeof err), 0);
   g_nconns = 0;
   return cl;
+}
+
+static amn_client *client_new(uint32_t max_conns) {
+  return client_new_url(max_conns, "https://192.0.2.10:4433", false); /* an address: no DNS */
 }
 
 static void client_free(amn_client *cl) {
@@ -373,6 +381,205 @@ static void test_response_through_callbacks(void **state) {
   client_free(cl);
 }
 
+/* ---- names ---- */
+
+/* The resolver's answer for the client's one name: the addresses given
+ * (none: the lookup failed with `why`). */
+static void dns_answer(amn_client *cl, const char *why, const char *a, const char *b) {
+  assert_int_equal(cl->ntgts, 1);
+  amn_resolve_answer ans = {.ttl_s = 30};
+  if (a) snprintf(ans.addr[ans.n++], sizeof ans.addr[0], "%s", a);
+  if (b) snprintf(ans.addr[ans.n++], sizeof ans.addr[0], "%s", b);
+  cl->tgts[0].resolving = true;
+  amn_pool_dns_answer(&cl->tgts[0], ans.n ? &ans : NULL, why);
+}
+
+static int conn_to(const char *host, int from) {
+  for (int i = from; i < g_nconns; i++)
+    if (strcmp(g_conns[i].host, host) == 0) return i;
+  return -1;
+}
+
+/* spread_addresses: an endpoint per address, added and removed as the
+ * answers change (A, then B, then A and C); the call in flight on A
+ * finishes there while new calls go to B; A's connection closes once
+ * drained; A comes back as the same endpoint; a failed lookup keeps the
+ * last good addresses. */
+static void test_dns_spread_follows_answers(void **state) {
+  (void)state;
+  g_max_streams = 10;
+  g_now = 10.0;
+  amn_client *cl = client_new_url(4, "https://svc.test:4433", true);
+  cl->now = fake_now;
+  assert_int_equal(amn_client_stats(cl, NULL, 0, NULL), 0); /* no answer yet: no endpoint */
+  dns_answer(cl, NULL, "192.0.2.1", NULL);
+  amn_endpoint_stats es[4];
+  assert_int_equal(amn_client_stats(cl, es, 4, NULL), 1);
+  assert_string_equal(es[0].url, "https://svc.test:4433 (192.0.2.1)");
+  done_rec d1 = {0}, d2 = {0};
+  call_submit(cl, false, &d1);
+  assert_int_equal(g_nconns, 1);
+  assert_string_equal(g_conns[0].host, "192.0.2.1");
+  cl->ct.conn_cbs->ready(g_conns[0].owner, false);
+  amn_pool_maintain(cl);
+  assert_int_equal(g_conns[0].nstreams, 1);
+
+  dns_answer(cl, NULL, "192.0.2.2", NULL); /* A -> B */
+  assert_int_equal(amn_client_stats(cl, es, 4, NULL), 2);
+  assert_int_equal(es[0].state, AMN_EP_REMOVED);
+  assert_int_equal(es[0].draining, 1);
+  assert_int_equal(es[0].calls_in_flight, 1);
+  assert_false(g_conns[0].closed); /* its call is still running */
+  int b = conn_to("192.0.2.2", 0);
+  assert_true(b > 0);              /* the new address gets a connection */
+  call_submit(cl, false, &d2);
+  cl->ct.conn_cbs->ready(g_conns[b].owner, false);
+  amn_pool_maintain(cl);
+  assert_int_equal(g_conns[b].nstreams, 1); /* the new call went to B */
+  assert_int_equal(g_conns[0].nstreams, 1); /* ... not to A */
+  feed_response(cl, g_conns[0].streams[0].call, 1, "0");
+  stream_end(&g_conns[0], 0, NULL);
+  assert_int_equal(d1.n, 1);
+  assert_int_equal(d1.code, AMN_STATUS_OK); /* the call in flight finished on A */
+  amn_pool_maintain(cl);
+  assert_true(g_conns[0].closed); /* drained */
+  amn_client_stats(cl, es, 4, NULL);
+  assert_int_equal(es[0].draining, 0);
+  assert_int_equal(es[0].calls_ok, 1);
+  assert_int_equal(es[0].calls_failed, 0);
+
+  int before = g_nconns;
+  dns_answer(cl, NULL, "192.0.2.1", "192.0.2.3"); /* B -> A + C */
+  assert_int_equal(amn_client_stats(cl, es, 4, NULL), 3); /* A again (same endpoint), C new */
+  assert_int_equal(es[0].state, AMN_EP_CONNECTING);
+  assert_string_equal(es[2].url, "https://svc.test:4433 (192.0.2.3)");
+  assert_int_equal(es[1].state, AMN_EP_REMOVED);
+  assert_true(conn_to("192.0.2.1", before) >= 0);
+  assert_true(conn_to("192.0.2.3", before) >= 0);
+  assert_false(g_conns[b].closed); /* B's call is still running */
+
+  dns_answer(cl, "Timeout while contacting DNS servers", NULL, NULL); /* keeps A + C */
+  amn_client_stats(cl, es, 4, NULL);
+  assert_int_equal(es[0].state, AMN_EP_CONNECTING);
+  assert_int_equal(es[2].state, AMN_EP_CONNECTING);
+  assert_int_equal(cl->tgts[0].naddrs, 2);
+  client_free(cl);
+  assert_int_equal(d2.n, 1);
+}
+
+/* Without spread_addresses the URL is one endpoint: a failed connection
+ * tries the answer's next address at once (no backoff); an answer without
+ * the address in use drains its connection (its call finishes) and new
+ * calls go to the new address. */
+static void test_dns_one_endpoint(void **state) {
+  (void)state;
+  g_max_streams = 10;
+  g_now = 10.0;
+  amn_client *cl = client_new_url(4, "https://svc.test:4433", false);
+  cl->now = fake_now;
+  dns_answer(cl, NULL, "192.0.2.1", "192.0.2.2");
+  done_rec d1 = {0}, d2 = {0};
+  call_submit(cl, false, &d1);
+  assert_string_equal(g_conns[0].host, "192.0.2.1");
+  cl->ct.conn_cbs->closed(g_conns[0].owner, "connection refused", false);
+  g_conns[0].owner = NULL;
+  assert_int_equal(g_nconns, 2);
+  assert_string_equal(g_conns[1].host, "192.0.2.2"); /* the next address, at once */
+  assert_int_equal(d1.n, 0);
+  cl->ct.conn_cbs->ready(g_conns[1].owner, false);
+  amn_pool_maintain(cl);
+  assert_int_equal(g_conns[1].nstreams, 1);
+  amn_endpoint_stats es;
+  assert_int_equal(amn_client_stats(cl, &es, 1, NULL), 1);
+  assert_int_equal(es.state, AMN_EP_READY);
+
+  dns_answer(cl, NULL, "192.0.2.3", NULL); /* 192.0.2.2 left */
+  assert_int_equal(amn_client_stats(cl, &es, 1, NULL), 1);
+  assert_int_equal(es.draining, 1);
+  assert_false(g_conns[1].closed);
+  call_submit(cl, false, &d2);
+  int c = conn_to("192.0.2.3", 2);
+  assert_true(c >= 2);
+  cl->ct.conn_cbs->ready(g_conns[c].owner, false);
+  amn_pool_maintain(cl);
+  assert_int_equal(g_conns[c].nstreams, 1);
+  feed_response(cl, g_conns[1].streams[0].call, 1, "0");
+  stream_end(&g_conns[1], 0, NULL);
+  assert_int_equal(d1.code, AMN_STATUS_OK);
+  amn_pool_maintain(cl);
+  assert_true(g_conns[1].closed);
+  client_free(cl);
+  assert_int_equal(d2.n, 1);
+}
+
+/* A name that does not resolve: calls fail at once with UNAVAILABLE and
+ * the resolver's reason. */
+static void test_dns_unresolvable(void **state) {
+  (void)state;
+  g_now = 10.0;
+  for (int spread = 0; spread < 2; spread++) {
+    amn_client *cl = client_new_url(4, "https://nowhere.test:4433", spread);
+    cl->now = fake_now;
+    dns_answer(cl, "Domain name not found", NULL, NULL);
+    done_rec d = {0};
+    call_submit(cl, false, &d);
+    assert_int_equal(d.n, 1);
+    assert_int_equal(d.code, AMN_STATUS_UNAVAILABLE);
+    assert_string_equal(d.msg, "cannot resolve nowhere.test: Domain name not found");
+    assert_int_equal(g_nconns, 0);
+    client_free(cl);
+  }
+}
+
+/* A connection failure looks the name up again (through a real resolver
+ * whose server never answers: the lookup stays in flight), but not sooner
+ * than dns_refresh_min_ms after the previous lookup; an endpoint that
+ * failed on the old addresses tries a new answer's at once. */
+static void test_dns_failure_looks_up_again(void **state) {
+  (void)state;
+  g_max_streams = 10;
+  g_now = 10.0;
+  amn_client *cl = client_new_url(4, "https://svc.test:4433", false);
+  cl->now = fake_now;
+  cl->o.dns_servers = "127.0.0.1:9";
+  char err[200];
+  assert_int_equal(amn_pool_start(cl, err, sizeof err), 0);
+  assert_true(cl->tgts[0].resolving); /* the first lookup */
+  assert_true(cl->tgts[0].last_start == 10.0);
+  dns_answer(cl, NULL, "192.0.2.1", "192.0.2.2");
+  done_rec d = {0};
+  call_submit(cl, false, &d);
+  cl->ct.conn_cbs->closed(g_conns[0].owner, "connection refused", false);
+  g_conns[0].owner = NULL;
+  assert_false(cl->tgts[0].resolving); /* the next address first */
+  cl->ct.conn_cbs->closed(g_conns[1].owner, "connection refused", false);
+  g_conns[1].owner = NULL;
+  amn_pool_maintain(cl);
+  assert_int_equal(d.n, 1);
+  assert_int_equal(d.code, AMN_STATUS_UNAVAILABLE); /* every address failed */
+  assert_false(cl->tgts[0].resolving); /* the last lookup began 0 s ago: not yet */
+  amn_endpoint_stats es;
+  amn_client_stats(cl, &es, 1, NULL);
+  assert_int_equal(es.state, AMN_EP_EJECTED);
+  g_now += 1.5;
+  done_rec d2 = {0};
+  call_submit(cl, false, &d2); /* tries again at once (every endpoint failing), fails again */
+  assert_int_equal(g_nconns, 3);
+  cl->ct.conn_cbs->closed(g_conns[2].owner, "connection refused", false);
+  g_conns[2].owner = NULL;
+  assert_int_equal(g_nconns, 4); /* the other address */
+  assert_false(cl->tgts[0].resolving);
+  cl->ct.conn_cbs->closed(g_conns[3].owner, "connection refused", false);
+  g_conns[3].owner = NULL;
+  assert_true(cl->tgts[0].resolving); /* both failed again: looked up again */
+  assert_true(cl->tgts[0].last_start == g_now);
+  dns_answer(cl, NULL, "192.0.2.3", NULL); /* the name moved */
+  amn_client_stats(cl, &es, 1, NULL);
+  assert_int_not_equal(es.state, AMN_EP_EJECTED);
+  assert_int_equal(conn_to("192.0.2.3", 4), 4); /* connecting to the new address at once */
+  client_free(cl);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_growth_at_stream_limit),
@@ -380,6 +587,10 @@ int main(void) {
       cmocka_unit_test(test_which_failures_retry),
       cmocka_unit_test(test_response_through_callbacks),
       cmocka_unit_test(test_dead_server_no_connect_storm),
+      cmocka_unit_test(test_dns_spread_follows_answers),
+      cmocka_unit_test(test_dns_one_endpoint),
+      cmocka_unit_test(test_dns_unresolvable),
+      cmocka_unit_test(test_dns_failure_looks_up_again),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -34,7 +34,7 @@ enum {
 
 typedef struct cli {
   /* global */
-  const char *ca, *cert, *key, *pki_dir, *server_name, *config, *log_level;
+  const char *ca, *cert, *key, *pki_dir, *server_name, *dns_server, *config, *log_level;
   const char *transport; /* --transport, NULL = config/default */
   bool insecure, idempotent;
   long long timeout_ms; /* -1 = not given */

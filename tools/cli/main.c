@@ -34,6 +34,8 @@ static const char usage_text[] =
     "  --pki-dir DIR           take the client files from a development PKI directory\n"
     "                          (default: the default PKI directory, as amaters-netd)\n"
     "  --server-name NAME      verify the server certificate for NAME\n"
+    "  --dns-server IP[:PORT]  look the URLs' names up there (comma-separated list;\n"
+    "                          default client.dns_servers, else the system's)\n"
     "  --plaintext             plaintext HTTP/2 without TLS (http:// URLs only)\n"
     "  --insecure              deprecated name of --plaintext (warns)\n"
     "  --transport h2|h3|auto  HTTP/2 over TCP (default), HTTP/3 over QUIC, or auto:\n"
@@ -161,7 +163,7 @@ void parse_cli(int argc, char **argv, cli *o) {
     bool has_value;
   } opts[] = {
       {"ca", C_NET, true},          {"cert", C_NET, true},         {"key", C_NET, true},
-      {"pki-dir", C_NET, true},     {"server-name", C_NET, true},  {"insecure", C_NET, false},
+      {"pki-dir", C_NET, true},     {"server-name", C_NET, true}, {"dns-server", C_NET, true},  {"insecure", C_NET, false},
       {"plaintext", C_NET, false},  {"transport", C_NET, true},
       {"timeout", C_NET, true},     {"metadata", C_NET, true},     {"config", C_NET, true},
       {"log-level", C_ALL, true},   {"data", C_EXEC | C_CALL, true}, {"data-file", C_EXEC | C_CALL, true},
@@ -241,6 +243,7 @@ void parse_cli(int argc, char **argv, cli *o) {
     else if (!strcmp(n, "key")) o->key = v;
     else if (!strcmp(n, "pki-dir")) o->pki_dir = v;
     else if (!strcmp(n, "server-name")) o->server_name = v;
+    else if (!strcmp(n, "dns-server")) o->dns_server = v;
     else if (!strcmp(n, "plaintext")) o->insecure = true;
     else if (!strcmp(n, "insecure")) {
       fprintf(stderr, PROG ": warning: --insecure is deprecated, use --plaintext (the same: no TLS at all)\n");
