@@ -241,6 +241,9 @@ int main(int argc, char **argv) {
   o.stall_timeout_ms = (uint32_t)cfg.network.stall_timeout_ms;
   o.quic_retry_threshold = (uint32_t)cfg.quic.retry_threshold;
   o.access_log = f.access_log || cfg.log.access;
+  o.trusted_proxies = (const char *const *)cfg.server.trusted_proxies;
+  o.trusted_proxy_count = cfg.server.trusted_proxy_count;
+  o.forwarded_cert_header = cfg.server.forwarded_cert_header;
 
   /* TLS: --insecure | --cert/--key/--ca | [tls] paths | PKI directory.
    * Flags take precedence over everything from the file/environment. */
