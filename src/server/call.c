@@ -801,7 +801,11 @@ void amn_call_on_headers_done(amn_call *c) {
   }
   const amn_handler *h = amn_server_find(c->sl->srv, c->method);
   m_start(c, h);
-  if (c->sl->srv->nproxies && !amn_fwd_identity(c)) return; /* a forwarded certificate refused */
+  char why[400];
+  if (c->sl->srv->nproxies && !amn_fwd_identity(c, why, sizeof why)) {
+    amn_call_fail(c, AMN_STATUS_UNAUTHENTICATED, why); /* a forwarded certificate refused */
+    return;
+  }
   if (!h) {
     char msg[300];
     snprintf(msg, sizeof msg, "unknown method %.256s", c->method);

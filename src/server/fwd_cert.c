@@ -105,7 +105,7 @@ int amn_fwd_cert_decode(const uint8_t *v, size_t len, uint8_t **der, size_t *der
 
 /* ---- the call's identity ---- */
 
-bool amn_fwd_identity(amn_call *c) {
+bool amn_fwd_identity(amn_call *c, char *msg, size_t ml) {
   amn_server *s = c->sl->srv;
   const amn_peer_identity *peer = c->peer;
   const amn_md *h = NULL;
@@ -117,7 +117,7 @@ bool amn_fwd_identity(amn_call *c) {
   if (!trusted) {
     if (h)
       AMN_DEBUG("request %s from %s: %s header ignored (the peer is not a trusted proxy)", c->method,
-                amn_call_peer_addr(c), s->fwd_header);
+                c->peer_addr, s->fwd_header);
     return true;
   }
   /* from here on the call's identity is never the proxy's own */
@@ -128,22 +128,21 @@ bool amn_fwd_identity(amn_call *c) {
   size_t vl = h ? h->value_len : 0;
   while (vl && is_space(h->value[vl - 1])) vl--;
   if (vl == 0) return true; /* the proxy's client sent no certificate */
-  char why[300], msg[400];
+  char why[300];
   const char *what = "is invalid";
   uint8_t *der = NULL;
   size_t dl = 0;
   int rc = nh > 1 ? (snprintf(why, sizeof why, "sent %zu times", nh), AMN_EINVAL)
                   : amn_fwd_cert_decode(h->value, vl, &der, &dl, why, sizeof why);
   if (rc == 0) {
-    amn_tls_ctx *ctx = amn_server_tls_get(s);
+    amn_tls_ctx *ctx = atomic_load(&s->tls); /* the current credentials' CA */
     rc = amn_tls_verify_client_der(ctx, der, dl, &c->fwd, why, sizeof why);
     what = "refused";
     free(der);
     c->fwd.id.via = peer; /* verify filled the rest */
   }
   if (rc == 0) return true;
-  snprintf(msg, sizeof msg, "forwarded client certificate (%s header) %s: %s", s->fwd_header, what, why);
-  AMN_INFO("request %s from %s via %s: %s", c->method, amn_call_peer_addr(c), peer->subject ? peer->subject : "?", msg);
-  amn_call_fail(c, AMN_STATUS_UNAUTHENTICATED, msg);
+  snprintf(msg, ml, "forwarded client certificate (%s header) %s: %s", s->fwd_header, what, why);
+  AMN_INFO("request %s from %s via %s: %s", c->method, c->peer_addr, peer->subject ? peer->subject : "?", msg);
   return false;
 }

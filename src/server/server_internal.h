@@ -230,8 +230,9 @@ int amn_fwd_setup(amn_server *s, const amn_server_opts *o, char *err, size_t err
 void amn_fwd_free(amn_server *s);
 /* At the end of a call's request headers, when s->nproxies: from a trusted
  * proxy, the forwarded certificate becomes the call's identity (c->peer).
- * false when the call was failed (UNAUTHENTICATED). */
-bool amn_fwd_identity(amn_call *c);
+ * false when it is refused: the call must end with UNAUTHENTICATED and the
+ * message written to msg. */
+bool amn_fwd_identity(amn_call *c, char *msg, size_t ml);
 /* Decodes a forwarded certificate header value (URL-escaped PEM, or base64
  * DER; surrounding white space ignored) into DER. 0 with *der (malloc'd)
  * and *derlen; AMN_EINVAL with the reason in why ("empty", "more than 16384
