@@ -16,6 +16,7 @@ PKGS=(
   clang libclang-rt-14-dev
   golang-github-burntsushi-toml-dev
   prometheus curl
+  nginx haproxy openssl  # integration.nginx, integration.haproxy (the balancers; openssl x509 for DER)
 )
 missing=()
 for p in "${PKGS[@]}"; do
