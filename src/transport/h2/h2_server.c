@@ -556,6 +556,9 @@ static void drain_final(amn_sconn *sc) {
 }
 
 static void drain_begin(amn_sconn *sc) {
+  /* once the session is finished: half-close and read until the peer
+   * closes too, so that no reset destroys the last responses unread */
+  sc->io.linger_s = AMN_GOAWAY_LINGER_S;
   sc->goaway = true;
   sc->goaway_last = INT32_MAX;
   if (nghttp2_submit_shutdown_notice(sc->io.h2) == 0 &&
