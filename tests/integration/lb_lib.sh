@@ -3,6 +3,8 @@
 # two amaters-netd backends behind a TLS-terminating balancer that presents
 # the certificate pki/lb.pem (lb_pki.py) to them and forwards its client's
 # certificate in x-client-cert; the checks both balancers must pass.
+# Sourcing it starts the backends (ports b1 b2, pids bp1 bp2) and picks the
+# balancer's port pf.
 
 /usr/bin/python3 "$(dirname "${BASH_SOURCE[0]}")/lb_pki.py" pki
 # free ephemeral ports on 127.0.0.1: lb_ports N
@@ -106,3 +108,6 @@ lb_checks() {
   [ "$(lb_attempts_b1)" = "$tried" ] && ok "$name: backend 1 marked down: not tried by the 10 calls ($tried attempts before)" ||
     bad "$name: backend 1 tried again: $tried then $(lb_attempts_b1) attempts"
 }
+
+start_backends
+read -r pf < <(lb_ports 1)

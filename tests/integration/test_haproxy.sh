@@ -15,8 +15,6 @@ bin=$1
 command -v haproxy >/dev/null || { echo "SKIP: haproxy not installed (apt-get install haproxy)"; exit 77; }
 source "$(dirname "$0")/proc_lib.sh"
 source "$(dirname "$0")/lb_lib.sh"
-start_backends
-read -r pf < <(lb_ports 1)
 mkdir -p haproxy
 cat pki/lb.pem pki/lb-key.pem >haproxy/lb-full.pem # HAProxy's crt: certificate and key in one file
 chmod 600 haproxy/lb-full.pem

@@ -12,8 +12,6 @@ bin=$1
 command -v nginx >/dev/null || { echo "SKIP: nginx not installed (apt-get install nginx)"; exit 77; }
 source "$(dirname "$0")/proc_lib.sh"
 source "$(dirname "$0")/lb_lib.sh"
-start_backends
-read -r pf < <(lb_ports 1)
 mkdir -p nginx/tmp
 user=""
 [ "$(id -u)" = 0 ] && user="user root;" # the workers stay the test's user
