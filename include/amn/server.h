@@ -459,7 +459,10 @@ AMN_API void amn_server_free(amn_server *s);
 /** Full method path of the call ("/amaters.v1.AmateRS/Execute"). */
 AMN_API const char *amn_call_method(const amn_call *c);
 /** Verified identity of the client certificate (verified=false under
- *  --insecure). Valid until the call is finished. */
+ *  --insecure). Behind a trusted proxy (amn_server_opts.trusted_proxies)
+ *  the identity of the certificate the proxy forwarded, with `via` set to
+ *  the proxy's; set once, before the handler sees the call. Valid until the
+ *  call is finished. */
 AMN_API const amn_peer_identity *amn_call_peer(const amn_call *c);
 /** Remote address as text ("127.0.0.1:53122"). */
 AMN_API const char *amn_call_peer_addr(const amn_call *c);
