@@ -14,6 +14,7 @@
  *    UTF-8 cannot be written as TOML: then this step is skipped); applying
  *    the input again on top of that result changes nothing.
  */
+#include <ctype.h>
 #include <stddef.h>
 
 #include "amn/config.h"
@@ -21,7 +22,7 @@
 
 extern char **environ;
 
-typedef enum { F_INT, F_BOOL, F_STR, F_ENUM, F_URLS } fkind;
+typedef enum { F_INT, F_BOOL, F_STR, F_ENUM, F_URLS, F_LIST } fkind; /* F_LIST: char ** + count */
 typedef struct field {
   const char *section, *key;
   fkind kind;
@@ -56,6 +57,8 @@ static const field fields[] = {
     {"server", "max_connection_buffer_bytes", F_INT, O(server, max_connection_buffer_bytes), 0, INT64_C(1099511627776), {0}},
     {"server", "max_server_buffer_bytes", F_INT, O(server, max_server_buffer_bytes), 0, INT64_C(1099511627776), {0}},
     {"server", "pki_dir", F_STR, O(server, pki_dir), 0, 0, {0}},
+    {"server", "trusted_proxies", F_LIST, O(server, trusted_proxies), 0, 0, {0}},
+    {"server", "forwarded_cert_header", F_STR, O(server, forwarded_cert_header), 0, 0, {0}},
     {"server", "insecure", F_BOOL, O(server, insecure), 0, 0, {0}},
     {"client", "urls", F_URLS, O(client, urls), 0, 0, {0}},
     {"client", "transport", F_ENUM, O(client, transport), 0, 0, {"h2", "h3", "auto"}},
@@ -71,6 +74,7 @@ static const field fields[] = {
 };
 #define NFIELDS (sizeof fields / sizeof fields[0])
 #define AT(c, f, T) ((T *)(void *)((char *)(c) + (f)->off))
+#define COUNT(c, f) (*(size_t *)(void *)((char *)(c) + (f)->off + sizeof(char **)))
 
 static bool str_eq(const char *a, const char *b) { return a == b || (a && b && strcmp(a, b) == 0); }
 
@@ -87,6 +91,11 @@ static bool config_equal(const amn_config *a, const amn_config *b) {
       for (size_t k = 0; k < a->client.url_count; k++)
         if (!str_eq(a->client.urls[k], b->client.urls[k])) return false;
       break;
+    case F_LIST:
+      if (COUNT(a, f) != COUNT(b, f)) return false;
+      for (size_t k = 0; k < COUNT(a, f); k++)
+        if (!str_eq((*AT(a, f, char **))[k], (*AT(b, f, char **))[k])) return false;
+      break;
     }
   }
   return true;
@@ -94,6 +103,20 @@ static bool config_equal(const amn_config *a, const amn_config *b) {
 
 static bool url_ok(const char *u) {
   return (strncmp(u, "https://", 8) == 0 && u[8]) || (strncmp(u, "http://", 7) == 0 && u[7]);
+}
+
+/* server.trusted_proxies, restated: "sha256:" + 32 hex pairs (':' between
+ * pairs allowed), or "subject:" / "san:" + something */
+static bool proxy_ok(const char *e) {
+  if ((strncmp(e, "subject:", 8) == 0 && e[8]) || (strncmp(e, "san:", 4) == 0 && e[4])) return true;
+  if (strncmp(e, "sha256:", 7) != 0) return false;
+  const char *h = e + 7;
+  for (int i = 0; i < 32; i++) {
+    if (!isxdigit((unsigned char)h[0]) || !isxdigit((unsigned char)h[1])) return false;
+    h += 2;
+    if (i < 31 && *h == ':') h++;
+  }
+  return *h == '\0';
 }
 
 static void check_config(const amn_config *c) {
@@ -116,6 +139,9 @@ static void check_config(const amn_config *c) {
   FUZZ_CHECK(c->client.url_count >= 1);
   for (size_t k = 0; k < c->client.url_count; k++) FUZZ_CHECK(url_ok(c->client.urls[k]));
   FUZZ_CHECK(c->client.pool_min_connections <= c->client.pool_max_connections);
+  for (size_t k = 0; k < c->server.trusted_proxy_count; k++) FUZZ_CHECK(proxy_ok(c->server.trusted_proxies[k]));
+  for (const char *h = c->server.forwarded_cert_header; h && *h; h++)
+    FUZZ_CHECK((*h >= 'a' && *h <= 'z') || (*h >= '0' && *h <= '9') || *h == '-' || *h == '_' || *h == '.');
 }
 
 /* Every field as TOML, one section after the other. */
@@ -136,6 +162,14 @@ static void write_config(tw *w, const amn_config *c) {
       for (size_t k = 0; k < c->client.url_count; k++) {
         if (k) tw_put(w, ", ", 2);
         tw_str(w, c->client.urls[k], strlen(c->client.urls[k]));
+      }
+      tw_put(w, "]", 1);
+      break;
+    case F_LIST:
+      tw_put(w, "[", 1);
+      for (size_t k = 0; k < COUNT(c, f); k++) {
+        if (k) tw_put(w, ", ", 2);
+        tw_str(w, (*AT(c, f, char **))[k], strlen((*AT(c, f, char **))[k]));
       }
       tw_put(w, "]", 1);
       break;
@@ -170,6 +204,8 @@ static bool config_utf8(const amn_config *c) {
   }
   for (size_t k = 0; k < c->client.url_count; k++)
     if (!utf8_ok(c->client.urls[k])) return false;
+  for (size_t k = 0; k < c->server.trusted_proxy_count; k++)
+    if (!utf8_ok(c->server.trusted_proxies[k])) return false;
   return true;
 }
 

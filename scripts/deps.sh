@@ -19,6 +19,7 @@ PKGS=(
   gnuplot-nox  # amaters-cli bench --plot (test integration.bench)
   libsystemd-dev systemd  # amaters-netd: sd_notify, socket activation; systemd-analyze verify (test systemd.units)
   libc-ares-dev dnsmasq-base  # the client's resolver; dnsmasq for DNS tests
+  nginx haproxy openssl  # integration.nginx, integration.haproxy (the balancers; openssl x509 for DER)
 )
 missing=()
 for p in "${PKGS[@]}"; do

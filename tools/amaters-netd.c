@@ -233,7 +233,7 @@ typedef struct daemon_state {
 /* Every key the daemon reads, and whether it can change at run time (the
  * others are logged as needing a restart when they change). The client's
  * keys are not the daemon's. */
-typedef enum { K_STR, K_INT, K_BOOL } key_kind;
+typedef enum { K_STR, K_INT, K_BOOL, K_STRS } key_kind; /* K_STRS: char ** then its size_t count */
 static const struct daemon_key {
   const char *key;
   key_kind kind;
@@ -269,6 +269,8 @@ static const struct daemon_key {
     KEY("server.handler", K_STR, server.handler, false, "--handler"),
     KEY("server.handler_arg", K_STR, server.handler_arg, false, "--handler-arg"),
     KEY("server.reflection", K_BOOL, server.reflection, false, NULL),
+    KEY("server.trusted_proxies", K_STRS, server.trusted_proxies, false, NULL),
+    KEY("server.forwarded_cert_header", K_STR, server.forwarded_cert_header, false, NULL),
     KEY("admin.bind_address", K_STR, admin.bind_address, false, "--admin"),
     KEY("log.access", K_BOOL, log.access, true, "--access-log"),
     KEY("log.format", K_STR, log.format, true, "--log-format"),
@@ -281,6 +283,12 @@ static const char *key_text(const amn_config *cfg, const struct daemon_key *k, c
   if (k->kind == K_STR) {
     const char *v = *(char *const *)p;
     snprintf(buf, cap, "%s%s%s", v ? "\"" : "", v ? v : "(unset)", v ? "\"" : "");
+  } else if (k->kind == K_STRS) {
+    char *const *v = *(char *const *const *)p;
+    size_t n = *(const size_t *)(const void *)(p + sizeof(char **)), w = 0;
+    w += (size_t)snprintf(buf, cap, "[");
+    for (size_t i = 0; i < n && w < cap; i++) w += (size_t)snprintf(buf + w, cap - w, "%s\"%s\"", i ? ", " : "", v[i]);
+    if (w < cap) snprintf(buf + w, cap - w, "]");
   } else if (k->kind == K_INT) {
     snprintf(buf, cap, "%lld", (long long)*(const int64_t *)p);
   } else {
@@ -428,6 +436,9 @@ int main(int argc, char **argv) {
   o.stall_timeout_ms = (uint32_t)cfg.network.stall_timeout_ms;
   live_opts(&f, &cfg, &o);
   o.reflection = cfg.server.reflection;
+  o.trusted_proxies = (const char *const *)cfg.server.trusted_proxies;
+  o.trusted_proxy_count = cfg.server.trusted_proxy_count;
+  o.forwarded_cert_header = cfg.server.forwarded_cert_header;
 
   /* TLS: --insecure | --cert/--key/--ca | [tls] paths | PKI directory.
    * Flags take precedence over everything from the file/environment. */

@@ -149,6 +149,14 @@ typedef struct amn_peer_identity {
   size_t san_count;
   uint8_t sha256[32];            /**< SHA-256 of the DER certificate */
   char sha256_hex[65];           /**< the same, lower-case hex */
+  /** NULL when the peer connected directly. A call that came through a
+   *  trusted TLS-terminating proxy (amn_server_opts.trusted_proxies) has the
+   *  identity of the proxy's client here (the certificate the proxy
+   *  forwarded in amn_server_opts.forwarded_cert_header, verified against
+   *  the server's CA) and in `via` the proxy's own verified identity. When
+   *  the proxy forwarded no certificate, `verified` is false (no subject)
+   *  and `via` is set: the proxy's identity is never the caller's. */
+  const struct amn_peer_identity *via;
 } amn_peer_identity;
 
 /* ------------------------------------------------------------------ */

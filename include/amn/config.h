@@ -14,7 +14,8 @@
  *             drain_timeout_ms (int), max_message_bytes (int),
  *             max_connection_buffer_bytes (int), max_server_buffer_bytes (int),
  *             pki_dir (string), insecure (bool), handler, handler_arg (strings),
- *             reflection (bool)
+ *             reflection (bool), trusted_proxies (array of strings),
+ *             forwarded_cert_header (string)
  *   [client]  urls (array of strings), transport ("h2"|"h3"|"auto"),
  *             timeout_ms, connect_timeout_ms, pool_max_connections,
  *             pool_min_connections (ints), lb_policy ("p2c"|"round_robin"),
@@ -35,7 +36,12 @@
  *    port as above, optional trailing "/"); at least one URL;
  *  - path strings must not be empty; log_level is one of
  *    "error", "warn", "info", "debug";
- *  - client.pool_min_connections <= client.pool_max_connections.
+ *  - client.pool_min_connections <= client.pool_max_connections;
+ *  - server.trusted_proxies entries are "sha256:" and 64 hex digits (pairs
+ *    may be separated by ':'), "subject:" or "san:" and a non-empty value;
+ *    AMATERS_NET_SERVER_TRUSTED_PROXIES is a comma-separated list (a subject
+ *    with a comma can only be given in the file);
+ *  - server.forwarded_cert_header is a lower-case header name (a-z 0-9 - _ .).
  */
 #ifndef AMN_CONFIG_H
 #define AMN_CONFIG_H
@@ -89,6 +95,12 @@ typedef struct amn_config {
                                  default NULL = "echo" */
     char *handler_arg;      /**< amaters-netd: the string given to the plug-in's init; default NULL */
     bool reflection;        /**< server reflection (amn_server_opts.reflection); default true */
+    char **trusted_proxies; /**< TLS-terminating proxies whose forwarded client certificate
+                                 is trusted (amn_server_opts.trusted_proxies): each
+                                 "sha256:HEX", "subject:DN" or "san:NAME"; default none */
+    size_t trusted_proxy_count; /**< entries in trusted_proxies */
+    char *forwarded_cert_header; /**< lower-case request header carrying the client certificate
+                                      from a trusted proxy; default NULL: "x-client-cert" */
   } server;
   struct {
     char **urls;                    /**< servers to connect to (the pool spreads calls over them);

@@ -133,7 +133,9 @@ typedef struct amn_server_opts {
    *  members in JSON format (amn_log_set_format; deadline_ms null when the
    *  client set none; peer "-" / null without a verified certificate).
    *  bytes_in and bytes_out count the call's gRPC messages with their
-   *  5-byte prefixes. Default false. */
+   *  5-byte prefixes. Default false. A call forwarded by a trusted proxy
+   *  (below) shows the client's subject as peer and ends with the field
+   *  via=PROXY-SUBJECT (JSON: "via"); direct calls have no via field. */
   bool access_log;
   /** Sockets the application already bound and hands to the server (e.g.
    *  a service manager's socket activation: amaters-netd takes them from
@@ -165,6 +167,33 @@ typedef struct amn_server_opts {
    *  (amn_server_opts_init): what reflection tells is public (the .proto
    *  files shipped with the library) and only clients that passed mTLS ask. */
   bool reflection;
+  /** Forwarded client identity behind a TLS-terminating proxy (nginx,
+   *  HAProxy). The proxy verifies its clients' certificates and connects to
+   *  this server with its own client certificate; a call's peer would be
+   *  the proxy. When the connection's verified peer matches one of the
+   *  trusted_proxy_count entries of trusted_proxies ("sha256:HEX" of the
+   *  proxy's certificate, "subject:DN" as amn_peer_identity.subject shows
+   *  it, or "san:NAME", a DNS or IP subjectAltName; copied by
+   *  amn_server_new, AMN_EINVAL for a malformed one or in insecure mode),
+   *  the server takes the client certificate from the request header
+   *  forwarded_cert_header (default "x-client-cert"), as URL-escaped PEM
+   *  (nginx $ssl_client_escaped_cert) or base64 DER (HAProxy
+   *  %[ssl_c_der,base64]); verifies it against the server's CA exactly as
+   *  a client certificate in a handshake (chain, dates, clientAuth), and
+   *  makes it the call's identity: amn_call_peer returns the client's
+   *  identity with `via` pointing at the proxy's. A certificate that cannot
+   *  be decoded or is refused ends the call with UNAUTHENTICATED
+   *  "forwarded client certificate (x-client-cert header) ...: REASON"
+   *  before any handler runs. A call from a trusted proxy without the
+   *  header (or with an empty one: the proxy's client sent no certificate)
+   *  gets an identity with verified false and `via` set. From any other
+   *  peer the header is ignored (logged at debug level): the call's
+   *  identity stays the peer's own, so a client connecting directly cannot
+   *  claim another identity. The proxy must replace or remove the header
+   *  its clients send (see README, "Behind a load balancer"). */
+  const char *const *trusted_proxies;
+  size_t trusted_proxy_count;
+  const char *forwarded_cert_header; /**< lower-case header name; NULL = "x-client-cert" */
 } amn_server_opts;
 
 /** Fills `o` with the defaults documented above. */
@@ -490,7 +519,10 @@ AMN_API void amn_server_free(amn_server *s);
 /** Full method path of the call ("/amaters.v1.AmateRS/Execute"). */
 AMN_API const char *amn_call_method(const amn_call *c);
 /** Verified identity of the client certificate (verified=false under
- *  --insecure). Valid until the call is finished. */
+ *  --insecure). Behind a trusted proxy (amn_server_opts.trusted_proxies)
+ *  the identity of the certificate the proxy forwarded, with `via` set to
+ *  the proxy's; set once, before the handler sees the call. Valid until the
+ *  call is finished. */
 AMN_API const amn_peer_identity *amn_call_peer(const amn_call *c);
 /** Remote address as text ("127.0.0.1:53122"). */
 AMN_API const char *amn_call_peer_addr(const amn_call *c);

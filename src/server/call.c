@@ -57,8 +57,10 @@ static void access_log(amn_call *c, amn_status_code code, int64_t d) {
       {"bytes_in", AMN_LF_INT, NULL, (int64_t)c->m_in},
       {"bytes_out", AMN_LF_INT, NULL, (int64_t)c->m_out},
       {"deadline_ms", c->req.timeout_ns >= 0 ? AMN_LF_INT : AMN_LF_NULL, NULL, c->req.timeout_ns / 1000000},
+      {"via", AMN_LF_STR, c->peer && c->peer->via ? c->peer->via->subject : NULL, 0},
   };
-  amn_log_fields(AMN_LOG_INFO, "access", f, sizeof f / sizeof f[0]);
+  /* the via field only for a call that came through a trusted proxy */
+  amn_log_fields(AMN_LOG_INFO, "access", f, sizeof f / sizeof f[0] - !(c->peer && c->peer->via));
 }
 
 static void m_finish(amn_call *c, amn_status_code code) {
@@ -156,6 +158,7 @@ void amn_call_unref(amn_call *c) {
   free_queue(c);
   free_held(c);
   amn_rpc_req_free(&c->req);
+  if (c->fwd_set) amn_peer_store_free(&c->fwd);
   amn_deframer_free(&c->df);
   free(c->unary_msg);
   free(c->fin_msg);
@@ -798,6 +801,11 @@ void amn_call_on_headers_done(amn_call *c) {
   }
   const amn_handler *h = amn_server_find(c->sl->srv, c->method);
   m_start(c, h);
+  char why[400];
+  if (c->sl->srv->nproxies && !amn_fwd_identity(c, why, sizeof why)) {
+    amn_call_fail(c, AMN_STATUS_UNAUTHENTICATED, why); /* a forwarded certificate refused */
+    return;
+  }
   if (!h) {
     char msg[300];
     snprintf(msg, sizeof msg, "unknown method %.256s", c->method);

@@ -152,6 +152,11 @@ int amn_server_new(amn_server **out, const amn_server_opts *opts, char *err, siz
       return rc;
     }
   }
+  int frc = amn_fwd_setup(s, &o, err, errlen);
+  if (frc) {
+    amn_server_free(s);
+    return frc;
+  }
   amn_health_register(s);
   if (o.reflection) {
     int rc = amn_reflection_register(s);
@@ -695,6 +700,7 @@ void amn_server_free(amn_server *s) {
   pthread_mutex_destroy(&s->tls_lock);
   amn_health_free(s);
   amn_reflection_free(s);
+  amn_fwd_free(s);
   free(s->listen_s);
   free(s->cert_s);
   free(s->key_s);

@@ -23,6 +23,7 @@
 #include "util/clock.h"
 #include "util/dlist.h"
 #include "util/mpsc.h"
+#include "util/proxy_id.h"
 
 typedef struct amn_srv_loop amn_srv_loop;
 
@@ -111,8 +112,10 @@ struct amn_call {
   bool m_started;
   int64_t m_t0;
   uint64_t m_in, m_out;
+  bool fwd_set;                     /* fwd below holds the call's identity (fwd_cert.c) */
   /* last: amn_call_new clears only what precedes it (req clears itself) */
   amn_rpc_req req;
+  amn_peer_store fwd;               /* the forwarded identity; valid only while fwd_set */
 };
 
 typedef struct amn_method_entry {
@@ -181,6 +184,11 @@ struct amn_server {
   pthread_cond_t stop_cond;
   atomic_int health_serving;        /* 1 serving, 0 not */
   char host[256];
+  /* trusted proxies (fwd_cert.c): parsed entries pointing into proxy_s */
+  amn_proxy_id *proxies;
+  size_t nproxies;
+  char **proxy_s;
+  char *fwd_header;                 /* lower-case header name */
 };
 
 /* ---- call core (call.c) ---- */
@@ -225,6 +233,22 @@ bool amn_call_on_loop(const amn_call *c);
 void amn_m_sum_calls(amn_server *s, amn_server_stats *out);
 /* The snapshot of amn_server_get_metrics, with the server's stats `st`. */
 int amn_m_snapshot(amn_server *s, const amn_server_stats *st, amn_server_metrics **out);
+
+/* ---- forwarded client identity (fwd_cert.c) ---- */
+/* Copies and checks the trusted proxies of `o` into `s` (amn_server_new). */
+int amn_fwd_setup(amn_server *s, const amn_server_opts *o, char *err, size_t errlen);
+void amn_fwd_free(amn_server *s);
+/* At the end of a call's request headers, when s->nproxies: from a trusted
+ * proxy, the forwarded certificate becomes the call's identity (c->peer).
+ * false when it is refused: the call must end with UNAUTHENTICATED and the
+ * message written to msg. */
+bool amn_fwd_identity(amn_call *c, char *msg, size_t ml);
+/* Decodes a forwarded certificate header value (URL-escaped PEM, or base64
+ * DER; surrounding white space ignored) into DER. 0 with *der (malloc'd)
+ * and *derlen; AMN_EINVAL with the reason in why ("empty", "more than 16384
+ * bytes", "PEM block is not a CERTIFICATE", "PEM certificate without its
+ * END line", "invalid base64"); AMN_ENOMEM. */
+int amn_fwd_cert_decode(const uint8_t *v, size_t len, uint8_t **der, size_t *derlen, char *why, size_t wl);
 
 /* ---- health (health.c) ---- */
 void amn_health_register(amn_server *s);

@@ -7,6 +7,7 @@
 #include <errno.h>
 #include <gnutls/crypto.h>
 #include <gnutls/x509.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -279,9 +280,65 @@ static bool has_eku(gnutls_x509_crt_t crt, const char *oid) {
 
 #define FAIL(...)                                              \
   do {                                                         \
-    snprintf(st->reason, sizeof st->reason, __VA_ARGS__);      \
+    snprintf(reason, rlen, __VA_ARGS__);                       \
     goto out;                                                  \
   } while (0)
+
+/* Steps 1-4 of the verification of a peer's chain (leaf first) against the
+ * context's CA: chain, dates, extended key usage of the leaf (clientAuth when
+ * `client_cert`, else serverAuth), anything else GnuTLS found. `peer` names
+ * the peer in the reason ("client", "server"). true, or false with the
+ * reason written. */
+static bool verify_chain(const amn_tls_ctx *c, gnutls_x509_crt_t *crts, unsigned ncrt, bool client_cert,
+                         const char *peer, char *reason, size_t rlen) {
+  gnutls_x509_crt_t leaf = crts[0];
+  /* 1. chain to ca_path (also checks signatures, CA constraints, dates) */
+  const char *purpose = client_cert ? GNUTLS_KP_TLS_WWW_CLIENT : GNUTLS_KP_TLS_WWW_SERVER;
+  gnutls_typed_vdata_st vd = {.type = GNUTLS_DT_KEY_PURPOSE_OID, .data = (unsigned char *)purpose};
+  unsigned status = 0;
+  int r = gnutls_x509_trust_list_verify_crt2(c->trust, crts, ncrt, &vd, 1, 0, &status, NULL);
+  if (r < 0) FAIL("%s certificate verification error: %s", peer, gnutls_strerror(r));
+  if (status & (GNUTLS_CERT_SIGNER_NOT_FOUND | GNUTLS_CERT_SIGNER_NOT_CA | GNUTLS_CERT_SIGNATURE_FAILURE)) {
+    gnutls_datum_t dn = {NULL, 0};
+    gnutls_x509_crt_get_issuer_dn3(leaf, &dn, 0);
+    snprintf(reason, rlen, "%s certificate not issued by a trusted CA (issuer '%s')", peer,
+             dn.data ? (const char *)dn.data : "?");
+    gnutls_free(dn.data);
+    return false;
+  }
+
+  /* 2. dates: the leaf itself first, for a precise message */
+  time_t now = time(NULL), nb = gnutls_x509_crt_get_activation_time(leaf), na = gnutls_x509_crt_get_expiration_time(leaf);
+  char tbuf[32];
+  if (na == (time_t)-1 || now > na) {
+    fmt_time(na, tbuf, sizeof tbuf);
+    FAIL("%s certificate has expired (not after %s)", peer, tbuf);
+  }
+  if (nb == (time_t)-1 || now < nb) {
+    fmt_time(nb, tbuf, sizeof tbuf);
+    FAIL("%s certificate is not yet valid (not before %s)", peer, tbuf);
+  }
+  if (status & (GNUTLS_CERT_EXPIRED | GNUTLS_CERT_NOT_ACTIVATED))
+    FAIL("%s certificate chain contains an expired or not yet valid CA certificate", peer);
+
+  /* 3. extended key usage of the leaf (strict: the extension must be there) */
+  if (!has_eku(leaf, purpose))
+    FAIL("%s certificate lacks extended key usage %s", peer, client_cert ? "clientAuth" : "serverAuth");
+  if (status & GNUTLS_CERT_PURPOSE_MISMATCH)
+    FAIL("%s certificate chain is not valid for %s", peer, client_cert ? "clientAuth" : "serverAuth");
+
+  /* 4. anything else GnuTLS found (insecure algorithm, constraints, ...) */
+  if (status) {
+    gnutls_datum_t txt = {NULL, 0};
+    gnutls_certificate_verification_status_print(status, GNUTLS_CRT_X509, &txt, 0);
+    snprintf(reason, rlen, "%s certificate rejected: %s", peer, txt.data ? (char *)txt.data : "invalid");
+    gnutls_free(txt.data);
+    return false;
+  }
+  return true;
+out:
+  return false;
+}
 
 static int verify_cb(gnutls_session_t s) {
   tls_state *st = state_of(s);
@@ -289,6 +346,8 @@ static int verify_cb(gnutls_session_t s) {
   amn_tls_ctx *c = st->ctx;
   bool server = c->role == AMN_TLS_SERVER;
   const char *peer = server ? "client" : "server";
+  char *reason = st->reason;
+  size_t rlen = sizeof st->reason;
   gnutls_x509_crt_t crts[MAX_CHAIN];
   unsigned ncrt = 0;
   st->verified = false;
@@ -315,53 +374,10 @@ static int verify_cb(gnutls_session_t s) {
       FAIL("%s certificate could not be parsed: %s", peer, gnutls_strerror(r));
     }
   }
-  gnutls_x509_crt_t leaf = crts[0];
-
-  /* 1. chain to ca_path (also checks signatures, CA constraints, dates) */
-  const char *purpose = server ? GNUTLS_KP_TLS_WWW_CLIENT : GNUTLS_KP_TLS_WWW_SERVER;
-  gnutls_typed_vdata_st vd = {.type = GNUTLS_DT_KEY_PURPOSE_OID, .data = (unsigned char *)purpose};
-  unsigned status = 0;
-  int r = gnutls_x509_trust_list_verify_crt2(c->trust, crts, ncrt, &vd, 1, 0, &status, NULL);
-  if (r < 0) FAIL("%s certificate verification error: %s", peer, gnutls_strerror(r));
-  if (status & (GNUTLS_CERT_SIGNER_NOT_FOUND | GNUTLS_CERT_SIGNER_NOT_CA | GNUTLS_CERT_SIGNATURE_FAILURE)) {
-    gnutls_datum_t dn = {NULL, 0};
-    gnutls_x509_crt_get_issuer_dn3(leaf, &dn, 0);
-    snprintf(st->reason, sizeof st->reason, "%s certificate not issued by a trusted CA (issuer '%s')", peer,
-             dn.data ? (const char *)dn.data : "?");
-    gnutls_free(dn.data);
-    goto out;
-  }
-
-  /* 2. dates: the leaf itself first, for a precise message */
-  time_t now = time(NULL), nb = gnutls_x509_crt_get_activation_time(leaf), na = gnutls_x509_crt_get_expiration_time(leaf);
-  char tbuf[32];
-  if (na == (time_t)-1 || now > na) {
-    fmt_time(na, tbuf, sizeof tbuf);
-    FAIL("%s certificate has expired (not after %s)", peer, tbuf);
-  }
-  if (nb == (time_t)-1 || now < nb) {
-    fmt_time(nb, tbuf, sizeof tbuf);
-    FAIL("%s certificate is not yet valid (not before %s)", peer, tbuf);
-  }
-  if (status & (GNUTLS_CERT_EXPIRED | GNUTLS_CERT_NOT_ACTIVATED))
-    FAIL("%s certificate chain contains an expired or not yet valid CA certificate", peer);
-
-  /* 3. extended key usage of the leaf (strict: the extension must be there) */
-  if (!has_eku(leaf, purpose)) FAIL("%s certificate lacks extended key usage %s", peer, server ? "clientAuth" : "serverAuth");
-  if (status & GNUTLS_CERT_PURPOSE_MISMATCH)
-    FAIL("%s certificate chain is not valid for %s", peer, server ? "clientAuth" : "serverAuth");
-
-  /* 4. anything else GnuTLS found (insecure algorithm, constraints, ...) */
-  if (status) {
-    gnutls_datum_t txt = {NULL, 0};
-    gnutls_certificate_verification_status_print(status, GNUTLS_CRT_X509, &txt, 0);
-    snprintf(st->reason, sizeof st->reason, "%s certificate rejected: %s", peer, txt.data ? (char *)txt.data : "invalid");
-    gnutls_free(txt.data);
-    goto out;
-  }
+  if (!verify_chain(c, crts, ncrt, server, peer, reason, rlen)) goto out;
 
   /* 5. client: the server must be the host we wanted */
-  if (!server && !name_matches(leaf, st->name)) FAIL("server certificate does not match host '%s'", st->name);
+  if (!server && !name_matches(crts[0], st->name)) FAIL("server certificate does not match host '%s'", st->name);
 
   st->verified = true;
 out:
@@ -488,23 +504,12 @@ const char *amn_tls_handshake_error(gnutls_session_t s, int rc) {
 /* Peer identity, ALPN                                                */
 /* ------------------------------------------------------------------ */
 
-int amn_tls_peer_identity(gnutls_session_t s, amn_peer_store *out) {
-  if (!s || !out) return AMN_EINVAL;
-  memset(out, 0, sizeof *out);
-  unsigned n = 0;
-  const gnutls_datum_t *raw = gnutls_certificate_get_peers(s, &n);
-  if (!raw || n == 0 || gnutls_certificate_type_get2(s, GNUTLS_CTYPE_PEERS) != GNUTLS_CRT_X509) return AMN_ETLS;
-  gnutls_x509_crt_t crt;
-  if (gnutls_x509_crt_init(&crt) < 0) return AMN_ENOMEM;
-  if (gnutls_x509_crt_import(crt, &raw[0], GNUTLS_X509_FMT_DER) < 0) {
-    gnutls_x509_crt_deinit(crt);
-    return AMN_ETLS;
-  }
+/* Fills out->id from a parsed certificate and its DER bytes. */
+static int identity_of(gnutls_x509_crt_t crt, const gnutls_datum_t *der, bool verified, amn_peer_store *out) {
   amn_peer_identity *id = &out->id;
-  gnutls_hash_fast(GNUTLS_DIG_SHA256, raw[0].data, raw[0].size, id->sha256);
+  gnutls_hash_fast(GNUTLS_DIG_SHA256, der->data, der->size, id->sha256);
   for (int i = 0; i < 32; i++) snprintf(id->sha256_hex + 2 * i, 3, "%02x", id->sha256[i]);
-  tls_state *st = state_of(s);
-  id->verified = st && st->verified;
+  id->verified = verified;
 
   /* texts: subject, then SANs, each NUL-terminated, gathered in tmp */
   char sans[AMN_MAX_SANS][256];
@@ -525,7 +530,6 @@ int amn_tls_peer_identity(gnutls_session_t s, amn_peer_store *out) {
   }
   gnutls_datum_t dn = {NULL, 0};
   gnutls_x509_crt_get_dn3(crt, &dn, 0);
-  gnutls_x509_crt_deinit(crt);
   const char *subject = dn.data ? (const char *)dn.data : "";
   size_t total = strlen(subject) + 1;
   for (size_t i = 0; i < nsan; i++) total += strlen(sans[i]) + 1;
@@ -543,6 +547,41 @@ int amn_tls_peer_identity(gnutls_session_t s, amn_peer_store *out) {
   }
   id->san_count = nsan;
   return 0;
+}
+
+int amn_tls_peer_identity(gnutls_session_t s, amn_peer_store *out) {
+  if (!s || !out) return AMN_EINVAL;
+  memset(out, 0, sizeof *out);
+  unsigned n = 0;
+  const gnutls_datum_t *raw = gnutls_certificate_get_peers(s, &n);
+  if (!raw || n == 0 || gnutls_certificate_type_get2(s, GNUTLS_CTYPE_PEERS) != GNUTLS_CRT_X509) return AMN_ETLS;
+  gnutls_x509_crt_t crt;
+  if (gnutls_x509_crt_init(&crt) < 0) return AMN_ENOMEM;
+  if (gnutls_x509_crt_import(crt, &raw[0], GNUTLS_X509_FMT_DER) < 0) {
+    gnutls_x509_crt_deinit(crt);
+    return AMN_ETLS;
+  }
+  tls_state *st = state_of(s);
+  int rc = identity_of(crt, &raw[0], st && st->verified, out);
+  gnutls_x509_crt_deinit(crt);
+  return rc;
+}
+
+int amn_tls_verify_client_der(amn_tls_ctx *ctx, const uint8_t *der, size_t len, amn_peer_store *out, char *why,
+                              size_t wl) {
+  if (!ctx || !der || !out || !why || !wl) return AMN_EINVAL;
+  memset(out, 0, sizeof *out);
+  why[0] = '\0';
+  gnutls_x509_crt_t crt;
+  if (len > UINT_MAX) return amn_set_err(why, wl, AMN_ETLS, "client certificate too large");
+  if (gnutls_x509_crt_init(&crt) < 0) return amn_set_err(why, wl, AMN_ENOMEM, "out of memory");
+  gnutls_datum_t d = {(unsigned char *)der, (unsigned)len};
+  int r = gnutls_x509_crt_import(crt, &d, GNUTLS_X509_FMT_DER), rc = AMN_ETLS;
+  if (r < 0) snprintf(why, wl, "client certificate could not be parsed: %s", gnutls_strerror(r));
+  else if (verify_chain(ctx, &crt, 1, true, "client", why, wl)) rc = identity_of(crt, &d, true, out);
+  gnutls_x509_crt_deinit(crt);
+  if (rc == AMN_ENOMEM) snprintf(why, wl, "out of memory");
+  return rc;
 }
 
 void amn_peer_store_free(amn_peer_store *p) {

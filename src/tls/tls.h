@@ -123,6 +123,20 @@ typedef struct amn_peer_store {
 int amn_tls_peer_identity(gnutls_session_t s, amn_peer_store *out);
 void amn_peer_store_free(amn_peer_store *p);
 
+/* Verifies a client certificate that did not come in a handshake (a
+ * TLS-terminating proxy forwarded it, server/fwd_cert.c): `der` (the leaf
+ * alone, DER) gets the checks a client's chain gets in a handshake on a
+ * context of `ctx`'s CA (steps 1-4 above: chain to ca_path, dates, clientAuth
+ * extended key usage, anything else GnuTLS finds); no ALPN, no name. On
+ * success fills `out` as amn_tls_peer_identity does (verified = true; free it
+ * with amn_peer_store_free) and returns 0. Otherwise AMN_ETLS with the reason
+ * in `why` (the handshake's wording: "client certificate has expired (not
+ * after ...)", "... not issued by a trusted CA ...", "... lacks extended key
+ * usage clientAuth", "client certificate could not be parsed: ..."), or
+ * AMN_ENOMEM / AMN_EINVAL. Thread-safe (the context is immutable). */
+int amn_tls_verify_client_der(amn_tls_ctx *ctx, const uint8_t *der, size_t len, amn_peer_store *out, char *why,
+                              size_t wl);
+
 /* true when ALPN negotiated `proto`. */
 bool amn_tls_alpn_is(gnutls_session_t s, const char *proto);
 

@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "util/log.h"
+#include "util/proxy_id.h"
 #include "util/toml.h"
 
 #define MS_MAX INT64_C(2147483647)
@@ -27,6 +28,7 @@ typedef enum kkind {
   K_ENUM, /* char *, one of choices */
   K_ADDR, /* char *, "host:port" */
   K_URLS, /* char ** + size_t count (the field right after) */
+  K_STRS, /* the same, any non-empty strings (checked by `check`), possibly none */
 } kkind;
 
 typedef struct keydef {
@@ -72,6 +74,8 @@ static const keydef keys[] = {
     {"server", "handler", K_STR, OFF(server, handler), 0, 0, NULL},
     {"server", "handler_arg", K_STR, OFF(server, handler_arg), 0, 0, NULL},
     {"server", "reflection", K_BOOL, OFF(server, reflection), 0, 0, NULL},
+    {"server", "trusted_proxies", K_STRS, OFF(server, trusted_proxies), 0, 0, NULL},
+    {"server", "forwarded_cert_header", K_STR, OFF(server, forwarded_cert_header), 0, 0, NULL},
     {"admin", "bind_address", K_ADDR, OFF(admin, bind_address), 0, 0, NULL},
     {"log", "access", K_BOOL, OFF(log, access), 0, 0, NULL},
     {"log", "format", K_ENUM, OFF(log, format), 0, 0, log_formats},
@@ -95,6 +99,10 @@ static const char *const sections[] = {"network", "tls", "quic", "server", "clie
 
 _Static_assert(offsetof(amn_config, client.url_count) == offsetof(amn_config, client.urls) + sizeof(char **),
                "url_count must follow urls");
+_Static_assert(offsetof(amn_config, server.trusted_proxy_count) ==
+                   offsetof(amn_config, server.trusted_proxies) + sizeof(char **),
+               "trusted_proxy_count must follow trusted_proxies");
+#define IS_LIST(k) ((k)->kind == K_URLS || (k)->kind == K_STRS)
 #define FIELD(c, k, T) ((T *)(void *)((char *)(c) + (k)->off))
 #define URL_COUNT(c, k) ((size_t *)(void *)((char *)(c) + (k)->off + sizeof(char **)))
 
@@ -147,7 +155,7 @@ void amn_config_free(amn_config *c) {
   origin_free(c);
   for (size_t i = 0; i < NKEYS; i++) {
     const keydef *k = &keys[i];
-    if (k->kind == K_URLS) {
+    if (IS_LIST(k)) {
       free_urls(*FIELD(c, k, char **), *URL_COUNT(c, k));
       *FIELD(c, k, char **) = NULL;
       *URL_COUNT(c, k) = 0;
@@ -219,7 +227,7 @@ static int config_dup(amn_config *dst, const amn_config *src) {
     if (src->origin->where[i] && !(dst->origin->where[i] = strdup(src->origin->where[i]))) ok = false;
   for (size_t i = 0; i < NKEYS; i++) {
     const keydef *k = &keys[i];
-    if (k->kind == K_URLS) {
+    if (IS_LIST(k)) {
       char **u = dup_urls(*FIELD(src, k, char **), *URL_COUNT(src, k));
       if (!u) *URL_COUNT(dst, k) = 0, ok = false;
       *FIELD(dst, k, char **) = u;
@@ -338,13 +346,30 @@ static bool check_url(const char *u, char *why, size_t wl) {
   return true;
 }
 
+/* The value checks of single keys beyond their kind: [server]
+ * trusted_proxies entries are "sha256:HEX" | "subject:DN" | "san:NAME"
+ * (util/proxy_id.h); forwarded_cert_header is a lower-case header name. */
+static bool check_value(const keydef *k, const char *s, char *why, size_t wl) {
+  if (k->off == OFF(server, trusted_proxies)) {
+    amn_proxy_id p;
+    return amn_proxy_id_parse(s, &p, why, wl);
+  }
+  if (k->off == OFF(server, forwarded_cert_header))
+    for (const char *p = s; *p; p++)
+      if (!((*p >= 'a' && *p <= 'z') || (*p >= '0' && *p <= '9') || *p == '-' || *p == '_' || *p == '.')) {
+        snprintf(why, wl, "\"%.64s\": a lower-case header name (a-z 0-9 - _ .)", s);
+        return false;
+      }
+  return true;
+}
+
 /* Parsed value before it is checked and stored. */
 typedef struct val {
   int64_t i;
   bool b;
   const char *s;
   size_t slen;
-  char **list; /* K_URLS: owned by the caller */
+  char **list; /* K_URLS, K_STRS: owned by the caller */
   size_t n;
 } val;
 
@@ -363,13 +388,19 @@ static int store(amn_config *c, const keydef *k, const val *v, char *why, size_t
   case K_BOOL:
     *FIELD(c, k, bool) = v->b;
     return 0;
-  case K_URLS: {
-    if (v->n == 0) {
+  case K_URLS:
+  case K_STRS: {
+    if (v->n == 0 && k->kind == K_URLS) {
       snprintf(why, wl, "at least one URL is required");
       return AMN_ECONFIG;
     }
-    for (size_t i = 0; i < v->n; i++)
-      if (!check_url(v->list[i], why, wl)) return AMN_ECONFIG;
+    for (size_t i = 0; i < v->n; i++) {
+      char w[400];
+      if (k->kind == K_URLS && !check_url(v->list[i], why, wl)) return AMN_ECONFIG;
+      if (k->kind == K_STRS && !v->list[i][0]) return snprintf(why, wl, "element %zu: must not be empty", i + 1), AMN_ECONFIG;
+      if (!check_value(k, v->list[i], w, sizeof w))
+        return snprintf(why, wl, "element %zu: %s", i + 1, w), AMN_ECONFIG;
+    }
     char **u = dup_urls(v->list, v->n);
     if (!u) return snprintf(why, wl, "out of memory"), AMN_ENOMEM;
     free_urls(*FIELD(c, k, char **), *URL_COUNT(c, k));
@@ -402,6 +433,7 @@ static int store(amn_config *c, const keydef *k, const val *v, char *why, size_t
     }
   }
   if (k->kind == K_ADDR && !check_hostport(v->s, v->slen, why, wl)) return AMN_ECONFIG;
+  if (!check_value(k, v->s, why, wl)) return AMN_ECONFIG;
   char *s = strdup(v->s);
   if (!s) return snprintf(why, wl, "out of memory"), AMN_ENOMEM;
   free(*FIELD(c, k, char *));
@@ -441,14 +473,14 @@ static const char *a_type(amn_toml_type t) {
   }
 }
 
-/* TOML node -> val (type check only). list is allocated for K_URLS. */
+/* TOML node -> val (type check only). list is allocated for K_URLS, K_STRS. */
 static int from_node(const keydef *k, const amn_toml_node *n, val *v, int *line, char *why, size_t wl) {
   memset(v, 0, sizeof *v); /* a failure leaves list NULL: the caller frees it whatever happened */
   amn_toml_type t = amn_toml_type_of(n);
   static const char *const want[] = {"an integer", "a boolean (true/false)", "a string", "a string",
-                                     "a string", "an array of strings"};
-  static const amn_toml_type need[] = {AMN_TOML_INT, AMN_TOML_BOOL, AMN_TOML_STRING,
-                                       AMN_TOML_STRING, AMN_TOML_STRING, AMN_TOML_ARRAY};
+                                     "a string", "an array of strings", "an array of strings"};
+  static const amn_toml_type need[] = {AMN_TOML_INT,    AMN_TOML_BOOL,  AMN_TOML_STRING, AMN_TOML_STRING,
+                                       AMN_TOML_STRING, AMN_TOML_ARRAY, AMN_TOML_ARRAY};
   if (t != need[k->kind]) {
     snprintf(why, wl, "expected %s, got %s", want[k->kind], a_type(t));
     return AMN_ECONFIG;
@@ -553,7 +585,7 @@ static int apply_doc(amn_config *c, const amn_toml_node *root, const char *path,
       int line = amn_toml_line(n);
       int rc = from_node(k, n, &v, &line, why, sizeof why);
       if (rc == 0) rc = store(c, k, &v, why, sizeof why);
-      if (k->kind == K_URLS) free(v.list);
+      if (IS_LIST(k)) free(v.list);
       if (rc) return amn_set_err(err, errlen, rc, "%s:%d: %s.%s: %s", path, line, sname, kname, why);
       lines[k - keys] = line;
       char where[4200];
@@ -615,7 +647,7 @@ static void env_name(const keydef *k, char *out, size_t outlen) {
   for (char *p = out; *p; p++) *p = (char)toupper((unsigned char)*p);
 }
 
-/* Environment string -> val. list (K_URLS) is allocated, entries point into *copy. */
+/* Environment string -> val. list (K_URLS, K_STRS) is allocated, entries point into *copy. */
 static int from_env(const keydef *k, const char *s, val *v, char **copy, char *why, size_t wl) {
   memset(v, 0, sizeof *v);
   *copy = NULL;
@@ -639,7 +671,8 @@ static int from_env(const keydef *k, const char *s, val *v, char **copy, char *w
     }
     v->b = s[0] == 't';
     return 0;
-  case K_URLS: {
+  case K_URLS:
+  case K_STRS: {
     if (!(*copy = strdup(s))) return snprintf(why, wl, "out of memory"), AMN_ENOMEM;
     size_t cap = 1;
     for (const char *p = s; *p; p++) cap += *p == ',';

@@ -91,6 +91,10 @@ static void assert_config_equal(const amn_config *a, const amn_config *b) {
   assert_int_equal(a->server.max_server_buffer_bytes, b->server.max_server_buffer_bytes);
   STR_EQ(server.pki_dir);
   assert_int_equal(a->server.insecure, b->server.insecure);
+  assert_int_equal(a->server.trusted_proxy_count, b->server.trusted_proxy_count);
+  for (size_t i = 0; i < a->server.trusted_proxy_count; i++)
+    assert_string_equal(a->server.trusted_proxies[i], b->server.trusted_proxies[i]);
+  STR_EQ(server.forwarded_cert_header);
   assert_int_equal(a->client.url_count, b->client.url_count);
   for (size_t i = 0; i < a->client.url_count; i++) assert_string_equal(a->client.urls[i], b->client.urls[i]);
   STR_EQ(client.transport);
@@ -483,11 +487,54 @@ static void test_env(void **state) {
                    "env AMATERS_NET_CLIENT_POOL_MAX_CONNECTIONS: value 0 out of range (1..65535)");
 }
 
+/* [server] trusted_proxies and forwarded_cert_header: file, errors, environment */
+static void test_trusted_proxies(void **state) {
+  (void)state;
+  char err[512] = "";
+  amn_config c;
+  amn_config_init(&c);
+  assert_int_equal(c.server.trusted_proxy_count, 0);
+  assert_null(c.server.forwarded_cert_header);
+  const char *p = write_cfg("[server]\ntrusted_proxies = [\"san:lb.test\", \"subject:CN=lb,O=x\",\n"
+                            "  \"sha256:00112233445566778899AABBCCDDEEFF00112233445566778899aabbccddeeff\"]\n"
+                            "forwarded_cert_header = \"x-ssl-client-cert\"\n");
+  assert_int_equal(amn_config_load(&c, p, err, sizeof err), 0);
+  assert_int_equal(c.server.trusted_proxy_count, 3);
+  assert_string_equal(c.server.trusted_proxies[1], "subject:CN=lb,O=x");
+  assert_string_equal(c.server.forwarded_cert_header, "x-ssl-client-cert");
+  /* an empty list is allowed (no proxy trusted) */
+  assert_int_equal(amn_config_load(&c, write_cfg("[server]\ntrusted_proxies = []\n"), err, sizeof err), 0);
+  assert_int_equal(c.server.trusted_proxy_count, 0);
+  amn_config_free(&c);
+  LOAD_ERR("[server]\ntrusted_proxies = [\"san:a\", \"lb.test\"]\n",
+           "2: server.trusted_proxies: element 2: \"lb.test\": expected \"sha256:HEX\", \"subject:DN\" or \"san:NAME\"");
+  LOAD_ERR("[server]\ntrusted_proxies = [\"sha256:0011\"]\n",
+           "2: server.trusted_proxies: element 1: \"sha256:0011\": a SHA-256 fingerprint is 64 hex digits (pairs may "
+           "be separated by ':')");
+  LOAD_ERR("[server]\ntrusted_proxies = [\"\"]\n", "2: server.trusted_proxies: element 1: must not be empty");
+  LOAD_ERR("[server]\ntrusted_proxies = \"san:a\"\n",
+           "2: server.trusted_proxies: expected an array of strings, got a string");
+  LOAD_ERR("[server]\nforwarded_cert_header = \"X-Cert\"\n",
+           "2: server.forwarded_cert_header: \"X-Cert\": a lower-case header name (a-z 0-9 - _ .)");
+  /* environment: a comma-separated list */
+  amn_config_init(&c);
+  setenv("AMATERS_NET_SERVER_TRUSTED_PROXIES", "san:a, subject:CN=b", 1);
+  assert_int_equal(amn_config_apply_env(&c, err, sizeof err), 0);
+  unsetenv("AMATERS_NET_SERVER_TRUSTED_PROXIES");
+  assert_int_equal(c.server.trusted_proxy_count, 2);
+  assert_string_equal(c.server.trusted_proxies[1], "subject:CN=b");
+  amn_config_free(&c);
+  expect_env_error("AMATERS_NET_SERVER_TRUSTED_PROXIES", "san:a,x",
+                   "env AMATERS_NET_SERVER_TRUSTED_PROXIES: element 2: \"x\": expected \"sha256:HEX\", \"subject:DN\" "
+                   "or \"san:NAME\"");
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_defaults),     cmocka_unit_test(test_example_is_defaults),
       cmocka_unit_test(test_load_good),    cmocka_unit_test(test_load_errors),
       cmocka_unit_test(test_load_io_error), cmocka_unit_test(test_env),
+      cmocka_unit_test(test_trusted_proxies),
   };
   return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -43,6 +43,7 @@ struct amn_sconn {
   bool have_peer;
   bool goaway;
   int32_t goaway_last;         /* the last stream id our GOAWAY announced: later streams never run */
+  bool drain_notice;           /* a drain's first GOAWAY (2^31-1) is out; the final one follows the PING's ack */
   bool refusing;               /* over max_connections: GOAWAY once TLS is up */
   char addr[64];
   ev_timer idle_timer;         /* idle_timeout_ms without open calls */
@@ -128,6 +129,10 @@ static void goaway_close(amn_sconn *sc, uint32_t code, const char *debug, const 
   sc->goaway = true;
   amn_h2io_close_linger(&sc->io, reason, AMN_GOAWAY_LINGER_S);
 }
+
+#define DRAIN_PING "amndrain" /* the opaque data of a drain's PING (8 bytes) */
+static void drain_final(amn_sconn *sc);
+static void drain_begin(amn_sconn *sc);
 
 /* Idle: armed while the connection has no open call. */
 static void idle_arm(amn_sconn *sc) {
@@ -332,8 +337,9 @@ static int on_header(nghttp2_session *s, const nghttp2_frame *f, const uint8_t *
 static int on_frame_recv(nghttp2_session *s, const nghttp2_frame *f, void *ud) {
   amn_sconn *sc = ud;
   if (f->hd.type == NGHTTP2_PING) {
-    if (f->hd.flags & NGHTTP2_FLAG_ACK) sc->ping_sent = 0;
-    else ping_received(sc);
+    if (!(f->hd.flags & NGHTTP2_FLAG_ACK)) ping_received(sc);
+    else if (sc->drain_notice && memcmp(f->ping.opaque_data, DRAIN_PING, 8) == 0) drain_final(sc);
+    else sc->ping_sent = 0;
     return 0;
   }
   if (f->hd.type != NGHTTP2_HEADERS && f->hd.type != NGHTTP2_DATA) return 0;
@@ -454,11 +460,7 @@ static int sc_on_ready(amn_h2io *io) {
   int32_t conn_win = cfg->initial_window_size > (1u << 26) / 16 ? (1 << 30) : (int32_t)(cfg->initial_window_size * 16);
   nghttp2_session_set_local_window_size(io->h2, NGHTTP2_FLAG_NONE, 0, conn_win);
   amn_st_budget_init(&sc->budget, cfg, (size_t)conn_win);
-  if (sc->loop->stopping) {
-    nghttp2_submit_goaway(io->h2, NGHTTP2_FLAG_NONE, 0, NGHTTP2_NO_ERROR, (const uint8_t *)"draining", 8);
-    sc->goaway = true;
-    sc->goaway_last = 0;
-  }
+  if (sc->loop->stopping) drain_begin(sc); /* its handshake ended during a drain: the same two steps */
   idle_arm(sc);
   if (cfg->keepalive_interval_ms) {
     ev_timer_set(&sc->ka_timer, 0., cfg->keepalive_interval_ms / 1000.0);
@@ -543,19 +545,46 @@ static void sconn_start(amn_st_loop *loop, int fd, const char *peer_addr, bool r
 void amn_h2s_accept(amn_st_loop *loop, int fd, const char *peer_addr) { sconn_start(loop, fd, peer_addr, false); }
 void amn_h2s_refuse(amn_st_loop *loop, int fd, const char *peer_addr) { sconn_start(loop, fd, peer_addr, true); }
 
+/* A drain in two steps (RFC 9113 6.8): GOAWAY with the last stream id
+ * 2^31-1 and a PING; streams the client opens before it sees that GOAWAY
+ * still run here. The PING's ack proves the client has seen it: then the
+ * final GOAWAY with the last stream processed. A proxy that reuses its
+ * connections (nginx, HAProxy) never has a request it already sent refused
+ * (it retries no POST), so draining a backend loses no call. */
+static void drain_final(amn_sconn *sc) {
+  sc->drain_notice = false;
+  sc->goaway_last = nghttp2_session_get_last_proc_stream_id(sc->io.h2);
+  nghttp2_submit_goaway(sc->io.h2, NGHTTP2_FLAG_NONE, sc->goaway_last, NGHTTP2_NO_ERROR,
+                        (const uint8_t *)"server shutting down", 20);
+  amn_h2io_mark_dirty(&sc->io);
+}
+
+static void drain_begin(amn_sconn *sc) {
+  /* once the session is finished: half-close and read until the peer
+   * closes too, so that no reset destroys the last responses unread */
+  sc->io.linger_s = AMN_GOAWAY_LINGER_S;
+  sc->goaway = true;
+  sc->goaway_last = INT32_MAX;
+  if (nghttp2_submit_shutdown_notice(sc->io.h2) == 0 &&
+      nghttp2_submit_ping(sc->io.h2, NGHTTP2_FLAG_NONE, (const uint8_t *)DRAIN_PING) == 0)
+    sc->drain_notice = true;
+  else
+    drain_final(sc);
+  amn_h2io_mark_dirty(&sc->io);
+}
+
 void amn_h2s_drain_all(amn_st_loop *loop) {
   h2s_loop *hl = loop->h2;
   for (amn_sconn *sc = hl ? hl->conns : NULL; sc; sc = sc->next) {
-    if (sc->goaway) continue;
+    /* a TLS handshake in progress completes first (bounded by its
+     * timeout): its client may already have sent a request (TLS 1.3), which
+     * then runs; the end of the handshake begins its drain */
+    if (sc->goaway || sc->io.state == AMN_IO_HANDSHAKE) continue;
     if (sc->io.state != AMN_IO_OPEN || !sc->io.h2) {
       amn_h2io_close(&sc->io, "server stopping");
       continue;
     }
-    sc->goaway = true;
-    sc->goaway_last = nghttp2_session_get_last_proc_stream_id(sc->io.h2);
-    nghttp2_submit_goaway(sc->io.h2, NGHTTP2_FLAG_NONE, sc->goaway_last,
-                          NGHTTP2_NO_ERROR, (const uint8_t *)"server shutting down", 20);
-    amn_h2io_mark_dirty(&sc->io);
+    drain_begin(sc);
   }
 }
 
