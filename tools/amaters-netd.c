@@ -7,8 +7,9 @@
  * increasing priority: built-in defaults, --config FILE, AMATERS_NET_*
  * environment variables, command-line flags. SIGINT/SIGTERM stop it
  * gracefully (exit 0); a second signal during the drain exits at once.
- * SIGHUP reloads the certificate, key and CA files (new connections use
- * them; a broken file keeps the current ones and is logged). SIGUSR1 makes
+ * SIGHUP reloads the certificate, key, CA and CRL files (new connections use
+ * them; a broken file keeps the current ones and is logged) and the
+ * authorization policy ([[auth.rule]] of --config's file). SIGUSR1 makes
  * the log one level more verbose (up to debug), SIGUSR2 one level quieter
  * (down to error). With --admin (or [admin] bind_address) a separate
  * plain-HTTP listener serves GET /metrics (Prometheus) and GET /healthz.
@@ -72,6 +73,43 @@ static const char usage_text[] =
 #define say(level, ...) amn_log_message((amn_log_level)(level), PROG, __VA_ARGS__)
 
 static bool g_checking; /* --check-config: a problem exits 1 */
+
+/* The [[auth.rule]] tables of cfg as a policy (*out NULL when there are
+ * none); an error names the rule's FILE:LINE. */
+static int build_policy(const amn_config *cfg, amn_authz_policy **out, char *err, size_t errlen) {
+  *out = NULL;
+  for (size_t i = 0; i < cfg->auth.rule_count; i++) { /* one at a time: the error names the rule's line */
+    amn_authz_policy *one = NULL;
+    char why[700];
+    if (amn_authz_policy_new(&one, &cfg->auth.rules[i], 1, why, sizeof why) != 0) {
+      const char *r = strstr(why, "): ");
+      snprintf(err, errlen, "%s: auth.rule '%s': %s", cfg->auth.rule_where[i], cfg->auth.rules[i].name,
+               r ? r + 3 : why);
+      return -1;
+    }
+    amn_authz_policy_free(one);
+  }
+  if (cfg->auth.rule_count == 0) return 0;
+  return amn_authz_policy_new(out, cfg->auth.rules, cfg->auth.rule_count, err, errlen);
+}
+
+/* SIGHUP: the policy of the configuration file as it is now (the previous
+ * one stays when the file or a rule is wrong). */
+static void reload_policy(amn_server *srv, const char *path) {
+  amn_config nc;
+  char err[4600];
+  amn_config_init(&nc);
+  amn_authz_policy *p = NULL;
+  if (amn_config_load(&nc, path, err, sizeof err) != 0 || amn_config_apply_env(&nc, err, sizeof err) != 0 ||
+      build_policy(&nc, &p, err, sizeof err) != 0) {
+    say(AMN_LOG_ERROR, "SIGHUP: authorization policy not reloaded, keeping the previous one: %s", err);
+  } else {
+    size_t n = nc.auth.rule_count;
+    if (amn_server_set_authz_policy(srv, p) == 0)
+      say(AMN_LOG_INFO, "SIGHUP: authorization policy reloaded from %s (%zu rule%s)", path, n, n == 1 ? "" : "s");
+  }
+  amn_config_free(&nc);
+}
 
 static void die(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
 static void die(const char *fmt, ...) {
@@ -276,6 +314,8 @@ int main(int argc, char **argv) {
   }
 
   o.tls.allow_tls12 = f.allow_tls12 || cfg.tls.allow_tls12;
+  o.tls.crl_path = cfg.tls.crl_path; /* revocation: [tls] crl_path, crl_expired */
+  o.tls.crl_expired_warn = cfg.tls.crl_expired && strcmp(cfg.tls.crl_expired, "warn") == 0;
   if (o.tls.insecure && o.transport == AMN_TRANSPORT_BOTH) {
     o.transport = AMN_TRANSPORT_H2; /* "h3" alone stays an error (amn_server_new) */
     say(AMN_LOG_INFO, "insecure mode: HTTP/2 only (HTTP/3 needs TLS: QUIC always encrypts)");
@@ -328,8 +368,16 @@ int main(int argc, char **argv) {
 
   amn_server *srv = NULL;
   if (pki_pending) o.tls.insecure = true, o.transport = AMN_TRANSPORT_H2; /* the options alone */
-  if (amn_server_new(&srv, &o, err, sizeof err) != 0) die("%s", err);
+  if (amn_server_new(&srv, &o, err, sizeof err) != 0) {
+    char where[4200];
+    if (o.tls.crl_path && strstr(err, "CRL") && amn_config_where(&cfg, "tls.crl_path", where, sizeof where) == 0)
+      die("%s: tls.crl_path: %s", where, err);
+    die("%s", err);
+  }
   if (amn_server_use_echo(srv) != 0) die("cannot register the echo handlers");
+  amn_authz_policy *policy = NULL;
+  if (build_policy(&cfg, &policy, err, sizeof err) != 0) die("%s", err);
+  if (policy && amn_server_set_authz_policy(srv, policy) != 0) die("out of memory");
   if (f.check) {
     amn_server_free(srv);
     printf(PROG ": configuration %s%s is valid\n", f.config ? f.config : "(defaults, environment and flags)",
@@ -400,6 +448,7 @@ int main(int argc, char **argv) {
       continue;
     }
     if (sig != SIGHUP) break;
+    if (f.config) reload_policy(srv, f.config);
     if (o.tls.insecure) {
       say(AMN_LOG_WARN, "SIGHUP: nothing to reload in insecure mode");
     } else if (amn_server_reload_tls(srv, err, sizeof err) == 0) {

@@ -23,6 +23,7 @@ enum { C_EXEC = 1, C_STREAM = 2, C_HEALTH = 4, C_BENCH = 8, C_CERTS = 16, C_NET 
 typedef struct cli {
   /* global */
   const char *ca, *cert, *key, *pki_dir, *server_name, *config, *log_level;
+  const char *crl; /* --crl */
   const char *transport; /* --transport, NULL = config/default */
   bool insecure, idempotent;
   long long timeout_ms; /* -1 = not given */
@@ -33,8 +34,17 @@ typedef struct cli {
   /* command */
   int cmd;
   const char *cmd_name;
-  const char *data, *data_file, *signature, *service, *certs_dir, *mode;
-  bool hex, json, force, certs_init_seen;
+  const char *data, *data_file, *signature, *service, *mode;
+  bool hex, json, force;
+  const char *certs_sub;    /* certs: "init", "issue" or "revoke" */
+  const char *certs_arg;    /* init: DIR; issue: NAME; revoke: CERT.pem */
+  const char *spiffe[16];   /* certs issue --spiffe URI (repeatable) */
+  size_t spiffe_count;
+  const char *dns[16];      /* certs issue --dns NAME (repeatable) */
+  size_t dns_count;
+  const char *out_dir;      /* certs issue --out DIR */
+  long long next_update_s;  /* certs revoke --next-update */
+  bool next_update_given;
   long long connections, inflight, size;
   double duration, warmup;
   const char *seen_name[64]; /* options given, to check them against the command */

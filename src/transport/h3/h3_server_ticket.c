@@ -67,21 +67,7 @@ static void ticket_id_free(void *p) {
   free(t);
 }
 
-static bool peer_copy(amn_peer_store *dst, const amn_peer_store *src) {
-  size_t total = strlen(src->id.subject) + 1;
-  for (size_t i = 0; i < src->id.san_count; i++) total += strlen(src->id.sans[i]) + 1;
-  char *b = malloc(total);
-  if (!b) return false;
-  dst->id = src->id;
-  dst->blob = b;
-  dst->id.subject = strcpy(b, src->id.subject);
-  b += strlen(b) + 1;
-  for (size_t i = 0; i < src->id.san_count; i++) {
-    dst->id.sans[i] = strcpy(b, src->id.sans[i]);
-    b += strlen(b) + 1;
-  }
-  return true;
-}
+static bool peer_copy(amn_peer_store *dst, const amn_peer_store *src) { return amn_peer_store_copy(dst, src) == 0; }
 
 /* Earliest expiry of the peer's chain (the session's peers), or 0. */
 static time_t chain_not_after(gnutls_session_t s) {
