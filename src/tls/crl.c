@@ -143,6 +143,14 @@ static int read_file(const char *path, gnutls_datum_t *d, char *err, size_t errl
   return 0;
 }
 
+bool amn_crl_status_ok(unsigned vr) {
+  /* the dates are judged apart (amn_crl_set_expired): an old CRL is still a
+   * CRL of this CA */
+  const unsigned dates = GNUTLS_CERT_REVOCATION_DATA_SUPERSEDED | GNUTLS_CERT_REVOCATION_DATA_ISSUED_IN_FUTURE;
+  if (vr & ~(dates | GNUTLS_CERT_INVALID)) return false;
+  return !(vr & GNUTLS_CERT_INVALID) || (vr & dates);
+}
+
 /* Imports the CRLs of one file (PEM, one or more, else DER) into s. */
 static int load_file(amn_crl_set *s, const char *file, const gnutls_x509_crt_t *cas, unsigned ncas, char *err,
                      size_t errlen) {
@@ -166,8 +174,8 @@ static int load_file(amn_crl_set *s, const char *file, const gnutls_x509_crt_t *
   s->e = ne;
   for (unsigned i = 0; i < nl; i++) {
     unsigned vr = 0;
-    r = gnutls_x509_crl_verify(list[i], cas, ncas, 0, &vr);
-    if (r < 0 || vr != 0) {
+    r = gnutls_x509_crl_verify(list[i], cas, ncas, GNUTLS_VERIFY_DISABLE_TIME_CHECKS, &vr); /* dates: amn_crl_set_expired */
+    if (r < 0 || !amn_crl_status_ok(vr)) {
       gnutls_datum_t dn = {NULL, 0};
       gnutls_x509_crl_get_issuer_dn3(list[i], &dn, 0);
       rc = amn_set_err(err, errlen, AMN_ETLS, "CRL %u of %s (issuer '%s') is not signed by a CA of the CA bundle",

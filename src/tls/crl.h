@@ -22,6 +22,9 @@ typedef struct amn_crl_set amn_crl_set;
  * signature) / AMN_ENOMEM with the reason, naming the file, in err. */
 int amn_crl_set_load(amn_crl_set **out, const char *path, const gnutls_x509_crt_t *cas, unsigned ncas, char *err,
                      size_t errlen);
+/* Whether gnutls_x509_crl_verify's status `vr` says the CRL is signed by
+ * one of the CAs (its dates are not judged here). */
+bool amn_crl_status_ok(unsigned vr);
 void amn_crl_set_ref(amn_crl_set *s);
 void amn_crl_set_unref(amn_crl_set *s);
 
