@@ -64,7 +64,8 @@ static const char usage_text[] =
     "                         and /healthz; HOST defaults to 127.0.0.1 (off by default)\n"
     "  --max-message BYTES    largest message either way (suffix k/m allowed)\n"
     "  --help, --version\n"
-    "Signals: SIGINT/SIGTERM drain and stop; SIGHUP reloads the TLS certificate, key and CA;\n"
+    "Signals: SIGINT/SIGTERM drain and stop; SIGHUP reloads the TLS certificate, key, CA and\n"
+    "CRL, and the authorization policy ([[auth.rule]] of --config's file);\n"
     "SIGUSR1 / SIGUSR2 make the log one level more / less verbose.\n"
     "Exit status: 0 after a clean stop, 2 on a usage, configuration or start-up error;\n"
     "--check-config: 0 valid, 1 not.\n";
