@@ -219,8 +219,10 @@ AMN_API int amn_server_use_echo(amn_server *s);
 AMN_API int amn_server_start(amn_server *s, char *err, size_t errlen);
 
 /**
- * Reloads the certificate chain, key and CA bundle from the paths given at
- * amn_server_new (re-read from disk, checked as at start) and swaps them in
+ * Reloads the certificate chain, key, CA bundle and CRLs (tls.crl_path) from
+ * the paths given at amn_server_new (re-read from disk, checked as at start;
+ * the CRLs are also re-read by themselves when their files change, see
+ * amn_tls_opts.crl_path) and swaps them in
  * atomically: every handshake that starts afterwards uses the new
  * credentials; established connections are not touched. On failure (a
  * missing, unreadable or mismatched file, an expired certificate) the

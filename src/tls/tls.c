@@ -591,6 +591,11 @@ void amn_tls_send_alert(gnutls_session_t s, int rc) {
   else gnutls_alert_send_appropriate(s, rc);
 }
 
+int amn_tls_refusal_alert(gnutls_session_t s) {
+  tls_state *st = state_of(s);
+  return st && st->revoked ? GNUTLS_A_CERTIFICATE_REVOKED : GNUTLS_A_CERTIFICATE_UNKNOWN;
+}
+
 const char *amn_tls_last_error(gnutls_session_t s) {
   tls_state *st = state_of(s);
   return st && st->reason[0] ? st->reason : NULL;

@@ -115,6 +115,11 @@ const char *amn_tls_handshake_error(gnutls_session_t s, int gnutls_rc);
  * transports call it on a fatal handshake error. */
 void amn_tls_send_alert(gnutls_session_t s, int rc);
 
+/* The TLS alert for a peer our verify function refused on this session:
+ * certificate_revoked for a revoked certificate, else certificate_unknown
+ * (for a resumed session verified with amn_tls_verify_resumed). */
+int amn_tls_refusal_alert(gnutls_session_t s);
+
 /* Fills `out->id` from the peer certificate of a completed handshake:
  * subject (RFC 4514), its first CN and OU, DNS and IP subjectAltNames as
  * text and URI subjectAltNames apart (at most AMN_MAX_SANS of each, other

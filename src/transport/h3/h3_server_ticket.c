@@ -260,7 +260,7 @@ int amn_h3s_ticket_handshake_done(h3_sconn *sc) {
     if (amn_tls_verify_resumed(sc->b.tls) != 0 || amn_tls_peer_identity(sc->b.tls, &now) != 0) {
       const char *why = amn_tls_last_error(sc->b.tls);
       AMN_WARN("connection from %s refused: resumed session: %s", sc->addr, why ? why : "no client identity");
-      ngtcp2_ccerr_set_tls_alert(&sc->b.err, GNUTLS_A_CERTIFICATE_UNKNOWN, NULL, 0);
+      ngtcp2_ccerr_set_tls_alert(&sc->b.err, (uint8_t)amn_tls_refusal_alert(sc->b.tls), NULL, 0);
       return -1;
     }
     if (sc->have_peer && memcmp(now.id.sha256, sc->peer.id.sha256, 32) != 0) {
