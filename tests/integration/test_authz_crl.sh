@@ -206,5 +206,20 @@ for mode in refuse warn; do
   wait "$netd" 2>/dev/null || true
 done
 
+# --- --check-config: a bad rule and a bad CRL named with FILE:LINE (exit 1)
+printf '[tls]\ncrl_path = "pki/ca.pem"\n' >badcrl.toml
+set +e
+out=$("$bin/amaters-netd" --pki-dir pki --config badcrl.toml --check-config 2>&1); rc=$?
+set -e
+expect "--check-config: a file that is not a CRL" 1 "badcrl.toml:2: tls.crl_path: CRL file pki/ca.pem holds no PEM CRL"
+printf '[[auth.rule]]\nname = "pin"\naction = "allow"\nmethods = ["*"]\nfingerprints = ["abc"]\n' >badrule.toml
+set +e
+out=$("$bin/amaters-netd" --pki-dir pki --config badrule.toml --check-config 2>&1); rc=$?
+set -e
+expect "--check-config: a bad fingerprint" 1 "badrule.toml:1: auth.rule 'pin': fingerprints: \"abc\" is not a SHA-256 fingerprint"
+
+# the daemons (sanitizer builds) reported nothing
+if grep -l "Sanitizer" ./*.log 2>/dev/null; then bad "a sanitizer report in a daemon's log"; else ok "no sanitizer report"; fi
+
 echo "passed=$passed failed=$failed"
 [ "$failed" = 0 ]
