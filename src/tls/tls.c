@@ -591,6 +591,20 @@ void amn_tls_send_alert(gnutls_session_t s, int rc) {
   else gnutls_alert_send_appropriate(s, rc);
 }
 
+bool amn_tls_ctx_refuses_cert(amn_tls_ctx *ctx, const unsigned char *der, size_t len) {
+  if (!ctx || !ctx->crl_path) return false;
+  gnutls_x509_crt_t crt;
+  if (gnutls_x509_crt_init(&crt) < 0) return true;
+  gnutls_datum_t d = {(unsigned char *)der, (unsigned)len};
+  bool refuse = true;
+  if (gnutls_x509_crt_import(crt, &d, GNUTLS_X509_FMT_DER) >= 0) {
+    tls_state st = {.ctx = ctx};
+    refuse = !crl_check(&st, ctx, &crt, 1, ctx->role == AMN_TLS_SERVER ? "client" : "server");
+  }
+  gnutls_x509_crt_deinit(crt);
+  return refuse;
+}
+
 int amn_tls_refusal_alert(gnutls_session_t s) {
   tls_state *st = state_of(s);
   return st && st->revoked ? GNUTLS_A_CERTIFICATE_REVOKED : GNUTLS_A_CERTIFICATE_UNKNOWN;

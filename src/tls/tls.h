@@ -120,6 +120,13 @@ void amn_tls_send_alert(gnutls_session_t s, int rc);
  * (for a resumed session verified with amn_tls_verify_resumed). */
 int amn_tls_refusal_alert(gnutls_session_t s);
 
+/* Whether ctx's CRLs (crl_path; re-read first if the files changed) refuse
+ * the certificate `der` (DER): it is listed, or a CRL has expired and the
+ * setting is to refuse. false without crl_path. For an identity remembered
+ * from an earlier handshake (an HTTP/3 session ticket) before it is trusted
+ * again, e.g. for 0-RTT data. Thread-safe. */
+bool amn_tls_ctx_refuses_cert(amn_tls_ctx *ctx, const unsigned char *der, size_t len);
+
 /* Fills `out->id` from the peer certificate of a completed handshake:
  * subject (RFC 4514), its first CN and OU, DNS and IP subjectAltNames as
  * text and URI subjectAltNames apart (at most AMN_MAX_SANS of each, other
