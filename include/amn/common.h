@@ -170,8 +170,11 @@ typedef struct amn_peer_identity {
  *
  * Patterns: `*` matches any run of characters (also none, also "/" and
  * "."); every other character matches itself, case-sensitively except in
- * dns_sans (ASCII case-insensitive). Examples: "/amaters.v1.AmateRS/ *"
- * (without the space), "spiffe://amaters/client/ *", "*.clients.example".
+ * dns_sans (ASCII case-insensitive). Examples: "*.clients.example"; the
+ * method pattern "/amaters.v1.AmateRS/" and the SPIFFE ID pattern
+ * "spiffe://amaters/client/", each followed by a '*'. dns_sans patterns are
+ * matched against amn_peer_identity.sans, which holds the IP SANs as text
+ * too.
  * fingerprints are SHA-256 of the DER certificate in hex, upper or lower
  * case, with or without ':' between bytes (no wildcards).
  * All strings are borrowed: amn_authz_policy_new copies them.
