@@ -84,7 +84,7 @@ for i, line in enumerate(lines):
     m = re.match(r"\.SS \[([a-z]+)\]$", line)
     if m:
         section = m.group(1)
-    elif line.startswith(".SH"):
+    elif line.startswith(".SH") or line.startswith(".SS"):  # e.g. .SS [[auth.rule]]: keys of the rule tables
         section = None
     elif section and line == ".TP" and i + 1 < len(lines):
         m = re.match(r"\.B ([a-z0-9_]+)$", lines[i + 1])
@@ -95,6 +95,8 @@ for line in read("examples", "amaters-net.toml").splitlines():
     m = re.match(r"\[([a-z]+)\]$", line)
     if m:
         section = m.group(1)
+    if re.match(r"#? ?\[\[", line):  # [[auth.rule]]: keys of the rule tables, not of a section
+        section = None
     m = re.match(r"#? ?([a-z][a-z0-9_]*)\s*=", line)
     if m and section:
         example_keys.add((section, m.group(1)))

@@ -11,7 +11,8 @@
  * SIGHUP reloads the configuration (reload_config: the keys that can change
  * at run time are applied, the others are logged as needing a restart; a
  * file that does not parse, or TLS files that do not load, keep the running
- * configuration) and the certificate, key and CA files. Under systemd
+ * configuration) and the certificate, key, CA and CRL files, and the
+ * authorization policy ([[auth.rule]] of --config's file). Under systemd
  * (netd_sd.c) it notifies READY, RELOADING, STOPPING, STATUS and the
  * watchdog, and serves the sockets of socket activation. SIGUSR1 makes
  * the log one level more verbose (up to debug), SIGUSR2 one level quieter
@@ -77,7 +78,8 @@ static const char usage_text[] =
     "  --handler-arg STRING   a string given to the plug-in's init (its own settings)\n"
     "  --help, --version\n"
     "Signals: SIGINT/SIGTERM drain and stop; SIGHUP reloads the configuration file (the keys\n"
-    "that can change at run time; the others are logged as needing a restart) and the TLS files;\n"
+    "that can change at run time; the others are logged as needing a restart), the TLS and CRL\n"
+    "files and the authorization policy ([[auth.rule]]);\n"
     "SIGUSR1 / SIGUSR2 make the log one level more / less verbose.\n"
     "Exit status: 0 after a clean stop, 2 on a usage, configuration or start-up error;\n"
     "--check-config: 0 valid, 1 not.\n"
@@ -88,6 +90,25 @@ static const char usage_text[] =
 #define say(level, ...) amn_log_message((amn_log_level)(level), PROG, __VA_ARGS__)
 
 static bool g_checking; /* --check-config: a problem exits 1 */
+
+/* The [[auth.rule]] tables of cfg as a policy (*out NULL when there are
+ * none); an error names the rule's FILE:LINE. */
+static int build_policy(const amn_config *cfg, amn_authz_policy **out, char *err, size_t errlen) {
+  *out = NULL;
+  for (size_t i = 0; i < cfg->auth.rule_count; i++) { /* one at a time: the error names the rule's line */
+    amn_authz_policy *one = NULL;
+    char why[700];
+    if (amn_authz_policy_new(&one, &cfg->auth.rules[i], 1, why, sizeof why) != 0) {
+      const char *r = strstr(why, "): ");
+      snprintf(err, errlen, "%s: auth.rule '%s': %s", cfg->auth.rule_where[i], cfg->auth.rules[i].name,
+               r ? r + 3 : why);
+      return -1;
+    }
+    amn_authz_policy_free(one);
+  }
+  if (cfg->auth.rule_count == 0) return 0;
+  return amn_authz_policy_new(out, cfg->auth.rules, cfg->auth.rule_count, err, errlen);
+}
 
 static void die(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
 static void die(const char *fmt, ...) {
@@ -253,6 +274,8 @@ static const struct daemon_key {
     KEY("tls.key_path", K_STR, tls.key_path, true, "--key"),
     KEY("tls.ca_path", K_STR, tls.ca_path, true, "--ca"),
     KEY("tls.allow_tls12", K_BOOL, tls.allow_tls12, true, "--allow-tls12"),
+    KEY("tls.crl_path", K_STR, tls.crl_path, false, NULL), /* its files are re-read on SIGHUP and when they change */
+    KEY("tls.crl_expired", K_STR, tls.crl_expired, false, NULL),
     KEY("quic.max_concurrent_streams", K_INT, quic.max_concurrent_streams, false, NULL),
     KEY("quic.initial_window_size", K_INT, quic.initial_window_size, false, NULL),
     KEY("quic.retry_threshold", K_INT, quic.retry_threshold, true, NULL),
@@ -316,10 +339,9 @@ static bool flag_given(const flags *f, const char *flag) {
 
 /* Applies a new configuration `nc` to the running daemon: the one place a
  * reload changes anything. Nothing is applied unless everything can be: the
- * new settings are checked and the TLS files loaded first (what else must
- * load, a certificate revocation list or an authorization policy, belongs
- * in that first part too, before amn_server_update), then the settings
- * are swapped in, and every changed key is logged: applied, overridden by
+ * new settings are checked and the authorization policy built first, the
+ * TLS files (and the CRLs with them) load in amn_server_update, which
+ * applies all of its settings or none; then the policy is swapped in, and every changed key is logged: applied, overridden by
  * a flag, or needing a restart. Returns 0, or -1 with the reason in err
  * (the running configuration stays). */
 static int apply_config(daemon_state *d, const amn_config *nc, char *err, size_t errlen) {
@@ -340,8 +362,23 @@ static int apply_config(daemon_state *d, const amn_config *nc, char *err, size_t
     no.tls.key_path = nc->tls.key_path;
     no.tls.ca_path = nc->tls.ca_path;
   }
-  /* the server's settings and TLS files: all or nothing */
-  if (amn_server_update(d->srv, &no, err, errlen) != 0) return -1;
+  /* the authorization policy ([[auth.rule]]) builds before anything changes */
+  amn_authz_policy *policy = NULL;
+  if (build_policy(nc, &policy, err, errlen) != 0) {
+    say(AMN_LOG_ERROR, "SIGHUP: authorization policy not reloaded, keeping the previous one: %s", err);
+    return -1;
+  }
+  /* the server's settings and TLS files (the CRLs are read again with them): all or nothing */
+  if (amn_server_update(d->srv, &no, err, errlen) != 0) {
+    amn_authz_policy_free(policy);
+    return -1;
+  }
+  if (policy || d->cfg.auth.rule_count) {
+    size_t n = nc->auth.rule_count;
+    if (amn_server_set_authz_policy(d->srv, policy) == 0) /* NULL: the rules were removed */
+      say(AMN_LOG_INFO, "SIGHUP: authorization policy reloaded from %s (%zu rule%s)", d->f.config ? d->f.config : "the environment", n,
+          n == 1 ? "" : "s");
+  }
   amn_log_set_level((amn_log_level)lvl);
   amn_log_set_format(strcmp(fmt_s, "json") == 0 ? AMN_LOG_FORMAT_JSON : AMN_LOG_FORMAT_TEXT);
   for (size_t i = 0; i < sizeof daemon_keys / sizeof daemon_keys[0]; i++) {
@@ -477,6 +514,8 @@ int main(int argc, char **argv) {
       die("PKI directory path too long: %s", pki_dir);
   }
 
+  o.tls.crl_path = cfg.tls.crl_path; /* revocation: [tls] crl_path, crl_expired */
+  o.tls.crl_expired_warn = cfg.tls.crl_expired && strcmp(cfg.tls.crl_expired, "warn") == 0;
   if (o.tls.insecure && o.transport == AMN_TRANSPORT_BOTH) {
     o.transport = AMN_TRANSPORT_H2; /* "h3" alone stays an error (amn_server_new) */
     say(AMN_LOG_INFO, "insecure mode: HTTP/2 only (HTTP/3 needs TLS: QUIC always encrypts)");
@@ -551,11 +590,19 @@ int main(int argc, char **argv) {
 
   amn_server *srv = NULL;
   if (pki_pending) o.tls.insecure = true, o.transport = AMN_TRANSPORT_H2; /* the options alone */
-  if (amn_server_new(&srv, &o, err, sizeof err) != 0) die("%s", err);
+  if (amn_server_new(&srv, &o, err, sizeof err) != 0) {
+    char where[4200];
+    if (o.tls.crl_path && strstr(err, "CRL") && amn_config_where(&cfg, "tls.crl_path", where, sizeof where) == 0)
+      die("%s: tls.crl_path: %s", where, err);
+    die("%s", err);
+  }
   if (!f.check && netd_handler_init(&handler, srv, handler_arg, err, sizeof err) != 0) {
     amn_server_free(srv);
     die("%s", err);
   }
+  amn_authz_policy *policy = NULL;
+  if (build_policy(&cfg, &policy, err, sizeof err) != 0) die("%s", err);
+  if (policy && amn_server_set_authz_policy(srv, policy) != 0) die("out of memory");
   if (f.check) {
     amn_server_free(srv);
     printf(PROG ": configuration %s%s is valid\n", f.config ? f.config : "(defaults, environment and flags)",

@@ -157,7 +157,52 @@ typedef struct amn_peer_identity {
    *  the proxy forwarded no certificate, `verified` is false (no subject)
    *  and `via` is set: the proxy's identity is never the caller's. */
   const struct amn_peer_identity *via;
+  const char *uri_sans[AMN_MAX_SANS]; /**< URI subjectAltNames (e.g. SPIFFE IDs
+                                      "spiffe://amaters/client/a"), in certificate order */
+  size_t uri_san_count;
+  const char *cn;                /**< the subject's (first) commonName, "" when none */
+  const char *ou;                /**< the subject's (first) organizationalUnitName, "" when none */
 } amn_peer_identity;
+
+/* ------------------------------------------------------------------ */
+/* Authorization rules                                                */
+/* ------------------------------------------------------------------ */
+
+/**
+ * One rule of an authorization policy (amn_authz_policy_new in server.h;
+ * the `[[auth.rule]]` tables of the configuration file). A rule applies to
+ * a call when its method matches one of `methods` AND its verified client
+ * identity matches the rule's identity patterns: any one of uri_sans,
+ * dns_sans, cns, ous, fingerprints matching is enough; a rule with none of
+ * them applies to every client with a verified certificate.
+ *
+ * Patterns: `*` matches any run of characters (also none, also "/" and
+ * "."); every other character matches itself, case-sensitively except in
+ * dns_sans (ASCII case-insensitive). Examples: "*.clients.example"; the
+ * method pattern "/amaters.v1.AmateRS/" and the SPIFFE ID pattern
+ * "spiffe://amaters/client/", each followed by a '*'. dns_sans patterns are
+ * matched against amn_peer_identity.sans, which holds the IP SANs as text
+ * too.
+ * fingerprints are SHA-256 of the DER certificate in hex, upper or lower
+ * case, with or without ':' between bytes (no wildcards).
+ * All strings are borrowed: amn_authz_policy_new copies them.
+ */
+typedef struct amn_authz_rule {
+  const char *name;                /**< required: named in PERMISSION_DENIED and in logs */
+  bool allow;                      /**< true: the call runs; false: PERMISSION_DENIED */
+  const char *const *methods;      /**< at least one pattern of "/pkg.Service/Method" */
+  size_t method_count;
+  const char *const *uri_sans;     /**< URI SAN patterns (SPIFFE IDs) */
+  size_t uri_san_count;
+  const char *const *dns_sans;     /**< DNS SAN patterns */
+  size_t dns_san_count;
+  const char *const *cns;          /**< subject commonName patterns */
+  size_t cn_count;
+  const char *const *ous;          /**< subject organizationalUnitName patterns */
+  size_t ou_count;
+  const char *const *fingerprints; /**< SHA-256 fingerprints (hex) */
+  size_t fingerprint_count;
+} amn_authz_rule;
 
 /* ------------------------------------------------------------------ */
 /* TLS options                                                        */
@@ -171,6 +216,21 @@ typedef struct amn_tls_opts {
   const char *server_name; /**< client: name to verify instead of the URL host */
   bool allow_tls12;        /**< also accept TLS 1.2 (default: TLS 1.3 only) */
   bool insecure;           /**< plaintext (h2c); no TLS at all. Loudly logged. */
+  /** Certificate revocation lists: a CRL file (PEM, several CRLs allowed,
+   *  or DER) or a directory whose regular files are all CRLs; NULL = no
+   *  revocation check. Each CRL must be signed by a CA of ca_path. A peer
+   *  whose certificate (or an intermediate of its chain) is listed is
+   *  refused during the handshake with the TLS alert certificate_revoked,
+   *  and the refusal is logged with the certificate's serial and the CRL
+   *  file. The files are checked for changes (modification time, size) at
+   *  most once a second, when a handshake verifies a peer, and re-read
+   *  when they changed (a bad new CRL is logged and the previous ones stay
+   *  in use); amn_server_reload_tls re-reads them too. */
+  const char *crl_path;
+  /** A CRL whose next update is in the past: false (default) = refuse
+   *  every peer until a fresh CRL is installed (logged as an error), true
+   *  = only log a warning and keep using it. */
+  bool crl_expired_warn;
 } amn_tls_opts;
 
 /** Transport selection (HTTP/2 over TCP, HTTP/3 over QUIC, or both); used by

@@ -7,7 +7,8 @@
  *   [network] bind_address (string "host:port"), max_connections (int),
  *             idle_timeout_ms (int), keep_alive_interval_ms (int),
  *             handshake_timeout_ms (int), header_timeout_ms (int), stall_timeout_ms (int)
- *   [tls]     cert_path, key_path, ca_path (strings), allow_tls12 (bool)
+ *   [tls]     cert_path, key_path, ca_path (strings), allow_tls12 (bool),
+ *             crl_path (string: a CRL file or directory), crl_expired ("refuse"|"warn")
  *   [quic]    max_concurrent_streams (int), initial_window_size (int),
  *             retry_threshold (int), secret_path (string)
  *   [server]  transport ("h2"|"h3"|"both"), threads (int), log_level (string),
@@ -24,6 +25,12 @@
  *             dns_refresh_min_ms, dns_refresh_max_ms (ints)
  *   [admin]   bind_address (string "host:port"; the metrics listener, off by default)
  *   [log]     access (bool), format ("text"|"json")
+ *   [[auth.rule]]  the authorization policy, one table per rule in order
+ *             (first match wins): name (string, unique), action ("allow"|
+ *             "deny"), methods (array of patterns, required), and the
+ *             identity patterns uri_sans, dns_sans, cns, ous, fingerprints
+ *             (arrays of strings; see amn_authz_rule in common.h). No rule
+ *             tables: no policy.
  * Unknown sections or keys, wrong types and out-of-range values are errors
  * reported as "FILE:LINE: message naming the key".
  *
@@ -68,6 +75,9 @@ typedef struct amn_config {
   struct {
     char *cert_path, *key_path, *ca_path; /**< default NULL: dev PKI */
     bool allow_tls12;       /**< also accept TLS 1.2 (default false: TLS 1.3 only) */
+    char *crl_path;         /**< CRL file or directory (amn_tls_opts.crl_path); default NULL: none */
+    char *crl_expired;      /**< "refuse" (default) | "warn": what an expired CRL does
+                                 (amn_tls_opts.crl_expired_warn) */
   } tls;
   struct {
     int64_t max_concurrent_streams; /**< per connection, 1..1000000; default 1024 */
@@ -138,6 +148,12 @@ typedef struct amn_config {
     char *format;                   /**< "text"|"json" (one JSON object per line); default "text"
                                          (see amn_log_set_format) */
   } log;
+  struct {
+    amn_authz_rule *rules;  /**< the [[auth.rule]] tables in file order (strings owned by the
+                                 config; build a policy with amn_authz_policy_new); NULL: none */
+    size_t rule_count;
+    char **rule_where;      /**< "FILE:LINE" of each rule's table, for messages */
+  } auth;
   struct amn_config_origin *origin; /**< internal: where each key got its value (amn_config_where) */
 } amn_config;
 

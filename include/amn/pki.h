@@ -58,6 +58,35 @@ AMN_API bool amn_pki_exists(const char *dir);
  */
 AMN_API int amn_pki_paths(const char *dir, const char *role, amn_tls_opts *o, char *storage, size_t cap);
 
+/**
+ * Issues one more client certificate from the development CA of `dir`
+ * (ca.pem, ca-key.pem): subject CN=`name` (1-64 of A-Z a-z 0-9 . _ -),
+ * O=amaters-net development, extended key usage clientAuth, the URI
+ * subjectAltNames `uris` (e.g. SPIFFE IDs "spiffe://amaters/client/NAME")
+ * and DNS ones `dns` (both NULL-terminated lists, or NULL), a fresh ECDSA
+ * P-256 key, valid 825 days. Writes OUT/NAME.pem (0644) and
+ * OUT/NAME-key.pem (0600) with OUT = out_dir (created 0700 if needed), or
+ * `dir` when NULL; never overwrites an existing file (AMN_EIO). Returns 0,
+ * or AMN_EINVAL (a bad name, URI or DNS name) / AMN_EIO / AMN_ETLS with the
+ * reason. Not thread-safe for the same directory.
+ */
+AMN_API int amn_pki_issue_client(const char *dir, const char *name, const char *const *uris,
+                                 const char *const *dns, const char *out_dir, char *err, size_t errlen);
+
+/**
+ * Revokes the certificate in `cert_path` (PEM; it must be issued by the
+ * development CA of `dir`): writes DIR/crl.pem (0644, atomically: a
+ * running server or client using it as crl_path sees the change), signed by
+ * the CA, listing the serials DIR/crl.pem already listed plus this one, CRL
+ * number incremented, next update `next_update_s` seconds from now (may be
+ * zero or negative: a CRL already expired, for tests). *added (may be NULL)
+ * is false when the certificate was already listed (the CRL is re-issued
+ * anyway, with the new dates). Returns 0, or AMN_EINVAL / AMN_EIO / AMN_ETLS
+ * with the reason. Not thread-safe for the same directory.
+ */
+AMN_API int amn_pki_revoke(const char *dir, const char *cert_path, int64_t next_update_s, bool *added, char *err,
+                           size_t errlen);
+
 /** The file of an amn_tls_opts that amn_tls_check_files found wrong. */
 typedef enum amn_tls_file {
   AMN_TLS_FILE_NONE = 0,

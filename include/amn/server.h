@@ -279,8 +279,10 @@ AMN_API int amn_server_use_echo(amn_server *s);
 AMN_API int amn_server_start(amn_server *s, char *err, size_t errlen);
 
 /**
- * Reloads the certificate chain, key and CA bundle from the paths given at
- * amn_server_new (re-read from disk, checked as at start) and swaps them in
+ * Reloads the certificate chain, key, CA bundle and CRLs (tls.crl_path) from
+ * the paths given at amn_server_new (re-read from disk, checked as at start;
+ * the CRLs are also re-read by themselves when their files change, see
+ * amn_tls_opts.crl_path) and swaps them in
  * atomically: every handshake that starts afterwards uses the new
  * credentials; established connections are not touched. On failure (a
  * missing, unreadable or mismatched file, an expired certificate) the
@@ -316,6 +318,85 @@ AMN_API int amn_server_reload_tls(amn_server *s, char *err, size_t errlen);
  * from one thread).
  */
 AMN_API int amn_server_update(amn_server *s, const amn_server_opts *o, char *err, size_t errlen);
+/* ------------------------------------------------------------------ */
+/* Authorization                                                      */
+/* ------------------------------------------------------------------ */
+
+/**
+ * An authorization policy: an ordered list of rules (amn_authz_rule in
+ * common.h) deciding which client identities may call which methods. For a
+ * call, the first rule whose method patterns match the method and whose
+ * identity patterns match the client's verified certificate decides: allow
+ * or deny. When no rule matches, the call is denied ("no rule matched"). A
+ * client without a verified certificate (insecure mode) matches no rule.
+ * A policy is immutable once built and may be read from any thread.
+ */
+typedef struct amn_authz_policy amn_authz_policy;
+
+/**
+ * Builds a policy from `n` rules (copied: the caller keeps ownership of
+ * `rules` and its strings). Every rule needs a name (unique) and at least one
+ * method pattern; patterns must be non-empty, without control characters,
+ * at most 1024 bytes; methods start with '/' (or are "*"); fingerprints are
+ * 64 hex digits (':' separators allowed). At most 4096 rules of at most 1024
+ * patterns per list. n = 0 builds a policy that denies every call. Returns
+ * 0, AMN_EINVAL with "rule N ('name'): reason" in err, or AMN_ENOMEM.
+ */
+AMN_API int amn_authz_policy_new(amn_authz_policy **out, const amn_authz_rule *rules, size_t n, char *err,
+                                 size_t errlen);
+/** Frees a policy (NULL: no-op). Never free one a server still holds. */
+AMN_API void amn_authz_policy_free(amn_authz_policy *p);
+/** Number of rules of `p` (0 for NULL). */
+AMN_API size_t amn_authz_policy_rule_count(const amn_authz_policy *p);
+
+/**
+ * Evaluates the policy for a call of `method` by `peer`: true = allowed.
+ * *rule (may be NULL) gets the name of the deciding rule (owned by the
+ * policy), or NULL when no rule matched (then false). Pure: no I/O, no
+ * logging, no allocation; thread-safe. A NULL policy or method: false.
+ */
+AMN_API bool amn_authz_check(const amn_authz_policy *p, const char *method, const amn_peer_identity *peer,
+                             const char **rule);
+
+/**
+ * Installs `policy` on the server (which takes ownership of it), or removes
+ * the current one with NULL (then any client certificate the CA issued may
+ * call any method, the behaviour without a policy). May be called before or
+ * after amn_server_start, from any thread (e.g. on SIGHUP): calls whose
+ * headers complete afterwards are judged by the new policy, calls already
+ * running are not touched. The swap is atomic; calls read the policy
+ * without a lock; a replaced policy stays allocated until amn_server_free
+ * (a reader may still hold it). The policy is evaluated once per call on
+ * the call's loop thread, after the method was found and before its
+ * handler runs, with amn_call_peer's identity. A denied call ends with
+ * PERMISSION_DENIED "denied by rule 'NAME'" or "no rule matched", logged at
+ * info level ("call M from ADDR (peer SUBJECT) denied: ..."), and counted
+ * in the metrics as any call that ended with that status. Returns 0, or
+ * AMN_EINVAL (s NULL; the policy is then freed), AMN_ENOMEM (the policy is
+ * freed, the previous one stays).
+ */
+AMN_API int amn_server_set_authz_policy(amn_server *s, amn_authz_policy *policy);
+
+/**
+ * The application's authorization decision for a call, asked after the
+ * policy (if any) allowed it and before the handler runs, on the call's
+ * loop thread: it must not block, and must not finish the call. The call's
+ * method, peer (amn_call_peer), address and metadata may be read. Return
+ * AMN_STATUS_OK to let the call run, or another status (typically
+ * AMN_STATUS_PERMISSION_DENIED) to end it with that status and `msg` (a
+ * NUL-terminated message of at most `msglen` bytes written by the callback;
+ * left empty: "denied by the application"); the refusal is logged at info
+ * level.
+ */
+typedef amn_status_code (*amn_authorize_fn)(const amn_call *call, char *msg, size_t msglen, void *ud);
+
+/**
+ * Sets (or with fn NULL removes) the application's authorization callback.
+ * Must be called before amn_server_start (AMN_ESTATE afterwards);
+ * AMN_EINVAL if s is NULL. `ud` is passed to every invocation; the
+ * application keeps it alive until amn_server_free.
+ */
+AMN_API int amn_server_set_authorize(amn_server *s, amn_authorize_fn fn, void *ud);
 
 /** A server's counters, both transports (amn_server_get_stats). Totals
  *  count since amn_server_start; "now" values are a snapshot. */

@@ -227,6 +227,8 @@ int amn_client_new(amn_client **out, const amn_client_opts *opts, char *err, siz
   cl->o.tls.cert_path = cl->cert_s;
   cl->o.tls.key_path = cl->key_s;
   cl->o.tls.ca_path = cl->ca_s;
+  cl->crl_s = dup_or_null(opts->tls.crl_path);
+  cl->o.tls.crl_path = cl->crl_s;
   cl->o.tls.server_name = cl->sni_s;
   if (cl->tls_on && opts->tls.insecure) {
     amn_client_free(cl);
@@ -368,6 +370,7 @@ void amn_client_free(amn_client *cl) {
   free(cl->cert_s);
   free(cl->key_s);
   free(cl->ca_s);
+  free(cl->crl_s);
   free(cl->sni_s);
   free(cl->dns_s);
   free(cl);

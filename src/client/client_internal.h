@@ -87,7 +87,7 @@ struct amn_client_call {
 
 struct amn_client {
   amn_client_opts o;
-  char *url_s, *cert_s, *key_s, *ca_s, *sni_s, *dns_s;
+  char *url_s, *cert_s, *key_s, *ca_s, *sni_s, *dns_s, *crl_s;
   char host[256];
   char authority[300];
   uint16_t port;

@@ -778,6 +778,39 @@ static bool queue_text_body(amn_call *c, int http_status, const char *why) {
   return true;
 }
 
+/* The server's policy, then the application's callback, on the call's
+ * identity; a refusal ends the call (logged) and returns false. */
+static bool authorized(amn_call *c) {
+  amn_server *s = c->sl->srv;
+  amn_authz_policy *p = atomic_load_explicit(&s->authz, memory_order_acquire);
+  char msg[300];
+  amn_status_code code = AMN_STATUS_OK;
+  if (p) {
+    const char *rule = NULL;
+    if (!amn_authz_check(p, c->method, amn_call_peer(c), &rule)) {
+      code = AMN_STATUS_PERMISSION_DENIED;
+      if (rule) snprintf(msg, sizeof msg, "denied by rule '%.200s'", rule);
+      else snprintf(msg, sizeof msg, "no rule matched");
+    }
+  }
+  if (code == AMN_STATUS_OK && s->authorize_fn) {
+    msg[0] = '\0';
+    code = s->authorize_fn(c, msg, sizeof msg, s->authorize_ud);
+    if ((int)code < 0 || (int)code > AMN_STATUS_UNAUTHENTICATED) {
+      snprintf(msg, sizeof msg, "authorization callback returned an invalid status %d", (int)code);
+      code = AMN_STATUS_INTERNAL;
+    }
+    if (code != AMN_STATUS_OK && !msg[0]) snprintf(msg, sizeof msg, "denied by the application");
+    msg[sizeof msg - 1] = '\0';
+  }
+  if (code == AMN_STATUS_OK) return true;
+  const amn_peer_identity *id = amn_call_peer(c);
+  AMN_INFO("call %s from %s (peer %s) denied: %s", c->method, amn_call_peer_addr(c),
+           id->verified && id->subject ? id->subject : "-", msg);
+  amn_call_fail(c, code, msg);
+  return false;
+}
+
 void amn_call_on_headers_done(amn_call *c) {
   amn_dlist_remove(&c->sl->hdr_phase, &c->hdr_link);
   amn_rpc_verdict v = amn_rpc_req_finish(&c->req);
@@ -812,6 +845,7 @@ void amn_call_on_headers_done(amn_call *c) {
     amn_call_fail(c, AMN_STATUS_UNIMPLEMENTED, msg);
     return;
   }
+  if (!authorized(c)) return;
   c->h = h;
   if (c->req.timeout_ns >= 0) {
     c->deadline_ns = amn_deadline_after(now_ns(c), c->req.timeout_ns);

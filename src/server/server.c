@@ -103,6 +103,8 @@ int amn_server_new(amn_server **out, const amn_server_opts *opts, char *err, siz
   s->o.tls.cert_path = s->cert_s;
   s->o.tls.key_path = s->key_s;
   s->o.tls.ca_path = s->ca_s;
+  s->crl_s = dup_or_null(o.tls.crl_path);
+  s->o.tls.crl_path = s->crl_s;
   s->o.tls.server_name = NULL;
   if (o.quic_secret) { /* [h3] */
     memcpy(s->bc.quic_secret, o.quic_secret, sizeof s->bc.quic_secret);
@@ -560,6 +562,36 @@ void amn_server_h3_rotate_ticket_key(amn_server *s) {
 }
 #endif
 
+int amn_server_set_authz_policy(amn_server *s, amn_authz_policy *policy) {
+  if (!s) {
+    amn_authz_policy_free(policy);
+    return AMN_EINVAL;
+  }
+  pthread_mutex_lock(&s->tls_lock); /* serialises the swaps, as for TLS reloads */
+  amn_authz_policy **r = realloc(s->authz_retired, (s->nauthz_retired + 1) * sizeof *r);
+  if (!r) {
+    pthread_mutex_unlock(&s->tls_lock);
+    amn_authz_policy_free(policy);
+    return AMN_ENOMEM;
+  }
+  s->authz_retired = r;
+  amn_authz_policy *old = atomic_exchange(&s->authz, policy);
+  if (old) r[s->nauthz_retired++] = old;
+  pthread_mutex_unlock(&s->tls_lock);
+  if (policy) AMN_INFO("authorization policy installed: %zu rule%s", amn_authz_policy_rule_count(policy),
+                       amn_authz_policy_rule_count(policy) == 1 ? "" : "s");
+  else AMN_INFO("authorization policy removed: any client certificate of the CA may call any method");
+  return 0;
+}
+
+int amn_server_set_authorize(amn_server *s, amn_authorize_fn fn, void *ud) {
+  if (!s) return AMN_EINVAL;
+  if (s->started) return AMN_ESTATE;
+  s->authorize_fn = fn;
+  s->authorize_ud = ud;
+  return 0;
+}
+
 /* A new TLS context from `tls` swapped in (tls_lock held): the paths and
  * allow_tls12 become the server's. */
 static int tls_swap(amn_server *s, const amn_tls_opts *tls, char *why, size_t whylen) {
@@ -697,6 +729,9 @@ void amn_server_free(amn_server *s) {
   if (s->tls) amn_tls_ctx_unref(s->tls);
   for (size_t i = 0; i < s->ntls_retired; i++) amn_tls_ctx_unref(s->tls_retired[i]);
   free(s->tls_retired);
+  amn_authz_policy_free(atomic_load(&s->authz));
+  for (size_t i = 0; i < s->nauthz_retired; i++) amn_authz_policy_free(s->authz_retired[i]);
+  free(s->authz_retired);
   pthread_mutex_destroy(&s->tls_lock);
   amn_health_free(s);
   amn_reflection_free(s);
@@ -705,6 +740,7 @@ void amn_server_free(amn_server *s) {
   free(s->cert_s);
   free(s->key_s);
   free(s->ca_s);
+  free(s->crl_s);
   pthread_mutex_destroy(&s->stop_lock);
   pthread_cond_destroy(&s->stop_cond);
   explicit_bzero(s->bc.quic_secret, sizeof s->bc.quic_secret);

@@ -151,12 +151,17 @@ struct amn_srv_loop {
 struct amn_server {
   amn_server_opts o;
   char *listen_s;
-  char *cert_s, *key_s, *ca_s;
+  char *cert_s, *key_s, *ca_s, *crl_s;
   amn_tls_ctx *_Atomic tls;         /* current credentials (amn_server_reload_tls swaps it) */
   const char *const *alpn;          /* protocols of the TLS context (for reloads) */
   pthread_mutex_t tls_lock;         /* serialises reloads */
   amn_tls_ctx **tls_retired;        /* replaced contexts, kept until free (a reader may hold one) */
   size_t ntls_retired;
+  amn_authz_policy *_Atomic authz;  /* current policy, NULL = none (amn_server_set_authz_policy) */
+  amn_authz_policy **authz_retired; /* replaced policies, kept until free (a call may be reading one) */
+  size_t nauthz_retired;
+  amn_authorize_fn authorize_fn;    /* the application's callback (amn_server_set_authorize) */
+  void *authorize_ud;
   amn_st_config bc;                 /* what the transport bindings see: settings, shared counters */
   /* The server core's settings that amn_server_update may change while the
    * loops run (the others are in bc): relaxed atomic loads where a call

@@ -175,15 +175,6 @@ static bool file_exists(const char *path) { return access(path, F_OK) == 0; }
 /* Certificates                                                       */
 /* ------------------------------------------------------------------ */
 
-/* Common tail of GnuTLS error handling: format and return AMN_ETLS. */
-#define GT(call, what)                                                                     \
-  do {                                                                                     \
-    int gt_rc_ = (call);                                                                   \
-    if (gt_rc_ < 0) {                                                                      \
-      rc = amn_set_err(err, errlen, AMN_ETLS, "%s: %s", (what), gnutls_strerror(gt_rc_)); \
-      goto out;                                                                            \
-    }                                                                                      \
-  } while (0)
 
 static int write_key(gnutls_x509_privkey_t key, const char *path, char *err, size_t errlen) {
   gnutls_datum_t d = {NULL, 0};
@@ -217,6 +208,9 @@ static int fill_crt(gnutls_x509_crt_t crt, gnutls_x509_privkey_t key, const amn_
   GT(gnutls_x509_crt_set_expiration_time(crt, sp->not_after), "set notAfter");
   GT(gnutls_x509_crt_set_dn_by_oid(crt, GNUTLS_OID_X520_ORGANIZATION_NAME, 0, PKI_ORG, strlen(PKI_ORG)),
      "set subject O");
+  if (sp->ou)
+    GT(gnutls_x509_crt_set_dn_by_oid(crt, GNUTLS_OID_X520_ORGANIZATIONAL_UNIT_NAME, 0, sp->ou, strlen(sp->ou)),
+       "set subject OU");
   GT(gnutls_x509_crt_set_dn_by_oid(crt, GNUTLS_OID_X520_COMMON_NAME, 0, sp->cn, strlen(sp->cn)), "set subject CN");
   GT(gnutls_x509_crt_set_key(crt, key), "set public key");
   GT(gnutls_x509_crt_set_basic_constraints(crt, sp->is_ca ? 1 : 0, sp->is_ca ? 0 : -1), "set basicConstraints");
@@ -234,6 +228,9 @@ static int fill_crt(gnutls_x509_crt_t crt, gnutls_x509_privkey_t key, const amn_
     if (!alen) return amn_set_err(err, errlen, AMN_EINVAL, "not an IP address: '%s'", *ip);
     GT(gnutls_x509_crt_set_subject_alt_name(crt, GNUTLS_SAN_IPADDRESS, a, alen, GNUTLS_FSAN_APPEND), "set IP SAN");
   }
+  for (const char *const *u = sp->uris; u && *u; u++)
+    GT(gnutls_x509_crt_set_subject_alt_name(crt, GNUTLS_SAN_URI, *u, (unsigned)strlen(*u), GNUTLS_FSAN_APPEND),
+       "set URI SAN");
   unsigned char kid[64];
   size_t kidlen = sizeof kid;
   GT(gnutls_x509_crt_get_key_id(crt, GNUTLS_KEYID_USE_SHA1, kid, &kidlen), "compute key id");
@@ -268,7 +265,7 @@ out:
   return rc;
 }
 
-static int load_ca(const char *cert_path, const char *key_path, gnutls_x509_crt_t *crt, gnutls_x509_privkey_t *key,
+int amn_pki_load_ca(const char *cert_path, const char *key_path, gnutls_x509_crt_t *crt, gnutls_x509_privkey_t *key,
                    char *err, size_t errlen) {
   gnutls_datum_t d = {NULL, 0};
   int rc = 0;
@@ -341,7 +338,7 @@ int amn_pki_issue_test_cert(const char *ca_cert_path, const char *ca_key_path, c
     return amn_set_err(err, errlen, AMN_EINVAL, "issue certificate: missing argument");
   gnutls_x509_crt_t ca;
   gnutls_x509_privkey_t ca_key;
-  int rc = load_ca(ca_cert_path, ca_key_path, &ca, &ca_key, err, errlen);
+  int rc = amn_pki_load_ca(ca_cert_path, ca_key_path, &ca, &ca_key, err, errlen);
   if (rc) return rc;
   rc = issue(ca, ca_key, spec, cert_path, key_path, err, errlen);
   gnutls_x509_crt_deinit(ca);
@@ -447,7 +444,7 @@ int amn_pki_init_names(const char *dir, bool force, const char *const *names, si
 
   gnutls_x509_crt_t ca;
   gnutls_x509_privkey_t ca_key;
-  if ((rc = load_ca(path[0], path[1], &ca, &ca_key, err, errlen))) return rc;
+  if ((rc = amn_pki_load_ca(path[0], path[1], &ca, &ca_key, err, errlen))) return rc;
   if (!have[2]) {
     amn_pki_cert_spec sp = {.cn = "localhost", .dns = dns, .ips = ips, .eku = AMN_PKI_EKU_SERVER,
                             .not_before = nb, .not_after = na};
@@ -463,6 +460,45 @@ int amn_pki_init_names(const char *dir, bool force, const char *const *names, si
   gnutls_x509_crt_deinit(ca);
   gnutls_x509_privkey_deinit(ca_key);
   return rc;
+}
+
+static bool valid_leaf_name(const char *n) {
+  if (!n || !*n || n[0] == '.' || strlen(n) > 64) return false;
+  for (const char *p = n; *p; p++)
+    if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') || *p == '-' ||
+          *p == '_' || *p == '.'))
+      return false;
+  return true;
+}
+
+int amn_pki_issue_client(const char *dir, const char *name, const char *const *uris, const char *const *dns,
+                         const char *out_dir, char *err, size_t errlen) {
+  if (!dir || !valid_leaf_name(name))
+    return amn_set_err(err, errlen, AMN_EINVAL, "certificate name '%s': use 1-64 of A-Z a-z 0-9 . _ - (not starting with '.')",
+                       name ? name : "");
+  for (const char *const *u = uris; u && *u; u++)
+    if (!**u || !strstr(*u, ":") || strpbrk(*u, " \t\r\n"))
+      return amn_set_err(err, errlen, AMN_EINVAL, "not a URI: '%s' (e.g. spiffe://amaters/client/%s)", *u, name);
+  for (const char *const *d = dns; d && *d; d++)
+    if (!**d || strpbrk(*d, " \t\r\n/:"))
+      return amn_set_err(err, errlen, AMN_EINVAL, "not a DNS name: '%s'", *d);
+  if (!out_dir) out_dir = dir;
+  int rc = mkdir_p(out_dir, err, errlen);
+  if (rc) return rc;
+  char ca[PATH_MAX], cak[PATH_MAX], crt[PATH_MAX], key[PATH_MAX];
+  if (snprintf(ca, sizeof ca, "%s/ca.pem", dir) >= (int)sizeof ca ||
+      snprintf(cak, sizeof cak, "%s/ca-key.pem", dir) >= (int)sizeof cak ||
+      snprintf(crt, sizeof crt, "%s/%s.pem", out_dir, name) >= (int)sizeof crt ||
+      snprintf(key, sizeof key, "%s/%s-key.pem", out_dir, name) >= (int)sizeof key)
+    return amn_set_err(err, errlen, AMN_EINVAL, "path too long");
+  if (!file_exists(ca) || !file_exists(cak))
+    return amn_set_err(err, errlen, AMN_EIO, "no development CA in %s (create it with amn_pki_init)", dir);
+  if (file_exists(crt) || file_exists(key))
+    return amn_set_err(err, errlen, AMN_EIO, "%s or its key already exists: choose another name", crt);
+  time_t now = time(NULL);
+  amn_pki_cert_spec sp = {.cn = name, .dns = dns, .uris = uris, .eku = AMN_PKI_EKU_CLIENT,
+                          .not_before = now - PKI_BACKDATE, .not_after = now + (time_t)PKI_DAYS * 86400};
+  return amn_pki_issue_test_cert(ca, cak, &sp, crt, key, err, errlen);
 }
 
 int amn_pki_paths(const char *dir, const char *role, amn_tls_opts *o, char *storage, size_t cap) {

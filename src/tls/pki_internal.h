@@ -14,6 +14,8 @@
 #include <sys/types.h>
 #include <time.h>
 
+#include <gnutls/x509.h>
+
 #define AMN_PKI_EKU_SERVER 1u /* id-kp-serverAuth */
 #define AMN_PKI_EKU_CLIENT 2u /* id-kp-clientAuth */
 
@@ -26,6 +28,8 @@ typedef struct amn_pki_cert_spec {
   time_t not_before;        /* validity window (UTC seconds) */
   time_t not_after;
   bool is_ca;               /* CA:TRUE + keyCertSign/cRLSign (an intermediate) instead of a leaf */
+  const char *const *uris;  /* NULL-terminated URI SANs (SPIFFE IDs), or NULL */
+  const char *ou;           /* subject organizationalUnitName, or NULL */
 } amn_pki_cert_spec;
 
 /* Creates a self-signed CA (basicConstraints CA:TRUE critical, keyUsage
@@ -43,6 +47,31 @@ int amn_pki_make_ca(const char *cert_path, const char *key_path, const char *cn,
  * AMN_EINVAL with a reason. */
 int amn_pki_issue_test_cert(const char *ca_cert_path, const char *ca_key_path, const amn_pki_cert_spec *spec,
                             const char *cert_path, const char *key_path, char *err, size_t errlen);
+
+/* Loads a CA certificate and its key (the certificate must be a CA).
+ * Returns 0 or AMN_EIO/AMN_ETLS with a reason; nothing to free on error. */
+int amn_pki_load_ca(const char *cert_path, const char *key_path, gnutls_x509_crt_t *crt, gnutls_x509_privkey_t *key,
+                    char *err, size_t errlen);
+
+/* Writes the CRL of the CA in ca_cert_path/ca_key_path to crl_path: the
+ * serials already listed in crl_path (when it exists), plus `crt`'s when not
+ * NULL, thisUpdate = this_update, nextUpdate = next_update, CRL number one
+ * more than the previous one. *added = false when crt was already listed.
+ * crt must be issued by that CA. Returns 0 or AMN_EIO/AMN_ETLS/AMN_EINVAL. */
+int amn_pki_write_crl(const char *ca_cert_path, const char *ca_key_path, const char *crl_path,
+                      const char *revoke_cert_path, time_t this_update, time_t next_update, bool *added, char *err,
+                      size_t errlen);
+
+/* In the PKI files: a GnuTLS call whose failure sets rc (AMN_ETLS, "what:
+ * reason" in err/errlen) and jumps to the function's `out` label. */
+#define GT(call, what)                                                                     \
+  do {                                                                                     \
+    int gt_rc_ = (call);                                                                   \
+    if (gt_rc_ < 0) {                                                                      \
+      rc = amn_set_err(err, errlen, AMN_ETLS, "%s: %s", (what), gnutls_strerror(gt_rc_)); \
+      goto out;                                                                            \
+    }                                                                                      \
+  } while (0)
 
 /* Writes `len` bytes to `path` atomically with exactly `mode` (a temporary
  * file in the same directory, created 0600 with O_EXCL, fchmod, fsync,

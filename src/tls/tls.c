@@ -8,6 +8,8 @@
 #include <gnutls/crypto.h>
 #include <gnutls/x509.h>
 #include <limits.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -16,6 +18,7 @@
 #include <time.h>
 
 #include "amn/pki.h"
+#include "tls/crl.h"
 #include "util/log.h"
 
 #define MAX_ALPN 8    /* GnuTLS' own limit */
@@ -32,6 +35,16 @@ struct amn_tls_ctx {
   unsigned nalpn;
   char alpn_text[128];            /* "h2, h3" for messages */
   char *server_name;              /* client: name to verify instead of the host */
+  /* revocation (crl_path): the CRLs now in use, swapped under crl_lock when
+   * the files change; the CA certificates that must have signed them */
+  char *crl_path;
+  bool crl_warn;                  /* an expired CRL: warn only (else refuse) */
+  gnutls_x509_crt_t *cas;
+  unsigned ncas;
+  pthread_mutex_t crl_lock;
+  amn_crl_set *crls;
+  uint64_t crl_bad_stamp;         /* files that failed to load (not retried until they change) */
+  _Atomic int64_t crl_next_check; /* CLOCK_MONOTONIC ns: no stat of the files before */
 };
 
 /* Per-session state: private data of the session-local extension
@@ -40,7 +53,8 @@ typedef struct tls_state {
   amn_tls_ctx *ctx;  /* reference held */
   char *name;        /* client: normalized name to verify */
   bool verified;     /* our verify function accepted the peer */
-  char reason[256];  /* last failure reason, "" if none */
+  bool revoked;      /* refused for a revoked certificate (the alert to send) */
+  char reason[320];  /* last failure reason, "" if none */
 } tls_state;
 
 static void state_free(gnutls_ext_priv_data_t p) {
@@ -68,6 +82,126 @@ static void fmt_time(time_t t, char *buf, size_t n) {
 }
 
 static int gnutls_to_amn(int r) { return r == GNUTLS_E_FILE_ERROR ? AMN_EIO : AMN_ETLS; }
+
+/* ------------------------------------------------------------------ */
+/* Revocation lists                                                   */
+/* ------------------------------------------------------------------ */
+
+static int64_t mono_ns(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+/* Logs an expired CRL once per set: an error when it refuses every peer. */
+static void crl_report_expiry(amn_tls_ctx *c, amn_crl_set *set) {
+  time_t next = 0;
+  const char *file = amn_crl_set_expired(set, time(NULL), &next);
+  if (!file || !amn_crl_set_first_expiry_report(set)) return;
+  char tbuf[32];
+  fmt_time(next, tbuf, sizeof tbuf);
+  if (c->crl_warn)
+    AMN_WARN("CRL %s has expired (next update %s); still using it (tls.crl_expired = \"warn\")", file, tbuf);
+  else
+    AMN_ERROR("CRL %s has expired (next update %s): every peer certificate is refused until a fresh CRL is "
+              "installed (tls.crl_expired = \"refuse\")", file, tbuf);
+}
+
+static void crl_log_loaded(amn_tls_ctx *c, amn_crl_set *set, const char *what) {
+  unsigned revoked = 0, n = amn_crl_set_count(set, &revoked);
+  AMN_INFO("CRL %s from %s: %u CRL%s, %u revoked certificate%s", what, c->crl_path, n, n == 1 ? "" : "s", revoked,
+           revoked == 1 ? "" : "s");
+  crl_report_expiry(c, set);
+}
+
+static int crl_setup(amn_tls_ctx *c, const amn_tls_opts *opts, char *err, size_t errlen) {
+  if (!(c->crl_path = strdup(opts->crl_path))) return amn_set_err(err, errlen, AMN_ENOMEM, "out of memory");
+  gnutls_datum_t d = {NULL, 0};
+  int r = gnutls_load_file(opts->ca_path, &d);
+  if (r >= 0) r = gnutls_x509_crt_list_import2(&c->cas, &c->ncas, &d, GNUTLS_X509_FMT_PEM, 0);
+  gnutls_free(d.data);
+  if (r < 0) return amn_set_err(err, errlen, AMN_ETLS, "CA bundle %s: %s", opts->ca_path, gnutls_strerror(r));
+  int rc = amn_crl_set_load(&c->crls, c->crl_path, c->cas, c->ncas, err, errlen);
+  if (rc) return rc;
+  atomic_store(&c->crl_next_check, mono_ns() + 1000000000);
+  crl_log_loaded(c, c->crls, "loaded");
+  return 0;
+}
+
+/* The CRLs to check a peer against (a reference), re-read first when the
+ * files changed; at most one stat of them a second per context. */
+static amn_crl_set *crl_current(amn_tls_ctx *c) {
+  int64_t now = mono_ns(), next = atomic_load(&c->crl_next_check);
+  if (now >= next && atomic_compare_exchange_strong(&c->crl_next_check, &next, now + 1000000000)) {
+    uint64_t stamp = amn_crl_stamp(c->crl_path);
+    pthread_mutex_lock(&c->crl_lock);
+    bool changed = stamp != amn_crl_set_stamp(c->crls) && stamp != c->crl_bad_stamp;
+    pthread_mutex_unlock(&c->crl_lock);
+    if (changed) {
+      char why[512];
+      amn_crl_set *fresh = NULL;
+      if (amn_crl_set_load(&fresh, c->crl_path, c->cas, c->ncas, why, sizeof why) != 0) {
+        AMN_WARN("CRL %s changed but cannot be used, keeping the previous CRLs: %s", c->crl_path, why);
+        pthread_mutex_lock(&c->crl_lock);
+        c->crl_bad_stamp = stamp;
+        pthread_mutex_unlock(&c->crl_lock);
+      } else {
+        crl_log_loaded(c, fresh, "reloaded (file changed)");
+        pthread_mutex_lock(&c->crl_lock);
+        amn_crl_set *old = c->crls;
+        c->crls = fresh;
+        pthread_mutex_unlock(&c->crl_lock);
+        amn_crl_set_unref(old);
+      }
+    }
+  }
+  pthread_mutex_lock(&c->crl_lock);
+  amn_crl_set *set = c->crls;
+  amn_crl_set_ref(set);
+  pthread_mutex_unlock(&c->crl_lock);
+  return set;
+}
+
+static void serial_hex(gnutls_x509_crt_t crt, char *out, size_t cap) {
+  unsigned char ser[64];
+  size_t sz = sizeof ser;
+  out[0] = '\0';
+  if (gnutls_x509_crt_get_serial(crt, ser, &sz) < 0) {
+    snprintf(out, cap, "?");
+    return;
+  }
+  for (size_t i = 0; i < sz && 2 * i + 3 <= cap; i++) snprintf(out + 2 * i, 3, "%02x", ser[i]);
+}
+
+/* Refuses (false, reason in st) a chain listed in the CRLs, or any chain
+ * while a CRL has expired and the setting is to refuse. */
+static bool crl_check(tls_state *st, amn_tls_ctx *c, gnutls_x509_crt_t *crts, unsigned ncrt, const char *peer) {
+  amn_crl_set *set = crl_current(c);
+  bool ok = true;
+  time_t next = 0;
+  const char *file = amn_crl_set_expired(set, time(NULL), &next);
+  if (file) {
+    crl_report_expiry(c, set);
+    if (!c->crl_warn) {
+      char tbuf[32];
+      fmt_time(next, tbuf, sizeof tbuf);
+      snprintf(st->reason, sizeof st->reason, "%s certificate refused: CRL %s has expired (next update %s)", peer,
+               file, tbuf);
+      ok = false;
+    }
+  }
+  for (unsigned i = 0; ok && i < ncrt; i++) {
+    if (!(file = amn_crl_set_revoked(set, crts[i]))) continue;
+    char ser[130];
+    serial_hex(crts[i], ser, sizeof ser);
+    snprintf(st->reason, sizeof st->reason, "%s %scertificate revoked (serial %s, listed in CRL %s)", peer,
+             i ? "chain " : "", ser, file);
+    st->revoked = true;
+    ok = false;
+  }
+  amn_crl_set_unref(set);
+  return ok;
+}
 
 int amn_tls_ctx_new(amn_tls_ctx **out, amn_tls_role role, const amn_tls_opts *opts, const char *const *alpn,
                     char *err, size_t errlen) {
@@ -100,6 +234,7 @@ int amn_tls_ctx_new(amn_tls_ctx **out, amn_tls_role role, const amn_tls_opts *op
   if (!c) return amn_set_err(err, errlen, AMN_ENOMEM, "out of memory");
   c->refs = 1;
   c->role = role;
+  pthread_mutex_init(&c->crl_lock, NULL);
   int rc = 0, r;
   gnutls_x509_crt_t own = NULL;
 
@@ -179,6 +314,8 @@ trust:
     rc = amn_set_err(err, errlen, AMN_ETLS, "TLS priorities: %s (at '%s')", gnutls_strerror(r), epos ? epos : "");
     goto fail;
   }
+  c->crl_warn = opts->crl_expired_warn;
+  if (opts->crl_path && *opts->crl_path && (rc = crl_setup(c, opts, err, errlen)) != 0) goto fail;
   gnutls_x509_crt_deinit(own);
   *out = c;
   return 0;
@@ -200,6 +337,13 @@ void amn_tls_ctx_unref(amn_tls_ctx *ctx) {
   if (ctx->prio_quic) gnutls_priority_deinit(ctx->prio_quic);
   for (unsigned i = 0; i < ctx->nalpn; i++) free(ctx->alpn[i].data);
   free(ctx->server_name);
+  if (ctx->crl_path) {
+    amn_crl_set_unref(ctx->crls);
+    for (unsigned i = 0; i < ctx->ncas; i++) gnutls_x509_crt_deinit(ctx->cas[i]);
+    gnutls_free(ctx->cas);
+    free(ctx->crl_path);
+  }
+  pthread_mutex_destroy(&ctx->crl_lock);
   free(ctx);
 }
 
@@ -351,6 +495,7 @@ static int verify_cb(gnutls_session_t s) {
   gnutls_x509_crt_t crts[MAX_CHAIN];
   unsigned ncrt = 0;
   st->verified = false;
+  st->revoked = false;
   st->reason[0] = '\0';
 
   /* ALPN has been negotiated by now (ClientHello / EncryptedExtensions) */
@@ -375,6 +520,8 @@ static int verify_cb(gnutls_session_t s) {
     }
   }
   if (!verify_chain(c, crts, ncrt, server, peer, reason, rlen)) goto out;
+  /* revocation (crl_path) */
+  if (c->crl_path && !crl_check(st, c, crts, ncrt, peer)) goto out;
 
   /* 5. client: the server must be the host we wanted */
   if (!server && !name_matches(crts[0], st->name)) FAIL("server certificate does not match host '%s'", st->name);
@@ -453,6 +600,31 @@ fail:
   return amn_set_err(err, errlen, AMN_ETLS, "TLS session %s: %s", what, gnutls_strerror(r));
 }
 
+void amn_tls_send_alert(gnutls_session_t s, int rc) {
+  tls_state *st = state_of(s);
+  if (st && st->revoked) gnutls_alert_send(s, GNUTLS_AL_FATAL, GNUTLS_A_CERTIFICATE_REVOKED);
+  else gnutls_alert_send_appropriate(s, rc);
+}
+
+bool amn_tls_ctx_refuses_cert(amn_tls_ctx *ctx, const unsigned char *der, size_t len) {
+  if (!ctx || !ctx->crl_path) return false;
+  gnutls_x509_crt_t crt;
+  if (gnutls_x509_crt_init(&crt) < 0) return true;
+  gnutls_datum_t d = {(unsigned char *)der, (unsigned)len};
+  bool refuse = true;
+  if (gnutls_x509_crt_import(crt, &d, GNUTLS_X509_FMT_DER) >= 0) {
+    tls_state st = {.ctx = ctx};
+    refuse = !crl_check(&st, ctx, &crt, 1, ctx->role == AMN_TLS_SERVER ? "client" : "server");
+  }
+  gnutls_x509_crt_deinit(crt);
+  return refuse;
+}
+
+int amn_tls_refusal_alert(gnutls_session_t s) {
+  tls_state *st = state_of(s);
+  return st && st->revoked ? GNUTLS_A_CERTIFICATE_REVOKED : GNUTLS_A_CERTIFICATE_UNKNOWN;
+}
+
 const char *amn_tls_last_error(gnutls_session_t s) {
   tls_state *st = state_of(s);
   return st && st->reason[0] ? st->reason : NULL;
@@ -504,49 +676,87 @@ const char *amn_tls_handshake_error(gnutls_session_t s, int rc) {
 /* Peer identity, ALPN                                                */
 /* ------------------------------------------------------------------ */
 
-/* Fills out->id from a parsed certificate and its DER bytes. */
+/* Fills out->blob and the string pointers of out->id from the texts given
+ * (the scalar fields are the caller's). */
+static int peer_store_fill(amn_peer_store *out, const char *subject, const char *cn, const char *ou,
+                           const char *const *sans, size_t nsan, const char *const *uris, size_t nuri) {
+  size_t total = strlen(subject) + strlen(cn) + strlen(ou) + 3;
+  for (size_t i = 0; i < nsan; i++) total += strlen(sans[i]) + 1;
+  for (size_t i = 0; i < nuri; i++) total += strlen(uris[i]) + 1;
+  char *p = out->blob = malloc(total);
+  if (!p) return AMN_ENOMEM;
+  amn_peer_identity *id = &out->id;
+#define PUT(dst, src)       \
+  do {                      \
+    (dst) = strcpy(p, src); \
+    p += strlen(p) + 1;     \
+  } while (0)
+  PUT(id->subject, subject);
+  PUT(id->cn, cn);
+  PUT(id->ou, ou);
+  for (size_t i = 0; i < nsan; i++) PUT(id->sans[i], sans[i]);
+  for (size_t i = 0; i < nuri; i++) PUT(id->uri_sans[i], uris[i]);
+#undef PUT
+  id->san_count = nsan;
+  id->uri_san_count = nuri;
+  return 0;
+}
+
+int amn_peer_store_copy(amn_peer_store *dst, const amn_peer_store *src) {
+  if (!dst || !src || !src->id.subject) return AMN_EINVAL;
+  dst->id = src->id;
+  return peer_store_fill(dst, src->id.subject, src->id.cn ? src->id.cn : "", src->id.ou ? src->id.ou : "",
+                         src->id.sans, src->id.san_count, src->id.uri_sans, src->id.uri_san_count);
+}
+
+/* The first value of attribute `oid` of the subject, "" when none (or
+ * holding a NUL). */
+static void dn_attr(gnutls_x509_crt_t crt, const char *oid, char *buf, size_t cap) {
+  size_t sz = cap - 1;
+  if (gnutls_x509_crt_get_dn_by_oid(crt, oid, 0, 0, buf, &sz) < 0 || sz >= cap) sz = 0;
+  buf[sz] = '\0';
+  if (strlen(buf) != sz) buf[0] = '\0';
+}
+
+/* Fills out from a parsed certificate and its DER bytes. */
 static int identity_of(gnutls_x509_crt_t crt, const gnutls_datum_t *der, bool verified, amn_peer_store *out) {
   amn_peer_identity *id = &out->id;
   gnutls_hash_fast(GNUTLS_DIG_SHA256, der->data, der->size, id->sha256);
   for (int i = 0; i < 32; i++) snprintf(id->sha256_hex + 2 * i, 3, "%02x", id->sha256[i]);
   id->verified = verified;
 
-  /* texts: subject, then SANs, each NUL-terminated, gathered in tmp */
-  char sans[AMN_MAX_SANS][256];
-  size_t nsan = 0;
-  for (unsigned i = 0; nsan < AMN_MAX_SANS; i++) {
+  /* DNS and IP SANs as text; URI SANs apart (a SAN holding a NUL is skipped) */
+  char sans[AMN_MAX_SANS][256], uris[AMN_MAX_SANS][256];
+  const char *sanp[AMN_MAX_SANS], *urip[AMN_MAX_SANS];
+  size_t nsan = 0, nuri = 0;
+  for (unsigned i = 0; i < 64 && (nsan < AMN_MAX_SANS || nuri < AMN_MAX_SANS); i++) {
     unsigned char buf[256];
     size_t sz = sizeof buf - 1;
     unsigned type = 0;
     int r = gnutls_x509_crt_get_subject_alt_name2(crt, i, buf, &sz, &type, NULL);
     if (r == GNUTLS_E_SHORT_MEMORY_BUFFER) continue;
     if (r < 0) break;
-    if (type == GNUTLS_SAN_DNSNAME) {
-      buf[sz] = '\0';
-      snprintf(sans[nsan++], sizeof sans[0], "%s", (char *)buf);
-    } else if (type == GNUTLS_SAN_IPADDRESS && (sz == 4 || sz == 16)) {
-      inet_ntop(sz == 4 ? AF_INET : AF_INET6, buf, sans[nsan++], sizeof sans[0]);
+    buf[sz] = '\0';
+    bool text_ok = strlen((char *)buf) == sz;
+    if (type == GNUTLS_SAN_DNSNAME && text_ok && nsan < AMN_MAX_SANS) {
+      snprintf(sans[nsan], sizeof sans[0], "%s", (char *)buf);
+      sanp[nsan] = sans[nsan], nsan++;
+    } else if (type == GNUTLS_SAN_IPADDRESS && (sz == 4 || sz == 16) && nsan < AMN_MAX_SANS) {
+      inet_ntop(sz == 4 ? AF_INET : AF_INET6, buf, sans[nsan], sizeof sans[0]);
+      sanp[nsan] = sans[nsan], nsan++;
+    } else if (type == GNUTLS_SAN_URI && text_ok && nuri < AMN_MAX_SANS) {
+      snprintf(uris[nuri], sizeof uris[0], "%s", (char *)buf);
+      urip[nuri] = uris[nuri], nuri++;
     }
   }
+  char cn[256], ou[256];
+  dn_attr(crt, GNUTLS_OID_X520_COMMON_NAME, cn, sizeof cn);
+  dn_attr(crt, GNUTLS_OID_X520_ORGANIZATIONAL_UNIT_NAME, ou, sizeof ou);
   gnutls_datum_t dn = {NULL, 0};
   gnutls_x509_crt_get_dn3(crt, &dn, 0);
-  const char *subject = dn.data ? (const char *)dn.data : "";
-  size_t total = strlen(subject) + 1;
-  for (size_t i = 0; i < nsan; i++) total += strlen(sans[i]) + 1;
-  char *p = out->blob = malloc(total);
-  if (!p) {
-    gnutls_free(dn.data);
-    return AMN_ENOMEM;
-  }
-  id->subject = strcpy(p, subject);
-  p += strlen(p) + 1;
+  int rc = peer_store_fill(out, dn.data ? (const char *)dn.data : "", cn, ou, sanp, nsan, urip, nuri);
   gnutls_free(dn.data);
-  for (size_t i = 0; i < nsan; i++) {
-    id->sans[i] = strcpy(p, sans[i]);
-    p += strlen(p) + 1;
-  }
-  id->san_count = nsan;
-  return 0;
+  return rc;
 }
 
 int amn_tls_peer_identity(gnutls_session_t s, amn_peer_store *out) {
@@ -578,7 +788,11 @@ int amn_tls_verify_client_der(amn_tls_ctx *ctx, const uint8_t *der, size_t len, 
   gnutls_datum_t d = {(unsigned char *)der, (unsigned)len};
   int r = gnutls_x509_crt_import(crt, &d, GNUTLS_X509_FMT_DER), rc = AMN_ETLS;
   if (r < 0) snprintf(why, wl, "client certificate could not be parsed: %s", gnutls_strerror(r));
-  else if (verify_chain(ctx, &crt, 1, true, "client", why, wl)) rc = identity_of(crt, &d, true, out);
+  else if (verify_chain(ctx, &crt, 1, true, "client", why, wl)) {
+    tls_state st = {.ctx = ctx}; /* revocation (crl_path): as for a handshake's client certificate */
+    if (ctx->crl_path && !crl_check(&st, ctx, &crt, 1, "client")) snprintf(why, wl, "%s", st.reason);
+    else rc = identity_of(crt, &d, true, out);
+  }
   gnutls_x509_crt_deinit(crt);
   if (rc == AMN_ENOMEM) snprintf(why, wl, "out of memory");
   return rc;

@@ -109,9 +109,28 @@ const char *amn_tls_last_error(gnutls_session_t s);
  *   gnutls_alert_send_appropriate(s, gnutls_rc) (ngtcp2 does it for QUIC). */
 const char *amn_tls_handshake_error(gnutls_session_t s, int gnutls_rc);
 
+/* Tells the peer why a handshake failed with gnutls code `rc`: the alert
+ * certificate_revoked when our verify function refused a revoked
+ * certificate (crl_path), else gnutls_alert_send_appropriate(s, rc). Both
+ * transports call it on a fatal handshake error. */
+void amn_tls_send_alert(gnutls_session_t s, int rc);
+
+/* The TLS alert for a peer our verify function refused on this session:
+ * certificate_revoked for a revoked certificate, else certificate_unknown
+ * (for a resumed session verified with amn_tls_verify_resumed). */
+int amn_tls_refusal_alert(gnutls_session_t s);
+
+/* Whether ctx's CRLs (crl_path; re-read first if the files changed) refuse
+ * the certificate `der` (DER): it is listed, or a CRL has expired and the
+ * setting is to refuse. false without crl_path. For an identity remembered
+ * from an earlier handshake (an HTTP/3 session ticket) before it is trusted
+ * again, e.g. for 0-RTT data. Thread-safe. */
+bool amn_tls_ctx_refuses_cert(amn_tls_ctx *ctx, const unsigned char *der, size_t len);
+
 /* Fills `out->id` from the peer certificate of a completed handshake:
- * subject (RFC 4514), DNS and IP subjectAltNames as text (at most
- * AMN_MAX_SANS, other SAN types skipped), SHA-256 of the DER leaf (raw and
+ * subject (RFC 4514), its first CN and OU, DNS and IP subjectAltNames as
+ * text and URI subjectAltNames apart (at most AMN_MAX_SANS of each, other
+ * SAN types and names holding a NUL skipped), SHA-256 of the DER leaf (raw and
  * lower-case hex), verified = true when our verify function accepted it.
  * The strings live in one heap block `out->blob`, released by
  * amn_peer_store_free(). Returns 0, AMN_ETLS when there is no peer
@@ -121,6 +140,9 @@ typedef struct amn_peer_store {
   char *blob;   /* backing storage of the strings */
 } amn_peer_store;
 int amn_tls_peer_identity(gnutls_session_t s, amn_peer_store *out);
+/* A deep copy of src into dst (free it with amn_peer_store_free). Returns 0,
+ * AMN_EINVAL, AMN_ENOMEM. */
+int amn_peer_store_copy(amn_peer_store *dst, const amn_peer_store *src);
 void amn_peer_store_free(amn_peer_store *p);
 
 /* Verifies a client certificate that did not come in a handshake (a

@@ -14,6 +14,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "util/config_auth.h"
 #include "util/log.h"
 #include "util/proxy_id.h"
 #include "util/toml.h"
@@ -44,6 +45,7 @@ static const char *const client_transports[] = {"h2", "h3", "auto", NULL};
 static const char *const log_levels[] = {"error", "warn", "info", "debug", NULL};
 static const char *const lb_policies[] = {"p2c", "round_robin", NULL};
 static const char *const log_formats[] = {"text", "json", NULL};
+static const char *const crl_expired_choices[] = {"refuse", "warn", NULL};
 
 #define OFF(s, k) offsetof(amn_config, s.k)
 static const keydef keys[] = {
@@ -58,6 +60,9 @@ static const keydef keys[] = {
     {"tls", "key_path", K_STR, OFF(tls, key_path), 0, 0, NULL},
     {"tls", "ca_path", K_STR, OFF(tls, ca_path), 0, 0, NULL},
     {"tls", "allow_tls12", K_BOOL, OFF(tls, allow_tls12), 0, 0, NULL},
+    /* revocation; the [[auth.rule]] tables are read by config_auth.c */
+    {"tls", "crl_path", K_STR, OFF(tls, crl_path), 0, 0, NULL},
+    {"tls", "crl_expired", K_ENUM, OFF(tls, crl_expired), 0, 0, crl_expired_choices},
     {"quic", "max_concurrent_streams", K_INT, OFF(quic, max_concurrent_streams), 1, 1000000, NULL},
     {"quic", "initial_window_size", K_INT, OFF(quic, initial_window_size), 1, 2147483647, NULL},
     {"quic", "retry_threshold", K_INT, OFF(quic, retry_threshold), 0, INT64_C(4294967295), NULL},
@@ -95,7 +100,7 @@ static const keydef keys[] = {
     {"client", "dns_refresh_max_ms", K_INT, OFF(client, dns_refresh_max_ms), 1, MS_MAX, NULL},
 };
 #define NKEYS (sizeof keys / sizeof keys[0])
-static const char *const sections[] = {"network", "tls", "quic", "server", "client", "admin", "log"};
+static const char *const sections[] = {"network", "tls", "quic", "server", "client", "admin", "log", "auth"};
 
 _Static_assert(offsetof(amn_config, client.url_count) == offsetof(amn_config, client.urls) + sizeof(char **),
                "url_count must follow urls");
@@ -153,6 +158,7 @@ int amn_config_where(const amn_config *c, const char *key, char *out, size_t cap
 void amn_config_free(amn_config *c) {
   if (!c) return;
   origin_free(c);
+  amn_config_auth_free(c);
   for (size_t i = 0; i < NKEYS; i++) {
     const keydef *k = &keys[i];
     if (IS_LIST(k)) {
@@ -186,6 +192,7 @@ void amn_config_init(amn_config *c) {
   c->server.insecure = false;
   c->server.reflection = true;
   c->tls.allow_tls12 = false;
+  c->tls.crl_expired = strdup("refuse");
   c->client.urls = calloc(1, sizeof(char *));
   if (c->client.urls && (c->client.urls[0] = strdup("https://127.0.0.1:7878"))) c->client.url_count = 1;
   c->client.transport = strdup("h2");
@@ -222,6 +229,7 @@ static int config_dup(amn_config *dst, const amn_config *src) {
   *dst = *src;
   bool ok = true;
   dst->origin = NULL;
+  if (amn_config_auth_dup(dst, src) != 0) ok = false;
   if (src->origin && (dst->origin = calloc(1, sizeof *dst->origin)) == NULL) ok = false;
   for (size_t i = 0; ok && src->origin && i < NKEYS; i++)
     if (src->origin->where[i] && !(dst->origin->where[i] = strdup(src->origin->where[i]))) ok = false;
@@ -565,9 +573,9 @@ static int apply_doc(amn_config *c, const amn_toml_node *root, const char *path,
     if (!known)
       return amn_set_err(err, errlen, AMN_ECONFIG,
                          amn_toml_type_of(sec) == AMN_TOML_TABLE
-                             ? "%s:%d: unknown section [%s] (expected [network], [tls], [quic], [server], [client], [admin] or [log])"
+                             ? "%s:%d: unknown section [%s] (expected [network], [tls], [quic], [server], [client], [admin], [log] or [auth])"
                              : "%s:%d: unknown key '%s' outside of any section (keys belong in [network], [tls], "
-                               "[quic], [server], [client], [admin] or [log])",
+                               "[quic], [server], [client], [admin], [log] or [auth])",
                          path, amn_toml_line(sec), sname);
     if (amn_toml_type_of(sec) != AMN_TOML_TABLE)
       return amn_set_err(err, errlen, AMN_ECONFIG, "%s:%d: '%s' must be a section [%s], not %s", path,
@@ -575,6 +583,11 @@ static int apply_doc(amn_config *c, const amn_toml_node *root, const char *path,
     for (size_t ki = 0; ki < amn_toml_count(sec); ki++) {
       const char *kname = amn_toml_key_at(sec, ki, NULL);
       const amn_toml_node *n = amn_toml_at(sec, ki);
+      if (!strcmp(sname, "auth") && !strcmp(kname, "rule")) {
+        int rc = amn_config_auth_rules(c, n, path, err, errlen);
+        if (rc) return rc;
+        continue;
+      }
       const keydef *k = NULL;
       for (size_t j = 0; j < NKEYS; j++)
         if (!strcmp(keys[j].section, sname) && !strcmp(keys[j].key, kname)) k = &keys[j];

@@ -763,7 +763,7 @@ static void issue(const char *name, const char *cn, unsigned eku, time_t nb, tim
   snprintf(cak, sizeof cak, "%s/%s-key.pem", amn_t_dir, ca_prefix);
   snprintf(crt, sizeof crt, "%s/%s.pem", amn_t_dir, name);
   snprintf(key, sizeof key, "%s/%s-key.pem", amn_t_dir, name);
-  amn_pki_cert_spec spec = {cn, dns, ips, eku, nb, na, false};
+  amn_pki_cert_spec spec = {cn, dns, ips, eku, nb, na, false, NULL, NULL};
   int rc = amn_pki_issue_test_cert(ca, cak, &spec, crt, key, err, sizeof err);
   if (rc) fprintf(stderr, "issue %s: %s\n", name, err);
   assert_int_equal(rc, 0);

@@ -201,6 +201,7 @@ typedef struct srv_cfg {
   amn_transport transport;
   const uint8_t *quic_secret;
   uint32_t max_connections;
+  const char *crl_path;
 } srv_cfg;
 
 static amn_server *srv_start(const srv_cfg *sc) {
@@ -210,6 +211,7 @@ static amn_server *srv_start(const srv_cfg *sc) {
   snprintf(listen, sizeof listen, "127.0.0.1:%u", sc ? sc->port : 0);
   o.listen = listen;
   o.tls = amn_t_stls;
+  o.tls.crl_path = sc ? sc->crl_path : NULL;
   o.threads = sc && sc->threads ? sc->threads : 2;
   o.transport = sc && sc->transport ? sc->transport : AMN_TRANSPORT_H3;
   o.drain_timeout_ms = 2000;
@@ -2175,6 +2177,52 @@ static void test_zrtt_resume_early(void **st) {
   srv_free(s);
 }
 
+/* A client revoked (its CRL file changes) after it got a session ticket:
+ * the server takes no identity from the ticket, so refuses its 0-RTT data,
+ * and the resumed handshake is refused with certificate_revoked: the early
+ * request never runs. */
+static void test_zrtt_revoked(void **st) {
+  (void)st;
+  char err[512], crl[300];
+  snprintf(crl, sizeof crl, "%s/crl.pem", amn_t_dir);
+  bool added = false;
+  /* a CRL to start with (it lists the server's certificate, which the server does not check) */
+  assert_int_equal(amn_pki_revoke(amn_t_dir, amn_t_stls.cert_path, 3600, &added, err, sizeof err), 0);
+  srv_cfg sc = {.crl_path = crl};
+  amn_server *s = srv_start(&sc);
+  amn_client *c = cli_new(amn_server_port(s), NULL);
+  assert_int_equal(who(c, "before", true), 'N');
+  wait_ticket(c);
+  assert_int_equal(amn_pki_revoke(amn_t_dir, amn_t_ctls.cert_path, 3600, &added, err, sizeof err), 0);
+  /* until the server re-read the file (at most a second after its last
+   * look, at a handshake): a fresh client, without a ticket, is refused */
+  amn_call_opts co = {.timeout_ms = 5000, .idempotent = true};
+  amn_result r;
+  bool refused = false;
+  double t0 = amn_t_now_ms();
+  while (!refused && amn_t_now_ms() - t0 < 10000) {
+    amn_client *fresh = cli_new(amn_server_port(s), NULL);
+    assert_int_equal(amn_client_unary(fresh, "/t.H3/Who", (const uint8_t *)"probe", 5, &co, &r), 0);
+    refused = r.code == AMN_STATUS_UNAVAILABLE && r.message && strstr(r.message, "revoked");
+    amn_result_free(&r);
+    amn_client_free(fresh);
+  }
+  assert_true(refused);
+  amn_h3_server_stats before, after;
+  amn_server_h3_stats(s, &before);
+  assert_int_equal(amn_h3c_test_close(c), 0);
+  atomic_store(&g_replay_me, 0);
+  assert_int_equal(amn_client_unary(c, "/t.H3/Who", (const uint8_t *)"replay-me", 9, &co, &r), 0);
+  if (r.code == AMN_STATUS_OK) fail_msg("a revoked client's resumed call was served");
+  amn_result_free(&r);
+  assert_int_equal(atomic_load(&g_replay_me), 0); /* the early request did not run */
+  amn_server_h3_stats(s, &after);
+  assert_int_equal(after.early_accepted, before.early_accepted);
+  assert_int_equal(after.early_calls, before.early_calls);
+  amn_client_free(c);
+  srv_free(s);
+}
+
 /* The relay records the first flight of c's second connection: its
  * ClientHello (resuming the first one's session) and the 0-RTT request
  * "replay-me", which runs once. */
@@ -3123,6 +3171,7 @@ int main(int argc, char **argv) {
         cmocka_unit_test(test_zrtt_replay_refused),
         cmocka_unit_test(test_zrtt_rejected_resent),
         cmocka_unit_test(test_zrtt_retry_and_new_token),
+        cmocka_unit_test(test_zrtt_revoked), /* last: it revokes the group's client certificate */
     };
     return cmocka_run_group_tests_name("h3_zrtt", t, setup_all, teardown_all);
   }

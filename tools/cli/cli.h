@@ -35,6 +35,7 @@ enum {
 typedef struct cli {
   /* global */
   const char *ca, *cert, *key, *pki_dir, *server_name, *dns_server, *config, *log_level;
+  const char *crl; /* --crl */
   const char *transport; /* --transport, NULL = config/default */
   bool insecure, idempotent;
   long long timeout_ms; /* -1 = not given */
@@ -45,13 +46,22 @@ typedef struct cli {
   /* command */
   int cmd;
   const char *cmd_name;
-  const char *data, *data_file, *signature, *service, *certs_dir, *mode;
-  bool hex, json, force, certs_init_seen;
+  const char *data, *data_file, *signature, *service, *mode;
+  bool hex, json, force;
   const char *method, *symbol; /* call METHOD; list [SERVICE], describe [SYMBOL] */
   const char *output;          /* call --output: json|raw|hex|base64, NULL = by message */
   bool stream_mode;            /* call --stream */
   char *args[64];              /* certs init NAME... */
   size_t arg_count;
+  const char *certs_sub;    /* certs: "init", "issue" or "revoke" */
+  const char *certs_arg;    /* init: DIR; issue: NAME; revoke: CERT.pem */
+  const char *spiffe[16];   /* certs issue --spiffe URI (repeatable) */
+  size_t spiffe_count;
+  const char *dns[16];      /* certs issue --dns NAME (repeatable) */
+  size_t dns_count;
+  const char *out_dir;      /* certs issue --out DIR */
+  long long next_update_s;  /* certs revoke --next-update */
+  bool next_update_given;
   long long connections, inflight, size;
   double duration, warmup;
   double rps;                   /* bench --rps: calls per second, open loop; 0 = closed loop */

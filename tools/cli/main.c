@@ -20,6 +20,8 @@
 static const char usage_text[] =
     "usage: " PROG " [global options] [URL...] COMMAND [command options]\n"
     "       " PROG " certs init [DIR] [--force] [NAME...]\n"
+    "       " PROG " certs issue NAME [--spiffe URI]... [--dns NAME]... [--out DIR] [--pki-dir DIR]\n"
+    "       " PROG " certs revoke CERT.pem [--next-update DURATION] [--pki-dir DIR]\n"
     "\n"
     "URL: https://HOST:PORT (http://HOST:PORT with --plaintext). Several URLs may be\n"
     "given (repeated or comma-separated): calls are balanced over them through a\n"
@@ -36,6 +38,8 @@ static const char usage_text[] =
     "  --server-name NAME      verify the server certificate for NAME\n"
     "  --dns-server IP[:PORT]  look the URLs' names up there (comma-separated list;\n"
     "                          default client.dns_servers, else the system's)\n"
+    "  --crl FILE              refuse a server whose certificate a CRL of FILE (PEM or\n"
+    "                          DER, or a directory of them) lists (default tls.crl_path)\n"
     "  --plaintext             plaintext HTTP/2 without TLS (http:// URLs only)\n"
     "  --insecure              deprecated name of --plaintext (warns)\n"
     "  --transport h2|h3|auto  HTTP/2 over TCP (default), HTTP/3 over QUIC, or auto:\n"
@@ -102,6 +106,15 @@ static const char usage_text[] =
     "        creates a development PKI (default: the default PKI directory); each NAME\n"
     "        (host name or IP address, as mkcert takes them) is added to the server\n"
     "        certificate beside localhost, 127.0.0.1 and ::1, which is then issued anew\n"
+    "  certs issue NAME [--spiffe URI]... [--dns NAME]... [--out DIR]\n"
+    "        issues another client certificate from the development CA (of --pki-dir,\n"
+    "        else the default PKI directory): CN=NAME, the URI SANs (SPIFFE IDs) and\n"
+    "        DNS SANs given; writes DIR/NAME.pem and DIR/NAME-key.pem (DIR: --out, else\n"
+    "        the PKI directory)\n"
+    "  certs revoke CERT.pem [--next-update DURATION]\n"
+    "        adds CERT.pem to the development CA's CRL, crl.pem in the PKI directory\n"
+    "        (signed by the CA; next update DURATION from now, default 30d; a leading\n"
+    "        '-' makes an already expired CRL, for tests)\n"
     "\n"
     "Exit status: the gRPC status code of the call (0 = OK, 1..16; errors are printed\n"
     "as \"STATUS_NAME: message\" on stderr); list, describe: NOT_FOUND (5) for an\n"
@@ -157,13 +170,17 @@ void parse_cli(int argc, char **argv, cli *o) {
   o->warmup = 1;
   o->size = 64;
   o->mode = "unary";
+  o->next_update_s = 30 * 86400;
   static const struct {
     const char *name;
     int cmds;
     bool has_value;
   } opts[] = {
       {"ca", C_NET, true},          {"cert", C_NET, true},         {"key", C_NET, true},
-      {"pki-dir", C_NET, true},     {"server-name", C_NET, true}, {"dns-server", C_NET, true},  {"insecure", C_NET, false},
+      {"pki-dir", C_NET | C_CERTS, true}, {"server-name", C_NET, true}, {"dns-server", C_NET, true},
+      {"insecure", C_NET, false},
+      {"crl", C_NET, true},         {"spiffe", C_CERTS, true},     {"dns", C_CERTS, true},
+      {"out", C_CERTS, true},       {"next-update", C_CERTS, true},
       {"plaintext", C_NET, false},  {"transport", C_NET, true},
       {"timeout", C_NET, true},     {"metadata", C_NET, true},     {"config", C_NET, true},
       {"log-level", C_ALL, true},   {"data", C_EXEC | C_CALL, true}, {"data-file", C_EXEC | C_CALL, true},
@@ -203,12 +220,13 @@ void parse_cli(int argc, char **argv, cli *o) {
         for (size_t k = 0; k < sizeof cmds / sizeof cmds[0]; k++)
           if (strcmp(a, cmds[k].n) == 0) o->cmd = cmds[k].c, o->cmd_name = cmds[k].n;
         if (!o->cmd) add_urls(o, a);
-      } else if (o->cmd == C_CERTS && !o->certs_init_seen) {
-        if (strcmp(a, "init") != 0) die("unknown certs command '%s' (only: certs init [DIR] [--force] [NAME...])", a);
-        o->certs_init_seen = true;
-      } else if (o->cmd == C_CERTS && !o->certs_dir) {
-        o->certs_dir = a;
-      } else if (o->cmd == C_CERTS && o->arg_count < sizeof o->args / sizeof o->args[0]) {
+      } else if (o->cmd == C_CERTS && !o->certs_sub) {
+        if (strcmp(a, "init") && strcmp(a, "issue") && strcmp(a, "revoke"))
+          die("unknown certs command '%s' (certs init, certs issue or certs revoke)", a);
+        o->certs_sub = a;
+      } else if (o->cmd == C_CERTS && !o->certs_arg) {
+        o->certs_arg = a;
+      } else if (o->cmd == C_CERTS && !strcmp(o->certs_sub, "init") && o->arg_count < sizeof o->args / sizeof o->args[0]) {
         o->args[o->arg_count++] = (char *)a; /* extra names of the server certificate */
       } else if (o->cmd == C_CALL && !o->method) {
         o->method = a;
@@ -244,6 +262,19 @@ void parse_cli(int argc, char **argv, cli *o) {
     else if (!strcmp(n, "pki-dir")) o->pki_dir = v;
     else if (!strcmp(n, "server-name")) o->server_name = v;
     else if (!strcmp(n, "dns-server")) o->dns_server = v;
+    else if (!strcmp(n, "crl")) o->crl = v;
+    else if (!strcmp(n, "spiffe") || !strcmp(n, "dns")) {
+      bool sp = n[0] == 's';
+      size_t *cnt = sp ? &o->spiffe_count : &o->dns_count;
+      if (*cnt == 15) die("too many --%s", n);
+      (sp ? o->spiffe : o->dns)[(*cnt)++] = v;
+    }
+    else if (!strcmp(n, "out")) o->out_dir = v;
+    else if (!strcmp(n, "next-update")) {
+      bool neg = v[0] == '-';
+      o->next_update_s = (long long)parse_duration("--next-update", v + neg, 1, 0, 1e9) * (neg ? -1 : 1);
+      o->next_update_given = true;
+    }
     else if (!strcmp(n, "plaintext")) o->insecure = true;
     else if (!strcmp(n, "insecure")) {
       fprintf(stderr, PROG ": warning: --insecure is deprecated, use --plaintext (the same: no TLS at all)\n");
@@ -287,8 +318,15 @@ void parse_cli(int argc, char **argv, cli *o) {
   for (size_t i = 0; i < o->seen_count; i++)
     if (!(o->seen_cmds[i] & o->cmd)) die("option '--%s' is not valid for '%s' (see --help)", o->seen_name[i], o->cmd_name);
   if (o->cmd == C_CERTS) {
-    if (!o->certs_init_seen) die("usage: " PROG " certs init [DIR] [--force] [NAME...]");
-    if (o->url_count) die("certs init takes no URL");
+    if (!o->certs_sub) die("usage: " PROG " certs init|issue|revoke ... (see --help)");
+    if (o->url_count) die("certs takes no URL");
+    bool init = !strcmp(o->certs_sub, "init"), issue = !strcmp(o->certs_sub, "issue");
+    if (!init && !o->certs_arg) die("usage: " PROG " certs %s %s", o->certs_sub, issue ? "NAME" : "CERT.pem");
+    if (init && (o->pki_dir || o->spiffe_count || o->dns_count || o->out_dir || o->next_update_given))
+      die("certs init takes only [DIR] [--force] [NAME...]");
+    if (!init && o->force) die("--force is only for certs init");
+    if (!issue && (o->spiffe_count || o->dns_count || o->out_dir)) die("--spiffe, --dns and --out are for certs issue");
+    if (issue && o->next_update_given) die("--next-update is for certs revoke");
   }
   if ((o->ca || o->cert || o->key) && !(o->ca && o->cert && o->key)) die("--ca, --cert and --key must be given together");
   if (o->ca && o->pki_dir) die("--pki-dir cannot be combined with --ca/--cert/--key");

@@ -60,6 +60,8 @@ void setup_net(cli *o, amn_config *cfg, net *n) {
           dir);
     debugf("TLS files from the PKI directory %s", dir);
   }
+  n->copts.tls.crl_path = o->crl ? o->crl : cfg->tls.crl_path; /* revocation of the server's certificate */
+  n->copts.tls.crl_expired_warn = cfg->tls.crl_expired && strcmp(cfg->tls.crl_expired, "warn") == 0;
   n->timeout_given = o->timeout_ms >= 0;
   n->timeout_ms = (uint32_t)(n->timeout_given ? o->timeout_ms : cfg->client.timeout_ms);
   n->md.entries = o->md;

@@ -94,11 +94,11 @@ double parse_duration(const char *flag, const char *s, double bare, double lo, d
   if (n == 0 || strchr(s, '.') != strrchr(s, '.') || (n == 1 && s[0] == '.'))
     die("%s: '%s' is not a duration (a number with an optional unit ms, s, m or h, e.g. 500ms, 2s, 1m)", flag, s);
   static const struct { const char *unit; double seconds; } units[] = {
-      {"", 0}, {"ms", 1e-3}, {"s", 1}, {"m", 60}, {"h", 3600}};
+      {"", 0}, {"ms", 1e-3}, {"s", 1}, {"m", 60}, {"h", 3600}, {"d", 86400}};
   double unit = -1;
   for (size_t k = 0; k < sizeof units / sizeof units[0]; k++)
     if (strcmp(s + n, units[k].unit) == 0) unit = k == 0 ? bare : units[k].seconds;
-  if (unit < 0) die("%s: unknown unit '%s' in '%s' (ms, s, m or h)", flag, s + n, s);
+  if (unit < 0) die("%s: unknown unit '%s' in '%s' (ms, s, m, h or d)", flag, s + n, s);
   double v = strtod(s, NULL) * unit;
   if (!(v >= lo) || v > hi) die("%s: '%s' is out of range (%.10gs..%.10gs)", flag, s, lo, hi);
   return v;

@@ -397,7 +397,7 @@ static void io_handshake(amn_h2io *io) {
   }
   if (gnutls_error_is_fatal(r) == 0) return; /* warning alert: keep going */
   /* tell the peer why (a TLS alert) rather than just dropping the connection */
-  gnutls_alert_send_appropriate(io->tls, r);
+  amn_tls_send_alert(io->tls, r);
   snprintf(io->close_reason, sizeof io->close_reason, "TLS handshake failed: %s",
            amn_tls_handshake_error(io->tls, r));
   io->close_requested = true;

@@ -207,7 +207,7 @@ int amn_h3_recv_crypto_data(ngtcp2_conn *q, ngtcp2_encryption_level level, uint6
   if (rv == 0) return 0;
   /* fatal: keep the code for the log line, tell the peer with an alert */
   b->tls_rc = rv;
-  gnutls_alert_send_appropriate(b->tls, rv);
+  amn_tls_send_alert(b->tls, rv);
   int te = ngtcp2_conn_get_tls_error(q);
   return te ? te : NGTCP2_ERR_CRYPTO;
 }

@@ -58,30 +58,19 @@ typedef struct ticket_id {
   amn_tls_ctx *ctx;             /* credentials that verified it (compared, not dereferenced) */
   time_t not_after;             /* earliest expiry in the chain */
   amn_peer_store peer;
+  unsigned char *leaf;          /* the client's certificate (DER), checked against the CRLs when taken */
+  size_t leaf_len;
 } ticket_id;
 
 static void ticket_id_free(void *p) {
   ticket_id *t = p;
   if (!t) return;
   amn_peer_store_free(&t->peer);
+  free(t->leaf);
   free(t);
 }
 
-static bool peer_copy(amn_peer_store *dst, const amn_peer_store *src) {
-  size_t total = strlen(src->id.subject) + 1;
-  for (size_t i = 0; i < src->id.san_count; i++) total += strlen(src->id.sans[i]) + 1;
-  char *b = malloc(total);
-  if (!b) return false;
-  dst->id = src->id;
-  dst->blob = b;
-  dst->id.subject = strcpy(b, src->id.subject);
-  b += strlen(b) + 1;
-  for (size_t i = 0; i < src->id.san_count; i++) {
-    dst->id.sans[i] = strcpy(b, src->id.sans[i]);
-    b += strlen(b) + 1;
-  }
-  return true;
-}
+static bool peer_copy(amn_peer_store *dst, const amn_peer_store *src) { return amn_peer_store_copy(dst, src) == 0; }
 
 /* Earliest expiry of the peer's chain (the session's peers), or 0. */
 static time_t chain_not_after(gnutls_session_t s) {
@@ -112,7 +101,13 @@ static void remember_ticket(h3_sconn *sc, const gnutls_datum_t *msg) {
   if (!t) return;
   t->ctx = sc->ctx;
   t->not_after = chain_not_after(sc->b.tls);
-  if (!t->not_after || !peer_copy(&t->peer, &sc->peer)) {
+  unsigned np = 0;
+  const gnutls_datum_t *raw = gnutls_certificate_get_peers(sc->b.tls, &np);
+  if (raw && np && (t->leaf = malloc(raw[0].size))) {
+    memcpy(t->leaf, raw[0].data, raw[0].size);
+    t->leaf_len = raw[0].size;
+  }
+  if (!t->not_after || !t->leaf || !peer_copy(&t->peer, &sc->peer)) {
     ticket_id_free(t);
     return;
   }
@@ -126,6 +121,9 @@ static bool take_ticket_id(void *dst, const void *val) {
   /* the same credentials as now (no reload since), no certificate expired */
   const amn_st_config *cfg = sc->l->loop->cfg;
   if (t->ctx != cfg->tls_get(cfg->tls_ud) || time(NULL) >= t->not_after) return false;
+  /* revoked since (crl_path): no identity from the ticket, so no 0-RTT; the
+   * resumed handshake then refuses it (amn_h3s_ticket_handshake_done) */
+  if (amn_tls_ctx_refuses_cert(t->ctx, t->leaf, t->leaf_len)) return false;
   if (!peer_copy(&sc->peer, &t->peer)) return false;
   sc->have_peer = sc->peer_from_ticket = true;
   return true;
@@ -274,7 +272,7 @@ int amn_h3s_ticket_handshake_done(h3_sconn *sc) {
     if (amn_tls_verify_resumed(sc->b.tls) != 0 || amn_tls_peer_identity(sc->b.tls, &now) != 0) {
       const char *why = amn_tls_last_error(sc->b.tls);
       AMN_WARN("connection from %s refused: resumed session: %s", sc->addr, why ? why : "no client identity");
-      ngtcp2_ccerr_set_tls_alert(&sc->b.err, GNUTLS_A_CERTIFICATE_UNKNOWN, NULL, 0);
+      ngtcp2_ccerr_set_tls_alert(&sc->b.err, (uint8_t)amn_tls_refusal_alert(sc->b.tls), NULL, 0);
       return -1;
     }
     if (sc->have_peer && memcmp(now.id.sha256, sc->peer.id.sha256, 32) != 0) {
