@@ -241,6 +241,10 @@ int main(int argc, char **argv) {
   o.stall_timeout_ms = (uint32_t)cfg.network.stall_timeout_ms;
   o.quic_retry_threshold = (uint32_t)cfg.quic.retry_threshold;
   o.access_log = f.access_log || cfg.log.access;
+  o.require_client_signature = cfg.auth.require_client_signature; /* signed queries and results */
+  o.signature_window_ms = (uint32_t)cfg.auth.signature_window_ms;
+  o.signature_replay_entries = (uint32_t)cfg.auth.signature_replay_entries;
+  o.sign_results = cfg.auth.sign_results;
 
   /* TLS: --insecure | --cert/--key/--ca | [tls] paths | PKI directory.
    * Flags take precedence over everything from the file/environment. */

@@ -149,6 +149,9 @@ typedef struct amn_peer_identity {
   size_t san_count;
   uint8_t sha256[32];            /**< SHA-256 of the DER certificate */
   char sha256_hex[65];           /**< the same, lower-case hex */
+  const uint8_t *cert_der;       /**< the DER leaf certificate (signed queries are verified
+                                      against its key), or NULL */
+  size_t cert_der_len;
 } amn_peer_identity;
 
 /* ------------------------------------------------------------------ */

@@ -21,6 +21,9 @@
  *             spread_addresses (bools)
  *   [admin]   bind_address (string "host:port"; the metrics listener, off by default)
  *   [log]     access (bool), format ("text"|"json")
+ *   [auth]    require_client_signature (bool), signature_window_ms,
+ *             signature_replay_entries (ints), sign_results (bool);
+ *             [client] also sign_queries, verify_proofs (bools)
  * Unknown sections or keys, wrong types and out-of-range values are errors
  * reported as "FILE:LINE: message naming the key".
  *
@@ -102,6 +105,10 @@ typedef struct amn_config {
                                          grpc.health.v1 Check answers SERVING; default false */
     bool spread_addresses;          /**< a URL whose name resolves to several addresses is one
                                          endpoint per address; default false */
+    bool sign_queries;              /**< sign every QueryRequest with the client key
+                                         (amn_client_opts.sign_queries); default false */
+    bool verify_proofs;             /**< verify the server_proof of every Execute response
+                                         (amn_client_opts.verify_proofs); default false */
   } client;
   struct {
     char *bind_address;             /**< "host:port" of the admin HTTP listener (GET /metrics in
@@ -115,6 +122,12 @@ typedef struct amn_config {
     char *format;                   /**< "text"|"json" (one JSON object per line); default "text"
                                          (see amn_log_set_format) */
   } log;
+  struct {                          /**< signed queries and results (amn_server_opts, docs/SIGNATURES.md) */
+    bool require_client_signature;  /**< default false */
+    int64_t signature_window_ms;    /**< 1..86400000; default 30000 */
+    int64_t signature_replay_entries; /**< 64..2^30; default 262144 */
+    bool sign_results;              /**< default false */
+  } auth;
   struct amn_config_origin *origin; /**< internal: where each key got its value (amn_config_where) */
 } amn_config;
 

@@ -3,7 +3,8 @@
  * amaters.v1.AmateRS on the raw handler: Execute and ExecuteStream decode
  * each QueryRequest (query_bytes, client_signature) and hand it to the
  * application's typed callbacks; a malformed request ends the call with
- * INVALID_ARGUMENT.
+ * INVALID_ARGUMENT, one whose client signature is required and not valid
+ * with UNAUTHENTICATED (signature.c).
  */
 #include <stdlib.h>
 #include <string.h>
@@ -19,8 +20,8 @@ static bool decode_query(amn_call *c, const uint8_t *msg, size_t len, amn_query 
     amn_call_finish(c, AMN_STATUS_INVALID_ARGUMENT, "malformed QueryRequest");
     return false;
   }
-  *q = (amn_query){v.f1, v.f1_len, v.f2, v.f2_len};
-  return true;
+  *q = (amn_query){v.f1, v.f1_len, v.f2, v.f2_len, false};
+  return amn_srv_sig_check(c, q);
 }
 
 static void exec_on_message(amn_call *c, const uint8_t *msg, size_t len, void *ud) {

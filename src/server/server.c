@@ -145,6 +145,11 @@ int amn_server_new(amn_server **out, const amn_server_opts *opts, char *err, siz
       return rc;
     }
   }
+  int src = amn_srv_sig_init(s, err, errlen);
+  if (src) {
+    amn_server_free(s);
+    return src;
+  }
   amn_health_register(s);
   *out = s;
   return 0;
@@ -533,6 +538,7 @@ void amn_server_free(amn_server *s) {
   free(s->tls_retired);
   pthread_mutex_destroy(&s->tls_lock);
   amn_health_free(s);
+  amn_srv_sig_free(s);
   free(s->listen_s);
   free(s->cert_s);
   free(s->key_s);

@@ -111,6 +111,10 @@ struct amn_call {
   bool m_started;
   int64_t m_t0;
   uint64_t m_in, m_out;
+  /* signatures (signature.c): SHA-256 of the Execute query (for the proof) */
+  uint8_t q_sha256[32];
+  bool q_hashed;
+  bool sig_verified;
   /* last: amn_call_new clears only what precedes it (req clears itself) */
   amn_rpc_req req;
 };
@@ -171,7 +175,19 @@ struct amn_server {
   pthread_cond_t stop_cond;
   atomic_int health_serving;        /* 1 serving, 0 not */
   char host[256];
+  struct amn_sig_replay *replay;    /* signature.c: nonces of signed queries (require_client_signature) */
+  struct amn_signer *signer;        /* signature.c: the server's key (sign_results) */
 };
+
+/* ---- signed queries and results (signature.c) ---- */
+int amn_srv_sig_init(amn_server *s, char *err, size_t errlen);
+void amn_srv_sig_free(amn_server *s);
+/* Before a QueryRequest reaches its handler: sets q->signature_verified;
+ * false when the call was refused (finished). */
+bool amn_srv_sig_check(amn_call *c, amn_query *q);
+/* The server_proof of an Execute response (out: AMN_SIG_PROOF_HDR +
+ * AMN_SIG_MAX_LEN bytes); 0 when none is made. Any thread. */
+size_t amn_srv_sig_proof(amn_call *c, const uint8_t *result, size_t len, uint8_t *out);
 
 /* ---- call core (call.c) ---- */
 /* The call core as the transport bindings see it (amn_st_calls); the

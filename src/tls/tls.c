@@ -527,13 +527,17 @@ int amn_tls_peer_identity(gnutls_session_t s, amn_peer_store *out) {
   gnutls_x509_crt_get_dn3(crt, &dn, 0);
   gnutls_x509_crt_deinit(crt);
   const char *subject = dn.data ? (const char *)dn.data : "";
-  size_t total = strlen(subject) + 1;
+  size_t total = raw[0].size + strlen(subject) + 1;
   for (size_t i = 0; i < nsan; i++) total += strlen(sans[i]) + 1;
   char *p = out->blob = malloc(total);
   if (!p) {
     gnutls_free(dn.data);
     return AMN_ENOMEM;
   }
+  memcpy(p, raw[0].data, raw[0].size);
+  id->cert_der = (const uint8_t *)p;
+  id->cert_der_len = raw[0].size;
+  p += raw[0].size;
   id->subject = strcpy(p, subject);
   p += strlen(p) + 1;
   gnutls_free(dn.data);
@@ -542,6 +546,15 @@ int amn_tls_peer_identity(gnutls_session_t s, amn_peer_store *out) {
     p += strlen(p) + 1;
   }
   id->san_count = nsan;
+  return 0;
+}
+
+int amn_tls_peer_cert(gnutls_session_t s, const uint8_t **der, size_t *len) {
+  unsigned n = 0;
+  const gnutls_datum_t *raw = s ? gnutls_certificate_get_peers(s, &n) : NULL;
+  if (!raw || !n) return AMN_ETLS;
+  *der = raw[0].data;
+  *len = raw[0].size;
   return 0;
 }
 

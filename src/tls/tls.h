@@ -123,6 +123,10 @@ typedef struct amn_peer_store {
 int amn_tls_peer_identity(gnutls_session_t s, amn_peer_store *out);
 void amn_peer_store_free(amn_peer_store *p);
 
+/* The peer's leaf certificate (DER) of a completed handshake, owned by
+ * the session: 0, or AMN_ETLS when there is none. */
+int amn_tls_peer_cert(gnutls_session_t s, const uint8_t **der, size_t *len);
+
 /* true when ALPN negotiated `proto`. */
 bool amn_tls_alpn_is(gnutls_session_t s, const char *proto);
 

@@ -83,9 +83,16 @@ static const keydef keys[] = {
     {"client", "max_retries", K_INT, OFF(client, max_retries), 0, 100, NULL},
     {"client", "health_check", K_BOOL, OFF(client, health_check), 0, 0, NULL},
     {"client", "spread_addresses", K_BOOL, OFF(client, spread_addresses), 0, 0, NULL},
+    /* signed queries and signed results (docs/SIGNATURES.md) */
+    {"auth", "require_client_signature", K_BOOL, OFF(auth, require_client_signature), 0, 0, NULL},
+    {"auth", "signature_window_ms", K_INT, OFF(auth, signature_window_ms), 1, 86400000, NULL},
+    {"auth", "signature_replay_entries", K_INT, OFF(auth, signature_replay_entries), 64, INT64_C(1) << 30, NULL},
+    {"auth", "sign_results", K_BOOL, OFF(auth, sign_results), 0, 0, NULL},
+    {"client", "sign_queries", K_BOOL, OFF(client, sign_queries), 0, 0, NULL},
+    {"client", "verify_proofs", K_BOOL, OFF(client, verify_proofs), 0, 0, NULL},
 };
 #define NKEYS (sizeof keys / sizeof keys[0])
-static const char *const sections[] = {"network", "tls", "quic", "server", "client", "admin", "log"};
+static const char *const sections[] = {"network", "tls", "quic", "server", "client", "admin", "log", "auth"};
 
 _Static_assert(offsetof(amn_config, client.url_count) == offsetof(amn_config, client.urls) + sizeof(char **),
                "url_count must follow urls");
@@ -182,6 +189,8 @@ void amn_config_init(amn_config *c) {
   c->client.keep_alive_interval_ms = 10000;
   c->client.max_retries = 2;
   c->client.health_check = false;
+  c->auth.signature_window_ms = 30000;
+  c->auth.signature_replay_entries = 262144;
   c->client.spread_addresses = false;
   c->admin.bind_address = NULL; /* no admin listener */
   c->log.access = false;
@@ -523,9 +532,9 @@ static int apply_doc(amn_config *c, const amn_toml_node *root, const char *path,
     if (!known)
       return amn_set_err(err, errlen, AMN_ECONFIG,
                          amn_toml_type_of(sec) == AMN_TOML_TABLE
-                             ? "%s:%d: unknown section [%s] (expected [network], [tls], [quic], [server], [client], [admin] or [log])"
+                             ? "%s:%d: unknown section [%s] (expected [network], [tls], [quic], [server], [client], [admin], [log] or [auth])"
                              : "%s:%d: unknown key '%s' outside of any section (keys belong in [network], [tls], "
-                               "[quic], [server], [client], [admin] or [log])",
+                               "[quic], [server], [client], [admin], [log] or [auth])",
                          path, amn_toml_line(sec), sname);
     if (amn_toml_type_of(sec) != AMN_TOML_TABLE)
       return amn_set_err(err, errlen, AMN_ECONFIG, "%s:%d: '%s' must be a section [%s], not %s", path,

@@ -279,12 +279,12 @@ static void test_load_errors(void **state) {
   LOAD_ERR("[server]\nthreads = 1\n[server]\n", "3: table 'server' defined twice (first at line 1)");
   /* unknown sections and keys */
   LOAD_ERR("[network]\nmax_connections = 5\n\n[netwrok]\nx = 1\n",
-           "4: unknown section [netwrok] (expected [network], [tls], [quic], [server], [client], [admin] or [log])");
+           "4: unknown section [netwrok] (expected [network], [tls], [quic], [server], [client], [admin], [log] or [auth])");
   LOAD_ERR("[network]\nmax_connections = 5\nmax_conections = 6\n", "3: unknown key 'network.max_conections'");
   LOAD_ERR("[tls]\n[tls.extra]\n", "2: unknown key 'tls.extra'");
   LOAD_ERR("\nthreads = 4\n",
            "2: unknown key 'threads' outside of any section (keys belong in [network], [tls], [quic], [server], "
-           "[client], [admin] or [log])");
+           "[client], [admin], [log] or [auth])");
   LOAD_ERR("server = 1\n", "1: 'server' must be a section [server], not an integer");
   /* wrong types (the values before the bad key are applied to a copy only) */
   LOAD_ERR("[server]\nthreads = 3\nlog_level = \"debug\"\ndrain_timeout_ms = \"10s\"\n",

@@ -28,10 +28,12 @@ typedef struct bslot {
   amn_cstream *s;
   bool half_closed; /* stream: we ended it */
   bool want_send;   /* stream: a send got AMN_EAGAIN */
+  uint8_t *sreq;    /* --sign, unary: this slot's signed QueryRequest (a new signature per call) */
 } bslot;
 
 struct bench {
   bool stream;
+  bool sign; /* --sign: every query signed (stream: by the library in amn_cstream_send) */
   size_t size;
   uint8_t *payload, *req; /* payload; encoded QueryRequest */
   size_t req_len;
@@ -129,10 +131,25 @@ static void b_unpark(bench *b, bool over) {
   }
 }
 
+/* --sign: the slot's request with a fresh signature; its length, or a
+ * negative code. */
+static int b_signed_req(bslot *sl) {
+  uint8_t sig[AMN_CLIENT_SIGNATURE_MAX];
+  int n = amn_client_sign_query(sl->bc->c, AMN_METHOD_EXECUTE, sl->b->payload, sl->b->size, sig);
+  if (n < 0) return n;
+  if (!sl->sreq && !(sl->sreq = malloc(amn_pair_encoded_size(sl->b->size, AMN_CLIENT_SIGNATURE_MAX))))
+    return AMN_ENOMEM;
+  return (int)amn_pair_encode(sl->sreq, sl->b->payload, sl->b->size, sig, (size_t)n);
+}
+
 static void b_unary_issue(bslot *sl) {
   sl->t_send = now_ns();
-  int rc = amn_client_unary_async(sl->bc->c, AMN_METHOD_EXECUTE, sl->b->req, sl->b->req_len, &sl->b->copts,
-                                  b_unary_done, sl);
+  const uint8_t *req = sl->b->req;
+  int rc = 0, len = (int)sl->b->req_len;
+  if (sl->b->sign && (len = b_signed_req(sl)) < 0) rc = len;
+  if (!rc)
+    rc = amn_client_unary_async(sl->bc->c, AMN_METHOD_EXECUTE, sl->b->sign ? sl->sreq : req, (size_t)len,
+                                &sl->b->copts, b_unary_done, sl);
   if (rc) {
     b_error(sl->b, status_of_err(rc), amn_strerror(rc));
     b_slot_done(sl->b);
@@ -198,6 +215,7 @@ int cmd_bench(cli *o, net *n) {
       !(b->unparked = calloc((size_t)M, sizeof *b->unparked)))
     die("out of memory");
   b->stream = strcmp(o->mode, "stream") == 0;
+  b->sign = o->sign;
   b->size = (size_t)o->size;
   b->payload = malloc(b->size ? b->size : 1);
   b->req_len = amn_pair_encoded_size(b->size, 0);
@@ -317,8 +335,10 @@ int cmd_bench(cli *o, net *n) {
     atomic_fetch_add(&b->errors, (unsigned long long)stuck);
   }
   /* streams: release; clients: close (cancels whatever is left) */
-  for (int i = 0; i < M; i++)
+  for (int i = 0; i < M; i++) {
     if (slots[i].s) amn_cstream_release(slots[i].s);
+    free(slots[i].sreq);
+  }
   /* calls and failures per URL, summed over the clients (warm-up included) */
   size_t neps = amn_client_stats(cl[0].c, NULL, 0, NULL); /* URLs, or their addresses (spread_addresses) */
   amn_endpoint_stats *eps = calloc(neps ? neps : 1, sizeof *eps), *one = calloc(neps ? neps : 1, sizeof *one);

@@ -24,7 +24,7 @@ typedef struct cli {
   /* global */
   const char *ca, *cert, *key, *pki_dir, *server_name, *config, *log_level;
   const char *transport; /* --transport, NULL = config/default */
-  bool insecure, idempotent;
+  bool insecure, idempotent, sign, verify_proof;
   long long timeout_ms; /* -1 = not given */
   amn_md md[64];
   size_t md_count;

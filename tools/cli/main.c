@@ -42,6 +42,12 @@ static const char usage_text[] =
     "  --metadata KEY=VALUE    request metadata (repeatable)\n"
     "  --idempotent            execute, bench: the calls may be re-sent after UNAVAILABLE\n"
     "                          (up to client.max_retries times, on another connection)\n"
+    "  --sign                  execute, stream, bench: sign every query with the client\n"
+    "                          key (client_signature; docs/SIGNATURES.md; default\n"
+    "                          client.sign_queries)\n"
+    "  --verify-proof          execute: check the result's server_proof against the\n"
+    "                          server's certificate; DATA_LOSS when it is missing or\n"
+    "                          does not verify (default client.verify_proofs)\n"
     "  --config FILE           TOML configuration ([client], [tls]); AMATERS_NET_* vars apply\n"
     "  --log-level LEVEL       error|warn|info|debug (default warn); -v = debug\n"
     "  --help, --version\n"
@@ -121,6 +127,7 @@ void parse_cli(int argc, char **argv, cli *o) {
       {"service", C_HEALTH, true},  {"connections", C_BENCH, true}, {"inflight", C_BENCH, true},
       {"duration", C_BENCH, true},  {"warmup", C_BENCH, true},     {"size", C_BENCH, true},
       {"mode", C_BENCH, true},      {"force", C_CERTS, false},     {"idempotent", C_EXEC | C_BENCH, false},
+      {"sign", C_EXEC | C_STREAM | C_BENCH, false},              {"verify-proof", C_EXEC, false},
   };
   for (int i = 1; i < argc; i++) {
     const char *a = argv[i];
@@ -205,6 +212,8 @@ void parse_cli(int argc, char **argv, cli *o) {
     else if (!strcmp(n, "mode")) o->mode = v;
     else if (!strcmp(n, "force")) o->force = true;
     else if (!strcmp(n, "idempotent")) o->idempotent = true;
+    else if (!strcmp(n, "sign")) o->sign = true;
+    else if (!strcmp(n, "verify-proof")) o->verify_proof = true;
   }
   if (!o->cmd) die("no command given (execute, stream, health, bench or certs; see --help)");
   for (size_t i = 0; i < o->seen_count; i++)

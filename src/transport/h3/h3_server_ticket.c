@@ -68,12 +68,15 @@ static void ticket_id_free(void *p) {
 }
 
 static bool peer_copy(amn_peer_store *dst, const amn_peer_store *src) {
-  size_t total = strlen(src->id.subject) + 1;
+  size_t total = src->id.cert_der_len + strlen(src->id.subject) + 1;
   for (size_t i = 0; i < src->id.san_count; i++) total += strlen(src->id.sans[i]) + 1;
   char *b = malloc(total);
   if (!b) return false;
   dst->id = src->id;
   dst->blob = b;
+  if (src->id.cert_der_len) memcpy(b, src->id.cert_der, src->id.cert_der_len);
+  dst->id.cert_der = src->id.cert_der_len ? (const uint8_t *)b : NULL;
+  b += src->id.cert_der_len;
   dst->id.subject = strcpy(b, src->id.subject);
   b += strlen(b) + 1;
   for (size_t i = 0; i < src->id.san_count; i++) {
