@@ -103,7 +103,7 @@ typedef struct amn_client_opts {
   /** Signed results: amn_client_execute checks the response's server_proof
    *  against the certificate of the server that answered; a missing or
    *  invalid proof turns the result into DATA_LOSS with the reason (e.g.
-   *  "server proof: signature does not verify"). Default false. */
+   *  "server proof does not verify"). Default false. */
   bool verify_proofs;
 } amn_client_opts;
 

@@ -97,7 +97,7 @@ const char *amn_csig_check_proof(const uint8_t *der, size_t der_len, const char 
   amn_sig_sha256(res, rl, rh);
   size_t n = amn_sig_proof_tbs(tbs, e.alg, method, e.ts_ms, qh, rh);
   if ((r = amn_sig_verify(der, der_len, e.alg, tbs, n, e.sig, e.sig_len))) {
-    snprintf(why, sizeof why, "server proof: %s", r);
+    snprintf(why, sizeof why, "server proof %s", r);
     return why;
   }
   return NULL;

@@ -114,7 +114,7 @@ const char *amn_sig_verify(const uint8_t *cert, size_t cert_len, uint8_t alg, co
     why = "algorithm does not match the certificate's key";
   } else {
     gnutls_datum_t m = {(unsigned char *)tbs, (unsigned)tbs_len}, s = {(unsigned char *)sig, (unsigned)sig_len};
-    if (gnutls_pubkey_verify_data2(pub, gnutls_alg(alg), 0, &m, &s) < 0) why = "signature does not verify";
+    if (gnutls_pubkey_verify_data2(pub, gnutls_alg(alg), 0, &m, &s) < 0) why = "does not verify";
   }
   gnutls_pubkey_deinit(pub);
   return why;

@@ -185,7 +185,7 @@ static void test_sign_verify(void **st) {
     /* other bytes */
     tbs[n - 1] ^= 1;
     assert_string_equal(amn_sig_verify(ders[i].data, ders[i].size, kinds[i].alg, tbs, n, sig, (size_t)sl),
-                        "signature does not verify");
+                        "does not verify");
     tbs[n - 1] ^= 1;
     /* a tampered signature */
     sig[sl / 2] ^= 0x10;
