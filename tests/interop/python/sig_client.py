@@ -131,25 +131,22 @@ def encode_pair(f1, f2=b""):
     return out
 
 
+def _read_varint(buf, i):
+    n = shift = 0
+    while True:
+        b = buf[i]
+        i += 1
+        n |= (b & 0x7F) << shift
+        shift += 7
+        if not b & 0x80:
+            return n, i
+
+
 def decode_pair(buf):
     f, i = {}, 0
     while i < len(buf):
-        key, shift = 0, 0
-        while True:
-            b = buf[i]
-            i += 1
-            key |= (b & 0x7F) << shift
-            shift += 7
-            if not b & 0x80:
-                break
-        n, shift = 0, 0
-        while True:
-            b = buf[i]
-            i += 1
-            n |= (b & 0x7F) << shift
-            shift += 7
-            if not b & 0x80:
-                break
+        key, i = _read_varint(buf, i)
+        n, i = _read_varint(buf, i)
         f[key >> 3] = bytes(buf[i:i + n])
         i += n
     return f.get(1, b""), f.get(2, b"")
