@@ -11,6 +11,7 @@
 
 #include "amn/proto.h"
 #include "server/server_internal.h"
+#include "util/log.h"
 
 /* A QueryRequest as the typed callbacks see it; false (and the call ended)
  * when it is malformed. */
@@ -21,7 +22,14 @@ static bool decode_query(amn_call *c, const uint8_t *msg, size_t len, amn_query 
     return false;
   }
   *q = (amn_query){v.f1, v.f1_len, v.f2, v.f2_len, false};
-  return amn_srv_sig_check(c, q);
+  amn_status_code code;
+  const char *why = amn_srv_sig_check(c, q, &code);
+  if (!why) return true;
+  if (code != AMN_STATUS_OK) {
+    AMN_DEBUG("call %s from %s: %s", c->method ? c->method : "?", amn_call_peer_addr(c), why);
+    amn_call_finish(c, code, why);
+  }
+  return false;
 }
 
 static void exec_on_message(amn_call *c, const uint8_t *msg, size_t len, void *ud) {

@@ -196,6 +196,7 @@ const amn_peer_identity *amn_call_peer(const amn_call *c) {
   return c->peer ? c->peer : &none;
 }
 const char *amn_call_peer_addr(const amn_call *c) { return c->peer_addr ? c->peer_addr : ""; }
+bool amn_call_signature_verified(const amn_call *c) { return c && c->sig_verified; }
 const amn_metadata *amn_call_metadata(const amn_call *c) { return &c->md_pub; }
 int64_t amn_call_deadline_remaining_ms(const amn_call *c) {
   if (c->deadline_ns < 0) return -1;

@@ -182,9 +182,10 @@ struct amn_server {
 /* ---- signed queries and results (signature.c) ---- */
 int amn_srv_sig_init(amn_server *s, char *err, size_t errlen);
 void amn_srv_sig_free(amn_server *s);
-/* Before a QueryRequest reaches its handler: sets q->signature_verified;
- * false when the call was refused (finished). */
-bool amn_srv_sig_check(amn_call *c, amn_query *q);
+/* Before a QueryRequest reaches its handler: sets q->signature_verified.
+ * NULL: hand it over; else the message to end the call with, and *code
+ * (AMN_STATUS_OK with "": the call already ended, drop the query). */
+const char *amn_srv_sig_check(amn_call *c, amn_query *q, amn_status_code *code);
 /* The server_proof of an Execute response (out: AMN_SIG_PROOF_HDR +
  * AMN_SIG_MAX_LEN bytes); 0 when none is made. Any thread. */
 size_t amn_srv_sig_proof(amn_call *c, const uint8_t *result, size_t len, uint8_t *out);

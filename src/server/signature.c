@@ -41,15 +41,6 @@ void amn_srv_sig_free(amn_server *s) {
   s->signer = NULL;
 }
 
-/* Ends the call with UNAUTHENTICATED (or `code`) naming the reason. */
-static bool refuse(amn_call *c, amn_status_code code, const char *why) {
-  char msg[160];
-  snprintf(msg, sizeof msg, "client signature %s", why);
-  AMN_DEBUG("call %s from %s: %s", c->method ? c->method : "?", amn_call_peer_addr(c), msg);
-  amn_call_finish(c, code, msg);
-  return false;
-}
-
 /* The reason a signed query is refused, or NULL (verified). */
 static const char *verify(amn_call *c, const amn_query *q, amn_status_code *code) {
   amn_server *s = c->sl->srv;
@@ -67,8 +58,8 @@ static const char *verify(amn_call *c, const amn_query *q, amn_status_code *code
   uint8_t h[32], tbs[AMN_SIG_TBS_MAX];
   amn_sig_sha256(q->query_bytes, q->query_len, h);
   size_t n = amn_sig_query_tbs(tbs, e.alg, c->method, e.ts_ms, e.nonce, h);
-  const amn_peer_identity *p = amn_call_peer(c);
-  if ((why = amn_sig_verify(p->cert_der, p->cert_der_len, e.alg, tbs, n, e.sig, e.sig_len))) return why;
+  const amn_peer_identity *p = c->peer;
+  if ((why = amn_sig_verify(p ? p->cert_der : NULL, p ? p->cert_der_len : 0, e.alg, tbs, n, e.sig, e.sig_len))) return why;
   switch (amn_sig_replay_check(s->replay, e.nonce, e.ts_ms + w + 1, now)) {
   case AMN_REPLAY_FRESH: return NULL;
   case AMN_REPLAY_SEEN: return "replayed (nonce already seen)";
@@ -76,20 +67,27 @@ static const char *verify(amn_call *c, const amn_query *q, amn_status_code *code
   }
 }
 
-bool amn_srv_sig_check(amn_call *c, amn_query *q) {
+const char *amn_srv_sig_check(amn_call *c, amn_query *q, amn_status_code *code) {
   amn_server *s = c->sl->srv;
   q->signature_verified = false;
   c->sig_verified = false;
+  *code = AMN_STATUS_OK;
   if (s->signer && c->method && strcmp(c->method, AMN_METHOD_EXECUTE) == 0) {
     amn_sig_sha256(q->query_bytes, q->query_len, c->q_sha256);
     c->q_hashed = true;
   }
-  if (!s->o.require_client_signature) return true;
-  amn_status_code code;
-  const char *why = verify(c, q, &code);
-  if (why) return refuse(c, code, why);
+  if (!s->o.require_client_signature) return NULL;
+  /* a stream refused earlier: its later messages go nowhere */
+  if (atomic_load(&c->finish_called)) return "";
+  const char *why = verify(c, q, code);
+  if (why) {
+    static _Thread_local char msg[160];
+    snprintf(msg, sizeof msg, "client signature %s", why);
+    return msg;
+  }
+  *code = AMN_STATUS_OK;
   q->signature_verified = c->sig_verified = true;
-  return true;
+  return NULL;
 }
 
 size_t amn_srv_sig_proof(amn_call *c, const uint8_t *result, size_t len, uint8_t *out) {
@@ -108,5 +106,3 @@ size_t amn_srv_sig_proof(amn_call *c, const uint8_t *result, size_t len, uint8_t
   amn_sig_proof_hdr(out, alg, ts);
   return AMN_SIG_PROOF_HDR + (size_t)sl;
 }
-
-bool amn_call_signature_verified(const amn_call *c) { return c && c->sig_verified; }
