@@ -145,11 +145,12 @@ typedef struct amn_server_opts {
    *  before the handler runs. The nonces are remembered in one table per
    *  server (signature_replay_entries entries, 24 bytes each, allocated
    *  when the server is created, shared by its loops under a lock); when
-   *  it is full of live nonces a query is refused with UNAVAILABLE
-   *  "replay cache full". sign_results: every QueryResponse of Execute whose
-   *  handler supplies no proof gets a server_proof made with the server's
-   *  key (tls.key_path, loaded once by amn_server_new; a TLS reload does not
-   *  change it). Defaults: false, 30000, 262144, false. */
+   *  it has no free slot for a nonce (see docs/SIGNATURES.md for its
+   *  sizing) a query is refused with UNAVAILABLE "... replay cache full".
+   *  sign_results: every QueryResponse of Execute whose handler supplies
+   *  no proof gets a server_proof made with the server's key
+   *  (tls.key_path, loaded once by amn_server_new; a TLS reload does not
+   *  change it). Defaults (also for 0): false, 30000, 262144, false. */
   bool require_client_signature;
   uint32_t signature_window_ms;
   uint32_t signature_replay_entries;

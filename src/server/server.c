@@ -43,6 +43,8 @@ void amn_server_opts_init(amn_server_opts *o) {
   o->ping_min_interval_ms = 5000;
   o->ping_permit_without_calls = true;
   o->quic_retry_threshold = 100; /* [h3] */
+  o->signature_window_ms = 30000;
+  o->signature_replay_entries = 262144;
 }
 
 static char *dup_or_null(const char *s) { return s ? strdup(s) : NULL; }

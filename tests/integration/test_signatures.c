@@ -78,6 +78,8 @@ static void on_cancel(amn_call *c, amn_status_code why, void *ud) {
   amn_call_finish(c, why, NULL);
 }
 
+static uint32_t g_replay_entries; /* the next server's signature_replay_entries (0: the default) */
+
 static amn_server *start(bool require, bool sign_results, uint32_t window_ms) {
   amn_server_opts o;
   amn_server_opts_init(&o);
@@ -89,6 +91,7 @@ static amn_server *start(bool require, bool sign_results, uint32_t window_ms) {
   o.require_client_signature = require;
   o.sign_results = sign_results;
   o.signature_window_ms = window_ms;
+  o.signature_replay_entries = g_replay_entries;
   amn_server *s = NULL;
   char err[256] = "";
   int rc = amn_server_new(&s, &o, err, sizeof err);
@@ -406,12 +409,31 @@ static void test_proofs(void **st) {
   amn_server_free(g_srv);
 }
 
+/* A nonce table with no free slot refuses with UNAVAILABLE (64 entries:
+ * the 65th live nonce has nowhere to go); the nonces in it stay known. */
+static void test_replay_table_full(void **st) {
+  (void)st;
+  g_replay_entries = 64;
+  g_srv = start(true, false, 30000);
+  g_replay_entries = 0;
+  amn_client *c = client(NULL, true, false);
+  for (int i = 0; i < 64; i++) {
+    char q[16];
+    snprintf(q, sizeof q, "n%d", i);
+    assert_int_equal(execute(c, q, NULL, 0, NULL, 0), AMN_STATUS_OK);
+  }
+  expect_refusal(c, "one more", NULL, 0, AMN_STATUS_UNAVAILABLE, "client signature not checked: replay cache full");
+  amn_client_free(c);
+  amn_server_free(g_srv);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_valid_each_key_type),
       cmocka_unit_test(test_refusals),
       cmocka_unit_test(test_stream),
       cmocka_unit_test(test_proofs),
+      cmocka_unit_test(test_replay_table_full),
   };
   return cmocka_run_group_tests(tests, setup, teardown);
 }
