@@ -14,7 +14,8 @@
 #include "util/log.h"
 
 /* A QueryRequest as the typed callbacks see it; false (and the call ended)
- * when it is malformed. */
+ * when it is malformed or its required signature is not valid (or the call
+ * already ended so). */
 static bool decode_query(amn_call *c, const uint8_t *msg, size_t len, amn_query *q) {
   amn_pair_view v;
   if (amn_pair_decode(msg, len, &v) != 0) {
