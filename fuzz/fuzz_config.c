@@ -71,6 +71,12 @@ static const field fields[] = {
     {"client", "max_retries", F_INT, O(client, max_retries), 0, 100, {0}},
     {"client", "health_check", F_BOOL, O(client, health_check), 0, 0, {0}},
     {"client", "spread_addresses", F_BOOL, O(client, spread_addresses), 0, 0, {0}},
+    {"client", "sign_queries", F_BOOL, O(client, sign_queries), 0, 0, {0}},
+    {"client", "verify_proofs", F_BOOL, O(client, verify_proofs), 0, 0, {0}},
+    {"auth", "require_client_signature", F_BOOL, O(auth, require_client_signature), 0, 0, {0}},
+    {"auth", "signature_window_ms", F_INT, O(auth, signature_window_ms), 1, 86400000, {0}},
+    {"auth", "signature_replay_entries", F_INT, O(auth, signature_replay_entries), 64, INT64_C(1) << 30, {0}},
+    {"auth", "sign_results", F_BOOL, O(auth, sign_results), 0, 0, {0}},
 };
 #define NFIELDS (sizeof fields / sizeof fields[0])
 #define AT(c, f, T) ((T *)(void *)((char *)(c) + (f)->off))

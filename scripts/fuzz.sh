@@ -15,7 +15,7 @@ cd "$(dirname "$0")/.."
 secs=${1:-60}
 shift || true
 all=(framing req_headers resp_headers grpc_timeout pct base64 proto toml config pki h2_server h2_client
-     quic_token h3_server h3_client admin_req reflection fwd_cert authz)
+     quic_token h3_server h3_client admin_req reflection fwd_cert authz sig)
 targets=("$@")
 [ ${#targets[@]} -gt 0 ] || targets=("${all[@]}")
 for t in "${targets[@]}"; do

@@ -476,6 +476,10 @@ int main(int argc, char **argv) {
   o.trusted_proxies = (const char *const *)cfg.server.trusted_proxies;
   o.trusted_proxy_count = cfg.server.trusted_proxy_count;
   o.forwarded_cert_header = cfg.server.forwarded_cert_header;
+  o.require_client_signature = cfg.auth.require_client_signature; /* signed queries and results */
+  o.signature_window_ms = (uint32_t)cfg.auth.signature_window_ms;
+  o.signature_replay_entries = (uint32_t)cfg.auth.signature_replay_entries;
+  o.sign_results = cfg.auth.sign_results;
 
   /* TLS: --insecure | --cert/--key/--ca | [tls] paths | PKI directory.
    * Flags take precedence over everything from the file/environment. */

@@ -111,6 +111,17 @@ typedef struct amn_client_opts {
                                       (default 1000) */
   uint32_t dns_refresh_max_ms;   /**< ceiling of the TTL: a name is looked up at least this often
                                       (default 300000) */
+  /** Signed queries (docs/SIGNATURES.md): amn_client_execute, and every
+   *  message of an ExecuteStream stream that is a QueryRequest without a
+   *  client_signature, get one made with the key of tls.key_path (ECDSA
+   *  P-256/P-384, Ed25519 or RSA; loaded by amn_client_new). A signature the
+   *  caller passes is sent as it is. Default false. */
+  bool sign_queries;
+  /** Signed results: amn_client_execute checks the response's server_proof
+   *  against the certificate of the server that answered; a missing or
+   *  invalid proof turns the result into DATA_LOSS with the reason (e.g.
+   *  "server proof does not verify"). Default false. */
+  bool verify_proofs;
 } amn_client_opts;
 
 enum { AMN_LB_P2C = 0, AMN_LB_ROUND_ROBIN = 1 };
@@ -187,6 +198,19 @@ AMN_API int amn_client_execute(amn_client *c, const uint8_t *query, size_t query
                        const uint8_t *signature, size_t signature_len,
                        const amn_call_opts *opts, amn_result *out,
                        uint8_t **proof, size_t *proof_len);
+
+/** Longest client_signature amn_client_sign_query writes. */
+#define AMN_CLIENT_SIGNATURE_MAX 1050
+
+/** Makes a client_signature (docs/SIGNATURES.md) for a QueryRequest of
+ *  `method` carrying `query`, with the key of a client created with
+ *  sign_queries, for callers that encode their own requests (e.g. with
+ *  amn_client_unary_async); each call draws a new nonce. `out` holds at
+ *  least AMN_CLIENT_SIGNATURE_MAX bytes. Returns the signature's length,
+ *  AMN_ESTATE when the client does not sign, AMN_EINVAL, or AMN_ETLS.
+ *  Thread-safe. */
+AMN_API int amn_client_sign_query(amn_client *c, const char *method, const uint8_t *query, size_t query_len,
+                                  uint8_t *out);
 
 /* ------------------------------------------------------------------ */
 /* Streams                                                            */

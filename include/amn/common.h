@@ -162,6 +162,9 @@ typedef struct amn_peer_identity {
   size_t uri_san_count;
   const char *cn;                /**< the subject's (first) commonName, "" when none */
   const char *ou;                /**< the subject's (first) organizationalUnitName, "" when none */
+  const uint8_t *cert_der;       /**< the DER leaf certificate (signed queries are verified
+                                      against its key), or NULL */
+  size_t cert_der_len;
 } amn_peer_identity;
 
 /* ------------------------------------------------------------------ */

@@ -31,6 +31,9 @@
  *             identity patterns uri_sans, dns_sans, cns, ous, fingerprints
  *             (arrays of strings; see amn_authz_rule in common.h). No rule
  *             tables: no policy.
+ *   [auth]    require_client_signature (bool), signature_window_ms,
+ *             signature_replay_entries (ints), sign_results (bool);
+ *             [client] also sign_queries, verify_proofs (bools)
  * Unknown sections or keys, wrong types and out-of-range values are errors
  * reported as "FILE:LINE: message naming the key".
  *
@@ -135,6 +138,10 @@ typedef struct amn_config {
     int64_t dns_refresh_min_ms;     /**< floor of the DNS TTL (and of the lookups connection
                                          failures trigger), 1..2147483647; default 1000 */
     int64_t dns_refresh_max_ms;     /**< ceiling of the DNS TTL, 1..2147483647; default 300000 */
+    bool sign_queries;              /**< sign every QueryRequest with the client key
+                                         (amn_client_opts.sign_queries); default false */
+    bool verify_proofs;             /**< verify the server_proof of every Execute response
+                                         (amn_client_opts.verify_proofs); default false */
   } client;
   struct {
     char *bind_address;             /**< "host:port" of the admin HTTP listener (GET /metrics in
@@ -148,11 +155,15 @@ typedef struct amn_config {
     char *format;                   /**< "text"|"json" (one JSON object per line); default "text"
                                          (see amn_log_set_format) */
   } log;
-  struct {
+  struct {                          /**< [auth]: the authorization policy and signed queries and results */
     amn_authz_rule *rules;  /**< the [[auth.rule]] tables in file order (strings owned by the
                                  config; build a policy with amn_authz_policy_new); NULL: none */
     size_t rule_count;
     char **rule_where;      /**< "FILE:LINE" of each rule's table, for messages */
+    bool require_client_signature;  /**< default false */
+    int64_t signature_window_ms;    /**< 1..86400000; default 30000 */
+    int64_t signature_replay_entries; /**< 64..2^30; default 262144 */
+    bool sign_results;              /**< default false */
   } auth;
   struct amn_config_origin *origin; /**< internal: where each key got its value (amn_config_where) */
 } amn_config;

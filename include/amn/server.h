@@ -194,6 +194,27 @@ typedef struct amn_server_opts {
   const char *const *trusted_proxies;
   size_t trusted_proxy_count;
   const char *forwarded_cert_header; /**< lower-case header name; NULL = "x-client-cert" */
+  /** Signed queries and signed results (docs/SIGNATURES.md; config
+   *  [auth]). require_client_signature: every QueryRequest of Execute and
+   *  ExecuteStream (each message of a stream) must carry a client_signature
+   *  made with the key of the certificate the client presented
+   *  (amn_call_peer's cert_der), at most signature_window_ms away from the
+   *  server's clock, with a nonce not seen within the window; otherwise the
+   *  call ends with UNAUTHENTICATED and the reason ("client signature
+   *  missing", "... stale", "... replayed", "... does not verify", ...)
+   *  before the handler runs. The nonces are remembered in one table per
+   *  server (signature_replay_entries entries, 24 bytes each, allocated
+   *  when the server is created, shared by its loops under a lock); when
+   *  it has no free slot for a nonce (see docs/SIGNATURES.md for its
+   *  sizing) a query is refused with UNAVAILABLE "... replay cache full".
+   *  sign_results: every QueryResponse of Execute whose handler supplies
+   *  no proof gets a server_proof made with the server's key
+   *  (tls.key_path, loaded once by amn_server_new; a TLS reload does not
+   *  change it). Defaults (also for 0): false, 30000, 262144, false. */
+  bool require_client_signature;
+  uint32_t signature_window_ms;
+  uint32_t signature_replay_entries;
+  bool sign_results;
 } amn_server_opts;
 
 /** Fills `o` with the defaults documented above. */
@@ -234,6 +255,9 @@ typedef struct amn_query {
   size_t query_len;
   const uint8_t *client_signature;
   size_t signature_len;
+  /** true when the server verified client_signature (require_client_signature:
+   *  always true, an unverified query never reaches the handler). */
+  bool signature_verified;
 } amn_query;
 
 /** Execute handler: one request, answer with amn_call_reply_query (any
@@ -607,6 +631,9 @@ AMN_API const char *amn_call_method(const amn_call *c);
 AMN_API const amn_peer_identity *amn_call_peer(const amn_call *c);
 /** Remote address as text ("127.0.0.1:53122"). */
 AMN_API const char *amn_call_peer_addr(const amn_call *c);
+/** true when the call's latest QueryRequest carried a client signature the
+ *  server verified (amn_server_opts.require_client_signature). */
+AMN_API bool amn_call_signature_verified(const amn_call *c);
 /** Request metadata (custom headers; "-bin" values decoded). Valid until
  *  finish. Reserved headers (":path", "te", "grpc-*", ...) are excluded. */
 AMN_API const amn_metadata *amn_call_metadata(const amn_call *c);

@@ -50,6 +50,7 @@ void amn_client_call_unref(amn_client_call *c) {
   amn_rpc_resp_free(&c->resp);
   amn_deframer_free(&c->df);
   amn_result_free(&c->res);
+  free(c->peer_der);
   free((char *)c->t.method);
   free((amn_md *)c->t.md);
   free(c->md_blob);
@@ -293,10 +294,27 @@ static void cb_header(amn_ct_call *t, const uint8_t *name, size_t nlen, const ui
   if (!c->done) amn_rpc_resp_header(&c->resp, name, nlen, value, vlen);
 }
 
+/* The certificate of the server that answers (verify_proofs): copied from
+ * the stream's TLS session when the response headers arrive. */
+static void keep_peer_cert(amn_client_call *c) {
+  const uint8_t *der;
+  size_t len;
+  gnutls_session_t s = c->stream && c->tp && c->tp->session ? c->tp->session(c->stream) : NULL;
+  free(c->peer_der);
+  c->peer_der = NULL;
+  c->peer_der_len = 0;
+  if (!s || amn_tls_peer_cert(s, &der, &len) != 0 || !(c->peer_der = malloc(len))) return;
+  memcpy(c->peer_der, der, len);
+  c->peer_der_len = len;
+}
+
 static void cb_headers_end(amn_ct_call *t, bool trailing) {
   amn_client_call *c = CALL(t);
   if (c->done) return;
-  if (!trailing) c->got_headers = true;
+  if (!trailing) {
+    c->got_headers = true;
+    if (c->want_peer_cert) keep_peer_cert(c);
+  }
   take_md(c, trailing);
 }
 

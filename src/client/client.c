@@ -256,6 +256,11 @@ int amn_client_new(amn_client **out, const amn_client_opts *opts, char *err, siz
   } else {
     AMN_WARN("INSECURE MODE: client talks plaintext HTTP/2 to %s", cl->authority);
   }
+  rc = amn_csig_init(cl, err, errlen);
+  if (rc) {
+    amn_client_free(cl);
+    return rc;
+  }
   cl->ev = ev_loop_new(EVFLAG_AUTO | EVFLAG_NOSIGMASK);
   amn_ioloop_init(&cl->io, cl->ev);
   cl->ct.ev = cl->ev;
@@ -362,6 +367,7 @@ void amn_client_free(amn_client *cl) {
   }
   if (cl->tls) amn_tls_ctx_unref(cl->tls);
   if (cl->tls_h3) amn_tls_ctx_unref(cl->tls_h3);
+  amn_csig_free(cl);
   amn_pool_free(cl);
   pthread_mutex_destroy(&cl->stats_mu);
   pthread_mutex_destroy(&cl->cmu);
@@ -401,12 +407,16 @@ int amn_client_unary_async(amn_client *cl, const char *method, const uint8_t *re
   return rc;
 }
 
-int amn_client_unary(amn_client *cl, const char *method, const uint8_t *req, size_t len, const amn_call_opts *opts,
-                     amn_result *out) {
+/* A blocking unary call; with want_cert, *der gets the DER certificate of
+ * the server that answered (or NULL; free() it). */
+static int unary_blocking(amn_client *cl, const char *method, const uint8_t *req, size_t len,
+                          const amn_call_opts *opts, amn_result *out, bool want_cert, uint8_t **der,
+                          size_t *der_len) {
   if (!cl || !out || (len && !req)) return AMN_EINVAL;
   memset(out, 0, sizeof *out);
   amn_client_call *c = amn_client_call_new(cl, AMN_CK_UNARY_BLOCKING, method, opts);
   if (!c) return AMN_EINVAL;
+  c->want_peer_cert = want_cert;
   int rc = submit_unary(c, req, len);
   if (rc) {
     amn_client_call_unref(c);
@@ -417,29 +427,60 @@ int amn_client_unary(amn_client *cl, const char *method, const uint8_t *req, siz
   pthread_mutex_unlock(&c->mu);
   *out = c->res; /* moves ownership of the result */
   memset(&c->res, 0, sizeof c->res);
+  if (der) {
+    *der = c->peer_der;
+    *der_len = c->peer_der_len;
+    c->peer_der = NULL;
+  }
   amn_client_call_unref(c);
   return 0;
 }
 
+int amn_client_unary(amn_client *cl, const char *method, const uint8_t *req, size_t len, const amn_call_opts *opts,
+                     amn_result *out) {
+  return unary_blocking(cl, method, req, len, opts, out, false, NULL, NULL);
+}
+
+/* Replaces the result with a failure `code` and message. */
+static void fail_result(amn_result *out, amn_status_code code, const char *msg) {
+  free(out->data);
+  out->data = NULL;
+  out->len = 0;
+  out->code = code;
+  free(out->message);
+  out->message = strdup(msg);
+}
+
 int amn_client_execute(amn_client *cl, const uint8_t *query, size_t query_len, const uint8_t *sig, size_t sig_len,
                        const amn_call_opts *opts, amn_result *out, uint8_t **proof, size_t *proof_len) {
-  size_t n = amn_pair_encoded_size(query_len, sig_len);
-  uint8_t *buf = malloc(n ? n : 1);
-  if (!buf) return AMN_ENOMEM;
-  amn_pair_encode(buf, query, query_len, sig, sig_len);
-  int rc = amn_client_unary(cl, AMN_METHOD_EXECUTE, buf, n, opts, out);
-  free(buf);
   if (proof) *proof = NULL;
   if (proof_len) *proof_len = 0;
-  if (rc || out->code != AMN_STATUS_OK) return rc;
+  if (!cl || !out || (query_len && !query)) return AMN_EINVAL;
+  size_t n = 0;
+  int rc;
+  uint8_t *buf = amn_csig_request(cl, AMN_METHOD_EXECUTE, query, query_len, sig, sig_len, &n, &rc);
+  if (!buf) return rc;
+  uint8_t *der = NULL;
+  size_t der_len = 0;
+  bool verify = cl->o.verify_proofs;
+  rc = unary_blocking(cl, AMN_METHOD_EXECUTE, buf, n, opts, out, verify, &der, &der_len);
+  free(buf);
+  if (rc || out->code != AMN_STATUS_OK) {
+    free(der);
+    return rc;
+  }
   amn_pair_view v;
   if (amn_pair_decode(out->data ? out->data : (const uint8_t *)"", out->len, &v) != 0) {
-    free(out->data);
-    out->data = NULL;
-    out->len = 0;
-    out->code = AMN_STATUS_INTERNAL;
-    free(out->message);
-    out->message = strdup("malformed QueryResponse");
+    free(der);
+    fail_result(out, AMN_STATUS_INTERNAL, "malformed QueryResponse");
+    return 0;
+  }
+  const char *bad = verify ? amn_csig_check_proof(der, der_len, AMN_METHOD_EXECUTE, query, query_len, v.f1, v.f1_len,
+                                                  v.f2, v.f2_len)
+                           : NULL;
+  free(der);
+  if (bad) {
+    fail_result(out, AMN_STATUS_DATA_LOSS, bad);
     return 0;
   }
   if (proof && v.f2_len) {
@@ -475,11 +516,25 @@ int amn_client_stream_open(amn_client *cl, const char *method, const amn_call_op
   return 0;
 }
 
+static int stream_queue(amn_client_call *c, const uint8_t *msg, size_t len);
+
 int amn_cstream_send(amn_cstream *s, const uint8_t *msg, size_t len) {
   amn_client_call *c = (amn_client_call *)s;
   if (!c || (len && !msg)) return AMN_EINVAL;
   if (atomic_load(&c->closed_flag) || atomic_load(&c->half_close_requested) || atomic_load(&c->cancel_requested))
     return AMN_ECLOSED;
+  size_t signed_len = 0;
+  int src = 0;
+  uint8_t *signed_msg = amn_csig_stream_msg(c->cl, c->t.method, msg, len, &signed_len, &src);
+  if (src) return src;
+  if (signed_msg) msg = signed_msg, len = signed_len;
+  int rc = stream_queue(c, msg, len);
+  free(signed_msg);
+  return rc;
+}
+
+/* Queues one message of a stream (amn_cstream_send). */
+static int stream_queue(amn_client_call *c, const uint8_t *msg, size_t len) {
   if (len > c->cl->o.max_send_message) return AMN_ETOOBIG;
   size_t q = atomic_load(&c->queued);
   if (q > 0 && q + len + 5 > c->cl->o.stream_send_buffer) {

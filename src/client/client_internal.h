@@ -73,6 +73,9 @@ struct amn_client_call {
   amn_rpc_resp resp;
   amn_deframer df;
   bool got_headers;
+  bool want_peer_cert;             /* keep the server's certificate (verify_proofs) */
+  uint8_t *peer_der;               /* ... the DER leaf of the connection that answered */
+  size_t peer_der_len;
   uint32_t nmsgs;
   amn_result res;
 
@@ -87,6 +90,7 @@ struct amn_client_call {
 
 struct amn_client {
   amn_client_opts o;
+  struct amn_signer *signer;    /* sign.c: the client's key (sign_queries), or NULL */
   char *url_s, *cert_s, *key_s, *ca_s, *sni_s, *dns_s, *crl_s;
   char host[256];
   char authority[300];
@@ -253,5 +257,22 @@ void amn_client_notify_connect(amn_client *cl, int rc, const char *err); /* amn_
 /* "https://host[:port]" or "http://...": the parts, or an error. */
 int amn_client_parse_url(const char *url, bool *tls_on, char *host, size_t hcap, uint16_t *port, char *authority,
                          size_t acap, char *err, size_t errlen);
+
+/* ---- signed queries and results (sign.c) ---- */
+int amn_csig_init(amn_client *cl, char *err, size_t errlen);
+void amn_csig_free(amn_client *cl);
+/* An encoded QueryRequest for `method`: the given signature, or when there
+ * is none and the client signs, its own. NULL with *rc on failure. */
+uint8_t *amn_csig_request(amn_client *cl, const char *method, const uint8_t *q, size_t ql, const uint8_t *sig,
+                          size_t sl, size_t *out_len, int *rc);
+/* A stream message re-encoded with the client's signature (ExecuteStream,
+ * a QueryRequest without one, a client that signs); NULL: send it as it is
+ * (*rc 0), or a failure (*rc). */
+uint8_t *amn_csig_stream_msg(amn_client *cl, const char *method, const uint8_t *msg, size_t len, size_t *out_len,
+                             int *rc);
+/* NULL when `proof` is the server's valid proof of (method, query, result)
+ * under the certificate `der`; else the reason. */
+const char *amn_csig_check_proof(const uint8_t *der, size_t der_len, const char *method, const uint8_t *q, size_t ql,
+                                 const uint8_t *res, size_t rl, const uint8_t *proof, size_t pl);
 
 #endif

@@ -3,24 +3,34 @@
  * amaters.v1.AmateRS on the raw handler: Execute and ExecuteStream decode
  * each QueryRequest (query_bytes, client_signature) and hand it to the
  * application's typed callbacks; a malformed request ends the call with
- * INVALID_ARGUMENT.
+ * INVALID_ARGUMENT, one whose client signature is required and not valid
+ * with UNAUTHENTICATED (signature.c).
  */
 #include <stdlib.h>
 #include <string.h>
 
 #include "amn/proto.h"
 #include "server/server_internal.h"
+#include "util/log.h"
 
 /* A QueryRequest as the typed callbacks see it; false (and the call ended)
- * when it is malformed. */
+ * when it is malformed or its required signature is not valid (or the call
+ * already ended so). */
 static bool decode_query(amn_call *c, const uint8_t *msg, size_t len, amn_query *q) {
   amn_pair_view v;
   if (amn_pair_decode(msg, len, &v) != 0) {
     amn_call_finish(c, AMN_STATUS_INVALID_ARGUMENT, "malformed QueryRequest");
     return false;
   }
-  *q = (amn_query){v.f1, v.f1_len, v.f2, v.f2_len};
-  return true;
+  *q = (amn_query){v.f1, v.f1_len, v.f2, v.f2_len, false};
+  amn_status_code code;
+  const char *why = amn_srv_sig_check(c, q, &code);
+  if (!why) return true;
+  if (code != AMN_STATUS_OK) {
+    AMN_DEBUG("call %s from %s: %s", c->method ? c->method : "?", amn_call_peer_addr(c), why);
+    amn_call_finish(c, code, why);
+  }
+  return false;
 }
 
 static void exec_on_message(amn_call *c, const uint8_t *msg, size_t len, void *ud) {

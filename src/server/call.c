@@ -11,6 +11,7 @@
 
 #include "amn/proto.h"
 #include "server/server_internal.h"
+#include "tls/sig.h"
 #include "util/log.h"
 
 static int64_t now_ns(const amn_call *c) { return c->sl->clock_ns(); }
@@ -198,6 +199,7 @@ const amn_peer_identity *amn_call_peer(const amn_call *c) {
   return c->peer ? c->peer : &none;
 }
 const char *amn_call_peer_addr(const amn_call *c) { return c->peer_addr ? c->peer_addr : ""; }
+bool amn_call_signature_verified(const amn_call *c) { return c && c->sig_verified; }
 const amn_metadata *amn_call_metadata(const amn_call *c) { return &c->md_pub; }
 int64_t amn_call_deadline_remaining_ms(const amn_call *c) {
   if (c->deadline_ns < 0) return -1;
@@ -636,6 +638,8 @@ int amn_call_send(amn_call *c, const uint8_t *msg, size_t len) {
 }
 
 static int send_pair(amn_call *c, const uint8_t *a, size_t al, const uint8_t *b, size_t bl, bool bypass) {
+  uint8_t proof[AMN_SIG_PROOF_HDR + AMN_SIG_MAX_LEN];
+  if (!bl && c->q_hashed && (bl = amn_srv_sig_proof(c, a, al, proof))) b = proof;
   size_t n = amn_pair_encoded_size(al, bl);
   int rc = check_send(c, n);
   if (rc) return rc;

@@ -44,6 +44,8 @@ void amn_server_opts_init(amn_server_opts *o) {
   o->ping_permit_without_calls = true;
   o->quic_retry_threshold = 100; /* [h3] */
   o->reflection = true;
+  o->signature_window_ms = 30000;
+  o->signature_replay_entries = 262144;
 }
 
 static char *dup_or_null(const char *s) { return s ? strdup(s) : NULL; }
@@ -158,6 +160,11 @@ int amn_server_new(amn_server **out, const amn_server_opts *opts, char *err, siz
   if (frc) {
     amn_server_free(s);
     return frc;
+  }
+  int src = amn_srv_sig_init(s, err, errlen);
+  if (src) {
+    amn_server_free(s);
+    return src;
   }
   amn_health_register(s);
   if (o.reflection) {
@@ -736,6 +743,7 @@ void amn_server_free(amn_server *s) {
   amn_health_free(s);
   amn_reflection_free(s);
   amn_fwd_free(s);
+  amn_srv_sig_free(s);
   free(s->listen_s);
   free(s->cert_s);
   free(s->key_s);

@@ -113,6 +113,10 @@ struct amn_call {
   int64_t m_t0;
   uint64_t m_in, m_out;
   bool fwd_set;                     /* fwd below holds the call's identity (fwd_cert.c) */
+  /* signatures (signature.c): SHA-256 of the Execute query (for the proof) */
+  uint8_t q_sha256[32];
+  bool q_hashed;
+  bool sig_verified;
   /* last: amn_call_new clears only what precedes it (req clears itself) */
   amn_rpc_req req;
   amn_peer_store fwd;               /* the forwarded identity; valid only while fwd_set */
@@ -194,7 +198,20 @@ struct amn_server {
   size_t nproxies;
   char **proxy_s;
   char *fwd_header;                 /* lower-case header name */
+  struct amn_sig_replay *replay;    /* signature.c: nonces of signed queries (require_client_signature) */
+  struct amn_signer *signer;        /* signature.c: the server's key (sign_results) */
 };
+
+/* ---- signed queries and results (signature.c) ---- */
+int amn_srv_sig_init(amn_server *s, char *err, size_t errlen);
+void amn_srv_sig_free(amn_server *s);
+/* Before a QueryRequest reaches its handler: sets q->signature_verified.
+ * NULL: hand it over; else the message to end the call with, and *code
+ * (AMN_STATUS_OK with "": the call already ended, drop the query). */
+const char *amn_srv_sig_check(amn_call *c, amn_query *q, amn_status_code *code);
+/* The server_proof of an Execute response (out: AMN_SIG_PROOF_HDR +
+ * AMN_SIG_MAX_LEN bytes); 0 when none is made. Any thread. */
+size_t amn_srv_sig_proof(amn_call *c, const uint8_t *result, size_t len, uint8_t *out);
 
 /* ---- call core (call.c) ---- */
 /* The call core as the transport bindings see it (amn_st_calls); the

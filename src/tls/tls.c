@@ -678,14 +678,19 @@ const char *amn_tls_handshake_error(gnutls_session_t s, int rc) {
 
 /* Fills out->blob and the string pointers of out->id from the texts given
  * (the scalar fields are the caller's). */
-static int peer_store_fill(amn_peer_store *out, const char *subject, const char *cn, const char *ou,
-                           const char *const *sans, size_t nsan, const char *const *uris, size_t nuri) {
-  size_t total = strlen(subject) + strlen(cn) + strlen(ou) + 3;
+static int peer_store_fill(amn_peer_store *out, const uint8_t *der, size_t der_len, const char *subject,
+                           const char *cn, const char *ou, const char *const *sans, size_t nsan,
+                           const char *const *uris, size_t nuri) {
+  size_t total = der_len + strlen(subject) + strlen(cn) + strlen(ou) + 3;
   for (size_t i = 0; i < nsan; i++) total += strlen(sans[i]) + 1;
   for (size_t i = 0; i < nuri; i++) total += strlen(uris[i]) + 1;
   char *p = out->blob = malloc(total);
   if (!p) return AMN_ENOMEM;
   amn_peer_identity *id = &out->id;
+  if (der_len) memcpy(p, der, der_len); /* the leaf (signed queries are verified against its key) */
+  id->cert_der = der_len ? (const uint8_t *)p : NULL;
+  id->cert_der_len = der_len;
+  p += der_len;
 #define PUT(dst, src)       \
   do {                      \
     (dst) = strcpy(p, src); \
@@ -705,7 +710,7 @@ static int peer_store_fill(amn_peer_store *out, const char *subject, const char 
 int amn_peer_store_copy(amn_peer_store *dst, const amn_peer_store *src) {
   if (!dst || !src || !src->id.subject) return AMN_EINVAL;
   dst->id = src->id;
-  return peer_store_fill(dst, src->id.subject, src->id.cn ? src->id.cn : "", src->id.ou ? src->id.ou : "",
+  return peer_store_fill(dst, src->id.cert_der, src->id.cert_der_len, src->id.subject, src->id.cn ? src->id.cn : "", src->id.ou ? src->id.ou : "",
                          src->id.sans, src->id.san_count, src->id.uri_sans, src->id.uri_san_count);
 }
 
@@ -754,7 +759,8 @@ static int identity_of(gnutls_x509_crt_t crt, const gnutls_datum_t *der, bool ve
   dn_attr(crt, GNUTLS_OID_X520_ORGANIZATIONAL_UNIT_NAME, ou, sizeof ou);
   gnutls_datum_t dn = {NULL, 0};
   gnutls_x509_crt_get_dn3(crt, &dn, 0);
-  int rc = peer_store_fill(out, dn.data ? (const char *)dn.data : "", cn, ou, sanp, nsan, urip, nuri);
+  int rc = peer_store_fill(out, der->data, der->size, dn.data ? (const char *)dn.data : "", cn, ou, sanp, nsan, urip,
+                           nuri);
   gnutls_free(dn.data);
   return rc;
 }
@@ -796,6 +802,15 @@ int amn_tls_verify_client_der(amn_tls_ctx *ctx, const uint8_t *der, size_t len, 
   gnutls_x509_crt_deinit(crt);
   if (rc == AMN_ENOMEM) snprintf(why, wl, "out of memory");
   return rc;
+}
+
+int amn_tls_peer_cert(gnutls_session_t s, const uint8_t **der, size_t *len) {
+  unsigned n = 0;
+  const gnutls_datum_t *raw = s ? gnutls_certificate_get_peers(s, &n) : NULL;
+  if (!raw || !n) return AMN_ETLS;
+  *der = raw[0].data;
+  *len = raw[0].size;
+  return 0;
 }
 
 void amn_peer_store_free(amn_peer_store *p) {

@@ -158,6 +158,9 @@ void amn_peer_store_free(amn_peer_store *p);
  * AMN_ENOMEM / AMN_EINVAL. Thread-safe (the context is immutable). */
 int amn_tls_verify_client_der(amn_tls_ctx *ctx, const uint8_t *der, size_t len, amn_peer_store *out, char *why,
                               size_t wl);
+/* The peer's leaf certificate (DER) of a completed handshake, owned by
+ * the session: 0, or AMN_ETLS when there is none. */
+int amn_tls_peer_cert(gnutls_session_t s, const uint8_t **der, size_t *len);
 
 /* true when ALPN negotiated `proto`. */
 bool amn_tls_alpn_is(gnutls_session_t s, const char *proto);

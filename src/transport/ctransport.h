@@ -134,6 +134,9 @@ typedef struct amn_ctransport {
   /* The core lets go of the stream: it is reset (h2 RST_STREAM CANCEL, h3
    * H3_REQUEST_CANCELLED); no callback reaches the call again. */
   void (*cancel)(void *stream);
+  /* The TLS session of the stream's connection (the server's certificate
+   * for verifying signed results), or NULL (plaintext). */
+  gnutls_session_t (*session)(void *stream);
   /* Closes the connection; its streams end (call_cbs->closed). */
   void (*close)(void *conn, const char *why);
   /* Release the transport's state of an endpoint, of the client (I/O

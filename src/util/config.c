@@ -98,6 +98,13 @@ static const keydef keys[] = {
     {"client", "dns_servers", K_STR, OFF(client, dns_servers), 0, 0, NULL},
     {"client", "dns_refresh_min_ms", K_INT, OFF(client, dns_refresh_min_ms), 1, MS_MAX, NULL},
     {"client", "dns_refresh_max_ms", K_INT, OFF(client, dns_refresh_max_ms), 1, MS_MAX, NULL},
+    /* signed queries and signed results (docs/SIGNATURES.md) */
+    {"auth", "require_client_signature", K_BOOL, OFF(auth, require_client_signature), 0, 0, NULL},
+    {"auth", "signature_window_ms", K_INT, OFF(auth, signature_window_ms), 1, 86400000, NULL},
+    {"auth", "signature_replay_entries", K_INT, OFF(auth, signature_replay_entries), 64, INT64_C(1) << 30, NULL},
+    {"auth", "sign_results", K_BOOL, OFF(auth, sign_results), 0, 0, NULL},
+    {"client", "sign_queries", K_BOOL, OFF(client, sign_queries), 0, 0, NULL},
+    {"client", "verify_proofs", K_BOOL, OFF(client, verify_proofs), 0, 0, NULL},
 };
 #define NKEYS (sizeof keys / sizeof keys[0])
 static const char *const sections[] = {"network", "tls", "quic", "server", "client", "admin", "log", "auth"};
@@ -204,6 +211,8 @@ void amn_config_init(amn_config *c) {
   c->client.keep_alive_interval_ms = 10000;
   c->client.max_retries = 2;
   c->client.health_check = false;
+  c->auth.signature_window_ms = 30000;
+  c->auth.signature_replay_entries = 262144;
   c->client.spread_addresses = false;
   c->client.dns_servers = NULL; /* the system's */
   c->client.dns_refresh_min_ms = 1000;

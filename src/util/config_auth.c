@@ -45,7 +45,9 @@ void amn_config_auth_free(amn_config *c) {
   }
   free(c->auth.rules);
   free(c->auth.rule_where);
-  memset(&c->auth, 0, sizeof c->auth);
+  c->auth.rules = NULL; /* the rules only: [auth]'s other keys (signatures) are plain values */
+  c->auth.rule_where = NULL;
+  c->auth.rule_count = 0;
 }
 
 static char **dup_list(const char *const *l, size_t n) {
@@ -77,7 +79,9 @@ static bool rule_dup(amn_authz_rule *dst, const amn_authz_rule *src) {
 
 int amn_config_auth_dup(amn_config *dst, const amn_config *src) {
   size_t n = src->auth.rule_count;
-  memset(&dst->auth, 0, sizeof dst->auth);
+  dst->auth.rules = NULL; /* the rules only: [auth]'s plain keys were copied with the rest */
+  dst->auth.rule_where = NULL;
+  dst->auth.rule_count = 0;
   if (n == 0) return 0;
   dst->auth.rules = calloc(n, sizeof *dst->auth.rules);
   dst->auth.rule_where = calloc(n, sizeof *dst->auth.rule_where);

@@ -107,6 +107,12 @@ static void assert_config_equal(const amn_config *a, const amn_config *b) {
   assert_int_equal(a->client.max_retries, b->client.max_retries);
   assert_int_equal(a->client.health_check, b->client.health_check);
   assert_int_equal(a->client.spread_addresses, b->client.spread_addresses);
+  assert_int_equal(a->client.sign_queries, b->client.sign_queries);
+  assert_int_equal(a->client.verify_proofs, b->client.verify_proofs);
+  assert_int_equal(a->auth.require_client_signature, b->auth.require_client_signature);
+  assert_int_equal(a->auth.signature_window_ms, b->auth.signature_window_ms);
+  assert_int_equal(a->auth.signature_replay_entries, b->auth.signature_replay_entries);
+  assert_int_equal(a->auth.sign_results, b->auth.sign_results);
 #undef STR_EQ
 }
 
@@ -145,6 +151,12 @@ static void test_defaults(void **state) {
   assert_string_equal(c.client.lb_policy, "p2c");
   assert_int_equal(c.client.keep_alive_interval_ms, 10000);
   assert_int_equal(c.client.max_retries, 2);
+  assert_false(c.client.sign_queries);
+  assert_false(c.client.verify_proofs);
+  assert_false(c.auth.require_client_signature);
+  assert_int_equal(c.auth.signature_window_ms, 30000);
+  assert_int_equal(c.auth.signature_replay_entries, 262144);
+  assert_false(c.auth.sign_results);
   amn_config_free(&c);
 }
 
@@ -162,6 +174,10 @@ static void test_example_is_defaults(void **state) {
   c.client.max_retries = 77;
   c.client.health_check = true;
   c.client.spread_addresses = true;
+  c.client.sign_queries = c.client.verify_proofs = true;
+  c.auth.require_client_signature = c.auth.sign_results = true;
+  c.auth.signature_window_ms = 1;
+  c.auth.signature_replay_entries = 64;
   free(c.server.log_level);
   c.server.log_level = strdup("debug");
   int rc = amn_config_load(&c, p, err, sizeof err);
@@ -200,9 +216,20 @@ static void test_load_good(void **state) {
                             "lb_policy = \"round_robin\"\n"
                             "pool_min_connections = 0\n"
                             "pool_max_connections = 1\n"
-                            "timeout_ms = 0\n");
+                            "timeout_ms = 0\n"
+                            "sign_queries = true\n"
+                            "[auth]\n"
+                            "require_client_signature = true\n"
+                            "signature_window_ms = 5000\n"
+                            "sign_results = true\n");
   int rc = amn_config_load(&c, p, err, sizeof err);
   if (rc) fail_msg("rc %d: %s", rc, err);
+  assert_true(c.client.sign_queries);
+  assert_false(c.client.verify_proofs);
+  assert_true(c.auth.require_client_signature);
+  assert_int_equal(c.auth.signature_window_ms, 5000);
+  assert_int_equal(c.auth.signature_replay_entries, 262144);
+  assert_true(c.auth.sign_results);
   /* where each key got its value, for messages about it */
   char where[4200], want[4200];
   assert_int_equal(amn_config_where(&c, "tls.key_path", where, sizeof where), 0);
@@ -282,6 +309,9 @@ static void test_load_errors(void **state) {
   LOAD_ERR("[network]\nmax_connections = 10\nidle_timeout_ms = = 5\n", "3: invalid value starting with '='");
   LOAD_ERR("[server]\nthreads = 1\n[server]\n", "3: table 'server' defined twice (first at line 1)");
   /* unknown sections and keys */
+  LOAD_ERR("[auth]\nsignature_window_ms = 0\n", "2: auth.signature_window_ms: value 0 out of range (1..86400000)");
+  LOAD_ERR("[auth]\nsignature_replay_entries = 10\n", "2: auth.signature_replay_entries: value 10 out of range (64..1073741824)");
+  LOAD_ERR("[auth]\nsign_results = 1\n", "2: auth.sign_results: expected a boolean (true/false), got an integer");
   LOAD_ERR("[network]\nmax_connections = 5\n\n[netwrok]\nx = 1\n",
            "4: unknown section [netwrok] (expected [network], [tls], [quic], [server], [client], [admin], [log] or [auth])");
   LOAD_ERR("[network]\nmax_connections = 5\nmax_conections = 6\n", "3: unknown key 'network.max_conections'");

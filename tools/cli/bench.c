@@ -25,6 +25,7 @@ typedef struct bslot {
   amn_cstream *s;
   bool half_closed; /* stream: we ended it */
   bool want_send;   /* stream: a send got AMN_EAGAIN */
+  uint8_t *sreq;    /* --sign, unary: this slot's signed QueryRequest (a new signature per call) */
 } bslot;
 
 /* An open-loop call: taken from the free stack by the scheduler (main
@@ -38,6 +39,7 @@ typedef struct bcall {
 
 struct bench {
   bool stream, open;
+  bool sign; /* --sign: every query signed (stream: by the library in amn_cstream_send) */
   size_t size;
   uint8_t *payload, *req; /* payload; encoded QueryRequest */
   size_t req_len;
@@ -172,14 +174,29 @@ static void b_unpark(bench *b, bool over) {
   }
 }
 
+/* --sign: the slot's request with a fresh signature; its length, or a
+ * negative code. */
+static int b_signed_req(bslot *sl) {
+  uint8_t sig[AMN_CLIENT_SIGNATURE_MAX];
+  int n = amn_client_sign_query(sl->bc->c, AMN_METHOD_EXECUTE, sl->b->payload, sl->b->size, sig);
+  if (n < 0) return n;
+  if (!sl->sreq && !(sl->sreq = malloc(amn_pair_encoded_size(sl->b->size, AMN_CLIENT_SIGNATURE_MAX))))
+    return AMN_ENOMEM;
+  return (int)amn_pair_encode(sl->sreq, sl->b->payload, sl->b->size, sig, (size_t)n);
+}
+
 static void b_unary_issue(bslot *sl) {
   sl->t_send = now_ns();
   if (!b_may_send(sl->b, sl->t_send)) {
     b_slot_done(sl->b);
     return;
   }
-  int rc = amn_client_unary_async(sl->bc->c, AMN_METHOD_EXECUTE, sl->b->req, sl->b->req_len, &sl->b->copts,
-                                  b_unary_done, sl);
+  const uint8_t *req = sl->b->req;
+  int rc = 0, len = (int)sl->b->req_len;
+  if (sl->b->sign && (len = b_signed_req(sl)) < 0) rc = len;
+  if (!rc)
+    rc = amn_client_unary_async(sl->bc->c, AMN_METHOD_EXECUTE, sl->b->sign ? sl->sreq : req, (size_t)len,
+                                &sl->b->copts, b_unary_done, sl);
   if (rc) {
     b_error(sl->b, status_of_err(rc), amn_strerror(rc));
     b_slot_done(sl->b);
@@ -426,6 +443,7 @@ int cmd_bench(cli *o, net *n) {
     die_code(EX_SOFTWARE, "out of memory");
   b->stream = strcmp(o->mode, "stream") == 0;
   b->open = o->rps > 0;
+  b->sign = o->sign;
   b->size = (size_t)o->size;
   b->payload = malloc(b->size ? b->size : 1);
   b->req_len = amn_pair_encoded_size(b->size, 0);
@@ -524,8 +542,10 @@ int cmd_bench(cli *o, net *n) {
     atomic_fetch_add(&b->errors, (unsigned long long)stuck);
   }
   /* streams: release; clients: close (cancels whatever is left) */
-  for (int i = 0; i < M; i++)
+  for (int i = 0; i < M; i++) {
     if (slots[i].s) amn_cstream_release(slots[i].s);
+    free(slots[i].sreq);
+  }
   bench_report r = {.mode = o->mode, .connections = C, .inflight = M, .size = b->size, .rate = o->rps,
                     .count = o->count, .warmup_s = o->warmup, .late_sends = b->late, .max_backlog = b->max_backlog,
                     .series = b->series};

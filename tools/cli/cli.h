@@ -37,7 +37,7 @@ typedef struct cli {
   const char *ca, *cert, *key, *pki_dir, *server_name, *dns_server, *config, *log_level;
   const char *crl; /* --crl */
   const char *transport; /* --transport, NULL = config/default */
-  bool insecure, idempotent;
+  bool insecure, idempotent, sign, verify_proof;
   long long timeout_ms; /* -1 = not given */
   amn_md md[64];
   size_t md_count;

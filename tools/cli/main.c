@@ -52,6 +52,12 @@ static const char usage_text[] =
     "  -H, --header 'KEY: VALUE'  request metadata as curl and grpcurl write it (repeatable)\n"
     "  --idempotent            execute, call, bench: the calls may be re-sent after UNAVAILABLE\n"
     "                          (up to client.max_retries times, on another connection)\n"
+    "  --sign                  execute, stream, bench: sign every query with the client\n"
+    "                          key (client_signature; docs/SIGNATURES.md; default\n"
+    "                          client.sign_queries)\n"
+    "  --verify-proof          execute: check the result's server_proof against the\n"
+    "                          server's certificate; DATA_LOSS when it is missing or\n"
+    "                          does not verify (default client.verify_proofs)\n"
     "  --config FILE           TOML configuration ([client], [tls]); AMATERS_NET_* vars apply\n"
     "  --log-level LEVEL       error|warn|info|debug (default warn); -v = debug\n"
     "  --help, --version\n"
@@ -191,6 +197,7 @@ void parse_cli(int argc, char **argv, cli *o) {
       {"csv", C_BENCH, true},       {"plot", C_BENCH, true},
       {"force", C_CERTS, false},    {"idempotent", C_EXEC | C_BENCH | C_CALL, false},
       {"header", C_NET, true},      {"output", C_CALL, true},      {"stream", C_CALL, false},
+      {"sign", C_EXEC | C_STREAM | C_BENCH, false},      {"verify-proof", C_EXEC, false},
   };
   for (int i = 1; i < argc; i++) {
     const char *a = argv[i];
@@ -313,6 +320,8 @@ void parse_cli(int argc, char **argv, cli *o) {
     else if (!strcmp(n, "plot")) o->plot = v;
     else if (!strcmp(n, "force")) o->force = true;
     else if (!strcmp(n, "idempotent")) o->idempotent = true;
+    else if (!strcmp(n, "sign")) o->sign = true;
+    else if (!strcmp(n, "verify-proof")) o->verify_proof = true;
   }
   if (!o->cmd) die("no command given (call, list, describe, execute, stream, health, bench or certs; see --help)");
   for (size_t i = 0; i < o->seen_count; i++)
@@ -342,6 +351,7 @@ void parse_cli(int argc, char **argv, cli *o) {
       die("--inflight (%lld) must be at least --connections (%lld)", o->inflight, o->connections);
     if (o->rps > 0 && strcmp(o->mode, "unary") != 0)
       die("--rps sends unary calls at a constant rate; --mode stream is closed loop only");
+    if (o->rps > 0 && o->sign) die("--sign is for the closed loop (without --rps)");
   }
 }
 

@@ -29,6 +29,8 @@ void setup_net(cli *o, amn_config *cfg, net *n) {
   n->copts.dns_servers = o->dns_server ? o->dns_server : cfg->client.dns_servers; /* the flag wins */
   n->copts.dns_refresh_min_ms = (uint32_t)cfg->client.dns_refresh_min_ms;
   n->copts.dns_refresh_max_ms = (uint32_t)cfg->client.dns_refresh_max_ms;
+  n->copts.sign_queries = o->sign || cfg->client.sign_queries;
+  n->copts.verify_proofs = o->verify_proof || cfg->client.verify_proofs;
   debugf("%zu URL(s); pool %u..%u connections per URL, %s, keepalive %u ms, %u retries", o->url_count,
          n->copts.pool_min_connections, n->copts.pool_max_connections,
          n->copts.lb_policy == AMN_LB_ROUND_ROBIN ? "round robin" : "p2c", n->copts.keepalive_interval_ms,

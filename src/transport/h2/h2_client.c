@@ -617,6 +617,8 @@ void amn_h2c_test_fire_timers(void *conn) {
 }
 #endif
 
+static gnutls_session_t h2c_session(void *stream) { return ((h2c_stream *)stream)->cc->io.tls; }
+
 const amn_ctransport amn_h2c_transport = {
     .name = "HTTP/2",
     .kind = AMN_TRANSPORT_H2,
@@ -626,5 +628,6 @@ const amn_ctransport amn_h2c_transport = {
     .start_call = h2c_start_call,
     .resume = h2c_resume,
     .cancel = h2c_cancel,
+    .session = h2c_session,
     .close = h2c_close,
 };

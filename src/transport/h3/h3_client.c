@@ -742,6 +742,8 @@ static int h3c_test_op(amn_ct_client *tc, int op, int arg) {
 }
 #endif
 
+static gnutls_session_t h3c_session(void *stream) { return ((h3c_stream *)stream)->cc->b.tls; }
+
 const amn_ctransport amn_h3c_transport = {
     .name = "HTTP/3",
     .kind = AMN_TRANSPORT_H3,
@@ -751,6 +753,7 @@ const amn_ctransport amn_h3c_transport = {
     .start_call = amn_h3c_start_call,
     .resume = amn_h3c_resume,
     .cancel = amn_h3c_cancel,
+    .session = h3c_session,
     .close = h3c_close,
     .endpoint_free = amn_h3c_endpoint_free,
     .client_free = h3c_client_free,
