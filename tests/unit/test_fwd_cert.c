@@ -260,6 +260,9 @@ static void test_verify(void **state) {
   assert_int_equal(amn_tls_verify_client_der(ctx, der.data, der.size, &st, why, sizeof why), 0);
   assert_string_equal(st.id.subject, "CN=alice,O=amaters-net development");
   assert_true(st.id.verified);
+  /* the leaf itself is kept (signed queries are verified against its key) */
+  assert_int_equal(st.id.cert_der_len, der.size);
+  assert_memory_equal(st.id.cert_der, der.data, der.size);
   amn_peer_store_free(&st);
   /* a byte changed in the signature: the chain does not verify */
   der.data[der.size - 3] ^= 0x55;
@@ -275,6 +278,25 @@ static void test_verify(void **state) {
   expect_verify(ctx, g_pki, "server-eku.pem", AMN_ETLS, "client certificate lacks extended key usage clientAuth");
   expect_verify(ctx, g_pki, "server.pem", AMN_ETLS, "client certificate lacks extended key usage clientAuth");
   expect_verify(ctx, g_other, "client.pem", AMN_ETLS, "client certificate not issued by a trusted CA (issuer ");
+  amn_tls_ctx_unref(ctx);
+}
+
+/* A forwarded certificate the CRL lists is refused as in a handshake; the
+ * others of the CA still pass. */
+static void test_verify_revoked(void **state) {
+  (void)state;
+  char err[300];
+  assert_int_equal(amn_pki_issue_client(g_pki, "mallory", NULL, NULL, NULL, err, sizeof err), 0);
+  bool added = false;
+  assert_int_equal(amn_pki_revoke(g_pki, P(g_pki, "mallory.pem"), 86400, &added, err, sizeof err), 0);
+  assert_true(added);
+  amn_tls_opts o = {.cert_path = P(g_pki, "server.pem"), .key_path = P(g_pki, "server-key.pem"),
+                    .ca_path = P(g_pki, "ca.pem"), .crl_path = P(g_pki, "crl.pem")};
+  static const char *const alpn[] = {"h2", NULL};
+  amn_tls_ctx *ctx;
+  assert_int_equal(amn_tls_ctx_new(&ctx, AMN_TLS_SERVER, &o, alpn, err, sizeof err), 0);
+  expect_verify(ctx, g_pki, "mallory.pem", AMN_ETLS, "client certificate revoked (serial ");
+  expect_verify(ctx, g_pki, "alice.pem", 0, NULL);
   amn_tls_ctx_unref(ctx);
 }
 
@@ -310,7 +332,8 @@ static void test_server_options(void **state) {
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_decode_forms), cmocka_unit_test(test_decode_errors), cmocka_unit_test(test_proxy_ids),
-      cmocka_unit_test(test_verify),       cmocka_unit_test(test_server_options),
+      cmocka_unit_test(test_verify),
+      cmocka_unit_test(test_verify_revoked),       cmocka_unit_test(test_server_options),
   };
   return cmocka_run_group_tests(tests, setup, teardown);
 }
