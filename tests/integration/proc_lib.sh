@@ -43,6 +43,10 @@ start_netd() {
 # A sanitizer build returns freed memory to the allocator at once, not to a
 # quarantine, so that resident memory measures what a daemon holds.
 export ASAN_OPTIONS="${ASAN_OPTIONS:+$ASAN_OPTIONS:}quarantine_size_mb=1"
+# metric PORT NAME: the value of an unlabelled metric on the admin listener
+metric() { curl -s --max-time 5 "http://127.0.0.1:$1/metrics" | awk -v n="$2" '$1 == n {print $2}'; }
+# wait_metric PORT NAME VALUE [TRIES]: waits (0.1 s a try) until the metric has the value
+wait_metric() { for _ in $(seq 1 "${4:-100}"); do [ "$(metric "$1" "$2")" = "$3" ] && return 0; sleep 0.1; done; return 1; }
 # common_port ADDR...: a port free for TCP and UDP on every one of the addresses
 common_port() {
   $py - "$@" <<'PY'
