@@ -305,6 +305,9 @@ typedef struct amn_client_quic_stats {
   uint64_t key_updates;       /**< 1-RTT key generations installed after the first */
   uint64_t migrations;        /**< local address changes of a live connection */
   uint64_t stateless_resets;  /**< connections ended by the server's stateless reset */
+  uint64_t datagrams_received;  /**< UDP datagrams read, all connections */
+  uint64_t datagrams_coalesced; /**< ... of them that came several per receive (UDP GRO: the kernel
+                                     handed a sender's batch over at once; 0 where it has no GRO) */
 } amn_client_quic_stats;
 
 /** Fills `out` with the client's HTTP/3 counters. Thread-safe (a short

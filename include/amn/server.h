@@ -452,6 +452,9 @@ typedef struct amn_server_stats {
     uint64_t version_negotiations; /**< sent for unsupported QUIC versions */
     uint64_t path_validations;   /**< successful validations of a new client address */
     uint64_t key_updates;        /**< 1-RTT key generations installed after the first */
+    uint64_t datagrams_received; /**< UDP datagrams read, all loops */
+    uint64_t datagrams_coalesced; /**< ... of them that came several per receive (UDP GRO: the
+                                       kernel handed a sender's batch over at once; 0 without GRO) */
     uint32_t closing;            /**< connections in their closing or draining period now */
     uint32_t handshaking;        /**< handshakes in progress now */
   } quic;

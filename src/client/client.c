@@ -627,6 +627,8 @@ int amn_client_get_quic_stats(amn_client *cl, amn_client_quic_stats *out) {
       .key_updates = st.key_updates,
       .migrations = st.migrations,
       .stateless_resets = st.stateless_resets,
+      .datagrams_received = st.datagrams_received,
+      .datagrams_coalesced = st.datagrams_coalesced,
   };
   return 0;
 }
@@ -641,4 +643,6 @@ static int h3_test_op(amn_client *cl, int op, int arg) {
 int amn_h3c_test_rebind(amn_client *cl, bool nat_only) { return h3_test_op(cl, AMN_CT_OP_REBIND, nat_only); }
 int amn_h3c_test_key_update(amn_client *cl) { return h3_test_op(cl, AMN_CT_OP_KEY_UPDATE, 0); }
 int amn_h3c_test_close(amn_client *cl) { return h3_test_op(cl, AMN_CT_OP_CLOSE, 0); }
+int amn_h3c_test_peer_cid0(amn_client *cl) { return h3_test_op(cl, AMN_CT_OP_PEER_CID0, 0); }
+void amn_h3c_test_set_dcid0(int b) { amn_h3c_test_dcid0 = b; }
 #endif

@@ -26,6 +26,14 @@
 int amn_h3c_test_rebind(amn_client *cl, bool nat_only);
 int amn_h3c_test_key_update(amn_client *cl);
 int amn_h3c_test_close(amn_client *cl);
+/* The first byte of the connection ID the server issued to the current
+ * connection (for the server, the index of the loop serving it), or
+ * AMN_ESTATE. */
+int amn_h3c_test_peer_cid0(amn_client *cl);
+/* b >= 0: the first byte of the destination connection ID of every new
+ * HTTP/3 connection's first Initial (which the client chooses); -1: random
+ * again. Set it while no connection is being opened. */
+void amn_h3c_test_set_dcid0(int b);
 /* While set, amn_client_new starts no I/O thread: the thread that creates
  * the client is its I/O thread and drives its loop (ev_run on cl->ev, e.g.
  * EVRUN_NOWAIT turns); amn_client_free then runs the loop's last turn on

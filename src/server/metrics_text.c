@@ -216,6 +216,11 @@ size_t amn_metrics_render(const amn_server_metrics *m, char *buf, size_t cap) {
     for (size_t k = 0; k < sizeof evs / sizeof evs[0]; k++)
       put(&w, "amn_server_quic_events_total{event=\"%s\"} %" PRIu64 "\n", evs[k].ev,
           *(const uint64_t *)((const char *)st + evs[k].off));
+    head(&w, "amn_server_quic_datagrams_received_total", "counter",
+         "UDP datagrams read; coalesced=\"true\": those that came several per receive (UDP GRO).");
+    put(&w, "amn_server_quic_datagrams_received_total{coalesced=\"false\"} %" PRIu64 "\n",
+        st->quic.datagrams_received - st->quic.datagrams_coalesced);
+    put(&w, "amn_server_quic_datagrams_received_total{coalesced=\"true\"} %" PRIu64 "\n", st->quic.datagrams_coalesced);
   }
 
   head(&w, "amn_server_buffered_bytes", "gauge", "Bytes calls hold now (max_server_buffer's count, in 64 KiB units).");

@@ -542,6 +542,8 @@ int amn_server_get_stats(amn_server *s, amn_server_stats *out) {
   out->quic.version_negotiations = h.version_negotiations;
   out->quic.path_validations = h.path_validations;
   out->quic.key_updates = h.key_updates;
+  out->quic.datagrams_received = h.datagrams_received;
+  out->quic.datagrams_coalesced = h.datagrams_coalesced;
   out->quic.closing = h.conns_closing;
   out->quic.handshaking = h.handshaking;
   return 0;

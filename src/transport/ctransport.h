@@ -150,6 +150,6 @@ typedef struct amn_ctransport {
   int (*test_op)(amn_ct_client *tc, int op, int arg);
 } amn_ctransport;
 
-enum { AMN_CT_OP_REBIND = 1, AMN_CT_OP_KEY_UPDATE, AMN_CT_OP_CLOSE };
+enum { AMN_CT_OP_REBIND = 1, AMN_CT_OP_KEY_UPDATE, AMN_CT_OP_CLOSE, AMN_CT_OP_PEER_CID0 };
 
 #endif

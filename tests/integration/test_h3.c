@@ -309,6 +309,19 @@ static int call_str(amn_client *c, const char *method, const char *req, uint32_t
   return amn_client_unary(c, method, (const uint8_t *)req, strlen(req), &co, r);
 }
 
+/* One echo; returns the seconds it took. */
+static double timed_echo(amn_client *c, const char *what) {
+  amn_result r;
+  double t0 = now_s();
+  assert_int_equal(call_str(c, "/t.H3/Echo", what, 10000, &r), 0);
+  double el = now_s() - t0;
+  if (r.code != AMN_STATUS_OK) fprintf(stderr, "echo %s: %s: %s\n", what, amn_status_name(r.code), r.message);
+  assert_int_equal(r.code, AMN_STATUS_OK);
+  assert_int_equal(r.len, strlen(what));
+  amn_result_free(&r);
+  return el;
+}
+
 static void relay_cfg_both(udp_relay *r, const relay_dir_cfg *c) {
   udp_relay_set(r, RELAY_C2S, c);
   udp_relay_set(r, RELAY_S2C, c);
@@ -1163,6 +1176,29 @@ static bool key_updates_installed(const h3_watch *w) {
 /* Three 1-RTT key updates, at least one during a download (each after the
  * previous one was confirmed): both ends install the new keys, the data
  * stays exact. */
+/* Every packet reaches the loop that issued its destination connection ID,
+ * long-header (handshake) ones too: a client's first Initial, whose ID the
+ * client chose with first byte b, is served by loop b % 2, and the ID the
+ * server issues starts with that index. (The address hash alone picks a
+ * loop by the client's port; while a restarting server's sockets were
+ * still joining their group, one client's handshake packets reached two
+ * loops and the handshake never completed.) */
+static void test_conn_initial_steered(void **st) {
+  (void)st;
+  amn_server *s = srv_start(NULL); /* two loops */
+  for (int b = 0; b < 8; b++) {
+    amn_h3c_test_set_dcid0(b);
+    amn_client *c = cli_new(amn_server_port(s), NULL);
+    timed_echo(c, "steered");
+    int loop = amn_h3c_test_peer_cid0(c);
+    fprintf(stderr, "# Initial destination ID %02x.. -> served by loop %d\n", b, loop);
+    assert_int_equal(loop, b % 2);
+    amn_client_free(c);
+  }
+  amn_h3c_test_set_dcid0(-1);
+  srv_free(s);
+}
+
 static void test_conn_key_update(void **st) {
   (void)st;
   srv_cfg sc = {.max_send = BIG_DL};
@@ -2047,24 +2083,29 @@ static ssize_t gso_eio_sendmsg(int fd, const struct msghdr *mh, int flags) {
   return sendmsg(fd, mh, flags);
 }
 
-static void test_tune_gso_eio_fallback(void **st) {
-  (void)st;
-  amn_h3_test_sendmsg = gso_eio_sendmsg;
-  amn_server *s = srv_start(NULL);
-  amn_client *c = cli_new(amn_server_port(s), NULL);
-  size_t n = 512 * 1024; /* both ways: full packet batches on both sockets */
+/* Three echo calls of n bytes (pattern `seed`), each checked whole. */
+static void echo_big3(amn_client *c, size_t n, int seed) {
   uint8_t *big = malloc(n);
-  fill(big, n, 42);
+  assert_non_null(big);
+  fill(big, n, seed);
   for (int i = 0; i < 3; i++) {
     amn_call_opts co = {.timeout_ms = 20000};
     amn_result r;
     assert_int_equal(amn_client_unary(c, "/t.H3/Echo", big, n, &co, &r), 0);
     if (r.code != AMN_STATUS_OK) fail_msg("call %d: %s: %s", i, amn_status_name(r.code), r.message);
     assert_int_equal(r.len, n);
-    assert_true(check_fill(r.data, r.len, 42));
+    assert_true(check_fill(r.data, r.len, seed));
     amn_result_free(&r);
   }
   free(big);
+}
+
+static void test_tune_gso_eio_fallback(void **st) {
+  (void)st;
+  amn_h3_test_sendmsg = gso_eio_sendmsg;
+  amn_server *s = srv_start(NULL);
+  amn_client *c = cli_new(amn_server_port(s), NULL);
+  echo_big3(c, 512 * 1024, 42); /* both ways: full packet batches on both sockets */
   amn_client_free(c);
   srv_free(s);
   amn_h3_test_sendmsg = NULL;
@@ -2078,6 +2119,42 @@ static void test_tune_gso_eio_fallback(void **st) {
   assert_true(g_gso.singles_after > (int)(g_gso.failed_len / g_gso.seg)); /* and kept sending */
   assert_true(g_gso.gso_total > 1);              /* the other socket still used GSO */
   free(g_gso.failed);
+}
+
+/* UDP GRO: on loopback a GSO batch reaches a GRO socket as one message;
+ * both sides split it into its datagrams (half a MiB each way, three
+ * times: the echoed bytes must come back whole and in order) and count
+ * those that came coalesced. A kernel without UDP_GRO delivers datagrams
+ * one by one: then only the calls are checked. */
+static void test_tune_udp_gro(void **st) {
+  (void)st;
+  int probe = socket(AF_INET, SOCK_DGRAM, 0), on = 1;
+  bool gro = probe >= 0 && setsockopt(probe, IPPROTO_UDP, 104 /* UDP_GRO */, &on, sizeof on) == 0;
+  if (probe >= 0) close(probe);
+  amn_server *s = srv_start(NULL);
+  amn_client *c = cli_new(amn_server_port(s), NULL);
+  size_t n = 512 * 1024;
+  echo_big3(c, n, 7);
+  amn_server_stats ss;
+  amn_client_quic_stats cs;
+  assert_int_equal(amn_server_get_stats(s, &ss), 0);
+  assert_int_equal(amn_client_get_quic_stats(c, &cs), 0);
+  fprintf(stderr, "# UDP GRO %s: server read %" PRIu64 " datagrams (%" PRIu64 " coalesced), client %" PRIu64
+                  " (%" PRIu64 " coalesced)\n",
+          gro ? "on" : "not in this kernel", ss.quic.datagrams_received, ss.quic.datagrams_coalesced,
+          cs.datagrams_received, cs.datagrams_coalesced);
+  assert_true(ss.quic.datagrams_received > 3 * n / 1500); /* the uploads, at least */
+  assert_true(cs.datagrams_received > 3 * n / 1500);
+  assert_true(ss.quic.datagrams_coalesced <= ss.quic.datagrams_received);
+  assert_true(cs.datagrams_coalesced <= cs.datagrams_received);
+  if (gro) {
+    assert_true(ss.quic.datagrams_coalesced > 0);
+    assert_true(cs.datagrams_coalesced > 0);
+  } else {
+    assert_int_equal(ss.quic.datagrams_coalesced, 0);
+  }
+  amn_client_free(c);
+  srv_free(s);
 }
 
 /* ------------------------------------------------------------------ */
@@ -2821,18 +2898,6 @@ static amn_endpoint_stats ep_stats(amn_client *c) {
 static bool no_connection(void *c) { return ep_stats(c).connections == 0; }
 static bool endpoint_ready(void *c) { return ep_stats(c).state == AMN_EP_READY; }
 
-/* One echo; returns the seconds it took. */
-static double timed_echo(amn_client *c, const char *what) {
-  amn_result r;
-  double t0 = now_s();
-  assert_int_equal(call_str(c, "/t.H3/Echo", what, 10000, &r), 0);
-  double el = now_s() - t0;
-  if (r.code != AMN_STATUS_OK) fprintf(stderr, "echo %s: %s: %s\n", what, amn_status_name(r.code), r.message);
-  assert_int_equal(r.code, AMN_STATUS_OK);
-  assert_int_equal(r.len, strlen(what));
-  amn_result_free(&r);
-  return el;
-}
 
 /* auto against a server with both transports: QUIC wins the race. */
 static void test_auto_prefers_h3(void **st) {
@@ -3142,6 +3207,7 @@ int main(int argc, char **argv) {
         cmocka_unit_test(test_conn_handshake_timeout),
         cmocka_unit_test(test_conn_retry_under_load),
         cmocka_unit_test(test_conn_key_update),
+        cmocka_unit_test(test_conn_initial_steered),
         cmocka_unit_test(test_conn_client_migration),
         cmocka_unit_test(test_conn_nat_rebinding_relay),
     };
@@ -3157,6 +3223,7 @@ int main(int argc, char **argv) {
     const struct CMUnitTest t[] = {
         cmocka_unit_test(test_tune_udp_buffers),
         cmocka_unit_test(test_tune_gso_eio_fallback),
+        cmocka_unit_test(test_tune_udp_gro),
         cmocka_unit_test(test_tune_max_concurrent_streams),
         cmocka_unit_test(test_tune_initial_window),
         cmocka_unit_test(test_tune_window_autotune),

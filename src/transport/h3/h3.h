@@ -85,6 +85,8 @@ typedef struct amn_h3_server_stats {
   uint64_t version_negotiations; /* sent for unsupported versions */
   uint64_t path_validations;     /* successful validations of a new client address */
   uint64_t key_updates;          /* 1-RTT key generations installed after the first */
+  uint64_t datagrams_received;   /* UDP datagrams read (all loops) */
+  uint64_t datagrams_coalesced;  /* ... of them in receives that carried several (UDP GRO) */
   uint32_t conns_open;           /* right now (all the server's connections, HTTP/2 ones too), but */
   uint32_t conns_closing;        /* ... those in their closing or draining period (HTTP/3) */
   uint32_t handshaking;          /* right now */
@@ -123,6 +125,8 @@ typedef struct amn_h3_client_stats {
   uint64_t key_updates;          /* 1-RTT key generations installed after the first */
   uint64_t migrations;           /* local address changes */
   uint64_t stateless_resets;     /* connections ended by a stateless reset */
+  uint64_t datagrams_received;   /* UDP datagrams read */
+  uint64_t datagrams_coalesced;  /* ... of them in receives that carried several (UDP GRO) */
 } amn_h3_client_stats;
 /* (filled by amn_h3c_transport.stats; public as amn_client_quic_stats,
  * amn_client_get_quic_stats in client.c) */
@@ -271,15 +275,35 @@ void amn_h3_update_timer(amn_h3_conn *b);
 /* Sends one datagram (CONNECTION_CLOSE, version negotiation, ...); errors
  * are dropped packets. */
 void amn_h3_send_one(int fd, const struct sockaddr *to, socklen_t tolen, const uint8_t *data, size_t len);
-/* Receives up to AMN_H3_RX_BATCH datagrams into bufs (AMN_H3_RX_BATCH x
- * AMN_H3_RX_DGRAM) with one recvmmsg. Returns the count (0: nothing) or
- * -errno. Truncated datagrams are dropped. */
-int amn_h3_recv_batch(int fd, uint8_t *bufs, struct mmsghdr *msgs, struct iovec *iov,
-                      struct sockaddr_storage *from);
+/* One receive batch: up to AMN_H3_RX_BATCH messages of AMN_H3_RX_DGRAM
+ * bytes each. With UDP GRO (amn_h3_udp_setup asks for it) the kernel may
+ * hand over several datagrams of one sender in one message: all of
+ * seg[i] bytes but the last, which may be shorter (what a GSO sender cut,
+ * or what the receiving side's GRO merged). */
+typedef struct amn_h3_rx {
+  uint8_t *bufs; /* AMN_H3_RX_BATCH x AMN_H3_RX_DGRAM, owned by the caller */
+  struct mmsghdr msgs[AMN_H3_RX_BATCH];
+  struct iovec iov[AMN_H3_RX_BATCH];
+  struct sockaddr_storage from[AMN_H3_RX_BATCH];
+  union {
+    char buf[CMSG_SPACE(sizeof(int))];
+    struct cmsghdr align;
+  } ctl[AMN_H3_RX_BATCH];
+  size_t seg[AMN_H3_RX_BATCH]; /* datagram size in message i (its length when it carries one) */
+  uint64_t datagrams;          /* received by the last amn_h3_recv_batch */
+  uint64_t coalesced;          /* ... of them in messages that carried several */
+} amn_h3_rx;
+/* Receives up to AMN_H3_RX_BATCH messages with one recvmmsg. Returns the
+ * count (0: nothing) or -errno. Truncated messages are dropped (length 0). */
+int amn_h3_recv_batch(int fd, amn_h3_rx *rx);
+/* The datagram of message i that starts at *off (then *off moves past it):
+ * sets *pkt and returns its length, 0 when the message has no more. */
+size_t amn_h3_rx_next(const amn_h3_rx *rx, int i, size_t *off, const uint8_t **pkt);
 /* Socket options of a QUIC UDP socket: receive/send buffers of `want`
  * bytes (SO_*BUFFORCE when permitted; a warning, once per process, when
  * the kernel caps them: net.core.rmem_max / wmem_max), path MTU discovery
- * on (no fragments). */
+ * on (no fragments), UDP GRO on receive where the kernel has it (several
+ * datagrams per received message: amn_h3_rx_next splits them). */
 void amn_h3_udp_setup(int fd, int family, int want);
 
 /* Records a local error for CONNECTION_CLOSE. */

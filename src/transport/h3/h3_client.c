@@ -389,7 +389,8 @@ static void read_cb(struct ev_loop *ev, ev_io *w, int revents) {
   h3c_conn *cc = w->data;
   for (int round = 0; round < 8; round++) {
     h3c_state *hs = cc->hs;
-    int n = amn_h3_recv_batch(cc->b.fd, hs->rbuf, hs->msgs, hs->iov, hs->from);
+    amn_h3_rx *rx = &hs->rx;
+    int n = amn_h3_recv_batch(cc->b.fd, rx);
     if (n < 0) {
       if (!socket_refused(cc, -n)) AMN_DEBUG("UDP receive from %s: %s", cc->ep->authority, strerror(-n));
       return;
@@ -398,10 +399,18 @@ static void read_cb(struct ev_loop *ev, ev_io *w, int revents) {
       cc->rx_any = true;
       cc->last_rx = ev_now(cc->tc->ev);
     }
-    for (int i = 0; i < n; i++)
-      if (hs->msgs[i].msg_len && !cc_recv(cc, (struct sockaddr *)&hs->from[i], hs->msgs[i].msg_hdr.msg_namelen,
-                                          hs->rbuf + (size_t)i * AMN_H3_RX_DGRAM, hs->msgs[i].msg_len))
-        return;
+    if (rx->datagrams) { /* one short lock per batch, for amn_client_get_quic_stats */
+      pthread_mutex_lock(&hs->mu);
+      hs->st.datagrams_received += rx->datagrams;
+      hs->st.datagrams_coalesced += rx->coalesced;
+      pthread_mutex_unlock(&hs->mu);
+    }
+    for (int i = 0; i < n; i++) {
+      const uint8_t *pkt;
+      size_t len;
+      for (size_t off = 0; (len = amn_h3_rx_next(rx, i, &off, &pkt)) != 0;)
+        if (!cc_recv(cc, (struct sockaddr *)&rx->from[i], rx->msgs[i].msg_hdr.msg_namelen, pkt, len)) return;
+    }
     if (n == 0) break;
     amn_h3_mark_dirty(&cc->b);
     if (n < AMN_H3_RX_BATCH) break;
@@ -409,6 +418,8 @@ static void read_cb(struct ev_loop *ev, ev_io *w, int revents) {
 }
 
 #ifdef AMN_TEST_HOOKS
+int amn_h3c_test_dcid0 = -1;
+
 void amn_h3c_test_datagram(amn_ct_client *tc, int fd, const uint8_t *pkt, size_t len, const struct sockaddr *from,
                            socklen_t fromlen) {
   h3c_state *hs = __atomic_load_n(&SLOT(tc), __ATOMIC_ACQUIRE);
@@ -471,6 +482,9 @@ static int attempt(h3c_conn *cc) {
   dcid.datalen = 18;
   scid.datalen = AMN_H3_SCIDLEN;
   gnutls_rnd(GNUTLS_RND_NONCE, dcid.data, dcid.datalen);
+#ifdef AMN_TEST_HOOKS
+  if (amn_h3c_test_dcid0 >= 0) dcid.data[0] = (uint8_t)amn_h3c_test_dcid0;
+#endif
   gnutls_rnd(GNUTLS_RND_NONCE, scid.data, scid.datalen);
   ngtcp2_settings st;
   ngtcp2_settings_default(&st);
@@ -650,6 +664,8 @@ static void async_cb(struct ev_loop *ev, ev_async *w, int revents) {
   } else if (cc && cc->st == CC_READY) {
     if (op == AMN_CT_OP_REBIND) {
       rc = do_rebind(cc, arg != 0);
+    } else if (op == AMN_CT_OP_PEER_CID0) {
+      rc = ngtcp2_conn_get_dcid(cc->b.q)->datalen ? ngtcp2_conn_get_dcid(cc->b.q)->data[0] : AMN_ESTATE;
     } else if (op == AMN_CT_OP_KEY_UPDATE) {
       rc = ngtcp2_conn_initiate_key_update(cc->b.q, amn_h3_now()) == 0 ? 0 : AMN_ESTATE;
       if (rc == 0) amn_h3_mark_dirty(&cc->b);
@@ -669,12 +685,12 @@ static h3c_state *state_get(amn_ct_client *tc) {
   if (hs) return hs;
   hs = calloc(1, sizeof *hs);
   if (hs) {
-    hs->rbuf = malloc((size_t)AMN_H3_RX_BATCH * AMN_H3_RX_DGRAM);
+    hs->rx.bufs = malloc((size_t)AMN_H3_RX_BATCH * AMN_H3_RX_DGRAM);
     hs->txbuf = malloc(AMN_H3_TX_BUF);
   }
-  if (!hs || !hs->rbuf || !hs->txbuf) {
+  if (!hs || !hs->rx.bufs || !hs->txbuf) {
     if (hs) {
-      free(hs->rbuf);
+      free(hs->rx.bufs);
       free(hs->txbuf);
     }
     free(hs);
@@ -704,7 +720,7 @@ static void h3c_client_free(amn_ct_client *tc) {
   pthread_mutex_destroy(&hs->mu);
   pthread_cond_destroy(&hs->cv);
   amn_h3_sched_stop(&hs->sched);
-  free(hs->rbuf);
+  free(hs->rx.bufs);
   free(hs->txbuf);
   free(hs);
   SLOT(tc) = NULL;

@@ -33,13 +33,10 @@ typedef struct h3c_state {
   h3c_conn *conns;              /* every connection (I/O thread): the test hooks pick one */
   /* the receive batch, shared by the connections (they all run on the I/O
    * thread, and a read callback finishes its batch before another starts) */
-  uint8_t *rbuf;
+  amn_h3_rx rx;                 /* rx.bufs: AMN_H3_RX_BATCH x AMN_H3_RX_DGRAM */
   uint8_t *txbuf;               /* the packets of one write (what a full socket leaves is copied out) */
   amn_h3_sched sched;           /* flushes the dirty connections before the loop blocks: one
                                    prepare watcher for all of them, not one each */
-  struct mmsghdr msgs[AMN_H3_RX_BATCH];
-  struct iovec iov[AMN_H3_RX_BATCH];
-  struct sockaddr_storage from[AMN_H3_RX_BATCH];
 } h3c_state;
 
 /* Per endpoint (its tp_state): what its next connection reuses. */

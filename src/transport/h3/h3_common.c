@@ -23,6 +23,9 @@
 #include "tls/tls.h"
 #include "util/log.h"
 
+#ifndef UDP_GRO
+#define UDP_GRO 104
+#endif
 #ifndef UDP_SEGMENT
 #define UDP_SEGMENT 103
 #endif
@@ -661,25 +664,56 @@ void amn_h3_udp_setup(int fd, int family, int want) {
     int v = IPV6_PMTUDISC_DO;
     setsockopt(fd, IPPROTO_IPV6, IPV6_MTU_DISCOVER, &v, sizeof v);
   }
+  /* GRO: fewer, larger receives (on loopback a GSO send arrives whole); a
+   * kernel without it delivers datagrams one by one, as before */
+  int on = 1;
+  setsockopt(fd, IPPROTO_UDP, UDP_GRO, &on, sizeof on);
 }
 
-int amn_h3_recv_batch(int fd, uint8_t *bufs, struct mmsghdr *msgs, struct iovec *iov, struct sockaddr_storage *from) {
+int amn_h3_recv_batch(int fd, amn_h3_rx *rx) {
   for (int i = 0; i < AMN_H3_RX_BATCH; i++) {
-    iov[i].iov_base = bufs + (size_t)i * AMN_H3_RX_DGRAM;
-    iov[i].iov_len = AMN_H3_RX_DGRAM;
-    memset(&msgs[i].msg_hdr, 0, sizeof msgs[i].msg_hdr);
-    msgs[i].msg_hdr.msg_iov = &iov[i];
-    msgs[i].msg_hdr.msg_iovlen = 1;
-    msgs[i].msg_hdr.msg_name = &from[i];
-    msgs[i].msg_hdr.msg_namelen = sizeof from[i];
+    rx->iov[i].iov_base = rx->bufs + (size_t)i * AMN_H3_RX_DGRAM;
+    rx->iov[i].iov_len = AMN_H3_RX_DGRAM;
+    struct msghdr *mh = &rx->msgs[i].msg_hdr;
+    memset(mh, 0, sizeof *mh);
+    mh->msg_iov = &rx->iov[i];
+    mh->msg_iovlen = 1;
+    mh->msg_name = &rx->from[i];
+    mh->msg_namelen = sizeof rx->from[i];
+    mh->msg_control = rx->ctl[i].buf;
+    mh->msg_controllen = sizeof rx->ctl[i].buf;
   }
   int n;
-  do n = recvmmsg(fd, msgs, AMN_H3_RX_BATCH, MSG_DONTWAIT, NULL);
+  do n = recvmmsg(fd, rx->msgs, AMN_H3_RX_BATCH, MSG_DONTWAIT, NULL);
   while (n < 0 && errno == EINTR);
+  rx->datagrams = rx->coalesced = 0;
   if (n < 0) return errno == EAGAIN || errno == EWOULDBLOCK ? 0 : -errno;
-  for (int i = 0; i < n; i++)
-    if (msgs[i].msg_hdr.msg_flags & MSG_TRUNC) msgs[i].msg_len = 0; /* too large: dropped */
+  for (int i = 0; i < n; i++) {
+    struct msghdr *mh = &rx->msgs[i].msg_hdr;
+    size_t len = rx->msgs[i].msg_len;
+    if (mh->msg_flags & MSG_TRUNC) len = rx->msgs[i].msg_len = 0; /* too large: dropped */
+    rx->seg[i] = len;
+    for (struct cmsghdr *cm = CMSG_FIRSTHDR(mh); cm; cm = CMSG_NXTHDR(mh, cm))
+      if (cm->cmsg_level == IPPROTO_UDP && cm->cmsg_type == UDP_GRO && cm->cmsg_len >= CMSG_LEN(sizeof(int))) {
+        int s;
+        memcpy(&s, CMSG_DATA(cm), sizeof s);
+        if (s > 0 && (size_t)s < len) rx->seg[i] = (size_t)s;
+      }
+    if (!len) continue;
+    size_t k = (len + rx->seg[i] - 1) / rx->seg[i];
+    rx->datagrams += k;
+    if (k > 1) rx->coalesced += k;
+  }
   return n;
+}
+
+size_t amn_h3_rx_next(const amn_h3_rx *rx, int i, size_t *off, const uint8_t **pkt) {
+  size_t len = rx->msgs[i].msg_len;
+  if (*off >= len) return 0;
+  size_t k = len - *off < rx->seg[i] ? len - *off : rx->seg[i];
+  *pkt = rx->bufs + (size_t)i * AMN_H3_RX_DGRAM + *off;
+  *off += k;
+  return k;
 }
 
 /* ------------------------------------------------------------------ */

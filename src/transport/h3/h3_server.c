@@ -142,15 +142,23 @@ static void read_cb(struct ev_loop *ev, ev_io *w, int revents) {
   (void)ev; (void)revents;
   amn_h3_listener *l = w->data;
   for (int round = 0; round < 8; round++) { /* bounded: other watchers get their turn */
-    int n = amn_h3_recv_batch(l->fd, l->rbuf, l->msgs, l->iov, l->from);
+    amn_h3_rx *rx = &l->rx;
+    int n = amn_h3_recv_batch(l->fd, rx);
     if (n < 0) {
       if (n != -ECONNREFUSED) AMN_DEBUG("UDP receive: %s", strerror(-n));
       return;
     }
-    for (int i = 0; i < n; i++)
-      if (l->msgs[i].msg_len)
-        on_datagram(l, l->rbuf + (size_t)i * AMN_H3_RX_DGRAM, l->msgs[i].msg_len, (struct sockaddr *)&l->from[i],
-                    l->msgs[i].msg_hdr.msg_namelen);
+    if (l->group && rx->datagrams) {
+      atomic_fetch_add_explicit(&l->group->st.datagrams_received, rx->datagrams, memory_order_relaxed);
+      if (rx->coalesced)
+        atomic_fetch_add_explicit(&l->group->st.datagrams_coalesced, rx->coalesced, memory_order_relaxed);
+    }
+    for (int i = 0; i < n; i++) {
+      const uint8_t *pkt;
+      size_t len;
+      for (size_t off = 0; (len = amn_h3_rx_next(rx, i, &off, &pkt)) != 0;)
+        on_datagram(l, pkt, len, (struct sockaddr *)&rx->from[i], rx->msgs[i].msg_hdr.msg_namelen);
+    }
     if (n < AMN_H3_RX_BATCH) return;
   }
 }
@@ -173,12 +181,12 @@ static int probe_free(const struct addrinfo *a) {
 static amn_h3_listener *listener_new(int fd, uint16_t *bound, int *rc, char *err, size_t errlen) {
   amn_h3_listener *l = calloc(1, sizeof *l);
   if (l) {
-    l->rbuf = malloc((size_t)AMN_H3_RX_BATCH * AMN_H3_RX_DGRAM);
+    l->rx.bufs = malloc((size_t)AMN_H3_RX_BATCH * AMN_H3_RX_DGRAM);
     l->txbuf = malloc(AMN_H3_TX_BUF);
   }
-  if (!l || !l->rbuf || !l->txbuf || amn_h3s_cid_table_init(l) != 0) {
+  if (!l || !l->rx.bufs || !l->txbuf || amn_h3s_cid_table_init(l) != 0) {
     if (l) {
-      free(l->rbuf);
+      free(l->rx.bufs);
       free(l->txbuf);
       free(l);
     }
@@ -288,6 +296,7 @@ void amn_h3s_stats(amn_st_loop *first, amn_h3_server_stats *o) {
   C(conns_accepted); C(handshakes_done); C(handshake_timeouts); C(handshake_failures); C(resumed); C(early_accepted); C(early_rejected);
   C(replays_detected); C(early_calls); C(retries_sent); C(retry_tokens_ok); C(new_tokens_ok); C(tokens_bad);
   C(stateless_resets); C(stateless_resets_limited); C(version_negotiations); C(path_validations); C(key_updates);
+  C(datagrams_received); C(datagrams_coalesced);
 #undef C
   o->handshaking = atomic_load(&g->st.handshaking);
   o->conns_closing = atomic_load(&g->st.closing);
@@ -354,7 +363,7 @@ void amn_h3s_free(amn_st_loop *loop) {
     free(l->group);
   }
   amn_h3s_cid_table_free(l);
-  free(l->rbuf);
+  free(l->rx.bufs);
   free(l->txbuf);
   loop->h3 = NULL;
   free(l);

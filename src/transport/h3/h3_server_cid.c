@@ -28,13 +28,18 @@ struct h3_cid {
 
 /* The kernel spreads datagrams over the loops' sockets by a hash of the
  * client's address (SO_REUSEPORT), which breaks when the client's address
- * changes (migration, NAT rebinding): its packets would reach a loop that
- * does not know the connection. So the first byte of every connection ID
- * we issue is our loop's index, and a classic BPF program on the socket
- * group sends short-header packets (the only ones a migrated client
- * sends) to the socket of that index; long-header packets (handshake,
- * whose destination ID the client may have chosen) keep the address hash
- * (an index out of range makes the kernel fall back to it). */
+ * changes (migration, NAT rebinding) and while the socket group is still
+ * being bound (a server starting: the same client's datagrams hash to
+ * another socket once the next one joins): its packets would reach a loop
+ * that does not know the connection. So the first byte of every
+ * connection ID we issue is our loop's index, and a classic BPF program on
+ * the socket group sends every packet by the first byte of its
+ * destination connection ID, modulo the number of loops: short-header
+ * ones to the loop that issued it; long-header ones (handshake) too, and
+ * a client's first Initials, whose destination ID it chose itself, all to
+ * one loop, which then issues an ID of its own index. A long header
+ * without a destination ID keeps the address hash (an index out of range
+ * makes the kernel fall back to it). */
 int amn_h3s_cid_make(amn_h3_listener *l, uint8_t *id, size_t len) {
   if (gnutls_rnd(GNUTLS_RND_NONCE, id, len) != 0) return -1;
   id[0] = (uint8_t)l->loop->idx;
@@ -45,8 +50,13 @@ void amn_h3s_cid_steer(amn_h3_listener *l, unsigned nsocks) {
   if (nsocks < 2 || nsocks > 256) return; /* one byte of the ID holds the index */
   struct sock_filter code[] = {
       BPF_STMT(BPF_LD | BPF_B | BPF_ABS, 0),               /* first byte */
-      BPF_JUMP(BPF_JMP | BPF_JSET | BPF_K, 0x80, 3, 0),    /* long header: to the hash */
-      BPF_STMT(BPF_LD | BPF_B | BPF_ABS, 1),               /* first byte of the destination ID */
+      BPF_JUMP(BPF_JMP | BPF_JSET | BPF_K, 0x80, 3, 0),    /* long header: below */
+      BPF_STMT(BPF_LD | BPF_B | BPF_ABS, 1),               /* short: first byte of the destination ID */
+      BPF_STMT(BPF_ALU | BPF_MOD | BPF_K, nsocks),
+      BPF_STMT(BPF_RET | BPF_A, 0),
+      BPF_STMT(BPF_LD | BPF_B | BPF_ABS, 5),               /* long: destination ID length */
+      BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, 0, 3, 0),        /* none: to the hash */
+      BPF_STMT(BPF_LD | BPF_B | BPF_ABS, 6),               /* its first byte */
       BPF_STMT(BPF_ALU | BPF_MOD | BPF_K, nsocks),
       BPF_STMT(BPF_RET | BPF_A, 0),
       BPF_STMT(BPF_RET | BPF_K, 0xffffffffu),

@@ -79,7 +79,7 @@ typedef struct h3_group {
   struct {
     atomic_ullong conns_accepted, handshakes_done, handshake_timeouts, handshake_failures, resumed, early_accepted, early_rejected,
         replays_detected, early_calls, retries_sent, retry_tokens_ok, new_tokens_ok, tokens_bad, stateless_resets, stateless_resets_limited,
-        version_negotiations, path_validations, key_updates;
+        version_negotiations, path_validations, key_updates, datagrams_received, datagrams_coalesced;
     atomic_uint handshaking;
     atomic_uint closing; /* connections in their closing or draining period */
   } st;
@@ -100,10 +100,8 @@ struct amn_h3_listener {
   h3_sconn *conns;
   h3_cid **tab;                 /* connection ID hash table (h3_server_cid.c) */
   size_t tabsz, ncid;
-  uint8_t *rbuf, *txbuf;
-  struct mmsghdr msgs[AMN_H3_RX_BATCH];
-  struct iovec iov[AMN_H3_RX_BATCH];
-  struct sockaddr_storage from[AMN_H3_RX_BATCH];
+  uint8_t *txbuf;
+  amn_h3_rx rx;                 /* the receive batch (rx.bufs: AMN_H3_RX_BATCH x AMN_H3_RX_DGRAM) */
   bool draining, stopped;
   uint32_t nhandshaking;        /* connections of this loop in their handshake */
   uint64_t sr_window;           /* start of the current stateless-reset rate window (ns) */
