@@ -33,7 +33,9 @@ stop_server() {
   [ -n "${SRV_PID:-}" ] || return 0
   kill -TERM "$SRV_PID" 2>/dev/null
   i=0
-  while kill -0 "$SRV_PID" 2>/dev/null && [ $i -lt 50 ]; do sleep 0.1; i=$((i + 1)); done
+  # up to 15 s: grpc C++'s echo server gives its calls 2 s, then joins its
+  # threads, which on a loaded machine took more than 5 s once
+  while kill -0 "$SRV_PID" 2>/dev/null && [ $i -lt 150 ]; do sleep 0.1; i=$((i + 1)); done
   if kill -0 "$SRV_PID" 2>/dev/null; then kill -KILL "$SRV_PID" 2>/dev/null; fi
   wait "$SRV_PID"
   rc=$?
