@@ -142,8 +142,20 @@ static ssize_t w_pull(amn_call *c, uint8_t *buf, size_t len, bool *eof) {
   FUZZ_CHECK(n >= -1 && (n < 0 || (size_t)n <= len));
   return n;
 }
-static const amn_st_calls g_calls = {w_begin, w_attach, w_header, w_headers_end, w_data, w_remote_close, w_closed,
-                                     w_fail, w_step, w_headers, w_trailers, w_peek, w_pull};
+/* (HTTP/2 pulls; the HTTP/3 binding takes messages whole) */
+static ssize_t w_take(amn_call *c, amn_qmsg **m, bool *eof) {
+  live(c);
+  ssize_t n = B->take(c, m, eof);
+  FUZZ_CHECK(n >= -1 && (n <= 0 || (*m && (size_t)n == (*m)->len - (*m)->off)));
+  return n;
+}
+static void w_released(amn_call *c, size_t acked, size_t freed) {
+  live(c);
+  B->released(c, acked, freed);
+}
+static const amn_st_calls g_calls = {w_begin, w_attach, w_header,   w_headers_end, w_data, w_remote_close,
+                                     w_closed, w_fail,  w_step,     w_headers,     w_trailers, w_peek,
+                                     w_pull,   w_take,  w_released};
 
 /* ---- the scripted handler: each request message says what to do ---- */
 

@@ -64,6 +64,15 @@ size_t amn_msgq_pull(amn_msgq *q, uint8_t *buf, size_t len, amn_qmsg **keep) {
   return copied;
 }
 
+amn_qmsg *amn_msgq_take(amn_msgq *q) {
+  amn_qmsg *m = q->head;
+  if (!m) return NULL;
+  q->head = m->next;
+  if (!q->head) q->tail = NULL;
+  m->next = NULL;
+  return m;
+}
+
 size_t amn_msgq_clear(amn_msgq *q) {
   size_t dropped = 0;
   amn_qmsg *m = q->head;

@@ -52,6 +52,9 @@ size_t amn_msgq_avail(const amn_msgq *q, size_t limit);
  * non-NULL and *keep is NULL, the first such message is stored in *keep
  * (the caller owns it: a unary request kept for a retry). */
 size_t amn_msgq_pull(amn_msgq *q, uint8_t *buf, size_t len, amn_qmsg **keep);
+/* Unlinks the front message and returns it (NULL when empty): its unsent
+ * bytes are m->data + m->off .. m->len; the caller owns it (free()). */
+amn_qmsg *amn_msgq_take(amn_msgq *q);
 /* Frees every message; returns the unsent bytes dropped. */
 size_t amn_msgq_clear(amn_msgq *q);
 

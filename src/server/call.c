@@ -338,7 +338,7 @@ int amn_call_build_trailers(amn_call *c, amn_hdr_buf *b) {
  * and unary request messages, responses queued. Loop thread. */
 static size_t held_now(const amn_call *c) {
   if (c->stream_closed) return 0;
-  return c->df.cap + c->unary_len + c->held_sum + atomic_load(&c->queued);
+  return c->df.cap + c->unary_len + c->held_sum + atomic_load(&c->queued) + c->tx_held;
 }
 
 static bool may_grant(const amn_call *c) { return !c->budget || c->budget->held < c->budget->grant_below; }
@@ -429,7 +429,7 @@ static void charge(amn_call *c) {
 static bool call_accepting(const amn_call *c);
 static bool waits_on_client(const amn_call *c) {
   if (c->stream_closed) return false;
-  if (atomic_load(&c->queued)) return true;
+  if (atomic_load(&c->queued) || c->tx_held) return true;
   return !c->rx_paused && (c->df.hdr_have || c->df.in_msg) && call_accepting(c);
 }
 
@@ -475,7 +475,7 @@ static void stalled(amn_dl_link *l, void *ud) {
   amn_call *c = of_progress(l);
   unsigned ms = sl->srv->o.stall_timeout_ms;
   char msg[96];
-  if (atomic_load(&c->queued)) snprintf(msg, sizeof msg, "the client read no response for %u ms", ms);
+  if (atomic_load(&c->queued) || c->tx_held) snprintf(msg, sizeof msg, "the client read no response for %u ms", ms);
   else if (c->parked) snprintf(msg, sizeof msg, "no room in the connection's buffer for %u ms", ms);
   else snprintf(msg, sizeof msg, "request stalled: no bytes for %u ms", ms);
   AMN_INFO("call %s from %s: %s", c->method ? c->method : "?", amn_call_peer_addr(c), msg);
@@ -682,22 +682,40 @@ ssize_t amn_call_peek(amn_call *c, size_t len, bool *eof) {
   return (ssize_t)avail;
 }
 
-ssize_t amn_call_pull(amn_call *c, uint8_t *buf, size_t len, bool *eof) {
-  *eof = false;
-  size_t copied = amn_msgq_pull(&c->sq, buf, len, NULL);
-  c->m_out += copied;
-  if (copied) {
-    size_t before = atomic_fetch_sub(&c->queued, copied);
+/* n queued bytes left the queue (copied, or taken with their message). */
+static ssize_t sent_out(amn_call *c, size_t n, bool *eof) {
+  c->m_out += n;
+  if (n) {
+    size_t before = atomic_fetch_sub(&c->queued, n);
     size_t bound = c->sl->srv->o.stream_send_buffer;
-    if (before - copied <= bound / 2 && atomic_load(&c->want_writable)) schedule_deferred(c);
+    if (before - n <= bound / 2 && atomic_load(&c->want_writable)) schedule_deferred(c);
     charge(c);
     progress_note(c, true);
   }
   if (amn_msgq_empty(&c->sq) && c->fin_pending) {
     *eof = true;
-    return (ssize_t)copied;
+    return (ssize_t)n;
   }
-  return copied ? (ssize_t)copied : -1;
+  return n ? (ssize_t)n : -1;
+}
+
+ssize_t amn_call_pull(amn_call *c, uint8_t *buf, size_t len, bool *eof) {
+  *eof = false;
+  return sent_out(c, amn_msgq_pull(&c->sq, buf, len, NULL), eof);
+}
+
+ssize_t amn_call_take(amn_call *c, amn_qmsg **m, bool *eof) {
+  *eof = false;
+  *m = amn_msgq_take(&c->sq);
+  size_t n = *m ? (*m)->len - (*m)->off : 0;
+  c->tx_held += n; /* still the call's memory until released */
+  return sent_out(c, n, eof);
+}
+
+void amn_call_released(amn_call *c, size_t acked, size_t freed) {
+  c->tx_held -= freed < c->tx_held ? freed : c->tx_held;
+  if (acked) progress_note(c, true); /* the client is reading */
+  charge(c);
 }
 
 static void deliver_held(amn_call *c);
@@ -1050,4 +1068,6 @@ const amn_st_calls amn_call_binding = {
     .trailers = amn_call_build_trailers,
     .peek = amn_call_peek,
     .pull = amn_call_pull,
+    .take = amn_call_take,
+    .released = amn_call_released,
 };

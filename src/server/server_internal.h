@@ -45,6 +45,7 @@ struct amn_call {
   atomic_bool cancelled;
   atomic_bool finish_called;
   atomic_size_t queued;             /* bytes queued by the app, not yet taken by the transport */
+  size_t tx_held;                   /* bytes of messages the transport took whole and holds (loop) */
   atomic_bool want_writable;
 
   amn_srv_loop *sl;
@@ -232,6 +233,10 @@ amn_st_step amn_call_step(amn_call *c);
  * buf. Returns bytes copied; *eof set when the queue is empty and the call
  * finished (trailers must follow). Returns -1 (defer) when nothing queued. */
 ssize_t amn_call_pull(amn_call *c, uint8_t *buf, size_t len, bool *eof);
+/* The front message whole, without a copy (amn_st_calls.take). */
+ssize_t amn_call_take(amn_call *c, amn_qmsg **m, bool *eof);
+/* Taken bytes acknowledged and freed (amn_st_calls.released). */
+void amn_call_released(amn_call *c, size_t acked, size_t freed);
 /* What amn_call_pull(c, .., len, ..) would return, without copying. */
 ssize_t amn_call_peek(amn_call *c, size_t len, bool *eof);
 /* Loop: process cross-thread operations. */

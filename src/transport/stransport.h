@@ -24,6 +24,7 @@
 #include <sys/types.h>
 
 #include "amn/common.h"
+#include "rpc/msgq.h"
 #include "rpc/rpc.h"
 #include "tls/tls.h"
 
@@ -104,6 +105,15 @@ typedef struct amn_st_calls {
    * then the copy. */
   ssize_t (*peek)(amn_call *c, size_t len, bool *eof);
   ssize_t (*pull)(amn_call *c, uint8_t *buf, size_t len, bool *eof);
+  /* Response bytes without a copy: the front message itself leaves the
+   * call (*m, from its first unsent byte m->data + m->off; the binding
+   * frees it with free() once done with it) and the count is returned
+   * (-1 and *eof as pull). Its bytes stay charged to the call's memory
+   * bounds, and the call waits on the client, until the binding released
+   * them: `acked` more bytes reached the client (progress), `freed` bytes
+   * of taken messages are gone. */
+  ssize_t (*take)(amn_call *c, amn_qmsg **m, bool *eof);
+  void (*released)(amn_call *c, size_t acked, size_t freed);
 } amn_st_calls;
 
 /* The server's settings and shared counters, the same for every loop. The

@@ -705,6 +705,63 @@ static void test_stall(void **st) {
   assert_null(g_sl.progress.head);
 }
 
+/* A binding that takes messages whole (HTTP/3, no copy): their bytes stay
+ * charged to the connection's budget, and the call waits on the client,
+ * until the binding released them; acknowledged bytes are progress. */
+static void test_take_charged_until_released(void **st) {
+  (void)st;
+  amn_st_budget b = {.limit = 100000, .grant_below = 50000};
+  fake_conn f = {0};
+  amn_call *c = request(&f, "/t.S/Later", NULL);
+  B->attach(c, &b);
+  send_msg(c, "x", 1);
+  amn_call *h = g_held;
+  uint8_t big[3000];
+  memset(big, 't', sizeof big);
+  amn_call_reply_query(h, big, sizeof big, NULL, 0);
+  assert_int_equal(B->step(c), AMN_ST_HEADERS);
+  amn_hdr_buf hb;
+  amn_hdr_buf_init(&hb);
+  assert_int_equal(B->headers(c, &hb, false), 0);
+  amn_hdr_buf_free(&hb);
+  size_t charged = b.held;
+  amn_qmsg *m = NULL;
+  bool eof = false;
+  ssize_t n = B->take(c, &m, &eof);
+  assert_non_null(m);
+  assert_true(n > 3000);
+  assert_int_equal((size_t)n, m->len - m->off);
+  assert_true(eof);                      /* the answer is complete */
+  assert_int_equal(b.held, charged);     /* out of the queue, still the call's */
+  assert_true(b.held >= (size_t)n);
+  assert_null(m->next);
+  /* nothing left: another take says so */
+  amn_qmsg *none = NULL;
+  assert_int_equal(B->take(c, &none, &eof), 0);
+  assert_null(none);
+  assert_true(eof);
+  /* a part acknowledged is progress: no stall 20 + 20 s later ... */
+  g_now += 20000000000LL;
+  B->released(c, (size_t)n / 2, 0);
+  g_now += 20000000000LL;
+  ev_invoke(g_sl.ev, &g_sl.progress.timer, EV_TIMER);
+  assert_int_equal(b.held, charged);
+  /* ... but 30 s without an acknowledgement is (the final status not yet sent) */
+  g_now += 11000000000LL;
+  ev_invoke(g_sl.ev, &g_sl.progress.timer, EV_TIMER);
+  response r = {0};
+  pump(c, &r);
+  assert_string_equal(r.grpc_status, "8");
+  assert_string_equal(r.grpc_message, "the client read no response for 30000 ms");
+  /* the binding frees what it took: the budget lets go of it */
+  B->released(c, 0, (size_t)n);
+  free(m);
+  assert_true(b.held < charged - 3000);
+  close_stream(c, AMN_STATUS_CANCELLED);
+  assert_int_equal(b.held, 0);
+  assert_null(g_sl.progress.head);
+}
+
 /* A send that passes the connection's bound ends the call, but the
  * handler hears on_cancel only afterwards, from the loop's deferred list. */
 static void test_budget_cancel_not_inside_send(void **st) {
@@ -820,6 +877,7 @@ int main(void) {
       cmocka_unit_test(test_server_buffer_limit),
       cmocka_unit_test(test_header_timeout),
       cmocka_unit_test(test_stall),
+      cmocka_unit_test(test_take_charged_until_released),
       cmocka_unit_test(test_finish_from_another_thread),
       cmocka_unit_test(test_every_allocation_fails),
   };

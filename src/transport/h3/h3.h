@@ -356,10 +356,14 @@ size_t amn_h3_mem_swept(void);
 
 /* nghttp3 sends application data straight from the memory handed to it
  * and needs it until the peer acknowledged it: chunks live here until
- * amn_h3_sendbuf_ack. At most AMN_H3_MAX_UNACKED bytes are held. */
+ * amn_h3_sendbuf_ack. A chunk holds copied bytes (data[]) or a whole
+ * message taken from the call (msg: no copy). New bytes are taken while
+ * less than AMN_H3_MAX_UNACKED are held. */
 typedef struct amn_h3_chunk {
   struct amn_h3_chunk *next;
   size_t len;
+  const uint8_t *base;         /* the bytes: data, or msg->data + its offset when taken */
+  amn_qmsg *msg;               /* taken message (freed with free() after the last ack), or NULL */
   uint8_t data[];
 } amn_h3_chunk;
 
@@ -368,6 +372,11 @@ typedef struct amn_h3_sendbuf {
   size_t head_acked;           /* bytes of head already acknowledged */
   size_t unacked;              /* bytes held */
   bool blocked;                /* a fill stopped at AMN_H3_MAX_UNACKED (the stream waits for acks) */
+  /* taken messages: `acked` more of their bytes acknowledged, `freed`
+   * bytes of them freed (acknowledged whole, or dropped by
+   * amn_h3_sendbuf_free); NULL: nobody to tell */
+  void (*released)(void *owner, size_t acked, size_t freed);
+  void *owner;
 } amn_h3_sendbuf;
 
 typedef ssize_t (*amn_h3_pull_fn)(void *call, uint8_t *buf, size_t len, bool *eof);
@@ -377,6 +386,10 @@ typedef ssize_t (*amn_h3_pull_fn)(void *call, uint8_t *buf, size_t len, bool *eo
  * queued, -2 when AMN_H3_MAX_UNACKED bytes are already held (sb->blocked
  * until half of them are acknowledged), -3 out of memory. */
 ssize_t amn_h3_sendbuf_fill(amn_h3_sendbuf *sb, amn_h3_pull_fn pull, void *call, bool *eof, nghttp3_vec *vec);
+typedef ssize_t (*amn_h3_take_fn)(void *call, amn_qmsg **m, bool *eof);
+/* As amn_h3_sendbuf_fill, without a copy: the call's front message itself
+ * (amn_st_calls.take) becomes the chunk's bytes. */
+ssize_t amn_h3_sendbuf_take(amn_h3_sendbuf *sb, amn_h3_take_fn take, void *call, bool *eof, nghttp3_vec *vec);
 /* Appends an already filled chunk (client: request bytes sent again after
  * the server refused 0-RTT) and points vec at it. */
 void amn_h3_sendbuf_push(amn_h3_sendbuf *sb, amn_h3_chunk *ch, nghttp3_vec *vec);

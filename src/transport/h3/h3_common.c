@@ -858,8 +858,40 @@ ssize_t amn_h3_sendbuf_fill(amn_h3_sendbuf *sb, amn_h3_pull_fn pull, void *call,
     if (s) ch = s;
   }
   ch->len = (size_t)n;
+  ch->base = ch->data;
+  ch->msg = NULL;
   amn_h3_sendbuf_push(sb, ch, vec);
   return n;
+}
+
+ssize_t amn_h3_sendbuf_take(amn_h3_sendbuf *sb, amn_h3_take_fn take, void *call, bool *eof, nghttp3_vec *vec) {
+  *eof = false;
+  if (sb->unacked >= AMN_H3_MAX_UNACKED) {
+    sb->blocked = true;
+    return -2;
+  }
+  amn_h3_chunk *ch = m_malloc(sizeof *ch, NULL);
+  if (!ch) return -3;
+  amn_qmsg *m = NULL;
+  ssize_t n = take(call, &m, eof);
+  if (n <= 0 || !m) {
+    m_free(ch, NULL);
+    free(m);
+    return n < 0 ? -1 : 0;
+  }
+  ch->len = (size_t)n;
+  ch->base = m->data + m->off;
+  ch->msg = m;
+  amn_h3_sendbuf_push(sb, ch, vec);
+  return n;
+}
+
+/* Frees a chunk; returns the bytes of a taken message it held. */
+static size_t chunk_free(amn_h3_chunk *ch) {
+  size_t taken = ch->msg ? ch->len : 0;
+  free(ch->msg);
+  m_free(ch, NULL);
+  return taken;
 }
 
 void amn_h3_sendbuf_push(amn_h3_sendbuf *sb, amn_h3_chunk *ch, nghttp3_vec *vec) {
@@ -868,7 +900,7 @@ void amn_h3_sendbuf_push(amn_h3_sendbuf *sb, amn_h3_chunk *ch, nghttp3_vec *vec)
   else sb->head = ch;
   sb->tail = ch;
   sb->unacked += ch->len;
-  vec->base = ch->data;
+  vec->base = (uint8_t *)ch->base;
   vec->len = ch->len;
 }
 
@@ -884,6 +916,7 @@ amn_h3_chunk *amn_h3_sendbuf_pop(amn_h3_sendbuf *sb) {
 }
 
 bool amn_h3_sendbuf_ack(amn_h3_sendbuf *sb, uint64_t n) {
+  size_t acked = 0, freed = 0;
   while (n && sb->head) {
     amn_h3_chunk *ch = sb->head;
     size_t left = ch->len - sb->head_acked;
@@ -891,24 +924,28 @@ bool amn_h3_sendbuf_ack(amn_h3_sendbuf *sb, uint64_t n) {
     sb->head_acked += k;
     sb->unacked -= k;
     n -= k;
+    if (ch->msg) acked += k;
     if (sb->head_acked == ch->len) {
       sb->head = ch->next;
       if (!sb->head) sb->tail = NULL;
       sb->head_acked = 0;
-      m_free(ch, NULL);
+      freed += chunk_free(ch);
     }
   }
+  if ((acked || freed) && sb->released) sb->released(sb->owner, acked, freed);
   if (!sb->blocked || sb->unacked > AMN_H3_MAX_UNACKED / 2) return false;
   sb->blocked = false;
   return true;
 }
 
 void amn_h3_sendbuf_free(amn_h3_sendbuf *sb) {
+  size_t freed = 0;
   while (sb->head) {
     amn_h3_chunk *n = sb->head->next;
-    m_free(sb->head, NULL);
+    freed += chunk_free(sb->head);
     sb->head = n;
   }
+  if (freed && sb->released) sb->released(sb->owner, 0, freed);
   sb->tail = NULL;
   sb->unacked = sb->head_acked = 0;
   sb->blocked = false;

@@ -45,10 +45,16 @@ static void ss_free(h3_sstream *ss) {
   free(ss);
 }
 
-/* The response bytes of a stream's call (amn_h3_sendbuf_fill). */
-static ssize_t pull_stream(void *stream, uint8_t *buf, size_t len, bool *eof) {
+/* The response messages of a stream's call, whole (amn_h3_sendbuf_take),
+ * and what the client acknowledged of them. */
+static ssize_t take_stream(void *stream, amn_qmsg **m, bool *eof) {
   h3_sstream *ss = stream;
-  return calls_of(ss->sc)->pull(ss->c, buf, len, eof);
+  return calls_of(ss->sc)->take(ss->c, m, eof);
+}
+
+static void released_stream(void *stream, size_t acked, size_t freed) {
+  h3_sstream *ss = stream;
+  if (ss->c) calls_of(ss->sc)->released(ss->c, acked, freed);
 }
 
 static nghttp3_ssize ss_read_data(nghttp3_conn *h, int64_t id, nghttp3_vec *vec, size_t veccnt, uint32_t *pflags,
@@ -60,12 +66,20 @@ static nghttp3_ssize ss_read_data(nghttp3_conn *h, int64_t id, nghttp3_vec *vec,
   amn_call *c = ss->c;
   const amn_st_calls *calls = calls_of(sc);
   bool eof;
-  ssize_t n = amn_h3_sendbuf_fill(&ss->sb, pull_stream, ss, &eof, vec);
+  ssize_t n = amn_h3_sendbuf_take(&ss->sb, take_stream, ss, &eof, vec);
   if (n == -3) {
     AMN_WARN("%s: out of memory for a response: resetting the stream", sc->addr);
     ngtcp2_conn_shutdown_stream(sc->b.q, 0, id, NGHTTP3_H3_INTERNAL_ERROR);
   }
   if (n < 0) return NGHTTP3_ERR_WOULDBLOCK;
+  if (eof && ss->sb.unacked > AMN_H3_MAX_UNACKED) {
+    /* a large last message is out whole: the trailers wait until the
+     * client took most of it (as when it went in pieces), so that the call
+     * still waits on the client and its stall deadline applies; the
+     * stream resumes when acknowledgements bring it under half */
+    ss->sb.blocked = true;
+    eof = false;
+  }
   if (eof) {
     /* the messages are out: the trailers end the stream (without any, as
      * after an HTTP error's text body, the last DATA does) */
@@ -176,6 +190,8 @@ static int on_begin_headers(nghttp3_conn *h, int64_t id, void *ud, void *sud) {
   ss->c = c;
   ss->sc = sc;
   ss->id = id;
+  ss->sb.released = released_stream;
+  ss->sb.owner = ss;
   if (early) {
     STAT(sc->l, early_calls);
     AMN_DEBUG("%s: request on stream %lld arrived as 0-RTT data", sc->addr, (long long)id);
