@@ -380,12 +380,16 @@ typedef struct amn_h3_sendbuf {
 } amn_h3_sendbuf;
 
 typedef ssize_t (*amn_h3_pull_fn)(void *call, uint8_t *buf, size_t len, bool *eof);
+/* How many of len bytes pull would copy (-1: none), without copying. */
+typedef ssize_t (*amn_h3_peek_fn)(void *call, size_t len, bool *eof);
 
-/* Pulls the next bytes of a call into a new chunk and points vec at them.
+/* Pulls the next bytes of a call into a new chunk, of the size peek says
+ * (at most 64 KiB), and points vec at them.
  * Returns the byte count (0 only with *eof), -1 when the call has nothing
  * queued, -2 when AMN_H3_MAX_UNACKED bytes are already held (sb->blocked
  * until half of them are acknowledged), -3 out of memory. */
-ssize_t amn_h3_sendbuf_fill(amn_h3_sendbuf *sb, amn_h3_pull_fn pull, void *call, bool *eof, nghttp3_vec *vec);
+ssize_t amn_h3_sendbuf_fill(amn_h3_sendbuf *sb, amn_h3_peek_fn peek, amn_h3_pull_fn pull, void *call, bool *eof,
+                            nghttp3_vec *vec);
 typedef ssize_t (*amn_h3_take_fn)(void *call, amn_qmsg **m, bool *eof);
 /* As amn_h3_sendbuf_fill, without a copy: the call's front message itself
  * (amn_st_calls.take) becomes the chunk's bytes. */

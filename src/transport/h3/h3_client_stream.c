@@ -194,6 +194,11 @@ const nghttp3_callbacks amn_h3c_h3cbs = {
 /* Calls                                                              */
 /* ------------------------------------------------------------------ */
 
+static ssize_t peek_call(void *stream, size_t len, bool *eof) {
+  h3c_stream *cs = stream;
+  return cs->cc->ccb->peek(cs->c, len, eof);
+}
+
 static ssize_t pull_call(void *stream, uint8_t *buf, size_t len, bool *eof) {
   h3c_stream *cs = stream;
   return cs->cc->ccb->pull(cs->c, buf, len, eof);
@@ -242,7 +247,7 @@ static nghttp3_ssize cs_read_data(nghttp3_conn *h, int64_t id, nghttp3_vec *vec,
     return 1;
   }
   bool eof;
-  ssize_t n = amn_h3_sendbuf_fill(&cs->sb, pull_call, cs, &eof, vec);
+  ssize_t n = amn_h3_sendbuf_fill(&cs->sb, peek_call, pull_call, cs, &eof, vec);
   if (n == -3) ngtcp2_conn_shutdown_stream(cc->b.q, 0, id, NGHTTP3_H3_INTERNAL_ERROR);
   if (n < 0) return NGHTTP3_ERR_WOULDBLOCK;
   cs->run_bytes += (size_t)n;

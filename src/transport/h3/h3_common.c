@@ -838,7 +838,8 @@ int amn_h3_write(amn_h3_conn *b) {
 /* Send buffers                                                       */
 /* ------------------------------------------------------------------ */
 
-ssize_t amn_h3_sendbuf_fill(amn_h3_sendbuf *sb, amn_h3_pull_fn pull, void *call, bool *eof, nghttp3_vec *vec) {
+ssize_t amn_h3_sendbuf_fill(amn_h3_sendbuf *sb, amn_h3_peek_fn peek, amn_h3_pull_fn pull, void *call, bool *eof,
+                            nghttp3_vec *vec) {
   *eof = false;
   if (sb->unacked >= AMN_H3_MAX_UNACKED) {
     sb->blocked = true;
@@ -846,6 +847,9 @@ ssize_t amn_h3_sendbuf_fill(amn_h3_sendbuf *sb, amn_h3_pull_fn pull, void *call,
   }
   size_t cap = AMN_H3_MAX_UNACKED - sb->unacked;
   if (cap > 64 * 1024) cap = 64 * 1024;
+  ssize_t avail = peek(call, cap, eof); /* a small message gets a small chunk */
+  if (avail < 0) return -1;
+  if ((size_t)avail < cap) cap = avail ? (size_t)avail : 1;
   amn_h3_chunk *ch = m_malloc(sizeof *ch + cap, NULL);
   if (!ch) return -3;
   ssize_t n = pull(call, ch->data, cap, eof);
