@@ -142,7 +142,9 @@ int bench_report_print(const cli *o, const bench_report *r) {
     printf("  calls    %llu (%.1f/s), errors %llu, %.3f MB/s payload both ways\n", (unsigned long long)t->count, qps,
            r->errors, mbps);
     printf("  latency  min %.1f  mean %.1f  p50 %.1f  p90 %.1f  p99 %.1f  p99.9 %.1f  max %.1f  (us%s)\n", mn, mean,
-           p50, p90, p99, p999, mx, r->rate > 0 ? ", from each call's intended send time" : "");
+           p50, p90, p99, p999, mx,
+           r->rate > 0 ? ", from each call's intended send time"
+                       : r->new_conn ? ", of each connection's first call: from its start, which opens the connection" : "");
     if (r->new_conn) text_handshakes(r, qps);
     if (r->rate > 0 && (r->late_sends || r->max_backlog))
       printf("  behind   %llu call%s sent over 1 ms late; at most %d due while all %d were in flight\n",

@@ -27,9 +27,11 @@
 // the channel is then dropped (its connection closes; by the main thread,
 // after the slot's next call started). --connections C such
 // calls run at once (--inflight is C). Latency: from the channel's creation
-// to the response. Adds "new_connection":true, "resume":false (grpc C++'s
-// SslCredentials API offers no TLS session resumption), "connects" (channels
-// made, warm-up included) and "handshakes_per_s" (= qps).
+// to the response. Adds "new_connection":true, "resume", "connects" (channels
+// made, warm-up included), "resumed" (calls whose connection resumed a TLS
+// session: the auth context's ssl_session_reused) and "handshakes_per_s"
+// (= qps). --resume: the same, the channels sharing a TLS session cache
+// (grpc core's grpc_ssl_session_cache, LRU) so that each may resume one.
 #include <algorithm>
 #include <atomic>
 #include <chrono>
@@ -40,6 +42,7 @@
 #include <thread>
 #include <vector>
 
+#include <grpc/grpc_security.h>
 #include <grpcpp/grpcpp.h>
 
 #include "amaters.grpc.pb.h"
@@ -53,7 +56,7 @@ using Clock = std::chrono::steady_clock;
 static const char kUsage[] =
     "usage: grpcxx_bench --target HOST:PORT (--ca F --cert F --key F | --insecure) [--server-name NAME]\n"
     "                    [--connections C] [--inflight M] [--duration S] [--warmup S]\n"
-    "                    [--size BYTES] [--mode unary|stream] [--new-connection]\n"
+    "                    [--size BYTES] [--mode unary|stream] [--new-connection | --resume]\n"
     "  Defaults: C=1 M=1 duration=10 warmup=1 size=64 mode=unary. Prints one JSON object.\n";
 
 struct Bench {
@@ -70,7 +73,7 @@ struct Bench {
   std::string target;
   std::shared_ptr<grpc::ChannelCredentials> creds;
   std::function<grpc::ChannelArguments()> chan_args;
-  std::atomic<long> connects{0};
+  std::atomic<long> connects{0}, resumed{0};
   std::vector<std::shared_ptr<void>> used;
 
   bool recordable(Clock::time_point t0, Clock::time_point t1) const {
@@ -135,6 +138,11 @@ struct UnarySlot {
   }
   void done(const grpc::Status &s) {
     Clock::time_point t1 = Clock::now();
+    if (b->new_conn && s.ok()) {
+      auto ac = ctx[cur]->auth_context();
+      auto v = ac ? ac->FindPropertyValues(GRPC_SSL_SESSION_REUSED_PROPERTY) : std::vector<grpc::string_ref>();
+      if (!v.empty() && v[0] == "true") b->resumed++;
+    }
     if (!s.ok() || resp[cur].result_bytes() != b->payload)
       b->errors++;
     else if (b->recordable(t0, t1))
@@ -218,12 +226,13 @@ static double pct(const std::vector<int64_t> &v, double p) {
 }
 
 int main(int argc, char **argv) {
-  amnx::Args a = amnx::parse_args(argc, argv, " insecure new-connection ", "", kUsage);
+  amnx::Args a = amnx::parse_args(argc, argv, " insecure new-connection resume ", "", kUsage);
   int conns = (int)a.num("connections", 1), inflight = (int)a.num("inflight", 1);
   double duration = a.num("duration", 10), warmup = a.num("warmup", 1);
   long size = (long)a.num("size", 64);
   std::string mode = a.get("mode", "unary");
-  bool new_conn = a.has("new-connection");
+  bool resume = a.has("resume");
+  bool new_conn = a.has("new-connection") || resume;
   if (new_conn) inflight = conns;
   if (!a.has("target") || (!a.has("insecure") && !(a.has("ca") && a.has("cert") && a.has("key"))) || conns < 1 ||
       inflight < 1 || duration <= 0 || warmup < 0 || size < 0 || size > amnx::kMaxMessage - 64 ||
@@ -244,8 +253,13 @@ int main(int argc, char **argv) {
 
   // One channel per connection: a local subchannel pool (and a distinct
   // argument) keeps grpc from sharing one TCP connection between them.
-  auto chan_args = [&a] {
+  grpc_ssl_session_cache *cache = resume ? grpc_ssl_session_cache_create_lru(1024) : nullptr;
+  auto chan_args = [&a, cache] {
     grpc::ChannelArguments args;
+    if (cache) {
+      grpc_arg ca = grpc_ssl_session_cache_create_channel_arg(cache);
+      args.SetPointerWithVtable(ca.key, ca.value.pointer.p, ca.value.pointer.vtable);
+    }
     args.SetMaxReceiveMessageSize(amnx::kMaxMessage);
     args.SetMaxSendMessageSize(amnx::kMaxMessage);
     args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
@@ -322,8 +336,8 @@ int main(int argc, char **argv) {
       qps, qps * 2.0 * (double)size / 1e6, pct(all, 0.50), pct(all, 0.90), pct(all, 0.99), pct(all, 0.999),
       all.empty() ? 0.0 : (double)all.back() / 1000.0, b.errors.load(), all.size());
   if (new_conn)
-    std::printf(",\"new_connection\":true,\"resume\":false,\"connects\":%ld,\"handshakes_per_s\":%.1f",
-                b.connects.load(), qps);
+    std::printf(",\"new_connection\":true,\"resume\":%s,\"connects\":%ld,\"resumed\":%ld,\"handshakes_per_s\":%.1f",
+                resume ? "true" : "false", b.connects.load(), b.resumed.load(), qps);
   std::printf("}\n");
   std::fflush(stdout);
   // The last completion callbacks may still be unwinding inside grpc's
