@@ -8,8 +8,11 @@
 #   ours h3:        amaters-cli bench --new-connection --transport h3 -> amaters-netd
 #   ours h3 resume: amaters-cli bench --resume --transport h3         -> amaters-netd
 #   grpcxx h2:      grpcxx_bench --new-connection (a channel per call) -> grpcxx_echo_server
-# grpc C++ has no HTTP/3, and its SslCredentials offer no TLS resumption; our
-# HTTP/2 has none either (rows "h2 resume" do not exist). Runs alternate
+#   grpcxx h2 resume: grpcxx_bench --resume (the channels share grpc core's TLS
+#                   session cache: TLS 1.3 resumption, no 0-RTT)
+# grpc C++ has no HTTP/3; our HTTP/2 has no TLS session resumption (no row
+# "ours h2-resume"). Resumed rows are compared with grpc C++'s resumed row,
+# the others with its full-handshake row. Runs alternate
 # between the implementations so slow drifts of the machine hit all. Prints
 # a Markdown table: per row the median handshakes/s with the min-max of the
 # repetitions, the median p50/p99 first-call latency, the resumed / 0-RTT
@@ -40,7 +43,7 @@ while [ $# -gt 0 ]; do
     --only) only=$2; shift 2 ;;
     --pin) pin=1; shift ;;
     --raw) raw=$2; shift 2 ;;
-    -h|--help) sed -n '2,29p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,32p' "$0"; exit 0 ;;
     *) echo "unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -60,8 +63,10 @@ while [ "$r" -le "$reps" ]; do
     done
     run ours h3-resume $r "$cli" $tls --transport h3 "https://127.0.0.1:$ours_port" bench --resume $common --json
   fi
-  want grpcxx && run grpcxx h2 $r "$gbench" --target "127.0.0.1:$g_port" --server-name localhost $tls \
-    --new-connection $common
+  if want grpcxx; then
+    run grpcxx h2 $r "$gbench" --target "127.0.0.1:$g_port" --server-name localhost $tls --new-connection $common
+    run grpcxx h2-resume $r "$gbench" --target "127.0.0.1:$g_port" --server-name localhost $tls --resume $common
+  fi
   r=$((r + 1))
 done
 [ -n "$raw" ] && cp "$results" "$raw"
@@ -78,11 +83,12 @@ def runs(impl, scen):
             except ValueError:
                 pass
     return out, sum(1 for r in rows if r[0] == impl and r[1] == scen)
-g, _ = runs("grpcxx", "h2")
-gmed = statistics.median(x["qps"] for x in g) if g else 0
+def gmed(scen):
+    g, _ = runs("grpcxx", scen)
+    return statistics.median(x["qps"] for x in g) if g else 0
 print("| impl | transport | handshakes/s (median) | min–max | first call p50 µs | p99 µs | resumed | 0-RTT accepted | errors | ok runs | vs grpc C++ |")
 print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
-for impl, scen in (("ours", "h2"), ("ours", "h3"), ("ours", "h3-resume"), ("grpcxx", "h2")):
+for impl, scen in (("ours", "h2"), ("ours", "h3"), ("ours", "h3-resume"), ("grpcxx", "h2"), ("grpcxx", "h2-resume")):
     good, n = runs(impl, scen)
     if not n:
         continue
@@ -92,9 +98,10 @@ for impl, scen in (("ours", "h2"), ("ours", "h3"), ("ours", "h3-resume"), ("grpc
     q = [x["qps"] for x in good]
     med = statistics.median(q)
     quic = [x.get("quic", {}) for x in good]
-    res = sum(x.get("resumed", 0) for x in quic) if impl == "ours" else "n/a"
+    res = sum(x.get("resumed", 0) for x in quic) if impl == "ours" else sum(x.get("resumed", 0) for x in good)
     early = sum(x.get("early_accepted", 0) for x in quic) if impl == "ours" else "n/a"
-    ratio = "%.2fx" % (med / gmed) if impl != "grpcxx" and gmed > 0 else ""
+    base = gmed("h2-resume" if scen.endswith("resume") else "h2")
+    ratio = "%.2fx" % (med / base) if impl != "grpcxx" and base > 0 else ""
     print("| %s | %s | %.0f | %.0f–%.0f | %.0f | %.0f | %s | %s | %d | %d/%d | %s |" % (
         impl, scen, med, min(q), max(q), statistics.median(x["p50_us"] for x in good),
         statistics.median(x["p99_us"] for x in good), res, early, sum(int(x.get("errors", 0)) for x in good),
