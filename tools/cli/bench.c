@@ -449,8 +449,7 @@ static void b_quic_sum(bclient *cl, int C, amn_client_quic_stats *sum) {
 /* --new-connection: every call opens its own connection (and closes it
  * when it ended), none kept open in advance; --resume (HTTP/3) keeps the
  * session ticket for the next connection, and its calls may go as 0-RTT
- * data. Each client first makes one call on a connection of its own
- * (--resume: to get a ticket). */
+ * data. */
 static void b_new_conn_setup(cli *o, net *n) {
   if (o->resume && n->copts.transport != AMN_TRANSPORT_H3)
     die("--resume: TLS session resumption is only over HTTP/3 (--transport h3); HTTP/2 connections always "
@@ -478,6 +477,8 @@ static void b_wait_closed(bclient *cl, int C) {
   }
 }
 
+/* --resume: each client's first call (a full handshake) gets it a session
+ * ticket before the run. 0, or a negative code. */
 static int b_prime(bclient *bc, bench *b, const amn_call_opts *co) {
   amn_result r;
   int rc = amn_client_unary(bc->c, AMN_METHOD_EXECUTE, b->req, b->req_len, co, &r);
