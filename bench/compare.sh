@@ -42,16 +42,9 @@ while [ $# -gt 0 ]; do
   esac
 done
 
-here=$(cd "$(dirname "$0")" && pwd)
-netd=$build/amaters-netd
-cli=$build/amaters-cli
-gsrv=$build/tests/interop/grpcxx_echo_server
-gbench=$build/tests/interop/grpcxx_bench
-want() { [ -z "$only" ] || [ "$only" = "$1" ]; }
 [ -z "$cross" ] || [ -z "$only" ] || { echo "--cross needs both sides (no --only)" >&2; exit 2; }
-for f in $(want ours && echo "$netd $cli") $(want grpcxx && echo "$gsrv $gbench"); do
-  [ -x "$f" ] || { echo "missing $f (build it first, or use --only)" >&2; exit 1; }
-done
+. "$(dirname "$0")/lib.sh"
+start_servers
 
 # Scenarios: name connections inflight size mode
 scenarios="latency-unary 1 1 $small unary
@@ -63,60 +56,6 @@ tput-stream-c2 2 64 $small stream
 1mib-unary 1 1 1048576 unary
 1mib-unary-if8 1 8 1048576 unary
 1mib-stream 1 1 1048576 stream"
-
-srv_cpu= cli_cpu=
-if [ -n "$pin" ]; then srv_cpu="taskset -c 0"; cli_cpu="taskset -c 1"; fi
-
-tmp=$(mktemp -d)
-pids=
-cleanup() {
-  for p in $pids; do kill -TERM "$p" 2>/dev/null || true; done
-  for p in $pids; do wait "$p" 2>/dev/null || true; done
-  rm -rf "$tmp"
-}
-trap cleanup EXIT INT TERM
-
-# wait_port LOG: prints the port of the first "listening on [HOST:]PORT" line.
-wait_port() {
-  i=0
-  while [ $i -lt 300 ]; do
-    p=$(sed -n 's/.*listening on \(.*:\)\{0,1\}\([0-9][0-9]*\).*/\2/p' "$1" | head -n 1)
-    [ -n "$p" ] && { echo "$p"; return 0; }
-    sleep 0.1; i=$((i + 1))
-  done
-  echo "server did not start:" >&2; cat "$1" >&2; return 1
-}
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-
-pki=$tmp/pki
-if want ours; then
-  port=$(free_port)
-  $srv_cpu "$netd" --listen "127.0.0.1:$port" --pki-dir "$pki" >"$tmp/netd.log" 2>&1 &
-  pids="$pids $!"
-  ours_port=$(wait_port "$tmp/netd.log")
-else
-  sh "$here/../tests/interop/mkcerts.sh" "$pki"
-fi
-tls="--ca $pki/ca.pem --cert $pki/client.pem --key $pki/client-key.pem"
-if want grpcxx; then
-  $srv_cpu "$gsrv" --listen 127.0.0.1:0 --cert "$pki/server.pem" --key "$pki/server-key.pem" \
-    --ca "$pki/ca.pem" >"$tmp/grpcxx.log" 2>&1 &
-  pids="$pids $!"
-  g_port=$(wait_port "$tmp/grpcxx.log")
-fi
-
-limit=$(awk "BEGIN{print int($duration + $warmup + 60)}")
-results=$tmp/results.tsv
-: >"$results"
-run() { # impl scenario rep command...: appends one TSV line (json or FAILED)
-  impl=$1 name=$2 rep=$3; shift 3
-  if out=$(timeout "$limit" $cli_cpu "$@" 2>"$tmp/err") && [ -n "$out" ]; then
-    printf '%s\t%s\t%s\t%s\n' "$impl" "$name" "$rep" "$(printf '%s' "$out" | tail -n 1)" >>"$results"
-  else
-    echo "  $impl $name run $rep FAILED: $(tail -n 3 "$tmp/err")" >&2
-    printf '%s\t%s\t%s\tFAILED\n' "$impl" "$name" "$rep" >>"$results"
-  fi
-}
 
 echo "# compare: reps=$reps duration=${duration}s warmup=${warmup}s cores=$(nproc)${pin:+ pinned}" >&2
 echo "$scenarios" | while read -r name c m size mode; do

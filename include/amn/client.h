@@ -122,6 +122,15 @@ typedef struct amn_client_opts {
    *  invalid proof turns the result into DATA_LOSS with the reason (e.g.
    *  "server proof does not verify"). Default false. */
   bool verify_proofs;
+  /** Calls per connection: a connection that was given this many calls takes no more (it
+   *  drains and closes once they ended); the next call opens a new connection. 0 = no limit
+   *  (default). With 1 and pool_min_connections 0 every call makes its own connection and
+   *  handshake (amaters-cli bench --new-connection measures handshakes this way). */
+  uint32_t max_calls_per_connection;
+  /** HTTP/3: never resume from the session ticket a URL kept: every connection makes a full
+   *  handshake, without 0-RTT (tickets are still received and counted). Default false.
+   *  HTTP/2 connections always make a full handshake (no TLS session resumption). */
+  bool no_resumption;
 } amn_client_opts;
 
 enum { AMN_LB_P2C = 0, AMN_LB_ROUND_ROBIN = 1 };

@@ -272,6 +272,7 @@ int amn_client_new(amn_client **out, const amn_client_opts *opts, char *err, siz
   cl->ct.initial_window_size = cl->o.initial_window_size;
   cl->ct.ka_timeout_ms = cl->o.keepalive_timeout_ms;
   cl->ct.keepalive_without_calls = cl->o.keepalive_without_calls;
+  cl->ct.no_resumption = cl->o.no_resumption;
   cl->ct.call_cbs = &amn_client_call_cbs; /* (conn_cbs: the pool's, amn_pool_init) */
   cl->io.owner = cl;
   cl->io.before_flush = before_flush;

@@ -196,6 +196,7 @@ struct amn_pool_slot {
   bool probe_failed;            /* ... and it failed: maintain closes the slot */
   char probe_why[160];
   uint32_t inflight;
+  uint32_t calls;               /* calls given to it (max_calls_per_connection) */
   ev_tstamp idle_since;
   bool closing;                 /* we asked it to close (idle, shutdown) */
   char addr[INET6_ADDRSTRLEN];  /* the address it connects to (a name's endpoint) */

@@ -278,6 +278,8 @@ static void eject(amn_pool_endpoint *ep, const char *why) {
   dns_maybe(ep->tgt); /* its name may have moved */
 }
 
+static void slot_drain(amn_pool_slot *s);
+
 static void retry_cb(struct ev_loop *ev, ev_timer *w, int revents) {
   (void)ev; (void)revents;
   amn_pool_endpoint *ep = w->data;
@@ -313,14 +315,17 @@ static void fail_reason(amn_client *cl, char *buf, size_t cap) {
 void amn_pool_maintain(amn_client *cl) {
   cl->pool_dirty = false;
   if (atomic_load(&cl->stopping)) return;
-  /* 0. connections that got GOAWAY and have no call left: closed (a server
-   * may keep them open after its GOAWAY) */
+  /* 0. connections that got GOAWAY (or max_calls_per_connection calls) and
+   * have no call left: closed (a server may keep them open after its
+   * GOAWAY); a 0-RTT one once its handshake is confirmed, not before the
+   * server completed it (its answers to early data may come first) */
   for (size_t i = 0; i < cl->neps; i++)
     for (amn_pool_slot *s = cl->eps[i].ndraining ? cl->eps[i].slots : NULL, *next; s; s = next) {
       next = s->next;
-      if (s->st == AMN_SLOT_DRAINING && !s->inflight && !s->closing) {
+      if (s->st == AMN_SLOT_DRAINING && !s->inflight && !s->closing && !s->unconfirmed) {
         s->closing = true;
-        s->tp->close(s->conn, "drained after GOAWAY");
+        bool spent = cl->o.max_calls_per_connection && s->calls >= cl->o.max_calls_per_connection;
+        s->tp->close(s->conn, spent ? "max_calls_per_connection reached" : "drained after GOAWAY");
       }
     }
   /* 0b. connections whose health check failed: the endpoint stays out
@@ -359,6 +364,8 @@ void amn_pool_maintain(amn_client *cl) {
       c->tp = s->tp;
       c->attempts++;
       s->inflight++;
+      if (cl->o.max_calls_per_connection && ++s->calls >= cl->o.max_calls_per_connection)
+        slot_drain(s); /* its last call: closed by step 0 once the calls ended */
       LOCK(cl);
       ep->inflight++;
       ep->calls_started++;

@@ -94,6 +94,7 @@ typedef struct amn_ct_client {
   uint32_t ka_interval_ms;      /* keepalive interval in use (0: off; doubled on too_many_pings) */
   uint32_t ka_timeout_ms;       /* how long a PING may go unanswered (keepalive_timeout_ms) */
   bool keepalive_without_calls;
+  bool no_resumption;           /* HTTP/3: do not resume from a kept session ticket */
   const amn_ct_conn_cbs *conn_cbs;
   const amn_ct_call_cbs *call_cbs;
   void *tp_state[2];            /* per transport (index amn_ctransport.slot): its client state */

@@ -691,6 +691,50 @@ static void test_pool_grows_and_shrinks(void **st) {
   amn_server_free(s);
 }
 
+/* max_calls_per_connection 2, no minimum: 6 calls one after the other make
+ * 3 connections (3 handshakes), each closed after its second call. */
+static bool all_closed(void *arg) {
+  pool_state *p = arg;
+  read_stats(p);
+  return p->st[0].connections + p->st[0].connecting + p->st[0].draining == 0;
+}
+static bool server_idle(void *arg) {
+  amn_server_stats ss;
+  return amn_server_get_stats(arg, &ss) == 0 && ss.connections == 0;
+}
+
+static void test_max_calls_per_connection(void **st) {
+  (void)st;
+  counter k = {0};
+  amn_server *s = server(NULL, &k, NULL);
+  char u[64];
+  snprintf(u, sizeof u, "https://127.0.0.1:%u", amn_server_port(s));
+  const char *urls[] = {u};
+  amn_client_opts o;
+  amn_client_opts_init(&o);
+  o.max_calls_per_connection = 2;
+  o.pool_min_connections = 0;
+  amn_client *c = client(urls, 1, &o);
+  for (int i = 0; i < 6; i++) {
+    amn_result r;
+    assert_int_equal(execute(c, "mc", false, &r), 0);
+    assert_int_equal(r.code, AMN_STATUS_OK);
+    amn_result_free(&r);
+  }
+  pool_state ps = {.c = c, .neps = 1};
+  amn_t_poll(all_closed, &ps, 10000); /* the third connection closes after its second call */
+  assert_int_equal(ps.st[0].connections + ps.st[0].connecting + ps.st[0].draining, 0);
+  assert_int_equal(ps.st[0].connects, 3);
+  assert_int_equal(ps.st[0].calls_ok, 6);
+  assert_int_equal(atomic_load(&k.n), 6);
+  amn_t_poll(server_idle, s, 10000);
+  amn_server_stats ss;
+  assert_int_equal(amn_server_get_stats(s, &ss), 0);
+  assert_int_equal(ss.connections, 0);
+  amn_client_free(c);
+  amn_server_free(s);
+}
+
 static void lb_case(int policy) {
   counter k[3] = {{0}, {0}, {0}};
   amn_server *s[3];
@@ -910,6 +954,7 @@ int main(void) {
       cmocka_unit_test(test_no_retry_after_send),
       cmocka_unit_test(test_idempotent_unavailable),
       cmocka_unit_test(test_pool_grows_and_shrinks),
+      cmocka_unit_test(test_max_calls_per_connection),
       cmocka_unit_test(test_lb_round_robin),
       cmocka_unit_test(test_lb_p2c),
       cmocka_unit_test(test_p2c_balances_in_flight),

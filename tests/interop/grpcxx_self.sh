@@ -17,6 +17,11 @@ O=$tmp/other
 start_server "$tmp/srv.log" "$bin/grpcxx_echo_server" --listen 127.0.0.1:0 \
   --cert "$P/server.pem" --key "$P/server-key.pem" --ca "$P/ca.pem" || exit 1
 grpcxx_peer_checks "$bin" "$SRV_PORT" "$P" "$O"
+# --resume: the channels share a TLS session cache; grpc's server issues tickets, so they resume
+j=$(timeout 60 "$bin/grpcxx_bench" $T $good --resume --connections 2 --duration 1 --warmup 0.2); rc=$?
+echo "     bench --resume: $j"
+e=$(json_num errors "$j"); k=$(json_num connects "$j"); n=$(json_num resumed "$j")
+check "bench --resume: $n of $k connections resumed" [ "$rc" -eq 0 -a "${e:-x}" = 0 -a "${n:-0}" -gt 0 ]
 
 stop_server; rc=$?
 check "SIGTERM stops the server cleanly (rc=$rc)" [ "$rc" -eq 0 ]

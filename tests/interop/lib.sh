@@ -83,10 +83,14 @@ grpcxx_peer_checks() {
   for args in "--mode unary --connections 2 --inflight 16 --size 100" \
               "--mode stream --connections 2 --inflight 16 --size 100" \
               "--mode unary --connections 1 --inflight 1 --size 0" \
-              "--mode stream --connections 1 --inflight 4 --size 1048576"; do
+              "--mode stream --connections 1 --inflight 4 --size 1048576" \
+              "--new-connection --connections 2 --size 100"; do
     j=$(bench $args); rc=$?
     echo "     bench $args: $j"
     e=$(json_num errors "$j"); c=$(json_num calls "$j"); p=$(json_num p50_us "$j")
     check "bench $args" [ "$rc" -eq 0 -a "${e:-x}" = 0 -a "${c:-0}" -gt 0 -a -n "$p" ]
   done
+  # --new-connection: a channel (connection) per call: more channels than measured calls (warm-up too)
+  k=$(json_num connects "$j")
+  check "bench --new-connection: $k connections for $c measured calls" [ "${k:-0}" -gt "${c:-0}" ]
 }

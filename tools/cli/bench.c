@@ -4,7 +4,9 @@
  * each sent again when it ends. Open loop (--rps): calls sent at a constant
  * rate whatever the server does, their latency counted from the time each
  * was meant to be sent, so a server that stalls cannot hide behind the
- * calls the bench did not send (coordinated omission).
+ * calls the bench did not send (coordinated omission). --new-connection
+ * (handshakes): the closed loop with one call per client at a time, each
+ * on a new connection (the pool's max_calls_per_connection 1).
  */
 #include <errno.h>
 #include <math.h>
@@ -431,6 +433,61 @@ static bendpoint *b_endpoints(bclient *cl, int C, size_t *neps, uint64_t *retrie
   return eps;
 }
 
+/* --new-connection: the clients' HTTP/3 counters, summed (the struct is
+ * only uint64_t counters). */
+static void b_quic_sum(bclient *cl, int C, amn_client_quic_stats *sum) {
+  memset(sum, 0, sizeof *sum);
+  for (int i = 0; i < C; i++) {
+    amn_client_quic_stats one;
+    if (amn_client_get_quic_stats(cl[i].c, &one) != 0) continue;
+    uint64_t *d = (uint64_t *)sum;
+    const uint64_t *v = (const uint64_t *)&one;
+    for (size_t k = 0; k < sizeof one / sizeof(uint64_t); k++) d[k] += v[k];
+  }
+}
+
+/* --new-connection: every call opens its own connection (and closes it
+ * when it ended), none kept open in advance; --resume (HTTP/3) keeps the
+ * session ticket for the next connection, and its calls may go as 0-RTT
+ * data. */
+static void b_new_conn_setup(cli *o, net *n) {
+  if (o->resume && n->copts.transport != AMN_TRANSPORT_H3)
+    die("--resume: TLS session resumption is only over HTTP/3 (--transport h3); HTTP/2 connections always "
+        "make a full handshake");
+  n->copts.max_calls_per_connection = 1;
+  n->copts.pool_min_connections = 0;
+  n->copts.no_resumption = !o->resume;
+  if (o->resume) n->call.idempotent = true; /* 0-RTT carries idempotent calls only */
+}
+
+/* --new-connection: waits (up to 5 s) until the clients' connections have
+ * closed, so that the counters include the last handshakes (a 0-RTT
+ * connection closes once its handshake is confirmed, after its call). */
+static void b_wait_closed(bclient *cl, int C) {
+  uint64_t until = now_ns() + 5000000000ull;
+  for (;;) {
+    uint32_t open = 0;
+    for (int i = 0; i < C; i++) {
+      amn_endpoint_stats st[64];
+      size_t k = amn_client_stats(cl[i].c, st, 64, NULL);
+      for (size_t j = 0; j < k && j < 64; j++) open += st[j].connections + st[j].connecting + st[j].draining;
+    }
+    if (!open || now_ns() > until) return;
+    usleep(2000);
+  }
+}
+
+/* --resume: each client's first call (a full handshake) gets it a session
+ * ticket before the run. 0, or a negative code. */
+static int b_prime(bclient *bc, bench *b, const amn_call_opts *co) {
+  amn_result r;
+  int rc = amn_client_unary(bc->c, AMN_METHOD_EXECUTE, b->req, b->req_len, co, &r);
+  if (rc) return rc;
+  int code = r.code;
+  amn_result_free(&r);
+  return code ? AMN_EIO : 0;
+}
+
 int cmd_bench(cli *o, net *n) {
   char err[1024] = "";
   int C = (int)o->connections, M = (int)o->inflight;
@@ -455,6 +512,7 @@ int cmd_bench(cli *o, net *n) {
   pthread_cond_init(&b->cv, NULL);
   b->limited = o->count > 0;
   atomic_init(&b->n_left, o->count);
+  if (o->new_conn) b_new_conn_setup(o, n);
   /* messages up to the payload size plus framing slack */
   if (n->copts.max_send_message < b->size + 64) n->copts.max_send_message = n->copts.max_recv_message = b->size + 64;
 
@@ -462,7 +520,11 @@ int cmd_bench(cli *o, net *n) {
     cl[i].b = b;
     amn_hist_init(&cl[i].hist);
     cl[i].c = client_new(n);
-    int rc = amn_client_connect(cl[i].c, err, sizeof err);
+    /* --new-connection: no connection made before the calls (it would take
+     * the first one); --resume: a first call gets the session ticket */
+    int rc = o->new_conn ? 0 : amn_client_connect(cl[i].c, err, sizeof err);
+    if (o->resume && (rc = b_prime(&cl[i], b, &n->call)) != 0)
+      snprintf(err, sizeof err, "--resume: the first call failed (%s)", amn_strerror(rc));
     if (rc) {
       int code = fail_status(AMN_STATUS_UNAVAILABLE, err);
       for (int k = 0; k <= i; k++) amn_client_free(cl[k].c);
@@ -546,12 +608,17 @@ int cmd_bench(cli *o, net *n) {
     if (slots[i].s) amn_cstream_release(slots[i].s);
     free(slots[i].sreq);
   }
+  if (o->new_conn) b_wait_closed(cl, C);
   bench_report r = {.mode = o->mode, .connections = C, .inflight = M, .size = b->size, .rate = o->rps,
                     .count = o->count, .warmup_s = o->warmup, .late_sends = b->late, .max_backlog = b->max_backlog,
                     .series = b->series};
   uint64_t retries = 0;
   r.eps = b_endpoints(cl, C, &r.neps, &retries);
   r.retries = retries;
+  r.new_conn = o->new_conn;
+  r.resume = o->resume;
+  for (size_t j = 0; j < r.neps; j++) r.connects += r.eps[j].connects;
+  b_quic_sum(cl, C, &r.quic);
   for (int i = 0; i < C; i++) amn_client_free(cl[i].c);
 
   amn_hist_init(&r.total);

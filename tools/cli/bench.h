@@ -56,6 +56,10 @@ typedef struct bench_report {
   int seconds;            /* seconds in the series */
   bendpoint *eps;
   size_t neps;
+  /* --new-connection / --resume: each call on its own connection */
+  bool new_conn, resume;
+  uint64_t connects;           /* connections made, summed over the URLs (warm-up included) */
+  amn_client_quic_stats quic;  /* summed over the clients (HTTP/3) */
 } bench_report;
 
 /* bench_report.c: the summary on stdout (text or --json), and the files of

@@ -51,6 +51,39 @@ static void json_histogram(FILE *f, const amn_hist *h) {
   fputs("],", f);
 }
 
+/* --new-connection: calls started (attempts, warm-up included), summed over the URLs */
+static uint64_t calls_started(const bench_report *r) {
+  uint64_t n = 0;
+  for (size_t j = 0; j < r->neps; j++) n += r->eps[j].calls;
+  return n;
+}
+
+static void json_handshakes(FILE *f, const bench_report *r, double qps) {
+  const amn_client_quic_stats *q = &r->quic;
+  fprintf(f, "\"new_connection\":true,\"resume\":%s,\"connects\":%llu,\"attempts\":%llu,", r->resume ? "true" : "false",
+          (unsigned long long)r->connects, (unsigned long long)calls_started(r));
+  json_num(f, "handshakes_per_s", qps, false);
+  fprintf(f, "\"quic\":{\"handshakes\":%llu,\"resumed\":%llu,\"early_attempted\":%llu,\"early_accepted\":%llu,"
+             "\"early_rejected\":%llu,\"early_calls\":%llu,\"tickets_received\":%llu},",
+          (unsigned long long)q->handshakes, (unsigned long long)q->resumed, (unsigned long long)q->early_attempted,
+          (unsigned long long)q->early_accepted, (unsigned long long)q->early_rejected,
+          (unsigned long long)q->early_calls, (unsigned long long)q->tickets_received);
+}
+
+static void text_handshakes(const bench_report *r, double qps) {
+  const amn_client_quic_stats *q = &r->quic;
+  printf("  handshakes  %.1f/s: each call on a new connection%s; %llu connections made for %llu call attempts "
+         "(warm-up included)\n",
+         qps, r->resume ? ", resuming the previous session" : " (full handshake)", (unsigned long long)r->connects,
+         (unsigned long long)calls_started(r));
+  if (q->connects)
+    printf("  quic     %llu handshakes, %llu resumed; 0-RTT: %llu offered, %llu accepted, %llu rejected, %llu calls "
+           "as early data; %llu tickets received\n",
+           (unsigned long long)q->handshakes, (unsigned long long)q->resumed, (unsigned long long)q->early_attempted,
+           (unsigned long long)q->early_accepted, (unsigned long long)q->early_rejected,
+           (unsigned long long)q->early_calls, (unsigned long long)q->tickets_received);
+}
+
 int bench_report_print(const cli *o, const bench_report *r) {
   const amn_hist *t = &r->total;
   double qps = r->measured_s > 0 ? (double)t->count / r->measured_s : 0;
@@ -79,6 +112,7 @@ int bench_report_print(const cli *o, const bench_report *r) {
     json_num(f, "p999_us", p999, false);
     json_num(f, "max_us", mx, false);
     fprintf(f, "\"late_sends\":%llu,\"max_backlog\":%d,", (unsigned long long)r->late_sends, r->max_backlog);
+    if (r->new_conn) json_handshakes(f, r, qps);
     json_histogram(f, t);
     json_series(f, r, h);
     fprintf(f, "\"retries\":%llu,\"endpoints\":[", r->retries);
@@ -108,7 +142,10 @@ int bench_report_print(const cli *o, const bench_report *r) {
     printf("  calls    %llu (%.1f/s), errors %llu, %.3f MB/s payload both ways\n", (unsigned long long)t->count, qps,
            r->errors, mbps);
     printf("  latency  min %.1f  mean %.1f  p50 %.1f  p90 %.1f  p99 %.1f  p99.9 %.1f  max %.1f  (us%s)\n", mn, mean,
-           p50, p90, p99, p999, mx, r->rate > 0 ? ", from each call's intended send time" : "");
+           p50, p90, p99, p999, mx,
+           r->rate > 0 ? ", from each call's intended send time"
+                       : r->new_conn ? ", of each connection's first call: from its start, which opens the connection" : "");
+    if (r->new_conn) text_handshakes(r, qps);
     if (r->rate > 0 && (r->late_sends || r->max_backlog))
       printf("  behind   %llu call%s sent over 1 ms late; at most %d due while all %d were in flight\n",
              (unsigned long long)r->late_sends, r->late_sends == 1 ? "" : "s", r->max_backlog, r->inflight);

@@ -68,6 +68,8 @@ typedef struct cli {
   long long count;              /* bench -n: measured calls; 0 = until --duration */
   bool duration_given;
   const char *csv, *plot;       /* bench --csv FILE|-, --plot FILE.svg */
+  bool new_conn, resume;        /* bench --new-connection, --resume (a new connection per call) */
+  bool inflight_given;
   const char *seen_name[64]; /* options given, to check them against the command */
   int seen_cmds[64];
   size_t seen_count;

@@ -86,7 +86,7 @@ static const char usage_text[] =
     "        prints SERVING or NOT_SERVING; exit 0 only when SERVING\n"
     "  bench [--connections C] [--inflight M] [--duration D] [--warmup D] [--size N]\n"
     "        [--mode unary|stream] [--rps R] [-n|--count K] [--json] [--csv FILE|-]\n"
-    "        [--plot FILE.svg]\n"
+    "        [--plot FILE.svg] [--new-connection | --resume]\n"
     "        load test against the echo service: C clients (each with its own pool\n"
     "        over all URLs), N-byte payloads, measured for D after the warm-up\n"
     "        (durations: 1.5s, 500ms, 2m; a bare number is seconds), or until K\n"
@@ -107,7 +107,18 @@ static const char usage_text[] =
     "        p50_us .. p999_us, max_us), retries and endpoints (per URL: url,\n"
     "        transport, calls, ok, failed, connects, connect_failures).\n"
     "        --csv FILE: the series as CSV (- = stdout); --plot FILE.svg: the\n"
-    "        percentiles over time and the latency histogram, drawn by gnuplot\n"
+    "        percentiles over time and the latency histogram, drawn by gnuplot.\n"
+    "        --new-connection: handshakes. Each of the C clients makes one call at a\n"
+    "        time, each on a new connection (connect, full mTLS handshake, the\n"
+    "        call, close): calls/s is handshakes/s, the latency is the first\n"
+    "        call's (connect start to response). --resume: the same, but each\n"
+    "        connection resumes the TLS session of the client's previous one\n"
+    "        (HTTP/3 only: QUIC 0-RTT, the calls marked idempotent go as early\n"
+    "        data; HTTP/2 has no session resumption). The summary and --json\n"
+    "        add new_connection, resume, connects (connections made, warm-up\n"
+    "        included), handshakes_per_s and, over HTTP/3, quic (handshakes,\n"
+    "        resumed, early_attempted, early_accepted, early_rejected, early_calls,\n"
+    "        tickets_received)\n"
     "  certs init [DIR] [--force] [NAME...]\n"
     "        creates a development PKI (default: the default PKI directory); each NAME\n"
     "        (host name or IP address, as mkcert takes them) is added to the server\n"
@@ -195,6 +206,7 @@ void parse_cli(int argc, char **argv, cli *o) {
       {"duration", C_BENCH, true},  {"warmup", C_BENCH, true},     {"size", C_BENCH, true},
       {"mode", C_BENCH, true},      {"rps", C_BENCH, true},        {"count", C_BENCH, true},
       {"csv", C_BENCH, true},       {"plot", C_BENCH, true},
+      {"new-connection", C_BENCH, false}, {"resume", C_BENCH, false},
       {"force", C_CERTS, false},    {"idempotent", C_EXEC | C_BENCH | C_CALL, false},
       {"header", C_NET, true},      {"output", C_CALL, true},      {"stream", C_CALL, false},
       {"sign", C_EXEC | C_STREAM | C_BENCH, false},      {"verify-proof", C_EXEC, false},
@@ -309,7 +321,7 @@ void parse_cli(int argc, char **argv, cli *o) {
     else if (!strcmp(n, "json")) o->json = true;
     else if (!strcmp(n, "service")) o->service = v;
     else if (!strcmp(n, "connections")) o->connections = parse_int("--connections", v, 1, 1024);
-    else if (!strcmp(n, "inflight")) o->inflight = parse_int("--inflight", v, 1, 100000);
+    else if (!strcmp(n, "inflight")) o->inflight = parse_int("--inflight", v, 1, 100000), o->inflight_given = true;
     else if (!strcmp(n, "duration")) o->duration = parse_duration("--duration", v, 1, 0.001, 1e6), o->duration_given = true;
     else if (!strcmp(n, "warmup")) o->warmup = parse_duration("--warmup", v, 1, 0, 1e6);
     else if (!strcmp(n, "size")) o->size = parse_int("--size", v, 0, 2147483647);
@@ -318,6 +330,8 @@ void parse_cli(int argc, char **argv, cli *o) {
     else if (!strcmp(n, "count")) o->count = parse_int("--count", v, 1, 1000000000000LL);
     else if (!strcmp(n, "csv")) o->csv = v;
     else if (!strcmp(n, "plot")) o->plot = v;
+    else if (!strcmp(n, "new-connection")) o->new_conn = true;
+    else if (!strcmp(n, "resume")) o->new_conn = o->resume = true;
     else if (!strcmp(n, "force")) o->force = true;
     else if (!strcmp(n, "idempotent")) o->idempotent = true;
     else if (!strcmp(n, "sign")) o->sign = true;
@@ -347,6 +361,14 @@ void parse_cli(int argc, char **argv, cli *o) {
   if (o->cmd == C_BENCH) {
     if (strcmp(o->mode, "unary") != 0 && strcmp(o->mode, "stream") != 0)
       die("--mode: expected unary or stream, got '%s'", o->mode);
+    if (o->new_conn) { /* one call at a time per client, each on its own connection */
+      const char *f = o->resume ? "--resume" : "--new-connection";
+      if (strcmp(o->mode, "unary") != 0) die("%s measures unary calls (no --mode stream)", f);
+      if (o->rps > 0) die("%s is closed loop only (no --rps)", f);
+      if (o->inflight_given && o->inflight != o->connections)
+        die("%s: one call at a time per connection: --inflight must equal --connections", f);
+      o->inflight = o->connections;
+    }
     if (o->inflight < o->connections)
       die("--inflight (%lld) must be at least --connections (%lld)", o->inflight, o->connections);
     if (o->rps > 0 && strcmp(o->mode, "unary") != 0)

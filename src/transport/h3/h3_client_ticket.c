@@ -16,7 +16,7 @@ bool amn_h3c_ticket_load(h3c_conn *cc, uint8_t *tp, size_t *tp_len, uint8_t *tok
   bool resume = false;
   *tp_len = *token_len = 0;
   pthread_mutex_lock(&hs->mu);
-  if (he->ticket.size && gnutls_session_set_data(cc->b.tls, he->ticket.data, he->ticket.size) == 0) {
+  if (he->ticket.size && !cc->tc->no_resumption && gnutls_session_set_data(cc->b.tls, he->ticket.data, he->ticket.size) == 0) {
     resume = true;
     if (he->tp_len) {
       memcpy(tp, he->tp, he->tp_len);
