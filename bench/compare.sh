@@ -64,29 +64,8 @@ tput-stream-c2 2 64 $small stream
 1mib-unary-if8 1 8 1048576 unary
 1mib-stream 1 1 1048576 stream"
 
-srv_cpu= cli_cpu=
-if [ -n "$pin" ]; then srv_cpu="taskset -c 0"; cli_cpu="taskset -c 1"; fi
-
-tmp=$(mktemp -d)
-pids=
-cleanup() {
-  for p in $pids; do kill -TERM "$p" 2>/dev/null || true; done
-  for p in $pids; do wait "$p" 2>/dev/null || true; done
-  rm -rf "$tmp"
-}
-trap cleanup EXIT INT TERM
-
-# wait_port LOG: prints the port of the first "listening on [HOST:]PORT" line.
-wait_port() {
-  i=0
-  while [ $i -lt 300 ]; do
-    p=$(sed -n 's/.*listening on \(.*:\)\{0,1\}\([0-9][0-9]*\).*/\2/p' "$1" | head -n 1)
-    [ -n "$p" ] && { echo "$p"; return 0; }
-    sleep 0.1; i=$((i + 1))
-  done
-  echo "server did not start:" >&2; cat "$1" >&2; return 1
-}
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+. "$here/lib.sh"  # bench_setup, wait_port, free_port
+bench_setup
 
 pki=$tmp/pki
 if want ours; then
