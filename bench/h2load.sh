@@ -27,6 +27,9 @@
 # Which side is the limit: every run prints the CPU each process used (% of one
 # core over the run's wall time; for the server also its busiest thread). A
 # single-threaded process near 100% is saturated; compare --threads 1 and 2.
+# The table adds the CPU time per request of each side (CPU share / rate): on
+# a busy machine neither reaches 100%, and the side that needs more CPU per
+# request is the one that limits when each has a core.
 #
 # Usage: bench/h2load.sh [--build DIR] [--reps N] [--duration S] [--warmup S]
 #                        [--clients C] [--streams M] [--threads T] [--size BYTES]
@@ -67,7 +70,7 @@ while [ $# -gt 0 ]; do
     --server-threads) srv_threads=$2; shift 2 ;;
     --pin) pin=1; shift ;;
     --profile) profile=$2; shift 2 ;;
-    -h|--help) sed -n '2,52p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,54p' "$0"; exit 0 ;;
     *) echo "unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -282,8 +285,8 @@ def med(xs):
     return statistics.median(xs) if xs else None
 ceiling = med([float(r[3]) for r in rows if r[0] == "nghttpd" and r[3] != "FAILED"])
 print("| server | transport | client | req/s (median) | min–max | server CPU % | busiest server thread % "
-      "| client CPU % | ok runs | vs nghttpd |")
-print("|---|---|---|---:|---:|---:|---:|---:|---:|---:|")
+      "| client CPU % | server CPU µs/req | client CPU µs/req | ok runs | vs nghttpd |")
+print("|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
 for t in ("nghttpd", "netd", "grpcxx", "mtls_netd", "mtls_grpcxx"):
     runs = [r for r in rows if r[0] == t]
     if not runs:
@@ -293,13 +296,18 @@ for t in ("nghttpd", "netd", "grpcxx", "mtls_netd", "mtls_grpcxx"):
     srv = med([float(r[4].split()[0]) for r in good])
     thr = med([float(r[4].split()[1]) for r in good])
     cli = med([float(r[5]) for r in good])
+    # CPU time per request: CPU share of the run / requests per second
+    srv_us = med([float(r[4].split()[0]) / 100 / float(r[3]) * 1e6 for r in good if float(r[3]) > 0])
+    cli_us = med([float(r[5]) / 100 / float(r[3]) * 1e6 for r in good if float(r[3]) > 0])
     fmt = lambda x: "-" if x is None else "%.0f" % x
+    fmt2 = lambda x: "-" if x is None else "%.2f" % x
     ratio = "%.2fx" % (med(q) / ceiling) if q and ceiling and t in ("netd", "grpcxx") else ""
-    print("| %s | %s | %s | %s | %s | %s | %s | %s | %d/%d | %s |" % (
-        label[t][0], label[t][1], runs[0][1], fmt(med(q)),
-        "%.0f–%.0f" % (min(q), max(q)) if q else "-", fmt(srv), fmt(thr), fmt(cli), len(good), len(runs), ratio))
+    print("| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %d/%d | %s |" % (
+        label[t][0], label[t][1], runs[0][1], fmt(med(q)), "%.0f–%.0f" % (min(q), max(q)) if q else "-",
+        fmt(srv), fmt(thr), fmt(cli), fmt2(srv_us), fmt2(cli_us), len(good), len(runs), ratio))
 print()
 print("CPU %: of one core over each run's wall time (warm-up included), medians; a single-threaded process"
-      " (h2load -t 1, nghttpd, an amaters-netd loop) cannot exceed 100.")
+      " (h2load -t 1, nghttpd, an amaters-netd loop) cannot exceed 100. CPU µs/req: that share divided by the"
+      " rate; with server and client each on a core of their own, the side with more µs per request is the limit.")
 EOF
 [ "$failures" -eq 0 ] || fail "$failures run(s) failed (see above)"
