@@ -118,13 +118,13 @@ cp "$body" "$tmp/htdocs$rpc"
 # Servers (all started up front; an idle one costs nothing).
 echo "# h2load: reps=$reps duration=${duration}s warmup=${warmup}s clients=$clients streams=$streams" \
   "h2load-threads=$threads size=$size (body $blen bytes) cores=$(nproc)${pin:+ pinned}" >&2
-started() { pids="$pids $1"; eval "pid_$2=$1 port_$2=$3"; echo "  $2: pid $1, port $3" >&2; }
+started() { eval "pid_$2=$1 port_$2=$3"; echo "  $2: pid $1, port $3" >&2; }
 if want nghttpd; then
   port=$(free_port)
   m=$streams; [ "$m" -ge 100 ] || m=100
   $srv_cpu "$nghttpd" --no-tls -a 127.0.0.1 -d "$tmp/htdocs" -m "$m" ${srv_threads:+-n "$srv_threads"} \
     --trailer 'grpc-status: 0' "$port" >"$tmp/nghttpd.log" 2>&1 &
-  p=$!
+  p=$! pids="$pids $!"
   wait_tcp "$port" || { cat "$tmp/nghttpd.log" >&2; fail "nghttpd did not start"; }
   started $p nghttpd "$port"
 fi
@@ -132,14 +132,16 @@ netd_start() { # NAME LOG ARGS...
   n=$1 log=$2; shift 2
   port=$(free_port)
   $srv_cpu "$netd" --listen "127.0.0.1:$port" ${srv_threads:+--threads "$srv_threads"} "$@" >"$log" 2>&1 &
-  p=$!
-  started $p "$n" "$(wait_port "$log")"
+  p=$! pids="$pids $!"
+  port=$(wait_port "$log" $p) || fail "amaters-netd ($n) did not start"
+  started $p "$n" "$port"
 }
 gsrv_start() { # NAME LOG ARGS...
   n=$1 log=$2; shift 2
   $srv_cpu "$gsrv" --listen 127.0.0.1:0 "$@" >"$log" 2>&1 &
-  p=$!
-  started $p "$n" "$(wait_port "$log")"
+  p=$! pids="$pids $!"
+  port=$(wait_port "$log" $p) || fail "grpcxx_echo_server ($n) did not start"
+  started $p "$n" "$port"
 }
 want netd && netd_start netd "$tmp/netd.log" --plaintext --transport h2
 want grpcxx && gsrv_start grpcxx "$tmp/grpcxx.log" --insecure

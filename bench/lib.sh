@@ -17,16 +17,21 @@ bench_cleanup() {
   rm -rf "$tmp"
 }
 
-# wait_port LOG: prints the port of the first "listening on [HOST:]PORT" line.
+# wait_port LOG [PID]: prints the port of the first "listening on [HOST:]PORT"
+# line (waits up to 30 s; gives up at once when process PID has ended).
 wait_port() {
   i=0
   while [ $i -lt 300 ]; do
     p=$(sed -n 's/.*listening on \(.*:\)\{0,1\}\([0-9][0-9]*\).*/\2/p' "$1" | head -n 1)
     [ -n "$p" ] && { echo "$p"; return 0; }
+    [ -z "${2:-}" ] || alive "$2" || break
     sleep 0.1; i=$((i + 1))
   done
   echo "server did not start:" >&2; cat "$1" >&2; return 1
 }
+
+# alive PID: the process runs (not ended, not a zombie waiting for its parent)
+alive() { case $(sed 's/.*) //' "/proc/$1/stat" 2>/dev/null | cut -c1) in ''|Z|X) return 1 ;; esac; }
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
