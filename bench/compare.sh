@@ -43,7 +43,7 @@ while [ $# -gt 0 ]; do
 done
 
 [ -z "$cross" ] || [ -z "$only" ] || { echo "--cross needs both sides (no --only)" >&2; exit 2; }
-. "$(dirname "$0")/lib.sh"
+. "$(dirname "$0")/lib_pair.sh"
 start_servers
 
 # Scenarios: name connections inflight size mode

@@ -49,7 +49,7 @@ while [ $# -gt 0 ]; do
 done
 
 netd_args="--transport both"
-. "$(dirname "$0")/lib.sh"
+. "$(dirname "$0")/lib_pair.sh"
 start_servers
 
 echo "# handshakes: reps=$reps duration=${duration}s warmup=${warmup}s connections=$conns cores=$(nproc)${pin:+ pinned}" >&2

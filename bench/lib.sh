@@ -1,74 +1,73 @@
 # SPDX-License-Identifier: MIT OR Apache-2.0
-# Shared by bench/compare.sh and bench/handshakes.sh (sourced, POSIX sh):
-# the servers side by side (amaters-netd and grpcxx_echo_server, same
-# certificates), their clean-up, and the runs' JSON collected as TSV.
-# The sourcing script sets: build, only ("" | ours | grpcxx), pin, duration,
-# warmup; and netd_args (extra amaters-netd flags) if it wants some.
+# Helpers shared by the bench/ scripts (POSIX sh; sourced, not run).
 
-netd=$build/amaters-netd
-cli=$build/amaters-cli
-gsrv=$build/tests/interop/grpcxx_echo_server
-gbench=$build/tests/interop/grpcxx_bench
-bench_here=$(cd "$(dirname "$0")" && pwd)
-want() { [ -z "$only" ] || [ "$only" = "$1" ]; }
-
-srv_cpu= cli_cpu=
-if [ -n "$pin" ]; then srv_cpu="taskset -c 0"; cli_cpu="taskset -c 1"; fi
-
-tmp=$(mktemp -d)
-pids=
-cleanup() {
+# bench_setup: $tmp, a fresh directory, and $pids, the servers to stop (add
+# yours); at exit they are stopped and $tmp removed. With --pin ($pin set),
+# $srv_cpu / $cli_cpu put servers on CPU 0 and clients on CPU 1 (taskset).
+bench_setup() {
+  srv_cpu= cli_cpu=
+  if [ -n "${pin:-}" ]; then srv_cpu="taskset -c 0"; cli_cpu="taskset -c 1"; fi
+  tmp=$(mktemp -d)
+  pids=
+  trap bench_cleanup EXIT INT TERM
+}
+bench_cleanup() {
   for p in $pids; do kill -TERM "$p" 2>/dev/null || true; done
   for p in $pids; do wait "$p" 2>/dev/null || true; done
   rm -rf "$tmp"
 }
-trap cleanup EXIT INT TERM
 
-# wait_port LOG: prints the port of the first "listening on [HOST:]PORT" line.
+# wait_port LOG [PID]: prints the port of the first "listening on [HOST:]PORT"
+# line (waits up to 30 s; gives up at once when process PID has ended).
 wait_port() {
   i=0
   while [ $i -lt 300 ]; do
     p=$(sed -n 's/.*listening on \(.*:\)\{0,1\}\([0-9][0-9]*\).*/\2/p' "$1" | head -n 1)
     [ -n "$p" ] && { echo "$p"; return 0; }
+    [ -z "${2:-}" ] || alive "$2" || break
     sleep 0.1; i=$((i + 1))
   done
   echo "server did not start:" >&2; cat "$1" >&2; return 1
 }
+
+# alive PID: the process runs (not ended, not a zombie waiting for its parent)
+alive() { case $(sed 's/.*) //' "/proc/$1/stat" 2>/dev/null | cut -c1) in ''|Z|X) return 1 ;; esac; }
+
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
-# start_servers: the wanted servers; sets pki, tls (the client flags),
-# ours_port and g_port. Checks the binaries first.
-start_servers() {
-  for f in $(want ours && echo "$netd $cli") $(want grpcxx && echo "$gsrv $gbench"); do
-    [ -x "$f" ] || { echo "missing $f (build it first, or use --only)" >&2; exit 1; }
-  done
-  pki=$tmp/pki
-  if want ours; then
-    port=$(free_port)
-    $srv_cpu "$netd" --listen "127.0.0.1:$port" --pki-dir "$pki" ${netd_args:-} >"$tmp/netd.log" 2>&1 &
-    pids="$pids $!"
-    ours_port=$(wait_port "$tmp/netd.log")
-  else
-    sh "$bench_here/../tests/interop/mkcerts.sh" "$pki"
-  fi
-  tls="--ca $pki/ca.pem --cert $pki/client.pem --key $pki/client-key.pem"
-  if want grpcxx; then
-    $srv_cpu "$gsrv" --listen 127.0.0.1:0 --cert "$pki/server.pem" --key "$pki/server-key.pem" \
-      --ca "$pki/ca.pem" >"$tmp/grpcxx.log" 2>&1 &
-    pids="$pids $!"
-    g_port=$(wait_port "$tmp/grpcxx.log")
-  fi
-  limit=$(awk "BEGIN{print int($duration + $warmup + 60)}")
-  results=$tmp/results.tsv
-  : >"$results"
+# wait_tcp PORT: waits (at most 30 s) until 127.0.0.1:PORT accepts a connection.
+wait_tcp() {
+  python3 - "$1" <<'EOF'
+import socket, sys, time
+end = time.monotonic() + 30
+while True:
+    try:
+        socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=1).close()
+        break
+    except OSError:
+        if time.monotonic() > end:
+            sys.exit("nothing listens on 127.0.0.1:%s" % sys.argv[1])
+        time.sleep(0.1)
+EOF
 }
 
-run() { # impl scenario rep command...: appends one TSV line (json or FAILED)
-  impl=$1 name=$2 rep=$3; shift 3
-  if out=$(timeout "$limit" $cli_cpu "$@" 2>"$tmp/err") && [ -n "$out" ]; then
-    printf '%s\t%s\t%s\t%s\n' "$impl" "$name" "$rep" "$(printf '%s' "$out" | tail -n 1)" >>"$results"
-  else
-    echo "  $impl $name run $rep FAILED: $(tail -n 3 "$tmp/err")" >&2
-    printf '%s\t%s\t%s\tFAILED\n' "$impl" "$name" "$rep" >>"$results"
-  fi
+# cpu_snap PID FILE: writes "TID TICKS" (user + system clock ticks) for every
+# thread of PID (/proc/PID/task/*/stat fields 14 and 15).
+cpu_snap() {
+  for t in /proc/"$1"/task/*/stat; do
+    # the command name (field 2) may hold spaces: cut everything up to ") "
+    sed 's/^\([0-9]*\) .*) /\1 /' "$t" 2>/dev/null | awk '{print $1, $13 + $14}'
+  done >"$2"
 }
+
+# cpu_delta BEFORE AFTER SECONDS: prints "TOTAL% BUSIEST%": the CPU the
+# process used between the two snapshots and that of its busiest thread, as
+# a percentage of one core over SECONDS of wall time.
+cpu_delta() {
+  awk -v hz="$(getconf CLK_TCK)" -v s="$3" '
+    NR == FNR { b[$1] = $2; next }
+    { d = $2 - (($1 in b) ? b[$1] : 0); tot += d; if (d > max) max = d }
+    END { printf "%.0f %.0f\n", 100 * tot / hz / s, 100 * max / hz / s }' "$1" "$2"
+}
+
+now() { date +%s.%N; }

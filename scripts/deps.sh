@@ -10,6 +10,7 @@ PKGS=(
   libgrpc++-dev libprotobuf-dev protobuf-compiler protobuf-compiler-grpc
   python3 python3-grpcio python3-protobuf python3-cryptography python3-h2
   nghttp2-client nghttp2-proxy
+  nghttp2-server time linux-perf  # bench/h2load.sh: nghttpd (the ceiling), CPU time of the client, --profile
   libunistring-dev  # gnutls.pc lists -lunistring for static links (test install.pkgconfig)
   libnss-wrapper
   golang-go golang-google-grpc-dev golang-github-lucas-clemente-quic-go-dev protoc-gen-go-1-3
