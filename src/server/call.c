@@ -90,9 +90,11 @@ static void stalled(amn_dl_link *l, void *ud);
 
 static void phases_init(amn_srv_loop *sl) {
   if (sl->hdr_phase.ready) return;
-  amn_dlist_init(&sl->hdr_phase, sl->ev, sl->clock_ns, (int64_t)sl->srv->o.header_timeout_ms * 1000000, hdr_expired,
-                 sl);
-  amn_dlist_init(&sl->progress, sl->ev, sl->clock_ns, (int64_t)sl->srv->o.stall_timeout_ms * 1000000, stalled, sl);
+  /* deadlines of a second or more, touched several times per call: the
+   * loop's coarse clock (the time it woke up) */
+  amn_clock_fn clock = sl->coarse ? amn_clock_coarse_ns : sl->clock_ns;
+  amn_dlist_init(&sl->hdr_phase, sl->ev, clock, (int64_t)sl->srv->o.header_timeout_ms * 1000000, hdr_expired, sl);
+  amn_dlist_init(&sl->progress, sl->ev, clock, (int64_t)sl->srv->o.stall_timeout_ms * 1000000, stalled, sl);
 }
 
 amn_call *amn_call_begin(void *loop, const amn_st_stream_ops *ops, void *stream, const amn_peer_identity *peer,

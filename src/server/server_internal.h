@@ -134,6 +134,8 @@ struct amn_srv_loop {
   pthread_t thread;
   struct ev_loop *ev;
   amn_clock_fn clock_ns;            /* the calls' clock (deadlines): monotonic, or a test's */
+  ev_check tick;                    /* with the monotonic clock: refreshes the loop's coarse clock, */
+  bool coarse;                      /* ... which the phase lists use (amn_clock_coarse_ns) */
   amn_ioloop io;
   int lfd;
   ev_io lw;
