@@ -345,7 +345,9 @@ int amn_h3_close_stream(amn_h3_conn *b, uint32_t flags, int64_t id, uint64_t cod
  * (each connection allocates through b->mem / b->hmem, which count and
  * keep track of every block: what the libraries lose is freed with the
  * connection) and by the send buffers below, all connections of the
- * process; its peak; and the bytes freed that way (lost by the libraries). */
+ * process; its peak; and the bytes freed that way (lost by the libraries).
+ * The byte counts are kept in test and fuzz builds only (AMN_TEST_HOOKS;
+ * 0 otherwise); the blocks are tracked and swept in every build. */
 void amn_h3_mem_usage(size_t *cur, size_t *peak);
 void amn_h3_mem_reset_peak(void);
 size_t amn_h3_mem_swept(void);
