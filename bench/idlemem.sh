@@ -25,7 +25,13 @@ need=$((conns + 200)) # per process: the daemon's sockets, the client's (HTTP/3:
   echo "need 'ulimit -n' >= $need (have $(ulimit -n))" >&2; exit 1; }
 tmp=$(mktemp -d)
 srv= cli=
-trap '[ -n "$cli" ] && kill $cli 2>/dev/null; [ -n "$srv" ] && kill $srv 2>/dev/null; wait 2>/dev/null; [ -n "${KEEP:-}" ] || rm -rf "$tmp"' EXIT
+cleanup() {
+  if [ -n "$cli" ]; then kill "$cli" 2>/dev/null || true; fi
+  if [ -n "$srv" ]; then kill "$srv" 2>/dev/null || true; fi
+  wait 2>/dev/null || true
+  [ -n "${KEEP:-}" ] || rm -rf "$tmp"
+}
+trap cleanup EXIT
 cd "$tmp"; [ -n "${KEEP:-}" ] && echo "work directory: $tmp"
 "$build/amaters-cli" certs init pki >/dev/null
 # no idle timeout and room for every connection; the admin listener for the gauge
