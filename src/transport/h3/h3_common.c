@@ -192,7 +192,10 @@ int amn_h3_recv_crypto_data(ngtcp2_conn *q, ngtcp2_encryption_level level, uint6
   (void)offset;
   amn_h3_conn *b = user_data;
   int rv = 0;
-  if (!b->tls) return NGTCP2_ERR_PROTO; /* TLS data after the handshake, which QUIC has none of */
+  if (!b->tls) { /* TLS data after the handshake, which QUIC has none of */
+    AMN_INFO("QUIC: %zu bytes of TLS data (level %d) after the handshake: PROTOCOL_VIOLATION", len, (int)level);
+    return NGTCP2_ERR_PROTO;
+  }
   if (len) {
     rv = gnutls_handshake_write(b->tls, ngtcp2_crypto_gnutls_from_ngtcp2_encryption_level(level), data, len);
     if (rv < 0 && !gnutls_error_is_fatal(rv)) rv = 0;
