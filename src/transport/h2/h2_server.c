@@ -134,8 +134,10 @@ static void goaway_close(amn_sconn *sc, uint32_t code, const char *debug, const 
 static void drain_final(amn_sconn *sc);
 static void drain_begin(amn_sconn *sc);
 
-/* Idle: armed while the connection has no open call. */
+/* Idle: armed while the connection has no open call; its write buffer is
+ * freed after the next complete flush (h2io). */
 static void idle_arm(amn_sconn *sc) {
+  sc->io.idle = !sc->streams;
   uint32_t ms = cfg_of(sc)->idle_timeout_ms;
   if (!ms || sc->streams || sc->goaway || sc->io.state != AMN_IO_OPEN) return;
   ev_timer_stop(sc->loop->ev, &sc->idle_timer);
@@ -321,6 +323,7 @@ static int on_begin_headers(nghttp2_session *s, const nghttp2_frame *f, void *ud
   }
   calls_of(sc)->attach(ss->c, &sc->budget);
   ev_timer_stop(sc->loop->ev, &sc->idle_timer);
+  sc->io.idle = false;
   nghttp2_session_set_stream_user_data(s, f->hd.stream_id, ss);
   return 0;
 }

@@ -254,6 +254,11 @@ void amn_h2io_flush(amn_h2io *io) {
     }
     if (pulled == 0 && io->out_len == 0) break;
   }
+  if (io->idle) { /* everything is written and no call is in flight */
+    free(io->out);
+    io->out = NULL;
+    io->out_cap = 0;
+  }
   if (ev_is_active(&io->ww)) ev_io_stop(io->loop->ev, &io->ww);
   if (io->close_requested ||
       (io->h2 && !nghttp2_session_want_read(io->h2) && !nghttp2_session_want_write(io->h2))) {

@@ -61,6 +61,10 @@ struct amn_h2io {
   ev_timer hs_timer;      /* handshake deadline */
   uint8_t *out;           /* pending plaintext not yet accepted by TLS/socket */
   size_t out_off, out_len, out_cap;
+  bool idle;              /* set by the owner while no call is in flight: once a
+                           * flush has written everything, `out` is freed (it
+                           * is allocated again by the next write), so that an
+                           * idle connection holds no write buffer */
   bool dirty;
   amn_h2io *next_dirty;
   bool in_callback;       /* guards against freeing while nghttp2 runs */

@@ -316,6 +316,13 @@ void amn_h3_describe_peer_close(amn_h3_conn *b, const char *peer, char *out, siz
 /* The reason of our own failed TLS handshake ("client certificate not
  * issued by a trusted CA", "no client certificate presented", ...). */
 const char *amn_h3_tls_reason(amn_h3_conn *b);
+/* Frees the connection's TLS session once its handshake is complete (the
+ * server, after its session ticket): the 1-RTT keys live in ngtcp2, whose
+ * AEAD contexts are GnuTLS cipher handles of their own, and a QUIC peer
+ * sends no TLS message after the handshake (no KeyUpdate in QUIC, no
+ * post-handshake authentication asked); CRYPTO data that still comes is a
+ * PROTOCOL_VIOLATION. An idle connection keeps ~15 KiB less. */
+void amn_h3_tls_release(amn_h3_conn *b);
 
 /* Header list conversion (nghttp3 copies the strings on submit). */
 size_t amn_h3_nv(const amn_hdr_buf *b, nghttp3_nv *nva);

@@ -209,6 +209,10 @@ int amn_h3_recv_crypto_data(ngtcp2_conn *q, ngtcp2_encryption_level level, uint6
   (void)offset;
   amn_h3_conn *b = user_data;
   int rv = 0;
+  if (!b->tls) { /* TLS data after the handshake, which QUIC has none of */
+    AMN_INFO("QUIC: %zu bytes of TLS data (level %d) after the handshake: PROTOCOL_VIOLATION", len, (int)level);
+    return NGTCP2_ERR_PROTO;
+  }
   if (len) {
     rv = gnutls_handshake_write(b->tls, ngtcp2_crypto_gnutls_from_ngtcp2_encryption_level(level), data, len);
     if (rv < 0 && !gnutls_error_is_fatal(rv)) rv = 0;
@@ -227,6 +231,13 @@ int amn_h3_recv_crypto_data(ngtcp2_conn *q, ngtcp2_encryption_level level, uint6
   amn_tls_send_alert(b->tls, rv);
   int te = ngtcp2_conn_get_tls_error(q);
   return te ? te : NGTCP2_ERR_CRYPTO;
+}
+
+void amn_h3_tls_release(amn_h3_conn *b) {
+  if (!b->tls) return;
+  if (b->q) ngtcp2_conn_set_tls_native_handle(b->q, NULL);
+  gnutls_deinit(b->tls);
+  b->tls = NULL;
 }
 
 const char *amn_h3_tls_reason(amn_h3_conn *b) {

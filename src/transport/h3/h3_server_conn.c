@@ -61,6 +61,8 @@ static int q_handshake_completed(ngtcp2_conn *q, void *ud) {
             gnutls_session_is_resumed(sc->b.tls) ? " (resumed)" : "");
   /* a ticket for resumption and 0-RTT next time, a token to skip Retry */
   amn_h3s_ticket_send(sc);
+  /* the TLS session has done its part: its ~15 KiB go now, not at close */
+  amn_h3_tls_release(&sc->b);
   amn_h3s_send_new_token(sc);
   amn_h3s_update_keepalive(sc);
   if (sc->l->draining) amn_h3s_conn_shutdown(sc, "server stopping");
@@ -167,6 +169,7 @@ void amn_h3s_conn_free(h3_sconn *sc, const char *why) {
   else l->conns = sc->next;
   if (sc->next) sc->next->prev = sc->prev;
   if (sc->have_peer) amn_peer_store_free(&sc->peer);
+  free(sc->closebuf);
   if (!sc->uncounted) atomic_fetch_sub(&loop->counters->nconns, 1);
   else if (l->group) atomic_fetch_sub(&l->group->st.closing, 1);
   free(sc);
@@ -191,10 +194,11 @@ static void sc_wait_out(h3_sconn *sc, int state, const char *why) {
 /* Sends our CONNECTION_CLOSE (sc->b.err), kept in closebuf. Its length,
  * or <= 0 when none could be written. */
 static ngtcp2_ssize send_close(h3_sconn *sc) {
+  if (!sc->closebuf && !(sc->closebuf = malloc(AMN_H3S_CLOSEBUF))) return -1;
   ngtcp2_path_storage ps;
   ngtcp2_path_storage_zero(&ps);
   ngtcp2_pkt_info pi;
-  ngtcp2_ssize n = ngtcp2_conn_write_connection_close(sc->b.q, &ps.path, &pi, sc->closebuf, sizeof sc->closebuf,
+  ngtcp2_ssize n = ngtcp2_conn_write_connection_close(sc->b.q, &ps.path, &pi, sc->closebuf, AMN_H3S_CLOSEBUF,
                                                       &sc->b.err, amn_h3_now());
   if (n > 0) amn_h3_send_one(sc->b.fd, ps.path.remote.addr, ps.path.remote.addrlen, sc->closebuf, (size_t)n);
   return n;

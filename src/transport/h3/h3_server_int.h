@@ -19,6 +19,7 @@
 #include "transport/h3/h3.h"
 
 typedef struct h3_sconn h3_sconn;
+#define AMN_H3S_CLOSEBUF 1500
 typedef struct h3_cid h3_cid; /* h3_server_cid.c */
 
 enum { SC_HANDSHAKE, SC_OPEN, SC_CLOSING, SC_DRAINING };
@@ -56,7 +57,8 @@ struct h3_sconn {
   ev_timer gtimer;              /* notice -> final GOAWAY */
   ev_timer idle_timer;          /* idle_timeout_ms without a call: GOAWAY, close (PINGs do not count) */
   amn_st_budget budget;         /* what the calls of this connection may hold in memory */
-  uint8_t closebuf[1500];       /* our CONNECTION_CLOSE, repeated during the closing period */
+  uint8_t *closebuf;            /* our CONNECTION_CLOSE, repeated during the closing period
+                                 * (AMN_H3S_CLOSEBUF bytes, allocated when the connection closes) */
   size_t closelen;
   char addr[64];
 };
