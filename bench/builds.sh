@@ -45,7 +45,9 @@ for i in "${!builds[@]}"; do
   ports+=("$port")
   for _ in $(seq 100); do grep -q "listening on" "$tmp/$i/netd.log" && break; sleep 0.1; done
 done
-field() { sed -n "s/.*\"$1\":\\([0-9.]*\\).*/\\1/p" <<<"$2"; }
+# field KEY JSON: a top-level number of the bench's JSON (its "series" repeats
+# the percentile keys per second: a text match would take the last second's)
+field() { python3 -c 'import json, sys; print(json.loads(sys.argv[2]).get(sys.argv[1], ""))' "$1" "$2" 2>/dev/null; }
 for r in $(seq "$rounds"); do
   for sc in "${scenarios[@]}"; do
     read -r name c m size mode tp <<<"$sc"

@@ -1,6 +1,7 @@
 #!/bin/sh
 # SPDX-License-Identifier: MIT OR Apache-2.0
-# The seed's latency target: N concurrent mTLS connections, each making R
+# The seed's latency target: N concurrent mTLS connections (one pooled
+# client: pool_min_connections = N), each making R
 # unary calls per second (open loop: `amaters-cli bench --rps`, latency from
 # each call's intended send time, so a stall counts for every call it
 # delays), on each transport, against one amaters-netd (--transport both).
@@ -35,6 +36,8 @@ srv=
 trap '[ -n "$srv" ] && kill $srv 2>/dev/null; wait 2>/dev/null; rm -rf "$tmp"' EXIT INT TERM
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 printf '[network]\nmax_connections = %d\n' $((conns + 100)) >"$tmp/netd.toml"
+# one pooled client holding the N connections (the calls spread over them)
+printf '[client]\npool_min_connections = %d\npool_max_connections = %d\n' "$conns" "$conns" >"$tmp/client.toml"
 "$build/amaters-netd" --listen "127.0.0.1:$port" --pki-dir "$tmp/pki" --transport both --config "$tmp/netd.toml" \
   --log-level warn >"$tmp/netd.log" 2>&1 &
 srv=$!
@@ -50,8 +53,8 @@ for t in $transports; do
     echo "  $t: $conns connections x $r calls/s = $total calls/s for ${duration}s (+${warmup}s warm-up)" >&2
     c0=$(cpu_ticks $srv)
     start=$(date +%s.%N)
-    /usr/bin/time -f '%U %S' -o "$tmp/time" "$build/amaters-cli" --pki-dir "$tmp/pki" --transport "$t" \
-      "https://127.0.0.1:$port" bench --connections "$conns" --inflight "$conns" --rps "$total" \
+    /usr/bin/time -f '%U %S' -o "$tmp/time" "$build/amaters-cli" --config "$tmp/client.toml" --pki-dir "$tmp/pki" \
+      --transport "$t" "https://127.0.0.1:$port" bench --connections 1 --inflight "$conns" --rps "$total" \
       --duration "$duration" --warmup "$warmup" --size "$size" --json >"$tmp/out.json" 2>"$tmp/err" || true
     end=$(date +%s.%N)
     c1=$(cpu_ticks $srv)
