@@ -8,7 +8,8 @@
  * development PKI: mutual TLS is verified for real.
  *
  * Covered: a unary call end to end, a streaming call (with datagrams
- * duplicated and reordered), a call cancelled by the client, a stream the
+ * duplicated and reordered), small messages of many streams sharing
+ * packets both ways, a call cancelled by the client, a stream the
  * server resets, a lost datagram recovered by retransmission once the clock
  * passes the PTO, the idle timeout, a client certificate of another CA
  * refused in the handshake. Then allocation-failure injection: the
@@ -264,6 +265,43 @@ static void test_streaming(void **st) {
   client_down();
 }
 
+/* Many streams with a small message each, queued together: their frames
+ * share packets both ways (a stream that runs dry does not close the packet
+ * it is in: the next stream's data follows in it). Before, each message
+ * went out in a packet of its own: 32 streams, 32+ datagrams each way. */
+static bool all_echoed(void) { return g_rec.msgs >= 32; }
+static bool all_ended(void) { return g_rec.ends >= 32; }
+
+static void test_streams_share_packets(void **st) {
+  (void)st;
+  client_up(&g_pki.cli);
+  amn_client_call *u = unary(AMN_METHOD_EXECUTE); /* the connection is up and settled first */
+  assert_non_null(u);
+  assert_true(run_until(rec_done, 5));
+  drop_call(u);
+  memset(&g_rec, 0, sizeof g_rec);
+  size_t to_srv = g_m.sent_to_server, to_cli = g_m.sent_to_client;
+  amn_client_call *s[32];
+  for (int i = 0; i < 32; i++) {
+    s[i] = amn_client_call_new(g_m.cl, AMN_CK_STREAM, AMN_METHOD_EXECUTE_STREAM, NULL);
+    assert_non_null(s[i]);
+    s[i]->scbs = (amn_cstream_cbs){on_stream_msg, on_stream_close, NULL};
+    s[i]->ud = &g_rec;
+    cops_start(g_m.cl, s[i]);
+    assert_int_equal(cops_send(s[i], g_q, g_qlen), 0);
+  }
+  assert_true(run_until(all_echoed, 5));
+  size_t n_srv = g_m.sent_to_server - to_srv, n_cli = g_m.sent_to_client - to_cli;
+  fprintf(stderr, "# 32 streams of one message: %zu datagrams to the server, %zu to the client\n", n_srv, n_cli);
+  assert_true(n_srv <= 8); /* 32 x (HEADERS + DATA), about 2 KB: 2-3 packets, ACKs */
+  assert_true(n_cli <= 8);
+  for (int i = 0; i < 32; i++) cops_close_send(s[i]);
+  assert_true(run_until(all_ended, 5));
+  assert_int_equal(g_rec.code, AMN_STATUS_OK);
+  for (int i = 0; i < 32; i++) amn_client_call_unref(s[i]);
+  client_down();
+}
+
 /* A call the server's Hold handler holds, on a new client. */
 static amn_client_call *held_call(void) {
   client_up(&g_pki.cli);
@@ -469,6 +507,7 @@ int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_unary),
       cmocka_unit_test(test_streaming),
+      cmocka_unit_test(test_streams_share_packets),
       cmocka_unit_test(test_client_cancel),
       cmocka_unit_test(test_server_reset),
       cmocka_unit_test(test_loss_pto),

@@ -774,6 +774,14 @@ static int write_quantum(amn_h3_conn *b, bool *sent) {
     nghttp3_ssize nvec = 0;
     if (b->h && ngtcp2_conn_get_max_data_left(b->q)) {
       nvec = nghttp3_conn_writev_stream(b->h, &sid, &fin, vec, 16);
+      /* Nothing from the stream at the head: nghttp3 learns only now (its
+       * read_data said WOULDBLOCK) that the stream it just gave us has no
+       * more, and has unscheduled it; the next stream's data can still go
+       * in this packet. Without the second look every stream's message got
+       * a packet of its own (64 streams of one small message each: 64
+       * packets instead of a few). A second empty answer means nothing is
+       * scheduled (or another stream ran dry): the packet closes. */
+      if (nvec == 0 && sid == -1) nvec = nghttp3_conn_writev_stream(b->h, &sid, &fin, vec, 16);
       if (nvec < 0) {
         rv = app_error(b, (int)nvec);
         break;
