@@ -23,10 +23,11 @@ here=$(cd "$(dirname "$0")" && pwd)
 printf '[network]\nidle_timeout_ms = 0\n' >netd.toml
 
 # bound KiB per idle connection, per transport. Measured here (2 vCPU, one
-# loop, N = 500): HTTP/2 36.2-37.2 KiB (41-43 before its write buffer was freed
-# when idle), HTTP/3 75-81.5 KiB (its share of the server's tables varies
-# with N); the bounds catch a per-connection buffer of a few KiB kept again.
-declare -A bound=([h2]=40 [h3]=90)
+# loop, N = 500): HTTP/2 28.0 KiB (41-43 before its write buffer was freed
+# when idle, 36.2-37.2 before nghttp2's large blocks got their own mappings),
+# HTTP/3 75-81.5 KiB (its share of the server's tables varies with N); the
+# bounds catch a per-connection buffer of a few KiB kept again.
+declare -A bound=([h2]=32 [h3]=90)
 
 for tp in h2 h3; do
   admin=$(common_port 127.0.0.1)

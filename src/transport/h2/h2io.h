@@ -20,6 +20,7 @@
 #include <stdint.h>
 
 #include "tls/tls.h"
+#include "transport/h2/h2mem.h"
 
 #define AMN_IO_RBUF (64 * 1024)
 #define AMN_IO_WBUF_HIGH (256 * 1024) /* stop pulling frames from nghttp2 above this */
@@ -125,10 +126,10 @@ typedef struct amn_h2io_test_io {
   double (*now)(void);
 } amn_h2io_test_io;
 extern const amn_h2io_test_io *amn_h2io_test_hook;
-#define AMN_H2_MEM (amn_h2io_test_hook ? amn_h2io_test_hook->mem : NULL)
+#define AMN_H2_MEM (amn_h2io_test_hook && amn_h2io_test_hook->mem ? amn_h2io_test_hook->mem : amn_h2_mem())
 #define AMN_H2_NOW(ev) (amn_h2io_test_hook && amn_h2io_test_hook->now ? amn_h2io_test_hook->now() : ev_now(ev))
 #else
-#define AMN_H2_MEM NULL
+#define AMN_H2_MEM amn_h2_mem()
 #define AMN_H2_NOW(ev) ev_now(ev)
 #endif
 
