@@ -214,24 +214,18 @@ static int out_append(amn_h2io *io, const uint8_t *p, size_t n) {
   return 0;
 }
 
-void amn_h2io_flush(amn_h2io *io) {
-  if (io->state == AMN_IO_CLOSED || io->lingering) return;
-  if (io->state == AMN_IO_HANDSHAKE) {
-    if (io->close_requested) io_do_close(io);
-    return;
-  }
+/* Writes what is buffered and what nghttp2 has queued until both are empty
+ * (1) or the socket is full (0: the write watcher waits); -1 on an error
+ * (close_reason set; the caller closes). Never closes by itself. */
+static int io_pump(amn_h2io *io) {
   for (;;) {
     int r = io_write_out(io);
-    if (r < 0) {
-      io->close_requested = true;
-      io_do_close(io);
-      return;
-    }
+    if (r < 0) return -1;
     if (r == 0) {
       if (!ev_is_active(&io->ww)) ev_io_start(io->loop->ev, &io->ww);
-      return;
+      return 0;
     }
-    if (!io->h2) break;
+    if (!io->h2) return 1;
     /* pull frames from nghttp2 until a batch is large enough */
     size_t pulled = 0;
     while (io->out_len < AMN_IO_WBUF_HIGH) {
@@ -239,21 +233,32 @@ void amn_h2io_flush(amn_h2io *io) {
       ssize_t n = nghttp2_session_mem_send(io->h2, &data);
       if (n < 0) {
         snprintf(io->close_reason, sizeof io->close_reason, "HTTP/2 error: %s", nghttp2_strerror((int)n));
-        io->close_requested = true;
-        io_do_close(io);
-        return;
+        return -1;
       }
       if (n == 0) break;
       if (out_append(io, data, (size_t)n) < 0) {
         snprintf(io->close_reason, sizeof io->close_reason, "out of memory");
-        io->close_requested = true;
-        io_do_close(io);
-        return;
+        return -1;
       }
       pulled += (size_t)n;
     }
-    if (pulled == 0 && io->out_len == 0) break;
+    if (pulled == 0 && io->out_len == 0) return 1;
   }
+}
+
+void amn_h2io_flush(amn_h2io *io) {
+  if (io->state == AMN_IO_CLOSED || io->lingering) return;
+  if (io->state == AMN_IO_HANDSHAKE) {
+    if (io->close_requested) io_do_close(io);
+    return;
+  }
+  int r = io_pump(io);
+  if (r < 0) {
+    io->close_requested = true;
+    io_do_close(io);
+    return;
+  }
+  if (r == 0) return;
   if (io->idle) { /* everything is written and no call is in flight */
     free(io->out);
     io->out = NULL;
@@ -270,6 +275,7 @@ void amn_h2io_flush(amn_h2io *io) {
 
 static void io_read(amn_h2io *io) {
   uint8_t *buf = io->loop->rbuf;
+  bool early = false; /* one early write per read event at most */
   for (int rounds = 0; rounds < 16; rounds++) {
     ssize_t n;
     if (io->tls) {
@@ -308,9 +314,26 @@ static void io_read(amn_h2io *io) {
       }
     }
     io->last_rx = AMN_H2_NOW(io->loop->ev);
-    io->in_callback = true;
-    ssize_t rv = nghttp2_session_mem_recv(io->h2, buf, (size_t)n);
-    io->in_callback = false;
+    /* The bytes go to nghttp2 a slice at a time; responses that a slice made
+     * ready (the connection was marked dirty) go out before the next slice
+     * is decoded, so that the peer works on them meanwhile instead of
+     * waiting for the whole read's answers (one connection with 100 requests
+     * in flight: both sides were otherwise idle two thirds of the time). */
+    ssize_t rv = 0;
+    for (size_t off = 0; off < (size_t)n && rv >= 0;) {
+      size_t k = (size_t)n - off < AMN_IO_SLICE ? (size_t)n - off : AMN_IO_SLICE;
+      if (off && !early && io->dirty && !io->close_requested) {
+        early = true;
+        if (io_pump(io) < 0) {
+          io->close_requested = true; /* closed by the flush after this read */
+          break;
+        }
+      }
+      io->in_callback = true;
+      rv = nghttp2_session_mem_recv(io->h2, buf + off, k);
+      io->in_callback = false;
+      off += k;
+    }
     if (rv < 0) {
       char why[128];
       bool calm = rv == NGHTTP2_ERR_FLOODED || rv == NGHTTP2_ERR_TOO_MANY_CONTINUATIONS;

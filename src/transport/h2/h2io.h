@@ -8,7 +8,11 @@
  * directly (no per-connection read buffer). Writes are batched: a
  * connection with something to send is marked dirty and flushed once per
  * loop iteration (ev_prepare), coalescing all frames produced meanwhile
- * into few TLS records / one write.
+ * into few TLS records / one write. One exception per read event: a read
+ * is decoded AMN_IO_SLICE bytes at a time, and once a slice has made
+ * responses ready they go out before the next slice is decoded, so that
+ * the peer works on them while the rest is decoded (many requests in
+ * flight on one connection: the two sides no longer take turns).
  */
 #ifndef AMN_H2IO_H
 #define AMN_H2IO_H
@@ -24,6 +28,7 @@
 
 #define AMN_IO_RBUF (64 * 1024)
 #define AMN_IO_WBUF_HIGH (256 * 1024) /* stop pulling frames from nghttp2 above this */
+#define AMN_IO_SLICE 4096 /* received bytes decoded between two early writes (h2io.c io_read) */
 /* After refusing a TLS handshake (server side), the alert is sent, the
  * write side closed, and the peer's bytes drained for at most this long
  * before the socket is closed, so a reset does not destroy the alert. */
