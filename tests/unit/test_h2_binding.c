@@ -81,6 +81,7 @@ typedef struct mend {
   bool eof;              /* the peer will send nothing more */
   bool shut, closed;     /* this end shut its sending side / closed */
   size_t sent;           /* bytes this end sent */
+  size_t sends;          /* send calls that sent them */
 } mend;
 
 #define MAX_FD 4096
@@ -149,6 +150,7 @@ static ssize_t mend_send(mend *e, const void *p, size_t n) {
   memcpy(to->buf + to->len, p, n);
   to->len += n;
   e->sent += n;
+  e->sends++;
   mend_signal(to);
   return (ssize_t)n;
 }
@@ -356,6 +358,7 @@ typedef struct peer {
   uint64_t wu_conn;       /* connection WINDOW_UPDATE increments received */
   int settings;
   bool eof;
+  bool cork;              /* frames of one turn go out in as few TLS records as fit */
   /* raw: nghttp2 no longer reads or writes; the frames that arrive are
    * only listed (for input nghttp2 itself would refuse to have sent) */
   bool raw;
@@ -606,6 +609,7 @@ static bool peer_turn(peer *p) {
     assert_true(r == n || r < 0);
     if (r < 0) break;
   }
+  if (p->cork && !p->raw) gnutls_record_cork(p->tls);
   while (!p->raw) {
     const uint8_t *d;
     ssize_t n = nghttp2_session_mem_send(p->h2, &d);
@@ -618,6 +622,7 @@ static bool peer_turn(peer *p) {
       off += w;
     }
   }
+  if (p->cork && !p->raw) assert_true(gnutls_record_uncork(p->tls, GNUTLS_RECORD_WAIT) >= 0);
   return moved || p->end->sent != before;
 }
 
@@ -1075,6 +1080,45 @@ static void test_goaway_processed_fails(void **st) {
   amn_client_stats(g_cl, &es, 1, &retries);
   assert_int_equal(retries, 0); /* not sent again (a replacement connection may open) */
   assert_int_equal(g_msgs, 0);
+}
+
+/* One early write per read event (h2io.c io_read): 50 requests arrive in
+ * one TLS record (about 7.5 KB); the server decodes it 4 KiB at a time and
+ * writes the answers of the first slice before it decodes the rest, in the
+ * same loop turn (before, nothing went out until the loop's next turn,
+ * when everything did). Then every call completes. */
+static void test_early_write(void **st) {
+  (void)st;
+  g_cpeer = peer_new(false, server_conn(false), "client.pem", "client-key.pem");
+  settle();
+  assert_true(g_cpeer->hs_done);
+  static uint8_t body[128];
+  uint8_t msg[100];
+  memset(msg, 'q', sizeof msg);
+  size_t blen = frame_msg(body, msg, sizeof msg);
+  int32_t sid[50];
+  g_cpeer->cork = true;
+  for (int i = 0; i < 50; i++) sid[i] = peer_request(g_cpeer, "/t.S/Echo", body, blen, true, NULL);
+  int msgs0 = g_msgs;
+  size_t sent0 = g_cpeer->end->sent;
+  g_side = SIDE_NONE;
+  peer_turn(g_cpeer); /* all 50 requests, one record */
+  assert_true(g_cpeer->end->sent - sent0 > 4096 && g_cpeer->end->sent - sent0 < 16384);
+  mend *srv = g_cpeer->end->peer;
+  size_t sends0 = srv->sends, bytes0 = srv->sent;
+  g_side = SIDE_SERVER;
+  ev_run(g_sl.ev, EVRUN_NOWAIT); /* one turn of the server's loop: the read, no pre-poll flush yet */
+  g_side = SIDE_NONE;
+  assert_int_equal(g_msgs - msgs0, 50);     /* the whole record was decoded in this turn */
+  assert_int_equal(srv->sends - sends0, 1); /* and one write went out in the middle of it */
+  assert_true(srv->sent - bytes0 > 0);
+  g_cpeer->cork = false;
+  settle();
+  for (int i = 0; i < 50; i++) {
+    pstream *ps = pst(g_cpeer, sid[i], false);
+    assert_true(ps->ended);
+    assert_string_equal(ps->grpc_status_in, "0");
+  }
 }
 
 /* Flow control under the connection's memory bound: while paused handlers
@@ -1584,6 +1628,7 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_server_goaway_drain, setup, teardown),
       cmocka_unit_test_setup_teardown(test_goaway_unprocessed_retried, setup, teardown),
       cmocka_unit_test_setup_teardown(test_goaway_processed_fails, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_early_write, setup, teardown),
       cmocka_unit_test_setup_teardown(test_flow_control_bound, setup, teardown),
       cmocka_unit_test_setup_teardown(test_malformed, setup, teardown),
       cmocka_unit_test_setup_teardown(test_bad_client_cert, setup, teardown),
