@@ -314,11 +314,13 @@ static void io_read(amn_h2io *io) {
       }
     }
     io->last_rx = AMN_H2_NOW(io->loop->ev);
-    /* The bytes go to nghttp2 a slice at a time; responses that a slice made
-     * ready (the connection was marked dirty) go out before the next slice
-     * is decoded, so that the peer works on them meanwhile instead of
-     * waiting for the whole read's answers (one connection with 100 requests
-     * in flight: both sides were otherwise idle two thirds of the time). */
+    /* The bytes go to nghttp2 a slice at a time; once a slice has made
+     * responses ready (the connection was marked dirty), they go out before
+     * the next slice is decoded, so that the peer works on them meanwhile
+     * instead of waiting for the whole read's answers (one connection with
+     * 100 requests in flight: both sides were otherwise idle two thirds of
+     * the time). Once per read event: the rest goes with the loop's flush
+     * (a write after every slice cost 7 % on two busy connections). */
     ssize_t rv = 0;
     for (size_t off = 0; off < (size_t)n && rv >= 0;) {
       size_t k = (size_t)n - off < AMN_IO_SLICE ? (size_t)n - off : AMN_IO_SLICE;
