@@ -28,7 +28,7 @@
 
 #define AMN_IO_RBUF (64 * 1024)
 #define AMN_IO_WBUF_HIGH (256 * 1024) /* stop pulling frames from nghttp2 above this */
-#define AMN_IO_SLICE 4096 /* received bytes decoded between two early writes (h2io.c io_read) */
+#define AMN_IO_SLICE 4096 /* received bytes decoded before a read event's one early write (h2io.c io_read) */
 /* After refusing a TLS handshake (server side), the alert is sent, the
  * write side closed, and the peer's bytes drained for at most this long
  * before the socket is closed, so a reset does not destroy the alert. */
